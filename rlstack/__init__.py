@@ -1,0 +1,39 @@
+"""rlstack: fast PPO for massively parallel, infinite-horizon environments.
+
+Pure functions (env reset/step, policy apply, GAE, PPO loss, optimizer step)
+composed into compiled ``rollout``/``update`` functions, under a thin
+stateful shell (``Algorithm``, ``Trainer``) that logs to MLflow.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from . import conditions, distributions, env, envs, functional, models, optim, spaces
+from .algorithm import Algorithm
+from .config import AlgorithmConfig
+from .distributions import Categorical, Distribution, Normal, SquashedNormal
+from .policy import Policy
+from .trainer import Trainer
+
+try:
+    __version__ = version("rlstack")
+except PackageNotFoundError:  # running from a source tree
+    __version__ = "2.0.0.dev0"
+
+__all__ = [
+    "Algorithm",
+    "AlgorithmConfig",
+    "Trainer",
+    "Policy",
+    "Distribution",
+    "Categorical",
+    "Normal",
+    "SquashedNormal",
+    "conditions",
+    "distributions",
+    "env",
+    "envs",
+    "functional",
+    "models",
+    "optim",
+    "spaces",
+]

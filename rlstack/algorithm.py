@@ -1,0 +1,336 @@
+"""``Algorithm``: the one place where training state changes between calls."""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import time
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from .config import AlgorithmConfig
+from .distributions import Distribution, default_distribution_cls
+from .env import check_env, make_env
+from .models import MLPModel
+from .optim import from_torch
+from .policy import Policy
+from .ppo import make_update
+from .rollout import make_rollout, trajectory_stats
+from .schedules import schedule_value
+from .spaces import describe_mismatch
+from .types import RolloutCarry, Trajectory, UpdateCoeffs
+
+
+def _sync(stats: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """Bring a dict of 0-d tensors to the host with a single device sync."""
+    if not stats:
+        return {}
+    values = torch.stack([v.detach().float().reshape(()) for v in stats.values()]).tolist()
+    return dict(zip(stats.keys(), values))
+
+
+def _check_finite(stats: Mapping[str, float], where: str) -> None:
+    bad = {k: v for k, v in stats.items() if not math.isfinite(v)}
+    if bad:
+        raise FloatingPointError(f"Non-finite {', '.join(f'{k}={v}' for k, v in bad.items())} {where}.")
+
+
+def memory_stats(device: torch.device) -> dict[str, float]:
+    """Host memory (``memory/free``, ``memory/total`` in bytes,
+    ``memory/percent`` used, ``memory/max_rss_mb`` of this process) and, on
+    CUDA, the device's (``memory/cuda_*``)."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    total = os.sysconf("SC_PHYS_PAGES") * page
+    free = os.sysconf("SC_AVPHYS_PAGES") * page
+    stats = {
+        "memory/free": float(free),
+        "memory/total": float(total),
+        "memory/percent": 100.0 * (total - free) / total,
+        "memory/max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+    }
+    if device.type == "cuda":
+        cuda_free, cuda_total = torch.cuda.mem_get_info(device)
+        stats["memory/cuda_free"] = float(cuda_free)
+        stats["memory/cuda_total"] = float(cuda_total)
+        stats["memory/cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return stats
+
+
+def _resolve_device(device: Any) -> torch.device:
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"`device` must be a torch device such as 'cpu' or 'cuda', got {device!r}.") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"`device` is {str(device)!r} but CUDA is not available on this machine; use 'cpu'.")
+    return device
+
+
+class Algorithm:
+    """PPO on a batched env: owns params, optimizer state and env carry.
+
+    ``collect()`` runs one compiled rollout and ``step()`` one compiled
+    update; everything between is bookkeeping. Hyperparameters are validated
+    before any env or model is built.
+
+    Args:
+        env: a pure env (class or instance, e.g. ``DiscreteDummyEnv``) or an
+            rlstack 1.x style stateful env class.
+        env_config: config dict passed to the env's reset.
+        model_cls: ``model_cls(observation_space, action_space,
+            **model_config)`` -> ``nn.Module``; default :class:`MLPModel`.
+        model_config: keyword arguments for ``model_cls``.
+        distribution_cls: action distribution; default ``Categorical`` for
+            discrete and ``Normal`` for continuous actions.
+        optimizer_cls: ``torch.optim.Adam`` (default), ``AdamW`` or ``SGD``,
+            mapped onto :mod:`rlstack.optim`.
+        optimizer_config: its keyword arguments (``lr`` defaults to 1e-3).
+        device: where env, params and buffers live.
+        seed: seeds the torch RNG before the env and model are built
+            (``None``: leave the RNG as it is).
+        compile: compile the rollout and update bodies with
+            ``torch.compile`` (``False``: run eagerly).
+        **hparams: PPO hyperparameters, see
+            :class:`rlstack.config.AlgorithmConfig`.
+
+    Examples:
+        >>> from rlstack.env import DiscreteDummyEnv
+        >>> algo = Algorithm(DiscreteDummyEnv, num_envs=64, horizon=8, compile=False,
+        ...                  model_config={"hiddens": (16,)})
+        >>> "returns/mean" in algo.collect() and "losses/total" in algo.step()
+        True
+    """
+
+    def __init__(
+        self,
+        env: Any,
+        /,
+        *,
+        env_config: Mapping[str, Any] | None = None,
+        model_cls: type | None = None,
+        model_config: Mapping[str, Any] | None = None,
+        distribution_cls: type[Distribution] | None = None,
+        optimizer_cls: type = torch.optim.Adam,
+        optimizer_config: Mapping[str, Any] | None = None,
+        device: Any = "cpu",
+        seed: int | None = None,
+        compile: bool = True,
+        **hparams: Any,
+    ) -> None:
+        # Validate everything before building anything.
+        self.hparams = AlgorithmConfig.from_mapping(hparams)
+        optimizer, self.lr = from_torch(optimizer_cls, optimizer_config)
+        self.device = _resolve_device(device)
+        for name, value in (("env_config", env_config), ("model_config", model_config)):
+            if value is not None and not isinstance(value, Mapping):
+                raise TypeError(f"`{name}` must be a dict or None, got {type(value).__name__}.")
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
+            raise ValueError(f"`seed` must be a non-negative int or None, got {seed!r}.")
+        if not isinstance(compile, bool):
+            raise TypeError(f"`compile` must be a bool, got {compile!r}.")
+        self.seed, self.compile = seed, compile
+        self.env_config = dict(env_config or {})
+        self.settings = {
+            "env": getattr(env, "__name__", type(env).__name__),
+            "env_config": self.env_config,
+            "model_cls": getattr(model_cls or MLPModel, "__name__", str(model_cls)),
+            "model_config": dict(model_config or {}),
+            "optimizer_cls": optimizer_cls.__name__,
+            "optimizer_config": dict(optimizer_config or {}),
+            "device": str(self.device),
+            "seed": seed,
+            "compile": compile,
+        }
+        if seed is not None:
+            torch.manual_seed(seed)
+
+        # Env, model, distribution, policy.
+        cfg = self.hparams
+        self._env_spec = env
+        self.env = make_env(env, num_envs=cfg.num_envs, horizon=cfg.horizon, config=self.env_config, device=self.device)
+        check_env(self.env, num_envs=cfg.num_envs, config=self.env_config, device=self.device)
+        model = (model_cls or MLPModel)(self.env.observation_space, self.env.action_space, **dict(model_config or {}))
+        distribution_cls = distribution_cls or default_distribution_cls(self.env.action_space)
+        self.settings["distribution_cls"] = getattr(distribution_cls, "__name__", str(distribution_cls))
+        self.policy = Policy(model.to(self.device), distribution_cls)
+        self.params = self.policy.init_params()
+        self.policy.check(self.params, self.env.observation_space, self.env.action_space, self.device)
+        self.opt_state = optimizer.init(self.params)
+
+        # Pure functions, compiled lazily by torch on first call.
+        self._rollouts = {False: make_rollout(self.env, self.policy, cfg.horizon, compile=compile)}
+        self._update = make_update(self.policy, optimizer, cfg, lr=self.lr, compile=compile)
+        self._eval_env = self.env if self.env.compilable else None
+        self.carry: RolloutCarry | None = None
+        self.trajectory: Trajectory | None = None
+        self.horizons = 0
+        self.steps = 0
+        self.env_steps = 0
+
+    # ----------------------------------------------------------------- collect
+    def _rollout_fn(self, deterministic: bool):
+        if deterministic not in self._rollouts:
+            self._rollouts[deterministic] = make_rollout(
+                self.env, self.policy, self.hparams.horizon, deterministic=deterministic, compile=self.compile
+            )
+        return self._rollouts[deterministic]
+
+    def _needs_reset(self) -> bool:
+        every = self.hparams.horizons_per_env_reset
+        return self.carry is None or (every > 0 and self.horizons % every == 0)
+
+    def collect(self, *, env_config: Mapping[str, Any] | None = None, deterministic: bool = False) -> dict[str, float]:
+        """Run one rollout of ``horizon`` steps from the current carry.
+
+        All envs are reset first every ``horizons_per_env_reset`` collects
+        (with ``env_config`` if given, else the Algorithm's).
+
+        Returns:
+            ``returns/*`` and ``rewards/*`` (min, max, mean, std),
+            ``env/steps`` (transitions collected), ``env/resets`` and
+            ``profiling/collect_ms``; synced from the device once.
+        """
+        start = time.perf_counter()
+        reset = self._needs_reset()
+        if reset:
+            self.carry = RolloutCarry(*self.env.reset(self.hparams.num_envs, config=env_config or self.env_config, device=self.device))
+        carry, traj = self._rollout_fn(deterministic)(self.params, self.carry)
+        stats = _sync(trajectory_stats(traj))
+        _check_finite(stats, f"in the rewards of collect {self.horizons + 1}")
+        self.carry, self.trajectory = carry, traj
+        self.horizons += 1
+        self.env_steps += self.hparams.num_envs * self.hparams.horizon
+        stats["env/steps"] = self.hparams.num_envs * self.hparams.horizon
+        stats["env/resets"] = self.hparams.num_envs if reset else 0
+        stats["profiling/collect_ms"] = 1000.0 * (time.perf_counter() - start)
+        return stats
+
+    # -------------------------------------------------------------------- step
+    def coefficients(self) -> dict[str, float]:
+        """Learning rate and entropy coefficient for the next update, from
+        their schedules at the env transitions collected so far."""
+        cfg = self.hparams
+        lr = self.lr if cfg.lr_schedule is None else schedule_value(cfg.lr_schedule, cfg.lr_schedule_kind, self.env_steps)
+        entropy = (
+            cfg.entropy_coeff
+            if cfg.entropy_coeff_schedule is None
+            else schedule_value(cfg.entropy_coeff_schedule, cfg.entropy_coeff_schedule_kind, self.env_steps)
+        )
+        return {"coefficients/lr": lr, "coefficients/entropy": entropy, "coefficients/vf": cfg.vf_coeff}
+
+    def step(self) -> dict[str, float]:
+        """Update the policy on the last collected trajectory.
+
+        Returns:
+            ``losses/*``, ``monitors/*``, ``coefficients/*`` and
+            ``profiling/step_ms``; synced from the device once.
+
+        Raises:
+            RuntimeError: if nothing was collected since the last step.
+            FloatingPointError: if a loss, a monitor or the parameters are
+                not finite; the update is discarded, so ``params`` stay those
+                of the last good step.
+        """
+        if self.trajectory is None:
+            raise RuntimeError("Algorithm.step() needs a trajectory: call collect() first.")
+        start = time.perf_counter()
+        coeffs = self.coefficients()
+        tensors = UpdateCoeffs(
+            lr=torch.tensor(coeffs["coefficients/lr"], dtype=torch.float32, device=self.device),
+            entropy_coeff=torch.tensor(coeffs["coefficients/entropy"], dtype=torch.float32, device=self.device),
+        )
+        params, opt_state, metrics = self._update(self.params, self.opt_state, self.trajectory, tensors)
+        stats = _sync(metrics)
+        _check_finite(
+            stats,
+            f"at step {self.steps + 1} (after {self.env_steps} env transitions); the update was discarded "
+            f"and params kept from step {self.steps}",
+        )
+        self.params, self.opt_state, self.trajectory = params, opt_state, None
+        self.steps += 1
+        stats.update(coeffs)
+        stats["profiling/step_ms"] = 1000.0 * (time.perf_counter() - start)
+        return stats
+
+    # -------------------------------------------------------------- evaluation
+    def evaluate(
+        self, *, env_config: Mapping[str, Any] | None = None, deterministic: bool = True, horizons: int = 1
+    ) -> dict[str, float]:
+        """Roll the current policy out on freshly reset envs without touching
+        the training carry.
+
+        Args:
+            env_config: reset config for the evaluation envs (default: the
+                Algorithm's).
+            deterministic: act with the distribution's mode.
+            horizons: consecutive rollouts of ``horizon`` steps to run.
+
+        Returns:
+            ``returns/*`` and ``rewards/*`` over all evaluation steps.
+        """
+        if not isinstance(horizons, int) or horizons < 1:
+            raise ValueError(f"`horizons` must be a positive int, got {horizons!r}.")
+        if self._eval_env is None:  # a 1.x stateful env: evaluate on a second instance
+            self._eval_env = make_env(
+                self._env_spec, num_envs=self.hparams.num_envs, horizon=self.hparams.horizon,
+                config=self.env_config, device=self.device,
+            )
+        env = self._eval_env
+        rollout = self._rollout_fn(deterministic) if env is self.env else make_rollout(
+            env, self.policy, self.hparams.horizon, deterministic=deterministic
+        )
+        carry = RolloutCarry(*env.reset(self.hparams.num_envs, config=env_config or self.env_config, device=self.device))
+        trajectories = []
+        for _ in range(horizons):
+            carry, traj = rollout(self.params, carry)
+            trajectories.append(traj)
+        rewards = torch.cat([t.rewards for t in trajectories])
+        return _sync(trajectory_stats(Trajectory(None, None, None, None, rewards)))
+
+    # ------------------------------------------------------------------ acting
+    def predict(self, obs: Any, deterministic: bool = True) -> Any:
+        """Actions of the current policy for a batch of observations.
+
+        Args:
+            obs: ``[B, *obs_shape]`` observations as a tensor, NumPy array
+                (or dict of them for composite spaces).
+            deterministic: take the distribution's mode (default) or sample.
+
+        Returns:
+            ``[B, *action_shape]`` actions, a NumPy array if ``obs`` was one,
+            else a tensor on the Algorithm's device.
+
+        Raises:
+            ValueError: if ``obs`` does not fit the observation space.
+        """
+        space = self.env.observation_space
+        as_numpy = isinstance(obs, np.ndarray) or (
+            isinstance(obs, dict) and any(isinstance(v, np.ndarray) for v in obs.values())
+        )
+
+        def to_tensor(x: Any, sub: Any) -> torch.Tensor:
+            return torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, device=self.device).to(sub.dtype)
+
+        if isinstance(space, dict):
+            if not isinstance(obs, dict):
+                raise ValueError(f"`obs` must be a dict with keys {sorted(space)}, got {type(obs).__name__}.")
+            obs_t = {k: to_tensor(obs[k], s) for k, s in space.items() if k in obs}
+            batch = next(iter(obs_t.values())).shape[:1] if obs_t else ()
+        else:
+            obs_t = to_tensor(obs, space)
+            batch = obs_t.shape[:1]
+        why = describe_mismatch(space, obs_t, batch) if len(batch) == 1 else "expected a leading batch dimension"
+        if why:
+            raise ValueError(f"`obs` does not fit observation_space {space!r}: {why}.")
+        with torch.no_grad():
+            action, _, _ = self.policy.act(self.params, obs_t, deterministic)
+        if as_numpy:
+            return action.cpu().numpy() if isinstance(action, torch.Tensor) else {k: v.cpu().numpy() for k, v in action.items()}
+        return action
+
+    def memory_stats(self) -> dict[str, float]:
+        """See :func:`memory_stats`."""
+        return memory_stats(self.device)

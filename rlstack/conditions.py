@@ -1,0 +1,116 @@
+"""Stop conditions: callables on a step's stats that return True to stop.
+
+They hold a little memory between calls (best value so far, patience
+counter), so use a fresh instance per run.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Protocol, Sequence
+
+Stats = Mapping[str, float]
+
+
+class Condition(Protocol):
+    def __call__(self, stats: Stats, /) -> bool: ...
+
+
+def _value(stats: Stats, key: str) -> float:
+    if key not in stats:
+        raise KeyError(f"Stop condition key {key!r} is not among the train stats {sorted(stats)}.")
+    return stats[key]
+
+
+def _check_patience(patience: int) -> None:
+    if not isinstance(patience, int) or isinstance(patience, bool) or patience < 1:
+        raise ValueError(f"`patience` must be a positive int, got {patience!r}.")
+
+
+class And:
+    """True when all ``conditions`` are true (each is called every time)."""
+
+    def __init__(self, conditions: Sequence[Condition], /) -> None:
+        if not conditions:
+            raise ValueError("`conditions` must hold at least one condition.")
+        self.conditions = list(conditions)
+
+    def __call__(self, stats: Stats, /) -> bool:
+        return all([condition(stats) for condition in self.conditions])
+
+
+class HitsLowerBound:
+    """True once ``stats[key] <= lower_bound``."""
+
+    def __init__(self, key: str, lower_bound: float, /) -> None:
+        self.key, self.lower_bound = key, lower_bound
+
+    def __call__(self, stats: Stats, /) -> bool:
+        return _value(stats, self.key) <= self.lower_bound
+
+
+class HitsUpperBound:
+    """True once ``stats[key] >= upper_bound``."""
+
+    def __init__(self, key: str, upper_bound: float, /) -> None:
+        self.key, self.upper_bound = key, upper_bound
+
+    def __call__(self, stats: Stats, /) -> bool:
+        return _value(stats, self.key) >= self.upper_bound
+
+
+class Plateaus:
+    """True once ``stats[key]`` stayed within ``rtol`` (relative) of its
+    previous value ``patience`` calls in a row."""
+
+    def __init__(self, key: str, /, *, patience: int = 5, rtol: float = 1e-3) -> None:
+        _check_patience(patience)
+        if not rtol >= 0:
+            raise ValueError(f"`rtol` must be >= 0, got {rtol!r}.")
+        self.key, self.patience, self.rtol = key, patience, rtol
+        self.losses = 0
+        self.old_value: float | None = None
+
+    def __call__(self, stats: Stats, /) -> bool:
+        value = _value(stats, self.key)
+        if self.old_value is not None and abs(value - self.old_value) <= self.rtol * abs(self.old_value):
+            self.losses += 1
+        else:
+            self.losses = 0
+        self.old_value = value
+        return self.losses >= self.patience
+
+
+class StopsDecreasing:
+    """True once ``stats[key]`` has not set a new minimum for ``patience`` calls."""
+
+    def __init__(self, key: str, /, *, patience: int = 5) -> None:
+        _check_patience(patience)
+        self.key, self.patience = key, patience
+        self.losses = 0
+        self.min_ = float("inf")
+
+    def __call__(self, stats: Stats, /) -> bool:
+        value = _value(stats, self.key)
+        if value >= self.min_:
+            self.losses += 1
+        else:
+            self.losses, self.min_ = 0, value
+        return self.losses >= self.patience
+
+
+class StopsIncreasing:
+    """True once ``stats[key]`` has not set a new maximum for ``patience`` calls."""
+
+    def __init__(self, key: str, /, *, patience: int = 5) -> None:
+        _check_patience(patience)
+        self.key, self.patience = key, patience
+        self.losses = 0
+        self.max_ = float("-inf")
+
+    def __call__(self, stats: Stats, /) -> bool:
+        value = _value(stats, self.key)
+        if value <= self.max_:
+            self.losses += 1
+        else:
+            self.losses, self.max_ = 0, value
+        return self.losses >= self.patience

@@ -1,0 +1,146 @@
+"""``AlgorithmConfig``: every static PPO hyperparameter, validated once.
+
+Names and defaults are rlstack 1.x's. Each hyperparameter is documented here
+and only here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Mapping, Sequence
+
+from .schedules import check_schedule
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AlgorithmConfig:
+    """PPO hyperparameters (frozen; validated in ``__post_init__``).
+
+    Attributes:
+        num_envs: parallel envs ``N`` simulated per rollout.
+        horizon: steps ``T`` per rollout; one update uses ``N * T`` transitions.
+        horizons_per_env_reset: rollouts between env resets (every env is
+            reset together). A negative value resets only before the first.
+        gamma: discount factor in ``[0, 1]``.
+        gae_lambda: GAE's lambda in ``[0, 1]``.
+        clip_param: PPO's ratio clip ``epsilon`` (>= 0).
+        vf_clip_param: clip of the value prediction's change from its
+            behaviour-time value, as in CleanRL/PPO2 (>= 0); ``None`` disables.
+        dual_clip_param: dual-clip constant ``c > 1`` bounding the loss for
+            negative advantages (Ye et al., 2020); ``None`` disables.
+        vf_coeff: weight of the value loss (>= 0).
+        entropy_coeff: weight of the entropy bonus (>= 0), unless scheduled.
+        entropy_coeff_schedule / entropy_coeff_schedule_kind: optional
+            schedule of ``entropy_coeff`` over env transitions (see
+            :mod:`rlstack.schedules`).
+        lr_schedule / lr_schedule_kind: optional schedule of the learning
+            rate over env transitions; the optimizer's ``lr`` otherwise.
+        sgd_minibatch_size: transitions per SGD minibatch; must divide
+            ``num_envs * horizon``. ``None``: the whole buffer.
+        num_sgd_iters: epochs over the buffer per update.
+        shuffle_minibatches: draw a fresh permutation of the buffer per epoch.
+        max_grad_norm: clip the global gradient norm to this (> 0).
+        accumulate_grads: average gradients over all minibatches of an epoch
+            and take one optimizer step per epoch.
+        enable_amp: bfloat16 autocast for the model's forward/backward in
+            the update (CPU and CUDA); losses and optimizer stay float32.
+        normalize_advantages: standardise advantages over the whole buffer.
+    """
+
+    num_envs: int = 8192
+    horizon: int = 32
+    horizons_per_env_reset: int = 1
+    gamma: float = 0.95
+    gae_lambda: float = 0.95
+    clip_param: float = 0.2
+    vf_clip_param: float | None = 5.0
+    dual_clip_param: float | None = None
+    vf_coeff: float = 1.0
+    entropy_coeff: float = 0.0
+    entropy_coeff_schedule: Sequence[tuple[int, float]] | None = None
+    entropy_coeff_schedule_kind: str = "step"
+    lr_schedule: Sequence[tuple[int, float]] | None = None
+    lr_schedule_kind: str = "step"
+    sgd_minibatch_size: int | None = None
+    num_sgd_iters: int = 4
+    shuffle_minibatches: bool = True
+    max_grad_norm: float = 5.0
+    accumulate_grads: bool = False
+    enable_amp: bool = False
+    normalize_advantages: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("num_envs", "horizon", "num_sgd_iters"):
+            _check_int(name, getattr(self, name), minimum=1)
+        _check_int("horizons_per_env_reset", self.horizons_per_env_reset)
+        if self.horizons_per_env_reset == 0:
+            raise ValueError("`horizons_per_env_reset` must be a non-zero int (negative: reset only once), got 0.")
+        for name in ("gamma", "gae_lambda"):
+            value = getattr(self, name)
+            _check_number(name, value)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"`{name}` must be in [0, 1], got {value!r}.")
+        for name in ("clip_param", "vf_coeff", "entropy_coeff"):
+            _check_number(name, getattr(self, name), minimum=0.0)
+        if self.vf_clip_param is not None:
+            _check_number("vf_clip_param", self.vf_clip_param, minimum=0.0)
+        if self.dual_clip_param is not None:
+            _check_number("dual_clip_param", self.dual_clip_param)
+            if not self.dual_clip_param > 1.0:
+                raise ValueError(f"`dual_clip_param` must be > 1 (or None), got {self.dual_clip_param!r}.")
+        _check_number("max_grad_norm", self.max_grad_norm)
+        if not self.max_grad_norm > 0:
+            raise ValueError(f"`max_grad_norm` must be > 0, got {self.max_grad_norm!r}.")
+        buffer = self.num_envs * self.horizon
+        if self.sgd_minibatch_size is not None:
+            _check_int("sgd_minibatch_size", self.sgd_minibatch_size, minimum=1)
+            if self.sgd_minibatch_size > buffer or buffer % self.sgd_minibatch_size:
+                raise ValueError(
+                    f"`sgd_minibatch_size` must divide num_envs * horizon = {self.num_envs} * {self.horizon} "
+                    f"= {buffer} and be at most that, got {self.sgd_minibatch_size}."
+                )
+        for name in ("shuffle_minibatches", "accumulate_grads", "enable_amp", "normalize_advantages"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"`{name}` must be a bool, got {getattr(self, name)!r}.")
+        check_schedule("lr_schedule", self.lr_schedule, self.lr_schedule_kind, min_value=0.0)
+        check_schedule("entropy_coeff_schedule", self.entropy_coeff_schedule, self.entropy_coeff_schedule_kind)
+
+    @property
+    def minibatch_size(self) -> int:
+        """Transitions per minibatch (the whole buffer when not set)."""
+        return self.sgd_minibatch_size or self.num_envs * self.horizon
+
+    @classmethod
+    def from_mapping(cls, hparams: "AlgorithmConfig | Mapping[str, Any]") -> "AlgorithmConfig":
+        """Build (and validate) a config from a dict, or return it as is.
+
+        Raises:
+            TypeError: for a key that is not a hyperparameter.
+        """
+        if isinstance(hparams, cls):
+            return hparams
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(hparams) - known)
+        if unknown:
+            raise TypeError(f"Unknown hyperparameters {unknown}; expected some of {sorted(known)}.")
+        return cls(**hparams)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check_int(name: str, value: Any, minimum: int | None = None) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"`{name}` must be an int, got {value!r} ({type(value).__name__}).")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"`{name}` must be >= {minimum}, got {value!r}.")
+
+
+def _check_number(name: str, value: Any, minimum: float | None = None) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise TypeError(f"`{name}` must be a number, got {value!r} ({type(value).__name__}).")
+    if not math.isfinite(value):
+        raise ValueError(f"`{name}` must be finite, got {value!r}.")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"`{name}` must be >= {minimum}, got {value!r}.")

@@ -1,0 +1,73 @@
+"""The pure ``Env`` base class shared by the built-in envs."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+
+from ..spaces import Space
+from ..types import Tree
+
+
+class Env:
+    """A batched, infinite-horizon environment made of two pure functions.
+
+    Subclasses set ``observation_space`` and ``action_space`` (spaces of one
+    env) and implement ``reset`` and ``step``. Neither may mutate its inputs,
+    keep state on ``self`` or sync with the host, so both can be compiled and
+    vmapped. There are no terminal states: every env is reset together by
+    the caller.
+
+    Class attribute ``default_config`` lists the keys ``reset`` accepts in
+    ``config`` and their defaults; :meth:`resolve_config` validates a user's
+    config against it.
+    """
+
+    observation_space: Space
+    action_space: Space
+    default_config: Mapping[str, Any] = {}
+    #: Whether ``reset``/``step`` may be handed to ``torch.compile``.
+    compilable: bool = True
+
+    def reset(
+        self, num_envs: int, *, config: Mapping[str, Any] | None = None, device: Any = "cpu"
+    ) -> tuple[Tree, Tree]:
+        """Start ``num_envs`` new episodes.
+
+        Returns:
+            ``(state, obs)``: the state pytree and the first observation,
+            leaves ``[num_envs, ...]``.
+        """
+        raise NotImplementedError
+
+    def step(self, state: Tree, action: Tree) -> tuple[Tree, Tree, torch.Tensor]:
+        """Advance every env by one transition.
+
+        Returns:
+            ``(state, obs, reward)``: new state, its observation and the
+            ``[N]`` float reward of the transition.
+        """
+        raise NotImplementedError
+
+    def resolve_config(self, config: Mapping[str, Any] | None) -> dict[str, Any]:
+        """``default_config`` updated with ``config``.
+
+        Raises:
+            ValueError: if ``config`` has a key the env does not know.
+            TypeError: if ``config`` is not a mapping.
+        """
+        if config is None:
+            return dict(self.default_config)
+        if not isinstance(config, Mapping):
+            raise TypeError(f"`config` must be a dict, got {type(config).__name__}.")
+        unknown = sorted(set(config) - set(self.default_config))
+        if unknown:
+            raise ValueError(
+                f"{type(self).__name__} `config` has unknown keys {unknown}; "
+                f"expected some of {sorted(self.default_config)}."
+            )
+        return {**self.default_config, **config}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"

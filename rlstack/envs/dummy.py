@@ -1,0 +1,71 @@
+"""rlstack 1.x's dummy envs as pure functions: a point on a line.
+
+The state is a position ``x`` (``[N, 1]`` float32, observed as is), drawn
+uniformly from ``[-bounds, bounds]`` on reset. The reward is ``-|x|`` after
+the move, so the optimal policy drives every point to the origin and keeps it
+there. ``DiscreteDummyEnv`` moves by exactly one unit left (action 0) or right
+(action 1); ``ContinuousDummyEnv`` moves by the action itself.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import torch
+
+from ..spaces import Box, Discrete
+from ._base import Env
+
+
+class _DummyEnv(Env):
+    observation_space = Box((1,))
+    default_config = {"bounds": 100.0}
+
+    def reset(
+        self, num_envs: int, *, config: Mapping[str, Any] | None = None, device: Any = "cpu"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Positions uniform in ``[-bounds, bounds]``; state = obs ``[N, 1]``.
+
+        ``config["bounds"]``: positive float, half-width of the start range.
+        """
+        bounds = self.resolve_config(config)["bounds"]
+        if not isinstance(bounds, (int, float)) or not (0 < bounds < math.inf):
+            raise ValueError(f"`config['bounds']` must be a positive finite number, got {bounds!r}.")
+        x = (2.0 * torch.rand(num_envs, 1, device=device) - 1.0) * bounds
+        return x, x
+
+    @staticmethod
+    def _reward(x: torch.Tensor) -> torch.Tensor:
+        return -x.abs().squeeze(-1)
+
+
+class DiscreteDummyEnv(_DummyEnv):
+    """Move one unit left (action 0) or right (action 1).
+
+    Action space ``Discrete(2, shape=(1,))`` as in rlstack 1.x; reward
+    ``-|x|``, in position units per step.
+
+    Examples:
+        >>> env = DiscreteDummyEnv()
+        >>> state, obs = env.reset(4)
+        >>> state, obs, reward = env.step(state, torch.ones(4, 1, dtype=torch.int64))
+        >>> reward.shape
+        torch.Size([4])
+    """
+
+    action_space = Discrete(2, shape=(1,))
+
+    def step(self, state: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = state + (2 * action - 1).to(state.dtype)
+        return x, x, self._reward(x)
+
+
+class ContinuousDummyEnv(_DummyEnv):
+    """Move by the action: ``x <- x + a``, ``a`` in ``Box((1,))``; reward ``-|x|``."""
+
+    action_space = Box((1,))
+
+    def step(self, state: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = state + action.to(state.dtype)
+        return x, x, self._reward(x)

@@ -1,0 +1,275 @@
+"""PPO's pure pieces: ``gae``, ``ppo_loss`` and ``make_update``.
+
+Time-major shapes: ``T`` steps, ``N`` envs, ``B`` transitions in a flat batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import optree
+import torch
+
+from .config import AlgorithmConfig
+from .optim import Optimizer, clip_by_global_norm, global_norm
+from .policy import Policy
+from .types import Batch, Params, Trajectory, UpdateCoeffs
+
+Metrics = dict[str, torch.Tensor]
+
+
+def gae(
+    rewards: torch.Tensor, values: torch.Tensor, *, gamma: float, gae_lambda: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalized Advantage Estimation for infinite-horizon rollouts.
+
+    ``delta_t = r_t + gamma V_{t+1} - V_t`` and
+    ``A_t = delta_t + gamma lambda A_{t+1}`` with ``A_T = 0``; there are no
+    done masks, ``values[T]`` bootstraps the tail.
+
+    Args:
+        rewards: ``[T, N]`` float.
+        values: ``[T + 1, N]`` float, same dtype.
+        gamma: discount in ``[0, 1]``.
+        gae_lambda: GAE lambda in ``[0, 1]``.
+
+    Returns:
+        ``(advantages [T, N], returns [T, N])`` with
+        ``returns = advantages + values[:T]``.
+
+    Examples:
+        >>> adv, ret = gae(torch.ones(2, 1), torch.zeros(3, 1), gamma=1.0, gae_lambda=1.0)
+        >>> adv.squeeze(-1).tolist()
+        [2.0, 1.0]
+    """
+    if values.shape[0] != rewards.shape[0] + 1 or values.shape[1:] != rewards.shape[1:]:
+        raise ValueError(
+            f"`values` must have shape [T + 1, ...] for `rewards` [T, ...] = {list(rewards.shape)}, "
+            f"got {list(values.shape)}."
+        )
+    deltas = rewards + gamma * values[1:] - values[:-1]
+    advantage = torch.zeros_like(deltas[0])
+    reversed_advantages = []
+    for t in range(rewards.shape[0] - 1, -1, -1):
+        advantage = deltas[t] + (gamma * gae_lambda) * advantage
+        reversed_advantages.append(advantage)
+    advantages = torch.stack(reversed_advantages[::-1])
+    return advantages, advantages + values[:-1]
+
+
+def ppo_loss(
+    log_probs: torch.Tensor,
+    old_log_probs: torch.Tensor,
+    advantages: torch.Tensor,
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    entropy: torch.Tensor,
+    *,
+    clip_param: float,
+    vf_clip_param: float | None,
+    dual_clip_param: float | None,
+    vf_coeff: float,
+    entropy_coeff: float | torch.Tensor,
+) -> tuple[torch.Tensor, Metrics]:
+    """The PPO objective on a minibatch, as a loss to minimise.
+
+    With ratio ``r = exp(log_probs - old_log_probs)`` and advantages ``A``:
+
+    * policy loss ``-mean(min(r A, clip(r, 1 - eps, 1 + eps) A))``; with a
+      dual clip ``c``, the term is ``max(., c A)`` where ``A < 0``;
+    * value loss ``0.5 mean((V - R)^2)``, or, with ``vf_clip_param = k``,
+      ``0.5 mean(max((V - R)^2, (V_old + clip(V - V_old, -k, k) - R)^2))``
+      (CleanRL / PPO2);
+    * total ``policy + vf_coeff * vf - entropy_coeff * mean(entropy)``.
+
+    Args:
+        log_probs, old_log_probs, advantages, values, old_values, returns,
+            entropy: ``[B]`` float tensors (current policy's log-probs,
+            values and entropy; behaviour-time log-probs and values; GAE
+            advantages and value targets).
+        clip_param, vf_clip_param, dual_clip_param, vf_coeff, entropy_coeff:
+            see :class:`rlstack.config.AlgorithmConfig`.
+
+    Returns:
+        ``(loss, metrics)``: 0-d loss, and detached 0-d metrics
+        ``losses/policy``, ``losses/vf``, ``losses/entropy`` (mean entropy),
+        ``losses/total``, ``monitors/kl_div`` (``mean((r - 1) - log r)``, the
+        low-variance estimator of KL(old || new)) and
+        ``monitors/clip_fraction`` (share of ``|r - 1| > clip_param``).
+    """
+    log_ratio = log_probs - old_log_probs
+    ratio = torch.exp(log_ratio)
+    surrogate = torch.minimum(advantages * ratio, advantages * ratio.clamp(1.0 - clip_param, 1.0 + clip_param))
+    if dual_clip_param is not None:
+        surrogate = torch.where(advantages < 0, torch.maximum(surrogate, dual_clip_param * advantages), surrogate)
+    policy_loss = -surrogate.mean()
+
+    value_error = (values - returns) ** 2
+    if vf_clip_param is not None:
+        clipped_values = old_values + (values - old_values).clamp(-vf_clip_param, vf_clip_param)
+        value_error = torch.maximum(value_error, (clipped_values - returns) ** 2)
+    vf_loss = 0.5 * value_error.mean()
+
+    entropy_mean = entropy.mean()
+    total = policy_loss + vf_coeff * vf_loss - entropy_coeff * entropy_mean
+    with torch.no_grad():
+        metrics = {
+            "losses/policy": policy_loss.detach(),
+            "losses/vf": vf_loss.detach(),
+            "losses/entropy": entropy_mean.detach(),
+            "losses/total": total.detach(),
+            "monitors/kl_div": ((ratio - 1.0) - log_ratio).mean().detach(),
+            "monitors/clip_fraction": ((ratio - 1.0).abs() > clip_param).float().mean(),
+        }
+    return total, metrics
+
+
+def prepare_batch(traj: Trajectory, *, gamma: float, gae_lambda: float, normalize_advantages: bool) -> Batch:
+    """GAE on a trajectory, then flatten ``[T, N, ...]`` to ``[B, ...]``.
+
+    Advantages are standardised over the whole buffer when asked
+    (``(A - mean) / (std + 1e-8)``); returns use the raw advantages.
+    """
+    advantages, returns = gae(traj.rewards, traj.values, gamma=gamma, gae_lambda=gae_lambda)
+    if normalize_advantages:
+        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+
+    def flat(x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(-1, *x.shape[2:])
+
+    return Batch(
+        obs=optree.tree_map(flat, traj.obs),
+        actions=optree.tree_map(flat, traj.actions),
+        log_probs=flat(traj.log_probs),
+        values=flat(traj.values[:-1]),
+        advantages=flat(advantages),
+        returns=flat(returns),
+    )
+
+
+def _mean_metrics(history: list[Metrics]) -> Metrics:
+    return {k: torch.stack([m[k] for m in history]).mean() for k in history[0]}
+
+
+def make_update(
+    policy: Policy,
+    optimizer: Optimizer,
+    hparams: AlgorithmConfig | Mapping[str, Any],
+    *,
+    lr: float = 1e-3,
+    compile: bool = False,
+) -> Callable[..., tuple[Params, Any, Metrics]]:
+    """Build ``update(params, opt_state, traj, coeffs=None) -> (params, opt_state, metrics)``.
+
+    ``update`` computes GAE, standardises advantages, then runs
+    ``num_sgd_iters`` epochs over ``sgd_minibatch_size`` minibatches (a fresh
+    on-device permutation per epoch when ``shuffle_minibatches``), each a
+    gradient of :func:`ppo_loss`, global-norm clipping and an optimizer step
+    (or, with ``accumulate_grads``, one step per epoch on the averaged
+    gradients). No host synchronisation happens inside.
+
+    Args:
+        policy: the :class:`~rlstack.policy.Policy` whose params are trained.
+        optimizer: a pure optimizer from :mod:`rlstack.optim`.
+        hparams: an :class:`~rlstack.config.AlgorithmConfig` or a dict of its
+            fields (others take rlstack 1.x's defaults).
+        lr: learning rate used when ``update`` is called without ``coeffs``.
+        compile: hand the minibatch step (and GAE) to ``torch.compile``; the
+            epoch and minibatch loops stay in Python, so compile time does
+            not grow with their count (see benchmarks/README.md).
+
+    The returned ``update`` takes ``params`` (dict), ``opt_state``, a
+    :class:`~rlstack.types.Trajectory` with ``T * N`` transitions, and
+    optional :class:`~rlstack.types.UpdateCoeffs` (0-d tensors: learning rate,
+    entropy coefficient). ``metrics`` are 0-d tensors averaged over
+    minibatches: the keys of :func:`ppo_loss` plus ``monitors/grad_norm``
+    (before clipping) and ``monitors/param_norm`` (after the update).
+    """
+    cfg = AlgorithmConfig.from_mapping(hparams)
+    dist = policy.distribution_cls
+
+    def loss_fn(params: Params, batch: Batch, coeffs: UpdateCoeffs) -> tuple[torch.Tensor, Metrics]:
+        with torch.autocast(batch.advantages.device.type, dtype=torch.bfloat16, enabled=cfg.enable_amp):
+            dist_inputs, values = policy.apply(params, batch.obs)
+        dist_inputs = optree.tree_map(lambda x: x.float(), dist_inputs)
+        return ppo_loss(
+            dist.log_prob(dist_inputs, batch.actions),
+            batch.log_probs,
+            batch.advantages,
+            values.float(),
+            batch.values,
+            batch.returns,
+            dist.entropy(dist_inputs),
+            clip_param=cfg.clip_param,
+            vf_clip_param=cfg.vf_clip_param,
+            dual_clip_param=cfg.dual_clip_param,
+            vf_coeff=cfg.vf_coeff,
+            entropy_coeff=coeffs.entropy_coeff,
+        )
+
+    def grad_step(params: Params, batch: Batch, idx: torch.Tensor, coeffs: UpdateCoeffs) -> tuple[Params, Metrics]:
+        minibatch = optree.tree_map(lambda x: x[idx], batch)
+        return torch.func.grad(loss_fn, has_aux=True)(params, minibatch, coeffs)
+
+    def apply_grads(params: Params, opt_state: Any, grads: Params, lr: torch.Tensor) -> tuple[Params, Any, torch.Tensor]:
+        grads, grad_norm = clip_by_global_norm(grads, cfg.max_grad_norm)
+        params, opt_state = optimizer.step(grads, opt_state, params, lr)
+        return params, opt_state, grad_norm
+
+    def sgd_step(
+        params: Params, opt_state: Any, batch: Batch, idx: torch.Tensor, coeffs: UpdateCoeffs
+    ) -> tuple[Params, Any, Metrics]:
+        grads, metrics = grad_step(params, batch, idx, coeffs)
+        params, opt_state, grad_norm = apply_grads(params, opt_state, grads, coeffs.lr)
+        return params, opt_state, {**metrics, "monitors/grad_norm": grad_norm}
+
+    def prepare(traj: Trajectory) -> Batch:
+        return prepare_batch(
+            traj, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, normalize_advantages=cfg.normalize_advantages
+        )
+
+    if compile:
+        grad_step, apply_grads, sgd_step, prepare = (
+            torch.compile(f, fullgraph=True) for f in (grad_step, apply_grads, sgd_step, prepare)
+        )
+
+    def update(
+        params: Params, opt_state: Any, traj: Trajectory, coeffs: UpdateCoeffs | None = None
+    ) -> tuple[Params, Any, Metrics]:
+        device = traj.rewards.device
+        if coeffs is None:
+            coeffs = UpdateCoeffs(
+                lr=torch.tensor(lr, device=device), entropy_coeff=torch.tensor(cfg.entropy_coeff, device=device)
+            )
+        batch = prepare(traj)
+        size = batch.log_probs.shape[0]
+        mb_size = cfg.sgd_minibatch_size or size
+        if size % mb_size:
+            raise ValueError(f"`sgd_minibatch_size` {mb_size} must divide the {size} transitions of `traj`.")
+        num_minibatches = size // mb_size
+        history: list[Metrics] = []
+        for _ in range(cfg.num_sgd_iters):
+            if cfg.shuffle_minibatches:
+                order = torch.argsort(torch.rand(size, device=device))
+            else:
+                order = torch.arange(size, device=device)
+            slices = [order[i * mb_size : (i + 1) * mb_size] for i in range(num_minibatches)]
+            if cfg.accumulate_grads:
+                grad_sum, epoch = None, []
+                for idx in slices:
+                    grads, metrics = grad_step(params, batch, idx, coeffs)
+                    grad_sum = grads if grad_sum is None else optree.tree_map(torch.add, grad_sum, grads)
+                    epoch.append(metrics)
+                mean_grads = optree.tree_map(lambda g: g / num_minibatches, grad_sum)
+                params, opt_state, grad_norm = apply_grads(params, opt_state, mean_grads, coeffs.lr)
+                history.append({**_mean_metrics(epoch), "monitors/grad_norm": grad_norm})
+            else:
+                for idx in slices:
+                    params, opt_state, metrics = sgd_step(params, opt_state, batch, idx, coeffs)
+                    history.append(metrics)
+        metrics = _mean_metrics(history)
+        metrics["monitors/param_norm"] = global_norm(params)
+        return params, opt_state, metrics
+
+    return update

@@ -1,0 +1,163 @@
+"""Observation and action spaces: ``Discrete``, ``Box`` and dicts of them.
+
+A space describes one env's value; batched values carry leading batch
+dimensions (``[N, *space.shape]``). A ``dict[str, Space]`` is a composite
+space whose values are ``dict[str, Tensor]``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence, Union
+
+import torch
+
+
+def _as_shape(shape: int | Sequence[int], name: str) -> tuple[int, ...]:
+    if isinstance(shape, int):
+        shape = (shape,)
+    shape = tuple(shape)
+    if not all(isinstance(d, int) and d > 0 for d in shape):
+        raise ValueError(f"`{name}` must be a tuple of positive ints, got {shape!r}.")
+    return shape
+
+
+class Discrete:
+    """Integers in ``{0, ..., n - 1}``, one per element of ``shape``.
+
+    ``shape=()`` is a single categorical choice; ``shape=(k,)`` is a
+    multi-discrete action of ``k`` independent choices among ``n``.
+
+    Examples:
+        >>> Discrete(3).sample((2,)).shape
+        torch.Size([2])
+        >>> Discrete(2, shape=(1,)).sample((4,)).dtype
+        torch.int64
+    """
+
+    def __init__(self, n: int, shape: int | Sequence[int] = ()) -> None:
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"`n` must be a positive int, got {n!r}.")
+        self.n = n
+        self.shape = _as_shape(shape, "shape") if shape != () else ()
+        self.dtype = torch.int64
+
+    def sample(self, batch_shape: Sequence[int] = (), device: Any = "cpu") -> torch.Tensor:
+        """Uniform random values, ``[*batch_shape, *shape]`` int64."""
+        return torch.randint(0, self.n, (*batch_shape, *self.shape), device=device)
+
+    def contains(self, x: Any) -> bool:
+        """Whether ``x`` is a tensor of such values (any leading batch dims)."""
+        return (
+            isinstance(x, torch.Tensor)
+            and x.dtype == self.dtype
+            and tuple(x.shape[x.dim() - len(self.shape) :]) == self.shape
+            and bool(((x >= 0) & (x < self.n)).all())
+        )
+
+    def __repr__(self) -> str:
+        return f"Discrete({self.n}, shape={self.shape})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Discrete) and (self.n, self.shape) == (other.n, other.shape)
+
+
+class Box:
+    """Real vectors of ``shape`` within ``[low, high]`` (bounds may be infinite).
+
+    Examples:
+        >>> Box((3,), low=-1.0, high=1.0).sample((5,)).shape
+        torch.Size([5, 3])
+    """
+
+    def __init__(
+        self,
+        shape: int | Sequence[int],
+        low: float = -math.inf,
+        high: float = math.inf,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        self.shape = _as_shape(shape, "shape")
+        if not (isinstance(low, (int, float)) and isinstance(high, (int, float))) or not low < high:
+            raise ValueError(f"Box needs numbers `low` < `high`, got low={low!r}, high={high!r}.")
+        if not dtype.is_floating_point:
+            raise ValueError(f"Box `dtype` must be a floating dtype, got {dtype}.")
+        self.low = float(low)
+        self.high = float(high)
+        self.dtype = dtype
+
+    @property
+    def bounded(self) -> bool:
+        return math.isfinite(self.low) and math.isfinite(self.high)
+
+    def sample(self, batch_shape: Sequence[int] = (), device: Any = "cpu") -> torch.Tensor:
+        """Uniform within finite bounds, else standard normal clipped to the
+        bounds; ``[*batch_shape, *shape]``."""
+        size = (*batch_shape, *self.shape)
+        if self.bounded:
+            u = torch.rand(size, device=device, dtype=self.dtype)
+            return self.low + (self.high - self.low) * u
+        x = torch.randn(size, device=device, dtype=self.dtype)
+        return x.clamp(self.low, self.high)
+
+    def contains(self, x: Any) -> bool:
+        """Whether ``x`` is a tensor of such values (any leading batch dims)."""
+        return (
+            isinstance(x, torch.Tensor)
+            and x.dtype == self.dtype
+            and tuple(x.shape[x.dim() - len(self.shape) :]) == self.shape
+            and bool(((x >= self.low) & (x <= self.high)).all())
+        )
+
+    def __repr__(self) -> str:
+        return f"Box(shape={self.shape}, low={self.low}, high={self.high}, dtype={self.dtype})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Box) and (self.shape, self.low, self.high, self.dtype) == (
+            other.shape,
+            other.low,
+            other.high,
+            other.dtype,
+        )
+
+
+Space = Union[Discrete, Box, dict]
+
+
+def is_space(space: Any) -> bool:
+    """Whether ``space`` is a ``Discrete``, a ``Box`` or a dict of spaces."""
+    if isinstance(space, dict):
+        return len(space) > 0 and all(isinstance(k, str) and is_space(v) for k, v in space.items())
+    return isinstance(space, (Discrete, Box))
+
+
+def sample(space: Space, batch_shape: Sequence[int] = (), device: Any = "cpu") -> Any:
+    """Sample a value (or a dict of values) of ``space``."""
+    if isinstance(space, dict):
+        return {k: sample(v, batch_shape, device) for k, v in space.items()}
+    return space.sample(batch_shape, device)
+
+
+def describe_mismatch(space: Space, x: Any, batch_shape: Sequence[int]) -> str | None:
+    """Why ``x`` is not a batch ``[*batch_shape, ...]`` of ``space`` values,
+    or ``None`` if it is. Used for error messages."""
+    batch_shape = tuple(batch_shape)
+    if isinstance(space, dict):
+        if not isinstance(x, dict) or set(x) != set(space):
+            got = sorted(x) if isinstance(x, dict) else type(x).__name__
+            return f"expected a dict with keys {sorted(space)}, got {got}"
+        for k, sub in space.items():
+            why = describe_mismatch(sub, x[k], batch_shape)
+            if why:
+                return f"[{k!r}]: {why}"
+        return None
+    if not isinstance(x, torch.Tensor):
+        return f"expected a tensor, got {type(x).__name__}"
+    expected = (*batch_shape, *space.shape)
+    if tuple(x.shape) != expected:
+        return f"expected shape {list(expected)}, got {list(x.shape)}"
+    if x.dtype != space.dtype:
+        return f"expected dtype {space.dtype}, got {x.dtype}"
+    if not space.contains(x):
+        return f"values outside {space}"
+    return None

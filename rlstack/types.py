@@ -1,0 +1,101 @@
+"""Records that cross ``torch.compile``, ``torch.func.grad`` and ``vmap``.
+
+Every record is a :class:`typing.NamedTuple`, so ``optree`` and ``torch.func``
+flatten it without registration. Shape notes use ``T`` for the horizon
+(time steps per rollout), ``N`` for the number of parallel envs and ``B`` for
+a flat batch of transitions (``B = T * N``). ``Tree`` is a tensor or a pytree
+(dict / NamedTuple) of tensors, e.g. a composite observation.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+
+Tree = Any
+Params = dict[str, torch.Tensor]
+
+
+class RolloutCarry(NamedTuple):
+    """What a rollout hands to the next one.
+
+    Attributes:
+        env_state: the env's state pytree, leaves ``[N, ...]``.
+        obs: the last observation, leaves ``[N, ...]``.
+    """
+
+    env_state: Tree
+    obs: Tree
+
+
+class Transition(NamedTuple):
+    """One time step of all envs, as produced by the rollout body.
+
+    Attributes:
+        obs: observation the action was taken in, leaves ``[N, ...]``.
+        action: action taken, leaves ``[N, ...]``.
+        log_prob: ``[N]`` float, log-probability of ``action`` under the
+            policy that took it.
+        value: ``[N]`` float, the critic's value of ``obs``.
+        reward: ``[N]`` float, reward received for the transition.
+    """
+
+    obs: Tree
+    action: Tree
+    log_prob: torch.Tensor
+    value: torch.Tensor
+    reward: torch.Tensor
+
+
+class Trajectory(NamedTuple):
+    """A time-major rollout of ``T`` steps of ``N`` envs.
+
+    Attributes:
+        obs: leaves ``[T, N, ...]``; ``obs[t]`` is the observation at step t.
+        actions: leaves ``[T, N, ...]``.
+        log_probs: ``[T, N]`` float, behaviour-policy log-probabilities.
+        values: ``[T + 1, N]`` float; ``values[T]`` is the value of the
+            observation after the last step (the bootstrap value).
+        rewards: ``[T, N]`` float.
+    """
+
+    obs: Tree
+    actions: Tree
+    log_probs: torch.Tensor
+    values: torch.Tensor
+    rewards: torch.Tensor
+
+
+class Batch(NamedTuple):
+    """A flat batch of transitions ready for the PPO loss.
+
+    Attributes:
+        obs: leaves ``[B, ...]``.
+        actions: leaves ``[B, ...]``.
+        log_probs: ``[B]`` float, behaviour-policy log-probabilities.
+        values: ``[B]`` float, behaviour-time value estimates.
+        advantages: ``[B]`` float, GAE advantages (normalised if asked).
+        returns: ``[B]`` float, value targets (``advantages + values`` before
+            normalisation).
+    """
+
+    obs: Tree
+    actions: Tree
+    log_probs: torch.Tensor
+    values: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+
+
+class UpdateCoeffs(NamedTuple):
+    """Coefficients that change during training, passed as 0-d tensors so a
+    compiled ``update`` is not recompiled when they change.
+
+    Attributes:
+        lr: 0-d float tensor, learning rate.
+        entropy_coeff: 0-d float tensor, weight of the entropy bonus.
+    """
+
+    lr: torch.Tensor
+    entropy_coeff: torch.Tensor

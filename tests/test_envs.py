@@ -1,0 +1,125 @@
+import pytest
+import torch
+
+from rlstack import Algorithm
+from rlstack.env import (
+    ContinuousDummyEnv,
+    DiscreteDummyEnv,
+    Env,
+    StatefulEnvAdapter,
+    check_env,
+    make_env,
+)
+from rlstack.envs import ContinuousDummyEnv as ContinuousFromEnvs
+from rlstack.envs import DiscreteDummyEnv as DiscreteFromEnvs
+from rlstack.spaces import Box, Discrete
+
+
+def test_dummy_envs_importable_from_both_modules():
+    assert DiscreteDummyEnv is DiscreteFromEnvs and ContinuousDummyEnv is ContinuousFromEnvs
+
+
+def test_discrete_dummy_env_moves_one_unit_and_rewards_minus_distance():
+    env = DiscreteDummyEnv()
+    state = torch.tensor([[3.0], [-0.5]])
+    state2, obs, reward = env.step(state, torch.tensor([[0], [1]]))
+    torch.testing.assert_close(state2, torch.tensor([[2.0], [0.5]]))
+    torch.testing.assert_close(obs, state2)
+    torch.testing.assert_close(reward, torch.tensor([-2.0, -0.5]))
+
+
+def test_continuous_dummy_env_adds_action():
+    env = ContinuousDummyEnv()
+    state, obs, reward = env.step(torch.tensor([[1.5]]), torch.tensor([[-2.0]]))
+    torch.testing.assert_close(state, torch.tensor([[-0.5]]))
+    torch.testing.assert_close(reward, torch.tensor([0.5]).neg())
+
+
+def test_reset_respects_bounds_config_and_rejects_unknown_keys():
+    env = DiscreteDummyEnv()
+    _, obs = env.reset(10_000, config={"bounds": 2.0})
+    assert obs.shape == (10_000, 1) and obs.abs().max() <= 2.0 and obs.abs().max() > 1.9
+    with pytest.raises(ValueError, match=r"unknown keys \['bound'\]"):
+        env.reset(4, config={"bound": 2.0})
+    with pytest.raises(ValueError, match=r"config\['bounds'\]"):
+        env.reset(4, config={"bounds": -1.0})
+
+
+@pytest.mark.parametrize("env", [DiscreteDummyEnv(), ContinuousDummyEnv()])
+def test_builtin_envs_pass_check_env_including_compile(env):
+    check_env(env, num_envs=8, check_compile=True)
+
+
+class _WrongRewardShape(DiscreteDummyEnv):
+    def step(self, state, action):
+        state, obs, reward = super().step(state, action)
+        return state, obs, reward.unsqueeze(-1)
+
+
+class _WrongObsDtype(DiscreteDummyEnv):
+    def step(self, state, action):
+        state, obs, reward = super().step(state, action)
+        return state, obs.double(), reward
+
+
+class _Impure(DiscreteDummyEnv):
+    def step(self, state, action):
+        state += 1
+        return state, state.clone(), -state.abs().squeeze(-1)
+
+
+@pytest.mark.parametrize(
+    "env_cls, error, match",
+    [
+        (_WrongRewardShape, ValueError, r"reward must have shape \[16\] \(\[num_envs\]\), got \[16, 1\]"),
+        (_WrongObsDtype, ValueError, "expected dtype torch.float32, got torch.float64"),
+        (_Impure, ValueError, "mutated its inputs"),
+    ],
+)
+def test_bad_env_is_rejected_when_algorithm_is_built(env_cls, error, match):
+    with pytest.raises(error, match=match):
+        Algorithm(env_cls, num_envs=16, horizon=4, compile=False)
+
+
+# A stand-in for an rlstack 1.x env: stateful, torchrl-like specs read by duck typing.
+class _Spec:
+    def __init__(self, shape, dtype, n=None):
+        self.shape, self.dtype = torch.Size(shape), dtype
+        if n is not None:
+            self.n = n
+
+
+class LegacyDiscreteDummyEnv:
+    def __init__(self, num_envs, /, horizon=None, *, config=None, device="cpu"):
+        self.num_envs, self.config, self.device = num_envs, config or {}, device
+        self.observation_spec = _Spec([1], torch.float32)
+        self.action_spec = _Spec([1], torch.int64, n=2)
+
+    def reset(self, *, config=None):
+        self.state = torch.empty(self.num_envs, 1).uniform_(-10, 10)
+        return self.state
+
+    def step(self, action):
+        self.state += 2 * action - 1  # in place, as 1.x's dummy env did
+        return {"obs": self.state, "rewards": -self.state.abs()}
+
+
+def test_legacy_stateful_env_is_adapted_and_trains():
+    env = make_env(LegacyDiscreteDummyEnv, num_envs=8, horizon=4)
+    assert isinstance(env, StatefulEnvAdapter) and not env.compilable
+    assert env.observation_space == Box((1,)) and env.action_space == Discrete(2, shape=(1,))
+    algo = Algorithm(LegacyDiscreteDummyEnv, num_envs=8, horizon=4, model_config={"hiddens": (8,)})
+    algo.collect()
+    traj = algo.trajectory
+    # Observations were cloned, so in-place env updates did not rewrite the trajectory.
+    moves = (traj.obs[1:] - traj.obs[:-1]).abs()
+    torch.testing.assert_close(moves, torch.ones_like(moves))
+    assert "losses/total" in algo.step()
+
+
+def test_pure_env_instance_is_used_as_is():
+    env = DiscreteDummyEnv()
+    assert make_env(env, num_envs=4) is env
+    assert isinstance(make_env(DiscreteDummyEnv, num_envs=4), Env)
+    with pytest.raises(TypeError, match="`env` must be a pure env"):
+        make_env(42, num_envs=4)

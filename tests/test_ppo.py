@@ -1,0 +1,178 @@
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rlstack.distributions import Categorical
+from rlstack.envs import DiscreteDummyEnv
+from rlstack.functional import RolloutCarry, gae, make_rollout, make_update, ppo_loss
+from rlstack.models import MLPModel
+from rlstack.optim import adam
+from rlstack.policy import Policy
+
+
+def gae_reference(rewards, values, gamma, lam):
+    """Textbook GAE, element by element, in plain Python floats."""
+    T, N = len(rewards), len(rewards[0])
+    adv = [[0.0] * N for _ in range(T)]
+    for n in range(N):
+        running = 0.0
+        for t in reversed(range(T)):
+            delta = rewards[t][n] + gamma * values[t + 1][n] - values[t][n]
+            running = delta + gamma * lam * running
+            adv[t][n] = running
+    return adv
+
+
+@settings(deadline=None, max_examples=30)
+@given(
+    T=st.integers(1, 12),
+    N=st.integers(1, 5),
+    gamma=st.floats(0.0, 1.0),
+    lam=st.floats(0.0, 1.0),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_gae_matches_reference_loop(T, N, gamma, lam, dtype, seed):
+    g = torch.Generator().manual_seed(seed)
+    rewards = torch.randn(T, N, generator=g, dtype=dtype)
+    values = torch.randn(T + 1, N, generator=g, dtype=dtype)
+    adv, ret = gae(rewards, values, gamma=gamma, gae_lambda=lam)
+    expected = torch.tensor(gae_reference(rewards.tolist(), values.tolist(), gamma, lam), dtype=dtype)
+    tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 1e-10, "atol": 1e-10}
+    assert adv.dtype == dtype and adv.shape == (T, N)
+    torch.testing.assert_close(adv, expected, **tol)
+    torch.testing.assert_close(ret, expected + values[:-1], **tol)
+
+
+def test_gae_with_gamma_and_lambda_one_is_reward_to_go_plus_bootstrap_minus_value():
+    rewards = torch.randn(7, 3, dtype=torch.float64)
+    values = torch.randn(8, 3, dtype=torch.float64)
+    adv, ret = gae(rewards, values, gamma=1.0, gae_lambda=1.0)
+    reward_to_go = rewards.flip(0).cumsum(0).flip(0)
+    torch.testing.assert_close(ret, reward_to_go + values[-1])
+    torch.testing.assert_close(adv, reward_to_go + values[-1] - values[:-1])
+
+
+def test_gae_with_lambda_zero_is_one_step_td_error():
+    rewards, values = torch.randn(5, 2), torch.randn(6, 2)
+    adv, _ = gae(rewards, values, gamma=0.9, gae_lambda=0.0)
+    torch.testing.assert_close(adv, rewards + 0.9 * values[1:] - values[:-1])
+
+
+def test_gae_rejects_mismatched_values():
+    with pytest.raises(ValueError, match=r"`values` must have shape \[T \+ 1, ...\]"):
+        gae(torch.zeros(4, 2), torch.zeros(4, 2), gamma=0.9, gae_lambda=0.9)
+
+
+def _loss_inputs():
+    # Two samples: one with positive advantage whose ratio rose past the clip,
+    # one with negative advantage whose ratio rose a lot.
+    old_log_probs = torch.tensor([math.log(0.5), math.log(0.2)])
+    log_probs = torch.tensor([math.log(0.75), math.log(0.8)])  # ratios 1.5 and 4.0
+    advantages = torch.tensor([2.0, -1.0])
+    values = torch.tensor([1.0, -3.0])
+    old_values = torch.tensor([0.0, -1.0])
+    returns = torch.tensor([2.0, 0.0])
+    entropy = torch.tensor([0.6, 0.2])
+    return log_probs, old_log_probs, advantages, values, old_values, returns, entropy
+
+
+def test_ppo_loss_by_hand_without_dual_clip():
+    loss, m = ppo_loss(
+        *_loss_inputs(), clip_param=0.2, vf_clip_param=0.5, dual_clip_param=None, vf_coeff=0.5, entropy_coeff=0.1
+    )
+    # Sample 1: ratio 1.5, A=2: min(3.0, 1.2*2=2.4) = 2.4.
+    # Sample 2: ratio 4.0, A=-1: min(-4.0, 1.2*-1=-1.2) = -4.0.
+    # policy loss = -(2.4 - 4.0)/2 = 0.8
+    torch.testing.assert_close(m["losses/policy"], torch.tensor(0.8))
+    # Values: sample 1: (1-2)^2=1; clipped V = 0+clip(1,-.5,.5)=0.5 -> (0.5-2)^2=2.25; max 2.25.
+    #         sample 2: (-3-0)^2=9; clipped V = -1+clip(-2)=-1.5 -> 2.25; max 9.
+    # vf loss = 0.5 * (2.25 + 9)/2 = 2.8125
+    torch.testing.assert_close(m["losses/vf"], torch.tensor(2.8125))
+    torch.testing.assert_close(m["losses/entropy"], torch.tensor(0.4))
+    # total = 0.8 + 0.5*2.8125 - 0.1*0.4 = 2.16625
+    torch.testing.assert_close(loss, torch.tensor(2.16625))
+    torch.testing.assert_close(m["losses/total"], loss)
+    # KL estimate: mean((r-1) - log r) = ((0.5 - log 1.5) + (3 - log 4)) / 2
+    expected_kl = ((0.5 - math.log(1.5)) + (3.0 - math.log(4.0))) / 2
+    torch.testing.assert_close(m["monitors/kl_div"], torch.tensor(expected_kl))
+    torch.testing.assert_close(m["monitors/clip_fraction"], torch.tensor(1.0))
+
+
+def test_ppo_loss_dual_clip_bounds_negative_advantage_term():
+    _, m = ppo_loss(
+        *_loss_inputs(), clip_param=0.2, vf_clip_param=None, dual_clip_param=3.0, vf_coeff=1.0, entropy_coeff=0.0
+    )
+    # Sample 2 now: max(-4.0, 3 * -1) = -3.0 -> policy loss = -(2.4 - 3.0)/2 = 0.3
+    torch.testing.assert_close(m["losses/policy"], torch.tensor(0.3))
+    # Unclipped value loss: 0.5 * (1 + 9)/2 = 2.5
+    torch.testing.assert_close(m["losses/vf"], torch.tensor(2.5))
+
+
+def test_ppo_loss_gradient_is_zero_where_ratio_is_clipped():
+    log_probs = torch.tensor([math.log(0.75), math.log(0.45)], requires_grad=True)
+    old = torch.tensor([math.log(0.5), math.log(0.5)])  # ratios 1.5 (clipped) and 0.9 (not)
+    adv = torch.tensor([1.0, 1.0])
+    zeros = torch.zeros(2)
+    loss, _ = ppo_loss(
+        log_probs, old, adv, zeros, zeros, zeros, zeros,
+        clip_param=0.2, vf_clip_param=None, dual_clip_param=None, vf_coeff=0.0, entropy_coeff=0.0,
+    )
+    loss.backward()
+    assert log_probs.grad[0] == 0.0
+    torch.testing.assert_close(log_probs.grad[1], torch.tensor(-0.9 / 2))
+
+
+def _setup(num_envs=16, horizon=8, **hparams):
+    env = DiscreteDummyEnv()
+    policy = Policy(MLPModel(env.observation_space, env.action_space, hiddens=(16, 16)), Categorical)
+    params = policy.init_params()
+    opt = adam()
+    carry = RolloutCarry(*env.reset(num_envs))
+    _, traj = make_rollout(env, policy, horizon)(params, carry)
+    update = make_update(policy, opt, {"num_envs": num_envs, "horizon": horizon, **hparams}, lr=1e-2)
+    return params, opt.init(params), traj, update
+
+
+def test_update_is_pure_and_changes_params():
+    params, opt_state, traj, update = _setup(sgd_minibatch_size=32)
+    snapshot = {k: v.clone() for k, v in params.items()}
+    traj_rewards = traj.rewards.clone()
+    new_params, new_state, metrics = update(params, opt_state, traj)
+    for k in params:
+        assert torch.equal(params[k], snapshot[k])
+        assert not torch.equal(new_params[k], params[k])
+    assert torch.equal(traj.rewards, traj_rewards) and opt_state.count.item() == 0
+    # 4 epochs x 4 minibatches of 32 = 16 optimizer steps.
+    assert new_state.count.item() == 16
+    assert {"losses/policy", "losses/vf", "losses/entropy", "losses/total", "monitors/kl_div",
+            "monitors/clip_fraction", "monitors/grad_norm", "monitors/param_norm"} <= set(metrics)
+    assert all(v.dim() == 0 for v in metrics.values())
+
+
+def test_accumulated_grads_take_one_step_per_epoch_equal_to_full_batch_step():
+    """With accumulation, the averaged minibatch gradients of an epoch equal the
+    whole-buffer gradient, so the update equals the whole-buffer update."""
+    params, opt_state, traj, _ = _setup()
+    common = dict(num_envs=16, horizon=8, shuffle_minibatches=False, normalize_advantages=True)
+    env = DiscreteDummyEnv()
+    policy = Policy(MLPModel(env.observation_space, env.action_space, hiddens=(16, 16)), Categorical)
+    acc = make_update(policy, adam(), {**common, "sgd_minibatch_size": 32, "accumulate_grads": True}, lr=1e-2)
+    full = make_update(policy, adam(), {**common, "sgd_minibatch_size": None}, lr=1e-2)
+    p_acc, s_acc, _ = acc(params, opt_state, traj)
+    p_full, s_full, _ = full(params, opt_state, traj)
+    assert s_acc.count.item() == 4 == s_full.count.item()
+    for k in params:
+        torch.testing.assert_close(p_acc[k], p_full[k], rtol=1e-4, atol=1e-6)
+
+
+def test_update_rejects_minibatch_size_not_dividing_the_trajectory():
+    params, opt_state, traj, _ = _setup(num_envs=16, horizon=8)
+    env = DiscreteDummyEnv()
+    policy = Policy(MLPModel(env.observation_space, env.action_space, hiddens=(16,)), Categorical)
+    update = make_update(policy, adam(), {"num_envs": 20, "horizon": 8, "sgd_minibatch_size": 40})
+    with pytest.raises(ValueError, match="`sgd_minibatch_size` 40 must divide the 128 transitions"):
+        update(policy.init_params(), adam().init(policy.init_params()), traj)

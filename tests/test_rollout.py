@@ -1,0 +1,121 @@
+import optree
+import pytest
+import torch
+
+from rlstack.distributions import Categorical, Normal
+from rlstack.envs import ContinuousDummyEnv, DiscreteDummyEnv
+from rlstack.functional import RolloutCarry, make_rollout, make_update
+from rlstack.models import MLPModel
+from rlstack.optim import adam
+from rlstack.policy import Policy
+
+
+def _policy(env, dist, seed=0, hiddens=(16, 16)):
+    torch.manual_seed(seed)
+    return Policy(MLPModel(env.observation_space, env.action_space, hiddens=hiddens), dist)
+
+
+@pytest.mark.parametrize("env, dist", [(DiscreteDummyEnv(), Categorical), (ContinuousDummyEnv(), Normal)])
+def test_rollout_shapes_and_consistency(env, dist):
+    policy = _policy(env, dist)
+    params = policy.init_params()
+    T, N = 6, 5
+    carry0 = RolloutCarry(*env.reset(N))
+    snapshot = carry0.obs.clone()
+    carry, traj = make_rollout(env, policy, T)(params, carry0)
+    assert traj.obs.shape == (T, N, 1) and traj.actions.shape == (T, N, 1)
+    assert traj.log_probs.shape == (T, N) and traj.values.shape == (T + 1, N) and traj.rewards.shape == (T, N)
+    assert torch.equal(carry0.obs, snapshot)  # pure: the input carry is untouched
+    torch.testing.assert_close(traj.obs[0], carry0.obs)
+    # Each observation is the env's step of the previous one under the recorded action.
+    for t in range(T - 1):
+        _, next_obs, reward = env.step(traj.obs[t], traj.actions[t])
+        torch.testing.assert_close(traj.obs[t + 1], next_obs)
+        torch.testing.assert_close(traj.rewards[t], reward)
+    # Stored log-probs and values are the policy's for the stored obs/actions.
+    dist_inputs, values = policy.apply(params, traj.obs.reshape(T * N, 1))
+    torch.testing.assert_close(traj.values[:T].reshape(-1), values)
+    torch.testing.assert_close(traj.log_probs.reshape(-1), dist.log_prob(dist_inputs, traj.actions.reshape(T * N, 1)))
+    torch.testing.assert_close(traj.values[T], policy.apply(params, carry.obs)[1])
+
+
+def test_deterministic_rollout_takes_the_mode():
+    env = DiscreteDummyEnv()
+    policy = _policy(env, Categorical)
+    params = policy.init_params()
+    _, traj = make_rollout(env, policy, 4, deterministic=True)(params, RolloutCarry(*env.reset(8)))
+    logits, _ = policy.apply(params, traj.obs.reshape(32, 1))
+    torch.testing.assert_close(traj.actions.reshape(32, 1), logits.argmax(-1))
+
+
+def _stack(*trees):
+    return optree.tree_map(lambda *xs: torch.stack(xs), *trees)
+
+
+def _member(tree, i):
+    return optree.tree_map(lambda x: x[i], tree)
+
+
+def _population(seeds, num_envs=8):
+    """Members whose params and env starts come from their own seeds."""
+    env = DiscreteDummyEnv()
+    policy = _policy(env, Categorical)
+    members = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        model = MLPModel(env.observation_space, env.action_space, hiddens=(16, 16))
+        params = {k: v.detach().clone() for k, v in model.named_parameters()}
+        members.append((params, RolloutCarry(*env.reset(num_envs))))
+    return env, policy, members
+
+
+def test_vmap_members_with_the_same_seed_agree_with_each_other_and_the_unbatched_run():
+    env, policy, members = _population([3, 3, 4])
+    rollout = make_rollout(env, policy, 5)
+    params, carry = _stack(*[m[0] for m in members]), _stack(*[m[1] for m in members])
+    torch.manual_seed(11)
+    _, traj = torch.func.vmap(rollout, randomness="same")(params, carry)
+    torch.manual_seed(11)
+    _, single = rollout(*members[0])
+    for leaf_v, leaf_s in zip(optree.tree_leaves(traj), optree.tree_leaves(single)):
+        torch.testing.assert_close(leaf_v[0], leaf_s)
+        torch.testing.assert_close(leaf_v[1], leaf_s)
+    assert not torch.equal(traj.rewards[2], traj.rewards[0])  # other seed, other run
+
+
+def test_vmap_different_randomness_gives_each_member_its_own_samples_reproducibly():
+    env, policy, members = _population([3, 3])
+    rollout = make_rollout(env, policy, 5)
+    params, carry = _stack(*[m[0] for m in members]), _stack(*[m[1] for m in members])
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(11)
+        runs.append(torch.func.vmap(rollout, randomness="different")(params, carry)[1])
+    assert traj_equal(runs[0], runs[1])
+    assert not torch.equal(runs[0].actions[0], runs[0].actions[1])
+
+
+def traj_equal(a, b):
+    return all(torch.equal(x, y) for x, y in zip(optree.tree_leaves(a), optree.tree_leaves(b)))
+
+
+def test_update_batches_under_vmap_over_params_opt_state_and_trajectory():
+    env, policy, members = _population([3, 3, 4])
+    rollout = make_rollout(env, policy, 4)
+    opt = adam()
+    update = make_update(policy, opt, {"num_envs": 8, "horizon": 4, "sgd_minibatch_size": 16}, lr=1e-2)
+    params, carry = _stack(*[m[0] for m in members]), _stack(*[m[1] for m in members])
+    opt_state = torch.func.vmap(opt.init)(params)
+    torch.manual_seed(0)
+    _, traj = torch.func.vmap(rollout, randomness="same")(params, carry)
+    torch.manual_seed(1)
+    new_params, new_state, metrics = torch.func.vmap(update, randomness="same")(params, opt_state, traj)
+    torch.manual_seed(1)
+    single_params, _, single_metrics = update(members[0][0], opt.init(members[0][0]), _member(traj, 0))
+    for k in single_params:
+        torch.testing.assert_close(new_params[k][0], single_params[k], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(new_params[k][1], single_params[k], rtol=1e-5, atol=1e-6)
+        assert not torch.equal(new_params[k][2], new_params[k][0])
+    assert metrics["losses/total"].shape == (3,) and new_state.count.tolist() == [8.0, 8.0, 8.0]
+    # "different" randomness runs too, with independent minibatch permutations per member.
+    torch.func.vmap(update, randomness="different")(params, opt_state, traj)
