@@ -14,6 +14,8 @@ def _isolated_mlflow(tmp_path, monkeypatch):
     yield
     while mlflow.active_run() is not None:
         mlflow.end_run()
+    if (tmp_path / "mlflow.db").exists():
+        mlflow.set_experiment(experiment_id="0")  # forget any experiment a test made active
     mlflow.set_tracking_uri(None)
 
 
