@@ -1,0 +1,182 @@
+"""Throughput of rlstack's rollout and full collect()+step() iteration.
+
+Run ``python -m benchmarks.throughput`` (or ``python benchmarks/throughput.py``)
+from the repository root. Prints a table and writes
+``benchmarks/results/throughput-<device>.json``.
+
+For each configuration it reports env transitions per second for
+``rollout()`` alone and for a full ``collect()`` + ``step()`` iteration
+(median over repeats after warm-up), the first iteration's wall time
+(compile time included), peak memory (process max RSS on CPU, max allocated
+on CUDA), the model's FLOPs per transition and the fraction of the device's
+measured fp32 matmul rate that the iteration reaches.
+
+FLOPs per transition (DESIGN.md): with P the actor+critic weights touched by
+a matmul, the rollout forward costs 2P and each SGD epoch a forward and a
+backward (2P + 4P), so a transition costs about 2P(1 + 3E) for E epochs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rlstack import Algorithm  # noqa: E402
+from rlstack.envs import ContinuousDummyEnv, DiscreteDummyEnv  # noqa: E402
+
+CONFIGS = {
+    # rlstack 1.x defaults: 8192 envs, horizon 32, (256, 256), 4 epochs, whole-buffer minibatch.
+    "discrete-1x-default": dict(env=DiscreteDummyEnv, num_envs=8192, horizon=32, hiddens=(256, 256)),
+    "continuous-1x-default": dict(env=ContinuousDummyEnv, num_envs=8192, horizon=32, hiddens=(256, 256)),
+    # Small model: overhead dominates.
+    "discrete-small-64x64": dict(env=DiscreteDummyEnv, num_envs=8192, horizon=32, hiddens=(64, 64)),
+}
+
+
+def matmul_weights(algo: Algorithm) -> int:
+    """P: weights of the 2-D (matmul) parameters of actor and critic."""
+    return sum(p.numel() for p in algo.params.values() if p.dim() == 2)
+
+
+def measured_matmul_flops(device: torch.device, n: int, width: int, repeats: int = 5) -> float:
+    """fp32 FLOP/s of an ``[n, width] @ [width, width]`` matmul on ``device``."""
+    a = torch.randn(n, width, device=device)
+    b = torch.randn(width, width, device=device)
+    for _ in range(2):
+        a @ b
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        a @ b
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return 2.0 * n * width * width / statistics.median(times)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def bench(name: str, spec: dict, *, compile: bool, amp: bool, device: torch.device, repeats: int) -> dict:
+    env = spec["env"]
+    transitions = spec["num_envs"] * spec["horizon"]
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    algo = Algorithm(
+        env, num_envs=spec["num_envs"], horizon=spec["horizon"], model_config={"hiddens": spec["hiddens"]},
+        compile=compile, enable_amp=amp, device=device, seed=0,
+    )
+    start = time.perf_counter()
+    algo.collect()
+    algo.step()
+    first_iteration_s = time.perf_counter() - start
+
+    rollout_s, iteration_s = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        algo.collect()  # syncs once (its stats)
+        rollout_s.append(time.perf_counter() - start)
+        algo.step()
+        iteration_s.append(time.perf_counter() - start)
+    P = matmul_weights(algo)
+    epochs = algo.hparams.num_sgd_iters
+    flops_per_transition = 2 * P * (1 + 3 * epochs)
+    iteration_rate = transitions / statistics.median(iteration_s)
+    return {
+        "config": name,
+        "env": env.__name__,
+        "num_envs": spec["num_envs"],
+        "horizon": spec["horizon"],
+        "hiddens": list(spec["hiddens"]),
+        "compile": compile,
+        "amp": amp,
+        "device": str(device),
+        "rollout_transitions_per_s": transitions / statistics.median(rollout_s),
+        "iteration_transitions_per_s": iteration_rate,
+        "iteration_ms": 1000 * statistics.median(iteration_s),
+        "first_iteration_s": first_iteration_s,
+        "peak_memory_mb": peak_memory_mb(device),
+        "matmul_params": P,
+        "flops_per_transition": flops_per_transition,
+        "achieved_flops": iteration_rate * flops_per_transition,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--modes", nargs="*", default=["eager", "compiled"], choices=["eager", "compiled", "compiled-amp"])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--num-envs", type=int, default=None, help="override num_envs of every config")
+    parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/throughput-<device>.json)")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+
+    rows = []
+    for name in args.configs:
+        spec = dict(CONFIGS[name])
+        if args.num_envs:
+            spec["num_envs"] = args.num_envs
+        for mode in args.modes:
+            torch._dynamo.reset()
+            row = bench(name, spec, compile=mode != "eager", amp=mode.endswith("amp"), device=device, repeats=args.repeats)
+            width = spec["hiddens"][0]
+            row["device_matmul_flops"] = measured_matmul_flops(device, spec["num_envs"], width)
+            row["ceiling_fraction"] = row["achieved_flops"] / row["device_matmul_flops"]
+            row["ceiling_transitions_per_s"] = row["device_matmul_flops"] / row["flops_per_transition"]
+            row["mode"] = mode
+            rows.append(row)
+            print_row(row, header=len(rows) == 1)
+
+    out = Path(args.out or Path(__file__).parent / "results" / f"throughput-{device.type}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+    }
+    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    print(f"\nwrote {out}")
+    return 0
+
+
+def print_row(row: dict, header: bool) -> None:
+    if header:
+        print(
+            f"{'config':<24}{'mode':<14}{'rollout/s':>12}{'iter/s':>12}{'iter ms':>10}{'1st iter s':>11}"
+            f"{'peak MB':>9}{'FLOP/trans':>12}{'ceiling':>9}"
+        )
+    print(
+        f"{row['config']:<24}{row['mode']:<14}{row['rollout_transitions_per_s']:>12,.0f}"
+        f"{row['iteration_transitions_per_s']:>12,.0f}{row['iteration_ms']:>10.0f}{row['first_iteration_s']:>11.1f}"
+        f"{row['peak_memory_mb']:>9.0f}{row['flops_per_transition'] / 1e6:>11.2f}M{100 * row['ceiling_fraction']:>8.1f}%",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
