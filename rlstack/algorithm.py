@@ -11,11 +11,12 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from . import checkpoint as ckpt
 from .config import AlgorithmConfig
 from .distributions import Distribution, default_distribution_cls
 from .env import check_env, make_env
 from .models import MLPModel
-from .optim import from_torch
+from .optim import TORCH_OPTIMIZERS_BY_NAME, from_torch
 from .policy import Policy
 from .ppo import make_update
 from .rollout import make_rollout, trajectory_stats
@@ -155,6 +156,11 @@ class Algorithm:
         model = (model_cls or MLPModel)(self.env.observation_space, self.env.action_space, **dict(model_config or {}))
         distribution_cls = distribution_cls or default_distribution_cls(self.env.action_space)
         self.settings["distribution_cls"] = getattr(distribution_cls, "__name__", str(distribution_cls))
+        self._classes = {
+            "env": ckpt.qualified_name(env if isinstance(env, type) else type(env)),
+            "model_cls": ckpt.qualified_name(type(model)),
+            "distribution_cls": ckpt.qualified_name(distribution_cls),
+        }
         self.policy = Policy(model.to(self.device), distribution_cls)
         self.params = self.policy.init_params()
         self.policy.check(self.params, self.env.observation_space, self.env.action_space, self.device)
@@ -334,3 +340,124 @@ class Algorithm:
     def memory_stats(self) -> dict[str, float]:
         """See :func:`memory_stats`."""
         return memory_stats(self.device)
+
+    # ------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """The whole train state as tensors and plain containers (see
+        :mod:`rlstack.checkpoint`): params, optimizer state, env carry, an
+        uncollected trajectory, counters, RNG states and every setting
+        needed to rebuild this Algorithm."""
+        rng = {"cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "format": ckpt.FORMAT,
+            "version": ckpt.VERSION,
+            "classes": dict(self._classes),
+            "settings": {
+                "env_config": self.env_config,
+                "model_config": self.settings["model_config"],
+                "optimizer_cls": self.settings["optimizer_cls"],
+                "optimizer_config": self.settings["optimizer_config"],
+                "seed": self.seed,
+                "compile": self.compile,
+                "device": str(self.device),
+            },
+            "hparams": self.hparams.to_dict(),
+            "spaces": {"observation": repr(self.env.observation_space), "action": repr(self.env.action_space)},
+            "params": {k: v.detach().cpu() for k, v in self.params.items()},
+            "opt_state": [t.cpu() for t in ckpt.leaves(self.opt_state)],
+            # A 1.x stateful env keeps its state inside itself: it is reset on resume.
+            "carry": [t.cpu() for t in ckpt.leaves(self.carry)] if self.carry is not None and self.env.compilable else None,
+            "trajectory": [t.cpu() for t in ckpt.leaves(self.trajectory)] if self.trajectory is not None else None,
+            "counters": {"horizons": self.horizons, "steps": self.steps, "env_steps": self.env_steps},
+            "rng": rng,
+        }
+
+    def load_state_dict(self, data: Mapping[str, Any]) -> None:
+        """Restore a :meth:`state_dict` into this (identically configured) Algorithm.
+
+        Raises:
+            CheckpointError: naming what differs (spaces, parameter names or
+                shapes, optimizer or env state structure).
+        """
+        spaces = {"observation": repr(self.env.observation_space), "action": repr(self.env.action_space)}
+        for key, here in spaces.items():
+            if data["spaces"][key] != here:
+                raise ckpt.CheckpointError(f"Checkpoint {key} space is {data['spaces'][key]}, the env's is {here}.")
+        stored = data["params"]
+        if set(stored) != set(self.params):
+            raise ckpt.CheckpointError(
+                f"Checkpoint params differ from the model's: only in checkpoint {sorted(set(stored) - set(self.params))}, "
+                f"only in model {sorted(set(self.params) - set(stored))}."
+            )
+        for name, value in stored.items():
+            if value.shape != self.params[name].shape:
+                raise ckpt.CheckpointError(
+                    f"Checkpoint param {name!r} has shape {list(value.shape)}, the model's has {list(self.params[name].shape)}."
+                )
+        params = {k: v.to(self.device) for k, v in stored.items()}
+        opt_state = ckpt.rebuild(self.opt_state, data["opt_state"], "optimizer state", self.device)
+        carry = None
+        if data["carry"] is not None:
+            template = RolloutCarry(*self.env.reset(self.hparams.num_envs, config=self.env_config, device=self.device))
+            carry = ckpt.rebuild(template, data["carry"], "env carry", self.device)
+        trajectory = None
+        if data["trajectory"] is not None:
+            template = self._rollout_fn(False)(params, carry or template)[1]
+            trajectory = ckpt.rebuild(template, data["trajectory"], "trajectory", self.device)
+        self.params, self.opt_state, self.carry, self.trajectory = params, opt_state, carry, trajectory
+        counters = data["counters"]
+        self.horizons, self.steps, self.env_steps = counters["horizons"], counters["steps"], counters["env_steps"]
+        torch.set_rng_state(data["rng"]["cpu"])
+        if "cuda" in data["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(data["rng"]["cuda"], self.device)
+
+    def save_checkpoint(self, path: str | os.PathLike) -> str:
+        """Write :meth:`state_dict` to ``path`` atomically; returns the path."""
+        return str(ckpt.atomic_save(self.state_dict(), path))
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | os.PathLike,
+        env: Any = None,
+        *,
+        model_cls: type | None = None,
+        distribution_cls: type | None = None,
+        device: Any = None,
+        compile: bool | None = None,
+    ) -> "Algorithm":
+        """Rebuild an Algorithm from a checkpoint and restore its state.
+
+        Built-in envs, models and distributions are found by name; a user's
+        own ``env``, ``model_cls`` or ``distribution_cls`` must be passed
+        (a checkpoint never imports code by itself). ``device`` and
+        ``compile`` default to the checkpoint's.
+
+        Raises:
+            FileNotFoundError, CheckpointError: see
+                :func:`rlstack.checkpoint.safe_load` and :meth:`load_state_dict`.
+        """
+        data = ckpt.safe_load(path)
+        return cls._from_state_dict(data, env, model_cls=model_cls, distribution_cls=distribution_cls, device=device, compile=compile)
+
+    @classmethod
+    def _from_state_dict(cls, data, env, *, model_cls, distribution_cls, device, compile) -> "Algorithm":
+        classes, settings = data["classes"], data["settings"]
+        optimizer_cls = TORCH_OPTIMIZERS_BY_NAME[settings["optimizer_cls"]]
+        algo = cls(
+            env if env is not None else ckpt.resolve(classes["env"], "env"),
+            env_config=settings["env_config"],
+            model_cls=model_cls or ckpt.resolve(classes["model_cls"], "model_cls"),
+            model_config=settings["model_config"],
+            distribution_cls=distribution_cls or ckpt.resolve(classes["distribution_cls"], "distribution_cls"),
+            optimizer_cls=optimizer_cls,
+            optimizer_config=settings["optimizer_config"],
+            device=device if device is not None else settings["device"],
+            seed=settings["seed"],
+            compile=settings["compile"] if compile is None else compile,
+            **data["hparams"],
+        )
+        algo.load_state_dict(data)
+        return algo

@@ -1,4 +1,9 @@
-"""``rlstack train``: argument parsing and progress printing around a Trainer."""
+"""The command line: ``rlstack train | eval | export`` (argument parsing and
+printing only; the work is done by Trainer, Algorithm and rlstack.export).
+
+Settings for ``train`` come, in increasing priority, from the env's preset
+(:mod:`rlstack.presets`), a TOML file (``-f``), and command-line flags.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +12,27 @@ import dataclasses
 import importlib
 import sys
 import time
+import tomllib
+from pathlib import Path
 from typing import Any, Sequence
 
 import mlflow
 
-from .config import AlgorithmConfig
+from .algorithm import Algorithm
 from .conditions import HitsUpperBound
+from .config import AlgorithmConfig
 from .envs import BUILTIN_ENVS
+from .optim import TORCH_OPTIMIZERS_BY_NAME
 from .presets import PRESETS
 from .trainer import Trainer
 
 # AlgorithmConfig fields that take one scalar on the command line.
 _SCALAR_TYPES = {"int": int, "float": float, "bool": bool, "float | None": float, "int | None": int}
+_HPARAMS = {f.name for f in dataclasses.fields(AlgorithmConfig)}
+# Options of `train` that are not Trainer keyword arguments.
+_RUN_OPTIONS = {"env", "max_steps", "experiment_name", "run_name", "steps_per_eval", "checkpoint_every",
+                "checkpoint_dir", "keep_checkpoints", "save", "resume"}
+_TRAINER_OPTIONS = {"seed", "device", "compile", "env_config", "model_config", "optimizer_cls", "optimizer_config"}
 
 
 def load_env(spec: str) -> Any:
@@ -49,17 +63,25 @@ def _parse_bool(text: str) -> bool:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlstack", description="Fast PPO for massively parallel envs.")
     commands = parser.add_subparsers(dest="command", required=True)
+
     train = commands.add_parser("train", help="train a policy and log the run to MLflow")
-    train.add_argument("--env", required=True, help=f"one of {sorted(BUILTIN_ENVS)} or module:Class")
+    train.add_argument("-f", "--config", dest="config_file", default=None, help="TOML file of settings")
+    train.add_argument("--env", default=None, help=f"one of {sorted(BUILTIN_ENVS)} or module:Class")
     train.add_argument("--max-steps", type=int, default=None, help="stop after this many collect+update steps")
     train.add_argument("--experiment-name", default=None, help="MLflow experiment (created if missing)")
     train.add_argument("--run-name", default=None, help="MLflow run name")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--device", default="cpu")
-    train.add_argument("--no-compile", action="store_true", help="run eagerly instead of torch.compile")
-    train.add_argument("--lr", type=float, default=None, help="learning rate (optimizer_config['lr'])")
+    train.add_argument("--seed", type=int, default=None, help="torch seed (default 0)")
+    train.add_argument("--device", default=None, help="cpu (default), cuda, cuda:1, ...")
+    train.add_argument("--compile", type=_parse_bool, default=None, metavar="BOOL", help="torch.compile (default true)")
+    train.add_argument("--no-compile", dest="compile", action="store_false", help="same as --compile false")
+    train.add_argument("--lr", type=float, default=None, help="learning rate (optimizer_config.lr)")
     train.add_argument("--hiddens", default=None, help="hidden widths of the default model, e.g. 64,64")
     train.add_argument("--steps-per-eval", type=int, default=None)
+    train.add_argument("--resume", default=None, metavar="CHECKPOINT", help="continue from a checkpoint")
+    train.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS")
+    train.add_argument("--checkpoint-dir", default=None, help="default: checkpoints/<run id> (always written at the end and on Ctrl-C)")
+    train.add_argument("--keep-checkpoints", type=int, default=None)
+    train.add_argument("--save", default=None, metavar="DIR", help="export the policy (MLflow model) at the end")
     hparams = train.add_argument_group("hyperparameters (see rlstack.AlgorithmConfig; default: the env's preset)")
     for field in dataclasses.fields(AlgorithmConfig):
         kind = _SCALAR_TYPES.get(str(field.type))
@@ -69,94 +91,209 @@ def build_parser() -> argparse.ArgumentParser:
             "--" + field.name.replace("_", "-"), dest=field.name, default=None,
             type=_parse_bool if kind is bool else kind, metavar=kind.__name__.upper(),
         )
+
+    evaluate = commands.add_parser("eval", help="print a policy's success measure on an env")
+    evaluate.add_argument("source", help="a checkpoint file or an exported model directory")
+    evaluate.add_argument("--env", default=None, help="env (default: the one it was trained on, if built in)")
+    evaluate.add_argument("--num-envs", type=int, default=1024)
+    evaluate.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode")
+    evaluate.add_argument("--seed", type=int, default=0)
+
+    export = commands.add_parser("export", help="export a checkpoint's policy as an MLflow model")
+    export.add_argument("checkpoint")
+    export.add_argument("directory")
+    export.add_argument("--env", default=None, help="env (needed for a user env)")
     return parser
 
 
-def train_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """The env's preset, overridden by whatever the command line set."""
-    kwargs: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in PRESETS.get(args.env, {}).items()}
-    for field in dataclasses.fields(AlgorithmConfig):
-        value = getattr(args, field.name, None)
-        if value is not None:
-            kwargs[field.name] = value
+def read_toml(path: str) -> dict[str, Any]:
+    """Settings from a TOML file: ``train``'s options and Trainer keyword
+    arguments (``[model_config]``, ``[optimizer_config]``, ``[env_config]``
+    tables; ``optimizer_cls = "SGD"``).
+
+    Raises:
+        ValueError: for a missing or malformed file or an unknown key.
+    """
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError as e:
+        raise ValueError(f"-f {path!r}: no such file.") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"-f {path!r} is not valid TOML: {e}") from e
+    unknown = sorted(set(data) - _HPARAMS - _RUN_OPTIONS - _TRAINER_OPTIONS)
+    if unknown:
+        raise ValueError(f"-f {path!r} has unknown keys {unknown}; expected hyperparameters or {sorted(_RUN_OPTIONS | _TRAINER_OPTIONS)}.")
+    return data
+
+
+def train_settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(run_options, trainer_kwargs)`` from preset < TOML < flags."""
+    from_file = read_toml(args.config_file) if args.config_file else {}
+    flags = {k: v for k, v in vars(args).items() if v is not None and k not in ("command", "config_file", "lr", "hiddens")}
+    env = flags.get("env", from_file.get("env"))
+    if env is None and not flags.get("resume"):
+        raise ValueError("--env is required (or `env = ...` in the -f file).")
+    settings: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in PRESETS.get(env, {}).items()}
+    for source in (from_file, flags):
+        for key, value in source.items():
+            if key in ("model_config", "optimizer_config", "env_config"):
+                settings[key] = {**settings.get(key, {}), **value}
+            else:
+                settings[key] = value
     if args.lr is not None:
-        kwargs["optimizer_config"] = {**kwargs.get("optimizer_config", {}), "lr": args.lr}
+        settings["optimizer_config"] = {**settings.get("optimizer_config", {}), "lr": args.lr}
     if args.hiddens is not None:
         try:
-            hiddens = tuple(int(h) for h in args.hiddens.split(","))
+            settings["model_config"] = {**settings.get("model_config", {}), "hiddens": tuple(int(h) for h in args.hiddens.split(","))}
         except ValueError as e:
             raise ValueError(f"--hiddens must be comma-separated ints such as 64,64, got {args.hiddens!r}.") from e
-        kwargs["model_config"] = {**kwargs.get("model_config", {}), "hiddens": hiddens}
-    kwargs.update(seed=args.seed, device=args.device, compile=not args.no_compile)
-    return kwargs
+    if "hiddens" in settings.get("model_config", {}):
+        settings["model_config"]["hiddens"] = tuple(settings["model_config"]["hiddens"])
+    if isinstance(settings.get("optimizer_cls"), str):
+        name = settings["optimizer_cls"]
+        if name not in TORCH_OPTIMIZERS_BY_NAME:
+            raise ValueError(f"optimizer_cls must be one of {sorted(TORCH_OPTIMIZERS_BY_NAME)}, got {name!r}.")
+        settings["optimizer_cls"] = TORCH_OPTIMIZERS_BY_NAME[name]
+    settings.setdefault("seed", 0)
+    run = {k: settings.pop(k) for k in list(settings) if k in _RUN_OPTIONS}
+    return run, settings
+
+
 
 
 class Progress:
-    """One status line per step: rewritten in place on a terminal, printed
-    every ``every`` steps (and the last) otherwise. The rate is env steps per
-    second of wall clock over the last step (compile time shows in step 1)."""
+    """A live status line: rewritten in place on a terminal; on a pipe or
+    file, one line every ``every`` steps and the last. Shows env steps/s over
+    the last step, ``returns/mean`` and, with a step limit, the ETA."""
 
-    def __init__(self, stream: Any = sys.stdout, every: int = 10) -> None:
-        self.stream, self.every = stream, every
+    def __init__(self, stream: Any = sys.stdout, every: int = 10, max_steps: int | None = None) -> None:
+        self.stream, self.every, self.max_steps = stream, every, max_steps
         self.tty = hasattr(stream, "isatty") and stream.isatty()
-        self.last_time, self.last_env_steps, self.rate = time.perf_counter(), 0, 0.0
+        self.last_time, self.last_env_steps, self.rate = time.perf_counter(), None, 0.0
+        self.step_times: list[float] = []
+        self.last_stats: dict[str, float] | None = None
 
     def __call__(self, stats: dict[str, float]) -> bool:
+        if "algorithm/steps" not in stats:  # eval stats
+            return False
         now = time.perf_counter()
-        if stats["env/steps"] > self.last_env_steps:
+        if self.last_env_steps is not None and stats["env/steps"] > self.last_env_steps:
             self.rate = (stats["env/steps"] - self.last_env_steps) / max(now - self.last_time, 1e-9)
-        self.last_time, self.last_env_steps = now, stats["env/steps"]
+            self.step_times.append(now - self.last_time)
+        self.last_time, self.last_env_steps, self.last_stats = now, stats["env/steps"], stats
         steps = int(stats["algorithm/steps"])
-        line = (
-            f"step {steps:>5} | env steps {int(stats['env/steps']):>11,} | "
-            f"{self.rate:>10,.0f} steps/s | returns/mean {stats['returns/mean']:>10.3f}"
-        )
         if self.tty:
-            self.stream.write("\r" + line)
+            self.stream.write("\r" + self.line(stats))
         elif steps == 1 or steps % self.every == 0:
-            self.stream.write(line + "\n")
+            self.stream.write(self.line(stats) + "\n")
         self.stream.flush()
         return False
 
-    def close(self, stats: dict[str, float]) -> None:
+    def line(self, stats: dict[str, float]) -> str:
+        steps = int(stats["algorithm/steps"])
+        text = (
+            f"step {steps:>5} | env steps {int(stats['env/steps']):>11,} | "
+            f"{self.rate:>10,.0f} steps/s | returns/mean {stats['returns/mean']:>10.3f}"
+        )
+        if self.max_steps and self.step_times:
+            recent = self.step_times[-10:]
+            eta = max(self.max_steps - steps, 0) * sum(recent) / len(recent)
+            text += f" | ETA {int(eta) // 60:d}:{int(eta) % 60:02d}"
+        return text
+
+    def close(self) -> None:
+        if self.last_stats is None:
+            return
         if self.tty:
             self.stream.write("\n")
-        elif int(stats["algorithm/steps"]) % self.every != 0:
-            self.every = 1
-            self.__call__(stats)
+        elif int(self.last_stats["algorithm/steps"]) % self.every != 0:
+            self.stream.write(self.line(self.last_stats) + "\n")
+        self.stream.flush()
 
 
 def train(args: argparse.Namespace) -> int:
-    env = load_env(args.env)
-    kwargs = train_kwargs(args)
-    if args.max_steps is not None and args.max_steps < 1:
-        raise ValueError(f"--max-steps must be a positive int, got {args.max_steps}.")
-    trainer = Trainer(env, experiment_name=args.experiment_name, run_name=args.run_name, **kwargs)
-    print(f"rlstack: training {args.env} on {kwargs['device']} ({'compiled' if kwargs['compile'] else 'eager'}), "
+    run, kwargs = train_settings(args)
+    for name in ("max_steps", "checkpoint_every", "steps_per_eval", "keep_checkpoints"):
+        if run.get(name) is not None and run[name] < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive int, got {run[name]}.")
+    env = load_env(run["env"]) if run.get("env") else None
+    if run.get("resume"):
+        trainer = Trainer.from_checkpoint(
+            run["resume"], env, device=kwargs.get("device"), compile=kwargs.get("compile"),
+            experiment_name=run.get("experiment_name"), run_name=run.get("run_name"),
+        )
+    else:
+        trainer = Trainer(env, experiment_name=run.get("experiment_name"), run_name=run.get("run_name"), **kwargs)
+    algo = trainer.algorithm
+    print(f"rlstack: training {algo.settings['env']} on {algo.device} ({'compiled' if algo.compile else 'eager'}), "
           f"MLflow run {trainer.run_id}", flush=True)
-    stop = [HitsUpperBound("algorithm/steps", args.max_steps)] if args.max_steps else []
-    progress = Progress()
+    # Always checkpointed: Ctrl-C and the end of the run write the last completed step.
+    checkpoint_dir = run.get("checkpoint_dir") or f"checkpoints/{trainer.run_id}"
+    stop = [HitsUpperBound("algorithm/steps", run["max_steps"])] if run.get("max_steps") else []
+    progress = Progress(max_steps=run.get("max_steps"))
     status = "FINISHED"
     try:
-        stats = trainer.run(stop_conditions=stop, steps_per_eval=args.steps_per_eval, callbacks=[progress])
-        progress.close(stats)
+        trainer.run(
+            stop_conditions=stop, steps_per_eval=run.get("steps_per_eval"), callbacks=[progress],
+            checkpoint_every=run.get("checkpoint_every"), checkpoint_dir=checkpoint_dir,
+            keep_checkpoints=run.get("keep_checkpoints") or 3,
+        )
+        progress.close()
+        print(f"rlstack: last checkpoint {trainer.checkpoint_to(checkpoint_dir, run.get('keep_checkpoints') or 3)}")
+        if run.get("save"):
+            print(f"rlstack: policy exported to {trainer.export_policy(run['save'])}")
     except KeyboardInterrupt:
         status = "KILLED"
-        print("\nrlstack: interrupted", flush=True)
+        progress.close()
     finally:
-        mlflow.end_run(status=status)
+        trainer.close(status)
     uri = mlflow.get_tracking_uri()
-    print(f"rlstack: run {trainer.run_id} logged to {uri}")
+    print(f"rlstack: run {trainer.run_id} ({status}) logged to {uri}")
     print(f"rlstack: browse it with: mlflow ui --backend-store-uri {uri}")
     return 0 if status == "FINISHED" else 130
 
 
+def evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    torch.manual_seed(args.seed)
+    source = Path(args.source)
+    deterministic = not args.stochastic
+    if source.is_dir():
+        from .export import load_policy
+
+        policy, params, config = load_policy(source)
+        env = load_env(args.env or config["env"])
+        env = env() if isinstance(env, type) else env
+        act = lambda obs: policy.act(params, obs, deterministic)[0]  # noqa: E731
+        name = config["env"]
+    else:
+        algo = Algorithm.from_checkpoint(source, load_env(args.env) if args.env else None, compile=False)
+        env, name = algo.env, algo.settings["env"]
+        act = lambda obs: algo.predict(obs, deterministic)  # noqa: E731
+    if not hasattr(env, "success"):
+        raise ValueError(f"env {name} has no success measure (a 1.x stateful env); evaluate it with Trainer.eval().")
+    stats = env.success(act, num_envs=args.num_envs)
+    print(f"rlstack: {name}, {args.num_envs} envs, {'deterministic' if deterministic else 'stochastic'} policy")
+    for key, value in stats.items():
+        print(f"{key:<28}{value:>12.4f}")
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    from .export import export_policy
+
+    algo = Algorithm.from_checkpoint(args.checkpoint, load_env(args.env) if args.env else None, compile=False)
+    print(f"rlstack: policy exported to {export_policy(algo, args.directory)}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .checkpoint import CheckpointError
+
     try:
-        if args.command == "train":
-            return train(args)
-    except (ValueError, TypeError) as e:
+        return {"train": train, "eval": evaluate, "export": export}[args.command](args)
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, CheckpointError) as e:
         print(f"rlstack: error: {e}", file=sys.stderr)
         return 2
-    return 1

@@ -142,6 +142,7 @@ _TORCH_OPTIMIZERS: dict[type, tuple[Callable[..., Optimizer], dict[str, Any], fl
     torch.optim.AdamW: (adamw, {"betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 1e-2}, 1e-3),
     torch.optim.SGD: (sgd, {"momentum": 0.0, "dampening": 0.0, "nesterov": False, "weight_decay": 0.0}, 1e-3),
 }
+TORCH_OPTIMIZERS_BY_NAME = {cls.__name__: cls for cls in _TORCH_OPTIMIZERS}
 # Implementation switches of torch.optim that do not change the mathematics.
 _IGNORED_KEYS = {"foreach", "fused", "capturable", "differentiable"}
 # Options accepted only at their default value.

@@ -161,3 +161,28 @@ def describe_mismatch(space: Space, x: Any, batch_shape: Sequence[int]) -> str |
     if not space.contains(x):
         return f"values outside {space}"
     return None
+
+
+def space_to_dict(space: Space) -> dict[str, Any]:
+    """A JSON-ready description of a space (inverse: :func:`space_from_dict`)."""
+    if isinstance(space, dict):
+        return {"type": "Dict", "spaces": {k: space_to_dict(v) for k, v in space.items()}}
+    if isinstance(space, Discrete):
+        return {"type": "Discrete", "n": space.n, "shape": list(space.shape)}
+    return {"type": "Box", "shape": list(space.shape), "low": space.low, "high": space.high, "dtype": str(space.dtype).removeprefix("torch.")}
+
+
+def space_from_dict(data: dict[str, Any]) -> Space:
+    """Rebuild a space from :func:`space_to_dict`'s output.
+
+    Raises:
+        ValueError: for an unknown space type.
+    """
+    kind = data.get("type")
+    if kind == "Dict":
+        return {k: space_from_dict(v) for k, v in data["spaces"].items()}
+    if kind == "Discrete":
+        return Discrete(data["n"], shape=tuple(data["shape"]))
+    if kind == "Box":
+        return Box(tuple(data["shape"]), low=data["low"], high=data["high"], dtype=getattr(torch, data["dtype"]))
+    raise ValueError(f"Unknown space type {kind!r}; expected 'Box', 'Discrete' or 'Dict'.")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -29,6 +29,8 @@ class Env:
     default_config: Mapping[str, Any] = {}
     #: Whether ``reset``/``step`` may be handed to ``torch.compile``.
     compilable: bool = True
+    #: Steps :meth:`success` runs a policy for.
+    eval_steps: int = 200
 
     def reset(
         self, num_envs: int, *, config: Mapping[str, Any] | None = None, device: Any = "cpu"
@@ -49,6 +51,39 @@ class Env:
             ``[N]`` float reward of the transition.
         """
         raise NotImplementedError
+
+    def run_policy(
+        self, act: Callable[[Tree], Tree], *, num_envs: int, config: Mapping[str, Any] | None, device: Any
+    ) -> tuple[Tree, Tree, torch.Tensor]:
+        """Act for ``eval_steps`` steps from fresh resets, without gradients.
+
+        Returns:
+            ``(state, obs, total_reward [N])`` after the last step.
+        """
+        state, obs = self.reset(num_envs, config=config, device=device)
+        total = torch.zeros(num_envs, device=device)
+        with torch.no_grad():
+            for _ in range(self.eval_steps):
+                state, obs, reward = self.step(state, act(obs))
+                total += reward
+        return state, obs, total
+
+    def success(
+        self,
+        act: Callable[[Tree], Tree],
+        *,
+        num_envs: int = 1024,
+        config: Mapping[str, Any] | None = None,
+        device: Any = "cpu",
+    ) -> dict[str, float]:
+        """The task's own success measure for a policy ``act(obs) -> action``.
+
+        Reports ``success/reward_per_step``, the mean reward per env step over
+        :meth:`run_policy`. Envs with a sharper notion of success override
+        this and add their own keys.
+        """
+        _, _, total = self.run_policy(act, num_envs=num_envs, config=config, device=device)
+        return {"success/reward_per_step": (total.mean() / self.eval_steps).item()}
 
     def resolve_config(self, config: Mapping[str, Any] | None) -> dict[str, Any]:
         """``default_config`` updated with ``config``.

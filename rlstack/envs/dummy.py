@@ -39,6 +39,16 @@ class _DummyEnv(Env):
     def _reward(x: torch.Tensor) -> torch.Tensor:
         return -x.abs().squeeze(-1)
 
+    def success(self, act, *, num_envs: int = 1024, config: Mapping[str, Any] | None = None, device: Any = "cpu") -> dict[str, float]:
+        """Adds ``success/at_origin``: the fraction of envs within one unit of
+        the origin after ``eval_steps`` (200) steps, enough to cross
+        ``[-100, 100]`` at one unit per step."""
+        _, obs, total = self.run_policy(act, num_envs=num_envs, config=config, device=device)
+        return {
+            "success/reward_per_step": (total.mean() / self.eval_steps).item(),
+            "success/at_origin": (obs.abs() <= 1.0).float().mean().item(),
+        }
+
 
 class DiscreteDummyEnv(_DummyEnv):
     """Move one unit left (action 0) or right (action 1).
