@@ -16,12 +16,13 @@ from .config import AlgorithmConfig
 from .distributions import Distribution, default_distribution_cls
 from .env import check_env, make_env
 from .models import MLPModel
+from .normalization import init_norm_state, normalize, reset_returns
 from .optim import TORCH_OPTIMIZERS_BY_NAME, from_torch
 from .policy import Policy
 from .ppo import make_update
 from .rollout import make_rollout, trajectory_stats
 from .schedules import schedule_value
-from .spaces import describe_mismatch
+from .spaces import Box, describe_mismatch
 from .types import RolloutCarry, Trajectory, UpdateCoeffs
 
 
@@ -153,6 +154,15 @@ class Algorithm:
         self._env_spec = env
         self.env = make_env(env, num_envs=cfg.num_envs, horizon=cfg.horizon, config=self.env_config, device=self.device)
         check_env(self.env, num_envs=cfg.num_envs, config=self.env_config, device=self.device)
+        if cfg.normalize_obs and not isinstance(self.env.observation_space, Box):
+            raise ValueError(
+                f"`normalize_obs=True` needs a Box observation space, got {self.env.observation_space!r}; "
+                "normalise composite observations in your model instead."
+            )
+        self._initial_norm = init_norm_state(
+            tuple(getattr(self.env.observation_space, "shape", ())), cfg.num_envs,
+            normalize_obs=cfg.normalize_obs, normalize_rewards=cfg.normalize_rewards, device=self.device,
+        )
         model = (model_cls or MLPModel)(self.env.observation_space, self.env.action_space, **dict(model_config or {}))
         distribution_cls = distribution_cls or default_distribution_cls(self.env.action_space)
         self.settings["distribution_cls"] = getattr(distribution_cls, "__name__", str(distribution_cls))
@@ -167,7 +177,7 @@ class Algorithm:
         self.opt_state = optimizer.init(self.params)
 
         # Pure functions, compiled lazily by torch on first call.
-        self._rollouts = {False: make_rollout(self.env, self.policy, cfg.horizon, compile=compile)}
+        self._rollouts: dict[tuple[bool, bool], Any] = {}
         self._update = make_update(self.policy, optimizer, cfg, lr=self.lr, compile=compile)
         self._eval_env = self.env if self.env.compilable else None
         self.carry: RolloutCarry | None = None
@@ -177,12 +187,25 @@ class Algorithm:
         self.env_steps = 0
 
     # ----------------------------------------------------------------- collect
-    def _rollout_fn(self, deterministic: bool):
-        if deterministic not in self._rollouts:
-            self._rollouts[deterministic] = make_rollout(
-                self.env, self.policy, self.hparams.horizon, deterministic=deterministic, compile=self.compile
-            )
-        return self._rollouts[deterministic]
+    def _rollout_fn(self, deterministic: bool, training: bool = True, env: Any = None):
+        """The rollout for the training env (cached) or another env; with
+        ``training=False`` normalisation statistics stay frozen."""
+        cfg, key = self.hparams, (deterministic, training)
+        if env is None and key in self._rollouts:
+            return self._rollouts[key]
+        rollout = make_rollout(
+            env or self.env, self.policy, cfg.horizon, deterministic=deterministic, compile=self.compile,
+            normalize_obs=cfg.normalize_obs, normalize_rewards=cfg.normalize_rewards, gamma=cfg.gamma,
+            update_normalization=training,
+        )
+        if env is None:
+            self._rollouts[key] = rollout
+        return rollout
+
+    def _fresh_carry(self, env: Any, env_config: Mapping[str, Any] | None) -> RolloutCarry:
+        """Reset every env; normalisation statistics carry over (returns zeroed)."""
+        norm = reset_returns(self.carry.norm) if self.carry is not None else self._initial_norm
+        return RolloutCarry(*env.reset(self.hparams.num_envs, config=env_config or self.env_config, device=self.device), norm)
 
     def _needs_reset(self) -> bool:
         every = self.hparams.horizons_per_env_reset
@@ -202,7 +225,7 @@ class Algorithm:
         start = time.perf_counter()
         reset = self._needs_reset()
         if reset:
-            self.carry = RolloutCarry(*self.env.reset(self.hparams.num_envs, config=env_config or self.env_config, device=self.device))
+            self.carry = self._fresh_carry(self.env, env_config)
         carry, traj = self._rollout_fn(deterministic)(self.params, self.carry)
         stats = _sync(trajectory_stats(traj))
         _check_finite(stats, f"in the rewards of collect {self.horizons + 1}")
@@ -285,15 +308,13 @@ class Algorithm:
                 config=self.env_config, device=self.device,
             )
         env = self._eval_env
-        rollout = self._rollout_fn(deterministic) if env is self.env else make_rollout(
-            env, self.policy, self.hparams.horizon, deterministic=deterministic
-        )
-        carry = RolloutCarry(*env.reset(self.hparams.num_envs, config=env_config or self.env_config, device=self.device))
+        rollout = self._rollout_fn(deterministic, training=False, env=None if env is self.env else env)
+        carry = self._fresh_carry(env, env_config)
         trajectories = []
         for _ in range(horizons):
             carry, traj = rollout(self.params, carry)
             trajectories.append(traj)
-        rewards = torch.cat([t.rewards for t in trajectories])
+        rewards = torch.cat([t.raw_rewards if isinstance(t.raw_rewards, torch.Tensor) else t.rewards for t in trajectories])
         return _sync(trajectory_stats(Trajectory(None, None, None, None, rewards)))
 
     # ------------------------------------------------------------------ acting
@@ -331,6 +352,8 @@ class Algorithm:
         why = describe_mismatch(space, obs_t, batch) if len(batch) == 1 else "expected a leading batch dimension"
         if why:
             raise ValueError(f"`obs` does not fit observation_space {space!r}: {why}.")
+        if self.hparams.normalize_obs:
+            obs_t = normalize((self.carry.norm if self.carry is not None else self._initial_norm).obs, obs_t)
         with torch.no_grad():
             action, _, _ = self.policy.act(self.params, obs_t, deterministic)
         if as_numpy:
@@ -398,13 +421,11 @@ class Algorithm:
                 )
         params = {k: v.to(self.device) for k, v in stored.items()}
         opt_state = ckpt.rebuild(self.opt_state, data["opt_state"], "optimizer state", self.device)
-        carry = None
-        if data["carry"] is not None:
-            template = RolloutCarry(*self.env.reset(self.hparams.num_envs, config=self.env_config, device=self.device))
-            carry = ckpt.rebuild(template, data["carry"], "env carry", self.device)
+        fresh = self._fresh_carry(self.env, None)
+        carry = None if data["carry"] is None else ckpt.rebuild(fresh, data["carry"], "env carry", self.device)
         trajectory = None
         if data["trajectory"] is not None:
-            template = self._rollout_fn(False)(params, carry or template)[1]
+            template = self._rollout_fn(False)(params, carry or fresh)[1]
             trajectory = ckpt.rebuild(template, data["trajectory"], "trajectory", self.device)
         self.params, self.opt_state, self.carry, self.trajectory = params, opt_state, carry, trajectory
         counters = data["counters"]

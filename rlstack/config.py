@@ -46,6 +46,13 @@ class AlgorithmConfig:
         enable_amp: bfloat16 autocast for the model's forward/backward in
             the update (CPU and CUDA); losses and optimizer stay float32.
         normalize_advantages: standardise advantages over the whole buffer.
+        normalize_obs: standardise observations with running statistics
+            updated by the rollout (see :mod:`rlstack.normalization`).
+        normalize_rewards: divide rewards by the running std of the
+            discounted return.
+        target_kl: stop an update's remaining SGD steps once a minibatch's
+            approximate KL (before its step) exceeds this (> 0); ``None``
+            never stops. Done by masking on device: no host sync.
     """
 
     num_envs: int = 8192
@@ -69,6 +76,9 @@ class AlgorithmConfig:
     accumulate_grads: bool = False
     enable_amp: bool = False
     normalize_advantages: bool = True
+    normalize_obs: bool = False
+    normalize_rewards: bool = False
+    target_kl: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("num_envs", "horizon", "num_sgd_iters"):
@@ -100,7 +110,12 @@ class AlgorithmConfig:
                     f"`sgd_minibatch_size` must divide num_envs * horizon = {self.num_envs} * {self.horizon} "
                     f"= {buffer} and be at most that, got {self.sgd_minibatch_size}."
                 )
-        for name in ("shuffle_minibatches", "accumulate_grads", "enable_amp", "normalize_advantages"):
+        if self.target_kl is not None:
+            _check_number("target_kl", self.target_kl)
+            if not self.target_kl > 0:
+                raise ValueError(f"`target_kl` must be > 0 (or None), got {self.target_kl!r}.")
+        for name in ("shuffle_minibatches", "accumulate_grads", "enable_amp", "normalize_advantages",
+                     "normalize_obs", "normalize_rewards"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"`{name}` must be a bool, got {getattr(self, name)!r}.")
         check_schedule("lr_schedule", self.lr_schedule, self.lr_schedule_kind, min_value=0.0)

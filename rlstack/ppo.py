@@ -167,7 +167,9 @@ def make_update(
     on-device permutation per epoch when ``shuffle_minibatches``), each a
     gradient of :func:`ppo_loss`, global-norm clipping and an optimizer step
     (or, with ``accumulate_grads``, one step per epoch on the averaged
-    gradients). No host synchronisation happens inside.
+    gradients). With ``target_kl``, once a minibatch's approximate KL
+    exceeds it, that and every later step are masked out (computed, not
+    applied). No host synchronisation happens inside.
 
     Args:
         policy: the :class:`~rlstack.policy.Policy` whose params are trained.
@@ -184,7 +186,9 @@ def make_update(
     optional :class:`~rlstack.types.UpdateCoeffs` (0-d tensors: learning rate,
     entropy coefficient). ``metrics`` are 0-d tensors averaged over
     minibatches: the keys of :func:`ppo_loss` plus ``monitors/grad_norm``
-    (before clipping) and ``monitors/param_norm`` (after the update).
+    (before clipping), ``monitors/param_norm`` (after the update) and
+    ``monitors/sgd_steps`` (optimizer steps applied; fewer than planned when
+    ``target_kl`` stopped the update).
     """
     cfg = AlgorithmConfig.from_mapping(hparams)
     dist = policy.distribution_cls
@@ -217,12 +221,27 @@ def make_update(
         params, opt_state = optimizer.step(grads, opt_state, params, lr)
         return params, opt_state, grad_norm
 
+    def masked_apply(
+        params: Params, opt_state: Any, grads: Params, lr: torch.Tensor, active: torch.Tensor, kl: torch.Tensor
+    ) -> tuple[Params, Any, torch.Tensor, torch.Tensor]:
+        """Apply the step only while ``active`` and the KL is within target_kl."""
+        if cfg.target_kl is not None:
+            active = active & (kl <= cfg.target_kl)
+        new_params, new_state, grad_norm = apply_grads(params, opt_state, grads, lr)
+        if cfg.target_kl is not None:
+            keep = lambda new, old: torch.where(active, new, old)  # noqa: E731
+            new_params = optree.tree_map(keep, new_params, params)
+            new_state = optree.tree_map(keep, new_state, opt_state)
+        return new_params, new_state, grad_norm, active
+
     def sgd_step(
-        params: Params, opt_state: Any, batch: Batch, idx: torch.Tensor, coeffs: UpdateCoeffs
-    ) -> tuple[Params, Any, Metrics]:
+        params: Params, opt_state: Any, batch: Batch, idx: torch.Tensor, coeffs: UpdateCoeffs, active: torch.Tensor
+    ) -> tuple[Params, Any, Metrics, torch.Tensor]:
         grads, metrics = grad_step(params, batch, idx, coeffs)
-        params, opt_state, grad_norm = apply_grads(params, opt_state, grads, coeffs.lr)
-        return params, opt_state, {**metrics, "monitors/grad_norm": grad_norm}
+        params, opt_state, grad_norm, active = masked_apply(
+            params, opt_state, grads, coeffs.lr, active, metrics["monitors/kl_div"]
+        )
+        return params, opt_state, {**metrics, "monitors/grad_norm": grad_norm}, active
 
     def prepare(traj: Trajectory) -> Batch:
         return prepare_batch(
@@ -230,8 +249,8 @@ def make_update(
         )
 
     if compile:
-        grad_step, apply_grads, sgd_step, prepare = (
-            torch.compile(f, fullgraph=True) for f in (grad_step, apply_grads, sgd_step, prepare)
+        grad_step, masked_apply, sgd_step, prepare = (
+            torch.compile(f, fullgraph=True) for f in (grad_step, masked_apply, sgd_step, prepare)
         )
 
     def update(
@@ -248,6 +267,8 @@ def make_update(
         if size % mb_size:
             raise ValueError(f"`sgd_minibatch_size` {mb_size} must divide the {size} transitions of `traj`.")
         num_minibatches = size // mb_size
+        active = torch.ones((), dtype=torch.bool, device=device)
+        applied = torch.zeros((), device=device)
         history: list[Metrics] = []
         for _ in range(cfg.num_sgd_iters):
             if cfg.shuffle_minibatches:
@@ -262,14 +283,20 @@ def make_update(
                     grad_sum = grads if grad_sum is None else optree.tree_map(torch.add, grad_sum, grads)
                     epoch.append(metrics)
                 mean_grads = optree.tree_map(lambda g: g / num_minibatches, grad_sum)
-                params, opt_state, grad_norm = apply_grads(params, opt_state, mean_grads, coeffs.lr)
-                history.append({**_mean_metrics(epoch), "monitors/grad_norm": grad_norm})
+                epoch_metrics = _mean_metrics(epoch)
+                params, opt_state, grad_norm, active = masked_apply(
+                    params, opt_state, mean_grads, coeffs.lr, active, epoch_metrics["monitors/kl_div"]
+                )
+                history.append({**epoch_metrics, "monitors/grad_norm": grad_norm})
+                applied = applied + active.float()
             else:
                 for idx in slices:
-                    params, opt_state, metrics = sgd_step(params, opt_state, batch, idx, coeffs)
+                    params, opt_state, metrics, active = sgd_step(params, opt_state, batch, idx, coeffs, active)
                     history.append(metrics)
+                    applied = applied + active.float()
         metrics = _mean_metrics(history)
         metrics["monitors/param_norm"] = global_norm(params)
+        metrics["monitors/sgd_steps"] = applied
         return params, opt_state, metrics
 
     return update

@@ -8,12 +8,22 @@ import optree
 import torch
 
 from .envs import Env
+from .normalization import NormState, normalize, update_moments
 from .policy import Policy
 from .types import Params, RolloutCarry, Trajectory, Transition
 
 
 def make_rollout(
-    env: Env, policy: Policy, horizon: int, *, deterministic: bool = False, compile: bool = False
+    env: Env,
+    policy: Policy,
+    horizon: int,
+    *,
+    deterministic: bool = False,
+    compile: bool = False,
+    normalize_obs: bool = False,
+    normalize_rewards: bool = False,
+    gamma: float = 0.99,
+    update_normalization: bool = True,
 ) -> Callable[[Params, RolloutCarry], tuple[RolloutCarry, Trajectory]]:
     """Build ``rollout(params, carry) -> (carry, traj)``.
 
@@ -32,6 +42,16 @@ def make_rollout(
             ``torch.compile`` (``fullgraph=True``); the time loop stays in
             Python so compile time does not grow with ``horizon``. Ignored
             for envs with ``compilable = False`` (1.x adapters).
+        normalize_obs: the policy sees observations standardised by the
+            running statistics in ``carry.norm.obs`` (a
+            :class:`~rlstack.normalization.NormState`); ``traj.obs`` holds
+            what it saw.
+        normalize_rewards: ``traj.rewards`` are the env's rewards divided by
+            the running std of the ``gamma``-discounted return
+            (``carry.norm.reward``); ``traj.raw_rewards`` keeps the env's.
+        gamma: discount of the return whose std scales rewards.
+        update_normalization: update the running statistics with this
+            rollout's data (``False`` freezes them, for evaluation).
 
     Returns:
         ``rollout``; its ``traj`` is a :class:`~rlstack.types.Trajectory`
@@ -52,12 +72,31 @@ def make_rollout(
     if not isinstance(horizon, int) or horizon < 1:
         raise ValueError(f"`horizon` must be a positive int, got {horizon!r}.")
 
-    def body(params: Params, carry: RolloutCarry) -> tuple[RolloutCarry, Transition]:
-        action, log_prob, value = policy.act(params, carry.obs, deterministic)
-        env_state, obs, reward = env.step(carry.env_state, action)
-        return RolloutCarry(env_state, obs), Transition(carry.obs, action, log_prob, value, reward)
+    def observe(norm: NormState, obs):
+        if not normalize_obs:
+            return norm, obs
+        if update_normalization:
+            norm = norm._replace(obs=update_moments(norm.obs, obs))
+        return norm, normalize(norm.obs, obs)
 
-    def bootstrap_value(params: Params, obs) -> torch.Tensor:
+    def scale_reward(norm: NormState, reward: torch.Tensor):
+        if not normalize_rewards:
+            return norm, reward
+        returns = norm.returns * gamma + reward
+        moments = update_moments(norm.reward, returns) if update_normalization else norm.reward
+        scaled = (reward / torch.sqrt(moments.var + 1e-8)).clamp(-10.0, 10.0)
+        return NormState(norm.obs, moments, returns), scaled
+
+    def body(params: Params, carry: RolloutCarry) -> tuple[RolloutCarry, Transition]:
+        norm, policy_obs = observe(carry.norm, carry.obs)
+        action, log_prob, value = policy.act(params, policy_obs, deterministic)
+        env_state, obs, reward = env.step(carry.env_state, action)
+        norm, learned_reward = scale_reward(norm, reward)
+        raw = reward if normalize_rewards else ()
+        return RolloutCarry(env_state, obs, norm), Transition(policy_obs, action, log_prob, value, learned_reward, raw)
+
+    def bootstrap_value(params: Params, carry: RolloutCarry) -> torch.Tensor:
+        obs = normalize(carry.norm.obs, carry.obs) if normalize_obs else carry.obs
         return policy.apply(params, obs)[1]
 
     if compile and getattr(env, "compilable", True):
@@ -70,13 +109,14 @@ def make_rollout(
             carry, transition = body(params, carry)
             steps.append(transition)
         stacked = optree.tree_map(lambda *xs: torch.stack(xs), *steps)
-        last_value = bootstrap_value(params, carry.obs)
+        last_value = bootstrap_value(params, carry)
         traj = Trajectory(
             obs=stacked.obs,
             actions=stacked.action,
             log_probs=stacked.log_prob,
             values=torch.cat([stacked.value, last_value.unsqueeze(0)]),
             rewards=stacked.reward,
+            raw_rewards=stacked.raw_reward,
         )
         return carry, traj
 
@@ -84,12 +124,13 @@ def make_rollout(
 
 
 def trajectory_stats(traj: Trajectory) -> dict[str, torch.Tensor]:
-    """Summary of a rollout's rewards as 0-d tensors (no sync).
+    """Summary of a rollout's env rewards as 0-d tensors (no sync).
 
     ``returns/*`` are over envs of the undiscounted reward summed over the
-    horizon (``[N]``); ``rewards/*`` are over all ``T * N`` rewards.
+    horizon (``[N]``); ``rewards/*`` are over all ``T * N`` rewards. The
+    env's own rewards are used even when rewards are normalised.
     """
-    rewards = traj.rewards.float()
+    rewards = (traj.raw_rewards if isinstance(traj.raw_rewards, torch.Tensor) else traj.rewards).float()
     returns = rewards.sum(0)
     stats = {}
     for name, x in (("returns", returns), ("rewards", rewards)):

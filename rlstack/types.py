@@ -22,23 +22,30 @@ class RolloutCarry(NamedTuple):
 
     Attributes:
         env_state: the env's state pytree, leaves ``[N, ...]``.
-        obs: the last observation, leaves ``[N, ...]``.
+        obs: the last (raw) observation, leaves ``[N, ...]``.
+        norm: a :class:`~rlstack.normalization.NormState` when observations
+            or rewards are normalised, else ``()``.
     """
 
     env_state: Tree
     obs: Tree
+    norm: Tree = ()
 
 
 class Transition(NamedTuple):
     """One time step of all envs, as produced by the rollout body.
 
     Attributes:
-        obs: observation the action was taken in, leaves ``[N, ...]``.
+        obs: observation the action was taken in (normalised if asked),
+            leaves ``[N, ...]``.
         action: action taken, leaves ``[N, ...]``.
         log_prob: ``[N]`` float, log-probability of ``action`` under the
             policy that took it.
         value: ``[N]`` float, the critic's value of ``obs``.
-        reward: ``[N]`` float, reward received for the transition.
+        reward: ``[N]`` float, reward received for the transition (scaled
+            if rewards are normalised).
+        raw_reward: ``[N]`` the env's reward when rewards are normalised,
+            else ``()``.
     """
 
     obs: Tree
@@ -46,6 +53,7 @@ class Transition(NamedTuple):
     log_prob: torch.Tensor
     value: torch.Tensor
     reward: torch.Tensor
+    raw_reward: Tree = ()
 
 
 class Trajectory(NamedTuple):
@@ -57,7 +65,10 @@ class Trajectory(NamedTuple):
         log_probs: ``[T, N]`` float, behaviour-policy log-probabilities.
         values: ``[T + 1, N]`` float; ``values[T]`` is the value of the
             observation after the last step (the bootstrap value).
-        rewards: ``[T, N]`` float.
+        rewards: ``[T, N]`` float, the rewards learned from (scaled when
+            rewards are normalised).
+        raw_rewards: ``[T, N]`` float, the env's own rewards when rewards are
+            normalised, else ``()`` (then ``rewards`` are the env's).
     """
 
     obs: Tree
@@ -65,6 +76,7 @@ class Trajectory(NamedTuple):
     log_probs: torch.Tensor
     values: torch.Tensor
     rewards: torch.Tensor
+    raw_rewards: Tree = ()
 
 
 class Batch(NamedTuple):

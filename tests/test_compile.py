@@ -11,6 +11,7 @@ from rlstack.distributions import Categorical
 from rlstack.envs import ContinuousDummyEnv, DiscreteDummyEnv
 from rlstack.functional import RolloutCarry, UpdateCoeffs, make_rollout, make_update
 from rlstack.models import MLPModel
+from rlstack.normalization import init_norm_state
 from rlstack.optim import adam
 from rlstack.policy import Policy
 
@@ -25,13 +26,15 @@ def _fresh_dynamo():
     torch._dynamo.reset()
 
 
-def _run(env, policy, compile, seed=0, num_envs=32, horizon=8):
+def _run(env, policy, compile, normalize=False, seed=0, num_envs=32, horizon=8):
     params = policy.init_params()
     opt = adam()
-    rollout = make_rollout(env, policy, horizon, compile=compile)
-    update = make_update(policy, opt, {"num_envs": num_envs, "horizon": horizon, "sgd_minibatch_size": 64}, compile=compile)
+    rollout = make_rollout(env, policy, horizon, compile=compile, normalize_obs=normalize, normalize_rewards=normalize)
+    hparams = {"num_envs": num_envs, "horizon": horizon, "sgd_minibatch_size": 64, "target_kl": 0.02 if normalize else None}
+    update = make_update(policy, opt, hparams, compile=compile)
     torch.manual_seed(seed)
-    carry = RolloutCarry(*env.reset(num_envs))
+    norm = init_norm_state((1,), num_envs, normalize_obs=normalize, normalize_rewards=normalize)
+    carry = RolloutCarry(*env.reset(num_envs), norm)
     opt_state = opt.init(params)
     outputs = []
     for lr in (1e-3, 5e-4):  # a changed coefficient must not recompile
@@ -43,13 +46,15 @@ def _run(env, policy, compile, seed=0, num_envs=32, horizon=8):
 
 
 @pytest.mark.parametrize(
-    "env, dist", [(DiscreteDummyEnv(), Categorical), (ContinuousDummyEnv(), SquashedNormal)], ids=["discrete", "continuous"]
+    "env, dist, normalize",
+    [(DiscreteDummyEnv(), Categorical, False), (ContinuousDummyEnv(), SquashedNormal, True)],
+    ids=["discrete", "continuous-normalized-target-kl"],
 )
-def test_compiled_rollout_and_update_equal_eager_without_graph_breaks(env, dist):
+def test_compiled_rollout_and_update_equal_eager_without_graph_breaks(env, dist, normalize):
     torch.manual_seed(0)
     policy = Policy(MLPModel(env.observation_space, env.action_space, hiddens=(32, 32)), dist)
-    eager = _run(env, policy, compile=False)
-    compiled = _run(env, policy, compile=True)
+    eager = _run(env, policy, compile=False, normalize=normalize)
+    compiled = _run(env, policy, compile=True, normalize=normalize)
     for (traj_e, params_e, metrics_e), (traj_c, params_c, metrics_c) in zip(eager, compiled):
         for a, b in zip(optree.tree_leaves(traj_e), optree.tree_leaves(traj_c)):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)

@@ -106,3 +106,41 @@ class Env:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+def sample_constants(
+    config: Mapping[str, Any], names: tuple[str, ...], num_envs: int, device: Any
+) -> dict[str, torch.Tensor]:
+    """Per-env ``[N]`` float32 tensors for physical constants in ``config``.
+
+    Each constant is a number (the same for every env) or a ``[low, high]``
+    pair, sampled uniformly per env at reset (domain randomisation).
+
+    Raises:
+        ValueError: for anything else, naming the key.
+    """
+    out = {}
+    for name in names:
+        value = config[name]
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[name] = torch.full((num_envs,), float(value), device=device)
+        elif (
+            isinstance(value, (tuple, list))
+            and len(value) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+            and value[0] <= value[1]
+        ):
+            low, high = float(value[0]), float(value[1])
+            out[name] = low + (high - low) * torch.rand(num_envs, device=device)
+        else:
+            raise ValueError(f"`config[{name!r}]` must be a number or a [low, high] range, got {value!r}.")
+    return out
+
+
+def check_positive(config: Mapping[str, Any], names: tuple[str, ...]) -> None:
+    """Raise ValueError naming the key if a constant (or range) is not > 0."""
+    for name in names:
+        value = config[name]
+        low = min(value) if isinstance(value, (tuple, list)) else value
+        if isinstance(low, (int, float)) and not low > 0:
+            raise ValueError(f"`config[{name!r}]` must be > 0, got {value!r}.")

@@ -1,0 +1,100 @@
+"""CartPole-v1's dynamics as an infinite-horizon, batched, pure env.
+
+Dynamics, constants and the Euler integrator are gymnasium's CartPole-v1
+(Barto, Sutton & Anderson, 1983); the observation is the state
+``[x, x_dot, theta, theta_dot]`` (m, m/s, rad, rad/s), as in gymnasium.
+
+Infinite horizon: nothing terminates. The pole may fall and be swung back,
+the cart may leave the track. The reward is +1 per step while the pole is
+upright and the cart on the track in gymnasium's sense (``|theta| < 12 deg``
+and ``|x| < 2.4``) and -1 otherwise, so the return is the (discounted)
+number of balanced steps minus the unbalanced ones.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, NamedTuple
+
+import torch
+
+from ..spaces import Box, Discrete
+from ._base import Env, check_positive, sample_constants
+
+THETA_LIMIT = 12 * 2 * math.pi / 360  # gymnasium's termination angle, rad
+X_LIMIT = 2.4  # gymnasium's termination position, m
+_CONSTANTS = ("gravity", "masscart", "masspole", "length", "force_mag", "tau")
+
+
+class CartPoleState(NamedTuple):
+    """``physics``: ``[N, 4]`` float32 ``(x, x_dot, theta, theta_dot)``;
+    ``constants``: per-env ``[N]`` physical constants (see ``default_config``)."""
+
+    physics: torch.Tensor
+    constants: dict[str, torch.Tensor]
+
+
+def in_bounds(physics: torch.Tensor) -> torch.Tensor:
+    """``[N]`` bool: the pole within 12 degrees and the cart within 2.4 m."""
+    return (physics[:, 2].abs() < THETA_LIMIT) & (physics[:, 0].abs() < X_LIMIT)
+
+
+class CartPole(Env):
+    """Balance a pole on a cart by pushing it left (0) or right (1).
+
+    ``config`` (each constant a number or a ``[low, high]`` range drawn per
+    env): ``gravity`` 9.8 m/s^2, ``masscart`` 1.0 kg, ``masspole`` 0.1 kg,
+    ``length`` 0.5 m (half the pole), ``force_mag`` 10 N, ``tau`` 0.02 s;
+    ``init_low``/``init_high`` -0.05/0.05, the uniform range of every state
+    variable at reset.
+    """
+
+    observation_space = Box((4,))
+    action_space = Discrete(2)
+    eval_steps = 500
+    default_config = {
+        "gravity": 9.8, "masscart": 1.0, "masspole": 0.1, "length": 0.5, "force_mag": 10.0, "tau": 0.02,
+        "init_low": -0.05, "init_high": 0.05,
+    }
+
+    def reset(self, num_envs: int, *, config: Mapping[str, Any] | None = None, device: Any = "cpu") -> tuple[CartPoleState, torch.Tensor]:
+        config = self.resolve_config(config)
+        check_positive(config, _CONSTANTS)
+        low, high = config["init_low"], config["init_high"]
+        if not (isinstance(low, (int, float)) and isinstance(high, (int, float)) and low <= high):
+            raise ValueError(f"`config['init_low']` must be <= `config['init_high']`, got {low!r} and {high!r}.")
+        physics = low + (high - low) * torch.rand(num_envs, 4, device=device)
+        return CartPoleState(physics, sample_constants(config, _CONSTANTS, num_envs, device)), physics
+
+    def step(self, state: CartPoleState, action: torch.Tensor) -> tuple[CartPoleState, torch.Tensor, torch.Tensor]:
+        c = state.constants
+        x, x_dot, theta, theta_dot = state.physics.unbind(-1)
+        force = torch.where(action == 1, c["force_mag"], -c["force_mag"])
+        total_mass = c["masspole"] + c["masscart"]
+        polemass_length = c["masspole"] * c["length"]
+        cos, sin = torch.cos(theta), torch.sin(theta)
+        temp = (force + polemass_length * theta_dot**2 * sin) / total_mass
+        theta_acc = (c["gravity"] * sin - cos * temp) / (c["length"] * (4.0 / 3.0 - c["masspole"] * cos**2 / total_mass))
+        x_acc = temp - polemass_length * theta_acc * cos / total_mass
+        tau = c["tau"]
+        physics = torch.stack(
+            [x + tau * x_dot, x_dot + tau * x_acc, theta + tau * theta_dot, theta_dot + tau * theta_acc], dim=-1
+        )
+        reward = torch.where(in_bounds(physics), 1.0, -1.0)
+        return CartPoleState(physics, c), physics, reward
+
+    def success(self, act, *, num_envs: int = 1024, config: Mapping[str, Any] | None = None, device: Any = "cpu") -> dict[str, float]:
+        """``success/balanced``: fraction of envs kept within gymnasium's bounds
+        for all 500 steps (CartPole-v1's full episode)."""
+        state, obs = self.reset(num_envs, config=config, device=device)
+        balanced = torch.ones(num_envs, dtype=torch.bool, device=device)
+        total = torch.zeros(num_envs, device=device)
+        with torch.no_grad():
+            for _ in range(self.eval_steps):
+                state, obs, reward = self.step(state, act(obs))
+                balanced &= in_bounds(state.physics)
+                total += reward
+        return {
+            "success/balanced": balanced.float().mean().item(),
+            "success/reward_per_step": (total.mean() / self.eval_steps).item(),
+        }

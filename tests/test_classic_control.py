@@ -1,0 +1,137 @@
+"""The classic-control envs step exactly like gymnasium's, state for state.
+
+gymnasium is the independent reference: its env is put into each sampled
+state, stepped with the same action, and its next state, observation (and
+Pendulum's reward) are compared with ours.
+"""
+
+import math
+
+import gymnasium
+import numpy as np
+import pytest
+import torch
+
+from rlstack.env import check_env
+from rlstack.envs import CartPole, MountainCar, Pendulum
+from rlstack.envs.cartpole import CartPoleState
+from rlstack.envs.pendulum import PendulumState
+
+N = 256
+
+
+def _constants(env, n=N):
+    return {k: torch.full((n,), float(v)) for k, v in env.default_config.items() if not k.endswith(("_init", "_low", "_high"))}
+
+
+def test_cartpole_matches_gymnasium_step_for_step():
+    env = CartPole()
+    gym_env = gymnasium.make("CartPole-v1").unwrapped
+    gym_env.reset(seed=0)
+    g = torch.Generator().manual_seed(0)
+    physics = (torch.rand(N, 4, generator=g) - 0.5) * torch.tensor([4.0, 4.0, 1.0, 4.0])
+    action = torch.randint(0, 2, (N,), generator=g)
+    state = CartPoleState(physics, {k: torch.full((N,), float(env.default_config[k])) for k in
+                                    ("gravity", "masscart", "masspole", "length", "force_mag", "tau")})
+    _, obs, reward = env.step(state, action)
+    for i in range(N):
+        gym_env.state, gym_env.steps_beyond_terminated = physics[i].double().numpy(), None
+        gym_obs, _, terminated, _, _ = gym_env.step(int(action[i]))
+        np.testing.assert_allclose(obs[i].numpy(), gym_obs, rtol=1e-5, atol=1e-6)
+        assert reward[i].item() == (-1.0 if terminated else 1.0)  # in gymnasium's bounds <=> not terminated
+
+
+def test_pendulum_matches_gymnasium_step_for_step_including_reward():
+    env = Pendulum()
+    gym_env = gymnasium.make("Pendulum-v1").unwrapped
+    gym_env.reset(seed=0)
+    g = torch.Generator().manual_seed(1)
+    physics = torch.stack([(torch.rand(N, generator=g) * 2 - 1) * 2 * math.pi, (torch.rand(N, generator=g) * 2 - 1) * 8], -1)
+    action = (torch.rand(N, 1, generator=g) * 2 - 1) * 3  # beyond the limits too: both clip
+    state = PendulumState(physics, _constants(env))
+    new_state, obs, reward = env.step(state, action)
+    for i in range(N):
+        gym_env.state = physics[i].double().numpy()
+        gym_obs, gym_reward, _, _, _ = gym_env.step(action[i].numpy())
+        np.testing.assert_allclose(obs[i].numpy(), gym_obs, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(reward[i].item(), gym_reward, rtol=1e-5, atol=1e-5)
+    # The observation of a state is gymnasium's observation of that state.
+    gym_env.state = new_state.physics[0].double().numpy()
+    np.testing.assert_allclose(obs[0].numpy(), gym_env._get_obs(), rtol=1e-6, atol=1e-6)
+
+
+def test_mountain_car_matches_gymnasium_step_for_step_including_left_wall():
+    env = MountainCar()
+    gym_env = gymnasium.make("MountainCar-v0").unwrapped
+    gym_env.reset(seed=0)
+    g = torch.Generator().manual_seed(2)
+    position = -1.2 + 1.8 * torch.rand(N, generator=g)
+    position[:32] = -1.19  # near the left wall, moving left: velocity must reset to 0
+    velocity = (torch.rand(N, generator=g) * 2 - 1) * 0.07
+    velocity[:32] = -0.05
+    state = torch.stack([position, velocity], -1)
+    action = torch.randint(0, 3, (N,), generator=g)
+    _, obs, _ = env.step(state, action)
+    assert (obs[:32, 1] == 0).all() and (obs[:32, 0] == -1.2).all()
+    for i in range(N):
+        gym_env.state = state[i].double().numpy()
+        gym_obs, _, _, _, _ = gym_env.step(int(action[i]))
+        np.testing.assert_allclose(obs[i].numpy(), gym_obs, rtol=1e-5, atol=1e-6)
+
+
+def test_mountain_car_reward_is_one_at_goal_and_shaped_by_energy_elsewhere():
+    env = MountainCar()
+    state = torch.tensor([[0.55, 0.01], [-0.5, 0.0], [-0.5, 0.0]])
+    _, obs, reward = env.step(state, torch.tensor([1, 2, 0]))
+    assert reward[0] == 1.0
+    assert -1.5 < reward[1] < 0 and -1.5 < reward[2] < 0
+    # Coasting conserves energy up to the integrator's error: shaping ~ 0.
+    _, _, coast = env.step(torch.tensor([[-0.3, 0.02]]), torch.tensor([1]))
+    assert abs(coast.item() + 1.0) < 0.05
+
+
+@pytest.mark.parametrize("env", [CartPole(), Pendulum(), MountainCar()], ids=lambda e: type(e).__name__)
+def test_classic_control_envs_pass_check_env_and_compile(env):
+    check_env(env, num_envs=16, check_compile=True)
+
+
+def test_reset_ranges_and_domain_randomisation():
+    state, obs = CartPole().reset(4096, config={"masspole": [0.05, 0.2], "init_low": -0.1, "init_high": 0.1})
+    assert obs.abs().max() <= 0.1 and obs.abs().max() > 0.09
+    m = state.constants["masspole"]
+    assert 0.05 <= m.min() < 0.06 and 0.19 < m.max() <= 0.2 and state.constants["gravity"].unique().tolist() == [pytest.approx(9.8)]
+    state, obs = Pendulum().reset(4096)
+    assert state.physics[:, 0].abs().max() <= math.pi and state.physics[:, 1].abs().max() <= 1.0
+    torch.testing.assert_close(obs[:, 0] ** 2 + obs[:, 1] ** 2, torch.ones(4096))
+    state, obs = MountainCar().reset(4096)
+    assert obs[:, 0].min() >= -0.6 and obs[:, 0].max() <= -0.4 and (obs[:, 1] == 0).all()
+
+
+@pytest.mark.parametrize(
+    "env, config, match",
+    [
+        (CartPole(), {"gravity": -1.0}, r"`config\['gravity'\]` must be > 0, got -1.0"),
+        (CartPole(), {"masspole": [0.2, 0.1]}, r"`config\['masspole'\]` must be a number or a \[low, high\] range"),
+        (CartPole(), {"init_low": 0.1, "init_high": -0.1}, r"`config\['init_low'\]` must be <="),
+        (CartPole(), {"mass": 1.0}, r"unknown keys \['mass'\]"),
+        (Pendulum(), {"dt": 0.0}, r"`config\['dt'\]` must be > 0"),
+        (Pendulum(), {"x_init": -1.0}, r"`config\['x_init'\]` must be a number >= 0"),
+        (MountainCar(), {"init_low": -2.0}, r"must lie in \[-1.2, 0.6\]"),
+    ],
+)
+def test_bad_env_config_raises(env, config, match):
+    with pytest.raises(ValueError, match=match):
+        env.reset(4, config=config)
+
+
+def test_success_measures():
+    cartpole = CartPole()
+    # Pushing always right topples the pole: nothing stays balanced for 500 steps.
+    assert cartpole.success(lambda obs: torch.ones(obs.shape[0], dtype=torch.int64), num_envs=64)["success/balanced"] == 0.0
+    # The energy-pumping controller (push along the velocity) escapes the valley.
+    pump = MountainCar().success(lambda obs: torch.where(obs[:, 1] >= 0, 2, 0), num_envs=256)
+    assert pump["success/reached_goal"] == 1.0
+    idle = MountainCar().success(lambda obs: torch.ones(obs.shape[0], dtype=torch.int64), num_envs=256)
+    assert idle["success/reached_goal"] == 0.0
+    stats = Pendulum().success(lambda obs: torch.zeros(obs.shape[0], 1), num_envs=256)
+    assert -10 < stats["success/reward_per_step"] < -1
