@@ -6,11 +6,12 @@ gymnasium's MountainCar-v0.
 
 Infinite horizon: reaching the goal (``position >= 0.5``) does not end
 anything; the car may stay there (the right wall at 0.6 holds it). Reward:
-``1`` per step at or past the goal, else ``-1 + shaping``, where
-``shaping = 10 * (E(s') - E(s)) / (E_goal - E_valley)`` rewards gains of the
-dynamics' mechanical energy ``E = g sin(3 x) / 3 + v^2 / 2`` (conserved when
-no force is applied), which is what a car has to build to escape the valley;
-climbing from the valley floor to the goal earns about 10 in total. The goal
+``1`` per step at or past the goal, else ``-1 + e`` where
+``e = clip((E(s') - E_valley) / (E_goal - E_valley), 0, 1)`` is the
+mechanical energy of the dynamics, ``E = g sin(3 x) / 3 + v^2 / 2``
+(conserved when no force is applied), scaled to 0 at rest in the valley and
+1 at rest at the goal. Building energy is what a car has to do to escape the
+valley, so the dense term points PPO at swinging; The goal
 indicator dominates: parking at the goal earns 1 per step, more than any
 swinging.
 """
@@ -76,8 +77,8 @@ class MountainCar(Env):
         velocity = torch.where((position == MIN_POSITION) & (velocity < 0), torch.zeros_like(velocity), velocity)
         physics = torch.stack([position, velocity], dim=-1)
         at_goal = position >= GOAL_POSITION
-        shaping = 10.0 * (energy(physics) - energy(state)) / (_GOAL_ENERGY - _VALLEY_ENERGY)
-        reward = torch.where(at_goal, torch.ones_like(position), -1.0 + shaping)
+        level = ((energy(physics) - _VALLEY_ENERGY) / (_GOAL_ENERGY - _VALLEY_ENERGY)).clamp(0.0, 1.0)
+        reward = torch.where(at_goal, torch.ones_like(position), level - 1.0)
         return physics, physics, reward
 
     def success(self, act, *, num_envs: int = 1024, config: Mapping[str, Any] | None = None, device: Any = "cpu") -> dict[str, float]:
