@@ -50,10 +50,12 @@ def matmul_weights(algo: Algorithm) -> int:
     return sum(p.numel() for p in algo.params.values() if p.dim() == 2)
 
 
-def measured_matmul_flops(device: torch.device, n: int, width: int, repeats: int = 5) -> float:
-    """fp32 FLOP/s of an ``[n, width] @ [width, width]`` matmul on ``device``."""
-    a = torch.randn(n, width, device=device)
-    b = torch.randn(width, width, device=device)
+def measured_matmul_flops(
+    device: torch.device, n: int, width: int, dtype: torch.dtype = torch.float32, repeats: int = 5
+) -> float:
+    """FLOP/s of an ``[n, width] @ [width, width]`` matmul in ``dtype`` on ``device``."""
+    a = torch.randn(n, width, device=device, dtype=dtype)
+    b = torch.randn(width, width, device=device, dtype=dtype)
     for _ in range(2):
         a @ b
     times = []
@@ -142,7 +144,10 @@ def main(argv: list[str] | None = None) -> int:
             torch._dynamo.reset()
             row = bench(name, spec, compile=mode != "eager", amp=mode.endswith("amp"), device=device, repeats=args.repeats)
             width = spec["hiddens"][0]
-            row["device_matmul_flops"] = measured_matmul_flops(device, spec["num_envs"], width)
+            # AMP rows are held to the bf16 matmul rate, the others to fp32's.
+            dtype = torch.bfloat16 if row["amp"] else torch.float32
+            row["device_matmul_flops"] = measured_matmul_flops(device, spec["num_envs"], width, dtype)
+            row["ceiling_dtype"] = str(dtype).removeprefix("torch.")
             row["ceiling_fraction"] = row["achieved_flops"] / row["device_matmul_flops"]
             row["ceiling_transitions_per_s"] = row["device_matmul_flops"] / row["flops_per_transition"]
             row["mode"] = mode

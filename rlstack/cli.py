@@ -1,5 +1,6 @@
-"""The command line: ``rlstack train | eval | export`` (argument parsing and
-printing only; the work is done by Trainer, Algorithm and rlstack.export).
+"""The command line: ``rlstack train | eval | export | plot`` (argument
+parsing and printing only; the work is done by Trainer, Algorithm,
+rlstack.export and rlstack.plotting).
 
 Settings for ``train`` come, in increasing priority, from the env's preset
 (:mod:`rlstack.presets`), a TOML file (``-f``), and command-line flags.
@@ -103,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("checkpoint")
     export.add_argument("directory")
     export.add_argument("--env", default=None, help="env (needed for a user env)")
+    plot = commands.add_parser("plot", help="plot a run's learning curve to a PNG")
+    plot.add_argument("run_id")
+    plot.add_argument("-o", "--output", default="learning_curve.png")
+    plot.add_argument("--metrics", nargs="*", default=["returns/mean", "eval/returns/mean"])
     return parser
 
 
@@ -288,12 +293,19 @@ def export(args: argparse.Namespace) -> int:
     return 0
 
 
+def plot(args: argparse.Namespace) -> int:
+    from .plotting import plot_learning_curve
+
+    print(f"rlstack: wrote {plot_learning_curve(args.run_id, args.output, args.metrics)}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .checkpoint import CheckpointError
 
     try:
-        return {"train": train, "eval": evaluate, "export": export}[args.command](args)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, CheckpointError) as e:
+        return {"train": train, "eval": evaluate, "export": export, "plot": plot}[args.command](args)
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, CheckpointError, mlflow.exceptions.MlflowException) as e:
         print(f"rlstack: error: {e}", file=sys.stderr)
         return 2

@@ -93,7 +93,7 @@ class Policy:
                 raise ValueError(
                     f"model {model_name}'s outputs do not fit distribution {dist_name}: {e}"
                 ) from e
-        why = describe_mismatch(action_space, action, (batch,))
+        why = describe_mismatch(action_space, action, (batch,), box_bounds=False)
         if why:
             raise ValueError(
                 f"distribution {dist_name} on model {model_name}'s outputs gives actions that do not fit "

@@ -22,4 +22,48 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Near-optimal (within 2% of the move-to-origin oracle) in ~10 steps.
     "DiscreteDummyEnv": dict(_DUMMY),
     "ContinuousDummyEnv": dict(_DUMMY),
+    # >= 95% of envs balanced for 500 steps in ~30-45 s on 2 CPU cores.
+    # Episodes of 64 steps keep the data near upright; no obs normalisation
+    # (a fallen pole spins, and its unbounded angle would swamp the statistics).
+    "CartPole": {
+        "num_envs": 512,
+        "horizon": 64,
+        "horizons_per_env_reset": 1,
+        "gamma": 0.99,
+        "gae_lambda": 0.95,
+        "sgd_minibatch_size": 4096,
+        "num_sgd_iters": 8,
+        "model_config": {"hiddens": (64, 64)},
+        "optimizer_config": {"lr": 2e-3},
+    },
+    # Mean reward per step >= -1.0 (gymnasium return >= -200) in ~1 min.
+    "Pendulum": {
+        "num_envs": 1024,
+        "horizon": 32,
+        "horizons_per_env_reset": 4,
+        "gamma": 0.95,
+        "gae_lambda": 0.95,
+        "sgd_minibatch_size": 4096,
+        "num_sgd_iters": 8,
+        "normalize_obs": True,
+        "normalize_rewards": True,
+        "model_config": {"hiddens": (64, 64)},
+        "optimizer_config": {"lr": 1e-3},
+    },
+    # >= 90% of envs reach the goal within 200 steps in ~1 min. Entropy bonus
+    # and normalised rewards keep the swinging behaviour exploring.
+    "MountainCar": {
+        "num_envs": 1024,
+        "horizon": 32,
+        "horizons_per_env_reset": 8,
+        "gamma": 0.99,
+        "gae_lambda": 0.95,
+        "sgd_minibatch_size": 8192,
+        "num_sgd_iters": 4,
+        "entropy_coeff": 0.01,
+        "normalize_obs": True,
+        "normalize_rewards": True,
+        "model_config": {"hiddens": (64, 64)},
+        "optimizer_config": {"lr": 1e-3},
+    },
 }

@@ -138,16 +138,18 @@ def sample(space: Space, batch_shape: Sequence[int] = (), device: Any = "cpu") -
     return space.sample(batch_shape, device)
 
 
-def describe_mismatch(space: Space, x: Any, batch_shape: Sequence[int]) -> str | None:
+def describe_mismatch(space: Space, x: Any, batch_shape: Sequence[int], box_bounds: bool = True) -> str | None:
     """Why ``x`` is not a batch ``[*batch_shape, ...]`` of ``space`` values,
-    or ``None`` if it is. Used for error messages."""
+    or ``None`` if it is. Used for error messages. ``box_bounds=False``
+    skips the range check of ``Box`` values (continuous actions may be
+    sampled outside the bounds; envs clip them)."""
     batch_shape = tuple(batch_shape)
     if isinstance(space, dict):
         if not isinstance(x, dict) or set(x) != set(space):
             got = sorted(x) if isinstance(x, dict) else type(x).__name__
             return f"expected a dict with keys {sorted(space)}, got {got}"
         for k, sub in space.items():
-            why = describe_mismatch(sub, x[k], batch_shape)
+            why = describe_mismatch(sub, x[k], batch_shape, box_bounds)
             if why:
                 return f"[{k!r}]: {why}"
         return None
@@ -158,7 +160,7 @@ def describe_mismatch(space: Space, x: Any, batch_shape: Sequence[int]) -> str |
         return f"expected shape {list(expected)}, got {list(x.shape)}"
     if x.dtype != space.dtype:
         return f"expected dtype {space.dtype}, got {x.dtype}"
-    if not space.contains(x):
+    if (box_bounds or isinstance(space, Discrete)) and not space.contains(x):
         return f"values outside {space}"
     return None
 

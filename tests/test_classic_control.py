@@ -79,15 +79,13 @@ def test_mountain_car_matches_gymnasium_step_for_step_including_left_wall():
         np.testing.assert_allclose(obs[i].numpy(), gym_obs, rtol=1e-5, atol=1e-6)
 
 
-def test_mountain_car_reward_is_one_at_goal_and_energy_level_minus_one_elsewhere():
+def test_mountain_car_reward_is_one_at_goal_and_squared_relative_speed_elsewhere():
     env = MountainCar()
-    valley = -math.pi / 6  # bottom of the track
-    state = torch.tensor([[0.55, 0.01], [valley, 0.0], [0.3, 0.05], [0.3, 0.0]])
-    _, _, reward = env.step(state, torch.tensor([1, 1, 1, 1]))
+    state = torch.tensor([[0.55, 0.01], [-0.5236, 0.0], [-0.2, 0.035]])
+    new_state, _, reward = env.step(state, torch.tensor([1, 1, 1]))
     assert reward[0] == 1.0
-    assert -1.0 <= reward[1] < -0.99  # at rest in the valley: no energy
-    assert reward[3] < reward[2] <= 0.0  # more speed at the same place: more energy, never above 0 (the goal pays 1)
-    assert (reward[1:] <= 0).all()
+    torch.testing.assert_close(reward[1:], (new_state[1:, 1] / 0.07) ** 2)
+    assert reward[1] < 1e-6 and 0.0 < reward[2] < 1.0  # below the goal's 1 at any speed
 
 
 @pytest.mark.parametrize("env", [CartPole(), Pendulum(), MountainCar()], ids=lambda e: type(e).__name__)

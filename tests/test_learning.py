@@ -60,3 +60,38 @@ def test_compiled_training_with_rlstack_1x_defaults_learns():
         algo.collect()
         algo.step()
     assert _final_distance(algo) < 1.0
+
+
+@pytest.mark.slow
+def test_cartpole_preset_learns_to_balance():
+    from rlstack.envs import CartPole
+
+    algo = Algorithm(CartPole, seed=0, compile=False, **PRESETS["CartPole"])
+    assert algo.env.success(algo.predict, num_envs=256)["success/balanced"] == 0.0  # untrained
+    for _ in range(45):
+        algo.collect()
+        algo.step()
+    assert algo.env.success(algo.predict, num_envs=256)["success/balanced"] >= 0.8
+
+
+@pytest.mark.slow
+def test_pendulum_preset_learns_to_swing_up():
+    from rlstack.envs import Pendulum
+
+    algo = Algorithm(Pendulum, seed=0, compile=False, **PRESETS["Pendulum"])
+    assert algo.env.success(algo.predict, num_envs=256)["success/reward_per_step"] < -4.0  # untrained
+    for _ in range(60):
+        algo.collect()
+        algo.step()
+    assert algo.env.success(algo.predict, num_envs=256)["success/reward_per_step"] > -1.5
+
+
+def test_mountain_car_preset_learns_to_reach_the_goal():
+    from rlstack.envs import MountainCar
+
+    algo = Algorithm(MountainCar, seed=0, compile=False, **PRESETS["MountainCar"])
+    assert algo.env.success(algo.predict, num_envs=512)["success/reached_goal"] == 0.0  # untrained
+    for _ in range(15):
+        algo.collect()
+        algo.step()
+    assert algo.env.success(algo.predict, num_envs=512)["success/reached_goal"] >= 0.9

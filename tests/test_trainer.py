@@ -48,3 +48,17 @@ def test_run_stops_on_plateau_and_callbacks_and_eval_uses_env_config():
     eval_stats = trainer.eval(env_config={"bounds": 0.5})
     assert eval_stats["eval/rewards/min"] >= -0.5 - 8
     trainer.close()
+
+
+def test_learning_curve_plot_is_a_png_of_the_run(tmp_path):
+    from rlstack.plotting import plot_learning_curve
+
+    trainer = Trainer(DiscreteDummyEnv, **SMALL)
+    trainer.run(stop_conditions=[HitsUpperBound("algorithm/steps", 3)], steps_per_eval=1)
+    trainer.close()
+    path = plot_learning_curve(trainer.run_id, tmp_path / "curve.png")
+    assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    import pytest
+
+    with pytest.raises(ValueError, match="has none of the metrics"):
+        plot_learning_curve(trainer.run_id, tmp_path / "x.png", metrics=["no/such"])
