@@ -105,6 +105,15 @@ def qualified_name(obj: Any) -> str:
     return f"{obj.__module__}:{obj.__qualname__}"
 
 
+def import_qualified(name: str) -> Any:
+    """Import the object named ``module:QualName``."""
+    module, _, qualname = name.partition(":")
+    obj = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
 def resolve(name: str, what: str) -> Any:
     """Import an rlstack class from its ``module:QualName``.
 
@@ -115,13 +124,10 @@ def resolve(name: str, what: str) -> Any:
     Raises:
         CheckpointError: for a name outside rlstack.
     """
-    module, _, qualname = name.partition(":")
+    module = name.partition(":")[0]
     if module != "rlstack" and not module.startswith("rlstack."):
         raise CheckpointError(
             f"The checkpoint was trained with {what} {name!r}, which is not part of rlstack: pass `{what}=` "
             "to rebuild it (checkpoints never import user code by themselves)."
         )
-    obj = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj
+    return import_qualified(name)

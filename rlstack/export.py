@@ -38,16 +38,6 @@ from .spaces import Discrete, sample, space_from_dict, space_to_dict
 PARAMS_FILE, CONFIG_FILE = "params.pt", "policy.json"
 
 
-def _import(name: str) -> Any:
-    import importlib
-
-    module, _, qualname = name.partition(":")
-    obj = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
 def load_policy(directory: str | os.PathLike, device: Any = "cpu") -> tuple[Policy, dict[str, torch.Tensor], dict[str, Any]]:
     """Rebuild ``(policy, params, config)`` from an exported directory (or
     its ``artifacts/`` folder) without MLflow.
@@ -63,8 +53,8 @@ def load_policy(directory: str | os.PathLike, device: Any = "cpu") -> tuple[Poli
     params = torch.load(directory / PARAMS_FILE, map_location=device, weights_only=True)
     observation_space = space_from_dict(config["observation_space"])
     action_space = space_from_dict(config["action_space"])
-    model = _import(config["model_cls"])(observation_space, action_space, **config["model_config"]).to(device)
-    policy = Policy(model, _import(config["distribution_cls"]))
+    model = ckpt.import_qualified(config["model_cls"])(observation_space, action_space, **config["model_config"]).to(device)
+    policy = Policy(model, ckpt.import_qualified(config["distribution_cls"]))
     return policy, params, config
 
 
