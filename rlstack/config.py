@@ -38,6 +38,13 @@ class AlgorithmConfig:
             rate over env transitions; the optimizer's ``lr`` otherwise.
         sgd_minibatch_size: transitions per SGD minibatch; must divide
             ``num_envs * horizon``. ``None``: the whole buffer.
+        sgd_chunk_size: transitions per forward/backward pass; a minibatch
+            is processed in chunks of this size whose gradients are averaged
+            before its one optimizer step (the same update up to float
+            rounding, with cache-sized activations). Must divide the
+            minibatch size. ``None``: automatic, see
+            :func:`rlstack.ppo.default_chunk_size` (8192 on CPU, the whole
+            minibatch elsewhere).
         num_sgd_iters: epochs over the buffer per update.
         shuffle_minibatches: draw a fresh permutation of the buffer per epoch.
         max_grad_norm: clip the global gradient norm to this (> 0).
@@ -70,6 +77,7 @@ class AlgorithmConfig:
     lr_schedule: Sequence[tuple[int, float]] | None = None
     lr_schedule_kind: str = "step"
     sgd_minibatch_size: int | None = None
+    sgd_chunk_size: int | None = None
     num_sgd_iters: int = 4
     shuffle_minibatches: bool = True
     max_grad_norm: float = 5.0
@@ -114,6 +122,12 @@ class AlgorithmConfig:
             _check_number("target_kl", self.target_kl)
             if not self.target_kl > 0:
                 raise ValueError(f"`target_kl` must be > 0 (or None), got {self.target_kl!r}.")
+        if self.sgd_chunk_size is not None:
+            _check_int("sgd_chunk_size", self.sgd_chunk_size, minimum=1)
+            if self.minibatch_size % self.sgd_chunk_size:
+                raise ValueError(
+                    f"`sgd_chunk_size` must divide the minibatch size {self.minibatch_size}, got {self.sgd_chunk_size}."
+                )
         for name in ("shuffle_minibatches", "accumulate_grads", "enable_amp", "normalize_advantages",
                      "normalize_obs", "normalize_rewards"):
             if not isinstance(getattr(self, name), bool):

@@ -176,3 +176,36 @@ def test_update_rejects_minibatch_size_not_dividing_the_trajectory():
     update = make_update(policy, adam(), {"num_envs": 20, "horizon": 8, "sgd_minibatch_size": 40})
     with pytest.raises(ValueError, match="`sgd_minibatch_size` 40 must divide the 128 transitions"):
         update(policy.init_params(), adam().init(policy.init_params()), traj)
+
+
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_chunked_minibatches_give_the_same_update(accumulate):
+    """Chunks average to the minibatch gradient: same params up to float rounding."""
+    params, opt_state, traj, _ = _setup()
+    env = DiscreteDummyEnv()
+    policy = Policy(MLPModel(env.observation_space, env.action_space, hiddens=(16, 16)), Categorical)
+    common = dict(num_envs=16, horizon=8, shuffle_minibatches=False, sgd_minibatch_size=64, accumulate_grads=accumulate)
+    whole = make_update(policy, adam(), common, lr=1e-2)
+    chunked = make_update(policy, adam(), {**common, "sgd_chunk_size": 16}, lr=1e-2)
+    p_whole, s_whole, m_whole = whole(params, opt_state, traj)
+    p_chunk, s_chunk, m_chunk = chunked(params, opt_state, traj)
+    assert s_whole.count.item() == s_chunk.count.item() == (4 if accumulate else 8)
+    for k in params:
+        torch.testing.assert_close(p_chunk[k], p_whole[k], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(m_chunk["losses/total"], m_whole["losses/total"], rtol=1e-5, atol=1e-6)
+
+
+def test_default_chunk_size_is_cache_sized_on_cpu_and_whole_elsewhere():
+    from rlstack.ppo import default_chunk_size
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert default_chunk_size(262_144, cpu) == 8192 and default_chunk_size(4096, cpu) == 4096
+    assert default_chunk_size(3 * 5000, cpu) == 7500  # largest divisor up to 8192
+    assert default_chunk_size(262_144, cuda) == 262_144
+
+
+def test_chunk_size_must_divide_the_minibatch():
+    from rlstack.config import AlgorithmConfig
+
+    with pytest.raises(ValueError, match="`sgd_chunk_size` must divide the minibatch size 128, got 48"):
+        AlgorithmConfig(num_envs=16, horizon=8, sgd_minibatch_size=128, sgd_chunk_size=48)
