@@ -171,10 +171,13 @@ class Progress:
     file, one line every ``every`` steps and the last. Shows env steps/s over
     the last step, ``returns/mean`` and, with a step limit, the ETA."""
 
-    def __init__(self, stream: Any = sys.stdout, every: int = 10, max_steps: int | None = None) -> None:
+    def __init__(
+        self, stream: Any = sys.stdout, every: int = 10, max_steps: int | None = None, start_env_steps: int = 0
+    ) -> None:
         self.stream, self.every, self.max_steps = stream, every, max_steps
         self.tty = hasattr(stream, "isatty") and stream.isatty()
-        self.last_time, self.last_env_steps, self.rate = time.perf_counter(), None, 0.0
+        # The first rate includes compilation: it is wall clock since the start.
+        self.last_time, self.last_env_steps, self.rate = time.perf_counter(), start_env_steps, 0.0
         self.step_times: list[float] = []
         self.last_stats: dict[str, float] | None = None
 
@@ -182,7 +185,7 @@ class Progress:
         if "algorithm/steps" not in stats:  # eval stats
             return False
         now = time.perf_counter()
-        if self.last_env_steps is not None and stats["env/steps"] > self.last_env_steps:
+        if stats["env/steps"] > self.last_env_steps:
             self.rate = (stats["env/steps"] - self.last_env_steps) / max(now - self.last_time, 1e-9)
             self.step_times.append(now - self.last_time)
         self.last_time, self.last_env_steps, self.last_stats = now, stats["env/steps"], stats
@@ -235,7 +238,7 @@ def train(args: argparse.Namespace) -> int:
     # Always checkpointed: Ctrl-C and the end of the run write the last completed step.
     checkpoint_dir = run.get("checkpoint_dir") or f"checkpoints/{trainer.run_id}"
     stop = [HitsUpperBound("algorithm/steps", run["max_steps"])] if run.get("max_steps") else []
-    progress = Progress(max_steps=run.get("max_steps"))
+    progress = Progress(max_steps=run.get("max_steps"), start_env_steps=trainer.state["env/steps"])
     status = "FINISHED"
     try:
         trainer.run(
