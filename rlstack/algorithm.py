@@ -20,7 +20,7 @@ from .normalization import init_norm_state, normalize, reset_returns
 from .optim import TORCH_OPTIMIZERS_BY_NAME, from_torch
 from .policy import Policy
 from .ppo import make_update
-from .rollout import make_rollout, trajectory_stats
+from .rollout import env_rewards, make_rollout, trajectory_stats
 from .schedules import schedule_value
 from .spaces import Box, describe_mismatch
 from .types import RolloutCarry, Trajectory, UpdateCoeffs
@@ -314,7 +314,7 @@ class Algorithm:
         for _ in range(horizons):
             carry, traj = rollout(self.params, carry)
             trajectories.append(traj)
-        rewards = torch.cat([t.raw_rewards if isinstance(t.raw_rewards, torch.Tensor) else t.rewards for t in trajectories])
+        rewards = torch.cat([env_rewards(t) for t in trajectories])
         return _sync(trajectory_stats(Trajectory(None, None, None, None, rewards)))
 
     # ------------------------------------------------------------------ acting

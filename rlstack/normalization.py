@@ -70,7 +70,12 @@ def update_moments(moments: RunningMoments, x: torch.Tensor) -> RunningMoments:
 
 def normalize(moments: RunningMoments, x: torch.Tensor, clip: float = CLIP) -> torch.Tensor:
     """``clip((x - mean) / sqrt(var + 1e-8), -clip, clip)``."""
-    return ((x - moments.mean) / torch.sqrt(moments.var + EPS)).clamp(-clip, clip)
+    return scale(moments, x - moments.mean, clip)
+
+
+def scale(moments: RunningMoments, x: torch.Tensor, clip: float = CLIP) -> torch.Tensor:
+    """``clip(x / sqrt(var + 1e-8), -clip, clip)``: scaled, not centred (rewards)."""
+    return (x / torch.sqrt(moments.var + EPS)).clamp(-clip, clip)
 
 
 def init_norm_state(observation_shape: tuple[int, ...], num_envs: int, *, normalize_obs: bool, normalize_rewards: bool,

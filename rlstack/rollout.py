@@ -8,7 +8,7 @@ import optree
 import torch
 
 from .envs import Env
-from .normalization import NormState, normalize, update_moments
+from .normalization import NormState, normalize, scale, update_moments
 from .policy import Policy
 from .types import Params, RolloutCarry, Trajectory, Transition
 
@@ -84,8 +84,7 @@ def make_rollout(
             return norm, reward
         returns = norm.returns * gamma + reward
         moments = update_moments(norm.reward, returns) if update_normalization else norm.reward
-        scaled = (reward / torch.sqrt(moments.var + 1e-8)).clamp(-10.0, 10.0)
-        return NormState(norm.obs, moments, returns), scaled
+        return NormState(norm.obs, moments, returns), scale(moments, reward)
 
     def body(params: Params, carry: RolloutCarry) -> tuple[RolloutCarry, Transition]:
         norm, policy_obs = observe(carry.norm, carry.obs)
@@ -123,6 +122,12 @@ def make_rollout(
     return rollout
 
 
+def env_rewards(traj: Trajectory) -> torch.Tensor:
+    """``[T, N]`` the env's own rewards: ``raw_rewards`` when rewards were
+    normalised, else ``rewards``."""
+    return traj.raw_rewards if isinstance(traj.raw_rewards, torch.Tensor) else traj.rewards
+
+
 def trajectory_stats(traj: Trajectory) -> dict[str, torch.Tensor]:
     """Summary of a rollout's env rewards as 0-d tensors (no sync).
 
@@ -130,7 +135,7 @@ def trajectory_stats(traj: Trajectory) -> dict[str, torch.Tensor]:
     horizon (``[N]``); ``rewards/*`` are over all ``T * N`` rewards. The
     env's own rewards are used even when rewards are normalised.
     """
-    rewards = (traj.raw_rewards if isinstance(traj.raw_rewards, torch.Tensor) else traj.rewards).float()
+    rewards = env_rewards(traj).float()
     returns = rewards.sum(0)
     stats = {}
     for name, x in (("returns", returns), ("rewards", rewards)):

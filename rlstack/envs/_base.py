@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
@@ -54,19 +54,18 @@ class Env:
 
     def run_policy(
         self, act: Callable[[Tree], Tree], *, num_envs: int, config: Mapping[str, Any] | None, device: Any
-    ) -> tuple[Tree, Tree, torch.Tensor]:
+    ) -> Iterator[tuple[Tree, Tree, torch.Tensor]]:
         """Act for ``eval_steps`` steps from fresh resets, without gradients.
 
-        Returns:
-            ``(state, obs, total_reward [N])`` after the last step.
+        Yields:
+            ``(state, obs, reward [N])`` after each step, for a success
+            measure to fold over.
         """
         state, obs = self.reset(num_envs, config=config, device=device)
-        total = torch.zeros(num_envs, device=device)
-        with torch.no_grad():
-            for _ in range(self.eval_steps):
+        for _ in range(self.eval_steps):
+            with torch.no_grad():
                 state, obs, reward = self.step(state, act(obs))
-                total += reward
-        return state, obs, total
+            yield state, obs, reward
 
     def success(
         self,
@@ -82,7 +81,7 @@ class Env:
         :meth:`run_policy`. Envs with a sharper notion of success override
         this and add their own keys.
         """
-        _, _, total = self.run_policy(act, num_envs=num_envs, config=config, device=device)
+        total = sum(reward for _, _, reward in self.run_policy(act, num_envs=num_envs, config=config, device=device))
         return {"success/reward_per_step": (total.mean() / self.eval_steps).item()}
 
     def resolve_config(self, config: Mapping[str, Any] | None) -> dict[str, Any]:

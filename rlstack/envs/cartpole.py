@@ -86,14 +86,11 @@ class CartPole(Env):
     def success(self, act, *, num_envs: int = 1024, config: Mapping[str, Any] | None = None, device: Any = "cpu") -> dict[str, float]:
         """``success/balanced``: fraction of envs kept within gymnasium's bounds
         for all 500 steps (CartPole-v1's full episode)."""
-        state, obs = self.reset(num_envs, config=config, device=device)
         balanced = torch.ones(num_envs, dtype=torch.bool, device=device)
         total = torch.zeros(num_envs, device=device)
-        with torch.no_grad():
-            for _ in range(self.eval_steps):
-                state, obs, reward = self.step(state, act(obs))
-                balanced &= in_bounds(state.physics)
-                total += reward
+        for state, _, reward in self.run_policy(act, num_envs=num_envs, config=config, device=device):
+            balanced &= in_bounds(state.physics)
+            total += reward
         return {
             "success/balanced": balanced.float().mean().item(),
             "success/reward_per_step": (total.mean() / self.eval_steps).item(),

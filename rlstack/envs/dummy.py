@@ -43,7 +43,9 @@ class _DummyEnv(Env):
         """Adds ``success/at_origin``: the fraction of envs within one unit of
         the origin after ``eval_steps`` (200) steps, enough to cross
         ``[-100, 100]`` at one unit per step."""
-        _, obs, total = self.run_policy(act, num_envs=num_envs, config=config, device=device)
+        total = 0.0
+        for _, obs, reward in self.run_policy(act, num_envs=num_envs, config=config, device=device):
+            total = total + reward
         return {
             "success/reward_per_step": (total.mean() / self.eval_steps).item(),
             "success/at_origin": (obs.abs() <= 1.0).float().mean().item(),

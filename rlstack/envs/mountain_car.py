@@ -65,10 +65,7 @@ class MountainCar(Env):
     def success(self, act, *, num_envs: int = 1024, config: Mapping[str, Any] | None = None, device: Any = "cpu") -> dict[str, float]:
         """``success/reached_goal``: fraction of envs reaching ``position >= 0.5``
         within 200 steps (MountainCar-v0's episode)."""
-        state, obs = self.reset(num_envs, config=config, device=device)
         reached = torch.zeros(num_envs, dtype=torch.bool, device=device)
-        with torch.no_grad():
-            for _ in range(self.eval_steps):
-                state, obs, _ = self.step(state, act(obs))
-                reached |= state[:, 0] >= GOAL_POSITION
+        for state, _, _ in self.run_policy(act, num_envs=num_envs, config=config, device=device):
+            reached |= state[:, 0] >= GOAL_POSITION
         return {"success/reached_goal": reached.float().mean().item()}
