@@ -301,7 +301,7 @@ def make_update(
         history: list[Metrics] = []
         for _ in range(cfg.num_sgd_iters):
             if cfg.shuffle_minibatches:
-                order = torch.argsort(torch.rand(size, device=device))
+                order = torch.randperm(size, device=device)
             else:
                 order = torch.arange(size, device=device)
             # Index slices of `chunk` transitions, grouped by optimizer step: one step per
