@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import resource
 import time
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
 
 from . import checkpoint as ckpt
 from .config import AlgorithmConfig
+from .cuda_graphs import CudaGraphed
 from .distributions import Distribution, default_distribution_cls
 from .env import check_env, make_env
 from .models import MLPModel
@@ -95,6 +97,13 @@ class Algorithm:
             (``None``: leave the RNG as it is).
         compile: compile the rollout and update bodies with
             ``torch.compile`` (``False``: run eagerly).
+        cuda_graphs: on a CUDA device, capture the whole rollout and the
+            whole update each as one CUDA graph and replay them (see
+            :mod:`rlstack.cuda_graphs`); needs a pure (compilable) env.
+        allow_tf32: on a CUDA device, let float32 matmuls use TF32 tensor
+            cores (``torch.set_float32_matmul_precision("high")``) inside
+            ``collect``, ``step`` and ``evaluate``; the global setting is
+            restored after each call. No effect on CPU.
         **hparams: PPO hyperparameters, see
             :class:`rlstack.config.AlgorithmConfig`.
 
@@ -120,6 +129,8 @@ class Algorithm:
         device: Any = "cpu",
         seed: int | None = None,
         compile: bool = True,
+        cuda_graphs: bool = False,
+        allow_tf32: bool = False,
         **hparams: Any,
     ) -> None:
         # Validate everything before building anything.
@@ -131,9 +142,13 @@ class Algorithm:
                 raise TypeError(f"`{name}` must be a dict or None, got {type(value).__name__}.")
         if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
             raise ValueError(f"`seed` must be a non-negative int or None, got {seed!r}.")
-        if not isinstance(compile, bool):
-            raise TypeError(f"`compile` must be a bool, got {compile!r}.")
+        for name, value in (("compile", compile), ("cuda_graphs", cuda_graphs), ("allow_tf32", allow_tf32)):
+            if not isinstance(value, bool):
+                raise TypeError(f"`{name}` must be a bool, got {value!r}.")
+        if cuda_graphs and self.device.type != "cuda":
+            raise ValueError(f"`cuda_graphs=True` needs a CUDA device, got device={str(self.device)!r}.")
         self.seed, self.compile = seed, compile
+        self.cuda_graphs, self.allow_tf32 = cuda_graphs, allow_tf32
         self.env_config = dict(env_config or {})
         self.settings = {
             "env": getattr(env, "__name__", type(env).__name__),
@@ -145,6 +160,8 @@ class Algorithm:
             "device": str(self.device),
             "seed": seed,
             "compile": compile,
+            "cuda_graphs": cuda_graphs,
+            "allow_tf32": allow_tf32,
         }
         if seed is not None:
             torch.manual_seed(seed)
@@ -153,6 +170,11 @@ class Algorithm:
         cfg = self.hparams
         self._env_spec = env
         self.env = make_env(env, num_envs=cfg.num_envs, horizon=cfg.horizon, config=self.env_config, device=self.device)
+        if cuda_graphs and not self.env.compilable:
+            raise ValueError(
+                f"`cuda_graphs=True` needs a pure env (rlstack.envs.Env); {self.settings['env']} is an rlstack 1.x "
+                "stateful env whose state lives outside the graph."
+            )
         check_env(self.env, num_envs=cfg.num_envs, config=self.env_config, device=self.device)
         if cfg.normalize_obs and not isinstance(self.env.observation_space, Box):
             raise ValueError(
@@ -179,6 +201,8 @@ class Algorithm:
         # Pure functions, compiled lazily by torch on first call.
         self._rollouts: dict[tuple[bool, bool], Any] = {}
         self._update = make_update(self.policy, optimizer, cfg, lr=self.lr, compile=compile)
+        if cuda_graphs:
+            self._update = CudaGraphed(self._update)
         self._eval_env = self.env if self.env.compilable else None
         self.carry: RolloutCarry | None = None
         self.trajectory: Trajectory | None = None
@@ -199,8 +223,23 @@ class Algorithm:
             update_normalization=training,
         )
         if env is None:
+            if self.cuda_graphs:
+                rollout = CudaGraphed(rollout)
             self._rollouts[key] = rollout
         return rollout
+
+    @contextlib.contextmanager
+    def _matmul_precision(self) -> Iterator[None]:
+        """TF32 float32 matmuls on CUDA while inside, when ``allow_tf32``."""
+        if not (self.allow_tf32 and self.device.type == "cuda"):
+            yield
+            return
+        previous = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision("high")
+        try:
+            yield
+        finally:
+            torch.set_float32_matmul_precision(previous)
 
     def _fresh_carry(self, env: Any, env_config: Mapping[str, Any] | None) -> RolloutCarry:
         """Reset every env; normalisation statistics carry over (returns zeroed)."""
@@ -226,7 +265,8 @@ class Algorithm:
         reset = self._needs_reset()
         if reset:
             self.carry = self._fresh_carry(self.env, env_config)
-        carry, traj = self._rollout_fn(deterministic)(self.params, self.carry)
+        with self._matmul_precision():
+            carry, traj = self._rollout_fn(deterministic)(self.params, self.carry)
         stats = _sync(trajectory_stats(traj))
         _check_finite(stats, f"in the rewards of collect {self.horizons + 1}")
         self.carry, self.trajectory = carry, traj
@@ -271,7 +311,8 @@ class Algorithm:
             lr=torch.tensor(coeffs["coefficients/lr"], dtype=torch.float32, device=self.device),
             entropy_coeff=torch.tensor(coeffs["coefficients/entropy"], dtype=torch.float32, device=self.device),
         )
-        params, opt_state, metrics = self._update(self.params, self.opt_state, self.trajectory, tensors)
+        with self._matmul_precision():
+            params, opt_state, metrics = self._update(self.params, self.opt_state, self.trajectory, tensors)
         stats = _sync(metrics)
         _check_finite(
             stats,
@@ -311,9 +352,10 @@ class Algorithm:
         rollout = self._rollout_fn(deterministic, training=False, env=None if env is self.env else env)
         carry = self._fresh_carry(env, env_config)
         trajectories = []
-        for _ in range(horizons):
-            carry, traj = rollout(self.params, carry)
-            trajectories.append(traj)
+        with self._matmul_precision():
+            for _ in range(horizons):
+                carry, traj = rollout(self.params, carry)
+                trajectories.append(traj)
         rewards = torch.cat([env_rewards(t) for t in trajectories])
         return _sync(trajectory_stats(Trajectory(None, None, None, None, rewards)))
 
@@ -384,6 +426,8 @@ class Algorithm:
                 "optimizer_config": self.settings["optimizer_config"],
                 "seed": self.seed,
                 "compile": self.compile,
+                "cuda_graphs": self.cuda_graphs,
+                "allow_tf32": self.allow_tf32,
                 "device": str(self.device),
             },
             "hparams": self.hparams.to_dict(),
@@ -467,6 +511,7 @@ class Algorithm:
     def _from_state_dict(cls, data, env, *, model_cls, distribution_cls, device, compile) -> "Algorithm":
         classes, settings = data["classes"], data["settings"]
         optimizer_cls = TORCH_OPTIMIZERS_BY_NAME[settings["optimizer_cls"]]
+        device = _resolve_device(device if device is not None else settings["device"])
         algo = cls(
             env if env is not None else ckpt.resolve(classes["env"], "env"),
             env_config=settings["env_config"],
@@ -475,9 +520,12 @@ class Algorithm:
             distribution_cls=distribution_cls or ckpt.resolve(classes["distribution_cls"], "distribution_cls"),
             optimizer_cls=optimizer_cls,
             optimizer_config=settings["optimizer_config"],
-            device=device if device is not None else settings["device"],
+            device=device,
             seed=settings["seed"],
             compile=settings["compile"] if compile is None else compile,
+            # CUDA graphs only where the checkpoint is resumed on a GPU.
+            cuda_graphs=settings.get("cuda_graphs", False) and device.type == "cuda",
+            allow_tf32=settings.get("allow_tf32", False),
             **data["hparams"],
         )
         algo.load_state_dict(data)

@@ -33,7 +33,8 @@ _HPARAMS = {f.name for f in dataclasses.fields(AlgorithmConfig)}
 # Options of `train` that are not Trainer keyword arguments.
 _RUN_OPTIONS = {"env", "max_steps", "experiment_name", "run_name", "steps_per_eval", "checkpoint_every",
                 "checkpoint_dir", "keep_checkpoints", "save", "resume"}
-_TRAINER_OPTIONS = {"seed", "device", "compile", "env_config", "model_config", "optimizer_cls", "optimizer_config"}
+_TRAINER_OPTIONS = {"seed", "device", "compile", "cuda_graphs", "allow_tf32", "env_config", "model_config", "optimizer_cls",
+                    "optimizer_config"}
 
 
 def load_env(spec: str) -> Any:
@@ -75,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default=None, help="cpu (default), cuda, cuda:1, ...")
     train.add_argument("--compile", type=_parse_bool, default=None, metavar="BOOL", help="torch.compile (default true)")
     train.add_argument("--no-compile", dest="compile", action="store_false", help="same as --compile false")
+    train.add_argument("--cuda-graphs", type=_parse_bool, default=None, metavar="BOOL",
+                       help="replay rollout and update as CUDA graphs (CUDA only; default false)")
+    train.add_argument("--allow-tf32", type=_parse_bool, default=None, metavar="BOOL",
+                       help="TF32 float32 matmuls on CUDA (default false)")
     train.add_argument("--lr", type=float, default=None, help="learning rate (optimizer_config.lr)")
     train.add_argument("--hiddens", default=None, help="hidden widths of the default model, e.g. 64,64")
     train.add_argument("--steps-per-eval", type=int, default=None)

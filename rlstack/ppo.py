@@ -149,19 +149,23 @@ def prepare_batch(traj: Trajectory, *, gamma: float, gae_lambda: float, normaliz
 
 
 CPU_CHUNK = 8192
+GPU_CHUNK = 1 << 20
 
 
 def default_chunk_size(minibatch_size: int, device: torch.device) -> int:
     """Transitions per forward/backward pass when ``sgd_chunk_size`` is None.
 
-    On CPU, the largest divisor of the minibatch up to 8192, so activations
-    stay cache-sized (measured on 2 cores: 27k -> 39k transitions/s at the
-    rlstack 1.x default, 208k -> 336k at (64, 64); benchmarks/README.md). On
-    other devices, the whole minibatch: GPUs are fastest on large batches.
+    The largest divisor of the minibatch up to a per-device bound. On CPU
+    8192, so activations stay cache-sized (measured on 2 cores: 27k -> 39k
+    transitions/s at the rlstack 1.x default, 208k -> 336k at (64, 64);
+    benchmarks/README.md). Elsewhere 2**20: GPUs are fastest on large
+    batches, and the bound keeps a huge minibatch's activations (1 GiB per
+    256-wide float32 layer at 2**20 rows) from exhausting device memory.
     """
-    if device.type != "cpu" or minibatch_size <= CPU_CHUNK:
+    bound = CPU_CHUNK if device.type == "cpu" else GPU_CHUNK
+    if minibatch_size <= bound:
         return minibatch_size
-    return next(d for d in range(CPU_CHUNK, 0, -1) if minibatch_size % d == 0)
+    return next(d for d in range(bound, 0, -1) if minibatch_size % d == 0)
 
 
 def _mean_metrics(history: list[Metrics]) -> Metrics:

@@ -195,13 +195,15 @@ def test_chunked_minibatches_give_the_same_update(accumulate):
     torch.testing.assert_close(m_chunk["losses/total"], m_whole["losses/total"], rtol=1e-5, atol=1e-6)
 
 
-def test_default_chunk_size_is_cache_sized_on_cpu_and_whole_elsewhere():
+def test_default_chunk_size_is_cache_sized_on_cpu_and_bounded_by_memory_elsewhere():
     from rlstack.ppo import default_chunk_size
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert default_chunk_size(262_144, cpu) == 8192 and default_chunk_size(4096, cpu) == 4096
     assert default_chunk_size(3 * 5000, cpu) == 7500  # largest divisor up to 8192
-    assert default_chunk_size(262_144, cuda) == 262_144
+    assert default_chunk_size(262_144, cuda) == 262_144  # whole minibatch on a GPU
+    assert default_chunk_size(131_072 * 32, cuda) == 1 << 20  # 4M transitions: 4 chunks of 2**20
+    assert default_chunk_size(3 * 1_000_000, cuda) == 1_000_000
 
 
 def test_chunk_size_must_divide_the_minibatch():
