@@ -4,7 +4,8 @@ Run ``python -m benchmarks.throughput`` (or ``python benchmarks/throughput.py``)
 from the repository root. Prints a table and writes
 ``benchmarks/results/throughput-<device>.json``.
 
-For each configuration it reports env transitions per second for
+For each configuration and mode (eager, compiled, compiled + bf16 AMP; on
+CUDA also TF32 and CUDA graphs) it reports env transitions per second for
 ``rollout()`` alone and for a full ``collect()`` + ``step()`` iteration
 (median over repeats after warm-up), the first iteration's wall time
 (compile time included), peak memory (process max RSS on CPU, max allocated
@@ -34,15 +35,33 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rlstack import Algorithm  # noqa: E402
-from rlstack.envs import ContinuousDummyEnv, DiscreteDummyEnv  # noqa: E402
+from rlstack.envs import CartPole, ContinuousDummyEnv, DiscreteDummyEnv  # noqa: E402
 
+# Every config: 4 epochs over the whole buffer per update (rlstack 1.x's defaults).
 CONFIGS = {
-    # rlstack 1.x defaults: 8192 envs, horizon 32, (256, 256), 4 epochs, whole-buffer minibatch.
+    # rlstack 1.x defaults: 8192 envs, horizon 32, (256, 256).
     "discrete-1x-default": dict(env=DiscreteDummyEnv, num_envs=8192, horizon=32, hiddens=(256, 256)),
     "continuous-1x-default": dict(env=ContinuousDummyEnv, num_envs=8192, horizon=32, hiddens=(256, 256)),
     # Small model: overhead dominates.
     "discrete-small-64x64": dict(env=DiscreteDummyEnv, num_envs=8192, horizon=32, hiddens=(64, 64)),
+    # A real env step (Euler integration, 4-d observations) with its preset's model.
+    "cartpole-64x64": dict(env=CartPole, num_envs=8192, horizon=32, hiddens=(64, 64)),
+    # Enough envs to fill a GPU (4.2M transitions per update there); 4x the default on CPU.
+    "discrete-large": dict(env=DiscreteDummyEnv, num_envs={"cpu": 32768, "cuda": 131072}, horizon=32, hiddens=(256, 256)),
 }
+# Default config list per device: the large config takes minutes per iteration on a small CPU.
+DEFAULT_CONFIGS = {"cpu": [c for c in CONFIGS if c != "discrete-large"], "cuda": list(CONFIGS)}
+
+# Mode -> Algorithm switches. TF32 and CUDA graphs exist on CUDA only.
+MODES = {
+    "eager": dict(compile=False),
+    "compiled": dict(compile=True),
+    "compiled-amp": dict(compile=True, enable_amp=True),
+    "compiled-tf32": dict(compile=True, allow_tf32=True),
+    "compiled-graphs": dict(compile=True, cuda_graphs=True),
+    "compiled-amp-graphs": dict(compile=True, enable_amp=True, cuda_graphs=True),
+}
+DEFAULT_MODES = {"cpu": ["eager", "compiled", "compiled-amp"], "cuda": list(MODES)}
 
 
 def matmul_weights(algo: Algorithm) -> int:
@@ -51,9 +70,19 @@ def matmul_weights(algo: Algorithm) -> int:
 
 
 def measured_matmul_flops(
-    device: torch.device, n: int, width: int, dtype: torch.dtype = torch.float32, repeats: int = 5
+    device: torch.device, n: int, width: int, dtype: torch.dtype = torch.float32, repeats: int = 5, tf32: bool = False
 ) -> float:
-    """FLOP/s of an ``[n, width] @ [width, width]`` matmul in ``dtype`` on ``device``."""
+    """FLOP/s of an ``[n, width] @ [width, width]`` matmul in ``dtype`` on
+    ``device`` (float32 in TF32 when ``tf32``)."""
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+    try:
+        return _matmul_rate(device, n, width, dtype, repeats)
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
+def _matmul_rate(device: torch.device, n: int, width: int, dtype: torch.dtype, repeats: int) -> float:
     a = torch.randn(n, width, device=device, dtype=dtype)
     b = torch.randn(width, width, device=device, dtype=dtype)
     for _ in range(2):
@@ -79,19 +108,24 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def bench(name: str, spec: dict, *, compile: bool, amp: bool, device: torch.device, repeats: int) -> dict:
-    env = spec["env"]
+def bench(name: str, spec: dict, mode: str, *, device: torch.device, repeats: int) -> dict:
+    env, switches = spec["env"], MODES[mode]
     transitions = spec["num_envs"] * spec["horizon"]
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     algo = Algorithm(
         env, num_envs=spec["num_envs"], horizon=spec["horizon"], model_config={"hiddens": spec["hiddens"]},
-        compile=compile, enable_amp=amp, device=device, seed=0,
+        device=device, seed=0, **switches,
     )
     start = time.perf_counter()
     algo.collect()
     algo.step()
     first_iteration_s = time.perf_counter() - start
+    # CUDA graphs: two eager warm-up calls, then capture on the third.
+    for _ in range(2 if algo.cuda_graphs else 0):
+        algo.collect()
+        algo.step()
+    warmup_s = time.perf_counter() - start
 
     rollout_s, iteration_s = [], []
     for _ in range(repeats):
@@ -110,13 +144,17 @@ def bench(name: str, spec: dict, *, compile: bool, amp: bool, device: torch.devi
         "num_envs": spec["num_envs"],
         "horizon": spec["horizon"],
         "hiddens": list(spec["hiddens"]),
-        "compile": compile,
-        "amp": amp,
+        "mode": mode,
+        "compile": algo.compile,
+        "amp": algo.hparams.enable_amp,
+        "tf32": algo.allow_tf32,
+        "cuda_graphs": algo.cuda_graphs,
         "device": str(device),
         "rollout_transitions_per_s": transitions / statistics.median(rollout_s),
         "iteration_transitions_per_s": iteration_rate,
         "iteration_ms": 1000 * statistics.median(iteration_s),
         "first_iteration_s": first_iteration_s,
+        "warmup_s": warmup_s,
         "peak_memory_mb": peak_memory_mb(device),
         "matmul_params": P,
         "flops_per_transition": flops_per_transition,
@@ -127,30 +165,38 @@ def bench(name: str, spec: dict, *, compile: bool, amp: bool, device: torch.devi
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
-    parser.add_argument("--modes", nargs="*", default=["eager", "compiled"], choices=["eager", "compiled", "compiled-amp"])
+    parser.add_argument("--configs", nargs="*", default=None, choices=list(CONFIGS),
+                        help="default: all (all but discrete-large on CPU)")
+    parser.add_argument("--modes", nargs="*", default=None, choices=list(MODES),
+                        help="default: eager, compiled, compiled-amp (and the TF32 / CUDA-graph modes on CUDA)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--num-envs", type=int, default=None, help="override num_envs of every config")
     parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/throughput-<device>.json)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
+    configs = args.configs or DEFAULT_CONFIGS[device.type]
+    modes = args.modes or DEFAULT_MODES[device.type]
+    for mode in modes:
+        if device.type != "cuda" and ({"allow_tf32", "cuda_graphs"} & set(MODES[mode])):
+            parser.error(f"--modes {mode} needs --device cuda")
 
     rows = []
-    for name in args.configs:
+    for name in configs:
         spec = dict(CONFIGS[name])
+        if isinstance(spec["num_envs"], dict):
+            spec["num_envs"] = spec["num_envs"][device.type]
         if args.num_envs:
             spec["num_envs"] = args.num_envs
-        for mode in args.modes:
+        for mode in modes:
             torch._dynamo.reset()
-            row = bench(name, spec, compile=mode != "eager", amp=mode.endswith("amp"), device=device, repeats=args.repeats)
+            row = bench(name, spec, mode, device=device, repeats=args.repeats)
             width = spec["hiddens"][0]
-            # AMP rows are held to the bf16 matmul rate, the others to fp32's.
+            # AMP rows are held to the bf16 matmul rate, TF32 rows to TF32's, the others to fp32's.
             dtype = torch.bfloat16 if row["amp"] else torch.float32
-            row["device_matmul_flops"] = measured_matmul_flops(device, spec["num_envs"], width, dtype)
-            row["ceiling_dtype"] = str(dtype).removeprefix("torch.")
+            row["device_matmul_flops"] = measured_matmul_flops(device, spec["num_envs"], width, dtype, tf32=row["tf32"])
+            row["ceiling_dtype"] = "tf32" if row["tf32"] and not row["amp"] else str(dtype).removeprefix("torch.")
             row["ceiling_fraction"] = row["achieved_flops"] / row["device_matmul_flops"]
             row["ceiling_transitions_per_s"] = row["device_matmul_flops"] / row["flops_per_transition"]
-            row["mode"] = mode
             rows.append(row)
             print_row(row, header=len(rows) == 1)
 
@@ -172,11 +218,11 @@ def main(argv: list[str] | None = None) -> int:
 def print_row(row: dict, header: bool) -> None:
     if header:
         print(
-            f"{'config':<24}{'mode':<14}{'rollout/s':>12}{'iter/s':>12}{'iter ms':>10}{'1st iter s':>11}"
+            f"{'config':<24}{'mode':<21}{'rollout/s':>12}{'iter/s':>12}{'iter ms':>10}{'1st iter s':>11}"
             f"{'peak MB':>9}{'FLOP/trans':>12}{'ceiling':>9}"
         )
     print(
-        f"{row['config']:<24}{row['mode']:<14}{row['rollout_transitions_per_s']:>12,.0f}"
+        f"{row['config']:<24}{row['mode']:<21}{row['rollout_transitions_per_s']:>12,.0f}"
         f"{row['iteration_transitions_per_s']:>12,.0f}{row['iteration_ms']:>10.0f}{row['first_iteration_s']:>11.1f}"
         f"{row['peak_memory_mb']:>9.0f}{row['flops_per_transition'] / 1e6:>11.2f}M{100 * row['ceiling_fraction']:>8.1f}%",
         flush=True,
