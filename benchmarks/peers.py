@@ -10,11 +10,14 @@ set works with the CPU torch 2.13.0:
     VENV/bin/pip install torch==2.13.0
     VENV/bin/pip install rlstack==1.1.0 torchrl==0.10.1 "tensordict>=0.10,<0.11" torch==2.13.0
 
-Each configuration runs one warm-up iteration (``collect()`` + ``step()``)
+Each measurement runs one warm-up iteration (``collect()`` + ``step()``)
 and then the median of ``--repeats`` iterations, first rlstack 1.1.0 in its
 venv (a child process), then ours in this process (fp32, compiled and
-eager; bf16 AMP as an extra row). Prints a table with the ratio and writes
-``benchmarks/results/peers-cpu.json``.
+eager; bf16 AMP as an extra row). ``--rounds`` repeats the whole pairing:
+on a shared machine whose speed drifts by 10-15% over minutes, the two
+sides of one round run under the same conditions, so the table reports
+the median rate over rounds and the median of the per-round ratios. Prints
+a table and writes ``benchmarks/results/peers-cpu.json``.
 """
 
 from __future__ import annotations
@@ -39,6 +42,13 @@ CONFIGS = {
     "1x-default": {"hiddens": [256, 256]},
     "small-64x64": {"hiddens": [64, 64]},
 }
+# (label, compile, amp); compile None is rlstack 1.1.0 in its venv.
+IMPLEMENTATIONS = [
+    ("rlstack 1.1.0", None, False),
+    ("rlstack 2 eager", False, False),
+    ("rlstack 2 compiled", True, False),
+    ("rlstack 2 compiled + bf16 AMP", True, True),
+]
 PEER_REQUIREMENTS = ["rlstack==1.1.0", "torchrl==0.10.1", "tensordict>=0.10,<0.11", "torch==2.13.0"]
 
 # Runs inside the rlstack 1.1.0 venv; prints one JSON line.
@@ -108,27 +118,39 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--venv", default=str(Path.home() / ".cache" / "rlstack-peers" / "venv"))
     parser.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="timed iterations per measurement (median)")
+    parser.add_argument("--rounds", type=int, default=3, help="1.1.0-then-ours pairings per config")
     args = parser.parse_args(argv)
     python = ensure_peer_venv(Path(args.venv))
     rows = []
-    print(f"{'config':<14}{'implementation':<28}{'transitions/s':>15}{'1st iter s':>12}{'vs 1.1.0':>10}", flush=True)
+    print(f"{'config':<14}{'implementation':<31}{'transitions/s':>15}{'1st iter s':>12}{'vs 1.1.0':>10}"
+          "  per-round ratios", flush=True)
     for name in args.configs:
         hiddens = CONFIGS[name]["hiddens"]
-        peer = run_peer(python, hiddens, args.repeats)
-        base = peer["transitions"] / peer["iteration_s"]
-        results = [("rlstack 1.1.0", peer)]
-        for label, compile, amp in (("rlstack 2 eager", False, False), ("rlstack 2 compiled", True, False),
-                                    ("rlstack 2 compiled + bf16 AMP", True, True)):
-            results.append((label, run_ours(hiddens, args.repeats, compile=compile, amp=amp)))
-        for label, result in results:
-            rate = result["transitions"] / result["iteration_s"]
-            rows.append({"config": name, "implementation": label, "transitions_per_s": rate,
-                         "first_iteration_s": result["first_iteration_s"], "ratio_vs_1_1_0": rate / base})
-            print(f"{name:<14}{label:<28}{rate:>15,.0f}{result['first_iteration_s']:>12.1f}{rate / base:>9.2f}x", flush=True)
+        rates: dict[str, list[float]] = {label: [] for label, *_ in IMPLEMENTATIONS}
+        firsts: dict[str, list[float]] = {label: [] for label, *_ in IMPLEMENTATIONS}
+        for _ in range(args.rounds):
+            for label, compile, amp in IMPLEMENTATIONS:
+                if compile is None:
+                    result = run_peer(python, hiddens, args.repeats)
+                else:
+                    result = run_ours(hiddens, args.repeats, compile=compile, amp=amp)
+                rates[label].append(result["transitions"] / result["iteration_s"])
+                firsts[label].append(result["first_iteration_s"])
+        base = rates[IMPLEMENTATIONS[0][0]]
+        for label, *_ in IMPLEMENTATIONS:
+            ratios = [ours / peer for ours, peer in zip(rates[label], base)]
+            row = {"config": name, "implementation": label, "transitions_per_s": statistics.median(rates[label]),
+                   "first_iteration_s": statistics.median(firsts[label]), "ratio_vs_1_1_0": statistics.median(ratios),
+                   "per_round_transitions_per_s": rates[label], "per_round_ratios": ratios}
+            rows.append(row)
+            print(f"{name:<14}{label:<31}{row['transitions_per_s']:>15,.0f}{row['first_iteration_s']:>12.1f}"
+                  f"{row['ratio_vs_1_1_0']:>9.2f}x  {' '.join(f'{r:.2f}' for r in ratios)}", flush=True)
     out = Path(__file__).parent / "results" / "peers-cpu.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"torch": torch.__version__, "peer_requirements": PEER_REQUIREMENTS, "rows": rows}, indent=2))
+    meta = {"torch": torch.__version__, "peer_requirements": PEER_REQUIREMENTS, "repeats": args.repeats,
+            "rounds": args.rounds, "cpu_count": os.cpu_count()}
+    out.write_text(json.dumps({**meta, "rows": rows}, indent=2))
     print(f"wrote {out}")
     return 0
 

@@ -12,6 +12,11 @@ CUDA also TF32 and CUDA graphs) it reports env transitions per second for
 on CUDA), the model's FLOPs per transition and the fraction of the device's
 measured fp32 matmul rate that the iteration reaches.
 
+On CPU the modes of a configuration are timed in alternation (one
+iteration each, ``--repeats`` rounds): the shared machines this runs on
+drift in speed for minutes at a time, and alternation makes the drift hit
+every mode alike.
+
 FLOPs per transition (DESIGN.md): with P the actor+critic weights touched by
 a matmul, the rollout forward costs 2P and each SGD epoch a forward and a
 backward (2P + 4P), so a transition costs about 2P(1 + 3E) for E epochs.
@@ -70,7 +75,7 @@ def matmul_weights(algo: Algorithm) -> int:
 
 
 def measured_matmul_flops(
-    device: torch.device, n: int, width: int, dtype: torch.dtype = torch.float32, repeats: int = 5, tf32: bool = False
+    device: torch.device, n: int, width: int, dtype: torch.dtype = torch.float32, repeats: int = 20, tf32: bool = False
 ) -> float:
     """FLOP/s of an ``[n, width] @ [width, width]`` matmul in ``dtype`` on
     ``device`` (float32 in TF32 when ``tf32``)."""
@@ -94,7 +99,8 @@ def _matmul_rate(device: torch.device, n: int, width: int, dtype: torch.dtype, r
         a @ b
         _sync(device)
         times.append(time.perf_counter() - start)
-    return 2.0 * n * width * width / statistics.median(times)
+    # A ceiling is the best rate the device shows, not a typical one.
+    return 2.0 * n * width * width / min(times)
 
 
 def _sync(device: torch.device) -> None:
@@ -108,39 +114,46 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def bench(name: str, spec: dict, mode: str, *, device: torch.device, repeats: int) -> dict:
-    env, switches = spec["env"], MODES[mode]
-    transitions = spec["num_envs"] * spec["horizon"]
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+def build(spec: dict, mode: str, *, device: torch.device) -> tuple[Algorithm, float, float]:
+    """An Algorithm for ``spec`` in ``mode``, warmed up.
+
+    Returns ``(algo, first_iteration_s, warmup_s)``: the wall time of the
+    first ``collect()`` + ``step()`` (model build excluded, compilation
+    included) and of all warm-up iterations (with CUDA graphs: two eager
+    calls, then the capture on the third).
+    """
     algo = Algorithm(
-        env, num_envs=spec["num_envs"], horizon=spec["horizon"], model_config={"hiddens": spec["hiddens"]},
-        device=device, seed=0, **switches,
+        spec["env"], num_envs=spec["num_envs"], horizon=spec["horizon"], model_config={"hiddens": spec["hiddens"]},
+        device=device, seed=0, **MODES[mode],
     )
     start = time.perf_counter()
     algo.collect()
     algo.step()
     first_iteration_s = time.perf_counter() - start
-    # CUDA graphs: two eager warm-up calls, then capture on the third.
     for _ in range(2 if algo.cuda_graphs else 0):
         algo.collect()
         algo.step()
-    warmup_s = time.perf_counter() - start
+    return algo, first_iteration_s, time.perf_counter() - start
 
-    rollout_s, iteration_s = [], []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        algo.collect()  # syncs once (its stats)
-        rollout_s.append(time.perf_counter() - start)
-        algo.step()
-        iteration_s.append(time.perf_counter() - start)
+
+def time_iteration(algo: Algorithm) -> tuple[float, float]:
+    """``(rollout_s, iteration_s)`` of one ``collect()`` + ``step()``; each
+    syncs the device once (its stats), so wall-clock time is exact."""
+    start = time.perf_counter()
+    algo.collect()
+    rollout_s = time.perf_counter() - start
+    algo.step()
+    return rollout_s, time.perf_counter() - start
+
+
+def make_row(name: str, spec: dict, mode: str, algo: Algorithm, timings: dict, device: torch.device) -> dict:
+    transitions = spec["num_envs"] * spec["horizon"]
     P = matmul_weights(algo)
-    epochs = algo.hparams.num_sgd_iters
-    flops_per_transition = 2 * P * (1 + 3 * epochs)
-    iteration_rate = transitions / statistics.median(iteration_s)
+    flops_per_transition = 2 * P * (1 + 3 * algo.hparams.num_sgd_iters)
+    iteration_rate = transitions / statistics.median(timings["iteration_s"])
     return {
         "config": name,
-        "env": env.__name__,
+        "env": spec["env"].__name__,
         "num_envs": spec["num_envs"],
         "horizon": spec["horizon"],
         "hiddens": list(spec["hiddens"]),
@@ -150,16 +163,56 @@ def bench(name: str, spec: dict, mode: str, *, device: torch.device, repeats: in
         "tf32": algo.allow_tf32,
         "cuda_graphs": algo.cuda_graphs,
         "device": str(device),
-        "rollout_transitions_per_s": transitions / statistics.median(rollout_s),
+        "rollout_transitions_per_s": transitions / statistics.median(timings["rollout_s"]),
         "iteration_transitions_per_s": iteration_rate,
-        "iteration_ms": 1000 * statistics.median(iteration_s),
-        "first_iteration_s": first_iteration_s,
-        "warmup_s": warmup_s,
+        "iteration_ms": 1000 * statistics.median(timings["iteration_s"]),
+        "iteration_ms_all": [1000 * t for t in timings["iteration_s"]],
+        "first_iteration_s": timings["first_iteration_s"],
+        "warmup_s": timings["warmup_s"],
         "peak_memory_mb": peak_memory_mb(device),
         "matmul_params": P,
         "flops_per_transition": flops_per_transition,
         "achieved_flops": iteration_rate * flops_per_transition,
     }
+
+
+def bench_config(name: str, spec: dict, modes: list[str], *, device: torch.device, repeats: int, interleave: bool):
+    """Rows for every mode of one config.
+
+    With ``interleave``, every mode's Algorithm is built first and the timed
+    iterations then alternate between modes, so slow spells of a shared
+    machine hit all modes alike; otherwise each mode runs alone (and, on
+    CUDA, reports its own peak memory).
+    """
+    torch._dynamo.reset()
+    timings = {mode: {"rollout_s": [], "iteration_s": []} for mode in modes}
+    algos = {}
+
+    def start(mode: str) -> None:
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        algo, first, warmup = build(spec, mode, device=device)
+        algos[mode] = algo
+        timings[mode].update(first_iteration_s=first, warmup_s=warmup)
+
+    def record(mode: str) -> None:
+        rollout_s, iteration_s = time_iteration(algos[mode])
+        timings[mode]["rollout_s"].append(rollout_s)
+        timings[mode]["iteration_s"].append(iteration_s)
+
+    if interleave:
+        for mode in modes:
+            start(mode)
+        for _ in range(repeats):
+            for mode in modes:
+                record(mode)
+        yield from (make_row(name, spec, mode, algos[mode], timings[mode], device) for mode in modes)
+        return
+    for mode in modes:
+        start(mode)
+        for _ in range(repeats):
+            record(mode)
+        yield make_row(name, spec, mode, algos.pop(mode), timings[mode], device)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,7 +222,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="default: all (all but discrete-large on CPU)")
     parser.add_argument("--modes", nargs="*", default=None, choices=list(MODES),
                         help="default: eager, compiled, compiled-amp (and the TF32 / CUDA-graph modes on CUDA)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5, help="timed iterations per mode (median)")
+    parser.add_argument("--interleave", type=lambda t: t.lower() in ("1", "true", "yes"), default=None, metavar="BOOL",
+                        help="alternate the modes' timed iterations (default: true on CPU, false on CUDA)")
     parser.add_argument("--num-envs", type=int, default=None, help="override num_envs of every config")
     parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/throughput-<device>.json)")
     args = parser.parse_args(argv)
@@ -187,9 +242,8 @@ def main(argv: list[str] | None = None) -> int:
             spec["num_envs"] = spec["num_envs"][device.type]
         if args.num_envs:
             spec["num_envs"] = args.num_envs
-        for mode in modes:
-            torch._dynamo.reset()
-            row = bench(name, spec, mode, device=device, repeats=args.repeats)
+        interleave = args.interleave if args.interleave is not None else device.type == "cpu"
+        for row in bench_config(name, spec, modes, device=device, repeats=args.repeats, interleave=interleave):
             width = spec["hiddens"][0]
             # AMP rows are held to the bf16 matmul rate, TF32 rows to TF32's, the others to fp32's.
             dtype = torch.bfloat16 if row["amp"] else torch.float32
