@@ -12,9 +12,11 @@ mismatches.
 
 from __future__ import annotations
 
+import fcntl
 import importlib
 import os
 import pickle
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -25,17 +27,51 @@ import torch
 
 FORMAT = "rlstack-checkpoint"
 VERSION = 1
+_TEMP_NAME = re.compile(r"\.(?P<target>.+)\.(?P<pid>\d+)\.[^.]+\.tmp")
 
 
 class CheckpointError(ValueError):
     """A checkpoint is corrupted, truncated, unsafe or does not match."""
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+def remove_stale_temp_files(directory: Path) -> list[Path]:
+    """Delete temp files that a killed :func:`atomic_save` left in ``directory``.
+
+    Temp files are named ``.<target>.<pid>.<random>.tmp``; one whose writer
+    process no longer exists is stale. Files of live writers are kept.
+
+    Returns:
+        The paths removed.
+    """
+    removed = []
+    for tmp in directory.glob(".*.tmp"):
+        match = _TEMP_NAME.fullmatch(tmp.name)
+        if match and not _pid_alive(int(match.group("pid"))):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to ``path`` atomically (temp file + fsync + rename)."""
+    """``torch.save`` to ``path`` atomically (temp file + fsync + rename).
+
+    Temp files left by a writer that was killed mid-write are removed first
+    (see :func:`remove_stale_temp_files`).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temp_files(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
@@ -59,8 +95,7 @@ def safe_load(path: str | os.PathLike, what: str = "checkpoint") -> dict[str, An
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No {what} at {str(path)!r}.")
-    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a cut one loses its directory
-        raise CheckpointError(f"{what.capitalize()} {str(path)!r} is truncated or corrupted: not a complete torch zip archive.")
+    verify_archive(path, what)
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -75,6 +110,26 @@ def safe_load(path: str | os.PathLike, what: str = "checkpoint") -> dict[str, An
     if data.get("version") != VERSION:
         raise CheckpointError(f"{what.capitalize()} {str(path)!r} has format version {data.get('version')}; this rlstack reads {VERSION}.")
     return data
+
+
+def verify_archive(path: Path, what: str = "checkpoint") -> None:
+    """Check that ``path`` is a complete ``torch.save`` zip archive whose
+    every record matches its stored CRC-32 (``torch.load`` checks neither).
+
+    Raises:
+        CheckpointError: naming the file (and the damaged record).
+    """
+    if not zipfile.is_zipfile(path):  # a cut archive loses its central directory
+        raise CheckpointError(f"{what.capitalize()} {str(path)!r} is truncated or corrupted: not a complete torch zip archive.")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{what.capitalize()} {str(path)!r} is truncated or corrupted: {e}") from e
+    if bad is not None:
+        raise CheckpointError(
+            f"{what.capitalize()} {str(path)!r} is corrupted: record {bad!r} does not match its CRC-32 checksum."
+        )
 
 
 def leaves(tree: Any) -> list[torch.Tensor] | None:
@@ -98,6 +153,88 @@ def rebuild(template: Any, stored: list[torch.Tensor], name: str, device: torch.
                 f"the current setup expects {want.dtype} {list(want.shape)}."
             )
     return optree.tree_unflatten(spec, [t.to(device) for t in stored])
+
+
+class CheckpointDir:
+    """A folder of ``step-<N>.pt`` checkpoints written by one run.
+
+    While open it holds an exclusive lock (``flock`` on ``.rlstack.lock``;
+    the OS releases it when the process dies), so a second live run cannot
+    write into the same folder. It prunes only the files this run wrote, so
+    checkpoints of other runs, or of an older branch of this one, are never
+    deleted. Opening it checks, before any training, that the folder is
+    writable and holds no checkpoint newer than ``step``, which this run
+    would overwrite.
+
+    Args:
+        directory: the folder (created if missing).
+        step: the run's current step count.
+        owner: who is writing, for the message another run gets.
+        keep: how many of this run's newest checkpoints to keep (>= 1).
+        adopt: paths of checkpoints this run wrote before (a resumed run's),
+            pruned like new ones when they are in this folder.
+
+    Raises:
+        ValueError: if the folder cannot be written, is locked by another
+            live run, or holds newer checkpoints.
+    """
+
+    LOCK = ".rlstack.lock"
+
+    def __init__(self, directory: str | os.PathLike, *, step: int, owner: str, keep: int = 3, adopt: Any = ()) -> None:
+        if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
+            raise ValueError(f"`keep_checkpoints` must be a positive int, got {keep!r}.")
+        self.directory, self.keep = Path(directory), keep
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._lock = open(self.directory / self.LOCK, "a+")
+        except OSError as e:
+            raise ValueError(f"`checkpoint_dir` {str(self.directory)!r} is not writable: {e.strerror or e}.") from e
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.seek(0)
+            holder = self._lock.read().strip() or "another run"
+            self._lock.close()
+            raise ValueError(
+                f"`checkpoint_dir` {str(self.directory)!r} is in use by {holder}; give this run its own directory."
+            ) from None
+        newer = sorted(p.name for p in self.directory.glob("step-*.pt") if _step_of(p) is not None and _step_of(p) > step)
+        if newer:
+            self.close()
+            raise ValueError(
+                f"`checkpoint_dir` {str(self.directory)!r} holds checkpoints newer than this run's step {step} "
+                f"({', '.join(newer)}), which this run would overwrite; choose another directory."
+            )
+        self._lock.seek(0)
+        self._lock.truncate()
+        self._lock.write(f"{owner} (pid {os.getpid()})\n")
+        self._lock.flush()
+        here = self.directory.resolve()
+        self.written = [Path(p) for p in adopt if Path(p).parent.resolve() == here and Path(p).is_file()]
+
+    def path(self, step: int) -> Path:
+        return self.directory / f"step-{step:08d}.pt"
+
+    def save(self, data: Any, step: int) -> Path:
+        """Write ``data`` as ``step-<step>.pt`` atomically, then delete this
+        run's checkpoints beyond the ``keep`` newest; returns the path."""
+        path = atomic_save(data, self.path(step))
+        self.written = [p for p in self.written if p.resolve() != path.resolve()] + [path]
+        while len(self.written) > self.keep:
+            self.written.pop(0).unlink(missing_ok=True)
+        return path
+
+    def close(self) -> None:
+        """Release the lock (idempotent)."""
+        if not self._lock.closed:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            self._lock.close()
+
+
+def _step_of(path: Path) -> int | None:
+    digits = path.stem.removeprefix("step-")
+    return int(digits) if digits.isdigit() else None
 
 
 def qualified_name(obj: Any) -> str:

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import time
+import weakref
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import mlflow
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
 
 from . import checkpoint as ckpt
 from .algorithm import Algorithm
@@ -25,20 +29,56 @@ def _param_value(value: Any) -> str:
     return text[:6000]  # MLflow's limit on a param value
 
 
+def _experiment_id(client: MlflowClient, experiment_name: str | None, parent: Any) -> str:
+    """The experiment a new run goes to: ``experiment_name`` (created if
+    missing), else the enclosing run's, else MLflow's current one (as set by
+    ``mlflow.set_experiment`` or ``MLFLOW_EXPERIMENT_NAME``)."""
+    if experiment_name is not None:
+        if not isinstance(experiment_name, str) or not experiment_name:
+            raise ValueError(f"`experiment_name` must be a non-empty str, got {experiment_name!r}.")
+        experiment = client.get_experiment_by_name(experiment_name)
+        return experiment.experiment_id if experiment is not None else client.create_experiment(experiment_name)
+    if parent is not None:
+        return parent.info.experiment_id
+    from mlflow.tracking.fluent import _get_experiment_id
+
+    return _get_experiment_id()
+
+
+def _end_run(client: MlflowClient, run_id: str, status: dict[str, str], checkpoint_dirs: dict) -> None:
+    """End a Trainer's run with the status it recorded; release its checkpoint
+    folders. Called by :meth:`Trainer.close`, or at garbage collection or
+    process exit for a Trainer that was never closed."""
+    for directory in checkpoint_dirs.values():
+        directory.close()
+    checkpoint_dirs.clear()
+    try:
+        client.set_terminated(run_id, status=status["status"])
+    except Exception:  # the store may already be gone at interpreter exit
+        pass
+
+
 class Trainer:
     """Train with an :class:`Algorithm` and log every step to MLflow.
 
-    Hyperparameters are logged once, at construction, to the active MLflow
-    run; if none is active a run is started (and ended by :meth:`close` or
-    when the process exits). The tracking store is MLflow's default
-    (``MLFLOW_TRACKING_URI`` when set). Metrics are logged every step with
-    ``step = env/steps``.
+    Every Trainer owns one MLflow run, addressed by its id (``run_id``),
+    never through MLflow's process-wide active run: two Trainers in one
+    process log to two runs. When a run is active around it (``with
+    mlflow.start_run():``), the Trainer's run is nested under that one.
+    Hyperparameters are logged once, at construction; metrics every step
+    with ``step = env/steps``. The tracking store is MLflow's current one
+    (``MLFLOW_TRACKING_URI`` when set).
+
+    The run ends with :meth:`close` (or leaving a ``with Trainer(...)``
+    block); a Trainer that is garbage collected or alive at process exit
+    ends it too, ``FAILED`` or ``KILLED`` if its last :meth:`run` raised,
+    else ``FINISHED``.
 
     Args:
         env: see :class:`Algorithm`.
-        experiment_name: MLflow experiment for a run this Trainer starts
-            (default: MLflow's active or default experiment).
-        run_name: name of a run this Trainer starts.
+        experiment_name: MLflow experiment of the run (created if missing;
+            default: the enclosing run's, else MLflow's current experiment).
+        run_name: name of the run.
         **kwargs: everything :class:`Algorithm` takes.
 
     Examples:
@@ -53,17 +93,42 @@ class Trainer:
 
     def _attach(
         self, algorithm: Algorithm, *, experiment_name: str | None, run_name: str | None,
-        resume_run_id: str | None = None,
+        resume_run_id: str | None = None, checkpoint_files: Sequence[str] = (),
     ) -> None:
         self.algorithm = algorithm
-        self._owns_run = mlflow.active_run() is None
-        if self._owns_run:
-            if experiment_name is not None:
-                mlflow.set_experiment(experiment_name)
-            mlflow.start_run(run_name=run_name, run_id=resume_run_id)
-        self.run_id = mlflow.active_run().info.run_id
-        params = {**self.algorithm.hparams.to_dict(), **self.algorithm.settings}
-        mlflow.log_params({k: _param_value(v) for k, v in params.items()})
+        self.tracking_uri = mlflow.get_tracking_uri()
+        self._client = client = MlflowClient(self.tracking_uri)
+        if resume_run_id is not None:
+            client.update_run(resume_run_id, status="RUNNING")
+            self.run_id = resume_run_id
+        else:
+            parent = mlflow.active_run()
+            tags = {"mlflow.parentRunId": parent.info.run_id} if parent is not None else {}
+            try:
+                from mlflow.tracking.context.registry import resolve_tags
+
+                tags = resolve_tags(tags)  # source, user and git tags, as mlflow.start_run sets them
+            except Exception:
+                pass
+            run = client.create_run(_experiment_id(client, experiment_name, parent), run_name=run_name, tags=tags)
+            self.run_id = run.info.run_id
+        self._checkpoint_files = list(checkpoint_files)
+        self._checkpoint_dirs: dict[Path, ckpt.CheckpointDir] = {}
+        self._status = {"status": "FINISHED"}
+        self._finalizer = weakref.finalize(self, _end_run, client, self.run_id, self._status, self._checkpoint_dirs)
+        self._log_params({**self.algorithm.hparams.to_dict(), **self.algorithm.settings})
+
+    def _log_params(self, params: Mapping[str, Any]) -> None:
+        """Log params; on a resumed run, values that differ from the logged
+        ones (MLflow params are immutable) are recorded as ``resumed/<name>`` tags."""
+        logged = self._client.get_run(self.run_id).data.params
+        text = {k: _param_value(v) for k, v in params.items()}
+        new = [Param(k, v) for k, v in text.items() if k not in logged]
+        changed = [RunTag(f"resumed/{k}", v) for k, v in text.items() if k in logged and logged[k] != v]
+        for i in range(0, len(new), 100):  # MLflow's batch limit on params
+            self._client.log_batch(self.run_id, params=new[i : i + 100])
+        if changed:
+            self._client.log_batch(self.run_id, tags=changed)
 
     @property
     def state(self) -> dict[str, int]:
@@ -112,9 +177,13 @@ class Trainer:
     ) -> Stats:
         """Step until any stop condition (or callback) returns True.
 
-        Without stop conditions or callbacks this runs until interrupted. On
-        Ctrl-C (``KeyboardInterrupt``) with a ``checkpoint_dir``, a final
-        checkpoint of the last completed step is written before re-raising.
+        Without stop conditions or callbacks this runs until interrupted.
+        With a ``checkpoint_dir``, the folder is checked and locked before
+        the first step (see :class:`rlstack.checkpoint.CheckpointDir`), and
+        a final checkpoint of the last completed step is written on Ctrl-C
+        (``KeyboardInterrupt``, re-raised) and when a step turns non-finite
+        (``FloatingPointError``, re-raised; the failed rollout is dropped, so
+        the checkpoint is the last good step's).
 
         Args:
             stop_conditions: see :mod:`rlstack.conditions`; checked after
@@ -127,7 +196,8 @@ class Trainer:
             checkpoint_every: write a checkpoint every this many steps.
             checkpoint_dir: where checkpoints go (``step-<N>.pt``); each is
                 also logged to the MLflow run under ``checkpoints/``.
-            keep_checkpoints: how many of the newest checkpoint files to keep.
+            keep_checkpoints: how many of this run's newest checkpoint files
+                to keep in ``checkpoint_dir``.
 
         Returns:
             The stats of the last step.
@@ -137,8 +207,10 @@ class Trainer:
                 raise ValueError(f"`{name}` must be a positive int or None, got {value!r}.")
         if checkpoint_every is not None and checkpoint_dir is None:
             raise ValueError("`checkpoint_every` needs a `checkpoint_dir` to write to.")
-        if not isinstance(keep_checkpoints, int) or keep_checkpoints < 1:
+        if not isinstance(keep_checkpoints, int) or isinstance(keep_checkpoints, bool) or keep_checkpoints < 1:
             raise ValueError(f"`keep_checkpoints` must be a positive int, got {keep_checkpoints!r}.")
+        if checkpoint_dir is not None:
+            self._checkpoint_dir(checkpoint_dir, keep_checkpoints)  # fail now, not after training
         stop_conditions = list(stop_conditions or [])
         eval_env_config = eval_env_config or env_config
         try:
@@ -153,29 +225,62 @@ class Trainer:
                 if checkpoint_every and self.state["algorithm/steps"] % checkpoint_every == 0:
                     self.checkpoint_to(checkpoint_dir, keep_checkpoints)
                 if any(stop):
+                    self._status["status"] = "FINISHED"
                     return stats
         except KeyboardInterrupt:
+            self._status["status"] = "KILLED"
             if checkpoint_dir is not None:
                 path = self.checkpoint_to(checkpoint_dir, keep_checkpoints)
                 print(f"\nrlstack: interrupted; last completed step saved to {path}", flush=True)
+            raise
+        except FloatingPointError as e:
+            self._status["status"] = "FAILED"
+            if checkpoint_dir is not None:
+                self.algorithm.trajectory = None  # drop the rollout that failed
+                path = self.checkpoint_to(checkpoint_dir, keep_checkpoints)
+                raise FloatingPointError(f"{e} Last good step saved to {path}.") from e
+            raise
+        except BaseException:
+            self._status["status"] = "FAILED"
             raise
 
     # ------------------------------------------------------------- checkpoints
     def save_checkpoint(self, path: str | os.PathLike) -> str:
         """Write the whole train state (Algorithm state, counters, the MLflow
         run id) to ``path`` atomically; see :mod:`rlstack.checkpoint`."""
+        return str(ckpt.atomic_save(self._state_dict(), path))
+
+    def _state_dict(self) -> dict[str, Any]:
         data = self.algorithm.state_dict()
-        data["trainer"] = {"run_id": self.run_id}
-        return str(ckpt.atomic_save(data, path))
+        written = [str(p.resolve()) for d in self._checkpoint_dirs.values() for p in d.written]
+        data["trainer"] = {"run_id": self.run_id, "checkpoint_files": written or list(self._checkpoint_files)}
+        return data
+
+    def _checkpoint_dir(self, directory: str | os.PathLike, keep: int) -> ckpt.CheckpointDir:
+        """The open (locked) :class:`~rlstack.checkpoint.CheckpointDir` for ``directory``."""
+        key = Path(directory).resolve()
+        if key not in self._checkpoint_dirs:
+            self._checkpoint_dirs[key] = ckpt.CheckpointDir(
+                directory, step=self.algorithm.steps, owner=f"MLflow run {self.run_id}", keep=keep,
+                adopt=self._checkpoint_files,
+            )
+        self._checkpoint_dirs[key].keep = keep
+        return self._checkpoint_dirs[key]
 
     def checkpoint_to(self, directory: str | os.PathLike, keep: int = 3) -> str:
         """Save ``directory/step-<N>.pt``, log it to the MLflow run under
-        ``checkpoints/`` and delete all but the ``keep`` newest; returns its path."""
-        directory = Path(directory)
-        path = self.save_checkpoint(directory / f"step-{self.state['algorithm/steps']:08d}.pt")
-        mlflow.log_artifact(path, artifact_path="checkpoints", run_id=self.run_id)
-        for old in sorted(directory.glob("step-*.pt"))[:-keep]:
-            old.unlink()
+        ``checkpoints/`` and delete all but the ``keep`` newest checkpoints
+        this run wrote there; returns its path (which exists).
+
+        Raises:
+            ValueError: see :class:`rlstack.checkpoint.CheckpointDir`.
+        """
+        folder = self._checkpoint_dir(directory, keep)
+        path = folder.path(self.algorithm.steps)
+        # Name the file in the state it saves, so a resumed run knows it wrote it.
+        folder.written = [p for p in folder.written if p.resolve() != path.resolve()] + [path]
+        path = str(folder.save(self._state_dict(), self.algorithm.steps))
+        self._client.log_artifact(self.run_id, path, artifact_path="checkpoints")
         return path
 
     @classmethod
@@ -195,8 +300,9 @@ class Trainer:
 
         Continuing on the same device and mode reproduces the uninterrupted
         run's metrics exactly. Logging continues in the checkpoint's MLflow
-        run when it exists in the current tracking store (and no run is
-        active), else in a new run. Arguments as in
+        run when it exists in the current tracking store and
+        ``experiment_name`` / ``run_name``, if given, are that run's; else a
+        new run is started with them. Arguments as in
         :meth:`Algorithm.from_checkpoint`.
         """
         data = ckpt.safe_load(path)
@@ -206,14 +312,18 @@ class Trainer:
         trainer_data = data.get("trainer", {})
         run_id = trainer_data.get("run_id")
         if run_id is not None:
+            client = MlflowClient()
             try:
-                mlflow.tracking.MlflowClient().get_run(run_id)
+                run = client.get_run(run_id)
+                experiment = client.get_experiment(run.info.experiment_id)
+                if (experiment_name not in (None, experiment.name)) or (run_name not in (None, run.info.run_name)):
+                    run_id = None
             except mlflow.exceptions.MlflowException:
                 run_id = None
         trainer = cls.__new__(cls)
         trainer._attach(
-            algorithm, experiment_name=experiment_name, run_name=run_name,
-            resume_run_id=run_id if mlflow.active_run() is None else None,
+            algorithm, experiment_name=experiment_name, run_name=run_name, resume_run_id=run_id,
+            checkpoint_files=trainer_data.get("checkpoint_files", ()),
         )
         return trainer
 
@@ -227,16 +337,27 @@ class Trainer:
 
     # ---------------------------------------------------------------- tracking
     def _log(self, stats: Stats) -> None:
-        mlflow.log_metrics(stats, step=int(self.state["env/steps"]), run_id=self.run_id)
+        step, timestamp = int(self.state["env/steps"]), int(time.time() * 1000)
+        metrics = [Metric(k, float(v), timestamp, step) for k, v in stats.items()]
+        for i in range(0, len(metrics), 1000):  # MLflow's batch limit on metrics
+            self._client.log_batch(self.run_id, metrics=metrics[i : i + 1000])
 
-    def close(self, status: str = "FINISHED") -> None:
-        """End the MLflow run (with ``status``) if this Trainer started it."""
-        if self._owns_run and mlflow.active_run() is not None and mlflow.active_run().info.run_id == self.run_id:
-            mlflow.end_run(status=status)
-        self._owns_run = False
+    def close(self, status: str | None = None) -> None:
+        """End this Trainer's MLflow run and release its checkpoint folders
+        (idempotent).
+
+        Args:
+            status: ``FINISHED``, ``FAILED`` or ``KILLED``; default: what the
+                last :meth:`run` ended with (``FINISHED`` if it returned).
+        """
+        if status is not None:
+            if status not in ("FINISHED", "FAILED", "KILLED"):
+                raise ValueError(f"`status` must be 'FINISHED', 'FAILED' or 'KILLED', got {status!r}.")
+            self._status["status"] = status
+        self._finalizer()
 
     def __enter__(self) -> "Trainer":
         return self
 
     def __exit__(self, exc_type: Any, *exc: Any) -> None:
-        self.close("KILLED" if exc_type is KeyboardInterrupt else "FAILED" if exc_type else "FINISHED")
+        self.close("KILLED" if exc_type is KeyboardInterrupt else "FAILED" if exc_type else None)

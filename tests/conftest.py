@@ -6,9 +6,12 @@ import torch
 
 @pytest.fixture(autouse=True)
 def _isolated_mlflow(tmp_path, monkeypatch):
-    """Every test logs to its own throwaway MLflow store and leaves no run open."""
+    """Every test logs to its own throwaway MLflow store (artifacts included:
+    the SQLite store puts them under ./mlruns of the working directory, so
+    tests run in their temp dir) and leaves no run open."""
     import mlflow
 
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     yield

@@ -1,4 +1,5 @@
 import mlflow
+import pytest
 from mlflow.tracking import MlflowClient
 
 from rlstack import Trainer
@@ -26,13 +27,70 @@ def test_trainer_logs_params_once_and_metric_series_every_step():
     assert MlflowClient().get_experiment(run.info.experiment_id).name == "unit"
 
 
-def test_trainer_logs_into_an_active_run_without_ending_it():
+def test_trainer_nests_its_own_run_under_an_active_run_without_ending_it():
     with mlflow.start_run() as run:
         trainer = Trainer(DiscreteDummyEnv, **SMALL)
         trainer.step()
         trainer.close()
-        assert mlflow.active_run().info.run_id == run.info.run_id == trainer.run_id
-    assert "losses/total" in MlflowClient().get_run(run.info.run_id).data.metrics
+        assert mlflow.active_run().info.run_id == run.info.run_id != trainer.run_id
+    child = MlflowClient().get_run(trainer.run_id)
+    assert child.data.tags["mlflow.parentRunId"] == run.info.run_id
+    assert child.info.experiment_id == run.info.experiment_id and child.info.status == "FINISHED"
+    assert "losses/total" in child.data.metrics and "losses/total" not in MlflowClient().get_run(run.info.run_id).data.metrics
+
+
+def test_two_trainers_in_one_process_own_separate_runs():
+    # Regression: the second Trainer attached to the first one's active run and crashed with
+    # MLflow's "Changing param values is not allowed".
+    first = Trainer(DiscreteDummyEnv, gamma=0.9, **SMALL)
+    second = Trainer(DiscreteDummyEnv, gamma=0.5, **SMALL)
+    first.step()
+    second.step()
+    second.step()
+    assert first.run_id != second.run_id and mlflow.active_run() is None
+    client = MlflowClient()
+    assert client.get_run(first.run_id).data.params["gamma"] == "0.9"
+    assert client.get_run(second.run_id).data.params["gamma"] == "0.5"
+    assert len(client.get_metric_history(first.run_id, "losses/total")) == 1
+    assert len(client.get_metric_history(second.run_id, "losses/total")) == 2
+    second.close("KILLED")
+    first.close()
+    assert client.get_run(first.run_id).info.status == "FINISHED"
+    assert client.get_run(second.run_id).info.status == "KILLED"
+
+
+def test_garbage_collection_ends_the_run_with_the_status_of_its_last_run():
+    import gc
+
+    client = MlflowClient()
+    finished = Trainer(DiscreteDummyEnv, **SMALL)
+    finished.run(stop_conditions=[HitsUpperBound("algorithm/steps", 1)])
+    failed = Trainer(DiscreteDummyEnv, **SMALL)
+
+    def boom(stats):
+        raise RuntimeError("user callback failed")
+
+    with pytest.raises(RuntimeError, match="user callback failed"):
+        failed.run(callbacks=[boom])
+    ids = finished.run_id, failed.run_id
+    assert client.get_run(ids[0]).info.status == "RUNNING"
+    del finished, failed
+    gc.collect()
+    assert [client.get_run(i).info.status for i in ids] == ["FINISHED", "FAILED"]
+
+
+def test_process_exit_ends_an_unclosed_run(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "from rlstack import Trainer; from rlstack.env import DiscreteDummyEnv\n"
+        "t = Trainer(DiscreteDummyEnv, num_envs=32, horizon=8, model_config={'hiddens': (16,)}, compile=False)\n"
+        "t.step(); print(t.run_id)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert MlflowClient().get_run(out.stdout.split()[-1]).info.status == "FINISHED"
 
 
 def test_run_stops_on_plateau_and_callbacks_and_eval_uses_env_config():
