@@ -1,6 +1,7 @@
 import os
 import pickle
 import random
+import struct
 from pathlib import Path
 
 import mlflow
@@ -174,3 +175,128 @@ def test_exported_pyfunc_model_acts_like_the_trained_policy(tmp_path, env_cls):
     np.testing.assert_array_equal(action.numpy(), trainer.algorithm.predict(obs))
     with pytest.raises(FileExistsError, match="exists and is not empty"):
         trainer.export_policy(tmp_path / "model")
+
+
+def test_resuming_an_older_checkpoint_never_prunes_newer_ones_and_reported_paths_exist(tmp_path):
+    # Regression: pruning by file name deleted the newest checkpoints of the folder at once.
+    first = Trainer(DiscreteDummyEnv, compile=False, **SMALL)
+    first.run(stop_conditions=[lambda s: s["algorithm/steps"] >= 4], checkpoint_every=1, checkpoint_dir=tmp_path / "a",
+              keep_checkpoints=5)
+    first.close()
+    before = sorted(p.name for p in (tmp_path / "a").glob("*.pt"))
+    assert before == [f"step-{i:08d}.pt" for i in range(1, 5)]
+    resumed = Trainer.from_checkpoint(tmp_path / "a" / "step-00000002.pt")
+    with pytest.raises(ValueError, match=r"holds checkpoints newer than this run's step 2 \(step-00000003.pt, "
+                                         r"step-00000004.pt\), which this run would overwrite"):
+        resumed.run(checkpoint_every=1, checkpoint_dir=tmp_path / "a", keep_checkpoints=1)
+    assert sorted(p.name for p in (tmp_path / "a").glob("*.pt")) == before  # nothing touched
+    assert resumed.state["algorithm/steps"] == 2  # refused before any step
+    # Into a folder of its own it prunes only what it wrote; the path it reports exists.
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "step-00000001.pt").write_bytes(b"another run's file")
+    resumed.run(stop_conditions=[lambda s: s["algorithm/steps"] >= 5], checkpoint_every=1,
+                checkpoint_dir=tmp_path / "b", keep_checkpoints=1)
+    path = resumed.checkpoint_to(tmp_path / "b", keep=1)
+    assert Path(path).is_file()
+    assert sorted(p.name for p in (tmp_path / "b").glob("*.pt")) == ["step-00000001.pt", "step-00000005.pt"]
+    resumed.close()
+
+
+def test_a_resumed_run_prunes_the_checkpoints_it_wrote_before(tmp_path):
+    first = Trainer(DiscreteDummyEnv, compile=False, **SMALL)
+    first.run(stop_conditions=[lambda s: s["algorithm/steps"] >= 2], checkpoint_every=1, checkpoint_dir=tmp_path,
+              keep_checkpoints=2)
+    first.close()
+    resumed = Trainer.from_checkpoint(tmp_path / "step-00000002.pt")
+    resumed.run(stop_conditions=[lambda s: s["algorithm/steps"] >= 4], checkpoint_every=1, checkpoint_dir=tmp_path,
+                keep_checkpoints=2)
+    resumed.close()
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["step-00000003.pt", "step-00000004.pt"]
+
+
+def test_a_checkpoint_dir_in_use_by_a_live_run_is_refused_before_training(tmp_path):
+    one = Trainer(DiscreteDummyEnv, compile=False, **SMALL)
+    one.run(stop_conditions=[lambda s: True], checkpoint_dir=tmp_path)
+    two = Trainer(DiscreteDummyEnv, compile=False, **SMALL)
+    with pytest.raises(ValueError, match=rf"is in use by MLflow run {one.run_id} \(pid \d+\); give this run its own"):
+        two.run(stop_conditions=[lambda s: True], checkpoint_dir=tmp_path)
+    assert two.state["algorithm/steps"] == 0
+    one.close()  # releases the folder
+    two.run(stop_conditions=[lambda s: True], checkpoint_every=1, checkpoint_dir=tmp_path / "elsewhere")
+    two.close()
+    # A lock held by a process that died is free again (flock is released by the OS).
+    import subprocess
+    import sys
+
+    code = (f"import fcntl; f = open({str(tmp_path / 'c' / '.rlstack.lock')!r}, 'a+'); "
+            "fcntl.flock(f, fcntl.LOCK_EX); f.write('run x'); f.flush()")
+    (tmp_path / "c").mkdir()
+    subprocess.run([sys.executable, "-c", code], check=True)
+    three = Trainer(DiscreteDummyEnv, compile=False, **SMALL)
+    three.run(stop_conditions=[lambda s: True], checkpoint_every=1, checkpoint_dir=tmp_path / "c")
+    three.close()
+
+
+def test_an_unwritable_checkpoint_dir_fails_before_the_first_step(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    trainer = Trainer(DiscreteDummyEnv, compile=False, **SMALL)
+    with pytest.raises(ValueError, match="`checkpoint_dir` .* is not writable"):
+        trainer.run(stop_conditions=[lambda s: True], checkpoint_dir=tmp_path / "file" / "sub")
+    assert trainer.state["algorithm/steps"] == 0
+    trainer.close()
+
+
+def test_non_finite_step_checkpoints_the_last_good_step_and_marks_the_run_failed(tmp_path):
+    trainer = Trainer(DiscreteDummyEnv, compile=False, **SMALL)
+    good = {}
+
+    def poison(stats):
+        if stats["algorithm/steps"] == 2:
+            good.update({k: v.clone() for k, v in trainer.algorithm.params.items()})
+            name = next(iter(trainer.algorithm.params))
+            trainer.algorithm.opt_state = trainer.algorithm.opt_state._replace(
+                mu={**trainer.algorithm.opt_state.mu, name: torch.full_like(trainer.algorithm.params[name], float("nan"))})
+
+    with pytest.raises(FloatingPointError, match=r"^Non-finite .* at step 3 .* Last good step saved to .*step-00000002\.pt\.$"):
+        trainer.run(callbacks=[poison], checkpoint_dir=tmp_path)
+    resumed = Algorithm.from_checkpoint(tmp_path / "step-00000002.pt")
+    assert resumed.steps == 2 and resumed.trajectory is None
+    for k, v in good.items():
+        assert torch.equal(resumed.params[k], v)
+    del trainer
+    import gc
+
+    gc.collect()
+    run = MlflowClient().search_runs(["0"])[0]
+    assert run.info.status == "FAILED"
+
+
+def test_a_checkpoint_with_altered_tensor_bytes_fails_naming_the_file(tmp_path):
+    # Regression: flipped bytes inside a tensor loaded silently as NaN weights.
+    algo = Algorithm(DiscreteDummyEnv, compile=False, **SMALL)
+    path = Path(algo.save_checkpoint(tmp_path / "c.pt"))
+    blob = bytearray(path.read_bytes())
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        record = next(i for i in archive.infolist() if "/data/" in i.filename and i.file_size >= 64)
+    name_len, extra_len = struct.unpack("<HH", blob[record.header_offset + 26 : record.header_offset + 30])
+    offset = record.header_offset + 30 + name_len + extra_len  # the record's data, after its local header
+    blob[offset + 8 : offset + 12] = b"\x00\x00\xc0\x7f"  # a float32 NaN
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(bytes(blob))
+    with pytest.raises(CheckpointError, match=rf"Checkpoint '{bad}' is corrupted: record .* CRC-32"):
+        Algorithm.from_checkpoint(bad)
+
+
+def test_stale_temp_files_of_a_killed_write_are_removed_by_the_next_write(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".step-00000001.pt.{dead.stdout.strip()}.abc123.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    live = tmp_path / f".step-00000001.pt.{os.getpid()}.def456.tmp"  # this process is alive: not stale
+    live.write_bytes(b"being written")
+    atomic_save({"x": torch.ones(1)}, tmp_path / "step-00000002.pt")
+    assert not stale.exists() and live.exists()
