@@ -9,7 +9,6 @@ import resource
 import time
 from typing import Any, Iterator, Mapping
 
-import numpy as np
 import torch
 
 from . import checkpoint as ckpt
@@ -18,13 +17,13 @@ from .cuda_graphs import CudaGraphed
 from .distributions import Distribution, default_distribution_cls
 from .env import check_env, make_env
 from .models import MLPModel
-from .normalization import init_norm_state, normalize, reset_returns
+from .normalization import init_norm_state, reset_returns
 from .optim import TORCH_OPTIMIZERS_BY_NAME, from_torch
-from .policy import Policy
+from .policy import Policy, make_skeleton
 from .ppo import make_update
 from .rollout import env_rewards, make_rollout, trajectory_stats
 from .schedules import schedule_value
-from .spaces import Box, describe_mismatch
+from .spaces import Box, as_batch, is_numpy, to_numpy
 from .types import RolloutCarry, Trajectory, UpdateCoeffs
 
 
@@ -195,6 +194,7 @@ class Algorithm:
         }
         self.policy = Policy(model.to(self.device), distribution_cls)
         self.params = self.policy.init_params()
+        make_skeleton(self.policy.model)  # one copy of the weights: self.params
         self.policy.check(self.params, self.env.observation_space, self.env.action_space, self.device)
         self.opt_state = optimizer.init(self.params)
 
@@ -369,38 +369,25 @@ class Algorithm:
             deterministic: take the distribution's mode (default) or sample.
 
         Returns:
-            ``[B, *action_shape]`` actions, a NumPy array if ``obs`` was one,
-            else a tensor on the Algorithm's device.
+            ``[B, *action_shape]`` actions inside the env's action space (see
+            :func:`rlstack.policy.to_action_space`), a NumPy array if ``obs``
+            was one, else a tensor on the Algorithm's device.
 
         Raises:
             ValueError: if ``obs`` does not fit the observation space.
         """
-        space = self.env.observation_space
-        as_numpy = isinstance(obs, np.ndarray) or (
-            isinstance(obs, dict) and any(isinstance(v, np.ndarray) for v in obs.values())
+        obs_t = as_batch(self.env.observation_space, obs, self.device)
+        action = self.policy.predict(
+            self.params, obs_t, self.env.action_space, obs_moments=self.obs_moments, deterministic=deterministic
         )
+        return to_numpy(action) if is_numpy(obs) else action
 
-        def to_tensor(x: Any, sub: Any) -> torch.Tensor:
-            return torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, device=self.device).to(sub.dtype)
-
-        if isinstance(space, dict):
-            if not isinstance(obs, dict):
-                raise ValueError(f"`obs` must be a dict with keys {sorted(space)}, got {type(obs).__name__}.")
-            obs_t = {k: to_tensor(obs[k], s) for k, s in space.items() if k in obs}
-            batch = next(iter(obs_t.values())).shape[:1] if obs_t else ()
-        else:
-            obs_t = to_tensor(obs, space)
-            batch = obs_t.shape[:1]
-        why = describe_mismatch(space, obs_t, batch) if len(batch) == 1 else "expected a leading batch dimension"
-        if why:
-            raise ValueError(f"`obs` does not fit observation_space {space!r}: {why}.")
-        if self.hparams.normalize_obs:
-            obs_t = normalize((self.carry.norm if self.carry is not None else self._initial_norm).obs, obs_t)
-        with torch.no_grad():
-            action, _, _ = self.policy.act(self.params, obs_t, deterministic)
-        if as_numpy:
-            return action.cpu().numpy() if isinstance(action, torch.Tensor) else {k: v.cpu().numpy() for k, v in action.items()}
-        return action
+    @property
+    def obs_moments(self) -> Any:
+        """The running observation statistics ``predict`` standardises with
+        (a :class:`~rlstack.normalization.RunningMoments`), or ``()`` when
+        ``normalize_obs`` is off."""
+        return (self.carry.norm if self.carry is not None else self._initial_norm).obs
 
     def memory_stats(self) -> dict[str, float]:
         """See :func:`memory_stats`."""

@@ -27,7 +27,14 @@ def _sum_event(x: torch.Tensor) -> torch.Tensor:
 
 
 class Distribution:
-    """Interface of an action distribution (all methods are static)."""
+    """Interface of an action distribution (all methods are static).
+
+    Set the class attribute ``squashed = True`` when actions lie in
+    ``(-1, 1)`` and should be scaled to a bounded ``Box`` action space; else
+    actions sent to an env are clipped to its bounds.
+    """
+
+    squashed: bool = False
 
     @staticmethod
     def sample(dist_inputs: Any) -> Any:
@@ -114,7 +121,9 @@ def _log1m_tanh_sq(u: torch.Tensor) -> torch.Tensor:
 
 
 class SquashedNormal(Normal):
-    """``tanh`` of a diagonal Gaussian: actions in ``(-1, 1)``.
+    """``tanh`` of a diagonal Gaussian: actions in ``(-1, 1)``, which the
+    policy scales to a bounded action space's ``[low, high]`` before the env
+    sees them.
 
     ``log_prob`` includes the change-of-variables term
     ``-sum log(1 - tanh(u)^2)``; actions are clamped to ``1 - 1e-6`` in
@@ -124,6 +133,9 @@ class SquashedNormal(Normal):
     """
 
     EPS = 1e-6
+    #: Actions lie in (-1, 1): :func:`rlstack.policy.to_action_space` scales
+    #: them to a bounded ``Box``'s ``[low, high]``.
+    squashed = True
 
     @staticmethod
     def sample(dist_inputs: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:

@@ -2,18 +2,30 @@
 
 ``export_policy(algorithm, path)`` writes an MLflow model directory::
 
-    path/MLmodel, python_model.pkl, requirements.txt, ...   (MLflow's files)
-    path/artifacts/params.pt     the policy's params, torch.save'd dict[str, Tensor]
-                                 (loads with torch.load(weights_only=True))
-    path/artifacts/policy.json   model and distribution classes, model_config,
-                                 observation/action spaces, rlstack version
-    path/code/rlstack/           rlstack's source, put on sys.path by MLflow
+    path/MLmodel, requirements.txt, ...   (MLflow's files)
+    path/pyfunc_model.py          the pyfunc entry point, as code (MLflow's
+                                  models-from-code: loading unpickles nothing)
+    path/artifacts/params.pt      the policy's params, torch.save'd dict[str, Tensor]
+    path/artifacts/obs_moments.pt the running observation statistics (mean,
+                                  var, count) when trained with normalize_obs
+    path/artifacts/policy.json    model and distribution classes, model_config,
+                                  observation/action spaces, rlstack version
+    path/code/rlstack/            rlstack's source, put on sys.path by MLflow
 
-``mlflow.pyfunc.load_model(path).predict({"obs": array})`` returns actions;
-``params={"deterministic": False}`` samples instead and
+Every ``.pt`` file loads with ``torch.load(weights_only=True)`` after its
+zip CRCs are verified. ``mlflow.pyfunc.load_model(path).predict({"obs":
+array})`` returns exactly the actions ``Algorithm.predict`` returned when it
+was exported (observation normalisation and the action space's bounds
+included); ``params={"deterministic": False}`` samples instead and
 ``params={"outputs": "all"}`` returns a dict with ``actions``, ``log_probs``
-and ``values``. Without MLflow, :func:`load_policy` rebuilds
-``(policy, params)`` from the two artifacts in a few lines.
+and ``values``. Without MLflow, :class:`ExportedPolicy` does the same.
+
+Loading imports only rlstack's own model and distribution classes by the
+names in ``policy.json``; a user's class is passed by the caller
+(``ExportedPolicy(path, model_cls=MyModel)``) or named as trusted
+(``mlflow.pyfunc.load_model(path, model_config={"allow_classes":
+["mypkg.models:MyModel"]})``), so an exported directory never makes rlstack
+import a module it names.
 """
 
 from __future__ import annotations
@@ -22,40 +34,131 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import mlflow
 import numpy as np
-import optree
 import torch
 from mlflow.models import ModelSignature
 from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
 
 from . import checkpoint as ckpt
+from .normalization import RunningMoments
 from .policy import Policy
-from .spaces import Discrete, sample, space_from_dict, space_to_dict
+from .spaces import Discrete, as_batch, is_numpy, sample, space_from_dict, space_to_dict, to_numpy
 
-PARAMS_FILE, CONFIG_FILE = "params.pt", "policy.json"
+PARAMS_FILE, CONFIG_FILE, MOMENTS_FILE = "params.pt", "policy.json", "obs_moments.pt"
+_ENTRY_POINT = Path(__file__).with_name("pyfunc_model.py")
 
 
-def load_policy(directory: str | os.PathLike, device: Any = "cpu") -> tuple[Policy, dict[str, torch.Tensor], dict[str, Any]]:
-    """Rebuild ``(policy, params, config)`` from an exported directory (or
-    its ``artifacts/`` folder) without MLflow.
+def _artifacts_dir(directory: str | os.PathLike) -> Path:
+    directory = Path(directory)
+    return directory / "artifacts" if (directory / "artifacts").is_dir() else directory
+
+
+def _load_tensors(path: Path) -> Any:
+    ckpt.verify_archive(path, "exported file")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _resolve_class(name: str, what: str, given: type | None, allow: Sequence[str]) -> Any:
+    """``given`` if passed, else the class named ``name``: rlstack's own, or
+    one the caller listed in ``allow``."""
+    if given is not None:
+        return given
+    if name in allow:
+        return ckpt.import_qualified(name)
+    try:
+        return ckpt.resolve(name, what)
+    except ckpt.CheckpointError:
+        raise ckpt.CheckpointError(
+            f"The exported policy names {what} {name!r}, which is not part of rlstack; pass `{what}=` (or list "
+            f"it in `allow_classes`) to load it: an export never imports code by itself."
+        ) from None
+
+
+class ExportedPolicy:
+    """A policy loaded from an exported directory (or its ``artifacts/``).
+
+    Attributes:
+        policy, params: the :class:`~rlstack.policy.Policy` and its params.
+        config: the contents of ``policy.json``.
+        observation_space, action_space: the spaces it was trained on.
+        obs_moments: running observation statistics, or ``()``.
+
+    Args:
+        directory: the exported model directory.
+        model_cls / distribution_cls: a user's own classes (rlstack's are
+            found by name).
+        allow_classes: ``"module:Class"`` names that may be imported besides
+            rlstack's.
+        device: where params and computation live.
+
+    Raises:
+        FileNotFoundError: if the directory holds no exported policy.
+        CheckpointError: for a corrupted file or a class outside rlstack.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        *,
+        model_cls: type | None = None,
+        distribution_cls: type | None = None,
+        allow_classes: Sequence[str] = (),
+        device: Any = "cpu",
+    ) -> None:
+        folder = _artifacts_dir(directory)
+        if not (folder / CONFIG_FILE).is_file():
+            raise FileNotFoundError(f"No exported rlstack policy at {str(directory)!r} (no {CONFIG_FILE}).")
+        config = json.loads((folder / CONFIG_FILE).read_text())
+        self.config, self.device = config, torch.device(device)
+        self.observation_space = space_from_dict(config["observation_space"])
+        self.action_space = space_from_dict(config["action_space"])
+        model_cls = _resolve_class(config["model_cls"], "model_cls", model_cls, allow_classes)
+        distribution_cls = _resolve_class(config["distribution_cls"], "distribution_cls", distribution_cls, allow_classes)
+        model = model_cls(self.observation_space, self.action_space, **config["model_config"]).to(self.device)
+        self.policy = Policy(model, distribution_cls)
+        self.params = {k: v.to(self.device) for k, v in _load_tensors(folder / PARAMS_FILE).items()}
+        self.obs_moments: Any = ()
+        if config.get("normalize_obs"):
+            self.obs_moments = RunningMoments(**{k: v.to(self.device) for k, v in _load_tensors(folder / MOMENTS_FILE).items()})
+
+    def act(self, obs: Any, deterministic: bool = True) -> tuple[Any, Any, Any]:
+        """``(action, log_prob, value)`` for a batch of raw observations, as
+        :meth:`Policy.act_in_space <rlstack.policy.Policy.act_in_space>`
+        computes them (NumPy in, NumPy out).
+
+        Raises:
+            ValueError: if ``obs`` does not fit the observation space.
+        """
+        obs_t = as_batch(self.observation_space, obs, self.device)
+        out = self.policy.act_in_space(
+            self.params, obs_t, self.action_space, obs_moments=self.obs_moments, deterministic=deterministic
+        )
+        return tuple(to_numpy(x) for x in out) if is_numpy(obs) else out
+
+    def predict(self, obs: Any, deterministic: bool = True) -> Any:
+        """Actions for a batch of raw observations, exactly as
+        :meth:`Algorithm.predict <rlstack.Algorithm.predict>` computed them."""
+        return self.act(obs, deterministic)[0]
+
+
+def load_policy(
+    directory: str | os.PathLike, device: Any = "cpu", *, model_cls: type | None = None,
+    distribution_cls: type | None = None,
+) -> tuple[Policy, dict[str, torch.Tensor], dict[str, Any]]:
+    """``(policy, params, config)`` from an exported directory, without MLflow.
+
+    ``policy.act(params, obs)`` is the raw network: for the actions the
+    trained agent takes (observation normalisation and action bounds
+    applied), use :class:`ExportedPolicy` and its ``predict``.
 
     Examples:
         >>> policy, params, config = load_policy("exported/")  # doctest: +SKIP
-        >>> action, log_prob, value = policy.act(params, obs, deterministic=True)  # doctest: +SKIP
     """
-    directory = Path(directory)
-    if (directory / "artifacts").is_dir():
-        directory = directory / "artifacts"
-    config = json.loads((directory / CONFIG_FILE).read_text())
-    params = torch.load(directory / PARAMS_FILE, map_location=device, weights_only=True)
-    observation_space = space_from_dict(config["observation_space"])
-    action_space = space_from_dict(config["action_space"])
-    model = ckpt.import_qualified(config["model_cls"])(observation_space, action_space, **config["model_config"]).to(device)
-    policy = Policy(model, ckpt.import_qualified(config["distribution_cls"]))
-    return policy, params, config
+    exported = ExportedPolicy(directory, model_cls=model_cls, distribution_cls=distribution_cls, device=device)
+    return exported.policy, exported.params, exported.config
 
 
 def _tensor_spec(space: Any, name: str) -> list[TensorSpec]:
@@ -66,27 +169,35 @@ def _tensor_spec(space: Any, name: str) -> list[TensorSpec]:
 
 
 class PolicyModel(mlflow.pyfunc.PythonModel):
-    """The pyfunc wrapper; holds nothing until ``load_context``."""
+    """The pyfunc wrapper (built by ``pyfunc_model.py``); holds nothing
+    until ``load_context``."""
 
     def load_context(self, context: Any) -> None:
-        self.policy, self.params, self.config = load_policy(Path(context.artifacts["config"]).parent)
-        self.observation_space = space_from_dict(self.config["observation_space"])
+        allow = list((context.model_config or {}).get("allow_classes", ()))
+        self.exported = ExportedPolicy(Path(context.artifacts["config"]).parent, allow_classes=allow)
 
-    def predict(self, context, model_input, params=None):  # no type hints: MLflow would validate against them
+    def predict(self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None) -> Any:
+        """Actions for ``{"obs": array}`` (or a dict of arrays for a dict
+        observation space); see the module docstring for ``params``."""
         params = params or {}
         deterministic = bool(params.get("deterministic", True))
-        space = self.observation_space
-        if isinstance(space, dict):
-            obs = {k: torch.as_tensor(np.asarray(model_input[k])).to(s.dtype) for k, s in space.items()}
+        exported = self.exported
+        if isinstance(exported.observation_space, dict):
+            obs = {k: np.asarray(model_input[k]) for k in exported.observation_space}
         else:
-            data = model_input["obs"] if isinstance(model_input, dict) else model_input
-            obs = torch.as_tensor(np.asarray(data)).to(space.dtype)
-        with torch.no_grad():
-            action, log_prob, value = self.policy.act(self.params, obs, deterministic)
-        action = optree.tree_map(lambda x: x.numpy(), action)
-        if params.get("outputs", "actions") == "all":
-            return {"actions": action, "log_probs": log_prob.numpy(), "values": value.numpy()}
-        return action
+            obs = np.asarray(model_input["obs"] if isinstance(model_input, dict) else model_input)
+        if params.get("outputs", "actions") != "all":
+            return exported.predict(obs, deterministic)
+        action, log_prob, value = exported.act(obs, deterministic)
+        return {"actions": action, "log_probs": log_prob, "values": value}
+
+
+def check_export_path(path: str | os.PathLike) -> None:
+    """Raise ``FileExistsError`` if ``path`` exists and is not an empty
+    folder (checked before training, so no work is wasted)."""
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise FileExistsError(f"Export path {str(path)!r} exists and is not empty; choose a new directory.")
 
 
 def export_policy(algorithm: Any, path: str | os.PathLike) -> str:
@@ -99,12 +210,12 @@ def export_policy(algorithm: Any, path: str | os.PathLike) -> str:
     Raises:
         FileExistsError: if ``path`` exists and is not empty.
     """
+    check_export_path(path)
     path = Path(path)
-    if path.exists() and any(path.iterdir()):
-        raise FileExistsError(f"Export path {str(path)!r} exists and is not empty; choose a new directory.")
     import rlstack
 
     env = algorithm.env
+    moments = algorithm.obs_moments
     config = {
         "rlstack_version": rlstack.__version__,
         "model_cls": ckpt.qualified_name(type(algorithm.policy.model)),
@@ -112,6 +223,7 @@ def export_policy(algorithm: Any, path: str | os.PathLike) -> str:
         "distribution_cls": ckpt.qualified_name(algorithm.policy.distribution_cls),
         "observation_space": space_to_dict(env.observation_space),
         "action_space": space_to_dict(env.action_space),
+        "normalize_obs": isinstance(moments, RunningMoments),
         "env": algorithm.settings["env"],
     }
     inputs = Schema(_tensor_spec(env.observation_space, "obs"))
@@ -123,13 +235,16 @@ def export_policy(algorithm: Any, path: str | os.PathLike) -> str:
     example = sample(env.observation_space, (2,))
     input_example = {k: v.numpy() for k, v in example.items()} if isinstance(example, dict) else {"obs": example.numpy()}
     with tempfile.TemporaryDirectory() as tmp:
-        params_path, config_path = Path(tmp) / PARAMS_FILE, Path(tmp) / CONFIG_FILE
-        torch.save({k: v.detach().cpu() for k, v in algorithm.params.items()}, params_path)
-        config_path.write_text(json.dumps(config, indent=2, default=list))
+        artifacts = {"params": Path(tmp) / PARAMS_FILE, "config": Path(tmp) / CONFIG_FILE}
+        torch.save({k: v.detach().cpu() for k, v in algorithm.params.items()}, artifacts["params"])
+        if config["normalize_obs"]:
+            artifacts["obs_moments"] = Path(tmp) / MOMENTS_FILE
+            torch.save({k: v.detach().cpu() for k, v in moments._asdict().items()}, artifacts["obs_moments"])
+        artifacts["config"].write_text(json.dumps(config, indent=2, default=list))
         mlflow.pyfunc.save_model(
             path=str(path),
-            python_model=PolicyModel(),
-            artifacts={"params": str(params_path), "config": str(config_path)},
+            python_model=str(_ENTRY_POINT),
+            artifacts={k: str(v) for k, v in artifacts.items()},
             signature=signature,
             input_example=input_example,
             code_paths=[str(Path(rlstack.__file__).parent)],
@@ -143,4 +258,4 @@ def export_policy(algorithm: Any, path: str | os.PathLike) -> str:
     return str(path)
 
 
-__all__ = ["export_policy", "load_policy", "PolicyModel"]
+__all__ = ["ExportedPolicy", "PolicyModel", "check_export_path", "export_policy", "load_policy"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -9,8 +10,58 @@ from torch import nn
 from torch.func import functional_call
 
 from .distributions import Distribution
-from .spaces import Space, describe_mismatch, sample
+from .normalization import RunningMoments, normalize
+from .spaces import Box, Space, describe_mismatch, sample
 from .types import Params, Tree
+
+
+def to_action_space(distribution_cls: type[Distribution], action: Tree, action_space: Space) -> Tree:
+    """Map a distribution's actions ``[B, ...]`` into ``action_space``.
+
+    For a squashing distribution (``distribution_cls.squashed``, e.g.
+    :class:`~rlstack.distributions.SquashedNormal`, actions in ``(-1, 1)``)
+    a bounded ``Box`` action is scaled affinely to ``[low, high]``; every
+    other ``Box`` action is clipped to the space's bounds (infinite bounds
+    clip nothing). Discrete actions pass unchanged; dicts of spaces map key
+    by key. The distribution's own actions (what log-probs are computed
+    from) are left to the caller: the affine map changes no probability
+    ratio, so PPO trains on the unmapped ones.
+    """
+    if isinstance(action_space, dict):
+        return {k: to_action_space(distribution_cls, action[k], sub) for k, sub in action_space.items()}
+    if not isinstance(action_space, Box):
+        return action
+    low, high = action_space.low, action_space.high
+    if getattr(distribution_cls, "squashed", False) and action_space.bounded:
+        action = low + (action + 1.0) * (0.5 * (high - low))
+    return action.clamp(low, high)
+
+
+def make_skeleton(model: nn.Module) -> nn.Module:
+    """Replace ``model``'s parameters (in place) by weightless ``meta``
+    tensors of the same shapes, and make a direct call raise a clear error.
+
+    The module then only describes the computation, which
+    ``functional_call`` runs with a params dict; memory holds one copy of
+    the weights (the dict), and nobody can call the untrained network by
+    mistake. Buffers are kept.
+    """
+    for name, param in list(model.named_parameters()):
+        owner_name, _, attr = name.rpartition(".")
+        owner = model.get_submodule(owner_name)
+        setattr(owner, attr, nn.Parameter(torch.empty_like(param, device="meta"), requires_grad=param.requires_grad))
+    model.register_forward_pre_hook(_refuse_weightless_call)
+    return model
+
+
+def _refuse_weightless_call(module: nn.Module, args: Any) -> None:
+    first = next(module.parameters(), None)
+    if first is not None and first.is_meta:
+        raise RuntimeError(
+            f"{type(module).__name__} is a weightless skeleton: its trained parameters live in the params dict "
+            "(`algorithm.params`); call it through `policy.apply(params, obs)`, or get an ordinary module "
+            "holding them with `policy.module(params)`."
+        )
 
 
 class Policy:
@@ -37,8 +88,26 @@ class Policy:
         self.distribution_cls = distribution_cls
 
     def init_params(self) -> Params:
-        """A detached copy of the model's current parameters."""
-        return {k: v.detach().clone() for k, v in self.model.named_parameters()}
+        """A detached copy of the model's current parameters.
+
+        Raises:
+            RuntimeError: if the model is a skeleton (see :func:`make_skeleton`).
+        """
+        params = {k: v.detach().clone() for k, v in self.model.named_parameters()}
+        if any(v.is_meta for v in params.values()):
+            raise RuntimeError(
+                f"{type(self.model).__name__} is a weightless skeleton; its parameters are the params dict you hold."
+            )
+        return params
+
+    def module(self, params: Params) -> nn.Module:
+        """An ordinary ``nn.Module`` (a copy of the model) holding ``params``:
+        ``policy.module(params)(obs)`` equals ``policy.apply(params, obs)``.
+        Parameters are copied, so training the copy leaves ``params`` alone."""
+        module = copy.deepcopy(self.model)
+        state = {k: nn.Parameter(v.detach().clone(), requires_grad=True) for k, v in params.items()}
+        module.load_state_dict(state, strict=False, assign=True)
+        return module
 
     def apply(self, params: Params, obs: Tree) -> tuple[Any, torch.Tensor]:
         """``(dist_inputs, value [B])`` for a batch of observations ``[B, ...]``."""
@@ -61,6 +130,38 @@ class Policy:
         dist = self.distribution_cls
         action = dist.mode(dist_inputs) if deterministic else dist.sample(dist_inputs)
         return action, dist.log_prob(dist_inputs, action), value
+
+    def act_in_space(
+        self, params: Params, obs: Tree, action_space: Space, *, obs_moments: Any = (), deterministic: bool = True
+    ) -> tuple[Tree, torch.Tensor, torch.Tensor]:
+        """Act on raw observations as a trained agent does: the one path that
+        :meth:`Algorithm.predict <rlstack.Algorithm.predict>`, exported
+        models and ``rlstack eval`` share.
+
+        Args:
+            params: the model's parameters.
+            obs: raw observations, leaves ``[B, ...]``.
+            action_space: the env's action space (see :func:`to_action_space`).
+            obs_moments: a :class:`~rlstack.normalization.RunningMoments` to
+                standardise ``obs`` with (training's ``normalize_obs``), or
+                ``()`` for none.
+            deterministic: the distribution's mode (default) or a sample.
+
+        Returns:
+            ``(action [B, ...], log_prob [B], value [B])``: actions inside
+            ``action_space``; the log-prob of the distribution's own action.
+        """
+        if isinstance(obs_moments, RunningMoments):
+            obs = normalize(obs_moments, obs)
+        with torch.no_grad():
+            action, log_prob, value = self.act(params, obs, deterministic)
+        return to_action_space(self.distribution_cls, action, action_space), log_prob, value
+
+    def predict(
+        self, params: Params, obs: Tree, action_space: Space, *, obs_moments: Any = (), deterministic: bool = True
+    ) -> Tree:
+        """The actions of :meth:`act_in_space`."""
+        return self.act_in_space(params, obs, action_space, obs_moments=obs_moments, deterministic=deterministic)[0]
 
     def check(self, params: Params, observation_space: Space, action_space: Space, device: Any = "cpu") -> None:
         """Run the policy on a small batch and check its outputs fit the spaces.

@@ -9,7 +9,7 @@ import torch
 
 from .envs import Env
 from .normalization import NormState, normalize, scale, update_moments
-from .policy import Policy
+from .policy import Policy, to_action_space
 from .types import Params, RolloutCarry, Trajectory, Transition
 
 
@@ -28,7 +28,9 @@ def make_rollout(
     """Build ``rollout(params, carry) -> (carry, traj)``.
 
     ``rollout`` runs ``horizon`` steps of ``body(params, carry) -> (carry,
-    transition)`` (act, then step the env), stacks the transitions
+    transition)`` (act, then step the env with the action mapped into its
+    action space by :func:`~rlstack.policy.to_action_space`; ``traj.actions``
+    keeps the distribution's own, which log-probs refer to), stacks the transitions
     time-major and appends the critic's value of the final observation as
     the bootstrap ``traj.values[T]``. It draws actions from the torch RNG,
     never syncs with the host, and does not touch ``params`` or ``carry``.
@@ -89,7 +91,7 @@ def make_rollout(
     def body(params: Params, carry: RolloutCarry) -> tuple[RolloutCarry, Transition]:
         norm, policy_obs = observe(carry.norm, carry.obs)
         action, log_prob, value = policy.act(params, policy_obs, deterministic)
-        env_state, obs, reward = env.step(carry.env_state, action)
+        env_state, obs, reward = env.step(carry.env_state, to_action_space(policy.distribution_cls, action, env.action_space))
         norm, learned_reward = scale_reward(norm, reward)
         raw = reward if normalize_rewards else ()
         return RolloutCarry(env_state, obs, norm), Transition(policy_obs, action, log_prob, value, learned_reward, raw)

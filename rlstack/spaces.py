@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence, Union
 
+import numpy as np
 import torch
 
 
@@ -163,6 +164,42 @@ def describe_mismatch(space: Space, x: Any, batch_shape: Sequence[int], box_boun
     if (box_bounds or isinstance(space, Discrete)) and not space.contains(x):
         return f"values outside {space}"
     return None
+
+
+def is_numpy(x: Any) -> bool:
+    """Whether ``x`` is a NumPy array or a dict holding one."""
+    return isinstance(x, np.ndarray) or (isinstance(x, dict) and any(isinstance(v, np.ndarray) for v in x.values()))
+
+
+def to_numpy(x: Any) -> Any:
+    """A tensor (or dict of tensors) as NumPy array(s) on the host."""
+    return {k: v.cpu().numpy() for k, v in x.items()} if isinstance(x, dict) else x.cpu().numpy()
+
+
+def as_batch(space: Space, x: Any, device: Any = "cpu") -> Any:
+    """A batch ``[B, *space.shape]`` of ``space`` values (tensors, NumPy
+    arrays or nested lists; a dict of them for a dict space) as tensors of
+    the space's dtype on ``device``.
+
+    Raises:
+        ValueError: naming the space and what does not fit.
+    """
+    def to_tensor(value: Any, sub: Any) -> torch.Tensor:
+        value = value if isinstance(value, torch.Tensor) else np.asarray(value)
+        return torch.as_tensor(value, device=device).to(sub.dtype)
+
+    if isinstance(space, dict):
+        if not isinstance(x, dict):
+            raise ValueError(f"`obs` must be a dict with keys {sorted(space)}, got {type(x).__name__}.")
+        batch_t = {k: to_tensor(x[k], sub) for k, sub in space.items() if k in x}
+        batch = next(iter(batch_t.values())).shape[:1] if batch_t else ()
+    else:
+        batch_t = to_tensor(x, space)
+        batch = batch_t.shape[:1]
+    why = describe_mismatch(space, batch_t, batch) if len(batch) == 1 else "expected a leading batch dimension"
+    if why:
+        raise ValueError(f"`obs` does not fit observation_space {space!r}: {why}.")
+    return batch_t
 
 
 def space_to_dict(space: Space) -> dict[str, Any]:
