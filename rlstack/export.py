@@ -254,6 +254,8 @@ def export_policy(algorithm: Any, path: str | os.PathLike) -> str:
                 "optree>=0.13",
             ],
             metadata={"rlstack_version": rlstack.__version__, "env": config["env"]},
+            # Declared so that load_model(path, model_config={"allow_classes": [...]}) is accepted.
+            model_config={"allow_classes": []},
         )
     return str(path)
 
