@@ -72,6 +72,21 @@ def _resolve_device(device: Any) -> torch.device:
     return device
 
 
+def _check_spaces(data: Mapping[str, Any], env: Any, device: torch.device) -> None:
+    """Refuse, before building anything, an env whose spaces differ from the
+    checkpoint's (e.g. a CartPole checkpoint resumed with ``env=Pendulum``)."""
+    hparams = data["hparams"]
+    built = make_env(env, num_envs=hparams["num_envs"], horizon=hparams["horizon"],
+                     config=data["settings"]["env_config"], device=device)
+    name = getattr(env, "__name__", type(env).__name__)
+    for key, space in (("observation", built.observation_space), ("action", built.action_space)):
+        if data["spaces"][key] != repr(space):
+            raise ckpt.CheckpointError(
+                f"The checkpoint's {key} space is {data['spaces'][key]}, env {name}'s is {space!r}: "
+                "pass the env it was trained on."
+            )
+
+
 class Algorithm:
     """PPO on a batched env: owns params, optimizer state and env carry.
 
@@ -499,8 +514,10 @@ class Algorithm:
         classes, settings = data["classes"], data["settings"]
         optimizer_cls = TORCH_OPTIMIZERS_BY_NAME[settings["optimizer_cls"]]
         device = _resolve_device(device if device is not None else settings["device"])
+        env = env if env is not None else ckpt.resolve(classes["env"], "env")
+        _check_spaces(data, env, device)
         algo = cls(
-            env if env is not None else ckpt.resolve(classes["env"], "env"),
+            env,
             env_config=settings["env_config"],
             model_cls=model_cls or ckpt.resolve(classes["model_cls"], "model_cls"),
             model_config=settings["model_config"],

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import signal
 import sys
 import time
 import tomllib
@@ -35,6 +36,34 @@ _RUN_OPTIONS = {"env", "max_steps", "experiment_name", "run_name", "steps_per_ev
                 "checkpoint_dir", "keep_checkpoints", "save", "resume"}
 _TRAINER_OPTIONS = {"seed", "device", "compile", "cuda_graphs", "allow_tf32", "env_config", "model_config", "optimizer_cls",
                     "optimizer_config"}
+# The types of `train`'s own options (hyperparameters are checked by AlgorithmConfig).
+_RUN_OPTION_TYPES = {"max_steps": int, "steps_per_eval": int, "checkpoint_every": int, "keep_checkpoints": int,
+                     "env": str, "experiment_name": str, "run_name": str, "checkpoint_dir": str, "save": str, "resume": str}
+# What may be given with --resume: everything else is the checkpoint's.
+_RESUME_OPTIONS = {"resume", "env", "max_steps", "steps_per_eval", "checkpoint_every", "checkpoint_dir",
+                   "keep_checkpoints", "save", "experiment_name", "run_name", "device", "compile"}
+
+
+def _field_help() -> dict[str, str]:
+    """Each hyperparameter's one-line help, from AlgorithmConfig's docstring
+    (where each is documented once)."""
+    text = (AlgorithmConfig.__doc__ or "").split("Attributes:", 1)[-1]
+    entries: dict[str, str] = {}
+    names: list[str] = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        head, sep, rest = stripped.partition(": ")
+        if sep and line.startswith(" " * 8) and not line.startswith(" " * 12):
+            names = [n.strip() for n in head.split("/")]
+            for name in names:
+                entries[name] = rest
+        elif stripped and names:
+            for name in names:
+                entries[name] += " " + stripped
+    return {k: v.replace("``", "").replace(":mod:", "").replace("%", "%%") for k, v in entries.items()}
+
+
+_FIELD_HELP = _field_help()
 
 
 def load_env(spec: str) -> Any:
@@ -82,12 +111,19 @@ def build_parser() -> argparse.ArgumentParser:
                        help="TF32 float32 matmuls on CUDA (default false)")
     train.add_argument("--lr", type=float, default=None, help="learning rate (optimizer_config.lr)")
     train.add_argument("--hiddens", default=None, help="hidden widths of the default model, e.g. 64,64")
-    train.add_argument("--steps-per-eval", type=int, default=None)
-    train.add_argument("--resume", default=None, metavar="CHECKPOINT", help="continue from a checkpoint")
-    train.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS")
-    train.add_argument("--checkpoint-dir", default=None, help="default: checkpoints/<run id> (always written at the end and on Ctrl-C)")
-    train.add_argument("--keep-checkpoints", type=int, default=None)
-    train.add_argument("--save", default=None, metavar="DIR", help="export the policy (MLflow model) at the end")
+    train.add_argument("--steps-per-eval", type=int, default=None, metavar="STEPS",
+                       help="evaluate the deterministic policy on fresh envs every STEPS steps (logged as eval/*)")
+    train.add_argument("--resume", default=None, metavar="CHECKPOINT",
+                       help="continue from a checkpoint with its own hyperparameters (they cannot be changed; "
+                            "--max-steps, checkpoint and export options, --device and --compile can)")
+    train.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS",
+                       help="also write a checkpoint every STEPS steps")
+    train.add_argument("--checkpoint-dir", default=None,
+                       help="default: checkpoints/<run id> (always written at the end, on Ctrl-C/SIGTERM and on failure)")
+    train.add_argument("--keep-checkpoints", type=int, default=None, metavar="N",
+                       help="keep this run's N newest checkpoints (default 3)")
+    train.add_argument("--save", default=None, metavar="DIR",
+                       help="export the policy (MLflow model) at the end; DIR must not exist or be empty")
     hparams = train.add_argument_group("hyperparameters (see rlstack.AlgorithmConfig; default: the env's preset)")
     for field in dataclasses.fields(AlgorithmConfig):
         kind = _SCALAR_TYPES.get(str(field.type))
@@ -96,23 +132,26 @@ def build_parser() -> argparse.ArgumentParser:
         hparams.add_argument(
             "--" + field.name.replace("_", "-"), dest=field.name, default=None,
             type=_parse_bool if kind is bool else kind, metavar=kind.__name__.upper(),
+            help=_FIELD_HELP.get(field.name),
         )
 
     evaluate = commands.add_parser("eval", help="print a policy's success measure on an env")
     evaluate.add_argument("source", help="a checkpoint file or an exported model directory")
     evaluate.add_argument("--env", default=None, help="env (default: the one it was trained on, if built in)")
-    evaluate.add_argument("--num-envs", type=int, default=1024)
+    evaluate.add_argument("--num-envs", type=int, default=1024, help="envs to run the policy on (default 1024)")
     evaluate.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode")
-    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--seed", type=int, default=0, help="torch seed of the env resets (default 0)")
 
     export = commands.add_parser("export", help="export a checkpoint's policy as an MLflow model")
-    export.add_argument("checkpoint")
-    export.add_argument("directory")
+    export.add_argument("checkpoint", help="a checkpoint file written by train")
+    export.add_argument("directory", help="where to write the MLflow model (must not exist or be empty)")
     export.add_argument("--env", default=None, help="env (needed for a user env)")
     plot = commands.add_parser("plot", help="plot a run's learning curve to a PNG")
-    plot.add_argument("run_id")
-    plot.add_argument("-o", "--output", default="learning_curve.png")
-    plot.add_argument("--metrics", nargs="*", default=["returns/mean", "eval/returns/mean"])
+    plot.add_argument("run_id", help="the MLflow run id that train printed")
+    plot.add_argument("-o", "--output", default="learning_curve.png", help="PNG path (default learning_curve.png)")
+    plot.add_argument("--metrics", nargs="*", default=["returns/mean", "eval/returns/mean"],
+                      help="metric names; eval/* ones go to a panel of their own (default: returns/mean "
+                           "eval/returns/mean)")
     return parser
 
 
@@ -122,7 +161,8 @@ def read_toml(path: str) -> dict[str, Any]:
     tables; ``optimizer_cls = "SGD"``).
 
     Raises:
-        ValueError: for a missing or malformed file or an unknown key.
+        ValueError: for a missing or malformed file, an unknown key or a
+            value of the wrong type.
     """
     try:
         data = tomllib.loads(Path(path).read_text())
@@ -133,17 +173,64 @@ def read_toml(path: str) -> dict[str, Any]:
     unknown = sorted(set(data) - _HPARAMS - _RUN_OPTIONS - _TRAINER_OPTIONS)
     if unknown:
         raise ValueError(f"-f {path!r} has unknown keys {unknown}; expected hyperparameters or {sorted(_RUN_OPTIONS | _TRAINER_OPTIONS)}.")
+    for key, kind in _RUN_OPTION_TYPES.items():
+        if key in data and (not isinstance(data[key], kind) or isinstance(data[key], bool)):
+            example = "an integer such as 10" if kind is int else "a string"
+            raise ValueError(f"-f {path!r}: `{key}` must be {example}, got {data[key]!r}.")
+    for key in ("model_config", "optimizer_config", "env_config"):
+        if key in data and not isinstance(data[key], dict):
+            raise ValueError(f"-f {path!r}: `{key}` must be a table ([{key}]), got {data[key]!r}.")
     return data
 
 
+def largest_divisor_at_most(n: int, limit: int) -> int:
+    """The largest divisor of ``n`` that is at most ``limit`` (>= 1)."""
+    return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
+
+
+def _adapt_preset(settings: dict[str, Any], explicit: set[str]) -> list[str]:
+    """Adapt a preset's ``sgd_minibatch_size`` that the user did not set to
+    a buffer (``num_envs * horizon``) the user changed: the largest divisor
+    of the buffer not above the preset's value. Returns notes to print."""
+    size = settings.get("sgd_minibatch_size")
+    if size is None or "sgd_minibatch_size" in explicit:
+        return []
+    num_envs, horizon = settings.get("num_envs", 8192), settings.get("horizon", 32)
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (num_envs, horizon)):
+        return []  # AlgorithmConfig reports these
+    buffer = num_envs * horizon
+    if buffer % size == 0 and size <= buffer:
+        return []
+    settings["sgd_minibatch_size"] = largest_divisor_at_most(buffer, size)
+    return [f"sgd_minibatch_size {size} (the preset's) does not divide num_envs * horizon = {buffer}; "
+            f"using {settings['sgd_minibatch_size']}"]
+
+
 def train_settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(run_options, trainer_kwargs)`` from preset < TOML < flags."""
+    """``(run_options, trainer_kwargs)`` from preset < TOML < flags.
+
+    ``run_options["notes"]`` lists the adaptations made to preset values.
+
+    Raises:
+        ValueError: for a missing env, a bad value, or hyperparameters given
+            with ``--resume`` (a resumed run keeps the checkpoint's).
+    """
     from_file = read_toml(args.config_file) if args.config_file else {}
     flags = {k: v for k, v in vars(args).items() if v is not None and k not in ("command", "config_file", "lr", "hiddens")}
+    explicit = set(from_file) | set(flags) | {name for name in ("lr", "hiddens") if getattr(args, name) is not None}
     env = flags.get("env", from_file.get("env"))
-    if env is None and not flags.get("resume"):
+    resume = flags.get("resume", from_file.get("resume"))
+    if resume:
+        fixed = sorted(explicit - _RESUME_OPTIONS)
+        if fixed:
+            names = ", ".join("--" + k.replace("_", "-") for k in fixed)
+            raise ValueError(
+                f"--resume continues with the checkpoint's hyperparameters and settings; {names} cannot change on "
+                "resume (start a new run to change them)."
+            )
+    elif env is None:
         raise ValueError("--env is required (or `env = ...` in the -f file).")
-    settings: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in PRESETS.get(env, {}).items()}
+    settings: dict[str, Any] = {} if resume else {k: (dict(v) if isinstance(v, dict) else v) for k, v in PRESETS.get(env, {}).items()}
     for source in (from_file, flags):
         for key, value in source.items():
             if key in ("model_config", "optimizer_config", "env_config"):
@@ -157,24 +244,30 @@ def train_settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
             settings["model_config"] = {**settings.get("model_config", {}), "hiddens": tuple(int(h) for h in args.hiddens.split(","))}
         except ValueError as e:
             raise ValueError(f"--hiddens must be comma-separated ints such as 64,64, got {args.hiddens!r}.") from e
-    if "hiddens" in settings.get("model_config", {}):
+    if "hiddens" in settings.get("model_config", {}) and isinstance(settings["model_config"]["hiddens"], list):
         settings["model_config"]["hiddens"] = tuple(settings["model_config"]["hiddens"])
     if isinstance(settings.get("optimizer_cls"), str):
         name = settings["optimizer_cls"]
         if name not in TORCH_OPTIMIZERS_BY_NAME:
             raise ValueError(f"optimizer_cls must be one of {sorted(TORCH_OPTIMIZERS_BY_NAME)}, got {name!r}.")
         settings["optimizer_cls"] = TORCH_OPTIMIZERS_BY_NAME[name]
-    settings.setdefault("seed", 0)
+    notes = _adapt_preset(settings, explicit)
+    if not resume:
+        settings.setdefault("seed", 0)
     run = {k: settings.pop(k) for k in list(settings) if k in _RUN_OPTIONS}
+    for name in ("max_steps", "checkpoint_every", "steps_per_eval", "keep_checkpoints"):
+        if run.get(name) is not None and run[name] < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive int, got {run[name]}.")
+    run["notes"] = notes
     return run, settings
-
-
 
 
 class Progress:
     """A live status line: rewritten in place on a terminal; on a pipe or
     file, one line every ``every`` steps and the last. Shows env steps/s over
-    the last step, ``returns/mean`` and, with a step limit, the ETA."""
+    the last step, ``returns/mean`` and, with a step limit, the ETA. The
+    first step's time includes compilation, so the ETA is estimated from
+    the later steps (none is shown until there is one)."""
 
     def __init__(
         self, stream: Any = sys.stdout, every: int = 10, max_steps: int | None = None, start_env_steps: int = 0
@@ -192,7 +285,8 @@ class Progress:
         now = time.perf_counter()
         if stats["env/steps"] > self.last_env_steps:
             self.rate = (stats["env/steps"] - self.last_env_steps) / max(now - self.last_time, 1e-9)
-            self.step_times.append(now - self.last_time)
+            if self.last_stats is not None:  # not the first step, which compiles
+                self.step_times.append(now - self.last_time)
         self.last_time, self.last_env_steps, self.last_stats = now, stats["env/steps"], stats
         steps = int(stats["algorithm/steps"])
         if self.tty:
@@ -224,11 +318,22 @@ class Progress:
         self.stream.flush()
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that training stops as on Ctrl-C."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def train(args: argparse.Namespace) -> int:
     run, kwargs = train_settings(args)
-    for name in ("max_steps", "checkpoint_every", "steps_per_eval", "keep_checkpoints"):
-        if run.get(name) is not None and run[name] < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be a positive int, got {run[name]}.")
+    if run.get("save"):
+        from .export import check_export_path
+
+        check_export_path(run["save"])  # before any work
+    for note in run["notes"]:
+        print(f"rlstack: {note}", flush=True)
     env = load_env(run["env"]) if run.get("env") else None
     if run.get("resume"):
         trainer = Trainer.from_checkpoint(
@@ -240,46 +345,59 @@ def train(args: argparse.Namespace) -> int:
     algo = trainer.algorithm
     print(f"rlstack: training {algo.settings['env']} on {algo.device} ({'compiled' if algo.compile else 'eager'}), "
           f"MLflow run {trainer.run_id}", flush=True)
-    # Always checkpointed: Ctrl-C and the end of the run write the last completed step.
+    # Always checkpointed: the end of the run, Ctrl-C, SIGTERM and a failure write the last completed step.
     checkpoint_dir = run.get("checkpoint_dir") or f"checkpoints/{trainer.run_id}"
+    keep = run.get("keep_checkpoints") or 3
     stop = [HitsUpperBound("algorithm/steps", run["max_steps"])] if run.get("max_steps") else []
     progress = Progress(max_steps=run.get("max_steps"), start_env_steps=trainer.state["env/steps"])
-    status = "FINISHED"
+    status, code = "FAILED", 1
+    previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         trainer.run(
             stop_conditions=stop, steps_per_eval=run.get("steps_per_eval"), callbacks=[progress],
-            checkpoint_every=run.get("checkpoint_every"), checkpoint_dir=checkpoint_dir,
-            keep_checkpoints=run.get("keep_checkpoints") or 3,
+            checkpoint_every=run.get("checkpoint_every"), checkpoint_dir=checkpoint_dir, keep_checkpoints=keep,
         )
         progress.close()
-        print(f"rlstack: last checkpoint {trainer.checkpoint_to(checkpoint_dir, run.get('keep_checkpoints') or 3)}")
+        print(f"rlstack: last checkpoint {trainer.checkpoint_to(checkpoint_dir, keep)}")
         if run.get("save"):
             print(f"rlstack: policy exported to {trainer.export_policy(run['save'])}")
-    except KeyboardInterrupt:
-        status = "KILLED"
+        status, code = "FINISHED", 0
+    except KeyboardInterrupt as e:
+        status, code = "KILLED", 143 if isinstance(e, Terminated) else 130
         progress.close()
     finally:
+        signal.signal(signal.SIGTERM, previous_handler)
         trainer.close(status)
-    uri = mlflow.get_tracking_uri()
-    print(f"rlstack: run {trainer.run_id} ({status}) logged to {uri}")
-    print(f"rlstack: browse it with: mlflow ui --backend-store-uri {uri}")
-    return 0 if status == "FINISHED" else 130
+        uri = mlflow.get_tracking_uri()
+        print(f"rlstack: run {trainer.run_id} ({status}) logged to {uri}")
+        print(f"rlstack: browse it with: mlflow ui --backend-store-uri {uri}", flush=True)
+    return code
+
+
+def _check_same_spaces(name: str, env: Any, observation_space: Any, action_space: Any) -> None:
+    for what, theirs, ours in (("observation", env.observation_space, observation_space),
+                               ("action", env.action_space, action_space)):
+        if theirs != ours:
+            raise ValueError(f"--env {name} has {what} space {theirs!r}, but the policy was trained on {ours!r}.")
 
 
 def evaluate(args: argparse.Namespace) -> int:
     import torch
 
+    if args.num_envs < 1:
+        raise ValueError(f"--num-envs must be a positive int, got {args.num_envs}.")
     torch.manual_seed(args.seed)
     source = Path(args.source)
     deterministic = not args.stochastic
     if source.is_dir():
-        from .export import load_policy
+        from .export import ExportedPolicy
 
-        policy, params, config = load_policy(source)
-        env = load_env(args.env or config["env"])
+        exported = ExportedPolicy(source)
+        name = args.env or exported.config["env"]
+        env = load_env(name)
         env = env() if isinstance(env, type) else env
-        act = lambda obs: policy.act(params, obs, deterministic)[0]  # noqa: E731
-        name = config["env"]
+        _check_same_spaces(name, env, exported.observation_space, exported.action_space)
+        act = lambda obs: exported.predict(obs, deterministic)  # noqa: E731
     else:
         algo = Algorithm.from_checkpoint(source, load_env(args.env) if args.env else None, compile=False)
         env, name = algo.env, algo.settings["env"]
@@ -314,6 +432,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return {"train": train, "eval": evaluate, "export": export, "plot": plot}[args.command](args)
+    except FloatingPointError as e:  # training diverged; its last good step was checkpointed
+        print(f"rlstack: error: {e}", file=sys.stderr)
+        return 1
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, CheckpointError, mlflow.exceptions.MlflowException) as e:
         print(f"rlstack: error: {e}", file=sys.stderr)
         return 2

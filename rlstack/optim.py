@@ -14,6 +14,8 @@ rounding.
 
 from __future__ import annotations
 
+import math
+
 from typing import Any, Callable, Mapping, NamedTuple
 
 import optree
@@ -149,6 +151,29 @@ _IGNORED_KEYS = {"foreach", "fused", "capturable", "differentiable"}
 _DEFAULT_ONLY = {"amsgrad": False, "maximize": False}
 
 
+def _check_option(key: str, value: Any, default: Any) -> Any:
+    """``value`` if it has the form of the option's ``default`` (a bool, a
+    number >= 0, or a pair of numbers in [0, 1) for ``betas``).
+
+    Raises:
+        ValueError: naming the option and the expected form.
+    """
+    def is_number(x: Any) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"`optimizer_config[{key!r}]` must be true or false, got {value!r}.")
+        return value
+    if isinstance(default, tuple):
+        if not (isinstance(value, (tuple, list)) and len(value) == 2 and all(is_number(v) and 0 <= v < 1 for v in value)):
+            raise ValueError(f"`optimizer_config[{key!r}]` must be a pair of numbers in [0, 1) such as {list(default)}, got {value!r}.")
+        return tuple(float(v) for v in value)
+    if not (is_number(value) and value >= 0):
+        raise ValueError(f"`optimizer_config[{key!r}]` must be a number >= 0 such as {default}, got {value!r}.")
+    return float(value)
+
+
 def from_torch(optimizer_cls: type, optimizer_config: Mapping[str, Any] | None = None) -> tuple[Optimizer, float]:
     """Map a ``torch.optim`` class and its keyword config onto a pure optimizer.
 
@@ -187,7 +212,7 @@ def from_torch(optimizer_cls: type, optimizer_config: Mapping[str, Any] | None =
                 f"`optimizer_config` key {key!r} is not supported for {optimizer_cls.__name__}; "
                 f"expected some of {['lr', *kwargs]}."
             )
-        kwargs[key] = tuple(value) if key == "betas" else value
+        kwargs[key] = _check_option(key, value, kwargs[key])
     if optimizer_cls is torch.optim.SGD and kwargs["nesterov"] and (kwargs["momentum"] <= 0 or kwargs["dampening"] != 0):
         raise ValueError("`optimizer_config`: Nesterov momentum requires momentum > 0 and dampening == 0.")
     return factory(**kwargs), float(lr)

@@ -117,5 +117,8 @@ def test_update_batches_under_vmap_over_params_opt_state_and_trajectory():
         torch.testing.assert_close(new_params[k][1], single_params[k], rtol=1e-5, atol=1e-6)
         assert not torch.equal(new_params[k][2], new_params[k][0])
     assert metrics["losses/total"].shape == (3,) and new_state.count.tolist() == [8.0, 8.0, 8.0]
-    # "different" randomness runs too, with independent minibatch permutations per member.
-    torch.func.vmap(update, randomness="different")(params, opt_state, traj)
+    # "different" randomness draws independent minibatch permutations per member: members 0 and 1
+    # are identical (same seed, same trajectory), yet their two minibatches come in different orders.
+    different, _, _ = torch.func.vmap(update, randomness="different")(params, opt_state, traj)
+    assert torch.equal(traj.obs[0], traj.obs[1]) and torch.equal(traj.actions[0], traj.actions[1])
+    assert any(not torch.equal(different[k][0], different[k][1]) for k in different)
