@@ -278,6 +278,7 @@ class Progress:
         self.last_time, self.last_env_steps, self.rate = time.perf_counter(), start_env_steps, 0.0
         self.step_times: list[float] = []
         self.last_stats: dict[str, float] | None = None
+        self.printed = 0  # the last step written as a line
 
     def __call__(self, stats: dict[str, float]) -> bool:
         if "algorithm/steps" not in stats:  # eval stats
@@ -293,6 +294,7 @@ class Progress:
             self.stream.write("\r" + self.line(stats))
         elif steps == 1 or steps % self.every == 0:
             self.stream.write(self.line(stats) + "\n")
+            self.printed = steps
         self.stream.flush()
         return False
 
@@ -313,17 +315,33 @@ class Progress:
             return
         if self.tty:
             self.stream.write("\n")
-        elif int(self.last_stats["algorithm/steps"]) % self.every != 0:
+        elif int(self.last_stats["algorithm/steps"]) != self.printed:
             self.stream.write(self.line(self.last_stats) + "\n")
         self.stream.flush()
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread so that training stops as on Ctrl-C."""
+class StopRequest:
+    """Ctrl-C (SIGINT) and SIGTERM handler for ``train``: the first signal
+    asks training to stop after the step in progress (so no checkpoint or
+    MLflow write is cut in half); a second one stops at once
+    (``KeyboardInterrupt``)."""
 
+    def __init__(self) -> None:
+        self.signal: int | None = None
 
-def _raise_terminated(signum: int, frame: Any) -> None:
-    raise Terminated()
+    def __call__(self, signum: int, frame: Any) -> None:
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signum
+        print(f"\nrlstack: {signal.Signals(signum).name}: stopping after this step (again to stop now)",
+              file=sys.stderr, flush=True)
+
+    def requested(self, stats: dict[str, float]) -> bool:
+        """A :data:`~rlstack.trainer.Callback`: True once a stop was asked for."""
+        return self.signal is not None
+
+    def exit_code(self) -> int:
+        return 128 + int(self.signal or signal.SIGINT)
 
 
 def train(args: argparse.Namespace) -> int:
@@ -335,13 +353,24 @@ def train(args: argparse.Namespace) -> int:
     for note in run["notes"]:
         print(f"rlstack: {note}", flush=True)
     env = load_env(run["env"]) if run.get("env") else None
-    if run.get("resume"):
-        trainer = Trainer.from_checkpoint(
-            run["resume"], env, device=kwargs.get("device"), compile=kwargs.get("compile"),
-            experiment_name=run.get("experiment_name"), run_name=run.get("run_name"),
-        )
-    else:
-        trainer = Trainer(env, experiment_name=run.get("experiment_name"), run_name=run.get("run_name"), **kwargs)
+    stop_request = StopRequest()
+    handlers = {sig: signal.signal(sig, stop_request) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if run.get("resume"):
+            trainer = Trainer.from_checkpoint(
+                run["resume"], env, device=kwargs.get("device"), compile=kwargs.get("compile"),
+                experiment_name=run.get("experiment_name"), run_name=run.get("run_name"),
+            )
+        else:
+            trainer = Trainer(env, experiment_name=run.get("experiment_name"), run_name=run.get("run_name"), **kwargs)
+        return _train(trainer, run, stop_request)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
+def _train(trainer: Trainer, run: dict[str, Any], stop_request: StopRequest) -> int:
+    """Run ``trainer`` as ``train`` asks; always end its MLflow run with its true status."""
     algo = trainer.algorithm
     print(f"rlstack: training {algo.settings['env']} on {algo.device} ({'compiled' if algo.compile else 'eager'}), "
           f"MLflow run {trainer.run_id}", flush=True)
@@ -351,22 +380,24 @@ def train(args: argparse.Namespace) -> int:
     stop = [HitsUpperBound("algorithm/steps", run["max_steps"])] if run.get("max_steps") else []
     progress = Progress(max_steps=run.get("max_steps"), start_env_steps=trainer.state["env/steps"])
     status, code = "FAILED", 1
-    previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         trainer.run(
-            stop_conditions=stop, steps_per_eval=run.get("steps_per_eval"), callbacks=[progress],
+            stop_conditions=stop, steps_per_eval=run.get("steps_per_eval"), callbacks=[progress, stop_request.requested],
             checkpoint_every=run.get("checkpoint_every"), checkpoint_dir=checkpoint_dir, keep_checkpoints=keep,
         )
         progress.close()
-        print(f"rlstack: last checkpoint {trainer.checkpoint_to(checkpoint_dir, keep)}")
-        if run.get("save"):
-            print(f"rlstack: policy exported to {trainer.export_policy(run['save'])}")
-        status, code = "FINISHED", 0
-    except KeyboardInterrupt as e:
-        status, code = "KILLED", 143 if isinstance(e, Terminated) else 130
+        if stop_request.signal is None:
+            print(f"rlstack: last checkpoint {trainer.checkpoint_to(checkpoint_dir, keep)}")
+            if run.get("save"):
+                print(f"rlstack: policy exported to {trainer.export_policy(run['save'])}")
+            status, code = "FINISHED", 0
+        else:  # stopped between steps by a signal
+            print(f"rlstack: interrupted; last completed step saved to {trainer.checkpoint_to(checkpoint_dir, keep)}")
+            status, code = "KILLED", stop_request.exit_code()
+    except KeyboardInterrupt:  # a second signal: Trainer.run saved the last completed step
+        status, code = "KILLED", stop_request.exit_code()
         progress.close()
     finally:
-        signal.signal(signal.SIGTERM, previous_handler)
         trainer.close(status)
         uri = mlflow.get_tracking_uri()
         print(f"rlstack: run {trainer.run_id} ({status}) logged to {uri}")
@@ -386,7 +417,6 @@ def evaluate(args: argparse.Namespace) -> int:
 
     if args.num_envs < 1:
         raise ValueError(f"--num-envs must be a positive int, got {args.num_envs}.")
-    torch.manual_seed(args.seed)
     source = Path(args.source)
     deterministic = not args.stochastic
     if source.is_dir():
@@ -404,6 +434,7 @@ def evaluate(args: argparse.Namespace) -> int:
         act = lambda obs: algo.predict(obs, deterministic)  # noqa: E731
     if not hasattr(env, "success"):
         raise ValueError(f"env {name} has no success measure (a 1.x stateful env); evaluate it with Trainer.eval().")
+    torch.manual_seed(args.seed)  # here, after loading (a checkpoint restores its own RNG state)
     stats = env.success(act, num_envs=args.num_envs)
     print(f"rlstack: {name}, {args.num_envs} envs, {'deterministic' if deterministic else 'stochastic'} policy")
     for key, value in stats.items():
@@ -435,6 +466,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FloatingPointError as e:  # training diverged; its last good step was checkpointed
         print(f"rlstack: error: {e}", file=sys.stderr)
         return 1
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, CheckpointError, mlflow.exceptions.MlflowException) as e:
+    except (ValueError, TypeError, OSError, CheckpointError, mlflow.exceptions.MlflowException) as e:
         print(f"rlstack: error: {e}", file=sys.stderr)
         return 2

@@ -45,17 +45,19 @@ def _experiment_id(client: MlflowClient, experiment_name: str | None, parent: An
     return _get_experiment_id()
 
 
-def _end_run(client: MlflowClient, run_id: str, status: dict[str, str], checkpoint_dirs: dict) -> None:
+def _end_run(client: MlflowClient, run_id: str, status: dict[str, str], checkpoint_dirs: dict, quiet: bool = True) -> None:
     """End a Trainer's run with the status it recorded; release its checkpoint
-    folders. Called by :meth:`Trainer.close`, or at garbage collection or
-    process exit for a Trainer that was never closed."""
+    folders. Called by :meth:`Trainer.close` (``quiet=False``: a failure to
+    write the status is raised), or at garbage collection or process exit for
+    a Trainer that was never closed (where the store may already be gone)."""
     for directory in checkpoint_dirs.values():
         directory.close()
     checkpoint_dirs.clear()
     try:
         client.set_terminated(run_id, status=status["status"])
-    except Exception:  # the store may already be gone at interpreter exit
-        pass
+    except Exception:
+        if not quiet:
+            raise
 
 
 class Trainer:
@@ -354,7 +356,8 @@ class Trainer:
             if status not in ("FINISHED", "FAILED", "KILLED"):
                 raise ValueError(f"`status` must be 'FINISHED', 'FAILED' or 'KILLED', got {status!r}.")
             self._status["status"] = status
-        self._finalizer()
+        if self._finalizer.detach() is not None:  # not closed before
+            _end_run(self._client, self.run_id, self._status, self._checkpoint_dirs, quiet=False)
 
     def __enter__(self) -> "Trainer":
         return self

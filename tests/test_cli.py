@@ -109,3 +109,213 @@ def test_cli_ctrl_c_checkpoints_and_marks_the_run_killed(tmp_path):
     steps = len(client.get_metric_history(run.info.run_id, "losses/total"))
     # No completed step is lost: the checkpoint is at least as new as the last logged step.
     assert int(saved[-1].stem.split("-")[1]) >= steps >= 2
+
+
+# --------------------------------------------------------------------------------------------------
+# What a new user hit (one regression test per fault; most run the CLI in-process, which is faster).
+import json
+import signal
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from rlstack.cli import Progress, main
+
+TINY = ["--env", "DiscreteDummyEnv", "--no-compile", "--num-envs", "64", "--horizon", "8", "--hiddens", "8"]
+
+
+def _errors(capsys):
+    """Standard error's lines, less MLflow's own INFO log lines (store creation)."""
+    return [line for line in capsys.readouterr().err.strip().splitlines() if " INFO mlflow." not in line]
+
+
+def _runs():
+    client = MlflowClient()
+    return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+def test_non_finite_training_ends_failed_with_one_line_and_the_last_good_checkpoint(tmp_path, capsys):
+    code = main(["train", *TINY, "--lr", "1e30", "--max-steps", "5", "--checkpoint-dir", "ckpts"])
+    err = _errors(capsys)
+    assert code == 1
+    assert len(err) == 1 and err[0].startswith("rlstack: error: Non-finite losses/policy=nan")
+    assert "at step 1" in err[0] and "Last good step saved to ckpts/step-00000000.pt" in err[0]
+    assert (tmp_path / "ckpts" / "step-00000000.pt").is_file()
+    assert [r.info.status for r in _runs()] == ["FAILED"]
+
+
+def test_sigterm_checkpoints_and_marks_the_run_killed(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "rlstack", "train", *TINY, "--checkpoint-dir", "ckpts"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("step     1 "):
+            break
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "interrupted; last completed step saved" in "".join(lines) + out
+    run = MlflowClient(tracking_uri=uri).search_runs(["0"])[0]
+    assert run.info.status == "KILLED"
+    assert sorted((tmp_path / "ckpts").glob("step-*.pt"))
+
+
+def test_a_failed_export_after_training_marks_the_run_failed(tmp_path, monkeypatch, capsys):
+    from rlstack.trainer import Trainer
+
+    def fail(self, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Trainer, "export_policy", fail)
+    assert main(["train", *TINY, "--max-steps", "1", "--save", "model"]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert [r.info.status for r in _runs()] == ["FAILED"]
+
+
+def test_outputs_are_checked_before_any_training(tmp_path, capsys):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "MLmodel").write_text("an earlier export")
+    assert main(["train", *TINY, "--max-steps", "1", "--save", "model"]) == 2
+    assert "Export path 'model' exists and is not empty" in capsys.readouterr().err
+    assert _runs() == []  # nothing started
+    (tmp_path / "file").write_text("")
+    assert main(["train", *TINY, "--max-steps", "1", "--checkpoint-dir", "file/ckpts"]) == 2
+    out = capsys.readouterr()
+    assert "`checkpoint_dir` 'file/ckpts' is not writable" in out.err and "step     1" not in out.out
+    (run,) = _runs()
+    assert run.info.status == "FAILED" and "losses/total" not in run.data.metrics
+
+
+def test_resume_refuses_changed_hyperparameters_and_applies_what_can_change(tmp_path, capsys):
+    assert main(["train", *TINY, "--max-steps", "2", "--checkpoint-dir", "a", "--gamma", "0.9"]) == 0
+    capsys.readouterr()
+    resume = ["train", "--resume", "a/step-00000002.pt", "--max-steps", "3"]
+    assert main([*resume, "--gamma", "0.5", "--lr", "0.5", "--num-envs", "64"]) == 2
+    err = capsys.readouterr().err
+    assert "--gamma, --lr, --num-envs cannot change on resume" in err
+    (tmp_path / "r.toml").write_text("horizon = 4\n")
+    assert main([*resume, "-f", "r.toml"]) == 2
+    assert "--horizon cannot change on resume" in capsys.readouterr().err
+    # --no-compile (a setting that may change) continues the same run.
+    assert main([*resume, "--no-compile", "--checkpoint-dir", "b"]) == 0
+    (run,) = _runs()
+    assert run.data.params["gamma"] == "0.9" and run.info.status == "FINISHED"
+    assert len(MlflowClient().get_metric_history(run.info.run_id, "losses/total")) == 3
+    # --experiment-name on resume logs the continuation to a new run in that experiment.
+    assert main([*resume, "--experiment-name", "elsewhere", "--checkpoint-dir", "c"]) == 0
+    other = MlflowClient().search_runs([MlflowClient().get_experiment_by_name("elsewhere").experiment_id])[0]
+    assert other.info.run_id != run.info.run_id and other.info.status == "FINISHED"
+    assert [m.step for m in MlflowClient().get_metric_history(other.info.run_id, "losses/total")] == [1536]
+
+
+@pytest.mark.parametrize("toml,message", [
+    ('max_steps = "three"', "`max_steps` must be an integer such as 10, got 'three'"),
+    ("[optimizer_config]\nbetas = \"x\"", "`optimizer_config['betas']` must be a pair of numbers in [0, 1)"),
+    ("model_config = 3", "`model_config` must be a table ([model_config]), got 3"),
+    ("gamma = \"high\"", "`gamma` must be a number, got 'high'"),
+])
+def test_bad_toml_values_get_one_line_naming_the_field(tmp_path, capsys, toml, message):
+    (tmp_path / "run.toml").write_text('env = "DiscreteDummyEnv"\n' + toml + "\n")
+    assert main(["train", "-f", "run.toml", "--no-compile"]) == 2
+    err = _errors(capsys)
+    assert len(err) == 1 and message in err[0], err
+
+
+def test_mismatched_envs_and_bad_eval_arguments_get_one_line(tmp_path, capsys):
+    from rlstack import Algorithm
+    from rlstack.envs import CartPole
+    from rlstack.export import export_policy
+
+    algo = Algorithm(CartPole, num_envs=8, horizon=4, compile=False)
+    algo.save_checkpoint(tmp_path / "cartpole.pt")
+    export_policy(algo, tmp_path / "model")
+    for argv, message in (
+        (["eval", "cartpole.pt", "--env", "Pendulum"], "checkpoint's observation space is Box(shape=(4,)"),
+        (["train", "--resume", "cartpole.pt", "--env", "Pendulum"], "env Pendulum's is Box(shape=(3,)"),
+        (["export", "cartpole.pt", "m2", "--env", "Pendulum"], "pass the env it was trained on"),
+        (["eval", "model", "--env", "Pendulum"], "--env Pendulum has observation space Box(shape=(3,)"),
+        (["eval", "model", "--num-envs", "0"], "--num-envs must be a positive int, got 0"),
+    ):
+        assert main(argv) == 2, argv
+        err = _errors(capsys)
+        assert len(err) == 1 and message in err[0], (argv, err)
+
+
+def test_a_preset_minibatch_adapts_to_a_changed_buffer_and_is_logged(tmp_path, capsys):
+    # Regression: --num-envs 64 --horizon 8 failed because the preset's 4096 did not divide 512.
+    assert main(["train", "--env", "DiscreteDummyEnv", "--no-compile", "--num-envs", "64", "--horizon", "8",
+                 "--max-steps", "1"]) == 0
+    assert "sgd_minibatch_size 4096 (the preset's) does not divide num_envs * horizon = 512; using 512" in \
+        capsys.readouterr().out
+    assert _runs()[0].data.params["sgd_minibatch_size"] == "512"
+    # A value the user set is never changed: it is an error.
+    assert main(["train", *TINY, "--sgd-minibatch-size", "100"]) == 2
+    assert "`sgd_minibatch_size` must divide" in capsys.readouterr().err
+
+
+def test_the_declared_python_range_has_tomllib():
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert pyproject["project"]["requires-python"] == ">=3.11"  # tomllib, which the CLI imports, is 3.11+
+
+
+def test_eta_leaves_out_the_first_step_which_compiles():
+    import io
+
+    stream = io.StringIO()
+    progress = Progress(stream=stream, every=1, max_steps=12)
+    progress.last_time -= 60.0  # the first step took a minute (compilation)
+    progress({"algorithm/steps": 1, "env/steps": 100, "returns/mean": 0.0})
+    assert "ETA" not in stream.getvalue()
+    progress.last_time -= 1.0  # later steps take a second
+    progress({"algorithm/steps": 2, "env/steps": 200, "returns/mean": 0.0})
+    assert stream.getvalue().splitlines()[-1].endswith("ETA 0:10")
+
+
+def test_every_train_and_plot_option_has_help():
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    for name in ("train", "plot", "eval", "export"):
+        missing = [a.dest for a in commands[name]._actions if a.dest != "help" and not a.help]
+        assert not missing, (name, missing)
+
+
+def test_tests_run_outside_the_checkout():
+    # MLflow's SQLite store writes artifacts under ./mlruns: tests must not run in the checkout.
+    assert Path(__file__).parents[1].resolve() not in [Path.cwd().resolve(), *Path.cwd().resolve().parents]
+
+
+def test_plot_draws_eval_returns_on_their_own_panel(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    from rlstack.plotting import plot_learning_curve
+
+    assert main(["train", *TINY, "--max-steps", "2", "--steps-per-eval", "1"]) == 0
+    figures = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda self, path: figures.append(self))
+    plot_learning_curve(_runs()[0].info.run_id, tmp_path / "curve.png")
+    (figure,) = figures
+    train_ax, eval_ax = figure.axes
+    assert [t.get_text() for t in train_ax.get_legend().get_texts()] == ["returns/mean"]
+    assert [t.get_text() for t in eval_ax.get_legend().get_texts()] == ["eval/returns/mean"]
+    assert "evaluation" in eval_ax.get_title() and "env steps" in eval_ax.get_xlabel()
+    assert "8-step horizons" in train_ax.get_ylabel()
+
+
+def test_end_to_end_a_normalized_preset_scores_the_same_from_its_export(tmp_path, capsys):
+    # Regression: an exported Pendulum policy forgot its observation statistics (-0.77 -> -7.06 per step).
+    assert main(["train", "--env", "Pendulum", "--no-compile", "--max-steps", "3", "--num-envs", "256",
+                 "--checkpoint-dir", "ckpts", "--save", "model"]) == 0
+    capsys.readouterr()
+    scores = []
+    for source in ("ckpts/step-00000003.pt", "model"):
+        assert main(["eval", source, "--num-envs", "64"]) == 0
+        scores.append([line for line in capsys.readouterr().out.splitlines() if line.startswith("success/")])
+    assert scores[0] == scores[1] and scores[0]
+    assert json.loads((tmp_path / "model" / "artifacts" / "policy.json").read_text())["normalize_obs"] is True

@@ -120,3 +120,16 @@ def test_learning_curve_plot_is_a_png_of_the_run(tmp_path):
 
     with pytest.raises(ValueError, match="has none of the metrics"):
         plot_learning_curve(trainer.run_id, tmp_path / "x.png", metrics=["no/such"])
+
+
+def test_a_resumed_run_records_changed_settings_as_tags_instead_of_failing(tmp_path):
+    # Regression: resuming with another compile setting failed with MLflow's "Changing param values is not allowed".
+    trainer = Trainer(DiscreteDummyEnv, **SMALL)
+    trainer.step()
+    path = trainer.save_checkpoint(tmp_path / "c.pt")
+    trainer.close()
+    resumed = Trainer.from_checkpoint(path, compile=True)  # compiles lazily: no step needed here
+    resumed.close()
+    run = MlflowClient().get_run(trainer.run_id)
+    assert resumed.run_id == trainer.run_id
+    assert run.data.params["compile"] == "false" and run.data.tags["resumed/compile"] == "true"
