@@ -26,7 +26,7 @@ import torch
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rlstack import Algorithm  # noqa: E402
+from rlstack import Algorithm, random  # noqa: E402
 from rlstack.envs import BUILTIN_ENVS  # noqa: E402
 from rlstack.presets import PRESETS  # noqa: E402
 
@@ -50,7 +50,7 @@ def time_to_target(env_name: str, seed: int, *, compile: bool, device: str, chec
         steps += 1
         if steps % check_every == 0:
             check = time.perf_counter()
-            value = algo.env.success(algo.predict, num_envs=1024, device=device)[key]
+            value = algo.env.success(algo.predict, num_envs=1024, key=random.key(0, device))[key]
             excluded += time.perf_counter() - check
             if value >= threshold:
                 break

@@ -12,6 +12,7 @@ from typing import Any, Iterator, Mapping
 import torch
 
 from . import checkpoint as ckpt
+from . import random
 from .config import AlgorithmConfig
 from .cuda_graphs import CudaGraphed
 from .distributions import Distribution, default_distribution_cls
@@ -107,8 +108,12 @@ class Algorithm:
             mapped onto :mod:`rlstack.optim`.
         optimizer_config: its keyword arguments (``lr`` defaults to 1e-3).
         device: where env, params and buffers live.
-        seed: seeds the torch RNG before the env and model are built
-            (``None``: leave the RNG as it is).
+        seed: the run's random seed: model initialisation, env resets,
+            actions and minibatch order all derive from it (through
+            :mod:`rlstack.random` keys; torch's global generator is never
+            used or changed). ``None``: drawn once from torch's global
+            generator, so ``torch.manual_seed(s)`` before construction
+            reproduces a run.
         compile: compile the rollout and update bodies with
             ``torch.compile`` (``False``: run eagerly).
         cuda_graphs: on a CUDA device, capture the whole rollout and the
@@ -161,7 +166,13 @@ class Algorithm:
                 raise TypeError(f"`{name}` must be a bool, got {value!r}.")
         if cuda_graphs and self.device.type != "cuda":
             raise ValueError(f"`cuda_graphs=True` needs a CUDA device, got device={str(self.device)!r}.")
+        if seed is None:  # drawn once, so torch.manual_seed before construction reproduces the run
+            seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))
         self.seed, self.compile = seed, compile
+        # The key of every random draw; streams: 0 training, 1 evaluation, 2 predict.
+        self.root_key = random.key(seed, self.device)
+        self.key = random.fold_in(self.root_key, 0)
+        self._predict_calls = 0
         self.cuda_graphs, self.allow_tf32 = cuda_graphs, allow_tf32
         self.env_config = dict(env_config or {})
         self.settings = {
@@ -177,8 +188,6 @@ class Algorithm:
             "cuda_graphs": cuda_graphs,
             "allow_tf32": allow_tf32,
         }
-        if seed is not None:
-            torch.manual_seed(seed)
 
         # Env, model, distribution, policy.
         cfg = self.hparams
@@ -199,7 +208,10 @@ class Algorithm:
             tuple(getattr(self.env.observation_space, "shape", ())), cfg.num_envs,
             normalize_obs=cfg.normalize_obs, normalize_rewards=cfg.normalize_rewards, device=self.device,
         )
-        model = (model_cls or MLPModel)(self.env.observation_space, self.env.action_space, **dict(model_config or {}))
+        # nn.Module initialisers draw from torch's global generator: seed a fork of it.
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            model = (model_cls or MLPModel)(self.env.observation_space, self.env.action_space, **dict(model_config or {}))
         distribution_cls = distribution_cls or default_distribution_cls(self.env.action_space)
         self.settings["distribution_cls"] = getattr(distribution_cls, "__name__", str(distribution_cls))
         self._classes = {
@@ -256,10 +268,12 @@ class Algorithm:
         finally:
             torch.set_float32_matmul_precision(previous)
 
-    def _fresh_carry(self, env: Any, env_config: Mapping[str, Any] | None) -> RolloutCarry:
-        """Reset every env; normalisation statistics carry over (returns zeroed)."""
+    def _fresh_carry(self, env: Any, env_config: Mapping[str, Any] | None, key: torch.Tensor) -> RolloutCarry:
+        """Reset every env from ``key``; normalisation statistics carry over (returns zeroed)."""
         norm = reset_returns(self.carry.norm) if self.carry is not None else self._initial_norm
-        return RolloutCarry(*env.reset(self.hparams.num_envs, config=env_config or self.env_config, device=self.device), norm)
+        reset_key, rollout_key = random.split(key)
+        state, obs = env.reset(reset_key, self.hparams.num_envs, config=env_config or self.env_config)
+        return RolloutCarry(state, obs, rollout_key, norm)
 
     def _needs_reset(self) -> bool:
         every = self.hparams.horizons_per_env_reset
@@ -279,7 +293,8 @@ class Algorithm:
         start = time.perf_counter()
         reset = self._needs_reset()
         if reset:
-            self.carry = self._fresh_carry(self.env, env_config)
+            self.key, reset_key = random.split(self.key)
+            self.carry = self._fresh_carry(self.env, env_config, reset_key)
         with self._matmul_precision():
             carry, traj = self._rollout_fn(deterministic)(self.params, self.carry)
         stats = _sync(trajectory_stats(traj))
@@ -326,8 +341,9 @@ class Algorithm:
             lr=torch.tensor(coeffs["coefficients/lr"], dtype=torch.float32, device=self.device),
             entropy_coeff=torch.tensor(coeffs["coefficients/entropy"], dtype=torch.float32, device=self.device),
         )
+        self.key, update_key = random.split(self.key)
         with self._matmul_precision():
-            params, opt_state, metrics = self._update(self.params, self.opt_state, self.trajectory, tensors)
+            params, opt_state, metrics = self._update(self.params, self.opt_state, self.trajectory, update_key, tensors)
         stats = _sync(metrics)
         _check_finite(
             stats,
@@ -365,7 +381,8 @@ class Algorithm:
             )
         env = self._eval_env
         rollout = self._rollout_fn(deterministic, training=False, env=None if env is self.env else env)
-        carry = self._fresh_carry(env, env_config)
+        # Evaluation's own key, from the seed and the step: training is the same with or without it.
+        carry = self._fresh_carry(env, env_config, random.fold_in(random.fold_in(self.root_key, 1), self.steps))
         trajectories = []
         with self._matmul_precision():
             for _ in range(horizons):
@@ -392,8 +409,13 @@ class Algorithm:
             ValueError: if ``obs`` does not fit the observation space.
         """
         obs_t = as_batch(self.env.observation_space, obs, self.device)
+        key = None
+        if not deterministic:  # its own stream: sampling here leaves training unchanged
+            key = random.fold_in(random.fold_in(self.root_key, 2), self._predict_calls)
+            self._predict_calls += 1
         action = self.policy.predict(
-            self.params, obs_t, self.env.action_space, obs_moments=self.obs_moments, deterministic=deterministic
+            self.params, obs_t, self.env.action_space, obs_moments=self.obs_moments, deterministic=deterministic,
+            key=key,
         )
         return to_numpy(action) if is_numpy(obs) else action
 
@@ -412,11 +434,8 @@ class Algorithm:
     def state_dict(self) -> dict[str, Any]:
         """The whole train state as tensors and plain containers (see
         :mod:`rlstack.checkpoint`): params, optimizer state, env carry, an
-        uncollected trajectory, counters, RNG states and every setting
+        uncollected trajectory, counters, the random key and every setting
         needed to rebuild this Algorithm."""
-        rng = {"cpu": torch.get_rng_state()}
-        if self.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {
             "format": ckpt.FORMAT,
             "version": ckpt.VERSION,
@@ -440,7 +459,7 @@ class Algorithm:
             "carry": [t.cpu() for t in ckpt.leaves(self.carry)] if self.carry is not None and self.env.compilable else None,
             "trajectory": [t.cpu() for t in ckpt.leaves(self.trajectory)] if self.trajectory is not None else None,
             "counters": {"horizons": self.horizons, "steps": self.steps, "env_steps": self.env_steps},
-            "rng": rng,
+            "key": self.key.cpu(),
         }
 
     def load_state_dict(self, data: Mapping[str, Any]) -> None:
@@ -467,7 +486,7 @@ class Algorithm:
                 )
         params = {k: v.to(self.device) for k, v in stored.items()}
         opt_state = ckpt.rebuild(self.opt_state, data["opt_state"], "optimizer state", self.device)
-        fresh = self._fresh_carry(self.env, None)
+        fresh = self._fresh_carry(self.env, None, self.root_key)  # a template: its values are replaced
         carry = None if data["carry"] is None else ckpt.rebuild(fresh, data["carry"], "env carry", self.device)
         trajectory = None
         if data["trajectory"] is not None:
@@ -476,9 +495,7 @@ class Algorithm:
         self.params, self.opt_state, self.carry, self.trajectory = params, opt_state, carry, trajectory
         counters = data["counters"]
         self.horizons, self.steps, self.env_steps = counters["horizons"], counters["steps"], counters["env_steps"]
-        torch.set_rng_state(data["rng"]["cpu"])
-        if "cuda" in data["rng"] and self.device.type == "cuda":
-            torch.cuda.set_rng_state(data["rng"]["cuda"], self.device)
+        self.key = ckpt.rebuild(self.key, [data["key"]], "random key", self.device)
 
     def save_checkpoint(self, path: str | os.PathLike) -> str:
         """Write :meth:`state_dict` to ``path`` atomically; returns the path."""

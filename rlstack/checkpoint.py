@@ -26,7 +26,7 @@ import optree
 import torch
 
 FORMAT = "rlstack-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: random keys instead of torch RNG states
 _TEMP_NAME = re.compile(r"\.(?P<target>.+)\.(?P<pid>\d+)\.[^.]+\.tmp")
 
 

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 import mlflow
 
+from . import random
 from .algorithm import Algorithm
 from .conditions import HitsUpperBound
 from .config import AlgorithmConfig
@@ -101,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--max-steps", type=int, default=None, help="stop after this many collect+update steps")
     train.add_argument("--experiment-name", default=None, help="MLflow experiment (created if missing)")
     train.add_argument("--run-name", default=None, help="MLflow run name")
-    train.add_argument("--seed", type=int, default=None, help="torch seed (default 0)")
+    train.add_argument("--seed", type=int, default=None, help="the run's random seed (default 0)")
     train.add_argument("--device", default=None, help="cpu (default), cuda, cuda:1, ...")
     train.add_argument("--compile", type=_parse_bool, default=None, metavar="BOOL", help="torch.compile (default true)")
     train.add_argument("--no-compile", dest="compile", action="store_false", help="same as --compile false")
@@ -140,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--env", default=None, help="env (default: the one it was trained on, if built in)")
     evaluate.add_argument("--num-envs", type=int, default=1024, help="envs to run the policy on (default 1024)")
     evaluate.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode")
-    evaluate.add_argument("--seed", type=int, default=0, help="torch seed of the env resets (default 0)")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the env resets' random key (default 0)")
 
     export = commands.add_parser("export", help="export a checkpoint's policy as an MLflow model")
     export.add_argument("checkpoint", help="a checkpoint file written by train")
@@ -413,8 +414,6 @@ def _check_same_spaces(name: str, env: Any, observation_space: Any, action_space
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    import torch
-
     if args.num_envs < 1:
         raise ValueError(f"--num-envs must be a positive int, got {args.num_envs}.")
     source = Path(args.source)
@@ -434,8 +433,7 @@ def evaluate(args: argparse.Namespace) -> int:
         act = lambda obs: algo.predict(obs, deterministic)  # noqa: E731
     if not hasattr(env, "success"):
         raise ValueError(f"env {name} has no success measure (a 1.x stateful env); evaluate it with Trainer.eval().")
-    torch.manual_seed(args.seed)  # here, after loading (a checkpoint restores its own RNG state)
-    stats = env.success(act, num_envs=args.num_envs)
+    stats = env.success(act, num_envs=args.num_envs, key=random.key(args.seed))
     print(f"rlstack: {name}, {args.num_envs} envs, {'deterministic' if deterministic else 'stochastic'} policy")
     for key, value in stats.items():
         print(f"{key:<28}{value:>12.4f}")

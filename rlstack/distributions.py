@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import random
 from .spaces import Box, Discrete, Space
 
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -37,8 +38,9 @@ class Distribution:
     squashed: bool = False
 
     @staticmethod
-    def sample(dist_inputs: Any) -> Any:
-        """A random action ``[B, ...]`` (drawn from the torch RNG)."""
+    def sample(dist_inputs: Any, key: torch.Tensor) -> Any:
+        """A random action ``[B, ...]`` drawn from ``key`` (a ``[2]`` int64
+        key of :mod:`rlstack.random`; never torch's global generator)."""
         raise NotImplementedError
 
     @staticmethod
@@ -66,9 +68,8 @@ class Categorical(Distribution):
     """
 
     @staticmethod
-    def sample(dist_inputs: torch.Tensor) -> torch.Tensor:
-        u = torch.rand_like(dist_inputs).clamp(min=torch.finfo(dist_inputs.dtype).tiny)
-        return torch.argmax(dist_inputs - torch.log(-torch.log(u)), dim=-1)
+    def sample(dist_inputs: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+        return random.categorical(key, dist_inputs)
 
     @staticmethod
     def log_prob(dist_inputs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
@@ -89,9 +90,9 @@ class Normal(Distribution):
     """Diagonal Gaussian. ``dist_inputs = (mean, log_std)``, each ``[B, *shape]``."""
 
     @staticmethod
-    def sample(dist_inputs: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def sample(dist_inputs: tuple[torch.Tensor, torch.Tensor], key: torch.Tensor) -> torch.Tensor:
         mean, log_std = dist_inputs
-        return mean + log_std.exp() * torch.randn_like(mean)
+        return mean + log_std.exp() * random.normal(key, mean.shape, dtype=mean.dtype)
 
     @staticmethod
     def log_prob(dist_inputs: tuple[torch.Tensor, torch.Tensor], action: torch.Tensor) -> torch.Tensor:
@@ -138,8 +139,8 @@ class SquashedNormal(Normal):
     squashed = True
 
     @staticmethod
-    def sample(dist_inputs: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        return torch.tanh(Normal.sample(dist_inputs))
+    def sample(dist_inputs: tuple[torch.Tensor, torch.Tensor], key: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(Normal.sample(dist_inputs, key))
 
     @staticmethod
     def log_prob(dist_inputs: tuple[torch.Tensor, torch.Tensor], action: torch.Tensor) -> torch.Tensor:

@@ -3,8 +3,9 @@
 Two kinds of env are accepted wherever rlstack takes an env:
 
 * a pure :class:`Env` (an instance, or a subclass whose ``reset`` takes
-  ``num_envs``): ``reset(num_envs, *, config, device) -> (state, obs)`` and
-  ``step(state, action) -> (state, obs, reward)``;
+  ``num_envs``): ``reset(key, num_envs, *, config) -> (state, obs)`` and
+  ``step(state, action, key) -> (state, obs, reward)``, randomness drawn
+  only from the keys (:mod:`rlstack.random`);
 * an rlstack 1.x style stateful class, ``cls(num_envs, horizon, config=,
   device=)`` with ``reset(config=) -> obs`` and ``step(action) -> {"obs",
   "rewards"}`` and torchrl-like ``observation_spec``/``action_spec``. It is
@@ -93,13 +94,15 @@ class StatefulEnvAdapter(Env):
         self.observation_space = space_from_spec(self.env.observation_spec, "observation_spec")
         self.action_space = space_from_spec(self.env.action_spec, "action_spec")
 
-    def reset(self, num_envs: int, *, config: Mapping[str, Any] | None = None, device: Any = "cpu") -> tuple[Any, Any]:
+    def reset(self, key: torch.Tensor, num_envs: int, *, config: Mapping[str, Any] | None = None) -> tuple[Any, Any]:
+        """Reset the wrapped env (its own randomness: ``key`` is unused)."""
         if num_envs != self.num_envs:
             raise ValueError(f"`num_envs` must be {self.num_envs} for this 1.x env (fixed at construction), got {num_envs}.")
         obs = self.env.reset(config=dict(config) if config else None)
         return torch.zeros((), device=self.device), optree.tree_map(torch.clone, obs)
 
-    def step(self, state: Any, action: Any) -> tuple[Any, Any, torch.Tensor]:
+    def step(self, state: Any, action: Any, key: torch.Tensor) -> tuple[Any, Any, torch.Tensor]:
+        """Step the wrapped env (its own randomness: ``key`` is unused)."""
         out = self.env.step(action)
         obs = optree.tree_map(torch.clone, out["obs"])
         reward = torch.as_tensor(out["rewards"]).reshape(self.num_envs).clone()
@@ -178,16 +181,19 @@ def check_env(
     for attr in ("observation_space", "action_space"):
         if not is_space(getattr(env, attr, None)):
             raise TypeError(f"{name}.{attr} must be a Discrete, Box or dict of spaces, got {getattr(env, attr, None)!r}.")
-    out = env.reset(num_envs, config=config, device=device)
+    from . import random
+
+    reset_key, action_key, step_key = random.split(random.key(0, device), 3)
+    out = env.reset(reset_key, num_envs, config=config)
     if not (isinstance(out, tuple) and len(out) == 2):
         raise TypeError(f"{name}.reset must return (state, obs), got {type(out).__name__}.")
     state, obs = out
     why = describe_mismatch(env.observation_space, obs, (num_envs,))
     if why:
         raise ValueError(f"{name}.reset returned an observation not in observation_space: {why}.")
-    action = sample(env.action_space, (num_envs,), device)
+    action = sample(env.action_space, (num_envs,), key=action_key)
     state_before, action_before = _clone_tree(state), _clone_tree(action)
-    out = env.step(state, action)
+    out = env.step(state, action, step_key)
     if not (isinstance(out, tuple) and len(out) == 3):
         raise TypeError(f"{name}.step must return (state, obs, reward), got {type(out).__name__}.")
     new_state, obs, reward = out
@@ -203,7 +209,7 @@ def check_env(
     if check_compile and env.compilable:
         from torch._dynamo import explain
 
-        explanation = explain(env.step)(new_state, action)
+        explanation = explain(env.step)(new_state, action, step_key)
         if explanation.graph_break_count:
             raise ValueError(
                 f"{name}.step has {explanation.graph_break_count} graph break(s) under torch.compile: "

@@ -43,6 +43,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
 
 from . import checkpoint as ckpt
+from . import random
 from .normalization import RunningMoments
 from .policy import Policy
 from .spaces import Discrete, as_batch, is_numpy, sample, space_from_dict, space_to_dict, to_numpy
@@ -121,20 +122,26 @@ class ExportedPolicy:
         self.policy = Policy(model, distribution_cls)
         self.params = {k: v.to(self.device) for k, v in _load_tensors(folder / PARAMS_FILE).items()}
         self.obs_moments: Any = ()
+        self._sample_calls = 0
         if config.get("normalize_obs"):
             self.obs_moments = RunningMoments(**{k: v.to(self.device) for k, v in _load_tensors(folder / MOMENTS_FILE).items()})
 
-    def act(self, obs: Any, deterministic: bool = True) -> tuple[Any, Any, Any]:
+    def act(self, obs: Any, deterministic: bool = True, key: torch.Tensor | None = None) -> tuple[Any, Any, Any]:
         """``(action, log_prob, value)`` for a batch of raw observations, as
         :meth:`Policy.act_in_space <rlstack.policy.Policy.act_in_space>`
-        computes them (NumPy in, NumPy out).
+        computes them (NumPy in, NumPy out). Samples (``deterministic=False``)
+        are drawn from ``key``, or else from this object's own stream
+        (``rlstack.random.key(0)`` folded with a call count).
 
         Raises:
             ValueError: if ``obs`` does not fit the observation space.
         """
         obs_t = as_batch(self.observation_space, obs, self.device)
+        if not deterministic and key is None:
+            key = random.fold_in(random.key(0, self.device), self._sample_calls)
+            self._sample_calls += 1
         out = self.policy.act_in_space(
-            self.params, obs_t, self.action_space, obs_moments=self.obs_moments, deterministic=deterministic
+            self.params, obs_t, self.action_space, obs_moments=self.obs_moments, deterministic=deterministic, key=key
         )
         return tuple(to_numpy(x) for x in out) if is_numpy(obs) else out
 

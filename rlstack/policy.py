@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from . import random
 from .distributions import Distribution
 from .normalization import RunningMoments, normalize
 from .spaces import Box, Space, describe_mismatch, sample
@@ -113,12 +114,16 @@ class Policy:
         """``(dist_inputs, value [B])`` for a batch of observations ``[B, ...]``."""
         return functional_call(self.model, params, (obs,))
 
-    def act(self, params: Params, obs: Tree, deterministic: bool = False) -> tuple[Tree, torch.Tensor, torch.Tensor]:
+    def act(
+        self, params: Params, obs: Tree, key: torch.Tensor | None = None, *, deterministic: bool = False
+    ) -> tuple[Tree, torch.Tensor, torch.Tensor]:
         """Choose actions for a batch of observations.
 
         Args:
             params: the model's parameters.
             obs: observations, leaves ``[B, ...]``.
+            key: ``[2]`` int64 random key the sample is drawn from (needed
+                unless ``deterministic``).
             deterministic: take the distribution's mode instead of sampling.
 
         Returns:
@@ -126,13 +131,17 @@ class Policy:
             computed from the returned action with ``distribution.log_prob``,
             exactly as the PPO loss recomputes it.
         """
+        if not deterministic and not isinstance(key, torch.Tensor):
+            raise ValueError(f"`key` must be a random key (rlstack.random.key) to sample actions, got {key!r}; "
+                             "or pass deterministic=True.")
         dist_inputs, value = self.apply(params, obs)
         dist = self.distribution_cls
-        action = dist.mode(dist_inputs) if deterministic else dist.sample(dist_inputs)
+        action = dist.mode(dist_inputs) if deterministic else dist.sample(dist_inputs, key)
         return action, dist.log_prob(dist_inputs, action), value
 
     def act_in_space(
-        self, params: Params, obs: Tree, action_space: Space, *, obs_moments: Any = (), deterministic: bool = True
+        self, params: Params, obs: Tree, action_space: Space, *, obs_moments: Any = (), deterministic: bool = True,
+        key: torch.Tensor | None = None,
     ) -> tuple[Tree, torch.Tensor, torch.Tensor]:
         """Act on raw observations as a trained agent does: the one path that
         :meth:`Algorithm.predict <rlstack.Algorithm.predict>`, exported
@@ -146,6 +155,7 @@ class Policy:
                 standardise ``obs`` with (training's ``normalize_obs``), or
                 ``()`` for none.
             deterministic: the distribution's mode (default) or a sample.
+            key: the random key a sample is drawn from.
 
         Returns:
             ``(action [B, ...], log_prob [B], value [B])``: actions inside
@@ -154,14 +164,17 @@ class Policy:
         if isinstance(obs_moments, RunningMoments):
             obs = normalize(obs_moments, obs)
         with torch.no_grad():
-            action, log_prob, value = self.act(params, obs, deterministic)
+            action, log_prob, value = self.act(params, obs, key, deterministic=deterministic)
         return to_action_space(self.distribution_cls, action, action_space), log_prob, value
 
     def predict(
-        self, params: Params, obs: Tree, action_space: Space, *, obs_moments: Any = (), deterministic: bool = True
+        self, params: Params, obs: Tree, action_space: Space, *, obs_moments: Any = (), deterministic: bool = True,
+        key: torch.Tensor | None = None,
     ) -> Tree:
         """The actions of :meth:`act_in_space`."""
-        return self.act_in_space(params, obs, action_space, obs_moments=obs_moments, deterministic=deterministic)[0]
+        return self.act_in_space(
+            params, obs, action_space, obs_moments=obs_moments, deterministic=deterministic, key=key
+        )[0]
 
     def check(self, params: Params, observation_space: Space, action_space: Space, device: Any = "cpu") -> None:
         """Run the policy on a small batch and check its outputs fit the spaces.
@@ -171,7 +184,8 @@ class Policy:
             TypeError: if the action has the wrong dtype or type.
         """
         batch = 3
-        obs = sample(observation_space, (batch,), device)
+        obs_key, act_key = random.split(random.key(0, device))
+        obs = sample(observation_space, (batch,), key=obs_key)
         model_name = type(self.model).__name__
         dist_name = getattr(self.distribution_cls, "__name__", repr(self.distribution_cls))
         with torch.no_grad():
@@ -188,7 +202,7 @@ class Policy:
                     f"{list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__}."
                 )
             try:
-                action, log_prob, _ = self.act(params, obs)
+                action, log_prob, _ = self.act(params, obs, act_key)
                 entropy = self.distribution_cls.entropy(dist_inputs)
             except Exception as e:
                 raise ValueError(

@@ -10,6 +10,7 @@ from typing import Any, Callable, Mapping
 import optree
 import torch
 
+from . import random
 from .config import AlgorithmConfig
 from .optim import Optimizer, clip_by_global_norm, global_norm
 from .policy import Policy
@@ -180,11 +181,12 @@ def make_update(
     lr: float = 1e-3,
     compile: bool = False,
 ) -> Callable[..., tuple[Params, Any, Metrics]]:
-    """Build ``update(params, opt_state, traj, coeffs=None) -> (params, opt_state, metrics)``.
+    """Build ``update(params, opt_state, traj, key, coeffs=None) -> (params, opt_state, metrics)``.
 
     ``update`` computes GAE, standardises advantages, then runs
     ``num_sgd_iters`` epochs over ``sgd_minibatch_size`` minibatches (a fresh
-    on-device permutation per epoch when ``shuffle_minibatches``), each a
+    on-device permutation per epoch drawn from ``key`` when
+    ``shuffle_minibatches``; same inputs, same outputs), each a
     gradient of :func:`ppo_loss`, global-norm clipping and an optimizer step
     (or, with ``accumulate_grads``, one step per epoch on the averaged
     gradients). With ``target_kl``, once a minibatch's approximate KL
@@ -202,8 +204,9 @@ def make_update(
             not grow with their count (see benchmarks/README.md).
 
     The returned ``update`` takes ``params`` (dict), ``opt_state``, a
-    :class:`~rlstack.types.Trajectory` with ``T * N`` transitions, and
-    optional :class:`~rlstack.types.UpdateCoeffs` (0-d tensors: learning rate,
+    :class:`~rlstack.types.Trajectory` with ``T * N`` transitions, a ``[2]``
+    int64 random ``key`` (:mod:`rlstack.random`; may be ``None`` without
+    ``shuffle_minibatches``) and optional :class:`~rlstack.types.UpdateCoeffs` (0-d tensors: learning rate,
     entropy coefficient). ``metrics`` are 0-d tensors averaged over
     minibatches: the keys of :func:`ppo_loss` plus ``monitors/grad_norm``
     (before clipping), ``monitors/param_norm`` (after the update) and
@@ -278,15 +281,21 @@ def make_update(
             traj, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, normalize_advantages=cfg.normalize_advantages
         )
 
+    def shuffle(key: torch.Tensor, size: int) -> torch.Tensor:
+        return random.permutation(key, size)
+
     if compile:
-        grad_step, masked_apply, sgd_step, prepare = (
-            torch.compile(f, fullgraph=True) for f in (grad_step, masked_apply, sgd_step, prepare)
+        grad_step, masked_apply, sgd_step, prepare, shuffle = (
+            torch.compile(f, fullgraph=True) for f in (grad_step, masked_apply, sgd_step, prepare, shuffle)
         )
 
     def update(
-        params: Params, opt_state: Any, traj: Trajectory, coeffs: UpdateCoeffs | None = None
+        params: Params, opt_state: Any, traj: Trajectory, key: torch.Tensor | None, coeffs: UpdateCoeffs | None = None
     ) -> tuple[Params, Any, Metrics]:
         device = traj.rewards.device
+        if cfg.shuffle_minibatches:
+            random.check_key(key, "key")
+            epoch_keys = random.split(key, cfg.num_sgd_iters)
         if coeffs is None:
             coeffs = UpdateCoeffs(
                 lr=torch.tensor(lr, device=device), entropy_coeff=torch.tensor(cfg.entropy_coeff, device=device)
@@ -303,9 +312,9 @@ def make_update(
         active = torch.ones((), dtype=torch.bool, device=device)
         applied = torch.zeros((), device=device)
         history: list[Metrics] = []
-        for _ in range(cfg.num_sgd_iters):
+        for epoch in range(cfg.num_sgd_iters):
             if cfg.shuffle_minibatches:
-                order = torch.randperm(size, device=device)
+                order = shuffle(epoch_keys[epoch], size)
             else:
                 order = torch.arange(size, device=device)
             # Index slices of `chunk` transitions, grouped by optimizer step: one step per

@@ -8,6 +8,7 @@ import optree
 import torch
 
 from .envs import Env
+from . import random
 from .normalization import NormState, normalize, scale, update_moments
 from .policy import Policy, to_action_space
 from .types import Params, RolloutCarry, Trajectory, Transition
@@ -32,8 +33,11 @@ def make_rollout(
     action space by :func:`~rlstack.policy.to_action_space`; ``traj.actions``
     keeps the distribution's own, which log-probs refer to), stacks the transitions
     time-major and appends the critic's value of the final observation as
-    the bootstrap ``traj.values[T]``. It draws actions from the torch RNG,
-    never syncs with the host, and does not touch ``params`` or ``carry``.
+    the bootstrap ``traj.values[T]``. Its randomness comes from
+    ``carry.key``, split at every step (the returned carry holds the next
+    key), so the same ``(params, carry)`` give the same outputs, eagerly,
+    compiled and under ``vmap``. It never syncs with the host and does not
+    touch ``params`` or ``carry``.
 
     Args:
         env: a pure :class:`~rlstack.envs.Env`.
@@ -66,8 +70,10 @@ def make_rollout(
         >>> from rlstack.distributions import Categorical
         >>> env = DiscreteDummyEnv()
         >>> policy = Policy(MLPModel(env.observation_space, env.action_space, hiddens=(8,)), Categorical)
+        >>> from rlstack import random
         >>> rollout = make_rollout(env, policy, horizon=5)
-        >>> carry, traj = rollout(policy.init_params(), RolloutCarry(*env.reset(3)))
+        >>> reset_key, rollout_key = random.split(random.key(0))
+        >>> carry, traj = rollout(policy.init_params(), RolloutCarry(*env.reset(reset_key, 3), rollout_key))
         >>> traj.rewards.shape, traj.values.shape
         (torch.Size([5, 3]), torch.Size([6, 3]))
     """
@@ -89,12 +95,14 @@ def make_rollout(
         return NormState(norm.obs, moments, returns), scale(moments, reward)
 
     def body(params: Params, carry: RolloutCarry) -> tuple[RolloutCarry, Transition]:
+        key, act_key, step_key = random.split(carry.key, 3)
         norm, policy_obs = observe(carry.norm, carry.obs)
-        action, log_prob, value = policy.act(params, policy_obs, deterministic)
-        env_state, obs, reward = env.step(carry.env_state, to_action_space(policy.distribution_cls, action, env.action_space))
+        action, log_prob, value = policy.act(params, policy_obs, act_key, deterministic=deterministic)
+        env_action = to_action_space(policy.distribution_cls, action, env.action_space)
+        env_state, obs, reward = env.step(carry.env_state, env_action, step_key)
         norm, learned_reward = scale_reward(norm, reward)
         raw = reward if normalize_rewards else ()
-        return RolloutCarry(env_state, obs, norm), Transition(policy_obs, action, log_prob, value, learned_reward, raw)
+        return RolloutCarry(env_state, obs, key, norm), Transition(policy_obs, action, log_prob, value, learned_reward, raw)
 
     def bootstrap_value(params: Params, carry: RolloutCarry) -> torch.Tensor:
         obs = normalize(carry.norm.obs, carry.obs) if normalize_obs else carry.obs
@@ -105,6 +113,7 @@ def make_rollout(
         bootstrap_value = torch.compile(bootstrap_value, fullgraph=True)
 
     def rollout(params: Params, carry: RolloutCarry) -> tuple[RolloutCarry, Trajectory]:
+        random.check_key(carry.key, "carry.key")
         steps = []
         for _ in range(horizon):
             carry, transition = body(params, carry)

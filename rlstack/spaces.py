@@ -43,8 +43,13 @@ class Discrete:
         self.shape = _as_shape(shape, "shape") if shape != () else ()
         self.dtype = torch.int64
 
-    def sample(self, batch_shape: Sequence[int] = (), device: Any = "cpu") -> torch.Tensor:
-        """Uniform random values, ``[*batch_shape, *shape]`` int64."""
+    def sample(self, batch_shape: Sequence[int] = (), device: Any = "cpu", key: torch.Tensor | None = None) -> torch.Tensor:
+        """Uniform random values, ``[*batch_shape, *shape]`` int64, drawn from
+        ``key`` (on its device) or, without one, torch's global generator."""
+        if key is not None:
+            from . import random
+
+            return random.randint(key, (*batch_shape, *self.shape), 0, self.n)
         return torch.randint(0, self.n, (*batch_shape, *self.shape), device=device)
 
     def contains(self, x: Any) -> bool:
@@ -91,10 +96,17 @@ class Box:
     def bounded(self) -> bool:
         return math.isfinite(self.low) and math.isfinite(self.high)
 
-    def sample(self, batch_shape: Sequence[int] = (), device: Any = "cpu") -> torch.Tensor:
+    def sample(self, batch_shape: Sequence[int] = (), device: Any = "cpu", key: torch.Tensor | None = None) -> torch.Tensor:
         """Uniform within finite bounds, else standard normal clipped to the
-        bounds; ``[*batch_shape, *shape]``."""
+        bounds; ``[*batch_shape, *shape]``, drawn from ``key`` (on its
+        device) or, without one, torch's global generator."""
         size = (*batch_shape, *self.shape)
+        if key is not None:
+            from . import random
+
+            if self.bounded:
+                return random.uniform(key, size, low=self.low, high=self.high, dtype=self.dtype)
+            return random.normal(key, size, dtype=self.dtype).clamp(self.low, self.high)
         if self.bounded:
             u = torch.rand(size, device=device, dtype=self.dtype)
             return self.low + (self.high - self.low) * u
@@ -132,11 +144,15 @@ def is_space(space: Any) -> bool:
     return isinstance(space, (Discrete, Box))
 
 
-def sample(space: Space, batch_shape: Sequence[int] = (), device: Any = "cpu") -> Any:
-    """Sample a value (or a dict of values) of ``space``."""
+def sample(space: Space, batch_shape: Sequence[int] = (), device: Any = "cpu", key: torch.Tensor | None = None) -> Any:
+    """Sample a value (or a dict of values) of ``space``; see ``Box.sample``."""
     if isinstance(space, dict):
-        return {k: sample(v, batch_shape, device) for k, v in space.items()}
-    return space.sample(batch_shape, device)
+        if key is None:
+            return {k: sample(v, batch_shape, device) for k, v in space.items()}
+        from . import random
+
+        return {k: sample(v, batch_shape, device, random.fold_in(key, i)) for i, (k, v) in enumerate(space.items())}
+    return space.sample(batch_shape, device, key)
 
 
 def describe_mismatch(space: Space, x: Any, batch_shape: Sequence[int], box_bounds: bool = True) -> str | None:

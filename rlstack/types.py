@@ -23,12 +23,16 @@ class RolloutCarry(NamedTuple):
     Attributes:
         env_state: the env's state pytree, leaves ``[N, ...]``.
         obs: the last (raw) observation, leaves ``[N, ...]``.
+        key: ``[2]`` int64 random key (:mod:`rlstack.random`) the next
+            rollout draws actions and env randomness from; the rollout
+            returns a new one.
         norm: a :class:`~rlstack.normalization.NormState` when observations
             or rewards are normalised, else ``()``.
     """
 
     env_state: Tree
     obs: Tree
+    key: torch.Tensor
     norm: Tree = ()
 
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from rlstack import random
 from rlstack import Algorithm, SquashedNormal
 from rlstack.env import ContinuousDummyEnv, DiscreteDummyEnv
 
@@ -172,8 +173,8 @@ def test_evaluate_leaves_the_training_carry_alone():
 
 
 class _ExplodingEnv(DiscreteDummyEnv):
-    def step(self, state, action):
-        state, obs, reward = super().step(state, action)
+    def step(self, state, action, key):
+        state, obs, reward = super().step(state, action, key)
         return state, obs, reward * float("inf")
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from rlstack import random
 from rlstack.env import check_env
 from rlstack.envs import CartPole, MountainCar, Pendulum
 from rlstack.envs.cartpole import CartPoleState
@@ -33,7 +34,7 @@ def test_cartpole_matches_gymnasium_step_for_step():
     action = torch.randint(0, 2, (N,), generator=g)
     state = CartPoleState(physics, {k: torch.full((N,), float(env.default_config[k])) for k in
                                     ("gravity", "masscart", "masspole", "length", "force_mag", "tau")})
-    _, obs, reward = env.step(state, action)
+    _, obs, reward = env.step(state, action, random.key(2))
     for i in range(N):
         gym_env.state, gym_env.steps_beyond_terminated = physics[i].double().numpy(), None
         gym_obs, _, terminated, _, _ = gym_env.step(int(action[i]))
@@ -49,7 +50,7 @@ def test_pendulum_matches_gymnasium_step_for_step_including_reward():
     physics = torch.stack([(torch.rand(N, generator=g) * 2 - 1) * 2 * math.pi, (torch.rand(N, generator=g) * 2 - 1) * 8], -1)
     action = (torch.rand(N, 1, generator=g) * 2 - 1) * 3  # beyond the limits too: both clip
     state = PendulumState(physics, _constants(env))
-    new_state, obs, reward = env.step(state, action)
+    new_state, obs, reward = env.step(state, action, random.key(2))
     for i in range(N):
         gym_env.state = physics[i].double().numpy()
         gym_obs, gym_reward, _, _, _ = gym_env.step(action[i].numpy())
@@ -71,7 +72,7 @@ def test_mountain_car_matches_gymnasium_step_for_step_including_left_wall():
     velocity[:32] = -0.05
     state = torch.stack([position, velocity], -1)
     action = torch.randint(0, 3, (N,), generator=g)
-    _, obs, _ = env.step(state, action)
+    _, obs, _ = env.step(state, action, random.key(2))
     assert (obs[:32, 1] == 0).all() and (obs[:32, 0] == -1.2).all()
     for i in range(N):
         gym_env.state = state[i].double().numpy()
@@ -82,7 +83,7 @@ def test_mountain_car_matches_gymnasium_step_for_step_including_left_wall():
 def test_mountain_car_reward_is_one_at_goal_and_squared_relative_speed_elsewhere():
     env = MountainCar()
     state = torch.tensor([[0.55, 0.01], [-0.5236, 0.0], [-0.2, 0.035]])
-    new_state, _, reward = env.step(state, torch.tensor([1, 1, 1]))
+    new_state, _, reward = env.step(state, torch.tensor([1, 1, 1]), random.key(2))
     assert reward[0] == 1.0
     torch.testing.assert_close(reward[1:], (new_state[1:, 1] / 0.07) ** 2)
     assert reward[1] < 1e-6 and 0.0 < reward[2] < 1.0  # below the goal's 1 at any speed
@@ -94,14 +95,14 @@ def test_classic_control_envs_pass_check_env_and_compile(env):
 
 
 def test_reset_ranges_and_domain_randomisation():
-    state, obs = CartPole().reset(4096, config={"masspole": [0.05, 0.2], "init_low": -0.1, "init_high": 0.1})
+    state, obs = CartPole().reset(random.key(0), 4096, config={"masspole": [0.05, 0.2], "init_low": -0.1, "init_high": 0.1})
     assert obs.abs().max() <= 0.1 and obs.abs().max() > 0.09
     m = state.constants["masspole"]
     assert 0.05 <= m.min() < 0.06 and 0.19 < m.max() <= 0.2 and state.constants["gravity"].unique().tolist() == [pytest.approx(9.8)]
-    state, obs = Pendulum().reset(4096)
+    state, obs = Pendulum().reset(random.key(0), 4096)
     assert state.physics[:, 0].abs().max() <= math.pi and state.physics[:, 1].abs().max() <= 1.0
     torch.testing.assert_close(obs[:, 0] ** 2 + obs[:, 1] ** 2, torch.ones(4096))
-    state, obs = MountainCar().reset(4096)
+    state, obs = MountainCar().reset(random.key(0), 4096)
     assert obs[:, 0].min() >= -0.6 and obs[:, 0].max() <= -0.4 and (obs[:, 1] == 0).all()
 
 
@@ -119,7 +120,7 @@ def test_reset_ranges_and_domain_randomisation():
 )
 def test_bad_env_config_raises(env, config, match):
     with pytest.raises(ValueError, match=match):
-        env.reset(4, config=config)
+        env.reset(random.key(0), 4, config=config)
 
 
 def test_success_measures():

@@ -4,8 +4,8 @@ import optree
 import pytest
 import torch
 import torch._dynamo
-import torch._inductor.config
 
+from rlstack import random
 from rlstack import Algorithm, SquashedNormal
 from rlstack.distributions import Categorical
 from rlstack.envs import ContinuousDummyEnv, DiscreteDummyEnv
@@ -20,9 +20,7 @@ from rlstack.policy import Policy
 def _fresh_dynamo():
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
-    # Inductor draws its own random numbers unless told to use eager's.
-    with torch._inductor.config.patch(fallback_random=True):
-        yield
+    yield
     torch._dynamo.reset()
 
 
@@ -34,13 +32,13 @@ def _run(env, policy, compile, normalize=False, seed=0, num_envs=32, horizon=8):
     update = make_update(policy, opt, hparams, compile=compile)
     torch.manual_seed(seed)
     norm = init_norm_state((1,), num_envs, normalize_obs=normalize, normalize_rewards=normalize)
-    carry = RolloutCarry(*env.reset(num_envs), norm)
+    carry = RolloutCarry(*env.reset(random.key(0), num_envs), random.key(1), norm)
     opt_state = opt.init(params)
     outputs = []
     for lr in (1e-3, 5e-4):  # a changed coefficient must not recompile
         carry, traj = rollout(params, carry)
         coeffs = UpdateCoeffs(torch.tensor(lr), torch.tensor(0.01))
-        params, opt_state, metrics = update(params, opt_state, traj, coeffs)
+        params, opt_state, metrics = update(params, opt_state, traj, random.key(3), coeffs)
         outputs.append((traj, params, metrics))
     return outputs
 

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from rlstack import random
 from rlstack import Algorithm
 from rlstack.env import (
     ContinuousDummyEnv,
@@ -22,7 +23,7 @@ def test_dummy_envs_importable_from_both_modules():
 def test_discrete_dummy_env_moves_one_unit_and_rewards_minus_distance():
     env = DiscreteDummyEnv()
     state = torch.tensor([[3.0], [-0.5]])
-    state2, obs, reward = env.step(state, torch.tensor([[0], [1]]))
+    state2, obs, reward = env.step(state, torch.tensor([[0], [1]]), random.key(2))
     torch.testing.assert_close(state2, torch.tensor([[2.0], [0.5]]))
     torch.testing.assert_close(obs, state2)
     torch.testing.assert_close(reward, torch.tensor([-2.0, -0.5]))
@@ -30,19 +31,19 @@ def test_discrete_dummy_env_moves_one_unit_and_rewards_minus_distance():
 
 def test_continuous_dummy_env_adds_action():
     env = ContinuousDummyEnv()
-    state, obs, reward = env.step(torch.tensor([[1.5]]), torch.tensor([[-2.0]]))
+    state, obs, reward = env.step(torch.tensor([[1.5]]), torch.tensor([[-2.0]]), random.key(2))
     torch.testing.assert_close(state, torch.tensor([[-0.5]]))
     torch.testing.assert_close(reward, torch.tensor([0.5]).neg())
 
 
 def test_reset_respects_bounds_config_and_rejects_unknown_keys():
     env = DiscreteDummyEnv()
-    _, obs = env.reset(10_000, config={"bounds": 2.0})
+    _, obs = env.reset(random.key(0), 10_000, config={"bounds": 2.0})
     assert obs.shape == (10_000, 1) and obs.abs().max() <= 2.0 and obs.abs().max() > 1.9
     with pytest.raises(ValueError, match=r"unknown keys \['bound'\]"):
-        env.reset(4, config={"bound": 2.0})
+        env.reset(random.key(0), 4, config={"bound": 2.0})
     with pytest.raises(ValueError, match=r"config\['bounds'\]"):
-        env.reset(4, config={"bounds": -1.0})
+        env.reset(random.key(0), 4, config={"bounds": -1.0})
 
 
 @pytest.mark.parametrize("env", [DiscreteDummyEnv(), ContinuousDummyEnv()])
@@ -51,19 +52,19 @@ def test_builtin_envs_pass_check_env_including_compile(env):
 
 
 class _WrongRewardShape(DiscreteDummyEnv):
-    def step(self, state, action):
-        state, obs, reward = super().step(state, action)
+    def step(self, state, action, key):
+        state, obs, reward = super().step(state, action, key)
         return state, obs, reward.unsqueeze(-1)
 
 
 class _WrongObsDtype(DiscreteDummyEnv):
-    def step(self, state, action):
-        state, obs, reward = super().step(state, action)
+    def step(self, state, action, key):
+        state, obs, reward = super().step(state, action, key)
         return state, obs.double(), reward
 
 
 class _Impure(DiscreteDummyEnv):
-    def step(self, state, action):
+    def step(self, state, action, key):
         state += 1
         return state, state.clone(), -state.abs().squeeze(-1)
 

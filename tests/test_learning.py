@@ -8,6 +8,7 @@ policy scores.
 import pytest
 import torch
 
+from rlstack import random
 from rlstack import Algorithm, SquashedNormal
 from rlstack.env import ContinuousDummyEnv, DiscreteDummyEnv
 from rlstack.presets import PRESETS
@@ -18,18 +19,18 @@ CONFIG = {"bounds": 10.0}
 def _final_distance(algo, steps=32, num_envs=1024):
     """Mean |x| after acting deterministically for ``steps`` from fresh starts."""
     env = algo.env
-    state, obs = env.reset(num_envs, config=CONFIG)
+    state, obs = env.reset(random.key(0), num_envs, config=CONFIG)
     for _ in range(steps):
-        state, obs, _ = env.step(state, algo.predict(obs))
+        state, obs, _ = env.step(state, algo.predict(obs), random.key(2))
     return obs.abs().mean().item()
 
 
 def _oracle_return(env, num_envs=4096, horizon=32):
-    state, obs = env.reset(num_envs, config=CONFIG)
+    state, obs = env.reset(random.key(0), num_envs, config=CONFIG)
     total = torch.zeros(num_envs)
     for _ in range(horizon):
         action = (obs < 0).long() if isinstance(env, DiscreteDummyEnv) else (-obs).clamp(-1, 1)
-        state, obs, reward = env.step(state, action)
+        state, obs, reward = env.step(state, action, random.key(2))
         total += reward
     return total.mean().item()
 

@@ -4,6 +4,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rlstack import random
 from rlstack import Algorithm
 from rlstack.distributions import Categorical
 from rlstack.envs import CartPole, DiscreteDummyEnv
@@ -41,14 +42,14 @@ def test_rollout_normalizes_observations_and_rewards_with_running_statistics():
     policy = _policy(env)
     N, T = 64, 10
     rollout = make_rollout(env, policy, T, normalize_obs=True, normalize_rewards=True, gamma=0.9)
-    state, obs = env.reset(N)
+    state, obs = env.reset(random.key(0), N)
     norm = init_norm_state((4,), N, normalize_obs=True, normalize_rewards=True)
-    carry, traj = rollout(policy.init_params(), RolloutCarry(state, obs, norm))
+    carry, traj = rollout(policy.init_params(), RolloutCarry(state, obs, random.key(1), norm))
     # The obs statistics saw every observation the policy acted on.
     raw_obs = [obs]
     s = state
     for t in range(T - 1):
-        s, o, _ = env.step(s, traj.actions[t])
+        s, o, _ = env.step(s, traj.actions[t], random.key(2))
         raw_obs.append(o)
     raw = torch.cat(raw_obs)
     torch.testing.assert_close(carry.norm.obs.mean, raw.mean(0), rtol=1e-3, atol=1e-4)
@@ -72,7 +73,7 @@ def test_algorithm_freezes_statistics_at_eval_and_checkpoints_them(tmp_path):
     assert torch.equal(algo.carry.norm.obs.mean, norm.obs.mean) and algo.carry.norm.obs.count == norm.obs.count
     # predict() applies the frozen observation statistics.
     obs = torch.randn(5, 4)
-    expected = algo.policy.act(algo.params, normalize(norm.obs, obs), True)[0]
+    expected = algo.policy.act(algo.params, normalize(norm.obs, obs), deterministic=True)[0]
     assert torch.equal(algo.predict(obs), expected)
     path = algo.save_checkpoint(tmp_path / "c.pt")
     restored = Algorithm.from_checkpoint(path)
@@ -85,15 +86,15 @@ def test_target_kl_stops_the_update_once_kl_exceeds_it():
     env = DiscreteDummyEnv()
     policy = _policy(env)
     params = policy.init_params()
-    _, traj = make_rollout(env, policy, 8)(params, RolloutCarry(*env.reset(32)))
+    _, traj = make_rollout(env, policy, 8)(params, RolloutCarry(*env.reset(random.key(0), 32), random.key(1)))
     hparams = {"num_envs": 32, "horizon": 8, "sgd_minibatch_size": 32}
     opt = adam()
     torch.manual_seed(0)
-    _, state, metrics = make_update(policy, opt, {**hparams, "target_kl": 1e-12}, lr=1e-2)(params, opt.init(params), traj)
+    _, state, metrics = make_update(policy, opt, {**hparams, "target_kl": 1e-12}, lr=1e-2)(params, opt.init(params), traj, random.key(3))
     # The first minibatch has KL 0 (nothing changed yet) and is applied; the next exceeds 1e-12.
     assert metrics["monitors/sgd_steps"].item() == 1 and state.count.item() == 1
     torch.manual_seed(0)
-    _, state, metrics = make_update(policy, opt, {**hparams, "target_kl": 10.0}, lr=1e-2)(params, opt.init(params), traj)
+    _, state, metrics = make_update(policy, opt, {**hparams, "target_kl": 10.0}, lr=1e-2)(params, opt.init(params), traj, random.key(3))
     assert metrics["monitors/sgd_steps"].item() == 32 and state.count.item() == 32
 
 

@@ -5,6 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rlstack import random
 from rlstack.distributions import Categorical
 from rlstack.envs import DiscreteDummyEnv
 from rlstack.functional import RolloutCarry, gae, make_rollout, make_update, ppo_loss
@@ -131,7 +132,7 @@ def _setup(num_envs=16, horizon=8, **hparams):
     policy = Policy(MLPModel(env.observation_space, env.action_space, hiddens=(16, 16)), Categorical)
     params = policy.init_params()
     opt = adam()
-    carry = RolloutCarry(*env.reset(num_envs))
+    carry = RolloutCarry(*env.reset(random.key(0), num_envs), random.key(1))
     _, traj = make_rollout(env, policy, horizon)(params, carry)
     update = make_update(policy, opt, {"num_envs": num_envs, "horizon": horizon, **hparams}, lr=1e-2)
     return params, opt.init(params), traj, update
@@ -141,7 +142,7 @@ def test_update_is_pure_and_changes_params():
     params, opt_state, traj, update = _setup(sgd_minibatch_size=32)
     snapshot = {k: v.clone() for k, v in params.items()}
     traj_rewards = traj.rewards.clone()
-    new_params, new_state, metrics = update(params, opt_state, traj)
+    new_params, new_state, metrics = update(params, opt_state, traj, random.key(3))
     for k in params:
         assert torch.equal(params[k], snapshot[k])
         assert not torch.equal(new_params[k], params[k])
@@ -162,8 +163,8 @@ def test_accumulated_grads_take_one_step_per_epoch_equal_to_full_batch_step():
     policy = Policy(MLPModel(env.observation_space, env.action_space, hiddens=(16, 16)), Categorical)
     acc = make_update(policy, adam(), {**common, "sgd_minibatch_size": 32, "accumulate_grads": True}, lr=1e-2)
     full = make_update(policy, adam(), {**common, "sgd_minibatch_size": None}, lr=1e-2)
-    p_acc, s_acc, _ = acc(params, opt_state, traj)
-    p_full, s_full, _ = full(params, opt_state, traj)
+    p_acc, s_acc, _ = acc(params, opt_state, traj, None)
+    p_full, s_full, _ = full(params, opt_state, traj, None)
     assert s_acc.count.item() == 4 == s_full.count.item()
     for k in params:
         torch.testing.assert_close(p_acc[k], p_full[k], rtol=1e-4, atol=1e-6)
@@ -175,7 +176,7 @@ def test_update_rejects_minibatch_size_not_dividing_the_trajectory():
     policy = Policy(MLPModel(env.observation_space, env.action_space, hiddens=(16,)), Categorical)
     update = make_update(policy, adam(), {"num_envs": 20, "horizon": 8, "sgd_minibatch_size": 40})
     with pytest.raises(ValueError, match="`sgd_minibatch_size` 40 must divide the 128 transitions"):
-        update(policy.init_params(), adam().init(policy.init_params()), traj)
+        update(policy.init_params(), adam().init(policy.init_params()), traj, random.key(3))
 
 
 @pytest.mark.parametrize("accumulate", [False, True])
@@ -187,8 +188,8 @@ def test_chunked_minibatches_give_the_same_update(accumulate):
     common = dict(num_envs=16, horizon=8, shuffle_minibatches=False, sgd_minibatch_size=64, accumulate_grads=accumulate)
     whole = make_update(policy, adam(), common, lr=1e-2)
     chunked = make_update(policy, adam(), {**common, "sgd_chunk_size": 16}, lr=1e-2)
-    p_whole, s_whole, m_whole = whole(params, opt_state, traj)
-    p_chunk, s_chunk, m_chunk = chunked(params, opt_state, traj)
+    p_whole, s_whole, m_whole = whole(params, opt_state, traj, None)
+    p_chunk, s_chunk, m_chunk = chunked(params, opt_state, traj, None)
     assert s_whole.count.item() == s_chunk.count.item() == (4 if accumulate else 8)
     for k in params:
         torch.testing.assert_close(p_chunk[k], p_whole[k], rtol=1e-4, atol=1e-6)

@@ -2,6 +2,7 @@ import optree
 import pytest
 import torch
 
+from rlstack import random
 from rlstack.distributions import Categorical, Normal
 from rlstack.envs import ContinuousDummyEnv, DiscreteDummyEnv
 from rlstack.functional import RolloutCarry, make_rollout, make_update
@@ -20,7 +21,7 @@ def test_rollout_shapes_and_consistency(env, dist):
     policy = _policy(env, dist)
     params = policy.init_params()
     T, N = 6, 5
-    carry0 = RolloutCarry(*env.reset(N))
+    carry0 = RolloutCarry(*env.reset(random.key(0), N), random.key(1))
     snapshot = carry0.obs.clone()
     carry, traj = make_rollout(env, policy, T)(params, carry0)
     assert traj.obs.shape == (T, N, 1) and traj.actions.shape == (T, N, 1)
@@ -29,7 +30,7 @@ def test_rollout_shapes_and_consistency(env, dist):
     torch.testing.assert_close(traj.obs[0], carry0.obs)
     # Each observation is the env's step of the previous one under the recorded action.
     for t in range(T - 1):
-        _, next_obs, reward = env.step(traj.obs[t], traj.actions[t])
+        _, next_obs, reward = env.step(traj.obs[t], traj.actions[t], random.key(2))
         torch.testing.assert_close(traj.obs[t + 1], next_obs)
         torch.testing.assert_close(traj.rewards[t], reward)
     # Stored log-probs and values are the policy's for the stored obs/actions.
@@ -43,7 +44,7 @@ def test_deterministic_rollout_takes_the_mode():
     env = DiscreteDummyEnv()
     policy = _policy(env, Categorical)
     params = policy.init_params()
-    _, traj = make_rollout(env, policy, 4, deterministic=True)(params, RolloutCarry(*env.reset(8)))
+    _, traj = make_rollout(env, policy, 4, deterministic=True)(params, RolloutCarry(*env.reset(random.key(0), 8), random.key(1)))
     logits, _ = policy.apply(params, traj.obs.reshape(32, 1))
     torch.testing.assert_close(traj.actions.reshape(32, 1), logits.argmax(-1))
 
@@ -57,7 +58,7 @@ def _member(tree, i):
 
 
 def _population(seeds, num_envs=8):
-    """Members whose params and env starts come from their own seeds."""
+    """Members whose params, env starts and action keys all come from their own seeds."""
     env = DiscreteDummyEnv()
     policy = _policy(env, Categorical)
     members = []
@@ -65,7 +66,8 @@ def _population(seeds, num_envs=8):
         torch.manual_seed(seed)
         model = MLPModel(env.observation_space, env.action_space, hiddens=(16, 16))
         params = {k: v.detach().clone() for k, v in model.named_parameters()}
-        members.append((params, RolloutCarry(*env.reset(num_envs))))
+        reset_key, rollout_key = random.split(random.key(seed))
+        members.append((params, RolloutCarry(*env.reset(reset_key, num_envs), rollout_key)))
     return env, policy, members
 
 
@@ -73,52 +75,50 @@ def test_vmap_members_with_the_same_seed_agree_with_each_other_and_the_unbatched
     env, policy, members = _population([3, 3, 4])
     rollout = make_rollout(env, policy, 5)
     params, carry = _stack(*[m[0] for m in members]), _stack(*[m[1] for m in members])
-    torch.manual_seed(11)
-    _, traj = torch.func.vmap(rollout, randomness="same")(params, carry)
-    torch.manual_seed(11)
-    _, single = rollout(*members[0])
-    for leaf_v, leaf_s in zip(optree.tree_leaves(traj), optree.tree_leaves(single)):
-        torch.testing.assert_close(leaf_v[0], leaf_s)
+    # No randomness= needed: nothing draws from torch's generator, every member from its own key.
+    final, traj = torch.func.vmap(rollout)(params, carry)
+    single_final, single = rollout(*members[0])
+    for leaf_v, leaf_s in zip(optree.tree_leaves((final, traj)), optree.tree_leaves((single_final, single))):
+        torch.testing.assert_close(leaf_v[0], leaf_s)  # exact for actions and keys; float rounding for values
         torch.testing.assert_close(leaf_v[1], leaf_s)
     assert not torch.equal(traj.rewards[2], traj.rewards[0])  # other seed, other run
 
 
-def test_vmap_different_randomness_gives_each_member_its_own_samples_reproducibly():
-    env, policy, members = _population([3, 3])
+def test_rollout_is_a_function_of_its_inputs_and_different_keys_differ():
+    env, policy, members = _population([3])
     rollout = make_rollout(env, policy, 5)
-    params, carry = _stack(*[m[0] for m in members]), _stack(*[m[1] for m in members])
-    runs = []
-    for _ in range(2):
-        torch.manual_seed(11)
-        runs.append(torch.func.vmap(rollout, randomness="different")(params, carry)[1])
-    assert traj_equal(runs[0], runs[1])
-    assert not torch.equal(runs[0].actions[0], runs[0].actions[1])
+    params, carry = members[0]
+    before = optree.tree_map(torch.clone, (params, carry))
+    first, again = rollout(params, carry), rollout(params, carry)
+    assert traj_equal(first, again)  # same inputs, same outputs
+    assert traj_equal((params, carry), before)  # inputs untouched
+    other = rollout(params, carry._replace(key=random.key(99)))
+    assert not torch.equal(other[1].actions, first[1].actions)
+    assert not torch.equal(first[0].key, carry.key)  # the carry hands on a fresh key
 
 
 def traj_equal(a, b):
     return all(torch.equal(x, y) for x, y in zip(optree.tree_leaves(a), optree.tree_leaves(b)))
 
 
-def test_update_batches_under_vmap_over_params_opt_state_and_trajectory():
+def test_update_batches_under_vmap_over_params_opt_state_trajectory_and_keys():
     env, policy, members = _population([3, 3, 4])
     rollout = make_rollout(env, policy, 4)
     opt = adam()
     update = make_update(policy, opt, {"num_envs": 8, "horizon": 4, "sgd_minibatch_size": 16}, lr=1e-2)
     params, carry = _stack(*[m[0] for m in members]), _stack(*[m[1] for m in members])
     opt_state = torch.func.vmap(opt.init)(params)
-    torch.manual_seed(0)
-    _, traj = torch.func.vmap(rollout, randomness="same")(params, carry)
-    torch.manual_seed(1)
-    new_params, new_state, metrics = torch.func.vmap(update, randomness="same")(params, opt_state, traj)
-    torch.manual_seed(1)
-    single_params, _, single_metrics = update(members[0][0], opt.init(members[0][0]), _member(traj, 0))
+    _, traj = torch.func.vmap(rollout)(params, carry)
+    keys = torch.stack([random.key(7), random.key(7), random.key(7)])
+    new_params, new_state, metrics = torch.func.vmap(update)(params, opt_state, traj, keys)
+    single_params, _, single_metrics = update(members[0][0], opt.init(members[0][0]), _member(traj, 0), random.key(7))
     for k in single_params:
         torch.testing.assert_close(new_params[k][0], single_params[k], rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(new_params[k][1], single_params[k], rtol=1e-5, atol=1e-6)
         assert not torch.equal(new_params[k][2], new_params[k][0])
     assert metrics["losses/total"].shape == (3,) and new_state.count.tolist() == [8.0, 8.0, 8.0]
-    # "different" randomness draws independent minibatch permutations per member: members 0 and 1
-    # are identical (same seed, same trajectory), yet their two minibatches come in different orders.
-    different, _, _ = torch.func.vmap(update, randomness="different")(params, opt_state, traj)
+    # Each member shuffles its minibatches with its own key: members 0 and 1 are identical
+    # (same seed, same trajectory), yet with other keys their two minibatches come in other orders.
     assert torch.equal(traj.obs[0], traj.obs[1]) and torch.equal(traj.actions[0], traj.actions[1])
-    assert any(not torch.equal(different[k][0], different[k][1]) for k in different)
+    other, _, _ = torch.func.vmap(update)(params, opt_state, traj, torch.stack([random.key(7), random.key(8), random.key(7)]))
+    assert any(not torch.equal(other[k][0], other[k][1]) for k in other)

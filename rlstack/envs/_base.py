@@ -6,6 +6,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
+from .. import random
 from ..spaces import Space
 from ..types import Tree
 
@@ -15,9 +16,10 @@ class Env:
 
     Subclasses set ``observation_space`` and ``action_space`` (spaces of one
     env) and implement ``reset`` and ``step``. Neither may mutate its inputs,
-    keep state on ``self`` or sync with the host, so both can be compiled and
-    vmapped. There are no terminal states: every env is reset together by
-    the caller.
+    keep state on ``self``, sync with the host or draw from torch's global
+    generator: randomness comes in as a key (:mod:`rlstack.random`), so
+    both can be compiled and vmapped and the same key gives the same result.
+    There are no terminal states: every env is reset together by the caller.
 
     Class attribute ``default_config`` lists the keys ``reset`` accepts in
     ``config`` and their defaults; :meth:`resolve_config` validates a user's
@@ -32,10 +34,13 @@ class Env:
     #: Steps :meth:`success` runs a policy for.
     eval_steps: int = 200
 
-    def reset(
-        self, num_envs: int, *, config: Mapping[str, Any] | None = None, device: Any = "cpu"
-    ) -> tuple[Tree, Tree]:
-        """Start ``num_envs`` new episodes.
+    def reset(self, key: torch.Tensor, num_envs: int, *, config: Mapping[str, Any] | None = None) -> tuple[Tree, Tree]:
+        """Start ``num_envs`` new episodes on the key's device.
+
+        Args:
+            key: ``[2]`` int64 random key (:func:`rlstack.random.key`).
+            num_envs: ``N``.
+            config: env parameters (see ``default_config``).
 
         Returns:
             ``(state, obs)``: the state pytree and the first observation,
@@ -43,8 +48,13 @@ class Env:
         """
         raise NotImplementedError
 
-    def step(self, state: Tree, action: Tree) -> tuple[Tree, Tree, torch.Tensor]:
+    def step(self, state: Tree, action: Tree, key: torch.Tensor) -> tuple[Tree, Tree, torch.Tensor]:
         """Advance every env by one transition.
+
+        Args:
+            state: the state pytree, leaves ``[N, ...]``.
+            action: actions in ``action_space``, leaves ``[N, ...]``.
+            key: ``[2]`` int64 random key for any randomness of the step.
 
         Returns:
             ``(state, obs, reward)``: new state, its observation and the
@@ -53,18 +63,20 @@ class Env:
         raise NotImplementedError
 
     def run_policy(
-        self, act: Callable[[Tree], Tree], *, num_envs: int, config: Mapping[str, Any] | None, device: Any
+        self, act: Callable[[Tree], Tree], *, num_envs: int, config: Mapping[str, Any] | None, key: torch.Tensor
     ) -> Iterator[tuple[Tree, Tree, torch.Tensor]]:
-        """Act for ``eval_steps`` steps from fresh resets, without gradients.
+        """Act for ``eval_steps`` steps from fresh resets (drawn from ``key``,
+        on its device), without gradients.
 
         Yields:
             ``(state, obs, reward [N])`` after each step, for a success
             measure to fold over.
         """
-        state, obs = self.reset(num_envs, config=config, device=device)
-        for _ in range(self.eval_steps):
+        reset_key, step_key = random.split(key)
+        state, obs = self.reset(reset_key, num_envs, config=config)
+        for t in range(self.eval_steps):
             with torch.no_grad():
-                state, obs, reward = self.step(state, act(obs))
+                state, obs, reward = self.step(state, act(obs), random.fold_in(step_key, t))
             yield state, obs, reward
 
     def success(
@@ -73,15 +85,17 @@ class Env:
         *,
         num_envs: int = 1024,
         config: Mapping[str, Any] | None = None,
-        device: Any = "cpu",
+        key: torch.Tensor | None = None,
     ) -> dict[str, float]:
         """The task's own success measure for a policy ``act(obs) -> action``.
 
         Reports ``success/reward_per_step``, the mean reward per env step over
-        :meth:`run_policy`. Envs with a sharper notion of success override
-        this and add their own keys.
+        :meth:`run_policy` from resets drawn from ``key`` (default
+        ``rlstack.random.key(0)``, on the CPU). Envs with a sharper notion of
+        success override this and add their own keys.
         """
-        total = sum(reward for _, _, reward in self.run_policy(act, num_envs=num_envs, config=config, device=device))
+        key = random.key(0) if key is None else key
+        total = sum(reward for _, _, reward in self.run_policy(act, num_envs=num_envs, config=config, key=key))
         return {"success/reward_per_step": (total.mean() / self.eval_steps).item()}
 
     def resolve_config(self, config: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -108,7 +122,7 @@ class Env:
 
 
 def sample_constants(
-    config: Mapping[str, Any], names: tuple[str, ...], num_envs: int, device: Any
+    config: Mapping[str, Any], names: tuple[str, ...], num_envs: int, key: torch.Tensor
 ) -> dict[str, torch.Tensor]:
     """Per-env ``[N]`` float32 tensors for physical constants in ``config``.
 
@@ -119,10 +133,10 @@ def sample_constants(
         ValueError: for anything else, naming the key.
     """
     out = {}
-    for name in names:
+    for i, name in enumerate(names):
         value = config[name]
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            out[name] = torch.full((num_envs,), float(value), device=device)
+            out[name] = torch.full((num_envs,), float(value), device=key.device)
         elif (
             isinstance(value, (tuple, list))
             and len(value) == 2
@@ -130,7 +144,7 @@ def sample_constants(
             and value[0] <= value[1]
         ):
             low, high = float(value[0]), float(value[1])
-            out[name] = low + (high - low) * torch.rand(num_envs, device=device)
+            out[name] = random.uniform(random.fold_in(key, i), (num_envs,), low=low, high=high)
         else:
             raise ValueError(f"`config[{name!r}]` must be a number or a [low, high] range, got {value!r}.")
     return out

@@ -18,6 +18,7 @@ from typing import Any, Mapping, NamedTuple
 
 import torch
 
+from .. import random
 from ..spaces import Box, Discrete
 from ._base import Env, check_positive, sample_constants
 
@@ -57,16 +58,17 @@ class CartPole(Env):
         "init_low": -0.05, "init_high": 0.05,
     }
 
-    def reset(self, num_envs: int, *, config: Mapping[str, Any] | None = None, device: Any = "cpu") -> tuple[CartPoleState, torch.Tensor]:
+    def reset(self, key: torch.Tensor, num_envs: int, *, config: Mapping[str, Any] | None = None) -> tuple[CartPoleState, torch.Tensor]:
         config = self.resolve_config(config)
         check_positive(config, _CONSTANTS)
         low, high = config["init_low"], config["init_high"]
         if not (isinstance(low, (int, float)) and isinstance(high, (int, float)) and low <= high):
             raise ValueError(f"`config['init_low']` must be <= `config['init_high']`, got {low!r} and {high!r}.")
-        physics = low + (high - low) * torch.rand(num_envs, 4, device=device)
-        return CartPoleState(physics, sample_constants(config, _CONSTANTS, num_envs, device)), physics
+        init_key, constants_key = random.split(key)
+        physics = random.uniform(init_key, (num_envs, 4), low=float(low), high=float(high))
+        return CartPoleState(physics, sample_constants(config, _CONSTANTS, num_envs, constants_key)), physics
 
-    def step(self, state: CartPoleState, action: torch.Tensor) -> tuple[CartPoleState, torch.Tensor, torch.Tensor]:
+    def step(self, state: CartPoleState, action: torch.Tensor, key: torch.Tensor) -> tuple[CartPoleState, torch.Tensor, torch.Tensor]:
         c = state.constants
         x, x_dot, theta, theta_dot = state.physics.unbind(-1)
         force = torch.where(action == 1, c["force_mag"], -c["force_mag"])
@@ -83,12 +85,13 @@ class CartPole(Env):
         reward = torch.where(in_bounds(physics), 1.0, -1.0)
         return CartPoleState(physics, c), physics, reward
 
-    def success(self, act, *, num_envs: int = 1024, config: Mapping[str, Any] | None = None, device: Any = "cpu") -> dict[str, float]:
+    def success(self, act, *, num_envs: int = 1024, config: Mapping[str, Any] | None = None, key: torch.Tensor | None = None) -> dict[str, float]:
         """``success/balanced``: fraction of envs kept within gymnasium's bounds
         for all 500 steps (CartPole-v1's full episode)."""
-        balanced = torch.ones(num_envs, dtype=torch.bool, device=device)
-        total = torch.zeros(num_envs, device=device)
-        for state, _, reward in self.run_policy(act, num_envs=num_envs, config=config, device=device):
+        key = random.key(0) if key is None else key
+        balanced = torch.ones(num_envs, dtype=torch.bool, device=key.device)
+        total = torch.zeros(num_envs, device=key.device)
+        for state, _, reward in self.run_policy(act, num_envs=num_envs, config=config, key=key):
             balanced &= in_bounds(state.physics)
             total += reward
         return {

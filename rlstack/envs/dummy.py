@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 import torch
 
+from .. import random
 from ..spaces import Box, Discrete
 from ._base import Env
 
@@ -22,9 +23,7 @@ class _DummyEnv(Env):
     observation_space = Box((1,))
     default_config = {"bounds": 100.0}
 
-    def reset(
-        self, num_envs: int, *, config: Mapping[str, Any] | None = None, device: Any = "cpu"
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def reset(self, key: torch.Tensor, num_envs: int, *, config: Mapping[str, Any] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Positions uniform in ``[-bounds, bounds]``; state = obs ``[N, 1]``.
 
         ``config["bounds"]``: positive float, half-width of the start range.
@@ -32,19 +31,20 @@ class _DummyEnv(Env):
         bounds = self.resolve_config(config)["bounds"]
         if not isinstance(bounds, (int, float)) or not (0 < bounds < math.inf):
             raise ValueError(f"`config['bounds']` must be a positive finite number, got {bounds!r}.")
-        x = (2.0 * torch.rand(num_envs, 1, device=device) - 1.0) * bounds
+        x = random.uniform(key, (num_envs, 1), low=-float(bounds), high=float(bounds))
         return x, x
 
     @staticmethod
     def _reward(x: torch.Tensor) -> torch.Tensor:
         return -x.abs().squeeze(-1)
 
-    def success(self, act, *, num_envs: int = 1024, config: Mapping[str, Any] | None = None, device: Any = "cpu") -> dict[str, float]:
+    def success(self, act, *, num_envs: int = 1024, config: Mapping[str, Any] | None = None, key: torch.Tensor | None = None) -> dict[str, float]:
         """Adds ``success/at_origin``: the fraction of envs within one unit of
         the origin after ``eval_steps`` (200) steps, enough to cross
         ``[-100, 100]`` at one unit per step."""
         total = 0.0
-        for _, obs, reward in self.run_policy(act, num_envs=num_envs, config=config, device=device):
+        key = random.key(0) if key is None else key
+        for _, obs, reward in self.run_policy(act, num_envs=num_envs, config=config, key=key):
             total = total + reward
         return {
             "success/reward_per_step": (total.mean() / self.eval_steps).item(),
@@ -60,15 +60,16 @@ class DiscreteDummyEnv(_DummyEnv):
 
     Examples:
         >>> env = DiscreteDummyEnv()
-        >>> state, obs = env.reset(4)
-        >>> state, obs, reward = env.step(state, torch.ones(4, 1, dtype=torch.int64))
+        >>> from rlstack import random
+        >>> state, obs = env.reset(random.key(0), 4)
+        >>> state, obs, reward = env.step(state, torch.ones(4, 1, dtype=torch.int64), random.key(1))
         >>> reward.shape
         torch.Size([4])
     """
 
     action_space = Discrete(2, shape=(1,))
 
-    def step(self, state: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def step(self, state: torch.Tensor, action: torch.Tensor, key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = state + (2 * action - 1).to(state.dtype)
         return x, x, self._reward(x)
 
@@ -78,6 +79,6 @@ class ContinuousDummyEnv(_DummyEnv):
 
     action_space = Box((1,))
 
-    def step(self, state: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def step(self, state: torch.Tensor, action: torch.Tensor, key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = state + action.to(state.dtype)
         return x, x, self._reward(x)

@@ -21,6 +21,7 @@ from typing import Any, Mapping
 
 import torch
 
+from .. import random
 from ..spaces import Box, Discrete
 from ._base import Env
 
@@ -40,18 +41,18 @@ class MountainCar(Env):
     eval_steps = 200
     default_config = {"init_low": -0.6, "init_high": -0.4}
 
-    def reset(self, num_envs: int, *, config: Mapping[str, Any] | None = None, device: Any = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    def reset(self, key: torch.Tensor, num_envs: int, *, config: Mapping[str, Any] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         config = self.resolve_config(config)
         low, high = config["init_low"], config["init_high"]
         if not (isinstance(low, (int, float)) and isinstance(high, (int, float)) and MIN_POSITION <= low <= high <= MAX_POSITION):
             raise ValueError(
                 f"`config['init_low']` <= `config['init_high']` must lie in [{MIN_POSITION}, {MAX_POSITION}], got {low!r} and {high!r}."
             )
-        position = low + (high - low) * torch.rand(num_envs, device=device)
+        position = random.uniform(key, (num_envs,), low=float(low), high=float(high))
         physics = torch.stack([position, torch.zeros_like(position)], dim=-1)
         return physics, physics
 
-    def step(self, state: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def step(self, state: torch.Tensor, action: torch.Tensor, key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         position, velocity = state.unbind(-1)
         velocity = velocity + (action - 1).to(state.dtype) * FORCE + torch.cos(3 * position) * (-GRAVITY)
         velocity = velocity.clamp(-MAX_SPEED, MAX_SPEED)
@@ -62,10 +63,11 @@ class MountainCar(Env):
         reward = torch.where(position >= GOAL_POSITION, torch.ones_like(position), speed)
         return physics, physics, reward
 
-    def success(self, act, *, num_envs: int = 1024, config: Mapping[str, Any] | None = None, device: Any = "cpu") -> dict[str, float]:
+    def success(self, act, *, num_envs: int = 1024, config: Mapping[str, Any] | None = None, key: torch.Tensor | None = None) -> dict[str, float]:
         """``success/reached_goal``: fraction of envs reaching ``position >= 0.5``
         within 200 steps (MountainCar-v0's episode)."""
-        reached = torch.zeros(num_envs, dtype=torch.bool, device=device)
-        for state, _, _ in self.run_policy(act, num_envs=num_envs, config=config, device=device):
+        key = random.key(0) if key is None else key
+        reached = torch.zeros(num_envs, dtype=torch.bool, device=key.device)
+        for state, _, _ in self.run_policy(act, num_envs=num_envs, config=config, key=key):
             reached |= state[:, 0] >= GOAL_POSITION
         return {"success/reached_goal": reached.float().mean().item()}

@@ -14,6 +14,7 @@ from typing import Any, Mapping, NamedTuple
 
 import torch
 
+from .. import random
 from ..spaces import Box
 from ._base import Env, check_positive, sample_constants
 
@@ -52,17 +53,18 @@ class Pendulum(Env):
     default_config = {"g": 10.0, "m": 1.0, "l": 1.0, "dt": 0.05, "max_speed": 8.0, "max_torque": 2.0,
                       "x_init": math.pi, "y_init": 1.0}
 
-    def reset(self, num_envs: int, *, config: Mapping[str, Any] | None = None, device: Any = "cpu") -> tuple[PendulumState, torch.Tensor]:
+    def reset(self, key: torch.Tensor, num_envs: int, *, config: Mapping[str, Any] | None = None) -> tuple[PendulumState, torch.Tensor]:
         config = self.resolve_config(config)
         check_positive(config, _CONSTANTS)
         for name in ("x_init", "y_init"):
             if not isinstance(config[name], (int, float)) or config[name] < 0:
                 raise ValueError(f"`config[{name!r}]` must be a number >= 0, got {config[name]!r}.")
-        high = torch.tensor([config["x_init"], config["y_init"]], device=device, dtype=torch.float32)
-        physics = (2 * torch.rand(num_envs, 2, device=device) - 1) * high
-        return PendulumState(physics, sample_constants(config, _CONSTANTS, num_envs, device)), _observe(physics)
+        init_key, constants_key = random.split(key)
+        high = torch.tensor([config["x_init"], config["y_init"]], device=key.device, dtype=torch.float32)
+        physics = random.uniform(init_key, (num_envs, 2), low=-1.0, high=1.0) * high
+        return PendulumState(physics, sample_constants(config, _CONSTANTS, num_envs, constants_key)), _observe(physics)
 
-    def step(self, state: PendulumState, action: torch.Tensor) -> tuple[PendulumState, torch.Tensor, torch.Tensor]:
+    def step(self, state: PendulumState, action: torch.Tensor, key: torch.Tensor) -> tuple[PendulumState, torch.Tensor, torch.Tensor]:
         c = state.constants
         theta, theta_dot = state.physics.unbind(-1)
         u = torch.minimum(torch.maximum(action[:, 0], -c["max_torque"]), c["max_torque"])
