@@ -1,0 +1,99 @@
+"""Throughput of two git revisions side by side, in alternating processes.
+
+Run from the repository root::
+
+    python -m benchmarks.compare_revisions --before REV [--configs ...] [--modes compiled] [--rounds 3]
+
+Checks ``REV`` out into a temporary git worktree, then for ``--rounds``
+rounds runs ``benchmarks/throughput.py`` once in that worktree and once in
+this one (one process per config, revision and round, alternating), so the
+drift of a shared machine hits both revisions alike. Prints the median
+rollout and collect+step transitions/s of each revision, the ratio
+after/before of each round and its median, and writes
+``benchmarks/results/compare-<device>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_throughput(tree: Path, config: str, mode: str, repeats: int, device: str, out: Path) -> dict:
+    """One throughput.py process in ``tree``; its single result row."""
+    subprocess.run(
+        [sys.executable, "benchmarks/throughput.py", "--device", device, "--configs", config, "--modes", mode,
+         "--repeats", str(repeats), "--out", str(out)],
+        cwd=tree, check=True, stdout=subprocess.DEVNULL, env={"PYTHONPATH": str(tree), **_env()},
+    )
+    rows = json.loads(out.read_text())["rows"]
+    return next(r for r in rows if r["config"] == config and r["mode"] == mode)
+
+
+def _env() -> dict:
+    import os
+
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", required=True, help="git revision to compare against (e.g. HEAD~1)")
+    parser.add_argument("--configs", nargs="*", default=["discrete-1x-default", "cartpole-64x64"])
+    parser.add_argument("--mode", default="compiled", help="a throughput.py mode (default compiled)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per config (default 3)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed iterations per process (median)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/compare-<device>.json)")
+    args = parser.parse_args(argv)
+    rev = subprocess.run(["git", "rev-parse", "--short", args.before], cwd=ROOT, check=True, capture_output=True,
+                         text=True).stdout.strip()
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True, capture_output=True,
+                          text=True).stdout.strip()
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        worktree = Path(tmp) / "before"
+        subprocess.run(["git", "worktree", "add", "--detach", str(worktree), rev], cwd=ROOT, check=True,
+                       capture_output=True)
+        try:
+            for config in args.configs:
+                rounds = []
+                for r in range(args.rounds):
+                    before = run_throughput(worktree, config, args.mode, args.repeats, args.device, Path(tmp) / "b.json")
+                    after = run_throughput(ROOT, config, args.mode, args.repeats, args.device, Path(tmp) / "a.json")
+                    rounds.append({"before": before, "after": after})
+                    ratio = after["iteration_transitions_per_s"] / before["iteration_transitions_per_s"]
+                    print(f"{config} round {r + 1}: after/before collect+step {ratio:.3f}", flush=True)
+                results.append({"config": config, "rounds": rounds})
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT, capture_output=True)
+
+    print(f"\n{'config':<22}{'metric':<14}{rev + ' (before)':>16}{head + ' (after)':>16}{'ratio (median)':>16}")
+    summary = []
+    for item in results:
+        for metric, key in (("rollout", "rollout_transitions_per_s"), ("collect+step", "iteration_transitions_per_s")):
+            before = statistics.median(r["before"][key] for r in item["rounds"])
+            after = statistics.median(r["after"][key] for r in item["rounds"])
+            ratio = statistics.median(r["after"][key] / r["before"][key] for r in item["rounds"])
+            print(f"{item['config']:<22}{metric:<14}{before:>16,.0f}{after:>16,.0f}{ratio:>16.3f}")
+            summary.append({"config": item["config"], "metric": metric, "before": before, "after": after,
+                            "ratio_median_of_rounds": ratio})
+        first = [(r["before"]["first_iteration_s"], r["after"]["first_iteration_s"]) for r in item["rounds"]]
+        print(f"{item['config']:<22}{'first iter s':<14}{statistics.median(b for b, _ in first):>16.1f}"
+              f"{statistics.median(a for _, a in first):>16.1f}")
+    out = Path(args.out or ROOT / "benchmarks" / "results" / f"compare-{args.device}.json")
+    out.write_text(json.dumps({"before": rev, "after": head, "mode": args.mode, "summary": summary,
+                               "results": results}, indent=2))
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
