@@ -20,39 +20,81 @@ Metrics = dict[str, torch.Tensor]
 
 
 def gae(
-    rewards: torch.Tensor, values: torch.Tensor, *, gamma: float, gae_lambda: float
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    *,
+    gamma: float,
+    gae_lambda: float,
+    terminated: torch.Tensor | None = None,
+    truncated: torch.Tensor | None = None,
+    final_values: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Generalized Advantage Estimation for infinite-horizon rollouts.
+    """Generalized Advantage Estimation, with or without episode ends.
 
-    ``delta_t = r_t + gamma V_{t+1} - V_t`` and
-    ``A_t = delta_t + gamma lambda A_{t+1}`` with ``A_T = 0``; there are no
-    done masks, ``values[T]`` bootstraps the tail.
+    ``A_t = delta_t + gamma lambda (1 - done_t) A_{t+1}`` with ``A_T = 0``
+    and ``delta_t = r_t + gamma V'_t - V_t``, where the next value ``V'_t``
+    is ``0`` after a termination (no bootstrapping from a terminal state),
+    ``final_values[t]`` after a truncation (the value of the episode's true
+    last observation, not of the auto-reset one that follows), and
+    ``values[t + 1]`` otherwise. ``done_t = terminated_t or truncated_t``
+    stops the advantage from flowing across an episode boundary. Without
+    flags (infinite horizon) nothing ends and ``values[T]`` bootstraps the
+    tail.
 
     Args:
         rewards: ``[T, N]`` float.
-        values: ``[T + 1, N]`` float, same dtype.
+        values: ``[T + 1, N]`` float, same dtype; ``values[t]`` is the value
+            of the observation the step-t action was taken in.
         gamma: discount in ``[0, 1]``.
         gae_lambda: GAE lambda in ``[0, 1]``.
+        terminated: ``[T, N]`` bool, step t ended its episode in a terminal
+            state; ``None``: never.
+        truncated: ``[T, N]`` bool, step t ended its episode by a time limit
+            (or another cut that is not terminal); ``None``: never.
+        final_values: ``[T, N]`` float, the value of step t's final
+            observation; read where ``truncated`` (required with it).
 
     Returns:
         ``(advantages [T, N], returns [T, N])`` with
         ``returns = advantages + values[:T]``.
 
+    Raises:
+        ValueError: for mismatched shapes, or ``truncated`` without
+            ``final_values``.
+
     Examples:
         >>> adv, ret = gae(torch.ones(2, 1), torch.zeros(3, 1), gamma=1.0, gae_lambda=1.0)
         >>> adv.squeeze(-1).tolist()
         [2.0, 1.0]
+        >>> adv, _ = gae(torch.ones(2, 1), torch.ones(3, 1), gamma=1.0, gae_lambda=1.0,
+        ...              terminated=torch.tensor([[True], [False]]))
+        >>> adv.squeeze(-1).tolist()  # step 0 ends the episode: no value after it
+        [0.0, 1.0]
     """
     if values.shape[0] != rewards.shape[0] + 1 or values.shape[1:] != rewards.shape[1:]:
         raise ValueError(
             f"`values` must have shape [T + 1, ...] for `rewards` [T, ...] = {list(rewards.shape)}, "
             f"got {list(values.shape)}."
         )
-    deltas = rewards + gamma * values[1:] - values[:-1]
+    for name, flag in (("terminated", terminated), ("truncated", truncated), ("final_values", final_values)):
+        if flag is not None and flag.shape != rewards.shape:
+            raise ValueError(f"`{name}` must have the shape of `rewards` {list(rewards.shape)}, got {list(flag.shape)}.")
+    if truncated is not None and final_values is None:
+        raise ValueError("`truncated` needs `final_values`: the values of the truncated steps' final observations.")
+    next_values = values[1:]
+    continues = torch.ones_like(rewards)
+    if truncated is not None:
+        next_values = torch.where(truncated, final_values, next_values)
+        continues = continues * (~truncated).to(rewards.dtype)
+    if terminated is not None:
+        next_values = torch.where(terminated, torch.zeros_like(next_values), next_values)
+        continues = continues * (~terminated).to(rewards.dtype)
+    deltas = rewards + gamma * next_values - values[:-1]
+    decay = (gamma * gae_lambda) * continues
     advantage = torch.zeros_like(deltas[0])
     reversed_advantages = []
     for t in range(rewards.shape[0] - 1, -1, -1):
-        advantage = deltas[t] + (gamma * gae_lambda) * advantage
+        advantage = deltas[t] + decay[t] * advantage
         reversed_advantages.append(advantage)
     advantages = torch.stack(reversed_advantages[::-1])
     return advantages, advantages + values[:-1]

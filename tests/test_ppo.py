@@ -63,6 +63,76 @@ def test_gae_with_lambda_zero_is_one_step_td_error():
     torch.testing.assert_close(adv, rewards + 0.9 * values[1:] - values[:-1])
 
 
+def episodic_gae_reference(rewards, values, terminated, truncated, final_values, gamma, lam):
+    """GAE episode by episode: cut each env's steps into episodes, bootstrap each episode's
+    last step from 0 (terminated), its final observation's value (truncated) or values[T]
+    (still running at the end of the rollout), and run textbook GAE inside each episode."""
+    T, N = len(rewards), len(rewards[0])
+    adv = [[0.0] * N for _ in range(T)]
+    for n in range(N):
+        start = 0
+        for t in range(T):
+            ends = terminated[t][n] or truncated[t][n] or t == T - 1
+            if not ends:
+                continue
+            if terminated[t][n]:
+                tail = 0.0
+            elif truncated[t][n]:
+                tail = final_values[t][n]
+            else:
+                tail = values[T][n]
+            running = 0.0
+            for u in reversed(range(start, t + 1)):
+                next_value = tail if u == t else values[u + 1][n]
+                running = rewards[u][n] + gamma * next_value - values[u][n] + gamma * lam * running
+                adv[u][n] = running
+            start = t + 1
+    return adv
+
+
+@settings(deadline=None, max_examples=40)
+@given(
+    T=st.integers(1, 12),
+    N=st.integers(1, 4),
+    gamma=st.floats(0.0, 1.0),
+    lam=st.floats(0.0, 1.0),
+    p_end=st.floats(0.0, 0.6),
+    seed=st.integers(0, 2**16),
+)
+def test_gae_with_terminations_and_truncations_matches_an_episode_by_episode_reference(T, N, gamma, lam, p_end, seed):
+    g = torch.Generator().manual_seed(seed)
+    rewards = torch.randn(T, N, generator=g, dtype=torch.float64)
+    values = torch.randn(T + 1, N, generator=g, dtype=torch.float64)
+    final_values = torch.randn(T, N, generator=g, dtype=torch.float64)
+    ends = torch.rand(T, N, generator=g) < p_end
+    terminated = ends & (torch.rand(T, N, generator=g) < 0.5)
+    truncated = ends & ~terminated
+    adv, ret = gae(rewards, values, gamma=gamma, gae_lambda=lam, terminated=terminated, truncated=truncated,
+                   final_values=final_values)
+    expected = torch.tensor(episodic_gae_reference(rewards.tolist(), values.tolist(), terminated.tolist(),
+                                                   truncated.tolist(), final_values.tolist(), gamma, lam),
+                            dtype=torch.float64)
+    torch.testing.assert_close(adv, expected, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(ret, expected + values[:-1], rtol=1e-10, atol=1e-10)
+
+
+def test_gae_never_bootstraps_from_a_terminal_state_and_bootstraps_a_truncation_from_its_final_value():
+    # One env, 3 steps, reward 1, every value 10, final observation's value 5.
+    rewards, values, final = torch.ones(3, 1), torch.full((4, 1), 10.0), torch.full((3, 1), 5.0)
+    term = torch.tensor([[False], [True], [False]])
+    adv, _ = gae(rewards, values, gamma=0.5, gae_lambda=1.0, terminated=term, truncated=torch.zeros_like(term),
+                 final_values=final)
+    # step 1 terminates: 1 + 0 - 10 = -9; step 0: 1 + 0.5*10 - 10 + 0.5*(-9) = -8.5; step 2: 1 + 0.5*10 - 10 = -4
+    torch.testing.assert_close(adv.squeeze(-1), torch.tensor([-8.5, -9.0, -4.0]))
+    adv, _ = gae(rewards, values, gamma=0.5, gae_lambda=1.0, truncated=term, final_values=final)
+    # step 1 is truncated: 1 + 0.5*5 - 10 = -6.5; step 0: -4 + 0.5*(-6.5) = -7.25
+    torch.testing.assert_close(adv.squeeze(-1), torch.tensor([-7.25, -6.5, -4.0]))
+    with pytest.raises(ValueError, match="`truncated` needs `final_values`"):
+        gae(rewards, values, gamma=0.5, gae_lambda=1.0, truncated=term)
+    with pytest.raises(ValueError, match=r"`terminated` must have the shape of `rewards` \[3, 1\], got \[3\]"):
+        gae(rewards, values, gamma=0.5, gae_lambda=1.0, terminated=term.squeeze(-1))
+
+
 def test_gae_rejects_mismatched_values():
     with pytest.raises(ValueError, match=r"`values` must have shape \[T \+ 1, ...\]"):
         gae(torch.zeros(4, 2), torch.zeros(4, 2), gamma=0.9, gae_lambda=0.9)
