@@ -288,7 +288,11 @@ class Algorithm:
         Returns:
             ``returns/*`` and ``rewards/*`` (min, max, mean, std),
             ``env/steps`` (transitions collected), ``env/resets`` and
-            ``profiling/collect_ms``; synced from the device once.
+            ``profiling/collect_ms``; for an episodic env also
+            ``episodes/count`` and, when an episode ended,
+            ``episodes/return/mean``, ``episodes/length/mean`` and
+            ``episodes/terminated`` (see :func:`rlstack.rollout.episode_stats`);
+            synced from the device once.
         """
         start = time.perf_counter()
         reset = self._needs_reset()
@@ -299,6 +303,9 @@ class Algorithm:
             carry, traj = self._rollout_fn(deterministic)(self.params, self.carry)
         stats = _sync(trajectory_stats(traj))
         _check_finite(stats, f"in the rewards of collect {self.horizons + 1}")
+        if stats.get("episodes/count") == 0:  # no episode ended: no episode means to report
+            for key in ("episodes/return/mean", "episodes/length/mean", "episodes/terminated"):
+                stats.pop(key)
         self.carry, self.trajectory = carry, traj
         self.horizons += 1
         self.env_steps += self.hparams.num_envs * self.hparams.horizon

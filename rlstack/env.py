@@ -194,9 +194,20 @@ def check_env(
     action = sample(env.action_space, (num_envs,), key=action_key)
     state_before, action_before = _clone_tree(state), _clone_tree(action)
     out = env.step(state, action, step_key)
-    if not (isinstance(out, tuple) and len(out) == 3):
-        raise TypeError(f"{name}.step must return (state, obs, reward), got {type(out).__name__}.")
-    new_state, obs, reward = out
+    episodic = bool(getattr(env, "episodic", False))
+    expected = "(state, obs, reward, terminated, truncated)" if episodic else "(state, obs, reward)"
+    if not (isinstance(out, tuple) and len(out) == (5 if episodic else 3)):
+        got = f"a tuple of {len(out)}" if isinstance(out, tuple) else type(out).__name__
+        raise TypeError(f"{name}.step must return {expected}" + (" (it is episodic)" if episodic else "") + f", got {got}.")
+    new_state, obs, reward = out[:3]
+    if episodic:
+        for flag_name, flag in zip(("terminated", "truncated"), out[3:]):
+            if not isinstance(flag, torch.Tensor) or flag.dtype != torch.bool or tuple(flag.shape) != (num_envs,):
+                got = f"{flag.dtype} {list(flag.shape)}" if isinstance(flag, torch.Tensor) else type(flag).__name__
+                raise TypeError(f"{name}.step must return `{flag_name}` as a bool tensor of shape [{num_envs}], got {got}.")
+        why = describe_mismatch(env.observation_space, env.final_observation(new_state), (num_envs,))
+        if why:
+            raise ValueError(f"{name}.final_observation is not in observation_space: {why}.")
     why = describe_mismatch(env.observation_space, obs, (num_envs,))
     if why:
         raise ValueError(f"{name}.step returned an observation not in observation_space: {why}.")

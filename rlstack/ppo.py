@@ -169,12 +169,18 @@ def ppo_loss(
 
 
 def prepare_batch(traj: Trajectory, *, gamma: float, gae_lambda: float, normalize_advantages: bool) -> Batch:
-    """GAE on a trajectory, then flatten ``[T, N, ...]`` to ``[B, ...]``.
+    """GAE on a trajectory (with its episode ends, if any), then flatten
+    ``[T, N, ...]`` to ``[B, ...]``.
 
     Advantages are standardised over the whole buffer when asked
     (``(A - mean) / (std + 1e-8)``); returns use the raw advantages.
     """
-    advantages, returns = gae(traj.rewards, traj.values, gamma=gamma, gae_lambda=gae_lambda)
+    episodic = isinstance(traj.terminated, torch.Tensor)
+    advantages, returns = gae(
+        traj.rewards, traj.values, gamma=gamma, gae_lambda=gae_lambda,
+        terminated=traj.terminated if episodic else None, truncated=traj.truncated if episodic else None,
+        final_values=traj.final_values if episodic else None,
+    )
     if normalize_advantages:
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
 

@@ -11,7 +11,7 @@ from .envs import Env
 from . import random
 from .normalization import NormState, normalize, scale, update_moments
 from .policy import Policy, to_action_space
-from .types import Params, RolloutCarry, Trajectory, Transition
+from .types import EpisodeTally, Params, RolloutCarry, Trajectory, Transition
 
 
 def make_rollout(
@@ -87,33 +87,67 @@ def make_rollout(
             norm = norm._replace(obs=update_moments(norm.obs, obs))
         return norm, normalize(norm.obs, obs)
 
-    def scale_reward(norm: NormState, reward: torch.Tensor):
+    episodic = bool(getattr(env, "episodic", False))
+
+    def scale_reward(norm: NormState, reward: torch.Tensor, done: torch.Tensor | None = None):
         if not normalize_rewards:
             return norm, reward
         returns = norm.returns * gamma + reward
         moments = update_moments(norm.reward, returns) if update_normalization else norm.reward
+        if done is not None:  # a new episode starts a new discounted return
+            returns = torch.where(done, torch.zeros_like(returns), returns)
         return NormState(norm.obs, moments, returns), scale(moments, reward)
 
-    def body(params: Params, carry: RolloutCarry) -> tuple[RolloutCarry, Transition]:
+    def act(params: Params, carry: RolloutCarry):
+        """Split the key, observe (normalising), act; the env's action is mapped into its space."""
         key, act_key, step_key = random.split(carry.key, 3)
         norm, policy_obs = observe(carry.norm, carry.obs)
         action, log_prob, value = policy.act(params, policy_obs, act_key, deterministic=deterministic)
         env_action = to_action_space(policy.distribution_cls, action, env.action_space)
+        return key, step_key, norm, policy_obs, action, log_prob, value, env_action
+
+    def body(params: Params, carry: RolloutCarry) -> tuple[RolloutCarry, Transition]:
+        key, step_key, norm, policy_obs, action, log_prob, value, env_action = act(params, carry)
         env_state, obs, reward = env.step(carry.env_state, env_action, step_key)
         norm, learned_reward = scale_reward(norm, reward)
         raw = reward if normalize_rewards else ()
         return RolloutCarry(env_state, obs, key, norm), Transition(policy_obs, action, log_prob, value, learned_reward, raw)
 
+    def episodic_body(params: Params, carry: RolloutCarry) -> tuple[RolloutCarry, Transition]:
+        """The body for an env whose episodes end (and that resets them itself)."""
+        key, step_key, norm, policy_obs, action, log_prob, value, env_action = act(params, carry)
+        env_state, obs, reward, terminated, truncated = env.step(carry.env_state, env_action, step_key)
+        done = terminated | truncated
+        final_obs = env.final_observation(env_state)
+        final_value = policy.apply(params, normalize(norm.obs, final_obs) if normalize_obs else final_obs)[1]
+        norm, learned_reward = scale_reward(norm, reward, done)
+        tally = carry.episode
+        returns, lengths = tally.returns + reward, tally.lengths + 1
+        zero_return, zero_length = torch.zeros_like(returns), torch.zeros_like(lengths)
+        ended_return, ended_length = torch.where(done, returns, zero_return), torch.where(done, lengths, zero_length)
+        tally = EpisodeTally(torch.where(done, zero_return, returns), torch.where(done, zero_length, lengths))
+        raw = reward if normalize_rewards else ()
+        transition = Transition(policy_obs, action, log_prob, value, learned_reward, raw, terminated, truncated,
+                                final_value, ended_return, ended_length)
+        return RolloutCarry(env_state, obs, key, norm, tally), transition
+
     def bootstrap_value(params: Params, carry: RolloutCarry) -> torch.Tensor:
         obs = normalize(carry.norm.obs, carry.obs) if normalize_obs else carry.obs
         return policy.apply(params, obs)[1]
 
+    if episodic:
+        body = episodic_body
     if compile and getattr(env, "compilable", True):
         body = torch.compile(body, fullgraph=True)
         bootstrap_value = torch.compile(bootstrap_value, fullgraph=True)
 
     def rollout(params: Params, carry: RolloutCarry) -> tuple[RolloutCarry, Trajectory]:
         random.check_key(carry.key, "carry.key")
+        if episodic and not isinstance(carry.episode, EpisodeTally):  # a fresh carry: no episode in progress
+            n, device = _batch_size(carry.obs), carry.key.device
+            carry = carry._replace(episode=EpisodeTally(
+                torch.zeros(n, device=device), torch.zeros(n, dtype=torch.int64, device=device)
+            ))
         steps = []
         for _ in range(horizon):
             carry, transition = body(params, carry)
@@ -127,10 +161,19 @@ def make_rollout(
             values=torch.cat([stacked.value, last_value.unsqueeze(0)]),
             rewards=stacked.reward,
             raw_rewards=stacked.raw_reward,
+            terminated=stacked.terminated,
+            truncated=stacked.truncated,
+            final_values=stacked.final_value,
+            episode_returns=stacked.episode_return,
+            episode_lengths=stacked.episode_length,
         )
         return carry, traj
 
     return rollout
+
+
+def _batch_size(obs) -> int:
+    return optree.tree_leaves(obs)[0].shape[0]
 
 
 def env_rewards(traj: Trajectory) -> torch.Tensor:
@@ -144,7 +187,8 @@ def trajectory_stats(traj: Trajectory) -> dict[str, torch.Tensor]:
 
     ``returns/*`` are over envs of the undiscounted reward summed over the
     horizon (``[N]``); ``rewards/*`` are over all ``T * N`` rewards. The
-    env's own rewards are used even when rewards are normalised.
+    env's own rewards are used even when rewards are normalised. An
+    episodic rollout adds :func:`episode_stats`.
     """
     rewards = env_rewards(traj).float()
     returns = rewards.sum(0)
@@ -154,4 +198,23 @@ def trajectory_stats(traj: Trajectory) -> dict[str, torch.Tensor]:
         stats[f"{name}/max"] = x.max()
         stats[f"{name}/mean"] = x.mean()
         stats[f"{name}/std"] = x.std() if x.numel() > 1 else torch.zeros_like(x.mean())
+    if isinstance(traj.terminated, torch.Tensor):
+        stats.update(episode_stats(traj))
     return stats
+
+
+def episode_stats(traj: Trajectory) -> dict[str, torch.Tensor]:
+    """Statistics of the episodes that ended during an episodic rollout, as
+    0-d tensors (no sync): ``episodes/count``, ``episodes/return/mean``
+    (undiscounted env rewards), ``episodes/length/mean`` (steps) and
+    ``episodes/terminated`` (the share that ended in a terminal state). The
+    means are 0 when no episode ended; the shell drops them then."""
+    done = traj.terminated | traj.truncated
+    count = done.sum().float()
+    denominator = count.clamp(min=1.0)
+    return {
+        "episodes/count": count,
+        "episodes/return/mean": traj.episode_returns.float().sum() / denominator,
+        "episodes/length/mean": traj.episode_lengths.float().sum() / denominator,
+        "episodes/terminated": traj.terminated.sum().float() / denominator,
+    }

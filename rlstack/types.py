@@ -28,12 +28,27 @@ class RolloutCarry(NamedTuple):
             returns a new one.
         norm: a :class:`~rlstack.normalization.NormState` when observations
             or rewards are normalised, else ``()``.
+        episode: for an episodic env, the running :class:`EpisodeTally` of
+            the episodes in progress (``()``: starts at zero); else ``()``.
     """
 
     env_state: Tree
     obs: Tree
     key: torch.Tensor
     norm: Tree = ()
+    episode: Tree = ()
+
+
+class EpisodeTally(NamedTuple):
+    """The episodes in progress of ``N`` envs, for episode statistics.
+
+    Attributes:
+        returns: ``[N]`` float, undiscounted sum of the env's rewards so far.
+        lengths: ``[N]`` int64, steps so far.
+    """
+
+    returns: torch.Tensor
+    lengths: torch.Tensor
 
 
 class Transition(NamedTuple):
@@ -50,6 +65,13 @@ class Transition(NamedTuple):
             if rewards are normalised).
         raw_reward: ``[N]`` the env's reward when rewards are normalised,
             else ``()``.
+        terminated, truncated: ``[N]`` bool episode ends (episodic envs;
+            else ``()``).
+        final_value: ``[N]`` float, the critic's value of the step's final
+            observation (before an auto-reset; episodic envs, else ``()``).
+        episode_return, episode_length: ``[N]`` the return (env rewards) and
+            length of the episode this step ended, 0 where none ended
+            (episodic envs, else ``()``).
     """
 
     obs: Tree
@@ -58,6 +80,11 @@ class Transition(NamedTuple):
     value: torch.Tensor
     reward: torch.Tensor
     raw_reward: Tree = ()
+    terminated: Tree = ()
+    truncated: Tree = ()
+    final_value: Tree = ()
+    episode_return: Tree = ()
+    episode_length: Tree = ()
 
 
 class Trajectory(NamedTuple):
@@ -73,6 +100,14 @@ class Trajectory(NamedTuple):
             rewards are normalised).
         raw_rewards: ``[T, N]`` float, the env's own rewards when rewards are
             normalised, else ``()`` (then ``rewards`` are the env's).
+        terminated, truncated: ``[T, N]`` bool episode ends of an episodic
+            env (``()`` for an infinite-horizon one: nothing ends).
+        final_values: ``[T, N]`` float, the value of each step's final
+            observation, which :func:`~rlstack.ppo.gae` bootstraps a
+            truncated episode from (episodic envs, else ``()``).
+        episode_returns, episode_lengths: ``[T, N]`` return and length of
+            the episodes that ended at each step, 0 elsewhere (episodic
+            envs, else ``()``).
     """
 
     obs: Tree
@@ -81,6 +116,11 @@ class Trajectory(NamedTuple):
     values: torch.Tensor
     rewards: torch.Tensor
     raw_rewards: Tree = ()
+    terminated: Tree = ()
+    truncated: Tree = ()
+    final_values: Tree = ()
+    episode_returns: Tree = ()
+    episode_lengths: Tree = ()
 
 
 class Batch(NamedTuple):

@@ -19,7 +19,15 @@ class Env:
     keep state on ``self``, sync with the host or draw from torch's global
     generator: randomness comes in as a key (:mod:`rlstack.random`), so
     both can be compiled and vmapped and the same key gives the same result.
-    There are no terminal states: every env is reset together by the caller.
+    By default there are no terminal states: every env is reset together by
+    the caller (rlstack 1.x's infinite-horizon protocol).
+
+    An episodic env sets ``episodic = True``: its ``step`` returns
+    ``(state, obs, reward, terminated, truncated)`` with ``[N]`` bool flags,
+    resets the envs whose episode ended inside that same pure step
+    (auto-reset: ``obs`` is then the new episode's first observation), and
+    :meth:`final_observation` gives the ended episodes' true last
+    observation, from which a truncated episode is bootstrapped.
 
     Class attribute ``default_config`` lists the keys ``reset`` accepts in
     ``config`` and their defaults; :meth:`resolve_config` validates a user's
@@ -31,6 +39,8 @@ class Env:
     default_config: Mapping[str, Any] = {}
     #: Whether ``reset``/``step`` may be handed to ``torch.compile``.
     compilable: bool = True
+    #: Whether episodes end (``step`` returns terminated/truncated flags and auto-resets).
+    episodic: bool = False
     #: Steps :meth:`success` runs a policy for.
     eval_steps: int = 200
 
@@ -61,6 +71,16 @@ class Env:
             ``[N]`` float reward of the transition.
         """
         raise NotImplementedError
+
+    def final_observation(self, state: Tree) -> Tree:
+        """Episodic envs: the observation each env reached in the last step,
+        leaves ``[N, ...]``, before any auto-reset replaced it (equal to the
+        returned ``obs`` where no episode ended).
+
+        Raises:
+            NotImplementedError: for an env that is not episodic.
+        """
+        raise NotImplementedError(f"{type(self).__name__} is not episodic: its episodes never end.")
 
     def run_policy(
         self, act: Callable[[Tree], Tree], *, num_envs: int, config: Mapping[str, Any] | None, key: torch.Tensor
