@@ -73,6 +73,15 @@ def _resolve_device(device: Any) -> torch.device:
     return device
 
 
+def _env_class_name(env: Any) -> str:
+    """How a checkpoint names the env: ``gymnasium:ID`` for a gymnasium id,
+    else the ``module:Class`` of the env (class)."""
+    name = getattr(env, "__name__", "")
+    if not isinstance(env, type) and name.startswith("gymnasium:"):
+        return name
+    return ckpt.qualified_name(env if isinstance(env, type) else type(env))
+
+
 def _check_spaces(data: Mapping[str, Any], env: Any, device: torch.device) -> None:
     """Refuse, before building anything, an env whose spaces differ from the
     checkpoint's (e.g. a CartPole checkpoint resumed with ``env=Pendulum``)."""
@@ -215,7 +224,7 @@ class Algorithm:
         distribution_cls = distribution_cls or default_distribution_cls(self.env.action_space)
         self.settings["distribution_cls"] = getattr(distribution_cls, "__name__", str(distribution_cls))
         self._classes = {
-            "env": ckpt.qualified_name(env if isinstance(env, type) else type(env)),
+            "env": _env_class_name(env),
             "model_cls": ckpt.qualified_name(type(model)),
             "distribution_cls": ckpt.qualified_name(distribution_cls),
         }
@@ -538,6 +547,10 @@ class Algorithm:
         classes, settings = data["classes"], data["settings"]
         optimizer_cls = TORCH_OPTIMIZERS_BY_NAME[settings["optimizer_cls"]]
         device = _resolve_device(device if device is not None else settings["device"])
+        if env is None and classes["env"].startswith("gymnasium:"):
+            from .gymnasium_adapter import gymnasium_env
+
+            env = gymnasium_env(classes["env"].partition(":")[2])
         env = env if env is not None else ckpt.resolve(classes["env"], "env")
         _check_spaces(data, env, device)
         algo = cls(

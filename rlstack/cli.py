@@ -24,6 +24,7 @@ from . import random
 from .algorithm import Algorithm
 from .conditions import HitsUpperBound
 from .config import AlgorithmConfig
+from .env import make_env
 from .envs import BUILTIN_ENVS
 from .optim import TORCH_OPTIMIZERS_BY_NAME
 from .presets import PRESETS
@@ -68,13 +69,18 @@ _FIELD_HELP = _field_help()
 
 
 def load_env(spec: str) -> Any:
-    """A built-in env name, or ``module:Class`` for a user env.
+    """A built-in env name, ``gymnasium:ID`` for a gymnasium env id, or
+    ``module:Class`` for a user env.
 
     Raises:
         ValueError: for an unknown name or an import that fails.
     """
     if spec in BUILTIN_ENVS:
         return BUILTIN_ENVS[spec]
+    if spec.startswith("gymnasium:"):
+        from .gymnasium_adapter import gymnasium_env
+
+        return gymnasium_env(spec.partition(":")[2])
     if ":" not in spec:
         raise ValueError(f"--env must be one of {sorted(BUILTIN_ENVS)} or 'module:Class', got {spec!r}.")
     module_name, _, attr = spec.partition(":")
@@ -98,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a policy and log the run to MLflow")
     train.add_argument("-f", "--config", dest="config_file", default=None, help="TOML file of settings")
-    train.add_argument("--env", default=None, help=f"one of {sorted(BUILTIN_ENVS)} or module:Class")
+    train.add_argument("--env", default=None,
+                       help=f"one of {sorted(BUILTIN_ENVS)}, gymnasium:ID (e.g. gymnasium:CartPole-v1) or module:Class")
     train.add_argument("--max-steps", type=int, default=None, help="stop after this many collect+update steps")
     train.add_argument("--experiment-name", default=None, help="MLflow experiment (created if missing)")
     train.add_argument("--run-name", default=None, help="MLflow run name")
@@ -423,13 +430,14 @@ def evaluate(args: argparse.Namespace) -> int:
 
         exported = ExportedPolicy(source)
         name = args.env or exported.config["env"]
-        env = load_env(name)
-        env = env() if isinstance(env, type) else env
+        env = make_env(load_env(name), num_envs=args.num_envs)
         _check_same_spaces(name, env, exported.observation_space, exported.action_space)
         act = lambda obs: exported.predict(obs, deterministic)  # noqa: E731
     else:
         algo = Algorithm.from_checkpoint(source, load_env(args.env) if args.env else None, compile=False)
         env, name = algo.env, algo.settings["env"]
+        if not env.compilable:  # gymnasium or 1.x envs are built for a number of envs: build --num-envs of them
+            env = make_env(algo._env_spec, num_envs=args.num_envs, horizon=algo.hparams.horizon, config=algo.env_config)
         act = lambda obs: algo.predict(obs, deterministic)  # noqa: E731
     if not hasattr(env, "success"):
         raise ValueError(f"env {name} has no success measure (a 1.x stateful env); evaluate it with Trainer.eval().")

@@ -127,12 +127,20 @@ def make_env(
     """Turn what a user passed as ``env`` into an :class:`Env` instance.
 
     A pure env instance is returned as is; a pure env class is instantiated
-    with no arguments; any other class is treated as an rlstack 1.x stateful
-    env and wrapped in :class:`StatefulEnvAdapter`.
+    with no arguments; an env factory (an object with
+    ``build_env(*, num_envs, device)``, such as
+    :class:`rlstack.gymnasium_adapter.gymnasium_env`) builds one; any other
+    class is treated as an rlstack 1.x stateful env and wrapped in
+    :class:`StatefulEnvAdapter`.
 
     Raises:
         TypeError: if ``env`` is none of these.
+        ValueError: for an instance built for another ``num_envs``.
     """
+    if not isinstance(env, type) and callable(getattr(env, "build_env", None)):
+        return env.build_env(num_envs=num_envs, device=device)
+    if not isinstance(env, type) and getattr(env, "num_envs", num_envs) != num_envs:
+        raise ValueError(f"`env` {env!r} simulates {env.num_envs} envs, but `num_envs` is {num_envs}.")
     if isinstance(env, type):
         if _is_pure_env_class(env):
             return env()

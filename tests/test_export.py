@@ -14,6 +14,7 @@ import torch
 
 from rlstack import Algorithm, SquashedNormal
 from rlstack.checkpoint import CheckpointError
+from rlstack.cli import load_env
 from rlstack.envs import BUILTIN_ENVS
 from rlstack.export import ExportedPolicy, export_policy, load_policy
 from rlstack.models import MLPModel
@@ -24,7 +25,8 @@ SMALL = dict(num_envs=64, horizon=8, sgd_minibatch_size=256, compile=False)
 
 def _trained(name, **overrides):
     """A preset's Algorithm (its normalisation, distribution and model), at a small size, after 2 updates."""
-    algo = Algorithm(BUILTIN_ENVS[name], **{**PRESETS[name], **SMALL, **overrides})
+    small = {**SMALL, "num_envs": 8, "sgd_minibatch_size": 64} if name.startswith("gymnasium:") else SMALL
+    algo = Algorithm(load_env(name), **{**PRESETS[name], **small, **overrides})
     for _ in range(2):
         algo.collect()
         algo.step()

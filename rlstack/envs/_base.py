@@ -96,7 +96,7 @@ class Env:
         state, obs = self.reset(reset_key, num_envs, config=config)
         for t in range(self.eval_steps):
             with torch.no_grad():
-                state, obs, reward = self.step(state, act(obs), random.fold_in(step_key, t))
+                state, obs, reward = self.step(state, act(obs), random.fold_in(step_key, t))[:3]
             yield state, obs, reward
 
     def success(
@@ -115,8 +115,30 @@ class Env:
         success override this and add their own keys.
         """
         key = random.key(0) if key is None else key
+        if self.episodic:
+            return self._episode_success(act, num_envs=num_envs, config=config, key=key)
         total = sum(reward for _, _, reward in self.run_policy(act, num_envs=num_envs, config=config, key=key))
         return {"success/reward_per_step": (total.mean() / self.eval_steps).item()}
+
+    def _episode_success(self, act, *, num_envs: int, config: Mapping[str, Any] | None, key: torch.Tensor) -> dict[str, float]:
+        """Episodic envs: ``success/episode_return``, the mean undiscounted
+        return of every env's first episode (the number papers report), and
+        ``success/episode_length``; envs whose first episode outlasts
+        ``eval_steps`` count with their return so far."""
+        reset_key, step_key = random.split(key)
+        state, obs = self.reset(reset_key, num_envs, config=config)
+        returns = torch.zeros(num_envs, device=key.device)
+        lengths = torch.zeros(num_envs, device=key.device)
+        running = torch.ones(num_envs, dtype=torch.bool, device=key.device)
+        for t in range(self.eval_steps):
+            with torch.no_grad():
+                state, obs, reward, terminated, truncated = self.step(state, act(obs), random.fold_in(step_key, t))
+            returns += torch.where(running, reward.float(), torch.zeros_like(returns))
+            lengths += running.float()
+            running &= ~(terminated | truncated)
+            if not running.any():
+                break
+        return {"success/episode_return": returns.mean().item(), "success/episode_length": lengths.mean().item()}
 
     def resolve_config(self, config: Mapping[str, Any] | None) -> dict[str, Any]:
         """``default_config`` updated with ``config``.
