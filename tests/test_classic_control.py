@@ -134,3 +134,84 @@ def test_success_measures():
     assert idle["success/reached_goal"] == 0.0
     stats = Pendulum().success(lambda obs: torch.zeros(obs.shape[0], 1), num_envs=256)
     assert -10 < stats["success/reward_per_step"] < -1
+
+
+# ---------------------------------------------------------------- gymnasium's episodic tasks
+from rlstack.envs import CartPoleV1, MountainCarV0, PendulumV1  # noqa: E402
+from rlstack.envs.episodic import EpisodeState  # noqa: E402
+
+
+def _episodic(env, inner, n, time=0):
+    _, first_obs = env.reset(random.key(0), n)
+    params = env.respawn_params(env.resolve_config(None), n, "cpu")
+    return EpisodeState(inner, torch.full((n,), time, dtype=torch.int64), first_obs, params)
+
+
+def test_cartpole_v1_terminates_and_rewards_exactly_like_gymnasium():
+    env = CartPoleV1()
+    gym_env = gymnasium.make("CartPole-v1").unwrapped
+    gym_env.reset(seed=0)
+    g = torch.Generator().manual_seed(1)
+    physics = (torch.rand(N, 4, generator=g) - 0.5) * torch.tensor([5.0, 2.0, 0.45, 2.0])  # many near the bounds
+    action = torch.randint(0, 2, (N,), generator=g)
+    inner = CartPoleState(physics, _constants(CartPole()))
+    state, obs, reward, terminated, truncated = env.step(_episodic(env, inner, N), action, random.key(3))
+    assert not truncated.any() and torch.equal(reward, torch.ones(N))
+    for i in range(N):
+        gym_env.state, gym_env.steps_beyond_terminated = physics[i].double().numpy(), None
+        gym_obs, gym_reward, gym_terminated, _, _ = gym_env.step(int(action[i]))
+        assert bool(terminated[i]) == gym_terminated and gym_reward == 1.0
+        np.testing.assert_allclose(env.final_observation(state)[i].numpy(), gym_obs, rtol=1e-5, atol=1e-6)
+        if gym_terminated:  # auto-reset: a fresh start in gymnasium's [-0.05, 0.05], time back to 0
+            assert obs[i].abs().max() <= 0.05 and state.time[i] == 0
+    assert terminated.any() and (~terminated).any()
+    # The 500-step time limit truncates (not terminates) an upright pole.
+    upright = CartPoleState(torch.zeros(4, 4), _constants(CartPole(), 4))
+    _, _, _, terminated, truncated = env.step(_episodic(env, upright, 4, time=499), torch.ones(4, dtype=torch.int64),
+                                              random.key(4))
+    assert truncated.all() and not terminated.any()
+
+
+def test_mountain_car_v0_terminates_at_the_goal_like_gymnasium_and_truncates_at_200():
+    env = MountainCarV0()
+    gym_env = gymnasium.make("MountainCar-v0").unwrapped
+    gym_env.reset(seed=0)
+    g = torch.Generator().manual_seed(2)
+    physics = torch.stack([0.45 + 0.1 * torch.rand(N, generator=g), (torch.rand(N, generator=g) - 0.5) * 0.1], -1)
+    action = torch.randint(0, 3, (N,), generator=g)
+    _, _, reward, terminated, truncated = env.step(_episodic(env, physics, N), action, random.key(3))
+    assert torch.equal(reward, torch.full((N,), -1.0)) and not truncated.any()
+    for i in range(N):
+        gym_env.state = physics[i].double().numpy()
+        _, gym_reward, gym_terminated, _, _ = gym_env.step(int(action[i]))
+        assert bool(terminated[i]) == gym_terminated and gym_reward == -1.0
+    assert terminated.any() and (~terminated).any()
+    valley = torch.tensor([[-0.5, 0.0]]).expand(3, 2)
+    _, _, _, terminated, truncated = env.step(_episodic(env, valley, 3, time=199), torch.ones(3, dtype=torch.int64),
+                                              random.key(4))
+    assert truncated.all() and not terminated.any()
+
+
+def test_pendulum_v1_only_truncates_and_keeps_gymnasiums_reward():
+    env, plain = PendulumV1(), Pendulum()
+    state, obs = env.reset(random.key(0), 8)
+    plain_state, plain_obs = plain.reset(random.key(0), 8)
+    assert torch.equal(obs, plain_obs)
+    torque = torch.full((8, 1), 0.5)
+    for t in range(200):
+        state, obs, reward, terminated, truncated = env.step(state, torque, random.key(t))
+        plain_state, _, plain_reward = plain.step(plain_state, torque, random.key(t))
+        assert not terminated.any() and bool(truncated.all()) == (t == 199)
+        if t < 199:
+            assert torch.equal(reward, plain_reward)
+    assert state.time.eq(0).all()  # restarted after the time limit
+
+
+def test_episodic_envs_pass_check_env_and_measure_gymnasiums_episode_return():
+    for env in (CartPoleV1(), PendulumV1(), MountainCarV0()):
+        check_env(env, num_envs=8, check_compile=True)
+    # Always pushing right topples the pole in ~10 steps: a return of ~10, as in gymnasium.
+    stats = CartPoleV1().success(lambda obs: torch.ones(obs.shape[0], dtype=torch.int64), num_envs=64)
+    assert 5 <= stats["success/episode_return"] <= 20 and stats["success/episode_return"] == stats["success/episode_length"]
+    stats = MountainCarV0().success(lambda obs: torch.ones(obs.shape[0], dtype=torch.int64), num_envs=16)
+    assert stats["success/episode_return"] == -200.0  # doing nothing never reaches the goal

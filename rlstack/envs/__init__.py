@@ -3,6 +3,7 @@
 from ._base import Env
 from .cartpole import CartPole
 from .dummy import ContinuousDummyEnv, DiscreteDummyEnv
+from .episodic import CartPoleV1, MountainCarV0, PendulumV1
 from .mountain_car import MountainCar
 from .pendulum import Pendulum
 
@@ -12,6 +13,11 @@ BUILTIN_ENVS = {
     "CartPole": CartPole,
     "Pendulum": Pendulum,
     "MountainCar": MountainCar,
+    # gymnasium's episodic tasks (termination, time limits, rewards):
+    "CartPole-v1": CartPoleV1,
+    "Pendulum-v1": PendulumV1,
+    "MountainCar-v0": MountainCarV0,
 }
 
-__all__ = ["Env", "DiscreteDummyEnv", "ContinuousDummyEnv", "CartPole", "Pendulum", "MountainCar", "BUILTIN_ENVS"]
+__all__ = ["Env", "DiscreteDummyEnv", "ContinuousDummyEnv", "CartPole", "Pendulum", "MountainCar", "CartPoleV1",
+           "PendulumV1", "MountainCarV0", "BUILTIN_ENVS"]

@@ -1,0 +1,164 @@
+"""Gymnasium's episodic classic-control tasks on top of the infinite-horizon envs.
+
+``CartPoleV1``, ``PendulumV1`` and ``MountainCarV0`` step with the same
+dynamics as :class:`CartPole`, :class:`Pendulum` and :class:`MountainCar`
+and add gymnasium's episodes: its termination conditions, its time limits
+(500, 200 and 200 steps, as truncation) and its rewards (CartPole-v1: +1 per
+step; Pendulum-v1: the same cost as :class:`Pendulum`; MountainCar-v0: -1
+per step). Ended episodes restart inside the same pure ``step`` (auto-reset)
+from gymnasium's initial distribution under the reset ``config``; physical
+constants drawn at reset (domain randomisation) stay with their env.
+``success`` reports gymnasium's own number: the mean undiscounted return of
+every env's first episode.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, NamedTuple
+
+import optree
+import torch
+
+from .. import random
+from ..types import Tree
+from .cartpole import CartPole, in_bounds
+from .mountain_car import GOAL_POSITION, MountainCar
+from .pendulum import Pendulum
+
+
+class EpisodeState(NamedTuple):
+    """State of an episodic env.
+
+    Attributes:
+        env: the underlying env's state, leaves ``[N, ...]``.
+        time: ``[N]`` int64 steps since the episode started.
+        final_obs: ``[N, ...]`` the last step's observation before any
+            auto-reset (what a truncated episode bootstraps from).
+        respawn: ``dict[str, [N] tensor]`` of the initial-state ranges,
+            kept from the reset ``config`` for auto-resets.
+    """
+
+    env: Tree
+    time: torch.Tensor
+    final_obs: Tree
+    respawn: dict[str, torch.Tensor]
+
+
+def _where(done: torch.Tensor, new: Tree, old: Tree) -> Tree:
+    """Per env: ``new`` where ``done`` (``[N]`` bool), else ``old``."""
+    def pick(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.where(done.reshape(-1, *[1] * (a.dim() - 1)), a, b)
+
+    return optree.tree_map(pick, new, old)
+
+
+class Episodic:
+    """Mixin that turns an infinite-horizon env class into gymnasium's
+    episodic task (list it before the env class). Subclasses set
+    ``max_episode_steps`` and implement ``respawn_params``, ``respawn``,
+    ``terminal`` and ``episode_reward``."""
+
+    episodic = True
+    max_episode_steps: int
+
+    def reset(self, key: torch.Tensor, num_envs: int, *, config: Mapping[str, Any] | None = None):
+        state, obs = super().reset(key, num_envs, config=config)
+        params = self.respawn_params(self.resolve_config(config), num_envs, key.device)
+        time = torch.zeros(num_envs, dtype=torch.int64, device=key.device)
+        return EpisodeState(state, time, obs, params), obs
+
+    def step(self, state: EpisodeState, action: Tree, key: torch.Tensor):
+        inner, obs, reward = super().step(state.env, action, key)
+        terminated = self.terminal(inner)
+        reward = self.episode_reward(reward)
+        time = state.time + 1
+        truncated = (time >= self.max_episode_steps) & ~terminated
+        done = terminated | truncated
+        fresh, fresh_obs = self.respawn(inner, state.respawn, key)
+        next_state = EpisodeState(_where(done, fresh, inner), torch.where(done, torch.zeros_like(time), time), obs,
+                                  state.respawn)
+        return next_state, _where(done, fresh_obs, obs), reward, terminated, truncated
+
+    def final_observation(self, state: EpisodeState) -> Tree:
+        return state.final_obs
+
+    def success(self, act, *, num_envs: int = 1024, config: Mapping[str, Any] | None = None,
+                key: torch.Tensor | None = None) -> dict[str, float]:
+        """``success/episode_return`` (gymnasium's mean episode return of the
+        first episode of each env) and ``success/episode_length``."""
+        return self._episode_success(act, num_envs=num_envs, config=config, key=random.key(0) if key is None else key)
+
+
+def _uniform(key: torch.Tensor, shape: tuple[int, ...], low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """Uniform in ``[low, high)`` with per-env bounds ``[N]`` broadcast over ``shape[1:]``."""
+    u = random.uniform(key, shape)
+    extra = [1] * (len(shape) - 1)
+    return low.reshape(-1, *extra) + (high - low).reshape(-1, *extra) * u
+
+
+class CartPoleV1(Episodic, CartPole):
+    """CartPole-v1: +1 per step; terminates when ``|theta| >= 12 deg`` or
+    ``|x| >= 2.4``; truncates at 500 steps."""
+
+    max_episode_steps = 500
+    eval_steps = 500
+
+    def respawn_params(self, config, num_envs, device):
+        return {k: torch.full((num_envs,), float(config[k]), device=device) for k in ("init_low", "init_high")}
+
+    def respawn(self, state, params, key):
+        physics = _uniform(key, (state.physics.shape[0], 4), params["init_low"], params["init_high"])
+        return state._replace(physics=physics), physics
+
+    def terminal(self, state):
+        return ~in_bounds(state.physics)
+
+    def episode_reward(self, reward):
+        return torch.ones_like(reward)
+
+
+class PendulumV1(Episodic, Pendulum):
+    """Pendulum-v1: gymnasium's cost as reward, never terminates, truncates at 200 steps."""
+
+    max_episode_steps = 200
+    eval_steps = 200
+
+    def respawn_params(self, config, num_envs, device):
+        return {k: torch.full((num_envs,), float(config[k]), device=device) for k in ("x_init", "y_init")}
+
+    def respawn(self, state, params, key):
+        theta = _uniform(random.fold_in(key, 0), (state.physics.shape[0],), -params["x_init"], params["x_init"])
+        theta_dot = _uniform(random.fold_in(key, 1), (state.physics.shape[0],), -params["y_init"], params["y_init"])
+        physics = torch.stack([theta, theta_dot], dim=-1)
+        return state._replace(physics=physics), torch.stack([torch.cos(theta), torch.sin(theta), theta_dot], dim=-1)
+
+    def terminal(self, state):
+        return torch.zeros(state.physics.shape[0], dtype=torch.bool, device=state.physics.device)
+
+    def episode_reward(self, reward):
+        return reward
+
+
+class MountainCarV0(Episodic, MountainCar):
+    """MountainCar-v0: -1 per step; terminates at ``position >= 0.5`` (with
+    velocity >= 0, as gymnasium); truncates at 200 steps."""
+
+    max_episode_steps = 200
+    eval_steps = 200
+
+    def respawn_params(self, config, num_envs, device):
+        return {k: torch.full((num_envs,), float(config[k]), device=device) for k in ("init_low", "init_high")}
+
+    def respawn(self, state, params, key):
+        position = _uniform(key, (state.shape[0],), params["init_low"], params["init_high"])
+        physics = torch.stack([position, torch.zeros_like(position)], dim=-1)
+        return physics, physics
+
+    def terminal(self, state):
+        return (state[:, 0] >= GOAL_POSITION) & (state[:, 1] >= 0)
+
+    def episode_reward(self, reward):
+        return torch.full_like(reward, -1.0)
+
+
+__all__ = ["CartPoleV1", "EpisodeState", "Episodic", "MountainCarV0", "PendulumV1"]
