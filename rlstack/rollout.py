@@ -7,8 +7,8 @@ from typing import Callable
 import optree
 import torch
 
-from .envs import Env
 from . import random
+from .envs import Env
 from .normalization import NormState, normalize, scale, update_moments
 from .policy import Policy, to_action_space
 from .types import EpisodeTally, Params, RolloutCarry, Trajectory, Transition
