@@ -199,7 +199,7 @@ class CheckpointDir:
             raise ValueError(
                 f"`checkpoint_dir` {str(self.directory)!r} is in use by {holder}; give this run its own directory."
             ) from None
-        newer = sorted(p.name for p in self.directory.glob("step-*.pt") if _step_of(p) is not None and _step_of(p) > step)
+        newer = sorted(p.name for p in self.directory.glob("step-*.pt") if (_step_of(p) or 0) > step)
         if newer:
             self.close()
             raise ValueError(
@@ -216,11 +216,17 @@ class CheckpointDir:
     def path(self, step: int) -> Path:
         return self.directory / f"step-{step:08d}.pt"
 
+    def claim(self, step: int) -> Path:
+        """Record ``step-<step>.pt`` as this run's newest file (before it is
+        written, so the state saved in it can name it); returns its path."""
+        path = self.path(step)
+        self.written = [p for p in self.written if p.resolve() != path.resolve()] + [path]
+        return path
+
     def save(self, data: Any, step: int) -> Path:
         """Write ``data`` as ``step-<step>.pt`` atomically, then delete this
         run's checkpoints beyond the ``keep`` newest; returns the path."""
-        path = atomic_save(data, self.path(step))
-        self.written = [p for p in self.written if p.resolve() != path.resolve()] + [path]
+        path = atomic_save(data, self.claim(step))
         while len(self.written) > self.keep:
             self.written.pop(0).unlink(missing_ok=True)
         return path

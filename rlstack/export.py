@@ -239,7 +239,7 @@ def export_policy(algorithm: Any, path: str | os.PathLike) -> str:
         inputs=inputs, outputs=outputs,
         params=ParamSchema([ParamSpec("deterministic", "boolean", True), ParamSpec("outputs", "string", "actions")]),
     )
-    example = sample(env.observation_space, (2,))
+    example = sample(env.observation_space, (2,), key=random.key(0))  # never torch's global generator
     input_example = {k: v.numpy() for k, v in example.items()} if isinstance(example, dict) else {"obs": example.numpy()}
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = {"params": Path(tmp) / PARAMS_FILE, "config": Path(tmp) / CONFIG_FILE}

@@ -278,9 +278,7 @@ class Trainer:
             ValueError: see :class:`rlstack.checkpoint.CheckpointDir`.
         """
         folder = self._checkpoint_dir(directory, keep)
-        path = folder.path(self.algorithm.steps)
-        # Name the file in the state it saves, so a resumed run knows it wrote it.
-        folder.written = [p for p in folder.written if p.resolve() != path.resolve()] + [path]
+        folder.claim(self.algorithm.steps)  # so the state it saves names the file: a resumed run prunes it too
         path = str(folder.save(self._state_dict(), self.algorithm.steps))
         self._client.log_artifact(self.run_id, path, artifact_path="checkpoints")
         return path
