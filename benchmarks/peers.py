@@ -63,7 +63,7 @@ start = time.perf_counter(); algo.collect(); algo.step(); first = time.perf_coun
 times = []
 for _ in range(repeats):
     start = time.perf_counter(); algo.collect(); algo.step(); times.append(time.perf_counter() - start)
-print(json.dumps({"transitions": algo.hparams.num_envs * algo.hparams.horizon, "iteration_s": statistics.median(times),
+print(json.dumps({"transitions": algo.config.num_envs * algo.config.horizon, "iteration_s": statistics.median(times),
                   "first_iteration_s": first, "torch": torch.__version__}))
 """
 
@@ -110,7 +110,7 @@ def run_ours(hiddens: list[int], repeats: int, *, compile: bool, amp: bool) -> d
         algo.collect()
         algo.step()
         times.append(time.perf_counter() - start)
-    return {"transitions": algo.hparams.num_envs * algo.hparams.horizon, "iteration_s": statistics.median(times),
+    return {"transitions": algo.config.num_envs * algo.config.horizon, "iteration_s": statistics.median(times),
             "first_iteration_s": first}
 
 

@@ -149,7 +149,7 @@ def time_iteration(algo: Algorithm) -> tuple[float, float]:
 def make_row(name: str, spec: dict, mode: str, algo: Algorithm, timings: dict, device: torch.device) -> dict:
     transitions = spec["num_envs"] * spec["horizon"]
     P = matmul_weights(algo)
-    flops_per_transition = 2 * P * (1 + 3 * algo.hparams.num_sgd_iters)
+    flops_per_transition = 2 * P * (1 + 3 * algo.config.num_sgd_iters)
     iteration_rate = transitions / statistics.median(timings["iteration_s"])
     return {
         "config": name,
@@ -159,7 +159,7 @@ def make_row(name: str, spec: dict, mode: str, algo: Algorithm, timings: dict, d
         "hiddens": list(spec["hiddens"]),
         "mode": mode,
         "compile": algo.compile,
-        "amp": algo.hparams.enable_amp,
+        "amp": algo.config.enable_amp,
         "tf32": algo.allow_tf32,
         "cuda_graphs": algo.cuda_graphs,
         "device": str(device),

@@ -26,7 +26,7 @@ import optree
 import torch
 
 FORMAT = "rlstack-checkpoint"
-VERSION = 2  # 2: random keys instead of torch RNG states
+VERSION = 3  # 2: random keys instead of torch RNG states; 3: optimizer transforms, trajectory structure stored
 _TEMP_NAME = re.compile(r"\.(?P<target>.+)\.(?P<pid>\d+)\.[^.]+\.tmp")
 
 

@@ -1,7 +1,9 @@
 """Stop conditions: callables on a step's stats that return True to stop.
 
-They hold a little memory between calls (best value so far, patience
-counter), so use a fresh instance per run.
+They hold a little memory between calls (best value so far, and
+``stalls``: consecutive calls without progress, compared with ``patience``),
+so use a fresh instance per run. rlstack 1.x called that counter ``losses``;
+the name stays as an alias.
 """
 
 from __future__ import annotations
@@ -19,6 +21,20 @@ def _value(stats: Stats, key: str) -> float:
     if key not in stats:
         raise KeyError(f"Stop condition key {key!r} is not among the train stats {sorted(stats)}.")
     return stats[key]
+
+
+class _Patience:
+    """``stalls``: consecutive calls without progress; ``losses``: rlstack 1.x's name for it."""
+
+    stalls: int
+
+    @property
+    def losses(self) -> int:
+        return self.stalls
+
+    @losses.setter
+    def losses(self, value: int) -> None:
+        self.stalls = value
 
 
 def _check_patience(patience: int) -> None:
@@ -58,7 +74,7 @@ class HitsUpperBound:
         return _value(stats, self.key) >= self.upper_bound
 
 
-class Plateaus:
+class Plateaus(_Patience):
     """True once ``stats[key]`` stayed within ``rtol`` (relative) of its
     previous value ``patience`` calls in a row."""
 
@@ -67,50 +83,50 @@ class Plateaus:
         if not rtol >= 0:
             raise ValueError(f"`rtol` must be >= 0, got {rtol!r}.")
         self.key, self.patience, self.rtol = key, patience, rtol
-        self.losses = 0
+        self.stalls = 0
         self.old_value: float | None = None
 
     def __call__(self, stats: Stats, /) -> bool:
         value = _value(stats, self.key)
         if self.old_value is not None and abs(value - self.old_value) <= self.rtol * abs(self.old_value):
-            self.losses += 1
+            self.stalls += 1
         else:
-            self.losses = 0
+            self.stalls = 0
         self.old_value = value
-        return self.losses >= self.patience
+        return self.stalls >= self.patience
 
 
-class StopsDecreasing:
+class StopsDecreasing(_Patience):
     """True once ``stats[key]`` has not set a new minimum for ``patience`` calls."""
 
     def __init__(self, key: str, /, *, patience: int = 5) -> None:
         _check_patience(patience)
         self.key, self.patience = key, patience
-        self.losses = 0
+        self.stalls = 0
         self.min_ = float("inf")
 
     def __call__(self, stats: Stats, /) -> bool:
         value = _value(stats, self.key)
         if value >= self.min_:
-            self.losses += 1
+            self.stalls += 1
         else:
-            self.losses, self.min_ = 0, value
-        return self.losses >= self.patience
+            self.stalls, self.min_ = 0, value
+        return self.stalls >= self.patience
 
 
-class StopsIncreasing:
+class StopsIncreasing(_Patience):
     """True once ``stats[key]`` has not set a new maximum for ``patience`` calls."""
 
     def __init__(self, key: str, /, *, patience: int = 5) -> None:
         _check_patience(patience)
         self.key, self.patience = key, patience
-        self.losses = 0
+        self.stalls = 0
         self.max_ = float("-inf")
 
     def __call__(self, stats: Stats, /) -> bool:
         value = _value(stats, self.key)
         if value <= self.max_:
-            self.losses += 1
+            self.stalls += 1
         else:
-            self.losses, self.max_ = 0, value
-        return self.losses >= self.patience
+            self.stalls, self.max_ = 0, value
+        return self.stalls >= self.patience

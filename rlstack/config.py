@@ -10,6 +10,8 @@ import dataclasses
 import math
 from typing import Any, Mapping, Sequence
 
+import torch
+
 from .schedules import check_schedule
 
 
@@ -173,3 +175,25 @@ def _check_number(name: str, value: Any, minimum: float | None = None) -> None:
         raise ValueError(f"`{name}` must be finite, got {value!r}.")
     if minimum is not None and value < minimum:
         raise ValueError(f"`{name}` must be >= {minimum}, got {value!r}.")
+
+
+def check_build_arguments(
+    *, env_config: Any, model_config: Any, seed: Any, compile: Any, cuda_graphs: Any, allow_tf32: Any,
+    device: torch.device,
+) -> None:
+    """Validate ``Algorithm``'s arguments besides the hyperparameters, before
+    anything is built.
+
+    Raises:
+        TypeError, ValueError: naming the argument and what it must be.
+    """
+    for name, value in (("env_config", env_config), ("model_config", model_config)):
+        if value is not None and not isinstance(value, Mapping):
+            raise TypeError(f"`{name}` must be a dict or None, got {type(value).__name__}.")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
+        raise ValueError(f"`seed` must be a non-negative int or None, got {seed!r}.")
+    for name, value in (("compile", compile), ("cuda_graphs", cuda_graphs), ("allow_tf32", allow_tf32)):
+        if not isinstance(value, bool):
+            raise TypeError(f"`{name}` must be a bool, got {value!r}.")
+    if cuda_graphs and device.type != "cuda":
+        raise ValueError(f"`cuda_graphs=True` needs a CUDA device, got device={str(device)!r}.")

@@ -226,12 +226,12 @@ def export_policy(algorithm: Any, path: str | os.PathLike) -> str:
     config = {
         "rlstack_version": rlstack.__version__,
         "model_cls": ckpt.qualified_name(type(algorithm.policy.model)),
-        "model_config": algorithm.settings["model_config"],
+        "model_config": algorithm.build_config["model_config"],
         "distribution_cls": ckpt.qualified_name(algorithm.policy.distribution_cls),
         "observation_space": space_to_dict(env.observation_space),
         "action_space": space_to_dict(env.action_space),
         "normalize_obs": isinstance(moments, RunningMoments),
-        "env": algorithm.settings["env"],
+        "env": algorithm.build_config["env"],
     }
     inputs = Schema(_tensor_spec(env.observation_space, "obs"))
     outputs = Schema(_tensor_spec(env.action_space, "actions"))

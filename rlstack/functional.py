@@ -4,27 +4,42 @@ Examples:
     >>> from rlstack.functional import gae, ppo_loss, make_rollout, make_update
 """
 
-from .optim import Optimizer, adam, adamw, clip_by_global_norm, from_torch, sgd
-from .ppo import gae, make_update, ppo_loss, prepare_batch
+from .optim import (
+    GradientTransformation,
+    accumulate_gradients,
+    adam,
+    adamw,
+    apply_if_finite,
+    apply_updates,
+    chain,
+    clip_by_global_norm,
+    from_torch,
+    sgd,
+)
+from .ppo import gae, make_optimizer, make_update, ppo_loss, prepare_batch
 from .rollout import make_rollout, trajectory_stats
-from .types import Batch, RolloutCarry, Trajectory, Transition, UpdateCoeffs
+from .types import Batch, RolloutCarry, Trajectory, Transition
 
 __all__ = [
     "gae",
     "ppo_loss",
     "prepare_batch",
     "make_rollout",
+    "make_optimizer",
     "make_update",
     "trajectory_stats",
-    "Optimizer",
+    "GradientTransformation",
+    "accumulate_gradients",
     "adam",
     "adamw",
-    "sgd",
+    "apply_if_finite",
+    "apply_updates",
+    "chain",
     "clip_by_global_norm",
     "from_torch",
+    "sgd",
     "Batch",
     "RolloutCarry",
     "Trajectory",
     "Transition",
-    "UpdateCoeffs",
 ]

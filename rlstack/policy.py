@@ -217,3 +217,33 @@ class Policy:
         for name, x in (("log_prob", log_prob), ("entropy", entropy)):
             if not isinstance(x, torch.Tensor) or tuple(x.shape) != (batch,):
                 raise ValueError(f"distribution {dist_name}.{name} must return shape [B] = [{batch}], got {getattr(x, 'shape', x)}.")
+
+
+def build_policy(
+    observation_space: Space,
+    action_space: Space,
+    model_cls: type,
+    model_config: dict[str, Any],
+    distribution_cls: type[Distribution],
+    *,
+    seed: int,
+    device: torch.device,
+) -> tuple[Policy, Params]:
+    """Build ``model_cls(observation_space, action_space, **model_config)``
+    with its initial weights drawn from ``seed`` (``nn.Module``
+    initialisers use torch's global generator: a fork of it is seeded, so
+    the process's generator is left as it was), check it against the spaces
+    (:meth:`Policy.check`), and split it into a :class:`Policy` whose model
+    is a weightless skeleton and its params.
+
+    Returns:
+        ``(policy, params)``, the params on ``device``.
+    """
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        model = model_cls(observation_space, action_space, **model_config)
+    policy = Policy(model.to(device), distribution_cls)
+    params = policy.init_params()
+    make_skeleton(policy.model)  # one copy of the weights: params
+    policy.check(params, observation_space, action_space, device)
+    return policy, params

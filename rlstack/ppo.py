@@ -1,4 +1,4 @@
-"""PPO's pure pieces: ``gae``, ``ppo_loss`` and ``make_update``.
+"""PPO's pure pieces: ``gae``, ``ppo_loss``, ``make_optimizer`` and ``make_update``.
 
 Time-major shapes: ``T`` steps, ``N`` envs, ``B`` transitions in a flat batch.
 """
@@ -10,11 +10,12 @@ from typing import Any, Callable, Mapping
 import optree
 import torch
 
-from . import random
+from . import optim, random
 from .config import AlgorithmConfig
-from .optim import Optimizer, clip_by_global_norm, global_norm
+from .optim import Schedule
 from .policy import Policy
-from .types import Batch, Params, Trajectory, UpdateCoeffs
+from .schedules import by_optimizer_steps, device_schedule
+from .types import Batch, Params, Trajectory
 
 Metrics = dict[str, torch.Tensor]
 
@@ -204,12 +205,12 @@ GPU_CHUNK = 1 << 20
 def default_chunk_size(minibatch_size: int, device: torch.device) -> int:
     """Transitions per forward/backward pass when ``sgd_chunk_size`` is None.
 
-    The largest divisor of the minibatch up to a per-device bound. On CPU
-    8192, so activations stay cache-sized (measured on 2 cores: 27k -> 39k
-    transitions/s at the rlstack 1.x default, 208k -> 336k at (64, 64);
-    benchmarks/README.md). Elsewhere 2**20: GPUs are fastest on large
-    batches, and the bound keeps a huge minibatch's activations (1 GiB per
-    256-wide float32 layer at 2**20 rows) from exhausting device memory.
+    The largest divisor of the minibatch up to a per-device bound:
+    :data:`CPU_CHUNK` on CPU, so activations stay cache-sized (measured in
+    benchmarks/README.md), and :data:`GPU_CHUNK` elsewhere, where large
+    batches are fastest and the bound keeps a huge minibatch's activations
+    (1 GiB per 256-wide float32 layer at 2**20 rows) from exhausting device
+    memory.
     """
     bound = CPU_CHUNK if device.type == "cpu" else GPU_CHUNK
     if minibatch_size <= bound:
@@ -221,51 +222,102 @@ def _mean_metrics(history: list[Metrics]) -> Metrics:
     return {k: torch.stack([m[k] for m in history]).mean() for k in history[0]}
 
 
+def steps_per_update(config: AlgorithmConfig) -> int:
+    """Optimizer steps one update takes (when ``target_kl`` stops none):
+    one per minibatch per epoch, or one per epoch with ``accumulate_grads``."""
+    minibatches = config.num_envs * config.horizon // config.minibatch_size
+    return config.num_sgd_iters * (1 if config.accumulate_grads else minibatches)
+
+
+def _by_steps(config: AlgorithmConfig, schedule: Any, kind: str) -> Schedule:
+    """A schedule of env transitions (rlstack 1.x's) as one of optimizer steps."""
+    return by_optimizer_steps(
+        device_schedule(schedule, kind), steps_per_update=steps_per_update(config),
+        transitions_per_update=config.num_envs * config.horizon,
+    )
+
+
+def make_optimizer(
+    config: AlgorithmConfig | Mapping[str, Any],
+    optimizer_cls: type = torch.optim.Adam,
+    optimizer_config: Mapping[str, Any] | None = None,
+) -> optim.GradientTransformation:
+    """PPO's optimizer for a config: ``apply_if_finite(chain(
+    clip_by_global_norm(max_grad_norm), <torch.optim twin>))``, with the
+    learning rate following ``lr_schedule`` (keyed on env transitions, see
+    :func:`rlstack.schedules.by_optimizer_steps`) when the config has one,
+    else ``optimizer_config['lr']``.
+
+    Raises:
+        ValueError: see :func:`rlstack.optim.torch_optimizer_options`.
+    """
+    config = AlgorithmConfig.from_mapping(config)
+    learning_rate = None
+    if config.lr_schedule is not None:
+        learning_rate = _by_steps(config, config.lr_schedule, config.lr_schedule_kind)
+    base = optim.from_torch(optimizer_cls, optimizer_config, learning_rate=learning_rate)
+    return optim.apply_if_finite(optim.chain(optim.clip_by_global_norm(config.max_grad_norm), base))
+
+
 def make_update(
     policy: Policy,
-    optimizer: Optimizer,
-    hparams: AlgorithmConfig | Mapping[str, Any],
+    optimizer: optim.GradientTransformation,
+    config: AlgorithmConfig | Mapping[str, Any],
     *,
-    lr: float = 1e-3,
+    entropy_coeff: float | Schedule | None = None,
     compile: bool = False,
 ) -> Callable[..., tuple[Params, Any, Metrics]]:
-    """Build ``update(params, opt_state, traj, key, coeffs=None) -> (params, opt_state, metrics)``.
+    """Build ``update(params, opt_state, traj, key) -> (params, opt_state, metrics)``.
 
     ``update`` computes GAE, standardises advantages, then runs
     ``num_sgd_iters`` epochs over ``sgd_minibatch_size`` minibatches (a fresh
     on-device permutation per epoch drawn from ``key`` when
-    ``shuffle_minibatches``; same inputs, same outputs), each a
-    gradient of :func:`ppo_loss`, global-norm clipping and an optimizer step
-    (or, with ``accumulate_grads``, one step per epoch on the averaged
-    gradients). With ``target_kl``, once a minibatch's approximate KL
-    exceeds it, that and every later step are masked out (computed, not
-    applied). No host synchronisation happens inside.
+    ``shuffle_minibatches``; same inputs, same outputs). Each optimizer step
+    takes the gradient of :func:`ppo_loss` on one minibatch (or, with
+    ``accumulate_grads``, the mean gradient of an epoch's minibatches),
+    computed in chunks of ``sgd_chunk_size`` transitions whose gradients are
+    averaged, and hands it to ``optimizer``: clipping, the learning rate and
+    skipping non-finite steps are the optimizer's (see
+    :func:`make_optimizer`). With ``target_kl``, once a step's approximate
+    KL exceeds it, that and every later step of the update are masked out
+    (computed, then params and optimizer state kept as they were). No host
+    synchronisation happens inside.
 
     Args:
         policy: the :class:`~rlstack.policy.Policy` whose params are trained.
-        optimizer: a pure optimizer from :mod:`rlstack.optim`.
-        hparams: an :class:`~rlstack.config.AlgorithmConfig` or a dict of its
-            fields (others take rlstack 1.x's defaults).
-        lr: learning rate used when ``update`` is called without ``coeffs``.
-        compile: hand the minibatch step (and GAE) to ``torch.compile``; the
-            epoch and minibatch loops stay in Python, so compile time does
-            not grow with their count (see benchmarks/README.md).
+        optimizer: a :class:`~rlstack.optim.GradientTransformation`, e.g.
+            ``make_optimizer(config)`` or ``optim.chain(
+            optim.clip_by_global_norm(0.5), optim.adam(3e-4))``.
+        config: an :class:`~rlstack.config.AlgorithmConfig` or a dict of its
+            fields (others take rlstack 1.x's defaults); ``max_grad_norm``
+            and ``lr_schedule`` are read by :func:`make_optimizer`, not here.
+        entropy_coeff: the entropy bonus weight, a number or a schedule of
+            the optimizer's step count (:func:`rlstack.optim.step_count`);
+            default: the config's ``entropy_coeff_schedule`` (keyed on env
+            transitions) if any, else its ``entropy_coeff``.
+        compile: hand the minibatch gradient, the optimizer step (and GAE)
+            to ``torch.compile``; the epoch and minibatch loops stay in
+            Python, so compile time does not grow with their count.
 
-    The returned ``update`` takes ``params`` (dict), ``opt_state``, a
-    :class:`~rlstack.types.Trajectory` with ``T * N`` transitions, a ``[2]``
-    int64 random ``key`` (:mod:`rlstack.random`; may be ``None`` without
-    ``shuffle_minibatches``) and optional :class:`~rlstack.types.UpdateCoeffs` (0-d tensors: learning rate,
-    entropy coefficient). ``metrics`` are 0-d tensors averaged over
-    minibatches: the keys of :func:`ppo_loss` plus ``monitors/grad_norm``
-    (before clipping), ``monitors/param_norm`` (after the update) and
+    The returned ``update`` takes ``params`` (dict), ``opt_state``
+    (``optimizer.init(params)``), a :class:`~rlstack.types.Trajectory` with
+    ``T * N`` transitions and a ``[2]`` int64 random ``key``
+    (:mod:`rlstack.random`; may be ``None`` without ``shuffle_minibatches``).
+    ``metrics`` are 0-d tensors averaged over optimizer steps: the keys of
+    :func:`ppo_loss` plus ``monitors/grad_norm`` (of the gradient handed to
+    the optimizer), ``monitors/param_norm`` (after the update) and
     ``monitors/sgd_steps`` (optimizer steps applied; fewer than planned when
     ``target_kl`` stopped the update).
     """
-    cfg = AlgorithmConfig.from_mapping(hparams)
+    config = AlgorithmConfig.from_mapping(config)
     dist = policy.distribution_cls
+    if entropy_coeff is None:
+        entropy_coeff = config.entropy_coeff
+        if config.entropy_coeff_schedule is not None:
+            entropy_coeff = _by_steps(config, config.entropy_coeff_schedule, config.entropy_coeff_schedule_kind)
 
-    def loss_fn(params: Params, batch: Batch, coeffs: UpdateCoeffs) -> tuple[torch.Tensor, Metrics]:
-        with torch.autocast(batch.advantages.device.type, dtype=torch.bfloat16, enabled=cfg.enable_amp):
+    def loss_fn(params: Params, batch: Batch, entropy_weight: Any) -> tuple[torch.Tensor, Metrics]:
+        with torch.autocast(batch.advantages.device.type, dtype=torch.bfloat16, enabled=config.enable_amp):
             dist_inputs, values = policy.apply(params, batch.obs)
         dist_inputs = optree.tree_map(lambda x: x.float(), dist_inputs)
         return ppo_loss(
@@ -276,113 +328,107 @@ def make_update(
             batch.values,
             batch.returns,
             dist.entropy(dist_inputs),
-            clip_param=cfg.clip_param,
-            vf_clip_param=cfg.vf_clip_param,
-            dual_clip_param=cfg.dual_clip_param,
-            vf_coeff=cfg.vf_coeff,
-            entropy_coeff=coeffs.entropy_coeff,
+            clip_param=config.clip_param,
+            vf_clip_param=config.vf_clip_param,
+            dual_clip_param=config.dual_clip_param,
+            vf_coeff=config.vf_coeff,
+            entropy_coeff=entropy_weight,
         )
 
-    def grad_step(params: Params, batch: Batch, idx: torch.Tensor, coeffs: UpdateCoeffs) -> tuple[Params, Metrics]:
+    def entropy_weight(opt_state: Any) -> Any:
+        return entropy_coeff(optim.step_count(opt_state)) if callable(entropy_coeff) else entropy_coeff
+
+    def minibatch_grads(params: Params, opt_state: Any, batch: Batch, idx: torch.Tensor) -> tuple[Params, Metrics]:
+        """Gradient and metrics of the loss on the transitions ``batch[idx]``."""
         minibatch = optree.tree_map(lambda x: x[idx], batch)
-        return torch.func.grad(loss_fn, has_aux=True)(params, minibatch, coeffs)
+        return torch.func.grad(loss_fn, has_aux=True)(params, minibatch, entropy_weight(opt_state))
 
-    def apply_grads(params: Params, opt_state: Any, grads: Params, lr: torch.Tensor) -> tuple[Params, Any, torch.Tensor]:
-        grads, grad_norm = clip_by_global_norm(grads, cfg.max_grad_norm)
-        params, opt_state = optimizer.step(grads, opt_state, params, lr)
-        return params, opt_state, grad_norm
-
-    def masked_apply(
-        params: Params, opt_state: Any, grads: Params, lr: torch.Tensor, active: torch.Tensor, kl: torch.Tensor
+    def optimizer_step(
+        params: Params, opt_state: Any, grads: Params, active: torch.Tensor, kl: torch.Tensor
     ) -> tuple[Params, Any, torch.Tensor, torch.Tensor]:
-        """Apply the step only while ``active`` and the KL is within target_kl."""
-        if cfg.target_kl is not None:
-            active = active & (kl <= cfg.target_kl)
-        new_params, new_state, grad_norm = apply_grads(params, opt_state, grads, lr)
-        if cfg.target_kl is not None:
+        """One optimizer step, kept only while ``active`` and the KL is within
+        ``target_kl``; returns params, state, the gradient norm and ``active``."""
+        if config.target_kl is not None:
+            active = active & (kl <= config.target_kl)
+        updates, new_state = optimizer.update(grads, opt_state, params)
+        new_params = optim.apply_updates(params, updates)
+        if config.target_kl is not None:
             keep = lambda new, old: torch.where(active, new, old)  # noqa: E731
             new_params = optree.tree_map(keep, new_params, params)
             new_state = optree.tree_map(keep, new_state, opt_state)
-        return new_params, new_state, grad_norm, active
+        return new_params, new_state, optim.global_norm(grads), active
 
     def sgd_step(
-        params: Params, opt_state: Any, batch: Batch, idx: torch.Tensor, coeffs: UpdateCoeffs, active: torch.Tensor
+        params: Params, opt_state: Any, batch: Batch, idx: torch.Tensor, active: torch.Tensor
     ) -> tuple[Params, Any, Metrics, torch.Tensor]:
-        grads, metrics = grad_step(params, batch, idx, coeffs)
-        params, opt_state, grad_norm, active = masked_apply(
-            params, opt_state, grads, coeffs.lr, active, metrics["monitors/kl_div"]
-        )
+        """Gradient on ``batch[idx]`` and the optimizer step, in one graph."""
+        grads, metrics = minibatch_grads(params, opt_state, batch, idx)
+        params, opt_state, grad_norm, active = optimizer_step(params, opt_state, grads, active, metrics["monitors/kl_div"])
         return params, opt_state, {**metrics, "monitors/grad_norm": grad_norm}, active
 
-    def _accumulate(params: Params, batch: Batch, group: list[torch.Tensor], coeffs: UpdateCoeffs) -> tuple[Params, Metrics]:
+    def mean_grads(params: Params, opt_state: Any, batch: Batch, group: list[torch.Tensor]) -> tuple[Params, Metrics]:
         """Mean gradient and metrics over equal-sized index slices: the same
         mathematics as one pass over their union, in smaller pieces."""
         grad_sum, history = None, []
         for idx in group:
-            grads, metrics = grad_step(params, batch, idx, coeffs)
+            grads, metrics = minibatch_grads(params, opt_state, batch, idx)
             grad_sum = grads if grad_sum is None else optree.tree_map(torch.add, grad_sum, grads)
             history.append(metrics)
         return optree.tree_map(lambda g: g / len(group), grad_sum), _mean_metrics(history)
 
     def prepare(traj: Trajectory) -> Batch:
         return prepare_batch(
-            traj, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, normalize_advantages=cfg.normalize_advantages
+            traj, gamma=config.gamma, gae_lambda=config.gae_lambda, normalize_advantages=config.normalize_advantages
         )
 
     def shuffle(key: torch.Tensor, size: int) -> torch.Tensor:
         return random.permutation(key, size)
 
     if compile:
-        grad_step, masked_apply, sgd_step, prepare, shuffle = (
-            torch.compile(f, fullgraph=True) for f in (grad_step, masked_apply, sgd_step, prepare, shuffle)
+        minibatch_grads, optimizer_step, sgd_step, prepare, shuffle = (
+            torch.compile(f, fullgraph=True) for f in (minibatch_grads, optimizer_step, sgd_step, prepare, shuffle)
         )
 
-    def update(
-        params: Params, opt_state: Any, traj: Trajectory, key: torch.Tensor | None, coeffs: UpdateCoeffs | None = None
-    ) -> tuple[Params, Any, Metrics]:
+    def update(params: Params, opt_state: Any, traj: Trajectory, key: torch.Tensor | None) -> tuple[Params, Any, Metrics]:
         device = traj.rewards.device
-        if cfg.shuffle_minibatches:
+        if config.shuffle_minibatches:
             random.check_key(key, "key")
-            epoch_keys = random.split(key, cfg.num_sgd_iters)
-        if coeffs is None:
-            coeffs = UpdateCoeffs(
-                lr=torch.tensor(lr, device=device), entropy_coeff=torch.tensor(cfg.entropy_coeff, device=device)
-            )
+            epoch_keys = random.split(key, config.num_sgd_iters)
         batch = prepare(traj)
         size = batch.log_probs.shape[0]
-        mb_size = cfg.sgd_minibatch_size or size
+        mb_size = config.sgd_minibatch_size or size
         if size % mb_size:
             raise ValueError(f"`sgd_minibatch_size` {mb_size} must divide the {size} transitions of `traj`.")
-        chunk = cfg.sgd_chunk_size or default_chunk_size(mb_size, device)
+        chunk = config.sgd_chunk_size or default_chunk_size(mb_size, device)
         if mb_size % chunk:
             raise ValueError(f"`sgd_chunk_size` {chunk} must divide the minibatch size {mb_size}.")
         num_minibatches, num_chunks = size // mb_size, mb_size // chunk
         active = torch.ones((), dtype=torch.bool, device=device)
         applied = torch.zeros((), device=device)
         history: list[Metrics] = []
-        for epoch in range(cfg.num_sgd_iters):
-            if cfg.shuffle_minibatches:
+        for epoch in range(config.num_sgd_iters):
+            if config.shuffle_minibatches:
                 order = shuffle(epoch_keys[epoch], size)
             else:
                 order = torch.arange(size, device=device)
             # Index slices of `chunk` transitions, grouped by optimizer step: one step per
             # minibatch, or per epoch with accumulate_grads.
             chunks = [order[i * chunk : (i + 1) * chunk] for i in range(num_minibatches * num_chunks)]
-            per_step = len(chunks) if cfg.accumulate_grads else num_chunks
+            per_step = len(chunks) if config.accumulate_grads else num_chunks
             for start in range(0, len(chunks), per_step):
                 group = chunks[start : start + per_step]
                 if len(group) == 1:
-                    params, opt_state, metrics, active = sgd_step(params, opt_state, batch, group[0], coeffs, active)
+                    params, opt_state, metrics, active = sgd_step(params, opt_state, batch, group[0], active)
                 else:
-                    grads, metrics = _accumulate(params, batch, group, coeffs)
-                    params, opt_state, grad_norm, active = masked_apply(
-                        params, opt_state, grads, coeffs.lr, active, metrics["monitors/kl_div"]
+                    grads, metrics = mean_grads(params, opt_state, batch, group)
+                    params, opt_state, grad_norm, active = optimizer_step(
+                        params, opt_state, grads, active, metrics["monitors/kl_div"]
                     )
                     metrics["monitors/grad_norm"] = grad_norm
                 history.append(metrics)
                 applied = applied + active.float()
         metrics = _mean_metrics(history)
-        metrics["monitors/param_norm"] = global_norm(params)
+        metrics["monitors/param_norm"] = optim.global_norm(params)
         metrics["monitors/sgd_steps"] = applied
         return params, opt_state, metrics
 

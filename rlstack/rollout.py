@@ -106,7 +106,8 @@ def make_rollout(
         env_action = to_action_space(policy.distribution_cls, action, env.action_space)
         return key, step_key, norm, policy_obs, action, log_prob, value, env_action
 
-    def body(params: Params, carry: RolloutCarry) -> tuple[RolloutCarry, Transition]:
+    def horizon_body(params: Params, carry: RolloutCarry) -> tuple[RolloutCarry, Transition]:
+        """The body for an infinite-horizon env (1.x's: nothing ends)."""
         key, step_key, norm, policy_obs, action, log_prob, value, env_action = act(params, carry)
         env_state, obs, reward = env.step(carry.env_state, env_action, step_key)
         norm, learned_reward = scale_reward(norm, reward)
@@ -135,8 +136,7 @@ def make_rollout(
         obs = normalize(carry.norm.obs, carry.obs) if normalize_obs else carry.obs
         return policy.apply(params, obs)[1]
 
-    if episodic:
-        body = episodic_body
+    body = episodic_body if episodic else horizon_body
     if compile and getattr(env, "compilable", True):
         body = torch.compile(body, fullgraph=True)
         bootstrap_value = torch.compile(bootstrap_value, fullgraph=True)

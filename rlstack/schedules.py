@@ -3,15 +3,21 @@
 A schedule is a list of ``(env_transitions, value)`` points, sorted by
 transitions and starting at 0. Kind ``"step"`` holds each value until the
 next point; kind ``"interp"`` interpolates linearly between points and holds
-the last value after the last point. Values are computed in the shell from
-its host-side transition counter (no device sync) and enter the compiled
-update as 0-d tensors.
+the last value after the last point.
+
+Two evaluations of one schedule, equal to the last bit: :func:`schedule_value`
+on the host (what the shell logs) and :func:`device_schedule`, torch ops on a
+0-d tensor, so the compiled update evaluates learning rate and entropy
+coefficient on device from its optimizer step count
+(:func:`by_optimizer_steps` maps steps to env transitions). Neither syncs.
 """
 
 from __future__ import annotations
 
 import bisect
-from typing import Sequence
+from typing import Callable, Sequence
+
+import torch
 
 SCHEDULE_KINDS = ("step", "interp")
 
@@ -68,3 +74,48 @@ def schedule_value(schedule: Sequence[Sequence[float]], kind: str, count: int) -
         return float(y0)
     x1, y1 = schedule[i + 1]
     return float(y0 + (y1 - y0) * (count - x0) / (x1 - x0))
+
+
+def device_schedule(schedule: Sequence[Sequence[float]], kind: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The (validated) schedule as a function of a tensor count, on the
+    count's device: ``f(count) -> float32`` of the count's shape, equal to
+    :func:`schedule_value` (both compute in float64, in the same order).
+    Pure torch ops on Python constants: works under ``torch.compile`` and
+    ``vmap``.
+
+    Examples:
+        >>> f = device_schedule([(0, 1.0), (100, 0.0)], "interp")
+        >>> f(torch.tensor(25.0)).item()
+        0.75
+    """
+    points = [(float(x), float(y)) for x, y in schedule]
+
+    def value(count: torch.Tensor) -> torch.Tensor:
+        x = count.double()
+        out = torch.full_like(x, points[0][1])
+        for i, (x0, y0) in enumerate(points):
+            if kind == "interp" and i + 1 < len(points):
+                x1, y1 = points[i + 1]
+                segment = y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+                out = torch.where((x >= x0) & (x < x1), segment, out)
+            else:
+                out = torch.where(x >= x0, torch.full_like(x, y0), out)
+        return out.float()
+
+    return value
+
+
+def by_optimizer_steps(
+    schedule: Callable[[torch.Tensor], torch.Tensor], *, steps_per_update: int, transitions_per_update: int
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Re-key a schedule of env transitions on optimizer steps: step ``s``
+    belongs to update ``s // steps_per_update``, which trains on the first
+    ``(s // steps_per_update + 1) * transitions_per_update`` transitions
+    collected (the count the shell's ``Algorithm.coefficients`` uses).
+    """
+
+    def value(count: torch.Tensor) -> torch.Tensor:
+        updates = torch.div(count.double(), steps_per_update, rounding_mode="floor")
+        return schedule((updates + 1) * transitions_per_update)
+
+    return value

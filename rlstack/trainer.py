@@ -3,18 +3,16 @@ checkpoints, export and MLflow tracking."""
 
 from __future__ import annotations
 
-import json
 import os
-import time
 import weakref
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import mlflow
-from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from . import checkpoint as ckpt
+from . import tracking
 from .algorithm import Algorithm
 from .conditions import Condition
 
@@ -22,42 +20,6 @@ Stats = dict[str, float]
 #: A callback is called with the stats after every step, and again with the
 #: ``eval/*`` stats after every evaluation; returning True stops ``run``.
 Callback = Callable[[Stats], Any]
-
-
-def _param_value(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return text[:6000]  # MLflow's limit on a param value
-
-
-def _experiment_id(client: MlflowClient, experiment_name: str | None, parent: Any) -> str:
-    """The experiment a new run goes to: ``experiment_name`` (created if
-    missing), else the enclosing run's, else MLflow's current one (as set by
-    ``mlflow.set_experiment`` or ``MLFLOW_EXPERIMENT_NAME``)."""
-    if experiment_name is not None:
-        if not isinstance(experiment_name, str) or not experiment_name:
-            raise ValueError(f"`experiment_name` must be a non-empty str, got {experiment_name!r}.")
-        experiment = client.get_experiment_by_name(experiment_name)
-        return experiment.experiment_id if experiment is not None else client.create_experiment(experiment_name)
-    if parent is not None:
-        return parent.info.experiment_id
-    from mlflow.tracking.fluent import _get_experiment_id
-
-    return _get_experiment_id()
-
-
-def _end_run(client: MlflowClient, run_id: str, status: dict[str, str], checkpoint_dirs: dict, quiet: bool = True) -> None:
-    """End a Trainer's run with the status it recorded; release its checkpoint
-    folders. Called by :meth:`Trainer.close` (``quiet=False``: a failure to
-    write the status is raised), or at garbage collection or process exit for
-    a Trainer that was never closed (where the store may already be gone)."""
-    for directory in checkpoint_dirs.values():
-        directory.close()
-    checkpoint_dirs.clear()
-    try:
-        client.set_terminated(run_id, status=status["status"])
-    except Exception:
-        if not quiet:
-            raise
 
 
 class Trainer:
@@ -104,40 +66,19 @@ class Trainer:
             client.update_run(resume_run_id, status="RUNNING")
             self.run_id = resume_run_id
         else:
-            parent = mlflow.active_run()
-            tags = {"mlflow.parentRunId": parent.info.run_id} if parent is not None else {}
-            try:
-                from mlflow.tracking.context.registry import resolve_tags
-
-                tags = resolve_tags(tags)  # source, user and git tags, as mlflow.start_run sets them
-            except Exception:
-                pass
-            run = client.create_run(_experiment_id(client, experiment_name, parent), run_name=run_name, tags=tags)
-            self.run_id = run.info.run_id
+            self.run_id = tracking.create_run(client, experiment_name, run_name)
         self._checkpoint_files = list(checkpoint_files)
         self._checkpoint_dirs: dict[Path, ckpt.CheckpointDir] = {}
         self._status = {"status": "FINISHED"}
-        self._finalizer = weakref.finalize(self, _end_run, client, self.run_id, self._status, self._checkpoint_dirs)
-        self._log_params({**self.algorithm.hparams.to_dict(), **self.algorithm.settings})
-
-    def _log_params(self, params: Mapping[str, Any]) -> None:
-        """Log params; on a resumed run, values that differ from the logged
-        ones (MLflow params are immutable) are recorded as ``resumed/<name>`` tags."""
-        logged = self._client.get_run(self.run_id).data.params
-        text = {k: _param_value(v) for k, v in params.items()}
-        new = [Param(k, v) for k, v in text.items() if k not in logged]
-        changed = [RunTag(f"resumed/{k}", v) for k, v in text.items() if k in logged and logged[k] != v]
-        for i in range(0, len(new), 100):  # MLflow's batch limit on params
-            self._client.log_batch(self.run_id, params=new[i : i + 100])
-        if changed:
-            self._client.log_batch(self.run_id, tags=changed)
+        self._finalizer = weakref.finalize(self, tracking.end_run, client, self.run_id, self._status, self._checkpoint_dirs)
+        tracking.log_params(client, self.run_id, {**algorithm.config.to_dict(), **algorithm.build_config})
 
     @property
     def state(self) -> dict[str, int]:
         """Counters ``algorithm/collects``, ``algorithm/steps`` and
         ``env/steps``, read from the Algorithm (so they are checkpointed with it)."""
         algo = self.algorithm
-        return {"algorithm/collects": algo.horizons, "algorithm/steps": algo.steps, "env/steps": algo.env_steps}
+        return {"algorithm/collects": algo.collects, "algorithm/steps": algo.steps, "env/steps": algo.env_steps}
 
     # ------------------------------------------------------------------ steps
     def step(self, *, env_config: Mapping[str, Any] | None = None) -> Stats:
@@ -159,7 +100,7 @@ class Trainer:
         Returns:
             ``eval/returns/*`` and ``eval/rewards/*``, also logged to MLflow.
         """
-        horizons = max(1, self.algorithm.hparams.horizons_per_env_reset)
+        horizons = max(1, self.algorithm.config.horizons_per_env_reset)
         stats = self.algorithm.evaluate(env_config=env_config, deterministic=deterministic, horizons=horizons)
         stats = {f"eval/{k}": v for k, v in stats.items()}
         self._log(stats)
@@ -310,16 +251,7 @@ class Trainer:
             data, env, model_cls=model_cls, distribution_cls=distribution_cls, device=device, compile=compile
         )
         trainer_data = data.get("trainer", {})
-        run_id = trainer_data.get("run_id")
-        if run_id is not None:
-            client = MlflowClient()
-            try:
-                run = client.get_run(run_id)
-                experiment = client.get_experiment(run.info.experiment_id)
-                if (experiment_name not in (None, experiment.name)) or (run_name not in (None, run.info.run_name)):
-                    run_id = None
-            except mlflow.exceptions.MlflowException:
-                run_id = None
+        run_id = tracking.resumable_run_id(trainer_data.get("run_id"), experiment_name, run_name)
         trainer = cls.__new__(cls)
         trainer._attach(
             algorithm, experiment_name=experiment_name, run_name=run_name, resume_run_id=run_id,
@@ -337,10 +269,7 @@ class Trainer:
 
     # ---------------------------------------------------------------- tracking
     def _log(self, stats: Stats) -> None:
-        step, timestamp = int(self.state["env/steps"]), int(time.time() * 1000)
-        metrics = [Metric(k, float(v), timestamp, step) for k, v in stats.items()]
-        for i in range(0, len(metrics), 1000):  # MLflow's batch limit on metrics
-            self._client.log_batch(self.run_id, metrics=metrics[i : i + 1000])
+        tracking.log_metrics(self._client, self.run_id, stats, step=int(self.state["env/steps"]))
 
     def close(self, status: str | None = None) -> None:
         """End this Trainer's MLflow run and release its checkpoint folders
@@ -355,7 +284,7 @@ class Trainer:
                 raise ValueError(f"`status` must be 'FINISHED', 'FAILED' or 'KILLED', got {status!r}.")
             self._status["status"] = status
         if self._finalizer.detach() is not None:  # not closed before
-            _end_run(self._client, self.run_id, self._status, self._checkpoint_dirs, quiet=False)
+            tracking.end_run(self._client, self.run_id, self._status, self._checkpoint_dirs, quiet=False)
 
     def __enter__(self) -> "Trainer":
         return self

@@ -143,15 +143,3 @@ class Batch(NamedTuple):
     advantages: torch.Tensor
     returns: torch.Tensor
 
-
-class UpdateCoeffs(NamedTuple):
-    """Coefficients that change during training, passed as 0-d tensors so a
-    compiled ``update`` is not recompiled when they change.
-
-    Attributes:
-        lr: 0-d float tensor, learning rate.
-        entropy_coeff: 0-d float tensor, weight of the entropy bonus.
-    """
-
-    lr: torch.Tensor
-    entropy_coeff: torch.Tensor

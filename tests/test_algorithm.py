@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from rlstack import random
+from rlstack import optim, random
 from rlstack import Algorithm, SquashedNormal
 from rlstack.env import ContinuousDummyEnv, DiscreteDummyEnv
 
@@ -118,7 +118,7 @@ def test_rlstack_1x_style_keyword_combinations_run():
     )
     algo.collect()
     assert algo.step()["coefficients/lr"] == 0.01
-    assert algo.opt_state.count.item() == 4  # one step per epoch with accumulation
+    assert optim.step_count(algo.opt_state).item() == 4  # one step per epoch with accumulation
     algo = Algorithm(ContinuousDummyEnv, distribution_cls=SquashedNormal, gae_lambda=0.99, gamma=0.99, **SMALL)
     algo.collect()
     algo.step()
@@ -195,3 +195,21 @@ def test_non_finite_update_is_discarded_and_names_step_and_stat():
         algo.step()
     for k in good:
         assert torch.equal(algo.params[k], good[k])
+
+
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_the_scheduled_learning_rate_used_on_device_is_the_one_logged(accumulate):
+    """The update evaluates the env-transition schedule from its optimizer step
+    count; the shell logs it from its transition counter: they agree exactly."""
+    algo = Algorithm(
+        DiscreteDummyEnv, lr_schedule=[(0, 1e-3), (700, 1e-4)], lr_schedule_kind="interp",
+        accumulate_grads=accumulate, **{**SMALL, "sgd_minibatch_size": 64},
+    )
+    logged = []
+    for _ in range(4):
+        algo.collect()
+        stats = algo.step()
+        used = algo.opt_state.inner[1].learning_rate  # apply_if_finite(chain(clip, adam)): the last step's rate
+        assert used.item() == torch.tensor(stats["coefficients/lr"], dtype=torch.float32).item()
+        logged.append(stats["coefficients/lr"])
+    assert logged[0] > logged[1] > logged[2] and logged[3] == 1e-4

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import optree
 import pytest
 import torch
 import torch._dynamo
@@ -253,8 +254,10 @@ def test_non_finite_step_checkpoints_the_last_good_step_and_marks_the_run_failed
         if stats["algorithm/steps"] == 2:
             good.update({k: v.clone() for k, v in trainer.algorithm.params.items()})
             name = next(iter(trainer.algorithm.params))
-            trainer.algorithm.opt_state = trainer.algorithm.opt_state._replace(
-                mu={**trainer.algorithm.opt_state.mu, name: torch.full_like(trainer.algorithm.params[name], float("nan"))})
+            state = trainer.algorithm.opt_state  # apply_if_finite(chain(clip, adam))
+            clip, adam = state.inner
+            adam = adam._replace(mu={**adam.mu, name: torch.full_like(trainer.algorithm.params[name], float("nan"))})
+            trainer.algorithm.opt_state = state._replace(inner=(clip, adam))
 
     with pytest.raises(FloatingPointError, match=r"^Non-finite .* at step 3 .* Last good step saved to .*step-00000002\.pt\.$"):
         trainer.run(callbacks=[poison], checkpoint_dir=tmp_path)
@@ -299,3 +302,21 @@ def test_stale_temp_files_of_a_killed_write_are_removed_by_the_next_write(tmp_pa
     live.write_bytes(b"being written")
     atomic_save({"x": torch.ones(1)}, tmp_path / "step-00000002.pt")
     assert not stale.exists() and live.exists()
+
+
+def test_restoring_a_collected_trajectory_runs_no_rollout(tmp_path, monkeypatch):
+    """The trajectory's structure is stored with it: loading builds nothing by rolling out."""
+    a = Algorithm(ContinuousDummyEnv, compile=False, **SMALL)
+    a.collect()
+    path = a.save_checkpoint(tmp_path / "c.pt")
+
+    def no_rollout(*args, **kwargs):
+        raise AssertionError("a rollout was built while loading a checkpoint")
+
+    monkeypatch.setattr(Algorithm, "_rollout_fn", no_rollout)
+    b = Algorithm.from_checkpoint(path)
+    monkeypatch.undo()
+    for x, y in zip(optree.tree_leaves(a.trajectory), optree.tree_leaves(b.trajectory)):
+        assert torch.equal(x, y)
+    assert type(b.trajectory) is type(a.trajectory) and b.trajectory._fields == a.trajectory._fields
+    assert b.step()["losses/total"] == a.step()["losses/total"]

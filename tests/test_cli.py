@@ -4,7 +4,7 @@ import sys
 
 from mlflow.tracking import MlflowClient
 
-from rlstack.cli import build_parser, load_env, train_settings
+from rlstack.cli import build_parser, load_env, train_config
 from rlstack.envs import DiscreteDummyEnv
 
 
@@ -40,7 +40,7 @@ def test_cli_rejects_a_bad_env_and_bad_hyperparameter_with_exit_code_2(tmp_path)
 def test_cli_builds_kwargs_from_preset_and_overrides():
     args = build_parser().parse_args(["train", "--env", "DiscreteDummyEnv", "--horizon", "16", "--lr", "0.01",
                                       "--shuffle-minibatches", "false", "--hiddens", "8,8"])
-    _, kwargs = train_settings(args)
+    _, kwargs = train_config(args)
     assert kwargs["horizon"] == 16 and kwargs["num_envs"] == 512  # override + preset
     assert kwargs["optimizer_config"]["lr"] == 0.01 and kwargs["shuffle_minibatches"] is False
     assert kwargs["model_config"]["hiddens"] == (8, 8)

@@ -9,7 +9,7 @@ from rlstack import random
 from rlstack import Algorithm, SquashedNormal
 from rlstack.distributions import Categorical
 from rlstack.envs import ContinuousDummyEnv, DiscreteDummyEnv
-from rlstack.functional import RolloutCarry, UpdateCoeffs, make_rollout, make_update
+from rlstack.functional import RolloutCarry, make_rollout, make_update
 from rlstack.models import MLPModel
 from rlstack.normalization import init_norm_state
 from rlstack.optim import adam
@@ -29,16 +29,16 @@ def _run(env, policy, compile, normalize=False, seed=0, num_envs=32, horizon=8):
     opt = adam()
     rollout = make_rollout(env, policy, horizon, compile=compile, normalize_obs=normalize, normalize_rewards=normalize)
     hparams = {"num_envs": num_envs, "horizon": horizon, "sgd_minibatch_size": 64, "target_kl": 0.02 if normalize else None}
-    update = make_update(policy, opt, hparams, compile=compile)
+    update = make_update(policy, opt, hparams, entropy_coeff=0.01, compile=compile)
     torch.manual_seed(seed)
     norm = init_norm_state((1,), num_envs, normalize_obs=normalize, normalize_rewards=normalize)
     carry = RolloutCarry(*env.reset(random.key(0), num_envs), random.key(1), norm)
     opt_state = opt.init(params)
     outputs = []
-    for lr in (1e-3, 5e-4):  # a changed coefficient must not recompile
+    for lr in (1e-3, 5e-4):  # a changed learning rate (a tensor in the optimizer state) must not recompile
         carry, traj = rollout(params, carry)
-        coeffs = UpdateCoeffs(torch.tensor(lr), torch.tensor(0.01))
-        params, opt_state, metrics = update(params, opt_state, traj, random.key(3), coeffs)
+        opt_state = opt_state._replace(learning_rate=torch.tensor(lr))
+        params, opt_state, metrics = update(params, opt_state, traj, random.key(3))
         outputs.append((traj, params, metrics))
     return outputs
 

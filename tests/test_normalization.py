@@ -88,13 +88,13 @@ def test_target_kl_stops_the_update_once_kl_exceeds_it():
     params = policy.init_params()
     _, traj = make_rollout(env, policy, 8)(params, RolloutCarry(*env.reset(random.key(0), 32), random.key(1)))
     hparams = {"num_envs": 32, "horizon": 8, "sgd_minibatch_size": 32}
-    opt = adam()
+    opt = adam(1e-2)
     torch.manual_seed(0)
-    _, state, metrics = make_update(policy, opt, {**hparams, "target_kl": 1e-12}, lr=1e-2)(params, opt.init(params), traj, random.key(3))
+    _, state, metrics = make_update(policy, opt, {**hparams, "target_kl": 1e-12})(params, opt.init(params), traj, random.key(3))
     # The first minibatch has KL 0 (nothing changed yet) and is applied; the next exceeds 1e-12.
     assert metrics["monitors/sgd_steps"].item() == 1 and state.count.item() == 1
     torch.manual_seed(0)
-    _, state, metrics = make_update(policy, opt, {**hparams, "target_kl": 10.0}, lr=1e-2)(params, opt.init(params), traj, random.key(3))
+    _, state, metrics = make_update(policy, opt, {**hparams, "target_kl": 10.0})(params, opt.init(params), traj, random.key(3))
     assert metrics["monitors/sgd_steps"].item() == 32 and state.count.item() == 32
 
 

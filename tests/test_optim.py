@@ -31,14 +31,15 @@ def test_pure_optimizers_match_torch_optim_step_for_step(torch_cls, config):
     params, loss = _problem()
     reference = {k: v.clone().requires_grad_(True) for k, v in params.items()}
     torch_opt = torch_cls(reference.values(), **config)
-    opt, lr = optim.from_torch(torch_cls, config)
+    opt = optim.from_torch(torch_cls, config)
     state = opt.init(params)
     for _ in range(50):
         torch_opt.zero_grad()
         loss(reference).backward()
         torch_opt.step()
         grads = torch.func.grad(loss)(params)
-        params, state = opt.step(grads, state, params, torch.tensor(lr))
+        updates, state = opt.update(grads, state, params)
+        params = optim.apply_updates(params, updates)
         for k in params:
             torch.testing.assert_close(params[k], reference[k].detach(), rtol=1e-5, atol=1e-6)
 
@@ -48,8 +49,9 @@ def test_clip_by_global_norm_matches_torch():
     reference = {k: v.clone().requires_grad_(True) for k, v in params.items()}
     loss(reference).backward()
     norm_ref = torch.nn.utils.clip_grad_norm_(reference.values(), 0.1)
-    clipped, norm = optim.clip_by_global_norm(torch.func.grad(loss)(params), 0.1)
-    torch.testing.assert_close(norm, norm_ref)
+    clip = optim.clip_by_global_norm(0.1)
+    clipped, state = clip.update(torch.func.grad(loss)(params), clip.init(params), params)
+    torch.testing.assert_close(state.grad_norm, norm_ref)
     for k in params:
         torch.testing.assert_close(clipped[k], reference[k].grad)
 
@@ -57,9 +59,9 @@ def test_clip_by_global_norm_matches_torch():
 def test_optimizer_step_is_pure():
     params, loss = _problem()
     before = {k: v.clone() for k, v in params.items()}
-    opt = optim.adam()
+    opt = optim.adam(1e-2)
     state = opt.init(params)
-    opt.step(torch.func.grad(loss)(params), state, params, 1e-2)
+    opt.update(torch.func.grad(loss)(params), state, params)
     for k in params:
         assert torch.equal(params[k], before[k])
     assert state.count.item() == 0
@@ -75,6 +77,112 @@ def test_optimizer_step_is_pure():
         (torch.optim.SGD, {"nesterov": True}, "Nesterov momentum requires momentum > 0"),
     ],
 )
-def test_unsupported_torch_optimizer_settings_raise(cls, config, match):
+def test_unsupported_torch_optimizer_config_raises(cls, config, match):
     with pytest.raises(ValueError, match=match):
         optim.from_torch(cls, config)
+
+
+def _grads(params, loss):
+    return torch.func.grad(loss)(params)
+
+
+def test_chain_feeds_each_transform_the_previous_updates():
+    params, loss = _problem()
+    chained = optim.chain(optim.clip_by_global_norm(0.1), optim.sgd(0.5))
+    clip, sgd = optim.clip_by_global_norm(0.1), optim.sgd(0.5)
+    grads = _grads(params, loss)
+    updates, state = chained.update(grads, chained.init(params), params)
+    clipped, clip_state = clip.update(grads, clip.init(params), params)
+    expected, _ = sgd.update(clipped, sgd.init(params), params)
+    for k in params:
+        assert torch.equal(updates[k], expected[k])
+    assert torch.equal(state[0].grad_norm, clip_state.grad_norm) and state[1].count.item() == 1
+
+
+def test_accumulated_gradients_step_once_every_k_calls_on_their_mean():
+    """k calls on equal batches = one step on their union (optax's MultiSteps)."""
+    g = torch.Generator().manual_seed(1)
+    params = {"w": torch.randn(5, 3, generator=g)}
+    xs, ys = torch.randn(4, 8, 5, generator=g), torch.randn(4, 8, 3, generator=g)
+
+    def loss(p, x, y):
+        return ((x @ p["w"] - y) ** 2).mean()
+
+    acc = optim.accumulate_gradients(optim.adam(1e-2), every_k=4)
+    state = acc.init(params)
+    for i in range(4):
+        updates, state = acc.update(torch.func.grad(loss)(params, xs[i], ys[i]), state, params)
+        if i < 3:
+            assert torch.equal(updates["w"], torch.zeros_like(params["w"])) and state.inner.count.item() == 0
+    adam = optim.adam(1e-2)
+    union = torch.func.grad(loss)(params, xs.reshape(32, 5), ys.reshape(32, 3))
+    expected, _ = adam.update(union, adam.init(params), params)
+    torch.testing.assert_close(updates["w"], expected["w"], rtol=1e-5, atol=1e-8)
+    assert state.inner.count.item() == 1 and state.mini_step.item() == 0
+
+
+def test_apply_if_finite_skips_non_finite_steps_and_counts_them_on_device():
+    params, loss = _problem()
+    opt = optim.apply_if_finite(optim.adam(1e-2))
+    state = opt.init(params)
+    bad = {k: torch.full_like(v, float("nan")) for k, v in params.items()}
+    for expected_in_a_row in (1, 2):
+        updates, state = opt.update(bad, state, params)
+        assert all(torch.equal(u, torch.zeros_like(u)) for u in updates.values())
+        assert state.notfinite_count.item() == expected_in_a_row and state.inner.count.item() == 0
+    assert all(torch.equal(m, torch.zeros_like(m)) for m in state.inner.mu.values())
+    updates, state = opt.update(_grads(params, loss), state, params)
+    assert state.notfinite_count.item() == 0 and state.total_notfinite.item() == 2 and state.inner.count.item() == 1
+    assert all(torch.isfinite(u).all() and u.abs().sum() > 0 for u in updates.values())
+
+
+def test_the_learning_rate_is_a_tensor_in_the_state_and_changing_it_never_recompiles():
+    params, loss = _problem()
+    opt = optim.adam(1e-2)
+    step = torch.compile(opt.update, fullgraph=True)
+    state = opt.init(params)
+    step(_grads(params, loss), state, params)  # compiles once
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for lr in (1e-3, 3e-4):
+            new = state._replace(learning_rate=torch.tensor(lr))
+            updates, after = step(_grads(params, loss), new, params)
+            eager, _ = opt.update(_grads(params, loss), new, params)
+            torch.testing.assert_close(updates["w"], eager["w"])
+            assert after.learning_rate.item() == pytest.approx(lr)
+
+
+def test_a_scheduled_learning_rate_is_evaluated_from_the_step_count():
+    params, loss = _problem()
+    rates = [1e-2, 5e-3, 1e-3]
+    scheduled = optim.sgd(lambda count: torch.tensor(rates)[count.long().clamp(max=2)])
+    state, p_sched = scheduled.init(params), dict(params)
+    p_manual = dict(params)
+    for lr in rates:
+        updates, state = scheduled.update(_grads(p_sched, loss), state, p_sched)
+        p_sched = optim.apply_updates(p_sched, updates)
+        manual, _ = optim.sgd(lr).update(_grads(p_manual, loss), optim.sgd(lr).init(p_manual), p_manual)
+        p_manual = optim.apply_updates(p_manual, manual)
+        assert state.learning_rate.item() == pytest.approx(lr)
+    for k in params:
+        torch.testing.assert_close(p_sched[k], p_manual[k])
+
+
+def test_step_count_finds_the_optimizers_count_and_names_its_absence():
+    params, _ = _problem()
+    opt = optim.apply_if_finite(optim.chain(optim.clip_by_global_norm(1.0), optim.adamw(1e-3)))
+    assert optim.step_count(opt.init(params)).item() == 0
+    with pytest.raises(ValueError, match="no step `count`"):
+        optim.step_count(optim.clip_by_global_norm(1.0).init(params))
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: optim.adam(-1.0), r"`learning_rate` must be a number > 0"),
+        (lambda: optim.clip_by_global_norm(0.0), r"`max_norm` must be a number > 0"),
+        (lambda: optim.accumulate_gradients(optim.sgd(), every_k=0), r"`every_k` must be a positive int"),
+    ],
+)
+def test_bad_transform_arguments_raise(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()

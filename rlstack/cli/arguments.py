@@ -1,0 +1,260 @@
+"""Arguments of the command line: the parser, TOML files, env names, and
+how ``train``'s configuration is assembled (in increasing priority: the
+env's preset (:mod:`rlstack.presets`), a TOML file (``-f``), command-line
+flags)."""
+
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from ..config import AlgorithmConfig
+from ..envs import BUILTIN_ENVS
+from ..optim import TORCH_OPTIMIZERS_BY_NAME
+from ..presets import PRESETS
+
+# AlgorithmConfig fields that take one scalar on the command line.
+_SCALAR_TYPES = {"int": int, "float": float, "bool": bool, "float | None": float, "int | None": int}
+_HPARAMS = {f.name for f in dataclasses.fields(AlgorithmConfig)}
+# Options of `train` that are not Trainer keyword arguments.
+_RUN_OPTIONS = {"env", "max_steps", "experiment_name", "run_name", "steps_per_eval", "checkpoint_every",
+                "checkpoint_dir", "keep_checkpoints", "save", "resume"}
+_TRAINER_OPTIONS = {"seed", "device", "compile", "cuda_graphs", "allow_tf32", "env_config", "model_config", "optimizer_cls",
+                    "optimizer_config"}
+# The types of `train`'s own options (hyperparameters are checked by AlgorithmConfig).
+_RUN_OPTION_TYPES = {"max_steps": int, "steps_per_eval": int, "checkpoint_every": int, "keep_checkpoints": int,
+                     "env": str, "experiment_name": str, "run_name": str, "checkpoint_dir": str, "save": str, "resume": str}
+# What may be given with --resume: everything else is the checkpoint's.
+_RESUME_OPTIONS = {"resume", "env", "max_steps", "steps_per_eval", "checkpoint_every", "checkpoint_dir",
+                   "keep_checkpoints", "save", "experiment_name", "run_name", "device", "compile"}
+
+
+def _field_help() -> dict[str, str]:
+    """Each hyperparameter's one-line help, from AlgorithmConfig's docstring
+    (where each is documented once)."""
+    text = (AlgorithmConfig.__doc__ or "").split("Attributes:", 1)[-1]
+    entries: dict[str, str] = {}
+    names: list[str] = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        head, sep, rest = stripped.partition(": ")
+        if sep and line.startswith(" " * 8) and not line.startswith(" " * 12):
+            names = [n.strip() for n in head.split("/")]
+            for name in names:
+                entries[name] = rest
+        elif stripped and names:
+            for name in names:
+                entries[name] += " " + stripped
+    return {k: v.replace("``", "").replace(":mod:", "").replace("%", "%%") for k, v in entries.items()}
+
+
+_FIELD_HELP = _field_help()
+
+
+def load_env(spec: str) -> Any:
+    """A built-in env name, ``gymnasium:ID`` for a gymnasium env id, or
+    ``module:Class`` for a user env.
+
+    Raises:
+        ValueError: for an unknown name or an import that fails.
+    """
+    if spec in BUILTIN_ENVS:
+        return BUILTIN_ENVS[spec]
+    if spec.startswith("gymnasium:"):
+        from ..gymnasium_adapter import gymnasium_env
+
+        return gymnasium_env(spec.partition(":")[2])
+    if ":" not in spec:
+        raise ValueError(f"--env must be one of {sorted(BUILTIN_ENVS)} or 'module:Class', got {spec!r}.")
+    module_name, _, attr = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"--env {spec!r} could not be loaded: {e}") from e
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rlstack", description="Fast PPO for massively parallel envs.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a policy and log the run to MLflow")
+    train.add_argument("-f", "--config", dest="config_file", default=None, help="TOML file of configuration")
+    train.add_argument("--env", default=None,
+                       help=f"one of {sorted(BUILTIN_ENVS)}, gymnasium:ID (e.g. gymnasium:CartPole-v1) or module:Class")
+    train.add_argument("--max-steps", type=int, default=None, help="stop after this many collect+update steps")
+    train.add_argument("--experiment-name", default=None, help="MLflow experiment (created if missing)")
+    train.add_argument("--run-name", default=None, help="MLflow run name")
+    train.add_argument("--seed", type=int, default=None, help="the run's random seed (default 0)")
+    train.add_argument("--device", default=None, help="cpu (default), cuda, cuda:1, ...")
+    train.add_argument("--compile", type=_parse_bool, default=None, metavar="BOOL", help="torch.compile (default true)")
+    train.add_argument("--no-compile", dest="compile", action="store_false", help="same as --compile false")
+    train.add_argument("--cuda-graphs", type=_parse_bool, default=None, metavar="BOOL",
+                       help="replay rollout and update as CUDA graphs (CUDA only; default false)")
+    train.add_argument("--allow-tf32", type=_parse_bool, default=None, metavar="BOOL",
+                       help="TF32 float32 matmuls on CUDA (default false)")
+    train.add_argument("--lr", type=float, default=None, help="learning rate (optimizer_config.lr)")
+    train.add_argument("--hiddens", default=None, help="hidden widths of the default model, e.g. 64,64")
+    train.add_argument("--steps-per-eval", type=int, default=None, metavar="STEPS",
+                       help="evaluate the deterministic policy on fresh envs every STEPS steps (logged as eval/*)")
+    train.add_argument("--resume", default=None, metavar="CHECKPOINT",
+                       help="continue from a checkpoint with its own hyperparameters (they cannot be changed; "
+                            "--max-steps, checkpoint and export options, --device and --compile can)")
+    train.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS",
+                       help="also write a checkpoint every STEPS steps")
+    train.add_argument("--checkpoint-dir", default=None,
+                       help="default: checkpoints/<run id> (always written at the end, on Ctrl-C/SIGTERM and on failure)")
+    train.add_argument("--keep-checkpoints", type=int, default=None, metavar="N",
+                       help="keep this run's N newest checkpoints (default 3)")
+    train.add_argument("--save", default=None, metavar="DIR",
+                       help="export the policy (MLflow model) at the end; DIR must not exist or be empty")
+    ppo_options = train.add_argument_group("hyperparameters (see rlstack.AlgorithmConfig; default: the env's preset)")
+    for field in dataclasses.fields(AlgorithmConfig):
+        kind = _SCALAR_TYPES.get(str(field.type))
+        if kind is None:
+            continue
+        ppo_options.add_argument(
+            "--" + field.name.replace("_", "-"), dest=field.name, default=None,
+            type=_parse_bool if kind is bool else kind, metavar=kind.__name__.upper(),
+            help=_FIELD_HELP.get(field.name),
+        )
+
+    evaluate = commands.add_parser("eval", help="print a policy's success measure on an env")
+    evaluate.add_argument("source", help="a checkpoint file or an exported model directory")
+    evaluate.add_argument("--env", default=None, help="env (default: the one it was trained on, if built in)")
+    evaluate.add_argument("--num-envs", type=int, default=1024, help="envs to run the policy on (default 1024)")
+    evaluate.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the env resets' random key (default 0)")
+
+    export = commands.add_parser("export", help="export a checkpoint's policy as an MLflow model")
+    export.add_argument("checkpoint", help="a checkpoint file written by train")
+    export.add_argument("directory", help="where to write the MLflow model (must not exist or be empty)")
+    export.add_argument("--env", default=None, help="env (needed for a user env)")
+    plot = commands.add_parser("plot", help="plot a run's learning curve to a PNG")
+    plot.add_argument("run_id", help="the MLflow run id that train printed")
+    plot.add_argument("-o", "--output", default="learning_curve.png", help="PNG path (default learning_curve.png)")
+    plot.add_argument("--metrics", nargs="*", default=["returns/mean", "eval/returns/mean"],
+                      help="metric names; eval/* ones go to a panel of their own (default: returns/mean "
+                           "eval/returns/mean)")
+    return parser
+
+
+def read_toml(path: str) -> dict[str, Any]:
+    """Settings from a TOML file: ``train``'s options and Trainer keyword
+    arguments (``[model_config]``, ``[optimizer_config]``, ``[env_config]``
+    tables; ``optimizer_cls = "SGD"``).
+
+    Raises:
+        ValueError: for a missing or malformed file, an unknown key or a
+            value of the wrong type.
+    """
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError as e:
+        raise ValueError(f"-f {path!r}: no such file.") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"-f {path!r} is not valid TOML: {e}") from e
+    unknown = sorted(set(data) - _HPARAMS - _RUN_OPTIONS - _TRAINER_OPTIONS)
+    if unknown:
+        raise ValueError(f"-f {path!r} has unknown keys {unknown}; expected hyperparameters or {sorted(_RUN_OPTIONS | _TRAINER_OPTIONS)}.")
+    for key, kind in _RUN_OPTION_TYPES.items():
+        if key in data and (not isinstance(data[key], kind) or isinstance(data[key], bool)):
+            example = "an integer such as 10" if kind is int else "a string"
+            raise ValueError(f"-f {path!r}: `{key}` must be {example}, got {data[key]!r}.")
+    for key in ("model_config", "optimizer_config", "env_config"):
+        if key in data and not isinstance(data[key], dict):
+            raise ValueError(f"-f {path!r}: `{key}` must be a table ([{key}]), got {data[key]!r}.")
+    return data
+
+
+def largest_divisor_at_most(n: int, limit: int) -> int:
+    """The largest divisor of ``n`` that is at most ``limit`` (>= 1)."""
+    return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
+
+
+def _adapt_preset(config: dict[str, Any], explicit: set[str]) -> list[str]:
+    """Adapt a preset's ``sgd_minibatch_size`` that the user did not set to
+    a buffer (``num_envs * horizon``) the user changed: the largest divisor
+    of the buffer not above the preset's value. Returns notes to print."""
+    size = config.get("sgd_minibatch_size")
+    if size is None or "sgd_minibatch_size" in explicit:
+        return []
+    num_envs, horizon = config.get("num_envs", 8192), config.get("horizon", 32)
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (num_envs, horizon)):
+        return []  # AlgorithmConfig reports these
+    buffer = num_envs * horizon
+    if buffer % size == 0 and size <= buffer:
+        return []
+    config["sgd_minibatch_size"] = largest_divisor_at_most(buffer, size)
+    return [f"sgd_minibatch_size {size} (the preset's) does not divide num_envs * horizon = {buffer}; "
+            f"using {config['sgd_minibatch_size']}"]
+
+
+def train_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(run_options, trainer_kwargs)`` from preset < TOML < flags.
+
+    ``run_options["notes"]`` lists the adaptations made to preset values.
+
+    Raises:
+        ValueError: for a missing env, a bad value, or hyperparameters given
+            with ``--resume`` (a resumed run keeps the checkpoint's).
+    """
+    from_file = read_toml(args.config_file) if args.config_file else {}
+    flags = {k: v for k, v in vars(args).items() if v is not None and k not in ("command", "config_file", "lr", "hiddens")}
+    explicit = set(from_file) | set(flags) | {name for name in ("lr", "hiddens") if getattr(args, name) is not None}
+    env = flags.get("env", from_file.get("env"))
+    resume = flags.get("resume", from_file.get("resume"))
+    if resume:
+        fixed = sorted(explicit - _RESUME_OPTIONS)
+        if fixed:
+            names = ", ".join("--" + k.replace("_", "-") for k in fixed)
+            raise ValueError(
+                f"--resume continues with the checkpoint's hyperparameters and config; {names} cannot change on "
+                "resume (start a new run to change them)."
+            )
+    elif env is None:
+        raise ValueError("--env is required (or `env = ...` in the -f file).")
+    config: dict[str, Any] = {} if resume else {k: (dict(v) if isinstance(v, dict) else v) for k, v in PRESETS.get(env, {}).items()}
+    for source in (from_file, flags):
+        for key, value in source.items():
+            if key in ("model_config", "optimizer_config", "env_config"):
+                config[key] = {**config.get(key, {}), **value}
+            else:
+                config[key] = value
+    if args.lr is not None:
+        config["optimizer_config"] = {**config.get("optimizer_config", {}), "lr": args.lr}
+    if args.hiddens is not None:
+        try:
+            config["model_config"] = {**config.get("model_config", {}), "hiddens": tuple(int(h) for h in args.hiddens.split(","))}
+        except ValueError as e:
+            raise ValueError(f"--hiddens must be comma-separated ints such as 64,64, got {args.hiddens!r}.") from e
+    if "hiddens" in config.get("model_config", {}) and isinstance(config["model_config"]["hiddens"], list):
+        config["model_config"]["hiddens"] = tuple(config["model_config"]["hiddens"])
+    if isinstance(config.get("optimizer_cls"), str):
+        name = config["optimizer_cls"]
+        if name not in TORCH_OPTIMIZERS_BY_NAME:
+            raise ValueError(f"optimizer_cls must be one of {sorted(TORCH_OPTIMIZERS_BY_NAME)}, got {name!r}.")
+        config["optimizer_cls"] = TORCH_OPTIMIZERS_BY_NAME[name]
+    notes = _adapt_preset(config, explicit)
+    if not resume:
+        config.setdefault("seed", 0)
+    run = {k: config.pop(k) for k in list(config) if k in _RUN_OPTIONS}
+    for name in ("max_steps", "checkpoint_every", "steps_per_eval", "keep_checkpoints"):
+        if run.get(name) is not None and run[name] < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive int, got {run[name]}.")
+    run["notes"] = notes
+    return run, config
+
+

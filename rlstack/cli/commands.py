@@ -1,0 +1,228 @@
+"""The commands of the command line: ``rlstack train | eval | export |
+plot`` (printing and exit codes only; the work is done by Trainer,
+Algorithm, rlstack.export and rlstack.plotting)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import mlflow
+
+from .. import random
+from ..algorithm import Algorithm
+from ..conditions import HitsUpperBound
+from ..envs import make_env
+from ..trainer import Trainer
+from .arguments import build_parser, load_env, train_config
+
+
+class Progress:
+    """A live status line: rewritten in place on a terminal; on a pipe or
+    file, one line every ``every`` steps and the last. Shows env steps/s over
+    the last step, ``returns/mean`` and, with a step limit, the ETA. The
+    first step's time includes compilation, so the ETA is estimated from
+    the later steps (none is shown until there is one)."""
+
+    def __init__(
+        self, stream: Any = sys.stdout, every: int = 10, max_steps: int | None = None, start_env_steps: int = 0
+    ) -> None:
+        self.stream, self.every, self.max_steps = stream, every, max_steps
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        # The first rate includes compilation: it is wall clock since the start.
+        self.last_time, self.last_env_steps, self.rate = time.perf_counter(), start_env_steps, 0.0
+        self.step_times: list[float] = []
+        self.last_stats: dict[str, float] | None = None
+        self.printed = 0  # the last step written as a line
+
+    def __call__(self, stats: dict[str, float]) -> bool:
+        if "algorithm/steps" not in stats:  # eval stats
+            return False
+        now = time.perf_counter()
+        if stats["env/steps"] > self.last_env_steps:
+            self.rate = (stats["env/steps"] - self.last_env_steps) / max(now - self.last_time, 1e-9)
+            if self.last_stats is not None:  # not the first step, which compiles
+                self.step_times.append(now - self.last_time)
+        self.last_time, self.last_env_steps, self.last_stats = now, stats["env/steps"], stats
+        steps = int(stats["algorithm/steps"])
+        if self.tty:
+            self.stream.write("\r" + self.line(stats))
+        elif steps == 1 or steps % self.every == 0:
+            self.stream.write(self.line(stats) + "\n")
+            self.printed = steps
+        self.stream.flush()
+        return False
+
+    def line(self, stats: dict[str, float]) -> str:
+        steps = int(stats["algorithm/steps"])
+        text = (
+            f"step {steps:>5} | env steps {int(stats['env/steps']):>11,} | "
+            f"{self.rate:>10,.0f} steps/s | returns/mean {stats['returns/mean']:>10.3f}"
+        )
+        if self.max_steps and self.step_times:
+            recent = self.step_times[-10:]
+            eta = max(self.max_steps - steps, 0) * sum(recent) / len(recent)
+            text += f" | ETA {int(eta) // 60:d}:{int(eta) % 60:02d}"
+        return text
+
+    def close(self) -> None:
+        if self.last_stats is None:
+            return
+        if self.tty:
+            self.stream.write("\n")
+        elif int(self.last_stats["algorithm/steps"]) != self.printed:
+            self.stream.write(self.line(self.last_stats) + "\n")
+        self.stream.flush()
+
+
+class StopRequest:
+    """Ctrl-C (SIGINT) and SIGTERM handler for ``train``: the first signal
+    asks training to stop after the step in progress (so no checkpoint or
+    MLflow write is cut in half); a second one stops at once
+    (``KeyboardInterrupt``)."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signum
+        print(f"\nrlstack: {signal.Signals(signum).name}: stopping after this step (again to stop now)",
+              file=sys.stderr, flush=True)
+
+    def requested(self, stats: dict[str, float]) -> bool:
+        """A :data:`~rlstack.trainer.Callback`: True once a stop was asked for."""
+        return self.signal is not None
+
+    def exit_code(self) -> int:
+        return 128 + int(self.signal or signal.SIGINT)
+
+
+def train(args: argparse.Namespace) -> int:
+    run, kwargs = train_config(args)
+    if run.get("save"):
+        from ..export import check_export_path
+
+        check_export_path(run["save"])  # before any work
+    for note in run["notes"]:
+        print(f"rlstack: {note}", flush=True)
+    env = load_env(run["env"]) if run.get("env") else None
+    stop_request = StopRequest()
+    handlers = {sig: signal.signal(sig, stop_request) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if run.get("resume"):
+            trainer = Trainer.from_checkpoint(
+                run["resume"], env, device=kwargs.get("device"), compile=kwargs.get("compile"),
+                experiment_name=run.get("experiment_name"), run_name=run.get("run_name"),
+            )
+        else:
+            trainer = Trainer(env, experiment_name=run.get("experiment_name"), run_name=run.get("run_name"), **kwargs)
+        return _train(trainer, run, stop_request)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
+def _train(trainer: Trainer, run: dict[str, Any], stop_request: StopRequest) -> int:
+    """Run ``trainer`` as ``train`` asks; always end its MLflow run with its true status."""
+    algo = trainer.algorithm
+    print(f"rlstack: training {algo.build_config['env']} on {algo.device} ({'compiled' if algo.compile else 'eager'}), "
+          f"MLflow run {trainer.run_id}", flush=True)
+    # Always checkpointed: the end of the run, Ctrl-C, SIGTERM and a failure write the last completed step.
+    checkpoint_dir = run.get("checkpoint_dir") or f"checkpoints/{trainer.run_id}"
+    keep = run.get("keep_checkpoints") or 3
+    stop = [HitsUpperBound("algorithm/steps", run["max_steps"])] if run.get("max_steps") else []
+    progress = Progress(max_steps=run.get("max_steps"), start_env_steps=trainer.state["env/steps"])
+    status, code = "FAILED", 1
+    try:
+        trainer.run(
+            stop_conditions=stop, steps_per_eval=run.get("steps_per_eval"), callbacks=[progress, stop_request.requested],
+            checkpoint_every=run.get("checkpoint_every"), checkpoint_dir=checkpoint_dir, keep_checkpoints=keep,
+        )
+        progress.close()
+        if stop_request.signal is None:
+            print(f"rlstack: last checkpoint {trainer.checkpoint_to(checkpoint_dir, keep)}")
+            if run.get("save"):
+                print(f"rlstack: policy exported to {trainer.export_policy(run['save'])}")
+            status, code = "FINISHED", 0
+        else:  # stopped between steps by a signal
+            print(f"rlstack: interrupted; last completed step saved to {trainer.checkpoint_to(checkpoint_dir, keep)}")
+            status, code = "KILLED", stop_request.exit_code()
+    except KeyboardInterrupt:  # a second signal: Trainer.run saved the last completed step
+        status, code = "KILLED", stop_request.exit_code()
+        progress.close()
+    finally:
+        trainer.close(status)
+        uri = mlflow.get_tracking_uri()
+        print(f"rlstack: run {trainer.run_id} ({status}) logged to {uri}")
+        print(f"rlstack: browse it with: mlflow ui --backend-store-uri {uri}", flush=True)
+    return code
+
+
+def _check_same_spaces(name: str, env: Any, observation_space: Any, action_space: Any) -> None:
+    for what, theirs, ours in (("observation", env.observation_space, observation_space),
+                               ("action", env.action_space, action_space)):
+        if theirs != ours:
+            raise ValueError(f"--env {name} has {what} space {theirs!r}, but the policy was trained on {ours!r}.")
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    if args.num_envs < 1:
+        raise ValueError(f"--num-envs must be a positive int, got {args.num_envs}.")
+    source = Path(args.source)
+    deterministic = not args.stochastic
+    if source.is_dir():
+        from ..export import ExportedPolicy
+
+        exported = ExportedPolicy(source)
+        name = args.env or exported.config["env"]
+        env = make_env(load_env(name), num_envs=args.num_envs)
+        _check_same_spaces(name, env, exported.observation_space, exported.action_space)
+        act = lambda obs: exported.predict(obs, deterministic)  # noqa: E731
+    else:
+        algo = Algorithm.from_checkpoint(source, load_env(args.env) if args.env else None, compile=False)
+        env, name = algo.env, algo.build_config["env"]
+        if not env.compilable:  # gymnasium or 1.x envs are built for a number of envs: build --num-envs of them
+            env = make_env(algo._env_spec, num_envs=args.num_envs, horizon=algo.config.horizon, config=algo.env_config)
+        act = lambda obs: algo.predict(obs, deterministic)  # noqa: E731
+    if not hasattr(env, "success"):
+        raise ValueError(f"env {name} has no success measure (a 1.x stateful env); evaluate it with Trainer.eval().")
+    stats = env.success(act, num_envs=args.num_envs, key=random.key(args.seed))
+    print(f"rlstack: {name}, {args.num_envs} envs, {'deterministic' if deterministic else 'stochastic'} policy")
+    for key, value in stats.items():
+        print(f"{key:<28}{value:>12.4f}")
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    from ..export import export_policy
+
+    algo = Algorithm.from_checkpoint(args.checkpoint, load_env(args.env) if args.env else None, compile=False)
+    print(f"rlstack: policy exported to {export_policy(algo, args.directory)}")
+    return 0
+
+
+def plot(args: argparse.Namespace) -> int:
+    from ..plotting import plot_learning_curve
+
+    print(f"rlstack: wrote {plot_learning_curve(args.run_id, args.output, args.metrics)}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from ..checkpoint import CheckpointError
+
+    try:
+        return {"train": train, "eval": evaluate, "export": export, "plot": plot}[args.command](args)
+    except FloatingPointError as e:  # training diverged; its last good step was checkpointed
+        print(f"rlstack: error: {e}", file=sys.stderr)
+        return 1
+    except (ValueError, TypeError, OSError, CheckpointError, mlflow.exceptions.MlflowException) as e:
+        print(f"rlstack: error: {e}", file=sys.stderr)
+        return 2

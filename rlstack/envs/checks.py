@@ -1,0 +1,149 @@
+"""Turning what a user passes as ``env`` into an :class:`Env`
+(:func:`make_env`), and checking an env against the protocol
+(:func:`check_env`).
+
+Two kinds of env are accepted wherever rlstack takes an env:
+
+* a pure :class:`Env` (an instance, or a subclass whose ``reset`` takes
+  ``num_envs``): ``reset(key, num_envs, *, config) -> (state, obs)`` and
+  ``step(state, action, key) -> (state, obs, reward)`` (plus ``terminated``
+  and ``truncated`` for an episodic env), randomness drawn only from the keys
+  (:mod:`rlstack.random`); or a factory with ``build_env`` (gymnasium);
+* an rlstack 1.x style stateful class, wrapped by
+  :class:`~rlstack.envs.stateful.StatefulEnvAdapter`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Mapping
+
+import optree
+import torch
+
+from .. import random
+from ..spaces import describe_mismatch, is_space, sample
+from ._base import Env
+from .stateful import StatefulEnvAdapter
+
+
+def _is_pure_env_class(cls: type) -> bool:
+    return issubclass(cls, Env) and "num_envs" in inspect.signature(cls.reset).parameters
+
+
+def make_env(
+    env: Any,
+    *,
+    num_envs: int,
+    horizon: int | None = None,
+    config: Mapping[str, Any] | None = None,
+    device: Any = "cpu",
+) -> Env:
+    """Turn what a user passed as ``env`` into an :class:`Env` instance.
+
+    A pure env instance is returned as is; a pure env class is instantiated
+    with no arguments; an env factory (an object with
+    ``build_env(*, num_envs, device)``, such as
+    :class:`rlstack.gymnasium_adapter.gymnasium_env`) builds one; any other
+    class is treated as an rlstack 1.x stateful env and wrapped in
+    :class:`StatefulEnvAdapter`.
+
+    Raises:
+        TypeError: if ``env`` is none of these.
+        ValueError: for an instance built for another ``num_envs``.
+    """
+    if not isinstance(env, type) and callable(getattr(env, "build_env", None)):
+        return env.build_env(num_envs=num_envs, device=device)
+    if not isinstance(env, type) and getattr(env, "num_envs", num_envs) != num_envs:
+        raise ValueError(f"`env` {env!r} simulates {env.num_envs} envs, but `num_envs` is {num_envs}.")
+    if isinstance(env, type):
+        if _is_pure_env_class(env):
+            return env()
+        if callable(getattr(env, "reset", None)) and callable(getattr(env, "step", None)):
+            return StatefulEnvAdapter(env, num_envs, horizon, config=config, device=device)
+    elif all(hasattr(env, a) for a in ("reset", "step", "observation_space", "action_space")):
+        return env
+    raise TypeError(
+        "`env` must be a pure env (an rlstack.envs.Env instance or subclass) or an "
+        f"rlstack 1.x style env class with `reset` and `step`, got {env!r}."
+    )
+
+
+def _clone_tree(tree: Any) -> Any:
+    return optree.tree_map(lambda x: x.clone() if isinstance(x, torch.Tensor) else x, tree)
+
+
+def _trees_equal(a: Any, b: Any) -> bool:
+    leaves_a, spec_a = optree.tree_flatten(a)
+    leaves_b, spec_b = optree.tree_flatten(b)
+    if spec_a != spec_b:
+        return False
+    return all(
+        torch.equal(x, y) if isinstance(x, torch.Tensor) else x == y for x, y in zip(leaves_a, leaves_b)
+    )
+
+
+def check_env(
+    env: Env,
+    *,
+    num_envs: int = 4,
+    config: Mapping[str, Any] | None = None,
+    device: Any = "cpu",
+    check_compile: bool = False,
+) -> None:
+    """Validate an env: spaces, shapes and dtypes of ``reset``/``step``,
+    purity (inputs left unchanged) and, optionally, that ``step`` compiles
+    with no graph break.
+
+    Raises:
+        TypeError: if the spaces are not spaces, or an output has the wrong
+            type or dtype.
+        ValueError: if an output has the wrong shape or is impure.
+    """
+    name = type(env).__name__
+    for attr in ("observation_space", "action_space"):
+        if not is_space(getattr(env, attr, None)):
+            raise TypeError(f"{name}.{attr} must be a Discrete, Box or dict of spaces, got {getattr(env, attr, None)!r}.")
+    reset_key, action_key, step_key = random.split(random.key(0, device), 3)
+    out = env.reset(reset_key, num_envs, config=config)
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise TypeError(f"{name}.reset must return (state, obs), got {type(out).__name__}.")
+    state, obs = out
+    why = describe_mismatch(env.observation_space, obs, (num_envs,))
+    if why:
+        raise ValueError(f"{name}.reset returned an observation not in observation_space: {why}.")
+    action = sample(env.action_space, (num_envs,), key=action_key)
+    state_before, action_before = _clone_tree(state), _clone_tree(action)
+    out = env.step(state, action, step_key)
+    episodic = bool(getattr(env, "episodic", False))
+    expected = "(state, obs, reward, terminated, truncated)" if episodic else "(state, obs, reward)"
+    if not (isinstance(out, tuple) and len(out) == (5 if episodic else 3)):
+        got = f"a tuple of {len(out)}" if isinstance(out, tuple) else type(out).__name__
+        raise TypeError(f"{name}.step must return {expected}" + (" (it is episodic)" if episodic else "") + f", got {got}.")
+    new_state, obs, reward = out[:3]
+    if episodic:
+        for flag_name, flag in zip(("terminated", "truncated"), out[3:]):
+            if not isinstance(flag, torch.Tensor) or flag.dtype != torch.bool or tuple(flag.shape) != (num_envs,):
+                got = f"{flag.dtype} {list(flag.shape)}" if isinstance(flag, torch.Tensor) else type(flag).__name__
+                raise TypeError(f"{name}.step must return `{flag_name}` as a bool tensor of shape [{num_envs}], got {got}.")
+        why = describe_mismatch(env.observation_space, env.final_observation(new_state), (num_envs,))
+        if why:
+            raise ValueError(f"{name}.final_observation is not in observation_space: {why}.")
+    why = describe_mismatch(env.observation_space, obs, (num_envs,))
+    if why:
+        raise ValueError(f"{name}.step returned an observation not in observation_space: {why}.")
+    if not isinstance(reward, torch.Tensor) or not reward.dtype.is_floating_point:
+        raise TypeError(f"{name}.step must return a floating reward tensor, got {getattr(reward, 'dtype', type(reward))}.")
+    if tuple(reward.shape) != (num_envs,):
+        raise ValueError(f"{name}.step reward must have shape [{num_envs}] ([num_envs]), got {list(reward.shape)}.")
+    if env.compilable and not (_trees_equal(state, state_before) and _trees_equal(action, action_before)):
+        raise ValueError(f"{name}.step mutated its inputs; a pure env must return new tensors instead.")
+    if check_compile and env.compilable:
+        from torch._dynamo import explain
+
+        explanation = explain(env.step)(new_state, action, step_key)
+        if explanation.graph_break_count:
+            raise ValueError(
+                f"{name}.step has {explanation.graph_break_count} graph break(s) under torch.compile: "
+                f"{[str(b.reason) for b in explanation.break_reasons]}"
+            )

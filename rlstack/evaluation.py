@@ -1,0 +1,98 @@
+"""Acting without training: an Algorithm's ``evaluate`` (fresh envs) and
+``predict`` (a batch of observations), written as the :class:`Evaluating`
+part of :class:`~rlstack.algorithm.Algorithm`. Both leave its training
+state (params, carry, training key) untouched."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Mapping
+
+import torch
+
+from . import random
+from .envs import make_env
+from .rollout import env_rewards, trajectory_stats
+from .spaces import as_batch, is_numpy, to_numpy
+from .types import Trajectory
+
+if TYPE_CHECKING:
+    from .algorithm import Algorithm
+
+#: Key streams derived from the Algorithm's root key (stream 0 is training).
+EVAL_STREAM, PREDICT_STREAM = 1, 2
+
+
+def sync(stats: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """Bring a dict of 0-d tensors to the host with a single device sync."""
+    if not stats:
+        return {}
+    values = torch.stack([v.detach().float().reshape(()) for v in stats.values()]).tolist()
+    return dict(zip(stats.keys(), values))
+
+
+class Evaluating:
+    """:class:`~rlstack.algorithm.Algorithm`'s ``evaluate`` and ``predict``."""
+
+    def evaluate(
+        self: "Algorithm", *, env_config: Mapping[str, Any] | None = None, deterministic: bool = True,
+        horizons: int = 1,
+    ) -> dict[str, float]:
+        """Roll the current policy out on freshly reset envs without touching
+        the training carry or key.
+
+        Args:
+            env_config: reset config for the evaluation envs (default: the
+                Algorithm's).
+            deterministic: act with the distribution's mode.
+            horizons: consecutive rollouts of ``horizon`` steps to run.
+
+        Returns:
+            ``returns/*`` and ``rewards/*`` over all evaluation steps.
+        """
+        if not isinstance(horizons, int) or isinstance(horizons, bool) or horizons < 1:
+            raise ValueError(f"`horizons` must be a positive int, got {horizons!r}.")
+        if self._eval_env is None:  # a stateful env (1.x, gymnasium): evaluate on a second instance
+            self._eval_env = make_env(
+                self._env_spec, num_envs=self.config.num_envs, horizon=self.config.horizon,
+                config=self.env_config, device=self.device,
+            )
+        env = self._eval_env
+        rollout = self._rollout_fn(deterministic, training=False, env=None if env is self.env else env)
+        # Evaluation's own key, from the seed and the step: training is the same with or without it.
+        key = random.fold_in(random.fold_in(self.root_key, EVAL_STREAM), self.steps)
+        carry = self._fresh_carry(env, env_config, key)
+        trajectories = []
+        with self._matmul_precision():
+            for _ in range(horizons):
+                carry, traj = rollout(self.params, carry)
+                trajectories.append(traj)
+        rewards = torch.cat([env_rewards(t) for t in trajectories])
+        return sync(trajectory_stats(Trajectory(None, None, None, None, rewards)))
+
+    def predict(self: "Algorithm", obs: Any, deterministic: bool = True) -> Any:
+        """Actions of the current policy for a batch of observations.
+
+        Args:
+            obs: ``[B, *obs_shape]`` observations as a tensor, NumPy array
+                (or dict of them for composite spaces).
+            deterministic: take the distribution's mode (default) or sample
+                (from the predict key stream: training is left unchanged).
+
+        Returns:
+            ``[B, *action_shape]`` actions inside the env's action space (see
+            :func:`rlstack.policy.to_action_space`), a NumPy array if ``obs``
+            was one, else a tensor on the Algorithm's device.
+
+        Raises:
+            ValueError: if ``obs`` does not fit the observation space.
+        """
+        obs_t = as_batch(self.env.observation_space, obs, self.device)
+        key = None
+        if not deterministic:
+            key = random.fold_in(random.fold_in(self.root_key, PREDICT_STREAM), self._predict_calls)
+            self._predict_calls += 1
+        action = self.policy.predict(
+            self.params, obs_t, self.env.action_space, obs_moments=self.obs_moments, deterministic=deterministic,
+            key=key,
+        )
+        return to_numpy(action) if is_numpy(obs) else action

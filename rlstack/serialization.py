@@ -1,0 +1,265 @@
+"""An :class:`~rlstack.algorithm.Algorithm`'s state as a checkpoint, and
+the one path back from a checkpoint to an Algorithm (used by
+``Algorithm.from_checkpoint`` and ``Trainer.from_checkpoint``).
+
+The state is tensors and plain containers only (see
+:mod:`rlstack.checkpoint`). Params are a name -> tensor dict; optimizer
+state and env carry are flat lists of leaves, rebuilt against the
+structures a freshly built Algorithm has anyway (``optimizer.init`` and an
+env reset), which also detects mismatches. A trajectory collected but not
+yet trained on is stored with its structure spelled out
+(:func:`encode_tree`), so restoring it runs no rollout.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Mapping
+
+import os
+
+import torch
+
+from . import checkpoint as ckpt
+from .device import resolve_device
+from .envs import make_env
+from .optim import TORCH_OPTIMIZERS_BY_NAME
+from .types import EpisodeTally, RolloutCarry, Trajectory
+
+if TYPE_CHECKING:
+    from .algorithm import Algorithm
+
+# NamedTuple records a checkpoint may name; nothing else is ever built from one.
+_RECORDS = {cls.__name__: cls for cls in (Trajectory, RolloutCarry, EpisodeTally)}
+
+
+def encode_tree(tree: Any) -> Any:
+    """A pytree of tensors as plain containers that spell out its structure:
+    a record (``Trajectory``...) becomes ``{"record": name, "fields": {...}}``,
+    a tuple ``{"tuple": [...]}``, a dict ``{"dict": {...}}``; tensors go to
+    the CPU. Loads with ``torch.load(weights_only=True)``."""
+    if isinstance(tree, torch.Tensor):
+        return tree.detach().cpu()
+    if tree is None:
+        return None
+    if type(tree).__name__ in _RECORDS and isinstance(tree, tuple):
+        return {"record": type(tree).__name__, "fields": {f: encode_tree(v) for f, v in zip(tree._fields, tree)}}
+    if isinstance(tree, tuple):
+        return {"tuple": [encode_tree(v) for v in tree]}
+    if isinstance(tree, dict):
+        return {"dict": {str(k): encode_tree(v) for k, v in tree.items()}}
+    raise TypeError(f"Cannot store a {type(tree).__name__} in a checkpoint tree.")
+
+
+def decode_tree(data: Any, device: torch.device, name: str) -> Any:
+    """Inverse of :func:`encode_tree`, tensors moved to ``device``.
+
+    Raises:
+        CheckpointError: for a node that :func:`encode_tree` does not write.
+    """
+    if isinstance(data, torch.Tensor):
+        return data.to(device)
+    if data is None:
+        return None
+    if isinstance(data, dict) and data.keys() == {"record", "fields"} and data["record"] in _RECORDS:
+        cls = _RECORDS[data["record"]]
+        unknown = set(data["fields"]) - set(cls._fields)
+        if unknown:
+            raise ckpt.CheckpointError(f"Checkpoint {name} has fields {sorted(unknown)} that {cls.__name__} lacks.")
+        return cls(**{f: decode_tree(v, device, name) for f, v in data["fields"].items()})
+    if isinstance(data, dict) and data.keys() == {"tuple"}:
+        return tuple(decode_tree(v, device, name) for v in data["tuple"])
+    if isinstance(data, dict) and data.keys() == {"dict"}:
+        return {k: decode_tree(v, device, name) for k, v in data["dict"].items()}
+    raise ckpt.CheckpointError(f"Checkpoint {name} holds a node rlstack does not write: {type(data).__name__}.")
+
+
+def env_class_name(env: Any) -> str:
+    """How a checkpoint names the env: ``gymnasium:ID`` for a gymnasium id,
+    else the ``module:Class`` of the env (class)."""
+    name = getattr(env, "__name__", "")
+    if not isinstance(env, type) and name.startswith("gymnasium:"):
+        return name
+    return ckpt.qualified_name(env if isinstance(env, type) else type(env))
+
+
+def spaces_of(env: Any) -> dict[str, str]:
+    return {"observation": repr(env.observation_space), "action": repr(env.action_space)}
+
+
+def state_dict(algo: "Algorithm") -> dict[str, Any]:
+    """The whole train state of ``algo``: see :meth:`Checkpointing.state_dict`."""
+    trajectory = algo.trajectory
+    return {
+        "format": ckpt.FORMAT,
+        "version": ckpt.VERSION,
+        "classes": dict(algo._classes),
+        "settings": {
+            "env_config": algo.env_config,
+            "model_config": algo.build_config["model_config"],
+            "optimizer_cls": algo.build_config["optimizer_cls"],
+            "optimizer_config": algo.build_config["optimizer_config"],
+            "seed": algo.seed,
+            "compile": algo.compile,
+            "cuda_graphs": algo.cuda_graphs,
+            "allow_tf32": algo.allow_tf32,
+            "device": str(algo.device),
+        },
+        "hparams": algo.config.to_dict(),
+        "spaces": spaces_of(algo.env),
+        "params": {k: v.detach().cpu() for k, v in algo.params.items()},
+        "opt_state": [t.cpu() for t in ckpt.leaves(algo.opt_state)],
+        # A stateful env (1.x, gymnasium) keeps its state inside itself: it is reset on resume.
+        "carry": [t.cpu() for t in ckpt.leaves(algo.carry)] if algo.carry is not None and algo.env.compilable else None,
+        "trajectory": encode_tree(trajectory) if trajectory is not None else None,
+        "counters": {"horizons": algo.collects, "steps": algo.steps, "env_steps": algo.env_steps},
+        "key": algo.key.cpu(),
+    }
+
+
+def load_state_dict(algo: "Algorithm", data: Mapping[str, Any]) -> None:
+    """Restore :func:`state_dict` into an identically configured ``algo``.
+
+    Raises:
+        CheckpointError: naming what differs (spaces, parameter names or
+            shapes, optimizer, env or trajectory structure).
+    """
+    for key, here in spaces_of(algo.env).items():
+        if data["spaces"][key] != here:
+            raise ckpt.CheckpointError(f"Checkpoint {key} space is {data['spaces'][key]}, the env's is {here}.")
+    stored = data["params"]
+    if set(stored) != set(algo.params):
+        raise ckpt.CheckpointError(
+            f"Checkpoint params differ from the model's: only in checkpoint {sorted(set(stored) - set(algo.params))}, "
+            f"only in model {sorted(set(algo.params) - set(stored))}."
+        )
+    for name, value in stored.items():
+        if value.shape != algo.params[name].shape:
+            raise ckpt.CheckpointError(
+                f"Checkpoint param {name!r} has shape {list(value.shape)}, the model's has {list(algo.params[name].shape)}."
+            )
+    params = {k: v.to(algo.device) for k, v in stored.items()}
+    opt_state = ckpt.rebuild(algo.opt_state, data["opt_state"], "optimizer state", algo.device)
+    carry = None
+    if data["carry"] is not None:
+        template = algo._fresh_carry(algo.env, None, algo.root_key)  # its values are replaced
+        carry = ckpt.rebuild(template, data["carry"], "env carry", algo.device)
+    trajectory = None
+    if isinstance(data["trajectory"], dict):
+        trajectory = decode_tree(data["trajectory"], algo.device, "trajectory")
+        want = [algo.config.horizon, algo.config.num_envs]
+        if not isinstance(trajectory, Trajectory) or list(trajectory.rewards.shape) != want:
+            raise ckpt.CheckpointError(f"Checkpoint trajectory is not a [T, N] = {want} Trajectory.")
+    counters = data["counters"]
+    algo.params, algo.opt_state, algo.carry, algo.trajectory = params, opt_state, carry, trajectory
+    algo.collects, algo.steps, algo.env_steps = counters["horizons"], counters["steps"], counters["env_steps"]
+    algo.key = ckpt.rebuild(algo.key, [data["key"]], "random key", algo.device)
+
+
+def _check_spaces(data: Mapping[str, Any], env: Any, device: torch.device) -> None:
+    """Refuse, before building a model, an env whose spaces differ from the
+    checkpoint's (e.g. a CartPole checkpoint resumed with ``env=Pendulum``)."""
+    config = data["hparams"]
+    built = make_env(env, num_envs=config["num_envs"], horizon=config["horizon"],
+                     config=data["settings"]["env_config"], device=device)
+    name = getattr(env, "__name__", type(env).__name__)
+    for key, here in spaces_of(built).items():
+        if data["spaces"][key] != here:
+            raise ckpt.CheckpointError(
+                f"The checkpoint's {key} space is {data['spaces'][key]}, env {name}'s is {here}: "
+                "pass the env it was trained on."
+            )
+
+
+def algorithm_from_state_dict(
+    cls: type, data: Mapping[str, Any], env: Any = None, *, model_cls: type | None = None,
+    distribution_cls: type | None = None, device: Any = None, compile: bool | None = None,
+) -> "Algorithm":
+    """Build a ``cls`` (an :class:`Algorithm` class) from a loaded checkpoint
+    and restore its state; see :meth:`Algorithm.from_checkpoint`."""
+    classes, settings = data["classes"], data["settings"]
+    device = resolve_device(device if device is not None else settings["device"])
+    if env is None and classes["env"].startswith("gymnasium:"):
+        from .gymnasium_adapter import gymnasium_env
+
+        env = gymnasium_env(classes["env"].partition(":")[2])
+    env = env if env is not None else ckpt.resolve(classes["env"], "env")
+    _check_spaces(data, env, device)
+    algo = cls(
+        env,
+        env_config=settings["env_config"],
+        model_cls=model_cls or ckpt.resolve(classes["model_cls"], "model_cls"),
+        model_config=settings["model_config"],
+        distribution_cls=distribution_cls or ckpt.resolve(classes["distribution_cls"], "distribution_cls"),
+        optimizer_cls=TORCH_OPTIMIZERS_BY_NAME[settings["optimizer_cls"]],
+        optimizer_config=settings["optimizer_config"],
+        device=device,
+        seed=settings["seed"],
+        compile=settings["compile"] if compile is None else compile,
+        # CUDA graphs only where the checkpoint is resumed on a GPU.
+        cuda_graphs=settings.get("cuda_graphs", False) and device.type == "cuda",
+        allow_tf32=settings.get("allow_tf32", False),
+        **data["hparams"],
+    )
+    load_state_dict(algo, data)
+    return algo
+
+
+
+class Checkpointing:
+    """:class:`~rlstack.algorithm.Algorithm`'s checkpoint methods."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """The whole train state as tensors and plain containers: params,
+        optimizer state, env carry, an uncollected trajectory, counters, the
+        random key and every setting needed to rebuild this Algorithm."""
+        return state_dict(self)
+
+    def load_state_dict(self, data: Mapping[str, Any]) -> None:
+        """Restore a :meth:`state_dict` into this (identically configured) Algorithm.
+
+        Raises:
+            CheckpointError: naming what differs (spaces, parameter names or
+                shapes, optimizer, env or trajectory structure).
+        """
+        load_state_dict(self, data)
+
+    def save_checkpoint(self, path: str | os.PathLike) -> str:
+        """Write :meth:`state_dict` to ``path`` atomically; returns the path."""
+        return str(ckpt.atomic_save(self.state_dict(), path))
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | os.PathLike,
+        env: Any = None,
+        *,
+        model_cls: type | None = None,
+        distribution_cls: type | None = None,
+        device: Any = None,
+        compile: bool | None = None,
+    ) -> "Algorithm":
+        """Rebuild an Algorithm from a checkpoint and restore its state.
+
+        Built-in envs, models and distributions are found by name; a user's
+        own ``env``, ``model_cls`` or ``distribution_cls`` must be passed
+        (a checkpoint never imports code by itself). ``device`` and
+        ``compile`` default to the checkpoint's.
+
+        Raises:
+            FileNotFoundError, CheckpointError: see
+                :func:`rlstack.checkpoint.safe_load` and :meth:`load_state_dict`.
+        """
+        return cls._from_state_dict(
+            ckpt.safe_load(path), env, model_cls=model_cls, distribution_cls=distribution_cls, device=device,
+            compile=compile,
+        )
+
+    @classmethod
+    def _from_state_dict(
+        cls, data: Mapping[str, Any], env: Any = None, *, model_cls: type | None = None,
+        distribution_cls: type | None = None, device: Any = None, compile: bool | None = None,
+    ) -> "Algorithm":
+        """:meth:`from_checkpoint` on a loaded checkpoint (``Trainer.from_checkpoint`` shares it)."""
+        return algorithm_from_state_dict(
+            cls, data, env, model_cls=model_cls, distribution_cls=distribution_cls, device=device, compile=compile
+        )

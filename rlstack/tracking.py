@@ -1,0 +1,104 @@
+"""MLflow tracking for the :class:`~rlstack.trainer.Trainer`: one run per
+Trainer, addressed by its id (never through MLflow's process-wide active
+run), params logged once, metrics in batches, and the run ended with the
+status the Trainer recorded, even at garbage collection or process exit.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Mapping
+
+import mlflow
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+
+def param_value(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text[:6000]  # MLflow's limit on a param value
+
+
+def experiment_id(client: MlflowClient, experiment_name: str | None, parent: Any) -> str:
+    """The experiment a new run goes to: ``experiment_name`` (created if
+    missing), else the enclosing run's, else MLflow's current one (as set by
+    ``mlflow.set_experiment`` or ``MLFLOW_EXPERIMENT_NAME``)."""
+    if experiment_name is not None:
+        if not isinstance(experiment_name, str) or not experiment_name:
+            raise ValueError(f"`experiment_name` must be a non-empty str, got {experiment_name!r}.")
+        experiment = client.get_experiment_by_name(experiment_name)
+        return experiment.experiment_id if experiment is not None else client.create_experiment(experiment_name)
+    if parent is not None:
+        return parent.info.experiment_id
+    from mlflow.tracking.fluent import _get_experiment_id
+
+    return _get_experiment_id()
+
+
+def end_run(client: MlflowClient, run_id: str, status: dict[str, str], checkpoint_dirs: dict, quiet: bool = True) -> None:
+    """End a Trainer's run with the status it recorded; release its checkpoint
+    folders. Called by :meth:`Trainer.close` (``quiet=False``: a failure to
+    write the status is raised), or at garbage collection or process exit for
+    a Trainer that was never closed (where the store may already be gone)."""
+    for directory in checkpoint_dirs.values():
+        directory.close()
+    checkpoint_dirs.clear()
+    try:
+        client.set_terminated(run_id, status=status["status"])
+    except Exception:
+        if not quiet:
+            raise
+
+
+
+
+def create_run(client: MlflowClient, experiment_name: str | None, run_name: str | None) -> str:
+    """Create a run (nested under the active run, if any) and return its id."""
+    parent = mlflow.active_run()
+    tags = {"mlflow.parentRunId": parent.info.run_id} if parent is not None else {}
+    try:
+        from mlflow.tracking.context.registry import resolve_tags
+
+        tags = resolve_tags(tags)  # source, user and git tags, as mlflow.start_run sets them
+    except Exception:
+        pass
+    run = client.create_run(experiment_id(client, experiment_name, parent), run_name=run_name, tags=tags)
+    return run.info.run_id
+
+
+def log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
+    """Log params; on a resumed run, values that differ from the logged
+    ones (MLflow params are immutable) are recorded as ``resumed/<name>`` tags."""
+    logged = client.get_run(run_id).data.params
+    text = {k: param_value(v) for k, v in params.items()}
+    new = [Param(k, v) for k, v in text.items() if k not in logged]
+    changed = [RunTag(f"resumed/{k}", v) for k, v in text.items() if k in logged and logged[k] != v]
+    for i in range(0, len(new), 100):  # MLflow's batch limit on params
+        client.log_batch(run_id, params=new[i : i + 100])
+    if changed:
+        client.log_batch(run_id, tags=changed)
+
+
+def log_metrics(client: MlflowClient, run_id: str, stats: Mapping[str, float], step: int) -> None:
+    """Log ``stats`` at ``step`` in as few requests as MLflow allows."""
+    timestamp = int(time.time() * 1000)
+    metrics = [Metric(k, float(v), timestamp, step) for k, v in stats.items()]
+    for i in range(0, len(metrics), 1000):  # MLflow's batch limit on metrics
+        client.log_batch(run_id, metrics=metrics[i : i + 1000])
+
+
+def resumable_run_id(run_id: str | None, experiment_name: str | None, run_name: str | None) -> str | None:
+    """``run_id`` if that run exists in the current tracking store and
+    ``experiment_name`` / ``run_name``, when given, are its; else None."""
+    if run_id is None:
+        return None
+    client = MlflowClient()
+    try:
+        run = client.get_run(run_id)
+        experiment = client.get_experiment(run.info.experiment_id)
+    except mlflow.exceptions.MlflowException:
+        return None
+    if (experiment_name not in (None, experiment.name)) or (run_name not in (None, run.info.run_name)):
+        return None
+    return run_id
