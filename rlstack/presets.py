@@ -1,7 +1,8 @@
 """Tuned keyword arguments per built-in env: ``Trainer(env, **PRESETS[name])``.
 
-Each preset was found by measurement (see benchmarks/README.md): it reaches
-the env's near-optimal return within the listed budget on a 2-core CPU.
+Each preset was found by measurement and reaches the target named beside
+it; how long that takes, and on which machine, is recorded in
+benchmarks/README.md (``benchmarks/classic_control.py`` measures it again).
 """
 
 from __future__ import annotations
@@ -19,12 +20,10 @@ _DUMMY = {
 
 #: env name -> Trainer/Algorithm keyword arguments.
 PRESETS: dict[str, dict[str, Any]] = {
-    # Near-optimal (within 2% of the move-to-origin oracle) in ~10 steps.
+    # Target: within 2% of the move-to-origin oracle's return.
     "DiscreteDummyEnv": dict(_DUMMY),
     "ContinuousDummyEnv": dict(_DUMMY),
-    # >= 95% of envs balanced for 500 steps in ~20 s eager on 2 CPU cores (median of 3 seeds,
-    # benchmarks/README.md; ~40 s compiled, compilation included); gymnasium's CartPole-v1 return
-    # >= 475 in ~14 s.
+    # Target: >= 95% of envs balanced for 500 steps; gymnasium's CartPole-v1 return >= 475.
     # Episodes of 64 steps keep the data near upright; no obs normalisation
     # (a fallen pole spins, and its unbounded angle would swamp the statistics).
     "CartPole": {
@@ -38,7 +37,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model_config": {"hiddens": (64, 64)},
         "optimizer_config": {"lr": 2e-3},
     },
-    # Mean reward per step >= -1.0 (gymnasium's Pendulum-v1 return >= -200) in ~5 s eager (median of 3 seeds).
+    # Target: mean reward per step >= -1.0 (gymnasium's Pendulum-v1 return >= -200).
     "Pendulum": {
         "num_envs": 1024,
         "horizon": 32,
@@ -52,9 +51,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model_config": {"hiddens": (64, 64)},
         "optimizer_config": {"lr": 1e-3},
     },
-    # Gymnasium's MountainCar-v0 return >= -120 (deterministic policy) in ~12 s eager for 2 of 3 seeds
-    # (benchmarks/README.md). Entropy bonus and normalised rewards keep the swinging behaviour exploring;
-    # 128 envs give many small updates (1024 envs reached the goal as often, but only -130).
+    # Target: gymnasium's MountainCar-v0 return >= -120 (deterministic policy). Entropy bonus and
+    # normalised rewards keep the swinging behaviour exploring; 128 envs give many small updates.
     "MountainCar": {
         "num_envs": 128,
         "horizon": 32,
@@ -70,7 +68,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "optimizer_config": {"lr": 1e-3},
     },
     # Gymnasium's own CartPole-v1 through rlstack.gymnasium_adapter (episodic, eager, 8 sub-envs):
-    # rl-baselines3-zoo's PPO settings; mean episode return >= 400 in ~15k env steps (~1 min on 2 CPU cores).
+    # rl-baselines3-zoo's PPO settings. Target: mean episode return >= 400.
     "gymnasium:CartPole-v1": {
         "num_envs": 8,
         "horizon": 32,
