@@ -28,7 +28,7 @@ from .normalization import init_norm_state, reset_returns
 from .optim import torch_optimizer_options
 from .policy import build_policy
 from .ppo import make_optimizer, make_update
-from .rollout import make_rollout, trajectory_stats
+from .rollout import make_rollout, trajectory_stats, with_episode_tally
 from .serialization import Checkpointing
 from .schedules import schedule_value
 from .spaces import Box
@@ -226,7 +226,8 @@ class Algorithm(Evaluating, Checkpointing):
         norm = reset_returns(self.carry.norm) if self.carry is not None else self._initial_norm
         reset_key, rollout_key = random.split(key)
         state, obs = env.reset(reset_key, self.config.num_envs, config=env_config or self.env_config)
-        return RolloutCarry(state, obs, rollout_key, norm)
+        carry = RolloutCarry(state, obs, rollout_key, norm)
+        return with_episode_tally(carry) if getattr(env, "episodic", False) else carry
 
     def _needs_reset(self) -> bool:
         every = self.config.horizons_per_env_reset

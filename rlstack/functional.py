@@ -16,7 +16,7 @@ from .optim import (
     from_torch,
     sgd,
 )
-from .ppo import gae, make_optimizer, make_update, ppo_loss, prepare_batch
+from .ppo import gae, make_optimizer, make_ppo_loss, make_update, ppo_loss, prepare_batch
 from .rollout import make_rollout, trajectory_stats
 from .types import Batch, RolloutCarry, Trajectory, Transition
 
@@ -26,6 +26,7 @@ __all__ = [
     "prepare_batch",
     "make_rollout",
     "make_optimizer",
+    "make_ppo_loss",
     "make_update",
     "trajectory_stats",
     "GradientTransformation",

@@ -1,4 +1,4 @@
-"""PPO's pure pieces: ``gae``, ``ppo_loss``, ``make_optimizer`` and ``make_update``.
+"""PPO's pure pieces: ``gae``, ``ppo_loss``, ``make_ppo_loss``, ``make_optimizer`` and ``make_update``.
 
 Time-major shapes: ``T`` steps, ``N`` envs, ``B`` transitions in a flat batch.
 """
@@ -259,12 +259,55 @@ def make_optimizer(
     return optim.apply_if_finite(optim.chain(optim.clip_by_global_norm(config.max_grad_norm), base))
 
 
+LossFn = Callable[[Params, Batch, Any], tuple[torch.Tensor, Metrics]]
+
+
+def make_ppo_loss(policy: Policy, config: AlgorithmConfig | Mapping[str, Any]) -> LossFn:
+    """Build ``loss(params, minibatch, entropy_coeff) -> (loss, metrics)``:
+    the policy applied to a :class:`~rlstack.types.Batch` of ``[B, ...]``
+    transitions (in bfloat16 autocast with ``enable_amp``) and
+    :func:`ppo_loss` on its outputs, with the config's clip parameters and
+    ``vf_coeff``. ``make_update`` takes its gradient; wrap it to add a
+    term of your own and pass the wrapper as ``make_update(..., loss=)``.
+
+    Examples:
+        >>> def with_l2(params, batch, entropy_coeff, base=None):  # doctest: +SKIP
+        ...     loss, metrics = base(params, batch, entropy_coeff)
+        ...     l2 = sum((p ** 2).sum() for p in params.values())
+        ...     return loss + 1e-4 * l2, {**metrics, "losses/l2": l2.detach()}
+    """
+    config = AlgorithmConfig.from_mapping(config)
+    dist = policy.distribution_cls
+
+    def loss(params: Params, batch: Batch, entropy_coeff: Any) -> tuple[torch.Tensor, Metrics]:
+        with torch.autocast(batch.advantages.device.type, dtype=torch.bfloat16, enabled=config.enable_amp):
+            dist_inputs, values = policy.apply(params, batch.obs)
+        dist_inputs = optree.tree_map(lambda x: x.float(), dist_inputs)
+        return ppo_loss(
+            dist.log_prob(dist_inputs, batch.actions),
+            batch.log_probs,
+            batch.advantages,
+            values.float(),
+            batch.values,
+            batch.returns,
+            dist.entropy(dist_inputs),
+            clip_param=config.clip_param,
+            vf_clip_param=config.vf_clip_param,
+            dual_clip_param=config.dual_clip_param,
+            vf_coeff=config.vf_coeff,
+            entropy_coeff=entropy_coeff,
+        )
+
+    return loss
+
+
 def make_update(
     policy: Policy,
     optimizer: optim.GradientTransformation,
     config: AlgorithmConfig | Mapping[str, Any],
     *,
     entropy_coeff: float | Schedule | None = None,
+    loss: LossFn | None = None,
     compile: bool = False,
 ) -> Callable[..., tuple[Params, Any, Metrics]]:
     """Build ``update(params, opt_state, traj, key) -> (params, opt_state, metrics)``.
@@ -295,6 +338,10 @@ def make_update(
             the optimizer's step count (:func:`rlstack.optim.step_count`);
             default: the config's ``entropy_coeff_schedule`` (keyed on env
             transitions) if any, else its ``entropy_coeff``.
+        loss: ``loss(params, minibatch, entropy_coeff) -> (loss, metrics)``
+            to differentiate; default :func:`make_ppo_loss` ``(policy,
+            config)``. Its metrics (0-d tensors) are averaged and returned
+            with the others.
         compile: hand the minibatch gradient, the optimizer step (and GAE)
             to ``torch.compile``; the epoch and minibatch loops stay in
             Python, so compile time does not grow with their count.
@@ -310,30 +357,11 @@ def make_update(
     ``target_kl`` stopped the update).
     """
     config = AlgorithmConfig.from_mapping(config)
-    dist = policy.distribution_cls
+    loss_fn = loss if loss is not None else make_ppo_loss(policy, config)
     if entropy_coeff is None:
         entropy_coeff = config.entropy_coeff
         if config.entropy_coeff_schedule is not None:
             entropy_coeff = _by_steps(config, config.entropy_coeff_schedule, config.entropy_coeff_schedule_kind)
-
-    def loss_fn(params: Params, batch: Batch, entropy_weight: Any) -> tuple[torch.Tensor, Metrics]:
-        with torch.autocast(batch.advantages.device.type, dtype=torch.bfloat16, enabled=config.enable_amp):
-            dist_inputs, values = policy.apply(params, batch.obs)
-        dist_inputs = optree.tree_map(lambda x: x.float(), dist_inputs)
-        return ppo_loss(
-            dist.log_prob(dist_inputs, batch.actions),
-            batch.log_probs,
-            batch.advantages,
-            values.float(),
-            batch.values,
-            batch.returns,
-            dist.entropy(dist_inputs),
-            clip_param=config.clip_param,
-            vf_clip_param=config.vf_clip_param,
-            dual_clip_param=config.dual_clip_param,
-            vf_coeff=config.vf_coeff,
-            entropy_coeff=entropy_weight,
-        )
 
     def entropy_weight(opt_state: Any) -> Any:
         return entropy_coeff(optim.step_count(opt_state)) if callable(entropy_coeff) else entropy_coeff

@@ -143,11 +143,8 @@ def make_rollout(
 
     def rollout(params: Params, carry: RolloutCarry) -> tuple[RolloutCarry, Trajectory]:
         random.check_key(carry.key, "carry.key")
-        if episodic and not isinstance(carry.episode, EpisodeTally):  # a fresh carry: no episode in progress
-            n, device = _batch_size(carry.obs), carry.key.device
-            carry = carry._replace(episode=EpisodeTally(
-                torch.zeros(n, device=device), torch.zeros(n, dtype=torch.int64, device=device)
-            ))
+        if episodic:
+            carry = with_episode_tally(carry)
         steps = []
         for _ in range(horizon):
             carry, transition = body(params, carry)
@@ -170,6 +167,18 @@ def make_rollout(
         return carry, traj
 
     return rollout
+
+
+def with_episode_tally(carry: RolloutCarry) -> RolloutCarry:
+    """``carry`` with a zero :class:`~rlstack.types.EpisodeTally` (``[N]``
+    float32 returns, ``[N]`` int64 lengths) when it has none: a fresh carry
+    of an episodic env, no episode in progress."""
+    if isinstance(carry.episode, EpisodeTally):
+        return carry
+    n, device = _batch_size(carry.obs), carry.key.device
+    return carry._replace(episode=EpisodeTally(
+        torch.zeros(n, device=device), torch.zeros(n, dtype=torch.int64, device=device)
+    ))
 
 
 def _batch_size(obs) -> int:

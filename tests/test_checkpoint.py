@@ -6,7 +6,6 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
-import optree
 import pytest
 import torch
 import torch._dynamo
@@ -15,7 +14,9 @@ from mlflow.tracking import MlflowClient
 from rlstack import Algorithm, Trainer
 from rlstack.checkpoint import CheckpointError, atomic_save, safe_load
 from rlstack.env import ContinuousDummyEnv, DiscreteDummyEnv
+from rlstack.envs import CartPoleV1
 from rlstack.export import load_policy
+from trees import assert_trees_equal
 
 SMALL = dict(num_envs=32, horizon=8, model_config={"hiddens": (16,)}, sgd_minibatch_size=64, seed=3,
              lr_schedule=[(0, 1e-3), (2000, 1e-4)], lr_schedule_kind="interp", entropy_coeff=0.01)
@@ -316,7 +317,17 @@ def test_restoring_a_collected_trajectory_runs_no_rollout(tmp_path, monkeypatch)
     monkeypatch.setattr(Algorithm, "_rollout_fn", no_rollout)
     b = Algorithm.from_checkpoint(path)
     monkeypatch.undo()
-    for x, y in zip(optree.tree_leaves(a.trajectory), optree.tree_leaves(b.trajectory)):
-        assert torch.equal(x, y)
-    assert type(b.trajectory) is type(a.trajectory) and b.trajectory._fields == a.trajectory._fields
+    assert_trees_equal(b.trajectory, a.trajectory)  # structure, dtypes and values
     assert b.step()["losses/total"] == a.step()["losses/total"]
+
+
+@pytest.mark.parametrize("env", [DiscreteDummyEnv, CartPoleV1], ids=["infinite-horizon", "episodic"])
+def test_a_checkpoint_restores_every_piece_of_train_state_bit_for_bit(tmp_path, env):
+    a = Algorithm(env, compile=False, **{**SMALL, "normalize_obs": True})
+    a.collect()
+    a.step()
+    a.collect()
+    b = Algorithm.from_checkpoint(a.save_checkpoint(tmp_path / "c.pt"))
+    for name in ("params", "opt_state", "carry", "trajectory", "key"):
+        assert_trees_equal(getattr(b, name), getattr(a, name))
+    assert (b.collects, b.steps, b.env_steps) == (a.collects, a.steps, a.env_steps)

@@ -12,6 +12,7 @@ from rlstack.functional import RolloutCarry, gae, make_rollout, make_update, ppo
 from rlstack.models import MLPModel
 from rlstack.optim import adam
 from rlstack.policy import Policy
+from trees import assert_same_shapes
 
 
 def gae_reference(rewards, values, gamma, lam):
@@ -217,6 +218,8 @@ def test_update_is_pure_and_changes_params():
         assert torch.equal(params[k], snapshot[k])
         assert not torch.equal(new_params[k], params[k])
     assert torch.equal(traj.rewards, traj_rewards) and opt_state.count.item() == 0
+    assert_same_shapes(new_params, params)
+    assert_same_shapes(new_state, opt_state)
     # 4 epochs x 4 minibatches of 32 = 16 optimizer steps.
     assert new_state.count.item() == 16
     assert {"losses/policy", "losses/vf", "losses/entropy", "losses/total", "monitors/kl_div",
@@ -282,3 +285,27 @@ def test_chunk_size_must_divide_the_minibatch():
 
     with pytest.raises(ValueError, match="`sgd_chunk_size` must divide the minibatch size 128, got 48"):
         AlgorithmConfig(num_envs=16, horizon=8, sgd_minibatch_size=128, sgd_chunk_size=48)
+
+
+def test_a_custom_loss_term_plugs_into_the_update_without_touching_the_library():
+    """``loss=`` replaces the differentiated function; the default is make_ppo_loss."""
+    from rlstack.functional import make_ppo_loss
+
+    params, opt_state, traj, _ = _setup(sgd_minibatch_size=32)
+    env = DiscreteDummyEnv()
+    policy = Policy(MLPModel(env.observation_space, env.action_space, hiddens=(16, 16)), Categorical)
+    config = {"num_envs": 16, "horizon": 8, "sgd_minibatch_size": 32}
+    base = make_ppo_loss(policy, config)
+
+    def with_l2(p, batch, entropy_coeff):
+        loss, metrics = base(p, batch, entropy_coeff)
+        l2 = sum((w**2).sum() for w in p.values())
+        return loss + 1.0 * l2, {**metrics, "losses/l2": l2.detach()}
+
+    default = make_update(policy, adam(1e-2), config)(params, opt_state, traj, random.key(3))
+    explicit = make_update(policy, adam(1e-2), config, loss=base)(params, opt_state, traj, random.key(3))
+    custom = make_update(policy, adam(1e-2), config, loss=with_l2)(params, opt_state, traj, random.key(3))
+    for k in params:
+        assert torch.equal(default[0][k], explicit[0][k])
+    assert "losses/l2" in custom[2] and "losses/l2" not in default[2]
+    assert custom[2]["monitors/param_norm"] < default[2]["monitors/param_norm"]  # the L2 term shrinks the weights

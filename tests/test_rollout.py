@@ -9,6 +9,7 @@ from rlstack.functional import RolloutCarry, make_rollout, make_update
 from rlstack.models import MLPModel
 from rlstack.optim import adam
 from rlstack.policy import Policy
+from trees import assert_shape_prefix, assert_trees_close, assert_trees_equal
 
 
 def _policy(env, dist, seed=0, hiddens=(16, 16)):
@@ -78,9 +79,10 @@ def test_vmap_members_with_the_same_seed_agree_with_each_other_and_the_unbatched
     # No randomness= needed: nothing draws from torch's generator, every member from its own key.
     final, traj = torch.func.vmap(rollout)(params, carry)
     single_final, single = rollout(*members[0])
-    for leaf_v, leaf_s in zip(optree.tree_leaves((final, traj)), optree.tree_leaves((single_final, single))):
-        torch.testing.assert_close(leaf_v[0], leaf_s)  # exact for actions and keys; float rounding for values
-        torch.testing.assert_close(leaf_v[1], leaf_s)
+    assert_shape_prefix((traj.obs, traj.actions, traj.log_probs, traj.rewards), (3, 5, 8))  # [members, T, N, ...]
+    assert_shape_prefix(traj.values, (3, 6, 8))  # [members, T + 1, N]: the bootstrap value at the end
+    for member in (0, 1):  # exact for actions and keys; float rounding for values
+        assert_trees_close(_member((final, traj), member), (single_final, single), rtol=1.3e-6, atol=1e-5)
     assert not torch.equal(traj.rewards[2], traj.rewards[0])  # other seed, other run
 
 
@@ -90,8 +92,8 @@ def test_rollout_is_a_function_of_its_inputs_and_different_keys_differ():
     params, carry = members[0]
     before = optree.tree_map(torch.clone, (params, carry))
     first, again = rollout(params, carry), rollout(params, carry)
-    assert traj_equal(first, again)  # same inputs, same outputs
-    assert traj_equal((params, carry), before)  # inputs untouched
+    assert_trees_equal(first, again)  # same inputs, same outputs
+    assert_trees_equal((params, carry), before)  # inputs untouched
     other = rollout(params, carry._replace(key=random.key(99)))
     assert not torch.equal(other[1].actions, first[1].actions)
     assert not torch.equal(first[0].key, carry.key)  # the carry hands on a fresh key
@@ -112,9 +114,9 @@ def test_update_batches_under_vmap_over_params_opt_state_trajectory_and_keys():
     keys = torch.stack([random.key(7), random.key(7), random.key(7)])
     new_params, new_state, metrics = torch.func.vmap(update)(params, opt_state, traj, keys)
     single_params, _, single_metrics = update(members[0][0], opt.init(members[0][0]), _member(traj, 0), random.key(7))
+    for member in (0, 1):
+        assert_trees_close(_member(new_params, member), single_params, rtol=1e-5, atol=1e-6)
     for k in single_params:
-        torch.testing.assert_close(new_params[k][0], single_params[k], rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(new_params[k][1], single_params[k], rtol=1e-5, atol=1e-6)
         assert not torch.equal(new_params[k][2], new_params[k][0])
     assert metrics["losses/total"].shape == (3,) and new_state.count.tolist() == [8.0, 8.0, 8.0]
     # Each member shuffles its minibatches with its own key: members 0 and 1 are identical
