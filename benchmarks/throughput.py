@@ -17,7 +17,7 @@ iteration each, ``--repeats`` rounds): the shared machines this runs on
 drift in speed for minutes at a time, and alternation makes the drift hit
 every mode alike.
 
-FLOPs per transition (DESIGN.md): with P the actor+critic weights touched by
+FLOPs per transition (docs/design.md): with P the actor+critic weights touched by
 a matmul, the rollout forward costs 2P and each SGD epoch a forward and a
 backward (2P + 4P), so a transition costs about 2P(1 + 3E) for E epochs.
 """

@@ -89,8 +89,8 @@ class ExportedPolicy:
 
     Args:
         directory: the exported model directory.
-        model_cls / distribution_cls: a user's own classes (rlstack's are
-            found by name).
+        model_cls: a user's own model class (rlstack's are found by name).
+        distribution_cls: a user's own distribution class (idem).
         allow_classes: ``"module:Class"`` names that may be imported besides
             rlstack's.
         device: where params and computation live.

@@ -128,12 +128,18 @@ def ppo_loss(
     * total ``policy + vf_coeff * vf - entropy_coeff * mean(entropy)``.
 
     Args:
-        log_probs, old_log_probs, advantages, values, old_values, returns,
-            entropy: ``[B]`` float tensors (current policy's log-probs,
-            values and entropy; behaviour-time log-probs and values; GAE
-            advantages and value targets).
-        clip_param, vf_clip_param, dual_clip_param, vf_coeff, entropy_coeff:
-            see :class:`rlstack.config.AlgorithmConfig`.
+        log_probs: ``[B]`` float, the current policy's log-probs.
+        old_log_probs: ``[B]`` float, the behaviour policy's log-probs.
+        advantages: ``[B]`` float, GAE advantages.
+        values: ``[B]`` float, the current value predictions.
+        old_values: ``[B]`` float, the behaviour-time value predictions.
+        returns: ``[B]`` float, value targets.
+        entropy: ``[B]`` float, the current policy's entropy.
+        clip_param: see :class:`rlstack.config.AlgorithmConfig`.
+        vf_clip_param: idem.
+        dual_clip_param: idem.
+        vf_coeff: idem.
+        entropy_coeff: idem (a number or a 0-d tensor).
 
     Returns:
         ``(loss, metrics)``: 0-d loss, and detached 0-d metrics

@@ -1,4 +1,4 @@
-"""rlstack 1.x stateful envs, presented as pure-looking :class:`Env`\ s.
+"""rlstack 1.x stateful envs, presented as pure-looking :class:`Env` instances.
 
 A 1.x env is a class ``cls(num_envs, horizon, config=, device=)`` with
 ``reset(config=) -> obs`` and ``step(action) -> {"obs", "rewards"}`` and
