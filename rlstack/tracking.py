@@ -1,7 +1,8 @@
 """MLflow tracking for the :class:`~rlstack.trainer.Trainer`: one run per
 Trainer, addressed by its id (never through MLflow's process-wide active
-run), params logged once, metrics in batches, and the run ended with the
-status the Trainer recorded, even at garbage collection or process exit.
+run), params logged once, metrics written in batches (:class:`MetricLog`),
+and the run ended with the status the Trainer recorded, even at garbage
+collection or process exit.
 """
 
 from __future__ import annotations
@@ -36,7 +37,50 @@ def experiment_id(client: MlflowClient, experiment_name: str | None, parent: Any
     return _get_experiment_id()
 
 
-def end_run(client: MlflowClient, run_id: str, status: dict[str, str], checkpoint_dirs: dict, quiet: bool = True) -> None:
+class MetricLog:
+    """A run's metrics, written to MLflow in batches.
+
+    Each write to the tracking store has a fixed cost (a SQLite transaction,
+    or a round trip to a server) on top of its cost per metric. While
+    ``buffering``, :meth:`log` only appends, and the pending metrics are
+    written in one request per 1000 (MLflow's limit) once ``flush_every_s``
+    seconds have passed since the last write, or on :meth:`flush`. Not
+    buffering, every :meth:`log` writes through. Writes stay synchronous:
+    MLflow's asynchronous logging moves the same SQLite work to a thread
+    that competes with training for the CPU, which measured slower on 2
+    cores (benchmarks/README.md).
+
+    Args:
+        client: the tracking client.
+        run_id: the run written to.
+        flush_every_s: longest time, in seconds, metrics wait while buffering.
+    """
+
+    def __init__(self, client: MlflowClient, run_id: str, *, flush_every_s: float = 5.0) -> None:
+        self.client, self.run_id, self.flush_every_s = client, run_id, flush_every_s
+        self.pending: list[Metric] = []
+        self.buffering = False
+        self._last_flush = time.monotonic()
+
+    def log(self, stats: Mapping[str, float], step: int) -> None:
+        """Record ``stats`` at ``step`` (timestamped now)."""
+        timestamp = int(time.time() * 1000)
+        self.pending.extend(Metric(k, float(v), timestamp, step) for k, v in stats.items())
+        if not self.buffering or time.monotonic() - self._last_flush >= self.flush_every_s:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write every pending metric (idempotent)."""
+        pending, self.pending = self.pending, []
+        for i in range(0, len(pending), 1000):  # MLflow's batch limit on metrics
+            self.client.log_batch(self.run_id, metrics=pending[i : i + 1000])
+        self._last_flush = time.monotonic()
+
+
+def end_run(
+    client: MlflowClient, run_id: str, status: dict[str, str], checkpoint_dirs: dict, metrics: MetricLog | None = None,
+    quiet: bool = True,
+) -> None:
     """End a Trainer's run with the status it recorded; release its checkpoint
     folders. Called by :meth:`Trainer.close` (``quiet=False``: a failure to
     write the status is raised), or at garbage collection or process exit for
@@ -45,6 +89,8 @@ def end_run(client: MlflowClient, run_id: str, status: dict[str, str], checkpoin
         directory.close()
     checkpoint_dirs.clear()
     try:
+        if metrics is not None:
+            metrics.flush()
         client.set_terminated(run_id, status=status["status"])
     except Exception:
         if not quiet:
@@ -78,14 +124,6 @@ def log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> 
         client.log_batch(run_id, params=new[i : i + 100])
     if changed:
         client.log_batch(run_id, tags=changed)
-
-
-def log_metrics(client: MlflowClient, run_id: str, stats: Mapping[str, float], step: int) -> None:
-    """Log ``stats`` at ``step`` in as few requests as MLflow allows."""
-    timestamp = int(time.time() * 1000)
-    metrics = [Metric(k, float(v), timestamp, step) for k, v in stats.items()]
-    for i in range(0, len(metrics), 1000):  # MLflow's batch limit on metrics
-        client.log_batch(run_id, metrics=metrics[i : i + 1000])
 
 
 def resumable_run_id(run_id: str | None, experiment_name: str | None, run_name: str | None) -> str | None:

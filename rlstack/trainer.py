@@ -4,6 +4,7 @@ checkpoints, export and MLflow tracking."""
 from __future__ import annotations
 
 import os
+import sys
 import weakref
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -30,8 +31,13 @@ class Trainer:
     process log to two runs. When a run is active around it (``with
     mlflow.start_run():``), the Trainer's run is nested under that one.
     Hyperparameters are logged once, at construction; metrics every step
-    with ``step = env/steps``. The tracking store is MLflow's current one
-    (``MLFLOW_TRACKING_URI`` when set).
+    with ``step = env/steps``. A :meth:`step` called on its own writes its
+    metrics at once; inside :meth:`run` they are written in batches, at most
+    5 s apart (see :class:`rlstack.tracking.MetricLog`), and all pending ones
+    when ``run`` returns or raises, before each checkpoint and on
+    :meth:`close`, so a small step does not wait on the tracking store. The
+    tracking store is MLflow's current one (``MLFLOW_TRACKING_URI`` when
+    set).
 
     The run ends with :meth:`close` (or leaving a ``with Trainer(...)``
     block); a Trainer that is garbage collected or alive at process exit
@@ -70,7 +76,10 @@ class Trainer:
         self._checkpoint_files = list(checkpoint_files)
         self._checkpoint_dirs: dict[Path, ckpt.CheckpointDir] = {}
         self._status = {"status": "FINISHED"}
-        self._finalizer = weakref.finalize(self, tracking.end_run, client, self.run_id, self._status, self._checkpoint_dirs)
+        self._metrics = tracking.MetricLog(client, self.run_id)
+        self._finalizer = weakref.finalize(
+            self, tracking.end_run, client, self.run_id, self._status, self._checkpoint_dirs, self._metrics
+        )
         tracking.log_params(client, self.run_id, {**algorithm.config.to_dict(), **algorithm.build_config})
 
     @property
@@ -156,6 +165,7 @@ class Trainer:
             self._checkpoint_dir(checkpoint_dir, keep_checkpoints)  # fail now, not after training
         stop_conditions = list(stop_conditions or [])
         eval_env_config = eval_env_config or env_config
+        self._metrics.buffering = True
         try:
             while True:
                 stats = self.step(env_config=env_config)
@@ -186,6 +196,9 @@ class Trainer:
         except BaseException:
             self._status["status"] = "FAILED"
             raise
+        finally:
+            self._metrics.buffering = False
+            self._flush_metrics(quiet=sys.exc_info()[0] is not None)  # never hide the error that ended the run
 
     # ------------------------------------------------------------- checkpoints
     def save_checkpoint(self, path: str | os.PathLike) -> str:
@@ -219,6 +232,7 @@ class Trainer:
             ValueError: see :class:`rlstack.checkpoint.CheckpointDir`.
         """
         folder = self._checkpoint_dir(directory, keep)
+        self._flush_metrics(quiet=sys.exc_info()[0] is not None)  # MLflow holds what the checkpoint holds
         folder.claim(self.algorithm.steps)  # so the state it saves names the file: a resumed run prunes it too
         path = str(folder.save(self._state_dict(), self.algorithm.steps))
         self._client.log_artifact(self.run_id, path, artifact_path="checkpoints")
@@ -268,8 +282,19 @@ class Trainer:
         return export_policy(self.algorithm, path)
 
     # ---------------------------------------------------------------- tracking
+    def flush_metrics(self) -> None:
+        """Write the metrics still pending (see the class docstring)."""
+        self._metrics.flush()
+
+    def _flush_metrics(self, quiet: bool) -> None:
+        try:
+            self._metrics.flush()
+        except Exception:
+            if not quiet:
+                raise
+
     def _log(self, stats: Stats) -> None:
-        tracking.log_metrics(self._client, self.run_id, stats, step=int(self.state["env/steps"]))
+        self._metrics.log(stats, step=int(self.state["env/steps"]))
 
     def close(self, status: str | None = None) -> None:
         """End this Trainer's MLflow run and release its checkpoint folders
@@ -284,7 +309,7 @@ class Trainer:
                 raise ValueError(f"`status` must be 'FINISHED', 'FAILED' or 'KILLED', got {status!r}.")
             self._status["status"] = status
         if self._finalizer.detach() is not None:  # not closed before
-            tracking.end_run(self._client, self.run_id, self._status, self._checkpoint_dirs, quiet=False)
+            tracking.end_run(self._client, self.run_id, self._status, self._checkpoint_dirs, self._metrics, quiet=False)
 
     def __enter__(self) -> "Trainer":
         return self

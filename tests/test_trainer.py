@@ -133,3 +133,53 @@ def test_a_resumed_run_records_changed_settings_as_tags_instead_of_failing(tmp_p
     run = MlflowClient().get_run(trainer.run_id)
     assert resumed.run_id == trainer.run_id
     assert run.data.params["compile"] == "false" and run.data.tags["resumed/compile"] == "true"
+
+
+def _count_metric_writes(trainer, monkeypatch):
+    writes = []
+    original = trainer._client.log_batch
+
+    def counting(run_id, metrics=(), **kwargs):
+        if metrics:
+            writes.append(len(metrics))
+        return original(run_id, metrics=metrics, **kwargs)
+
+    monkeypatch.setattr(trainer._client, "log_batch", counting)
+    return writes
+
+
+def test_run_writes_metrics_in_batches_and_loses_none(monkeypatch):
+    trainer = Trainer(DiscreteDummyEnv, **SMALL)
+    writes = _count_metric_writes(trainer, monkeypatch)
+    trainer.run(stop_conditions=[HitsUpperBound("algorithm/steps", 5)])
+    assert len(writes) == 1  # one request for 5 steps (well within 5 s), written when run returned
+    history = MlflowClient().get_metric_history(trainer.run_id, "losses/total")
+    assert [m.step for m in history] == [256 * i for i in range(1, 6)]
+    trainer.step()  # a step of its own is written at once
+    assert len(writes) == 2
+    trainer.close()
+
+
+def test_metrics_pending_when_a_run_is_interrupted_are_written(monkeypatch):
+    trainer = Trainer(DiscreteDummyEnv, **SMALL)
+    writes = _count_metric_writes(trainer, monkeypatch)
+
+    def interrupt(stats):
+        if stats["algorithm/steps"] == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run(callbacks=[interrupt])
+    assert len(writes) == 1
+    assert len(MlflowClient().get_metric_history(trainer.run_id, "losses/total")) == 3
+    trainer.close()
+    assert MlflowClient().get_run(trainer.run_id).info.status == "KILLED"
+
+
+def test_buffered_metrics_are_written_once_the_flush_interval_passes(monkeypatch):
+    trainer = Trainer(DiscreteDummyEnv, **SMALL)
+    writes = _count_metric_writes(trainer, monkeypatch)
+    trainer._metrics.flush_every_s = 0.0  # every buffered step is already due
+    trainer.run(stop_conditions=[HitsUpperBound("algorithm/steps", 3)])
+    assert len(writes) == 3
+    trainer.close()
