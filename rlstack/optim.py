@@ -268,8 +268,10 @@ def sgd(
     return GradientTransformation(init, update)
 
 
-def _select(condition: torch.Tensor, new: Any, old: Any) -> Any:
-    """Leafwise ``torch.where(condition, new, old)`` over two trees of one structure."""
+def tree_select(condition: torch.Tensor, new: Any, old: Any) -> Any:
+    """Leafwise ``torch.where(condition, new, old)`` over two trees of one
+    structure: ``new`` where the 0-d bool ``condition`` holds, else ``old``
+    (how a step is kept or discarded on device, without a host sync)."""
     return optree.tree_map(lambda n, o: torch.where(condition, n, o), new, old)
 
 
@@ -294,7 +296,7 @@ def accumulate_gradients(inner: GradientTransformation, every_k: int) -> Gradien
         return updates, AccumulateState(
             torch.where(emit, torch.zeros_like(state.mini_step), state.mini_step + 1),
             optree.tree_map(lambda g: torch.where(emit, torch.zeros_like(g), g), grad_sum),
-            _select(emit, inner_state, state.inner),
+            tree_select(emit, inner_state, state.inner),
         )
 
     return GradientTransformation(init, update)
@@ -319,7 +321,7 @@ def apply_if_finite(inner: GradientTransformation) -> GradientTransformation:
         return updates, ApplyIfFiniteState(
             torch.where(finite, torch.zeros_like(state.notfinite_count), state.notfinite_count + 1),
             state.total_notfinite + skipped,
-            _select(finite, inner_state, state.inner),
+            tree_select(finite, inner_state, state.inner),
         )
 
     return GradientTransformation(init, update)

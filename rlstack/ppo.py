@@ -387,9 +387,8 @@ def make_update(
         updates, new_state = optimizer.update(grads, opt_state, params)
         new_params = optim.apply_updates(params, updates)
         if config.target_kl is not None:
-            keep = lambda new, old: torch.where(active, new, old)  # noqa: E731
-            new_params = optree.tree_map(keep, new_params, params)
-            new_state = optree.tree_map(keep, new_state, opt_state)
+            new_params = optim.tree_select(active, new_params, params)
+            new_state = optim.tree_select(active, new_state, opt_state)
         return new_params, new_state, optim.global_norm(grads), active
 
     def sgd_step(

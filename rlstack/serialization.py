@@ -23,18 +23,19 @@ from . import checkpoint as ckpt
 from .device import resolve_device
 from .envs import make_env
 from .optim import TORCH_OPTIMIZERS_BY_NAME
-from .types import EpisodeTally, RolloutCarry, Trajectory
+from .types import Trajectory
 
 if TYPE_CHECKING:
     from .algorithm import Algorithm
 
-# NamedTuple records a checkpoint may name; nothing else is ever built from one.
-_RECORDS = {cls.__name__: cls for cls in (Trajectory, RolloutCarry, EpisodeTally)}
+# NamedTuple records a checkpoint may name (only the stored trajectory is
+# encoded by structure); nothing else is ever built from one.
+_RECORDS = {cls.__name__: cls for cls in (Trajectory,)}
 
 
 def encode_tree(tree: Any) -> Any:
     """A pytree of tensors as plain containers that spell out its structure:
-    a record (``Trajectory``...) becomes ``{"record": name, "fields": {...}}``,
+    a record (``Trajectory``) becomes ``{"record": name, "fields": {...}}``,
     a tuple ``{"tuple": [...]}``, a dict ``{"dict": {...}}``; tensors go to
     the CPU. Loads with ``torch.load(weights_only=True)``."""
     if isinstance(tree, torch.Tensor):
