@@ -12,6 +12,7 @@ from .algorithm import Algorithm
 from .config import AlgorithmConfig
 from .distributions import Categorical, Distribution, Normal, SquashedNormal
 from .policy import Policy
+from .population import Population, grid
 from .trainer import Trainer
 
 try:
@@ -23,6 +24,8 @@ __all__ = [
     "Algorithm",
     "AlgorithmConfig",
     "Trainer",
+    "Population",
+    "grid",
     "Policy",
     "Distribution",
     "Categorical",

@@ -27,7 +27,7 @@ from .models import MLPModel
 from .normalization import init_norm_state, reset_returns
 from .optim import torch_optimizer_options
 from .policy import build_policy
-from .ppo import make_optimizer, make_update
+from .ppo import config_hparams, make_optimizer, make_update
 from .rollout import make_rollout, trajectory_stats, with_episode_tally
 from .serialization import Checkpointing
 from .schedules import schedule_value
@@ -90,6 +90,9 @@ class Algorithm(Evaluating, Checkpointing):
         >>> "returns/mean" in algo.collect() and "losses/total" in algo.step()
         True
     """
+
+    #: Whether state has a leading member axis (:class:`rlstack.population.Population`).
+    _population = False
 
     def __init__(
         self,
@@ -170,12 +173,14 @@ class Algorithm(Evaluating, Checkpointing):
             "model_cls": ckpt.qualified_name(type(self.policy.model)),
             "distribution_cls": ckpt.qualified_name(distribution_cls),
         }
-        optimizer = make_optimizer(config, optimizer_cls, optimizer_config)
+        optimizer = self._optimizer = make_optimizer(config, optimizer_cls, optimizer_config)
         self.opt_state = optimizer.init(self.params)
+        # gamma, gae_lambda, clip_param, entropy_coeff as 0-d tensors: data, as a population's members have them.
+        self._hparams = config_hparams(config, self.device)
 
         # Pure functions, compiled lazily by torch on first call.
         self._rollouts: dict[tuple[bool, bool], Any] = {}
-        self._update = make_update(self.policy, optimizer, config, compile=compile)
+        self._update = make_update(self.policy, optimizer, config, compile=compile, population=self._population)
         if cuda_graphs:
             self._update = CudaGraphed(self._update)
         self._eval_env = self.env if self.env.compilable else None
@@ -209,7 +214,7 @@ class Algorithm(Evaluating, Checkpointing):
         rollout = make_rollout(
             env or self.env, self.policy, config.horizon, deterministic=deterministic, compile=self.compile,
             normalize_obs=config.normalize_obs, normalize_rewards=config.normalize_rewards, gamma=config.gamma,
-            update_normalization=training,
+            update_normalization=training, population=self._population,
         )
         if env is None:
             if self.cuda_graphs:
@@ -254,7 +259,7 @@ class Algorithm(Evaluating, Checkpointing):
             self.key, reset_key = random.split(self.key)
             self.carry = self._fresh_carry(self.env, env_config, reset_key)
         with self._matmul_precision():
-            carry, traj = self._rollout_fn(deterministic)(self.params, self.carry)
+            carry, traj = self._rollout_fn(deterministic)(self.params, self.carry, self._hparams)
         stats = sync(trajectory_stats(traj))
         _check_finite(stats, f"in the rewards of collect {self.collects + 1}")
         if stats.get("episodes/count") == 0:  # no episode ended: no episode means to report
@@ -302,7 +307,9 @@ class Algorithm(Evaluating, Checkpointing):
         start = time.perf_counter()
         self.key, update_key = random.split(self.key)
         with self._matmul_precision():
-            params, opt_state, metrics = self._update(self.params, self.opt_state, self.trajectory, update_key)
+            params, opt_state, metrics = self._update(
+                self.params, self.opt_state, self.trajectory, update_key, self._hparams
+            )
         stats = sync(metrics)
         _check_finite(
             stats,

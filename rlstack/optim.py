@@ -350,6 +350,23 @@ def step_count(state: Any) -> torch.Tensor:
     raise ValueError("The optimizer state has no step `count`: include adam, adamw or sgd in the optimizer.")
 
 
+def set_learning_rate(state: Any, learning_rate: torch.Tensor) -> Any:
+    """``state`` with every ``learning_rate`` field (of :func:`adam`,
+    :func:`sgd`, ..., at any depth) replaced by ``learning_rate`` (a 0-d
+    float32 tensor): a new rate for the next steps, without rebuilding or
+    recompiling anything. A schedule-driven transform ignores the field.
+    """
+    if hasattr(state, "_fields"):
+        children = [set_learning_rate(child, learning_rate) for child in state]
+        state = type(state)(*children)
+        if "learning_rate" in state._fields:
+            state = state._replace(learning_rate=learning_rate.to(state.learning_rate))
+        return state
+    if isinstance(state, (tuple, list)):
+        return type(state)(set_learning_rate(child, learning_rate) for child in state)
+    return state
+
+
 # torch.optim class -> (factory, accepted config keys other than lr, default lr).
 _TORCH_OPTIMIZERS: dict[type, tuple[Callable[..., GradientTransformation], dict[str, Any], float]] = {
     torch.optim.Adam: (adam, {"betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0}, 1e-3),

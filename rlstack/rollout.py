@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import optree
 import torch
@@ -11,7 +11,7 @@ from . import random
 from .envs import Env
 from .normalization import NormState, normalize, scale, update_moments
 from .policy import Policy, to_action_space
-from .types import EpisodeTally, Params, RolloutCarry, Trajectory, Transition
+from .types import EpisodeTally, HParams, Params, RolloutCarry, Trajectory, Transition
 
 
 def make_rollout(
@@ -25,8 +25,9 @@ def make_rollout(
     normalize_rewards: bool = False,
     gamma: float = 0.99,
     update_normalization: bool = True,
-) -> Callable[[Params, RolloutCarry], tuple[RolloutCarry, Trajectory]]:
-    """Build ``rollout(params, carry) -> (carry, traj)``.
+    population: bool = False,
+) -> Callable[..., tuple[RolloutCarry, Trajectory]]:
+    """Build ``rollout(params, carry, hparams=None) -> (carry, traj)``.
 
     ``rollout`` runs ``horizon`` steps of ``body(params, carry) -> (carry,
     transition)`` (act, then step the env with the action mapped into its
@@ -55,9 +56,16 @@ def make_rollout(
         normalize_rewards: ``traj.rewards`` are the env's rewards divided by
             the running std of the ``gamma``-discounted return
             (``carry.norm.reward``); ``traj.raw_rewards`` keeps the env's.
-        gamma: discount of the return whose std scales rewards.
+        gamma: discount of the return whose std scales rewards; a
+            :class:`~rlstack.types.HParams` passed to ``rollout`` overrides
+            it with its ``gamma`` (a number or a 0-d tensor).
         update_normalization: update the running statistics with this
             rollout's data (``False`` freezes them, for evaluation).
+        population: ``params``, ``carry`` (and ``hparams``) have a leading
+            member axis ``K`` and the step body is ``torch.func.vmap``-ed
+            over it before it is compiled: one graph steps all members, each
+            as ``rollout`` would alone. ``traj`` leaves are then
+            ``[K, T, N, ...]``.
 
     Returns:
         ``rollout``; its ``traj`` is a :class:`~rlstack.types.Trajectory`
@@ -89,10 +97,10 @@ def make_rollout(
 
     episodic = bool(getattr(env, "episodic", False))
 
-    def scale_reward(norm: NormState, reward: torch.Tensor, done: torch.Tensor | None = None):
+    def scale_reward(norm: NormState, reward: torch.Tensor, discount: Any, done: torch.Tensor | None = None):
         if not normalize_rewards:
             return norm, reward
-        returns = norm.returns * gamma + reward
+        returns = norm.returns * discount + reward
         moments = update_moments(norm.reward, returns) if update_normalization else norm.reward
         if done is not None:  # a new episode starts a new discounted return
             returns = torch.where(done, torch.zeros_like(returns), returns)
@@ -106,22 +114,22 @@ def make_rollout(
         env_action = to_action_space(policy.distribution_cls, action, env.action_space)
         return key, step_key, norm, policy_obs, action, log_prob, value, env_action
 
-    def horizon_body(params: Params, carry: RolloutCarry) -> tuple[RolloutCarry, Transition]:
+    def horizon_body(params: Params, carry: RolloutCarry, discount: Any) -> tuple[RolloutCarry, Transition]:
         """The body for an infinite-horizon env (1.x's: nothing ends)."""
         key, step_key, norm, policy_obs, action, log_prob, value, env_action = act(params, carry)
         env_state, obs, reward = env.step(carry.env_state, env_action, step_key)
-        norm, learned_reward = scale_reward(norm, reward)
+        norm, learned_reward = scale_reward(norm, reward, discount)
         raw = reward if normalize_rewards else ()
         return RolloutCarry(env_state, obs, key, norm), Transition(policy_obs, action, log_prob, value, learned_reward, raw)
 
-    def episodic_body(params: Params, carry: RolloutCarry) -> tuple[RolloutCarry, Transition]:
+    def episodic_body(params: Params, carry: RolloutCarry, discount: Any) -> tuple[RolloutCarry, Transition]:
         """The body for an env whose episodes end (and that resets them itself)."""
         key, step_key, norm, policy_obs, action, log_prob, value, env_action = act(params, carry)
         env_state, obs, reward, terminated, truncated = env.step(carry.env_state, env_action, step_key)
         done = terminated | truncated
         final_obs = env.final_observation(env_state)
         final_value = policy.apply(params, normalize(norm.obs, final_obs) if normalize_obs else final_obs)[1]
-        norm, learned_reward = scale_reward(norm, reward, done)
+        norm, learned_reward = scale_reward(norm, reward, discount, done)
         tally = carry.episode
         returns, lengths = tally.returns + reward, tally.lengths + 1
         zero_return, zero_length = torch.zeros_like(returns), torch.zeros_like(lengths)
@@ -137,25 +145,32 @@ def make_rollout(
         return policy.apply(params, obs)[1]
 
     body = episodic_body if episodic else horizon_body
+    add_tally = with_episode_tally
+    if population:  # one member's function mapped over the leading member axis
+        body, bootstrap_value, add_tally = (torch.func.vmap(f) for f in (body, bootstrap_value, add_tally))
     if compile and getattr(env, "compilable", True):
         body = torch.compile(body, fullgraph=True)
         bootstrap_value = torch.compile(bootstrap_value, fullgraph=True)
+    time_axis = 1 if population else 0
 
-    def rollout(params: Params, carry: RolloutCarry) -> tuple[RolloutCarry, Trajectory]:
+    def rollout(params: Params, carry: RolloutCarry, hparams: HParams | None = None) -> tuple[RolloutCarry, Trajectory]:
         random.check_key(carry.key, "carry.key")
+        discount = gamma if hparams is None else hparams.gamma
+        if population and not isinstance(discount, torch.Tensor):  # one value for every member
+            discount = torch.full((carry.key.shape[0],), float(discount), device=carry.key.device)
         if episodic:
-            carry = with_episode_tally(carry)
+            carry = add_tally(carry)
         steps = []
         for _ in range(horizon):
-            carry, transition = body(params, carry)
+            carry, transition = body(params, carry, discount)
             steps.append(transition)
-        stacked = optree.tree_map(lambda *xs: torch.stack(xs), *steps)
+        stacked = optree.tree_map(lambda *xs: torch.stack(xs, time_axis), *steps)
         last_value = bootstrap_value(params, carry)
         traj = Trajectory(
             obs=stacked.obs,
             actions=stacked.action,
             log_probs=stacked.log_prob,
-            values=torch.cat([stacked.value, last_value.unsqueeze(0)]),
+            values=torch.cat([stacked.value, last_value.unsqueeze(time_axis)], time_axis),
             rewards=stacked.reward,
             raw_rewards=stacked.raw_reward,
             terminated=stacked.terminated,

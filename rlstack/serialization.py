@@ -148,8 +148,10 @@ def load_state_dict(algo: "Algorithm", data: Mapping[str, Any]) -> None:
     if isinstance(data["trajectory"], dict):
         trajectory = decode_tree(data["trajectory"], algo.device, "trajectory")
         want = [algo.config.horizon, algo.config.num_envs]
+        if algo._population:
+            want = [algo.num_members] + want
         if not isinstance(trajectory, Trajectory) or list(trajectory.rewards.shape) != want:
-            raise ckpt.CheckpointError(f"Checkpoint trajectory is not a [T, N] = {want} Trajectory.")
+            raise ckpt.CheckpointError(f"Checkpoint trajectory is not a {want} Trajectory.")
     counters = data["counters"]
     algo.params, algo.opt_state, algo.carry, algo.trajectory = params, opt_state, carry, trajectory
     algo.collects, algo.steps, algo.env_steps = counters["horizons"], counters["steps"], counters["env_steps"]
@@ -178,6 +180,15 @@ def algorithm_from_state_dict(
     """Build a ``cls`` (an :class:`Algorithm` class) from a loaded checkpoint
     and restore its state; see :meth:`Algorithm.from_checkpoint`."""
     classes, settings = data["classes"], data["settings"]
+    population = data.get("population")
+    if (population is not None) != bool(cls._population):
+        raise ckpt.CheckpointError(
+            "The checkpoint holds a population of "
+            f"{population['num_members']} members: load it with Population.from_checkpoint (or Trainer.from_checkpoint)."
+            if population is not None else
+            f"The checkpoint holds a single run, not a population: load it with Algorithm.from_checkpoint."
+        )
+    members = {"num_members": population["num_members"]} if population is not None else {}
     device = resolve_device(device if device is not None else settings["device"])
     if env is None and classes["env"].startswith("gymnasium:"):
         from .gymnasium_adapter import gymnasium_env
@@ -199,9 +210,10 @@ def algorithm_from_state_dict(
         # CUDA graphs only where the checkpoint is resumed on a GPU.
         cuda_graphs=settings.get("cuda_graphs", False) and device.type == "cuda",
         allow_tf32=settings.get("allow_tf32", False),
+        **members,
         **data["hparams"],
     )
-    load_state_dict(algo, data)
+    algo.load_state_dict(data)
     return algo
 
 

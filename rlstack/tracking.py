@@ -77,18 +77,69 @@ class MetricLog:
         self._last_flush = time.monotonic()
 
 
+class MemberRuns:
+    """The nested child runs of a population's Trainer, one per member, so
+    the MLflow UI lists and compares members under the parent run.
+
+    Args:
+        client: the tracking client.
+        parent_run_id: the Trainer's run.
+        run_ids: the members' runs to continue (a resumed checkpoint's;
+            ``None`` or a missing run: a new one is created).
+        run_name: the parent's name; member ``k``'s run is ``<name>/member-<k>``.
+    """
+
+    def __init__(self, client: MlflowClient, parent_run_id: str, num_members: int,
+                 run_ids: list[str | None] | None = None, run_name: str | None = None) -> None:
+        parent = client.get_run(parent_run_id)
+        name = run_name or parent.info.run_name or "population"
+        self.run_ids: list[str] = []
+        for k in range(num_members):
+            run_id = (run_ids or [None] * num_members)[k]
+            if run_id is not None and _exists(client, run_id):
+                client.update_run(run_id, status="RUNNING")
+            else:
+                run_id = client.create_run(parent.info.experiment_id, run_name=f"{name}/member-{k}",
+                                           tags={"mlflow.parentRunId": parent_run_id}).info.run_id
+            self.run_ids.append(run_id)
+        self.metrics = [MetricLog(client, run_id) for run_id in self.run_ids]
+        #: Each member's own end status, or None: the parent's.
+        self.status: list[str | None] = [None] * num_members
+
+    def set_buffering(self, on: bool) -> None:
+        for log in self.metrics:
+            log.buffering = on
+
+    def flush(self) -> None:
+        for log in self.metrics:
+            log.flush()
+
+
+def _exists(client: MlflowClient, run_id: str) -> bool:
+    try:
+        client.get_run(run_id)
+        return True
+    except mlflow.exceptions.MlflowException:
+        return False
+
+
 def end_run(
     client: MlflowClient, run_id: str, status: dict[str, str], checkpoint_dirs: dict, metrics: MetricLog | None = None,
-    quiet: bool = True,
+    quiet: bool = True, members: MemberRuns | None = None,
 ) -> None:
-    """End a Trainer's run with the status it recorded; release its checkpoint
-    folders. Called by :meth:`Trainer.close` (``quiet=False``: a failure to
-    write the status is raised), or at garbage collection or process exit for
-    a Trainer that was never closed (where the store may already be gone)."""
+    """End a Trainer's run (and its members' runs) with the status it
+    recorded; release its checkpoint folders. Called by
+    :meth:`Trainer.close` (``quiet=False``: a failure to write the status is
+    raised), or at garbage collection or process exit for a Trainer that was
+    never closed (where the store may already be gone)."""
     for directory in checkpoint_dirs.values():
         directory.close()
     checkpoint_dirs.clear()
     try:
+        if members is not None:
+            members.flush()
+            for member_run, member_status in zip(members.run_ids, members.status):
+                client.set_terminated(member_run, status=member_status or status["status"])
         if metrics is not None:
             metrics.flush()
         client.set_terminated(run_id, status=status["status"])

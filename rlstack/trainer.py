@@ -3,6 +3,7 @@ checkpoints, export and MLflow tracking."""
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 import weakref
@@ -16,6 +17,7 @@ from . import checkpoint as ckpt
 from . import tracking
 from .algorithm import Algorithm
 from .conditions import Condition
+from .population import Population
 
 Stats = dict[str, float]
 #: A callback is called with the stats after every step, and again with the
@@ -44,11 +46,26 @@ class Trainer:
     ends it too, ``FAILED`` or ``KILLED`` if its last :meth:`run` raised,
     else ``FINISHED``.
 
+    With ``num_members=K`` the Trainer trains a
+    :class:`~rlstack.population.Population` of ``K`` members in one
+    process: its run is the parent of one nested run per member (named
+    ``<run_name>/member-<k>``, with the member's hyperparameters and seed
+    as params and its own metrics), and logs the mean over the members
+    still training of every metric, plus ``population/active``.
+    :meth:`step` and :meth:`eval` return those means; each member's stats
+    are in :attr:`member_stats`.
+
     Args:
         env: see :class:`Algorithm`.
         experiment_name: MLflow experiment of the run (created if missing;
             default: the enclosing run's, else MLflow's current experiment).
         run_name: name of the run.
+        num_members: train a population of this many members (``None``:
+            one run). The hyperparameters in
+            :data:`rlstack.population.PER_MEMBER` may then be lists of
+            ``num_members`` values (``optimizer_config={"lr": [...]}`` for
+            the learning rate), and ``seed`` a list; see
+            :func:`rlstack.population.grid`.
         **kwargs: everything :class:`Algorithm` takes.
 
     Examples:
@@ -58,12 +75,17 @@ class Trainer:
         >>> trainer.run(stop_conditions=[HitsUpperBound("returns/mean", -50.0)])  # doctest: +SKIP
     """
 
-    def __init__(self, env: Any, /, *, experiment_name: str | None = None, run_name: str | None = None, **kwargs: Any) -> None:
-        self._attach(Algorithm(env, **kwargs), experiment_name=experiment_name, run_name=run_name)
+    def __init__(
+        self, env: Any, /, *, experiment_name: str | None = None, run_name: str | None = None,
+        num_members: int | None = None, **kwargs: Any,
+    ) -> None:
+        algorithm = Algorithm(env, **kwargs) if num_members is None else Population(env, num_members=num_members, **kwargs)
+        self._attach(algorithm, experiment_name=experiment_name, run_name=run_name)
 
     def _attach(
         self, algorithm: Algorithm, *, experiment_name: str | None, run_name: str | None,
         resume_run_id: str | None = None, checkpoint_files: Sequence[str] = (),
+        member_run_ids: Sequence[str | None] | None = None,
     ) -> None:
         self.algorithm = algorithm
         self.tracking_uri = mlflow.get_tracking_uri()
@@ -77,10 +99,27 @@ class Trainer:
         self._checkpoint_dirs: dict[Path, ckpt.CheckpointDir] = {}
         self._status = {"status": "FINISHED"}
         self._metrics = tracking.MetricLog(client, self.run_id)
+        self._members: tracking.MemberRuns | None = None
+        #: A population's stats of the last step (and eval), one dict per member.
+        self.member_stats: list[Stats] = []
+        if isinstance(algorithm, Population):
+            self._members = tracking.MemberRuns(client, self.run_id, algorithm.num_members, list(member_run_ids or []),
+                                                run_name)
         self._finalizer = weakref.finalize(
-            self, tracking.end_run, client, self.run_id, self._status, self._checkpoint_dirs, self._metrics
+            self, tracking.end_run, client, self.run_id, self._status, self._checkpoint_dirs, self._metrics, True,
+            self._members,
         )
-        tracking.log_params(client, self.run_id, {**algorithm.config.to_dict(), **algorithm.build_config})
+        if isinstance(algorithm, Population):
+            shared = {k: v for k, v in algorithm.state_dict()["hparams"].items()}
+            tracking.log_params(client, self.run_id, {**shared, **algorithm.build_config})
+            for k, run_id in enumerate(self._members.run_ids):
+                tracking.log_params(client, run_id, {
+                    **algorithm.member_config[k].to_dict(), **algorithm.build_config, "member": k,
+                    "seed": algorithm.seeds[k], "optimizer_config": {
+                        **algorithm.build_config["optimizer_config"], "lr": algorithm.member_lrs[k]},
+                })
+        else:
+            tracking.log_params(client, self.run_id, {**algorithm.config.to_dict(), **algorithm.build_config})
 
     @property
     def state(self) -> dict[str, int]:
@@ -94,6 +133,8 @@ class Trainer:
         """Collect one rollout, update once, log and return the merged stats
         (memory, collect and step stats and the counters
         ``algorithm/collects``, ``algorithm/steps``, ``env/steps``)."""
+        if isinstance(self.algorithm, Population):
+            return self._population_step(env_config)
         stats = self.algorithm.memory_stats()
         if self.algorithm.trajectory is None:  # else resume a collected, not yet used rollout
             stats.update(self.algorithm.collect(env_config=env_config))
@@ -101,6 +142,43 @@ class Trainer:
         stats.update(self.state)
         self._log(stats)
         return stats
+
+    def _population_step(self, env_config: Mapping[str, Any] | None) -> Stats:
+        """:meth:`step` for a population: each member's stats to its run, their mean to the parent."""
+        population = self.algorithm
+        training = [why is None for why in population.stopped]
+        memory = population.memory_stats()
+        collected: list[Stats] = [{} for _ in training]
+        if population.trajectory is None:
+            collected = population.collect(env_config=env_config)
+        try:
+            stepped = population.step()
+        finally:
+            self._record_failed_members()
+        self.member_stats = [{**memory, **c, **s, **self.state} for c, s in zip(collected, stepped)]
+        return self._log_members(self.member_stats, training)
+
+    def _log_members(self, member_stats: list[Stats], logged: list[bool]) -> Stats:
+        """Log each member's stats to its run (those in ``logged``) and the
+        mean over the members still training to the parent; return the mean."""
+        step = int(self.state["env/steps"])
+        for k, stats in enumerate(member_stats):
+            if logged[k]:
+                self._members.metrics[k].log(stats, step=step)
+        training = [k for k, why in enumerate(self.algorithm.stopped) if why is None] or [
+            k for k, on in enumerate(logged) if on]
+        names = set.intersection(*(set(member_stats[k]) for k in training))
+        mean = {name: sum(member_stats[k][name] for k in training) / len(training)
+                for name in member_stats[training[0]] if name in names}
+        mean["population/active"] = sum(why is None for why in self.algorithm.stopped)
+        self._log(mean)
+        return mean
+
+    def _record_failed_members(self) -> None:
+        """A member frozen for a non-finite update ends its run FAILED."""
+        for k, why in enumerate(self.algorithm.stopped):
+            if why is not None and why.startswith("Non-finite"):
+                self._members.status[k] = "FAILED"
 
     def eval(self, *, env_config: Mapping[str, Any] | None = None, deterministic: bool = True) -> Stats:
         """Evaluate the current policy on fresh envs (the training envs are
@@ -111,6 +189,11 @@ class Trainer:
         """
         horizons = max(1, self.algorithm.config.horizons_per_env_reset)
         stats = self.algorithm.evaluate(env_config=env_config, deterministic=deterministic, horizons=horizons)
+        if isinstance(self.algorithm, Population):
+            member_stats = [{f"eval/{k}": v for k, v in member.items()} for member in stats]
+            training = [why is None for why in self.algorithm.stopped]
+            self.member_stats = [{**old, **new} for old, new in zip(self.member_stats or [{}] * len(stats), member_stats)]
+            return self._log_members(member_stats, training)
         stats = {f"eval/{k}": v for k, v in stats.items()}
         self._log(stats)
         return stats
@@ -126,6 +209,7 @@ class Trainer:
         checkpoint_every: int | None = None,
         checkpoint_dir: str | os.PathLike | None = None,
         keep_checkpoints: int = 3,
+        member_stop: str = "each",
     ) -> Stats:
         """Step until any stop condition (or callback) returns True.
 
@@ -150,6 +234,13 @@ class Trainer:
                 also logged to the MLflow run under ``checkpoints/``.
             keep_checkpoints: how many of this run's newest checkpoint files
                 to keep in ``checkpoint_dir``.
+            member_stop: for a population, how stop conditions apply:
+                ``"each"`` (each member is checked on its own stats with its
+                own copy of the conditions and frozen once one holds; the
+                run ends when every member has stopped), ``"any"`` (the run
+                ends when one member meets a condition) or ``"mean"`` (the
+                conditions see the mean over members). Callbacks always see
+                the mean.
 
         Returns:
             The stats of the last step.
@@ -161,11 +252,16 @@ class Trainer:
             raise ValueError("`checkpoint_every` needs a `checkpoint_dir` to write to.")
         if not isinstance(keep_checkpoints, int) or isinstance(keep_checkpoints, bool) or keep_checkpoints < 1:
             raise ValueError(f"`keep_checkpoints` must be a positive int, got {keep_checkpoints!r}.")
+        if member_stop not in ("each", "any", "mean"):
+            raise ValueError(f"`member_stop` must be 'each', 'any' or 'mean', got {member_stop!r}.")
         if checkpoint_dir is not None:
             self._checkpoint_dir(checkpoint_dir, keep_checkpoints)  # fail now, not after training
         stop_conditions = list(stop_conditions or [])
         eval_env_config = eval_env_config or env_config
-        self._metrics.buffering = True
+        member_conditions = None
+        if isinstance(self.algorithm, Population) and member_stop != "mean":
+            member_conditions = [copy.deepcopy(stop_conditions) for _ in range(self.algorithm.num_members)]
+        self._set_buffering(True)
         try:
             while True:
                 stats = self.step(env_config=env_config)
@@ -174,7 +270,10 @@ class Trainer:
                     eval_stats = self.eval(env_config=eval_env_config)
                     stop += [bool(callback(eval_stats)) for callback in callbacks]
                     stats.update(eval_stats)
-                stop += [condition(stats) for condition in stop_conditions]
+                if member_conditions is None:
+                    stop += [condition(stats) for condition in stop_conditions]
+                else:
+                    stop.append(self._stop_members(member_conditions, member_stop))
                 if checkpoint_every and self.state["algorithm/steps"] % checkpoint_every == 0:
                     self.checkpoint_to(checkpoint_dir, keep_checkpoints)
                 if any(stop):
@@ -197,8 +296,22 @@ class Trainer:
             self._status["status"] = "FAILED"
             raise
         finally:
-            self._metrics.buffering = False
+            self._set_buffering(False)
             self._flush_metrics(quiet=sys.exc_info()[0] is not None)  # never hide the error that ended the run
+
+    def _stop_members(self, member_conditions: list[list[Condition]], mode: str) -> bool:
+        """Check each training member's conditions on its stats; freeze it
+        (``"each"``) or report the population done (``"any"``)."""
+        population = self.algorithm
+        for k, conditions in enumerate(member_conditions):
+            if population.stopped[k] is not None or not conditions:
+                continue
+            met = [condition(self.member_stats[k]) for condition in conditions]  # every one sees every step
+            if any(met):
+                if mode == "any":
+                    return True
+                population.freeze(k, "stop condition")
+        return not bool(population.active.any())
 
     # ------------------------------------------------------------- checkpoints
     def save_checkpoint(self, path: str | os.PathLike) -> str:
@@ -210,6 +323,8 @@ class Trainer:
         data = self.algorithm.state_dict()
         written = [str(p.resolve()) for d in self._checkpoint_dirs.values() for p in d.written]
         data["trainer"] = {"run_id": self.run_id, "checkpoint_files": written or list(self._checkpoint_files)}
+        if self._members is not None:
+            data["trainer"]["member_run_ids"] = list(self._members.run_ids)
         return data
 
     def _checkpoint_dir(self, directory: str | os.PathLike, keep: int) -> ckpt.CheckpointDir:
@@ -261,7 +376,8 @@ class Trainer:
         :meth:`Algorithm.from_checkpoint`.
         """
         data = ckpt.safe_load(path)
-        algorithm = Algorithm._from_state_dict(
+        algorithm_cls = Population if "population" in data else Algorithm
+        algorithm = algorithm_cls._from_state_dict(
             data, env, model_cls=model_cls, distribution_cls=distribution_cls, device=device, compile=compile
         )
         trainer_data = data.get("trainer", {})
@@ -270,28 +386,43 @@ class Trainer:
         trainer._attach(
             algorithm, experiment_name=experiment_name, run_name=run_name, resume_run_id=run_id,
             checkpoint_files=trainer_data.get("checkpoint_files", ()),
+            member_run_ids=trainer_data.get("member_run_ids") if run_id is not None else None,
         )
         return trainer
 
     # ------------------------------------------------------------------ export
-    def export_policy(self, path: str | os.PathLike) -> str:
+    def export_policy(self, path: str | os.PathLike, member: int | None = None) -> str:
         """Write the current policy as an MLflow pyfunc model; see
-        :func:`rlstack.export.export_policy`."""
+        :func:`rlstack.export.export_policy`. A population exports one
+        ``member`` (its index)."""
         from .export import export_policy
 
+        if isinstance(self.algorithm, Population):
+            if member is None:
+                raise ValueError(f"`member` must name the member to export, an int in [0, {self.algorithm.num_members}).")
+            return export_policy(self.algorithm.member(member), path)
+        if member is not None:
+            raise ValueError(f"`member` is for a population; this Trainer trains one policy, got member={member!r}.")
         return export_policy(self.algorithm, path)
 
     # ---------------------------------------------------------------- tracking
     def flush_metrics(self) -> None:
         """Write the metrics still pending (see the class docstring)."""
+        if self._members is not None:
+            self._members.flush()
         self._metrics.flush()
 
     def _flush_metrics(self, quiet: bool) -> None:
         try:
-            self._metrics.flush()
+            self.flush_metrics()
         except Exception:
             if not quiet:
                 raise
+
+    def _set_buffering(self, on: bool) -> None:
+        self._metrics.buffering = on
+        if self._members is not None:
+            self._members.set_buffering(on)
 
     def _log(self, stats: Stats) -> None:
         self._metrics.log(stats, step=int(self.state["env/steps"]))
@@ -309,7 +440,8 @@ class Trainer:
                 raise ValueError(f"`status` must be 'FINISHED', 'FAILED' or 'KILLED', got {status!r}.")
             self._status["status"] = status
         if self._finalizer.detach() is not None:  # not closed before
-            tracking.end_run(self._client, self.run_id, self._status, self._checkpoint_dirs, self._metrics, quiet=False)
+            tracking.end_run(self._client, self.run_id, self._status, self._checkpoint_dirs, self._metrics, quiet=False,
+                             members=self._members)
 
     def __enter__(self) -> "Trainer":
         return self

@@ -123,6 +123,28 @@ class Trajectory(NamedTuple):
     episode_lengths: Tree = ()
 
 
+class HParams(NamedTuple):
+    """The hyperparameters that enter ``rollout`` and ``update`` as data, so
+    the members of a population (:mod:`rlstack.population`) may differ in
+    them: Python floats, or 0-d float32 tensors (``[K]`` across a
+    population, one per member). The learning rate is the fourth such
+    hyperparameter; it lives in the optimizer state
+    (:func:`rlstack.optim.set_learning_rate`).
+
+    Attributes:
+        gamma: discount factor (GAE; the return whose std scales rewards).
+        gae_lambda: GAE's lambda.
+        clip_param: PPO's ratio clip epsilon.
+        entropy_coeff: weight of the entropy bonus (a schedule, when the
+            config has one, replaces it).
+    """
+
+    gamma: Any
+    gae_lambda: Any
+    clip_param: Any
+    entropy_coeff: Any
+
+
 class Batch(NamedTuple):
     """A flat batch of transitions ready for the PPO loss.
 

@@ -297,8 +297,8 @@ def test_a_custom_loss_term_plugs_into_the_update_without_touching_the_library()
     config = {"num_envs": 16, "horizon": 8, "sgd_minibatch_size": 32}
     base = make_ppo_loss(policy, config)
 
-    def with_l2(p, batch, entropy_coeff):
-        loss, metrics = base(p, batch, entropy_coeff)
+    def with_l2(p, batch, hparams):
+        loss, metrics = base(p, batch, hparams)
         l2 = sum((w**2).sum() for w in p.values())
         return loss + 1.0 * l2, {**metrics, "losses/l2": l2.detach()}
 
