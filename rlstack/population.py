@@ -60,8 +60,9 @@ def grid(**values: Sequence[Any]) -> dict[str, list[Any]]:
 
 
 def _per_member(name: str, value: Any, num_members: int) -> list[Any]:
-    """``value`` as a list of ``num_members`` values (one value is repeated)."""
-    if isinstance(value, (list, tuple)):
+    """``value`` as a list of ``num_members`` values (one value is repeated;
+    a schedule, itself a list, is one value)."""
+    if isinstance(value, (list, tuple)) and not name.endswith("_schedule"):
         if name not in PER_MEMBER:
             raise ValueError(
                 f"`{name}` cannot differ across members (it is static: shapes, schedules or graph structure); "
@@ -266,6 +267,15 @@ class Population(Algorithm):
             self.active = self.active.clone()
             self.active[k] = False
 
+    def unfreeze(self, k: int) -> None:
+        """Let member ``k``, stopped by a condition, train again (a new
+        :meth:`Trainer.run <rlstack.Trainer.run>` does this); a member
+        stopped by a non-finite update stays frozen."""
+        if self.stopped[k] is not None and not self.stopped[k].startswith("Non-finite"):
+            self.stopped[k] = None
+            self.active = self.active.clone()
+            self.active[k] = True
+
     def collect(self, *, env_config: Mapping[str, Any] | None = None, deterministic: bool = False) -> list[dict[str, float]]:
         """One vmapped rollout of every member (see :meth:`Algorithm.collect`).
 
@@ -401,8 +411,10 @@ class Population(Algorithm):
         data["hparams"] = hparams
         data["settings"] = {**data["settings"], "seed": list(self.seeds),
                             "optimizer_config": {**data["settings"]["optimizer_config"], "lr": list(self.member_lrs)}}
+        # A stop condition freezes a member for one Trainer.run only; a non-finite update for good.
+        failed = [why if why is not None and why.startswith("Non-finite") else None for why in self.stopped]
         data["population"] = {"num_members": self.num_members, "member_steps": list(self.member_steps),
-                              "stopped": list(self.stopped)}
+                              "stopped": failed}
         return data
 
     def load_state_dict(self, data: Mapping[str, Any]) -> None:
@@ -429,10 +441,14 @@ class Population(Algorithm):
         data["hparams"] = self.member_config[k].to_dict()
         data["settings"] = {**data["settings"], "seed": self.seeds[k],
                             "optimizer_config": {**data["settings"]["optimizer_config"], "lr": self.member_lrs[k]}}
-        if self.stopped[k] is not None:  # its state is that of its last step
-            steps = self.member_steps[k]
-            data["counters"] = {"horizons": steps, "steps": steps,
-                                "env_steps": steps * self.config.num_envs * self.config.horizon}
+        # Its own counters: a member that was frozen for a while took fewer steps.
+        steps = self.member_steps[k]
+        pending = self.trajectory is not None and self.stopped[k] is None
+        if not pending:
+            data["trajectory"] = None
+        collects = steps + int(pending)
+        data["counters"] = {"horizons": collects, "steps": steps,
+                            "env_steps": collects * self.config.num_envs * self.config.horizon}
         return data
 
     def member(self, k: int) -> Algorithm:

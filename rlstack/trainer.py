@@ -259,6 +259,9 @@ class Trainer:
         stop_conditions = list(stop_conditions or [])
         eval_env_config = eval_env_config or env_config
         member_conditions = None
+        if isinstance(self.algorithm, Population):  # conditions stop members for this run only
+            for k in range(self.algorithm.num_members):
+                self.algorithm.unfreeze(k)
         if isinstance(self.algorithm, Population) and member_stop != "mean":
             member_conditions = [copy.deepcopy(stop_conditions) for _ in range(self.algorithm.num_members)]
         self._set_buffering(True)
@@ -296,6 +299,9 @@ class Trainer:
             self._status["status"] = "FAILED"
             raise
         finally:
+            if isinstance(self.algorithm, Population):  # the next run starts with every member that can train
+                for k in range(self.algorithm.num_members):
+                    self.algorithm.unfreeze(k)
             self._set_buffering(False)
             self._flush_metrics(quiet=sys.exc_info()[0] is not None)  # never hide the error that ended the run
 

@@ -23,12 +23,15 @@ _SCALAR_TYPES = {"int": int, "float": float, "bool": bool, "float | None": float
 _HPARAMS = {f.name for f in dataclasses.fields(AlgorithmConfig)}
 # Options of `train` that are not Trainer keyword arguments.
 _RUN_OPTIONS = {"env", "max_steps", "experiment_name", "run_name", "steps_per_eval", "checkpoint_every",
-                "checkpoint_dir", "keep_checkpoints", "save", "resume"}
+                "checkpoint_dir", "keep_checkpoints", "save", "resume", "member_stop"}
 _TRAINER_OPTIONS = {"seed", "device", "compile", "cuda_graphs", "allow_tf32", "env_config", "model_config", "optimizer_cls",
-                    "optimizer_config"}
+                    "optimizer_config", "num_members"}
+# Hyperparameters a population's members may differ in: flags take comma-separated values.
+_PER_MEMBER_FLAGS = {"gamma", "gae_lambda", "clip_param", "entropy_coeff"}
 # The types of `train`'s own options (hyperparameters are checked by AlgorithmConfig).
 _RUN_OPTION_TYPES = {"max_steps": int, "steps_per_eval": int, "checkpoint_every": int, "keep_checkpoints": int,
-                     "env": str, "experiment_name": str, "run_name": str, "checkpoint_dir": str, "save": str, "resume": str}
+                     "env": str, "experiment_name": str, "run_name": str, "checkpoint_dir": str, "save": str, "resume": str,
+                     "member_stop": str}
 # What may be given with --resume: everything else is the checkpoint's.
 _RESUME_OPTIONS = {"resume", "env", "max_steps", "steps_per_eval", "checkpoint_every", "checkpoint_dir",
                    "keep_checkpoints", "save", "experiment_name", "run_name", "device", "compile"}
@@ -54,6 +57,15 @@ def _field_help() -> dict[str, str]:
 
 
 _FIELD_HELP = _field_help()
+
+
+def _float_or_list(text: str) -> float | list[float]:
+    """``"3e-4"`` -> 3e-4; ``"1e-3,3e-4"`` -> [1e-3, 3e-4] (one value per population member)."""
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or comma-separated numbers such as 1e-3,3e-4, got {text!r}")
+    return values[0] if len(values) == 1 else values
 
 
 def load_env(spec: str) -> Any:
@@ -105,7 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="replay rollout and update as CUDA graphs (CUDA only; default false)")
     train.add_argument("--allow-tf32", type=_parse_bool, default=None, metavar="BOOL",
                        help="TF32 float32 matmuls on CUDA (default false)")
-    train.add_argument("--lr", type=float, default=None, help="learning rate (optimizer_config.lr)")
+    train.add_argument("--lr", type=_float_or_list, default=None,
+                       help="learning rate (optimizer_config.lr); with --num-members, one value or one per member: 1e-3,3e-4")
+    train.add_argument("--num-members", type=int, default=None, metavar="K",
+                       help="train a population of K members in one process (vmapped); member k's seed is seed + k")
+    train.add_argument("--member-stop", choices=("each", "any", "mean"), default=None,
+                       help="population: stop each member on its own (default), all when any member stops, or on the mean")
     train.add_argument("--hiddens", default=None, help="hidden widths of the default model, e.g. 64,64")
     train.add_argument("--steps-per-eval", type=int, default=None, metavar="STEPS",
                        help="evaluate the deterministic policy on fresh envs every STEPS steps (logged as eval/*)")
@@ -125,10 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
         kind = _SCALAR_TYPES.get(str(field.type))
         if kind is None:
             continue
+        per_member = field.name in _PER_MEMBER_FLAGS
         ppo_options.add_argument(
             "--" + field.name.replace("_", "-"), dest=field.name, default=None,
-            type=_parse_bool if kind is bool else kind, metavar=kind.__name__.upper(),
-            help=_FIELD_HELP.get(field.name),
+            type=_float_or_list if per_member else _parse_bool if kind is bool else kind,
+            metavar=kind.__name__.upper() + ("[,...]" if per_member else ""),
+            help=(_FIELD_HELP.get(field.name) or "") + (" One value, or one per member (comma-separated)." if per_member else ""),
         )
 
     evaluate = commands.add_parser("eval", help="print a policy's success measure on an env")
@@ -202,6 +221,19 @@ def _adapt_preset(config: dict[str, Any], explicit: set[str]) -> list[str]:
             f"using {config['sgd_minibatch_size']}"]
 
 
+def _check_member_lists(config: dict[str, Any]) -> None:
+    """Per-member lists need a population: name the option and the fix."""
+    if config.get("num_members") is not None:
+        return
+    lists = [k for k in sorted(_PER_MEMBER_FLAGS) if isinstance(config.get(k), list)]
+    if isinstance(config.get("optimizer_config", {}).get("lr"), list):
+        lists.insert(0, "lr")
+    if lists:
+        name = lists[0]
+        raise ValueError(f"--{name.replace('_', '-')} has {len(config.get(name) or config['optimizer_config']['lr'])} values: "
+                         "one value per member needs --num-members (or `num_members` in the -f file).")
+
+
 def train_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(run_options, trainer_kwargs)`` from preset < TOML < flags.
 
@@ -247,6 +279,7 @@ def train_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, An
         if name not in TORCH_OPTIMIZERS_BY_NAME:
             raise ValueError(f"optimizer_cls must be one of {sorted(TORCH_OPTIMIZERS_BY_NAME)}, got {name!r}.")
         config["optimizer_cls"] = TORCH_OPTIMIZERS_BY_NAME[name]
+    _check_member_lists(config)
     notes = _adapt_preset(config, explicit)
     if not resume:
         config.setdefault("seed", 0)

@@ -143,12 +143,13 @@ def _train(trainer: Trainer, run: dict[str, Any], stop_request: StopRequest) -> 
         trainer.run(
             stop_conditions=stop, steps_per_eval=run.get("steps_per_eval"), callbacks=[progress, stop_request.requested],
             checkpoint_every=run.get("checkpoint_every"), checkpoint_dir=checkpoint_dir, keep_checkpoints=keep,
+            member_stop=run.get("member_stop") or "each",
         )
         progress.close()
         if stop_request.signal is None:
             print(f"rlstack: last checkpoint {trainer.checkpoint_to(checkpoint_dir, keep)}")
             if run.get("save"):
-                print(f"rlstack: policy exported to {trainer.export_policy(run['save'])}")
+                _save(trainer, run["save"])
             status, code = "FINISHED", 0
         else:  # stopped between steps by a signal
             print(f"rlstack: interrupted; last completed step saved to {trainer.checkpoint_to(checkpoint_dir, keep)}")
@@ -162,6 +163,16 @@ def _train(trainer: Trainer, run: dict[str, Any], stop_request: StopRequest) -> 
         print(f"rlstack: run {trainer.run_id} ({status}) logged to {uri}")
         print(f"rlstack: browse it with: mlflow ui --backend-store-uri {uri}", flush=True)
     return code
+
+
+def _save(trainer: Trainer, directory: str) -> None:
+    """Export the policy to ``directory``; a population's members to ``directory/member-<k>``."""
+    members = getattr(trainer.algorithm, "num_members", None)
+    if members is None:
+        print(f"rlstack: policy exported to {trainer.export_policy(directory)}")
+        return
+    for k in range(members):
+        print(f"rlstack: member {k} exported to {trainer.export_policy(Path(directory) / f'member-{k}', member=k)}")
 
 
 def _check_same_spaces(name: str, env: Any, observation_space: Any, action_space: Any) -> None:
