@@ -16,7 +16,7 @@ from typing import Any, Iterator, Mapping
 import torch
 
 from . import checkpoint as ckpt
-from . import random, serialization
+from . import distributed, random, serialization
 from .config import AlgorithmConfig, check_build_arguments
 from .cuda_graphs import CudaGraphed
 from .device import matmul_precision, memory_stats, resolve_device
@@ -83,6 +83,12 @@ class Algorithm(Evaluating, Checkpointing):
     ``horizons`` stays as an alias), ``steps`` (updates) and ``env_steps``
     (env transitions collected).
 
+    Under ``torch.distributed`` (see :mod:`rlstack.distributed`) each rank
+    builds an Algorithm with the same arguments (checked at construction):
+    ``num_envs`` and the counters are per rank, params are rank 0's and
+    stay identical, each rank's key is the run's folded with its rank, and
+    the stats returned are combined over ranks.
+
     Examples:
         >>> from rlstack.env import DiscreteDummyEnv
         >>> algo = Algorithm(DiscreteDummyEnv, num_envs=64, horizon=8, compile=False,
@@ -115,7 +121,7 @@ class Algorithm(Evaluating, Checkpointing):
         # Validate everything before building anything.
         self.config = AlgorithmConfig.from_mapping(hparams)
         self.lr, _ = torch_optimizer_options(optimizer_cls, optimizer_config)
-        self.device = resolve_device(device)
+        self.device = distributed.local_device(resolve_device(device))
         check_build_arguments(env_config=env_config, model_config=model_config, seed=seed, compile=compile,
                               cuda_graphs=cuda_graphs, allow_tf32=allow_tf32, device=self.device)
         if seed is None:  # drawn once, so torch.manual_seed before construction reproduces the run
@@ -178,9 +184,24 @@ class Algorithm(Evaluating, Checkpointing):
         # gamma, gae_lambda, clip_param, entropy_coeff as 0-d tensors: data, as a population's members have them.
         self._hparams = config_hparams(config, self.device)
 
+        # Data-parallel (rlstack.distributed): same config everywhere, rank 0's params, a key per rank.
+        self.world_size, self.rank = distributed.world_size(), distributed.rank()
+        reduce_grads = None
+        if self.world_size > 1:
+            if self._population:
+                raise ValueError("A population trains in one process: `num_members` with torch.distributed "
+                                 f"({self.world_size} ranks) is not supported; launch one process per population.")
+            distributed.check_same_config({**config.to_dict(), **{k: v for k, v in self.build_config.items()
+                                                                   if k != "device"}})
+            self.params = distributed.broadcast_tree(self.params)
+            self.opt_state = optimizer.init(self.params)
+            self.key = random.fold_in(self.key, self.rank)
+            reduce_grads = distributed.all_reduce_mean
+
         # Pure functions, compiled lazily by torch on first call.
         self._rollouts: dict[tuple[bool, bool], Any] = {}
-        self._update = make_update(self.policy, optimizer, config, compile=compile, population=self._population)
+        self._update = make_update(self.policy, optimizer, config, compile=compile, population=self._population,
+                                   reduce_grads=reduce_grads)
         if cuda_graphs:
             self._update = CudaGraphed(self._update)
         self._eval_env = self.env if self.env.compilable else None
@@ -260,7 +281,7 @@ class Algorithm(Evaluating, Checkpointing):
             self.carry = self._fresh_carry(self.env, env_config, reset_key)
         with self._matmul_precision():
             carry, traj = self._rollout_fn(deterministic)(self.params, self.carry, self._hparams)
-        stats = sync(trajectory_stats(traj))
+        stats = distributed.reduce_stats(sync(trajectory_stats(traj)))  # every rank sees every rank's numbers
         _check_finite(stats, f"in the rewards of collect {self.collects + 1}")
         if stats.get("episodes/count") == 0:  # no episode ended: no episode means to report
             for key in ("episodes/return/mean", "episodes/length/mean", "episodes/terminated"):
@@ -310,7 +331,7 @@ class Algorithm(Evaluating, Checkpointing):
             params, opt_state, metrics = self._update(
                 self.params, self.opt_state, self.trajectory, update_key, self._hparams
             )
-        stats = sync(metrics)
+        stats = sync(metrics)  # reduced across ranks with the gradients already
         _check_finite(
             stats,
             f"at step {self.steps + 1} (after {self.env_steps} env transitions); the update was discarded "

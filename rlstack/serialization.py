@@ -20,6 +20,7 @@ import os
 import torch
 
 from . import checkpoint as ckpt
+from . import distributed
 from .device import resolve_device
 from .envs import make_env
 from .optim import TORCH_OPTIMIZERS_BY_NAME
@@ -114,7 +115,21 @@ def state_dict(algo: "Algorithm") -> dict[str, Any]:
         "trajectory": encode_tree(trajectory) if trajectory is not None else None,
         "counters": {"horizons": algo.collects, "steps": algo.steps, "env_steps": algo.env_steps},
         "key": algo.key.cpu(),
+    } | _rank_states(algo)
+
+
+def _rank_states(algo: "Algorithm") -> dict[str, Any]:
+    """Under torch.distributed, every rank's own env carry, trajectory and
+    key (gathered on rank 0: a collective, every rank calls it), so each
+    rank resumes exactly; nothing in a single process."""
+    if algo.world_size == 1:
+        return {}
+    own = {
+        "carry": [t.cpu() for t in ckpt.leaves(algo.carry)] if algo.carry is not None else None,
+        "trajectory": encode_tree(algo.trajectory) if algo.trajectory is not None else None,
+        "key": algo.key.cpu(),
     }
+    return {"ranks": distributed.gather_objects(own)}
 
 
 def load_state_dict(algo: "Algorithm", data: Mapping[str, Any]) -> None:
@@ -153,9 +168,23 @@ def load_state_dict(algo: "Algorithm", data: Mapping[str, Any]) -> None:
         if not isinstance(trajectory, Trajectory) or list(trajectory.rewards.shape) != want:
             raise ckpt.CheckpointError(f"Checkpoint trajectory is not a {want} Trajectory.")
     counters = data["counters"]
+    key = data["key"]
+    ranks = data.get("ranks")
+    if ranks is not None and algo.world_size > 1:
+        if len(ranks) != algo.world_size:
+            raise ckpt.CheckpointError(
+                f"The checkpoint was written by {len(ranks)} ranks; resume it with as many processes, not "
+                f"{algo.world_size} (or in one process, which continues from rank 0's envs)."
+            )
+        own = ranks[algo.rank]
+        key = own["key"]
+        if own["carry"] is not None:
+            carry = ckpt.rebuild(carry if carry is not None else algo._fresh_carry(algo.env, None, algo.root_key),
+                                 own["carry"], "env carry", algo.device)
+        trajectory = decode_tree(own["trajectory"], algo.device, "trajectory") if own["trajectory"] else None
     algo.params, algo.opt_state, algo.carry, algo.trajectory = params, opt_state, carry, trajectory
     algo.collects, algo.steps, algo.env_steps = counters["horizons"], counters["steps"], counters["env_steps"]
-    algo.key = ckpt.rebuild(algo.key, [data["key"]], "random key", algo.device)
+    algo.key = ckpt.rebuild(algo.key, [key], "random key", algo.device)
 
 
 def _check_spaces(data: Mapping[str, Any], env: Any, device: torch.device) -> None:

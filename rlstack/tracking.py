@@ -77,6 +77,22 @@ class MetricLog:
         self._last_flush = time.monotonic()
 
 
+class NullClient:
+    """The tracking client of a data-parallel rank other than 0: it creates
+    no run and drops every write (rank 0 logs the stats, which are the
+    same on every rank)."""
+
+    def get_run(self, run_id: Any) -> Any:
+        from types import SimpleNamespace
+
+        return SimpleNamespace(data=SimpleNamespace(params={}))
+
+    def update_run(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    log_batch = log_artifact = set_terminated = update_run
+
+
 class MemberRuns:
     """The nested child runs of a population's Trainer, one per member, so
     the MLflow UI lists and compares members under the parent run.

@@ -14,7 +14,7 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from . import checkpoint as ckpt
-from . import tracking
+from . import distributed, tracking
 from .algorithm import Algorithm
 from .conditions import Condition
 from .population import Population
@@ -89,8 +89,11 @@ class Trainer:
     ) -> None:
         self.algorithm = algorithm
         self.tracking_uri = mlflow.get_tracking_uri()
-        self._client = client = MlflowClient(self.tracking_uri)
-        if resume_run_id is not None:
+        # Under torch.distributed only rank 0 writes to MLflow; the other ranks' writes are dropped.
+        self._client = client = MlflowClient(self.tracking_uri) if distributed.rank() == 0 else tracking.NullClient()
+        if distributed.rank() != 0:
+            self.run_id = None
+        elif resume_run_id is not None:
             client.update_run(resume_run_id, status="RUNNING")
             self.run_id = resume_run_id
         else:
@@ -254,7 +257,7 @@ class Trainer:
             raise ValueError(f"`keep_checkpoints` must be a positive int, got {keep_checkpoints!r}.")
         if member_stop not in ("each", "any", "mean"):
             raise ValueError(f"`member_stop` must be 'each', 'any' or 'mean', got {member_stop!r}.")
-        if checkpoint_dir is not None:
+        if checkpoint_dir is not None and distributed.rank() == 0:
             self._checkpoint_dir(checkpoint_dir, keep_checkpoints)  # fail now, not after training
         stop_conditions = list(stop_conditions or [])
         eval_env_config = eval_env_config or env_config
@@ -279,6 +282,8 @@ class Trainer:
                     stop.append(self._stop_members(member_conditions, member_stop))
                 if checkpoint_every and self.state["algorithm/steps"] % checkpoint_every == 0:
                     self.checkpoint_to(checkpoint_dir, keep_checkpoints)
+                if distributed.world_size() > 1:  # every rank stops at the same step
+                    stop = [distributed.any_rank(any(stop))]
                 if any(stop):
                     self._status["status"] = "FINISHED"
                     return stats
@@ -322,8 +327,10 @@ class Trainer:
     # ------------------------------------------------------------- checkpoints
     def save_checkpoint(self, path: str | os.PathLike) -> str:
         """Write the whole train state (Algorithm state, counters, the MLflow
-        run id) to ``path`` atomically; see :mod:`rlstack.checkpoint`."""
-        return str(ckpt.atomic_save(self._state_dict(), path))
+        run id) to ``path`` atomically; see :mod:`rlstack.checkpoint`. Under
+        torch.distributed every rank calls it and rank 0 writes."""
+        data = self._state_dict()
+        return str(ckpt.atomic_save(data, path)) if distributed.rank() == 0 else str(path)
 
     def _state_dict(self) -> dict[str, Any]:
         data = self.algorithm.state_dict()
@@ -349,9 +356,16 @@ class Trainer:
         ``checkpoints/`` and delete all but the ``keep`` newest checkpoints
         this run wrote there; returns its path (which exists).
 
+        Under torch.distributed every rank calls it (each rank's envs and
+        key are gathered into the file) and rank 0 writes; the other ranks
+        return ``""``.
+
         Raises:
             ValueError: see :class:`rlstack.checkpoint.CheckpointDir`.
         """
+        if distributed.rank() != 0:
+            self._state_dict()  # this rank's part goes to rank 0
+            return ""
         folder = self._checkpoint_dir(directory, keep)
         self._flush_metrics(quiet=sys.exc_info()[0] is not None)  # MLflow holds what the checkpoint holds
         folder.claim(self.algorithm.steps)  # so the state it saves names the file: a resumed run prunes it too
@@ -387,7 +401,9 @@ class Trainer:
             data, env, model_cls=model_cls, distribution_cls=distribution_cls, device=device, compile=compile
         )
         trainer_data = data.get("trainer", {})
-        run_id = tracking.resumable_run_id(trainer_data.get("run_id"), experiment_name, run_name)
+        run_id = None
+        if distributed.rank() == 0:
+            run_id = tracking.resumable_run_id(trainer_data.get("run_id"), experiment_name, run_name)
         trainer = cls.__new__(cls)
         trainer._attach(
             algorithm, experiment_name=experiment_name, run_name=run_name, resume_run_id=run_id,

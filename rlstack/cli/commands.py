@@ -5,6 +5,8 @@ Algorithm, rlstack.export and rlstack.plotting)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import signal
 import sys
 import time
@@ -12,8 +14,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import mlflow
+import torch
 
-from .. import random
+from .. import distributed, random
 from ..algorithm import Algorithm
 from ..conditions import HitsUpperBound
 from ..envs import make_env
@@ -29,9 +32,9 @@ class Progress:
     the later steps (none is shown until there is one)."""
 
     def __init__(
-        self, stream: Any = sys.stdout, every: int = 10, max_steps: int | None = None, start_env_steps: int = 0
+        self, stream: Any = None, every: int = 10, max_steps: int | None = None, start_env_steps: int = 0
     ) -> None:
-        self.stream, self.every, self.max_steps = stream, every, max_steps
+        self.stream, self.every, self.max_steps = stream or sys.stdout, every, max_steps
         self.tty = hasattr(stream, "isatty") and stream.isatty()
         # The first rate includes compilation: it is wall clock since the start.
         self.last_time, self.last_env_steps, self.rate = time.perf_counter(), start_env_steps, 0.0
@@ -105,6 +108,18 @@ class StopRequest:
 
 def train(args: argparse.Namespace) -> int:
     run, kwargs = train_config(args)
+    if distributed.init_from_env(kwargs.get("device")):  # launched by torchrun: one process per rank
+        try:
+            if distributed.rank() == 0:
+                return _train_command(run, kwargs)
+            with contextlib.redirect_stdout(io.StringIO()):  # rank 0 speaks for all
+                return _train_command({**run, "save": None}, kwargs)
+        finally:
+            torch.distributed.destroy_process_group()
+    return _train_command(run, kwargs)
+
+
+def _train_command(run: dict[str, Any], kwargs: dict[str, Any]) -> int:
     if run.get("save"):
         from ..export import check_export_path
 

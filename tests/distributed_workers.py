@@ -1,0 +1,104 @@
+"""Functions run in spawned processes by test_distributed.py (importable by name)."""
+
+import os
+import traceback
+
+import torch
+import torch.distributed as dist
+
+SMALL = dict(num_envs=16, horizon=8, compile=False, model_config={"hiddens": (8,)}, num_sgd_iters=3)
+
+
+def join(rank: int, world: int, init_file: str) -> None:
+    os.environ["WORLD_SIZE"] = str(world)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+
+
+def fixed_trajectory(num_envs: int):
+    """The same trajectory on every rank: a seeded rollout of ``num_envs`` CartPoles."""
+    from rlstack import random
+    from rlstack.distributions import Categorical
+    from rlstack.envs import CartPole
+    from rlstack.models import MLPModel
+    from rlstack.policy import Policy
+    from rlstack.rollout import make_rollout
+    from rlstack.types import RolloutCarry
+
+    env = CartPole()
+    torch.manual_seed(0)
+    policy = Policy(MLPModel(env.observation_space, env.action_space, hiddens=(8,)), Categorical)
+    params = policy.init_params()
+    carry = RolloutCarry(*env.reset(random.key(0), num_envs), random.key(1))
+    _, traj = make_rollout(env, policy, 8)(params, carry)
+    return policy, params, traj
+
+
+def update_config(num_envs: int) -> dict:
+    return dict(num_envs=num_envs, horizon=8, normalize_advantages=False, num_sgd_iters=3, target_kl=0.05)
+
+
+def run_update(policy, params, traj, num_envs, reduce_grads=None):
+    from rlstack import random
+    from rlstack.ppo import make_optimizer, make_update
+
+    config = update_config(num_envs)
+    optimizer = make_optimizer(config)
+    update = make_update(policy, optimizer, config, reduce_grads=reduce_grads)
+    new_params, _, metrics = update(params, optimizer.init(params), traj, random.key(2))
+    return new_params, metrics
+
+
+def update_worker(rank: int, world: int, init_file: str, out: str) -> None:
+    """Each rank updates on its half of the envs, gradients all-reduced."""
+    import optree
+
+    from rlstack.distributed import all_reduce_mean
+
+    join(rank, world, init_file)
+    policy, params, traj = fixed_trajectory(32)
+    half = 32 // world
+    mine = optree.tree_map(lambda x: x[:, rank * half : (rank + 1) * half], traj)
+    new_params, metrics = run_update(policy, params, mine, half, reduce_grads=all_reduce_mean)
+    torch.save({"params": new_params, "sgd_steps": metrics["monitors/sgd_steps"]}, f"{out}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def trainer_worker(rank: int, world: int, init_file: str, out: str, mode: str) -> None:
+    """``fresh``: 3 steps, checkpoint, 2 more; ``resume``: from that checkpoint, 2 steps."""
+    import mlflow
+
+    from rlstack import Trainer
+    from rlstack.conditions import HitsUpperBound
+    from rlstack.envs import CartPole
+
+    join(rank, world, init_file)
+    mlflow.set_tracking_uri(f"sqlite:///{out}/mlflow.db")
+    if mode == "fresh":
+        trainer = Trainer(CartPole, seed=0, **SMALL)
+        trainer.run(stop_conditions=[HitsUpperBound("algorithm/steps", 3)], checkpoint_every=3,
+                    checkpoint_dir=f"{out}/ck")
+    else:
+        trainer = Trainer.from_checkpoint(f"{out}/ck/step-00000003.pt")
+    trainer.run(stop_conditions=[HitsUpperBound("algorithm/steps", 5)])
+    trainer.close()
+    torch.save({"params": trainer.algorithm.params, "run_id": trainer.run_id, "steps": trainer.algorithm.steps,
+                "key": trainer.algorithm.key}, f"{out}/{mode}{rank}.pt")
+    dist.destroy_process_group()
+
+
+def disagree_worker(rank: int, world: int, init_file: str, out: str) -> None:
+    """Rank 1 is started with another learning rate."""
+    from rlstack import Algorithm
+    from rlstack.envs import CartPole
+
+    join(rank, world, init_file)
+    try:
+        Algorithm(CartPole, optimizer_config={"lr": 1e-3 * (1 + rank)}, **SMALL)
+        message = "no error"
+    except ValueError as e:
+        message = str(e)
+    except Exception:
+        message = traceback.format_exc()
+    with open(f"{out}/rank{rank}.txt", "w") as f:
+        f.write(message)
+    dist.destroy_process_group()

@@ -1,0 +1,50 @@
+"""Data-parallel training over 2 gloo processes on one CPU (spawned by the tests)."""
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import distributed_workers as workers
+from trees import assert_trees_close, assert_trees_equal
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not built in")
+
+
+def spawn(fn, tmp_path, *args):
+    init = tmp_path / "init"
+    mp.spawn(fn, args=(2, str(init), str(tmp_path), *args), nprocs=2, join=True)
+
+
+def test_two_ranks_update_as_one_process_on_the_concatenated_envs(tmp_path):
+    spawn(workers.update_worker, tmp_path)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    assert_trees_equal(ranks[0]["params"], ranks[1]["params"])
+    policy, params, traj = workers.fixed_trajectory(32)
+    single, metrics = workers.run_update(policy, params, traj, 32)
+    # The mean of the two halves' mean gradients is the full batch's, to float rounding.
+    assert_trees_close(ranks[0]["params"], single, atol=1e-6, rtol=1e-5)
+    assert ranks[0]["sgd_steps"] == metrics["monitors/sgd_steps"]
+
+
+def test_two_rank_training_stays_identical_logs_once_and_resumes_exactly(tmp_path):
+    spawn(workers.trainer_worker, tmp_path, "fresh")
+    (tmp_path / "init").unlink(missing_ok=True)
+    spawn(workers.trainer_worker, tmp_path, "resume")
+    fresh = [torch.load(tmp_path / f"fresh{r}.pt") for r in range(2)]
+    resumed = [torch.load(tmp_path / f"resume{r}.pt") for r in range(2)]
+    assert_trees_equal(fresh[0]["params"], fresh[1]["params"])
+    assert not torch.equal(fresh[0]["key"], fresh[1]["key"])  # each rank simulates its own envs
+    for r in range(2):
+        assert resumed[r]["steps"] == 5
+        assert_trees_equal(resumed[r]["params"], fresh[r]["params"])
+        assert torch.equal(resumed[r]["key"], fresh[r]["key"])
+    assert fresh[0]["run_id"] is not None and fresh[1]["run_id"] is None  # only rank 0 logs
+    assert resumed[0]["run_id"] == fresh[0]["run_id"]
+    assert sorted(p.name for p in (tmp_path / "ck").glob("*.pt")) == ["step-00000003.pt"]
+
+
+def test_ranks_that_disagree_on_hyperparameters_fail_at_start_naming_the_rank(tmp_path):
+    spawn(workers.disagree_worker, tmp_path)
+    for r in range(2):
+        message = (tmp_path / f"rank{r}.txt").read_text()
+        assert "Ranks disagree" in message and "on rank 1" in message and "optimizer_config" in message
