@@ -12,9 +12,13 @@ Each round times, on the same warm Algorithm, ``--steps`` iterations of
 * ``trainer.step``: ``Trainer.step()`` called on its own (each step's
   metrics written at once, as before batching),
 
-in alternation, so a shared machine's drift hits all three alike. Prints
+in alternation, so a shared machine's drift hits all three alike. With
+``--members K`` the same is measured for ``Trainer(num_members=K)`` (a
+parent run and K nested member runs) against the bare
+:class:`rlstack.Population`. Prints
 the median ms per iteration over rounds and the overhead over the bare
-Algorithm, and writes ``benchmarks/results/trainer-overhead-<device>.json``.
+Algorithm, and writes ``benchmarks/results/trainer-overhead-<device>.json``
+(``trainer-overhead-K<K>-<device>.json`` for a population).
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=50, help="iterations per measurement")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--members", type=int, default=None, metavar="K", help="a population of K members")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     device = torch.device("cpu")
@@ -60,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)  # the SQLite store's artifacts go to ./mlruns
         mlflow.set_tracking_uri(f"sqlite:///{tmp}/mlflow.db")
-        trainer = Trainer(CartPole, **CONFIG, compile=args.compile, seed=0)
+        trainer = Trainer(CartPole, **CONFIG, compile=args.compile, seed=0, num_members=args.members)
         algo = trainer.algorithm
         for _ in range(3):  # compile and warm up
             trainer.step()
@@ -89,13 +94,16 @@ def main(argv: list[str] | None = None) -> int:
         {"what": name, "ms_per_step": medians[name], "overhead": medians[name] / base - 1.0, "rounds_ms": timings[name]}
         for name in timings
     ]
-    print(f"CartPole, 64 envs x 16 steps, 64x64, {'compiled' if args.compile else 'eager'}, "
+    members = f", population of {args.members} (parent + {args.members} member runs)" if args.members else ""
+    print(f"CartPole, 64 envs x 16 steps, 64x64{members}, {'compiled' if args.compile else 'eager'}, "
           f"{args.steps} steps x {args.rounds} rounds (median)")
     print(f"{'what':<14} {'ms/step':>8} {'overhead over algorithm':>24}")
     for row in rows:
         print(f"{row['what']:<14} {row['ms_per_step']:>8.2f} {100 * row['overhead']:>23.1f}%")
-    out = Path(args.out) if args.out else RESULTS / f"trainer-overhead-{device.type}.json"
-    meta = {"torch": torch.__version__, "device": str(device), "config": {**CONFIG, "compile": args.compile},
+    suffix = f"K{args.members}-" if args.members else ""
+    out = Path(args.out) if args.out else RESULTS / f"trainer-overhead-{suffix}{device.type}.json"
+    meta = {"torch": torch.__version__, "device": str(device),
+            "config": {**CONFIG, "compile": args.compile, "num_members": args.members},
             "steps": args.steps, "rounds": args.rounds, "date": time.strftime("%Y-%m-%d")}
     out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, default=str))
     print(f"wrote {out}")

@@ -242,7 +242,7 @@ class Population(Algorithm):
     def _split_keys(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Each member's ``random.split`` of its key: ``(next keys [K, 2], drawn keys [K, 2])``."""
         keys = torch.func.vmap(random.split)(self.key)
-        return keys[:, 0], keys[:, 1]
+        return keys[:, 0].contiguous(), keys[:, 1].contiguous()
 
     def _fresh_carry(self, env: Any, env_config: Mapping[str, Any] | None, key: torch.Tensor) -> RolloutCarry:
         """Reset each member's envs from its key ``[K, 2]`` (see :meth:`Algorithm._fresh_carry`)."""

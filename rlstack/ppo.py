@@ -324,6 +324,41 @@ def make_ppo_loss(policy: Policy, config: AlgorithmConfig | Mapping[str, Any]) -
     return loss
 
 
+def _population_pieces(
+    minibatch_grads: Callable, optimizer_step: Callable, sgd_step: Callable, prepare: Callable, epoch_keys: Callable,
+    shuffle: Callable, global_norm: Callable,
+) -> tuple[Callable, ...]:
+    """``make_update``'s pieces ``vmap``-ed over a leading member axis, each
+    under a function of its own: ``torch.compile`` keeps compiled code per
+    Python function, and every ``vmap`` wrapper is the same function."""
+    vmap = torch.func.vmap
+    grads_v, step_v, sgd_step_v, prepare_v, keys_v, norm_v = (
+        vmap(f) for f in (minibatch_grads, optimizer_step, sgd_step, prepare, epoch_keys, global_norm)
+    )
+    shuffle_v = vmap(shuffle, in_dims=(0, None))
+
+    def population_grads(params, opt_state, batch, idx, hparams):
+        return grads_v(params, opt_state, batch, idx, hparams)
+
+    def population_optimizer_step(params, opt_state, grads, active, kl):
+        return step_v(params, opt_state, grads, active, kl)
+
+    def population_sgd_step(params, opt_state, batch, idx, active, hparams):
+        return sgd_step_v(params, opt_state, batch, idx, active, hparams)
+
+    def population_prepare(traj, hparams):
+        return prepare_v(traj, hparams)
+
+    def population_epoch_keys(key):
+        return keys_v(key)
+
+    def population_shuffle(keys, size):
+        return shuffle_v(keys, size)
+
+    return (population_grads, population_optimizer_step, population_sgd_step, population_prepare,
+            population_epoch_keys, population_shuffle, norm_v)
+
+
 def make_update(
     policy: Policy,
     optimizer: optim.GradientTransformation,
@@ -454,9 +489,7 @@ def make_update(
     # population, then compiled.
     pieces = (minibatch_grads, optimizer_step, sgd_step, prepare, epoch_keys, shuffle, optim.global_norm)
     if population:
-        pieces = tuple(torch.func.vmap(f) for f in pieces[:5]) + (
-            torch.func.vmap(shuffle, in_dims=(0, None)), torch.func.vmap(optim.global_norm)
-        )
+        pieces = _population_pieces(*pieces)
     if compile:
         pieces = tuple(torch.compile(f, fullgraph=True) for f in pieces[:6]) + pieces[6:]
     grads_fn, step_fn, sgd_step_fn, prepare_fn, epoch_keys_fn, shuffle_fn, global_norm_fn = pieces
@@ -487,7 +520,7 @@ def make_update(
         history: list[Metrics] = []
         for epoch in range(config.num_sgd_iters):
             if config.shuffle_minibatches:
-                order = shuffle_fn(keys[..., epoch, :], size)
+                order = shuffle_fn(keys[..., epoch, :].contiguous(), size)
             else:
                 order = torch.arange(size, device=device).expand(*member_shape, size)
             # Index slices of `chunk` transitions, grouped by optimizer step: one step per

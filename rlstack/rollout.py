@@ -146,8 +146,8 @@ def make_rollout(
 
     body = episodic_body if episodic else horizon_body
     add_tally = with_episode_tally
-    if population:  # one member's function mapped over the leading member axis
-        body, bootstrap_value, add_tally = (torch.func.vmap(f) for f in (body, bootstrap_value, add_tally))
+    if population:  # one member's functions mapped over the leading member axis
+        body, bootstrap_value, add_tally = _population_pieces(body, bootstrap_value, add_tally)
     if compile and getattr(env, "compilable", True):
         body = torch.compile(body, fullgraph=True)
         bootstrap_value = torch.compile(bootstrap_value, fullgraph=True)
@@ -160,9 +160,12 @@ def make_rollout(
             discount = torch.full((carry.key.shape[0],), float(discount), device=carry.key.device)
         if episodic:
             carry = add_tally(carry)
+        carry = carry._replace(key=carry.key.contiguous())  # one layout in, whatever split made it
         steps = []
         for _ in range(horizon):
             carry, transition = body(params, carry, discount)
+            if population:  # the member keys are a strided view into the split: one layout in, no recompile
+                carry = carry._replace(key=carry.key.contiguous())
             steps.append(transition)
         stacked = optree.tree_map(lambda *xs: torch.stack(xs, time_axis), *steps)
         last_value = bootstrap_value(params, carry)
@@ -182,6 +185,24 @@ def make_rollout(
         return carry, traj
 
     return rollout
+
+
+def _population_pieces(body: Callable, bootstrap_value: Callable, add_tally: Callable) -> tuple[Callable, ...]:
+    """The rollout's pieces ``vmap``-ed over a leading member axis, each
+    under a function of its own: ``torch.compile`` keeps compiled code per
+    Python function, and every ``vmap`` wrapper is the same function."""
+    vmapped_body, vmapped_bootstrap, vmapped_tally = (torch.func.vmap(f) for f in (body, bootstrap_value, add_tally))
+
+    def population_body(params, carry, discount):
+        return vmapped_body(params, carry, discount)
+
+    def population_bootstrap_value(params, carry):
+        return vmapped_bootstrap(params, carry)
+
+    def population_tally(carry):
+        return vmapped_tally(carry)
+
+    return population_body, population_bootstrap_value, population_tally
 
 
 def with_episode_tally(carry: RolloutCarry) -> RolloutCarry:
