@@ -8,9 +8,10 @@ flat all-reduce per optimizer step). Rounds alternate the world sizes, each
 a fresh set of processes (spawned here, as torchrun would: ``--threads``
 torch threads per process), which warm up (compile) and then time
 ``--iters`` collect+step iterations. Reported per world size (median over
-rounds): total env transitions/s over all ranks, ms per iteration, and the
-time per optimizer step spent in the all-reduce (rank 0, wall clock; on 2
-processes it includes waiting for the slower rank). Writes
+rounds): total env transitions/s over all ranks, ms per iteration, and per
+optimizer step the time spent in the all-reduce itself and, before it,
+waiting at a barrier for the slower rank (rank 0, wall clock; the barrier
+is the benchmark's, added to tell the two apart). Writes
 ``benchmarks/results/distributed-cpu.json``.
 """
 
@@ -45,12 +46,16 @@ def _worker(rank: int, world: int, init_file: str, out: str, args: dict) -> None
     from rlstack.envs import CartPole
 
     reduce_seconds: list[float] = []
+    wait_seconds: list[float] = []
     original = distributed.all_reduce_mean
 
     def timed_all_reduce(grads, metrics):
         start = time.perf_counter()
+        dist.barrier()  # waiting for the slower rank, timed apart from the all-reduce itself
+        arrived = time.perf_counter()
         result = original(grads, metrics)
-        reduce_seconds.append(time.perf_counter() - start)
+        wait_seconds.append(arrived - start)
+        reduce_seconds.append(time.perf_counter() - arrived)
         return result
 
     distributed.all_reduce_mean = timed_all_reduce  # read by Algorithm at construction
@@ -61,6 +66,7 @@ def _worker(rank: int, world: int, init_file: str, out: str, args: dict) -> None
         algo.collect()
         algo.step()
     reduce_seconds.clear()
+    wait_seconds.clear()
     if world > 1:
         dist.barrier()
     start = time.perf_counter()
@@ -74,6 +80,7 @@ def _worker(rank: int, world: int, init_file: str, out: str, args: dict) -> None
             "ms_per_iteration": 1000 * elapsed,
             "transitions_per_s": world * num_envs * 16 / elapsed,
             "all_reduce_ms_per_step": 1000 * sum(reduce_seconds) / steps if reduce_seconds else 0.0,
+            "wait_ms_per_step": 1000 * sum(wait_seconds) / steps if wait_seconds else 0.0,
         }))
     if world > 1:
         dist.destroy_process_group()
@@ -103,14 +110,15 @@ def main(argv: list[str] | None = None) -> int:
     for world in worlds:
         rows.append({"processes": world} | {
             key: statistics.median(r[key] for r in results[world])
-            for key in ("transitions_per_s", "ms_per_iteration", "all_reduce_ms_per_step")
+            for key in ("transitions_per_s", "ms_per_iteration", "all_reduce_ms_per_step", "wait_ms_per_step")
         } | {"rounds": results[world]})
     print(f"\nCartPole, {args.num_envs} envs x 16 steps per rank, 64x64, {'compiled' if args.compile else 'eager'}, "
           f"gloo, {args.threads} thread(s) per process, median of {args.rounds} rounds")
-    print(f"{'processes':>9} | {'transitions/s':>13} | {'ms/iter':>8} | {'all-reduce ms/step':>18}")
+    print(f"{'processes':>9} | {'transitions/s':>13} | {'ms/iter':>8} | {'all-reduce ms/step':>18} | "
+          f"{'wait ms/step':>12}")
     for row in rows:
         print(f"{row['processes']:>9} | {row['transitions_per_s']:>13,.0f} | {row['ms_per_iteration']:>8.1f} | "
-              f"{row['all_reduce_ms_per_step']:>18.3f}")
+              f"{row['all_reduce_ms_per_step']:>18.3f} | {row['wait_ms_per_step']:>12.3f}")
     out = Path(args.out) if args.out else RESULTS / "distributed-cpu.json"
     out.write_text(json.dumps({"settings": settings, "config": CONFIG, "torch": torch.__version__, "rows": rows},
                               indent=2))

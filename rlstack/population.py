@@ -34,7 +34,8 @@ from .config import AlgorithmConfig
 from .evaluation import EVAL_STREAM, sync
 from .optim import set_learning_rate, torch_optimizer_options, tree_select
 from .policy import build_policy
-from .rollout import env_rewards, trajectory_stats
+from .normalization import reset_returns
+from .rollout import env_rewards, trajectory_stats, with_episode_tally
 from .types import HParams, RolloutCarry, Trajectory
 
 #: Hyperparameters that may take one value per member (lists of length K).
@@ -83,7 +84,8 @@ def member_configs(
     Args:
         num_members: ``K`` (an int >= 1).
         hparams: PPO hyperparameters; those in :data:`PER_MEMBER` may be
-            lists of ``K`` values.
+            lists of ``K`` values (``lr`` stands for
+            ``optimizer_config['lr']``).
         optimizer_cls, optimizer_config: as for :class:`~rlstack.Algorithm`;
             ``optimizer_config['lr']`` may be a list of ``K`` values.
         seed: an int (member ``k`` gets ``seed + k``), a list of ``K``
@@ -98,6 +100,11 @@ def member_configs(
     """
     if not isinstance(num_members, int) or isinstance(num_members, bool) or num_members < 1:
         raise ValueError(f"`num_members` must be an int >= 1, got {num_members!r}.")
+    hparams = dict(hparams)
+    if "lr" in hparams:  # `lr=` (what grid() returns) is optimizer_config['lr']
+        if "lr" in (optimizer_config or {}):
+            raise ValueError("Give the learning rate once: `lr=` or `optimizer_config['lr']`, not both.")
+        optimizer_config = {**(optimizer_config or {}), "lr": hparams.pop("lr")}
     lists = {name: _per_member(name, value, num_members) for name, value in hparams.items()}
     configs = []
     for k in range(num_members):
@@ -160,7 +167,8 @@ class Population(Algorithm):
         num_members: ``K``.
         seed: see :func:`member_configs`.
         optimizer_config: as for :class:`~rlstack.Algorithm`; ``lr`` may be
-            a list of ``K`` rates.
+            a list of ``K`` rates (or pass ``lr=`` directly, as
+            :func:`grid` returns it).
         **kwargs: everything else :class:`~rlstack.Algorithm` takes; the
             hyperparameters in :data:`PER_MEMBER` may be lists of ``K``.
 
@@ -201,8 +209,9 @@ class Population(Algorithm):
         **hparams: Any,
     ) -> None:
         configs, lrs, seeds = member_configs(num_members, hparams, optimizer_cls, optimizer_config, seed)
+        hparams.pop("lr", None)
+        optimizer_config = {k: v for k, v in (optimizer_config or {}).items() if k != "lr"}
         self.num_members, self.member_config, self.member_lrs, self.seeds = num_members, configs, lrs, seeds
-        self._member_arguments = {name: value for name, value in hparams.items()}
         first = configs[0].to_dict()
         super().__init__(
             env, env_config=env_config, model_cls=model_cls, model_config=model_config,
@@ -246,9 +255,6 @@ class Population(Algorithm):
 
     def _fresh_carry(self, env: Any, env_config: Mapping[str, Any] | None, key: torch.Tensor) -> RolloutCarry:
         """Reset each member's envs from its key ``[K, 2]`` (see :meth:`Algorithm._fresh_carry`)."""
-        from .normalization import reset_returns
-        from .rollout import with_episode_tally
-
         norm = reset_returns(self.carry.norm) if self.carry is not None else self._initial_norm
         num_envs, config = self.config.num_envs, env_config or self.env_config
 
@@ -392,11 +398,6 @@ class Population(Algorithm):
 
     def predict(self, obs: Any, deterministic: bool = True) -> Any:
         raise TypeError("A population has K policies: act with one member, `population.member(k).predict(obs)`.")
-
-    @property
-    def obs_moments(self) -> Any:
-        """``[K, ...]`` running observation statistics (``()`` when off)."""
-        return super().obs_moments
 
     # ---------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:

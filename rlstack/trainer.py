@@ -125,6 +125,11 @@ class Trainer:
             tracking.log_params(client, self.run_id, {**algorithm.config.to_dict(), **algorithm.build_config})
 
     @property
+    def member_run_ids(self) -> list[str]:
+        """A population's nested MLflow runs, by member (``[]`` for one run)."""
+        return list(self._members.run_ids) if self._members is not None else []
+
+    @property
     def state(self) -> dict[str, int]:
         """Counters ``algorithm/collects``, ``algorithm/steps`` and
         ``env/steps``, read from the Algorithm (so they are checkpointed with it)."""

@@ -183,7 +183,7 @@ def test_trainer_logs_a_parent_run_and_one_nested_run_per_member():
     parent = client.get_run(trainer.run_id)
     assert parent.info.status == "FINISHED" and parent.data.params["entropy_coeff"] == "[0.0, 0.01]"
     assert stats["population/active"] == 2 and "eval/returns/mean" in stats
-    children = [client.get_run(r) for r in trainer._members.run_ids]
+    children = [client.get_run(r) for r in trainer.member_run_ids]
     assert [c.info.run_name for c in children] == ["sweep/member-0", "sweep/member-1"]
     for k, child in enumerate(children):
         assert child.data.tags["mlflow.parentRunId"] == trainer.run_id and child.info.status == "FINISHED"
@@ -218,7 +218,7 @@ def test_trainer_resumes_a_population_into_the_same_parent_and_member_runs(tmp_p
     trainer.run(stop_conditions=[HitsUpperBound("algorithm/steps", 2)], checkpoint_every=2, checkpoint_dir=tmp_path)
     trainer.close()
     resumed = Trainer.from_checkpoint(next(tmp_path.glob("*.pt")))
-    assert resumed.run_id == trainer.run_id and resumed._members.run_ids == trainer._members.run_ids
+    assert resumed.run_id == trainer.run_id and resumed.member_run_ids == trainer.member_run_ids
     assert resumed.step()["algorithm/steps"] == 3
     resumed.close()
     with pytest.raises(ValueError, match="`member` must name the member to export"):
@@ -236,6 +236,22 @@ def test_cli_trains_a_population_with_one_lr_per_member(tmp_path, capsys):
         '{"lr": 0.0003}', '{"lr": 0.001}']
     assert main(["train", "--env", "CartPole", "--lr", "1e-3,3e-4", "--max-steps", "1"]) == 2
     assert "--lr has 2 values: one value per member needs --num-members" in capsys.readouterr().err
+    checkpoint = str(next((tmp_path / "ck").glob("*.pt")))
+    assert main(["export", checkpoint, str(tmp_path / "one"), "--member", "1"]) == 0
+    assert main(["eval", checkpoint, "--member", "0", "--num-envs", "8"]) == 0
+    assert main(["export", checkpoint, str(tmp_path / "two")]) == 2
+    assert "holds a population of 2 members: pick one with --member K" in capsys.readouterr().err
+
+
+def test_cli_reads_a_population_from_a_toml_file(tmp_path):
+    config = tmp_path / "sweep.toml"
+    config.write_text(
+        'env = "CartPole"\nnum_members = 2\nentropy_coeff = [0.0, 0.01]\nnum_envs = 16\nhorizon = 8\n'
+        "max_steps = 1\ncompile = false\n[model_config]\nhiddens = [8]\n[optimizer_config]\nlr = [1e-3, 3e-4]\n"
+    )
+    assert main(["train", "-f", str(config), "--checkpoint-dir", str(tmp_path / "ck")]) == 0
+    population = Population.from_checkpoint(next((tmp_path / "ck").glob("*.pt")))
+    assert population.member_lrs == [1e-3, 3e-4] and [c.entropy_coeff for c in population.member_config] == [0.0, 0.01]
 
 
 @pytest.mark.slow

@@ -156,11 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--num-envs", type=int, default=1024, help="envs to run the policy on (default 1024)")
     evaluate.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the env resets' random key (default 0)")
+    evaluate.add_argument("--member", type=int, default=None, metavar="K", help="a population checkpoint's member K")
 
     export = commands.add_parser("export", help="export a checkpoint's policy as an MLflow model")
     export.add_argument("checkpoint", help="a checkpoint file written by train")
     export.add_argument("directory", help="where to write the MLflow model (must not exist or be empty)")
     export.add_argument("--env", default=None, help="env (needed for a user env)")
+    export.add_argument("--member", type=int, default=None, metavar="K", help="a population checkpoint's member K")
     plot = commands.add_parser("plot", help="plot a run's learning curve to a PNG")
     plot.add_argument("run_id", help="the MLflow run id that train printed")
     plot.add_argument("-o", "--output", default="learning_curve.png", help="PNG path (default learning_curve.png)")

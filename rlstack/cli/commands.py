@@ -211,7 +211,7 @@ def evaluate(args: argparse.Namespace) -> int:
         _check_same_spaces(name, env, exported.observation_space, exported.action_space)
         act = lambda obs: exported.predict(obs, deterministic)  # noqa: E731
     else:
-        algo = Algorithm.from_checkpoint(source, load_env(args.env) if args.env else None, compile=False)
+        algo = _load_policy_state(source, args.env, args.member)
         env, name = algo.env, algo.build_config["env"]
         if not env.compilable:  # gymnasium or 1.x envs are built for a number of envs: build --num-envs of them
             env = make_env(algo._env_spec, num_envs=args.num_envs, horizon=algo.config.horizon, config=algo.env_config)
@@ -225,10 +225,27 @@ def evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_policy_state(path: Any, env_name: str | None, member: int | None) -> Algorithm:
+    """A checkpoint's Algorithm; for a population's checkpoint, member ``member``'s."""
+    from ..checkpoint import safe_load
+    from ..population import Population
+
+    env = load_env(env_name) if env_name else None
+    data = safe_load(path)
+    if "population" not in data:
+        if member is not None:
+            raise ValueError(f"--member is for a population's checkpoint; {path} holds one run.")
+        return Algorithm._from_state_dict(data, env, compile=False)
+    size = data["population"]["num_members"]
+    if member is None or not 0 <= member < size:
+        raise ValueError(f"{path} holds a population of {size} members: pick one with --member K, K in [0, {size}).")
+    return Population._from_state_dict(data, env, compile=False).member(member)
+
+
 def export(args: argparse.Namespace) -> int:
     from ..export import export_policy
 
-    algo = Algorithm.from_checkpoint(args.checkpoint, load_env(args.env) if args.env else None, compile=False)
+    algo = _load_policy_state(args.checkpoint, args.env, args.member)
     print(f"rlstack: policy exported to {export_policy(algo, args.directory)}")
     return 0
 
