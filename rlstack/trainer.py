@@ -20,6 +20,9 @@ from .conditions import Condition
 from .population import Population
 
 Stats = dict[str, float]
+#: Stats that are the same for every member of a population (the machine's, the
+#: counters, shared coefficients): logged once, to the parent run.
+SHARED_STATS = ("memory/", "profiling/", "algorithm/", "env/", "coefficients/vf")
 #: A callback is called with the stats after every step, and again with the
 #: ``eval/*`` stats after every evaluation; returning True stops ``run``.
 Callback = Callable[[Stats], Any]
@@ -50,8 +53,9 @@ class Trainer:
     :class:`~rlstack.population.Population` of ``K`` members in one
     process: its run is the parent of one nested run per member (named
     ``<run_name>/member-<k>``, with the member's hyperparameters and seed
-    as params and its own metrics), and logs the mean over the members
-    still training of every metric, plus ``population/active``.
+    as params and its own metrics: all but :data:`SHARED_STATS`, which are
+    the same for every member), and logs the mean over the members still
+    training of every metric, plus ``population/active``.
     :meth:`step` and :meth:`eval` return those means; each member's stats
     are in :attr:`member_stats`.
 
@@ -172,7 +176,8 @@ class Trainer:
         step = int(self.state["env/steps"])
         for k, stats in enumerate(member_stats):
             if logged[k]:
-                self._members.metrics[k].log(stats, step=step)
+                own = {name: value for name, value in stats.items() if not name.startswith(SHARED_STATS)}
+                self._members.metrics[k].log(own, step=step)
         training = [k for k, why in enumerate(self.algorithm.stopped) if why is None] or [
             k for k, on in enumerate(logged) if on]
         names = set.intersection(*(set(member_stats[k]) for k in training))
