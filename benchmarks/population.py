@@ -7,9 +7,11 @@ builds a :class:`rlstack.Population` of K members and one single
 :class:`rlstack.Algorithm` of the same per-member work, warms each up (the
 first iteration's wall time, compile included, is reported), then times
 ``--iters`` collect+step iterations of every configuration in alternation,
-``--rounds`` times (a shared machine's drift hits them alike). The time of
-K sequential runs is K times the single run's; the speedup is that over
-the population's. Prints the median per round and writes
+``--rounds`` times (a shared machine's drift hits them alike), and then as
+many ``collect()`` calls alone (the rollout). The time of K sequential runs
+is K times the single run's; the speedup is that over the population's
+(median of the per-round ratios). Also reported: the process's peak RSS
+after all configurations were built and run. Prints the medians and writes
 ``benchmarks/results/population-<device>.json``. ``--profile K`` prints
 where one iteration's time goes (torch.profiler, top operators) for the
 population of K and for the single run.
@@ -79,9 +81,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"built {name}: first iteration {first[name]:.1f} s", flush=True)
 
     times: dict[str, list[float]] = {name: [] for name in configs}
+    rollout_times: dict[str, list[float]] = {name: [] for name in configs}
     for _ in range(args.rounds):
         for name, algo in configs.items():
             times[name].append(_timed(lambda: [_iteration(algo) for _ in range(args.iters)]) / args.iters)
+            rollout_times[name].append(_timed(lambda: [algo.collect() for _ in range(args.iters)]) / args.iters)
+            algo.trajectory = None  # the next iteration collects afresh
+    import resource
+
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     transitions = CONFIG["num_envs"] * CONFIG["horizon"]
     rows = []
@@ -94,17 +102,21 @@ def main(argv: list[str] | None = None) -> int:
             "population_ms": 1000 * pop_s,
             "sequential_ms": 1000 * k * statistics.median(times["single"]),
             "transitions_per_s": k * transitions / pop_s,
+            "rollout_transitions_per_s": k * transitions / statistics.median(rollout_times[name]),
             "speedup": statistics.median(ratios),
             "speedup_rounds": ratios,
             "first_iteration_s": first[name],
         })
     print(f"\nCartPole, {CONFIG['num_envs']} envs x {CONFIG['horizon']} steps per member, 64x64, "
           f"{'compiled' if args.compile else 'eager'} on {device}; single run {1000 * statistics.median(times['single']):.1f} "
-          f"ms/iter, first iteration {first['single']:.1f} s")
-    print(f"{'K':>4} | {'pop ms/iter':>11} | {'K seq ms':>9} | {'transitions/s':>13} | {'speedup':>7} | {'1st iter s':>10}")
+          f"ms/iter, first iteration {first['single']:.1f} s, rollout alone "
+          f"{transitions / statistics.median(rollout_times['single']):,.0f} transitions/s; peak RSS {peak_rss_mb:.0f} MB")
+    print(f"{'K':>4} | {'pop ms/iter':>11} | {'K seq ms':>9} | {'transitions/s':>13} | {'rollout/s':>11} | "
+          f"{'speedup':>7} | {'1st iter s':>10}")
     for row in rows:
         print(f"{row['members']:>4} | {row['population_ms']:>11.1f} | {row['sequential_ms']:>9.1f} | "
-              f"{row['transitions_per_s']:>13,.0f} | {row['speedup']:>6.2f}x | {row['first_iteration_s']:>10.1f}")
+              f"{row['transitions_per_s']:>13,.0f} | {row['rollout_transitions_per_s']:>11,.0f} | "
+              f"{row['speedup']:>6.2f}x | {row['first_iteration_s']:>10.1f}")
     if args.profile is not None:
         _profile(configs[f"K={args.profile}"], f"population K={args.profile}")
         _profile(single, "single run")
@@ -114,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         "config": {k: v for k, v in CONFIG.items()}, "compile": args.compile, "device": str(device),
         "torch": torch.__version__, "rounds": args.rounds, "iters": args.iters,
         "single_ms": 1000 * statistics.median(times["single"]), "single_first_iteration_s": first["single"],
+        "single_rollout_transitions_per_s": transitions / statistics.median(rollout_times["single"]),
+        "peak_rss_mb": peak_rss_mb,
         "rows": rows,
     }, indent=2, default=str))
     print(f"wrote {out}")

@@ -7,7 +7,7 @@ stateful shell (``Algorithm``, ``Trainer``) that logs to MLflow.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import conditions, distributions, env, envs, functional, models, optim, spaces
+from . import conditions, distributions, env, envs, functional, models, nn, optim, spaces
 from .algorithm import Algorithm
 from .config import AlgorithmConfig
 from .distributions import Categorical, Distribution, Normal, SquashedNormal
@@ -37,6 +37,7 @@ __all__ = [
     "envs",
     "functional",
     "models",
+    "nn",
     "optim",
     "spaces",
 ]

@@ -215,3 +215,20 @@ def test_episodic_envs_pass_check_env_and_measure_gymnasiums_episode_return():
     assert 5 <= stats["success/episode_return"] <= 20 and stats["success/episode_return"] == stats["success/episode_length"]
     stats = MountainCarV0().success(lambda obs: torch.ones(obs.shape[0], dtype=torch.int64), num_envs=16)
     assert stats["success/episode_return"] == -200.0  # doing nothing never reaches the goal
+
+
+def test_cartpole_can_hide_its_velocities_and_moves_the_same():
+    from rlstack import random
+
+    env = CartPole()
+    seen_state, seen = env.reset(random.key(3), 8)
+    hidden_state, hidden = env.reset(random.key(3), 8, config={"hide_velocities": True})
+    assert torch.equal(hidden[:, [0, 2]], seen[:, [0, 2]]) and not hidden[:, [1, 3]].any()
+    action = torch.ones(8, dtype=torch.int64)
+    for _ in range(5):
+        seen_state, seen, seen_reward = env.step(seen_state, action, random.key(0))
+        hidden_state, hidden, hidden_reward = env.step(hidden_state, action, random.key(0))
+    assert torch.equal(hidden_state.physics, seen_state.physics) and torch.equal(hidden_reward, seen_reward)
+    assert torch.equal(hidden, seen * torch.tensor([1.0, 0.0, 1.0, 0.0])) and seen[:, [1, 3]].abs().sum() > 0
+    with pytest.raises(TypeError, match=r"`config\['hide_velocities'\]` must be a bool"):
+        env.reset(random.key(0), 2, config={"hide_velocities": "yes"})

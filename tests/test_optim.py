@@ -186,3 +186,13 @@ def test_step_count_finds_the_optimizers_count_and_names_its_absence():
 def test_bad_transform_arguments_raise(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_set_learning_rate_reaches_nested_states_and_the_next_step_uses_it():
+    params = {"w": torch.ones(3)}
+    grads = {"w": torch.full((3,), 0.5)}
+    optimizer = optim.apply_if_finite(optim.chain(optim.clip_by_global_norm(10.0), optim.sgd(1.0)))
+    state = optim.set_learning_rate(optimizer.init(params), torch.tensor(0.1))
+    assert float(state.inner[1].learning_rate) == pytest.approx(0.1)
+    updates, _ = optimizer.update(grads, state, params)
+    assert torch.allclose(updates["w"], torch.full((3,), -0.05))

@@ -29,15 +29,25 @@ _CONSTANTS = ("gravity", "masscart", "masspole", "length", "force_mag", "tau")
 
 class CartPoleState(NamedTuple):
     """``physics``: ``[N, 4]`` float32 ``(x, x_dot, theta, theta_dot)``;
-    ``constants``: per-env ``[N]`` physical constants (see ``default_config``)."""
+    ``constants``: per-env ``[N]`` physical constants (see ``default_config``);
+    ``observed``: ``[4]`` float32, 1 for the state variables the agent sees
+    and 0 for hidden ones (``hide_velocities``), or ``()``: all seen."""
 
     physics: torch.Tensor
     constants: dict[str, torch.Tensor]
+    observed: Any = ()
 
 
 def in_bounds(physics: torch.Tensor) -> torch.Tensor:
     """``[N]`` bool: the pole within 12 degrees and the cart within 2.4 m."""
     return (physics[:, 2].abs() < THETA_LIMIT) & (physics[:, 0].abs() < X_LIMIT)
+
+
+def observe(state: CartPoleState) -> torch.Tensor:
+    """``[N, 4]`` what the agent sees: the physics, hidden variables zeroed."""
+    if isinstance(state.observed, torch.Tensor):
+        return state.physics * state.observed
+    return state.physics
 
 
 class CartPole(Env):
@@ -47,7 +57,10 @@ class CartPole(Env):
     env): ``gravity`` 9.8 m/s^2, ``masscart`` 1.0 kg, ``masspole`` 0.1 kg,
     ``length`` 0.5 m (half the pole), ``force_mag`` 10 N, ``tau`` 0.02 s;
     ``init_low``/``init_high`` -0.05/0.05, the uniform range of every state
-    variable at reset.
+    variable at reset; ``hide_velocities`` (False): observe 0 in place of
+    ``x_dot`` and ``theta_dot``, a partially observed task (the policy must
+    infer velocities from a history of positions; success is measured on
+    the true state, as without it).
     """
 
     observation_space = Box((4,))
@@ -55,7 +68,7 @@ class CartPole(Env):
     eval_steps = 500
     default_config = {
         "gravity": 9.8, "masscart": 1.0, "masspole": 0.1, "length": 0.5, "force_mag": 10.0, "tau": 0.02,
-        "init_low": -0.05, "init_high": 0.05,
+        "init_low": -0.05, "init_high": 0.05, "hide_velocities": False,
     }
 
     def reset(self, key: torch.Tensor, num_envs: int, *, config: Mapping[str, Any] | None = None) -> tuple[CartPoleState, torch.Tensor]:
@@ -64,9 +77,13 @@ class CartPole(Env):
         low, high = config["init_low"], config["init_high"]
         if not (isinstance(low, (int, float)) and isinstance(high, (int, float)) and low <= high):
             raise ValueError(f"`config['init_low']` must be <= `config['init_high']`, got {low!r} and {high!r}.")
+        if not isinstance(config["hide_velocities"], bool):
+            raise TypeError(f"`config['hide_velocities']` must be a bool, got {config['hide_velocities']!r}.")
         init_key, constants_key = random.split(key)
         physics = random.uniform(init_key, (num_envs, 4), low=float(low), high=float(high))
-        return CartPoleState(physics, sample_constants(config, _CONSTANTS, num_envs, constants_key)), physics
+        observed = torch.tensor([1.0, 0.0, 1.0, 0.0], device=physics.device) if config["hide_velocities"] else ()
+        state = CartPoleState(physics, sample_constants(config, _CONSTANTS, num_envs, constants_key), observed)
+        return state, observe(state)
 
     def step(self, state: CartPoleState, action: torch.Tensor, key: torch.Tensor) -> tuple[CartPoleState, torch.Tensor, torch.Tensor]:
         c = state.constants
@@ -83,7 +100,8 @@ class CartPole(Env):
             [x + tau * x_dot, x_dot + tau * x_acc, theta + tau * theta_dot, theta_dot + tau * theta_acc], dim=-1
         )
         reward = torch.where(in_bounds(physics), 1.0, -1.0)
-        return CartPoleState(physics, c), physics, reward
+        state = CartPoleState(physics, c, state.observed)
+        return state, observe(state), reward
 
     def success(self, act, *, num_envs: int = 1024, config: Mapping[str, Any] | None = None, key: torch.Tensor | None = None) -> dict[str, float]:
         """``success/balanced``: fraction of envs kept within gymnasium's bounds
