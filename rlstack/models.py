@@ -89,3 +89,109 @@ class MLPModel(nn.Module):
         mean, log_std = out.chunk(2, dim=-1)
         shape = (out.shape[0], *self.action_shape)
         return (mean.reshape(shape), torch.tanh(log_std).reshape(shape)), value
+
+
+class LSTMCell(nn.Module):
+    """One LSTM step, written out (``i, f, g, o`` gates, as ``nn.LSTMCell``):
+    ``(x [B, in], (h [B, H], c [B, H])) -> (h, c)``. Plain linear layers
+    and pointwise ops, so it runs under ``functional_call``, ``vmap`` and
+    ``torch.compile`` alike."""
+
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.input = nn.Linear(input_size, 4 * hidden_size)
+        self.recurrent = nn.Linear(hidden_size, 4 * hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        h, c = state
+        i, f, g, o = (self.input(x) + self.recurrent(h)).chunk(4, dim=-1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
+
+
+class GRUCell(nn.Module):
+    """One GRU step, written out (as ``nn.GRUCell``): ``(x [B, in], h [B, H]) -> h``."""
+
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.input = nn.Linear(input_size, 3 * hidden_size)
+        self.recurrent = nn.Linear(hidden_size, 3 * hidden_size)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        x_r, x_z, x_n = self.input(x).chunk(3, dim=-1)
+        h_r, h_z, h_n = self.recurrent(h).chunk(3, dim=-1)
+        reset, update = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
+        candidate = torch.tanh(x_n + reset * h_n)
+        return (1.0 - update) * candidate + update * h
+
+
+class RecurrentModel(nn.Module):
+    """An LSTM (default) or GRU actor-critic for ``Box`` observations, one
+    time step per call: ``forward(obs [B, ...], hidden) -> (dist_inputs,
+    value [B], hidden)``, the recurrent-model contract
+    (:func:`check_recurrent_model`). ``hidden`` is ``(h, c)``, each ``[B,
+    num_layers, hidden_size]``, for an LSTM and ``h`` for a GRU;
+    :meth:`initial_hidden` gives zeros. Observations pass an optional MLP
+    encoder (``hiddens``), then the stacked cells; actor and critic heads
+    read the last layer's output, with the heads of :class:`MLPModel`
+    (rlstack 1.x's defaults: ``hidden_size`` 256, one layer).
+    """
+
+    def __init__(
+        self,
+        observation_space: Space,
+        action_space: Space,
+        *,
+        hidden_size: int = 256,
+        num_layers: int = 1,
+        cell: str = "lstm",
+        hiddens: Sequence[int] = (),
+        activation_fn: str = "relu",
+    ) -> None:
+        super().__init__()
+        if not isinstance(observation_space, Box):
+            raise TypeError(f"RecurrentModel needs a Box observation space, got {observation_space!r}; pass `model_cls=`.")
+        if not isinstance(action_space, (Box, Discrete)):
+            raise TypeError(f"RecurrentModel needs a Box or Discrete action space, got {action_space!r}; pass `model_cls=`.")
+        if cell not in ("lstm", "gru"):
+            raise ValueError(f"`cell` must be 'lstm' or 'gru', got {cell!r}.")
+        for name, value in (("hidden_size", hidden_size), ("num_layers", num_layers)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
+        self.cell, self.hidden_size, self.num_layers = cell, hidden_size, num_layers
+        self.action_shape = tuple(action_space.shape)
+        self.discrete = isinstance(action_space, Discrete)
+        self.num_categories = action_space.n if self.discrete else 0
+        features = math.prod(observation_space.shape)
+        self.encoder = mlp(features, tuple(hiddens), activation_fn) if hiddens else nn.Identity()
+        features = hiddens[-1] if hiddens else features
+        cell_cls = LSTMCell if cell == "lstm" else GRUCell
+        self.cells = nn.ModuleList([cell_cls(features if i == 0 else hidden_size, hidden_size) for i in range(num_layers)])
+        action_size = math.prod(self.action_shape)
+        self.actor_head = _small_head(hidden_size, action_size * self.num_categories if self.discrete else 2 * action_size)
+        self.critic_head = nn.Linear(hidden_size, 1)
+
+    def initial_hidden(self, batch_size: int):
+        """Zeros: ``(h, c)`` for an LSTM, ``h`` for a GRU, each ``[batch_size, num_layers, hidden_size]``."""
+        zeros = torch.zeros(batch_size, self.num_layers, self.hidden_size)
+        return (zeros, zeros.clone()) if self.cell == "lstm" else zeros
+
+    def forward(self, obs: torch.Tensor, hidden):
+        x = self.encoder(obs.reshape(obs.shape[0], -1).float())
+        hs, cs = [], []
+        for i, cell in enumerate(self.cells):
+            if self.cell == "lstm":
+                h, c = cell(x, (hidden[0][:, i], hidden[1][:, i]))
+                cs.append(c)
+            else:
+                h = cell(x, hidden[:, i])
+            hs.append(h)
+            x = h
+        new_hidden = (torch.stack(hs, 1), torch.stack(cs, 1)) if self.cell == "lstm" else torch.stack(hs, 1)
+        value = self.critic_head(x).squeeze(-1)
+        out = self.actor_head(x)
+        if self.discrete:
+            return out.reshape(out.shape[0], *self.action_shape, self.num_categories), value, new_hidden
+        mean, log_std = out.chunk(2, dim=-1)
+        shape = (out.shape[0], *self.action_shape)
+        return (mean.reshape(shape), torch.tanh(log_std).reshape(shape)), value, new_hidden

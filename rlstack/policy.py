@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import optree
 import torch
 from torch import nn
 from torch.func import functional_call
@@ -114,6 +115,37 @@ class Policy:
         """``(dist_inputs, value [B])`` for a batch of observations ``[B, ...]``."""
         return functional_call(self.model, params, (obs,))
 
+    @property
+    def recurrent(self) -> bool:
+        """Whether the model is recurrent (it has ``initial_hidden``; see
+        :func:`check_recurrent_model`)."""
+        return callable(getattr(self.model, "initial_hidden", None))
+
+    def initial_hidden(self, batch_size: int, device: Any = "cpu") -> Tree:
+        """The recurrent model's initial hidden state for ``batch_size``
+        envs, leaves ``[batch_size, ...]`` on ``device``."""
+        return optree.tree_map(lambda x: x.to(device), self.model.initial_hidden(batch_size))
+
+    def apply_recurrent(
+        self, params: Params, obs: Tree, hidden: Tree, reset_mask: torch.Tensor
+    ) -> tuple[Any, torch.Tensor, Tree]:
+        """One step of a recurrent model: ``(dist_inputs, value [B], hidden)``.
+
+        Args:
+            params: the model's parameters.
+            obs: observations, leaves ``[B, ...]``.
+            hidden: the hidden state, leaves ``[B, ...]`` (as
+                ``initial_hidden`` makes it).
+            reset_mask: ``[B]`` bool, ``True`` where an env starts a new
+                episode: its hidden state is replaced by the initial one
+                before the step (so nothing leaks across episodes).
+        """
+        initial = self.initial_hidden(1, reset_mask.device)
+        hidden = optree.tree_map(
+            lambda h, h0: torch.where(reset_mask.reshape(-1, *([1] * (h.dim() - 1))), h0.to(h.dtype), h), hidden, initial
+        )
+        return functional_call(self.model, params, (obs, hidden))
+
     def act(
         self, params: Params, obs: Tree, key: torch.Tensor | None = None, *, deterministic: bool = False
     ) -> tuple[Tree, torch.Tensor, torch.Tensor]:
@@ -187,6 +219,11 @@ class Policy:
         obs_key, act_key = random.split(random.key(0, device))
         obs = sample(observation_space, (batch,), key=obs_key)
         model_name = type(self.model).__name__
+        if self.recurrent:
+            raise TypeError(
+                f"model {model_name} is recurrent (it has initial_hidden); this Algorithm trains feedforward models "
+                "(forward(obs) -> (dist_inputs, value)). rlstack.policy.check_recurrent_model checks a recurrent one."
+            )
         dist_name = getattr(self.distribution_cls, "__name__", repr(self.distribution_cls))
         with torch.no_grad():
             try:
@@ -217,6 +254,53 @@ class Policy:
         for name, x in (("log_prob", log_prob), ("entropy", entropy)):
             if not isinstance(x, torch.Tensor) or tuple(x.shape) != (batch,):
                 raise ValueError(f"distribution {dist_name}.{name} must return shape [B] = [{batch}], got {getattr(x, 'shape', x)}.")
+
+
+def check_recurrent_model(model: nn.Module, params: Params, observation_space: Space, device: Any = "cpu") -> None:
+    """Check a model against the recurrent contract on a small batch:
+    ``initial_hidden(batch_size)`` returns a tensor or pytree of tensors
+    with leading dimension ``batch_size``, and ``forward(obs, hidden)``
+    returns ``(dist_inputs, value [B], hidden)`` with the hidden state in
+    the structure, shapes and dtypes of ``initial_hidden``'s.
+
+    Raises:
+        TypeError, ValueError: naming the model and what differs.
+    """
+    name, batch = type(model).__name__, 3
+    if not callable(getattr(model, "initial_hidden", None)):
+        raise TypeError(f"recurrent model {name} needs an `initial_hidden(batch_size)` method.")
+    try:
+        initial = model.initial_hidden(batch)
+    except Exception as e:
+        raise ValueError(f"recurrent model {name}.initial_hidden({batch}) failed: {e}") from e
+    leaves, spec = optree.tree_flatten(initial)
+    if not leaves or not all(isinstance(x, torch.Tensor) and x.dim() >= 1 and x.shape[0] == batch for x in leaves):
+        raise ValueError(
+            f"recurrent model {name}.initial_hidden({batch}) must return tensors (or a pytree of them) with leading "
+            f"dimension {batch}, got {optree.tree_map(lambda x: getattr(x, 'shape', x), initial)}."
+        )
+    obs = sample(observation_space, (batch,), key=random.key(0, device))
+    hidden = optree.tree_map(lambda x: x.to(device), initial)
+    with torch.no_grad():
+        try:
+            out = functional_call(model, params, (obs, hidden))
+        except Exception as e:
+            raise ValueError(f"recurrent model {name} failed on (observations of {observation_space!r}, its "
+                             f"initial_hidden): {e}") from e
+    if not (isinstance(out, tuple) and len(out) == 3):
+        raise TypeError(f"recurrent model {name}.forward(obs, hidden) must return (dist_inputs, value, hidden), "
+                        f"got {type(out).__name__}{f' of {len(out)}' if isinstance(out, tuple) else ''}.")
+    _, value, new_hidden = out
+    if not isinstance(value, torch.Tensor) or tuple(value.shape) != (batch,):
+        raise ValueError(f"recurrent model {name} must return a value of shape [B] = [{batch}], got "
+                         f"{list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__}.")
+    new_leaves, new_spec = optree.tree_flatten(new_hidden)
+    if new_spec != spec or any(a.shape != b.shape or a.dtype != b.dtype for a, b in zip(new_leaves, leaves)):
+        raise ValueError(
+            f"recurrent model {name}'s hidden state does not match its initial_hidden: forward returned "
+            f"{optree.tree_map(lambda x: (tuple(x.shape), x.dtype), new_hidden)}, initial_hidden gives "
+            f"{optree.tree_map(lambda x: (tuple(x.shape), x.dtype), initial)}."
+        )
 
 
 def build_policy(
