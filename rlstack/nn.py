@@ -182,7 +182,8 @@ class SelfAttention(_Block):
         num_heads: attention heads (dividing ``E``).
         hidden_dim: the feedforward's hidden width.
         activation: the feedforward's activation (:func:`get_activation`).
-        attention_dropout, hidden_dropout: dropout probabilities.
+        attention_dropout: dropout probability of the attention weights.
+        hidden_dropout: dropout probability in the feedforward.
     """
 
     def __init__(self, embed_dim: int, /, num_heads: int = 2, hidden_dim: int = 128, activation: str = "relu",

@@ -86,7 +86,8 @@ def member_configs(
         hparams: PPO hyperparameters; those in :data:`PER_MEMBER` may be
             lists of ``K`` values (``lr`` stands for
             ``optimizer_config['lr']``).
-        optimizer_cls, optimizer_config: as for :class:`~rlstack.Algorithm`;
+        optimizer_cls: as for :class:`~rlstack.Algorithm`.
+        optimizer_config: as for :class:`~rlstack.Algorithm`;
             ``optimizer_config['lr']`` may be a list of ``K`` values.
         seed: an int (member ``k`` gets ``seed + k``), a list of ``K``
             distinct ints, or ``None`` (drawn once from torch's generator).
@@ -169,8 +170,10 @@ class Population(Algorithm):
         optimizer_config: as for :class:`~rlstack.Algorithm`; ``lr`` may be
             a list of ``K`` rates (or pass ``lr=`` directly, as
             :func:`grid` returns it).
-        **kwargs: everything else :class:`~rlstack.Algorithm` takes; the
-            hyperparameters in :data:`PER_MEMBER` may be lists of ``K``.
+        **hparams: PPO hyperparameters as :class:`~rlstack.Algorithm`
+            takes them; those in :data:`PER_MEMBER` may be lists of ``K``.
+            The other arguments (``env_config``, ``model_cls``, ``device``,
+            ``compile``, ...) are :class:`~rlstack.Algorithm`'s.
 
     ``collect()`` and ``step()`` return one stats dict per member;
     ``active`` says which members still train. Counters (``collects``,
