@@ -270,3 +270,15 @@ def test_grid_output_goes_straight_into_a_population_lr_included():
         Population(CartPole, num_members=2, lr=1e-3, optimizer_config={"lr": 1e-3}, **SMALL)
     with pytest.raises(ValueError, match="grid: `horizon` cannot differ across members"):
         grid(horizon=[8, 16])
+
+
+def test_episodic_members_with_normalisation_and_their_own_gamma_train_as_single_runs():
+    from rlstack.envs import CartPoleV1
+
+    config = dict(SMALL, horizon=32, sgd_minibatch_size=128, normalize_obs=True, normalize_rewards=True)
+    pop = train(Population(CartPoleV1, num_members=2, seed=[4, 5], gamma=[0.9, 0.99], **config), 3)
+    for k in range(2):
+        single = train(Algorithm(CartPoleV1, seed=4 + k, gamma=[0.9, 0.99][k], **config), 3)
+        assert_trees_close(pop.member(k).params, single.params, atol=1e-5, rtol=1e-5)
+        assert_trees_close(pop.member(k).carry.norm, single.carry.norm, atol=1e-5, rtol=1e-5)
+    assert pop.carry.episode.returns.shape == (2, 16)  # each member's episodes in progress
