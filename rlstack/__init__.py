@@ -13,7 +13,8 @@ from .config import AlgorithmConfig
 from .distributions import Categorical, Distribution, Normal, SquashedNormal
 from .policy import Policy
 from .population import Population, grid
-from .trainer import Trainer
+from .recurrent import RecurrentAlgorithm
+from .trainer import RecurrentTrainer, Trainer
 
 try:
     __version__ = version("rlstack")
@@ -24,6 +25,8 @@ __all__ = [
     "Algorithm",
     "AlgorithmConfig",
     "Trainer",
+    "RecurrentAlgorithm",
+    "RecurrentTrainer",
     "Population",
     "grid",
     "Policy",

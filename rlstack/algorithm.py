@@ -32,7 +32,7 @@ from .rollout import make_rollout, trajectory_stats, with_episode_tally
 from .serialization import Checkpointing
 from .schedules import schedule_value
 from .spaces import Box
-from .types import RolloutCarry, Trajectory
+from .types import RecurrentCarry, RolloutCarry, Trajectory
 
 
 def _check_finite(stats: Mapping[str, float], where: str) -> None:
@@ -99,6 +99,10 @@ class Algorithm(Evaluating, Checkpointing):
 
     #: Whether state has a leading member axis (:class:`rlstack.population.Population`).
     _population = False
+    #: Whether the policy is recurrent (:class:`RecurrentAlgorithm`).
+    _recurrent = False
+    _config_cls: type[AlgorithmConfig] = AlgorithmConfig
+    _default_model_cls: type = MLPModel
 
     def __init__(
         self,
@@ -119,7 +123,7 @@ class Algorithm(Evaluating, Checkpointing):
         **hparams: Any,
     ) -> None:
         # Validate everything before building anything.
-        self.config = AlgorithmConfig.from_mapping(hparams)
+        self.config = self._config_cls.from_mapping(hparams)
         self.lr, _ = torch_optimizer_options(optimizer_cls, optimizer_config)
         self.device = distributed.local_device(resolve_device(device))
         check_build_arguments(env_config=env_config, model_config=model_config, seed=seed, compile=compile,
@@ -137,7 +141,7 @@ class Algorithm(Evaluating, Checkpointing):
         self.build_config = {
             "env": getattr(env, "__name__", type(env).__name__),
             "env_config": self.env_config,
-            "model_cls": getattr(model_cls or MLPModel, "__name__", str(model_cls)),
+            "model_cls": getattr(model_cls or self._default_model_cls, "__name__", str(model_cls)),
             "model_config": dict(model_config or {}),
             "optimizer_cls": optimizer_cls.__name__,
             "optimizer_config": dict(optimizer_config or {}),
@@ -167,11 +171,11 @@ class Algorithm(Evaluating, Checkpointing):
             tuple(getattr(self.env.observation_space, "shape", ())), config.num_envs,
             normalize_obs=config.normalize_obs, normalize_rewards=config.normalize_rewards, device=self.device,
         )
-        model_cls = model_cls or MLPModel
+        model_cls = model_cls or self._default_model_cls
         distribution_cls = distribution_cls or default_distribution_cls(self.env.action_space)
         self.policy, self.params = build_policy(
             self.env.observation_space, self.env.action_space, model_cls, dict(model_config or {}), distribution_cls,
-            seed=seed, device=self.device,
+            seed=seed, device=self.device, recurrent=self._recurrent,
         )
         self.build_config["distribution_cls"] = getattr(distribution_cls, "__name__", str(distribution_cls))
         self._classes = {
@@ -236,6 +240,7 @@ class Algorithm(Evaluating, Checkpointing):
             env or self.env, self.policy, config.horizon, deterministic=deterministic, compile=self.compile,
             normalize_obs=config.normalize_obs, normalize_rewards=config.normalize_rewards, gamma=config.gamma,
             update_normalization=training, population=self._population,
+            **({"seq_len": config.seq_len, "seqs_per_state_reset": config.seqs_per_state_reset} if self._recurrent else {}),
         )
         if env is None:
             if self.cuda_graphs:
@@ -253,6 +258,13 @@ class Algorithm(Evaluating, Checkpointing):
         reset_key, rollout_key = random.split(key)
         state, obs = env.reset(reset_key, self.config.num_envs, config=env_config or self.env_config)
         carry = RolloutCarry(state, obs, rollout_key, norm)
+        if self._recurrent:  # every env starts from the initial hidden state; the step count runs on
+            step = self.carry.memory.step if self.carry is not None else torch.zeros((), dtype=torch.int64,
+                                                                                       device=self.device)
+            n = self.config.num_envs
+            carry = carry._replace(memory=RecurrentCarry(
+                self.policy.initial_hidden(n, self.device), torch.ones(n, dtype=torch.bool, device=self.device), step,
+            ))
         return with_episode_tally(carry) if getattr(env, "episodic", False) else carry
 
     def _needs_reset(self) -> bool:

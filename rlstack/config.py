@@ -161,6 +161,40 @@ class AlgorithmConfig:
         return dataclasses.asdict(self)
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RecurrentAlgorithmConfig(AlgorithmConfig):
+    """:class:`AlgorithmConfig` plus rlstack 1.x's recurrent hyperparameters.
+
+    Attributes:
+        seq_len: truncated backpropagation-through-time length: the update
+            replays the model over sequences of this many steps from the
+            hidden state stored at each sequence's start. Must divide
+            ``horizon``; ``sgd_minibatch_size`` and ``sgd_chunk_size`` (in
+            transitions) must be multiples of it.
+        seqs_per_state_reset: every this many sequences (counted over the
+            whole run) every env's hidden state is reset to the model's
+            initial one; negative: never (besides env resets and episode
+            ends).
+    """
+
+    seq_len: int = 4
+    seqs_per_state_reset: int = 8
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_int("seq_len", self.seq_len, minimum=1)
+        _check_int("seqs_per_state_reset", self.seqs_per_state_reset)
+        if self.seqs_per_state_reset == 0:
+            raise ValueError("`seqs_per_state_reset` must be a non-zero int (negative: never), got 0.")
+        if self.horizon % self.seq_len:
+            raise ValueError(f"`seq_len` {self.seq_len} must divide `horizon` {self.horizon}: a rollout is whole sequences.")
+        for name in ("sgd_minibatch_size", "sgd_chunk_size"):
+            value = getattr(self, name)
+            if value is not None and value % self.seq_len:
+                raise ValueError(f"`{name}` {value} must be a multiple of `seq_len` {self.seq_len}: "
+                                 "minibatches are whole sequences.")
+
+
 def _check_int(name: str, value: Any, minimum: int | None = None) -> None:
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(f"`{name}` must be an int, got {value!r} ({type(value).__name__}).")

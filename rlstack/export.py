@@ -217,6 +217,11 @@ def export_policy(algorithm: Any, path: str | os.PathLike) -> str:
     Raises:
         FileExistsError: if ``path`` exists and is not empty.
     """
+    if algorithm.policy.recurrent:
+        raise ValueError(
+            "Exporting a recurrent policy as an MLflow model is not supported yet: its hidden state must travel "
+            "between calls; use RecurrentAlgorithm.predict(obs, hidden) or save_checkpoint."
+        )
     check_export_path(path)
     path = Path(path)
     import rlstack

@@ -171,6 +171,21 @@ class Policy:
         action = dist.mode(dist_inputs) if deterministic else dist.sample(dist_inputs, key)
         return action, dist.log_prob(dist_inputs, action), value
 
+    def act_recurrent(
+        self, params: Params, obs: Tree, hidden: Tree, reset_mask: torch.Tensor, key: torch.Tensor | None = None, *,
+        deterministic: bool = False,
+    ) -> tuple[Tree, torch.Tensor, torch.Tensor, Tree]:
+        """:meth:`act` for a recurrent model: ``(action [B, ...], log_prob [B],
+        value [B], hidden)``, the hidden state reset where ``reset_mask``
+        (see :meth:`apply_recurrent`)."""
+        if not deterministic and not isinstance(key, torch.Tensor):
+            raise ValueError(f"`key` must be a random key (rlstack.random.key) to sample actions, got {key!r}; "
+                             "or pass deterministic=True.")
+        dist_inputs, value, hidden = self.apply_recurrent(params, obs, hidden, reset_mask)
+        dist = self.distribution_cls
+        action = dist.mode(dist_inputs) if deterministic else dist.sample(dist_inputs, key)
+        return action, dist.log_prob(dist_inputs, action), value, hidden
+
     def act_in_space(
         self, params: Params, obs: Tree, action_space: Space, *, obs_moments: Any = (), deterministic: bool = True,
         key: torch.Tensor | None = None,
@@ -312,6 +327,7 @@ def build_policy(
     *,
     seed: int,
     device: torch.device,
+    recurrent: bool = False,
 ) -> tuple[Policy, Params]:
     """Build ``model_cls(observation_space, action_space, **model_config)``
     with its initial weights drawn from ``seed`` (``nn.Module``
@@ -319,6 +335,9 @@ def build_policy(
     the process's generator is left as it was), check it against the spaces
     (:meth:`Policy.check`), and split it into a :class:`Policy` whose model
     is a weightless skeleton and its params.
+
+    With ``recurrent``, the model is checked against the recurrent contract
+    (:func:`check_recurrent_model`) instead.
 
     Returns:
         ``(policy, params)``, the params on ``device``.
@@ -329,5 +348,8 @@ def build_policy(
     policy = Policy(model.to(device), distribution_cls)
     params = policy.init_params()
     make_skeleton(policy.model)  # one copy of the weights: params
-    policy.check(params, observation_space, action_space, device)
+    if recurrent:
+        check_recurrent_model(policy.model, params, observation_space, device)
+    else:
+        policy.check(params, observation_space, action_space, device)
     return policy, params

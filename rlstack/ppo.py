@@ -11,7 +11,7 @@ import optree
 import torch
 
 from . import optim, random
-from .config import AlgorithmConfig
+from .config import AlgorithmConfig, RecurrentAlgorithmConfig
 from .optim import Schedule
 from .policy import Policy
 from .schedules import by_optimizer_steps, device_schedule
@@ -180,7 +180,10 @@ def prepare_batch(
     traj: Trajectory, *, gamma: float | torch.Tensor, gae_lambda: float | torch.Tensor, normalize_advantages: bool
 ) -> Batch:
     """GAE on a trajectory (with its episode ends, if any), then flatten
-    ``[T, N, ...]`` to ``[B, ...]``.
+    ``[T, N, ...]`` to ``[B, ...]``; a recurrent policy's trajectory
+    (``traj.resets`` a tensor) becomes ``B = (T / L) * N`` whole sequences of
+    ``L = T / len(traj.hiddens)`` steps, ``[B, L, ...]``, each with the
+    hidden state it started from (see :func:`sequences`).
 
     Advantages are standardised over the whole buffer when asked
     (``(A - mean) / (std + 1e-8)``); returns use the raw advantages.
@@ -194,6 +197,9 @@ def prepare_batch(
     if normalize_advantages:
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
 
+    if isinstance(traj.resets, torch.Tensor):
+        return sequences(traj, advantages, returns)
+
     def flat(x: torch.Tensor) -> torch.Tensor:
         return x.reshape(-1, *x.shape[2:])
 
@@ -204,6 +210,31 @@ def prepare_batch(
         values=flat(traj.values[:-1]),
         advantages=flat(advantages),
         returns=flat(returns),
+    )
+
+
+def sequences(traj: Trajectory, advantages: torch.Tensor, returns: torch.Tensor) -> Batch:
+    """A recurrent trajectory as a :class:`~rlstack.types.Batch` of whole
+    sequences: every ``[T, N, ...]`` field becomes ``[S * N, L, ...]``
+    (sequence ``s`` of env ``n`` at row ``s * N + n``, ``S = T / L``), and
+    ``traj.hiddens`` ``[S, N, ...]`` becomes ``[S * N, ...]``."""
+    num_seqs = optree.tree_leaves(traj.hiddens)[0].shape[0]
+
+    def by_sequence(x: torch.Tensor) -> torch.Tensor:
+        steps, envs = x.shape[:2]
+        length = steps // num_seqs
+        x = x.reshape(num_seqs, length, envs, *x.shape[2:]).transpose(1, 2)
+        return x.reshape(num_seqs * envs, length, *x.shape[3:])
+
+    return Batch(
+        obs=optree.tree_map(by_sequence, traj.obs),
+        actions=optree.tree_map(by_sequence, traj.actions),
+        log_probs=by_sequence(traj.log_probs),
+        values=by_sequence(traj.values[:-1]),
+        advantages=by_sequence(advantages),
+        returns=by_sequence(returns),
+        hiddens=optree.tree_map(lambda h: h.reshape(-1, *h.shape[2:]), traj.hiddens),
+        resets=by_sequence(traj.resets),
     )
 
 
@@ -230,6 +261,17 @@ def default_chunk_size(minibatch_size: int, device: torch.device) -> int:
 def _mean_metrics(history: list[Metrics]) -> Metrics:
     """Each metric's mean over the optimizer steps (per member: ``[S, K] -> [K]``)."""
     return {k: torch.stack([m[k] for m in history]).mean(0) for k in history[0]}
+
+
+def as_config(config: AlgorithmConfig | Mapping[str, Any]) -> AlgorithmConfig:
+    """A config, or a dict of one's fields: a
+    :class:`~rlstack.config.RecurrentAlgorithmConfig` when it names
+    ``seq_len`` or ``seqs_per_state_reset``, else an :class:`AlgorithmConfig`."""
+    if isinstance(config, AlgorithmConfig):
+        return config
+    if "seq_len" in config or "seqs_per_state_reset" in config:
+        return RecurrentAlgorithmConfig.from_mapping(config)
+    return AlgorithmConfig.from_mapping(config)
 
 
 def steps_per_update(config: AlgorithmConfig) -> int:
@@ -261,7 +303,7 @@ def make_optimizer(
     Raises:
         ValueError: see :func:`rlstack.optim.torch_optimizer_options`.
     """
-    config = AlgorithmConfig.from_mapping(config)
+    config = as_config(config)
     learning_rate = None
     if config.lr_schedule is not None:
         learning_rate = _by_steps(config, config.lr_schedule, config.lr_schedule_kind)
@@ -359,6 +401,55 @@ def _population_pieces(
             population_epoch_keys, population_shuffle, norm_v)
 
 
+def replay(
+    policy: Policy, params: Params, batch: Batch, *, enable_amp: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Run a recurrent policy over a batch of whole sequences ``[B, L, ...]``
+    from each one's stored hidden state, resetting it where
+    ``batch.resets``, as the rollout did.
+
+    Returns:
+        ``(log_probs, values, entropy)``, each ``[B, L]`` float32: of
+        ``batch.actions`` under ``params`` (equal to ``batch.log_probs`` for
+        the params that acted).
+    """
+    dist = policy.distribution_cls
+    hidden, log_probs, values, entropies = batch.hiddens, [], [], []
+    for t in range(batch.resets.shape[1]):
+        obs = optree.tree_map(lambda x: x[:, t], batch.obs)
+        with torch.autocast(batch.advantages.device.type, dtype=torch.bfloat16, enabled=enable_amp):
+            dist_inputs, value, hidden = policy.apply_recurrent(params, obs, hidden, batch.resets[:, t])
+        dist_inputs = optree.tree_map(lambda x: x.float(), dist_inputs)
+        log_probs.append(dist.log_prob(dist_inputs, optree.tree_map(lambda x: x[:, t], batch.actions)))
+        values.append(value.float())
+        entropies.append(dist.entropy(dist_inputs))
+    return torch.stack(log_probs, 1), torch.stack(values, 1), torch.stack(entropies, 1)
+
+
+def make_recurrent_ppo_loss(policy: Policy, config: AlgorithmConfig | Mapping[str, Any]) -> LossFn:
+    """:func:`make_ppo_loss` for a recurrent policy on a batch of whole
+    sequences ``[B, L, ...]``: the model is replayed over each sequence from
+    its stored hidden state, reset where ``batch.resets``, exactly as it
+    acted in the rollout (truncated backpropagation through time over
+    ``L`` steps), then :func:`ppo_loss` on the ``B * L`` steps."""
+    config = RecurrentAlgorithmConfig.from_mapping(config)
+
+    def loss(params: Params, batch: Batch, hparams: HParams) -> tuple[torch.Tensor, Metrics]:
+        log_probs, values, entropy = replay(policy, params, batch, enable_amp=config.enable_amp)
+
+        def steps(x: torch.Tensor) -> torch.Tensor:  # [B, L] -> [B * L]
+            return x.reshape(-1)
+
+        return ppo_loss(
+            steps(log_probs), steps(batch.log_probs), steps(batch.advantages),
+            steps(values), steps(batch.values), steps(batch.returns), steps(entropy),
+            clip_param=hparams.clip_param, vf_clip_param=config.vf_clip_param,
+            dual_clip_param=config.dual_clip_param, vf_coeff=config.vf_coeff, entropy_coeff=hparams.entropy_coeff,
+        )
+
+    return loss
+
+
 def make_update(
     policy: Policy,
     optimizer: optim.GradientTransformation,
@@ -428,8 +519,13 @@ def make_update(
     (optimizer steps applied; fewer than planned when ``target_kl`` stopped
     the update).
     """
-    config = AlgorithmConfig.from_mapping(config)
-    loss_fn = loss if loss is not None else make_ppo_loss(policy, config)
+    recurrent = policy.recurrent
+    if recurrent:
+        config = RecurrentAlgorithmConfig.from_mapping(config)
+        loss_fn = loss if loss is not None else make_recurrent_ppo_loss(policy, config)
+    else:
+        config = AlgorithmConfig.from_mapping(config)
+        loss_fn = loss if loss is not None else make_ppo_loss(policy, config)
     if entropy_coeff is None and config.entropy_coeff_schedule is not None:
         entropy_coeff = _by_steps(config, config.entropy_coeff_schedule, config.entropy_coeff_schedule_kind)
     default_hparams = config_hparams(config)
@@ -506,15 +602,22 @@ def make_update(
             random.check_key(key, "key")
             keys = epoch_keys_fn(key)  # [num_sgd_iters, 2], or [K, num_sgd_iters, 2]
         batch = prepare_fn(traj, hparams)
-        size = batch.log_probs.shape[-1]
-        mb_size = config.sgd_minibatch_size or size
+        lead = 1 if population else 0  # the member axis comes first
+        size = batch.advantages.shape[lead]  # transitions, or a recurrent policy's sequences
+        steps_per_row = config.seq_len if recurrent else 1
+        mb_size = (config.sgd_minibatch_size or size * steps_per_row) // steps_per_row
         if size % mb_size:
-            raise ValueError(f"`sgd_minibatch_size` {mb_size} must divide the {size} transitions of `traj`.")
-        chunk = config.sgd_chunk_size or default_chunk_size(mb_size, device)
+            raise ValueError(f"`sgd_minibatch_size` {mb_size * steps_per_row} must divide the "
+                             f"{size * steps_per_row} transitions of `traj`.")
+        if config.sgd_chunk_size:
+            chunk = config.sgd_chunk_size // steps_per_row
+        else:
+            chunk = mb_size if recurrent else default_chunk_size(mb_size, device)
         if mb_size % chunk:
-            raise ValueError(f"`sgd_chunk_size` {chunk} must divide the minibatch size {mb_size}.")
+            raise ValueError(f"`sgd_chunk_size` {chunk * steps_per_row} must divide the minibatch size "
+                             f"{mb_size * steps_per_row}.")
         num_minibatches, num_chunks = size // mb_size, mb_size // chunk
-        member_shape = tuple(batch.log_probs.shape[:-1])  # () or (K,)
+        member_shape = tuple(batch.advantages.shape[:lead])  # () or (K,)
         active = torch.ones(member_shape, dtype=torch.bool, device=device)
         applied = torch.zeros(member_shape, device=device)
         history: list[Metrics] = []

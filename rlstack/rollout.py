@@ -11,7 +11,7 @@ from . import random
 from .envs import Env
 from .normalization import NormState, normalize, scale, update_moments
 from .policy import Policy, to_action_space
-from .types import EpisodeTally, HParams, Params, RolloutCarry, Trajectory, Transition
+from .types import EpisodeTally, HParams, Params, RecurrentCarry, RolloutCarry, Trajectory, Transition
 
 
 def make_rollout(
@@ -26,6 +26,8 @@ def make_rollout(
     gamma: float = 0.99,
     update_normalization: bool = True,
     population: bool = False,
+    seq_len: int = 1,
+    seqs_per_state_reset: int = -1,
 ) -> Callable[..., tuple[RolloutCarry, Trajectory]]:
     """Build ``rollout(params, carry, hparams=None) -> (carry, traj)``.
 
@@ -61,6 +63,15 @@ def make_rollout(
             it with its ``gamma`` (a number or a 0-d tensor).
         update_normalization: update the running statistics with this
             rollout's data (``False`` freezes them, for evaluation).
+        seq_len: for a recurrent policy (:attr:`Policy.recurrent
+            <rlstack.policy.Policy.recurrent>`; ``carry.memory`` a
+            :class:`~rlstack.types.RecurrentCarry`): ``traj.hiddens`` keeps
+            the hidden state at the start of every ``seq_len`` steps
+            (counted by ``carry.memory.step``), for the update's replay.
+        seqs_per_state_reset: for a recurrent policy, reset every env's
+            hidden state at the start of every this many sequences;
+            negative: never. It is also reset where ``carry.memory.starts``
+            (a fresh env, an episode's end).
         population: ``params``, ``carry`` (and ``hparams``) have a leading
             member axis ``K`` and the step body is ``torch.func.vmap``-ed
             over it before it is compiled: one graph steps all members, each
@@ -106,29 +117,65 @@ def make_rollout(
             returns = torch.where(done, torch.zeros_like(returns), returns)
         return NormState(norm.obs, moments, returns), scale(moments, reward)
 
+    recurrent = policy.recurrent
+    if recurrent and (not isinstance(seq_len, int) or seq_len < 1 or horizon % seq_len):
+        raise ValueError(f"`seq_len` must be a positive int dividing `horizon` {horizon}, got {seq_len!r}.")
+
+    def hidden_resets(memory: RecurrentCarry) -> torch.Tensor:
+        """``[N]`` bool: where the hidden state restarts before the next step."""
+        if seqs_per_state_reset < 0:
+            return memory.starts
+        scheduled = (memory.step % seq_len == 0) & ((memory.step // seq_len) % seqs_per_state_reset == 0)
+        return memory.starts | scheduled
+
     def act(params: Params, carry: RolloutCarry):
-        """Split the key, observe (normalising), act; the env's action is mapped into its space."""
+        """Split the key, observe (normalising), act (a recurrent policy from its
+        hidden state, reset where due); the env's action is mapped into its space."""
         key, act_key, step_key = random.split(carry.key, 3)
         norm, policy_obs = observe(carry.norm, carry.obs)
-        action, log_prob, value = policy.act(params, policy_obs, act_key, deterministic=deterministic)
+        memory = carry.memory
+        if recurrent:
+            reset = hidden_resets(memory)
+            action, log_prob, value, hidden = policy.act_recurrent(
+                params, policy_obs, memory.hidden, reset, act_key, deterministic=deterministic
+            )
+            memory = (memory, RecurrentCarry(hidden, torch.zeros_like(memory.starts), memory.step + 1), reset)
+        else:
+            action, log_prob, value = policy.act(params, policy_obs, act_key, deterministic=deterministic)
         env_action = to_action_space(policy.distribution_cls, action, env.action_space)
-        return key, step_key, norm, policy_obs, action, log_prob, value, env_action
+        return key, step_key, norm, policy_obs, action, log_prob, value, env_action, memory
+
+    def memory_fields(memory: Any) -> tuple[Any, Any, Any]:
+        """``(next memory, hidden entering the step, reset)``; ``()`` for a feedforward policy."""
+        if not recurrent:
+            return (), (), ()
+        before, after, reset = memory
+        return after, before.hidden, reset
+
+    def value_of(params: Params, obs: Any, memory: Any) -> torch.Tensor:
+        """The critic's value of ``obs`` (after the step whose memory this is)."""
+        if not recurrent:
+            return policy.apply(params, obs)[1]
+        after = memory[1]
+        return policy.apply_recurrent(params, obs, after.hidden, torch.zeros_like(after.starts))[1]
 
     def horizon_body(params: Params, carry: RolloutCarry, discount: Any) -> tuple[RolloutCarry, Transition]:
         """The body for an infinite-horizon env (1.x's: nothing ends)."""
-        key, step_key, norm, policy_obs, action, log_prob, value, env_action = act(params, carry)
+        key, step_key, norm, policy_obs, action, log_prob, value, env_action, memory = act(params, carry)
         env_state, obs, reward = env.step(carry.env_state, env_action, step_key)
         norm, learned_reward = scale_reward(norm, reward, discount)
         raw = reward if normalize_rewards else ()
-        return RolloutCarry(env_state, obs, key, norm), Transition(policy_obs, action, log_prob, value, learned_reward, raw)
+        memory, hidden, reset = memory_fields(memory)
+        return RolloutCarry(env_state, obs, key, norm, memory=memory), Transition(
+            policy_obs, action, log_prob, value, learned_reward, raw, hidden=hidden, reset=reset)
 
     def episodic_body(params: Params, carry: RolloutCarry, discount: Any) -> tuple[RolloutCarry, Transition]:
         """The body for an env whose episodes end (and that resets them itself)."""
-        key, step_key, norm, policy_obs, action, log_prob, value, env_action = act(params, carry)
+        key, step_key, norm, policy_obs, action, log_prob, value, env_action, memory = act(params, carry)
         env_state, obs, reward, terminated, truncated = env.step(carry.env_state, env_action, step_key)
         done = terminated | truncated
         final_obs = env.final_observation(env_state)
-        final_value = policy.apply(params, normalize(norm.obs, final_obs) if normalize_obs else final_obs)[1]
+        final_value = value_of(params, normalize(norm.obs, final_obs) if normalize_obs else final_obs, memory)
         norm, learned_reward = scale_reward(norm, reward, discount, done)
         tally = carry.episode
         returns, lengths = tally.returns + reward, tally.lengths + 1
@@ -136,12 +183,17 @@ def make_rollout(
         ended_return, ended_length = torch.where(done, returns, zero_return), torch.where(done, lengths, zero_length)
         tally = EpisodeTally(torch.where(done, zero_return, returns), torch.where(done, zero_length, lengths))
         raw = reward if normalize_rewards else ()
+        memory, hidden, reset = memory_fields(memory)
+        if recurrent:  # an episode that ended starts the next one from the initial hidden state
+            memory = memory._replace(starts=done)
         transition = Transition(policy_obs, action, log_prob, value, learned_reward, raw, terminated, truncated,
-                                final_value, ended_return, ended_length)
-        return RolloutCarry(env_state, obs, key, norm, tally), transition
+                                final_value, ended_return, ended_length, hidden, reset)
+        return RolloutCarry(env_state, obs, key, norm, tally, memory), transition
 
     def bootstrap_value(params: Params, carry: RolloutCarry) -> torch.Tensor:
         obs = normalize(carry.norm.obs, carry.obs) if normalize_obs else carry.obs
+        if recurrent:  # as the next step would see it: reset where due
+            return policy.apply_recurrent(params, obs, carry.memory.hidden, hidden_resets(carry.memory))[1]
         return policy.apply(params, obs)[1]
 
     body = episodic_body if episodic else horizon_body
@@ -181,6 +233,9 @@ def make_rollout(
             final_values=stacked.final_value,
             episode_returns=stacked.episode_return,
             episode_lengths=stacked.episode_length,
+            # Only each sequence's first hidden state is kept: the update replays from it.
+            hiddens=optree.tree_map(lambda h: h[:, ::seq_len] if population else h[::seq_len], stacked.hidden),
+            resets=stacked.reset,
         )
         return carry, traj
 

@@ -218,6 +218,12 @@ def algorithm_from_state_dict(
             f"The checkpoint holds a single run, not a population: load it with Algorithm.from_checkpoint."
         )
     members = {"num_members": population["num_members"]} if population is not None else {}
+    if ("seq_len" in data["hparams"]) != bool(cls._recurrent):
+        raise ckpt.CheckpointError(
+            "The checkpoint holds a recurrent policy: load it with RecurrentAlgorithm.from_checkpoint "
+            "(or Trainer.from_checkpoint)." if "seq_len" in data["hparams"] else
+            "The checkpoint holds a feedforward policy: load it with Algorithm.from_checkpoint."
+        )
     device = resolve_device(device if device is not None else settings["device"])
     if env is None and classes["env"].startswith("gymnasium:"):
         from .gymnasium_adapter import gymnasium_env

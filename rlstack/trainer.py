@@ -18,6 +18,7 @@ from . import distributed, tracking
 from .algorithm import Algorithm
 from .conditions import Condition
 from .population import Population
+from .recurrent import RecurrentAlgorithm
 
 Stats = dict[str, float]
 #: Stats that are the same for every member of a population (the machine's, the
@@ -79,11 +80,19 @@ class Trainer:
         >>> trainer.run(stop_conditions=[HitsUpperBound("returns/mean", -50.0)])  # doctest: +SKIP
     """
 
+    #: What the Trainer trains (:class:`RecurrentTrainer`: :class:`~rlstack.recurrent.RecurrentAlgorithm`).
+    _algorithm_cls: type = Algorithm
+
     def __init__(
         self, env: Any, /, *, experiment_name: str | None = None, run_name: str | None = None,
         num_members: int | None = None, **kwargs: Any,
     ) -> None:
-        algorithm = Algorithm(env, **kwargs) if num_members is None else Population(env, num_members=num_members, **kwargs)
+        if num_members is None:
+            algorithm = self._algorithm_cls(env, **kwargs)
+        elif self._algorithm_cls is not Algorithm:
+            raise ValueError(f"`num_members`: populations of {self._algorithm_cls.__name__} are not supported.")
+        else:
+            algorithm = Population(env, num_members=num_members, **kwargs)
         self._attach(algorithm, experiment_name=experiment_name, run_name=run_name)
 
     def _attach(
@@ -406,7 +415,8 @@ class Trainer:
         :meth:`Algorithm.from_checkpoint`.
         """
         data = ckpt.safe_load(path)
-        algorithm_cls = Population if "population" in data else Algorithm
+        algorithm_cls = (Population if "population" in data else RecurrentAlgorithm if "seq_len" in data["hparams"]
+                         else Algorithm)
         algorithm = algorithm_cls._from_state_dict(
             data, env, model_cls=model_cls, distribution_cls=distribution_cls, device=device, compile=compile
         )
@@ -480,3 +490,12 @@ class Trainer:
 
     def __exit__(self, exc_type: Any, *exc: Any) -> None:
         self.close("KILLED" if exc_type is KeyboardInterrupt else "FAILED" if exc_type else None)
+
+
+class RecurrentTrainer(Trainer):
+    """:class:`Trainer` for a recurrent policy: it trains a
+    :class:`~rlstack.recurrent.RecurrentAlgorithm` (rlstack 1.x's
+    ``RecurrentTrainer(env).run()``); arguments as :class:`Trainer`'s plus
+    ``seq_len`` and ``seqs_per_state_reset``."""
+
+    _algorithm_cls = RecurrentAlgorithm

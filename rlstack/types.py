@@ -30,6 +30,7 @@ class RolloutCarry(NamedTuple):
             or rewards are normalised, else ``()``.
         episode: for an episodic env, the running :class:`EpisodeTally` of
             the episodes in progress (``()``: starts at zero); else ``()``.
+        memory: for a recurrent policy, its :class:`RecurrentCarry`; else ``()``.
     """
 
     env_state: Tree
@@ -37,6 +38,24 @@ class RolloutCarry(NamedTuple):
     key: torch.Tensor
     norm: Tree = ()
     episode: Tree = ()
+    memory: Tree = ()
+
+
+class RecurrentCarry(NamedTuple):
+    """A recurrent policy's state between steps and rollouts.
+
+    Attributes:
+        hidden: the model's hidden state, leaves ``[N, ...]``.
+        starts: ``[N]`` bool, ``True`` where ``carry.obs`` begins an episode
+            (after an env reset or an episode's end): the hidden state is
+            reset before the next step there.
+        step: 0-d int64, steps taken since the run began (sequences and the
+            ``seqs_per_state_reset`` schedule count from it).
+    """
+
+    hidden: Tree
+    starts: torch.Tensor
+    step: torch.Tensor
 
 
 class EpisodeTally(NamedTuple):
@@ -72,6 +91,10 @@ class Transition(NamedTuple):
         episode_return, episode_length: ``[N]`` the return (env rewards) and
             length of the episode this step ended, 0 where none ended
             (episodic envs, else ``()``).
+        hidden: a recurrent policy's hidden state entering the step (before
+            ``reset``), leaves ``[N, ...]``; else ``()``.
+        reset: ``[N]`` bool, where a recurrent policy reset its hidden state
+            before the step; else ``()``.
     """
 
     obs: Tree
@@ -85,6 +108,8 @@ class Transition(NamedTuple):
     final_value: Tree = ()
     episode_return: Tree = ()
     episode_length: Tree = ()
+    hidden: Tree = ()
+    reset: Tree = ()
 
 
 class Trajectory(NamedTuple):
@@ -108,6 +133,12 @@ class Trajectory(NamedTuple):
         episode_returns, episode_lengths: ``[T, N]`` return and length of
             the episodes that ended at each step, 0 elsewhere (episodic
             envs, else ``()``).
+        hiddens: a recurrent policy's hidden state at the start of each
+            sequence of ``seq_len`` steps (before that step's reset),
+            leaves ``[T / seq_len, N, ...]``; else ``()``.
+        resets: ``[T, N]`` bool, where a recurrent policy reset its hidden
+            state before the step; else ``()``. The update replays the
+            model from ``hiddens`` with these resets, exactly as it acted.
     """
 
     obs: Tree
@@ -121,6 +152,8 @@ class Trajectory(NamedTuple):
     final_values: Tree = ()
     episode_returns: Tree = ()
     episode_lengths: Tree = ()
+    hiddens: Tree = ()
+    resets: Tree = ()
 
 
 class HParams(NamedTuple):
@@ -146,7 +179,9 @@ class HParams(NamedTuple):
 
 
 class Batch(NamedTuple):
-    """A flat batch of transitions ready for the PPO loss.
+    """A flat batch of transitions ready for the PPO loss, or, for a
+    recurrent policy, a batch of ``B`` whole sequences of ``L = seq_len``
+    steps (every field but ``hiddens`` ``[B, L, ...]``).
 
     Attributes:
         obs: leaves ``[B, ...]``.
@@ -156,6 +191,9 @@ class Batch(NamedTuple):
         advantages: ``[B]`` float, GAE advantages (normalised if asked).
         returns: ``[B]`` float, value targets (``advantages + values`` before
             normalisation).
+        hiddens: recurrent: the hidden state at each sequence's start,
+            leaves ``[B, ...]``; else ``()``.
+        resets: recurrent: ``[B, L]`` bool resets before each step; else ``()``.
     """
 
     obs: Tree
@@ -164,4 +202,6 @@ class Batch(NamedTuple):
     values: torch.Tensor
     advantages: torch.Tensor
     returns: torch.Tensor
+    hiddens: Tree = ()
+    resets: Tree = ()
 

@@ -1,0 +1,95 @@
+"""``RecurrentAlgorithm``: PPO with a recurrent policy (rlstack 1.x's name and
+hyperparameters), trained with truncated backpropagation through time.
+
+The rollout carries the model's hidden state (:class:`~rlstack.types.RecurrentCarry`),
+resets it where an env starts over and every ``seqs_per_state_reset``
+sequences, and stores it at the start of every ``seq_len`` steps; the update
+replays the model over shuffled minibatches of whole sequences from those
+stored states (:func:`rlstack.ppo.replay`), exactly as it acted.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+
+from . import random
+from .algorithm import Algorithm
+from .config import RecurrentAlgorithmConfig
+from .evaluation import PREDICT_STREAM
+from .models import RecurrentModel
+from .normalization import RunningMoments, normalize
+from .policy import to_action_space
+from .spaces import as_batch, is_numpy, to_numpy
+
+
+class RecurrentAlgorithm(Algorithm):
+    """:class:`~rlstack.Algorithm` for a recurrent model (default
+    :class:`~rlstack.models.RecurrentModel`, an LSTM) with
+    :class:`~rlstack.config.RecurrentAlgorithmConfig`'s ``seq_len`` and
+    ``seqs_per_state_reset`` (rlstack 1.x's defaults: 4 and 8). Arguments
+    as :class:`~rlstack.Algorithm`'s; a user model keeps the recurrent
+    contract (:func:`rlstack.policy.check_recurrent_model`).
+
+    Examples:
+        >>> from rlstack.envs import CartPole
+        >>> algo = RecurrentAlgorithm(CartPole, num_envs=16, horizon=8, seq_len=4, compile=False,
+        ...                           model_config={"hidden_size": 8})
+        >>> "returns/mean" in algo.collect() and "losses/total" in algo.step()
+        True
+        >>> (algo.state.horizons, algo.state.seqs)
+        (1, 2)
+    """
+
+    _recurrent = True
+    _config_cls = RecurrentAlgorithmConfig
+    _default_model_cls = RecurrentModel
+
+    @property
+    def state(self) -> SimpleNamespace:
+        """rlstack 1.x's counters: ``horizons`` (rollouts collected), ``seqs``
+        (sequences of ``seq_len`` steps collected per env) and ``buffered``
+        (a rollout is waiting for :meth:`step`)."""
+        return SimpleNamespace(
+            horizons=self.collects, seqs=self.collects * (self.config.horizon // self.config.seq_len),
+            buffered=self.trajectory is not None,
+        )
+
+    def initial_hidden(self, batch_size: int) -> Any:
+        """The model's initial hidden state for ``batch_size`` observations, on the Algorithm's device."""
+        return self.policy.initial_hidden(batch_size, self.device)
+
+    def predict(self, obs: Any, hidden: Any = None, deterministic: bool = True) -> tuple[Any, Any]:
+        """Actions for a batch of observations, and the hidden state to pass
+        with the next batch of the same envs.
+
+        Args:
+            obs: ``[B, *obs_shape]`` observations (tensor, NumPy array or dict).
+            hidden: the hidden state this call returned last time for these
+                envs; ``None``: episodes start now (the initial state).
+            deterministic: the distribution's mode (default) or a sample
+                (from the predict key stream).
+
+        Returns:
+            ``(actions, hidden)``: actions inside the env's action space (a
+            NumPy array if ``obs`` was one), and the new hidden state.
+        """
+        obs_t = as_batch(self.env.observation_space, obs, self.device)
+        batch = next(iter(obs_t.values())).shape[0] if isinstance(obs_t, dict) else obs_t.shape[0]
+        if hidden is None:
+            hidden = self.initial_hidden(batch)
+        if isinstance(self.obs_moments, RunningMoments):
+            obs_t = normalize(self.obs_moments, obs_t)
+        key = None
+        if not deterministic:
+            key = random.fold_in(random.fold_in(self.root_key, PREDICT_STREAM), self._predict_calls)
+            self._predict_calls += 1
+        with torch.no_grad():
+            action, _, _, hidden = self.policy.act_recurrent(
+                self.params, obs_t, hidden, torch.zeros(batch, dtype=torch.bool, device=self.device), key,
+                deterministic=deterministic,
+            )
+        action = to_action_space(self.policy.distribution_cls, action, self.env.action_space)
+        return (to_numpy(action) if is_numpy(obs) else action), hidden

@@ -1,0 +1,148 @@
+"""Recurrent PPO: the hidden state in the rollout, its resets, the exact replay in the update, and the shell."""
+
+import pytest
+import torch
+
+from rlstack import Algorithm, RecurrentAlgorithm, RecurrentTrainer, Trainer, random
+from rlstack.distributions import Categorical
+from rlstack.envs import CartPole, CartPoleV1
+from rlstack.models import RecurrentModel
+from rlstack.policy import Policy
+from rlstack.ppo import prepare_batch, replay
+from rlstack.rollout import make_rollout
+from rlstack.types import RecurrentCarry, RolloutCarry
+
+from trees import assert_trees_equal
+
+SMALL = dict(num_envs=16, horizon=8, seq_len=4, sgd_minibatch_size=64, compile=False, model_config={"hidden_size": 8})
+
+
+def rollout_of(env, *, horizon=16, seq_len=4, seqs_per_state_reset=2, rollouts=2, compile=False, num_envs=6):
+    torch.manual_seed(0)
+    policy = Policy(RecurrentModel(env.observation_space, env.action_space, hidden_size=8), Categorical)
+    params = {k: v.detach() for k, v in policy.model.named_parameters()}
+    state, obs = env.reset(random.key(0), num_envs)
+    memory = RecurrentCarry(policy.initial_hidden(num_envs), torch.ones(num_envs, dtype=torch.bool),
+                            torch.zeros((), dtype=torch.int64))
+    carry = RolloutCarry(state, obs, random.key(1), memory=memory)
+    rollout = make_rollout(env, policy, horizon, seq_len=seq_len, seqs_per_state_reset=seqs_per_state_reset,
+                           compile=compile)
+    for _ in range(rollouts):
+        carry, traj = rollout(params, carry)
+    return policy, params, traj
+
+
+@pytest.mark.parametrize("env", [CartPole(), CartPoleV1()], ids=["infinite", "episodic"])
+def test_the_update_replays_the_rollouts_log_probs_exactly(env):
+    policy, params, traj = rollout_of(env)
+    batch = prepare_batch(traj, gamma=0.99, gae_lambda=0.95, normalize_advantages=True)
+    log_probs, values, _ = replay(policy, params, batch)
+    assert torch.equal(log_probs, batch.log_probs)
+    assert torch.allclose(values, batch.values, atol=1e-6)  # another batch size: matmuls round differently
+
+
+def test_hidden_states_reset_on_schedule_and_where_episodes_end():
+    _, _, traj = rollout_of(CartPoleV1(), horizon=16, seq_len=4, seqs_per_state_reset=2)
+    done = traj.terminated | traj.truncated
+    ended_before = torch.cat([torch.zeros(1, 6, dtype=torch.bool), done[:-1]])  # the 1st step follows the last rollout
+    scheduled = torch.tensor([(16 + t) % 8 == 0 for t in range(16)])[:, None]  # steps 16..31, every 2 x 4 steps
+    assert torch.equal(traj.resets[1:], (ended_before | scheduled)[1:])
+    assert traj.resets[0].all()  # step 16 starts a sequence whose index (4) is a multiple of 2
+    assert done.any()  # the episodic case is exercised
+    hidden, cell = traj.hiddens
+    assert hidden.shape == (4, 6, 1, 8)
+
+
+def test_a_sequence_replays_from_its_own_state_alone_and_a_mid_sequence_reset_forgets_it():
+    policy, params, traj = rollout_of(CartPole(), seqs_per_state_reset=-1, rollouts=1)
+    traj = traj._replace(resets=traj.resets.clone())
+    traj.resets[6, 2] = True  # env 2 resets in the middle of its second sequence (steps 4-7)
+    batch = prepare_batch(traj, gamma=0.99, gae_lambda=0.95, normalize_advantages=False)
+    row = 1 * 6 + 2  # sequence 1 of env 2
+    base, _, _ = replay(policy, params, batch)
+    corrupted = batch._replace(hiddens=tuple(h.clone() for h in batch.hiddens))
+    for h in corrupted.hiddens:
+        h[row] = 5.0
+    changed, _, _ = replay(policy, params, corrupted)
+    assert not torch.equal(changed[row, :2], base[row, :2])  # before the reset the stored state matters
+    assert torch.equal(changed[row, 2:], base[row, 2:])  # after it, nothing of it is left
+    others = torch.arange(batch.resets.shape[0]) != row
+    assert torch.equal(changed[others], base[others])  # no state leaks between sequences
+    order = torch.randperm(batch.resets.shape[0])
+    shuffled, _, _ = replay(policy, params, type(batch)(*(
+        tuple(x[order] for x in f) if isinstance(f, tuple) else f[order] for f in batch)))
+    assert torch.equal(shuffled, base[order])
+
+
+def test_recurrent_algorithm_trains_counts_as_1x_and_resumes_exactly(tmp_path):
+    algo = RecurrentAlgorithm(CartPoleV1, seed=0, **SMALL)
+    for _ in range(2):
+        algo.collect()
+        algo.step()
+    assert (algo.state.horizons, algo.state.seqs, algo.state.buffered) == (2, 4, False)
+    algo.collect()
+    path = algo.save_checkpoint(tmp_path / "r.pt")
+    resumed = RecurrentAlgorithm.from_checkpoint(path)
+    for a in (algo, resumed):
+        a.step()
+        a.collect()
+        a.step()
+    assert_trees_equal(algo.params, resumed.params)
+    assert_trees_equal(algo.carry.memory, resumed.carry.memory)
+    with pytest.raises(Exception, match="holds a recurrent policy: load it with RecurrentAlgorithm.from_checkpoint"):
+        Algorithm.from_checkpoint(path)
+    with pytest.raises(ValueError, match="Exporting a recurrent policy as an MLflow model is not supported yet"):
+        from rlstack.export import export_policy
+
+        export_policy(algo, tmp_path / "model")
+
+
+def test_predict_carries_the_hidden_state_between_calls():
+    algo = RecurrentAlgorithm(CartPole, seed=0, **SMALL)
+    obs = torch.randn(5, 4)
+    first, hidden = algo.predict(obs)
+    assert first.shape == (5,) and hidden[0].shape == (5, 1, 8)
+    _, again = algo.predict(obs, hidden)
+    assert not torch.equal(again[0], hidden[0])  # the state moved on
+    fresh, fresh_hidden = algo.predict(obs)  # None: the initial state, as the first call
+    assert torch.equal(fresh, first) and torch.equal(fresh_hidden[0], hidden[0])
+
+
+def test_recurrent_trainer_runs_and_resumes_as_recurrent(tmp_path):
+    trainer = RecurrentTrainer(CartPole, **SMALL)
+    trainer.run(stop_conditions=[lambda s: s["algorithm/steps"] >= 2], checkpoint_every=2, checkpoint_dir=tmp_path)
+    trainer.close()
+    resumed = Trainer.from_checkpoint(next(tmp_path.glob("*.pt")))
+    assert isinstance(resumed.algorithm, RecurrentAlgorithm) and resumed.step()["algorithm/steps"] == 3
+    resumed.close()
+    with pytest.raises(ValueError, match="populations of RecurrentAlgorithm are not supported"):
+        RecurrentTrainer(CartPole, num_members=2, **SMALL)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(horizon=10, sgd_minibatch_size=None), r"`seq_len` 4 must divide `horizon` 10"),
+        (dict(sgd_minibatch_size=2), r"`sgd_minibatch_size` 2 must be a multiple of `seq_len` 4"),
+        (dict(seqs_per_state_reset=0), r"`seqs_per_state_reset` must be a non-zero int"),
+        (dict(seq_len=0), r"`seq_len` must be >= 1"),
+    ],
+)
+def test_bad_recurrent_hyperparameters_are_refused_by_name(kwargs, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        RecurrentAlgorithm(CartPole, **{**SMALL, **kwargs})
+
+
+@pytest.mark.slow
+def test_compiled_recurrent_training_replays_exactly_enough_and_never_recompiles():
+    policy, params, traj = rollout_of(CartPoleV1(), compile=True)
+    batch = prepare_batch(traj, gamma=0.99, gae_lambda=0.95, normalize_advantages=True)
+    log_probs, _, _ = replay(policy, params, batch)
+    assert torch.allclose(log_probs, batch.log_probs, atol=1e-5)
+    algo = RecurrentAlgorithm(CartPoleV1, seed=0, **{**SMALL, "compile": True})
+    algo.collect()
+    algo.step()
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for _ in range(2):
+            algo.collect()
+            algo.step()
