@@ -146,3 +146,18 @@ def test_compiled_recurrent_training_replays_exactly_enough_and_never_recompiles
         for _ in range(2):
             algo.collect()
             algo.step()
+
+
+def test_cli_trains_and_evaluates_a_recurrent_policy(tmp_path, capsys):
+    from rlstack.cli import main
+
+    args = ["train", "--env", "CartPole", "--model", "gru", "--seq-len", "8", "--max-steps", "2", "--num-envs", "16",
+            "--horizon", "16", "--no-compile", "--checkpoint-dir", str(tmp_path)]
+    assert main(args) == 0
+    checkpoint = str(next(tmp_path.glob("*.pt")))
+    algo = RecurrentAlgorithm.from_checkpoint(checkpoint)
+    assert algo.policy.model.cell == "gru" and algo.config.seq_len == 8
+    assert main(["eval", checkpoint, "--num-envs", "8"]) == 0
+    assert "success/balanced" in capsys.readouterr().out
+    assert main(["train", "--env", "CartPole", "--seq-len", "8", "--max-steps", "1"]) == 2
+    assert "--seq-len is for a recurrent policy: add --model lstm or gru" in capsys.readouterr().err

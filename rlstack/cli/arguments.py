@@ -13,19 +13,22 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from ..config import AlgorithmConfig
+from ..config import AlgorithmConfig, RecurrentAlgorithmConfig
 from ..envs import BUILTIN_ENVS
 from ..optim import TORCH_OPTIMIZERS_BY_NAME
 from ..presets import PRESETS
 
 # AlgorithmConfig fields that take one scalar on the command line.
 _SCALAR_TYPES = {"int": int, "float": float, "bool": bool, "float | None": float, "int | None": int}
-_HPARAMS = {f.name for f in dataclasses.fields(AlgorithmConfig)}
+_HPARAMS = {f.name for f in dataclasses.fields(RecurrentAlgorithmConfig)}
+_RECURRENT_HPARAMS = _HPARAMS - {f.name for f in dataclasses.fields(AlgorithmConfig)}
+#: --model: the default MLP, or the default recurrent model with this cell (RecurrentTrainer).
+MODELS = ("mlp", "lstm", "gru")
 # Options of `train` that are not Trainer keyword arguments.
 _RUN_OPTIONS = {"env", "max_steps", "experiment_name", "run_name", "steps_per_eval", "checkpoint_every",
                 "checkpoint_dir", "keep_checkpoints", "save", "resume", "member_stop"}
 _TRAINER_OPTIONS = {"seed", "device", "compile", "cuda_graphs", "allow_tf32", "env_config", "model_config", "optimizer_cls",
-                    "optimizer_config", "num_members"}
+                    "optimizer_config", "num_members", "model"}
 # Hyperparameters a population's members may differ in: flags take comma-separated values.
 _PER_MEMBER_FLAGS = {"gamma", "gae_lambda", "clip_param", "entropy_coeff"}
 # The types of `train`'s own options (hyperparameters are checked by AlgorithmConfig).
@@ -40,7 +43,8 @@ _RESUME_OPTIONS = {"resume", "env", "max_steps", "steps_per_eval", "checkpoint_e
 def _field_help() -> dict[str, str]:
     """Each hyperparameter's one-line help, from AlgorithmConfig's docstring
     (where each is documented once)."""
-    text = (AlgorithmConfig.__doc__ or "").split("Attributes:", 1)[-1]
+    text = "\n".join((cls.__doc__ or "").split("Attributes:", 1)[-1]
+                     for cls in (AlgorithmConfig, RecurrentAlgorithmConfig))
     entries: dict[str, str] = {}
     names: list[str] = []
     for line in text.splitlines():
@@ -119,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="TF32 float32 matmuls on CUDA (default false)")
     train.add_argument("--lr", type=_float_or_list, default=None,
                        help="learning rate (optimizer_config.lr); with --num-members, one value or one per member: 1e-3,3e-4")
+    train.add_argument("--model", choices=MODELS, default=None,
+                       help="mlp (default), or a recurrent policy: lstm or gru (RecurrentTrainer; --seq-len, "
+                            "--seqs-per-state-reset)")
     train.add_argument("--num-members", type=int, default=None, metavar="K",
                        help="train a population of K members in one process (vmapped); member k's seed is seed + k")
     train.add_argument("--member-stop", choices=("each", "any", "mean"), default=None,
@@ -138,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--save", default=None, metavar="DIR",
                        help="export the policy (MLflow model) at the end; DIR must not exist or be empty")
     ppo_options = train.add_argument_group("hyperparameters (see rlstack.AlgorithmConfig; default: the env's preset)")
-    for field in dataclasses.fields(AlgorithmConfig):
+    for field in dataclasses.fields(RecurrentAlgorithmConfig):
         kind = _SCALAR_TYPES.get(str(field.type))
         if kind is None:
             continue
@@ -223,6 +230,16 @@ def _adapt_preset(config: dict[str, Any], explicit: set[str]) -> list[str]:
             f"using {config['sgd_minibatch_size']}"]
 
 
+def _check_model(config: dict[str, Any]) -> None:
+    """``--model`` is one of :data:`MODELS`; recurrent hyperparameters need a recurrent one."""
+    model = config.get("model")
+    if model is not None and model not in MODELS:
+        raise ValueError(f"--model must be one of {list(MODELS)}, got {model!r}.")
+    recurrent_flags = sorted(k for k in _RECURRENT_HPARAMS if k in config)
+    if recurrent_flags and model not in ("lstm", "gru"):
+        raise ValueError(f"--{recurrent_flags[0].replace('_', '-')} is for a recurrent policy: add --model lstm or gru.")
+
+
 def _check_member_lists(config: dict[str, Any]) -> None:
     """Per-member lists need a population: name the option and the fix."""
     if config.get("num_members") is not None:
@@ -282,6 +299,7 @@ def train_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, An
             raise ValueError(f"optimizer_cls must be one of {sorted(TORCH_OPTIMIZERS_BY_NAME)}, got {name!r}.")
         config["optimizer_cls"] = TORCH_OPTIMIZERS_BY_NAME[name]
     _check_member_lists(config)
+    _check_model(config)
     notes = _adapt_preset(config, explicit)
     if not resume:
         config.setdefault("seed", 0)

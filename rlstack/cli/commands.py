@@ -20,7 +20,8 @@ from .. import distributed, random
 from ..algorithm import Algorithm
 from ..conditions import HitsUpperBound
 from ..envs import make_env
-from ..trainer import Trainer
+from ..recurrent import RecurrentAlgorithm
+from ..trainer import RecurrentTrainer, Trainer
 from .arguments import build_parser, load_env, train_config
 
 
@@ -136,7 +137,14 @@ def _train_command(run: dict[str, Any], kwargs: dict[str, Any]) -> int:
                 experiment_name=run.get("experiment_name"), run_name=run.get("run_name"),
             )
         else:
-            trainer = Trainer(env, experiment_name=run.get("experiment_name"), run_name=run.get("run_name"), **kwargs)
+            trainer_cls, kwargs = Trainer, dict(kwargs)
+            model = kwargs.pop("model", None)
+            if model in ("lstm", "gru"):
+                trainer_cls = RecurrentTrainer
+                kwargs["model_config"] = {**kwargs.get("model_config", {}), "cell": model}
+                kwargs["model_config"].pop("hiddens", None)  # a preset's MLP widths: not the recurrent model's
+            trainer = trainer_cls(env, experiment_name=run.get("experiment_name"), run_name=run.get("run_name"),
+                                  **kwargs)
         return _train(trainer, run, stop_request)
     finally:
         for sig, handler in handlers.items():
@@ -216,6 +224,12 @@ def evaluate(args: argparse.Namespace) -> int:
         if not env.compilable:  # gymnasium or 1.x envs are built for a number of envs: build --num-envs of them
             env = make_env(algo._env_spec, num_envs=args.num_envs, horizon=algo.config.horizon, config=algo.env_config)
         act = lambda obs: algo.predict(obs, deterministic)  # noqa: E731
+        if algo.policy.recurrent:  # the hidden state travels from one step to the next
+            memory: dict[str, Any] = {"hidden": None}
+
+            def act(obs: Any) -> Any:
+                actions, memory["hidden"] = algo.predict(obs, memory["hidden"], deterministic)
+                return actions
     if not hasattr(env, "success"):
         raise ValueError(f"env {name} has no success measure (a 1.x stateful env); evaluate it with Trainer.eval().")
     stats = env.success(act, num_envs=args.num_envs, key=random.key(args.seed))
@@ -235,7 +249,8 @@ def _load_policy_state(path: Any, env_name: str | None, member: int | None) -> A
     if "population" not in data:
         if member is not None:
             raise ValueError(f"--member is for a population's checkpoint; {path} holds one run.")
-        return Algorithm._from_state_dict(data, env, compile=False)
+        algorithm_cls = RecurrentAlgorithm if "seq_len" in data["hparams"] else Algorithm
+        return algorithm_cls._from_state_dict(data, env, compile=False)
     size = data["population"]["num_members"]
     if member is None or not 0 <= member < size:
         raise ValueError(f"{path} holds a population of {size} members: pick one with --member K, K in [0, {size}).")
