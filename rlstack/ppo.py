@@ -200,16 +200,20 @@ def prepare_batch(
     if isinstance(traj.resets, torch.Tensor):
         return sequences(traj, advantages, returns)
 
-    def flat(x: torch.Tensor) -> torch.Tensor:
-        return x.reshape(-1, *x.shape[2:])
+    return _reshaped(traj, advantages, returns, lambda x: x.reshape(-1, *x.shape[2:]))
 
+
+def _reshaped(traj: Trajectory, advantages: torch.Tensor, returns: torch.Tensor, reshape: Callable, **extra: Any) -> Batch:
+    """The :class:`~rlstack.types.Batch` of ``traj``'s ``[T, N, ...]`` fields
+    (values without the bootstrap), each passed through ``reshape``."""
     return Batch(
-        obs=optree.tree_map(flat, traj.obs),
-        actions=optree.tree_map(flat, traj.actions),
-        log_probs=flat(traj.log_probs),
-        values=flat(traj.values[:-1]),
-        advantages=flat(advantages),
-        returns=flat(returns),
+        obs=optree.tree_map(reshape, traj.obs),
+        actions=optree.tree_map(reshape, traj.actions),
+        log_probs=reshape(traj.log_probs),
+        values=reshape(traj.values[:-1]),
+        advantages=reshape(advantages),
+        returns=reshape(returns),
+        **extra,
     )
 
 
@@ -226,15 +230,9 @@ def sequences(traj: Trajectory, advantages: torch.Tensor, returns: torch.Tensor)
         x = x.reshape(num_seqs, length, envs, *x.shape[2:]).transpose(1, 2)
         return x.reshape(num_seqs * envs, length, *x.shape[3:])
 
-    return Batch(
-        obs=optree.tree_map(by_sequence, traj.obs),
-        actions=optree.tree_map(by_sequence, traj.actions),
-        log_probs=by_sequence(traj.log_probs),
-        values=by_sequence(traj.values[:-1]),
-        advantages=by_sequence(advantages),
-        returns=by_sequence(returns),
-        hiddens=optree.tree_map(lambda h: h.reshape(-1, *h.shape[2:]), traj.hiddens),
-        resets=by_sequence(traj.resets),
+    return _reshaped(
+        traj, advantages, returns, by_sequence,
+        hiddens=optree.tree_map(lambda h: h.reshape(-1, *h.shape[2:]), traj.hiddens), resets=by_sequence(traj.resets),
     )
 
 
