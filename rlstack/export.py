@@ -237,6 +237,7 @@ def export_policy(algorithm: Any, path: str | os.PathLike) -> str:
         "action_space": space_to_dict(env.action_space),
         "normalize_obs": isinstance(moments, RunningMoments),
         "env": algorithm.build_config["env"],
+        "env_config": algorithm.env_config,
     }
     inputs = Schema(_tensor_spec(env.observation_space, "obs"))
     outputs = Schema(_tensor_spec(env.action_space, "actions"))

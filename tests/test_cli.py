@@ -319,3 +319,19 @@ def test_end_to_end_a_normalized_preset_scores_the_same_from_its_export(tmp_path
         scores.append([line for line in capsys.readouterr().out.splitlines() if line.startswith("success/")])
     assert scores[0] == scores[1] and scores[0]
     assert json.loads((tmp_path / "model" / "artifacts" / "policy.json").read_text())["normalize_obs"] is True
+
+
+def test_eval_measures_success_on_the_env_config_the_policy_was_trained_with(tmp_path, monkeypatch):
+    from rlstack import Algorithm
+    from rlstack.envs import CartPole
+
+    seen = []
+    original = CartPole.success
+    monkeypatch.setattr(CartPole, "success", lambda self, act, **kw: seen.append(kw["config"]) or original(self, act, **kw))
+    algo = Algorithm(CartPole, env_config={"hide_velocities": True}, num_envs=8, horizon=4, compile=False,
+                     model_config={"hiddens": (8,)})
+    checkpoint = algo.save_checkpoint(tmp_path / "pomdp.pt")
+    assert main(["eval", str(checkpoint), "--num-envs", "4"]) == 0
+    assert main(["export", str(checkpoint), str(tmp_path / "model")]) == 0
+    assert main(["eval", str(tmp_path / "model"), "--num-envs", "4"]) == 0
+    assert seen == [{"hide_velocities": True}, {"hide_velocities": True}]

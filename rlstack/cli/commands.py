@@ -218,12 +218,14 @@ def evaluate(args: argparse.Namespace) -> int:
         env = make_env(load_env(name), num_envs=args.num_envs)
         _check_same_spaces(name, env, exported.observation_space, exported.action_space)
         act = lambda obs: exported.predict(obs, deterministic)  # noqa: E731
+        trained_config = exported.config.get("env_config")
     else:
         algo = _load_policy_state(source, args.env, args.member)
         env, name = algo.env, algo.build_config["env"]
         if not env.compilable:  # gymnasium or 1.x envs are built for a number of envs: build --num-envs of them
             env = make_env(algo._env_spec, num_envs=args.num_envs, horizon=algo.config.horizon, config=algo.env_config)
         act = lambda obs: algo.predict(obs, deterministic)  # noqa: E731
+        trained_config = algo.env_config
         if algo.policy.recurrent:  # the hidden state travels from one step to the next
             memory: dict[str, Any] = {"hidden": None}
 
@@ -232,7 +234,9 @@ def evaluate(args: argparse.Namespace) -> int:
                 return actions
     if not hasattr(env, "success"):
         raise ValueError(f"env {name} has no success measure (a 1.x stateful env); evaluate it with Trainer.eval().")
-    stats = env.success(act, num_envs=args.num_envs, key=random.key(args.seed))
+    # The env as it was trained (e.g. CartPole's hide_velocities), unless another env was named.
+    config = (trained_config or None) if args.env is None else None
+    stats = env.success(act, num_envs=args.num_envs, config=config, key=random.key(args.seed))
     print(f"rlstack: {name}, {args.num_envs} envs, {'deterministic' if deterministic else 'stochastic'} policy")
     for key, value in stats.items():
         print(f"{key:<28}{value:>12.4f}")
