@@ -14,6 +14,12 @@ def join(rank: int, world: int, init_file: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
 
 
+def leave() -> None:
+    """Both ranks finish their work before either tears the group down."""
+    dist.barrier()
+    dist.destroy_process_group()
+
+
 def fixed_trajectory(num_envs: int):
     """The same trajectory on every rank: a seeded rollout of ``num_envs`` CartPoles."""
     from rlstack import random
@@ -60,7 +66,7 @@ def update_worker(rank: int, world: int, init_file: str, out: str) -> None:
     mine = optree.tree_map(lambda x: x[:, rank * half : (rank + 1) * half], traj)
     new_params, metrics = run_update(policy, params, mine, half, reduce_grads=all_reduce_mean)
     torch.save({"params": new_params, "sgd_steps": metrics["monitors/sgd_steps"]}, f"{out}/rank{rank}.pt")
-    dist.destroy_process_group()
+    leave()
 
 
 def trainer_worker(rank: int, world: int, init_file: str, out: str, mode: str) -> None:
@@ -83,7 +89,7 @@ def trainer_worker(rank: int, world: int, init_file: str, out: str, mode: str) -
     trainer.close()
     torch.save({"params": trainer.algorithm.params, "run_id": trainer.run_id, "steps": trainer.algorithm.steps,
                 "key": trainer.algorithm.key}, f"{out}/{mode}{rank}.pt")
-    dist.destroy_process_group()
+    leave()
 
 
 def disagree_worker(rank: int, world: int, init_file: str, out: str) -> None:
@@ -101,4 +107,4 @@ def disagree_worker(rank: int, world: int, init_file: str, out: str) -> None:
         message = traceback.format_exc()
     with open(f"{out}/rank{rank}.txt", "w") as f:
         f.write(message)
-    dist.destroy_process_group()
+    leave()

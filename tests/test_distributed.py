@@ -11,7 +11,7 @@ pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="to
 
 
 def spawn(fn, tmp_path, *args):
-    init = tmp_path / "init"
+    init = tmp_path / f"init-{fn.__name__}-{'-'.join(map(str, args))}"  # a fresh rendezvous file per group
     mp.spawn(fn, args=(2, str(init), str(tmp_path), *args), nprocs=2, join=True)
 
 
@@ -28,7 +28,6 @@ def test_two_ranks_update_as_one_process_on_the_concatenated_envs(tmp_path):
 
 def test_two_rank_training_stays_identical_logs_once_and_resumes_exactly(tmp_path):
     spawn(workers.trainer_worker, tmp_path, "fresh")
-    (tmp_path / "init").unlink(missing_ok=True)
     spawn(workers.trainer_worker, tmp_path, "resume")
     fresh = [torch.load(tmp_path / f"fresh{r}.pt") for r in range(2)]
     resumed = [torch.load(tmp_path / f"resume{r}.pt") for r in range(2)]

@@ -112,9 +112,12 @@ def train(args: argparse.Namespace) -> int:
     if distributed.init_from_env(kwargs.get("device")):  # launched by torchrun: one process per rank
         try:
             if distributed.rank() == 0:
-                return _train_command(run, kwargs)
-            with contextlib.redirect_stdout(io.StringIO()):  # rank 0 speaks for all
-                return _train_command({**run, "save": None}, kwargs)
+                code = _train_command(run, kwargs)
+            else:
+                with contextlib.redirect_stdout(io.StringIO()):  # rank 0 speaks for all
+                    code = _train_command({**run, "save": None}, kwargs)
+            torch.distributed.barrier()  # every rank done before the group is torn down
+            return code
         finally:
             torch.distributed.destroy_process_group()
     return _train_command(run, kwargs)
