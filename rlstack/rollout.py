@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import optree
 import torch
@@ -11,7 +11,27 @@ from . import random
 from .envs import Env
 from .normalization import NormState, normalize, scale, update_moments
 from .policy import Policy, to_action_space
-from .types import EpisodeTally, HParams, Params, RecurrentCarry, RolloutCarry, Trajectory, Transition
+from .types import EpisodeTally, HParams, Params, RecurrentCarry, RolloutCarry, Trajectory, Transition, Tree
+
+
+class Acted(NamedTuple):
+    """What one step's ``act`` hands the env step: the next key and the env
+    step's key, normalisation statistics, the observation the policy saw, its
+    action (and the env's form of it), log-prob and value; for a recurrent
+    policy its state after the step (``memory``), the hidden state entering
+    the step and the ``[N]`` reset before it (all ``()`` otherwise)."""
+
+    key: torch.Tensor
+    step_key: torch.Tensor
+    norm: Any
+    obs: Tree
+    action: Tree
+    log_prob: torch.Tensor
+    value: torch.Tensor
+    env_action: Tree
+    memory: Any
+    hidden: Any
+    reset: Any
 
 
 def make_rollout(
@@ -128,67 +148,61 @@ def make_rollout(
         scheduled = (memory.step % seq_len == 0) & ((memory.step // seq_len) % seqs_per_state_reset == 0)
         return memory.starts | scheduled
 
-    def act(params: Params, carry: RolloutCarry):
+    def act(params: Params, carry: RolloutCarry) -> Acted:
         """Split the key, observe (normalising), act (a recurrent policy from its
         hidden state, reset where due); the env's action is mapped into its space."""
         key, act_key, step_key = random.split(carry.key, 3)
         norm, policy_obs = observe(carry.norm, carry.obs)
-        memory = carry.memory
+        memory, hidden_in, reset = (), (), ()
         if recurrent:
-            reset = hidden_resets(memory)
+            reset = hidden_resets(carry.memory)
+            hidden_in = carry.memory.hidden
             action, log_prob, value, hidden = policy.act_recurrent(
-                params, policy_obs, memory.hidden, reset, act_key, deterministic=deterministic
+                params, policy_obs, hidden_in, reset, act_key, deterministic=deterministic
             )
-            memory = (memory, RecurrentCarry(hidden, torch.zeros_like(memory.starts), memory.step + 1), reset)
+            memory = RecurrentCarry(hidden, torch.zeros_like(reset), carry.memory.step + 1)
         else:
             action, log_prob, value = policy.act(params, policy_obs, act_key, deterministic=deterministic)
         env_action = to_action_space(policy.distribution_cls, action, env.action_space)
-        return key, step_key, norm, policy_obs, action, log_prob, value, env_action, memory
-
-    def memory_fields(memory: Any) -> tuple[Any, Any, Any]:
-        """``(next memory, hidden entering the step, reset)``; ``()`` for a feedforward policy."""
-        if not recurrent:
-            return (), (), ()
-        before, after, reset = memory
-        return after, before.hidden, reset
+        return Acted(key, step_key, norm, policy_obs, action, log_prob, value, env_action, memory, hidden_in, reset)
 
     def value_of(params: Params, obs: Any, memory: Any) -> torch.Tensor:
-        """The critic's value of ``obs`` (after the step whose memory this is)."""
+        """The critic's value of ``obs``; a recurrent policy's from ``memory``, its state after the step."""
         if not recurrent:
             return policy.apply(params, obs)[1]
-        after = memory[1]
-        return policy.apply_recurrent(params, obs, after.hidden, torch.zeros_like(after.starts))[1]
+        return policy.apply_recurrent(params, obs, memory.hidden, torch.zeros_like(memory.starts))[1]
 
     def horizon_body(params: Params, carry: RolloutCarry, discount: Any) -> tuple[RolloutCarry, Transition]:
         """The body for an infinite-horizon env (1.x's: nothing ends)."""
-        key, step_key, norm, policy_obs, action, log_prob, value, env_action, memory = act(params, carry)
-        env_state, obs, reward = env.step(carry.env_state, env_action, step_key)
-        norm, learned_reward = scale_reward(norm, reward, discount)
+        acted = act(params, carry)
+        env_state, obs, reward = env.step(carry.env_state, acted.env_action, acted.step_key)
+        norm, learned_reward = scale_reward(acted.norm, reward, discount)
         raw = reward if normalize_rewards else ()
-        memory, hidden, reset = memory_fields(memory)
-        return RolloutCarry(env_state, obs, key, norm, memory=memory), Transition(
-            policy_obs, action, log_prob, value, learned_reward, raw, hidden=hidden, reset=reset)
+        return RolloutCarry(env_state, obs, acted.key, norm, memory=acted.memory), Transition(
+            acted.obs, acted.action, acted.log_prob, acted.value, learned_reward, raw,
+            hidden=acted.hidden, reset=acted.reset)
 
     def episodic_body(params: Params, carry: RolloutCarry, discount: Any) -> tuple[RolloutCarry, Transition]:
         """The body for an env whose episodes end (and that resets them itself)."""
-        key, step_key, norm, policy_obs, action, log_prob, value, env_action, memory = act(params, carry)
-        env_state, obs, reward, terminated, truncated = env.step(carry.env_state, env_action, step_key)
+        acted = act(params, carry)
+        env_state, obs, reward, terminated, truncated = env.step(carry.env_state, acted.env_action, acted.step_key)
         done = terminated | truncated
         final_obs = env.final_observation(env_state)
-        final_value = value_of(params, normalize(norm.obs, final_obs) if normalize_obs else final_obs, memory)
-        norm, learned_reward = scale_reward(norm, reward, discount, done)
+        final_value = value_of(params, normalize(acted.norm.obs, final_obs) if normalize_obs else final_obs,
+                               acted.memory)
+        norm, learned_reward = scale_reward(acted.norm, reward, discount, done)
         tally = carry.episode
         returns, lengths = tally.returns + reward, tally.lengths + 1
         zero_return, zero_length = torch.zeros_like(returns), torch.zeros_like(lengths)
         ended_return, ended_length = torch.where(done, returns, zero_return), torch.where(done, lengths, zero_length)
         tally = EpisodeTally(torch.where(done, zero_return, returns), torch.where(done, zero_length, lengths))
         raw = reward if normalize_rewards else ()
-        memory, hidden, reset = memory_fields(memory)
+        memory = acted.memory
         if recurrent:  # an episode that ended starts the next one from the initial hidden state
             memory = memory._replace(starts=done)
-        transition = Transition(policy_obs, action, log_prob, value, learned_reward, raw, terminated, truncated,
-                                final_value, ended_return, ended_length, hidden, reset)
-        return RolloutCarry(env_state, obs, key, norm, tally, memory), transition
+        transition = Transition(acted.obs, acted.action, acted.log_prob, acted.value, learned_reward, raw, terminated,
+                                truncated, final_value, ended_return, ended_length, acted.hidden, acted.reset)
+        return RolloutCarry(env_state, obs, acted.key, norm, tally, memory), transition
 
     def bootstrap_value(params: Params, carry: RolloutCarry) -> torch.Tensor:
         obs = normalize(carry.norm.obs, carry.obs) if normalize_obs else carry.obs
