@@ -35,10 +35,22 @@ from .spaces import Box
 from .types import RecurrentCarry, RolloutCarry, Trajectory
 
 
+#: How the error for non-finite stats begins (a population matches it to tell failed members).
+NON_FINITE = "Non-finite"
+
+
+def _drop_empty_episode_means(stats: dict[str, float]) -> None:
+    """Remove the episode means of a rollout in which no episode ended
+    (``episodes/count`` 0): there is nothing to average."""
+    if stats.get("episodes/count") == 0:
+        for key in ("episodes/return/mean", "episodes/length/mean", "episodes/terminated"):
+            stats.pop(key)
+
+
 def _check_finite(stats: Mapping[str, float], where: str) -> None:
     bad = {k: v for k, v in stats.items() if not math.isfinite(v)}
     if bad:
-        raise FloatingPointError(f"Non-finite {', '.join(f'{k}={v}' for k, v in bad.items())} {where}.")
+        raise FloatingPointError(f"{NON_FINITE} {', '.join(f'{k}={v}' for k, v in bad.items())} {where}.")
 
 
 class Algorithm(Evaluating, Checkpointing):
@@ -295,9 +307,7 @@ class Algorithm(Evaluating, Checkpointing):
             carry, traj = self._rollout_fn(deterministic)(self.params, self.carry, self._hparams)
         stats = distributed.reduce_stats(sync(trajectory_stats(traj)))  # every rank sees every rank's numbers
         _check_finite(stats, f"in the rewards of collect {self.collects + 1}")
-        if stats.get("episodes/count") == 0:  # no episode ended: no episode means to report
-            for key in ("episodes/return/mean", "episodes/length/mean", "episodes/terminated"):
-                stats.pop(key)
+        _drop_empty_episode_means(stats)
         self.carry, self.trajectory = carry, traj
         self.collects += 1
         transitions = self.config.num_envs * self.config.horizon

@@ -29,14 +29,15 @@ import optree
 import torch
 
 from . import random, serialization
-from .algorithm import Algorithm, _check_finite
+from .algorithm import NON_FINITE, Algorithm, _check_finite, _drop_empty_episode_means
 from .config import AlgorithmConfig
 from .evaluation import EVAL_STREAM, sync
 from .optim import set_learning_rate, torch_optimizer_options, tree_select
 from .policy import build_policy
+from .ppo import config_hparams
 from .normalization import reset_returns
 from .rollout import env_rewards, trajectory_stats, with_episode_tally
-from .types import HParams, RolloutCarry, Trajectory
+from .types import RolloutCarry, Trajectory
 
 #: Hyperparameters that may take one value per member (lists of length K).
 PER_MEMBER = ("lr", "gamma", "gae_lambda", "clip_param", "entropy_coeff")
@@ -219,7 +220,7 @@ class Population(Algorithm):
         super().__init__(
             env, env_config=env_config, model_cls=model_cls, model_config=model_config,
             distribution_cls=distribution_cls, optimizer_cls=optimizer_cls,
-            optimizer_config={**(optimizer_config or {}), "lr": lrs[0]}, device=device, seed=seeds[0],
+            optimizer_config={**optimizer_config, "lr": lrs[0]}, device=device, seed=seeds[0],
             compile=compile, cuda_graphs=cuda_graphs, allow_tf32=allow_tf32, **first,
         )
         if not self.env.compilable:
@@ -228,7 +229,7 @@ class Population(Algorithm):
                 "env whose state lives outside the graph."
             )
         self.build_config.update(seed=seeds, num_members=num_members,
-                                 optimizer_config={**(optimizer_config or {}), "lr": lrs})
+                                 optimizer_config={**optimizer_config, "lr": lrs})
         # Member k's state, built as Algorithm(seed=seeds[k]) builds it, then stacked.
         member_params = [self.params] + [
             build_policy(self.env.observation_space, self.env.action_space, type(self.policy.model),
@@ -241,8 +242,7 @@ class Population(Algorithm):
         self.opt_state = stack(opt_states)
         self.root_key = stack([random.key(s, self.device) for s in seeds])
         self.key = torch.func.vmap(random.fold_in, in_dims=(0, None))(self.root_key, 0)
-        self._hparams = stack([HParams(*(torch.tensor(float(v), dtype=torch.float32, device=self.device) for v in
-                                        (c.gamma, c.gae_lambda, c.clip_param, c.entropy_coeff))) for c in configs])
+        self._hparams = stack([config_hparams(c, self.device) for c in configs])
         self._initial_norm = stack([self._initial_norm] * num_members)
         #: ``[K]`` bool: the members still training.
         self.active = torch.ones(num_members, dtype=torch.bool, device=self.device)
@@ -269,6 +269,11 @@ class Population(Algorithm):
 
         return torch.func.vmap(reset)(key)._replace(norm=norm)
 
+    def failed(self, k: int) -> bool:
+        """Whether member ``k`` was frozen for a non-finite update or rollout
+        (for good: checkpointed, never unfrozen)."""
+        return self.stopped[k] is not None and self.stopped[k].startswith(NON_FINITE)
+
     def freeze(self, k: int, why: str) -> None:
         """Stop training member ``k``: from now on its state is kept as it is."""
         if self.stopped[k] is None:
@@ -280,10 +285,15 @@ class Population(Algorithm):
         """Let member ``k``, stopped by a condition, train again (a new
         :meth:`Trainer.run <rlstack.Trainer.run>` does this); a member
         stopped by a non-finite update stays frozen."""
-        if self.stopped[k] is not None and not self.stopped[k].startswith("Non-finite"):
+        if self.stopped[k] is not None and not self.failed(k):
             self.stopped[k] = None
             self.active = self.active.clone()
             self.active[k] = True
+
+    def unfreeze_all(self) -> None:
+        """:meth:`unfreeze` every member stopped by a condition."""
+        for k in range(self.num_members):
+            self.unfreeze(k)
 
     def collect(self, *, env_config: Mapping[str, Any] | None = None, deterministic: bool = False) -> list[dict[str, float]]:
         """One vmapped rollout of every member (see :meth:`Algorithm.collect`).
@@ -303,7 +313,7 @@ class Population(Algorithm):
         stats = self._per_member_stats(torch.func.vmap(trajectory_stats)(traj))
         for k, member_stats in enumerate(stats):
             if self.stopped[k] is None and not all(map(math.isfinite, member_stats.values())):
-                self.freeze(k, f"Non-finite rewards in collect {self.collects + 1}.")
+                self.freeze(k, f"{NON_FINITE} rewards in collect {self.collects + 1}.")
         if not bool(self.active.all()) and old_carry is not None:  # frozen members keep their carry and key
             carry, self.key = select_members(self.active, (carry, self.key), (old_carry, old_key))
         self.carry, self.trajectory = carry, traj
@@ -312,9 +322,7 @@ class Population(Algorithm):
         self.env_steps += transitions
         elapsed = 1000.0 * (time.perf_counter() - start)
         for member_stats in stats:
-            if member_stats.get("episodes/count") == 0:
-                for key in ("episodes/return/mean", "episodes/length/mean", "episodes/terminated"):
-                    member_stats.pop(key)
+            _drop_empty_episode_means(member_stats)
             member_stats.update({"env/steps": transitions, "env/resets": self.config.num_envs if reset else 0,
                                  "profiling/collect_ms": elapsed})
         return stats
@@ -340,7 +348,7 @@ class Population(Algorithm):
             raise RuntimeError("Population.step() needs a trajectory: call collect() first.")
         if not bool(self.active.any()):
             raise RuntimeError(f"Every member of the population has stopped: {self.stopped}.")
-        failed_before = sum(why is not None and why.startswith("Non-finite") for why in self.stopped)
+        failed_before = sum(map(self.failed, range(self.num_members)))
         start = time.perf_counter()
         old_key = self.key  # a frozen member's key does not advance
         self.key, update_key = self._split_keys()
@@ -365,8 +373,7 @@ class Population(Algorithm):
         for k, member_stats in enumerate(stats):
             member_stats.update(self.member_coefficients(k))
             member_stats["profiling/step_ms"] = elapsed
-        failed = sum(why is not None and why.startswith("Non-finite") for why in self.stopped)
-        if not bool(self.active.any()) and failed > failed_before:
+        if not bool(self.active.any()) and sum(map(self.failed, range(self.num_members))) > failed_before:
             raise FloatingPointError(f"No member of the population is left training: {self.stopped}.")
         return stats
 
@@ -402,21 +409,26 @@ class Population(Algorithm):
     def predict(self, obs: Any, deterministic: bool = True) -> Any:
         raise TypeError("A population has K policies: act with one member, `population.member(k).predict(obs)`.")
 
+    def hparams_by_member(self) -> dict[str, Any]:
+        """The shared config, with a list of per-member values for each
+        hyperparameter of :data:`PER_MEMBER` that differs between members."""
+        hparams = self.member_config[0].to_dict()
+        for name in PER_MEMBER[1:]:
+            values = [getattr(c, name) for c in self.member_config]
+            hparams[name] = values if len(set(values)) > 1 else values[0]
+        return hparams
+
     # ---------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
         """The whole population's train state (see :meth:`Algorithm.state_dict`):
         stacked tensors, per-member hyperparameters as lists, and which
         members are frozen."""
         data = serialization.state_dict(self)
-        hparams = self.member_config[0].to_dict()
-        for name in PER_MEMBER[1:]:
-            values = [getattr(c, name) for c in self.member_config]
-            hparams[name] = values if len(set(values)) > 1 else values[0]
-        data["hparams"] = hparams
+        data["hparams"] = self.hparams_by_member()
         data["settings"] = {**data["settings"], "seed": list(self.seeds),
                             "optimizer_config": {**data["settings"]["optimizer_config"], "lr": list(self.member_lrs)}}
         # A stop condition freezes a member for one Trainer.run only; a non-finite update for good.
-        failed = [why if why is not None and why.startswith("Non-finite") else None for why in self.stopped]
+        failed = [why if self.failed(k) else None for k, why in enumerate(self.stopped)]
         data["population"] = {"num_members": self.num_members, "member_steps": list(self.member_steps),
                               "stopped": failed}
         return data

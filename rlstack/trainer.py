@@ -126,8 +126,7 @@ class Trainer:
             self._members,
         )
         if isinstance(algorithm, Population):
-            shared = {k: v for k, v in algorithm.state_dict()["hparams"].items()}
-            tracking.log_params(client, self.run_id, {**shared, **algorithm.build_config})
+            tracking.log_params(client, self.run_id, {**algorithm.hparams_by_member(), **algorithm.build_config})
             for k, run_id in enumerate(self._members.run_ids):
                 tracking.log_params(client, run_id, {
                     **algorithm.member_config[k].to_dict(), **algorithm.build_config, "member": k,
@@ -198,8 +197,8 @@ class Trainer:
 
     def _record_failed_members(self) -> None:
         """A member frozen for a non-finite update ends its run FAILED."""
-        for k, why in enumerate(self.algorithm.stopped):
-            if why is not None and why.startswith("Non-finite"):
+        for k in range(self.algorithm.num_members):
+            if self.algorithm.failed(k):
                 self._members.status[k] = "FAILED"
 
     def eval(self, *, env_config: Mapping[str, Any] | None = None, deterministic: bool = True) -> Stats:
@@ -282,8 +281,7 @@ class Trainer:
         eval_env_config = eval_env_config or env_config
         member_conditions = None
         if isinstance(self.algorithm, Population):  # conditions stop members for this run only
-            for k in range(self.algorithm.num_members):
-                self.algorithm.unfreeze(k)
+            self.algorithm.unfreeze_all()
         if isinstance(self.algorithm, Population) and member_stop != "mean":
             member_conditions = [copy.deepcopy(stop_conditions) for _ in range(self.algorithm.num_members)]
         self._set_buffering(True)
@@ -324,8 +322,7 @@ class Trainer:
             raise
         finally:
             if isinstance(self.algorithm, Population):  # the next run starts with every member that can train
-                for k in range(self.algorithm.num_members):
-                    self.algorithm.unfreeze(k)
+                self.algorithm.unfreeze_all()
             self._set_buffering(False)
             self._flush_metrics(quiet=sys.exc_info()[0] is not None)  # never hide the error that ended the run
 
