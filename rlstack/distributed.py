@@ -84,12 +84,7 @@ def all_reduce_mean(grads: Params, metrics: Mapping[str, torch.Tensor]) -> tuple
     leaves, spec = optree.tree_flatten((grads, dict(metrics)))
     flat = torch.cat([leaf.reshape(-1).float() for leaf in leaves])
     dist.all_reduce(flat)
-    flat = flat / world_size()
-    pieces, start = [], 0
-    for leaf in leaves:
-        pieces.append(flat[start : start + leaf.numel()].reshape(leaf.shape).to(leaf.dtype))
-        start += leaf.numel()
-    return optree.tree_unflatten(spec, pieces)
+    return _unflatten(flat / world_size(), leaves, spec)
 
 
 def broadcast_tree(tree: Any, src: int = 0) -> Any:
@@ -99,6 +94,12 @@ def broadcast_tree(tree: Any, src: int = 0) -> Any:
         return tree
     flat = torch.cat([leaf.reshape(-1).double() for leaf in leaves])
     dist.broadcast(flat, src)
+    return _unflatten(flat, leaves, spec)
+
+
+def _unflatten(flat: torch.Tensor, leaves: list[torch.Tensor], spec: Any) -> Any:
+    """Split a flat buffer back into the shapes and dtypes of ``leaves`` (in
+    order) and rebuild the tree ``spec`` describes."""
     pieces, start = [], 0
     for leaf in leaves:
         pieces.append(flat[start : start + leaf.numel()].reshape(leaf.shape).to(leaf.dtype))

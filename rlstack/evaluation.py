@@ -69,6 +69,16 @@ class Evaluating:
         rewards = torch.cat([env_rewards(t) for t in trajectories])
         return sync(trajectory_stats(Trajectory(None, None, None, None, rewards)))
 
+    def _predict_key(self: "Algorithm", deterministic: bool) -> torch.Tensor | None:
+        """The key a stochastic ``predict`` samples from (the predict stream,
+        one fold per call; training's key is untouched); ``None`` when
+        deterministic."""
+        if deterministic:
+            return None
+        key = random.fold_in(random.fold_in(self.root_key, PREDICT_STREAM), self._predict_calls)
+        self._predict_calls += 1
+        return key
+
     def predict(self: "Algorithm", obs: Any, deterministic: bool = True) -> Any:
         """Actions of the current policy for a batch of observations.
 
@@ -87,10 +97,7 @@ class Evaluating:
             ValueError: if ``obs`` does not fit the observation space.
         """
         obs_t = as_batch(self.env.observation_space, obs, self.device)
-        key = None
-        if not deterministic:
-            key = random.fold_in(random.fold_in(self.root_key, PREDICT_STREAM), self._predict_calls)
-            self._predict_calls += 1
+        key = self._predict_key(deterministic)
         action = self.policy.predict(
             self.params, obs_t, self.env.action_space, obs_moments=self.obs_moments, deterministic=deterministic,
             key=key,

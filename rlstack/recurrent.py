@@ -13,12 +13,11 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+import optree
 import torch
 
-from . import random
 from .algorithm import Algorithm
 from .config import RecurrentAlgorithmConfig
-from .evaluation import PREDICT_STREAM
 from .models import RecurrentModel
 from .normalization import RunningMoments, normalize
 from .policy import to_action_space
@@ -77,15 +76,12 @@ class RecurrentAlgorithm(Algorithm):
             NumPy array if ``obs`` was one), and the new hidden state.
         """
         obs_t = as_batch(self.env.observation_space, obs, self.device)
-        batch = next(iter(obs_t.values())).shape[0] if isinstance(obs_t, dict) else obs_t.shape[0]
+        batch = optree.tree_leaves(obs_t)[0].shape[0]
         if hidden is None:
             hidden = self.initial_hidden(batch)
         if isinstance(self.obs_moments, RunningMoments):
             obs_t = normalize(self.obs_moments, obs_t)
-        key = None
-        if not deterministic:
-            key = random.fold_in(random.fold_in(self.root_key, PREDICT_STREAM), self._predict_calls)
-            self._predict_calls += 1
+        key = self._predict_key(deterministic)
         with torch.no_grad():
             action, _, _, hidden = self.policy.act_recurrent(
                 self.params, obs_t, hidden, torch.zeros(batch, dtype=torch.bool, device=self.device), key,
