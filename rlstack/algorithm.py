@@ -28,7 +28,7 @@ from .normalization import init_norm_state, reset_returns
 from .optim import torch_optimizer_options
 from .policy import build_policy
 from .ppo import config_hparams, make_optimizer, make_update
-from .rollout import make_rollout, trajectory_stats, with_episode_tally
+from .rollout import make_rollout, reset_carry, trajectory_stats
 from .serialization import Checkpointing
 from .schedules import schedule_value
 from .spaces import Box
@@ -267,9 +267,7 @@ class Algorithm(Evaluating, Checkpointing):
     def _fresh_carry(self, env: Any, env_config: Mapping[str, Any] | None, key: torch.Tensor) -> RolloutCarry:
         """Reset every env from ``key``; normalisation statistics carry over (returns zeroed)."""
         norm = reset_returns(self.carry.norm) if self.carry is not None else self._initial_norm
-        reset_key, rollout_key = random.split(key)
-        state, obs = env.reset(reset_key, self.config.num_envs, config=env_config or self.env_config)
-        carry = RolloutCarry(state, obs, rollout_key, norm)
+        carry = reset_carry(env, key, self.config.num_envs, config=env_config or self.env_config, norm=norm)
         if self._recurrent:  # every env starts from the initial hidden state; the step count runs on
             step = self.carry.memory.step if self.carry is not None else torch.zeros((), dtype=torch.int64,
                                                                                        device=self.device)
@@ -277,7 +275,7 @@ class Algorithm(Evaluating, Checkpointing):
             carry = carry._replace(memory=RecurrentCarry(
                 self.policy.initial_hidden(n, self.device), torch.ones(n, dtype=torch.bool, device=self.device), step,
             ))
-        return with_episode_tally(carry) if getattr(env, "episodic", False) else carry
+        return carry
 
     def _needs_reset(self) -> bool:
         every = self.config.horizons_per_env_reset

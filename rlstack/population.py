@@ -31,12 +31,12 @@ import torch
 from . import random, serialization
 from .algorithm import NON_FINITE, Algorithm, _check_finite, _drop_empty_episode_means
 from .config import AlgorithmConfig
-from .evaluation import EVAL_STREAM, sync
+from .evaluation import EVAL_STREAM
 from .optim import set_learning_rate, torch_optimizer_options, tree_select
 from .policy import build_policy
 from .ppo import config_hparams
 from .normalization import reset_returns
-from .rollout import env_rewards, trajectory_stats, with_episode_tally
+from .rollout import env_rewards, reset_carry, trajectory_stats
 from .types import RolloutCarry, Trajectory
 
 #: Hyperparameters that may take one value per member (lists of length K).
@@ -260,14 +260,8 @@ class Population(Algorithm):
         """Reset each member's envs from its key ``[K, 2]`` (see :meth:`Algorithm._fresh_carry`)."""
         norm = reset_returns(self.carry.norm) if self.carry is not None else self._initial_norm
         num_envs, config = self.config.num_envs, env_config or self.env_config
-
-        def reset(member_key: torch.Tensor) -> RolloutCarry:
-            reset_key, rollout_key = random.split(member_key)
-            state, obs = env.reset(reset_key, num_envs, config=config)
-            carry = RolloutCarry(state, obs, rollout_key)
-            return with_episode_tally(carry) if getattr(env, "episodic", False) else carry
-
-        return torch.func.vmap(reset)(key)._replace(norm=norm)
+        reset = torch.func.vmap(lambda member_key: reset_carry(env, member_key, num_envs, config=config))
+        return reset(key)._replace(norm=norm)
 
     def failed(self, k: int) -> bool:
         """Whether member ``k`` was frozen for a non-finite update or rollout

@@ -274,6 +274,16 @@ def _population_pieces(body: Callable, bootstrap_value: Callable, add_tally: Cal
     return population_body, population_bootstrap_value, population_tally
 
 
+def reset_carry(env: Env, key: torch.Tensor, num_envs: int, *, config: Any = None, norm: Any = ()) -> RolloutCarry:
+    """A carry of ``num_envs`` freshly reset envs: ``key`` is split into the
+    reset's key and the next rollout's; ``norm`` goes in as given, and an
+    episodic env's carry gets a zero :class:`~rlstack.types.EpisodeTally`."""
+    reset_key, rollout_key = random.split(key)
+    state, obs = env.reset(reset_key, num_envs, config=config)
+    carry = RolloutCarry(state, obs, rollout_key, norm)
+    return with_episode_tally(carry) if getattr(env, "episodic", False) else carry
+
+
 def with_episode_tally(carry: RolloutCarry) -> RolloutCarry:
     """``carry`` with a zero :class:`~rlstack.types.EpisodeTally` (``[N]``
     float32 returns, ``[N]`` int64 lengths) when it has none: a fresh carry

@@ -215,7 +215,7 @@ def algorithm_from_state_dict(
             "The checkpoint holds a population of "
             f"{population['num_members']} members: load it with Population.from_checkpoint (or Trainer.from_checkpoint)."
             if population is not None else
-            f"The checkpoint holds a single run, not a population: load it with Algorithm.from_checkpoint."
+            "The checkpoint holds a single run, not a population: load it with Algorithm.from_checkpoint."
         )
     members = {"num_members": population["num_members"]} if population is not None else {}
     if ("seq_len" in data["hparams"]) != bool(cls._recurrent):

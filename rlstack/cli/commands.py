@@ -227,14 +227,9 @@ def evaluate(args: argparse.Namespace) -> int:
         env, name = algo.env, algo.build_config["env"]
         if not env.compilable:  # gymnasium or 1.x envs are built for a number of envs: build --num-envs of them
             env = make_env(algo._env_spec, num_envs=args.num_envs, horizon=algo.config.horizon, config=algo.env_config)
-        act = lambda obs: algo.predict(obs, deterministic)  # noqa: E731
+        act = _recurrent_act(algo, deterministic) if algo.policy.recurrent else (
+            lambda obs: algo.predict(obs, deterministic))
         trained_config = algo.env_config
-        if algo.policy.recurrent:  # the hidden state travels from one step to the next
-            memory: dict[str, Any] = {"hidden": None}
-
-            def act(obs: Any) -> Any:
-                actions, memory["hidden"] = algo.predict(obs, memory["hidden"], deterministic)
-                return actions
     if not hasattr(env, "success"):
         raise ValueError(f"env {name} has no success measure (a 1.x stateful env); evaluate it with Trainer.eval().")
     # The env as it was trained (e.g. CartPole's hide_velocities), unless another env was named.
@@ -244,6 +239,17 @@ def evaluate(args: argparse.Namespace) -> int:
     for key, value in stats.items():
         print(f"{key:<28}{value:>12.4f}")
     return 0
+
+
+def _recurrent_act(algo: Any, deterministic: bool) -> Any:
+    """``act(obs) -> actions`` for a recurrent policy: the hidden state travels from one call to the next."""
+    memory: dict[str, Any] = {"hidden": None}
+
+    def act(obs: Any) -> Any:
+        actions, memory["hidden"] = algo.predict(obs, memory["hidden"], deterministic)
+        return actions
+
+    return act
 
 
 def _load_policy_state(path: Any, env_name: str | None, member: int | None) -> Algorithm:
