@@ -15,9 +15,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from .nn import ACTIVATIONS as _ACTIVATIONS
 from .spaces import Box, Discrete, Space
 
-_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU, "elu": nn.ELU}
 
 
 def mlp(in_features: int, hiddens: Sequence[int], activation_fn: str) -> nn.Sequential:

@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-_ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU, "elu": nn.ELU}
+#: Activation modules by name (the default models' ``activation_fn`` takes the same names).
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU, "elu": nn.ELU}
 
 
 class SquaredReLU(nn.Module):
@@ -43,9 +44,9 @@ def get_activation(name: str) -> nn.Module:
     """
     if name == "squared_relu":
         return SquaredReLU()
-    if name not in _ACTIVATIONS:
-        raise ValueError(f"`activation` must be one of {sorted([*_ACTIVATIONS, 'squared_relu'])}, got {name!r}.")
-    return _ACTIVATIONS[name]()
+    if name not in ACTIVATIONS:
+        raise ValueError(f"`activation` must be one of {sorted([*ACTIVATIONS, 'squared_relu'])}, got {name!r}.")
+    return ACTIVATIONS[name]()
 
 
 class MLP(nn.Sequential):
@@ -272,6 +273,6 @@ def masked_max(x: torch.Tensor, padding_mask: torch.Tensor, dim: int = 1) -> tor
 
 
 __all__ = [
-    "MLP", "CrossAttention", "MultiheadAttention", "PerceiverLayer", "PositionalEmbedding", "SelfAttention",
+    "ACTIVATIONS", "MLP", "CrossAttention", "MultiheadAttention", "PerceiverLayer", "PositionalEmbedding", "SelfAttention",
     "SelfAttentionStack", "SquaredReLU", "build_attention_mask", "get_activation", "masked_avg", "masked_max",
 ]
