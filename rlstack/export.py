@@ -220,7 +220,7 @@ def export_policy(algorithm: Any, path: str | os.PathLike) -> str:
     if algorithm.policy.recurrent:
         raise ValueError(
             "Exporting a recurrent policy as an MLflow model is not supported yet: its hidden state must travel "
-            "between calls; use RecurrentAlgorithm.predict(obs, hidden) or save_checkpoint."
+            "between calls; use RecurrentAlgorithm.predict(obs, hidden=hidden) or save_checkpoint."
         )
     check_export_path(path)
     path = Path(path)

@@ -60,16 +60,19 @@ class RecurrentAlgorithm(Algorithm):
         """The model's initial hidden state for ``batch_size`` observations, on the Algorithm's device."""
         return self.policy.initial_hidden(batch_size, self.device)
 
-    def predict(self, obs: Any, hidden: Any = None, deterministic: bool = True) -> tuple[Any, Any]:
+    def predict(self, obs: Any, deterministic: bool = True, *, hidden: Any = None) -> tuple[Any, Any]:
         """Actions for a batch of observations, and the hidden state to pass
         with the next batch of the same envs.
 
+        ``deterministic`` stays second, as in :meth:`Algorithm.predict
+        <rlstack.Algorithm.predict>`; ``hidden`` is keyword-only.
+
         Args:
             obs: ``[B, *obs_shape]`` observations (tensor, NumPy array or dict).
-            hidden: the hidden state this call returned last time for these
-                envs; ``None``: episodes start now (the initial state).
             deterministic: the distribution's mode (default) or a sample
                 (from the predict key stream).
+            hidden: the hidden state this call returned last time for these
+                envs; ``None``: episodes start now (the initial state).
 
         Returns:
             ``(actions, hidden)``: actions inside the env's action space (a

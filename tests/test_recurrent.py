@@ -102,7 +102,7 @@ def test_predict_carries_the_hidden_state_between_calls():
     obs = torch.randn(5, 4)
     first, hidden = algo.predict(obs)
     assert first.shape == (5,) and hidden[0].shape == (5, 1, 8)
-    _, again = algo.predict(obs, hidden)
+    _, again = algo.predict(obs, hidden=hidden)
     assert not torch.equal(again[0], hidden[0])  # the state moved on
     fresh, fresh_hidden = algo.predict(obs)  # None: the initial state, as the first call
     assert torch.equal(fresh, first) and torch.equal(fresh_hidden[0], hidden[0])

@@ -246,7 +246,7 @@ def _recurrent_act(algo: Any, deterministic: bool) -> Any:
     memory: dict[str, Any] = {"hidden": None}
 
     def act(obs: Any) -> Any:
-        actions, memory["hidden"] = algo.predict(obs, memory["hidden"], deterministic)
+        actions, memory["hidden"] = algo.predict(obs, deterministic, hidden=memory["hidden"])
         return actions
 
     return act
