@@ -28,7 +28,7 @@ from .normalization import init_norm_state, reset_returns
 from .optim import torch_optimizer_options
 from .policy import build_policy
 from .ppo import config_hparams, make_optimizer, make_update
-from .rollout import make_rollout, reset_carry, trajectory_stats
+from .rollout import check_window, make_rollout, reset_carry, trajectory_stats
 from .serialization import Checkpointing
 from .schedules import schedule_value
 from .spaces import Box
@@ -189,6 +189,7 @@ class Algorithm(Evaluating, Checkpointing):
             self.env.observation_space, self.env.action_space, model_cls, dict(model_config or {}), distribution_cls,
             seed=seed, device=self.device, recurrent=self._recurrent,
         )
+        check_window(self.policy, config.horizon)
         self.build_config["distribution_cls"] = getattr(distribution_cls, "__name__", str(distribution_cls))
         self._classes = {
             "env": serialization.env_class_name(env),
@@ -267,7 +268,8 @@ class Algorithm(Evaluating, Checkpointing):
     def _fresh_carry(self, env: Any, env_config: Mapping[str, Any] | None, key: torch.Tensor) -> RolloutCarry:
         """Reset every env from ``key``; normalisation statistics carry over (returns zeroed)."""
         norm = reset_returns(self.carry.norm) if self.carry is not None else self._initial_norm
-        carry = reset_carry(env, key, self.config.num_envs, config=env_config or self.env_config, norm=norm)
+        carry = reset_carry(env, key, self.config.num_envs, config=env_config or self.env_config, norm=norm,
+                            obs_window=self.policy.obs_window)
         if self._recurrent:  # every env starts from the initial hidden state; the step count runs on
             step = self.carry.memory.step if self.carry is not None else torch.zeros((), dtype=torch.int64,
                                                                                        device=self.device)

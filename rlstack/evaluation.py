@@ -79,27 +79,54 @@ class Evaluating:
         self._predict_calls += 1
         return key
 
-    def predict(self: "Algorithm", obs: Any, deterministic: bool = True) -> Any:
+    def predict(
+        self: "Algorithm", obs: Any, deterministic: bool = True, *, memory: Any = None, starts: Any = None
+    ) -> Any:
         """Actions of the current policy for a batch of observations.
+
+        A policy with memory (a window of past observations,
+        :mod:`rlstack.windows`) also returns it, to pass back with the next
+        observations of the same envs: ``actions, memory = predict(obs,
+        memory=memory)``.
 
         Args:
             obs: ``[B, *obs_shape]`` observations as a tensor, NumPy array
                 (or dict of them for composite spaces).
             deterministic: take the distribution's mode (default) or sample
                 (from the predict key stream: training is left unchanged).
+            memory: what the last call returned for these envs; ``None``:
+                every env's episode begins at ``obs``. Only for a policy
+                with memory.
+            starts: ``[B]`` bool, envs whose episode begins at ``obs`` (their
+                memory starts over); ``None``: none.
 
         Returns:
             ``[B, *action_shape]`` actions inside the env's action space (see
             :func:`rlstack.policy.to_action_space`), a NumPy array if ``obs``
-            was one, else a tensor on the Algorithm's device.
+            was one, else a tensor on the Algorithm's device; with memory,
+            ``(actions, memory)``.
 
         Raises:
-            ValueError: if ``obs`` does not fit the observation space.
+            ValueError: if ``obs`` does not fit the observation space, or
+                ``memory`` is passed to a policy without memory.
         """
+        actions, memory = self._predict_with_memory(obs, deterministic, memory, starts)
+        return (actions, memory) if self.policy.has_memory else actions
+
+    def _predict_with_memory(
+        self: "Algorithm", obs: Any, deterministic: bool, memory: Any, starts: Any
+    ) -> tuple[Any, Any]:
+        """``(actions, memory)`` for :meth:`predict` (``memory`` ``()`` for a
+        policy without memory)."""
+        if not self.policy.has_memory and memory is not None:
+            raise ValueError(f"`memory` is for a policy with memory (recurrent, or a window of observations); "
+                             f"{type(self.policy.model).__name__} has none: pass obs alone.")
         obs_t = as_batch(self.env.observation_space, obs, self.device)
+        if starts is not None:
+            starts = torch.as_tensor(starts, dtype=torch.bool, device=self.device)
         key = self._predict_key(deterministic)
-        action = self.policy.predict(
-            self.params, obs_t, self.env.action_space, obs_moments=self.obs_moments, deterministic=deterministic,
-            key=key,
+        action, _, _, memory = self.policy.step_in_space(
+            self.params, obs_t, memory, starts, self.env.action_space, obs_moments=self.obs_moments,
+            deterministic=deterministic, key=key,
         )
-        return to_numpy(action) if is_numpy(obs) else action
+        return (to_numpy(action) if is_numpy(obs) else action), memory

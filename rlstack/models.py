@@ -17,6 +17,7 @@ from torch import nn
 
 from .nn import ACTIVATIONS as _ACTIVATIONS
 from .spaces import Box, Discrete, Space
+from .windows import ObsWindow
 
 
 
@@ -51,6 +52,12 @@ class MLPModel(nn.Module):
     actions and ``(mean, log_std)``, each ``[B, *action_shape]``, for ``Box``
     actions, with ``log_std = tanh(.)`` in ``[-1, 1]`` (std in
     ``[0.37, 2.72]``), as in rlstack 1.x.
+
+    With ``obs_window=K > 1`` the model sees the last ``K`` observations
+    (:mod:`rlstack.windows`; 1.x's view requirement ``shift=K - 1``): the
+    window ``[B, K, *obs_shape]`` is flattened and its ``[B, K]`` padding
+    mask appended as 0/1 features, so padding differs from a zero
+    observation.
     """
 
     def __init__(
@@ -60,6 +67,7 @@ class MLPModel(nn.Module):
         *,
         hiddens: Sequence[int] = (256, 256),
         activation_fn: str = "relu",
+        obs_window: int = 1,
     ) -> None:
         super().__init__()
         if not isinstance(observation_space, Box):
@@ -71,7 +79,10 @@ class MLPModel(nn.Module):
         self.action_shape = tuple(action_space.shape)
         self.discrete = isinstance(action_space, Discrete)
         self.num_categories = action_space.n if self.discrete else 0
-        in_features = math.prod(observation_space.shape)
+        if isinstance(obs_window, bool) or not isinstance(obs_window, int) or obs_window < 1:
+            raise ValueError(f"`obs_window` must be a positive int (observations per window), got {obs_window!r}.")
+        self.obs_window = obs_window
+        in_features = math.prod(observation_space.shape) * obs_window + (obs_window if obs_window > 1 else 0)
         action_size = math.prod(self.action_shape)
         hiddens = tuple(hiddens)
         self.actor = mlp(in_features, hiddens, activation_fn)
@@ -80,8 +91,11 @@ class MLPModel(nn.Module):
         self.critic = mlp(in_features, hiddens, activation_fn)
         self.critic_head = nn.Linear(hiddens[-1], 1)
 
-    def forward(self, obs: torch.Tensor):
-        x = obs.reshape(obs.shape[0], -1).float()
+    def forward(self, obs: torch.Tensor | ObsWindow):
+        if isinstance(obs, ObsWindow):  # [B, K, ...] and its [B, K] padding mask
+            x = torch.cat([obs.inputs.reshape(obs.inputs.shape[0], -1).float(), obs.padding_mask.float()], -1)
+        else:
+            x = obs.reshape(obs.shape[0], -1).float()
         value = self.critic_head(self.critic(x)).squeeze(-1)
         out = self.actor_head(self.actor(x))
         if self.discrete:

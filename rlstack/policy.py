@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from . import random
+from . import random, windows
 from .distributions import Distribution
 from .normalization import RunningMoments, normalize
 from .spaces import Box, Space, describe_mismatch, sample
@@ -121,6 +121,29 @@ class Policy:
         :func:`check_recurrent_model`)."""
         return callable(getattr(self.model, "initial_hidden", None))
 
+    @property
+    def obs_window(self) -> int:
+        """``K``, observations the model sees per step: its ``obs_window``
+        attribute (see :mod:`rlstack.windows`), 1 when it has none."""
+        return windows.window_size(self.model)
+
+    @property
+    def has_memory(self) -> bool:
+        """Whether acting needs state from earlier steps: a recurrent model,
+        or a window of past observations."""
+        return self.recurrent or self.obs_window > 1
+
+    def initial_memory(self, obs: Tree) -> Tree:
+        """The memory of envs whose episodes begin at ``obs`` (leaves
+        ``[B, ...]``): a recurrent model's initial hidden state, a windowed
+        model's empty :class:`~rlstack.windows.WindowCarry`, else ``()``."""
+        first = optree.tree_leaves(obs)[0]
+        if self.recurrent:
+            return self.initial_hidden(first.shape[0], first.device)
+        if self.obs_window > 1:
+            return windows.initial(obs, self.obs_window)
+        return ()
+
     def initial_hidden(self, batch_size: int, device: Any = "cpu") -> Tree:
         """The recurrent model's initial hidden state for ``batch_size``
         envs, leaves ``[batch_size, ...]`` on ``device``."""
@@ -186,6 +209,34 @@ class Policy:
         action = dist.mode(dist_inputs) if deterministic else dist.sample(dist_inputs, key)
         return action, dist.log_prob(dist_inputs, action), value, hidden
 
+    def act_with_memory(
+        self, params: Params, obs: Tree, memory: Tree, starts: torch.Tensor, key: torch.Tensor | None = None, *,
+        deterministic: bool = False,
+    ) -> tuple[Tree, torch.Tensor, torch.Tensor, Tree]:
+        """:meth:`act` for any policy, with the memory it keeps between
+        steps: ``(action [B, ...], log_prob [B], value [B], memory)``.
+
+        Args:
+            params: the model's parameters.
+            obs: observations, leaves ``[B, ...]``.
+            memory: what this returned last time for these envs (see
+                :meth:`initial_memory`): a recurrent model's hidden state, a
+                windowed model's :class:`~rlstack.windows.WindowCarry`, or
+                ``()`` for a model without memory.
+            starts: ``[B]`` bool, ``True`` where ``obs`` begins an episode:
+                the memory starts over there.
+            key: the random key a sample is drawn from.
+            deterministic: the distribution's mode instead of a sample.
+        """
+        if self.recurrent:
+            return self.act_recurrent(params, obs, memory, starts, key, deterministic=deterministic)
+        if self.obs_window > 1:
+            memory = windows.restart(memory, starts)
+            seen = windows.window(memory, obs, self.obs_window)
+            action, log_prob, value = self.act(params, seen, key, deterministic=deterministic)
+            return action, log_prob, value, windows.advance(seen, memory)
+        return (*self.act(params, obs, key, deterministic=deterministic), ())
+
     def act_in_space(
         self, params: Params, obs: Tree, action_space: Space, *, obs_moments: Any = (), deterministic: bool = True,
         key: torch.Tensor | None = None,
@@ -208,11 +259,32 @@ class Policy:
             ``(action [B, ...], log_prob [B], value [B])``: actions inside
             ``action_space``; the log-prob of the distribution's own action.
         """
+        if self.has_memory:
+            raise TypeError(f"model {type(self.model).__name__} keeps memory between steps (recurrent, or a window of "
+                            "observations): act with Policy.step_in_space, which takes and returns it.")
+        return self.step_in_space(params, obs, (), None, action_space, obs_moments=obs_moments,
+                                  deterministic=deterministic, key=key)[:3]
+
+    def step_in_space(
+        self, params: Params, obs: Tree, memory: Tree, starts: torch.Tensor | None, action_space: Space, *,
+        obs_moments: Any = (), deterministic: bool = True, key: torch.Tensor | None = None,
+    ) -> tuple[Tree, torch.Tensor, torch.Tensor, Tree]:
+        """:meth:`act_in_space` with the policy's memory in and out (see
+        :meth:`act_with_memory`): ``(action, log_prob, value, memory)``.
+        ``memory=None`` starts every env's episode now; ``starts`` ``[B]``
+        bool (``None``: none) starts some of them."""
         if isinstance(obs_moments, RunningMoments):
             obs = normalize(obs_moments, obs)
+        first = optree.tree_leaves(obs)[0]
+        if memory is None:
+            memory = self.initial_memory(obs)
+        if starts is None:
+            starts = torch.zeros(first.shape[0], dtype=torch.bool, device=first.device)
         with torch.no_grad():
-            action, log_prob, value = self.act(params, obs, key, deterministic=deterministic)
-        return to_action_space(self.distribution_cls, action, action_space), log_prob, value
+            action, log_prob, value, memory = self.act_with_memory(
+                params, obs, memory, starts, key, deterministic=deterministic
+            )
+        return to_action_space(self.distribution_cls, action, action_space), log_prob, value, memory
 
     def predict(
         self, params: Params, obs: Tree, action_space: Space, *, obs_moments: Any = (), deterministic: bool = True,
@@ -230,9 +302,11 @@ class Policy:
             ValueError: if the value, action or log-prob have the wrong shape.
             TypeError: if the action has the wrong dtype or type.
         """
-        batch = 3
+        batch, size = 3, self.obs_window
         obs_key, act_key = random.split(random.key(0, device))
-        obs = sample(observation_space, (batch,), key=obs_key)
+        obs = sample(observation_space, (batch,) if size == 1 else (batch, size), key=obs_key)
+        if size > 1:  # a windowed model sees ObsWindow(inputs [B, K, ...], padding_mask [B, K])
+            obs = windows.ObsWindow(obs, torch.zeros(batch, size, dtype=torch.bool, device=device))
         model_name = type(self.model).__name__
         if self.recurrent:
             raise TypeError(

@@ -10,7 +10,7 @@ from typing import Any, Callable, Mapping
 import optree
 import torch
 
-from . import optim, random
+from . import optim, random, windows
 from .config import AlgorithmConfig, RecurrentAlgorithmConfig
 from .optim import Schedule
 from .policy import Policy
@@ -200,7 +200,21 @@ def prepare_batch(
     if isinstance(traj.resets, torch.Tensor):
         return sequences(traj, advantages, returns)
 
-    return _reshaped(traj, advantages, returns, lambda x: x.reshape(-1, *x.shape[2:]))
+    batch = _reshaped(traj, advantages, returns, lambda x: x.reshape(-1, *x.shape[2:]))
+    if isinstance(traj.obs_ages, torch.Tensor):  # a windowed policy: windows are gathered per minibatch
+        batch = batch._replace(obs=windows.frames(traj.obs_history, traj.obs, traj.obs_ages))
+    return batch
+
+
+def minibatch(batch: Batch, idx: torch.Tensor, obs_window: int = 1) -> Batch:
+    """Rows ``idx`` (``[B']`` int64) of a prepared batch; for a windowed
+    policy (``obs_window = K > 1``, ``batch.obs`` an
+    :class:`~rlstack.windows.ObsFrames`) their observation windows
+    ``[B', K, ...]`` are gathered from the trajectory's one copy."""
+    if isinstance(batch.obs, windows.ObsFrames):
+        rows = optree.tree_map(lambda x: x[idx], batch._replace(obs=()))
+        return rows._replace(obs=windows.gather(batch.obs, idx, obs_window))
+    return optree.tree_map(lambda x: x[idx], batch)
 
 
 def _reshaped(traj: Trajectory, advantages: torch.Tensor, returns: torch.Tensor, reshape: Callable, **extra: Any) -> Batch:
@@ -527,6 +541,7 @@ def make_update(
     if entropy_coeff is None and config.entropy_coeff_schedule is not None:
         entropy_coeff = _by_steps(config, config.entropy_coeff_schedule, config.entropy_coeff_schedule_kind)
     default_hparams = config_hparams(config)
+    obs_window = policy.obs_window
 
     def with_entropy(hparams: HParams, opt_state: Any) -> HParams:
         """``hparams`` with the entropy weight of this optimizer step."""
@@ -539,8 +554,8 @@ def make_update(
         params: Params, opt_state: Any, batch: Batch, idx: torch.Tensor, hparams: HParams
     ) -> tuple[Params, Metrics]:
         """Gradient and metrics of the loss on the transitions ``batch[idx]``."""
-        minibatch = optree.tree_map(lambda x: x[idx], batch)
-        return torch.func.grad(loss_fn, has_aux=True)(params, minibatch, with_entropy(hparams, opt_state))
+        rows = minibatch(batch, idx, obs_window)
+        return torch.func.grad(loss_fn, has_aux=True)(params, rows, with_entropy(hparams, opt_state))
 
     def optimizer_step(
         params: Params, opt_state: Any, grads: Params, active: torch.Tensor, kl: torch.Tensor

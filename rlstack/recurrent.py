@@ -13,15 +13,9 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-import optree
-import torch
-
 from .algorithm import Algorithm
 from .config import RecurrentAlgorithmConfig
 from .models import RecurrentModel
-from .normalization import RunningMoments, normalize
-from .policy import to_action_space
-from .spaces import as_batch, is_numpy, to_numpy
 
 
 class RecurrentAlgorithm(Algorithm):
@@ -60,7 +54,9 @@ class RecurrentAlgorithm(Algorithm):
         """The model's initial hidden state for ``batch_size`` observations, on the Algorithm's device."""
         return self.policy.initial_hidden(batch_size, self.device)
 
-    def predict(self, obs: Any, deterministic: bool = True, *, hidden: Any = None) -> tuple[Any, Any]:
+    def predict(
+        self, obs: Any, deterministic: bool = True, *, hidden: Any = None, starts: Any = None
+    ) -> tuple[Any, Any]:
         """Actions for a batch of observations, and the hidden state to pass
         with the next batch of the same envs.
 
@@ -73,22 +69,11 @@ class RecurrentAlgorithm(Algorithm):
                 (from the predict key stream).
             hidden: the hidden state this call returned last time for these
                 envs; ``None``: episodes start now (the initial state).
+            starts: ``[B]`` bool, envs whose episode begins at ``obs`` (their
+                hidden state restarts from the initial one); ``None``: none.
 
         Returns:
             ``(actions, hidden)``: actions inside the env's action space (a
             NumPy array if ``obs`` was one), and the new hidden state.
         """
-        obs_t = as_batch(self.env.observation_space, obs, self.device)
-        batch = optree.tree_leaves(obs_t)[0].shape[0]
-        if hidden is None:
-            hidden = self.initial_hidden(batch)
-        if isinstance(self.obs_moments, RunningMoments):
-            obs_t = normalize(self.obs_moments, obs_t)
-        key = self._predict_key(deterministic)
-        with torch.no_grad():
-            action, _, _, hidden = self.policy.act_recurrent(
-                self.params, obs_t, hidden, torch.zeros(batch, dtype=torch.bool, device=self.device), key,
-                deterministic=deterministic,
-            )
-        action = to_action_space(self.policy.distribution_cls, action, self.env.action_space)
-        return (to_numpy(action) if is_numpy(obs) else action), hidden
+        return self._predict_with_memory(obs, deterministic, hidden, starts)

@@ -7,7 +7,7 @@ from typing import Any, Callable, NamedTuple
 import optree
 import torch
 
-from . import random
+from . import random, windows
 from .envs import Env
 from .normalization import NormState, normalize, scale, update_moments
 from .policy import Policy, to_action_space
@@ -19,7 +19,9 @@ class Acted(NamedTuple):
     step's key, normalisation statistics, the observation the policy saw, its
     action (and the env's form of it), log-prob and value; for a recurrent
     policy its state after the step (``memory``), the hidden state entering
-    the step and the ``[N]`` reset before it (all ``()`` otherwise)."""
+    the step and the ``[N]`` reset before it (all ``()`` otherwise); for a
+    windowed policy its :class:`~rlstack.windows.WindowCarry` after the step
+    (``memory``) and the ``[N]`` ages of the observation it saw."""
 
     key: torch.Tensor
     step_key: torch.Tensor
@@ -32,6 +34,7 @@ class Acted(NamedTuple):
     memory: Any
     hidden: Any
     reset: Any
+    age: Any
 
 
 def make_rollout(
@@ -92,6 +95,13 @@ def make_rollout(
             hidden state at the start of every this many sequences;
             negative: never. It is also reset where ``carry.memory.starts``
             (a fresh env, an episode's end).
+
+    A windowed policy (:attr:`Policy.obs_window
+    <rlstack.policy.Policy.obs_window>` ``K > 1``; ``carry.memory`` a
+    :class:`~rlstack.windows.WindowCarry`) acts on the window of its last
+    ``K`` observations; ``traj.obs`` keeps one observation per step,
+    ``traj.obs_history`` the ``K - 1`` before the first and ``traj.obs_ages``
+    where episodes began (see :mod:`rlstack.windows`).
         population: ``params``, ``carry`` (and ``hparams``) have a leading
             member axis ``K`` and the step body is ``torch.func.vmap``-ed
             over it before it is compiled: one graph steps all members, each
@@ -137,9 +147,11 @@ def make_rollout(
             returns = torch.where(done, torch.zeros_like(returns), returns)
         return NormState(norm.obs, moments, returns), scale(moments, reward)
 
-    recurrent = policy.recurrent
+    recurrent, window_len = policy.recurrent, policy.obs_window
+    windowed = window_len > 1
     if recurrent and (not isinstance(seq_len, int) or seq_len < 1 or horizon % seq_len):
         raise ValueError(f"`seq_len` must be a positive int dividing `horizon` {horizon}, got {seq_len!r}.")
+    check_window(policy, horizon)
 
     def hidden_resets(memory: RecurrentCarry) -> torch.Tensor:
         """``[N]`` bool: where the hidden state restarts before the next step."""
@@ -153,8 +165,12 @@ def make_rollout(
         hidden state, reset where due); the env's action is mapped into its space."""
         key, act_key, step_key = random.split(carry.key, 3)
         norm, policy_obs = observe(carry.norm, carry.obs)
-        memory, hidden_in, reset = (), (), ()
-        if recurrent:
+        memory, hidden_in, reset, age = (), (), (), ()
+        if windowed:
+            seen = windows.window(carry.memory, policy_obs, window_len)
+            action, log_prob, value = policy.act(params, seen, act_key, deterministic=deterministic)
+            memory, age = windows.advance(seen, carry.memory), carry.memory.ages
+        elif recurrent:
             reset = hidden_resets(carry.memory)
             hidden_in = carry.memory.hidden
             action, log_prob, value, hidden = policy.act_recurrent(
@@ -164,10 +180,14 @@ def make_rollout(
         else:
             action, log_prob, value = policy.act(params, policy_obs, act_key, deterministic=deterministic)
         env_action = to_action_space(policy.distribution_cls, action, env.action_space)
-        return Acted(key, step_key, norm, policy_obs, action, log_prob, value, env_action, memory, hidden_in, reset)
+        return Acted(key, step_key, norm, policy_obs, action, log_prob, value, env_action, memory, hidden_in, reset,
+                     age)
 
     def value_of(params: Params, obs: Any, memory: Any) -> torch.Tensor:
-        """The critic's value of ``obs``; a recurrent policy's from ``memory``, its state after the step."""
+        """The critic's value of ``obs``; a recurrent or windowed policy's from
+        ``memory``, its state after the step."""
+        if windowed:
+            return policy.apply(params, windows.window(memory, obs, window_len))[1]
         if not recurrent:
             return policy.apply(params, obs)[1]
         return policy.apply_recurrent(params, obs, memory.hidden, torch.zeros_like(memory.starts))[1]
@@ -180,7 +200,7 @@ def make_rollout(
         raw = reward if normalize_rewards else ()
         return RolloutCarry(env_state, obs, acted.key, norm, memory=acted.memory), Transition(
             acted.obs, acted.action, acted.log_prob, acted.value, learned_reward, raw,
-            hidden=acted.hidden, reset=acted.reset)
+            hidden=acted.hidden, reset=acted.reset, age=acted.age)
 
     def episodic_body(params: Params, carry: RolloutCarry, discount: Any) -> tuple[RolloutCarry, Transition]:
         """The body for an env whose episodes end (and that resets them itself)."""
@@ -200,12 +220,17 @@ def make_rollout(
         memory = acted.memory
         if recurrent:  # an episode that ended starts the next one from the initial hidden state
             memory = memory._replace(starts=done)
+        if windowed:  # and the next observation's window from padding
+            memory = windows.restart(memory, done)
         transition = Transition(acted.obs, acted.action, acted.log_prob, acted.value, learned_reward, raw, terminated,
-                                truncated, final_value, ended_return, ended_length, acted.hidden, acted.reset)
+                                truncated, final_value, ended_return, ended_length, acted.hidden, acted.reset,
+                                acted.age)
         return RolloutCarry(env_state, obs, acted.key, norm, tally, memory), transition
 
     def bootstrap_value(params: Params, carry: RolloutCarry) -> torch.Tensor:
         obs = normalize(carry.norm.obs, carry.obs) if normalize_obs else carry.obs
+        if windowed:
+            return policy.apply(params, windows.window(carry.memory, obs, window_len))[1]
         if recurrent:  # as the next step would see it: reset where due
             return policy.apply_recurrent(params, obs, carry.memory.hidden, hidden_resets(carry.memory))[1]
         return policy.apply(params, obs)[1]
@@ -227,6 +252,9 @@ def make_rollout(
         if episodic:
             carry = add_tally(carry)
         carry = carry._replace(key=carry.key.contiguous())  # one layout in, whatever split made it
+        obs_history = ()
+        if windowed:  # the observations before this rollout's first, [K - 1, N, ...] (per member)
+            obs_history = (torch.func.vmap(windows.history) if population else windows.history)(carry.memory)
         steps = []
         for _ in range(horizon):
             carry, transition = body(params, carry, discount)
@@ -250,10 +278,29 @@ def make_rollout(
             # Only each sequence's first hidden state is kept: the update replays from it.
             hiddens=optree.tree_map(lambda h: h[:, ::seq_len] if population else h[::seq_len], stacked.hidden),
             resets=stacked.reset,
+            obs_history=obs_history,
+            obs_ages=stacked.age,
         )
         return carry, traj
 
     return rollout
+
+
+def check_window(policy: Policy, horizon: int) -> None:
+    """Refuse a window of observations the rollout cannot serve.
+
+    Raises:
+        ValueError: for a window longer than ``horizon`` (each trajectory
+            would carry more history than steps), or on a recurrent model
+            (whose hidden state is its memory).
+    """
+    size, name = policy.obs_window, type(policy.model).__name__
+    if size > horizon:
+        raise ValueError(f"model {name}.obs_window {size} must not exceed `horizon` {horizon}: a window is at most "
+                         "one rollout long.")
+    if size > 1 and policy.recurrent:
+        raise ValueError(f"model {name} is recurrent and has obs_window {size}: a recurrent model's memory is its "
+                         "hidden state; drop obs_window.")
 
 
 def _population_pieces(body: Callable, bootstrap_value: Callable, add_tally: Callable) -> tuple[Callable, ...]:
@@ -274,13 +321,18 @@ def _population_pieces(body: Callable, bootstrap_value: Callable, add_tally: Cal
     return population_body, population_bootstrap_value, population_tally
 
 
-def reset_carry(env: Env, key: torch.Tensor, num_envs: int, *, config: Any = None, norm: Any = ()) -> RolloutCarry:
+def reset_carry(
+    env: Env, key: torch.Tensor, num_envs: int, *, config: Any = None, norm: Any = (), obs_window: int = 1
+) -> RolloutCarry:
     """A carry of ``num_envs`` freshly reset envs: ``key`` is split into the
-    reset's key and the next rollout's; ``norm`` goes in as given, and an
-    episodic env's carry gets a zero :class:`~rlstack.types.EpisodeTally`."""
+    reset's key and the next rollout's; ``norm`` goes in as given, an
+    episodic env's carry gets a zero :class:`~rlstack.types.EpisodeTally`,
+    and for a windowed policy (``obs_window > 1``) every env's window starts
+    empty (:func:`rlstack.windows.initial`)."""
     reset_key, rollout_key = random.split(key)
     state, obs = env.reset(reset_key, num_envs, config=config)
-    carry = RolloutCarry(state, obs, rollout_key, norm)
+    memory = windows.initial(obs, obs_window) if obs_window > 1 else ()
+    carry = RolloutCarry(state, obs, rollout_key, norm, memory=memory)
     return with_episode_tally(carry) if getattr(env, "episodic", False) else carry
 
 

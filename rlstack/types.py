@@ -95,6 +95,8 @@ class Transition(NamedTuple):
             ``reset``), leaves ``[N, ...]``; else ``()``.
         reset: ``[N]`` bool, where a recurrent policy reset its hidden state
             before the step; else ``()``.
+        age: ``[N]`` int64, for a windowed policy (:mod:`rlstack.windows`)
+            steps since the episode of ``obs`` began; else ``()``.
     """
 
     obs: Tree
@@ -110,6 +112,7 @@ class Transition(NamedTuple):
     episode_length: Tree = ()
     hidden: Tree = ()
     reset: Tree = ()
+    age: Tree = ()
 
 
 class Trajectory(NamedTuple):
@@ -139,6 +142,11 @@ class Trajectory(NamedTuple):
         resets: ``[T, N]`` bool, where a recurrent policy reset its hidden
             state before the step; else ``()``. The update replays the
             model from ``hiddens`` with these resets, exactly as it acted.
+        obs_history: a windowed policy's ``K - 1`` observations before
+            ``obs[0]`` (:mod:`rlstack.windows`), leaves ``[K - 1, N, ...]``;
+            else ``()``.
+        obs_ages: ``[T, N]`` int64, for a windowed policy the steps since
+            the episode of ``obs[t]`` began (its window's padding); else ``()``.
     """
 
     obs: Tree
@@ -154,6 +162,8 @@ class Trajectory(NamedTuple):
     episode_lengths: Tree = ()
     hiddens: Tree = ()
     resets: Tree = ()
+    obs_history: Tree = ()
+    obs_ages: Tree = ()
 
 
 class HParams(NamedTuple):
@@ -184,7 +194,9 @@ class Batch(NamedTuple):
     steps (every field but ``hiddens`` ``[B, L, ...]``).
 
     Attributes:
-        obs: leaves ``[B, ...]``.
+        obs: leaves ``[B, ...]``; for a windowed policy the trajectory's
+            :class:`~rlstack.windows.ObsFrames`, from which a minibatch's
+            windows are gathered (:func:`rlstack.ppo.minibatch`).
         actions: leaves ``[B, ...]``.
         log_probs: ``[B]`` float, behaviour-policy log-probabilities.
         values: ``[B]`` float, behaviour-time value estimates.

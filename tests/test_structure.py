@@ -7,12 +7,12 @@ import rlstack
 
 PACKAGE = Path(rlstack.__file__).parent
 # The pure core: records, spaces, envs, models, distributions, policy,
-# normalisation, keys, rollout, PPO, optimizer, schedules and the config
+# normalisation, keys, observation windows, rollout, PPO, optimizer, schedules and the config
 # they read. Everything else (Algorithm, Trainer, checkpoints, tracking, CLI,
 # export, adapters) is the shell, built on top.
 CORE = {
     "types", "spaces", "envs", "models", "distributions", "policy", "normalization", "random", "rollout", "ppo",
-    "optim", "schedules", "config", "functional", "nn",
+    "optim", "schedules", "config", "functional", "nn", "windows",
 }
 
 

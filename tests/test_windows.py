@@ -1,0 +1,149 @@
+"""Observation-history windows: padding at episode starts, one buffer for rollout and update, exact replay."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rlstack import Algorithm, RecurrentAlgorithm, random, windows
+from rlstack.distributions import Categorical
+from rlstack.envs import CartPole, CartPoleV1
+from rlstack.models import MLPModel
+from rlstack.policy import Policy
+from rlstack.ppo import minibatch, prepare_batch
+from rlstack.rollout import make_rollout, reset_carry
+
+
+def windowed_rollouts(env, *, size=4, horizon=24, num_envs=6, rollouts=2, compile=False):
+    torch.manual_seed(0)
+    policy = Policy(MLPModel(env.observation_space, env.action_space, hiddens=(16,), obs_window=size), Categorical)
+    params = {k: v.detach() for k, v in policy.model.named_parameters()}
+    carry = reset_carry(env, random.key(0), num_envs, obs_window=size)
+    rollout = make_rollout(env, policy, horizon, compile=compile)
+    trajectories = []
+    for _ in range(rollouts):
+        carry, traj = rollout(params, carry)
+        trajectories.append(traj)
+    return policy, params, trajectories
+
+
+def direct_windows(obs, done, t, size):
+    """The window of step ``t`` built step by step: walk back through the
+    observations until an episode boundary (``done`` before it) or the run's start."""
+    n = obs.shape[1]
+    inputs, mask = torch.zeros(n, size, obs.shape[-1]), torch.ones(n, size, dtype=torch.bool)
+    for env in range(n):
+        for j in range(size - 1, -1, -1):
+            s = t - (size - 1 - j)
+            if s < 0:
+                break
+            inputs[env, j], mask[env, j] = obs[s, env], False
+            if s > 0 and done[s - 1, env]:  # obs[s] began its episode: nothing before it
+                break
+    return inputs, mask
+
+
+def test_windows_are_padded_after_every_episode_start_as_built_directly():
+    _, _, (first, second) = windowed_rollouts(CartPoleV1(), size=4)
+    obs = torch.cat([first.obs, second.obs])
+    done = torch.cat([first.terminated | first.truncated, second.terminated | second.truncated])
+    assert done[:-1].sum() >= 3  # episodes end, some in each rollout
+    got = windows.unfold(second.obs_history, second.obs, second.obs_ages)  # the 2nd rollout: history crosses over
+    assert got.inputs.shape == (24, 6, 4, 4) and got.padding_mask.shape == (24, 6, 4)
+    first_got = windows.unfold(first.obs_history, first.obs, first.obs_ages)
+    for t in range(48):
+        inputs, mask = direct_windows(obs, done, t, 4)
+        window = first_got if t < 24 else got
+        assert torch.equal(window.padding_mask[t % 24], mask), t
+        assert torch.equal(window.inputs[t % 24], inputs), t
+    assert first_got.padding_mask[0].all(dim=0).tolist() == [True, True, True, False]  # the run starts empty
+
+
+@pytest.mark.parametrize("env", [CartPole(), CartPoleV1()], ids=["infinite", "episodic"])
+def test_the_update_sees_the_windows_the_rollout_acted_on(env):
+    policy, params, (_, traj) = windowed_rollouts(env, size=3)
+    batch = prepare_batch(traj, gamma=0.99, gae_lambda=0.95, normalize_advantages=True)
+    idx = random.permutation(random.key(3), 24 * 6)
+    rows = minibatch(batch, idx, policy.obs_window)
+    assert isinstance(rows.obs, windows.ObsWindow) and rows.obs.inputs.shape == (144, 3, 4)
+    dist_inputs, _ = policy.apply(params, rows.obs)
+    assert torch.equal(Categorical.log_prob(dist_inputs, rows.actions), rows.log_probs)
+
+
+@settings(max_examples=25, deadline=None)
+@given(size=st.integers(2, 5), steps=st.integers(5, 9), envs=st.integers(1, 4), seed=st.integers(0, 1000))
+def test_gathered_minibatch_windows_equal_the_unfolded_view(size, steps, envs, seed):
+    g = torch.Generator().manual_seed(seed)
+    history, obs = torch.randn(size - 1, envs, 2, generator=g), torch.randn(steps, envs, 2, generator=g)
+    ages = torch.randint(0, size + 2, (steps, envs), generator=g)
+    everything = windows.unfold(history, obs, ages)
+    idx = torch.randperm(steps * envs, generator=g)[: max(1, steps * envs // 2)]
+    got = windows.gather(windows.frames(history, obs, ages), idx, size)
+    assert torch.equal(got.inputs, everything.inputs.flatten(0, 1)[idx])
+    assert torch.equal(got.padding_mask, everything.padding_mask.flatten(0, 1)[idx])
+    # Padded positions hold zeros; the current observation is never padding.
+    assert not got.padding_mask[:, -1].any()
+    assert (got.inputs[got.padding_mask] == 0).all()
+
+
+def test_a_windowed_mlp_trains_and_predicts_with_its_window():
+    algo = Algorithm(CartPoleV1, num_envs=8, horizon=16, compile=False, seed=0,
+                     model_config={"hiddens": (16,), "obs_window": 4})
+    algo.collect()
+    assert "losses/total" in algo.step()
+    obs = torch.zeros(3, 4)
+    actions, memory = algo.predict(obs)
+    assert actions.shape == (3,) and memory.ages.tolist() == [1, 1, 1]
+    _, memory = algo.predict(obs, memory=memory, starts=torch.tensor([True, False, False]))
+    assert memory.ages.tolist() == [1, 2, 2]
+    # The window the model saw: the policy's own predict path equals a direct call on the window.
+    seen = windows.window(windows.initial(obs, 4), obs, 4)
+    assert seen.padding_mask[0].tolist() == [True, True, True, False]
+    expected = algo.policy.apply(algo.params, seen)[0].argmax(-1)
+    assert torch.equal(algo.predict(obs)[0], expected)
+    with pytest.raises(ValueError, match="`memory`"):
+        Algorithm(CartPole, num_envs=8, horizon=16, compile=False, model_config={"hiddens": (8,)}).predict(
+            obs, memory=memory)
+
+
+def test_a_window_longer_than_the_horizon_is_refused_naming_both():
+    with pytest.raises(ValueError, match=r"obs_window 9 must not exceed `horizon` 8"):
+        Algorithm(CartPole, num_envs=4, horizon=8, compile=False, model_config={"hiddens": (8,), "obs_window": 9})
+    with pytest.raises(ValueError, match="`obs_window` must be a positive int"):
+        Algorithm(CartPole, num_envs=4, horizon=8, compile=False, model_config={"hiddens": (8,), "obs_window": 0})
+
+
+def test_a_recurrent_model_with_a_window_is_refused():
+    from rlstack.models import RecurrentModel
+
+    class WindowedLSTM(RecurrentModel):
+        obs_window = 2
+
+    with pytest.raises(ValueError, match="recurrent and has obs_window 2"):
+        RecurrentAlgorithm(CartPole, num_envs=4, horizon=8, compile=False, model_cls=WindowedLSTM,
+                           model_config={"hidden_size": 8})
+
+
+@pytest.mark.slow
+def test_compiled_windowed_training_equals_eager_without_graph_breaks_or_recompiles():
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    counters = torch._dynamo.utils.counters
+    counters.clear()
+    kwargs = dict(num_envs=8, horizon=16, sgd_minibatch_size=64, seed=0, model_config={"hiddens": (16,), "obs_window": 4})
+    eager, compiled = Algorithm(CartPoleV1, compile=False, **kwargs), Algorithm(CartPoleV1, compile=True, **kwargs)
+    for algo in (eager, compiled):
+        algo.collect()
+        algo.step()
+    graphs = counters["stats"]["unique_graphs"]
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for _ in range(2):
+            for algo in (eager, compiled):
+                algo.collect()
+                algo.step()
+    assert counters["stats"]["unique_graphs"] == graphs
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    for name in eager.params:
+        torch.testing.assert_close(compiled.params[name], eager.params[name], rtol=1e-4, atol=1e-5)
+    torch._dynamo.reset()
