@@ -41,6 +41,9 @@ if __package__ in (None, ""):
 CONFIGS = {
     "1x-default": {"hiddens": [256, 256]},
     "small-64x64": {"hiddens": [64, 64]},
+    # RecurrentAlgorithm at 1.1.0's defaults: 8192 envs x 32 steps, seq_len 4, an LSTM of 256, one
+    # minibatch of every sequence, 4 epochs (our default RecurrentModel is the same network).
+    "recurrent-1x-default": {"recurrent": True},
 }
 # (label, compile, amp); compile None is rlstack 1.1.0 in its venv.
 IMPLEMENTATIONS = [
@@ -54,11 +57,14 @@ PEER_REQUIREMENTS = ["rlstack==1.1.0", "torchrl==0.10.1", "tensordict>=0.10,<0.1
 # Runs inside the rlstack 1.1.0 venv; prints one JSON line.
 PEER_SCRIPT = r"""
 import json, statistics, sys, time, torch
-from rlstack import Algorithm
+from rlstack import Algorithm, RecurrentAlgorithm
 from rlstack.env import DiscreteDummyEnv
-hiddens, repeats = json.loads(sys.argv[1]), int(sys.argv[2])
+config, repeats = json.loads(sys.argv[1]), int(sys.argv[2])
 torch.manual_seed(0)
-algo = Algorithm(DiscreteDummyEnv, model_config={"hiddens": tuple(hiddens)})
+if config.get("recurrent"):
+    algo = RecurrentAlgorithm(DiscreteDummyEnv)
+else:
+    algo = Algorithm(DiscreteDummyEnv, model_config={"hiddens": tuple(config["hiddens"])})
 start = time.perf_counter(); algo.collect(); algo.step(); first = time.perf_counter() - start
 times = []
 for _ in range(repeats):
@@ -83,10 +89,10 @@ def ensure_peer_venv(path: Path) -> Path:
     return python
 
 
-def run_peer(python: Path, hiddens: list[int], repeats: int) -> dict:
+def run_peer(python: Path, config: dict, repeats: int) -> dict:
     with tempfile.TemporaryDirectory() as cwd:  # keep this checkout's rlstack off the child's path
         out = subprocess.run(
-            [str(python), "-c", PEER_SCRIPT, json.dumps(hiddens), str(repeats)],
+            [str(python), "-c", PEER_SCRIPT, json.dumps(config), str(repeats)],
             cwd=cwd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""},
         )
     if out.returncode != 0:
@@ -94,12 +100,16 @@ def run_peer(python: Path, hiddens: list[int], repeats: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run_ours(hiddens: list[int], repeats: int, *, compile: bool, amp: bool) -> dict:
-    from rlstack import Algorithm
+def run_ours(config: dict, repeats: int, *, compile: bool, amp: bool) -> dict:
+    from rlstack import Algorithm, RecurrentAlgorithm
     from rlstack.env import DiscreteDummyEnv
 
     torch._dynamo.reset()
-    algo = Algorithm(DiscreteDummyEnv, model_config={"hiddens": tuple(hiddens)}, compile=compile, enable_amp=amp, seed=0)
+    if config.get("recurrent"):
+        algo = RecurrentAlgorithm(DiscreteDummyEnv, compile=compile, enable_amp=amp, seed=0)
+    else:
+        algo = Algorithm(DiscreteDummyEnv, model_config={"hiddens": tuple(config["hiddens"])}, compile=compile,
+                         enable_amp=amp, seed=0)
     start = time.perf_counter()
     algo.collect()
     algo.step()
@@ -118,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--venv", default=str(Path.home() / ".cache" / "rlstack-peers" / "venv"))
     parser.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--implementations", nargs="*", default=[label for label, *_ in IMPLEMENTATIONS],
+                        choices=[label for label, *_ in IMPLEMENTATIONS], help="rows to run (1.1.0 always runs)")
+    parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/peers-cpu.json)")
     parser.add_argument("--repeats", type=int, default=3, help="timed iterations per measurement (median)")
     parser.add_argument("--rounds", type=int, default=3, help="1.1.0-then-ours pairings per config")
     args = parser.parse_args(argv)
@@ -126,19 +139,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'config':<14}{'implementation':<31}{'transitions/s':>15}{'1st iter s':>12}{'vs 1.1.0':>10}"
           "  per-round ratios", flush=True)
     for name in args.configs:
-        hiddens = CONFIGS[name]["hiddens"]
-        rates: dict[str, list[float]] = {label: [] for label, *_ in IMPLEMENTATIONS}
-        firsts: dict[str, list[float]] = {label: [] for label, *_ in IMPLEMENTATIONS}
+        config = CONFIGS[name]
+        chosen = [row for row in IMPLEMENTATIONS if row[1] is None or row[0] in args.implementations]
+        rates: dict[str, list[float]] = {label: [] for label, *_ in chosen}
+        firsts: dict[str, list[float]] = {label: [] for label, *_ in chosen}
         for _ in range(args.rounds):
-            for label, compile, amp in IMPLEMENTATIONS:
+            for label, compile, amp in chosen:
                 if compile is None:
-                    result = run_peer(python, hiddens, args.repeats)
+                    result = run_peer(python, config, args.repeats)
                 else:
-                    result = run_ours(hiddens, args.repeats, compile=compile, amp=amp)
+                    result = run_ours(config, args.repeats, compile=compile, amp=amp)
                 rates[label].append(result["transitions"] / result["iteration_s"])
                 firsts[label].append(result["first_iteration_s"])
         base = rates[IMPLEMENTATIONS[0][0]]
-        for label, *_ in IMPLEMENTATIONS:
+        for label, *_ in chosen:
             ratios = [ours / peer for ours, peer in zip(rates[label], base)]
             row = {"config": name, "implementation": label, "transitions_per_s": statistics.median(rates[label]),
                    "first_iteration_s": statistics.median(firsts[label]), "ratio_vs_1_1_0": statistics.median(ratios),
@@ -146,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(f"{name:<14}{label:<31}{row['transitions_per_s']:>15,.0f}{row['first_iteration_s']:>12.1f}"
                   f"{row['ratio_vs_1_1_0']:>9.2f}x  {' '.join(f'{r:.2f}' for r in ratios)}", flush=True)
-    out = Path(__file__).parent / "results" / "peers-cpu.json"
+    out = Path(args.out) if args.out else Path(__file__).parent / "results" / "peers-cpu.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"torch": torch.__version__, "peer_requirements": PEER_REQUIREMENTS, "repeats": args.repeats,
             "rounds": args.rounds, "cpu_count": os.cpu_count()}

@@ -5,7 +5,7 @@ state (params, carry, training key) untouched."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import torch
 
@@ -112,6 +112,21 @@ class Evaluating:
         """
         actions, memory = self._predict_with_memory(obs, deterministic, memory, starts)
         return (actions, memory) if self.policy.has_memory else actions
+
+    def actor(self: "Algorithm", deterministic: bool = True) -> Callable[[Any], Any]:
+        """``act(obs) -> actions`` over successive observations of the same
+        envs (e.g. ``env.success(algo.actor())``): a policy with memory
+        carries it from one call to the next, every episode beginning at the
+        first call; a policy without memory acts as :meth:`predict`."""
+        memory = None
+
+        def act(obs: Any) -> Any:
+            nonlocal memory
+            actions, new_memory = self._predict_with_memory(obs, deterministic, memory, None)
+            memory = new_memory if self.policy.has_memory else None
+            return actions
+
+        return act
 
     def _predict_with_memory(
         self: "Algorithm", obs: Any, deterministic: bool, memory: Any, starts: Any

@@ -20,6 +20,13 @@ included); ``params={"deterministic": False}`` samples instead and
 ``params={"outputs": "all"}`` returns a dict with ``actions``, ``log_probs``
 and ``values``. Without MLflow, :class:`ExportedPolicy` does the same.
 
+A policy with memory (a recurrent model, or a window of past observations)
+keeps it inside the loaded model between calls: call ``predict`` with
+successive observations of the same envs, as an env loop does, and pass
+``params={"reset": True}`` with the first observations of new episodes
+(:class:`ExportedPolicy` also takes per-env ``starts`` and exposes the
+memory as :attr:`ExportedPolicy.memory`).
+
 Loading imports only rlstack's own model and distribution classes by the
 names in ``policy.json``; a user's class is passed by the caller
 (``ExportedPolicy(path, model_cls=MyModel)``) or named as trusted
@@ -38,6 +45,7 @@ from typing import Any, Sequence
 
 import mlflow
 import numpy as np
+import optree
 import torch
 from mlflow.models import ModelSignature
 from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
@@ -123,32 +131,61 @@ class ExportedPolicy:
         self.params = {k: v.to(self.device) for k, v in _load_tensors(folder / PARAMS_FILE).items()}
         self.obs_moments: Any = ()
         self._sample_calls = 0
+        #: A policy with memory (recurrent, or a window of observations): what the last call left for the
+        #: next one (``None``: episodes begin at the next call). See :meth:`act` and :meth:`reset`.
+        self.memory: Any = None
         if config.get("normalize_obs"):
             self.obs_moments = RunningMoments(**{k: v.to(self.device) for k, v in _load_tensors(folder / MOMENTS_FILE).items()})
 
-    def act(self, obs: Any, deterministic: bool = True, key: torch.Tensor | None = None) -> tuple[Any, Any, Any]:
+    def act(
+        self, obs: Any, deterministic: bool = True, key: torch.Tensor | None = None, *, starts: Any = None
+    ) -> tuple[Any, Any, Any]:
         """``(action, log_prob, value)`` for a batch of raw observations, as
-        :meth:`Policy.act_in_space <rlstack.policy.Policy.act_in_space>`
+        :meth:`Policy.step_in_space <rlstack.policy.Policy.step_in_space>`
         computes them (NumPy in, NumPy out). Samples (``deterministic=False``)
         are drawn from ``key``, or else from this object's own stream
         (``rlstack.random.key(0)`` folded with a call count).
 
+        A policy with memory (a recurrent model's hidden state, a window of
+        observations) keeps it here between calls, in :attr:`memory`: call
+        with successive observations of the same envs; ``starts`` (``[B]``
+        bool) marks envs whose episode begins at ``obs``; :meth:`reset`
+        begins every env's episode at the next call. Save and restore
+        :attr:`memory` to interleave several groups of envs.
+
         Raises:
-            ValueError: if ``obs`` does not fit the observation space.
+            ValueError: if ``obs`` does not fit the observation space, or its
+                batch differs from the one the memory holds.
         """
         obs_t = as_batch(self.observation_space, obs, self.device)
+        batch = optree.tree_leaves(obs_t)[0].shape[0]
+        if self.memory is not None:
+            held = optree.tree_leaves(self.memory)[0].shape[0]
+            if held != batch:
+                raise ValueError(f"`obs` has a batch of {batch} envs, the policy's memory is of {held}: call "
+                                 "reset() (or pyfunc params {'reset': True}) to begin new episodes.")
+        if starts is not None:
+            starts = torch.as_tensor(np.asarray(starts), dtype=torch.bool, device=self.device)
         if not deterministic and key is None:
             key = random.fold_in(random.key(0, self.device), self._sample_calls)
             self._sample_calls += 1
-        out = self.policy.act_in_space(
-            self.params, obs_t, self.action_space, obs_moments=self.obs_moments, deterministic=deterministic, key=key
+        *out, memory = self.policy.step_in_space(
+            self.params, obs_t, self.memory, starts, self.action_space, obs_moments=self.obs_moments,
+            deterministic=deterministic, key=key,
         )
-        return tuple(to_numpy(x) for x in out) if is_numpy(obs) else out
+        if self.policy.has_memory:
+            self.memory = memory
+        return tuple(to_numpy(x) for x in out) if is_numpy(obs) else tuple(out)
 
-    def predict(self, obs: Any, deterministic: bool = True) -> Any:
+    def reset(self) -> None:
+        """Begin every env's episode at the next call (a policy with memory forgets it)."""
+        self.memory = None
+
+    def predict(self, obs: Any, deterministic: bool = True, *, starts: Any = None) -> Any:
         """Actions for a batch of raw observations, exactly as
-        :meth:`Algorithm.predict <rlstack.Algorithm.predict>` computed them."""
-        return self.act(obs, deterministic)[0]
+        :meth:`Algorithm.predict <rlstack.Algorithm.predict>` computed them
+        (a policy's memory, if any, kept between calls: see :meth:`act`)."""
+        return self.act(obs, deterministic, starts=starts)[0]
 
 
 def load_policy(
@@ -189,6 +226,8 @@ class PolicyModel(mlflow.pyfunc.PythonModel):
         params = params or {}
         deterministic = bool(params.get("deterministic", True))
         exported = self.exported
+        if params.get("reset", False):
+            exported.reset()
         if isinstance(exported.observation_space, dict):
             obs = {k: np.asarray(model_input[k]) for k in exported.observation_space}
         else:
@@ -217,11 +256,6 @@ def export_policy(algorithm: Any, path: str | os.PathLike) -> str:
     Raises:
         FileExistsError: if ``path`` exists and is not empty.
     """
-    if algorithm.policy.recurrent:
-        raise ValueError(
-            "Exporting a recurrent policy as an MLflow model is not supported yet: its hidden state must travel "
-            "between calls; use RecurrentAlgorithm.predict(obs, hidden=hidden) or save_checkpoint."
-        )
     check_export_path(path)
     path = Path(path)
     import rlstack
@@ -238,12 +272,15 @@ def export_policy(algorithm: Any, path: str | os.PathLike) -> str:
         "normalize_obs": isinstance(moments, RunningMoments),
         "env": algorithm.build_config["env"],
         "env_config": algorithm.env_config,
+        "memory": "recurrent" if algorithm.policy.recurrent else (
+            f"obs_window={algorithm.policy.obs_window}" if algorithm.policy.obs_window > 1 else None),
     }
     inputs = Schema(_tensor_spec(env.observation_space, "obs"))
     outputs = Schema(_tensor_spec(env.action_space, "actions"))
     signature = ModelSignature(
         inputs=inputs, outputs=outputs,
-        params=ParamSchema([ParamSpec("deterministic", "boolean", True), ParamSpec("outputs", "string", "actions")]),
+        params=ParamSchema([ParamSpec("deterministic", "boolean", True), ParamSpec("outputs", "string", "actions"),
+                            ParamSpec("reset", "boolean", False)]),
     )
     example = sample(env.observation_space, (2,), key=random.key(0))  # never torch's global generator
     input_example = {k: v.numpy() for k, v in example.items()} if isinstance(example, dict) else {"obs": example.numpy()}

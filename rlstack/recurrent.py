@@ -55,7 +55,7 @@ class RecurrentAlgorithm(Algorithm):
         return self.policy.initial_hidden(batch_size, self.device)
 
     def predict(
-        self, obs: Any, deterministic: bool = True, *, hidden: Any = None, starts: Any = None
+        self, obs: Any, deterministic: bool = True, *, hidden: Any = None, starts: Any = None, memory: Any = None
     ) -> tuple[Any, Any]:
         """Actions for a batch of observations, and the hidden state to pass
         with the next batch of the same envs.
@@ -71,9 +71,13 @@ class RecurrentAlgorithm(Algorithm):
                 envs; ``None``: episodes start now (the initial state).
             starts: ``[B]`` bool, envs whose episode begins at ``obs`` (their
                 hidden state restarts from the initial one); ``None``: none.
+            memory: :meth:`Algorithm.predict <rlstack.Algorithm.predict>`'s
+                name for ``hidden`` (pass one of them).
 
         Returns:
             ``(actions, hidden)``: actions inside the env's action space (a
             NumPy array if ``obs`` was one), and the new hidden state.
         """
-        return self._predict_with_memory(obs, deterministic, hidden, starts)
+        if hidden is not None and memory is not None:
+            raise ValueError("pass the hidden state as `hidden` or as `memory`, not both.")
+        return self._predict_with_memory(obs, deterministic, memory if hidden is None else hidden, starts)

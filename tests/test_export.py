@@ -161,3 +161,39 @@ def test_the_policy_module_is_a_skeleton_and_module_gives_the_trained_network():
     with torch.no_grad():
         next(module.parameters()).add_(1.0)
     assert not torch.equal(next(module.parameters()), algo.params[next(iter(algo.params))])  # a copy
+
+
+@pytest.mark.parametrize("kind", ["recurrent", "window"])
+def test_an_exported_policy_with_memory_carries_it_between_calls_as_the_algorithm_does(tmp_path, kind):
+    from rlstack import RecurrentAlgorithm
+    from rlstack.envs import CartPole
+
+    if kind == "recurrent":
+        algo = RecurrentAlgorithm(CartPole, num_envs=16, horizon=8, seq_len=4, compile=False, seed=0,
+                                  model_config={"hidden_size": 8})
+    else:
+        algo = Algorithm(CartPole, num_envs=16, horizon=8, compile=False, seed=0,
+                         model_config={"hiddens": (8,), "obs_window": 3})
+    algo.collect()
+    algo.step()
+    path = export_policy(algo, tmp_path / "model")
+    assert json.loads((Path(path) / "artifacts" / "policy.json").read_text())["memory"] == (
+        "recurrent" if kind == "recurrent" else "obs_window=3")
+    torch.manual_seed(2)
+    steps = [(torch.randn(6, 4) * 2).numpy() for _ in range(4)]
+    act = algo.actor()
+    expected = [act(obs) for obs in steps]
+    pyfunc, exported = mlflow.pyfunc.load_model(path), ExportedPolicy(path)
+    for obs, want in zip(steps, expected):
+        np.testing.assert_array_equal(pyfunc.predict({"obs": obs}), want)
+        np.testing.assert_array_equal(exported.predict(obs), want)
+    # The memory matters: a fresh start on the last observations acts as a first call does.
+    np.testing.assert_array_equal(pyfunc.predict({"obs": steps[0]}, params={"reset": True}), expected[0])
+    exported.reset()
+    np.testing.assert_array_equal(exported.predict(steps[0]), expected[0])
+    # Per-env starts: env 0 begins again, the others go on.
+    _, memory = algo.predict(steps[0], memory=None)
+    want, _ = algo.predict(steps[1], memory=memory, starts=np.array([True] + [False] * 5))
+    np.testing.assert_array_equal(exported.predict(steps[1], starts=np.array([True] + [False] * 5)), want)
+    with pytest.raises(ValueError, match="batch of 2 envs, the policy's memory is of 6"):
+        exported.predict(steps[0][:2])

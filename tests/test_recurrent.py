@@ -91,10 +91,6 @@ def test_recurrent_algorithm_trains_counts_as_1x_and_resumes_exactly(tmp_path):
     assert_trees_equal(algo.carry.memory, resumed.carry.memory)
     with pytest.raises(Exception, match="holds a recurrent policy: load it with RecurrentAlgorithm.from_checkpoint"):
         Algorithm.from_checkpoint(path)
-    with pytest.raises(ValueError, match="Exporting a recurrent policy as an MLflow model is not supported yet"):
-        from rlstack.export import export_policy
-
-        export_policy(algo, tmp_path / "model")
 
 
 def test_predict_carries_the_hidden_state_between_calls():

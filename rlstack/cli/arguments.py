@@ -131,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--member-stop", choices=("each", "any", "mean"), default=None,
                        help="population: stop each member on its own (default), all when any member stops, or on the mean")
     train.add_argument("--hiddens", default=None, help="hidden widths of the default model, e.g. 64,64")
+    train.add_argument("--obs-window", type=int, default=None, metavar="K",
+                       help="the default MLP sees the last K observations (model_config.obs_window; padded at "
+                            "episode starts)")
     train.add_argument("--steps-per-eval", type=int, default=None, metavar="STEPS",
                        help="evaluate the deterministic policy on fresh envs every STEPS steps (logged as eval/*)")
     train.add_argument("--resume", default=None, metavar="CHECKPOINT",
@@ -238,6 +241,9 @@ def _check_model(config: dict[str, Any]) -> None:
     recurrent_flags = sorted(k for k in _RECURRENT_HPARAMS if k in config)
     if recurrent_flags and model not in ("lstm", "gru"):
         raise ValueError(f"--{recurrent_flags[0].replace('_', '-')} is for a recurrent policy: add --model lstm or gru.")
+    if model in ("lstm", "gru") and "obs_window" in config.get("model_config", {}):
+        raise ValueError("--obs-window is for the MLP: a recurrent policy (--model lstm or gru) remembers through "
+                         "its hidden state.")
 
 
 def _check_member_lists(config: dict[str, Any]) -> None:
@@ -263,8 +269,10 @@ def train_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, An
             with ``--resume`` (a resumed run keeps the checkpoint's).
     """
     from_file = read_toml(args.config_file) if args.config_file else {}
-    flags = {k: v for k, v in vars(args).items() if v is not None and k not in ("command", "config_file", "lr", "hiddens")}
-    explicit = set(from_file) | set(flags) | {name for name in ("lr", "hiddens") if getattr(args, name) is not None}
+    flags = {k: v for k, v in vars(args).items() if v is not None and k not in ("command", "config_file", "lr", "hiddens",
+                                                                                   "obs_window")}
+    explicit = set(from_file) | set(flags) | {name for name in ("lr", "hiddens", "obs_window")
+                                               if getattr(args, name) is not None}
     env = flags.get("env", from_file.get("env"))
     resume = flags.get("resume", from_file.get("resume"))
     if resume:
@@ -291,6 +299,8 @@ def train_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, An
             config["model_config"] = {**config.get("model_config", {}), "hiddens": tuple(int(h) for h in args.hiddens.split(","))}
         except ValueError as e:
             raise ValueError(f"--hiddens must be comma-separated ints such as 64,64, got {args.hiddens!r}.") from e
+    if args.obs_window is not None:
+        config["model_config"] = {**config.get("model_config", {}), "obs_window": args.obs_window}
     if "hiddens" in config.get("model_config", {}) and isinstance(config["model_config"]["hiddens"], list):
         config["model_config"]["hiddens"] = tuple(config["model_config"]["hiddens"])
     if isinstance(config.get("optimizer_cls"), str):

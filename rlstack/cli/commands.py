@@ -220,15 +220,14 @@ def evaluate(args: argparse.Namespace) -> int:
         name = args.env or exported.config["env"]
         env = make_env(load_env(name), num_envs=args.num_envs)
         _check_same_spaces(name, env, exported.observation_space, exported.action_space)
-        act = lambda obs: exported.predict(obs, deterministic)  # noqa: E731
+        act = lambda obs: exported.predict(obs, deterministic)  # noqa: E731  (memory, if any, kept by `exported`)
         trained_config = exported.config.get("env_config")
     else:
         algo = _load_policy_state(source, args.env, args.member)
         env, name = algo.env, algo.build_config["env"]
         if not env.compilable:  # gymnasium or 1.x envs are built for a number of envs: build --num-envs of them
             env = make_env(algo._env_spec, num_envs=args.num_envs, horizon=algo.config.horizon, config=algo.env_config)
-        act = _recurrent_act(algo, deterministic) if algo.policy.recurrent else (
-            lambda obs: algo.predict(obs, deterministic))
+        act = algo.actor(deterministic)  # a recurrent or windowed policy's memory travels between calls
         trained_config = algo.env_config
     if not hasattr(env, "success"):
         raise ValueError(f"env {name} has no success measure (a 1.x stateful env); evaluate it with Trainer.eval().")
@@ -239,17 +238,6 @@ def evaluate(args: argparse.Namespace) -> int:
     for key, value in stats.items():
         print(f"{key:<28}{value:>12.4f}")
     return 0
-
-
-def _recurrent_act(algo: Any, deterministic: bool) -> Any:
-    """``act(obs) -> actions`` for a recurrent policy: the hidden state travels from one call to the next."""
-    memory: dict[str, Any] = {"hidden": None}
-
-    def act(obs: Any) -> Any:
-        actions, memory["hidden"] = algo.predict(obs, deterministic, hidden=memory["hidden"])
-        return actions
-
-    return act
 
 
 def _load_policy_state(path: Any, env_name: str | None, member: int | None) -> Algorithm:
