@@ -69,7 +69,8 @@ start = time.perf_counter(); algo.collect(); algo.step(); first = time.perf_coun
 times = []
 for _ in range(repeats):
     start = time.perf_counter(); algo.collect(); algo.step(); times.append(time.perf_counter() - start)
-print(json.dumps({"transitions": algo.config.num_envs * algo.config.horizon, "iteration_s": statistics.median(times),
+config = getattr(algo, "config", None) or algo.hparams  # RecurrentAlgorithm has only 1.x's name
+print(json.dumps({"transitions": config.num_envs * config.horizon, "iteration_s": statistics.median(times),
                   "first_iteration_s": first, "torch": torch.__version__}))
 """
 

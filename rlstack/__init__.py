@@ -7,11 +7,11 @@ stateful shell (``Algorithm``, ``Trainer``) that logs to MLflow.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import conditions, distributions, env, envs, functional, models, nn, optim, spaces
+from . import conditions, distributions, env, envs, functional, models, nn, optim, spaces, windows
 from .algorithm import Algorithm
 from .config import AlgorithmConfig
 from .distributions import Categorical, Distribution, Normal, SquashedNormal
-from .policy import Policy
+from .policy import Policy, RecurrentPolicy
 from .population import Population, grid
 from .recurrent import RecurrentAlgorithm
 from .trainer import RecurrentTrainer, Trainer
@@ -30,6 +30,7 @@ __all__ = [
     "Population",
     "grid",
     "Policy",
+    "RecurrentPolicy",
     "Distribution",
     "Categorical",
     "Normal",
@@ -43,4 +44,5 @@ __all__ = [
     "nn",
     "optim",
     "spaces",
+    "windows",
 ]

@@ -345,6 +345,18 @@ class Policy:
                 raise ValueError(f"distribution {dist_name}.{name} must return shape [B] = [{batch}], got {getattr(x, 'shape', x)}.")
 
 
+class RecurrentPolicy(Policy):
+    """rlstack 1.x's name for a :class:`Policy` over a recurrent model: the
+    same class, refusing a model without ``initial_hidden`` (see
+    :func:`check_recurrent_model` for the whole contract)."""
+
+    def __init__(self, model: nn.Module, distribution_cls: type[Distribution]) -> None:
+        if not callable(getattr(model, "initial_hidden", None)):
+            raise TypeError(f"RecurrentPolicy needs a recurrent model (with `initial_hidden(batch_size)`), got "
+                            f"{type(model).__name__}; use Policy for a feedforward one.")
+        super().__init__(model, distribution_cls)
+
+
 def check_recurrent_model(model: nn.Module, params: Params, observation_space: Space, device: Any = "cpu") -> None:
     """Check a model against the recurrent contract on a small batch:
     ``initial_hidden(batch_size)`` returns a tensor or pytree of tensors

@@ -96,3 +96,21 @@ def test_mountain_car_preset_learns_to_reach_the_goal():
         algo.collect()
         algo.step()
     assert algo.env.success(algo.predict, num_envs=512)["success/reached_goal"] >= 0.9
+
+
+@pytest.mark.slow
+def test_a_window_of_observations_balances_cartpole_with_hidden_velocities_where_the_mlp_cannot():
+    from rlstack.envs import CartPole
+    from rlstack.presets import POMDP_PRESETS
+
+    threshold, best = 0.5, {}
+    for name in ("window", "mlp"):
+        algo = Algorithm(CartPole, seed=0, compile=False, **POMDP_PRESETS[name])
+        scores = []
+        for update in range(1, 26):
+            algo.collect()
+            algo.step()
+            if update % 5 == 0:  # velocities hidden in the check too: the config it trained with
+                scores.append(algo.env.success(algo.actor(), num_envs=256, config=algo.env_config)["success/balanced"])
+        best[name] = max(scores)
+    assert best["window"] >= threshold > best["mlp"], best

@@ -157,3 +157,14 @@ def test_cli_trains_and_evaluates_a_recurrent_policy(tmp_path, capsys):
     assert "success/balanced" in capsys.readouterr().out
     assert main(["train", "--env", "CartPole", "--seq-len", "8", "--max-steps", "1"]) == 2
     assert "--seq-len is for a recurrent policy: add --model lstm or gru" in capsys.readouterr().err
+
+
+def test_recurrent_policy_keeps_1x_name_and_refuses_a_feedforward_model():
+    from rlstack import RecurrentPolicy
+    from rlstack.models import MLPModel
+
+    env = CartPole()
+    policy = RecurrentPolicy(RecurrentModel(env.observation_space, env.action_space, hidden_size=8), Categorical)
+    assert isinstance(policy, Policy) and policy.recurrent
+    with pytest.raises(TypeError, match="RecurrentPolicy needs a recurrent model"):
+        RecurrentPolicy(MLPModel(env.observation_space, env.action_space), Categorical)
