@@ -45,8 +45,8 @@ class AlgorithmConfig:
             before its one optimizer step (the same update up to float
             rounding, with cache-sized activations). Must divide the
             minibatch size. ``None``: automatic, see
-            :func:`rlstack.ppo.default_chunk_size` (8192 on CPU, the whole
-            minibatch elsewhere).
+            :func:`rlstack.ppo.default_chunk_size` (8192 on CPU, 4096 for
+            a recurrent policy's sequences, up to 2**20 elsewhere).
         num_sgd_iters: epochs over the buffer per update.
         shuffle_minibatches: draw a fresh permutation of the buffer per epoch.
         max_grad_norm: clip the global gradient norm to this (> 0).

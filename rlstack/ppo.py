@@ -251,20 +251,28 @@ def sequences(traj: Trajectory, advantages: torch.Tensor, returns: torch.Tensor)
 
 
 CPU_CHUNK = 8192
+RECURRENT_CPU_CHUNK = 4096
 GPU_CHUNK = 1 << 20
 
 
-def default_chunk_size(minibatch_size: int, device: torch.device) -> int:
-    """Transitions per forward/backward pass when ``sgd_chunk_size`` is None.
+def default_chunk_size(minibatch_size: int, device: torch.device, seq_len: int = 1) -> int:
+    """Rows per forward/backward pass when ``sgd_chunk_size`` is None.
 
-    The largest divisor of the minibatch up to a per-device bound:
-    :data:`CPU_CHUNK` on CPU, so activations stay cache-sized (measured in
+    The largest divisor of the minibatch (``minibatch_size`` rows, each a
+    transition, or a recurrent policy's sequence of ``seq_len`` of them) up
+    to a per-device bound in transitions: :data:`CPU_CHUNK` on CPU
+    (:data:`RECURRENT_CPU_CHUNK` for sequences, whose replay keeps every
+    step's gates), so activations stay cache-sized (measured in
     benchmarks/README.md), and :data:`GPU_CHUNK` elsewhere, where large
     batches are fastest and the bound keeps a huge minibatch's activations
     (1 GiB per 256-wide float32 layer at 2**20 rows) from exhausting device
     memory.
     """
-    bound = CPU_CHUNK if device.type == "cpu" else GPU_CHUNK
+    if device.type == "cpu":
+        bound = CPU_CHUNK if seq_len == 1 else RECURRENT_CPU_CHUNK
+    else:
+        bound = GPU_CHUNK
+    bound = max(1, bound // seq_len)
     if minibatch_size <= bound:
         return minibatch_size
     return next(d for d in range(bound, 0, -1) if minibatch_size % d == 0)
@@ -625,7 +633,7 @@ def make_update(
         if config.sgd_chunk_size:
             chunk = config.sgd_chunk_size // steps_per_row
         else:
-            chunk = mb_size if recurrent else default_chunk_size(mb_size, device)
+            chunk = default_chunk_size(mb_size, device, steps_per_row)
         if mb_size % chunk:
             raise ValueError(f"`sgd_chunk_size` {chunk * steps_per_row} must divide the minibatch size "
                              f"{mb_size * steps_per_row}.")

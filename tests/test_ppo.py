@@ -278,6 +278,9 @@ def test_default_chunk_size_is_cache_sized_on_cpu_and_bounded_by_memory_elsewher
     assert default_chunk_size(262_144, cuda) == 262_144  # whole minibatch on a GPU
     assert default_chunk_size(131_072 * 32, cuda) == 1 << 20  # 4M transitions: 4 chunks of 2**20
     assert default_chunk_size(3 * 1_000_000, cuda) == 1_000_000
+    # A recurrent minibatch counts sequences of seq_len transitions: 4096 transitions a chunk on CPU.
+    assert default_chunk_size(65_536, cpu, seq_len=4) == 1024 and default_chunk_size(100, cpu, seq_len=16) == 100
+    assert default_chunk_size(65_536, cuda, seq_len=4) == 65_536
 
 
 def test_chunk_size_must_divide_the_minibatch():
