@@ -255,11 +255,15 @@ def make_rollout(
         obs_history = ()
         if windowed:  # the observations before this rollout's first, [K - 1, N, ...] (per member)
             obs_history = (torch.func.vmap(windows.history) if population else windows.history)(carry.memory)
-        steps = []
-        for _ in range(horizon):
+        steps, hiddens = [], []
+        for t in range(horizon):
             carry, transition = body(params, carry, discount)
             if population:  # the member keys are a strided view into the split: one layout in, no recompile
                 carry = carry._replace(key=carry.key.contiguous())
+            if recurrent:  # only each sequence's first hidden state is kept: the update replays from it
+                if t % seq_len == 0:
+                    hiddens.append(transition.hidden)
+                transition = transition._replace(hidden=())
             steps.append(transition)
         stacked = optree.tree_map(lambda *xs: torch.stack(xs, time_axis), *steps)
         last_value = bootstrap_value(params, carry)
@@ -275,8 +279,7 @@ def make_rollout(
             final_values=stacked.final_value,
             episode_returns=stacked.episode_return,
             episode_lengths=stacked.episode_length,
-            # Only each sequence's first hidden state is kept: the update replays from it.
-            hiddens=optree.tree_map(lambda h: h[:, ::seq_len] if population else h[::seq_len], stacked.hidden),
+            hiddens=optree.tree_map(lambda *hs: torch.stack(hs, time_axis), *hiddens) if recurrent else (),
             resets=stacked.reset,
             obs_history=obs_history,
             obs_ages=stacked.age,
