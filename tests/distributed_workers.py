@@ -69,26 +69,33 @@ def update_worker(rank: int, world: int, init_file: str, out: str) -> None:
     leave()
 
 
-def trainer_worker(rank: int, world: int, init_file: str, out: str, mode: str) -> None:
-    """``fresh``: 3 steps, checkpoint, 2 more; ``resume``: from that checkpoint, 2 steps."""
+def trainer_worker(rank: int, world: int, init_file: str, out: str, mode: str, kind: str = "mlp") -> None:
+    """``fresh``: 3 steps, checkpoint, 2 more; ``resume``: from that checkpoint, 2 steps. ``kind``
+    ``mlp``: a Trainer; ``gru``: a RecurrentTrainer (its hidden states are per rank, in the checkpoint)."""
     import mlflow
+    import optree
 
-    from rlstack import Trainer
+    from rlstack import RecurrentTrainer, Trainer
     from rlstack.conditions import HitsUpperBound
-    from rlstack.envs import CartPole
+    from rlstack.envs import CartPoleV1
 
     join(rank, world, init_file)
     mlflow.set_tracking_uri(f"sqlite:///{out}/mlflow.db")
     if mode == "fresh":
-        trainer = Trainer(CartPole, seed=0, **SMALL)
+        if kind == "gru":
+            trainer = RecurrentTrainer(CartPoleV1, seed=0, seq_len=4, **{**SMALL, "model_config": {
+                "hidden_size": 8, "cell": "gru"}})
+        else:
+            trainer = Trainer(CartPoleV1, seed=0, **SMALL)
         trainer.run(stop_conditions=[HitsUpperBound("algorithm/steps", 3)], checkpoint_every=3,
-                    checkpoint_dir=f"{out}/ck")
+                    checkpoint_dir=f"{out}/ck-{kind}")
     else:
-        trainer = Trainer.from_checkpoint(f"{out}/ck/step-00000003.pt")
+        trainer = Trainer.from_checkpoint(f"{out}/ck-{kind}/step-00000003.pt")
     trainer.run(stop_conditions=[HitsUpperBound("algorithm/steps", 5)])
     trainer.close()
     torch.save({"params": trainer.algorithm.params, "run_id": trainer.run_id, "steps": trainer.algorithm.steps,
-                "key": trainer.algorithm.key}, f"{out}/{mode}{rank}.pt")
+                "key": trainer.algorithm.key, "memory": optree.tree_leaves(trainer.algorithm.carry.memory)},
+               f"{out}/{kind}-{mode}{rank}.pt")
     leave()
 
 

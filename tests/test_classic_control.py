@@ -232,3 +232,20 @@ def test_cartpole_can_hide_its_velocities_and_moves_the_same():
     assert torch.equal(hidden, seen * torch.tensor([1.0, 0.0, 1.0, 0.0])) and seen[:, [1, 3]].abs().sum() > 0
     with pytest.raises(TypeError, match=r"`config\['hide_velocities'\]` must be a bool"):
         env.reset(random.key(0), 2, config={"hide_velocities": "yes"})
+
+
+def test_cartpole_v1_hides_its_velocities_after_every_respawn_too():
+    # Regression: the episodic CartPole crashed on the [4] mask and showed velocities after a respawn.
+    from rlstack import random
+    from rlstack.envs import CartPoleV1
+
+    env = CartPoleV1()
+    state, obs = env.reset(random.key(3), 8, config={"hide_velocities": True})
+    action = torch.ones(8, dtype=torch.int64)  # pushing right: every pole falls within ~10 steps
+    ended = torch.zeros(8, dtype=torch.bool)
+    for t in range(40):
+        state, obs, _, terminated, truncated = env.step(state, action, random.fold_in(random.key(0), t))
+        ended |= terminated
+        assert not obs[:, [1, 3]].any()
+        assert torch.equal(env.final_observation(state)[:, [1, 3]], torch.zeros(8, 2))
+    assert ended.all()

@@ -26,20 +26,22 @@ def test_two_ranks_update_as_one_process_on_the_concatenated_envs(tmp_path):
     assert ranks[0]["sgd_steps"] == metrics["monitors/sgd_steps"]
 
 
-def test_two_rank_training_stays_identical_logs_once_and_resumes_exactly(tmp_path):
-    spawn(workers.trainer_worker, tmp_path, "fresh")
-    spawn(workers.trainer_worker, tmp_path, "resume")
-    fresh = [torch.load(tmp_path / f"fresh{r}.pt") for r in range(2)]
-    resumed = [torch.load(tmp_path / f"resume{r}.pt") for r in range(2)]
+@pytest.mark.parametrize("kind", ["mlp", "gru"])
+def test_two_rank_training_stays_identical_logs_once_and_resumes_exactly(tmp_path, kind):
+    spawn(workers.trainer_worker, tmp_path, "fresh", kind)
+    spawn(workers.trainer_worker, tmp_path, "resume", kind)
+    fresh = [torch.load(tmp_path / f"{kind}-fresh{r}.pt") for r in range(2)]
+    resumed = [torch.load(tmp_path / f"{kind}-resume{r}.pt") for r in range(2)]
     assert_trees_equal(fresh[0]["params"], fresh[1]["params"])
     assert not torch.equal(fresh[0]["key"], fresh[1]["key"])  # each rank simulates its own envs
     for r in range(2):
         assert resumed[r]["steps"] == 5
         assert_trees_equal(resumed[r]["params"], fresh[r]["params"])
         assert torch.equal(resumed[r]["key"], fresh[r]["key"])
+        assert_trees_equal(resumed[r]["memory"], fresh[r]["memory"])  # a recurrent rank's own hidden states
     assert fresh[0]["run_id"] is not None and fresh[1]["run_id"] is None  # only rank 0 logs
     assert resumed[0]["run_id"] == fresh[0]["run_id"]
-    assert sorted(p.name for p in (tmp_path / "ck").glob("*.pt")) == ["step-00000003.pt"]
+    assert sorted(p.name for p in (tmp_path / f"ck-{kind}").glob("*.pt")) == ["step-00000003.pt"]
 
 
 def test_ranks_that_disagree_on_hyperparameters_fail_at_start_naming_the_rank(tmp_path):

@@ -21,7 +21,7 @@ import torch
 
 from .. import random
 from ..types import Tree
-from .cartpole import CartPole, in_bounds
+from .cartpole import CartPole, in_bounds, observe
 from .mountain_car import GOAL_POSITION, MountainCar
 from .pendulum import Pendulum
 
@@ -45,8 +45,12 @@ class EpisodeState(NamedTuple):
 
 
 def _where(done: torch.Tensor, new: Tree, old: Tree) -> Tree:
-    """Per env: ``new`` where ``done`` (``[N]`` bool), else ``old``."""
+    """Per env: ``new`` where ``done`` (``[N]`` bool), else ``old``. A leaf
+    the respawn kept as it was (the same tensor, e.g. CartPole's shared
+    ``observed`` mask ``[4]``) is kept."""
     def pick(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if a is b:
+            return a
         return torch.where(done.reshape(-1, *[1] * (a.dim() - 1)), a, b)
 
     return optree.tree_map(pick, new, old)
@@ -108,7 +112,8 @@ class CartPoleV1(Episodic, CartPole):
 
     def respawn(self, state, params, key):
         physics = _uniform(key, (state.physics.shape[0], 4), params["init_low"], params["init_high"])
-        return state._replace(physics=physics), physics
+        state = state._replace(physics=physics)
+        return state, observe(state)  # hide_velocities hides them after a respawn too
 
     def terminal(self, state):
         return ~in_bounds(state.physics)
