@@ -43,12 +43,15 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-import mlflow
 import numpy as np
 import optree
 import torch
-from mlflow.models import ModelSignature
-from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
+
+from .tracking import require_mlflow
+
+mlflow = require_mlflow()  # first, so that a missing MLflow is named in the error
+from mlflow.models import ModelSignature  # noqa: E402
+from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec  # noqa: E402
 
 from . import checkpoint as ckpt
 from . import random

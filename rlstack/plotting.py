@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
-import mlflow
-from mlflow.tracking import MlflowClient
+from .tracking import make_client
 
 
 def plot_learning_curve(
@@ -29,7 +28,7 @@ def plot_learning_curve(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    client = MlflowClient(tracking_uri=tracking_uri or mlflow.get_tracking_uri())
+    client = make_client(tracking_uri)
     run = client.get_run(run_id)
     histories = {m: client.get_metric_history(run_id, m) for m in metrics}
     histories = {m: sorted(h, key=lambda p: p.step) for m, h in histories.items() if h}

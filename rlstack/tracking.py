@@ -9,11 +9,37 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Mapping
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Mapping
 
-import mlflow
-from mlflow.entities import Metric, Param, RunTag
-from mlflow.tracking import MlflowClient
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+#: What ``require_mlflow`` says where MLflow is missing.
+MISSING_MLFLOW = (
+    "rlstack's Trainer, export and plots log to MLflow, which is not installed here: "
+    "pip install 'mlflow>=2.16' (rlstack.Algorithm and the pure functions run without it)."
+)
+
+
+def require_mlflow() -> ModuleType:
+    """The ``mlflow`` module, imported on first use, so that ``import rlstack``
+    and :class:`~rlstack.Algorithm` work where MLflow is not installed.
+
+    Raises:
+        ImportError: MLflow is not installed (the message names the package).
+    """
+    try:
+        import mlflow
+    except ImportError as e:
+        raise ImportError(MISSING_MLFLOW) from e
+    return mlflow
+
+
+def make_client(tracking_uri: str | None = None) -> MlflowClient:
+    """An ``MlflowClient`` for ``tracking_uri`` (default: MLflow's current one)."""
+    mlflow = require_mlflow()
+    return mlflow.tracking.MlflowClient(tracking_uri or mlflow.get_tracking_uri())
 
 
 def param_value(value: Any) -> str:
@@ -65,6 +91,8 @@ class MetricLog:
     def log(self, stats: Mapping[str, float], step: int) -> None:
         """Record ``stats`` at ``step`` (timestamped now)."""
         timestamp = int(time.time() * 1000)
+        from mlflow.entities import Metric
+
         self.pending.extend(Metric(k, float(v), timestamp, step) for k, v in stats.items())
         if not self.buffering or time.monotonic() - self._last_flush >= self.flush_every_s:
             self.flush()
@@ -135,7 +163,7 @@ def _exists(client: MlflowClient, run_id: str) -> bool:
     try:
         client.get_run(run_id)
         return True
-    except mlflow.exceptions.MlflowException:
+    except require_mlflow().exceptions.MlflowException:
         return False
 
 
@@ -168,7 +196,7 @@ def end_run(
 
 def create_run(client: MlflowClient, experiment_name: str | None, run_name: str | None) -> str:
     """Create a run (nested under the active run, if any) and return its id."""
-    parent = mlflow.active_run()
+    parent = require_mlflow().active_run()
     tags = {"mlflow.parentRunId": parent.info.run_id} if parent is not None else {}
     try:
         from mlflow.tracking.context.registry import resolve_tags
@@ -185,6 +213,8 @@ def log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> 
     ones (MLflow params are immutable) are recorded as ``resumed/<name>`` tags."""
     logged = client.get_run(run_id).data.params
     text = {k: param_value(v) for k, v in params.items()}
+    from mlflow.entities import Param, RunTag
+
     new = [Param(k, v) for k, v in text.items() if k not in logged]
     changed = [RunTag(f"resumed/{k}", v) for k, v in text.items() if k in logged and logged[k] != v]
     for i in range(0, len(new), 100):  # MLflow's batch limit on params
@@ -198,11 +228,11 @@ def resumable_run_id(run_id: str | None, experiment_name: str | None, run_name: 
     ``experiment_name`` / ``run_name``, when given, are its; else None."""
     if run_id is None:
         return None
-    client = MlflowClient()
+    client = make_client()
     try:
         run = client.get_run(run_id)
         experiment = client.get_experiment(run.info.experiment_id)
-    except mlflow.exceptions.MlflowException:
+    except require_mlflow().exceptions.MlflowException:
         return None
     if (experiment_name not in (None, experiment.name)) or (run_name not in (None, run.info.run_name)):
         return None

@@ -10,9 +10,6 @@ import weakref
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-import mlflow
-from mlflow.tracking import MlflowClient
-
 from . import checkpoint as ckpt
 from . import distributed, tracking
 from .algorithm import Algorithm
@@ -87,6 +84,7 @@ class Trainer:
         self, env: Any, /, *, experiment_name: str | None = None, run_name: str | None = None,
         num_members: int | None = None, **kwargs: Any,
     ) -> None:
+        tracking.require_mlflow()  # before anything is built
         if num_members is None:
             algorithm = self._algorithm_cls(env, **kwargs)
         elif self._algorithm_cls is not Algorithm:
@@ -101,9 +99,9 @@ class Trainer:
         member_run_ids: Sequence[str | None] | None = None,
     ) -> None:
         self.algorithm = algorithm
-        self.tracking_uri = mlflow.get_tracking_uri()
+        self.tracking_uri = tracking.require_mlflow().get_tracking_uri()
         # Under torch.distributed only rank 0 writes to MLflow; the other ranks' writes are dropped.
-        self._client = client = MlflowClient(self.tracking_uri) if distributed.rank() == 0 else tracking.NullClient()
+        self._client = client = tracking.make_client(self.tracking_uri) if distributed.rank() == 0 else tracking.NullClient()
         if distributed.rank() != 0:
             self.run_id = None
         elif resume_run_id is not None:
@@ -411,6 +409,7 @@ class Trainer:
         new run is started with them. Arguments as in
         :meth:`Algorithm.from_checkpoint`.
         """
+        tracking.require_mlflow()  # before anything is built
         data = ckpt.safe_load(path)
         algorithm_cls = (Population if "population" in data else RecurrentAlgorithm if "seq_len" in data["hparams"]
                          else Algorithm)
