@@ -46,12 +46,25 @@ TARGETS = {
 RL_ZOO = {"CartPole": (500.0, 100_000), "Pendulum": (-172.0, 100_000), "MountainCar": (-110.0, 1_000_000)}
 
 
-def time_to_target(env_name: str, seed: int, *, compile: bool, device: str, check_every: int) -> dict:
-    task, threshold, limit, key = TARGETS[env_name]
+def scaled_preset(env_name: str, num_envs: int | None) -> dict:
+    """``PRESETS[env_name]`` with ``num_envs`` envs (None: the preset's), its
+    minibatch size scaled with it so that an update has as many minibatches."""
+    preset = dict(PRESETS.get(env_name, {}))
+    if num_envs is not None:
+        preset["sgd_minibatch_size"] = preset["sgd_minibatch_size"] * num_envs // preset["num_envs"]
+        preset["num_envs"] = num_envs
+    return preset
+
+
+def time_to_target(env_name: str, seed: int, *, compile: bool, device: str, check_every: int,
+                   num_envs: int | None = None, limit: float | None = None) -> dict:
+    task, threshold, default_limit, key = TARGETS[env_name]
+    limit = default_limit if limit is None else limit
     torch._dynamo.reset()
     start = time.perf_counter()
     excluded = 0.0
-    algo = Algorithm(BUILTIN_ENVS[env_name], seed=seed, compile=compile, device=device, **PRESETS.get(env_name, {}))
+    preset = scaled_preset(env_name, num_envs)
+    algo = Algorithm(BUILTIN_ENVS[env_name], seed=seed, compile=compile, device=device, **preset)
     value, own, steps = float("nan"), float("nan"), 0
     while time.perf_counter() - start - excluded < limit:
         algo.collect()
@@ -66,7 +79,8 @@ def time_to_target(env_name: str, seed: int, *, compile: bool, device: str, chec
                 break
     seconds = time.perf_counter() - start - excluded
     reached = value >= threshold
-    return {"env": env_name, "task": task.__name__, "seed": seed, "compile": compile, "reached": reached,
+    return {"env": env_name, "task": task.__name__, "seed": seed, "num_envs": preset["num_envs"],
+            "compile": compile, "device": device, "reached": reached,
             "seconds": seconds, "env_steps": algo.env_steps, "updates": steps, "episode_return": value,
             "threshold": threshold, "limit_s": limit, "own_metric": key, "own_value": own}
 
@@ -78,34 +92,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true", help="compile (default: eager, faster for these budgets)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--check-every", type=int, default=5)
+    parser.add_argument("--num-envs", type=int, nargs="*", default=[None], metavar="N",
+                        help="env counts to try, each a row (default: the preset's; the minibatch size scales along)")
+    parser.add_argument("--limit", type=float, default=None, help="seconds per run (default: each target's limit)")
+    parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/classic_control-<device>.json)")
     args = parser.parse_args(argv)
     rows, summary = [], []
-    print(f"{'env':<12}{'seed':>5}{'reached':>9}{'seconds':>9}{'env steps':>12}{'gym return':>12}{'own':>8}", flush=True)
+    print(f"{'env':<12}{'envs':>7}{'seed':>5}{'reached':>9}{'seconds':>9}{'env steps':>12}{'gym return':>12}{'own':>8}", flush=True)
     for env_name in args.envs:
-        runs = []
-        for seed in args.seeds:
-            row = time_to_target(env_name, seed, compile=args.compile, device=args.device, check_every=args.check_every)
-            runs.append(row)
-            print(f"{env_name:<12}{seed:>5}{str(row['reached']):>9}{row['seconds']:>9.1f}{row['env_steps']:>12,}"
-                  f"{row['episode_return']:>12.1f}{row['own_value']:>8.3f}", flush=True)
-        rows += runs
-        summary.append({
-            "env": env_name,
-            "reached": sum(r["reached"] for r in runs),
-            "runs": len(runs),
-            "median_seconds": statistics.median(r["seconds"] for r in runs),
-            "median_env_steps": statistics.median(r["env_steps"] for r in runs),
-            "median_episode_return": statistics.median(r["episode_return"] for r in runs),
-            "target": {"episode_return": TARGETS[env_name][1], "seconds": TARGETS[env_name][2]},
-            "rl_zoo_ppo": {"episode_return": RL_ZOO[env_name][0], "env_steps": RL_ZOO[env_name][1]},
-        })
+        for num_envs in args.num_envs:
+            runs = []
+            for seed in args.seeds:
+                row = time_to_target(env_name, seed, compile=args.compile, device=args.device,
+                                     check_every=args.check_every, num_envs=num_envs, limit=args.limit)
+                runs.append(row)
+                print(f"{env_name:<12}{row['num_envs']:>7}{seed:>5}{str(row['reached']):>9}{row['seconds']:>9.1f}"
+                      f"{row['env_steps']:>12,}{row['episode_return']:>12.1f}{row['own_value']:>8.3f}", flush=True)
+            rows += runs
+            summary.append({
+                "env": env_name,
+                "num_envs": runs[0]["num_envs"],
+                "reached": sum(r["reached"] for r in runs),
+                "runs": len(runs),
+                "median_seconds": statistics.median(r["seconds"] for r in runs),
+                "median_env_steps": statistics.median(r["env_steps"] for r in runs),
+                "median_episode_return": statistics.median(r["episode_return"] for r in runs),
+                "target": {"episode_return": TARGETS[env_name][1], "seconds": TARGETS[env_name][2]},
+                "rl_zoo_ppo": {"episode_return": RL_ZOO[env_name][0], "env_steps": RL_ZOO[env_name][1]},
+            })
     print()
     for s in summary:
         zoo = s["rl_zoo_ppo"]
-        print(f"{s['env']:<12} reached {s['reached']}/{s['runs']}  median {s['median_seconds']:.1f} s, "
+        print(f"{s['env']:<12}{s['num_envs']:>7} envs: reached {s['reached']}/{s['runs']}  median {s['median_seconds']:.1f} s, "
               f"{s['median_env_steps']:,.0f} env steps, gym return {s['median_episode_return']:.1f} "
               f"(rl-zoo PPO: {zoo['episode_return']:g} at {zoo['env_steps']:,} steps)")
-    out = Path(__file__).parent / "results" / f"classic_control-{args.device.split(':')[0]}.json"
+    out = Path(args.out or Path(__file__).parent / "results" / f"classic_control-{args.device.split(':')[0]}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"torch": torch.__version__, "runs": rows, "summary": summary}, indent=2))
     print(f"wrote {out}")

@@ -39,7 +39,7 @@ import torch
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rlstack import Algorithm  # noqa: E402
+from rlstack import Algorithm, RecurrentAlgorithm  # noqa: E402
 from rlstack.envs import CartPole, ContinuousDummyEnv, DiscreteDummyEnv  # noqa: E402
 
 # Every config: 4 epochs over the whole buffer per update (rlstack 1.x's defaults).
@@ -53,9 +53,15 @@ CONFIGS = {
     "cartpole-64x64": dict(env=CartPole, num_envs=8192, horizon=32, hiddens=(64, 64)),
     # Enough envs to fill a GPU (4.2M transitions per update there); 4x the default on CPU.
     "discrete-large": dict(env=DiscreteDummyEnv, num_envs={"cpu": 32768, "cuda": 131072}, horizon=32, hiddens=(256, 256)),
+    # RecurrentAlgorithm at rlstack 1.x's defaults: an LSTM of 256, seq_len 4 (benchmarks/peers.py's
+    # recurrent-1x-default); `hiddens` is the width the matmul ceiling is measured at.
+    "recurrent-1x-default": dict(env=DiscreteDummyEnv, num_envs=8192, horizon=32, hiddens=(256,),
+                                 algorithm=RecurrentAlgorithm, model_config={"hidden_size": 256}),
 }
-# Default config list per device: the large config takes minutes per iteration on a small CPU.
-DEFAULT_CONFIGS = {"cpu": [c for c in CONFIGS if c != "discrete-large"], "cuda": list(CONFIGS)}
+# Default config list per device: the large config takes minutes per iteration on a small CPU, and
+# the recurrent one tens of seconds (name either to run it).
+DEFAULT_CONFIGS = {"cpu": [c for c in CONFIGS if c not in ("discrete-large", "recurrent-1x-default")],
+                   "cuda": [c for c in CONFIGS if c != "recurrent-1x-default"]}
 
 # Mode -> Algorithm switches. TF32 and CUDA graphs exist on CUDA only.
 MODES = {
@@ -122,9 +128,10 @@ def build(spec: dict, mode: str, *, device: torch.device) -> tuple[Algorithm, fl
     included) and of all warm-up iterations (with CUDA graphs: two eager
     calls, then the capture on the third).
     """
-    algo = Algorithm(
-        spec["env"], num_envs=spec["num_envs"], horizon=spec["horizon"], model_config={"hiddens": spec["hiddens"]},
-        device=device, seed=0, **MODES[mode],
+    algorithm_cls = spec.get("algorithm", Algorithm)
+    algo = algorithm_cls(
+        spec["env"], num_envs=spec["num_envs"], horizon=spec["horizon"],
+        model_config=spec.get("model_config", {"hiddens": spec["hiddens"]}), device=device, seed=0, **MODES[mode],
     )
     start = time.perf_counter()
     algo.collect()
@@ -154,6 +161,7 @@ def make_row(name: str, spec: dict, mode: str, algo: Algorithm, timings: dict, d
     return {
         "config": name,
         "env": spec["env"].__name__,
+        "algorithm": type(algo).__name__,
         "num_envs": spec["num_envs"],
         "horizon": spec["horizon"],
         "hiddens": list(spec["hiddens"]),
