@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from types import SimpleNamespace
 from typing import Any, Iterator, Mapping
 
 import torch
@@ -241,6 +242,12 @@ class Algorithm(Evaluating, Checkpointing):
     @horizons.setter
     def horizons(self, value: int) -> None:
         self.collects = value
+
+    @property
+    def state(self) -> SimpleNamespace:
+        """rlstack 1.x's counters (a read-only view): ``horizons`` (rollouts
+        collected) and ``buffered`` (a rollout is waiting for :meth:`step`)."""
+        return SimpleNamespace(horizons=self.collects, buffered=self.trajectory is not None)
 
     # ----------------------------------------------------------------- collect
     def _rollout_fn(self, deterministic: bool, training: bool = True, env: Any = None):

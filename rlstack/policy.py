@@ -356,6 +356,11 @@ class RecurrentPolicy(Policy):
                             f"{type(model).__name__}; use Policy for a feedforward one.")
         super().__init__(model, distribution_cls)
 
+    def init_states(self, n: int, /, device: Any = "cpu") -> Tree:
+        """rlstack 1.x's name for :meth:`Policy.initial_hidden`: the hidden
+        state that starts an episode, for ``n`` envs (leaves ``[n, ...]``)."""
+        return self.initial_hidden(n, device)
+
 
 def check_recurrent_model(model: nn.Module, params: Params, observation_space: Space, device: Any = "cpu") -> None:
     """Check a model against the recurrent contract on a small batch:

@@ -166,5 +166,7 @@ def test_recurrent_policy_keeps_1x_name_and_refuses_a_feedforward_model():
     env = CartPole()
     policy = RecurrentPolicy(RecurrentModel(env.observation_space, env.action_space, hidden_size=8), Categorical)
     assert isinstance(policy, Policy) and policy.recurrent
+    h, c = policy.init_states(5)  # 1.x's name for the first hidden state: zeros, [n, layers, hidden]
+    assert h.shape == c.shape == (5, 1, 8) and not h.any() and not c.any()
     with pytest.raises(TypeError, match="RecurrentPolicy needs a recurrent model"):
         RecurrentPolicy(MLPModel(env.observation_space, env.action_space), Categorical)
