@@ -165,15 +165,23 @@ def ppo_loss(
     entropy_mean = entropy.mean()
     total = policy_loss + vf_coeff * vf_loss - entropy_coeff * entropy_mean
     with torch.no_grad():
+        # Metrics are means accumulated in float64: the policy loss is a small difference of large
+        # terms, and a compiled float32 reduction's rounding depends on the batch size.
+        policy, vf, entropy64 = _mean64(-surrogate), 0.5 * _mean64(value_error), _mean64(entropy)
         metrics = {
-            "losses/policy": policy_loss.detach(),
-            "losses/vf": vf_loss.detach(),
-            "losses/entropy": entropy_mean.detach(),
-            "losses/total": total.detach(),
-            "monitors/kl_div": ((ratio - 1.0) - log_ratio).mean().detach(),
+            "losses/policy": policy.float(),
+            "losses/vf": vf.float(),
+            "losses/entropy": entropy64.float(),
+            "losses/total": (policy + vf_coeff * vf - entropy_coeff * entropy64).float(),
+            "monitors/kl_div": _mean64((ratio - 1.0) - log_ratio).float(),
             "monitors/clip_fraction": ((ratio - 1.0).abs() > clip_param).float().mean(),
         }
     return total, metrics
+
+
+def _mean64(x: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x`` accumulated in float64 (0-d float64), for metrics only."""
+    return x.detach().double().mean()
 
 
 def prepare_batch(
