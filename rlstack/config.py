@@ -226,7 +226,9 @@ def check_build_arguments(
             raise TypeError(f"`{name}` must be a dict or None, got {type(value).__name__}.")
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
         raise ValueError(f"`seed` must be a non-negative int or None, got {seed!r}.")
-    for name, value in (("compile", compile), ("cuda_graphs", cuda_graphs), ("allow_tf32", allow_tf32)):
+    if compile is not None and not isinstance(compile, bool):
+        raise TypeError(f"`compile` must be a bool or None (compiled on CUDA, eager on CPU), got {compile!r}.")
+    for name, value in (("cuda_graphs", cuda_graphs), ("allow_tf32", allow_tf32)):
         if not isinstance(value, bool):
             raise TypeError(f"`{name}` must be a bool, got {value!r}.")
     if cuda_graphs and device.type != "cuda":

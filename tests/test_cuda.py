@@ -146,3 +146,8 @@ def test_allow_tf32_sets_tf32_inside_and_restores_it():
     algo.collect()
     algo.step()
     assert torch.get_float32_matmul_precision() == before
+
+
+@cuda
+def test_compile_defaults_to_compiled_on_cuda():
+    assert Algorithm(DiscreteDummyEnv, device="cuda", **SMALL).compile is True
