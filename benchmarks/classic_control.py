@@ -42,8 +42,12 @@ TARGETS = {
     "CartPole": (CartPoleV1, 475.0, 30.0, "success/balanced"),
     "Pendulum": (PendulumV1, -200.0, 60.0, "success/reward_per_step"),
     "MountainCar": (MountainCarV0, -120.0, 60.0, "success/reached_goal"),
+    # Trained on gymnasium's episodic tasks themselves (built in), with their presets.
+    "CartPole-v1": (CartPoleV1, 475.0, 30.0, "success/episode_return"),
+    "Pendulum-v1": (PendulumV1, -200.0, 60.0, "success/episode_return"),
 }
-RL_ZOO = {"CartPole": (500.0, 100_000), "Pendulum": (-172.0, 100_000), "MountainCar": (-110.0, 1_000_000)}
+RL_ZOO = {"CartPole": (500.0, 100_000), "Pendulum": (-172.0, 100_000), "MountainCar": (-110.0, 1_000_000),
+          "CartPole-v1": (500.0, 100_000), "Pendulum-v1": (-172.0, 100_000)}
 
 
 def scaled_preset(env_name: str, num_envs: int | None) -> dict:

@@ -16,7 +16,7 @@
 #   large          the same for discrete-large (131072 envs x 32)
 #   recurrent      recurrent-1x-default (LSTM 256, seq_len 4): eager, compiled, compiled + bf16 AMP
 #   population     benchmarks/population.py: K = 8, 64 and 512 CartPole members against one
-#   cartpole       benchmarks/classic_control.py: time to CartPole-v1's 475 at 2048 and 8192 envs
+#   cartpole       benchmarks/classic_control.py: CartPole-v1's preset (episodic) to a return of 475, 2048 and 8192 envs
 # Without a CUDA device every part but `tests` (whose CUDA tests skip) is skipped, unless
 # GPU_CHECK_SMOKE=1: then each part runs on the CPU at a toy size, to check the commands.
 # Ends inside 8 minutes: the timeouts below add up to 7 min 40 s.
@@ -88,7 +88,7 @@ part recurrent 45 python benchmarks/throughput.py --device "$dev" --configs recu
     --modes $recurrent_modes "${size[@]}" --out "$out/throughput-recurrent-cuda.json"
 part population 75 python benchmarks/population.py --device "$dev" --members "$members" "${iters[@]}" \
     --out "$out/population-cuda.json"
-part cartpole 80 python benchmarks/classic_control.py --device "$dev" --envs CartPole --seeds 0 \
+part cartpole 80 python benchmarks/classic_control.py --device "$dev" --envs CartPole-v1 --seeds 0 \
     --num-envs "${cartpole_envs[@]}" "${cartpole[@]}" --out "$out/classic_control-cuda.json"
 
 rm -rf "$site"

@@ -14,20 +14,21 @@ import time
 from types import SimpleNamespace
 from typing import Any, Iterator, Mapping
 
+import optree
 import torch
 
 from . import checkpoint as ckpt
 from . import distributed, random, serialization
 from .config import AlgorithmConfig, check_build_arguments
 from .cuda_graphs import CudaGraphed
-from .device import matmul_precision, memory_stats, resolve_device
+from .device import default_compile, matmul_precision, memory_stats, resolve_device
 from .distributions import Distribution, default_distribution_cls
-from .envs import check_env, make_env
+from .envs import check_env, env_defaults, make_env
 from .evaluation import Evaluating, sync
 from .models import MLPModel
 from .normalization import init_norm_state, reset_returns
 from .optim import torch_optimizer_options
-from .policy import build_policy
+from .policy import build_policy, check_model_config
 from .ppo import config_hparams, make_optimizer, make_update
 from .rollout import check_window, make_rollout, reset_carry, trajectory_stats
 from .serialization import Checkpointing
@@ -81,7 +82,9 @@ class Algorithm(Evaluating, Checkpointing):
             generator, so ``torch.manual_seed(s)`` before construction
             reproduces a run.
         compile: compile the rollout and update bodies with
-            ``torch.compile`` (``False``: run eagerly).
+            ``torch.compile`` (``False``: run eagerly; ``None``, the
+            default: compiled on CUDA, eager on CPU, see
+            :func:`rlstack.device.default_compile`).
         cuda_graphs: on a CUDA device, capture the whole rollout and the
             whole update each as one CUDA graph and replay them (see
             :mod:`rlstack.cuda_graphs`); needs a pure (compilable) env.
@@ -90,7 +93,10 @@ class Algorithm(Evaluating, Checkpointing):
             ``collect``, ``step`` and ``evaluate``; the global setting is
             restored after each call. No effect on CPU.
         **hparams: PPO hyperparameters, see
-            :class:`rlstack.config.AlgorithmConfig` (kept as ``config``).
+            :class:`rlstack.config.AlgorithmConfig` (kept as ``config``);
+            where unset, the defaults that fit ``env``
+            (:func:`rlstack.envs.env_defaults`: a vector env's ``num_envs``,
+            no scheduled resets for an episodic env) come before 1.x's.
 
     Counters: ``collects`` (rollouts collected; rlstack 1.x's name
     ``horizons`` stays as an alias), ``steps`` (updates) and ``env_steps``
@@ -130,19 +136,21 @@ class Algorithm(Evaluating, Checkpointing):
         optimizer_config: Mapping[str, Any] | None = None,
         device: Any = "cpu",
         seed: int | None = None,
-        compile: bool = True,
+        compile: bool | None = None,
         cuda_graphs: bool = False,
         allow_tf32: bool = False,
         **hparams: Any,
     ) -> None:
         # Validate everything before building anything.
-        self.config = self._config_cls.from_mapping(hparams)
+        self.config = self._config_cls.from_mapping({**env_defaults(env), **hparams})
         self.lr, _ = torch_optimizer_options(optimizer_cls, optimizer_config)
         self.device = distributed.local_device(resolve_device(device))
         check_build_arguments(env_config=env_config, model_config=model_config, seed=seed, compile=compile,
                               cuda_graphs=cuda_graphs, allow_tf32=allow_tf32, device=self.device)
+        check_model_config(model_cls or self._default_model_cls, model_config or {})
         if seed is None:  # drawn once, so torch.manual_seed before construction reproduces the run
             seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))
+        compile = default_compile(self.device) if compile is None else compile
         self.seed, self.compile = seed, compile
         # The key of every random draw; streams: 0 training, 1 evaluation, 2 predict.
         self.root_key = random.key(seed, self.device)
@@ -371,6 +379,13 @@ class Algorithm(Evaluating, Checkpointing):
         stats.update(self.coefficients())
         stats["profiling/step_ms"] = 1000.0 * (time.perf_counter() - start)
         return stats
+
+    def state_is_finite(self) -> bool:
+        """Whether every floating-point tensor of ``params`` and the optimizer
+        state is finite (one host sync; the shell asks before checkpointing a
+        failed run)."""
+        leaves = optree.tree_leaves((self.params, self.opt_state))
+        return all(bool(torch.isfinite(x).all()) for x in leaves if isinstance(x, torch.Tensor) and x.is_floating_point())
 
     @property
     def obs_moments(self) -> Any:

@@ -109,7 +109,31 @@ def safe_load(path: str | os.PathLike, what: str = "checkpoint") -> dict[str, An
         raise CheckpointError(f"{str(path)!r} is not an rlstack {what} (no '{FORMAT}' header).")
     if data.get("version") != VERSION:
         raise CheckpointError(f"{what.capitalize()} {str(path)!r} has format version {data.get('version')}; this rlstack reads {VERSION}.")
+    for part in TRAINED_STATE:
+        check_finite(data.get(part), path, what, prefix=part)
     return data
+
+
+#: The parts of a checkpoint that training produced (weights, optimizer and
+#: normalisation state, the rollout carry): all finite in a run that is.
+TRAINED_STATE = ("params", "opt_state", "carry")
+
+
+def check_finite(tree: Any, path: Path, what: str, *, prefix: str) -> None:
+    """Refuse a file whose floating-point tensors in ``tree`` hold a NaN or an inf.
+
+    Raises:
+        CheckpointError: naming the file, the tensor's path in the file and how
+            many of its values are not finite.
+    """
+    paths, leaves, _ = optree.tree_flatten_with_path(tree)
+    for where, leaf in zip(paths, leaves):
+        if isinstance(leaf, torch.Tensor) and leaf.is_floating_point():
+            bad = int((~torch.isfinite(leaf)).sum())
+            if bad:
+                name = "/".join(str(p) for p in (prefix, *where))
+                raise CheckpointError(f"Refused to load {what} {str(path)!r}: {name} holds {bad} non-finite value(s) "
+                                      f"of {leaf.numel()} (NaN or inf weights cannot act or train).")
 
 
 def verify_archive(path: Path, what: str = "checkpoint") -> None:
@@ -187,18 +211,9 @@ class CheckpointDir:
         self.directory, self.keep = Path(directory), keep
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            self._lock = open(self.directory / self.LOCK, "a+")
         except OSError as e:
             raise ValueError(f"`checkpoint_dir` {str(self.directory)!r} is not writable: {e.strerror or e}.") from e
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock.seek(0)
-            holder = self._lock.read().strip() or "another run"
-            self._lock.close()
-            raise ValueError(
-                f"`checkpoint_dir` {str(self.directory)!r} is in use by {holder}; give this run its own directory."
-            ) from None
+        self._lock = FolderLock(self.directory / self.LOCK, "checkpoint_dir", str(self.directory))
         newer = sorted(p.name for p in self.directory.glob("step-*.pt") if (_step_of(p) or 0) > step)
         if newer:
             self.close()
@@ -206,12 +221,14 @@ class CheckpointDir:
                 f"`checkpoint_dir` {str(self.directory)!r} holds checkpoints newer than this run's step {step} "
                 f"({', '.join(newer)}), which this run would overwrite; choose another directory."
             )
-        self._lock.seek(0)
-        self._lock.truncate()
-        self._lock.write(f"{owner} (pid {os.getpid()})\n")
-        self._lock.flush()
+        #: Who held the folder before (``"<owner> (pid N)"``, as :meth:`FolderLock.take` wrote it), or "".
+        self.previous_owner = self._lock.take(owner)
         here = self.directory.resolve()
         self.written = [Path(p) for p in adopt if Path(p).parent.resolve() == here and Path(p).is_file()]
+
+    def relabel(self, owner: str) -> None:
+        """Name another owner in the lock (a run whose id was not known when the folder was opened)."""
+        self._lock.take(owner)
 
     def path(self, step: int) -> Path:
         return self.directory / f"step-{step:08d}.pt"
@@ -233,9 +250,67 @@ class CheckpointDir:
 
     def close(self) -> None:
         """Release the lock (idempotent)."""
-        if not self._lock.closed:
-            fcntl.flock(self._lock, fcntl.LOCK_UN)
-            self._lock.close()
+        self._lock.close()
+
+
+class FolderLock:
+    """An exclusive ``flock`` on the file ``path`` (the OS releases it when the
+    process dies), holding its owner's name: what keeps a second live run out
+    of a checkpoint or export folder.
+
+    Args:
+        path: the lock file (created if missing).
+        what: the argument the folder came from, for the message.
+        folder: the folder it guards, for the message.
+
+    Raises:
+        ValueError: if the file cannot be written, or another live process holds it.
+    """
+
+    def __init__(self, path: Path, what: str, folder: str) -> None:
+        self.path = path
+        try:
+            self._file = open(path, "a+")
+        except OSError as e:
+            raise ValueError(f"`{what}` {folder!r} is not writable: {e.strerror or e}.") from e
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.seek(0)
+            holder = self._file.read().strip() or "another run"
+            self._file.close()
+            raise ValueError(f"`{what}` {folder!r} is in use by {holder}; give this run its own directory.") from None
+
+    def take(self, owner: str) -> str:
+        """Write ``"<owner> (pid <this pid>)"`` into the lock; returns what it held before."""
+        self._file.seek(0)
+        before = self._file.read().strip()
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(f"{owner} (pid {os.getpid()})\n")
+        self._file.flush()
+        return before
+
+    def close(self) -> None:
+        """Release the lock (idempotent)."""
+        if not self._file.closed:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+
+
+def dead_owner(text: str) -> str | None:
+    """The owner named in a lock's ``"<owner> (pid N)"`` text if process N is no
+    longer alive (its run died without ending), else None."""
+    match = re.fullmatch(r"(?P<owner>.+) \(pid (?P<pid>\d+)\)", text.strip())
+    if match is None or int(match["pid"]) == os.getpid():
+        return None
+    try:
+        os.kill(int(match["pid"]), 0)
+    except ProcessLookupError:
+        return match["owner"]
+    except PermissionError:  # alive, another user's
+        return None
+    return None
 
 
 def _step_of(path: Path) -> int | None:

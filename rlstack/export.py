@@ -70,7 +70,9 @@ def _artifacts_dir(directory: str | os.PathLike) -> Path:
 
 def _load_tensors(path: Path) -> Any:
     ckpt.verify_archive(path, "exported file")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    tensors = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt.check_finite(tensors, path, "exported file", prefix=path.stem)
+    return tensors
 
 
 def _resolve_class(name: str, what: str, given: type | None, allow: Sequence[str]) -> Any:
@@ -247,6 +249,26 @@ def check_export_path(path: str | os.PathLike) -> None:
     path = Path(path)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise FileExistsError(f"Export path {str(path)!r} exists and is not empty; choose a new directory.")
+
+
+def lock_export_path(path: str | os.PathLike) -> ckpt.FolderLock:
+    """Check ``path`` (:func:`check_export_path`) and lock it for this process
+    until the export is written: the lock is a file beside the folder
+    (``.<name>.rlstack.lock``), so the folder stays empty for MLflow.
+
+    Raises:
+        FileExistsError: if ``path`` exists and is not empty.
+        ValueError: if another live run is to export there.
+    """
+    check_export_path(path)
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"Export path {str(path)!r} is not writable: {e.strerror or e}.") from e
+    lock = ckpt.FolderLock(path.parent / f".{path.name}.rlstack.lock", "--save", str(path))
+    lock.take("an export")
+    return lock
 
 
 def export_policy(algorithm: Any, path: str | os.PathLike) -> str:

@@ -195,6 +195,11 @@ class gymnasium_env:  # noqa: N801 - used like a class: Trainer(gymnasium_env("C
         self.env_id, self.make_kwargs = env_id, make_kwargs
         self.__name__ = f"gymnasium:{env_id}"
 
+    #: The envs simulated where the run sets no ``num_envs`` (CPU sub-envs, stepped one by one).
+    default_num_envs = 8
+    #: Every gymnasium env is episodic here (see :class:`GymnasiumEnv`).
+    episodic = True
+
     def build_env(self, *, num_envs: int, device: Any = "cpu") -> GymnasiumEnv:
         gymnasium = _gymnasium()
         vector_env = gymnasium.make_vec(

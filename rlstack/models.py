@@ -44,10 +44,11 @@ def _small_head(in_features: int, out_features: int) -> nn.Linear:
 
 
 class MLPModel(nn.Module):
-    """Separate policy and value MLPs for ``Box`` observations (rlstack 1.x's
-    defaults: hiddens ``(256, 256)``, ReLU).
+    """Separate policy and value MLPs for ``Box`` observations, or a dict of
+    them (rlstack 1.x's defaults: hiddens ``(256, 256)``, ReLU).
 
-    Observations ``[B, *obs_shape]`` are flattened to ``[B, prod(obs_shape)]``.
+    Observations ``[B, *obs_shape]`` are flattened to ``[B, prod(obs_shape)]``;
+    a dict observation's values each so, concatenated in the space's key order.
     ``dist_inputs`` are logits ``[B, *action_shape, n]`` for ``Discrete``
     actions and ``(mean, log_std)``, each ``[B, *action_shape]``, for ``Box``
     actions, with ``log_std = tanh(.)`` in ``[-1, 1]`` (std in
@@ -70,10 +71,13 @@ class MLPModel(nn.Module):
         obs_window: int = 1,
     ) -> None:
         super().__init__()
-        if not isinstance(observation_space, Box):
+        boxes = observation_space if isinstance(observation_space, dict) else {"": observation_space}
+        if not all(isinstance(space, Box) for space in boxes.values()):
             raise TypeError(
-                f"MLPModel needs a Box observation space, got {observation_space!r}; pass `model_cls=`."
+                f"MLPModel needs a Box observation space or a dict of them, got {observation_space!r}; pass `model_cls=`."
             )
+        #: A dict observation's keys, in the order their flattened values are concatenated (None: a Box).
+        self.obs_keys = list(observation_space) if isinstance(observation_space, dict) else None
         if not isinstance(action_space, (Box, Discrete)):
             raise TypeError(f"MLPModel needs a Box or Discrete action space, got {action_space!r}; pass `model_cls=`.")
         self.action_shape = tuple(action_space.shape)
@@ -82,7 +86,8 @@ class MLPModel(nn.Module):
         if isinstance(obs_window, bool) or not isinstance(obs_window, int) or obs_window < 1:
             raise ValueError(f"`obs_window` must be a positive int (observations per window), got {obs_window!r}.")
         self.obs_window = obs_window
-        in_features = math.prod(observation_space.shape) * obs_window + (obs_window if obs_window > 1 else 0)
+        obs_size = sum(math.prod(space.shape) for space in boxes.values())
+        in_features = obs_size * obs_window + (obs_window if obs_window > 1 else 0)
         action_size = math.prod(self.action_shape)
         hiddens = tuple(hiddens)
         self.actor = mlp(in_features, hiddens, activation_fn)
@@ -91,11 +96,16 @@ class MLPModel(nn.Module):
         self.critic = mlp(in_features, hiddens, activation_fn)
         self.critic_head = nn.Linear(hiddens[-1], 1)
 
-    def forward(self, obs: torch.Tensor | ObsWindow):
+    def _flat(self, obs: torch.Tensor | dict) -> torch.Tensor:
+        """``[B, ...]`` (or a dict of them, concatenated in ``obs_keys`` order) -> ``[B, features]`` float."""
+        parts = [obs] if self.obs_keys is None else [obs[k] for k in self.obs_keys]
+        return torch.cat([x.reshape(x.shape[0], -1).float() for x in parts], -1)
+
+    def forward(self, obs: torch.Tensor | dict | ObsWindow):
         if isinstance(obs, ObsWindow):  # [B, K, ...] and its [B, K] padding mask
-            x = torch.cat([obs.inputs.reshape(obs.inputs.shape[0], -1).float(), obs.padding_mask.float()], -1)
+            x = torch.cat([self._flat(obs.inputs), obs.padding_mask.float()], -1)
         else:
-            x = obs.reshape(obs.shape[0], -1).float()
+            x = self._flat(obs)
         value = self.critic_head(self.critic(x)).squeeze(-1)
         out = self.actor_head(self.actor(x))
         if self.discrete:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
+import inspect
+from typing import Any, Mapping
 
 import optree
 import torch
@@ -407,6 +408,28 @@ def check_recurrent_model(model: nn.Module, params: Params, observation_space: S
             f"{optree.tree_map(lambda x: (tuple(x.shape), x.dtype), new_hidden)}, initial_hidden gives "
             f"{optree.tree_map(lambda x: (tuple(x.shape), x.dtype), initial)}."
         )
+
+
+def check_model_config(model_cls: type, model_config: Mapping[str, Any]) -> None:
+    """Refuse ``model_config`` keys that ``model_cls``'s constructor does not
+    take (unless it takes ``**kwargs``), before anything is built.
+
+    Raises:
+        TypeError: naming ``model_config``, the unknown keys and the valid ones.
+    """
+    try:
+        parameters = inspect.signature(model_cls).parameters
+    except (TypeError, ValueError):  # no signature to read: the constructor will say
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    valid = [name for name, p in parameters.items()
+             if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+             and name not in ("observation_space", "action_space")]
+    unknown = sorted(set(model_config) - set(valid))
+    if unknown:
+        raise TypeError(f"`model_config` has {unknown}, which {getattr(model_cls, '__name__', model_cls)} does not "
+                        f"take; its keys are {valid}.")
 
 
 def build_policy(

@@ -31,6 +31,7 @@ import torch
 from . import random, serialization
 from .algorithm import NON_FINITE, Algorithm, _check_finite, _drop_empty_episode_means
 from .config import AlgorithmConfig
+from .envs import env_defaults
 from .evaluation import EVAL_STREAM
 from .optim import set_learning_rate, torch_optimizer_options, tree_select
 from .policy import build_policy
@@ -207,11 +208,12 @@ class Population(Algorithm):
         model_config: Mapping[str, Any] | None = None,
         distribution_cls: type | None = None,
         device: Any = "cpu",
-        compile: bool = True,
+        compile: bool | None = None,
         cuda_graphs: bool = False,
         allow_tf32: bool = False,
         **hparams: Any,
     ) -> None:
+        hparams = {**env_defaults(env), **hparams}  # as Algorithm's, before the members' configs are made
         configs, lrs, seeds = member_configs(num_members, hparams, optimizer_cls, optimizer_config, seed)
         hparams.pop("lr", None)
         optimizer_config = {k: v for k, v in (optimizer_config or {}).items() if k != "lr"}

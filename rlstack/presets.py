@@ -7,6 +7,7 @@ benchmarks/README.md (``benchmarks/classic_control.py`` measures it again).
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 _DUMMY = {
@@ -18,6 +19,33 @@ _DUMMY = {
     "optimizer_config": {"lr": 1e-3},
 }
 
+_CARTPOLE = {
+    "num_envs": 512,
+    "horizon": 64,
+    "horizons_per_env_reset": 1,
+    "gamma": 0.99,
+    "gae_lambda": 0.95,
+    "sgd_minibatch_size": 4096,
+    "num_sgd_iters": 8,
+    "model_config": {"hiddens": (64, 64)},
+    "optimizer_config": {"lr": 2e-3},
+}
+_PENDULUM = {
+    "num_envs": 1024,
+    "horizon": 32,
+    "horizons_per_env_reset": 4,
+    "gamma": 0.95,
+    "gae_lambda": 0.95,
+    "sgd_minibatch_size": 4096,
+    "num_sgd_iters": 8,
+    "normalize_obs": True,
+    "normalize_rewards": True,
+    "model_config": {"hiddens": (64, 64)},
+    "optimizer_config": {"lr": 1e-3},
+}
+_EPISODIC_CARTPOLE = {**_CARTPOLE, "horizons_per_env_reset": -1}
+_EPISODIC_PENDULUM = {**_PENDULUM, "horizons_per_env_reset": -1}
+
 #: env name -> Trainer/Algorithm keyword arguments.
 PRESETS: dict[str, dict[str, Any]] = {
     # Target: within 2% of the move-to-origin oracle's return.
@@ -26,31 +54,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Target: >= 95% of envs balanced for 500 steps; gymnasium's CartPole-v1 return >= 475.
     # Episodes of 64 steps keep the data near upright; no obs normalisation
     # (a fallen pole spins, and its unbounded angle would swamp the statistics).
-    "CartPole": {
-        "num_envs": 512,
-        "horizon": 64,
-        "horizons_per_env_reset": 1,
-        "gamma": 0.99,
-        "gae_lambda": 0.95,
-        "sgd_minibatch_size": 4096,
-        "num_sgd_iters": 8,
-        "model_config": {"hiddens": (64, 64)},
-        "optimizer_config": {"lr": 2e-3},
-    },
+    "CartPole": copy.deepcopy(_CARTPOLE),
     # Target: mean reward per step >= -1.0 (gymnasium's Pendulum-v1 return >= -200).
-    "Pendulum": {
-        "num_envs": 1024,
-        "horizon": 32,
-        "horizons_per_env_reset": 4,
-        "gamma": 0.95,
-        "gae_lambda": 0.95,
-        "sgd_minibatch_size": 4096,
-        "num_sgd_iters": 8,
-        "normalize_obs": True,
-        "normalize_rewards": True,
-        "model_config": {"hiddens": (64, 64)},
-        "optimizer_config": {"lr": 1e-3},
-    },
+    "Pendulum": copy.deepcopy(_PENDULUM),
     # Target: gymnasium's MountainCar-v0 return >= -120 (deterministic policy). Entropy bonus and
     # normalised rewards keep the swinging behaviour exploring; 128 envs give many small updates.
     "MountainCar": {
@@ -67,6 +73,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model_config": {"hiddens": (64, 64)},
         "optimizer_config": {"lr": 1e-3},
     },
+    # Gymnasium's episodic tasks, built in (rlstack.envs.episodic): the infinite-horizon envs' presets,
+    # with no scheduled resets (each env restarts where its episode ends).
+    # Target: gymnasium's CartPole-v1 return >= 475 (deterministic policy).
+    "CartPole-v1": copy.deepcopy(_EPISODIC_CARTPOLE),
+    # Target: gymnasium's Pendulum-v1 return >= -200 (deterministic policy).
+    "Pendulum-v1": copy.deepcopy(_EPISODIC_PENDULUM),
     # Gymnasium's own CartPole-v1 through rlstack.gymnasium_adapter (episodic, eager, 8 sub-envs):
     # rl-baselines3-zoo's PPO settings. Target: mean episode return >= 400.
     "gymnasium:CartPole-v1": {

@@ -63,46 +63,70 @@ def experiment_id(client: MlflowClient, experiment_name: str | None, parent: Any
     return _get_experiment_id()
 
 
-class MetricLog:
-    """A run's metrics, written to MLflow in batches.
+_clock = time.monotonic  # the clock of MetricLog's points and writes (a test replaces it)
 
-    Each write to the tracking store has a fixed cost (a SQLite transaction,
-    or a round trip to a server) on top of its cost per metric. While
-    ``buffering``, :meth:`log` only appends, and the pending metrics are
-    written in one request per 1000 (MLflow's limit) once ``flush_every_s``
-    seconds have passed since the last write, or on :meth:`flush`. Not
-    buffering, every :meth:`log` writes through. Writes stay synchronous:
-    MLflow's asynchronous logging moves the same SQLite work to a thread
-    that competes with training for the CPU, which measured slower on 2
-    cores (benchmarks/README.md).
+
+class MetricLog:
+    """A run's metrics, thinned out in time and written to MLflow in batches.
+
+    A point (the stats of one step, stamped with its ``step``) is recorded
+    at most every ``log_every_s`` seconds (0: every step); the first step,
+    every forced point (evaluations) and the last step are always recorded:
+    the latest step not recorded is held, and recorded by :meth:`flush`, or
+    with the next forced point. Recorded points wait in memory and are
+    written in one request per 1000 metrics (MLflow's limit) once
+    ``flush_every_s`` seconds have passed since the last write, and on
+    :meth:`flush`. Each write to the store has a fixed cost (a SQLite
+    transaction, or a round trip to a server) on top of its cost per metric
+    (about 70-95 us into SQLite here). Writes stay synchronous: MLflow's
+    asynchronous logging moves the same SQLite work to a thread that
+    competes with training for the CPU, which measured slower on 2 cores
+    (benchmarks/README.md).
 
     Args:
         client: the tracking client.
         run_id: the run written to.
-        flush_every_s: longest time, in seconds, metrics wait while buffering.
+        flush_every_s: longest time, in seconds, recorded points wait in memory.
+        log_every_s: shortest time, in seconds, between two recorded points.
     """
 
-    def __init__(self, client: MlflowClient, run_id: str, *, flush_every_s: float = 5.0) -> None:
-        self.client, self.run_id, self.flush_every_s = client, run_id, flush_every_s
-        self.pending: list[Metric] = []
-        self.buffering = False
-        self._last_flush = time.monotonic()
+    def __init__(self, client: MlflowClient, run_id: str, *, flush_every_s: float = 5.0,
+                 log_every_s: float = 1.0) -> None:
+        self.client, self.run_id = client, run_id
+        self.flush_every_s, self.log_every_s = flush_every_s, log_every_s
+        self.pending: list[Any] = []
+        self.held: list[Any] = []  # the latest step's metrics, not recorded (yet)
+        self._last_flush = _clock()
+        self._last_point: float | None = None
 
-    def log(self, stats: Mapping[str, float], step: int) -> None:
-        """Record ``stats`` at ``step`` (timestamped now)."""
-        timestamp = int(time.time() * 1000)
+    def log(self, stats: Mapping[str, float], step: int, *, force: bool = False) -> None:
+        """Record ``stats`` at ``step`` (timestamped now) if it is time to, or ``force``."""
         from mlflow.entities import Metric
 
-        self.pending.extend(Metric(k, float(v), timestamp, step) for k, v in stats.items())
-        if not self.buffering or time.monotonic() - self._last_flush >= self.flush_every_s:
-            self.flush()
+        timestamp, now = int(time.time() * 1000), _clock()
+        metrics = [Metric(k, float(v), timestamp, step) for k, v in stats.items()]
+        if force:  # with the held step: the stats of the step this point belongs to
+            self.pending += self.held + metrics
+            self.held = []
+        elif self._last_point is None or now - self._last_point >= self.log_every_s:
+            self.pending += metrics
+            self.held, self._last_point = [], now
+        else:
+            self.held = metrics
+        if now - self._last_flush >= self.flush_every_s:
+            self._write()
 
     def flush(self) -> None:
-        """Write every pending metric (idempotent)."""
+        """Record the held step and write every recorded point (idempotent)."""
+        self.pending += self.held
+        self.held = []
+        self._write()
+
+    def _write(self) -> None:
         pending, self.pending = self.pending, []
         for i in range(0, len(pending), 1000):  # MLflow's batch limit on metrics
             self.client.log_batch(self.run_id, metrics=pending[i : i + 1000])
-        self._last_flush = time.monotonic()
+        self._last_flush = _clock()
 
 
 class NullClient:
@@ -131,10 +155,11 @@ class MemberRuns:
         run_ids: the members' runs to continue (a resumed checkpoint's;
             ``None`` or a missing run: a new one is created).
         run_name: the parent's name; member ``k``'s run is ``<name>/member-<k>``.
+        log_every_s: see :class:`MetricLog`.
     """
 
     def __init__(self, client: MlflowClient, parent_run_id: str, num_members: int,
-                 run_ids: list[str | None] | None = None, run_name: str | None = None) -> None:
+                 run_ids: list[str | None] | None = None, run_name: str | None = None, log_every_s: float = 1.0) -> None:
         parent = client.get_run(parent_run_id)
         name = run_name or parent.info.run_name or "population"
         self.run_ids: list[str] = []
@@ -146,13 +171,9 @@ class MemberRuns:
                 run_id = client.create_run(parent.info.experiment_id, run_name=f"{name}/member-{k}",
                                            tags={"mlflow.parentRunId": parent_run_id}).info.run_id
             self.run_ids.append(run_id)
-        self.metrics = [MetricLog(client, run_id) for run_id in self.run_ids]
+        self.metrics = [MetricLog(client, run_id, log_every_s=log_every_s) for run_id in self.run_ids]
         #: Each member's own end status, or None: the parent's.
         self.status: list[str | None] = [None] * num_members
-
-    def set_buffering(self, on: bool) -> None:
-        for log in self.metrics:
-            log.buffering = on
 
     def flush(self) -> None:
         for log in self.metrics:
@@ -192,6 +213,19 @@ def end_run(
             raise
 
 
+
+
+def mark_dead_run_killed(client: MlflowClient, owner: str | None, current_run_id: str | None) -> str | None:
+    """End as KILLED the MLflow run a dead process left RUNNING: ``owner`` is
+    what its folder lock names (``"MLflow run <id>"``, see
+    :func:`rlstack.checkpoint.dead_owner`). Returns the id it ended, if any."""
+    run_id = (owner or "").removeprefix("MLflow run ").strip()
+    if not owner or not owner.startswith("MLflow run ") or run_id == current_run_id or not _exists(client, run_id):
+        return None
+    if client.get_run(run_id).info.status != "RUNNING":
+        return None
+    client.set_terminated(run_id, status="KILLED")
+    return run_id
 
 
 def create_run(client: MlflowClient, experiment_name: str | None, run_name: str | None) -> str:

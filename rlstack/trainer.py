@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import os
 import sys
+import time
 import weakref
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -18,6 +19,15 @@ from .population import Population
 from .recurrent import RecurrentAlgorithm
 
 Stats = dict[str, float]
+def check_log_every_s(log_every_s: Any) -> None:
+    """``log_every_s`` is seconds >= 0, or a one-line error naming it."""
+    if isinstance(log_every_s, bool) or not isinstance(log_every_s, (int, float)) or not log_every_s >= 0:
+        raise ValueError(f"`log_every_s` must be seconds >= 0 (0: every step), got {log_every_s!r}.")
+
+
+#: ``Trainer.run``'s default ``checkpoint_every_s``: at most this much training (in seconds) is lost to a hard kill.
+CHECKPOINT_EVERY_S = 300.0
+_clock = time.monotonic  # the clock of timed checkpoints (a test replaces it)
 #: Stats that are the same for every member of a population (the machine's, the
 #: counters, shared coefficients): logged once, to the parent run.
 SHARED_STATS = ("memory/", "profiling/", "algorithm/", "env/", "coefficients/vf")
@@ -33,14 +43,16 @@ class Trainer:
     never through MLflow's process-wide active run: two Trainers in one
     process log to two runs. When a run is active around it (``with
     mlflow.start_run():``), the Trainer's run is nested under that one.
-    Hyperparameters are logged once, at construction; metrics every step
-    with ``step = env/steps``. A :meth:`step` called on its own writes its
-    metrics at once; inside :meth:`run` they are written in batches, at most
-    5 s apart (see :class:`rlstack.tracking.MetricLog`), and all pending ones
-    when ``run`` returns or raises, before each checkpoint and on
-    :meth:`close`, so a small step does not wait on the tracking store. The
-    tracking store is MLflow's current one (``MLFLOW_TRACKING_URI`` when
-    set).
+    Hyperparameters are logged once, at construction; metrics as points with
+    ``step = env/steps``, at most one every ``log_every_s`` seconds per run
+    (parent and member runs alike; 0: every step), always the first step,
+    every evaluation and the last step, each point the values of the step it
+    is stamped with (see :class:`rlstack.tracking.MetricLog`). Points are
+    written in batches at most 5 s apart, and all pending ones when
+    :meth:`run` returns or raises, before each checkpoint, on :meth:`close`,
+    and at garbage collection or process exit, so a small step does not wait
+    on the tracking store. The tracking store is MLflow's current one
+    (``MLFLOW_TRACKING_URI`` when set).
 
     The run ends with :meth:`close` (or leaving a ``with Trainer(...)``
     block); a Trainer that is garbage collected or alive at process exit
@@ -62,6 +74,8 @@ class Trainer:
         experiment_name: MLflow experiment of the run (created if missing;
             default: the enclosing run's, else MLflow's current experiment).
         run_name: name of the run.
+        log_every_s: shortest time between two recorded metric points of a
+            run, in seconds (default 1; 0 records every step).
         num_members: train a population of this many members (``None``:
             one run). The hyperparameters in
             :data:`rlstack.population.PER_MEMBER` may then be lists of
@@ -82,22 +96,24 @@ class Trainer:
 
     def __init__(
         self, env: Any, /, *, experiment_name: str | None = None, run_name: str | None = None,
-        num_members: int | None = None, **kwargs: Any,
+        num_members: int | None = None, log_every_s: float = 1.0, **kwargs: Any,
     ) -> None:
         tracking.require_mlflow()  # before anything is built
+        check_log_every_s(log_every_s)
         if num_members is None:
             algorithm = self._algorithm_cls(env, **kwargs)
         elif self._algorithm_cls is not Algorithm:
             raise ValueError(f"`num_members`: populations of {self._algorithm_cls.__name__} are not supported.")
         else:
             algorithm = Population(env, num_members=num_members, **kwargs)
-        self._attach(algorithm, experiment_name=experiment_name, run_name=run_name)
+        self._attach(algorithm, experiment_name=experiment_name, run_name=run_name, log_every_s=log_every_s)
 
     def _attach(
         self, algorithm: Algorithm, *, experiment_name: str | None, run_name: str | None,
         resume_run_id: str | None = None, checkpoint_files: Sequence[str] = (),
-        member_run_ids: Sequence[str | None] | None = None,
+        member_run_ids: Sequence[str | None] | None = None, log_every_s: float = 1.0,
     ) -> None:
+        check_log_every_s(log_every_s)
         self.algorithm = algorithm
         self.tracking_uri = tracking.require_mlflow().get_tracking_uri()
         # Under torch.distributed only rank 0 writes to MLflow; the other ranks' writes are dropped.
@@ -112,27 +128,31 @@ class Trainer:
         self._checkpoint_files = list(checkpoint_files)
         self._checkpoint_dirs: dict[Path, ckpt.CheckpointDir] = {}
         self._status = {"status": "FINISHED"}
-        self._metrics = tracking.MetricLog(client, self.run_id)
+        self._metrics = tracking.MetricLog(client, self.run_id, log_every_s=log_every_s)
         self._members: tracking.MemberRuns | None = None
         #: A population's stats of the last step (and eval), one dict per member.
         self.member_stats: list[Stats] = []
         if isinstance(algorithm, Population):
             self._members = tracking.MemberRuns(client, self.run_id, algorithm.num_members, list(member_run_ids or []),
-                                                run_name)
+                                                run_name, log_every_s=log_every_s)
         self._finalizer = weakref.finalize(
             self, tracking.end_run, client, self.run_id, self._status, self._checkpoint_dirs, self._metrics, True,
             self._members,
         )
+        # The learning rate also as a param of its own (`optimizer/lr`), which the MLflow UI sorts and plots.
         if isinstance(algorithm, Population):
-            tracking.log_params(client, self.run_id, {**algorithm.hparams_by_member(), **algorithm.build_config})
+            lrs = algorithm.member_lrs
+            tracking.log_params(client, self.run_id, {**algorithm.hparams_by_member(), **algorithm.build_config,
+                                                      "optimizer/lr": lrs if len(set(lrs)) > 1 else lrs[0]})
             for k, run_id in enumerate(self._members.run_ids):
                 tracking.log_params(client, run_id, {
                     **algorithm.member_config[k].to_dict(), **algorithm.build_config, "member": k,
                     "seed": algorithm.seeds[k], "optimizer_config": {
-                        **algorithm.build_config["optimizer_config"], "lr": algorithm.member_lrs[k]},
+                        **algorithm.build_config["optimizer_config"], "lr": lrs[k]}, "optimizer/lr": lrs[k],
                 })
         else:
-            tracking.log_params(client, self.run_id, {**algorithm.config.to_dict(), **algorithm.build_config})
+            tracking.log_params(client, self.run_id, {**algorithm.config.to_dict(), **algorithm.build_config,
+                                                      "optimizer/lr": algorithm.lr})
 
     @property
     def member_run_ids(self) -> list[str]:
@@ -142,9 +162,12 @@ class Trainer:
     @property
     def state(self) -> dict[str, int]:
         """Counters ``algorithm/collects``, ``algorithm/steps`` and
-        ``env/steps``, read from the Algorithm (so they are checkpointed with it)."""
+        ``env/steps``, read from the Algorithm (so they are checkpointed with
+        it). Under torch.distributed ``env/steps`` counts every rank's
+        transitions (each rank collects as many)."""
         algo = self.algorithm
-        return {"algorithm/collects": algo.collects, "algorithm/steps": algo.steps, "env/steps": algo.env_steps}
+        return {"algorithm/collects": algo.collects, "algorithm/steps": algo.steps,
+                "env/steps": algo.env_steps * distributed.world_size()}
 
     # ------------------------------------------------------------------ steps
     def step(self, *, env_config: Mapping[str, Any] | None = None) -> Stats:
@@ -176,21 +199,22 @@ class Trainer:
         self.member_stats = [{**memory, **c, **s, **self.state} for c, s in zip(collected, stepped)]
         return self._log_members(self.member_stats, training)
 
-    def _log_members(self, member_stats: list[Stats], logged: list[bool]) -> Stats:
+    def _log_members(self, member_stats: list[Stats], logged: list[bool], force: bool = False) -> Stats:
         """Log each member's stats to its run (those in ``logged``) and the
-        mean over the members still training to the parent; return the mean."""
+        mean over the members still training to the parent; return the mean.
+        ``force``: record the point whatever the time since the last (an evaluation)."""
         step = int(self.state["env/steps"])
         for k, stats in enumerate(member_stats):
             if logged[k]:
                 own = {name: value for name, value in stats.items() if not name.startswith(SHARED_STATS)}
-                self._members.metrics[k].log(own, step=step)
+                self._members.metrics[k].log(own, step=step, force=force)
         training = [k for k, why in enumerate(self.algorithm.stopped) if why is None] or [
             k for k, on in enumerate(logged) if on]
         names = set.intersection(*(set(member_stats[k]) for k in training))
         mean = {name: sum(member_stats[k][name] for k in training) / len(training)
                 for name in member_stats[training[0]] if name in names}
         mean["population/active"] = sum(why is None for why in self.algorithm.stopped)
-        self._log(mean)
+        self._log(mean, force=force)
         return mean
 
     def _record_failed_members(self) -> None:
@@ -212,9 +236,9 @@ class Trainer:
             member_stats = [{f"eval/{k}": v for k, v in member.items()} for member in stats]
             training = [why is None for why in self.algorithm.stopped]
             self.member_stats = [{**old, **new} for old, new in zip(self.member_stats or [{}] * len(stats), member_stats)]
-            return self._log_members(member_stats, training)
+            return self._log_members(member_stats, training, force=True)
         stats = {f"eval/{k}": v for k, v in stats.items()}
-        self._log(stats)
+        self._log(stats, force=True)  # every evaluation is recorded
         return stats
 
     def run(
@@ -229,6 +253,7 @@ class Trainer:
         checkpoint_dir: str | os.PathLike | None = None,
         keep_checkpoints: int = 3,
         member_stop: str = "each",
+        checkpoint_every_s: float | None = CHECKPOINT_EVERY_S,
     ) -> Stats:
         """Step until any stop condition (or callback) returns True.
 
@@ -249,6 +274,10 @@ class Trainer:
                 ``env_config``).
             callbacks: see :data:`Callback`.
             checkpoint_every: write a checkpoint every this many steps.
+            checkpoint_every_s: with a ``checkpoint_dir``, also write one
+                once this many seconds have passed since the last (default
+                :data:`CHECKPOINT_EVERY_S`), so a hard kill loses at most
+                that much training; ``None`` or 0 turns it off.
             checkpoint_dir: where checkpoints go (``step-<N>.pt``); each is
                 also logged to the MLflow run under ``checkpoints/``.
             keep_checkpoints: how many of this run's newest checkpoint files
@@ -269,6 +298,11 @@ class Trainer:
                 raise ValueError(f"`{name}` must be a positive int or None, got {value!r}.")
         if checkpoint_every is not None and checkpoint_dir is None:
             raise ValueError("`checkpoint_every` needs a `checkpoint_dir` to write to.")
+        if checkpoint_every_s is not None and (isinstance(checkpoint_every_s, bool) or
+                                               not isinstance(checkpoint_every_s, (int, float)) or
+                                               not checkpoint_every_s >= 0):
+            raise ValueError(f"`checkpoint_every_s` must be seconds >= 0 or None (off), got {checkpoint_every_s!r}.")
+        timed_checkpoints = bool(checkpoint_every_s) and checkpoint_dir is not None
         if not isinstance(keep_checkpoints, int) or isinstance(keep_checkpoints, bool) or keep_checkpoints < 1:
             raise ValueError(f"`keep_checkpoints` must be a positive int, got {keep_checkpoints!r}.")
         if member_stop not in ("each", "any", "mean"):
@@ -282,7 +316,7 @@ class Trainer:
             self.algorithm.unfreeze_all()
         if isinstance(self.algorithm, Population) and member_stop != "mean":
             member_conditions = [copy.deepcopy(stop_conditions) for _ in range(self.algorithm.num_members)]
-        self._set_buffering(True)
+        last_checkpoint = _clock()
         try:
             while True:
                 stats = self.step(env_config=env_config)
@@ -295,8 +329,12 @@ class Trainer:
                     stop += [condition(stats) for condition in stop_conditions]
                 else:
                     stop.append(self._stop_members(member_conditions, member_stop))
-                if checkpoint_every and self.state["algorithm/steps"] % checkpoint_every == 0:
+                due = timed_checkpoints and _clock() - last_checkpoint >= checkpoint_every_s
+                if timed_checkpoints and distributed.world_size() > 1:  # every rank saves together
+                    due = distributed.any_rank(due)
+                if due or (checkpoint_every and self.state["algorithm/steps"] % checkpoint_every == 0):
                     self.checkpoint_to(checkpoint_dir, keep_checkpoints)
+                    last_checkpoint = _clock()
                 if distributed.world_size() > 1:  # every rank stops at the same step
                     stop = [distributed.any_rank(any(stop))]
                 if any(stop):
@@ -312,6 +350,8 @@ class Trainer:
             self._status["status"] = "FAILED"
             if checkpoint_dir is not None:
                 self.algorithm.trajectory = None  # drop the rollout that failed
+                if not self.algorithm.state_is_finite():
+                    raise FloatingPointError(f"{e} The state before it is not finite either: no checkpoint written.") from e
                 path = self.checkpoint_to(checkpoint_dir, keep_checkpoints)
                 raise FloatingPointError(f"{e} Last good step saved to {path}.") from e
             raise
@@ -321,7 +361,6 @@ class Trainer:
         finally:
             if isinstance(self.algorithm, Population):  # the next run starts with every member that can train
                 self.algorithm.unfreeze_all()
-            self._set_buffering(False)
             self._flush_metrics(quiet=sys.exc_info()[0] is not None)  # never hide the error that ended the run
 
     def _stop_members(self, member_conditions: list[list[Condition]], mode: str) -> bool:
@@ -358,12 +397,21 @@ class Trainer:
         """The open (locked) :class:`~rlstack.checkpoint.CheckpointDir` for ``directory``."""
         key = Path(directory).resolve()
         if key not in self._checkpoint_dirs:
-            self._checkpoint_dirs[key] = ckpt.CheckpointDir(
+            self.adopt_checkpoint_dir(ckpt.CheckpointDir(
                 directory, step=self.algorithm.steps, owner=f"MLflow run {self.run_id}", keep=keep,
                 adopt=self._checkpoint_files,
-            )
+            ))
         self._checkpoint_dirs[key].keep = keep
         return self._checkpoint_dirs[key]
+
+    def adopt_checkpoint_dir(self, folder: ckpt.CheckpointDir) -> None:
+        """Write checkpoints into ``folder``, opened (checked and locked) before
+        this Trainer existed (as ``rlstack train`` does, so that a refused folder
+        creates or changes no MLflow run). A run that died holding the folder
+        (its lock's process gone) and is still RUNNING is ended as KILLED."""
+        tracking.mark_dead_run_killed(self._client, ckpt.dead_owner(folder.previous_owner), self.run_id)
+        folder.relabel(f"MLflow run {self.run_id}")
+        self._checkpoint_dirs[folder.directory.resolve()] = folder
 
     def checkpoint_to(self, directory: str | os.PathLike, keep: int = 3) -> str:
         """Save ``directory/step-<N>.pt``, log it to the MLflow run under
@@ -399,6 +447,7 @@ class Trainer:
         compile: bool | None = None,
         experiment_name: str | None = None,
         run_name: str | None = None,
+        log_every_s: float = 1.0,
     ) -> "Trainer":
         """Rebuild a Trainer from :meth:`save_checkpoint` and continue.
 
@@ -407,12 +456,17 @@ class Trainer:
         run when it exists in the current tracking store and
         ``experiment_name`` / ``run_name``, if given, are that run's; else a
         new run is started with them. Arguments as in
-        :meth:`Algorithm.from_checkpoint`.
+        :meth:`Algorithm.from_checkpoint`; ``log_every_s`` as in the constructor.
         """
         tracking.require_mlflow()  # before anything is built
+        check_log_every_s(log_every_s)
         data = ckpt.safe_load(path)
         algorithm_cls = (Population if "population" in data else RecurrentAlgorithm if "seq_len" in data["hparams"]
                          else Algorithm)
+        if cls._algorithm_cls is not Algorithm and algorithm_cls is not cls._algorithm_cls:
+            raise ckpt.CheckpointError(f"{cls.__name__}.from_checkpoint: {str(path)!r} is not a "
+                                       f"{cls._algorithm_cls.__name__} checkpoint (it holds {algorithm_cls.__name__}'s "
+                                       "state); load it with Trainer.from_checkpoint.")
         algorithm = algorithm_cls._from_state_dict(
             data, env, model_cls=model_cls, distribution_cls=distribution_cls, device=device, compile=compile
         )
@@ -425,6 +479,7 @@ class Trainer:
             algorithm, experiment_name=experiment_name, run_name=run_name, resume_run_id=run_id,
             checkpoint_files=trainer_data.get("checkpoint_files", ()),
             member_run_ids=trainer_data.get("member_run_ids") if run_id is not None else None,
+            log_every_s=log_every_s,
         )
         return trainer
 
@@ -457,13 +512,8 @@ class Trainer:
             if not quiet:
                 raise
 
-    def _set_buffering(self, on: bool) -> None:
-        self._metrics.buffering = on
-        if self._members is not None:
-            self._members.set_buffering(on)
-
-    def _log(self, stats: Stats) -> None:
-        self._metrics.log(stats, step=int(self.state["env/steps"]))
+    def _log(self, stats: Stats, force: bool = False) -> None:
+        self._metrics.log(stats, step=int(self.state["env/steps"]), force=force)
 
     def close(self, status: str | None = None) -> None:
         """End this Trainer's MLflow run and release its checkpoint folders

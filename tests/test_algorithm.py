@@ -239,3 +239,10 @@ def test_accumulated_minibatches_give_the_whole_buffer_step(recurrent, env_cls, 
     whole, accumulated = stats
     for key in STEP_STATS:
         assert math.isclose(whole[key], accumulated[key], rel_tol=1e-5), (key, whole[key], accumulated[key])
+
+
+def test_compile_defaults_to_eager_on_cpu_and_is_recorded_as_resolved():
+    algo = Algorithm(DiscreteDummyEnv, num_envs=8, horizon=4, model_config={"hiddens": (8,)})
+    assert algo.compile is False and algo.build_config["compile"] is False  # a checkpoint resumes as it ran
+    with pytest.raises(TypeError, match=r"`compile` must be a bool or None \(compiled on CUDA, eager on CPU\), got 'yes'"):
+        Algorithm(DiscreteDummyEnv, num_envs=8, horizon=4, compile="yes")

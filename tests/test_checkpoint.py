@@ -247,7 +247,9 @@ def test_an_unwritable_checkpoint_dir_fails_before_the_first_step(tmp_path):
     trainer.close()
 
 
-def test_non_finite_step_checkpoints_the_last_good_step_and_marks_the_run_failed(tmp_path):
+def test_non_finite_step_keeps_the_last_good_params_saves_no_nan_state_and_marks_the_run_failed(tmp_path):
+    # The optimizer state turns NaN after step 2: step 3 fails, its update is discarded, and the state
+    # before it (the NaN moments) is not saved: resumed, it would fail again (issue 22).
     trainer = Trainer(DiscreteDummyEnv, compile=False, **SMALL)
     good = {}
 
@@ -260,12 +262,12 @@ def test_non_finite_step_checkpoints_the_last_good_step_and_marks_the_run_failed
             adam = adam._replace(mu={**adam.mu, name: torch.full_like(trainer.algorithm.params[name], float("nan"))})
             trainer.algorithm.opt_state = state._replace(inner=(clip, adam))
 
-    with pytest.raises(FloatingPointError, match=r"^Non-finite .* at step 3 .* Last good step saved to .*step-00000002\.pt\.$"):
+    with pytest.raises(FloatingPointError, match=r"^Non-finite .* at step 3 .* params kept from step 2\. The state "
+                                                 r"before it is not finite either: no checkpoint written\.$"):
         trainer.run(callbacks=[poison], checkpoint_dir=tmp_path)
-    resumed = Algorithm.from_checkpoint(tmp_path / "step-00000002.pt")
-    assert resumed.steps == 2 and resumed.trajectory is None
+    assert trainer.algorithm.steps == 2 and not list(tmp_path.glob("step-*.pt"))
     for k, v in good.items():
-        assert torch.equal(resumed.params[k], v)
+        assert torch.equal(trainer.algorithm.params[k], v)
     del trainer
     import gc
 
@@ -331,3 +333,49 @@ def test_a_checkpoint_restores_every_piece_of_train_state_bit_for_bit(tmp_path, 
     for name in ("params", "opt_state", "carry", "trajectory", "key"):
         assert_trees_equal(getattr(b, name), getattr(a, name))
     assert (b.collects, b.steps, b.env_steps) == (a.collects, a.steps, a.env_steps)
+
+
+def _nan_rewritten(path, target, key):
+    """The file at ``path`` with tensor ``key`` of ``torch.load(path)`` rewritten as
+    NaN, saved (a valid archive with valid CRCs) to ``target``."""
+    data = torch.load(path, weights_only=True)
+    tree = data["params"] if "params" in data else data
+    tree[key] = torch.full_like(tree[key], float("nan"))
+    torch.save(data, target)
+    return target
+
+
+def test_a_checkpoint_or_export_with_nan_weights_is_refused_naming_file_and_tensor(tmp_path):
+    from rlstack.cli import main
+    from rlstack.export import ExportedPolicy, export_policy
+
+    algo = Algorithm(CartPoleV1, num_envs=8, horizon=4, compile=False, model_config={"hiddens": (8,)})
+    name = next(iter(algo.params))
+    bad = _nan_rewritten(algo.save_checkpoint(tmp_path / "good.pt"), tmp_path / "bad.pt", name)
+    with pytest.raises(CheckpointError, match=rf"Refused to load checkpoint .*bad.pt.*: params/{name} holds \d+ non-finite"):
+        Algorithm.from_checkpoint(bad)
+    assert main(["eval", str(bad), "--num-envs", "4"]) == 2
+    model = Path(export_policy(algo, tmp_path / "model"))
+    params_file = next(model.rglob("params.pt"))
+    _nan_rewritten(params_file, params_file, name)
+    with pytest.raises(CheckpointError, match=rf"Refused to load exported file .*params.pt.*: params/{name} holds"):
+        ExportedPolicy(model)
+
+
+def test_a_non_finite_stop_checkpoints_only_a_finite_state(tmp_path):
+    trainer = Trainer(CartPoleV1, num_envs=8, horizon=4, compile=False, model_config={"hiddens": (8,)})
+    trainer.step()
+    with pytest.raises(FloatingPointError, match="Last good step saved to") as finite:
+        trainer.algorithm.collect()
+        trainer.algorithm.trajectory = trainer.algorithm.trajectory._replace(
+            rewards=torch.full_like(trainer.algorithm.trajectory.rewards, float("nan")))
+        trainer.run(checkpoint_dir=tmp_path / "a", stop_conditions=[lambda s: False])
+    saved = Path(str(finite.value).rpartition("saved to ")[2].rstrip("."))
+    assert Algorithm.from_checkpoint(saved).state_is_finite()
+
+    for p in trainer.algorithm.params.values():
+        p.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="not finite either: no checkpoint written"):
+        trainer.run(checkpoint_dir=tmp_path / "b", stop_conditions=[lambda s: False])
+    assert not list((tmp_path / "b").glob("*.pt"))
+    trainer.close()

@@ -13,7 +13,8 @@ def test_cli_trains_logs_to_mlflow_and_says_how_to_open_it(tmp_path):
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     result = subprocess.run(
         [sys.executable, "-m", "rlstack", "train", "--env", "DiscreteDummyEnv", "--max-steps", "3", "--no-compile",
-         "--num-envs", "64", "--hiddens", "16", "--sgd-minibatch-size", "512", "--experiment-name", "cli", "--gamma", "0.9"],
+         "--num-envs", "64", "--hiddens", "16", "--sgd-minibatch-size", "512", "--experiment-name", "cli", "--gamma", "0.9",
+         "--log-every-s", "0"],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
     )
     assert result.returncode == 0, result.stderr
@@ -57,14 +58,14 @@ def test_cli_full_loop_toml_checkpoint_resume_export_eval(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     (tmp_path / "run.toml").write_text(
         'env = "DiscreteDummyEnv"\nmax_steps = 4\ncheckpoint_every = 2\ncheckpoint_dir = "ckpts"\n'
-        "num_envs = 64\nhorizon = 16\nsgd_minibatch_size = 512\ncompile = false\n"
+        "num_envs = 64\nhorizon = 16\nsgd_minibatch_size = 512\ncompile = false\nlog_every_s = 0\n"
         '[model_config]\nhiddens = [16, 16]\n[optimizer_config]\nlr = 0.003\n'
     )
     first = _cli(["train", "-f", "run.toml", "--gamma", "0.9"], tmp_path, uri)
     assert first.returncode == 0, first.stderr
     assert sorted(p.name for p in (tmp_path / "ckpts").glob("*.pt")) == ["step-00000002.pt", "step-00000004.pt"]
     resumed = _cli(["train", "--resume", "ckpts/step-00000004.pt", "--max-steps", "6", "--checkpoint-dir", "ckpts",
-                    "--save", "model"], tmp_path, uri)
+                    "--save", "model", "--log-every-s", "0"], tmp_path, uri)
     assert resumed.returncode == 0, resumed.stderr
     client = MlflowClient(tracking_uri=uri)
     run = client.search_runs(["0"])[0]
@@ -187,8 +188,7 @@ def test_outputs_are_checked_before_any_training(tmp_path, capsys):
     assert main(["train", *TINY, "--max-steps", "1", "--checkpoint-dir", "file/ckpts"]) == 2
     out = capsys.readouterr()
     assert "`checkpoint_dir` 'file/ckpts' is not writable" in out.err and "step     1" not in out.out
-    (run,) = _runs()
-    assert run.info.status == "FAILED" and "losses/total" not in run.data.metrics
+    assert _runs() == []  # a refused start creates no run (issue 22)
 
 
 def test_resume_refuses_changed_hyperparameters_and_applies_what_can_change(tmp_path, capsys):
@@ -335,3 +335,151 @@ def test_eval_measures_success_on_the_env_config_the_policy_was_trained_with(tmp
     assert main(["export", str(checkpoint), str(tmp_path / "model")]) == 0
     assert main(["eval", str(tmp_path / "model"), "--num-envs", "4"]) == 0
     assert seen == [{"hide_velocities": True}, {"hide_velocities": True}]
+
+
+def test_eval_of_an_export_finds_every_built_in_env_by_the_name_it_recorded(tmp_path, capsys):
+    """An export records the env's class name (CartPoleV1 for CartPole-v1): eval
+    finds it, keeping the trained env config, for episodic and windowed runs."""
+    from rlstack import Algorithm
+    from rlstack.cli import main
+    from rlstack.envs import BUILTIN_ENVS
+    from rlstack.export import export_policy
+
+    for name, model_config in (("CartPole-v1", {"hiddens": (8,)}), ("CartPole-v1", {"hiddens": (8,), "obs_window": 2}),
+                               ("Pendulum-v1", {"hiddens": (8,)}), ("MountainCar-v0", {"hiddens": (8,)})):
+        algo = Algorithm(BUILTIN_ENVS[name], num_envs=8, horizon=4, compile=False, model_config=model_config)
+        model = export_policy(algo, tmp_path / f"{name}-{len(model_config)}")
+        assert main(["eval", str(model), "--num-envs", "4"]) == 0, capsys.readouterr().err
+        assert "success/" in capsys.readouterr().out
+
+
+def test_none_disables_an_optional_hyperparameter_from_the_command_line():
+    args = build_parser().parse_args(["train", "--env", "gymnasium:CartPole-v1", "--vf-clip-param", "None",
+                                      "--dual-clip-param", "3"])
+    _, kwargs = train_config(args)
+    assert kwargs["vf_clip_param"] is None and kwargs["dual_clip_param"] == 3.0
+    args = build_parser().parse_args(["train", "--env", "DiscreteDummyEnv", "--vf-clip-param", "none"])
+    assert train_config(args)[1]["vf_clip_param"] is None  # the 1.x default (10.0) overridden
+
+
+def test_help_shows_plain_text_not_sphinx_roles(capsys):
+    from rlstack.cli.arguments import plain_text
+
+    assert plain_text("see :class:`~rlstack.config.AlgorithmConfig` and :func:`rlstack.functional.gae`, ``x``") == (
+        "see AlgorithmConfig and rlstack.functional.gae, x")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "--clip-param" in out and not any(role in out for role in (":class:", ":func:", ":mod:", "``"))
+
+
+def test_rough_edges_get_one_line_errors_naming_what_to_change(tmp_path, capsys):
+    from rlstack import Algorithm, RecurrentTrainer
+    from rlstack.checkpoint import CheckpointError
+    from rlstack.cli import main
+
+    (tmp_path / "bad.toml").write_text('env = "CartPole"\n[model_config]\nhidden = [8, 8]\n')
+    assert main(["train", "-f", str(tmp_path / "bad.toml"), "--max-steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "`model_config` has ['hidden'], which MLPModel does not take; its keys are ['hiddens'," in err
+
+    algo = Algorithm(DiscreteDummyEnv, num_envs=8, horizon=4, compile=False, model_config={"hiddens": (8,)})
+    for _ in range(3):
+        algo.collect()
+        algo.step()
+    checkpoint = str(algo.save_checkpoint(tmp_path / "at-3.pt"))
+    assert main(["train", "--resume", checkpoint, "--max-steps", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "--max-steps 3: " in err and "is at step 3 already" in err
+    with pytest.raises(CheckpointError, match=r"is not a RecurrentAlgorithm checkpoint \(it holds Algorithm's state\); "
+                                              "load it with Trainer.from_checkpoint"):
+        RecurrentTrainer.from_checkpoint(checkpoint)
+
+
+def test_the_progress_line_shows_the_episode_return_on_episodic_envs():
+    import io
+
+    stream = io.StringIO()
+    progress = Progress(stream=stream, every=1)
+    base = {"env/steps": 256.0, "returns/mean": 32.0}
+    progress({**base, "algorithm/steps": 1})  # no episode has ended yet
+    progress({**base, "env/steps": 512.0, "algorithm/steps": 2, "episodes/return/mean": 171.0})
+    progress({**base, "env/steps": 768.0, "algorithm/steps": 3})  # none ended in this rollout: keep the last
+    lines = stream.getvalue().splitlines()
+    assert "returns/mean     32.000" in lines[0]
+    assert "episode return    171.000" in lines[1] and "episode return    171.000" in lines[2]
+
+
+def test_the_closing_hint_fits_the_tracking_store():
+    from rlstack.cli.commands import browse_hint
+
+    assert browse_hint("sqlite:///mlflow.db", "abc") == "browse it with: mlflow ui --backend-store-uri sqlite:///mlflow.db"
+    assert browse_hint("http://127.0.0.1:5000/", "abc") == "browse it at http://127.0.0.1:5000/#/runs/abc"
+
+
+def test_a_refused_start_creates_no_run_and_changes_no_run(tmp_path, capsys):
+    from rlstack.checkpoint import CheckpointDir
+    from rlstack.export import lock_export_path
+
+    assert main(["train", *TINY, "--max-steps", "2", "--checkpoint-dir", "a", "--checkpoint-every", "1"]) == 0
+    (finished,) = _runs()
+    assert finished.info.status == "FINISHED"
+    # Resuming step 1 into a folder that holds step 2: refused, and the finished run stays FINISHED.
+    assert main(["train", "--resume", "a/step-00000001.pt", "--max-steps", "3", "--checkpoint-dir", "a"]) == 2
+    assert "holds checkpoints newer than this run's step 1" in capsys.readouterr().err
+    assert [(r.info.run_id, r.info.status) for r in _runs()] == [(finished.info.run_id, "FINISHED")]
+    # A folder (or an export path) that a live run holds: refused, no run created.
+    busy = CheckpointDir(tmp_path / "busy", step=0, owner="MLflow run live")
+    assert main(["train", *TINY, "--max-steps", "1", "--checkpoint-dir", "busy"]) == 2
+    assert "`checkpoint_dir` 'busy' is in use by MLflow run live" in capsys.readouterr().err
+    busy.close()
+    export = lock_export_path(tmp_path / "model")
+    assert main(["train", *TINY, "--max-steps", "1", "--save", "model"]) == 2
+    assert "`--save` 'model' is in use by an export" in capsys.readouterr().err
+    export.close()
+    assert len(_runs()) == 1
+
+
+def test_a_run_whose_process_died_is_marked_killed_when_its_folder_is_used_again(tmp_path, capsys):
+    client = MlflowClient()
+    dead = client.create_run(client.get_experiment_by_name("Default").experiment_id).info.run_id  # left RUNNING
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / ".rlstack.lock").write_text(f"MLflow run {dead} (pid 999999999)\n")  # no such process
+    assert main(["train", *TINY, "--max-steps", "1", "--checkpoint-dir", "d"]) == 0
+    assert client.get_run(dead).info.status == "KILLED"
+    new = next(r for r in _runs() if r.info.run_id != dead)
+    assert new.info.status == "FINISHED"
+    assert (tmp_path / "d" / ".rlstack.lock").read_text().startswith(f"MLflow run {new.info.run_id} (pid ")
+
+
+def test_a_closed_stdout_never_stops_training_and_the_checkpoint_is_written(tmp_path):
+    # `rlstack train ... | head -1`: the reader leaves after the first line.
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    command = " ".join([sys.executable, "-m", "rlstack", "train", *TINY, "--max-steps", "30", "--checkpoint-dir", "c"])
+    result = subprocess.run(f"set -o pipefail; {command} | head -c 1", shell=True, executable="/bin/bash",
+                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert (tmp_path / "c" / "step-00000030.pt").is_file()
+    (run,) = _runs()
+    assert run.info.status == "FINISHED"
+
+
+def test_training_checkpoints_every_few_minutes_by_default_and_on_request(tmp_path, monkeypatch):
+    from rlstack import Trainer, trainer as trainer_module
+    from rlstack.conditions import HitsUpperBound
+
+    clock = iter(range(0, 10**6, 100))  # each look at the clock: 100 s later
+    monkeypatch.setattr(trainer_module, "_clock", lambda: next(clock))
+    trainer = Trainer(DiscreteDummyEnv, num_envs=8, horizon=4, compile=False, model_config={"hiddens": (8,)})
+    assert trainer_module.CHECKPOINT_EVERY_S == 300.0
+    trainer.run(stop_conditions=[HitsUpperBound("algorithm/steps", 6)], checkpoint_dir=tmp_path / "timed",
+                keep_checkpoints=10)
+    assert sorted(p.name for p in (tmp_path / "timed").glob("step-*.pt")) == ["step-00000003.pt", "step-00000006.pt"]
+    trainer.run(stop_conditions=[HitsUpperBound("algorithm/steps", 9)], checkpoint_dir=tmp_path / "off",
+                checkpoint_every_s=None)
+    assert not list((tmp_path / "off").glob("step-*.pt"))
+    with pytest.raises(ValueError, match=r"`checkpoint_every_s` must be seconds >= 0 or None \(off\), got -1"):
+        trainer.run(checkpoint_dir=tmp_path, checkpoint_every_s=-1)
+    trainer.close()
+    args = build_parser().parse_args(["train", *TINY, "--checkpoint-every-s", "60"])
+    assert train_config(args)[0]["checkpoint_every_s"] == 60.0

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -124,3 +126,40 @@ def test_pure_env_instance_is_used_as_is():
     assert isinstance(make_env(DiscreteDummyEnv, num_envs=4), Env)
     with pytest.raises(TypeError, match="`env` must be a pure env"):
         make_env(42, num_envs=4)
+
+
+class _DictObsDummyEnv(DiscreteDummyEnv):
+    """DiscreteDummyEnv observed as a dict of two Boxes: the position and its sign."""
+
+    observation_space = {"position": Box((1,)), "side": Box((2,), low=-1.0, high=1.0)}
+
+    @staticmethod
+    def _observe(x):
+        return {"position": x, "side": torch.cat([x.sign(), -x.sign()], -1)}
+
+    def reset(self, key, num_envs, *, config=None):
+        state, x = super().reset(key, num_envs, config=config)
+        return state, self._observe(x)
+
+    def step(self, state, action, key):
+        state, x, reward = super().step(state, action, key)
+        return state, self._observe(x), reward
+
+
+def test_the_default_model_trains_on_a_dict_of_boxes_each_flattened_and_concatenated():
+    from rlstack import Algorithm
+    from rlstack.models import MLPModel
+
+    env = _DictObsDummyEnv()
+    model = MLPModel(env.observation_space, env.action_space, hiddens=(8,))
+    assert model.actor[0].in_features == 1 + 2 and model.obs_keys == ["position", "side"]
+    obs = {"position": torch.tensor([[3.0]]), "side": torch.tensor([[1.0, -1.0]])}
+    flat = torch.tensor([[3.0, 1.0, -1.0]])
+    logits, value = model(obs)
+    torch.testing.assert_close(logits.reshape(1, -1), model.actor_head(model.actor(flat)))
+    torch.testing.assert_close(value, model.critic_head(model.critic(flat)).squeeze(-1))
+    algo = Algorithm(_DictObsDummyEnv, num_envs=16, horizon=8, compile=False, model_config={"hiddens": (8,)})
+    algo.collect()
+    assert math.isfinite(algo.step()["losses/total"])
+    with pytest.raises(TypeError, match="MLPModel needs a Box observation space or a dict of them"):
+        MLPModel({"position": Box((1,)), "button": Discrete(2)}, env.action_space)

@@ -109,3 +109,26 @@ def test_ppo_solves_gymnasium_cartpole_v1_past_400():
     # The deterministic policy on fresh envs keeps most of it (an untrained one scores ~10-20).
     success = trainer.algorithm.env.success(trainer.algorithm.predict, num_envs=8)
     assert success["success/episode_return"] > 250, success
+
+
+def test_an_env_without_a_preset_gets_defaults_that_fit_it(capsys):
+    """A vector env's own count is the default num_envs (not 1.x's 8192), a gymnasium
+    id gets 8 sub-envs, episodic envs are never reset on 1.x's schedule, and the CLI
+    says in one line which defaults it runs with."""
+    from rlstack.cli.commands import defaults_notice
+    from rlstack.envs import BUILTIN_ENVS
+
+    trainer = Trainer(GymnasiumEnv(_vector("CartPole-v1", n=3)), horizon=8, model_config={"hiddens": (8,)})
+    assert trainer.algorithm.config.num_envs == 3 and trainer.algorithm.config.horizons_per_env_reset == -1
+    trainer.close()
+    algo = Algorithm(gymnasium_env("Acrobot-v1"), horizon=4, model_config={"hiddens": (8,)})
+    assert algo.config.num_envs == 8 and algo.config.horizons_per_env_reset == -1
+    assert Algorithm(BUILTIN_ENVS["MountainCar-v0"], num_envs=4, horizon=4).config.horizons_per_env_reset == -1
+    assert Algorithm(BUILTIN_ENVS["MountainCar"], num_envs=4, horizon=4).config.horizons_per_env_reset == 1  # 1.x's
+    notice = defaults_notice("gymnasium:Acrobot-v1", gymnasium_env("Acrobot-v1"), {"horizon": 16})
+    assert notice == ("no preset for gymnasium:Acrobot-v1: rlstack 1.x's defaults (rlstack.AlgorithmConfig) with "
+                      "num_envs=8, horizons_per_env_reset=-1 to fit the env; set hyperparameters with flags or -f FILE.")
+    assert main(["train", "--env", "gymnasium:Acrobot-v1", "--max-steps", "1", "--horizon", "4", "--hiddens", "8"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "rlstack: " + defaults_notice(
+        "gymnasium:Acrobot-v1", gymnasium_env("Acrobot-v1"), {"horizon": 4})
+    assert PRESETS["CartPole-v1"]["horizons_per_env_reset"] == -1 and PRESETS["Pendulum-v1"]["horizons_per_env_reset"] == -1

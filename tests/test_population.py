@@ -176,18 +176,21 @@ def test_grid_is_the_cartesian_product_first_name_slowest(values):
 
 
 def test_trainer_logs_a_parent_run_and_one_nested_run_per_member():
-    trainer = Trainer(CartPole, num_members=2, run_name="sweep", seed=3, entropy_coeff=[0.0, 0.01], **SMALL)
+    trainer = Trainer(CartPole, num_members=2, run_name="sweep", seed=3, entropy_coeff=[0.0, 0.01],
+                      optimizer_config={"lr": [1e-3, 3e-4]}, **SMALL)
     stats = trainer.run(stop_conditions=[HitsUpperBound("algorithm/steps", 2)], steps_per_eval=1)
     trainer.close()
     client = MlflowClient()
     parent = client.get_run(trainer.run_id)
     assert parent.info.status == "FINISHED" and parent.data.params["entropy_coeff"] == "[0.0, 0.01]"
+    assert parent.data.params["optimizer/lr"] == "[0.001, 0.0003]"
     assert stats["population/active"] == 2 and "eval/returns/mean" in stats
     children = [client.get_run(r) for r in trainer.member_run_ids]
     assert [c.info.run_name for c in children] == ["sweep/member-0", "sweep/member-1"]
     for k, child in enumerate(children):
         assert child.data.tags["mlflow.parentRunId"] == trainer.run_id and child.info.status == "FINISHED"
         assert child.data.params["entropy_coeff"] == str([0.0, 0.01][k]) and child.data.params["seed"] == str(3 + k)
+        assert float(child.data.params["optimizer/lr"]) == [1e-3, 3e-4][k]
         history = client.get_metric_history(child.info.run_id, "returns/mean")
         assert [m.step for m in history] == [128, 256]
         assert history[-1].value == trainer.member_stats[k]["returns/mean"]

@@ -18,6 +18,7 @@ def test_trainer_logs_params_once_and_metric_series_every_step():
     assert run.info.status == "FINISHED"
     assert run.data.params["gamma"] == "0.9" and run.data.params["num_envs"] == "32"
     assert run.data.params["env"] == "DiscreteDummyEnv" and run.data.params["optimizer_cls"] == "Adam"
+    assert float(run.data.params["optimizer/lr"]) == trainer.algorithm.lr  # a number the MLflow UI sorts and plots
     history = MlflowClient().get_metric_history(trainer.run_id, "returns/mean")
     assert [m.step for m in history] == [256, 512, 768]
     for key in ("losses/policy", "losses/vf", "losses/entropy", "losses/total", "monitors/kl_div", "env/steps",
@@ -42,11 +43,13 @@ def test_trainer_nests_its_own_run_under_an_active_run_without_ending_it():
 def test_two_trainers_in_one_process_own_separate_runs():
     # Regression: the second Trainer attached to the first one's active run and crashed with
     # MLflow's "Changing param values is not allowed".
-    first = Trainer(DiscreteDummyEnv, gamma=0.9, **SMALL)
-    second = Trainer(DiscreteDummyEnv, gamma=0.5, **SMALL)
+    first = Trainer(DiscreteDummyEnv, gamma=0.9, log_every_s=0, **SMALL)
+    second = Trainer(DiscreteDummyEnv, gamma=0.5, log_every_s=0, **SMALL)
     first.step()
     second.step()
     second.step()
+    first.flush_metrics()
+    second.flush_metrics()
     assert first.run_id != second.run_id and mlflow.active_run() is None
     client = MlflowClient()
     assert client.get_run(first.run_id).data.params["gamma"] == "0.9"
@@ -149,19 +152,20 @@ def _count_metric_writes(trainer, monkeypatch):
 
 
 def test_run_writes_metrics_in_batches_and_loses_none(monkeypatch):
-    trainer = Trainer(DiscreteDummyEnv, **SMALL)
+    trainer = Trainer(DiscreteDummyEnv, log_every_s=0, **SMALL)  # every step a point
     writes = _count_metric_writes(trainer, monkeypatch)
     trainer.run(stop_conditions=[HitsUpperBound("algorithm/steps", 5)])
     assert len(writes) == 1  # one request for 5 steps (well within 5 s), written when run returned
     history = MlflowClient().get_metric_history(trainer.run_id, "losses/total")
     assert [m.step for m in history] == [256 * i for i in range(1, 6)]
-    trainer.step()  # a step of its own is written at once
-    assert len(writes) == 2
+    trainer.step()  # a step of its own is buffered too (issue 22), and written by close
+    assert len(writes) == 1
     trainer.close()
+    assert len(writes) == 2 and len(MlflowClient().get_metric_history(trainer.run_id, "losses/total")) == 6
 
 
 def test_metrics_pending_when_a_run_is_interrupted_are_written(monkeypatch):
-    trainer = Trainer(DiscreteDummyEnv, **SMALL)
+    trainer = Trainer(DiscreteDummyEnv, log_every_s=0, **SMALL)
     writes = _count_metric_writes(trainer, monkeypatch)
 
     def interrupt(stats):
@@ -177,9 +181,69 @@ def test_metrics_pending_when_a_run_is_interrupted_are_written(monkeypatch):
 
 
 def test_buffered_metrics_are_written_once_the_flush_interval_passes(monkeypatch):
-    trainer = Trainer(DiscreteDummyEnv, **SMALL)
+    trainer = Trainer(DiscreteDummyEnv, log_every_s=0, **SMALL)
     writes = _count_metric_writes(trainer, monkeypatch)
     trainer._metrics.flush_every_s = 0.0  # every buffered step is already due
     trainer.run(stop_conditions=[HitsUpperBound("algorithm/steps", 3)])
     assert len(writes) == 3
     trainer.close()
+
+
+class _Store:
+    """A tracking client that keeps what log_batch wrote, and how many writes."""
+
+    def __init__(self):
+        self.metrics, self.writes = [], 0
+
+    def log_batch(self, run_id, metrics):
+        self.metrics += metrics
+        self.writes += 1
+
+
+def test_points_are_thinned_in_time_keeping_first_forced_and_last_each_with_its_own_step(monkeypatch):
+    from rlstack import tracking
+
+    now = [0.0]
+    monkeypatch.setattr(tracking, "_clock", lambda: now[0])
+    store = _Store()
+    log = tracking.MetricLog(store, "run", log_every_s=1.0, flush_every_s=5.0)
+    for step in range(1, 11):  # a step every 0.3 s
+        log.log({"x": float(step)}, step=step)
+        if step in (3, 5):
+            log.log({"eval/x": -float(step)}, step=step, force=True)  # evaluations after steps 3 and 5
+        now[0] += 0.3
+    assert store.writes == 0  # nothing written before flush_every_s
+    log.flush()
+    points = [(m.key, m.step, m.value) for m in store.metrics]
+    # step 1 (the first, t=0); step 3 (held) with its evaluation (forced); step 5 (t=1.2, a second after
+    # step 1) and its evaluation; step 9 (t=2.4); step 10 (the last: held, recorded by the flush)
+    assert points == [("x", 1, 1.0), ("x", 3, 3.0), ("eval/x", 3, -3.0), ("x", 5, 5.0), ("eval/x", 5, -5.0),
+                      ("x", 9, 9.0), ("x", 10, 10.0)]
+    every = tracking.MetricLog(_Store(), "run", log_every_s=0)
+    for step in range(1, 4):
+        every.log({"x": float(step)}, step=step)
+    every.flush()
+    assert [m.step for m in every.client.metrics] == [1, 2, 3]
+
+
+def test_trainer_step_buffers_and_close_or_garbage_collection_loses_nothing():
+    import gc
+
+    client = MlflowClient()
+    trainer = Trainer(DiscreteDummyEnv, log_every_s=3600, **SMALL)  # only the first and last steps are points
+    for _ in range(3):
+        trainer.step()
+    run_id = trainer.run_id
+    assert client.get_metric_history(run_id, "losses/total") == []  # buffered, not written per step
+    trainer.close()
+    assert [m.step for m in client.get_metric_history(run_id, "losses/total")] == [256, 768]
+    other = Trainer(DiscreteDummyEnv, log_every_s=0, **SMALL)
+    other.step()
+    other.step()
+    other_id = other.run_id
+    del other
+    gc.collect()
+    assert [m.step for m in client.get_metric_history(other_id, "losses/total")] == [256, 512]
+    assert client.get_run(other_id).info.status == "FINISHED"
+    with pytest.raises(ValueError, match=r"`log_every_s` must be seconds >= 0 \(0: every step\), got -1"):
+        Trainer(DiscreteDummyEnv, log_every_s=-1, **SMALL)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -25,18 +26,21 @@ _RECURRENT_HPARAMS = _HPARAMS - {f.name for f in dataclasses.fields(AlgorithmCon
 #: --model: the default MLP, or the default recurrent model with this cell (RecurrentTrainer).
 MODELS = ("mlp", "lstm", "gru")
 # Options of `train` that are not Trainer keyword arguments.
-_RUN_OPTIONS = {"env", "max_steps", "experiment_name", "run_name", "steps_per_eval", "checkpoint_every",
+_RUN_OPTIONS = {"env", "max_steps", "experiment_name", "run_name", "steps_per_eval", "checkpoint_every", "checkpoint_every_s",
                 "checkpoint_dir", "keep_checkpoints", "save", "resume", "member_stop"}
 _TRAINER_OPTIONS = {"seed", "device", "compile", "cuda_graphs", "allow_tf32", "env_config", "model_config", "optimizer_cls",
+                    "log_every_s",
                     "optimizer_config", "num_members", "model"}
 # Hyperparameters a population's members may differ in: flags take comma-separated values.
 _PER_MEMBER_FLAGS = {"gamma", "gae_lambda", "clip_param", "entropy_coeff"}
 # The types of `train`'s own options (hyperparameters are checked by AlgorithmConfig).
 _RUN_OPTION_TYPES = {"max_steps": int, "steps_per_eval": int, "checkpoint_every": int, "keep_checkpoints": int,
+                     "checkpoint_every_s": (int, float),
                      "env": str, "experiment_name": str, "run_name": str, "checkpoint_dir": str, "save": str, "resume": str,
                      "member_stop": str}
 # What may be given with --resume: everything else is the checkpoint's.
-_RESUME_OPTIONS = {"resume", "env", "max_steps", "steps_per_eval", "checkpoint_every", "checkpoint_dir",
+_RESUME_OPTIONS = {"resume", "env", "max_steps", "steps_per_eval", "checkpoint_every", "checkpoint_every_s", "checkpoint_dir",
+                   "log_every_s",
                    "keep_checkpoints", "save", "experiment_name", "run_name", "device", "compile"}
 
 
@@ -57,7 +61,35 @@ def _field_help() -> dict[str, str]:
         elif stripped and names:
             for name in names:
                 entries[name] += " " + stripped
-    return {k: v.replace("``", "").replace(":mod:", "").replace("%", "%%") for k, v in entries.items()}
+    return {k: plain_text(v).replace("%", "%%") for k, v in entries.items()}
+
+
+def plain_text(text: str) -> str:
+    """A docstring's reST as terminal text: ``:class:`~a.B``` -> ``B``,
+    ``:func:`a.b``` -> ``a.b``, double backquotes dropped."""
+    text = re.sub(r":\w+:`~[\w.]*?(\w+)`", r"\1", text)
+    text = re.sub(r":\w+:`([^`]+)`", r"\1", text)
+    return text.replace("``", "")
+
+
+class _Disabled:
+    """What ``--vf-clip-param none`` parses to, until the flags are merged
+    (argparse's own None means "not given")."""
+
+    def __repr__(self) -> str:
+        return "None"
+
+
+DISABLED = _Disabled()
+
+
+def _optional(kind: type) -> Any:
+    """An argparse ``type`` for ``X | None`` options: a ``kind``, or ``none``."""
+    def parse(text: str) -> Any:
+        return DISABLED if text.lower() == "none" else kind(text)
+
+    parse.__name__ = kind.__name__  # argparse's "invalid float value" message
+    return parse
 
 
 _FIELD_HELP = _field_help()
@@ -73,14 +105,17 @@ def _float_or_list(text: str) -> float | list[float]:
 
 
 def load_env(spec: str) -> Any:
-    """A built-in env name, ``gymnasium:ID`` for a gymnasium env id, or
-    ``module:Class`` for a user env.
+    """A built-in env name (or its class's name, as an export records it),
+    ``gymnasium:ID`` for a gymnasium env id, or ``module:Class`` for a user env.
 
     Raises:
         ValueError: for an unknown name or an import that fails.
     """
     if spec in BUILTIN_ENVS:
         return BUILTIN_ENVS[spec]
+    by_class = {cls.__name__: cls for cls in BUILTIN_ENVS.values()}  # what checkpoints and exports record
+    if spec in by_class:
+        return by_class[spec]
     if spec.startswith("gymnasium:"):
         from ..gymnasium_adapter import gymnasium_env
 
@@ -115,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--run-name", default=None, help="MLflow run name")
     train.add_argument("--seed", type=int, default=None, help="the run's random seed (default 0)")
     train.add_argument("--device", default=None, help="cpu (default), cuda, cuda:1, ...")
-    train.add_argument("--compile", type=_parse_bool, default=None, metavar="BOOL", help="torch.compile (default true)")
+    train.add_argument("--compile", type=_parse_bool, default=None, metavar="BOOL", help="torch.compile (default: on CUDA; eager on CPU, where a cold compile costs minutes)")
     train.add_argument("--no-compile", dest="compile", action="store_false", help="same as --compile false")
     train.add_argument("--cuda-graphs", type=_parse_bool, default=None, metavar="BOOL",
                        help="replay rollout and update as CUDA graphs (CUDA only; default false)")
@@ -141,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "--max-steps, checkpoint and export options, --device and --compile can)")
     train.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS",
                        help="also write a checkpoint every STEPS steps")
+    train.add_argument("--log-every-s", type=float, default=None, metavar="SECONDS",
+                       help="record a point of the run's metrics at most every SECONDS (default 1; 0: every step); "
+                            "the first and last steps and every evaluation are always recorded")
+    train.add_argument("--checkpoint-every-s", type=float, default=None, metavar="SECONDS",
+                       help="also write a checkpoint once SECONDS of training have passed since the last one, so a "
+                            "hard kill loses at most that (default 300; 0 turns it off)")
     train.add_argument("--checkpoint-dir", default=None,
                        help="default: checkpoints/<run id> (always written at the end, on Ctrl-C/SIGTERM and on failure)")
     train.add_argument("--keep-checkpoints", type=int, default=None, metavar="N",
@@ -153,10 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
         if kind is None:
             continue
         per_member = field.name in _PER_MEMBER_FLAGS
+        optional = str(field.type).endswith("| None")
         ppo_options.add_argument(
             "--" + field.name.replace("_", "-"), dest=field.name, default=None,
-            type=_float_or_list if per_member else _parse_bool if kind is bool else kind,
-            metavar=kind.__name__.upper() + ("[,...]" if per_member else ""),
+            type=_float_or_list if per_member else _parse_bool if kind is bool else _optional(kind) if optional else kind,
+            metavar=kind.__name__.upper() + ("[,...]" if per_member else "|none" if optional else ""),
             help=(_FIELD_HELP.get(field.name) or "") + (" One value, or one per member (comma-separated)." if per_member else ""),
         )
 
@@ -202,7 +244,7 @@ def read_toml(path: str) -> dict[str, Any]:
         raise ValueError(f"-f {path!r} has unknown keys {unknown}; expected hyperparameters or {sorted(_RUN_OPTIONS | _TRAINER_OPTIONS)}.")
     for key, kind in _RUN_OPTION_TYPES.items():
         if key in data and (not isinstance(data[key], kind) or isinstance(data[key], bool)):
-            example = "an integer such as 10" if kind is int else "a string"
+            example = {int: "an integer such as 10", str: "a string"}.get(kind, "a number of seconds such as 300")
             raise ValueError(f"-f {path!r}: `{key}` must be {example}, got {data[key]!r}.")
     for key in ("model_config", "optimizer_config", "env_config"):
         if key in data and not isinstance(data[key], dict):
@@ -291,7 +333,7 @@ def train_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, An
             if key in ("model_config", "optimizer_config", "env_config"):
                 config[key] = {**config.get(key, {}), **value}
             else:
-                config[key] = value
+                config[key] = None if value is DISABLED else value
     if args.lr is not None:
         config["optimizer_config"] = {**config.get("optimizer_config", {}), "lr": args.lr}
     if args.hiddens is not None:
@@ -317,6 +359,8 @@ def train_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, An
     for name in ("max_steps", "checkpoint_every", "steps_per_eval", "keep_checkpoints"):
         if run.get(name) is not None and run[name] < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive int, got {run[name]}.")
+    if run.get("checkpoint_every_s") is not None and not run["checkpoint_every_s"] >= 0:
+        raise ValueError(f"--checkpoint-every-s must be >= 0 seconds (0: off), got {run['checkpoint_every_s']}.")
     run["notes"] = notes
     return run, config
 

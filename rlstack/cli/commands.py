@@ -19,16 +19,19 @@ import torch
 from .. import distributed, random
 from ..algorithm import Algorithm
 from ..conditions import HitsUpperBound
-from ..envs import make_env
+from ..envs import env_defaults, make_env
+from ..presets import PRESETS
 from ..recurrent import RecurrentAlgorithm
-from ..trainer import RecurrentTrainer, Trainer
+from ..trainer import CHECKPOINT_EVERY_S, RecurrentTrainer, Trainer
 from .arguments import build_parser, load_env, train_config
 
 
 class Progress:
     """A live status line: rewritten in place on a terminal; on a pipe or
     file, one line every ``every`` steps and the last. Shows env steps/s over
-    the last step, ``returns/mean`` and, with a step limit, the ETA. The
+    the last step, the mean return of the episodes that ended (on episodic
+    envs; ``returns/mean``, the return per rollout, otherwise) and, with a
+    step limit, the ETA. The
     first step's time includes compilation, so the ETA is estimated from
     the later steps (none is shown until there is one)."""
 
@@ -42,6 +45,7 @@ class Progress:
         self.step_times: list[float] = []
         self.last_stats: dict[str, float] | None = None
         self.printed = 0  # the last step written as a line
+        self.episode_return: float | None = None  # the latest mean over finished episodes, once there is one
 
     def __call__(self, stats: dict[str, float]) -> bool:
         if "algorithm/steps" not in stats:  # eval stats
@@ -52,20 +56,34 @@ class Progress:
             if self.last_stats is not None:  # not the first step, which compiles
                 self.step_times.append(now - self.last_time)
         self.last_time, self.last_env_steps, self.last_stats = now, stats["env/steps"], stats
+        self.episode_return = stats.get(EPISODE_RETURN, self.episode_return)
         steps = int(stats["algorithm/steps"])
         if self.tty:
-            self.stream.write("\r" + self.line(stats))
+            self._write("\r" + self.line(stats))
         elif steps == 1 or steps % self.every == 0:
-            self.stream.write(self.line(stats) + "\n")
+            self._write(self.line(stats) + "\n")
             self.printed = steps
-        self.stream.flush()
         return False
+
+    def _write(self, text: str) -> None:
+        """Write and flush; a stream that closed (a pipe whose reader left) stops the progress lines,
+        never the training."""
+        if self.stream is None:
+            return
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):
+            self.stream = None
 
     def line(self, stats: dict[str, float]) -> str:
         steps = int(stats["algorithm/steps"])
+        # Episodic envs: the return of whole episodes; infinite-horizon ones: the return per rollout.
+        shown = ("episode return", self.episode_return) if self.episode_return is not None else (
+            "returns/mean", stats["returns/mean"])
         text = (
             f"step {steps:>5} | env steps {int(stats['env/steps']):>11,} | "
-            f"{self.rate:>10,.0f} steps/s | returns/mean {stats['returns/mean']:>10.3f}"
+            f"{self.rate:>10,.0f} steps/s | {shown[0]} {shown[1]:>10.3f}"
         )
         if self.max_steps and self.step_times:
             recent = self.step_times[-10:]
@@ -77,10 +95,13 @@ class Progress:
         if self.last_stats is None:
             return
         if self.tty:
-            self.stream.write("\n")
+            self._write("\n")
         elif int(self.last_stats["algorithm/steps"]) != self.printed:
-            self.stream.write(self.line(self.last_stats) + "\n")
-        self.stream.flush()
+            self._write(self.line(self.last_stats) + "\n")
+
+
+#: The stat the progress line shows for episodic envs (the mean return of the episodes that ended).
+EPISODE_RETURN = "episodes/return/mean"
 
 
 class StopRequest:
@@ -124,41 +145,97 @@ def train(args: argparse.Namespace) -> int:
 
 
 def _train_command(run: dict[str, Any], kwargs: dict[str, Any]) -> int:
-    if run.get("save"):
-        from ..export import check_export_path
+    with contextlib.ExitStack() as held:
+        # Everything that can refuse the start is checked before the Trainer exists, so that a refused
+        # start creates no MLflow run and changes no existing one.
+        if run.get("save"):
+            from ..export import lock_export_path
 
-        check_export_path(run["save"])  # before any work
-    for note in run["notes"]:
-        print(f"rlstack: {note}", flush=True)
-    env = load_env(run["env"]) if run.get("env") else None
-    stop_request = StopRequest()
-    handlers = {sig: signal.signal(sig, stop_request) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        if run.get("resume"):
-            trainer = Trainer.from_checkpoint(
-                run["resume"], env, device=kwargs.get("device"), compile=kwargs.get("compile"),
-                experiment_name=run.get("experiment_name"), run_name=run.get("run_name"),
-            )
-        else:
-            trainer_cls, kwargs = Trainer, dict(kwargs)
-            model = kwargs.pop("model", None)
-            if model in ("lstm", "gru"):
-                trainer_cls = RecurrentTrainer
-                kwargs["model_config"] = {**kwargs.get("model_config", {}), "cell": model}
-                kwargs["model_config"].pop("hiddens", None)  # a preset's MLP widths: not the recurrent model's
-            trainer = trainer_cls(env, experiment_name=run.get("experiment_name"), run_name=run.get("run_name"),
-                                  **kwargs)
-        return _train(trainer, run, stop_request)
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+            held.callback(lock_export_path(run["save"]).close)  # empty, and no other live run exports there
+        resumed = _resumed_run(run)
+        folder = _open_checkpoint_dir(run, resumed)
+        if folder is not None:
+            held.callback(folder.close)
+        for note in run["notes"]:
+            say(f"rlstack: {note}")
+        env = load_env(run["env"]) if run.get("env") else None
+        if env is not None and not run.get("resume") and run["env"] not in PRESETS:
+            say(f"rlstack: {defaults_notice(run['env'], env, kwargs)}")
+        stop_request = StopRequest()
+        handlers = {sig: signal.signal(sig, stop_request) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            trainer = _build_trainer(run, kwargs, env)
+            if folder is not None:
+                trainer.adopt_checkpoint_dir(folder)
+            return _train(trainer, run, stop_request)
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+
+
+def defaults_notice(name: str, env: Any, kwargs: dict[str, Any]) -> str:
+    """The one line ``train`` prints for an env without a preset: which defaults it runs with."""
+    fitted = {k: v for k, v in env_defaults(env).items() if k not in kwargs}
+    fit = ", ".join(f"{k}={v}" for k, v in fitted.items())
+    return (f"no preset for {name}: rlstack 1.x's defaults (rlstack.AlgorithmConfig)"
+            + (f" with {fit} to fit the env" if fit else "") + "; set hyperparameters with flags or -f FILE.")
+
+
+def _resumed_run(run: dict[str, Any]) -> dict[str, Any] | None:
+    """For ``--resume``: the checkpoint's step and the MLflow run it will continue
+    (None where a new run starts); refuses a ``--max-steps`` it has reached."""
+    if not run.get("resume"):
+        return None
+    from .. import tracking
+    from ..checkpoint import safe_load
+
+    data = safe_load(run["resume"])
+    steps = data["counters"]["steps"]
+    if run.get("max_steps") is not None and run["max_steps"] <= steps:
+        raise ValueError(f"--max-steps {run['max_steps']}: {run['resume']} is at step {steps} already; give a larger "
+                         "--max-steps to train on (steps count from the run's start).")
+    run_id = None
+    if distributed.rank() == 0:
+        run_id = tracking.resumable_run_id(data.get("trainer", {}).get("run_id"), run.get("experiment_name"),
+                                           run.get("run_name"))
+    return {"steps": steps, "run_id": run_id, "files": data.get("trainer", {}).get("checkpoint_files", ())}
+
+
+def _open_checkpoint_dir(run: dict[str, Any], resumed: dict[str, Any] | None) -> Any:
+    """The checkpoint folder, opened (checked and locked) before any MLflow run
+    is touched, where its name is known before the run exists: ``--checkpoint-dir``,
+    or a resumed run's ``checkpoints/<run id>``. None for a new run's own
+    ``checkpoints/<new id>`` (nothing can hold it), and on ranks but 0."""
+    from ..checkpoint import CheckpointDir
+
+    directory = run.get("checkpoint_dir") or (f"checkpoints/{resumed['run_id']}" if resumed and resumed["run_id"] else None)
+    if directory is None or distributed.rank() != 0:
+        return None
+    return CheckpointDir(directory, step=resumed["steps"] if resumed else 0, owner="rlstack train",
+                         keep=run.get("keep_checkpoints") or 3, adopt=resumed["files"] if resumed else ())
+
+
+def _build_trainer(run: dict[str, Any], kwargs: dict[str, Any], env: Any) -> Trainer:
+    if run.get("resume"):
+        return Trainer.from_checkpoint(
+            run["resume"], env, device=kwargs.get("device"), compile=kwargs.get("compile"),
+            experiment_name=run.get("experiment_name"), run_name=run.get("run_name"),
+            log_every_s=kwargs.get("log_every_s", 1.0),
+        )
+    trainer_cls, kwargs = Trainer, dict(kwargs)
+    model = kwargs.pop("model", None)
+    if model in ("lstm", "gru"):
+        trainer_cls = RecurrentTrainer
+        kwargs["model_config"] = {**kwargs.get("model_config", {}), "cell": model}
+        kwargs["model_config"].pop("hiddens", None)  # a preset's MLP widths: not the recurrent model's
+    return trainer_cls(env, experiment_name=run.get("experiment_name"), run_name=run.get("run_name"), **kwargs)
 
 
 def _train(trainer: Trainer, run: dict[str, Any], stop_request: StopRequest) -> int:
     """Run ``trainer`` as ``train`` asks; always end its MLflow run with its true status."""
     algo = trainer.algorithm
-    print(f"rlstack: training {algo.build_config['env']} on {algo.device} ({'compiled' if algo.compile else 'eager'}), "
-          f"MLflow run {trainer.run_id}", flush=True)
+    say(f"rlstack: training {algo.build_config['env']} on {algo.device} ({'compiled' if algo.compile else 'eager'}), "
+        f"MLflow run {trainer.run_id}")
     # Always checkpointed: the end of the run, Ctrl-C, SIGTERM and a failure write the last completed step.
     checkpoint_dir = run.get("checkpoint_dir") or f"checkpoints/{trainer.run_id}"
     keep = run.get("keep_checkpoints") or 3
@@ -170,15 +247,16 @@ def _train(trainer: Trainer, run: dict[str, Any], stop_request: StopRequest) -> 
             stop_conditions=stop, steps_per_eval=run.get("steps_per_eval"), callbacks=[progress, stop_request.requested],
             checkpoint_every=run.get("checkpoint_every"), checkpoint_dir=checkpoint_dir, keep_checkpoints=keep,
             member_stop=run.get("member_stop") or "each",
+            checkpoint_every_s=run.get("checkpoint_every_s", CHECKPOINT_EVERY_S),
         )
         progress.close()
         if stop_request.signal is None:
-            print(f"rlstack: last checkpoint {trainer.checkpoint_to(checkpoint_dir, keep)}")
+            say(f"rlstack: last checkpoint {trainer.checkpoint_to(checkpoint_dir, keep)}")
             if run.get("save"):
                 _save(trainer, run["save"])
             status, code = "FINISHED", 0
         else:  # stopped between steps by a signal
-            print(f"rlstack: interrupted; last completed step saved to {trainer.checkpoint_to(checkpoint_dir, keep)}")
+            say(f"rlstack: interrupted; last completed step saved to {trainer.checkpoint_to(checkpoint_dir, keep)}")
             status, code = "KILLED", stop_request.exit_code()
     except KeyboardInterrupt:  # a second signal: Trainer.run saved the last completed step
         status, code = "KILLED", stop_request.exit_code()
@@ -186,19 +264,34 @@ def _train(trainer: Trainer, run: dict[str, Any], stop_request: StopRequest) -> 
     finally:
         trainer.close(status)
         uri = mlflow.get_tracking_uri()
-        print(f"rlstack: run {trainer.run_id} ({status}) logged to {uri}")
-        print(f"rlstack: browse it with: mlflow ui --backend-store-uri {uri}", flush=True)
+        say(f"rlstack: run {trainer.run_id} ({status}) logged to {uri}")
+        say(f"rlstack: {browse_hint(uri, trainer.run_id)}")
     return code
+
+
+def say(text: str) -> None:
+    """Print a line of ``train``'s; a closed stdout loses the line, not the run."""
+    try:
+        print(text, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
+def browse_hint(uri: str, run_id: str | None) -> str:
+    """How to see a run: a tracking server's own page, or ``mlflow ui`` over a local store."""
+    if uri.startswith(("http://", "https://")):
+        return f"browse it at {uri.rstrip('/')}/#/runs/{run_id}"
+    return f"browse it with: mlflow ui --backend-store-uri {uri}"
 
 
 def _save(trainer: Trainer, directory: str) -> None:
     """Export the policy to ``directory``; a population's members to ``directory/member-<k>``."""
     members = getattr(trainer.algorithm, "num_members", None)
     if members is None:
-        print(f"rlstack: policy exported to {trainer.export_policy(directory)}")
+        say(f"rlstack: policy exported to {trainer.export_policy(directory)}")
         return
     for k in range(members):
-        print(f"rlstack: member {k} exported to {trainer.export_policy(Path(directory) / f'member-{k}', member=k)}")
+        say(f"rlstack: member {k} exported to {trainer.export_policy(Path(directory) / f'member-{k}', member=k)}")
 
 
 def _check_same_spaces(name: str, env: Any, observation_space: Any, action_space: Any) -> None:

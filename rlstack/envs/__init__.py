@@ -3,7 +3,7 @@
 
 from ._base import Env
 from .cartpole import CartPole
-from .checks import check_env, make_env
+from .checks import check_env, env_defaults, make_env
 from .dummy import ContinuousDummyEnv, DiscreteDummyEnv
 from .episodic import CartPoleV1, MountainCarV0, PendulumV1
 from .mountain_car import MountainCar
@@ -22,4 +22,4 @@ BUILTIN_ENVS = {
 }
 
 __all__ = ["Env", "check_env", "make_env", "DiscreteDummyEnv", "ContinuousDummyEnv", "CartPole", "Pendulum", "MountainCar", "CartPoleV1",
-           "PendulumV1", "MountainCarV0", "BUILTIN_ENVS"]
+           "PendulumV1", "MountainCarV0", "BUILTIN_ENVS", "env_defaults"]

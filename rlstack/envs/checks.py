@@ -69,6 +69,29 @@ def make_env(
     )
 
 
+def env_defaults(env: Any) -> dict[str, Any]:
+    """The hyperparameter defaults that fit ``env``, in place of rlstack
+    1.x's where the user sets none: ``num_envs`` of an env built for a count
+    (a vector env's instance) or an env factory's ``default_num_envs``, and
+    ``horizons_per_env_reset = -1`` (never reset on a schedule) for an
+    episodic env, which resets each sub-env where its episode ends (1.x's
+    schedule would cut episodes into ``horizon``-step pieces).
+
+    Examples:
+        >>> from rlstack.envs import CartPoleV1, CartPole
+        >>> env_defaults(CartPoleV1), env_defaults(CartPole)
+        ({'horizons_per_env_reset': -1}, {})
+    """
+    defaults: dict[str, Any] = {}
+    built_for = getattr(env, "default_num_envs", None) if callable(getattr(env, "build_env", None)) else (
+        None if isinstance(env, type) else getattr(env, "num_envs", None))
+    if isinstance(built_for, int) and not isinstance(built_for, bool):
+        defaults["num_envs"] = built_for
+    if getattr(env, "episodic", False) is True:
+        defaults["horizons_per_env_reset"] = -1
+    return defaults
+
+
 def _clone_tree(tree: Any) -> Any:
     return optree.tree_map(lambda x: x.clone() if isinstance(x, torch.Tensor) else x, tree)
 
