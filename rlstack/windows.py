@@ -125,8 +125,10 @@ def window(memory: WindowCarry, obs: Tree, size: int) -> ObsWindow:
 
 def advance(seen: ObsWindow, memory: WindowCarry) -> WindowCarry:
     """The memory after acting on ``seen`` (the window :func:`window` built
-    from ``memory``): its last ``K - 1`` observations, one step older."""
-    return WindowCarry(optree.tree_map(lambda x: x[:, 1:], seen.inputs), memory.ages + 1)
+    from ``memory``): its last ``K - 1`` observations, one step older. The
+    frames are contiguous, laid out as :func:`initial`'s, so compiled code
+    sees one layout whether a rollout starts from fresh or carried memory."""
+    return WindowCarry(optree.tree_map(lambda x: x[:, 1:].contiguous(), seen.inputs), memory.ages + 1)
 
 
 def history(memory: WindowCarry) -> Tree:
