@@ -7,8 +7,8 @@ from its own random key, and every optimizer step averages the gradient
 over ranks with one all-reduce of one flat buffer (the gradient's leaves
 and the metrics the target-KL decision reads, concatenated): params start
 identical (broadcast from rank 0) and stay identical. The backend is gloo
-on CPU and NCCL on CUDA. Stats are averaged over ranks (minima and maxima
-taken) before they are returned, so every rank logs the same numbers; only
+on CPU and NCCL on CUDA. Stats are combined over ranks by their rules in
+:mod:`rlstack.stats` before they are returned, so every rank logs the same numbers; only
 rank 0 writes to MLflow and checkpoints.
 
 Everything here is a no-op in a single process.
@@ -22,6 +22,8 @@ from typing import Any, Mapping
 import optree
 import torch
 import torch.distributed as dist
+
+from .stats import combine
 
 Params = dict[str, torch.Tensor]
 
@@ -108,21 +110,17 @@ def _unflatten(flat: torch.Tensor, leaves: list[torch.Tensor], spec: Any) -> Any
 
 
 def reduce_stats(stats: Mapping[str, float]) -> dict[str, float]:
-    """Stats of every rank combined: ``*/min`` the minimum, ``*/max`` the
-    maximum, anything else the mean over ranks (one all-gather). Every rank
-    must pass the same keys."""
+    """Stats of every rank combined by each stat's rule in
+    :mod:`rlstack.stats` (counts summed, episode means weighted by their
+    counts, minima and maxima taken, the rest averaged), with one
+    all-gather. Every rank must pass the same keys."""
     if world_size() == 1 or not stats:
         return dict(stats)
     values = torch.tensor(list(stats.values()), dtype=torch.float64, device=_comm_device())
     gathered = [torch.empty_like(values) for _ in range(world_size())]
     dist.all_gather(gathered, values)
-    table = torch.stack(gathered).cpu()  # [ranks, stats]
-    combined = {}
-    for i, name in enumerate(stats):
-        column = table[:, i]
-        combined[name] = float(column.min() if name.endswith("/min") else column.max() if name.endswith("/max")
-                               else column.mean())
-    return combined
+    table = torch.stack(gathered).cpu().tolist()  # [ranks][stats]
+    return combine([dict(zip(stats, row)) for row in table])
 
 
 def check_same_config(config: Mapping[str, Any]) -> None:

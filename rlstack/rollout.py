@@ -365,9 +365,11 @@ def trajectory_stats(traj: Trajectory) -> dict[str, torch.Tensor]:
     """Summary of a rollout's env rewards as 0-d tensors (no sync).
 
     ``returns/*`` are over envs of the undiscounted reward summed over the
-    horizon (``[N]``); ``rewards/*`` are over all ``T * N`` rewards. The
-    env's own rewards are used even when rewards are normalised. An
-    episodic rollout adds :func:`episode_stats`.
+    horizon (``[N]``); ``rewards/*`` are over all ``T * N`` rewards; ``std``
+    is the population std (no Bessel correction), so that the stats of
+    equal groups combine exactly (:mod:`rlstack.stats`). The env's own
+    rewards are used even when rewards are normalised. An episodic rollout
+    adds :func:`episode_stats`.
     """
     rewards = env_rewards(traj).float()
     returns = rewards.sum(0)
@@ -376,7 +378,7 @@ def trajectory_stats(traj: Trajectory) -> dict[str, torch.Tensor]:
         stats[f"{name}/min"] = x.min()
         stats[f"{name}/max"] = x.max()
         stats[f"{name}/mean"] = x.mean()
-        stats[f"{name}/std"] = x.std() if x.numel() > 1 else torch.zeros_like(x.mean())
+        stats[f"{name}/std"] = x.std(correction=0)
     if isinstance(traj.terminated, torch.Tensor):
         stats.update(episode_stats(traj))
     return stats

@@ -17,6 +17,7 @@ from .algorithm import Algorithm
 from .conditions import Condition
 from .population import Population
 from .recurrent import RecurrentAlgorithm
+from .stats import combine
 
 Stats = dict[str, float]
 def check_log_every_s(log_every_s: Any) -> None:
@@ -64,10 +65,12 @@ class Trainer:
     process: its run is the parent of one nested run per member (named
     ``<run_name>/member-<k>``, with the member's hyperparameters and seed
     as params and its own metrics: all but :data:`SHARED_STATS`, which are
-    the same for every member), and logs the mean over the members still
-    training of every metric, plus ``population/active``.
-    :meth:`step` and :meth:`eval` return those means; each member's stats
-    are in :attr:`member_stats`.
+    the same for every member), and logs every metric of the members still
+    training combined by its rule in :mod:`rlstack.stats` (the mean for
+    most; episode counts summed, episode means weighted by them, minima
+    and maxima taken), plus ``population/active``. :meth:`step` and
+    :meth:`eval` return those; each member's stats are in
+    :attr:`member_stats`.
 
     Args:
         env: see :class:`Algorithm`.
@@ -185,7 +188,7 @@ class Trainer:
         return stats
 
     def _population_step(self, env_config: Mapping[str, Any] | None) -> Stats:
-        """:meth:`step` for a population: each member's stats to its run, their mean to the parent."""
+        """:meth:`step` for a population: each member's stats to its run, their combination to the parent."""
         population = self.algorithm
         training = [why is None for why in population.stopped]
         memory = population.memory_stats()
@@ -201,7 +204,8 @@ class Trainer:
 
     def _log_members(self, member_stats: list[Stats], logged: list[bool], force: bool = False) -> Stats:
         """Log each member's stats to its run (those in ``logged``) and the
-        mean over the members still training to the parent; return the mean.
+        combination (:func:`rlstack.stats.combine`) over the members still
+        training to the parent; return it.
         ``force``: record the point whatever the time since the last (an evaluation)."""
         step = int(self.state["env/steps"])
         for k, stats in enumerate(member_stats):
@@ -210,9 +214,7 @@ class Trainer:
                 self._members.metrics[k].log(own, step=step, force=force)
         training = [k for k, why in enumerate(self.algorithm.stopped) if why is None] or [
             k for k, on in enumerate(logged) if on]
-        names = set.intersection(*(set(member_stats[k]) for k in training))
-        mean = {name: sum(member_stats[k][name] for k in training) / len(training)
-                for name in member_stats[training[0]] if name in names}
+        mean = combine([member_stats[k] for k in training])
         mean["population/active"] = sum(why is None for why in self.algorithm.stopped)
         self._log(mean, force=force)
         return mean

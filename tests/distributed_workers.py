@@ -115,3 +115,31 @@ def disagree_worker(rank: int, world: int, init_file: str, out: str) -> None:
     with open(f"{out}/rank{rank}.txt", "w") as f:
         f.write(message)
     leave()
+
+
+def rank_trajectory(rank: int):
+    """Each rank's own seeded 48-step rollout of 12 CartPole-v1s (a different key
+    per rank, so different numbers of episodes end on each)."""
+    from rlstack import random
+    from rlstack.distributions import Categorical
+    from rlstack.envs import CartPoleV1
+    from rlstack.models import MLPModel
+    from rlstack.policy import Policy
+    from rlstack.rollout import make_rollout, reset_carry
+
+    env = CartPoleV1()
+    torch.manual_seed(0)
+    policy = Policy(MLPModel(env.observation_space, env.action_space, hiddens=(8,)), Categorical)
+    carry = reset_carry(env, random.key(10 + 7 * rank), 12)
+    return make_rollout(env, policy, 48)(policy.init_params(), carry)[1]
+
+
+def stats_worker(rank: int, world: int, init_file: str, out: str) -> None:
+    """Each rank's rollout stats, then the stats reduced over ranks."""
+    from rlstack import distributed
+    from rlstack.rollout import trajectory_stats
+
+    join(rank, world, init_file)
+    own = {name: float(value) for name, value in trajectory_stats(rank_trajectory(rank)).items()}
+    torch.save({"own": own, "reduced": distributed.reduce_stats(own)}, os.path.join(out, f"stats{rank}.pt"))
+    leave()

@@ -55,3 +55,19 @@ def test_ranks_that_disagree_on_hyperparameters_fail_at_start_naming_the_rank(tm
     for r in range(2):
         message = (tmp_path / f"rank{r}.txt").read_text()
         assert "Ranks disagree" in message and "on rank 1" in message and "optimizer_config" in message
+
+
+def test_stats_over_two_ranks_with_different_episode_counts_are_the_stats_of_all_their_envs(tmp_path):
+    from rlstack.rollout import trajectory_stats
+
+    spawn(workers.stats_worker, tmp_path)
+    ranks = [torch.load(tmp_path / f"stats{r}.pt") for r in range(2)]
+    assert ranks[0]["own"]["episodes/count"] != ranks[1]["own"]["episodes/count"]  # the case a plain mean gets wrong
+    assert ranks[0]["reduced"] == ranks[1]["reduced"]  # every rank logs the same numbers
+    trajs = [workers.rank_trajectory(r) for r in range(2)]
+    together = type(trajs[0])(*(torch.cat(leaves, 1) if isinstance(leaves[0], torch.Tensor) and leaves[0].dim() > 1
+                                 else leaves[0] for leaves in zip(*trajs)))
+    whole = trajectory_stats(together)
+    assert ranks[0]["reduced"]["episodes/count"] == ranks[0]["own"]["episodes/count"] + ranks[1]["own"]["episodes/count"]
+    for name, value in whole.items():
+        assert ranks[0]["reduced"][name] == pytest.approx(float(value), rel=1e-5, abs=1e-6), name

@@ -196,6 +196,8 @@ def test_trainer_logs_a_parent_run_and_one_nested_run_per_member():
         assert history[-1].value == trainer.member_stats[k]["returns/mean"]
     mean = client.get_metric_history(trainer.run_id, "returns/mean")[-1].value
     assert mean == pytest.approx(sum(s["returns/mean"] for s in trainer.member_stats) / 2)
+    lowest = client.get_metric_history(trainer.run_id, "returns/min")[-1].value  # combined by its rule, not averaged
+    assert lowest == pytest.approx(min(s["returns/min"] for s in trainer.member_stats))
 
 
 @pytest.mark.parametrize("mode, steps", [("each", [2, 3]), ("any", [2, 2]), ("mean", [3, 3])])
