@@ -27,7 +27,7 @@ from .envs import check_env, env_defaults, make_env
 from .evaluation import Evaluating, sync
 from .models import MLPModel
 from .normalization import init_norm_state, reset_returns
-from .optim import torch_optimizer_options
+from .torch_optimizers import torch_optimizer_options
 from .policy import build_policy, check_model_config
 from .ppo import config_hparams, make_optimizer, make_update
 from .rollout import check_window, make_rollout, reset_carry, trajectory_stats

@@ -26,7 +26,8 @@ import optree
 import torch
 
 FORMAT = "rlstack-checkpoint"
-VERSION = 3  # 2: random keys instead of torch RNG states; 3: optimizer transforms, trajectory structure stored
+VERSION = 4  # 2: random keys instead of torch RNG states; 3: optimizer transforms, trajectory structure stored;
+# 4: optimizers as chains of small transforms (scale_by_adam, scale_by_learning_rate, ...)
 _TEMP_NAME = re.compile(r"\.(?P<target>.+)\.(?P<pid>\d+)\.[^.]+\.tmp")
 
 
@@ -108,7 +109,9 @@ def safe_load(path: str | os.PathLike, what: str = "checkpoint") -> dict[str, An
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{str(path)!r} is not an rlstack {what} (no '{FORMAT}' header).")
     if data.get("version") != VERSION:
-        raise CheckpointError(f"{what.capitalize()} {str(path)!r} has format version {data.get('version')}; this rlstack reads {VERSION}.")
+        raise CheckpointError(f"{what.capitalize()} {str(path)!r} has format version {data.get('version')}; this rlstack "
+                              f"reads only version {VERSION} (older files were written by an earlier rlstack: train again, or "
+                              "evaluate them with the version that wrote them).")
     for part in TRAINED_STATE:
         check_finite(data.get(part), path, what, prefix=part)
     return data

@@ -9,15 +9,19 @@ from .optim import (
     accumulate_gradients,
     adam,
     adamw,
+    add_decayed_weights,
     apply_if_finite,
     apply_updates,
     chain,
     clip_by_global_norm,
-    from_torch,
+    scale_by_adam,
+    scale_by_learning_rate,
     sgd,
+    trace,
 )
 from .ppo import gae, make_optimizer, make_ppo_loss, make_update, ppo_loss, prepare_batch
 from .rollout import make_rollout, trajectory_stats
+from .torch_optimizers import from_torch
 from .types import Batch, RolloutCarry, Trajectory, Transition
 
 __all__ = [
@@ -33,12 +37,16 @@ __all__ = [
     "accumulate_gradients",
     "adam",
     "adamw",
+    "add_decayed_weights",
     "apply_if_finite",
     "apply_updates",
     "chain",
     "clip_by_global_norm",
     "from_torch",
+    "scale_by_adam",
+    "scale_by_learning_rate",
     "sgd",
+    "trace",
     "Batch",
     "RolloutCarry",
     "Trajectory",

@@ -2,7 +2,8 @@
 
 A :class:`GradientTransformation` is a pair of pure functions:
 
-* ``init(params) -> state``, a NamedTuple of tensors (one per transform);
+* ``init(params) -> state``, a NamedTuple of tensors (``()`` for a
+  transform that keeps none);
 * ``update(grads, state, params) -> (updates, state)``.
 
 ``apply_updates(params, updates)`` adds the updates to the params, and
@@ -13,15 +14,22 @@ inside, and every state is a tree of tensors: the whole optimizer works
 under ``torch.compile`` and ``torch.func.vmap``, and checkpoints as a list
 of tensors.
 
-The learning rate of :func:`adam`, :func:`adamw` and :func:`sgd` lives in
-their state as a 0-d tensor (``state.learning_rate``): replacing it
-(``state._replace(learning_rate=...)``) changes the rate without rebuilding
-or recompiling anything, and a population of runs can hold one rate per
+The optimizers are chains of small transforms, as optax composes them:
+:func:`adam` is ``chain(scale_by_adam(...), scale_by_learning_rate(lr))``
+(with :func:`add_decayed_weights` before for an L2 penalty, after for
+:func:`adamw`), :func:`sgd` is ``chain(add_decayed_weights, trace,
+scale_by_learning_rate)``. Their arithmetic follows ``torch.optim.Adam``,
+``AdamW`` and ``SGD`` (single-tensor, non-fused) to float rounding (tested
+step for step; torch's kernels fuse ``param + lr * direction`` into one
+rounding, which additive updates cannot). Translating a ``torch.optim``
+class and its config is :mod:`rlstack.torch_optimizers`' job.
+
+The learning rate lives in :func:`scale_by_learning_rate`'s state as a
+0-d tensor: :func:`set_learning_rate` replaces it without rebuilding or
+recompiling anything, and a population of runs can hold one rate per
 member. Given a schedule instead of a number, the rate is the schedule
 evaluated on device at the transform's step count before each step (see
-:mod:`rlstack.schedules`). Their arithmetic follows ``torch.optim.Adam``,
-``AdamW`` and ``SGD`` (single-tensor, non-fused), so results match them to
-float rounding (tested step for step).
+:mod:`rlstack.schedules`).
 
 Counting follows optax: a count is the number of steps a transform has
 applied. A step skipped by :func:`apply_if_finite` (or masked out by the
@@ -32,7 +40,7 @@ included, as it was.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping, NamedTuple, Union
+from typing import Any, Callable, NamedTuple, Union
 
 import optree
 import torch
@@ -52,33 +60,34 @@ class GradientTransformation(NamedTuple):
     update: Callable[[Params, Any, Params], tuple[Params, Any]]
 
 
-class EmptyState(NamedTuple):
-    """The state of a transform that keeps none."""
-
-
 class ClipByGlobalNormState(NamedTuple):
     """``grad_norm``: 0-d global norm of the last gradients, before clipping."""
 
     grad_norm: torch.Tensor
 
 
-class AdamState(NamedTuple):
+class ScaleByAdamState(NamedTuple):
     """``count``: 0-d float32 steps applied; ``mu``/``nu``: first and second
-    moments; ``learning_rate``: 0-d float32 rate of the next step (the last
-    step's, when scheduled)."""
+    moments of the gradients."""
 
     count: torch.Tensor
     mu: Params
     nu: Params
-    learning_rate: torch.Tensor
 
 
-class SGDState(NamedTuple):
-    """``count``: 0-d float32 steps applied; ``momentum``: momentum buffers;
-    ``learning_rate``: as in :class:`AdamState`."""
+class TraceState(NamedTuple):
+    """``count``: 0-d float32 steps applied; ``momentum``: the momentum
+    buffers (zeros before the first step)."""
 
     count: torch.Tensor
     momentum: Params
+
+
+class ScaleByLearningRateState(NamedTuple):
+    """``count``: 0-d float32 steps applied; ``learning_rate``: 0-d float32
+    rate of the next step (the last step's, when scheduled)."""
+
+    count: torch.Tensor
     learning_rate: torch.Tensor
 
 
@@ -183,52 +192,116 @@ def _initial_rate(value: float | torch.Tensor, schedule: Schedule | None, params
     return _scalar(float(value), params)
 
 
+def _check_number(name: str, value: Any, low: float = 0.0, high: float = math.inf) -> None:
+    """Raise ValueError naming ``name`` unless ``low <= value < high``."""
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value < high):
+        raise ValueError(f"`{name}` must be a number in [{low}, {high}), got {value!r}.")
+
+
+def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> GradientTransformation:
+    """Adam's direction ``mu_hat / (sqrt(nu_hat) + eps)``, where ``mu``/``nu``
+    are running means of the gradient and its square and ``mu_hat``/
+    ``nu_hat`` their bias-corrected values (optax's ``scale_by_adam``, as
+    ``torch.optim.Adam`` computes it: ``eps`` added after the square root,
+    bias corrections in float64). Not yet scaled by a learning rate."""
+    _check_number("b1", b1, 0.0, 1.0)
+    _check_number("b2", b2, 0.0, 1.0)
+    _check_number("eps", eps)
+
+    def init(params: Params) -> ScaleByAdamState:
+        return ScaleByAdamState(_scalar(0.0, params), _zeros_like(params), _zeros_like(params))
+
+    def update(grads: Params, state: ScaleByAdamState, params: Params) -> tuple[Params, ScaleByAdamState]:
+        count = state.count + 1
+        bias1 = 1 - b1 ** count.double()
+        bias2_sqrt = (1 - b2 ** count.double()).sqrt()
+        mu = {k: torch.lerp(state.mu[k], g, 1 - b1) for k, g in grads.items()}
+        nu = {k: state.nu[k] * b2 + (1 - b2) * g * g for k, g in grads.items()}
+        updates = {k: (mu[k] / bias1) / (nu[k].sqrt() / bias2_sqrt + eps) for k in grads}
+        return updates, ScaleByAdamState(count, mu, nu)
+
+    return GradientTransformation(init, update)
+
+
+def add_decayed_weights(weight_decay: float) -> GradientTransformation:
+    """``updates + weight_decay * params`` (optax's ``add_decayed_weights``):
+    before :func:`scale_by_adam` an L2 penalty's gradient (Adam, SGD), after
+    it AdamW's decoupled decay. Keeps no state."""
+    _check_number("weight_decay", weight_decay)
+
+    def init(params: Params) -> tuple:
+        return ()
+
+    def update(grads: Params, state: tuple, params: Params) -> tuple[Params, tuple]:
+        return {k: g + weight_decay * params[k] for k, g in grads.items()}, state
+
+    return GradientTransformation(init, update)
+
+
+def trace(decay: float, *, dampening: float = 0.0, nesterov: bool = False) -> GradientTransformation:
+    """Momentum as ``torch.optim.SGD`` computes it: the buffer starts as the
+    first gradient, then ``buf = decay * buf + (1 - dampening) * g``; the
+    updates are ``buf``, or ``g + decay * buf`` with ``nesterov`` (optax's
+    ``trace``, with torch's first step and dampening)."""
+    _check_number("decay", decay, 0.0, 1.0 + 1e-12)
+    _check_number("dampening", dampening, 0.0, 1.0 + 1e-12)
+
+    def init(params: Params) -> TraceState:
+        return TraceState(_scalar(0.0, params), _zeros_like(params))
+
+    def update(grads: Params, state: TraceState, params: Params) -> tuple[Params, TraceState]:
+        momentum = {k: torch.where(state.count > 0, state.momentum[k] * decay + (1 - dampening) * g, g)
+                    for k, g in grads.items()}
+        updates = {k: g + decay * momentum[k] for k, g in grads.items()} if nesterov else momentum
+        return updates, TraceState(state.count + 1, momentum)
+
+    return GradientTransformation(init, update)
+
+
+def scale_by_learning_rate(learning_rate: LearningRate) -> GradientTransformation:
+    """``-learning_rate * updates`` (optax's ``scale_by_learning_rate``).
+
+    The rate lives in the state as a 0-d float32 tensor
+    (:class:`ScaleByLearningRateState`), so :func:`set_learning_rate`
+    changes it without recompiling; a schedule is evaluated on device at the
+    transform's step count before each step.
+
+    Raises:
+        ValueError: for a number that is not finite and > 0.
+    """
+    rate, schedule = _learning_rate(learning_rate)
+
+    def init(params: Params) -> ScaleByLearningRateState:
+        return ScaleByLearningRateState(_scalar(0.0, params), _initial_rate(rate, schedule, params))
+
+    def update(grads: Params, state: ScaleByLearningRateState, params: Params) -> tuple[Params, ScaleByLearningRateState]:
+        lr = state.learning_rate if schedule is None else schedule(state.count).to(torch.float32)
+        return {k: -lr * g for k, g in grads.items()}, ScaleByLearningRateState(state.count + 1, lr)
+
+    return GradientTransformation(init, update)
+
+
 def adam(
     learning_rate: LearningRate = 1e-3,
     *,
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
     weight_decay: float = 0.0,
-    decoupled: bool = False,
 ) -> GradientTransformation:
-    """Adam (``decoupled=False``, L2 penalty added to the gradient) or AdamW
-    (``decoupled=True``, weights shrunk by ``learning_rate * weight_decay``),
-    as ``torch.optim.Adam``/``AdamW`` compute them. The updates already
-    include the negative sign and the learning rate."""
-    b1, b2 = betas
-    rate, schedule = _learning_rate(learning_rate)
-
-    def init(params: Params) -> AdamState:
-        return AdamState(_scalar(0.0, params), _zeros_like(params), _zeros_like(params), _initial_rate(rate, schedule, params))
-
-    def update(grads: Params, state: AdamState, params: Params) -> tuple[Params, AdamState]:
-        lr = state.learning_rate if schedule is None else schedule(state.count).to(torch.float32)
-        count = state.count + 1
-        # Bias corrections in float64, as torch.optim computes them in Python floats.
-        bias1 = 1 - b1 ** count.double()
-        bias2_sqrt = (1 - b2 ** count.double()).sqrt()
-        updates, mu, nu = {}, {}, {}
-        for k, p in params.items():
-            g = grads[k]
-            if weight_decay and not decoupled:
-                g = g + weight_decay * p
-            mu[k] = torch.lerp(state.mu[k], g, 1 - b1)
-            nu[k] = state.nu[k] * b2 + (1 - b2) * g * g
-            denom = nu[k].sqrt() / bias2_sqrt + eps
-            updates[k] = -(lr / bias1) * mu[k] / denom
-            if weight_decay and decoupled:
-                updates[k] = updates[k] - (lr * weight_decay) * p
-        return updates, AdamState(count, mu, nu, lr)
-
-    return GradientTransformation(init, update)
+    """``torch.optim.Adam``: ``chain(add_decayed_weights(weight_decay)`` (an
+    L2 penalty, left out at 0), ``scale_by_adam, scale_by_learning_rate)``."""
+    decay = (add_decayed_weights(weight_decay),) if weight_decay else ()
+    return chain(*decay, scale_by_adam(*betas, eps), scale_by_learning_rate(learning_rate))
 
 
 def adamw(
     learning_rate: LearningRate = 1e-3, *, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
     weight_decay: float = 1e-2,
 ) -> GradientTransformation:
-    """AdamW (decoupled weight decay) with ``torch.optim.AdamW``'s defaults."""
-    return adam(learning_rate, betas=betas, eps=eps, weight_decay=weight_decay, decoupled=True)
+    """``torch.optim.AdamW`` (with its defaults): ``chain(scale_by_adam,
+    add_decayed_weights(weight_decay), scale_by_learning_rate)``, so the
+    weights shrink by ``learning_rate * weight_decay`` each step."""
+    return chain(scale_by_adam(*betas, eps), add_decayed_weights(weight_decay), scale_by_learning_rate(learning_rate))
 
 
 def sgd(
@@ -239,33 +312,12 @@ def sgd(
     nesterov: bool = False,
     weight_decay: float = 0.0,
 ) -> GradientTransformation:
-    """SGD with optional (Nesterov) momentum, dampening and L2 weight decay.
-
-    As in ``torch.optim.SGD``, the momentum buffer starts as the first
-    gradient (no dampening on the first step).
-    """
-    rate, schedule = _learning_rate(learning_rate)
-
-    def init(params: Params) -> SGDState:
-        return SGDState(_scalar(0.0, params), _zeros_like(params), _initial_rate(rate, schedule, params))
-
-    def update(grads: Params, state: SGDState, params: Params) -> tuple[Params, SGDState]:
-        lr = state.learning_rate if schedule is None else schedule(state.count).to(torch.float32)
-        updates, bufs = {}, {}
-        for k, p in params.items():
-            d_p = grads[k]
-            if weight_decay:
-                d_p = d_p + weight_decay * p
-            if momentum:
-                later = state.momentum[k] * momentum + (1 - dampening) * d_p
-                bufs[k] = torch.where(state.count > 0, later, d_p)
-                d_p = d_p + momentum * bufs[k] if nesterov else bufs[k]
-            else:
-                bufs[k] = state.momentum[k]
-            updates[k] = -lr * d_p
-        return updates, SGDState(state.count + 1, bufs, lr)
-
-    return GradientTransformation(init, update)
+    """``torch.optim.SGD``: ``chain(add_decayed_weights(weight_decay), trace(
+    momentum, dampening, nesterov), scale_by_learning_rate)``, each left out
+    where it would do nothing (zero decay, zero momentum)."""
+    decay = (add_decayed_weights(weight_decay),) if weight_decay else ()
+    heavy_ball = (trace(momentum, dampening=dampening, nesterov=nesterov),) if momentum else ()
+    return chain(*decay, *heavy_ball, scale_by_learning_rate(learning_rate))
 
 
 def tree_select(condition: torch.Tensor, new: Any, old: Any) -> Any:
@@ -334,20 +386,10 @@ def step_count(state: Any) -> torch.Tensor:
     Raises:
         ValueError: if no state in the tree counts steps.
     """
-    if hasattr(state, "_fields"):
-        if "count" in state._fields:
-            return state.count
-        children = list(state)
-    elif isinstance(state, (tuple, list)):
-        children = list(state)
-    else:
-        children = []
-    for child in children:
-        try:
-            return step_count(child)
-        except ValueError:
-            continue
-    raise ValueError("The optimizer state has no step `count`: include adam, adamw or sgd in the optimizer.")
+    found = _first_field(state, "count")
+    if found is None:
+        raise ValueError("The optimizer state has no step `count`: include adam, adamw or sgd in the optimizer.")
+    return found
 
 
 def set_learning_rate(state: Any, learning_rate: torch.Tensor) -> Any:
@@ -367,97 +409,28 @@ def set_learning_rate(state: Any, learning_rate: torch.Tensor) -> Any:
     return state
 
 
-# torch.optim class -> (factory, accepted config keys other than lr, default lr).
-_TORCH_OPTIMIZERS: dict[type, tuple[Callable[..., GradientTransformation], dict[str, Any], float]] = {
-    torch.optim.Adam: (adam, {"betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0}, 1e-3),
-    torch.optim.AdamW: (adamw, {"betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 1e-2}, 1e-3),
-    torch.optim.SGD: (sgd, {"momentum": 0.0, "dampening": 0.0, "nesterov": False, "weight_decay": 0.0}, 1e-3),
-}
-TORCH_OPTIMIZERS_BY_NAME = {cls.__name__: cls for cls in _TORCH_OPTIMIZERS}
-# Implementation switches of torch.optim that do not change the mathematics.
-_IGNORED_KEYS = {"foreach", "fused", "capturable", "differentiable"}
-# Options accepted only at their default value.
-_DEFAULT_ONLY = {"amsgrad": False, "maximize": False}
-
-
-def _check_option(key: str, value: Any, default: Any) -> Any:
-    """``value`` if it has the form of the option's ``default`` (a bool, a
-    number >= 0, or a pair of numbers in [0, 1) for ``betas``).
+def learning_rate(state: Any) -> torch.Tensor:
+    """The 0-d float32 ``learning_rate`` of the first state in ``state`` that
+    has one (depth first): the rate of the next step, or the last step's
+    when scheduled.
 
     Raises:
-        ValueError: naming the option and the expected form.
+        ValueError: if no state in the tree holds a learning rate.
     """
-    def is_number(x: Any) -> bool:
-        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ValueError(f"`optimizer_config[{key!r}]` must be true or false, got {value!r}.")
-        return value
-    if isinstance(default, tuple):
-        if not (isinstance(value, (tuple, list)) and len(value) == 2 and all(is_number(v) and 0 <= v < 1 for v in value)):
-            raise ValueError(f"`optimizer_config[{key!r}]` must be a pair of numbers in [0, 1) such as {list(default)}, got {value!r}.")
-        return tuple(float(v) for v in value)
-    if not (is_number(value) and value >= 0):
-        raise ValueError(f"`optimizer_config[{key!r}]` must be a number >= 0 such as {default}, got {value!r}.")
-    return float(value)
+    found = _first_field(state, "learning_rate")
+    if found is None:
+        raise ValueError("The optimizer state has no `learning_rate`: include scale_by_learning_rate (adam, adamw, "
+                         "sgd) in the optimizer.")
+    return found
 
 
-def torch_optimizer_options(optimizer_cls: type, optimizer_config: Mapping[str, Any] | None = None) -> tuple[float, dict[str, Any]]:
-    """Validate a ``torch.optim`` class and its keyword config.
-
-    Supported: ``torch.optim.Adam``, ``AdamW`` and ``SGD`` with their usual
-    options. ``foreach``/``fused``/``capturable``/``differentiable`` are
-    accepted and ignored (they do not change the result).
-
-    Returns:
-        ``(lr, options)``: the learning rate (default 1e-3, rlstack 1.x's)
-        and the other keyword arguments of the matching factory.
-
-    Raises:
-        ValueError: for an unsupported class or option.
-    """
-    config = dict(optimizer_config or {})
-    if optimizer_cls not in _TORCH_OPTIMIZERS:
-        raise ValueError(
-            f"`optimizer_cls` {getattr(optimizer_cls, '__name__', optimizer_cls)!r} is not supported; "
-            f"expected one of {[c.__name__ for c in _TORCH_OPTIMIZERS]} (torch.optim classes)."
-        )
-    _, defaults, default_lr = _TORCH_OPTIMIZERS[optimizer_cls]
-    lr = config.pop("lr", default_lr)
-    if isinstance(lr, torch.Tensor):
-        lr = float(lr)
-    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr > 0:
-        raise ValueError(f"`optimizer_config['lr']` must be a positive number, got {lr!r}.")
-    options = dict(defaults)
-    for key, value in config.items():
-        if key in _IGNORED_KEYS:
-            continue
-        if key in _DEFAULT_ONLY:
-            if value != _DEFAULT_ONLY[key]:
-                raise ValueError(f"`optimizer_config[{key!r}]={value!r}` is not supported; expected {_DEFAULT_ONLY[key]!r}.")
-            continue
-        if key not in options:
-            raise ValueError(
-                f"`optimizer_config` key {key!r} is not supported for {optimizer_cls.__name__}; "
-                f"expected some of {['lr', *options]}."
-            )
-        options[key] = _check_option(key, value, options[key])
-    if optimizer_cls is torch.optim.SGD and options["nesterov"] and (options["momentum"] <= 0 or options["dampening"] != 0):
-        raise ValueError("`optimizer_config`: Nesterov momentum requires momentum > 0 and dampening == 0.")
-    return float(lr), options
-
-
-def from_torch(
-    optimizer_cls: type, optimizer_config: Mapping[str, Any] | None = None, *, learning_rate: LearningRate | None = None
-) -> GradientTransformation:
-    """The pure transform matching a ``torch.optim`` class and its config
-    (see :func:`torch_optimizer_options`); ``learning_rate`` (a schedule,
-    say) replaces the config's ``lr``.
-
-    Examples:
-        >>> opt = from_torch(torch.optim.AdamW, {"lr": 3e-4, "weight_decay": 0.1})
-    """
-    lr, options = torch_optimizer_options(optimizer_cls, optimizer_config)
-    factory = _TORCH_OPTIMIZERS[optimizer_cls][0]
-    return factory(lr if learning_rate is None else learning_rate, **options)
+def _first_field(state: Any, name: str) -> Any:
+    """The field ``name`` of the first NamedTuple in ``state`` (depth first) that has one, else None."""
+    if hasattr(state, "_fields") and name in state._fields:
+        return getattr(state, name)
+    if isinstance(state, (tuple, list)):
+        for child in state:
+            found = _first_field(child, name)
+            if found is not None:
+                return found
+    return None

@@ -33,7 +33,8 @@ from .algorithm import NON_FINITE, Algorithm, _check_finite, _drop_empty_episode
 from .config import AlgorithmConfig
 from .envs import env_defaults
 from .evaluation import EVAL_STREAM
-from .optim import set_learning_rate, torch_optimizer_options, tree_select
+from .optim import set_learning_rate, tree_select
+from .torch_optimizers import torch_optimizer_options
 from .policy import build_policy
 from .ppo import config_hparams
 from .normalization import reset_returns

@@ -13,6 +13,7 @@ import torch
 from . import optim, random, windows
 from .config import AlgorithmConfig, RecurrentAlgorithmConfig
 from .optim import Schedule
+from .torch_optimizers import from_torch
 from .policy import Policy
 from .schedules import by_optimizer_steps, device_schedule
 from .types import Batch, HParams, Params, Trajectory
@@ -329,13 +330,13 @@ def make_optimizer(
     else ``optimizer_config['lr']``.
 
     Raises:
-        ValueError: see :func:`rlstack.optim.torch_optimizer_options`.
+        ValueError: see :func:`rlstack.torch_optimizers.torch_optimizer_options`.
     """
     config = as_config(config)
     learning_rate = None
     if config.lr_schedule is not None:
         learning_rate = _by_steps(config, config.lr_schedule, config.lr_schedule_kind)
-    base = optim.from_torch(optimizer_cls, optimizer_config, learning_rate=learning_rate)
+    base = from_torch(optimizer_cls, optimizer_config, learning_rate=learning_rate)
     return optim.apply_if_finite(optim.chain(optim.clip_by_global_norm(config.max_grad_norm), base))
 
 

@@ -23,7 +23,7 @@ from . import checkpoint as ckpt
 from . import distributed
 from .device import resolve_device
 from .envs import make_env
-from .optim import TORCH_OPTIMIZERS_BY_NAME
+from .torch_optimizers import TORCH_OPTIMIZERS_BY_NAME
 from .types import Trajectory
 
 if TYPE_CHECKING:

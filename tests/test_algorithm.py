@@ -209,7 +209,7 @@ def test_the_scheduled_learning_rate_used_on_device_is_the_one_logged(accumulate
     for _ in range(4):
         algo.collect()
         stats = algo.step()
-        used = algo.opt_state.inner[1].learning_rate  # apply_if_finite(chain(clip, adam)): the last step's rate
+        used = optim.learning_rate(algo.opt_state)  # the last step's rate
         assert used.item() == torch.tensor(stats["coefficients/lr"], dtype=torch.float32).item()
         logged.append(stats["coefficients/lr"])
     assert logged[0] > logged[1] > logged[2] and logged[3] == 1e-4

@@ -102,6 +102,15 @@ def test_tampered_pickle_is_refused_and_executes_nothing(tmp_path):
         safe_load(tmp_path / "missing.pt")
 
 
+def test_a_checkpoint_of_the_previous_format_is_refused_naming_both_versions(tmp_path):
+    path = Algorithm(DiscreteDummyEnv, compile=False, **SMALL).save_checkpoint(tmp_path / "c.pt")
+    data = torch.load(path, weights_only=True)
+    data["version"] = 3  # written before the optimizers became chains of transforms
+    torch.save(data, path)
+    with pytest.raises(CheckpointError, match=r"has format version 3; this rlstack reads only version 4 \(older files"):
+        Algorithm.from_checkpoint(path)
+
+
 def test_mismatched_checkpoint_names_what_differs(tmp_path):
     path = Algorithm(DiscreteDummyEnv, compile=False, **SMALL).save_checkpoint(tmp_path / "c.pt")
     data = torch.load(path, weights_only=True)
@@ -258,9 +267,9 @@ def test_non_finite_step_keeps_the_last_good_params_saves_no_nan_state_and_marks
             good.update({k: v.clone() for k, v in trainer.algorithm.params.items()})
             name = next(iter(trainer.algorithm.params))
             state = trainer.algorithm.opt_state  # apply_if_finite(chain(clip, adam))
-            clip, adam = state.inner
-            adam = adam._replace(mu={**adam.mu, name: torch.full_like(trainer.algorithm.params[name], float("nan"))})
-            trainer.algorithm.opt_state = state._replace(inner=(clip, adam))
+            clip, (moments, rate) = state.inner  # adam = chain(scale_by_adam, scale_by_learning_rate)
+            moments = moments._replace(mu={**moments.mu, name: torch.full_like(trainer.algorithm.params[name], float("nan"))})
+            trainer.algorithm.opt_state = state._replace(inner=(clip, (moments, rate)))
 
     with pytest.raises(FloatingPointError, match=r"^Non-finite .* at step 3 .* params kept from step 2\. The state "
                                                  r"before it is not finite either: no checkpoint written\.$"):

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch._dynamo
 
-from rlstack import random
+from rlstack import optim, random
 from rlstack import Algorithm, SquashedNormal
 from rlstack.distributions import Categorical
 from rlstack.envs import ContinuousDummyEnv, DiscreteDummyEnv
@@ -37,7 +37,7 @@ def _run(env, policy, compile, normalize=False, seed=0, num_envs=32, horizon=8):
     outputs = []
     for lr in (1e-3, 5e-4):  # a changed learning rate (a tensor in the optimizer state) must not recompile
         carry, traj = rollout(params, carry)
-        opt_state = opt_state._replace(learning_rate=torch.tensor(lr))
+        opt_state = optim.set_learning_rate(opt_state, torch.tensor(lr))
         params, opt_state, metrics = update(params, opt_state, traj, random.key(3))
         outputs.append((traj, params, metrics))
     return outputs

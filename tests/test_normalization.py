@@ -4,7 +4,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rlstack import random
+from rlstack import optim, random
 from rlstack import Algorithm
 from rlstack.distributions import Categorical
 from rlstack.envs import CartPole, DiscreteDummyEnv
@@ -92,10 +92,10 @@ def test_target_kl_stops_the_update_once_kl_exceeds_it():
     torch.manual_seed(0)
     _, state, metrics = make_update(policy, opt, {**hparams, "target_kl": 1e-12})(params, opt.init(params), traj, random.key(3))
     # The first minibatch has KL 0 (nothing changed yet) and is applied; the next exceeds 1e-12.
-    assert metrics["monitors/sgd_steps"].item() == 1 and state.count.item() == 1
+    assert metrics["monitors/sgd_steps"].item() == 1 and optim.step_count(state).item() == 1
     torch.manual_seed(0)
     _, state, metrics = make_update(policy, opt, {**hparams, "target_kl": 10.0})(params, opt.init(params), traj, random.key(3))
-    assert metrics["monitors/sgd_steps"].item() == 32 and state.count.item() == 32
+    assert metrics["monitors/sgd_steps"].item() == 32 and optim.step_count(state).item() == 32
 
 
 def test_bad_normalization_settings_raise():

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from mlflow.tracking import MlflowClient
 
-from rlstack import Algorithm, Population, Trainer, grid
+from rlstack import Algorithm, Population, Trainer, grid, optim
 from rlstack.cli import main
 from rlstack.conditions import HitsUpperBound
 from rlstack.envs import CartPole
@@ -270,7 +270,7 @@ def test_grid_output_goes_straight_into_a_population_lr_included():
     pop = Population(CartPole, num_members=4, **grid(lr=[1e-3, 3e-4], clip_param=[0.1, 0.3]), **SMALL)
     assert pop.member_lrs == [1e-3, 1e-3, 3e-4, 3e-4]
     assert [c.clip_param for c in pop.member_config] == [0.1, 0.3, 0.1, 0.3]
-    assert pop.opt_state.inner[1].learning_rate.tolist() == pytest.approx([1e-3, 1e-3, 3e-4, 3e-4])
+    assert optim.learning_rate(pop.opt_state).tolist() == pytest.approx([1e-3, 1e-3, 3e-4, 3e-4])
     with pytest.raises(ValueError, match="Give the learning rate once"):
         Population(CartPole, num_members=2, lr=1e-3, optimizer_config={"lr": 1e-3}, **SMALL)
     with pytest.raises(ValueError, match="grid: `horizon` cannot differ across members"):

@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rlstack import random
+from rlstack import optim, random
 from rlstack.distributions import Categorical
 from rlstack.envs import DiscreteDummyEnv
 from rlstack.functional import RolloutCarry, gae, make_rollout, make_update, ppo_loss
@@ -217,11 +217,11 @@ def test_update_is_pure_and_changes_params():
     for k in params:
         assert torch.equal(params[k], snapshot[k])
         assert not torch.equal(new_params[k], params[k])
-    assert torch.equal(traj.rewards, traj_rewards) and opt_state.count.item() == 0
+    assert torch.equal(traj.rewards, traj_rewards) and optim.step_count(opt_state).item() == 0
     assert_same_shapes(new_params, params)
     assert_same_shapes(new_state, opt_state)
     # 4 epochs x 4 minibatches of 32 = 16 optimizer steps.
-    assert new_state.count.item() == 16
+    assert optim.step_count(new_state).item() == 16
     assert {"losses/policy", "losses/vf", "losses/entropy", "losses/total", "monitors/kl_div",
             "monitors/clip_fraction", "monitors/grad_norm", "monitors/param_norm"} <= set(metrics)
     assert all(v.dim() == 0 for v in metrics.values())
@@ -238,7 +238,7 @@ def test_accumulated_grads_take_one_step_per_epoch_equal_to_full_batch_step():
     full = make_update(policy, adam(1e-2), {**common, "sgd_minibatch_size": None})
     p_acc, s_acc, _ = acc(params, opt_state, traj, None)
     p_full, s_full, _ = full(params, opt_state, traj, None)
-    assert s_acc.count.item() == 4 == s_full.count.item()
+    assert optim.step_count(s_acc).item() == 4 == optim.step_count(s_full).item()
     for k in params:
         torch.testing.assert_close(p_acc[k], p_full[k], rtol=1e-4, atol=1e-6)
 
@@ -263,7 +263,7 @@ def test_chunked_minibatches_give_the_same_update(accumulate):
     chunked = make_update(policy, adam(1e-2), {**common, "sgd_chunk_size": 16})
     p_whole, s_whole, m_whole = whole(params, opt_state, traj, None)
     p_chunk, s_chunk, m_chunk = chunked(params, opt_state, traj, None)
-    assert s_whole.count.item() == s_chunk.count.item() == (4 if accumulate else 8)
+    assert optim.step_count(s_whole).item() == optim.step_count(s_chunk).item() == (4 if accumulate else 8)
     for k in params:
         torch.testing.assert_close(p_chunk[k], p_whole[k], rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(m_chunk["losses/total"], m_whole["losses/total"], rtol=1e-5, atol=1e-6)

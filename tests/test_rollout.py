@@ -2,7 +2,7 @@ import optree
 import pytest
 import torch
 
-from rlstack import random
+from rlstack import optim, random
 from rlstack.distributions import Categorical, Normal
 from rlstack.envs import ContinuousDummyEnv, DiscreteDummyEnv
 from rlstack.functional import RolloutCarry, make_rollout, make_update
@@ -118,7 +118,7 @@ def test_update_batches_under_vmap_over_params_opt_state_trajectory_and_keys():
         assert_trees_close(_member(new_params, member), single_params, rtol=1e-5, atol=1e-6)
     for k in single_params:
         assert not torch.equal(new_params[k][2], new_params[k][0])
-    assert metrics["losses/total"].shape == (3,) and new_state.count.tolist() == [8.0, 8.0, 8.0]
+    assert metrics["losses/total"].shape == (3,) and optim.step_count(new_state).tolist() == [8.0, 8.0, 8.0]
     # Each member shuffles its minibatches with its own key: members 0 and 1 are identical
     # (same seed, same trajectory), yet with other keys their two minibatches come in other orders.
     assert torch.equal(traj.obs[0], traj.obs[1]) and torch.equal(traj.actions[0], traj.actions[1])

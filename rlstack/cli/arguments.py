@@ -16,7 +16,7 @@ from typing import Any
 
 from ..config import AlgorithmConfig, RecurrentAlgorithmConfig
 from ..envs import BUILTIN_ENVS
-from ..optim import TORCH_OPTIMIZERS_BY_NAME
+from ..torch_optimizers import TORCH_OPTIMIZERS_BY_NAME
 from ..presets import PRESETS
 
 # AlgorithmConfig fields that take one scalar on the command line.
