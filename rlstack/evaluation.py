@@ -11,9 +11,8 @@ import torch
 
 from . import random
 from .envs import make_env
-from .rollout import env_rewards, trajectory_stats
+from .rollout import env_rewards, reward_stats
 from .spaces import as_batch, is_numpy, to_numpy
-from .types import Trajectory
 
 if TYPE_CHECKING:
     from .algorithm import Algorithm
@@ -67,7 +66,7 @@ class Evaluating:
                 carry, traj = rollout(self.params, carry)
                 trajectories.append(traj)
         rewards = torch.cat([env_rewards(t) for t in trajectories])
-        return sync(trajectory_stats(Trajectory(None, None, None, None, rewards)))
+        return sync(reward_stats(rewards))
 
     def _predict_key(self: "Algorithm", deterministic: bool) -> torch.Tensor | None:
         """The key a stochastic ``predict`` samples from (the predict stream,

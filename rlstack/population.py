@@ -38,8 +38,8 @@ from .torch_optimizers import torch_optimizer_options
 from .policy import build_policy
 from .ppo import config_hparams
 from .normalization import reset_returns
-from .rollout import env_rewards, reset_carry, trajectory_stats
-from .types import RolloutCarry, Trajectory
+from .rollout import env_rewards, reset_carry, reward_stats, trajectory_stats
+from .types import RolloutCarry
 
 #: Hyperparameters that may take one value per member (lists of length K).
 PER_MEMBER = ("lr", "gamma", "gae_lambda", "clip_param", "entropy_coeff")
@@ -401,7 +401,7 @@ class Population(Algorithm):
                 carry, traj = rollout(self.params, carry, self._hparams)
                 rewards.append(env_rewards(traj))
         rewards = torch.cat(rewards, dim=1)  # [K, horizons * T, N]
-        stats = torch.func.vmap(lambda r: trajectory_stats(Trajectory(None, None, None, None, r)))(rewards)
+        stats = torch.func.vmap(reward_stats)(rewards)
         return self._per_member_stats(stats)
 
     def predict(self, obs: Any, deterministic: bool = True) -> Any:

@@ -188,7 +188,7 @@ def _mean64(x: torch.Tensor) -> torch.Tensor:
 def prepare_batch(
     traj: Trajectory, *, gamma: float | torch.Tensor, gae_lambda: float | torch.Tensor, normalize_advantages: bool
 ) -> Batch:
-    """GAE on a trajectory (with its episode ends, if any), then flatten
+    """GAE on a trajectory (with its episode ends), then flatten
     ``[T, N, ...]`` to ``[B, ...]``; a recurrent policy's trajectory
     (``traj.resets`` a tensor) becomes ``B = (T / L) * N`` whole sequences of
     ``L = T / len(traj.hiddens)`` steps, ``[B, L, ...]``, each with the
@@ -197,11 +197,9 @@ def prepare_batch(
     Advantages are standardised over the whole buffer when asked
     (``(A - mean) / (std + 1e-8)``); returns use the raw advantages.
     """
-    episodic = isinstance(traj.terminated, torch.Tensor)
     advantages, returns = gae(
         traj.rewards, traj.values, gamma=gamma, gae_lambda=gae_lambda,
-        terminated=traj.terminated if episodic else None, truncated=traj.truncated if episodic else None,
-        final_values=traj.final_values if episodic else None,
+        terminated=traj.terminated, truncated=traj.truncated, final_values=traj.final_values,
     )
     if normalize_advantages:
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)

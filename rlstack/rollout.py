@@ -136,15 +136,12 @@ def make_rollout(
             norm = norm._replace(obs=update_moments(norm.obs, obs))
         return norm, normalize(norm.obs, obs)
 
-    episodic = bool(getattr(env, "episodic", False))
-
-    def scale_reward(norm: NormState, reward: torch.Tensor, discount: Any, done: torch.Tensor | None = None):
+    def scale_reward(norm: NormState, reward: torch.Tensor, discount: Any, done: torch.Tensor):
         if not normalize_rewards:
             return norm, reward
         returns = norm.returns * discount + reward
         moments = update_moments(norm.reward, returns) if update_normalization else norm.reward
-        if done is not None:  # a new episode starts a new discounted return
-            returns = torch.where(done, torch.zeros_like(returns), returns)
+        returns = torch.where(done, torch.zeros_like(returns), returns)  # a new episode starts a new discounted return
         return NormState(norm.obs, moments, returns), scale(moments, reward)
 
     recurrent, window_len = policy.recurrent, policy.obs_window
@@ -192,39 +189,32 @@ def make_rollout(
             return policy.apply(params, obs)[1]
         return policy.apply_recurrent(params, obs, memory.hidden, torch.zeros_like(memory.starts))[1]
 
-    def horizon_body(params: Params, carry: RolloutCarry, discount: Any) -> tuple[RolloutCarry, Transition]:
-        """The body for an infinite-horizon env (1.x's: nothing ends)."""
-        acted = act(params, carry)
-        env_state, obs, reward = env.step(carry.env_state, acted.env_action, acted.step_key)
-        norm, learned_reward = scale_reward(acted.norm, reward, discount)
-        raw = reward if normalize_rewards else ()
-        return RolloutCarry(env_state, obs, acted.key, norm, memory=acted.memory), Transition(
-            acted.obs, acted.action, acted.log_prob, acted.value, learned_reward, raw,
-            hidden=acted.hidden, reset=acted.reset, age=acted.age)
+    def final_value(params: Params, norm: Any, env_state: Tree, memory: Any) -> Any:
+        """The critic's value of each env's final observation of the step
+        (before an auto-reset), ``()`` for an env whose episodes never end:
+        its final values are the next step's values (see the assembly)."""
+        final_obs = env.final_observation(env_state)
+        if final_obs is None:
+            return ()
+        return value_of(params, normalize(norm.obs, final_obs) if normalize_obs else final_obs, memory)
 
-    def episodic_body(params: Params, carry: RolloutCarry, discount: Any) -> tuple[RolloutCarry, Transition]:
-        """The body for an env whose episodes end (and that resets them itself)."""
+    def body(params: Params, carry: RolloutCarry, discount: Any) -> tuple[RolloutCarry, Transition]:
+        """Act, step the env; an ended episode is tallied and starts its
+        successor's memory (initial hidden state, empty window) afresh."""
         acted = act(params, carry)
         env_state, obs, reward, terminated, truncated = env.step(carry.env_state, acted.env_action, acted.step_key)
         done = terminated | truncated
-        final_obs = env.final_observation(env_state)
-        final_value = value_of(params, normalize(acted.norm.obs, final_obs) if normalize_obs else final_obs,
-                               acted.memory)
+        ended_value = final_value(params, acted.norm, env_state, acted.memory)
         norm, learned_reward = scale_reward(acted.norm, reward, discount, done)
-        tally = carry.episode
-        returns, lengths = tally.returns + reward, tally.lengths + 1
-        zero_return, zero_length = torch.zeros_like(returns), torch.zeros_like(lengths)
-        ended_return, ended_length = torch.where(done, returns, zero_return), torch.where(done, lengths, zero_length)
-        tally = EpisodeTally(torch.where(done, zero_return, returns), torch.where(done, zero_length, lengths))
-        raw = reward if normalize_rewards else ()
+        tally, ended_return, ended_length = tally_episodes(carry.episode, reward, done)
         memory = acted.memory
         if recurrent:  # an episode that ended starts the next one from the initial hidden state
             memory = memory._replace(starts=done)
         if windowed:  # and the next observation's window from padding
             memory = windows.restart(memory, done)
-        transition = Transition(acted.obs, acted.action, acted.log_prob, acted.value, learned_reward, raw, terminated,
-                                truncated, final_value, ended_return, ended_length, acted.hidden, acted.reset,
-                                acted.age)
+        transition = Transition(acted.obs, acted.action, acted.log_prob, acted.value, learned_reward, reward,
+                                terminated, truncated, ended_value, ended_return, ended_length, acted.hidden,
+                                acted.reset, acted.age)
         return RolloutCarry(env_state, obs, acted.key, norm, tally, memory), transition
 
     def bootstrap_value(params: Params, carry: RolloutCarry) -> torch.Tensor:
@@ -235,7 +225,6 @@ def make_rollout(
             return policy.apply_recurrent(params, obs, carry.memory.hidden, hidden_resets(carry.memory))[1]
         return policy.apply(params, obs)[1]
 
-    body = episodic_body if episodic else horizon_body
     add_tally = with_episode_tally
     if population:  # one member's functions mapped over the leading member axis
         body, bootstrap_value, add_tally = _population_pieces(body, bootstrap_value, add_tally)
@@ -249,8 +238,7 @@ def make_rollout(
         discount = gamma if hparams is None else hparams.gamma
         if population and not isinstance(discount, torch.Tensor):  # one value for every member
             discount = torch.full((carry.key.shape[0],), float(discount), device=carry.key.device)
-        if episodic:
-            carry = add_tally(carry)
+        carry = add_tally(carry)
         carry = carry._replace(key=carry.key.contiguous())  # one layout in, whatever split made it
         obs_history = ()
         if windowed:  # the observations before this rollout's first, [K - 1, N, ...] (per member)
@@ -267,16 +255,19 @@ def make_rollout(
             steps.append(transition)
         stacked = optree.tree_map(lambda *xs: torch.stack(xs, time_axis), *steps)
         last_value = bootstrap_value(params, carry)
+        values = torch.cat([stacked.value, last_value.unsqueeze(time_axis)], time_axis)
         traj = Trajectory(
             obs=stacked.obs,
             actions=stacked.action,
             log_probs=stacked.log_prob,
-            values=torch.cat([stacked.value, last_value.unsqueeze(time_axis)], time_axis),
+            values=values,
             rewards=stacked.reward,
             raw_rewards=stacked.raw_reward,
             terminated=stacked.terminated,
             truncated=stacked.truncated,
-            final_values=stacked.final_value,
+            # Where episodes never end, each step's final observation is the next one.
+            final_values=stacked.final_value if optree.tree_leaves(stacked.final_value) else values.narrow(
+                time_axis, 1, horizon),
             episode_returns=stacked.episode_return,
             episode_lengths=stacked.episode_length,
             hiddens=optree.tree_map(lambda *hs: torch.stack(hs, time_axis), *hiddens) if recurrent else (),
@@ -328,21 +319,20 @@ def reset_carry(
     env: Env, key: torch.Tensor, num_envs: int, *, config: Any = None, norm: Any = (), obs_window: int = 1
 ) -> RolloutCarry:
     """A carry of ``num_envs`` freshly reset envs: ``key`` is split into the
-    reset's key and the next rollout's; ``norm`` goes in as given, an
-    episodic env's carry gets a zero :class:`~rlstack.types.EpisodeTally`,
-    and for a windowed policy (``obs_window > 1``) every env's window starts
-    empty (:func:`rlstack.windows.initial`)."""
+    reset's key and the next rollout's; ``norm`` goes in as given, the
+    carry gets a zero :class:`~rlstack.types.EpisodeTally`, and for a
+    windowed policy (``obs_window > 1``) every env's window starts empty
+    (:func:`rlstack.windows.initial`)."""
     reset_key, rollout_key = random.split(key)
     state, obs = env.reset(reset_key, num_envs, config=config)
     memory = windows.initial(obs, obs_window) if obs_window > 1 else ()
-    carry = RolloutCarry(state, obs, rollout_key, norm, memory=memory)
-    return with_episode_tally(carry) if getattr(env, "episodic", False) else carry
+    return with_episode_tally(RolloutCarry(state, obs, rollout_key, norm, memory=memory))
 
 
 def with_episode_tally(carry: RolloutCarry) -> RolloutCarry:
     """``carry`` with a zero :class:`~rlstack.types.EpisodeTally` (``[N]``
-    float32 returns, ``[N]`` int64 lengths) when it has none: a fresh carry
-    of an episodic env, no episode in progress."""
+    float32 returns, ``[N]`` int64 lengths) when it has none: a fresh carry,
+    no episode in progress."""
     if isinstance(carry.episode, EpisodeTally):
         return carry
     n, device = _batch_size(carry.obs), carry.key.device
@@ -351,14 +341,31 @@ def with_episode_tally(carry: RolloutCarry) -> RolloutCarry:
     ))
 
 
+def tally_episodes(
+    tally: EpisodeTally, reward: torch.Tensor, done: torch.Tensor
+) -> tuple[EpisodeTally, torch.Tensor, torch.Tensor]:
+    """Add one step's ``[N]`` env reward to each env's running episode.
+
+    Returns:
+        ``(tally, ended_return [N], ended_length [N])``: the running tally
+        restarted where ``done``, and the undiscounted return and length
+        (steps) of the episodes that ended (0 elsewhere).
+    """
+    returns, lengths = tally.returns + reward, tally.lengths + 1
+    zero_return, zero_length = torch.zeros_like(returns), torch.zeros_like(lengths)
+    ended_return, ended_length = torch.where(done, returns, zero_return), torch.where(done, lengths, zero_length)
+    running = EpisodeTally(torch.where(done, zero_return, returns), torch.where(done, zero_length, lengths))
+    return running, ended_return, ended_length
+
+
 def _batch_size(obs) -> int:
     return optree.tree_leaves(obs)[0].shape[0]
 
 
 def env_rewards(traj: Trajectory) -> torch.Tensor:
-    """``[T, N]`` the env's own rewards: ``raw_rewards`` when rewards were
-    normalised, else ``rewards``."""
-    return traj.raw_rewards if isinstance(traj.raw_rewards, torch.Tensor) else traj.rewards
+    """``[T, N]`` the env's own rewards (``raw_rewards``; ``rewards`` are
+    the ones learned from, scaled when rewards are normalised)."""
+    return traj.raw_rewards
 
 
 def trajectory_stats(traj: Trajectory) -> dict[str, torch.Tensor]:
@@ -368,24 +375,28 @@ def trajectory_stats(traj: Trajectory) -> dict[str, torch.Tensor]:
     horizon (``[N]``); ``rewards/*`` are over all ``T * N`` rewards; ``std``
     is the population std (no Bessel correction), so that the stats of
     equal groups combine exactly (:mod:`rlstack.stats`). The env's own
-    rewards are used even when rewards are normalised. An episodic rollout
-    adds :func:`episode_stats`.
+    rewards are used even when rewards are normalised. :func:`episode_stats`
+    adds the episodes that ended (none where episodes never end).
     """
-    rewards = env_rewards(traj).float()
-    returns = rewards.sum(0)
+    return {**reward_stats(env_rewards(traj)), **episode_stats(traj)}
+
+
+def reward_stats(rewards: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``returns/{min,max,mean,std}`` over envs of ``[T, N]`` rewards summed
+    over time, and ``rewards/*`` over all of them, as 0-d float32 tensors
+    (population stds; no sync)."""
+    rewards = rewards.float()
     stats = {}
-    for name, x in (("returns", returns), ("rewards", rewards)):
+    for name, x in (("returns", rewards.sum(0)), ("rewards", rewards)):
         stats[f"{name}/min"] = x.min()
         stats[f"{name}/max"] = x.max()
         stats[f"{name}/mean"] = x.mean()
         stats[f"{name}/std"] = x.std(correction=0)
-    if isinstance(traj.terminated, torch.Tensor):
-        stats.update(episode_stats(traj))
     return stats
 
 
 def episode_stats(traj: Trajectory) -> dict[str, torch.Tensor]:
-    """Statistics of the episodes that ended during an episodic rollout, as
+    """Statistics of the episodes that ended during a rollout, as
     0-d tensors (no sync): ``episodes/count``, ``episodes/return/mean``
     (undiscounted env rewards), ``episodes/length/mean`` (steps) and
     ``episodes/terminated`` (the share that ended in a terminal state). The

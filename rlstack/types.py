@@ -80,17 +80,16 @@ class Transition(NamedTuple):
         log_prob: ``[N]`` float, log-probability of ``action`` under the
             policy that took it.
         value: ``[N]`` float, the critic's value of ``obs``.
-        reward: ``[N]`` float, reward received for the transition (scaled
-            if rewards are normalised).
-        raw_reward: ``[N]`` the env's reward when rewards are normalised,
-            else ``()``.
-        terminated, truncated: ``[N]`` bool episode ends (episodic envs;
-            else ``()``).
+        reward: ``[N]`` float, reward learned from (scaled if rewards are
+            normalised).
+        raw_reward: ``[N]`` float, the env's own reward.
+        terminated, truncated: ``[N]`` bool episode ends (all False where
+            episodes never end).
         final_value: ``[N]`` float, the critic's value of the step's final
-            observation (before an auto-reset; episodic envs, else ``()``).
+            observation (before an auto-reset); ``()`` for an env without
+            final observations, whose final values are the next values.
         episode_return, episode_length: ``[N]`` the return (env rewards) and
-            length of the episode this step ended, 0 where none ended
-            (episodic envs, else ``()``).
+            length of the episode this step ended, 0 where none ended.
         hidden: a recurrent policy's hidden state entering the step (before
             ``reset``), leaves ``[N, ...]``; else ``()``.
         reset: ``[N]`` bool, where a recurrent policy reset its hidden state
@@ -104,12 +103,12 @@ class Transition(NamedTuple):
     log_prob: torch.Tensor
     value: torch.Tensor
     reward: torch.Tensor
-    raw_reward: Tree = ()
-    terminated: Tree = ()
-    truncated: Tree = ()
-    final_value: Tree = ()
-    episode_return: Tree = ()
-    episode_length: Tree = ()
+    raw_reward: torch.Tensor
+    terminated: torch.Tensor
+    truncated: torch.Tensor
+    final_value: Tree
+    episode_return: torch.Tensor
+    episode_length: torch.Tensor
     hidden: Tree = ()
     reset: Tree = ()
     age: Tree = ()
@@ -126,16 +125,16 @@ class Trajectory(NamedTuple):
             observation after the last step (the bootstrap value).
         rewards: ``[T, N]`` float, the rewards learned from (scaled when
             rewards are normalised).
-        raw_rewards: ``[T, N]`` float, the env's own rewards when rewards are
-            normalised, else ``()`` (then ``rewards`` are the env's).
-        terminated, truncated: ``[T, N]`` bool episode ends of an episodic
-            env (``()`` for an infinite-horizon one: nothing ends).
+        raw_rewards: ``[T, N]`` float, the env's own rewards (equal to
+            ``rewards`` unless rewards are normalised).
+        terminated, truncated: ``[T, N]`` bool episode ends (all False for
+            an env whose episodes never end).
         final_values: ``[T, N]`` float, the value of each step's final
             observation, which :func:`~rlstack.ppo.gae` bootstraps a
-            truncated episode from (episodic envs, else ``()``).
+            truncated episode from (``values[1:]`` where episodes never
+            end: the final observation is the next one).
         episode_returns, episode_lengths: ``[T, N]`` return and length of
-            the episodes that ended at each step, 0 elsewhere (episodic
-            envs, else ``()``).
+            the episodes that ended at each step, 0 elsewhere.
         hiddens: a recurrent policy's hidden state at the start of each
             sequence of ``seq_len`` steps (before that step's reset),
             leaves ``[T / seq_len, N, ...]``; else ``()``.
@@ -154,12 +153,12 @@ class Trajectory(NamedTuple):
     log_probs: torch.Tensor
     values: torch.Tensor
     rewards: torch.Tensor
-    raw_rewards: Tree = ()
-    terminated: Tree = ()
-    truncated: Tree = ()
-    final_values: Tree = ()
-    episode_returns: Tree = ()
-    episode_lengths: Tree = ()
+    raw_rewards: torch.Tensor
+    terminated: torch.Tensor
+    truncated: torch.Tensor
+    final_values: torch.Tensor
+    episode_returns: torch.Tensor
+    episode_lengths: torch.Tensor
     hiddens: Tree = ()
     resets: Tree = ()
     obs_history: Tree = ()

@@ -174,8 +174,8 @@ def test_evaluate_leaves_the_training_carry_alone():
 
 class _ExplodingEnv(DiscreteDummyEnv):
     def step(self, state, action, key):
-        state, obs, reward = super().step(state, action, key)
-        return state, obs, reward * float("inf")
+        state, obs, reward, terminated, truncated = super().step(state, action, key)
+        return state, obs, reward * float("inf"), terminated, truncated
 
 
 def test_non_finite_rewards_stop_collect_with_the_stat_named():

@@ -25,7 +25,8 @@ def test_dummy_envs_importable_from_both_modules():
 def test_discrete_dummy_env_moves_one_unit_and_rewards_minus_distance():
     env = DiscreteDummyEnv()
     state = torch.tensor([[3.0], [-0.5]])
-    state2, obs, reward = env.step(state, torch.tensor([[0], [1]]), random.key(2))
+    state2, obs, reward, terminated, truncated = env.step(state, torch.tensor([[0], [1]]), random.key(2))
+    assert not terminated.any() and not truncated.any() and terminated.dtype == torch.bool  # its episodes never end
     torch.testing.assert_close(state2, torch.tensor([[2.0], [0.5]]))
     torch.testing.assert_close(obs, state2)
     torch.testing.assert_close(reward, torch.tensor([-2.0, -0.5]))
@@ -33,7 +34,7 @@ def test_discrete_dummy_env_moves_one_unit_and_rewards_minus_distance():
 
 def test_continuous_dummy_env_adds_action():
     env = ContinuousDummyEnv()
-    state, obs, reward = env.step(torch.tensor([[1.5]]), torch.tensor([[-2.0]]), random.key(2))
+    state, obs, reward, _, _ = env.step(torch.tensor([[1.5]]), torch.tensor([[-2.0]]), random.key(2))
     torch.testing.assert_close(state, torch.tensor([[-0.5]]))
     torch.testing.assert_close(reward, torch.tensor([0.5]).neg())
 
@@ -55,20 +56,20 @@ def test_builtin_envs_pass_check_env_including_compile(env):
 
 class _WrongRewardShape(DiscreteDummyEnv):
     def step(self, state, action, key):
-        state, obs, reward = super().step(state, action, key)
-        return state, obs, reward.unsqueeze(-1)
+        state, obs, reward, terminated, truncated = super().step(state, action, key)
+        return state, obs, reward.unsqueeze(-1), terminated, truncated
 
 
 class _WrongObsDtype(DiscreteDummyEnv):
     def step(self, state, action, key):
-        state, obs, reward = super().step(state, action, key)
-        return state, obs.double(), reward
+        state, obs, reward, terminated, truncated = super().step(state, action, key)
+        return state, obs.double(), reward, terminated, truncated
 
 
 class _Impure(DiscreteDummyEnv):
     def step(self, state, action, key):
         state += 1
-        return state, state.clone(), -state.abs().squeeze(-1)
+        return self.no_episode_ends(state, state.clone(), -state.abs().squeeze(-1))
 
 
 @pytest.mark.parametrize(
@@ -142,8 +143,8 @@ class _DictObsDummyEnv(DiscreteDummyEnv):
         return state, self._observe(x)
 
     def step(self, state, action, key):
-        state, x, reward = super().step(state, action, key)
-        return state, self._observe(x), reward
+        state, x, reward, terminated, truncated = super().step(state, action, key)
+        return state, self._observe(x), reward, terminated, truncated
 
 
 def test_the_default_model_trains_on_a_dict_of_boxes_each_flattened_and_concatenated():

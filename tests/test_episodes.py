@@ -82,7 +82,8 @@ def test_auto_reset_returns_the_reset_observation_and_keeps_the_true_final_one()
 def test_check_env_names_an_episodic_env_without_flags_or_with_wrong_ones():
     check_env(Corridor(), num_envs=5, check_compile=True)
     with pytest.raises(TypeError, match=r"_NoFlags.step must return \(state, obs, reward, terminated, truncated\) "
-                                        r"\(it is episodic\), got a tuple of 3"):
+                                        r"\(an env whose episodes never end returns `self.no_episode_ends\(state, obs, "
+                                        r"reward\)`\), got a tuple of 3"):
         check_env(_NoFlags(), num_envs=5)
     with pytest.raises(TypeError, match=r"must return `terminated` as a bool tensor of shape \[5\], got torch.int64 \[5\]"):
         check_env(_IntFlags(), num_envs=5)

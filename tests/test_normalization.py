@@ -49,7 +49,7 @@ def test_rollout_normalizes_observations_and_rewards_with_running_statistics():
     raw_obs = [obs]
     s = state
     for t in range(T - 1):
-        s, o, _ = env.step(s, traj.actions[t], random.key(2))
+        s, o, _, _, _ = env.step(s, traj.actions[t], random.key(2))
         raw_obs.append(o)
     raw = torch.cat(raw_obs)
     torch.testing.assert_close(carry.norm.obs.mean, raw.mean(0), rtol=1e-3, atol=1e-4)

@@ -31,7 +31,7 @@ def test_rollout_shapes_and_consistency(env, dist):
     torch.testing.assert_close(traj.obs[0], carry0.obs)
     # Each observation is the env's step of the previous one under the recorded action.
     for t in range(T - 1):
-        _, next_obs, reward = env.step(traj.obs[t], traj.actions[t], random.key(2))
+        _, next_obs, reward, _, _ = env.step(traj.obs[t], traj.actions[t], random.key(2))
         torch.testing.assert_close(traj.obs[t + 1], next_obs)
         torch.testing.assert_close(traj.rewards[t], reward)
     # Stored log-probs and values are the policy's for the stored obs/actions.

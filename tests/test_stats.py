@@ -24,7 +24,7 @@ def episodic_trajectory(seed: int, horizon: int, num_envs: int, end_rate: float)
     returns = torch.randn(horizon, num_envs, generator=g) * 10 * done
     zeros = torch.zeros(horizon, num_envs)
     return Trajectory(obs=zeros, actions=zeros, log_probs=zeros, values=torch.zeros(horizon + 1, num_envs),
-                      rewards=rewards, terminated=terminated, truncated=truncated, final_values=zeros,
+                      rewards=rewards, raw_rewards=rewards, terminated=terminated, truncated=truncated, final_values=zeros,
                       episode_returns=returns, episode_lengths=lengths)
 
 

@@ -1,7 +1,7 @@
 """Envs: the protocol (:class:`Env`), built-in pure batched envs,
 :func:`make_env` / :func:`check_env`, and the adapter for rlstack 1.x stateful envs."""
 
-from ._base import Env
+from ._base import Env, StepResult
 from .cartpole import CartPole
 from .checks import check_env, env_defaults, make_env
 from .dummy import ContinuousDummyEnv, DiscreteDummyEnv
@@ -21,5 +21,5 @@ BUILTIN_ENVS = {
     "MountainCar-v0": MountainCarV0,
 }
 
-__all__ = ["Env", "check_env", "make_env", "DiscreteDummyEnv", "ContinuousDummyEnv", "CartPole", "Pendulum", "MountainCar", "CartPoleV1",
+__all__ = ["Env", "StepResult", "check_env", "make_env", "DiscreteDummyEnv", "ContinuousDummyEnv", "CartPole", "Pendulum", "MountainCar", "CartPoleV1",
            "PendulumV1", "MountainCarV0", "BUILTIN_ENVS", "env_defaults"]

@@ -10,23 +10,27 @@ from .. import random
 from ..spaces import Space
 from ..types import Tree
 
+#: What every env's ``step`` returns: ``(state, obs, reward [N], terminated [N], truncated [N])``.
+StepResult = tuple[Tree, Tree, torch.Tensor, torch.Tensor, torch.Tensor]
+
 
 class Env:
-    """A batched, infinite-horizon environment made of two pure functions.
+    """A batched environment made of two pure functions.
 
     Subclasses set ``observation_space`` and ``action_space`` (spaces of one
     env) and implement ``reset`` and ``step``. Neither may mutate its inputs,
     keep state on ``self``, sync with the host or draw from torch's global
     generator: randomness comes in as a key (:mod:`rlstack.random`), so
     both can be compiled and vmapped and the same key gives the same result.
-    By default there are no terminal states: every env is reset together by
-    the caller (rlstack 1.x's infinite-horizon protocol).
 
-    An episodic env sets ``episodic = True``: its ``step`` returns
-    ``(state, obs, reward, terminated, truncated)`` with ``[N]`` bool flags,
-    resets the envs whose episode ended inside that same pure step
+    Every env's ``step`` returns ``(state, obs, reward, terminated,
+    truncated)`` with ``[N]`` bool flags. An env whose episodes never end
+    (rlstack 1.x's infinite-horizon protocol: every env is reset together
+    by the caller) returns all-False flags through :meth:`no_episode_ends`
+    and has no :meth:`final_observation`. An episodic env (``episodic =
+    True``) resets the envs whose episode ended inside that same pure step
     (auto-reset: ``obs`` is then the new episode's first observation), and
-    :meth:`final_observation` gives the ended episodes' true last
+    its :meth:`final_observation` gives the ended episodes' true last
     observation, from which a truncated episode is bootstrapped.
 
     Class attribute ``default_config`` lists the keys ``reset`` accepts in
@@ -39,7 +43,7 @@ class Env:
     default_config: Mapping[str, Any] = {}
     #: Whether ``reset``/``step`` may be handed to ``torch.compile``.
     compilable: bool = True
-    #: Whether episodes end (``step`` returns terminated/truncated flags and auto-resets).
+    #: Whether episodes end (``step`` may return True flags and auto-resets those envs).
     episodic: bool = False
     #: Steps :meth:`success` runs a policy for.
     eval_steps: int = 200
@@ -58,7 +62,7 @@ class Env:
         """
         raise NotImplementedError
 
-    def step(self, state: Tree, action: Tree, key: torch.Tensor) -> tuple[Tree, Tree, torch.Tensor]:
+    def step(self, state: Tree, action: Tree, key: torch.Tensor) -> StepResult:
         """Advance every env by one transition.
 
         Args:
@@ -67,20 +71,31 @@ class Env:
             key: ``[2]`` int64 random key for any randomness of the step.
 
         Returns:
-            ``(state, obs, reward)``: new state, its observation and the
-            ``[N]`` float reward of the transition.
+            ``(state, obs, reward, terminated, truncated)``: new state, its
+            observation, the ``[N]`` float reward of the transition and
+            ``[N]`` bool flags of the episodes it ended in a terminal state
+            or cut short (a time limit).
         """
         raise NotImplementedError
 
-    def final_observation(self, state: Tree) -> Tree:
-        """Episodic envs: the observation each env reached in the last step,
-        leaves ``[N, ...]``, before any auto-reset replaced it (equal to the
-        returned ``obs`` where no episode ended).
+    @staticmethod
+    def no_episode_ends(state: Tree, obs: Tree, reward: torch.Tensor) -> StepResult:
+        """The step result of an env whose episodes never end:
+        ``(state, obs, reward, terminated, truncated)`` with both flags
+        all-False ``[N]`` bool, on the reward's device."""
+        never = torch.zeros(reward.shape, dtype=torch.bool, device=reward.device)
+        return state, obs, reward, never, never
 
-        Raises:
-            NotImplementedError: for an env that is not episodic.
+    def final_observation(self, state: Tree) -> Tree | None:
+        """The observation each env reached in the last step, leaves
+        ``[N, ...]``, before any auto-reset replaced it (equal to the
+        returned ``obs`` where no episode ended); episodic envs override it.
+
+        Returns ``None`` for an env whose episodes never end: each step's
+        observation is its final one (a rollout bootstraps from the next
+        step's value).
         """
-        raise NotImplementedError(f"{type(self).__name__} is not episodic: its episodes never end.")
+        return None
 
     def run_policy(
         self, act: Callable[[Tree], Tree], *, num_envs: int, config: Mapping[str, Any] | None, key: torch.Tensor
@@ -96,7 +111,7 @@ class Env:
         state, obs = self.reset(reset_key, num_envs, config=config)
         for t in range(self.eval_steps):
             with torch.no_grad():
-                state, obs, reward = self.step(state, act(obs), random.fold_in(step_key, t))[:3]
+                state, obs, reward, _, _ = self.step(state, act(obs), random.fold_in(step_key, t))
             yield state, obs, reward
 
     def success(

@@ -20,7 +20,7 @@ import torch
 
 from .. import random
 from ..spaces import Box, Discrete
-from ._base import Env, check_positive, sample_constants
+from ._base import Env, StepResult, check_positive, sample_constants
 
 THETA_LIMIT = 12 * 2 * math.pi / 360  # gymnasium's termination angle, rad
 X_LIMIT = 2.4  # gymnasium's termination position, m
@@ -85,7 +85,7 @@ class CartPole(Env):
         state = CartPoleState(physics, sample_constants(config, _CONSTANTS, num_envs, constants_key), observed)
         return state, observe(state)
 
-    def step(self, state: CartPoleState, action: torch.Tensor, key: torch.Tensor) -> tuple[CartPoleState, torch.Tensor, torch.Tensor]:
+    def step(self, state: CartPoleState, action: torch.Tensor, key: torch.Tensor) -> StepResult:
         c = state.constants
         x, x_dot, theta, theta_dot = state.physics.unbind(-1)
         force = torch.where(action == 1, c["force_mag"], -c["force_mag"])
@@ -101,7 +101,7 @@ class CartPole(Env):
         )
         reward = torch.where(in_bounds(physics), 1.0, -1.0)
         state = CartPoleState(physics, c, state.observed)
-        return state, observe(state), reward
+        return self.no_episode_ends(state, observe(state), reward)
 
     def success(self, act, *, num_envs: int = 1024, config: Mapping[str, Any] | None = None, key: torch.Tensor | None = None) -> dict[str, float]:
         """``success/balanced``: fraction of envs kept within gymnasium's bounds

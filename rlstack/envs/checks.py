@@ -6,8 +6,8 @@ Two kinds of env are accepted wherever rlstack takes an env:
 
 * a pure :class:`Env` (an instance, or a subclass whose ``reset`` takes
   ``num_envs``): ``reset(key, num_envs, *, config) -> (state, obs)`` and
-  ``step(state, action, key) -> (state, obs, reward)`` (plus ``terminated``
-  and ``truncated`` for an episodic env), randomness drawn only from the keys
+  ``step(state, action, key) -> (state, obs, reward, terminated,
+  truncated)``, randomness drawn only from the keys
   (:mod:`rlstack.random`); or a factory with ``build_env`` (gymnasium);
 * an rlstack 1.x style stateful class, wrapped by
   :class:`~rlstack.envs.stateful.StatefulEnvAdapter`.
@@ -138,20 +138,23 @@ def check_env(
     action = sample(env.action_space, (num_envs,), key=action_key)
     state_before, action_before = _clone_tree(state), _clone_tree(action)
     out = env.step(state, action, step_key)
-    episodic = bool(getattr(env, "episodic", False))
-    expected = "(state, obs, reward, terminated, truncated)" if episodic else "(state, obs, reward)"
-    if not (isinstance(out, tuple) and len(out) == (5 if episodic else 3)):
+    if not (isinstance(out, tuple) and len(out) == 5):
         got = f"a tuple of {len(out)}" if isinstance(out, tuple) else type(out).__name__
-        raise TypeError(f"{name}.step must return {expected}" + (" (it is episodic)" if episodic else "") + f", got {got}.")
-    new_state, obs, reward = out[:3]
-    if episodic:
-        for flag_name, flag in zip(("terminated", "truncated"), out[3:]):
-            if not isinstance(flag, torch.Tensor) or flag.dtype != torch.bool or tuple(flag.shape) != (num_envs,):
-                got = f"{flag.dtype} {list(flag.shape)}" if isinstance(flag, torch.Tensor) else type(flag).__name__
-                raise TypeError(f"{name}.step must return `{flag_name}` as a bool tensor of shape [{num_envs}], got {got}.")
-        why = describe_mismatch(env.observation_space, env.final_observation(new_state), (num_envs,))
+        hint = " (an env whose episodes never end returns `self.no_episode_ends(state, obs, reward)`)" if (
+            isinstance(out, tuple) and len(out) == 3) else ""
+        raise TypeError(f"{name}.step must return (state, obs, reward, terminated, truncated){hint}, got {got}.")
+    new_state, obs, reward, terminated, truncated = out
+    for flag_name, flag in (("terminated", terminated), ("truncated", truncated)):
+        if not isinstance(flag, torch.Tensor) or flag.dtype != torch.bool or tuple(flag.shape) != (num_envs,):
+            got = f"{flag.dtype} {list(flag.shape)}" if isinstance(flag, torch.Tensor) else type(flag).__name__
+            raise TypeError(f"{name}.step must return `{flag_name}` as a bool tensor of shape [{num_envs}], got {got}.")
+    final = env.final_observation(new_state)
+    if getattr(env, "episodic", False) is True:
+        why = describe_mismatch(env.observation_space, final, (num_envs,)) if final is not None else "it is None"
         if why:
             raise ValueError(f"{name}.final_observation is not in observation_space: {why}.")
+    elif bool((terminated | truncated).any()) or final is not None:
+        raise ValueError(f"{name} ends episodes (a True flag or a final_observation) but does not set `episodic = True`.")
     why = describe_mismatch(env.observation_space, obs, (num_envs,))
     if why:
         raise ValueError(f"{name}.step returned an observation not in observation_space: {why}.")

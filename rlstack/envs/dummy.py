@@ -16,7 +16,7 @@ import torch
 
 from .. import random
 from ..spaces import Box, Discrete
-from ._base import Env
+from ._base import Env, StepResult
 
 
 class _DummyEnv(Env):
@@ -62,16 +62,16 @@ class DiscreteDummyEnv(_DummyEnv):
         >>> env = DiscreteDummyEnv()
         >>> from rlstack import random
         >>> state, obs = env.reset(random.key(0), 4)
-        >>> state, obs, reward = env.step(state, torch.ones(4, 1, dtype=torch.int64), random.key(1))
+        >>> state, obs, reward, terminated, truncated = env.step(state, torch.ones(4, 1, dtype=torch.int64), random.key(1))
         >>> reward.shape
         torch.Size([4])
     """
 
     action_space = Discrete(2, shape=(1,))
 
-    def step(self, state: torch.Tensor, action: torch.Tensor, key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def step(self, state: torch.Tensor, action: torch.Tensor, key: torch.Tensor) -> StepResult:
         x = state + (2 * action - 1).to(state.dtype)
-        return x, x, self._reward(x)
+        return self.no_episode_ends(x, x, self._reward(x))
 
 
 class ContinuousDummyEnv(_DummyEnv):
@@ -79,6 +79,6 @@ class ContinuousDummyEnv(_DummyEnv):
 
     action_space = Box((1,))
 
-    def step(self, state: torch.Tensor, action: torch.Tensor, key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def step(self, state: torch.Tensor, action: torch.Tensor, key: torch.Tensor) -> StepResult:
         x = state + action.to(state.dtype)
-        return x, x, self._reward(x)
+        return self.no_episode_ends(x, x, self._reward(x))

@@ -72,7 +72,7 @@ class Episodic:
         return EpisodeState(state, time, obs, params), obs
 
     def step(self, state: EpisodeState, action: Tree, key: torch.Tensor):
-        inner, obs, reward = super().step(state.env, action, key)
+        inner, obs, reward, _, _ = super().step(state.env, action, key)
         terminated = self.terminal(inner)
         reward = self.episode_reward(reward)
         time = state.time + 1

@@ -23,7 +23,7 @@ import torch
 
 from .. import random
 from ..spaces import Box, Discrete
-from ._base import Env
+from ._base import Env, StepResult
 
 MIN_POSITION, MAX_POSITION, MAX_SPEED = -1.2, 0.6, 0.07
 GOAL_POSITION, FORCE, GRAVITY = 0.5, 0.001, 0.0025
@@ -52,7 +52,7 @@ class MountainCar(Env):
         physics = torch.stack([position, torch.zeros_like(position)], dim=-1)
         return physics, physics
 
-    def step(self, state: torch.Tensor, action: torch.Tensor, key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def step(self, state: torch.Tensor, action: torch.Tensor, key: torch.Tensor) -> StepResult:
         position, velocity = state.unbind(-1)
         velocity = velocity + (action - 1).to(state.dtype) * FORCE + torch.cos(3 * position) * (-GRAVITY)
         velocity = velocity.clamp(-MAX_SPEED, MAX_SPEED)
@@ -61,7 +61,7 @@ class MountainCar(Env):
         physics = torch.stack([position, velocity], dim=-1)
         speed = (velocity / MAX_SPEED) ** 2
         reward = torch.where(position >= GOAL_POSITION, torch.ones_like(position), speed)
-        return physics, physics, reward
+        return self.no_episode_ends(physics, physics, reward)
 
     def success(self, act, *, num_envs: int = 1024, config: Mapping[str, Any] | None = None, key: torch.Tensor | None = None) -> dict[str, float]:
         """``success/reached_goal``: fraction of envs reaching ``position >= 0.5``

@@ -16,7 +16,7 @@ import torch
 
 from .. import random
 from ..spaces import Box
-from ._base import Env, check_positive, sample_constants
+from ._base import Env, StepResult, check_positive, sample_constants
 
 _CONSTANTS = ("g", "m", "l", "dt", "max_speed", "max_torque")
 
@@ -64,7 +64,7 @@ class Pendulum(Env):
         physics = random.uniform(init_key, (num_envs, 2), low=-1.0, high=1.0) * high
         return PendulumState(physics, sample_constants(config, _CONSTANTS, num_envs, constants_key)), _observe(physics)
 
-    def step(self, state: PendulumState, action: torch.Tensor, key: torch.Tensor) -> tuple[PendulumState, torch.Tensor, torch.Tensor]:
+    def step(self, state: PendulumState, action: torch.Tensor, key: torch.Tensor) -> StepResult:
         c = state.constants
         theta, theta_dot = state.physics.unbind(-1)
         u = torch.minimum(torch.maximum(action[:, 0], -c["max_torque"]), c["max_torque"])
@@ -72,4 +72,4 @@ class Pendulum(Env):
         new_theta_dot = theta_dot + (3 * c["g"] / (2 * c["l"]) * torch.sin(theta) + 3.0 / (c["m"] * c["l"] ** 2) * u) * c["dt"]
         new_theta_dot = torch.minimum(torch.maximum(new_theta_dot, -c["max_speed"]), c["max_speed"])
         physics = torch.stack([theta + new_theta_dot * c["dt"], new_theta_dot], dim=-1)
-        return PendulumState(physics, c), _observe(physics), -cost
+        return self.no_episode_ends(PendulumState(physics, c), _observe(physics), -cost)

@@ -15,7 +15,7 @@ import optree
 import torch
 
 from ..spaces import Box, Discrete, Space
-from ._base import Env
+from ._base import Env, StepResult
 
 
 def space_from_spec(spec: Any, name: str = "spec") -> Space:
@@ -84,12 +84,12 @@ class StatefulEnvAdapter(Env):
         obs = self.env.reset(config=dict(config) if config else None)
         return torch.zeros((), device=self.device), optree.tree_map(torch.clone, obs)
 
-    def step(self, state: Any, action: Any, key: torch.Tensor) -> tuple[Any, Any, torch.Tensor]:
+    def step(self, state: Any, action: Any, key: torch.Tensor) -> StepResult:
         """Step the wrapped env (its own randomness: ``key`` is unused)."""
         out = self.env.step(action)
         obs = optree.tree_map(torch.clone, out["obs"])
         reward = torch.as_tensor(out["rewards"]).reshape(self.num_envs).clone()
-        return state, obs, reward
+        return self.no_episode_ends(state, obs, reward)
 
     def __repr__(self) -> str:
         return f"StatefulEnvAdapter({self.env_cls.__name__})"
