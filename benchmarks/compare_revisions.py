@@ -5,11 +5,14 @@ Run from the repository root::
     python -m benchmarks.compare_revisions --before REV [--configs ...] [--modes compiled] [--rounds 3]
 
 Checks ``REV`` out into a temporary git worktree, then for ``--rounds``
-rounds runs ``benchmarks/throughput.py`` once in that worktree and once in
-this one (one process per config, revision and round, alternating), so the
-drift of a shared machine hits both revisions alike. Prints the median
-rollout and collect+step transitions/s of each revision, the ratio
-after/before of each round and its median, and writes
+rounds runs ``benchmarks/throughput.py`` in that worktree, in this one, and
+in the first again (the A/A control: one process per config, revision and
+round, alternating), so the drift of a shared machine hits both revisions
+alike and the control's ratio shows how far two runs of the same code
+differ; both revisions are measured by this tree's ``throughput.py``.
+Prints the median rollout and collect+step transitions/s of each
+revision, the median over rounds of the ratio after/before and of the
+control's before/before, and writes
 ``benchmarks/results/compare-<device>.json``.
 """
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -48,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--before", required=True, help="git revision to compare against (e.g. HEAD~1)")
     parser.add_argument("--configs", nargs="*", default=["discrete-1x-default", "cartpole-64x64"])
     parser.add_argument("--mode", default="compiled", help="a throughput.py mode (default compiled)")
+    parser.add_argument("--label", default="", help="suffix of the default JSON name (compare-<device><label>.json)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per config (default 3)")
     parser.add_argument("--repeats", type=int, default=3, help="timed iterations per process (median)")
     parser.add_argument("--device", default="cpu")
@@ -62,33 +67,42 @@ def main(argv: list[str] | None = None) -> int:
         worktree = Path(tmp) / "before"
         subprocess.run(["git", "worktree", "add", "--detach", str(worktree), rev], cwd=ROOT, check=True,
                        capture_output=True)
+        # One measuring script for both revisions (this tree's: its configs, its timing).
+        shutil.copy(ROOT / "benchmarks" / "throughput.py", worktree / "benchmarks" / "throughput.py")
         try:
             for config in args.configs:
                 rounds = []
                 for r in range(args.rounds):
                     before = run_throughput(worktree, config, args.mode, args.repeats, args.device, Path(tmp) / "b.json")
                     after = run_throughput(ROOT, config, args.mode, args.repeats, args.device, Path(tmp) / "a.json")
-                    rounds.append({"before": before, "after": after})
-                    ratio = after["iteration_transitions_per_s"] / before["iteration_transitions_per_s"]
-                    print(f"{config} round {r + 1}: after/before collect+step {ratio:.3f}", flush=True)
+                    control = run_throughput(worktree, config, args.mode, args.repeats, args.device,
+                                             Path(tmp) / "c.json")
+                    rounds.append({"before": before, "after": after, "control": control})
+                    rate = "iteration_transitions_per_s"
+                    print(f"{config} round {r + 1}: after/before collect+step {after[rate] / before[rate]:.3f}, "
+                          f"A/A {control[rate] / before[rate]:.3f}", flush=True)
                 results.append({"config": config, "rounds": rounds})
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT, capture_output=True)
 
-    print(f"\n{'config':<22}{'metric':<14}{rev + ' (before)':>16}{head + ' (after)':>16}{'ratio (median)':>16}")
+    print(f"\n{'config':<22}{'metric':<14}{rev + ' (before)':>16}{head + ' (after)':>16}{'after/before':>14}"
+          f"{'A/A':>8}")
     summary = []
     for item in results:
         for metric, key in (("rollout", "rollout_transitions_per_s"), ("collect+step", "iteration_transitions_per_s")):
             before = statistics.median(r["before"][key] for r in item["rounds"])
             after = statistics.median(r["after"][key] for r in item["rounds"])
             ratio = statistics.median(r["after"][key] / r["before"][key] for r in item["rounds"])
-            print(f"{item['config']:<22}{metric:<14}{before:>16,.0f}{after:>16,.0f}{ratio:>16.3f}")
+            control = statistics.median(r["control"][key] / r["before"][key] for r in item["rounds"])
+            print(f"{item['config']:<22}{metric:<14}{before:>16,.0f}{after:>16,.0f}{ratio:>14.3f}{control:>8.3f}")
             summary.append({"config": item["config"], "metric": metric, "before": before, "after": after,
-                            "ratio_median_of_rounds": ratio})
-        first = [(r["before"]["first_iteration_s"], r["after"]["first_iteration_s"]) for r in item["rounds"]]
-        print(f"{item['config']:<22}{'first iter s':<14}{statistics.median(b for b, _ in first):>16.1f}"
-              f"{statistics.median(a for _, a in first):>16.1f}")
-    out = Path(args.out or ROOT / "benchmarks" / "results" / f"compare-{args.device}.json")
+                            "ratio_median_of_rounds": ratio, "control_ratio_median_of_rounds": control})
+        first = [(r["before"]["first_iteration_s"], r["after"]["first_iteration_s"], r["control"]["first_iteration_s"])
+                 for r in item["rounds"]]
+        print(f"{item['config']:<22}{'first iter s':<14}{statistics.median(b for b, _, _ in first):>16.1f}"
+              f"{statistics.median(a for _, a, _ in first):>16.1f}{'':>14}"
+              f"{statistics.median(c for _, _, c in first):>8.1f}")
+    out = Path(args.out or ROOT / "benchmarks" / "results" / f"compare-{args.device}{args.label}.json")
     out.write_text(json.dumps({"before": rev, "after": head, "mode": args.mode, "summary": summary,
                                "results": results}, indent=2))
     print(f"\nwrote {out}")

@@ -39,7 +39,7 @@ import torch
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rlstack import Algorithm, RecurrentAlgorithm  # noqa: E402
+from rlstack import Algorithm, Population, RecurrentAlgorithm  # noqa: E402
 from rlstack.envs import CartPole, ContinuousDummyEnv, DiscreteDummyEnv  # noqa: E402
 
 # Every config: 4 epochs over the whole buffer per update (rlstack 1.x's defaults).
@@ -57,11 +57,15 @@ CONFIGS = {
     # recurrent-1x-default); `hiddens` is the width the matmul ceiling is measured at.
     "recurrent-1x-default": dict(env=DiscreteDummyEnv, num_envs=8192, horizon=32, hiddens=(256,),
                                  algorithm=RecurrentAlgorithm, model_config={"hidden_size": 256}),
+    # A population of 8 CartPole runs in one vmapped rollout and update (issue 21's K=8 configuration):
+    # 1024 envs x 32 steps per member, the preset's 64x64 model; transitions count every member's.
+    "population-k8": dict(env=CartPole, num_envs=1024, horizon=32, hiddens=(64, 64), algorithm=Population,
+                          algorithm_kwargs={"num_members": 8}),
 }
 # Default config list per device: the large config takes minutes per iteration on a small CPU, and
 # the recurrent one tens of seconds (name either to run it).
-DEFAULT_CONFIGS = {"cpu": [c for c in CONFIGS if c not in ("discrete-large", "recurrent-1x-default")],
-                   "cuda": [c for c in CONFIGS if c != "recurrent-1x-default"]}
+DEFAULT_CONFIGS = {"cpu": [c for c in CONFIGS if c not in ("discrete-large", "recurrent-1x-default", "population-k8")],
+                   "cuda": [c for c in CONFIGS if c not in ("recurrent-1x-default", "population-k8")]}
 
 # Mode -> Algorithm switches. TF32 and CUDA graphs exist on CUDA only.
 MODES = {
@@ -75,9 +79,16 @@ MODES = {
 DEFAULT_MODES = {"cpu": ["eager", "compiled", "compiled-amp"], "cuda": list(MODES)}
 
 
+def members(algo: Algorithm) -> int:
+    """K, the runs one collect + step trains (1 but for a population)."""
+    return getattr(algo, "num_members", 1)
+
+
 def matmul_weights(algo: Algorithm) -> int:
-    """P: weights of the 2-D (matmul) parameters of actor and critic."""
-    return sum(p.numel() for p in algo.params.values() if p.dim() == 2)
+    """P: weights of the 2-D (matmul) parameters of actor and critic (of
+    every member of a population, whose params are ``[K, ...]``)."""
+    matrix_dim = 2 if members(algo) == 1 else 3
+    return sum(p.numel() for p in algo.params.values() if p.dim() == matrix_dim)
 
 
 def measured_matmul_flops(
@@ -132,6 +143,7 @@ def build(spec: dict, mode: str, *, device: torch.device) -> tuple[Algorithm, fl
     algo = algorithm_cls(
         spec["env"], num_envs=spec["num_envs"], horizon=spec["horizon"],
         model_config=spec.get("model_config", {"hiddens": spec["hiddens"]}), device=device, seed=0, **MODES[mode],
+        **spec.get("algorithm_kwargs", {}),
     )
     start = time.perf_counter()
     algo.collect()
@@ -154,8 +166,8 @@ def time_iteration(algo: Algorithm) -> tuple[float, float]:
 
 
 def make_row(name: str, spec: dict, mode: str, algo: Algorithm, timings: dict, device: torch.device) -> dict:
-    transitions = spec["num_envs"] * spec["horizon"]
-    P = matmul_weights(algo)
+    transitions = spec["num_envs"] * spec["horizon"] * members(algo)
+    P = matmul_weights(algo) // members(algo)
     flops_per_transition = 2 * P * (1 + 3 * algo.config.num_sgd_iters)
     iteration_rate = transitions / statistics.median(timings["iteration_s"])
     return {

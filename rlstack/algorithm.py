@@ -34,7 +34,8 @@ from .rollout import check_window, make_rollout, reset_carry, trajectory_stats
 from .serialization import Checkpointing
 from .schedules import schedule_value
 from .spaces import Box
-from .types import RecurrentCarry, RolloutCarry, Trajectory
+from .transforms import Staged, compiled, over_members
+from .types import RolloutCarry, Trajectory
 
 
 #: How the error for non-finite stats begins (a population matches it to tell failed members).
@@ -224,10 +225,9 @@ class Algorithm(Evaluating, Checkpointing):
             self.key = random.fold_in(self.key, self.rank)
             reduce_grads = distributed.all_reduce_mean
 
-        # Pure functions, compiled lazily by torch on first call.
+        # Pure functions, transformed from outside (compiled lazily by torch on first call).
         self._rollouts: dict[tuple[bool, bool], Any] = {}
-        self._update = make_update(self.policy, optimizer, config, compile=compile, population=self._population,
-                                   reduce_grads=reduce_grads)
+        self._update = self._transformed(make_update(self.policy, optimizer, config, reduce_grads=reduce_grads))
         if cuda_graphs:
             self._update = CudaGraphed(self._update)
         self._eval_env = self.env if self.env.compilable else None
@@ -264,35 +264,38 @@ class Algorithm(Evaluating, Checkpointing):
         config, cache_key = self.config, (deterministic, training)
         if env is None and cache_key in self._rollouts:
             return self._rollouts[cache_key]
-        rollout = make_rollout(
-            env or self.env, self.policy, config.horizon, deterministic=deterministic, compile=self.compile,
+        rollout = self._transformed(make_rollout(
+            env or self.env, self.policy, config.horizon, deterministic=deterministic,
             normalize_obs=config.normalize_obs, normalize_rewards=config.normalize_rewards, gamma=config.gamma,
-            update_normalization=training, population=self._population,
+            update_normalization=training,
             **({"seq_len": config.seq_len, "seqs_per_state_reset": config.seqs_per_state_reset} if self._recurrent else {}),
-        )
+        ))
         if env is None:
             if self.cuda_graphs:
                 rollout = CudaGraphed(rollout)
             self._rollouts[cache_key] = rollout
         return rollout
 
+    def _transformed(self, staged: Staged) -> Staged:
+        """A member-level rollout or update as this Algorithm runs it:
+        mapped over the members of a population, then compiled when asked
+        (:mod:`rlstack.transforms`)."""
+        if self._population:
+            staged = over_members(staged)
+        return compiled(staged) if self.compile else staged
+
     def _matmul_precision(self) -> Iterator[None]:
         """See :func:`rlstack.device.matmul_precision`."""
         return matmul_precision(self.device, self.allow_tf32)
 
     def _fresh_carry(self, env: Any, env_config: Mapping[str, Any] | None, key: torch.Tensor) -> RolloutCarry:
-        """Reset every env from ``key``; normalisation statistics carry over (returns zeroed)."""
+        """Reset every env from ``key`` (each begins an episode, with the
+        policy's first memory); normalisation statistics carry over
+        (returns zeroed)."""
         norm = reset_returns(self.carry.norm) if self.carry is not None else self._initial_norm
-        carry = reset_carry(env, key, self.config.num_envs, config=env_config or self.env_config, norm=norm,
-                            obs_window=self.policy.obs_window)
-        if self._recurrent:  # every env starts from the initial hidden state; the step count runs on
-            step = self.carry.memory.step if self.carry is not None else torch.zeros((), dtype=torch.int64,
-                                                                                       device=self.device)
-            n = self.config.num_envs
-            carry = carry._replace(memory=RecurrentCarry(
-                self.policy.initial_hidden(n, self.device), torch.ones(n, dtype=torch.bool, device=self.device), step,
-            ))
-        return carry
+        step = self.carry.step if self.carry is not None else None  # the run's step count runs on
+        return reset_carry(env, key, self.config.num_envs, config=env_config or self.env_config, norm=norm,
+                           policy=self.policy, step=step)
 
     def _needs_reset(self) -> bool:
         every = self.config.horizons_per_env_reset

@@ -26,8 +26,9 @@ import optree
 import torch
 
 FORMAT = "rlstack-checkpoint"
-VERSION = 4  # 2: random keys instead of torch RNG states; 3: optimizer transforms, trajectory structure stored;
-# 4: optimizers as chains of small transforms (scale_by_adam, scale_by_learning_rate, ...)
+VERSION = 5  # 2: random keys instead of torch RNG states; 3: optimizer transforms, trajectory structure stored;
+# 4: optimizers as chains of small transforms (scale_by_adam, scale_by_learning_rate, ...);
+# 5: one memory field in carries and trajectories (rlstack.memory), carries hold starts and step
 _TEMP_NAME = re.compile(r"\.(?P<target>.+)\.(?P<pid>\d+)\.[^.]+\.tmp")
 
 

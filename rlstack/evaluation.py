@@ -11,6 +11,7 @@ import torch
 
 from . import random
 from .envs import make_env
+from .policy import act_in_env
 from .rollout import env_rewards, reward_stats
 from .spaces import as_batch, is_numpy, to_numpy
 
@@ -139,8 +140,8 @@ class Evaluating:
         if starts is not None:
             starts = torch.as_tensor(starts, dtype=torch.bool, device=self.device)
         key = self._predict_key(deterministic)
-        action, _, _, memory = self.policy.step_in_space(
-            self.params, obs_t, memory, starts, self.env.action_space, obs_moments=self.obs_moments,
+        action, _, _, memory = act_in_env(
+            self.policy, self.params, obs_t, memory, starts, self.env.action_space, obs_moments=self.obs_moments,
             deterministic=deterministic, key=key,
         )
         return (to_numpy(action) if is_numpy(obs) else action), memory

@@ -56,7 +56,7 @@ from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec  # noqa: E40
 from . import checkpoint as ckpt
 from . import random
 from .normalization import RunningMoments
-from .policy import Policy
+from .policy import Policy, act_in_env
 from .spaces import Discrete, as_batch, is_numpy, sample, space_from_dict, space_to_dict, to_numpy
 
 PARAMS_FILE, CONFIG_FILE, MOMENTS_FILE = "params.pt", "policy.json", "obs_moments.pt"
@@ -146,7 +146,7 @@ class ExportedPolicy:
         self, obs: Any, deterministic: bool = True, key: torch.Tensor | None = None, *, starts: Any = None
     ) -> tuple[Any, Any, Any]:
         """``(action, log_prob, value)`` for a batch of raw observations, as
-        :meth:`Policy.step_in_space <rlstack.policy.Policy.step_in_space>`
+        :func:`rlstack.policy.act_in_env`
         computes them (NumPy in, NumPy out). Samples (``deterministic=False``)
         are drawn from ``key``, or else from this object's own stream
         (``rlstack.random.key(0)`` folded with a call count).
@@ -174,8 +174,8 @@ class ExportedPolicy:
         if not deterministic and key is None:
             key = random.fold_in(random.key(0, self.device), self._sample_calls)
             self._sample_calls += 1
-        *out, memory = self.policy.step_in_space(
-            self.params, obs_t, self.memory, starts, self.action_space, obs_moments=self.obs_moments,
+        *out, memory = act_in_env(
+            self.policy, self.params, obs_t, self.memory, starts, self.action_space, obs_moments=self.obs_moments,
             deterministic=deterministic, key=key,
         )
         if self.policy.has_memory:
@@ -199,7 +199,7 @@ def load_policy(
 ) -> tuple[Policy, dict[str, torch.Tensor], dict[str, Any]]:
     """``(policy, params, config)`` from an exported directory, without MLflow.
 
-    ``policy.act(params, obs)`` is the raw network: for the actions the
+    ``policy.apply(params, obs)`` is the raw network: for the actions the
     trained agent takes (observation normalisation and action bounds
     applied), use :class:`ExportedPolicy` and its ``predict``.
 

@@ -22,6 +22,7 @@ from .optim import (
 from .ppo import gae, make_optimizer, make_ppo_loss, make_update, ppo_loss, prepare_batch
 from .rollout import make_rollout, trajectory_stats
 from .torch_optimizers import from_torch
+from .transforms import Staged, compiled, over_members
 from .types import Batch, RolloutCarry, Trajectory, Transition
 
 __all__ = [
@@ -33,6 +34,9 @@ __all__ = [
     "make_ppo_loss",
     "make_update",
     "trajectory_stats",
+    "Staged",
+    "compiled",
+    "over_members",
     "GradientTransformation",
     "accumulate_gradients",
     "adam",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 from typing import Any, Mapping
 
@@ -13,6 +14,7 @@ from torch.func import functional_call
 
 from . import random, windows
 from .distributions import Distribution
+from .memory import NoMemory, RecurrentMemory, WindowMemory, memory_kind
 from .normalization import RunningMoments, normalize
 from .spaces import Box, Space, describe_mismatch, sample
 from .types import Params, Tree
@@ -89,6 +91,8 @@ class Policy:
                 raise TypeError(f"`distribution_cls` {distribution_cls!r} has no `{name}` method.")
         self.model = model
         self.distribution_cls = distribution_cls
+        #: The memory kind, fixed here (:func:`rlstack.memory.memory_kind`).
+        self.memory = memory_kind(model, self.initial_hidden)
 
     def init_params(self) -> Params:
         """A detached copy of the model's current parameters.
@@ -112,189 +116,90 @@ class Policy:
         module.load_state_dict(state, strict=False, assign=True)
         return module
 
-    def apply(self, params: Params, obs: Tree) -> tuple[Any, torch.Tensor]:
-        """``(dist_inputs, value [B])`` for a batch of observations ``[B, ...]``."""
-        return functional_call(self.model, params, (obs,))
+    def apply(self, params: Params, *inputs: Tree) -> Any:
+        """The network on a batch: ``(dist_inputs, value [B])`` for a
+        feedforward model's observations ``[B, ...]`` (a windowed model's
+        :class:`~rlstack.windows.ObsWindow`); ``(dist_inputs, value,
+        hidden)`` for a recurrent model's ``(obs, hidden)``."""
+        return functional_call(self.model, params, inputs)
 
     @property
     def recurrent(self) -> bool:
-        """Whether the model is recurrent (it has ``initial_hidden``; see
-        :func:`check_recurrent_model`)."""
-        return callable(getattr(self.model, "initial_hidden", None))
+        """Whether the model is recurrent (its memory is a hidden state)."""
+        return isinstance(self.memory, RecurrentMemory)
 
     @property
     def obs_window(self) -> int:
         """``K``, observations the model sees per step: its ``obs_window``
         attribute (see :mod:`rlstack.windows`), 1 when it has none."""
-        return windows.window_size(self.model)
+        return self.memory.size if isinstance(self.memory, WindowMemory) else 1
 
     @property
     def has_memory(self) -> bool:
         """Whether acting needs state from earlier steps: a recurrent model,
         or a window of past observations."""
-        return self.recurrent or self.obs_window > 1
+        return not isinstance(self.memory, NoMemory)
 
     def initial_memory(self, obs: Tree) -> Tree:
         """The memory of envs whose episodes begin at ``obs`` (leaves
         ``[B, ...]``): a recurrent model's initial hidden state, a windowed
         model's empty :class:`~rlstack.windows.WindowCarry`, else ``()``."""
-        first = optree.tree_leaves(obs)[0]
-        if self.recurrent:
-            return self.initial_hidden(first.shape[0], first.device)
-        if self.obs_window > 1:
-            return windows.initial(obs, self.obs_window)
-        return ()
+        return self.memory.initial(obs)
 
     def initial_hidden(self, batch_size: int, device: Any = "cpu") -> Tree:
         """The recurrent model's initial hidden state for ``batch_size``
         envs, leaves ``[batch_size, ...]`` on ``device``."""
         return optree.tree_map(lambda x: x.to(device), self.model.initial_hidden(batch_size))
 
-    def apply_recurrent(
-        self, params: Params, obs: Tree, hidden: Tree, reset_mask: torch.Tensor
-    ) -> tuple[Any, torch.Tensor, Tree]:
-        """One step of a recurrent model: ``(dist_inputs, value [B], hidden)``.
+    def forward(self, params: Params, obs: Tree, memory: Tree, starts: torch.Tensor) -> tuple[Any, torch.Tensor, Tree]:
+        """``(dist_inputs, value [B], memory)`` on observations ``[B, ...]``
+        with the memory of earlier steps, started over where ``starts``
+        (``[B]`` bool: episodes beginning at ``obs``)."""
+        return self.memory.forward(functools.partial(self.apply, params), obs, memory, starts)
+
+    def step(
+        self, params: Params, obs: Tree, memory: Tree, starts: torch.Tensor, key: torch.Tensor | None, *,
+        deterministic: bool = False,
+    ) -> tuple[Tree, torch.Tensor, torch.Tensor, Tree]:
+        """Act: the one acting path, for every memory kind.
 
         Args:
             params: the model's parameters.
-            obs: observations, leaves ``[B, ...]``.
-            hidden: the hidden state, leaves ``[B, ...]`` (as
-                ``initial_hidden`` makes it).
-            reset_mask: ``[B]`` bool, ``True`` where an env starts a new
-                episode: its hidden state is replaced by the initial one
-                before the step (so nothing leaks across episodes).
-        """
-        initial = self.initial_hidden(1, reset_mask.device)
-        hidden = optree.tree_map(
-            lambda h, h0: torch.where(reset_mask.reshape(-1, *([1] * (h.dim() - 1))), h0.to(h.dtype), h), hidden, initial
-        )
-        return functional_call(self.model, params, (obs, hidden))
-
-    def act(
-        self, params: Params, obs: Tree, key: torch.Tensor | None = None, *, deterministic: bool = False
-    ) -> tuple[Tree, torch.Tensor, torch.Tensor]:
-        """Choose actions for a batch of observations.
-
-        Args:
-            params: the model's parameters.
-            obs: observations, leaves ``[B, ...]``.
-            key: ``[2]`` int64 random key the sample is drawn from (needed
-                unless ``deterministic``).
+            obs: observations, leaves ``[B, ...]`` (normalised as the policy
+                sees them).
+            memory: what this returned last time for these envs
+                (:meth:`initial_memory` for a first step): a recurrent
+                model's hidden state, a windowed model's
+                :class:`~rlstack.windows.WindowCarry`, ``()`` for none.
+            starts: ``[B]`` bool, ``True`` where ``obs`` begins an episode:
+                the memory starts over there.
+            key: ``[2]`` int64 random key the sample is drawn from (unused,
+                and may be ``None``, when ``deterministic``).
             deterministic: take the distribution's mode instead of sampling.
 
         Returns:
-            ``(action [B, ...], log_prob [B], value [B])``. ``log_prob`` is
-            computed from the returned action with ``distribution.log_prob``,
-            exactly as the PPO loss recomputes it.
+            ``(action [B, ...], log_prob [B], value [B], memory)``; the
+            distribution's own action (see :func:`to_action_space`) and its
+            log-prob, exactly as the PPO loss recomputes it.
         """
         if not deterministic and not isinstance(key, torch.Tensor):
             raise ValueError(f"`key` must be a random key (rlstack.random.key) to sample actions, got {key!r}; "
                              "or pass deterministic=True.")
-        dist_inputs, value = self.apply(params, obs)
+        dist_inputs, value, memory = self.forward(params, obs, memory, starts)
         dist = self.distribution_cls
         action = dist.mode(dist_inputs) if deterministic else dist.sample(dist_inputs, key)
-        return action, dist.log_prob(dist_inputs, action), value
+        return action, dist.log_prob(dist_inputs, action), value, memory
 
-    def act_recurrent(
-        self, params: Params, obs: Tree, hidden: Tree, reset_mask: torch.Tensor, key: torch.Tensor | None = None, *,
-        deterministic: bool = False,
-    ) -> tuple[Tree, torch.Tensor, torch.Tensor, Tree]:
-        """:meth:`act` for a recurrent model: ``(action [B, ...], log_prob [B],
-        value [B], hidden)``, the hidden state reset where ``reset_mask``
-        (see :meth:`apply_recurrent`)."""
-        if not deterministic and not isinstance(key, torch.Tensor):
-            raise ValueError(f"`key` must be a random key (rlstack.random.key) to sample actions, got {key!r}; "
-                             "or pass deterministic=True.")
-        dist_inputs, value, hidden = self.apply_recurrent(params, obs, hidden, reset_mask)
-        dist = self.distribution_cls
-        action = dist.mode(dist_inputs) if deterministic else dist.sample(dist_inputs, key)
-        return action, dist.log_prob(dist_inputs, action), value, hidden
+    def value(self, params: Params, obs: Tree, memory: Tree, starts: torch.Tensor) -> torch.Tensor:
+        """``[B]`` the critic's value of ``obs`` with ``memory`` (see :meth:`step`)."""
+        return self.forward(params, obs, memory, starts)[1]
 
-    def act_with_memory(
-        self, params: Params, obs: Tree, memory: Tree, starts: torch.Tensor, key: torch.Tensor | None = None, *,
-        deterministic: bool = False,
-    ) -> tuple[Tree, torch.Tensor, torch.Tensor, Tree]:
-        """:meth:`act` for any policy, with the memory it keeps between
-        steps: ``(action [B, ...], log_prob [B], value [B], memory)``.
-
-        Args:
-            params: the model's parameters.
-            obs: observations, leaves ``[B, ...]``.
-            memory: what this returned last time for these envs (see
-                :meth:`initial_memory`): a recurrent model's hidden state, a
-                windowed model's :class:`~rlstack.windows.WindowCarry`, or
-                ``()`` for a model without memory.
-            starts: ``[B]`` bool, ``True`` where ``obs`` begins an episode:
-                the memory starts over there.
-            key: the random key a sample is drawn from.
-            deterministic: the distribution's mode instead of a sample.
-        """
-        if self.recurrent:
-            return self.act_recurrent(params, obs, memory, starts, key, deterministic=deterministic)
-        if self.obs_window > 1:
-            memory = windows.restart(memory, starts)
-            seen = windows.window(memory, obs, self.obs_window)
-            action, log_prob, value = self.act(params, seen, key, deterministic=deterministic)
-            return action, log_prob, value, windows.advance(seen, memory)
-        return (*self.act(params, obs, key, deterministic=deterministic), ())
-
-    def act_in_space(
-        self, params: Params, obs: Tree, action_space: Space, *, obs_moments: Any = (), deterministic: bool = True,
-        key: torch.Tensor | None = None,
-    ) -> tuple[Tree, torch.Tensor, torch.Tensor]:
-        """Act on raw observations as a trained agent does: the one path that
-        :meth:`Algorithm.predict <rlstack.Algorithm.predict>`, exported
-        models and ``rlstack eval`` share.
-
-        Args:
-            params: the model's parameters.
-            obs: raw observations, leaves ``[B, ...]``.
-            action_space: the env's action space (see :func:`to_action_space`).
-            obs_moments: a :class:`~rlstack.normalization.RunningMoments` to
-                standardise ``obs`` with (training's ``normalize_obs``), or
-                ``()`` for none.
-            deterministic: the distribution's mode (default) or a sample.
-            key: the random key a sample is drawn from.
-
-        Returns:
-            ``(action [B, ...], log_prob [B], value [B])``: actions inside
-            ``action_space``; the log-prob of the distribution's own action.
-        """
-        if self.has_memory:
-            raise TypeError(f"model {type(self.model).__name__} keeps memory between steps (recurrent, or a window of "
-                            "observations): act with Policy.step_in_space, which takes and returns it.")
-        return self.step_in_space(params, obs, (), None, action_space, obs_moments=obs_moments,
-                                  deterministic=deterministic, key=key)[:3]
-
-    def step_in_space(
-        self, params: Params, obs: Tree, memory: Tree, starts: torch.Tensor | None, action_space: Space, *,
-        obs_moments: Any = (), deterministic: bool = True, key: torch.Tensor | None = None,
-    ) -> tuple[Tree, torch.Tensor, torch.Tensor, Tree]:
-        """:meth:`act_in_space` with the policy's memory in and out (see
-        :meth:`act_with_memory`): ``(action, log_prob, value, memory)``.
-        ``memory=None`` starts every env's episode now; ``starts`` ``[B]``
-        bool (``None``: none) starts some of them."""
-        if isinstance(obs_moments, RunningMoments):
-            obs = normalize(obs_moments, obs)
-        first = optree.tree_leaves(obs)[0]
-        if memory is None:
-            memory = self.initial_memory(obs)
-        if starts is None:
-            starts = torch.zeros(first.shape[0], dtype=torch.bool, device=first.device)
-        with torch.no_grad():
-            action, log_prob, value, memory = self.act_with_memory(
-                params, obs, memory, starts, key, deterministic=deterministic
-            )
-        return to_action_space(self.distribution_cls, action, action_space), log_prob, value, memory
-
-    def predict(
-        self, params: Params, obs: Tree, action_space: Space, *, obs_moments: Any = (), deterministic: bool = True,
-        key: torch.Tensor | None = None,
-    ) -> Tree:
-        """The actions of :meth:`act_in_space`."""
-        return self.act_in_space(
-            params, obs, action_space, obs_moments=obs_moments, deterministic=deterministic, key=key
-        )[0]
+    def replay(self, params: Params, batch: Any) -> tuple[Any, torch.Tensor]:
+        """``(dist_inputs, values)`` of the network re-run on an update's
+        rows (:meth:`memory.batch <rlstack.memory.NoMemory.batch>`),
+        flattened to ``[B]`` transitions: a recurrent model over whole
+        sequences from their stored hidden states, exactly as it acted."""
+        return self.memory.replay(functools.partial(self.apply, params), batch)
 
     def check(self, params: Params, observation_space: Space, action_space: Space, device: Any = "cpu") -> None:
         """Run the policy on a small batch and check its outputs fit the spaces.
@@ -329,7 +234,8 @@ class Policy:
                     f"{list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__}."
                 )
             try:
-                action, log_prob, _ = self.act(params, obs, act_key)
+                action = self.distribution_cls.sample(dist_inputs, act_key)
+                log_prob = self.distribution_cls.log_prob(dist_inputs, action)
                 entropy = self.distribution_cls.entropy(dist_inputs)
             except Exception as e:
                 raise ValueError(
@@ -467,3 +373,33 @@ def build_policy(
     else:
         policy.check(params, observation_space, action_space, device)
     return policy, params
+
+
+def act_in_env(
+    policy: Policy, params: Params, obs: Tree, memory: Tree | None, starts: torch.Tensor | None, action_space: Space,
+    *, obs_moments: Any = (), deterministic: bool = True, key: torch.Tensor | None = None,
+) -> tuple[Tree, torch.Tensor, torch.Tensor, Tree]:
+    """:meth:`Policy.step` on raw observations, as a trained agent acts: the
+    path :meth:`Algorithm.predict <rlstack.Algorithm.predict>`, exports and
+    ``rlstack eval`` share.
+
+    Observations are standardised by ``obs_moments`` (a
+    :class:`~rlstack.normalization.RunningMoments`, training's
+    ``normalize_obs``; ``()`` for none); ``memory=None`` begins every env's
+    episode now, ``starts`` (``[B]`` bool; ``None``: none) some of them;
+    actions come back inside ``action_space`` (:func:`to_action_space`),
+    without gradients.
+
+    Returns:
+        ``(action [B, ...], log_prob [B], value [B], memory)``.
+    """
+    if isinstance(obs_moments, RunningMoments):
+        obs = normalize(obs_moments, obs)
+    first = optree.tree_leaves(obs)[0]
+    if memory is None:
+        memory = policy.initial_memory(obs)
+    if starts is None:
+        starts = torch.zeros(first.shape[0], dtype=torch.bool, device=first.device)
+    with torch.no_grad():
+        action, log_prob, value, memory = policy.step(params, obs, memory, starts, key, deterministic=deterministic)
+    return to_action_space(policy.distribution_cls, action, action_space), log_prob, value, memory

@@ -262,9 +262,9 @@ class Population(Algorithm):
     def _fresh_carry(self, env: Any, env_config: Mapping[str, Any] | None, key: torch.Tensor) -> RolloutCarry:
         """Reset each member's envs from its key ``[K, 2]`` (see :meth:`Algorithm._fresh_carry`)."""
         norm = reset_returns(self.carry.norm) if self.carry is not None else self._initial_norm
-        num_envs, config, window = self.config.num_envs, env_config or self.env_config, self.policy.obs_window
+        num_envs, config, policy = self.config.num_envs, env_config or self.env_config, self.policy
         reset = torch.func.vmap(lambda member_key: reset_carry(env, member_key, num_envs, config=config,
-                                                               obs_window=window))
+                                                               policy=policy))
         return reset(key)._replace(norm=norm)
 
     def failed(self, k: int) -> bool:

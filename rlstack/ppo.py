@@ -10,12 +10,14 @@ from typing import Any, Callable, Mapping
 import optree
 import torch
 
-from . import optim, random, windows
+from . import optim, random
 from .config import AlgorithmConfig, RecurrentAlgorithmConfig
 from .optim import Schedule
 from .torch_optimizers import from_torch
+from .memory import MemoryKind, NoMemory
 from .policy import Policy
 from .schedules import by_optimizer_steps, device_schedule
+from .transforms import Staged
 from .types import Batch, HParams, Params, Trajectory
 
 Metrics = dict[str, torch.Tensor]
@@ -186,13 +188,15 @@ def _mean64(x: torch.Tensor) -> torch.Tensor:
 
 
 def prepare_batch(
-    traj: Trajectory, *, gamma: float | torch.Tensor, gae_lambda: float | torch.Tensor, normalize_advantages: bool
+    traj: Trajectory, *, gamma: float | torch.Tensor, gae_lambda: float | torch.Tensor, normalize_advantages: bool,
+    memory: MemoryKind = NoMemory(),
 ) -> Batch:
-    """GAE on a trajectory (with its episode ends), then flatten
-    ``[T, N, ...]`` to ``[B, ...]``; a recurrent policy's trajectory
-    (``traj.resets`` a tensor) becomes ``B = (T / L) * N`` whole sequences of
-    ``L = T / len(traj.hiddens)`` steps, ``[B, L, ...]``, each with the
-    hidden state it started from (see :func:`sequences`).
+    """GAE on a trajectory (with its episode ends), then its rows for the
+    update as the policy's memory kind lays them out
+    (:meth:`~rlstack.memory.NoMemory.batch`): ``[T, N, ...]`` flattened to
+    ``[B, ...]`` transitions, or a recurrent policy's ``B = (T / L) * N``
+    whole sequences of ``L`` steps, ``[B, L, ...]``, each with the hidden
+    state it started from.
 
     Advantages are standardised over the whole buffer when asked
     (``(A - mean) / (std + 1e-8)``); returns use the raw advantages.
@@ -203,58 +207,14 @@ def prepare_batch(
     )
     if normalize_advantages:
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-
-    if isinstance(traj.resets, torch.Tensor):
-        return sequences(traj, advantages, returns)
-
-    batch = _reshaped(traj, advantages, returns, lambda x: x.reshape(-1, *x.shape[2:]))
-    if isinstance(traj.obs_ages, torch.Tensor):  # a windowed policy: windows are gathered per minibatch
-        batch = batch._replace(obs=windows.frames(traj.obs_history, traj.obs, traj.obs_ages))
-    return batch
+    return memory.batch(traj, advantages, returns)
 
 
-def minibatch(batch: Batch, idx: torch.Tensor, obs_window: int = 1) -> Batch:
-    """Rows ``idx`` (``[B']`` int64) of a prepared batch; for a windowed
-    policy (``obs_window = K > 1``, ``batch.obs`` an
-    :class:`~rlstack.windows.ObsFrames`) their observation windows
-    ``[B', K, ...]`` are gathered from the trajectory's one copy."""
-    if isinstance(batch.obs, windows.ObsFrames):
-        rows = optree.tree_map(lambda x: x[idx], batch._replace(obs=()))
-        return rows._replace(obs=windows.gather(batch.obs, idx, obs_window))
-    return optree.tree_map(lambda x: x[idx], batch)
-
-
-def _reshaped(traj: Trajectory, advantages: torch.Tensor, returns: torch.Tensor, reshape: Callable, **extra: Any) -> Batch:
-    """The :class:`~rlstack.types.Batch` of ``traj``'s ``[T, N, ...]`` fields
-    (values without the bootstrap), each passed through ``reshape``."""
-    return Batch(
-        obs=optree.tree_map(reshape, traj.obs),
-        actions=optree.tree_map(reshape, traj.actions),
-        log_probs=reshape(traj.log_probs),
-        values=reshape(traj.values[:-1]),
-        advantages=reshape(advantages),
-        returns=reshape(returns),
-        **extra,
-    )
-
-
-def sequences(traj: Trajectory, advantages: torch.Tensor, returns: torch.Tensor) -> Batch:
-    """A recurrent trajectory as a :class:`~rlstack.types.Batch` of whole
-    sequences: every ``[T, N, ...]`` field becomes ``[S * N, L, ...]``
-    (sequence ``s`` of env ``n`` at row ``s * N + n``, ``S = T / L``), and
-    ``traj.hiddens`` ``[S, N, ...]`` becomes ``[S * N, ...]``."""
-    num_seqs = optree.tree_leaves(traj.hiddens)[0].shape[0]
-
-    def by_sequence(x: torch.Tensor) -> torch.Tensor:
-        steps, envs = x.shape[:2]
-        length = steps // num_seqs
-        x = x.reshape(num_seqs, length, envs, *x.shape[2:]).transpose(1, 2)
-        return x.reshape(num_seqs * envs, length, *x.shape[3:])
-
-    return _reshaped(
-        traj, advantages, returns, by_sequence,
-        hiddens=optree.tree_map(lambda h: h.reshape(-1, *h.shape[2:]), traj.hiddens), resets=by_sequence(traj.resets),
-    )
+def minibatch(batch: Batch, idx: torch.Tensor, memory: MemoryKind = NoMemory()) -> Batch:
+    """Rows ``idx`` (``[B']`` int64) of a prepared batch, as the policy's
+    memory kind gathers them (a windowed policy's windows ``[B', K, ...]``
+    from the trajectory's one copy of its frames)."""
+    return memory.rows(batch, idx)
 
 
 CPU_CHUNK = 8192
@@ -354,13 +314,16 @@ LossFn = Callable[[Params, Batch, HParams], tuple[torch.Tensor, Metrics]]
 
 def make_ppo_loss(policy: Policy, config: AlgorithmConfig | Mapping[str, Any]) -> LossFn:
     """Build ``loss(params, minibatch, hparams) -> (loss, metrics)``: the
-    policy applied to a :class:`~rlstack.types.Batch` of ``[B, ...]``
-    transitions (in bfloat16 autocast with ``enable_amp``) and
-    :func:`ppo_loss` on its outputs, with ``hparams.clip_param`` and
-    ``hparams.entropy_coeff`` (a :class:`~rlstack.types.HParams`: numbers
-    or 0-d tensors) and the config's ``vf_clip_param``, ``dual_clip_param``
-    and ``vf_coeff``. ``make_update`` takes its gradient; wrap it to add a
-    term of your own and pass the wrapper as ``make_update(..., loss=)``.
+    policy re-run on a :class:`~rlstack.types.Batch`'s rows
+    (:meth:`Policy.replay <rlstack.policy.Policy.replay>`: transitions, or
+    a recurrent policy's whole sequences from their stored hidden states,
+    truncated backpropagation through time over ``L`` steps; in bfloat16
+    autocast with ``enable_amp``) and :func:`ppo_loss` on its ``B``
+    transitions, with ``hparams.clip_param`` and ``hparams.entropy_coeff``
+    (a :class:`~rlstack.types.HParams`: numbers or 0-d tensors) and the
+    config's ``vf_clip_param``, ``dual_clip_param`` and ``vf_coeff``.
+    ``make_update`` takes its gradient; wrap it to add a term of your own
+    and pass the wrapper as ``make_update(..., loss=)``.
 
     Examples:
         >>> def with_l2(params, batch, hparams, base=None):  # doctest: +SKIP
@@ -368,110 +331,30 @@ def make_ppo_loss(policy: Policy, config: AlgorithmConfig | Mapping[str, Any]) -
         ...     l2 = sum((p ** 2).sum() for p in params.values())
         ...     return loss + 1e-4 * l2, {**metrics, "losses/l2": l2.detach()}
     """
-    config = AlgorithmConfig.from_mapping(config)
+    config = as_config(config)
     dist = policy.distribution_cls
+
+    def transitions(x: torch.Tensor) -> torch.Tensor:  # [B] or a recurrent batch's [B, L] -> [B * L]
+        return x.reshape(-1)
 
     def loss(params: Params, batch: Batch, hparams: HParams) -> tuple[torch.Tensor, Metrics]:
         with torch.autocast(batch.advantages.device.type, dtype=torch.bfloat16, enabled=config.enable_amp):
-            dist_inputs, values = policy.apply(params, batch.obs)
+            dist_inputs, values = policy.replay(params, batch)
         dist_inputs = optree.tree_map(lambda x: x.float(), dist_inputs)
+        actions = optree.tree_map(lambda a: a.reshape(-1, *a.shape[batch.advantages.dim():]), batch.actions)
         return ppo_loss(
-            dist.log_prob(dist_inputs, batch.actions),
-            batch.log_probs,
-            batch.advantages,
+            dist.log_prob(dist_inputs, actions),
+            transitions(batch.log_probs),
+            transitions(batch.advantages),
             values.float(),
-            batch.values,
-            batch.returns,
+            transitions(batch.values),
+            transitions(batch.returns),
             dist.entropy(dist_inputs),
             clip_param=hparams.clip_param,
             vf_clip_param=config.vf_clip_param,
             dual_clip_param=config.dual_clip_param,
             vf_coeff=config.vf_coeff,
             entropy_coeff=hparams.entropy_coeff,
-        )
-
-    return loss
-
-
-def _population_pieces(
-    minibatch_grads: Callable, optimizer_step: Callable, sgd_step: Callable, prepare: Callable, epoch_keys: Callable,
-    shuffle: Callable, global_norm: Callable,
-) -> tuple[Callable, ...]:
-    """``make_update``'s pieces ``vmap``-ed over a leading member axis, each
-    under a function of its own: ``torch.compile`` keeps compiled code per
-    Python function, and every ``vmap`` wrapper is the same function."""
-    vmap = torch.func.vmap
-    grads_v, step_v, sgd_step_v, prepare_v, keys_v, norm_v = (
-        vmap(f) for f in (minibatch_grads, optimizer_step, sgd_step, prepare, epoch_keys, global_norm)
-    )
-    shuffle_v = vmap(shuffle, in_dims=(0, None))
-
-    def population_grads(params, opt_state, batch, idx, hparams):
-        return grads_v(params, opt_state, batch, idx, hparams)
-
-    def population_optimizer_step(params, opt_state, grads, active, kl):
-        return step_v(params, opt_state, grads, active, kl)
-
-    def population_sgd_step(params, opt_state, batch, idx, active, hparams):
-        return sgd_step_v(params, opt_state, batch, idx, active, hparams)
-
-    def population_prepare(traj, hparams):
-        return prepare_v(traj, hparams)
-
-    def population_epoch_keys(key):
-        return keys_v(key)
-
-    def population_shuffle(keys, size):
-        return shuffle_v(keys, size)
-
-    return (population_grads, population_optimizer_step, population_sgd_step, population_prepare,
-            population_epoch_keys, population_shuffle, norm_v)
-
-
-def replay(
-    policy: Policy, params: Params, batch: Batch, *, enable_amp: bool = False
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Run a recurrent policy over a batch of whole sequences ``[B, L, ...]``
-    from each one's stored hidden state, resetting it where
-    ``batch.resets``, as the rollout did.
-
-    Returns:
-        ``(log_probs, values, entropy)``, each ``[B, L]`` float32: of
-        ``batch.actions`` under ``params`` (equal to ``batch.log_probs`` for
-        the params that acted).
-    """
-    dist = policy.distribution_cls
-    hidden, log_probs, values, entropies = batch.hiddens, [], [], []
-    for t in range(batch.resets.shape[1]):
-        obs = optree.tree_map(lambda x: x[:, t], batch.obs)
-        with torch.autocast(batch.advantages.device.type, dtype=torch.bfloat16, enabled=enable_amp):
-            dist_inputs, value, hidden = policy.apply_recurrent(params, obs, hidden, batch.resets[:, t])
-        dist_inputs = optree.tree_map(lambda x: x.float(), dist_inputs)
-        log_probs.append(dist.log_prob(dist_inputs, optree.tree_map(lambda x: x[:, t], batch.actions)))
-        values.append(value.float())
-        entropies.append(dist.entropy(dist_inputs))
-    return torch.stack(log_probs, 1), torch.stack(values, 1), torch.stack(entropies, 1)
-
-
-def make_recurrent_ppo_loss(policy: Policy, config: AlgorithmConfig | Mapping[str, Any]) -> LossFn:
-    """:func:`make_ppo_loss` for a recurrent policy on a batch of whole
-    sequences ``[B, L, ...]``: the model is replayed over each sequence from
-    its stored hidden state, reset where ``batch.resets``, exactly as it
-    acted in the rollout (truncated backpropagation through time over
-    ``L`` steps), then :func:`ppo_loss` on the ``B * L`` steps."""
-    config = RecurrentAlgorithmConfig.from_mapping(config)
-
-    def loss(params: Params, batch: Batch, hparams: HParams) -> tuple[torch.Tensor, Metrics]:
-        log_probs, values, entropy = replay(policy, params, batch, enable_amp=config.enable_amp)
-
-        def steps(x: torch.Tensor) -> torch.Tensor:  # [B, L] -> [B * L]
-            return x.reshape(-1)
-
-        return ppo_loss(
-            steps(log_probs), steps(batch.log_probs), steps(batch.advantages),
-            steps(values), steps(batch.values), steps(batch.returns), steps(entropy),
-            clip_param=hparams.clip_param, vf_clip_param=config.vf_clip_param,
-            dual_clip_param=config.dual_clip_param, vf_coeff=config.vf_coeff, entropy_coeff=hparams.entropy_coeff,
         )
 
     return loss
@@ -484,10 +367,8 @@ def make_update(
     *,
     entropy_coeff: float | Schedule | None = None,
     loss: LossFn | None = None,
-    compile: bool = False,
-    population: bool = False,
     reduce_grads: Callable[[Params, Metrics], tuple[Params, Metrics]] | None = None,
-) -> Callable[..., tuple[Params, Any, Metrics]]:
+) -> Staged:
     """Build ``update(params, opt_state, traj, key, hparams=None) -> (params, opt_state, metrics)``.
 
     ``update`` computes GAE, standardises advantages, then runs
@@ -520,21 +401,20 @@ def make_update(
             differentiate; default :func:`make_ppo_loss` ``(policy,
             config)``. Its metrics (0-d tensors) are averaged and returned
             with the others.
-        compile: hand the minibatch gradient, the optimizer step (and GAE)
-            to ``torch.compile``; the epoch and minibatch loops stay in
-            Python, so compile time does not grow with their count.
-        population: every argument of ``update`` has a leading member axis
-            ``K`` (params ``[K, ...]``, trajectory ``[K, T, N, ...]``, keys
-            ``[K, 2]``, hparams ``[K]``) and each piece is
-            ``torch.func.vmap``-ed over it before it is compiled: one graph
-            trains all members, member ``k`` as ``update`` would alone.
         reduce_grads: ``reduce_grads(grads, metrics) -> (grads, metrics)``
             applied to every optimizer step's gradient (and the metrics its
             target-KL decision reads) before the step, outside the compiled
             pieces: data-parallel training averages them across processes
             here (:func:`rlstack.distributed.all_reduce_mean`).
 
-    The returned ``update`` takes ``params`` (dict), ``opt_state``
+    The returned ``update`` is a :class:`~rlstack.transforms.Staged`
+    function of one run: :func:`~rlstack.transforms.over_members` maps its
+    pieces over a leading member axis (params ``[K, ...]``, trajectory
+    ``[K, T, N, ...]``, keys ``[K, 2]``, hparams ``[K]``; member ``k`` as
+    ``update`` would alone), :func:`~rlstack.transforms.compiled` compiles
+    the minibatch gradient, the optimizer step and GAE; the epoch and
+    minibatch loops stay in Python, so compile time does not grow with
+    their count. It takes ``params`` (dict), ``opt_state``
     (``optimizer.init(params)``), a :class:`~rlstack.types.Trajectory` with
     ``T * N`` transitions, a ``[2]`` int64 random ``key``
     (:mod:`rlstack.random`; may be ``None`` without ``shuffle_minibatches``)
@@ -546,17 +426,13 @@ def make_update(
     (optimizer steps applied; fewer than planned when ``target_kl`` stopped
     the update).
     """
-    recurrent = policy.recurrent
-    if recurrent:
-        config = RecurrentAlgorithmConfig.from_mapping(config)
-        loss_fn = loss if loss is not None else make_recurrent_ppo_loss(policy, config)
-    else:
-        config = AlgorithmConfig.from_mapping(config)
-        loss_fn = loss if loss is not None else make_ppo_loss(policy, config)
+    recurrent = policy.recurrent  # its rows are whole sequences of seq_len transitions
+    config = (RecurrentAlgorithmConfig if recurrent else AlgorithmConfig).from_mapping(config)
+    loss_fn = loss if loss is not None else make_ppo_loss(policy, config)
     if entropy_coeff is None and config.entropy_coeff_schedule is not None:
         entropy_coeff = _by_steps(config, config.entropy_coeff_schedule, config.entropy_coeff_schedule_kind)
     default_hparams = config_hparams(config)
-    obs_window = policy.obs_window
+    memory = policy.memory
 
     def with_entropy(hparams: HParams, opt_state: Any) -> HParams:
         """``hparams`` with the entropy weight of this optimizer step."""
@@ -569,7 +445,7 @@ def make_update(
         params: Params, opt_state: Any, batch: Batch, idx: torch.Tensor, hparams: HParams
     ) -> tuple[Params, Metrics]:
         """Gradient and metrics of the loss on the transitions ``batch[idx]``."""
-        rows = minibatch(batch, idx, obs_window)
+        rows = memory.rows(batch, idx)
         return torch.func.grad(loss_fn, has_aux=True)(params, rows, with_entropy(hparams, opt_state))
 
     def optimizer_step(
@@ -600,7 +476,8 @@ def make_update(
 
     def prepare(traj: Trajectory, hparams: HParams) -> Batch:
         return prepare_batch(
-            traj, gamma=hparams.gamma, gae_lambda=hparams.gae_lambda, normalize_advantages=config.normalize_advantages
+            traj, gamma=hparams.gamma, gae_lambda=hparams.gae_lambda, normalize_advantages=config.normalize_advantages,
+            memory=memory,
         )
 
     def epoch_keys(key: torch.Tensor) -> torch.Tensor:
@@ -609,77 +486,80 @@ def make_update(
     def shuffle(key: torch.Tensor, size: int) -> torch.Tensor:
         return random.permutation(key, size)
 
-    # What `update` calls: each member-level piece, mapped over the member axis for a
-    # population, then compiled.
-    pieces = (minibatch_grads, optimizer_step, sgd_step, prepare, epoch_keys, shuffle, optim.global_norm)
-    if population:
-        pieces = _population_pieces(*pieces)
-    if compile:
-        pieces = tuple(torch.compile(f, fullgraph=True) for f in pieces[:6]) + pieces[6:]
-    grads_fn, step_fn, sgd_step_fn, prepare_fn, epoch_keys_fn, shuffle_fn, global_norm_fn = pieces
+    def take_step(pieces: Mapping[str, Callable], params: Params, opt_state: Any, batch: Batch,
+                  group: list[torch.Tensor], active: torch.Tensor, hparams: HParams):
+        """One optimizer step on the mean gradient of the index slices in
+        ``group`` (the same mathematics as one pass over their union, in
+        smaller pieces), reduced across processes by ``reduce_grads``."""
+        if len(group) == 1 and reduce_grads is None:
+            return pieces["sgd_step"](params, opt_state, batch, group[0], active, hparams)
+        total = pieces["grads"](params, opt_state, batch, group[0], hparams)
+        for idx in group[1:]:
+            total = add_grads(total, pieces["grads"](params, opt_state, batch, idx, hparams))
+        grads, metrics = optree.tree_map(lambda x: x / len(group), total)
+        if reduce_grads is not None:
+            grads, metrics = reduce_grads(grads, metrics)
+        params, opt_state, grad_norm, active = pieces["optimizer_step"](
+            params, opt_state, grads, active, metrics["monitors/kl_div"])
+        return params, opt_state, {**metrics, "monitors/grad_norm": grad_norm}, active
 
-    def update(
-        params: Params, opt_state: Any, traj: Trajectory, key: torch.Tensor | None, hparams: HParams | None = None
-    ) -> tuple[Params, Any, Metrics]:
+    def loop(pieces: Mapping[str, Callable], member_axes: int, params: Params, opt_state: Any, traj: Trajectory,
+             key: torch.Tensor | None, hparams: HParams | None = None) -> tuple[Params, Any, Metrics]:
+        """Epochs of minibatch steps over the pieces; members are the first ``member_axes`` axes."""
         device = traj.rewards.device
         hparams = default_hparams if hparams is None else hparams
-        if population and not isinstance(hparams.gamma, torch.Tensor):  # one value for every member
-            members = traj.rewards.shape[0]
-            hparams = HParams(*(torch.full((members,), float(v), device=device) for v in hparams))
+        if member_axes and not isinstance(hparams.gamma, torch.Tensor):  # one value for every member
+            hparams = HParams(*(torch.full(traj.rewards.shape[:member_axes], float(v), device=device)
+                                for v in hparams))
         if config.shuffle_minibatches:
             random.check_key(key, "key")
-            keys = epoch_keys_fn(key)  # [num_sgd_iters, 2], or [K, num_sgd_iters, 2]
-        batch = prepare_fn(traj, hparams)
-        lead = 1 if population else 0  # the member axis comes first
-        size = batch.advantages.shape[lead]  # transitions, or a recurrent policy's sequences
-        steps_per_row = config.seq_len if recurrent else 1
-        mb_size = (config.sgd_minibatch_size or size * steps_per_row) // steps_per_row
-        if size % mb_size:
-            raise ValueError(f"`sgd_minibatch_size` {mb_size * steps_per_row} must divide the "
-                             f"{size * steps_per_row} transitions of `traj`.")
-        if config.sgd_chunk_size:
-            chunk = config.sgd_chunk_size // steps_per_row
-        else:
-            chunk = default_chunk_size(mb_size, device, steps_per_row)
-        if mb_size % chunk:
-            raise ValueError(f"`sgd_chunk_size` {chunk * steps_per_row} must divide the minibatch size "
-                             f"{mb_size * steps_per_row}.")
-        num_minibatches, num_chunks = size // mb_size, mb_size // chunk
-        member_shape = tuple(batch.advantages.shape[:lead])  # () or (K,)
+            keys = pieces["epoch_keys"](key)  # [num_sgd_iters, 2] per member
+        batch = pieces["prepare"](traj, hparams)
+        member_shape = tuple(batch.advantages.shape[:member_axes])  # () or (K,)
+        size = batch.advantages.shape[member_axes]  # transitions, or a recurrent policy's sequences
+        num_slices, per_step, chunk = minibatch_plan(config, size, device, config.seq_len if recurrent else 1)
         active = torch.ones(member_shape, dtype=torch.bool, device=device)
         applied = torch.zeros(member_shape, device=device)
         history: list[Metrics] = []
         for epoch in range(config.num_sgd_iters):
             if config.shuffle_minibatches:
-                order = shuffle_fn(keys[..., epoch, :].contiguous(), size)
+                order = pieces["shuffle"](keys[..., epoch, :].contiguous(), size)
             else:
                 order = torch.arange(size, device=device).expand(*member_shape, size)
-            # Index slices of `chunk` transitions, grouped by optimizer step: one step per
-            # minibatch, or per epoch with accumulate_grads.
-            chunks = [order[..., i * chunk : (i + 1) * chunk] for i in range(num_minibatches * num_chunks)]
-            per_step = len(chunks) if config.accumulate_grads else num_chunks
-            for start in range(0, len(chunks), per_step):
-                group = chunks[start : start + per_step]
-                if len(group) == 1 and reduce_grads is None:
-                    params, opt_state, metrics, active = sgd_step_fn(params, opt_state, batch, group[0], active, hparams)
-                else:
-                    # The mean gradient over the group's slices: the same mathematics as one
-                    # pass over their union, in smaller pieces.
-                    total = grads_fn(params, opt_state, batch, group[0], hparams)
-                    for idx in group[1:]:
-                        total = add_grads(total, grads_fn(params, opt_state, batch, idx, hparams))
-                    grads, metrics = optree.tree_map(lambda x: x / len(group), total)
-                    if reduce_grads is not None:
-                        grads, metrics = reduce_grads(grads, metrics)
-                    params, opt_state, grad_norm, active = step_fn(
-                        params, opt_state, grads, active, metrics["monitors/kl_div"]
-                    )
-                    metrics["monitors/grad_norm"] = grad_norm
+            slices = [order[..., i * chunk : (i + 1) * chunk] for i in range(num_slices)]
+            for start in range(0, num_slices, per_step):
+                params, opt_state, metrics, active = take_step(pieces, params, opt_state, batch,
+                                                               slices[start : start + per_step], active, hparams)
                 history.append(metrics)
                 applied = applied + active.float()
         metrics = _mean_metrics(history)
-        metrics["monitors/param_norm"] = global_norm_fn(params)
+        metrics["monitors/param_norm"] = pieces["global_norm"](params)
         metrics["monitors/sgd_steps"] = applied
         return params, opt_state, metrics
 
-    return update
+    pieces = {"grads": minibatch_grads, "optimizer_step": optimizer_step, "sgd_step": sgd_step, "prepare": prepare,
+              "epoch_keys": epoch_keys, "shuffle": shuffle, "global_norm": optim.global_norm}
+    return Staged(pieces, loop, compile=frozenset(pieces) - {"global_norm"}, in_dims={"shuffle": (0, None)})
+
+
+def minibatch_plan(config: AlgorithmConfig, size: int, device: torch.device, steps_per_row: int) -> tuple[int, ...]:
+    """How an update slices ``size`` rows (transitions, or sequences of
+    ``steps_per_row``): ``(slices per epoch, slices per optimizer step,
+    rows per slice)``; a slice is ``sgd_chunk_size`` rows (default
+    :func:`default_chunk_size`), an optimizer step a minibatch (an epoch with
+    ``accumulate_grads``).
+
+    Raises:
+        ValueError: if the minibatch does not divide the rows, or the chunk the minibatch.
+    """
+    mb_size = (config.sgd_minibatch_size or size * steps_per_row) // steps_per_row
+    if size % mb_size:
+        raise ValueError(f"`sgd_minibatch_size` {mb_size * steps_per_row} must divide the "
+                         f"{size * steps_per_row} transitions of `traj`.")
+    chunk = config.sgd_chunk_size // steps_per_row if config.sgd_chunk_size else default_chunk_size(
+        mb_size, device, steps_per_row)
+    if mb_size % chunk:
+        raise ValueError(f"`sgd_chunk_size` {chunk * steps_per_row} must divide the minibatch size "
+                         f"{mb_size * steps_per_row}.")
+    num_slices = (size // mb_size) * (mb_size // chunk)
+    return num_slices, num_slices if config.accumulate_grads else mb_size // chunk, chunk

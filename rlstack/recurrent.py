@@ -1,11 +1,12 @@
 """``RecurrentAlgorithm``: PPO with a recurrent policy (rlstack 1.x's name and
 hyperparameters), trained with truncated backpropagation through time.
 
-The rollout carries the model's hidden state (:class:`~rlstack.types.RecurrentCarry`),
-resets it where an env starts over and every ``seqs_per_state_reset``
-sequences, and stores it at the start of every ``seq_len`` steps; the update
-replays the model over shuffled minibatches of whole sequences from those
-stored states (:func:`rlstack.ppo.replay`), exactly as it acted.
+The rollout carries the model's hidden state (``carry.memory``, see
+:class:`~rlstack.memory.RecurrentMemory`), resets it where an env starts
+over and every ``seqs_per_state_reset`` sequences, and stores it at the
+start of every ``seq_len`` steps; the update replays the model over
+shuffled minibatches of whole sequences from those stored states
+(:meth:`Policy.replay <rlstack.policy.Policy.replay>`), exactly as it acted.
 """
 
 from __future__ import annotations

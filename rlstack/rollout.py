@@ -2,39 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Mapping
 
 import optree
 import torch
 
-from . import random, windows
+from . import random
 from .envs import Env
+from .transforms import Staged
 from .normalization import NormState, normalize, scale, update_moments
 from .policy import Policy, to_action_space
-from .types import EpisodeTally, HParams, Params, RecurrentCarry, RolloutCarry, Trajectory, Transition, Tree
-
-
-class Acted(NamedTuple):
-    """What one step's ``act`` hands the env step: the next key and the env
-    step's key, normalisation statistics, the observation the policy saw, its
-    action (and the env's form of it), log-prob and value; for a recurrent
-    policy its state after the step (``memory``), the hidden state entering
-    the step and the ``[N]`` reset before it (all ``()`` otherwise); for a
-    windowed policy its :class:`~rlstack.windows.WindowCarry` after the step
-    (``memory``) and the ``[N]`` ages of the observation it saw."""
-
-    key: torch.Tensor
-    step_key: torch.Tensor
-    norm: Any
-    obs: Tree
-    action: Tree
-    log_prob: torch.Tensor
-    value: torch.Tensor
-    env_action: Tree
-    memory: Any
-    hidden: Any
-    reset: Any
-    age: Any
+from .types import EpisodeTally, HParams, Params, RolloutCarry, Trajectory, Transition, Tree
 
 
 def make_rollout(
@@ -43,19 +21,17 @@ def make_rollout(
     horizon: int,
     *,
     deterministic: bool = False,
-    compile: bool = False,
     normalize_obs: bool = False,
     normalize_rewards: bool = False,
     gamma: float = 0.99,
     update_normalization: bool = True,
-    population: bool = False,
     seq_len: int = 1,
     seqs_per_state_reset: int = -1,
-) -> Callable[..., tuple[RolloutCarry, Trajectory]]:
+) -> Staged:
     """Build ``rollout(params, carry, hparams=None) -> (carry, traj)``.
 
-    ``rollout`` runs ``horizon`` steps of ``body(params, carry) -> (carry,
-    transition)`` (act, then step the env with the action mapped into its
+    ``rollout`` runs ``horizon`` steps of its ``step`` piece
+    ``step(params, carry, discount) -> (carry, transition)`` (act, then step the env with the action mapped into its
     action space by :func:`~rlstack.policy.to_action_space`; ``traj.actions``
     keeps the distribution's own, which log-probs refer to), stacks the transitions
     time-major and appends the critic's value of the final observation as
@@ -70,10 +46,6 @@ def make_rollout(
         policy: the :class:`~rlstack.policy.Policy` that acts.
         horizon: ``T``, steps per rollout (> 0).
         deterministic: act with the distribution's mode (evaluation).
-        compile: hand the step body and the bootstrap value to
-            ``torch.compile`` (``fullgraph=True``); the time loop stays in
-            Python so compile time does not grow with ``horizon``. Ignored
-            for envs with ``compilable = False`` (1.x adapters).
         normalize_obs: the policy sees observations standardised by the
             running statistics in ``carry.norm.obs`` (a
             :class:`~rlstack.normalization.NormState`); ``traj.obs`` holds
@@ -87,31 +59,32 @@ def make_rollout(
         update_normalization: update the running statistics with this
             rollout's data (``False`` freezes them, for evaluation).
         seq_len: for a recurrent policy (:attr:`Policy.recurrent
-            <rlstack.policy.Policy.recurrent>`; ``carry.memory`` a
-            :class:`~rlstack.types.RecurrentCarry`): ``traj.hiddens`` keeps
-            the hidden state at the start of every ``seq_len`` steps
-            (counted by ``carry.memory.step``), for the update's replay.
-        seqs_per_state_reset: for a recurrent policy, reset every env's
-            hidden state at the start of every this many sequences;
-            negative: never. It is also reset where ``carry.memory.starts``
-            (a fresh env, an episode's end).
+            <rlstack.policy.Policy.recurrent>`): ``traj.memory.hiddens``
+            keeps the hidden state at the start of every ``seq_len`` steps
+            (counted by ``carry.step``), for the update's replay.
+        seqs_per_state_reset: start every env's memory over at the start of
+            every this many sequences (rlstack 1.x's recurrent state
+            resets); negative: never. It also starts over where
+            ``carry.starts`` (a fresh env, an episode's end).
 
-    A windowed policy (:attr:`Policy.obs_window
-    <rlstack.policy.Policy.obs_window>` ``K > 1``; ``carry.memory`` a
-    :class:`~rlstack.windows.WindowCarry`) acts on the window of its last
-    ``K`` observations; ``traj.obs`` keeps one observation per step,
-    ``traj.obs_history`` the ``K - 1`` before the first and ``traj.obs_ages``
-    where episodes began (see :mod:`rlstack.windows`).
-        population: ``params``, ``carry`` (and ``hparams``) have a leading
-            member axis ``K`` and the step body is ``torch.func.vmap``-ed
-            over it before it is compiled: one graph steps all members, each
-            as ``rollout`` would alone. ``traj`` leaves are then
-            ``[K, T, N, ...]``.
+    The policy acts through :meth:`Policy.step
+    <rlstack.policy.Policy.step>` with its memory (``carry.memory``,
+    started over where ``carry.starts``), whatever its kind
+    (:mod:`rlstack.memory`); ``traj.memory`` is the kind's record of what
+    the update needs (a windowed policy's ``traj.obs`` keeps one
+    observation per step, its record the ``K - 1`` before the first).
 
     Returns:
-        ``rollout``; its ``traj`` is a :class:`~rlstack.types.Trajectory`
-        with leaves ``[T, N, ...]`` (``values`` ``[T + 1, N]``) and its
-        ``carry`` holds the env state and observation after the last step.
+        ``rollout``, a :class:`~rlstack.transforms.Staged` function of one
+        run: :func:`~rlstack.transforms.over_members` maps its pieces over a
+        leading member axis (``params``, ``carry``, ``hparams`` and ``traj``
+        leaves then ``[K, ...]``), :func:`~rlstack.transforms.compiled`
+        compiles the step and the bootstrap value (not for envs with
+        ``compilable = False``, such as the 1.x adapters); the time loop
+        stays in Python so compile time does not grow with ``horizon``. Its
+        ``traj`` is a :class:`~rlstack.types.Trajectory` with leaves ``[T,
+        N, ...]`` (``values`` ``[T + 1, N]``) and its ``carry`` holds the env
+        state and observation after the last step.
 
     Examples:
         >>> from rlstack.envs import DiscreteDummyEnv
@@ -128,6 +101,10 @@ def make_rollout(
     """
     if not isinstance(horizon, int) or horizon < 1:
         raise ValueError(f"`horizon` must be a positive int, got {horizon!r}.")
+    if not isinstance(seq_len, int) or seq_len < 1 or horizon % seq_len:
+        raise ValueError(f"`seq_len` must be a positive int dividing `horizon` {horizon}, got {seq_len!r}.")
+    check_window(policy, horizon)
+    memory_kind = policy.memory
 
     def observe(norm: NormState, obs):
         if not normalize_obs:
@@ -144,118 +121,68 @@ def make_rollout(
         returns = torch.where(done, torch.zeros_like(returns), returns)  # a new episode starts a new discounted return
         return NormState(norm.obs, moments, returns), scale(moments, reward)
 
-    recurrent, window_len = policy.recurrent, policy.obs_window
-    windowed = window_len > 1
-    if recurrent and (not isinstance(seq_len, int) or seq_len < 1 or horizon % seq_len):
-        raise ValueError(f"`seq_len` must be a positive int dividing `horizon` {horizon}, got {seq_len!r}.")
-    check_window(policy, horizon)
-
-    def hidden_resets(memory: RecurrentCarry) -> torch.Tensor:
-        """``[N]`` bool: where the hidden state restarts before the next step."""
+    def memory_starts(carry: RolloutCarry) -> torch.Tensor:
+        """``[N]`` bool: where the memory starts over before the next step."""
         if seqs_per_state_reset < 0:
-            return memory.starts
-        scheduled = (memory.step % seq_len == 0) & ((memory.step // seq_len) % seqs_per_state_reset == 0)
-        return memory.starts | scheduled
+            return carry.starts
+        scheduled = (carry.step % seq_len == 0) & ((carry.step // seq_len) % seqs_per_state_reset == 0)
+        return carry.starts | scheduled
 
-    def act(params: Params, carry: RolloutCarry) -> Acted:
-        """Split the key, observe (normalising), act (a recurrent policy from its
-        hidden state, reset where due); the env's action is mapped into its space."""
-        key, act_key, step_key = random.split(carry.key, 3)
-        norm, policy_obs = observe(carry.norm, carry.obs)
-        memory, hidden_in, reset, age = (), (), (), ()
-        if windowed:
-            seen = windows.window(carry.memory, policy_obs, window_len)
-            action, log_prob, value = policy.act(params, seen, act_key, deterministic=deterministic)
-            memory, age = windows.advance(seen, carry.memory), carry.memory.ages
-        elif recurrent:
-            reset = hidden_resets(carry.memory)
-            hidden_in = carry.memory.hidden
-            action, log_prob, value, hidden = policy.act_recurrent(
-                params, policy_obs, hidden_in, reset, act_key, deterministic=deterministic
-            )
-            memory = RecurrentCarry(hidden, torch.zeros_like(reset), carry.memory.step + 1)
-        else:
-            action, log_prob, value = policy.act(params, policy_obs, act_key, deterministic=deterministic)
-        env_action = to_action_space(policy.distribution_cls, action, env.action_space)
-        return Acted(key, step_key, norm, policy_obs, action, log_prob, value, env_action, memory, hidden_in, reset,
-                     age)
-
-    def value_of(params: Params, obs: Any, memory: Any) -> torch.Tensor:
-        """The critic's value of ``obs``; a recurrent or windowed policy's from
-        ``memory``, its state after the step."""
-        if windowed:
-            return policy.apply(params, windows.window(memory, obs, window_len))[1]
-        if not recurrent:
-            return policy.apply(params, obs)[1]
-        return policy.apply_recurrent(params, obs, memory.hidden, torch.zeros_like(memory.starts))[1]
-
-    def final_value(params: Params, norm: Any, env_state: Tree, memory: Any) -> Any:
+    def final_value(params: Params, norm: Any, env_state: Tree, memory: Any, no_starts: torch.Tensor) -> Any:
         """The critic's value of each env's final observation of the step
-        (before an auto-reset), ``()`` for an env whose episodes never end:
-        its final values are the next step's values (see the assembly)."""
+        (before an auto-reset), seen with the memory after the step;
+        ``()`` for an env whose episodes never end: its final values are
+        the next step's values (see the assembly)."""
         final_obs = env.final_observation(env_state)
         if final_obs is None:
             return ()
-        return value_of(params, normalize(norm.obs, final_obs) if normalize_obs else final_obs, memory)
+        seen = normalize(norm.obs, final_obs) if normalize_obs else final_obs
+        return policy.value(params, seen, memory, no_starts)
 
     def body(params: Params, carry: RolloutCarry, discount: Any) -> tuple[RolloutCarry, Transition]:
-        """Act, step the env; an ended episode is tallied and starts its
-        successor's memory (initial hidden state, empty window) afresh."""
-        acted = act(params, carry)
-        env_state, obs, reward, terminated, truncated = env.step(carry.env_state, acted.env_action, acted.step_key)
+        """Act with the memory, step the env; an ended episode is tallied
+        and its successor's memory starts over at the next step."""
+        key, act_key, step_key = random.split(carry.key, 3)
+        norm, policy_obs = observe(carry.norm, carry.obs)
+        starts = memory_starts(carry)
+        action, log_prob, value, memory = policy.step(params, policy_obs, carry.memory, starts, act_key,
+                                                      deterministic=deterministic)
+        env_action = to_action_space(policy.distribution_cls, action, env.action_space)
+        env_state, obs, reward, terminated, truncated = env.step(carry.env_state, env_action, step_key)
         done = terminated | truncated
-        ended_value = final_value(params, acted.norm, env_state, acted.memory)
-        norm, learned_reward = scale_reward(acted.norm, reward, discount, done)
+        ended_value = final_value(params, norm, env_state, memory, torch.zeros_like(done))
+        norm, learned_reward = scale_reward(norm, reward, discount, done)
         tally, ended_return, ended_length = tally_episodes(carry.episode, reward, done)
-        memory = acted.memory
-        if recurrent:  # an episode that ended starts the next one from the initial hidden state
-            memory = memory._replace(starts=done)
-        if windowed:  # and the next observation's window from padding
-            memory = windows.restart(memory, done)
-        transition = Transition(acted.obs, acted.action, acted.log_prob, acted.value, learned_reward, reward,
-                                terminated, truncated, ended_value, ended_return, ended_length, acted.hidden,
-                                acted.reset, acted.age)
-        return RolloutCarry(env_state, obs, acted.key, norm, tally, memory), transition
+        transition = Transition(policy_obs, action, log_prob, value, learned_reward, reward, terminated, truncated,
+                                ended_value, ended_return, ended_length, memory_kind.step_record(carry.memory, starts))
+        return RolloutCarry(env_state, obs, key, norm, tally, memory, done, carry.step + 1), transition
 
     def bootstrap_value(params: Params, carry: RolloutCarry) -> torch.Tensor:
+        """The critic's value of the carry's observation, as the next step would see it."""
         obs = normalize(carry.norm.obs, carry.obs) if normalize_obs else carry.obs
-        if windowed:
-            return policy.apply(params, windows.window(carry.memory, obs, window_len))[1]
-        if recurrent:  # as the next step would see it: reset where due
-            return policy.apply_recurrent(params, obs, carry.memory.hidden, hidden_resets(carry.memory))[1]
-        return policy.apply(params, obs)[1]
+        return policy.value(params, obs, carry.memory, memory_starts(carry))
 
-    add_tally = with_episode_tally
-    if population:  # one member's functions mapped over the leading member axis
-        body, bootstrap_value, add_tally = _population_pieces(body, bootstrap_value, add_tally)
-    if compile and getattr(env, "compilable", True):
-        body = torch.compile(body, fullgraph=True)
-        bootstrap_value = torch.compile(bootstrap_value, fullgraph=True)
-    time_axis = 1 if population else 0
+    def record(first: Any, steps: list, length: int) -> Any:
+        return memory_kind.record(first, steps, length)
 
-    def rollout(params: Params, carry: RolloutCarry, hparams: HParams | None = None) -> tuple[RolloutCarry, Trajectory]:
+    def loop(pieces: Mapping[str, Callable], member_axes: int, params: Params, carry: RolloutCarry,
+             hparams: HParams | None = None) -> tuple[RolloutCarry, Trajectory]:
+        """The horizon loop over the pieces; time is axis ``member_axes``."""
         random.check_key(carry.key, "carry.key")
         discount = gamma if hparams is None else hparams.gamma
-        if population and not isinstance(discount, torch.Tensor):  # one value for every member
-            discount = torch.full((carry.key.shape[0],), float(discount), device=carry.key.device)
-        carry = add_tally(carry)
+        if member_axes and not isinstance(discount, torch.Tensor):  # one value for every member
+            discount = torch.full(carry.key.shape[:member_axes], float(discount), device=carry.key.device)
+        carry = pieces["defaults"](carry)
         carry = carry._replace(key=carry.key.contiguous())  # one layout in, whatever split made it
-        obs_history = ()
-        if windowed:  # the observations before this rollout's first, [K - 1, N, ...] (per member)
-            obs_history = (torch.func.vmap(windows.history) if population else windows.history)(carry.memory)
-        steps, hiddens = [], []
-        for t in range(horizon):
-            carry, transition = body(params, carry, discount)
-            if population:  # the member keys are a strided view into the split: one layout in, no recompile
-                carry = carry._replace(key=carry.key.contiguous())
-            if recurrent:  # only each sequence's first hidden state is kept: the update replays from it
-                if t % seq_len == 0:
-                    hiddens.append(transition.hidden)
-                transition = transition._replace(hidden=())
+        first_memory, steps = carry.memory, []
+        for _ in range(horizon):
+            carry, transition = pieces["step"](params, carry, discount)
+            # A member's key is a strided view into the split: one layout in, no recompile.
+            carry = carry._replace(key=carry.key.contiguous())
             steps.append(transition)
-        stacked = optree.tree_map(lambda *xs: torch.stack(xs, time_axis), *steps)
-        last_value = bootstrap_value(params, carry)
-        values = torch.cat([stacked.value, last_value.unsqueeze(time_axis)], time_axis)
+        stacked = optree.tree_map(lambda *xs: torch.stack(xs, member_axes), *[s._replace(memory=()) for s in steps])
+        last_value = pieces["bootstrap_value"](params, carry)
+        values = torch.cat([stacked.value, last_value.unsqueeze(member_axes)], member_axes)
         traj = Trajectory(
             obs=stacked.obs,
             actions=stacked.action,
@@ -267,17 +194,17 @@ def make_rollout(
             truncated=stacked.truncated,
             # Where episodes never end, each step's final observation is the next one.
             final_values=stacked.final_value if optree.tree_leaves(stacked.final_value) else values.narrow(
-                time_axis, 1, horizon),
+                member_axes, 1, horizon),
             episode_returns=stacked.episode_return,
             episode_lengths=stacked.episode_length,
-            hiddens=optree.tree_map(lambda *hs: torch.stack(hs, time_axis), *hiddens) if recurrent else (),
-            resets=stacked.reset,
-            obs_history=obs_history,
-            obs_ages=stacked.age,
+            memory=pieces["record"](first_memory, [s.memory for s in steps], seq_len),
         )
         return carry, traj
 
-    return rollout
+    pieces = {"defaults": with_carry_defaults(policy), "step": body, "bootstrap_value": bootstrap_value,
+              "record": record}
+    compilable = frozenset({"step", "bootstrap_value"}) if getattr(env, "compilable", True) else frozenset()
+    return Staged(pieces, loop, compile=compilable, in_dims={"record": (0, 0, None)})
 
 
 def check_window(policy: Policy, horizon: int) -> None:
@@ -285,60 +212,57 @@ def check_window(policy: Policy, horizon: int) -> None:
 
     Raises:
         ValueError: for a window longer than ``horizon`` (each trajectory
-            would carry more history than steps), or on a recurrent model
-            (whose hidden state is its memory).
+            would carry more history than steps).
     """
     size, name = policy.obs_window, type(policy.model).__name__
     if size > horizon:
         raise ValueError(f"model {name}.obs_window {size} must not exceed `horizon` {horizon}: a window is at most "
                          "one rollout long.")
-    if size > 1 and policy.recurrent:
-        raise ValueError(f"model {name} is recurrent and has obs_window {size}: a recurrent model's memory is its "
-                         "hidden state; drop obs_window.")
-
-
-def _population_pieces(body: Callable, bootstrap_value: Callable, add_tally: Callable) -> tuple[Callable, ...]:
-    """The rollout's pieces ``vmap``-ed over a leading member axis, each
-    under a function of its own: ``torch.compile`` keeps compiled code per
-    Python function, and every ``vmap`` wrapper is the same function."""
-    vmapped_body, vmapped_bootstrap, vmapped_tally = (torch.func.vmap(f) for f in (body, bootstrap_value, add_tally))
-
-    def population_body(params, carry, discount):
-        return vmapped_body(params, carry, discount)
-
-    def population_bootstrap_value(params, carry):
-        return vmapped_bootstrap(params, carry)
-
-    def population_tally(carry):
-        return vmapped_tally(carry)
-
-    return population_body, population_bootstrap_value, population_tally
 
 
 def reset_carry(
-    env: Env, key: torch.Tensor, num_envs: int, *, config: Any = None, norm: Any = (), obs_window: int = 1
+    env: Env, key: torch.Tensor, num_envs: int, *, config: Any = None, norm: Any = (), policy: Policy | None = None,
+    step: torch.Tensor | None = None,
 ) -> RolloutCarry:
     """A carry of ``num_envs`` freshly reset envs: ``key`` is split into the
-    reset's key and the next rollout's; ``norm`` goes in as given, the
-    carry gets a zero :class:`~rlstack.types.EpisodeTally`, and for a
-    windowed policy (``obs_window > 1``) every env's window starts empty
-    (:func:`rlstack.windows.initial`)."""
+    reset's key and the next rollout's; ``norm`` goes in as given; every env
+    begins an episode (``starts`` all True, a zero
+    :class:`~rlstack.types.EpisodeTally`, ``policy``'s first memory, see
+    :func:`with_carry_defaults`); ``step`` (0-d int64, default 0) goes on
+    counting a run's steps across resets."""
     reset_key, rollout_key = random.split(key)
     state, obs = env.reset(reset_key, num_envs, config=config)
-    memory = windows.initial(obs, obs_window) if obs_window > 1 else ()
-    return with_episode_tally(RolloutCarry(state, obs, rollout_key, norm, memory=memory))
+    carry = RolloutCarry(state, obs, rollout_key, norm, step=() if step is None else step)
+    return with_carry_defaults(policy)(carry)
 
 
-def with_episode_tally(carry: RolloutCarry) -> RolloutCarry:
-    """``carry`` with a zero :class:`~rlstack.types.EpisodeTally` (``[N]``
-    float32 returns, ``[N]`` int64 lengths) when it has none: a fresh carry,
-    no episode in progress."""
-    if isinstance(carry.episode, EpisodeTally):
+def with_carry_defaults(policy: Policy | None) -> Callable[[RolloutCarry], RolloutCarry]:
+    """A function giving a carry what it lacks (a carry made by hand, or
+    fresh): a zero :class:`~rlstack.types.EpisodeTally` (``[N]`` float32
+    returns, ``[N]`` int64 lengths), ``policy``'s first memory
+    (:meth:`Policy.initial_memory <rlstack.policy.Policy.initial_memory>`:
+    the one place it is made), ``starts`` all True (every env begins an
+    episode) and ``step`` 0."""
+
+    def with_defaults(carry: RolloutCarry) -> RolloutCarry:
+        n, device = _batch_size(carry.obs), carry.key.device
+        if _absent(carry.episode):
+            carry = carry._replace(episode=EpisodeTally(
+                torch.zeros(n, device=device), torch.zeros(n, dtype=torch.int64, device=device)))
+        if _absent(carry.memory) and policy is not None:
+            carry = carry._replace(memory=policy.initial_memory(carry.obs))
+        if _absent(carry.starts):
+            carry = carry._replace(starts=torch.ones(n, dtype=torch.bool, device=device))
+        if _absent(carry.step):
+            carry = carry._replace(step=torch.zeros((), dtype=torch.int64, device=device))
         return carry
-    n, device = _batch_size(carry.obs), carry.key.device
-    return carry._replace(episode=EpisodeTally(
-        torch.zeros(n, device=device), torch.zeros(n, dtype=torch.int64, device=device)
-    ))
+
+    return with_defaults
+
+
+def _absent(field: Any) -> bool:
+    """Whether a carry field is the empty default ``()``."""
+    return isinstance(field, tuple) and not field
 
 
 def tally_episodes(

@@ -24,6 +24,7 @@ from . import distributed
 from .device import resolve_device
 from .envs import make_env
 from .torch_optimizers import TORCH_OPTIMIZERS_BY_NAME
+from .memory import NoRecord, RecurrentRecord, WindowRecord
 from .types import Trajectory
 
 if TYPE_CHECKING:
@@ -31,12 +32,12 @@ if TYPE_CHECKING:
 
 # NamedTuple records a checkpoint may name (only the stored trajectory is
 # encoded by structure); nothing else is ever built from one.
-_RECORDS = {cls.__name__: cls for cls in (Trajectory,)}
+_RECORDS = {cls.__name__: cls for cls in (Trajectory, NoRecord, WindowRecord, RecurrentRecord)}
 
 
 def encode_tree(tree: Any) -> Any:
     """A pytree of tensors as plain containers that spell out its structure:
-    a record (``Trajectory``) becomes ``{"record": name, "fields": {...}}``,
+    a record (``Trajectory``, its memory record) becomes ``{"record": name, "fields": {...}}``,
     a tuple ``{"tuple": [...]}``, a dict ``{"dict": {...}}``; tensors go to
     the CPU. Loads with ``torch.load(weights_only=True)``."""
     if isinstance(tree, torch.Tensor):

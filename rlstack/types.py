@@ -28,9 +28,17 @@ class RolloutCarry(NamedTuple):
             returns a new one.
         norm: a :class:`~rlstack.normalization.NormState` when observations
             or rewards are normalised, else ``()``.
-        episode: for an episodic env, the running :class:`EpisodeTally` of
-            the episodes in progress (``()``: starts at zero); else ``()``.
-        memory: for a recurrent policy, its :class:`RecurrentCarry`; else ``()``.
+        episode: the running :class:`EpisodeTally` of the episodes in
+            progress (``()``: the rollout starts it at zero).
+        memory: the policy's memory (:mod:`rlstack.memory`): a recurrent
+            model's hidden state, a windowed model's
+            :class:`~rlstack.windows.WindowCarry`, ``()`` for none (or, in a
+            carry made by hand, for the rollout to start it).
+        starts: ``[N]`` bool, ``True`` where ``obs`` begins an episode (a
+            fresh env, an episode's end): the memory starts over before the
+            next step there (``()``: every env).
+        step: 0-d int64, steps taken since the run began (the
+            ``seqs_per_state_reset`` schedule counts from it; ``()``: 0).
     """
 
     env_state: Tree
@@ -39,23 +47,8 @@ class RolloutCarry(NamedTuple):
     norm: Tree = ()
     episode: Tree = ()
     memory: Tree = ()
-
-
-class RecurrentCarry(NamedTuple):
-    """A recurrent policy's state between steps and rollouts.
-
-    Attributes:
-        hidden: the model's hidden state, leaves ``[N, ...]``.
-        starts: ``[N]`` bool, ``True`` where ``carry.obs`` begins an episode
-            (after an env reset or an episode's end): the hidden state is
-            reset before the next step there.
-        step: 0-d int64, steps taken since the run began (sequences and the
-            ``seqs_per_state_reset`` schedule count from it).
-    """
-
-    hidden: Tree
-    starts: torch.Tensor
-    step: torch.Tensor
+    starts: Tree = ()
+    step: Tree = ()
 
 
 class EpisodeTally(NamedTuple):
@@ -90,12 +83,10 @@ class Transition(NamedTuple):
             final observations, whose final values are the next values.
         episode_return, episode_length: ``[N]`` the return (env rewards) and
             length of the episode this step ended, 0 where none ended.
-        hidden: a recurrent policy's hidden state entering the step (before
-            ``reset``), leaves ``[N, ...]``; else ``()``.
-        reset: ``[N]`` bool, where a recurrent policy reset its hidden state
-            before the step; else ``()``.
-        age: ``[N]`` int64, for a windowed policy (:mod:`rlstack.windows`)
-            steps since the episode of ``obs`` began; else ``()``.
+        memory: what the policy's memory kind keeps of the step for the
+            update (:meth:`~rlstack.memory.NoMemory.step_record`): a
+            recurrent policy's hidden state entering the step and its
+            ``[N]`` reset, a windowed policy's ``[N]`` ages, else ``()``.
     """
 
     obs: Tree
@@ -109,9 +100,7 @@ class Transition(NamedTuple):
     final_value: Tree
     episode_return: torch.Tensor
     episode_length: torch.Tensor
-    hidden: Tree = ()
-    reset: Tree = ()
-    age: Tree = ()
+    memory: Tree = ()
 
 
 class Trajectory(NamedTuple):
@@ -135,17 +124,13 @@ class Trajectory(NamedTuple):
             end: the final observation is the next one).
         episode_returns, episode_lengths: ``[T, N]`` return and length of
             the episodes that ended at each step, 0 elsewhere.
-        hiddens: a recurrent policy's hidden state at the start of each
-            sequence of ``seq_len`` steps (before that step's reset),
-            leaves ``[T / seq_len, N, ...]``; else ``()``.
-        resets: ``[T, N]`` bool, where a recurrent policy reset its hidden
-            state before the step; else ``()``. The update replays the
-            model from ``hiddens`` with these resets, exactly as it acted.
-        obs_history: a windowed policy's ``K - 1`` observations before
-            ``obs[0]`` (:mod:`rlstack.windows`), leaves ``[K - 1, N, ...]``;
-            else ``()``.
-        obs_ages: ``[T, N]`` int64, for a windowed policy the steps since
-            the episode of ``obs[t]`` began (its window's padding); else ``()``.
+        memory: what the policy's memory kind recorded
+            (:mod:`rlstack.memory`) so the update sees exactly what the
+            rollout acted on: a :class:`~rlstack.memory.RecurrentRecord`
+            (the hidden state at each sequence start, the resets), a
+            :class:`~rlstack.memory.WindowRecord` (the observations before
+            the first, each step's age in its episode) or a
+            :class:`~rlstack.memory.NoRecord`.
     """
 
     obs: Tree
@@ -159,10 +144,7 @@ class Trajectory(NamedTuple):
     final_values: torch.Tensor
     episode_returns: torch.Tensor
     episode_lengths: torch.Tensor
-    hiddens: Tree = ()
-    resets: Tree = ()
-    obs_history: Tree = ()
-    obs_ages: Tree = ()
+    memory: Tree = ()
 
 
 class HParams(NamedTuple):
@@ -190,21 +172,21 @@ class HParams(NamedTuple):
 class Batch(NamedTuple):
     """A flat batch of transitions ready for the PPO loss, or, for a
     recurrent policy, a batch of ``B`` whole sequences of ``L = seq_len``
-    steps (every field but ``hiddens`` ``[B, L, ...]``).
+    steps (every field ``[B, L, ...]``).
 
     Attributes:
         obs: leaves ``[B, ...]``; for a windowed policy the trajectory's
             :class:`~rlstack.windows.ObsFrames`, from which a minibatch's
-            windows are gathered (:func:`rlstack.ppo.minibatch`).
+            windows are gathered (:meth:`rlstack.memory.WindowMemory.rows`).
         actions: leaves ``[B, ...]``.
         log_probs: ``[B]`` float, behaviour-policy log-probabilities.
         values: ``[B]`` float, behaviour-time value estimates.
         advantages: ``[B]`` float, GAE advantages (normalised if asked).
         returns: ``[B]`` float, value targets (``advantages + values`` before
             normalisation).
-        hiddens: recurrent: the hidden state at each sequence's start,
-            leaves ``[B, ...]``; else ``()``.
-        resets: recurrent: ``[B, L]`` bool resets before each step; else ``()``.
+        memory: recurrent: a :class:`~rlstack.memory.RecurrentRecord` of
+            each sequence's first hidden state ``[B, ...]`` and resets
+            ``[B, L]``; else a :class:`~rlstack.memory.NoRecord`.
     """
 
     obs: Tree
@@ -213,6 +195,4 @@ class Batch(NamedTuple):
     values: torch.Tensor
     advantages: torch.Tensor
     returns: torch.Tensor
-    hiddens: Tree = ()
-    resets: Tree = ()
-
+    memory: Tree = ()

@@ -133,7 +133,7 @@ def advance(seen: ObsWindow, memory: WindowCarry) -> WindowCarry:
 
 def history(memory: WindowCarry) -> Tree:
     """``memory``'s frames time-major, leaves ``[K - 1, N, ...]``: the
-    trajectory's ``obs_history``."""
+    trajectory record's ``history`` (:class:`~rlstack.memory.WindowRecord`)."""
     return optree.tree_map(lambda f: f.transpose(0, 1), memory.frames)
 
 

@@ -14,6 +14,7 @@ from rlstack.models import MLPModel
 from rlstack.normalization import init_norm_state
 from rlstack.optim import adam
 from rlstack.policy import Policy
+from rlstack.transforms import compiled
 
 
 @pytest.fixture(autouse=True)
@@ -27,9 +28,11 @@ def _fresh_dynamo():
 def _run(env, policy, compile, normalize=False, seed=0, num_envs=32, horizon=8):
     params = policy.init_params()
     opt = adam()
-    rollout = make_rollout(env, policy, horizon, compile=compile, normalize_obs=normalize, normalize_rewards=normalize)
+    rollout = make_rollout(env, policy, horizon, normalize_obs=normalize, normalize_rewards=normalize)
     hparams = {"num_envs": num_envs, "horizon": horizon, "sgd_minibatch_size": 64, "target_kl": 0.02 if normalize else None}
-    update = make_update(policy, opt, hparams, entropy_coeff=0.01, compile=compile)
+    update = make_update(policy, opt, hparams, entropy_coeff=0.01)
+    if compile:  # the pieces compiled from outside; the loops stay in Python
+        rollout, update = compiled(rollout), compiled(update)
     torch.manual_seed(seed)
     norm = init_norm_state((1,), num_envs, normalize_obs=normalize, normalize_rewards=normalize)
     carry = RolloutCarry(*env.reset(random.key(0), num_envs), random.key(1), norm)

@@ -15,6 +15,7 @@ from rlstack.models import MLPModel
 from rlstack.policy import Policy
 from rlstack.ppo import prepare_batch
 from rlstack.spaces import Box, Discrete
+from rlstack.transforms import compiled
 
 GOAL, LIMIT = 4.0, 12
 
@@ -97,7 +98,8 @@ def _rollout(compile=False, horizon=30, num_envs=16):
     policy = Policy(MLPModel(env.observation_space, env.action_space, hiddens=(16,)), Categorical)
     params = policy.init_params()
     reset_key, key = random.split(random.key(1))
-    rollout = make_rollout(env, policy, horizon, compile=compile)
+    rollout = make_rollout(env, policy, horizon)
+    rollout = compiled(rollout) if compile else rollout
     return rollout(params, RolloutCarry(*env.reset(reset_key, num_envs), key)), policy, params
 
 

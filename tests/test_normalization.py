@@ -73,7 +73,7 @@ def test_algorithm_freezes_statistics_at_eval_and_checkpoints_them(tmp_path):
     assert torch.equal(algo.carry.norm.obs.mean, norm.obs.mean) and algo.carry.norm.obs.count == norm.obs.count
     # predict() applies the frozen observation statistics.
     obs = torch.randn(5, 4)
-    expected = algo.policy.act(algo.params, normalize(norm.obs, obs), deterministic=True)[0]
+    expected = algo.policy.distribution_cls.mode(algo.policy.apply(algo.params, normalize(norm.obs, obs))[0])
     assert torch.equal(algo.predict(obs), expected)
     path = algo.save_checkpoint(tmp_path / "c.pt")
     restored = Algorithm.from_checkpoint(path)

@@ -113,7 +113,7 @@ def test_bad_keys_are_named():
     with pytest.raises(ValueError, match=r"`key` must be an int64 tensor of shape \[2\].*got torch.int64 \[3\]"):
         algo._update(algo.params, algo.opt_state, traj, torch.zeros(3, dtype=torch.int64))
     with pytest.raises(ValueError, match=r"`key` must be a random key .* to sample actions, got None"):
-        algo.policy.act(algo.params, traj.obs[0])
+        algo.policy.step(algo.params, traj.obs[0], (), torch.zeros(traj.obs.shape[1], dtype=torch.bool), None)
 
 
 def _run(steps, **kw):

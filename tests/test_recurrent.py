@@ -1,5 +1,6 @@
 """Recurrent PPO: the hidden state in the rollout, its resets, the exact replay in the update, and the shell."""
 
+import optree
 import pytest
 import torch
 
@@ -8,11 +9,21 @@ from rlstack.distributions import Categorical
 from rlstack.envs import CartPole, CartPoleV1
 from rlstack.models import RecurrentModel
 from rlstack.policy import Policy
-from rlstack.ppo import prepare_batch, replay
+from rlstack.ppo import prepare_batch
 from rlstack.rollout import make_rollout
-from rlstack.types import RecurrentCarry, RolloutCarry
+from rlstack.types import RolloutCarry
+from rlstack.transforms import compiled
 
 from trees import assert_trees_equal
+
+def replay(policy, params, batch):
+    """``(log_probs, values)`` ``[B, L]`` of the batch's actions, the policy
+    re-run over its sequences (``Policy.replay``)."""
+    dist_inputs, values = policy.replay(params, batch)
+    actions = batch.actions.reshape(-1, *batch.actions.shape[2:])
+    rows = batch.advantages.shape
+    return policy.distribution_cls.log_prob(dist_inputs, actions).reshape(rows), values.reshape(rows)
+
 
 SMALL = dict(num_envs=16, horizon=8, seq_len=4, sgd_minibatch_size=64, compile=False, model_config={"hidden_size": 8})
 
@@ -22,11 +33,9 @@ def rollout_of(env, *, horizon=16, seq_len=4, seqs_per_state_reset=2, rollouts=2
     policy = Policy(RecurrentModel(env.observation_space, env.action_space, hidden_size=8), Categorical)
     params = {k: v.detach() for k, v in policy.model.named_parameters()}
     state, obs = env.reset(random.key(0), num_envs)
-    memory = RecurrentCarry(policy.initial_hidden(num_envs), torch.ones(num_envs, dtype=torch.bool),
-                            torch.zeros((), dtype=torch.int64))
-    carry = RolloutCarry(state, obs, random.key(1), memory=memory)
-    rollout = make_rollout(env, policy, horizon, seq_len=seq_len, seqs_per_state_reset=seqs_per_state_reset,
-                           compile=compile)
+    carry = RolloutCarry(state, obs, random.key(1))  # the rollout starts the memory: every env begins an episode
+    rollout = make_rollout(env, policy, horizon, seq_len=seq_len, seqs_per_state_reset=seqs_per_state_reset)
+    rollout = compiled(rollout) if compile else rollout
     for _ in range(rollouts):
         carry, traj = rollout(params, carry)
     return policy, params, traj
@@ -35,8 +44,8 @@ def rollout_of(env, *, horizon=16, seq_len=4, seqs_per_state_reset=2, rollouts=2
 @pytest.mark.parametrize("env", [CartPole(), CartPoleV1()], ids=["infinite", "episodic"])
 def test_the_update_replays_the_rollouts_log_probs_exactly(env):
     policy, params, traj = rollout_of(env)
-    batch = prepare_batch(traj, gamma=0.99, gae_lambda=0.95, normalize_advantages=True)
-    log_probs, values, _ = replay(policy, params, batch)
+    batch = prepare_batch(traj, gamma=0.99, gae_lambda=0.95, normalize_advantages=True, memory=policy.memory)
+    log_probs, values = replay(policy, params, batch)
     assert torch.equal(log_probs, batch.log_probs)
     assert torch.allclose(values, batch.values, atol=1e-6)  # another batch size: matmuls round differently
 
@@ -46,31 +55,31 @@ def test_hidden_states_reset_on_schedule_and_where_episodes_end():
     done = traj.terminated | traj.truncated
     ended_before = torch.cat([torch.zeros(1, 6, dtype=torch.bool), done[:-1]])  # the 1st step follows the last rollout
     scheduled = torch.tensor([(16 + t) % 8 == 0 for t in range(16)])[:, None]  # steps 16..31, every 2 x 4 steps
-    assert torch.equal(traj.resets[1:], (ended_before | scheduled)[1:])
-    assert traj.resets[0].all()  # step 16 starts a sequence whose index (4) is a multiple of 2
+    assert torch.equal(traj.memory.resets[1:], (ended_before | scheduled)[1:])
+    assert traj.memory.resets[0].all()  # step 16 starts a sequence whose index (4) is a multiple of 2
     assert done.any()  # the episodic case is exercised
-    hidden, cell = traj.hiddens
+    hidden, cell = traj.memory.hiddens
     assert hidden.shape == (4, 6, 1, 8)
 
 
 def test_a_sequence_replays_from_its_own_state_alone_and_a_mid_sequence_reset_forgets_it():
     policy, params, traj = rollout_of(CartPole(), seqs_per_state_reset=-1, rollouts=1)
-    traj = traj._replace(resets=traj.resets.clone())
-    traj.resets[6, 2] = True  # env 2 resets in the middle of its second sequence (steps 4-7)
-    batch = prepare_batch(traj, gamma=0.99, gae_lambda=0.95, normalize_advantages=False)
+    resets = traj.memory.resets.clone()
+    resets[6, 2] = True  # env 2 resets in the middle of its second sequence (steps 4-7)
+    traj = traj._replace(memory=traj.memory._replace(resets=resets))
+    batch = prepare_batch(traj, gamma=0.99, gae_lambda=0.95, normalize_advantages=False, memory=policy.memory)
     row = 1 * 6 + 2  # sequence 1 of env 2
-    base, _, _ = replay(policy, params, batch)
-    corrupted = batch._replace(hiddens=tuple(h.clone() for h in batch.hiddens))
-    for h in corrupted.hiddens:
+    base, _ = replay(policy, params, batch)
+    hiddens = tuple(h.clone() for h in batch.memory.hiddens)
+    for h in hiddens:
         h[row] = 5.0
-    changed, _, _ = replay(policy, params, corrupted)
+    changed, _ = replay(policy, params, batch._replace(memory=batch.memory._replace(hiddens=hiddens)))
     assert not torch.equal(changed[row, :2], base[row, :2])  # before the reset the stored state matters
     assert torch.equal(changed[row, 2:], base[row, 2:])  # after it, nothing of it is left
-    others = torch.arange(batch.resets.shape[0]) != row
+    others = torch.arange(batch.memory.resets.shape[0]) != row
     assert torch.equal(changed[others], base[others])  # no state leaks between sequences
-    order = torch.randperm(batch.resets.shape[0])
-    shuffled, _, _ = replay(policy, params, type(batch)(*(
-        tuple(x[order] for x in f) if isinstance(f, tuple) else f[order] for f in batch)))
+    order = torch.randperm(batch.memory.resets.shape[0])
+    shuffled, _ = replay(policy, params, optree.tree_map(lambda x: x[order], batch))
     assert torch.equal(shuffled, base[order])
 
 

@@ -52,9 +52,9 @@ def test_a_reset_env_starts_from_the_initial_hidden_state_and_the_others_carry_o
     obs = torch.randn(3, 4)
     hidden = (torch.randn(3, 1, 8), torch.randn(3, 1, 8))
     reset = torch.tensor([False, True, False])
-    _, value, (h, c) = policy.apply_recurrent(params, obs, hidden, reset)
-    _, fresh_value, (fresh_h, _) = policy.apply_recurrent(params, obs, policy.initial_hidden(3), torch.zeros(3, dtype=torch.bool))
-    _, kept_value, (kept_h, _) = policy.apply_recurrent(params, obs, hidden, torch.zeros(3, dtype=torch.bool))
+    _, value, (h, c) = policy.forward(params, obs, hidden, reset)
+    _, fresh_value, (fresh_h, _) = policy.forward(params, obs, policy.initial_hidden(3), torch.zeros(3, dtype=torch.bool))
+    _, kept_value, (kept_h, _) = policy.forward(params, obs, hidden, torch.zeros(3, dtype=torch.bool))
     assert torch.equal(h[1], fresh_h[1]) and torch.equal(value[1], fresh_value[1])
     assert torch.equal(h[[0, 2]], kept_h[[0, 2]]) and torch.equal(value[[0, 2]], kept_value[[0, 2]])
 
@@ -69,7 +69,7 @@ def test_a_recurrent_step_runs_under_vmap_and_compile():
     def unroll(params, obs, hidden, resets):
         values = []
         for t in range(obs.shape[0]):
-            _, value, hidden = policy.apply_recurrent(params, obs[t], hidden, resets[t])
+            _, value, hidden = policy.forward(params, obs[t], hidden, resets[t])
             values.append(value)
         return torch.stack(values), hidden
 

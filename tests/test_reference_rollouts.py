@@ -19,7 +19,6 @@ from rlstack.normalization import init_norm_state
 from rlstack.policy import Policy
 from rlstack.ppo import prepare_batch
 from rlstack.rollout import make_rollout, reset_carry
-from rlstack.types import RecurrentCarry
 
 STORED = Path(__file__).parent / "data" / "reference_rollouts.pt"
 HORIZON, NUM_ENVS = 8, 4
@@ -46,15 +45,12 @@ def run(name: str) -> dict[str, torch.Tensor]:
     policy = Policy(model_cls(env.observation_space, env.action_space, **model_config), dist_cls)
     params = policy.init_params()
     norm = init_norm_state(env.observation_space.shape, NUM_ENVS, normalize_obs=normalise, normalize_rewards=normalise)
-    carry = reset_carry(env, random.key(7), NUM_ENVS, norm=norm, obs_window=policy.obs_window)
-    if policy.recurrent:
-        carry = carry._replace(memory=RecurrentCarry(policy.initial_hidden(NUM_ENVS), torch.ones(NUM_ENVS, dtype=torch.bool),
-                                                     torch.zeros((), dtype=torch.int64)))
+    carry = reset_carry(env, random.key(7), NUM_ENVS, norm=norm, policy=policy)
     rollout = make_rollout(env, policy, HORIZON, normalize_obs=normalise, normalize_rewards=normalise,
                            **rollout_kwargs)
     for _ in range(3):
         carry, traj = rollout(params, carry)
-    batch = prepare_batch(traj, gamma=0.99, gae_lambda=0.95, normalize_advantages=True)
+    batch = prepare_batch(traj, gamma=0.99, gae_lambda=0.95, normalize_advantages=True, memory=policy.memory)
     return {
         "actions": traj.actions, "log_probs": traj.log_probs, "values": traj.values, "rewards": traj.rewards,
         "advantages": batch.advantages, "returns": batch.returns, "key": carry.key,

@@ -12,7 +12,7 @@ PACKAGE = Path(rlstack.__file__).parent
 # export, adapters) is the shell, built on top.
 CORE = {
     "types", "spaces", "envs", "models", "distributions", "policy", "normalization", "random", "rollout", "ppo",
-    "optim", "schedules", "config", "functional", "nn", "windows", "stats", "torch_optimizers",
+    "optim", "schedules", "config", "functional", "nn", "windows", "stats", "torch_optimizers", "memory", "transforms",
 }
 
 

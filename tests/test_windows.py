@@ -12,14 +12,16 @@ from rlstack.models import MLPModel
 from rlstack.policy import Policy
 from rlstack.ppo import minibatch, prepare_batch
 from rlstack.rollout import make_rollout, reset_carry
+from rlstack.transforms import compiled
 
 
 def windowed_rollouts(env, *, size=4, horizon=24, num_envs=6, rollouts=2, compile=False):
     torch.manual_seed(0)
     policy = Policy(MLPModel(env.observation_space, env.action_space, hiddens=(16,), obs_window=size), Categorical)
     params = {k: v.detach() for k, v in policy.model.named_parameters()}
-    carry = reset_carry(env, random.key(0), num_envs, obs_window=size)
-    rollout = make_rollout(env, policy, horizon, compile=compile)
+    carry = reset_carry(env, random.key(0), num_envs, policy=policy)
+    rollout = make_rollout(env, policy, horizon)
+    rollout = compiled(rollout) if compile else rollout
     trajectories = []
     for _ in range(rollouts):
         carry, traj = rollout(params, carry)
@@ -48,9 +50,9 @@ def test_windows_are_padded_after_every_episode_start_as_built_directly():
     obs = torch.cat([first.obs, second.obs])
     done = torch.cat([first.terminated | first.truncated, second.terminated | second.truncated])
     assert done[:-1].sum() >= 3  # episodes end, some in each rollout
-    got = windows.unfold(second.obs_history, second.obs, second.obs_ages)  # the 2nd rollout: history crosses over
+    got = windows.unfold(second.memory.history, second.obs, second.memory.ages)  # the 2nd rollout: history crosses over
     assert got.inputs.shape == (24, 6, 4, 4) and got.padding_mask.shape == (24, 6, 4)
-    first_got = windows.unfold(first.obs_history, first.obs, first.obs_ages)
+    first_got = windows.unfold(first.memory.history, first.obs, first.memory.ages)
     for t in range(48):
         inputs, mask = direct_windows(obs, done, t, 4)
         window = first_got if t < 24 else got
@@ -62,9 +64,9 @@ def test_windows_are_padded_after_every_episode_start_as_built_directly():
 @pytest.mark.parametrize("env", [CartPole(), CartPoleV1()], ids=["infinite", "episodic"])
 def test_the_update_sees_the_windows_the_rollout_acted_on(env):
     policy, params, (_, traj) = windowed_rollouts(env, size=3)
-    batch = prepare_batch(traj, gamma=0.99, gae_lambda=0.95, normalize_advantages=True)
+    batch = prepare_batch(traj, gamma=0.99, gae_lambda=0.95, normalize_advantages=True, memory=policy.memory)
     idx = random.permutation(random.key(3), 24 * 6)
-    rows = minibatch(batch, idx, policy.obs_window)
+    rows = minibatch(batch, idx, policy.memory)
     assert isinstance(rows.obs, windows.ObsWindow) and rows.obs.inputs.shape == (144, 3, 4)
     dist_inputs, _ = policy.apply(params, rows.obs)
     assert torch.equal(Categorical.log_prob(dist_inputs, rows.actions), rows.log_probs)
@@ -173,8 +175,8 @@ def test_the_guides_attention_model_over_a_window_trains_and_replays_exactly():
     algo = Algorithm(CartPoleV1, num_envs=8, horizon=16, compile=False, seed=0, model_cls=AttendToHistory)
     algo.collect()
     traj = algo.trajectory
-    batch = prepare_batch(traj, gamma=0.99, gae_lambda=0.95, normalize_advantages=False)
-    rows = minibatch(batch, torch.arange(128), 8)
+    batch = prepare_batch(traj, gamma=0.99, gae_lambda=0.95, normalize_advantages=False, memory=algo.policy.memory)
+    rows = minibatch(batch, torch.arange(128), algo.policy.memory)
     dist_inputs, _ = algo.policy.apply(algo.params, rows.obs)
     torch.testing.assert_close(Categorical.log_prob(dist_inputs, rows.actions), rows.log_probs, rtol=0, atol=1e-5)
     assert torch.isfinite(torch.tensor(list(algo.step().values()))).all()
