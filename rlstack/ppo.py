@@ -14,7 +14,7 @@ from . import optim, random
 from .config import AlgorithmConfig, RecurrentAlgorithmConfig
 from .optim import Schedule
 from .torch_optimizers import from_torch
-from .memory import MemoryKind, NoMemory
+from .memory import MemoryKind
 from .policy import Policy
 from .schedules import by_optimizer_steps, device_schedule
 from .transforms import Staged
@@ -189,7 +189,7 @@ def _mean64(x: torch.Tensor) -> torch.Tensor:
 
 def prepare_batch(
     traj: Trajectory, *, gamma: float | torch.Tensor, gae_lambda: float | torch.Tensor, normalize_advantages: bool,
-    memory: MemoryKind = NoMemory(),
+    memory: MemoryKind,
 ) -> Batch:
     """GAE on a trajectory (with its episode ends), then its rows for the
     update as the policy's memory kind lays them out
@@ -200,6 +200,7 @@ def prepare_batch(
 
     Advantages are standardised over the whole buffer when asked
     (``(A - mean) / (std + 1e-8)``); returns use the raw advantages.
+    ``memory`` is the policy's memory kind (``policy.memory``).
     """
     advantages, returns = gae(
         traj.rewards, traj.values, gamma=gamma, gae_lambda=gae_lambda,
@@ -210,7 +211,7 @@ def prepare_batch(
     return memory.batch(traj, advantages, returns)
 
 
-def minibatch(batch: Batch, idx: torch.Tensor, memory: MemoryKind = NoMemory()) -> Batch:
+def minibatch(batch: Batch, idx: torch.Tensor, memory: MemoryKind) -> Batch:
     """Rows ``idx`` (``[B']`` int64) of a prepared batch, as the policy's
     memory kind gathers them (a windowed policy's windows ``[B', K, ...]``
     from the trajectory's one copy of its frames)."""

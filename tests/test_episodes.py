@@ -11,6 +11,7 @@ from rlstack import Algorithm, random
 from rlstack.distributions import Categorical
 from rlstack.env import Env, check_env
 from rlstack.functional import RolloutCarry, gae, make_rollout
+from rlstack.memory import NoMemory
 from rlstack.models import MLPModel
 from rlstack.policy import Policy
 from rlstack.ppo import prepare_batch
@@ -124,7 +125,7 @@ def test_an_episodic_rollout_records_flags_final_values_and_completed_episodes()
     # A truncated episode (12 steps of -0.1) and the returned stats.
     assert torch.allclose(traj.episode_returns[traj.truncated], torch.tensor(-1.2))
     # GAE in the update uses the flags and the final observations' values.
-    batch = prepare_batch(traj, gamma=0.9, gae_lambda=0.8, normalize_advantages=False)
+    batch = prepare_batch(traj, gamma=0.9, gae_lambda=0.8, normalize_advantages=False, memory=NoMemory())
     adv, _ = gae(traj.rewards, traj.values, gamma=0.9, gae_lambda=0.8, terminated=traj.terminated,
                  truncated=traj.truncated, final_values=traj.final_values)
     torch.testing.assert_close(batch.advantages, adv.reshape(-1))

@@ -141,8 +141,8 @@ def test_bad_recurrent_hyperparameters_are_refused_by_name(kwargs, message):
 @pytest.mark.slow
 def test_compiled_recurrent_training_replays_exactly_enough_and_never_recompiles():
     policy, params, traj = rollout_of(CartPoleV1(), compile=True)
-    batch = prepare_batch(traj, gamma=0.99, gae_lambda=0.95, normalize_advantages=True)
-    log_probs, _, _ = replay(policy, params, batch)
+    batch = prepare_batch(traj, gamma=0.99, gae_lambda=0.95, normalize_advantages=True, memory=policy.memory)
+    log_probs, _ = replay(policy, params, batch)
     assert torch.allclose(log_probs, batch.log_probs, atol=1e-5)
     algo = RecurrentAlgorithm(CartPoleV1, seed=0, **{**SMALL, "compile": True})
     algo.collect()
