@@ -1,63 +1,61 @@
 """``Algorithm``: the one place where training state changes between calls.
 
-It holds params, optimizer state, env carry, counters and the random key,
-and changes them in :meth:`Algorithm.collect` (one rollout) and
-:meth:`Algorithm.step` (one update). Evaluation and ``predict`` live in
-:mod:`rlstack.evaluation`, checkpoints in :mod:`rlstack.serialization`,
-device and precision settings in :mod:`rlstack.device`.
+It holds a :class:`~rlstack.train_state.TrainState` (params, optimizer
+state, env carry, trajectory, key, hyperparameters) and the counters, and
+changes them in :meth:`Algorithm.collect` (one rollout) and
+:meth:`Algorithm.step` (one update). With ``num_members=K`` the state is
+stacked over ``K`` members and the same code runs the pure functions mapped
+over that axis (:mod:`rlstack.population`). Building is
+:mod:`rlstack.build`'s; evaluation and ``predict``
+(:class:`~rlstack.evaluation.Acting`) and checkpoints
+(:class:`~rlstack.serialization.Checkpointing`) use its public attributes.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from types import SimpleNamespace
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import optree
 import torch
 
-from . import checkpoint as ckpt
-from . import distributed, random, serialization
-from .config import AlgorithmConfig, check_build_arguments
-from .cuda_graphs import CudaGraphed
-from .device import default_compile, matmul_precision, memory_stats, resolve_device
-from .distributions import Distribution, default_distribution_cls
-from .envs import check_env, env_defaults, make_env
-from .evaluation import Evaluating, sync
+from . import distributed
+from .build import RunFunctions, build_env, check_arguments, initial_state, names_of
+from .config import AlgorithmConfig
+from .device import matmul_precision, memory_stats
+from .distributions import Distribution
+from .evaluation import Acting
+from .members import hparams_by_member
 from .models import MLPModel
-from .normalization import init_norm_state, reset_returns
-from .torch_optimizers import torch_optimizer_options
-from .policy import build_policy, check_model_config
-from .ppo import config_hparams, make_optimizer, make_update
-from .rollout import check_window, make_rollout, reset_carry, trajectory_stats
-from .serialization import Checkpointing
-from .schedules import schedule_value
-from .spaces import Box
-from .transforms import Staged, compiled, over_members
-from .types import RolloutCarry, Trajectory
+from .normalization import reset_returns
+from .rollout import check_window, reset_carry, trajectory_stats
+from .schedules import logged_coefficients
+from .stats import drop_empty_episode_means
+from .serialization import Checkpointing, member_state_dict
+from .train_state import MemberStatus, TrainState, each_member, split_key, to_host
+from .transforms import Staged
+from .types import RolloutCarry
+
+#: How the error (and a member's stop reason) for non-finite stats begins.
+NON_FINITE = MemberStatus.NON_FINITE
 
 
-#: How the error for non-finite stats begins (a population matches it to tell failed members).
-NON_FINITE = "Non-finite"
+def _state_field(name: str) -> property:
+    """``Algorithm.<name>``: the field of its :class:`~rlstack.train_state.TrainState`, read and replaced."""
+
+    def get(algo: "Algorithm") -> Any:
+        return getattr(algo.train_state, name)
+
+    def replace(algo: "Algorithm", value: Any) -> None:
+        algo.train_state = algo.train_state._replace(**{name: value})
+
+    return property(get, replace, doc=f"``train_state.{name}`` (see :class:`~rlstack.train_state.TrainState`).")
 
 
-def _drop_empty_episode_means(stats: dict[str, float]) -> None:
-    """Remove the episode means of a rollout in which no episode ended
-    (``episodes/count`` 0): there is nothing to average."""
-    if stats.get("episodes/count") == 0:
-        for key in ("episodes/return/mean", "episodes/length/mean", "episodes/terminated"):
-            stats.pop(key)
-
-
-def _check_finite(stats: Mapping[str, float], where: str) -> None:
-    bad = {k: v for k, v in stats.items() if not math.isfinite(v)}
-    if bad:
-        raise FloatingPointError(f"{NON_FINITE} {', '.join(f'{k}={v}' for k, v in bad.items())} {where}.")
-
-
-class Algorithm(Evaluating, Checkpointing):
-    """PPO on a batched env: owns params, optimizer state and env carry.
+class Algorithm(Acting, Checkpointing):
+    """PPO on a batched env: owns the train state (params, optimizer state,
+    env carry) of one run, or of ``num_members`` runs stepped together.
 
     ``collect()`` runs one compiled rollout and ``step()`` one compiled
     update; everything between is bookkeeping. Hyperparameters are validated
@@ -81,18 +79,17 @@ class Algorithm(Evaluating, Checkpointing):
             :mod:`rlstack.random` keys; torch's global generator is never
             used or changed). ``None``: drawn once from torch's global
             generator, so ``torch.manual_seed(s)`` before construction
-            reproduces a run.
+            reproduces a run. A population's: see
+            :func:`rlstack.members.member_configs`.
         compile: compile the rollout and update bodies with
-            ``torch.compile`` (``False``: run eagerly; ``None``, the
-            default: compiled on CUDA, eager on CPU, see
-            :func:`rlstack.device.default_compile`).
+            ``torch.compile`` (``None``, the default: on CUDA, not on CPU).
         cuda_graphs: on a CUDA device, capture the whole rollout and the
             whole update each as one CUDA graph and replay them (see
             :mod:`rlstack.cuda_graphs`); needs a pure (compilable) env.
-        allow_tf32: on a CUDA device, let float32 matmuls use TF32 tensor
-            cores (``torch.set_float32_matmul_precision("high")``) inside
-            ``collect``, ``step`` and ``evaluate``; the global setting is
-            restored after each call. No effect on CPU.
+        allow_tf32: on a CUDA device, let float32 matmuls use TF32 inside
+            ``collect``, ``step`` and ``evaluate`` (restored after each).
+        num_members: ``None`` (one run) or ``K``: a population of ``K`` runs
+            in one process (:class:`rlstack.population.Population`).
         **hparams: PPO hyperparameters, see
             :class:`rlstack.config.AlgorithmConfig` (kept as ``config``);
             where unset, the defaults that fit ``env``
@@ -117,7 +114,7 @@ class Algorithm(Evaluating, Checkpointing):
         True
     """
 
-    #: Whether state has a leading member axis (:class:`rlstack.population.Population`).
+    #: Whether this class loads population checkpoints (:class:`~rlstack.population.Population`).
     _population = False
     #: Whether the policy is recurrent (:class:`RecurrentAlgorithm`).
     _recurrent = False
@@ -125,117 +122,51 @@ class Algorithm(Evaluating, Checkpointing):
     _default_model_cls: type = MLPModel
 
     def __init__(
-        self,
-        env: Any,
-        /,
-        *,
-        env_config: Mapping[str, Any] | None = None,
-        model_cls: type | None = None,
-        model_config: Mapping[str, Any] | None = None,
-        distribution_cls: type[Distribution] | None = None,
-        optimizer_cls: type = torch.optim.Adam,
-        optimizer_config: Mapping[str, Any] | None = None,
-        device: Any = "cpu",
-        seed: int | None = None,
-        compile: bool | None = None,
-        cuda_graphs: bool = False,
-        allow_tf32: bool = False,
-        **hparams: Any,
+        self, env: Any, /, *, env_config: Mapping[str, Any] | None = None, model_cls: type | None = None,
+        model_config: Mapping[str, Any] | None = None, distribution_cls: type[Distribution] | None = None,
+        optimizer_cls: type = torch.optim.Adam, optimizer_config: Mapping[str, Any] | None = None,
+        device: Any = "cpu", seed: int | None = None, compile: bool | None = None, cuda_graphs: bool = False,
+        allow_tf32: bool = False, num_members: int | None = None, **hparams: Any,
     ) -> None:
-        # Validate everything before building anything.
-        self.config = self._config_cls.from_mapping({**env_defaults(env), **hparams})
-        self.lr, _ = torch_optimizer_options(optimizer_cls, optimizer_config)
-        self.device = distributed.local_device(resolve_device(device))
-        check_build_arguments(env_config=env_config, model_config=model_config, seed=seed, compile=compile,
-                              cuda_graphs=cuda_graphs, allow_tf32=allow_tf32, device=self.device)
-        check_model_config(model_cls or self._default_model_cls, model_config or {})
-        if seed is None:  # drawn once, so torch.manual_seed before construction reproduces the run
-            seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))
-        compile = default_compile(self.device) if compile is None else compile
-        self.seed, self.compile = seed, compile
-        # The key of every random draw; streams: 0 training, 1 evaluation, 2 predict.
-        self.root_key = random.key(seed, self.device)
-        self.key = random.fold_in(self.root_key, 0)
-        self._predict_calls = 0
-        self.cuda_graphs, self.allow_tf32 = cuda_graphs, allow_tf32
-        self.env_config = dict(env_config or {})
+        args = check_arguments(  # everything validated before anything is built
+            type(self), env, env_config=env_config, model_cls=model_cls, model_config=model_config,
+            optimizer_cls=optimizer_cls, optimizer_config=optimizer_config, device=device, seed=seed,
+            compile=compile, cuda_graphs=cuda_graphs, allow_tf32=allow_tf32, num_members=num_members, hparams=hparams,
+        )
+        self.config, self.member_config, self.member_lrs, self.seeds = args.config, args.configs, args.lrs, args.seeds
+        self.num_members, self.device, self.compile = num_members, args.device, args.compile
+        self.cuda_graphs, self.allow_tf32, self.env_config = cuda_graphs, allow_tf32, args.env_config
+        self.seed = args.seeds[0] if num_members is None else list(args.seeds)
+        self.lr = args.lrs[0]
+        self.env_spec = env  # as given: what a member or a second env is built from
+        self.env = build_env(env, args)
         #: How the run was built, besides ``config``: logged as MLflow params.
-        self.build_config = {
-            "env": getattr(env, "__name__", type(env).__name__),
-            "env_config": self.env_config,
-            "model_cls": getattr(model_cls or self._default_model_cls, "__name__", str(model_cls)),
-            "model_config": dict(model_config or {}),
-            "optimizer_cls": optimizer_cls.__name__,
-            "optimizer_config": dict(optimizer_config or {}),
-            "device": str(self.device),
-            "seed": seed,
-            "compile": compile,
-            "cuda_graphs": cuda_graphs,
-            "allow_tf32": allow_tf32,
-        }
-
-        # Env, then policy (model and distribution) and optimizer.
-        config = self.config
-        self._env_spec = env
-        self.env = make_env(env, num_envs=config.num_envs, horizon=config.horizon, config=self.env_config, device=self.device)
-        if cuda_graphs and not self.env.compilable:
-            raise ValueError(
-                f"`cuda_graphs=True` needs a pure env (rlstack.envs.Env); {self.build_config['env']} is a stateful "
-                "env whose state lives outside the graph."
-            )
-        check_env(self.env, num_envs=config.num_envs, config=self.env_config, device=self.device)
-        if config.normalize_obs and not isinstance(self.env.observation_space, Box):
-            raise ValueError(
-                f"`normalize_obs=True` needs a Box observation space, got {self.env.observation_space!r}; "
-                "normalise composite observations in your model instead."
-            )
-        self._initial_norm = init_norm_state(
-            tuple(getattr(self.env.observation_space, "shape", ())), config.num_envs,
-            normalize_obs=config.normalize_obs, normalize_rewards=config.normalize_rewards, device=self.device,
-        )
-        model_cls = model_cls or self._default_model_cls
-        distribution_cls = distribution_cls or default_distribution_cls(self.env.action_space)
-        self.policy, self.params = build_policy(
-            self.env.observation_space, self.env.action_space, model_cls, dict(model_config or {}), distribution_cls,
-            seed=seed, device=self.device, recurrent=self._recurrent,
-        )
-        check_window(self.policy, config.horizon)
-        self.build_config["distribution_cls"] = getattr(distribution_cls, "__name__", str(distribution_cls))
-        self._classes = {
-            "env": serialization.env_class_name(env),
-            "model_cls": ckpt.qualified_name(type(self.policy.model)),
-            "distribution_cls": ckpt.qualified_name(distribution_cls),
-        }
-        optimizer = self._optimizer = make_optimizer(config, optimizer_cls, optimizer_config)
-        self.opt_state = optimizer.init(self.params)
-        # gamma, gae_lambda, clip_param, entropy_coeff as 0-d tensors: data, as a population's members have them.
-        self._hparams = config_hparams(config, self.device)
-
-        # Data-parallel (rlstack.distributed): same config everywhere, rank 0's params, a key per rank.
+        self.build_config = args.build_config(env)
         self.world_size, self.rank = distributed.world_size(), distributed.rank()
-        reduce_grads = None
-        if self.world_size > 1:
-            if self._population:
-                raise ValueError("A population trains in one process: `num_members` with torch.distributed "
-                                 f"({self.world_size} ranks) is not supported; launch one process per population.")
-            distributed.check_same_config({**config.to_dict(), **{k: v for k, v in self.build_config.items()
-                                                                   if k != "device"}})
-            self.params = distributed.broadcast_tree(self.params)
-            self.opt_state = optimizer.init(self.params)
-            self.key = random.fold_in(self.key, self.rank)
-            reduce_grads = distributed.all_reduce_mean
+        if self.world_size > 1:  # the same config on every rank
+            distributed.check_same_config({**self.config.to_dict(), **{k: v for k, v in self.build_config.items()
+                                                                       if k != "device"}})
+        self.policy, state, self.root_key, self._initial_norm = initial_state(
+            self.env, args, model_cls or self._default_model_cls, dict(model_config or {}), distribution_cls,
+            recurrent=self._recurrent,
+        )
+        check_window(self.policy, self.config.horizon)
+        self.build_config["distribution_cls"] = getattr(self.policy.distribution_cls, "__name__", "")
+        self.classes = names_of(env, self.policy)  # how a checkpoint names them
+        self.train_state: TrainState = state
+        self.members = MemberStatus(num_members or 1, self.device)
+        self.predict_calls = 0  # stochastic predicts so far: the predict stream folds it
+        #: The pure rollouts and update, transformed from outside (compiled lazily by torch on first call).
+        self.functions = RunFunctions(env, self.env, self.policy, args, recurrent=self._recurrent)
+        self._update, self._rollouts = self.functions.update, self.functions.rollouts
+        self.collects = self.steps = self.env_steps = 0
 
-        # Pure functions, transformed from outside (compiled lazily by torch on first call).
-        self._rollouts: dict[tuple[bool, bool], Any] = {}
-        self._update = self._transformed(make_update(self.policy, optimizer, config, reduce_grads=reduce_grads))
-        if cuda_graphs:
-            self._update = CudaGraphed(self._update)
-        self._eval_env = self.env if self.env.compilable else None
-        self.carry: RolloutCarry | None = None
-        self.trajectory: Trajectory | None = None
-        self.collects = 0
-        self.steps = 0
-        self.env_steps = 0
+    # -------------------------------------------------------- the train state
+    params = _state_field("params")
+    opt_state = _state_field("opt_state")
+    carry = _state_field("carry")
+    trajectory = _state_field("trajectory")
+    key = _state_field("key")
 
     @property
     def hparams(self) -> AlgorithmConfig:
@@ -257,55 +188,38 @@ class Algorithm(Evaluating, Checkpointing):
         collected) and ``buffered`` (a rollout is waiting for :meth:`step`)."""
         return SimpleNamespace(horizons=self.collects, buffered=self.trajectory is not None)
 
+    def each(self, fn: Callable, in_dims: Any = 0) -> Callable:
+        """``fn`` over this Algorithm's members (:func:`~rlstack.train_state.each_member`)."""
+        return each_member(fn, self.num_members, in_dims)
+
     # ----------------------------------------------------------------- collect
-    def _rollout_fn(self, deterministic: bool, training: bool = True, env: Any = None):
-        """The rollout for the training env (cached) or another env; with
-        ``training=False`` normalisation statistics stay frozen."""
-        config, cache_key = self.config, (deterministic, training)
-        if env is None and cache_key in self._rollouts:
-            return self._rollouts[cache_key]
-        rollout = self._transformed(make_rollout(
-            env or self.env, self.policy, config.horizon, deterministic=deterministic,
-            normalize_obs=config.normalize_obs, normalize_rewards=config.normalize_rewards, gamma=config.gamma,
-            update_normalization=training,
-            **({"seq_len": config.seq_len, "seqs_per_state_reset": config.seqs_per_state_reset} if self._recurrent else {}),
-        ))
-        if env is None:
-            if self.cuda_graphs:
-                rollout = CudaGraphed(rollout)
-            self._rollouts[cache_key] = rollout
-        return rollout
+    def _rollout_fn(self, deterministic: bool, training: bool = True, env: Any = None) -> Staged:
+        """See :meth:`rlstack.build.RunFunctions.rollout`."""
+        return self.functions.rollout(deterministic, training, env)
 
-    def _transformed(self, staged: Staged) -> Staged:
-        """A member-level rollout or update as this Algorithm runs it:
-        mapped over the members of a population, then compiled when asked
-        (:mod:`rlstack.transforms`)."""
-        if self._population:
-            staged = over_members(staged)
-        return compiled(staged) if self.compile else staged
-
-    def _matmul_precision(self) -> Iterator[None]:
+    def matmul_precision(self) -> Iterator[None]:
         """See :func:`rlstack.device.matmul_precision`."""
         return matmul_precision(self.device, self.allow_tf32)
 
-    def _fresh_carry(self, env: Any, env_config: Mapping[str, Any] | None, key: torch.Tensor) -> RolloutCarry:
-        """Reset every env from ``key`` (each begins an episode, with the
-        policy's first memory); normalisation statistics carry over
+    def fresh_carry(self, env: Any, env_config: Mapping[str, Any] | None, key: torch.Tensor) -> RolloutCarry:
+        """Reset every env of every member from ``key`` (``[2]``, ``[K, 2]``
+        for a population): each begins an episode with the policy's first
+        memory; normalisation statistics and the step count carry over
         (returns zeroed)."""
-        norm = reset_returns(self.carry.norm) if self.carry is not None else self._initial_norm
-        step = self.carry.step if self.carry is not None else None  # the run's step count runs on
-        return reset_carry(env, key, self.config.num_envs, config=env_config or self.env_config, norm=norm,
-                           policy=self.policy, step=step)
+        num_envs, config, policy = self.config.num_envs, env_config or self.env_config, self.policy
+        carry = self.each(lambda k: reset_carry(env, k, num_envs, config=config, policy=policy))(key)
+        if self.carry is None:
+            return carry._replace(norm=self._initial_norm)
+        return carry._replace(norm=reset_returns(self.carry.norm), step=self.carry.step)
 
     def _needs_reset(self) -> bool:
         every = self.config.horizons_per_env_reset
         return self.carry is None or (every > 0 and self.collects % every == 0)
 
-    def collect(self, *, env_config: Mapping[str, Any] | None = None, deterministic: bool = False) -> dict[str, float]:
-        """Run one rollout of ``horizon`` steps from the current carry.
-
-        All envs are reset first every ``horizons_per_env_reset`` collects
-        (with ``env_config`` if given, else the Algorithm's).
+    def collect(self, *, env_config: Mapping[str, Any] | None = None, deterministic: bool = False) -> Any:
+        """Run one rollout of ``horizon`` steps from the current carry (all
+        envs reset first every ``horizons_per_env_reset`` collects, with
+        ``env_config`` if given, else the Algorithm's).
 
         Returns:
             ``returns/*`` and ``rewards/*`` (min, max, mean, std),
@@ -314,48 +228,53 @@ class Algorithm(Evaluating, Checkpointing):
             ``episodes/count`` and, when an episode ended,
             ``episodes/return/mean``, ``episodes/length/mean`` and
             ``episodes/terminated`` (see :func:`rlstack.rollout.episode_stats`);
-            synced from the device once.
+            synced from the device once. A population: one dict per member
+            (:meth:`collect_each`).
         """
+        stats = self.collect_each(env_config=env_config, deterministic=deterministic)
+        return stats[0] if self.num_members is None else stats
+
+    def collect_each(self, *, env_config: Mapping[str, Any] | None = None, deterministic: bool = False) -> list[dict[str, float]]:
+        """:meth:`collect`, one stats dict per member (one for a single run).
+        A member whose rewards are not finite stops; when none is left,
+        :class:`FloatingPointError`."""
         start = time.perf_counter()
-        reset = self._needs_reset()
+        before, reset = self.train_state, self._needs_reset()
         if reset:
-            self.key, reset_key = random.split(self.key)
-            self.carry = self._fresh_carry(self.env, env_config, reset_key)
-        with self._matmul_precision():
-            carry, traj = self._rollout_fn(deterministic)(self.params, self.carry, self._hparams)
-        stats = distributed.reduce_stats(sync(trajectory_stats(traj)))  # every rank sees every rank's numbers
-        _check_finite(stats, f"in the rewards of collect {self.collects + 1}")
-        _drop_empty_episode_means(stats)
-        self.carry, self.trajectory = carry, traj
+            key, reset_key = split_key(before.key, self.num_members)
+            self.train_state = before._replace(key=key, carry=self.fresh_carry(self.env, env_config, reset_key))
+        with self.matmul_precision():
+            carry, traj = self._rollout_fn(deterministic)(self.params, self.carry, self.train_state.hparams)
+        stats = [distributed.reduce_stats(s)  # every rank sees every rank's numbers
+                 for s in to_host(self.each(trajectory_stats)(traj), self.num_members)]
+        self.members.stop_non_finite(stats, f"in the rewards of collect {self.collects + 1}",
+                                     population=self.num_members is not None)
+        self.train_state = self.members.keep_stopped(self.train_state._replace(carry=carry, trajectory=traj), before,
+                                              ("carry", "key"))
         self.collects += 1
         transitions = self.config.num_envs * self.config.horizon
         self.env_steps += transitions
-        stats["env/steps"] = transitions
-        stats["env/resets"] = self.config.num_envs if reset else 0
-        stats["profiling/collect_ms"] = 1000.0 * (time.perf_counter() - start)
+        elapsed = 1000.0 * (time.perf_counter() - start)
+        for member_stats in stats:
+            drop_empty_episode_means(member_stats)
+            member_stats.update({"env/steps": transitions, "env/resets": self.config.num_envs if reset else 0,
+                                 "profiling/collect_ms": elapsed})
         return stats
 
     # -------------------------------------------------------------------- step
-    def coefficients(self) -> dict[str, float]:
-        """Learning rate and entropy coefficient of the next update, from their
-        schedules at the env transitions collected so far. The update
-        evaluates the same schedules on device (:mod:`rlstack.schedules`);
-        these host values are what is logged."""
-        config = self.config
-        lr = self.lr
-        if config.lr_schedule is not None:
-            lr = schedule_value(config.lr_schedule, config.lr_schedule_kind, self.env_steps)
-        entropy = config.entropy_coeff
-        if config.entropy_coeff_schedule is not None:
-            entropy = schedule_value(config.entropy_coeff_schedule, config.entropy_coeff_schedule_kind, self.env_steps)
-        return {"coefficients/lr": lr, "coefficients/entropy": entropy, "coefficients/vf": config.vf_coeff}
+    def coefficients(self, member: int = 0) -> dict[str, float]:
+        """Learning rate and entropy coefficient of ``member``'s next update, as
+        logged (see :func:`rlstack.schedules.logged_coefficients`)."""
+        return logged_coefficients(self.config, self.member_lrs[member], self.member_config[member].entropy_coeff,
+                                   self.env_steps)
 
-    def step(self) -> dict[str, float]:
+    def step(self) -> Any:
         """Update the policy on the last collected trajectory.
 
         Returns:
             ``losses/*``, ``monitors/*``, ``coefficients/*`` and
-            ``profiling/step_ms``; synced from the device once.
+            ``profiling/step_ms``; synced from the device once. A
+            population: one dict per member (:meth:`step_each`).
 
         Raises:
             RuntimeError: if nothing was collected since the last step.
@@ -363,30 +282,41 @@ class Algorithm(Evaluating, Checkpointing):
                 not finite; the update is discarded, so ``params`` stay those
                 of the last good step.
         """
+        stats = self.step_each()
+        return stats[0] if self.num_members is None else stats
+
+    def step_each(self) -> list[dict[str, float]]:
+        """:meth:`step`, one stats dict per member. A member whose update is
+        not finite stops with the state of its last good step (the others
+        carry on); :class:`FloatingPointError` when none is left."""
         if self.trajectory is None:
-            raise RuntimeError("Algorithm.step() needs a trajectory: call collect() first.")
+            raise RuntimeError(f"{type(self).__name__}.step() needs a trajectory: call collect() first.")
+        training = self.members.training()
+        if not any(training):
+            raise RuntimeError(f"Every member has stopped: {self.members.stopped}.")
         start = time.perf_counter()
-        self.key, update_key = random.split(self.key)
-        with self._matmul_precision():
-            params, opt_state, metrics = self._update(
-                self.params, self.opt_state, self.trajectory, update_key, self._hparams
-            )
-        stats = sync(metrics)  # reduced across ranks with the gradients already
-        _check_finite(
-            stats,
-            f"at step {self.steps + 1} (after {self.env_steps} env transitions); the update was discarded "
-            f"and params kept from step {self.steps}",
-        )
-        self.params, self.opt_state, self.trajectory = params, opt_state, None
+        before = self.train_state
+        key, update_key = split_key(before.key, self.num_members)
+        with self.matmul_precision():
+            params, opt_state, metrics = self._update(before.params, before.opt_state, before.trajectory, update_key,
+                                                      before.hparams)
+        stats = to_host(metrics, self.num_members)  # reduced across ranks with the gradients already
+        where = (f"at step {self.steps + 1} (after {self.env_steps} env transitions); the update was discarded and "
+                 f"params kept from step {self.steps}")
+        self.members.stop_non_finite(stats, where, population=self.num_members is not None)
+        new = before._replace(params=params, opt_state=opt_state, key=key, trajectory=None)
+        self.train_state = self.members.keep_stopped(new, before, ("params", "opt_state", "key"))
         self.steps += 1
-        stats.update(self.coefficients())
-        stats["profiling/step_ms"] = 1000.0 * (time.perf_counter() - start)
+        self.members.steps = [n + int(on) for n, on in zip(self.members.steps, self.members.training())]
+        elapsed = 1000.0 * (time.perf_counter() - start)
+        for k, member_stats in enumerate(stats):
+            member_stats.update(self.coefficients(k))
+            member_stats["profiling/step_ms"] = elapsed
         return stats
 
     def state_is_finite(self) -> bool:
-        """Whether every floating-point tensor of ``params`` and the optimizer
-        state is finite (one host sync; the shell asks before checkpointing a
-        failed run)."""
+        """Whether every float tensor of ``params`` and the optimizer state is
+        finite (one sync; asked before checkpointing a failed run)."""
         leaves = optree.tree_leaves((self.params, self.opt_state))
         return all(bool(torch.isfinite(x).all()) for x in leaves if isinstance(x, torch.Tensor) and x.is_floating_point())
 
@@ -400,3 +330,17 @@ class Algorithm(Evaluating, Checkpointing):
     def memory_stats(self) -> dict[str, float]:
         """See :func:`rlstack.device.memory_stats`."""
         return memory_stats(self.device)
+
+    def member(self, k: int) -> "Algorithm":
+        """Member ``k`` as an ordinary single-run Algorithm (a copy): its
+        slice of the train state, its seed, hyperparameters and counters
+        (:func:`rlstack.serialization.member_state_dict`); it continues
+        exactly as the member would."""
+        single_run_cls = Algorithm if self.num_members is not None else type(self)
+        return single_run_cls._from_state_dict(member_state_dict(self, k), self.env_spec,
+                                               model_cls=type(self.policy.model),
+                                               distribution_cls=self.policy.distribution_cls)
+
+    def hparams_by_member(self) -> dict[str, Any]:
+        """See :func:`rlstack.members.hparams_by_member`."""
+        return hparams_by_member(self.member_config)

@@ -15,7 +15,7 @@ coefficient on device from its optimizer step count
 from __future__ import annotations
 
 import bisect
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -119,3 +119,16 @@ def by_optimizer_steps(
         return schedule((updates + 1) * transitions_per_update)
 
     return value
+
+
+def logged_coefficients(config: Any, lr: float, entropy_coeff: float, env_steps: int) -> dict[str, float]:
+    """The learning rate and entropy coefficient of the next update, from
+    their schedules (when ``config`` has them) at ``env_steps`` transitions
+    collected, else the given values; and the value-loss coefficient. The
+    update evaluates the same schedules on device; these host values are
+    what is logged (``coefficients/*``)."""
+    if config.lr_schedule is not None:
+        lr = schedule_value(config.lr_schedule, config.lr_schedule_kind, env_steps)
+    if config.entropy_coeff_schedule is not None:
+        entropy_coeff = schedule_value(config.entropy_coeff_schedule, config.entropy_coeff_schedule_kind, env_steps)
+    return {"coefficients/lr": lr, "coefficients/entropy": entropy_coeff, "coefficients/vf": config.vf_coeff}

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import os
 
+
 import torch
 
 from . import checkpoint as ckpt
@@ -25,6 +26,7 @@ from .device import resolve_device
 from .envs import make_env
 from .torch_optimizers import TORCH_OPTIMIZERS_BY_NAME
 from .memory import NoRecord, RecurrentRecord, WindowRecord
+from .train_state import take
 from .types import Trajectory
 
 if TYPE_CHECKING:
@@ -90,33 +92,68 @@ def spaces_of(env: Any) -> dict[str, str]:
 
 
 def state_dict(algo: "Algorithm") -> dict[str, Any]:
-    """The whole train state of ``algo``: see :meth:`Checkpointing.state_dict`."""
-    trajectory = algo.trajectory
+    """The whole train state of ``algo`` as tensors and plain containers:
+    its :class:`~rlstack.train_state.TrainState` (params, optimizer state,
+    env carry, a trajectory not yet trained on, key), counters and every
+    setting needed to rebuild it; a population's also says which members
+    failed and how many steps each took."""
+    data = _header(algo, algo.train_state, algo.hparams_by_member(), algo.build_config["seed"],
+                   algo.build_config["optimizer_config"])
+    data["counters"] = {"horizons": algo.collects, "steps": algo.steps, "env_steps": algo.env_steps}
+    if algo.num_members is not None:
+        # A stop condition stops a member for one Trainer.run only; a non-finite update for good.
+        failed = [why if algo.members.failed(k) else None for k, why in enumerate(algo.members.stopped)]
+        data["population"] = {"num_members": algo.num_members, "member_steps": list(algo.members.steps),
+                              "stopped": failed}
+    return data | _rank_states(algo)
+
+
+def member_state_dict(algo: "Algorithm", k: int) -> dict[str, Any]:
+    """Member ``k``'s slice of :func:`state_dict`, in a single run's format
+    (its seed, hyperparameters and counters: a member that was stopped for
+    a while took fewer steps)."""
+    count = algo.num_members or 1
+    if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k < count:
+        raise ValueError(f"`k` must be a member index in [0, {count}), got {k!r}.")
+    state = algo.train_state if algo.num_members is None else take(algo.train_state, k)
+    steps, pending = algo.members.steps[k], state.trajectory is not None and algo.members.stopped[k] is None
+    if not pending:
+        state = state._replace(trajectory=None)
+    data = _header(algo, state, algo.member_config[k].to_dict(), algo.seeds[k],
+                   {**algo.build_config["optimizer_config"], "lr": algo.member_lrs[k]})
+    collects = steps + int(pending) if algo.num_members is not None else algo.collects
+    env_steps = collects * algo.config.num_envs * algo.config.horizon if algo.num_members is not None else algo.env_steps
+    data["counters"] = {"horizons": collects, "steps": steps if algo.num_members is not None else algo.steps,
+                        "env_steps": env_steps}
+    return data
+
+
+def _header(algo: "Algorithm", state: Any, hparams: dict[str, Any], seed: Any, optimizer_config: Any) -> dict[str, Any]:
+    """A checkpoint's settings and ``state``'s tensors (on the CPU)."""
     return {
         "format": ckpt.FORMAT,
         "version": ckpt.VERSION,
-        "classes": dict(algo._classes),
+        "classes": dict(algo.classes),
         "settings": {
             "env_config": algo.env_config,
             "model_config": algo.build_config["model_config"],
             "optimizer_cls": algo.build_config["optimizer_cls"],
-            "optimizer_config": algo.build_config["optimizer_config"],
-            "seed": algo.seed,
+            "optimizer_config": optimizer_config,
+            "seed": seed,
             "compile": algo.compile,
             "cuda_graphs": algo.cuda_graphs,
             "allow_tf32": algo.allow_tf32,
             "device": str(algo.device),
         },
-        "hparams": algo.config.to_dict(),
+        "hparams": hparams,
         "spaces": spaces_of(algo.env),
-        "params": {k: v.detach().cpu() for k, v in algo.params.items()},
-        "opt_state": [t.cpu() for t in ckpt.leaves(algo.opt_state)],
+        "params": {k: v.detach().cpu() for k, v in state.params.items()},
+        "opt_state": [t.cpu() for t in ckpt.leaves(state.opt_state)],
         # A stateful env (1.x, gymnasium) keeps its state inside itself: it is reset on resume.
-        "carry": [t.cpu() for t in ckpt.leaves(algo.carry)] if algo.carry is not None and algo.env.compilable else None,
-        "trajectory": encode_tree(trajectory) if trajectory is not None else None,
-        "counters": {"horizons": algo.collects, "steps": algo.steps, "env_steps": algo.env_steps},
-        "key": algo.key.cpu(),
-    } | _rank_states(algo)
+        "carry": [t.cpu() for t in ckpt.leaves(state.carry)] if state.carry is not None and algo.env.compilable else None,
+        "trajectory": encode_tree(state.trajectory) if state.trajectory is not None else None,
+        "key": state.key.cpu(),
+    }
 
 
 def _rank_states(algo: "Algorithm") -> dict[str, Any]:
@@ -158,13 +195,13 @@ def load_state_dict(algo: "Algorithm", data: Mapping[str, Any]) -> None:
     opt_state = ckpt.rebuild(algo.opt_state, data["opt_state"], "optimizer state", algo.device)
     carry = None
     if data["carry"] is not None:
-        template = algo._fresh_carry(algo.env, None, algo.root_key)  # its values are replaced
+        template = algo.fresh_carry(algo.env, None, algo.root_key)  # its values are replaced
         carry = ckpt.rebuild(template, data["carry"], "env carry", algo.device)
     trajectory = None
     if isinstance(data["trajectory"], dict):
         trajectory = decode_tree(data["trajectory"], algo.device, "trajectory")
         want = [algo.config.horizon, algo.config.num_envs]
-        if algo._population:
+        if algo.num_members is not None:
             want = [algo.num_members] + want
         if not isinstance(trajectory, Trajectory) or list(trajectory.rewards.shape) != want:
             raise ckpt.CheckpointError(f"Checkpoint trajectory is not a {want} Trajectory.")
@@ -180,12 +217,17 @@ def load_state_dict(algo: "Algorithm", data: Mapping[str, Any]) -> None:
         own = ranks[algo.rank]
         key = own["key"]
         if own["carry"] is not None:
-            carry = ckpt.rebuild(carry if carry is not None else algo._fresh_carry(algo.env, None, algo.root_key),
+            carry = ckpt.rebuild(carry if carry is not None else algo.fresh_carry(algo.env, None, algo.root_key),
                                  own["carry"], "env carry", algo.device)
         trajectory = decode_tree(own["trajectory"], algo.device, "trajectory") if own["trajectory"] else None
     algo.params, algo.opt_state, algo.carry, algo.trajectory = params, opt_state, carry, trajectory
     algo.collects, algo.steps, algo.env_steps = counters["horizons"], counters["steps"], counters["env_steps"]
     algo.key = ckpt.rebuild(algo.key, [key], "random key", algo.device)
+    population = data.get("population")
+    if population is not None:
+        algo.members.restore(population["stopped"], population["member_steps"])
+    else:
+        algo.members.restore([None], [algo.steps])
 
 
 def _check_spaces(data: Mapping[str, Any], env: Any, device: torch.device) -> None:
@@ -253,17 +295,15 @@ def algorithm_from_state_dict(
     return algo
 
 
-
 class Checkpointing:
-    """:class:`~rlstack.algorithm.Algorithm`'s checkpoint methods."""
+    """:class:`~rlstack.algorithm.Algorithm`'s checkpoint methods (it uses
+    the Algorithm's public attributes only)."""
 
-    def state_dict(self) -> dict[str, Any]:
-        """The whole train state as tensors and plain containers: params,
-        optimizer state, env carry, an uncollected trajectory, counters, the
-        random key and every setting needed to rebuild this Algorithm."""
+    def state_dict(self: "Algorithm") -> dict[str, Any]:
+        """The whole train state as tensors and plain containers: see :func:`state_dict`."""
         return state_dict(self)
 
-    def load_state_dict(self, data: Mapping[str, Any]) -> None:
+    def load_state_dict(self: "Algorithm", data: Mapping[str, Any]) -> None:
         """Restore a :meth:`state_dict` into this (identically configured) Algorithm.
 
         Raises:
@@ -272,20 +312,14 @@ class Checkpointing:
         """
         load_state_dict(self, data)
 
-    def save_checkpoint(self, path: str | os.PathLike) -> str:
+    def save_checkpoint(self: "Algorithm", path: str | os.PathLike) -> str:
         """Write :meth:`state_dict` to ``path`` atomically; returns the path."""
         return str(ckpt.atomic_save(self.state_dict(), path))
 
     @classmethod
     def from_checkpoint(
-        cls,
-        path: str | os.PathLike,
-        env: Any = None,
-        *,
-        model_cls: type | None = None,
-        distribution_cls: type | None = None,
-        device: Any = None,
-        compile: bool | None = None,
+        cls, path: str | os.PathLike, env: Any = None, *, model_cls: type | None = None,
+        distribution_cls: type | None = None, device: Any = None, compile: bool | None = None,
     ) -> "Algorithm":
         """Rebuild an Algorithm from a checkpoint and restore its state.
 
@@ -298,17 +332,10 @@ class Checkpointing:
             FileNotFoundError, CheckpointError: see
                 :func:`rlstack.checkpoint.safe_load` and :meth:`load_state_dict`.
         """
-        return cls._from_state_dict(
-            ckpt.safe_load(path), env, model_cls=model_cls, distribution_cls=distribution_cls, device=device,
-            compile=compile,
-        )
+        return cls._from_state_dict(ckpt.safe_load(path), env, model_cls=model_cls,
+                                    distribution_cls=distribution_cls, device=device, compile=compile)
 
     @classmethod
-    def _from_state_dict(
-        cls, data: Mapping[str, Any], env: Any = None, *, model_cls: type | None = None,
-        distribution_cls: type | None = None, device: Any = None, compile: bool | None = None,
-    ) -> "Algorithm":
+    def _from_state_dict(cls, data: Mapping[str, Any], env: Any = None, **options: Any) -> "Algorithm":
         """:meth:`from_checkpoint` on a loaded checkpoint (``Trainer.from_checkpoint`` shares it)."""
-        return algorithm_from_state_dict(
-            cls, data, env, model_cls=model_cls, distribution_cls=distribution_cls, device=device, compile=compile
-        )
+        return algorithm_from_state_dict(cls, data, env, **options)

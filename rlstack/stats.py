@@ -137,13 +137,16 @@ def combine(groups: Sequence[Mapping[str, float]]) -> dict[str, float]:
             episode mean is dropped where no episode ended).
 
     Returns:
-        One dict with every name any group has, in the first-seen order.
+        One dict with every name any group has, in the first-seen order;
+        one group's own values when there is one.
 
     Raises:
         ValueError: for no groups.
     """
     if not groups:
         raise ValueError("`groups` must hold at least one stats dict, got none.")
+    if len(groups) == 1:  # exactly its own values (a single run, one rank)
+        return dict(groups[0])
     names = list(dict.fromkeys(name for group in groups for name in group))
     return {name: _combine_one(name, groups) for name in names}
 
@@ -155,3 +158,11 @@ def _combine_one(name: str, groups: Sequence[Mapping[str, float]]) -> float:
     values = [float(group[name]) for group in having]
     companions = [] if rule.companion is None else [float(group.get(prefix + rule.companion, 0.0)) for group in having]
     return rule.apply(values, companions)
+
+
+def drop_empty_episode_means(stats: dict[str, float]) -> None:
+    """Remove, in place, the episode means of a rollout in which no episode
+    ended (``episodes/count`` 0): there is nothing to average."""
+    if stats.get("episodes/count") == 0:
+        for key in ("episodes/return/mean", "episodes/length/mean", "episodes/terminated"):
+            stats.pop(key)

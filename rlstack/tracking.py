@@ -147,7 +147,8 @@ class NullClient:
 
 class MemberRuns:
     """The nested child runs of a population's Trainer, one per member, so
-    the MLflow UI lists and compares members under the parent run.
+    the MLflow UI lists and compares members under the parent run (none for
+    a single run, whose only member is the run itself).
 
     Args:
         client: the tracking client.
@@ -160,10 +161,10 @@ class MemberRuns:
 
     def __init__(self, client: MlflowClient, parent_run_id: str, num_members: int,
                  run_ids: list[str | None] | None = None, run_name: str | None = None, log_every_s: float = 1.0) -> None:
-        parent = client.get_run(parent_run_id)
-        name = run_name or parent.info.run_name or "population"
         self.run_ids: list[str] = []
-        for k in range(num_members):
+        for k in range(num_members):  # none for a single run
+            parent = client.get_run(parent_run_id)
+            name = run_name or parent.info.run_name or "population"
             run_id = (run_ids or [None] * num_members)[k]
             if run_id is not None and _exists(client, run_id):
                 client.update_run(run_id, status="RUNNING")

@@ -103,12 +103,9 @@ class Trainer:
     ) -> None:
         tracking.require_mlflow()  # before anything is built
         check_log_every_s(log_every_s)
-        if num_members is None:
-            algorithm = self._algorithm_cls(env, **kwargs)
-        elif self._algorithm_cls is not Algorithm:
-            raise ValueError(f"`num_members`: populations of {self._algorithm_cls.__name__} are not supported.")
-        else:
-            algorithm = Population(env, num_members=num_members, **kwargs)
+        # Population is Algorithm with num_members (the class that loads population checkpoints).
+        algorithm_cls = Population if num_members is not None and self._algorithm_cls is Algorithm else self._algorithm_cls
+        algorithm = algorithm_cls(env, num_members=num_members, **kwargs)
         self._attach(algorithm, experiment_name=experiment_name, run_name=run_name, log_every_s=log_every_s)
 
     def _attach(
@@ -132,35 +129,29 @@ class Trainer:
         self._checkpoint_dirs: dict[Path, ckpt.CheckpointDir] = {}
         self._status = {"status": "FINISHED"}
         self._metrics = tracking.MetricLog(client, self.run_id, log_every_s=log_every_s)
-        self._members: tracking.MemberRuns | None = None
-        #: A population's stats of the last step (and eval), one dict per member.
+        #: The stats of the last step (and eval), one dict per member (one for a single run).
         self.member_stats: list[Stats] = []
-        if isinstance(algorithm, Population):
-            self._members = tracking.MemberRuns(client, self.run_id, algorithm.num_members, list(member_run_ids or []),
-                                                run_name, log_every_s=log_every_s)
+        self._members = tracking.MemberRuns(client, self.run_id, algorithm.num_members or 0, list(member_run_ids or []),
+                                            run_name, log_every_s=log_every_s)
         self._finalizer = weakref.finalize(
             self, tracking.end_run, client, self.run_id, self._status, self._checkpoint_dirs, self._metrics, True,
             self._members,
         )
         # The learning rate also as a param of its own (`optimizer/lr`), which the MLflow UI sorts and plots.
-        if isinstance(algorithm, Population):
-            lrs = algorithm.member_lrs
-            tracking.log_params(client, self.run_id, {**algorithm.hparams_by_member(), **algorithm.build_config,
-                                                      "optimizer/lr": lrs if len(set(lrs)) > 1 else lrs[0]})
-            for k, run_id in enumerate(self._members.run_ids):
-                tracking.log_params(client, run_id, {
-                    **algorithm.member_config[k].to_dict(), **algorithm.build_config, "member": k,
-                    "seed": algorithm.seeds[k], "optimizer_config": {
-                        **algorithm.build_config["optimizer_config"], "lr": lrs[k]}, "optimizer/lr": lrs[k],
-                })
-        else:
-            tracking.log_params(client, self.run_id, {**algorithm.config.to_dict(), **algorithm.build_config,
-                                                      "optimizer/lr": algorithm.lr})
+        lrs = algorithm.member_lrs
+        tracking.log_params(client, self.run_id, {**algorithm.hparams_by_member(), **algorithm.build_config,
+                                                  "optimizer/lr": lrs if len(set(lrs)) > 1 else lrs[0]})
+        for k, run_id in enumerate(self._members.run_ids):
+            tracking.log_params(client, run_id, {
+                **algorithm.member_config[k].to_dict(), **algorithm.build_config, "member": k,
+                "seed": algorithm.seeds[k], "optimizer_config": {
+                    **algorithm.build_config["optimizer_config"], "lr": lrs[k]}, "optimizer/lr": lrs[k],
+            })
 
     @property
     def member_run_ids(self) -> list[str]:
         """A population's nested MLflow runs, by member (``[]`` for one run)."""
-        return list(self._members.run_ids) if self._members is not None else []
+        return list(self._members.run_ids)
 
     @property
     def state(self) -> dict[str, int]:
@@ -176,27 +167,17 @@ class Trainer:
     def step(self, *, env_config: Mapping[str, Any] | None = None) -> Stats:
         """Collect one rollout, update once, log and return the merged stats
         (memory, collect and step stats and the counters
-        ``algorithm/collects``, ``algorithm/steps``, ``env/steps``)."""
-        if isinstance(self.algorithm, Population):
-            return self._population_step(env_config)
-        stats = self.algorithm.memory_stats()
-        if self.algorithm.trajectory is None:  # else resume a collected, not yet used rollout
-            stats.update(self.algorithm.collect(env_config=env_config))
-        stats.update(self.algorithm.step())
-        stats.update(self.state)
-        self._log(stats)
-        return stats
-
-    def _population_step(self, env_config: Mapping[str, Any] | None) -> Stats:
-        """:meth:`step` for a population: each member's stats to its run, their combination to the parent."""
-        population = self.algorithm
-        training = [why is None for why in population.stopped]
-        memory = population.memory_stats()
+        ``algorithm/collects``, ``algorithm/steps``, ``env/steps``); a
+        population's members' stats go to their runs, their combination to
+        the parent run and back."""
+        algorithm = self.algorithm
+        training = algorithm.members.training()
+        memory = algorithm.memory_stats()
         collected: list[Stats] = [{} for _ in training]
-        if population.trajectory is None:
-            collected = population.collect(env_config=env_config)
+        if algorithm.trajectory is None:  # else resume a collected, not yet used rollout
+            collected = algorithm.collect_each(env_config=env_config)
         try:
-            stepped = population.step()
+            stepped = algorithm.step_each()
         finally:
             self._record_failed_members()
         self.member_stats = [{**memory, **c, **s, **self.state} for c, s in zip(collected, stepped)]
@@ -208,21 +189,22 @@ class Trainer:
         training to the parent; return it.
         ``force``: record the point whatever the time since the last (an evaluation)."""
         step = int(self.state["env/steps"])
-        for k, stats in enumerate(member_stats):
-            if logged[k]:
+        for log, stats, on in zip(self._members.metrics, member_stats, logged):  # none for a single run
+            if on:
                 own = {name: value for name, value in stats.items() if not name.startswith(SHARED_STATS)}
-                self._members.metrics[k].log(own, step=step, force=force)
-        training = [k for k, why in enumerate(self.algorithm.stopped) if why is None] or [
-            k for k, on in enumerate(logged) if on]
+                log.log(own, step=step, force=force)
+        members = self.algorithm.members
+        training = [k for k, on in enumerate(members.training()) if on] or [k for k, on in enumerate(logged) if on]
         mean = combine([member_stats[k] for k in training])
-        mean["population/active"] = sum(why is None for why in self.algorithm.stopped)
+        if self._members.run_ids:
+            mean["population/active"] = sum(members.training())
         self._log(mean, force=force)
         return mean
 
     def _record_failed_members(self) -> None:
         """A member frozen for a non-finite update ends its run FAILED."""
-        for k in range(self.algorithm.num_members):
-            if self.algorithm.failed(k):
+        for k in range(len(self._members.run_ids)):
+            if self.algorithm.members.failed(k):
                 self._members.status[k] = "FAILED"
 
     def eval(self, *, env_config: Mapping[str, Any] | None = None, deterministic: bool = True) -> Stats:
@@ -233,15 +215,11 @@ class Trainer:
             ``eval/returns/*`` and ``eval/rewards/*``, also logged to MLflow.
         """
         horizons = max(1, self.algorithm.config.horizons_per_env_reset)
-        stats = self.algorithm.evaluate(env_config=env_config, deterministic=deterministic, horizons=horizons)
-        if isinstance(self.algorithm, Population):
-            member_stats = [{f"eval/{k}": v for k, v in member.items()} for member in stats]
-            training = [why is None for why in self.algorithm.stopped]
-            self.member_stats = [{**old, **new} for old, new in zip(self.member_stats or [{}] * len(stats), member_stats)]
-            return self._log_members(member_stats, training, force=True)
-        stats = {f"eval/{k}": v for k, v in stats.items()}
-        self._log(stats, force=True)  # every evaluation is recorded
-        return stats
+        stats = self.algorithm.evaluate_each(env_config=env_config, deterministic=deterministic, horizons=horizons)
+        member_stats = [{f"eval/{k}": v for k, v in member.items()} for member in stats]
+        training = self.algorithm.members.training()
+        self.member_stats = [{**old, **new} for old, new in zip(self.member_stats or [{}] * len(stats), member_stats)]
+        return self._log_members(member_stats, training, force=True)  # every evaluation is recorded
 
     def run(
         self,
@@ -313,11 +291,12 @@ class Trainer:
             self._checkpoint_dir(checkpoint_dir, keep_checkpoints)  # fail now, not after training
         stop_conditions = list(stop_conditions or [])
         eval_env_config = eval_env_config or env_config
+        members = self.algorithm.members
+        members.unfreeze_all()  # conditions stop members for one run only
         member_conditions = None
-        if isinstance(self.algorithm, Population):  # conditions stop members for this run only
-            self.algorithm.unfreeze_all()
-        if isinstance(self.algorithm, Population) and member_stop != "mean":
-            member_conditions = [copy.deepcopy(stop_conditions) for _ in range(self.algorithm.num_members)]
+        if member_stop != "mean":  # each member its own copy of the conditions (a single run: the ones given)
+            count = len(members.stopped)
+            member_conditions = [stop_conditions] if count == 1 else [copy.deepcopy(stop_conditions) for _ in range(count)]
         last_checkpoint = _clock()
         try:
             while True:
@@ -361,23 +340,22 @@ class Trainer:
             self._status["status"] = "FAILED"
             raise
         finally:
-            if isinstance(self.algorithm, Population):  # the next run starts with every member that can train
-                self.algorithm.unfreeze_all()
+            members.unfreeze_all()  # the next run starts with every member that can train
             self._flush_metrics(quiet=sys.exc_info()[0] is not None)  # never hide the error that ended the run
 
     def _stop_members(self, member_conditions: list[list[Condition]], mode: str) -> bool:
         """Check each training member's conditions on its stats; freeze it
         (``"each"``) or report the population done (``"any"``)."""
-        population = self.algorithm
+        members = self.algorithm.members
         for k, conditions in enumerate(member_conditions):
-            if population.stopped[k] is not None or not conditions:
+            if members.stopped[k] is not None or not conditions:
                 continue
             met = [condition(self.member_stats[k]) for condition in conditions]  # every one sees every step
             if any(met):
                 if mode == "any":
                     return True
-                population.freeze(k, "stop condition")
-        return not bool(population.active.any())
+                members.freeze(k, "stop condition")
+        return not any(members.training())
 
     # ------------------------------------------------------------- checkpoints
     def save_checkpoint(self, path: str | os.PathLike) -> str:
@@ -391,7 +369,7 @@ class Trainer:
         data = self.algorithm.state_dict()
         written = [str(p.resolve()) for d in self._checkpoint_dirs.values() for p in d.written]
         data["trainer"] = {"run_id": self.run_id, "checkpoint_files": written or list(self._checkpoint_files)}
-        if self._members is not None:
+        if self._members.run_ids:
             data["trainer"]["member_run_ids"] = list(self._members.run_ids)
         return data
 
@@ -492,19 +470,17 @@ class Trainer:
         ``member`` (its index)."""
         from .export import export_policy
 
-        if isinstance(self.algorithm, Population):
-            if member is None:
-                raise ValueError(f"`member` must name the member to export, an int in [0, {self.algorithm.num_members}).")
-            return export_policy(self.algorithm.member(member), path)
-        if member is not None:
+        count = self.algorithm.num_members
+        if count is not None and member is None:
+            raise ValueError(f"`member` must name the member to export, an int in [0, {count}).")
+        if count is None and member is not None:
             raise ValueError(f"`member` is for a population; this Trainer trains one policy, got member={member!r}.")
-        return export_policy(self.algorithm, path)
+        return export_policy(self.algorithm if member is None else self.algorithm.member(member), path)
 
     # ---------------------------------------------------------------- tracking
     def flush_metrics(self) -> None:
         """Write the metrics still pending (see the class docstring)."""
-        if self._members is not None:
-            self._members.flush()
+        self._members.flush()
         self._metrics.flush()
 
     def _flush_metrics(self, quiet: bool) -> None:

@@ -141,7 +141,7 @@ def test_cuda_graphed_rejects_a_new_shape_after_capture():
 def test_allow_tf32_sets_tf32_inside_and_restores_it():
     before = torch.get_float32_matmul_precision()
     algo = Algorithm(DiscreteDummyEnv, device="cuda", compile=False, allow_tf32=True, **SMALL)
-    with algo._matmul_precision():
+    with algo.matmul_precision():
         assert torch.get_float32_matmul_precision() == "high"
     algo.collect()
     algo.step()

@@ -106,7 +106,7 @@ def test_bad_keys_are_named():
         random.key(-1)
     algo = Algorithm(DiscreteDummyEnv, **SMALL)
     rollout = algo._rollout_fn(False)
-    carry = algo._fresh_carry(algo.env, None, random.key(0))
+    carry = algo.fresh_carry(algo.env, None, random.key(0))
     with pytest.raises(ValueError, match=r"`carry.key` must be an int64 tensor of shape \[2\].*got torch.float32 \[2\]"):
         rollout(algo.params, carry._replace(key=torch.zeros(2)))
     _, traj = rollout(algo.params, carry)

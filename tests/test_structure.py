@@ -13,6 +13,7 @@ PACKAGE = Path(rlstack.__file__).parent
 CORE = {
     "types", "spaces", "envs", "models", "distributions", "policy", "normalization", "random", "rollout", "ppo",
     "optim", "schedules", "config", "functional", "nn", "windows", "stats", "torch_optimizers", "memory", "transforms",
+    "train_state", "members",
 }
 
 
@@ -68,3 +69,85 @@ def test_the_walk_sees_a_shell_import_when_there_is_one(tmp_path):
     probe.write_text(source)
     assert "rlstack.trainer" in _rlstack_imports(probe, "rlstack.ppo")
     assert "rlstack.trainer" not in _rlstack_imports(fake)
+
+
+def _class_table(sources: dict[str, str]) -> dict[str, list[tuple[set[str], list[str | None]]]]:
+    """Class name -> per definition: the private names it defines (methods,
+    class attributes, ``self._x = ...`` in its methods) and its bases' names
+    (``None`` for a base that is not a plain name, e.g. ``typing.NamedTuple``)."""
+    table: dict[str, list[tuple[set[str], list[str | None]]]] = {}
+    for source in sources.values():
+        for node in ast.walk(ast.parse(source)):
+            if not isinstance(node, ast.ClassDef):
+                continue
+            defined = set()
+            for item in node.body:
+                if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    defined.add(item.name)
+                elif isinstance(item, ast.Assign):
+                    defined |= {t.id for t in item.targets if isinstance(t, ast.Name)}
+                elif isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
+                    defined.add(item.target.id)
+            for sub in ast.walk(node):
+                if isinstance(sub, ast.Attribute) and isinstance(sub.ctx, ast.Store) and \
+                        isinstance(sub.value, ast.Name) and sub.value.id in ("self", "cls"):
+                    defined.add(sub.attr)
+            bases = [b.id if isinstance(b, ast.Name) else None for b in node.bases]
+            table.setdefault(node.name, []).append((defined, bases))
+    return table
+
+
+def _private_reads_not_owned(sources: dict[str, str]) -> list[str]:
+    """``Class._name`` for every ``self._name`` a class reads that neither it
+    nor a base class of the package defines (classes with a base from outside
+    the package, whose private names cannot be listed here, are skipped)."""
+    table = _class_table(sources)
+
+    def owned(name: str, seen: frozenset = frozenset()) -> set[str] | None:
+        if name not in table:
+            return None
+        names: set[str] = set()
+        for defined, bases in table[name]:
+            names |= defined
+            for base in bases:
+                inherited = owned(base, seen | {name}) if base is not None and base not in seen else None
+                if inherited is None:
+                    return None
+                names |= inherited
+        return names
+
+    found = []
+    for module, source in sources.items():
+        for node in ast.walk(ast.parse(source)):
+            if not isinstance(node, ast.ClassDef):
+                continue
+            names = owned(node.name)
+            if names is None:
+                continue
+            for sub in ast.walk(node):
+                if (isinstance(sub, ast.Attribute) and isinstance(sub.ctx, ast.Load) and isinstance(sub.value, ast.Name)
+                        and sub.value.id in ("self", "cls") and sub.attr.startswith("_")
+                        and not sub.attr.startswith("__") and sub.attr not in names):
+                    found.append(f"{module}: {node.name} reads {sub.attr}")
+    return sorted(set(found))
+
+
+def _package_sources() -> dict[str, str]:
+    return {_module_name(path): path.read_text() for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def test_no_class_reads_a_private_attribute_it_neither_defines_nor_inherits():
+    """A part of a class (``Acting``, ``Checkpointing``) uses the public
+    attributes of the class it is part of, never its private ones."""
+    offending = _private_reads_not_owned(_package_sources())
+    assert not offending, "private attributes read from outside their class:\n" + "\n".join(offending)
+
+
+def test_the_walk_sees_a_mixin_read_a_private_attribute():
+    """The check above can fail: a mixin reading its host's private state is caught; a subclass is not."""
+    sources = {"probe": (
+        "class Host:\n    def __init__(self):\n        self._state = 1\n\n"
+        "class Part:\n    def peek(self):\n        return self._state\n\n"
+        "class Child(Host):\n    def peek(self):\n        return self._state\n"
+    )}
+    assert _private_reads_not_owned(sources) == ["probe: Part reads _state"]

@@ -319,7 +319,7 @@ def evaluate(args: argparse.Namespace) -> int:
         algo = _load_policy_state(source, args.env, args.member)
         env, name = algo.env, algo.build_config["env"]
         if not env.compilable:  # gymnasium or 1.x envs are built for a number of envs: build --num-envs of them
-            env = make_env(algo._env_spec, num_envs=args.num_envs, horizon=algo.config.horizon, config=algo.env_config)
+            env = make_env(algo.env_spec, num_envs=args.num_envs, horizon=algo.config.horizon, config=algo.env_config)
         act = algo.actor(deterministic)  # a recurrent or windowed policy's memory travels between calls
         trained_config = algo.env_config
     if not hasattr(env, "success"):

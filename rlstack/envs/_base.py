@@ -131,12 +131,12 @@ class Env:
         """
         key = random.key(0) if key is None else key
         if self.episodic:
-            return self._episode_success(act, num_envs=num_envs, config=config, key=key)
+            return self.episode_success(act, num_envs=num_envs, config=config, key=key)
         total = sum(reward for _, _, reward in self.run_policy(act, num_envs=num_envs, config=config, key=key))
         return {"success/reward_per_step": (total.mean() / self.eval_steps).item()}
 
-    def _episode_success(self, act, *, num_envs: int, config: Mapping[str, Any] | None, key: torch.Tensor) -> dict[str, float]:
-        """Episodic envs: ``success/episode_return``, the mean undiscounted
+    def episode_success(self, act, *, num_envs: int, config: Mapping[str, Any] | None, key: torch.Tensor) -> dict[str, float]:
+        """An episodic env's success: ``success/episode_return``, the mean undiscounted
         return of every env's first episode (the number papers report), and
         ``success/episode_length``; envs whose first episode outlasts
         ``eval_steps`` count with their return so far."""

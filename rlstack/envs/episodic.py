@@ -90,7 +90,7 @@ class Episodic:
                 key: torch.Tensor | None = None) -> dict[str, float]:
         """``success/episode_return`` (gymnasium's mean episode return of the
         first episode of each env) and ``success/episode_length``."""
-        return self._episode_success(act, num_envs=num_envs, config=config, key=random.key(0) if key is None else key)
+        return self.episode_success(act, num_envs=num_envs, config=config, key=random.key(0) if key is None else key)
 
 
 def _uniform(key: torch.Tensor, shape: tuple[int, ...], low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
