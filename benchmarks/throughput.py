@@ -81,7 +81,7 @@ DEFAULT_MODES = {"cpu": ["eager", "compiled", "compiled-amp"], "cuda": list(MODE
 
 def members(algo: Algorithm) -> int:
     """K, the runs one collect + step trains (1 but for a population)."""
-    return getattr(algo, "num_members", 1)
+    return getattr(algo, "num_members", None) or 1  # None: one run
 
 
 def matmul_weights(algo: Algorithm) -> int:
