@@ -21,7 +21,8 @@ from .envs import check_env, env_defaults, make_env
 from .members import member_configs
 from .normalization import init_norm_state
 from .optim import set_learning_rate
-from .policy import Policy, build_policy, check_model_config
+from .policy import Policy
+from .policy_build import build_policy, check_model_config
 from .rollout import make_rollout
 from .ppo import config_hparams, make_optimizer, make_update
 from .spaces import Box

@@ -12,7 +12,6 @@ mismatches.
 
 from __future__ import annotations
 
-import fcntl
 import importlib
 import os
 import pickle
@@ -25,6 +24,8 @@ from typing import Any
 import optree
 import torch
 
+from .folder_lock import FolderLock, pid_alive
+
 FORMAT = "rlstack-checkpoint"
 VERSION = 5  # 2: random keys instead of torch RNG states; 3: optimizer transforms, trajectory structure stored;
 # 4: optimizers as chains of small transforms (scale_by_adam, scale_by_learning_rate, ...);
@@ -34,16 +35,6 @@ _TEMP_NAME = re.compile(r"\.(?P<target>.+)\.(?P<pid>\d+)\.[^.]+\.tmp")
 
 class CheckpointError(ValueError):
     """A checkpoint is corrupted, truncated, unsafe or does not match."""
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by another user
-        return True
-    return True
 
 
 def remove_stale_temp_files(directory: Path) -> list[Path]:
@@ -58,7 +49,7 @@ def remove_stale_temp_files(directory: Path) -> list[Path]:
     removed = []
     for tmp in directory.glob(".*.tmp"):
         match = _TEMP_NAME.fullmatch(tmp.name)
-        if match and not _pid_alive(int(match.group("pid"))):
+        if match and not pid_alive(int(match.group("pid"))):
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed
@@ -255,66 +246,6 @@ class CheckpointDir:
     def close(self) -> None:
         """Release the lock (idempotent)."""
         self._lock.close()
-
-
-class FolderLock:
-    """An exclusive ``flock`` on the file ``path`` (the OS releases it when the
-    process dies), holding its owner's name: what keeps a second live run out
-    of a checkpoint or export folder.
-
-    Args:
-        path: the lock file (created if missing).
-        what: the argument the folder came from, for the message.
-        folder: the folder it guards, for the message.
-
-    Raises:
-        ValueError: if the file cannot be written, or another live process holds it.
-    """
-
-    def __init__(self, path: Path, what: str, folder: str) -> None:
-        self.path = path
-        try:
-            self._file = open(path, "a+")
-        except OSError as e:
-            raise ValueError(f"`{what}` {folder!r} is not writable: {e.strerror or e}.") from e
-        try:
-            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._file.seek(0)
-            holder = self._file.read().strip() or "another run"
-            self._file.close()
-            raise ValueError(f"`{what}` {folder!r} is in use by {holder}; give this run its own directory.") from None
-
-    def take(self, owner: str) -> str:
-        """Write ``"<owner> (pid <this pid>)"`` into the lock; returns what it held before."""
-        self._file.seek(0)
-        before = self._file.read().strip()
-        self._file.seek(0)
-        self._file.truncate()
-        self._file.write(f"{owner} (pid {os.getpid()})\n")
-        self._file.flush()
-        return before
-
-    def close(self) -> None:
-        """Release the lock (idempotent)."""
-        if not self._file.closed:
-            fcntl.flock(self._file, fcntl.LOCK_UN)
-            self._file.close()
-
-
-def dead_owner(text: str) -> str | None:
-    """The owner named in a lock's ``"<owner> (pid N)"`` text if process N is no
-    longer alive (its run died without ending), else None."""
-    match = re.fullmatch(r"(?P<owner>.+) \(pid (?P<pid>\d+)\)", text.strip())
-    if match is None or int(match["pid"]) == os.getpid():
-        return None
-    try:
-        os.kill(int(match["pid"]), 0)
-    except ProcessLookupError:
-        return match["owner"]
-    except PermissionError:  # alive, another user's
-        return None
-    return None
 
 
 def _step_of(path: Path) -> int | None:

@@ -233,3 +233,29 @@ def check_build_arguments(
             raise TypeError(f"`{name}` must be a bool, got {value!r}.")
     if cuda_graphs and device.type != "cuda":
         raise ValueError(f"`cuda_graphs=True` needs a CUDA device, got device={str(device)!r}.")
+
+
+def check_log_every_s(log_every_s: Any) -> None:
+    """``log_every_s`` is seconds >= 0, or a one-line error naming it."""
+    if isinstance(log_every_s, bool) or not isinstance(log_every_s, (int, float)) or not log_every_s >= 0:
+        raise ValueError(f"`log_every_s` must be seconds >= 0 (0: every step), got {log_every_s!r}.")
+
+
+def check_run_arguments(
+    *, steps_per_eval: Any, checkpoint_every: Any, checkpoint_dir: Any, checkpoint_every_s: Any,
+    keep_checkpoints: Any, member_stop: Any,
+) -> None:
+    """:meth:`Trainer.run`'s arguments, or a one-line error naming the first bad one."""
+    for name, value in (("steps_per_eval", steps_per_eval), ("checkpoint_every", checkpoint_every)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ValueError(f"`{name}` must be a positive int or None, got {value!r}.")
+    if checkpoint_every is not None and checkpoint_dir is None:
+        raise ValueError("`checkpoint_every` needs a `checkpoint_dir` to write to.")
+    if checkpoint_every_s is not None and (isinstance(checkpoint_every_s, bool) or
+                                           not isinstance(checkpoint_every_s, (int, float)) or
+                                           not checkpoint_every_s >= 0):
+        raise ValueError(f"`checkpoint_every_s` must be seconds >= 0 or None (off), got {checkpoint_every_s!r}.")
+    if not isinstance(keep_checkpoints, int) or isinstance(keep_checkpoints, bool) or keep_checkpoints < 1:
+        raise ValueError(f"`keep_checkpoints` must be a positive int, got {keep_checkpoints!r}.")
+    if member_stop not in ("each", "any", "mean"):
+        raise ValueError(f"`member_stop` must be 'each', 'any' or 'mean', got {member_stop!r}.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Mapping
 
 import optree
@@ -12,7 +13,38 @@ from .envs import Env
 from .transforms import Staged
 from .normalization import NormState, normalize, scale, update_moments
 from .policy import Policy, to_action_space
+from .stats import env_rewards, episode_stats, reward_stats, trajectory_stats
 from .types import EpisodeTally, HParams, Params, RolloutCarry, Trajectory, Transition, Tree
+
+__all__ = [  # the stats of a trajectory live in rlstack.stats; their rlstack.rollout names stay
+    "check_window", "env_rewards", "episode_stats", "make_rollout", "observe", "reset_carry", "reward_stats",
+    "run_horizon", "scale_reward", "tally_episodes", "trajectory_stats", "with_carry_defaults",
+]
+
+
+def observe(norm: NormState, obs: Tree, *, normalize_obs: bool, update: bool) -> tuple[NormState, Tree]:
+    """What the policy sees of ``obs`` ``[N, ...]``: standardised by the
+    running statistics (updated with ``obs`` first when ``update``) with
+    ``normalize_obs``, else as it is."""
+    if not normalize_obs:
+        return norm, obs
+    if update:
+        norm = norm._replace(obs=update_moments(norm.obs, obs))
+    return norm, normalize(norm.obs, obs)
+
+
+def scale_reward(
+    norm: NormState, reward: torch.Tensor, discount: Any, done: torch.Tensor, *, normalize_rewards: bool, update: bool,
+) -> tuple[NormState, torch.Tensor]:
+    """The reward ``[N]`` the update learns from: with ``normalize_rewards``,
+    divided by the running std of the discounted return (whose statistics
+    ``update`` moves; an episode's end starts a new return), else as it is."""
+    if not normalize_rewards:
+        return norm, reward
+    returns = norm.returns * discount + reward
+    moments = update_moments(norm.reward, returns) if update else norm.reward
+    returns = torch.where(done, torch.zeros_like(returns), returns)  # a new episode starts a new discounted return
+    return NormState(norm.obs, moments, returns), scale(moments, reward)
 
 
 def make_rollout(
@@ -106,21 +138,6 @@ def make_rollout(
     check_window(policy, horizon)
     memory_kind = policy.memory
 
-    def observe(norm: NormState, obs):
-        if not normalize_obs:
-            return norm, obs
-        if update_normalization:
-            norm = norm._replace(obs=update_moments(norm.obs, obs))
-        return norm, normalize(norm.obs, obs)
-
-    def scale_reward(norm: NormState, reward: torch.Tensor, discount: Any, done: torch.Tensor):
-        if not normalize_rewards:
-            return norm, reward
-        returns = norm.returns * discount + reward
-        moments = update_moments(norm.reward, returns) if update_normalization else norm.reward
-        returns = torch.where(done, torch.zeros_like(returns), returns)  # a new episode starts a new discounted return
-        return NormState(norm.obs, moments, returns), scale(moments, reward)
-
     def memory_starts(carry: RolloutCarry) -> torch.Tensor:
         """``[N]`` bool: where the memory starts over before the next step."""
         if seqs_per_state_reset < 0:
@@ -143,7 +160,7 @@ def make_rollout(
         """Act with the memory, step the env; an ended episode is tallied
         and its successor's memory starts over at the next step."""
         key, act_key, step_key = random.split(carry.key, 3)
-        norm, policy_obs = observe(carry.norm, carry.obs)
+        norm, policy_obs = observe(carry.norm, carry.obs, normalize_obs=normalize_obs, update=update_normalization)
         starts = memory_starts(carry)
         action, log_prob, value, memory = policy.step(params, policy_obs, carry.memory, starts, act_key,
                                                       deterministic=deterministic)
@@ -151,7 +168,8 @@ def make_rollout(
         env_state, obs, reward, terminated, truncated = env.step(carry.env_state, env_action, step_key)
         done = terminated | truncated
         ended_value = final_value(params, norm, env_state, memory, torch.zeros_like(done))
-        norm, learned_reward = scale_reward(norm, reward, discount, done)
+        norm, learned_reward = scale_reward(norm, reward, discount, done, normalize_rewards=normalize_rewards,
+                                            update=update_normalization)
         tally, ended_return, ended_length = tally_episodes(carry.episode, reward, done)
         transition = Transition(policy_obs, action, log_prob, value, learned_reward, reward, terminated, truncated,
                                 ended_value, ended_return, ended_length, memory_kind.step_record(carry.memory, starts))
@@ -165,46 +183,55 @@ def make_rollout(
     def record(first: Any, steps: list, length: int) -> Any:
         return memory_kind.record(first, steps, length)
 
-    def loop(pieces: Mapping[str, Callable], member_axes: int, params: Params, carry: RolloutCarry,
-             hparams: HParams | None = None) -> tuple[RolloutCarry, Trajectory]:
-        """The horizon loop over the pieces; time is axis ``member_axes``."""
-        random.check_key(carry.key, "carry.key")
-        discount = gamma if hparams is None else hparams.gamma
-        if member_axes and not isinstance(discount, torch.Tensor):  # one value for every member
-            discount = torch.full(carry.key.shape[:member_axes], float(discount), device=carry.key.device)
-        carry = pieces["defaults"](carry)
-        carry = carry._replace(key=carry.key.contiguous())  # one layout in, whatever split made it
-        first_memory, steps = carry.memory, []
-        for _ in range(horizon):
-            carry, transition = pieces["step"](params, carry, discount)
-            # A member's key is a strided view into the split: one layout in, no recompile.
-            carry = carry._replace(key=carry.key.contiguous())
-            steps.append(transition)
-        stacked = optree.tree_map(lambda *xs: torch.stack(xs, member_axes), *[s._replace(memory=()) for s in steps])
-        last_value = pieces["bootstrap_value"](params, carry)
-        values = torch.cat([stacked.value, last_value.unsqueeze(member_axes)], member_axes)
-        traj = Trajectory(
-            obs=stacked.obs,
-            actions=stacked.action,
-            log_probs=stacked.log_prob,
-            values=values,
-            rewards=stacked.reward,
-            raw_rewards=stacked.raw_reward,
-            terminated=stacked.terminated,
-            truncated=stacked.truncated,
-            # Where episodes never end, each step's final observation is the next one.
-            final_values=stacked.final_value if optree.tree_leaves(stacked.final_value) else values.narrow(
-                member_axes, 1, horizon),
-            episode_returns=stacked.episode_return,
-            episode_lengths=stacked.episode_length,
-            memory=pieces["record"](first_memory, [s.memory for s in steps], seq_len),
-        )
-        return carry, traj
-
     pieces = {"defaults": with_carry_defaults(policy), "step": body, "bootstrap_value": bootstrap_value,
               "record": record}
     compilable = frozenset({"step", "bootstrap_value"}) if getattr(env, "compilable", True) else frozenset()
+    loop = functools.partial(run_horizon, horizon=horizon, gamma=gamma, seq_len=seq_len)
     return Staged(pieces, loop, compile=compilable, in_dims={"record": (0, 0, None)})
+
+
+def run_horizon(
+    pieces: Mapping[str, Callable], member_axes: int, params: Params, carry: RolloutCarry,
+    hparams: HParams | None = None, *, horizon: int, gamma: float, seq_len: int,
+) -> tuple[RolloutCarry, Trajectory]:
+    """The Python driver of :func:`make_rollout`: ``horizon`` calls of the
+    ``step`` piece from ``carry`` (after ``defaults``), the transitions
+    stacked along time (axis ``member_axes``: 0, or 1 under a member axis),
+    the ``bootstrap_value`` appended to the values and the memory
+    ``record`` made for ``seq_len`` steps. The discount is ``hparams.gamma``,
+    else ``gamma``."""
+    random.check_key(carry.key, "carry.key")
+    discount = gamma if hparams is None else hparams.gamma
+    if member_axes and not isinstance(discount, torch.Tensor):  # one value for every member
+        discount = torch.full(carry.key.shape[:member_axes], float(discount), device=carry.key.device)
+    # One layout in at every step, whatever made the carry (a member's key is a strided view into the split; a
+    # vmapped reset, and compiled code, can give stride-0 leaves): one compiled graph, no recompile.
+    carry = optree.tree_map(torch.Tensor.contiguous, pieces["defaults"](carry))
+    first_memory, steps = carry.memory, []
+    for _ in range(horizon):
+        carry, transition = pieces["step"](params, carry, discount)
+        carry = optree.tree_map(torch.Tensor.contiguous, carry)
+        steps.append(transition)
+    stacked = optree.tree_map(lambda *xs: torch.stack(xs, member_axes), *[s._replace(memory=()) for s in steps])
+    last_value = pieces["bootstrap_value"](params, carry)
+    values = torch.cat([stacked.value, last_value.unsqueeze(member_axes)], member_axes)
+    traj = Trajectory(
+        obs=stacked.obs,
+        actions=stacked.action,
+        log_probs=stacked.log_prob,
+        values=values,
+        rewards=stacked.reward,
+        raw_rewards=stacked.raw_reward,
+        terminated=stacked.terminated,
+        truncated=stacked.truncated,
+        # Where episodes never end, each step's final observation is the next one.
+        final_values=stacked.final_value if optree.tree_leaves(stacked.final_value) else values.narrow(
+            member_axes, 1, horizon),
+        episode_returns=stacked.episode_return,
+        episode_lengths=stacked.episode_length,
+        memory=pieces["record"](first_memory, [s.memory for s in steps], seq_len),
+    )
+    return carry, traj
 
 
 def check_window(policy: Policy, horizon: int) -> None:
@@ -284,53 +311,3 @@ def tally_episodes(
 
 def _batch_size(obs) -> int:
     return optree.tree_leaves(obs)[0].shape[0]
-
-
-def env_rewards(traj: Trajectory) -> torch.Tensor:
-    """``[T, N]`` the env's own rewards (``raw_rewards``; ``rewards`` are
-    the ones learned from, scaled when rewards are normalised)."""
-    return traj.raw_rewards
-
-
-def trajectory_stats(traj: Trajectory) -> dict[str, torch.Tensor]:
-    """Summary of a rollout's env rewards as 0-d tensors (no sync).
-
-    ``returns/*`` are over envs of the undiscounted reward summed over the
-    horizon (``[N]``); ``rewards/*`` are over all ``T * N`` rewards; ``std``
-    is the population std (no Bessel correction), so that the stats of
-    equal groups combine exactly (:mod:`rlstack.stats`). The env's own
-    rewards are used even when rewards are normalised. :func:`episode_stats`
-    adds the episodes that ended (none where episodes never end).
-    """
-    return {**reward_stats(env_rewards(traj)), **episode_stats(traj)}
-
-
-def reward_stats(rewards: torch.Tensor) -> dict[str, torch.Tensor]:
-    """``returns/{min,max,mean,std}`` over envs of ``[T, N]`` rewards summed
-    over time, and ``rewards/*`` over all of them, as 0-d float32 tensors
-    (population stds; no sync)."""
-    rewards = rewards.float()
-    stats = {}
-    for name, x in (("returns", rewards.sum(0)), ("rewards", rewards)):
-        stats[f"{name}/min"] = x.min()
-        stats[f"{name}/max"] = x.max()
-        stats[f"{name}/mean"] = x.mean()
-        stats[f"{name}/std"] = x.std(correction=0)
-    return stats
-
-
-def episode_stats(traj: Trajectory) -> dict[str, torch.Tensor]:
-    """Statistics of the episodes that ended during a rollout, as
-    0-d tensors (no sync): ``episodes/count``, ``episodes/return/mean``
-    (undiscounted env rewards), ``episodes/length/mean`` (steps) and
-    ``episodes/terminated`` (the share that ended in a terminal state). The
-    means are 0 when no episode ended; the shell drops them then."""
-    done = traj.terminated | traj.truncated
-    count = done.sum().float()
-    denominator = count.clamp(min=1.0)
-    return {
-        "episodes/count": count,
-        "episodes/return/mean": traj.episode_returns.float().sum() / denominator,
-        "episodes/length/mean": traj.episode_lengths.float().sum() / denominator,
-        "episodes/terminated": traj.terminated.sum().float() / denominator,
-    }

@@ -1,4 +1,6 @@
-"""How each logged stat combines over population members and over ranks.
+"""What a rollout's stats are (:func:`trajectory_stats`: rewards, returns,
+the episodes that ended) and how each logged stat combines over population
+members and over ranks.
 
 A stat is a float named by a path (``returns/mean``, ``episodes/count``).
 When several groups of transitions each report their stats (the ranks of a
@@ -20,6 +22,10 @@ from __future__ import annotations
 
 import math
 from typing import Mapping, NamedTuple, Sequence, Union
+
+import torch
+
+from .types import Trajectory
 
 
 class Mean(NamedTuple):
@@ -166,3 +172,53 @@ def drop_empty_episode_means(stats: dict[str, float]) -> None:
     if stats.get("episodes/count") == 0:
         for key in ("episodes/return/mean", "episodes/length/mean", "episodes/terminated"):
             stats.pop(key)
+
+
+def env_rewards(traj: Trajectory) -> torch.Tensor:
+    """``[T, N]`` the env's own rewards (``raw_rewards``; ``rewards`` are
+    the ones learned from, scaled when rewards are normalised)."""
+    return traj.raw_rewards
+
+
+def trajectory_stats(traj: Trajectory) -> dict[str, torch.Tensor]:
+    """Summary of a rollout's env rewards as 0-d tensors (no sync).
+
+    ``returns/*`` are over envs of the undiscounted reward summed over the
+    horizon (``[N]``); ``rewards/*`` are over all ``T * N`` rewards; ``std``
+    is the population std (no Bessel correction), so that the stats of
+    equal groups combine exactly (:mod:`rlstack.stats`). The env's own
+    rewards are used even when rewards are normalised. :func:`episode_stats`
+    adds the episodes that ended (none where episodes never end).
+    """
+    return {**reward_stats(env_rewards(traj)), **episode_stats(traj)}
+
+
+def reward_stats(rewards: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``returns/{min,max,mean,std}`` over envs of ``[T, N]`` rewards summed
+    over time, and ``rewards/*`` over all of them, as 0-d float32 tensors
+    (population stds; no sync)."""
+    rewards = rewards.float()
+    stats = {}
+    for name, x in (("returns", rewards.sum(0)), ("rewards", rewards)):
+        stats[f"{name}/min"] = x.min()
+        stats[f"{name}/max"] = x.max()
+        stats[f"{name}/mean"] = x.mean()
+        stats[f"{name}/std"] = x.std(correction=0)
+    return stats
+
+
+def episode_stats(traj: Trajectory) -> dict[str, torch.Tensor]:
+    """Statistics of the episodes that ended during a rollout, as
+    0-d tensors (no sync): ``episodes/count``, ``episodes/return/mean``
+    (undiscounted env rewards), ``episodes/length/mean`` (steps) and
+    ``episodes/terminated`` (the share that ended in a terminal state). The
+    means are 0 when no episode ended; the shell drops them then."""
+    done = traj.terminated | traj.truncated
+    count = done.sum().float()
+    denominator = count.clamp(min=1.0)
+    return {
+        "episodes/count": count,
+        "episodes/return/mean": traj.episode_returns.float().sum() / denominator,
+        "episodes/length/mean": traj.episode_lengths.float().sum() / denominator,
+        "episodes/terminated": traj.terminated.sum().float() / denominator,
+    }

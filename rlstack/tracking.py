@@ -219,7 +219,7 @@ def end_run(
 def mark_dead_run_killed(client: MlflowClient, owner: str | None, current_run_id: str | None) -> str | None:
     """End as KILLED the MLflow run a dead process left RUNNING: ``owner`` is
     what its folder lock names (``"MLflow run <id>"``, see
-    :func:`rlstack.checkpoint.dead_owner`). Returns the id it ended, if any."""
+    :func:`rlstack.folder_lock.dead_owner`). Returns the id it ended, if any."""
     run_id = (owner or "").removeprefix("MLflow run ").strip()
     if not owner or not owner.startswith("MLflow run ") or run_id == current_run_id or not _exists(client, run_id):
         return None

@@ -13,7 +13,7 @@ PACKAGE = Path(rlstack.__file__).parent
 CORE = {
     "types", "spaces", "envs", "models", "distributions", "policy", "normalization", "random", "rollout", "ppo",
     "optim", "schedules", "config", "functional", "nn", "windows", "stats", "torch_optimizers", "memory", "transforms",
-    "train_state", "members",
+    "train_state", "members", "loss", "update", "policy_build",
 }
 
 
@@ -151,3 +151,32 @@ def test_the_walk_sees_a_mixin_read_a_private_attribute():
         "class Child(Host):\n    def peek(self):\n        return self._state\n"
     )}
     assert _private_reads_not_owned(sources) == ["probe: Part reads _state"]
+
+
+MAX_MODULE_LINES, MAX_BODY_LINES = 350, 60
+
+
+def _body_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """Lines of a function's body, its docstring not counted."""
+    body = node.body
+    if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+        body = body[1:]
+    return body[-1].end_lineno - body[0].lineno + 1 if body else 0
+
+
+def test_modules_and_functions_stay_small_enough_to_read():
+    """No module over 350 lines, no function body over 60 (docstrings not counted)."""
+    long_modules, long_functions = [], []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        source = path.read_text()
+        if source.count("\n") > MAX_MODULE_LINES:
+            long_modules.append(f"{_module_name(path)}: {source.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and _body_lines(node) > MAX_BODY_LINES:
+                long_functions.append(f"{_module_name(path)}.{node.name}: {_body_lines(node)} lines")
+    assert not long_modules and not long_functions, "\n".join(long_modules + long_functions)
+
+
+def test_the_body_count_leaves_out_the_docstring():
+    source = 'def f():\n    """Doc\n    string."""\n    a = 1\n    return a\n'
+    assert _body_lines(ast.parse(source).body[0]) == 2

@@ -140,14 +140,14 @@ def test_a_resumed_run_records_changed_settings_as_tags_instead_of_failing(tmp_p
 
 def _count_metric_writes(trainer, monkeypatch):
     writes = []
-    original = trainer._client.log_batch
+    original = trainer.run_log.client.log_batch
 
     def counting(run_id, metrics=(), **kwargs):
         if metrics:
             writes.append(len(metrics))
         return original(run_id, metrics=metrics, **kwargs)
 
-    monkeypatch.setattr(trainer._client, "log_batch", counting)
+    monkeypatch.setattr(trainer.run_log.client, "log_batch", counting)
     return writes
 
 
@@ -183,7 +183,7 @@ def test_metrics_pending_when_a_run_is_interrupted_are_written(monkeypatch):
 def test_buffered_metrics_are_written_once_the_flush_interval_passes(monkeypatch):
     trainer = Trainer(DiscreteDummyEnv, log_every_s=0, **SMALL)
     writes = _count_metric_writes(trainer, monkeypatch)
-    trainer._metrics.flush_every_s = 0.0  # every buffered step is already due
+    trainer.run_log.metrics.flush_every_s = 0.0  # every buffered step is already due
     trainer.run(stop_conditions=[HitsUpperBound("algorithm/steps", 3)])
     assert len(writes) == 3
     trainer.close()

@@ -1,13 +1,16 @@
 """The command line: ``rlstack train | eval | export | plot``.
 
-:mod:`rlstack.cli.arguments` parses arguments and assembles ``train``'s
-configuration (preset, TOML file, flags); :mod:`rlstack.cli.commands` runs
+:mod:`rlstack.cli.arguments` parses arguments, :mod:`rlstack.cli.config`
+assembles ``train``'s configuration (preset, TOML file, flags);
+:mod:`rlstack.cli.commands` runs
 the commands (printing and exit codes only: the work is done by Trainer,
 Algorithm, rlstack.export and rlstack.plotting).
 """
 
-from .arguments import build_parser, load_env, read_toml, train_config
-from .commands import Progress, StopRequest, evaluate, export, main, plot, train
+from .arguments import build_parser, load_env
+from .config import read_toml, train_config
+from .commands import evaluate, export, main, plot, train
+from .progress import Progress, StopRequest
 
 __all__ = ["build_parser", "load_env", "read_toml", "train_config", "Progress", "StopRequest", "main", "train",
            "evaluate", "export", "plot"]

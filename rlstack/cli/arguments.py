@@ -1,7 +1,6 @@
-"""Arguments of the command line: the parser, TOML files, env names, and
-how ``train``'s configuration is assembled (in increasing priority: the
-env's preset (:mod:`rlstack.presets`), a TOML file (``-f``), command-line
-flags)."""
+"""Arguments of the command line: the parser, the names of its options and
+env names; :mod:`rlstack.cli.config` assembles ``train``'s configuration
+from them."""
 
 
 from __future__ import annotations
@@ -10,36 +9,32 @@ import argparse
 import dataclasses
 import importlib
 import re
-import tomllib
-from pathlib import Path
 from typing import Any
 
 from ..config import AlgorithmConfig, RecurrentAlgorithmConfig
 from ..envs import BUILTIN_ENVS
-from ..torch_optimizers import TORCH_OPTIMIZERS_BY_NAME
-from ..presets import PRESETS
 
 # AlgorithmConfig fields that take one scalar on the command line.
 _SCALAR_TYPES = {"int": int, "float": float, "bool": bool, "float | None": float, "int | None": int}
-_HPARAMS = {f.name for f in dataclasses.fields(RecurrentAlgorithmConfig)}
-_RECURRENT_HPARAMS = _HPARAMS - {f.name for f in dataclasses.fields(AlgorithmConfig)}
+HPARAMS = {f.name for f in dataclasses.fields(RecurrentAlgorithmConfig)}
+RECURRENT_HPARAMS = HPARAMS - {f.name for f in dataclasses.fields(AlgorithmConfig)}
 #: --model: the default MLP, or the default recurrent model with this cell (RecurrentTrainer).
 MODELS = ("mlp", "lstm", "gru")
 # Options of `train` that are not Trainer keyword arguments.
-_RUN_OPTIONS = {"env", "max_steps", "experiment_name", "run_name", "steps_per_eval", "checkpoint_every", "checkpoint_every_s",
+RUN_OPTIONS = {"env", "max_steps", "experiment_name", "run_name", "steps_per_eval", "checkpoint_every", "checkpoint_every_s",
                 "checkpoint_dir", "keep_checkpoints", "save", "resume", "member_stop"}
-_TRAINER_OPTIONS = {"seed", "device", "compile", "cuda_graphs", "allow_tf32", "env_config", "model_config", "optimizer_cls",
+TRAINER_OPTIONS = {"seed", "device", "compile", "cuda_graphs", "allow_tf32", "env_config", "model_config", "optimizer_cls",
                     "log_every_s",
                     "optimizer_config", "num_members", "model"}
 # Hyperparameters a population's members may differ in: flags take comma-separated values.
-_PER_MEMBER_FLAGS = {"gamma", "gae_lambda", "clip_param", "entropy_coeff"}
+PER_MEMBER_FLAGS = {"gamma", "gae_lambda", "clip_param", "entropy_coeff"}
 # The types of `train`'s own options (hyperparameters are checked by AlgorithmConfig).
-_RUN_OPTION_TYPES = {"max_steps": int, "steps_per_eval": int, "checkpoint_every": int, "keep_checkpoints": int,
+RUN_OPTION_TYPES = {"max_steps": int, "steps_per_eval": int, "checkpoint_every": int, "keep_checkpoints": int,
                      "checkpoint_every_s": (int, float),
                      "env": str, "experiment_name": str, "run_name": str, "checkpoint_dir": str, "save": str, "resume": str,
                      "member_stop": str}
 # What may be given with --resume: everything else is the checkpoint's.
-_RESUME_OPTIONS = {"resume", "env", "max_steps", "steps_per_eval", "checkpoint_every", "checkpoint_every_s", "checkpoint_dir",
+RESUME_OPTIONS = {"resume", "env", "max_steps", "steps_per_eval", "checkpoint_every", "checkpoint_every_s", "checkpoint_dir",
                    "log_every_s",
                    "keep_checkpoints", "save", "experiment_name", "run_name", "device", "compile"}
 
@@ -138,10 +133,18 @@ def _parse_bool(text: str) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """``rlstack``'s argument parser: the ``train``, ``eval``, ``export`` and ``plot`` commands."""
     parser = argparse.ArgumentParser(prog="rlstack", description="Fast PPO for massively parallel envs.")
     commands = parser.add_subparsers(dest="command", required=True)
-
     train = commands.add_parser("train", help="train a policy and log the run to MLflow")
+    _add_run_options(train)
+    _add_hyperparameter_options(train)
+    _add_other_commands(commands)
+    return parser
+
+
+def _add_run_options(train: argparse.ArgumentParser) -> None:
+    """``train``'s options besides the hyperparameters."""
     train.add_argument("-f", "--config", dest="config_file", default=None, help="TOML file of configuration")
     train.add_argument("--env", default=None,
                        help=f"one of {sorted(BUILTIN_ENVS)}, gymnasium:ID (e.g. gymnasium:CartPole-v1) or module:Class")
@@ -188,12 +191,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="keep this run's N newest checkpoints (default 3)")
     train.add_argument("--save", default=None, metavar="DIR",
                        help="export the policy (MLflow model) at the end; DIR must not exist or be empty")
+
+
+def _add_hyperparameter_options(train: argparse.ArgumentParser) -> None:
+    """One ``train`` flag per scalar field of
+    :class:`~rlstack.config.RecurrentAlgorithmConfig` (per-member ones take a list)."""
     ppo_options = train.add_argument_group("hyperparameters (see rlstack.AlgorithmConfig; default: the env's preset)")
     for field in dataclasses.fields(RecurrentAlgorithmConfig):
         kind = _SCALAR_TYPES.get(str(field.type))
         if kind is None:
             continue
-        per_member = field.name in _PER_MEMBER_FLAGS
+        per_member = field.name in PER_MEMBER_FLAGS
         optional = str(field.type).endswith("| None")
         ppo_options.add_argument(
             "--" + field.name.replace("_", "-"), dest=field.name, default=None,
@@ -202,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
             help=(_FIELD_HELP.get(field.name) or "") + (" One value, or one per member (comma-separated)." if per_member else ""),
         )
 
+
+def _add_other_commands(commands: Any) -> None:
+    """The ``eval``, ``export`` and ``plot`` commands."""
     evaluate = commands.add_parser("eval", help="print a policy's success measure on an env")
     evaluate.add_argument("source", help="a checkpoint file or an exported model directory")
     evaluate.add_argument("--env", default=None, help="env (default: the one it was trained on, if built in)")
@@ -221,147 +232,3 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--metrics", nargs="*", default=["returns/mean", "eval/returns/mean"],
                       help="metric names; eval/* ones go to a panel of their own (default: returns/mean "
                            "eval/returns/mean)")
-    return parser
-
-
-def read_toml(path: str) -> dict[str, Any]:
-    """Settings from a TOML file: ``train``'s options and Trainer keyword
-    arguments (``[model_config]``, ``[optimizer_config]``, ``[env_config]``
-    tables; ``optimizer_cls = "SGD"``).
-
-    Raises:
-        ValueError: for a missing or malformed file, an unknown key or a
-            value of the wrong type.
-    """
-    try:
-        data = tomllib.loads(Path(path).read_text())
-    except FileNotFoundError as e:
-        raise ValueError(f"-f {path!r}: no such file.") from e
-    except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"-f {path!r} is not valid TOML: {e}") from e
-    unknown = sorted(set(data) - _HPARAMS - _RUN_OPTIONS - _TRAINER_OPTIONS)
-    if unknown:
-        raise ValueError(f"-f {path!r} has unknown keys {unknown}; expected hyperparameters or {sorted(_RUN_OPTIONS | _TRAINER_OPTIONS)}.")
-    for key, kind in _RUN_OPTION_TYPES.items():
-        if key in data and (not isinstance(data[key], kind) or isinstance(data[key], bool)):
-            example = {int: "an integer such as 10", str: "a string"}.get(kind, "a number of seconds such as 300")
-            raise ValueError(f"-f {path!r}: `{key}` must be {example}, got {data[key]!r}.")
-    for key in ("model_config", "optimizer_config", "env_config"):
-        if key in data and not isinstance(data[key], dict):
-            raise ValueError(f"-f {path!r}: `{key}` must be a table ([{key}]), got {data[key]!r}.")
-    return data
-
-
-def largest_divisor_at_most(n: int, limit: int) -> int:
-    """The largest divisor of ``n`` that is at most ``limit`` (>= 1)."""
-    return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
-
-
-def _adapt_preset(config: dict[str, Any], explicit: set[str]) -> list[str]:
-    """Adapt a preset's ``sgd_minibatch_size`` that the user did not set to
-    a buffer (``num_envs * horizon``) the user changed: the largest divisor
-    of the buffer not above the preset's value. Returns notes to print."""
-    size = config.get("sgd_minibatch_size")
-    if size is None or "sgd_minibatch_size" in explicit:
-        return []
-    num_envs, horizon = config.get("num_envs", 8192), config.get("horizon", 32)
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (num_envs, horizon)):
-        return []  # AlgorithmConfig reports these
-    buffer = num_envs * horizon
-    if buffer % size == 0 and size <= buffer:
-        return []
-    config["sgd_minibatch_size"] = largest_divisor_at_most(buffer, size)
-    return [f"sgd_minibatch_size {size} (the preset's) does not divide num_envs * horizon = {buffer}; "
-            f"using {config['sgd_minibatch_size']}"]
-
-
-def _check_model(config: dict[str, Any]) -> None:
-    """``--model`` is one of :data:`MODELS`; recurrent hyperparameters need a recurrent one."""
-    model = config.get("model")
-    if model is not None and model not in MODELS:
-        raise ValueError(f"--model must be one of {list(MODELS)}, got {model!r}.")
-    recurrent_flags = sorted(k for k in _RECURRENT_HPARAMS if k in config)
-    if recurrent_flags and model not in ("lstm", "gru"):
-        raise ValueError(f"--{recurrent_flags[0].replace('_', '-')} is for a recurrent policy: add --model lstm or gru.")
-    if model in ("lstm", "gru") and "obs_window" in config.get("model_config", {}):
-        raise ValueError("--obs-window is for the MLP: a recurrent policy (--model lstm or gru) remembers through "
-                         "its hidden state.")
-
-
-def _check_member_lists(config: dict[str, Any]) -> None:
-    """Per-member lists need a population: name the option and the fix."""
-    if config.get("num_members") is not None:
-        return
-    lists = [k for k in sorted(_PER_MEMBER_FLAGS) if isinstance(config.get(k), list)]
-    if isinstance(config.get("optimizer_config", {}).get("lr"), list):
-        lists.insert(0, "lr")
-    if lists:
-        name = lists[0]
-        raise ValueError(f"--{name.replace('_', '-')} has {len(config.get(name) or config['optimizer_config']['lr'])} values: "
-                         "one value per member needs --num-members (or `num_members` in the -f file).")
-
-
-def train_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(run_options, trainer_kwargs)`` from preset < TOML < flags.
-
-    ``run_options["notes"]`` lists the adaptations made to preset values.
-
-    Raises:
-        ValueError: for a missing env, a bad value, or hyperparameters given
-            with ``--resume`` (a resumed run keeps the checkpoint's).
-    """
-    from_file = read_toml(args.config_file) if args.config_file else {}
-    flags = {k: v for k, v in vars(args).items() if v is not None and k not in ("command", "config_file", "lr", "hiddens",
-                                                                                   "obs_window")}
-    explicit = set(from_file) | set(flags) | {name for name in ("lr", "hiddens", "obs_window")
-                                               if getattr(args, name) is not None}
-    env = flags.get("env", from_file.get("env"))
-    resume = flags.get("resume", from_file.get("resume"))
-    if resume:
-        fixed = sorted(explicit - _RESUME_OPTIONS)
-        if fixed:
-            names = ", ".join("--" + k.replace("_", "-") for k in fixed)
-            raise ValueError(
-                f"--resume continues with the checkpoint's hyperparameters and config; {names} cannot change on "
-                "resume (start a new run to change them)."
-            )
-    elif env is None:
-        raise ValueError("--env is required (or `env = ...` in the -f file).")
-    config: dict[str, Any] = {} if resume else {k: (dict(v) if isinstance(v, dict) else v) for k, v in PRESETS.get(env, {}).items()}
-    for source in (from_file, flags):
-        for key, value in source.items():
-            if key in ("model_config", "optimizer_config", "env_config"):
-                config[key] = {**config.get(key, {}), **value}
-            else:
-                config[key] = None if value is DISABLED else value
-    if args.lr is not None:
-        config["optimizer_config"] = {**config.get("optimizer_config", {}), "lr": args.lr}
-    if args.hiddens is not None:
-        try:
-            config["model_config"] = {**config.get("model_config", {}), "hiddens": tuple(int(h) for h in args.hiddens.split(","))}
-        except ValueError as e:
-            raise ValueError(f"--hiddens must be comma-separated ints such as 64,64, got {args.hiddens!r}.") from e
-    if args.obs_window is not None:
-        config["model_config"] = {**config.get("model_config", {}), "obs_window": args.obs_window}
-    if "hiddens" in config.get("model_config", {}) and isinstance(config["model_config"]["hiddens"], list):
-        config["model_config"]["hiddens"] = tuple(config["model_config"]["hiddens"])
-    if isinstance(config.get("optimizer_cls"), str):
-        name = config["optimizer_cls"]
-        if name not in TORCH_OPTIMIZERS_BY_NAME:
-            raise ValueError(f"optimizer_cls must be one of {sorted(TORCH_OPTIMIZERS_BY_NAME)}, got {name!r}.")
-        config["optimizer_cls"] = TORCH_OPTIMIZERS_BY_NAME[name]
-    _check_member_lists(config)
-    _check_model(config)
-    notes = _adapt_preset(config, explicit)
-    if not resume:
-        config.setdefault("seed", 0)
-    run = {k: config.pop(k) for k in list(config) if k in _RUN_OPTIONS}
-    for name in ("max_steps", "checkpoint_every", "steps_per_eval", "keep_checkpoints"):
-        if run.get(name) is not None and run[name] < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be a positive int, got {run[name]}.")
-    if run.get("checkpoint_every_s") is not None and not run["checkpoint_every_s"] >= 0:
-        raise ValueError(f"--checkpoint-every-s must be >= 0 seconds (0: off), got {run['checkpoint_every_s']}.")
-    run["notes"] = notes
-    return run, config
-
-

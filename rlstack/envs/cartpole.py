@@ -44,10 +44,12 @@ def in_bounds(physics: torch.Tensor) -> torch.Tensor:
 
 
 def observe(state: CartPoleState) -> torch.Tensor:
-    """``[N, 4]`` what the agent sees: the physics, hidden variables zeroed."""
+    """``[N, 4]`` what the agent sees: the physics, hidden variables zeroed
+    (a tensor of its own, never the state's: a compiled step sees the same
+    aliasing at every call, so it compiles once)."""
     if isinstance(state.observed, torch.Tensor):
         return state.physics * state.observed
-    return state.physics
+    return state.physics.clone()
 
 
 class CartPole(Env):

@@ -69,7 +69,9 @@ class Episodic:
         state, obs = super().reset(key, num_envs, config=config)
         params = self.respawn_params(self.resolve_config(config), num_envs, key.device)
         time = torch.zeros(num_envs, dtype=torch.int64, device=key.device)
-        return EpisodeState(state, time, obs, params), obs
+        # Tensors of their own, as every step returns them (no leaf aliases another): a compiled step compiles once.
+        obs, final_obs = optree.tree_map(torch.clone, obs), optree.tree_map(torch.clone, obs)
+        return EpisodeState(state, time, final_obs, params), obs
 
     def step(self, state: EpisodeState, action: Tree, key: torch.Tensor):
         inner, obs, reward, _, _ = super().step(state.env, action, key)

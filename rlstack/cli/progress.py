@@ -1,0 +1,112 @@
+"""What ``rlstack train`` shows and hears while it runs: the progress line
+(:class:`Progress`) and the stop requests of Ctrl-C and SIGTERM
+(:class:`StopRequest`)."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from typing import Any
+
+
+class Progress:
+    """A live status line: rewritten in place on a terminal; on a pipe or
+    file, one line every ``every`` steps and the last. Shows env steps/s over
+    the last step, the mean return of the episodes that ended (on episodic
+    envs; ``returns/mean``, the return per rollout, otherwise) and, with a
+    step limit, the ETA. The
+    first step's time includes compilation, so the ETA is estimated from
+    the later steps (none is shown until there is one)."""
+
+    def __init__(
+        self, stream: Any = None, every: int = 10, max_steps: int | None = None, start_env_steps: int = 0
+    ) -> None:
+        self.stream, self.every, self.max_steps = stream or sys.stdout, every, max_steps
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        # The first rate includes compilation: it is wall clock since the start.
+        self.last_time, self.last_env_steps, self.rate = time.perf_counter(), start_env_steps, 0.0
+        self.step_times: list[float] = []
+        self.last_stats: dict[str, float] | None = None
+        self.printed = 0  # the last step written as a line
+        self.episode_return: float | None = None  # the latest mean over finished episodes, once there is one
+
+    def __call__(self, stats: dict[str, float]) -> bool:
+        if "algorithm/steps" not in stats:  # eval stats
+            return False
+        now = time.perf_counter()
+        if stats["env/steps"] > self.last_env_steps:
+            self.rate = (stats["env/steps"] - self.last_env_steps) / max(now - self.last_time, 1e-9)
+            if self.last_stats is not None:  # not the first step, which compiles
+                self.step_times.append(now - self.last_time)
+        self.last_time, self.last_env_steps, self.last_stats = now, stats["env/steps"], stats
+        self.episode_return = stats.get(EPISODE_RETURN, self.episode_return)
+        steps = int(stats["algorithm/steps"])
+        if self.tty:
+            self._write("\r" + self.line(stats))
+        elif steps == 1 or steps % self.every == 0:
+            self._write(self.line(stats) + "\n")
+            self.printed = steps
+        return False
+
+    def _write(self, text: str) -> None:
+        """Write and flush; a stream that closed (a pipe whose reader left) stops the progress lines,
+        never the training."""
+        if self.stream is None:
+            return
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):
+            self.stream = None
+
+    def line(self, stats: dict[str, float]) -> str:
+        steps = int(stats["algorithm/steps"])
+        # Episodic envs: the return of whole episodes; infinite-horizon ones: the return per rollout.
+        shown = ("episode return", self.episode_return) if self.episode_return is not None else (
+            "returns/mean", stats["returns/mean"])
+        text = (
+            f"step {steps:>5} | env steps {int(stats['env/steps']):>11,} | "
+            f"{self.rate:>10,.0f} steps/s | {shown[0]} {shown[1]:>10.3f}"
+        )
+        if self.max_steps and self.step_times:
+            recent = self.step_times[-10:]
+            eta = max(self.max_steps - steps, 0) * sum(recent) / len(recent)
+            text += f" | ETA {int(eta) // 60:d}:{int(eta) % 60:02d}"
+        return text
+
+    def close(self) -> None:
+        if self.last_stats is None:
+            return
+        if self.tty:
+            self._write("\n")
+        elif int(self.last_stats["algorithm/steps"]) != self.printed:
+            self._write(self.line(self.last_stats) + "\n")
+
+
+#: The stat the progress line shows for episodic envs (the mean return of the episodes that ended).
+EPISODE_RETURN = "episodes/return/mean"
+
+
+class StopRequest:
+    """Ctrl-C (SIGINT) and SIGTERM handler for ``train``: the first signal
+    asks training to stop after the step in progress (so no checkpoint or
+    MLflow write is cut in half); a second one stops at once
+    (``KeyboardInterrupt``)."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signum
+        print(f"\nrlstack: {signal.Signals(signum).name}: stopping after this step (again to stop now)",
+              file=sys.stderr, flush=True)
+
+    def requested(self, stats: dict[str, float]) -> bool:
+        """A :data:`~rlstack.trainer.Callback`: True once a stop was asked for."""
+        return self.signal is not None
+
+    def exit_code(self) -> int:
+        return 128 + int(self.signal or signal.SIGINT)
