@@ -13,7 +13,10 @@ differ; both revisions are measured by this tree's ``throughput.py``.
 Prints the median rollout and collect+step transitions/s of each
 revision, the median over rounds of the ratio after/before and of the
 control's before/before, and writes
-``benchmarks/results/compare-<device>.json``.
+``benchmarks/results/compare-<device>.json``. With ``--cold-cache`` every
+process compiles into an empty cache of its own, so each first-iteration
+time is a cold compile; by default they share torch.compile's on-disk
+cache, where code compiled before (often the before side's) is warm.
 """
 
 from __future__ import annotations
@@ -30,12 +33,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_throughput(tree: Path, config: str, mode: str, repeats: int, device: str, out: Path) -> dict:
-    """One throughput.py process in ``tree``; its single result row."""
+def run_throughput(tree: Path, config: str, mode: str, repeats: int, device: str, out: Path,
+                   cache_dir: Path | None = None) -> dict:
+    """One throughput.py process in ``tree``; its single result row. With
+    ``cache_dir``, torch.compile's on-disk caches live there (a fresh folder:
+    the first iteration is a cold compile)."""
+    env = {"PYTHONPATH": str(tree), **_env()}
+    if cache_dir is not None:
+        env["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir)
     subprocess.run(
         [sys.executable, "benchmarks/throughput.py", "--device", device, "--configs", config, "--modes", mode,
          "--repeats", str(repeats), "--out", str(out)],
-        cwd=tree, check=True, stdout=subprocess.DEVNULL, env={"PYTHONPATH": str(tree), **_env()},
+        cwd=tree, check=True, stdout=subprocess.DEVNULL, env=env,
     )
     rows = json.loads(out.read_text())["rows"]
     return next(r for r in rows if r["config"] == config and r["mode"] == mode)
@@ -57,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed iterations per process (median)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/compare-<device>.json)")
+    parser.add_argument("--cold-cache", action="store_true",
+                        help="give every process an empty torch.compile cache, so each first iteration compiles cold "
+                             "(default: the shared cache, warm for code compiled before)")
     args = parser.parse_args(argv)
     rev = subprocess.run(["git", "rev-parse", "--short", args.before], cwd=ROOT, check=True, capture_output=True,
                          text=True).stdout.strip()
@@ -73,10 +85,13 @@ def main(argv: list[str] | None = None) -> int:
             for config in args.configs:
                 rounds = []
                 for r in range(args.rounds):
-                    before = run_throughput(worktree, config, args.mode, args.repeats, args.device, Path(tmp) / "b.json")
-                    after = run_throughput(ROOT, config, args.mode, args.repeats, args.device, Path(tmp) / "a.json")
+                    caches = [Path(tempfile.mkdtemp(dir=tmp)) if args.cold_cache else None for _ in range(3)]
+                    before = run_throughput(worktree, config, args.mode, args.repeats, args.device, Path(tmp) / "b.json",
+                                            caches[0])
+                    after = run_throughput(ROOT, config, args.mode, args.repeats, args.device, Path(tmp) / "a.json",
+                                           caches[1])
                     control = run_throughput(worktree, config, args.mode, args.repeats, args.device,
-                                             Path(tmp) / "c.json")
+                                             Path(tmp) / "c.json", caches[2])
                     rounds.append({"before": before, "after": after, "control": control})
                     rate = "iteration_transitions_per_s"
                     print(f"{config} round {r + 1}: after/before collect+step {after[rate] / before[rate]:.3f}, "
@@ -103,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{statistics.median(a for _, a, _ in first):>16.1f}{'':>14}"
               f"{statistics.median(c for _, _, c in first):>8.1f}")
     out = Path(args.out or ROOT / "benchmarks" / "results" / f"compare-{args.device}{args.label}.json")
-    out.write_text(json.dumps({"before": rev, "after": head, "mode": args.mode, "summary": summary,
+    out.write_text(json.dumps({"before": rev, "after": head, "mode": args.mode, "cold_cache": args.cold_cache,
+                               "summary": summary,
                                "results": results}, indent=2))
     print(f"\nwrote {out}")
     return 0

@@ -45,13 +45,10 @@ class Population(Algorithm):
             envs keep state outside the graph and cannot be vmapped.
         num_members: ``K``.
         seed: see :func:`member_configs`.
-        optimizer_config: as for :class:`~rlstack.Algorithm`; ``lr`` may be
-            a list of ``K`` rates (or pass ``lr=`` directly, as
-            :func:`grid` returns it).
-        **hparams: PPO hyperparameters as :class:`~rlstack.Algorithm`
-            takes them; those in :data:`PER_MEMBER` may be lists of ``K``.
-            The other arguments (``env_config``, ``model_cls``, ``device``,
-            ``compile``, ...) are :class:`~rlstack.Algorithm`'s.
+        **kwargs: everything :class:`~rlstack.Algorithm` takes; the
+            hyperparameters in :data:`PER_MEMBER` may be lists of ``K``
+            values, ``optimizer_config['lr']`` too (or pass ``lr=``
+            directly, as :func:`grid` returns it).
 
     ``collect()`` and ``step()`` return one stats dict per member;
     ``active`` says which members still train. Counters (``collects``,

@@ -62,14 +62,17 @@ class RunLog:
     Args:
         algorithm: what the Trainer trains (its config, build config and
             members are logged as params).
-        experiment_name, run_name: of a new run (see :func:`rlstack.tracking.create_run`).
+        experiment_name: the experiment of a new run (see :func:`rlstack.tracking.create_run`).
+        run_name: the name of a new run.
         resume_run_id: an existing run to continue instead.
         member_run_ids: the member runs to continue (a resumed checkpoint's).
         log_every_s: see :class:`rlstack.tracking.MetricLog`.
         checkpoint_dirs: the Trainer's open checkpoint folders, released when the run ends.
 
     Attributes:
-        client, run_id, tracking_uri: where the Trainer's run lives.
+        client: the tracking client (rank 0's; the others drop every write).
+        run_id: the Trainer's run.
+        tracking_uri: the tracking store.
         status: ``{"status": ...}``, what the runs end with.
         metrics: the Trainer's run's :class:`~rlstack.tracking.MetricLog`.
         members: the members' :class:`~rlstack.tracking.MemberRuns`.
