@@ -162,9 +162,9 @@ class MemberRuns:
     def __init__(self, client: MlflowClient, parent_run_id: str, num_members: int,
                  run_ids: list[str | None] | None = None, run_name: str | None = None, log_every_s: float = 1.0) -> None:
         self.run_ids: list[str] = []
-        for k in range(num_members):  # none for a single run
-            parent = client.get_run(parent_run_id)
-            name = run_name or parent.info.run_name or "population"
+        parent = client.get_run(parent_run_id) if num_members else None  # a single run has no member runs
+        name = run_name or (parent.info.run_name if parent is not None else None) or "population"
+        for k in range(num_members):
             run_id = (run_ids or [None] * num_members)[k]
             if run_id is not None and _exists(client, run_id):
                 client.update_run(run_id, status="RUNNING")
