@@ -201,13 +201,13 @@ class Algorithm(Acting, Checkpointing):
         """See :func:`rlstack.device.matmul_precision`."""
         return matmul_precision(self.device, self.allow_tf32)
 
-    def fresh_carry(self, env: Any, env_config: Mapping[str, Any] | None, key: torch.Tensor) -> RolloutCarry:
+    def fresh_carry(self, key: torch.Tensor, env: Any, env_config: Mapping[str, Any] | None) -> RolloutCarry:
         """Reset every env of every member from ``key`` (``[2]``, ``[K, 2]``
         for a population): each begins an episode with the policy's first
         memory; normalisation statistics and the step count carry over
         (returns zeroed)."""
         num_envs, config, policy = self.config.num_envs, env_config or self.env_config, self.policy
-        carry = self.each(lambda k: reset_carry(env, k, num_envs, config=config, policy=policy))(key)
+        carry = self.each(lambda k: reset_carry(k, env, num_envs, config=config, policy=policy))(key)
         if self.carry is None:
             return carry._replace(norm=self._initial_norm)
         return carry._replace(norm=reset_returns(self.carry.norm), step=self.carry.step)
@@ -242,7 +242,7 @@ class Algorithm(Acting, Checkpointing):
         before, reset = self.train_state, self._needs_reset()
         if reset:
             key, reset_key = split_key(before.key, self.num_members)
-            self.train_state = before._replace(key=key, carry=self.fresh_carry(self.env, env_config, reset_key))
+            self.train_state = before._replace(key=key, carry=self.fresh_carry(reset_key, self.env, env_config))
         with self.matmul_precision():
             carry, traj = self._rollout_fn(deterministic)(self.params, self.carry, self.train_state.hparams)
         stats = [distributed.reduce_stats(s)  # every rank sees every rank's numbers
@@ -298,7 +298,7 @@ class Algorithm(Acting, Checkpointing):
         before = self.train_state
         key, update_key = split_key(before.key, self.num_members)
         with self.matmul_precision():
-            params, opt_state, metrics = self._update(before.params, before.opt_state, before.trajectory, update_key,
+            params, opt_state, metrics = self._update(update_key, before.params, before.opt_state, before.trajectory,
                                                       before.hparams)
         stats = to_host(metrics, self.num_members)  # reduced across ranks with the gradients already
         where = (f"at step {self.steps + 1} (after {self.env_steps} env transitions); the update was discarded and "

@@ -191,7 +191,7 @@ class RunFunctions:
     captured (:class:`~rlstack.cuda_graphs.CudaGraphed`).
 
     Attributes:
-        update: ``update(params, opt_state, traj, key, hparams) ->
+        update: ``update(key, params, opt_state, traj, hparams) ->
             (params, opt_state, metrics)``.
         rollouts: the training env's rollouts built so far, by
             ``(deterministic, training)``.

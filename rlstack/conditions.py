@@ -17,10 +17,10 @@ class Condition(Protocol):
     def __call__(self, stats: Stats, /) -> bool: ...
 
 
-def _value(stats: Stats, key: str) -> float:
-    if key not in stats:
-        raise KeyError(f"Stop condition key {key!r} is not among the train stats {sorted(stats)}.")
-    return stats[key]
+def _value(stats: Stats, name: str) -> float:
+    if name not in stats:
+        raise KeyError(f"Stop condition key {name!r} is not among the train stats {sorted(stats)}.")
+    return stats[name]
 
 
 class _Patience:

@@ -38,7 +38,7 @@ class Distribution:
     squashed: bool = False
 
     @staticmethod
-    def sample(dist_inputs: Any, key: torch.Tensor) -> Any:
+    def sample(key: torch.Tensor, dist_inputs: Any) -> Any:
         """A random action ``[B, ...]`` drawn from ``key`` (a ``[2]`` int64
         key of :mod:`rlstack.random`; never torch's global generator)."""
         raise NotImplementedError
@@ -68,7 +68,7 @@ class Categorical(Distribution):
     """
 
     @staticmethod
-    def sample(dist_inputs: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+    def sample(key: torch.Tensor, dist_inputs: torch.Tensor) -> torch.Tensor:
         return random.categorical(key, dist_inputs)
 
     @staticmethod
@@ -90,7 +90,7 @@ class Normal(Distribution):
     """Diagonal Gaussian. ``dist_inputs = (mean, log_std)``, each ``[B, *shape]``."""
 
     @staticmethod
-    def sample(dist_inputs: tuple[torch.Tensor, torch.Tensor], key: torch.Tensor) -> torch.Tensor:
+    def sample(key: torch.Tensor, dist_inputs: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         mean, log_std = dist_inputs
         return mean + log_std.exp() * random.normal(key, mean.shape, dtype=mean.dtype)
 
@@ -139,8 +139,8 @@ class SquashedNormal(Normal):
     squashed = True
 
     @staticmethod
-    def sample(dist_inputs: tuple[torch.Tensor, torch.Tensor], key: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(Normal.sample(dist_inputs, key))
+    def sample(key: torch.Tensor, dist_inputs: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        return torch.tanh(Normal.sample(key, dist_inputs))
 
     @staticmethod
     def log_prob(dist_inputs: tuple[torch.Tensor, torch.Tensor], action: torch.Tensor) -> torch.Tensor:

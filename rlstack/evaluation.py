@@ -155,7 +155,7 @@ class Acting:
         env, rollout = self.functions.evaluation_rollout(deterministic)
         # Evaluation's own key, from the seed and the step: training is the same with or without it.
         key = self.each(lambda root: eval_key(root, self.steps))(self.root_key)
-        carry = self.fresh_carry(env, env_config, key)
+        carry = self.fresh_carry(key, env, env_config)
         with self.matmul_precision():
             stats = evaluate(rollout, self.params, carry, self.train_state.hparams, horizons, self.each)
         return to_host(stats, self.num_members)

@@ -143,7 +143,7 @@ class ExportedPolicy:
             self.obs_moments = RunningMoments(**{k: v.to(self.device) for k, v in _load_tensors(folder / MOMENTS_FILE).items()})
 
     def act(
-        self, obs: Any, deterministic: bool = True, key: torch.Tensor | None = None, *, starts: Any = None
+        self, obs: Any, deterministic: bool = True, *, key: torch.Tensor | None = None, starts: Any = None
     ) -> tuple[Any, Any, Any]:
         """``(action, log_prob, value)`` for a batch of raw observations, as
         :func:`rlstack.policy.act_in_env`

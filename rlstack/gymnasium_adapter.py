@@ -131,7 +131,7 @@ class GymnasiumEnv(Env):
         obs = self._obs(obs)
         return GymnasiumState(obs), obs
 
-    def step(self, state: GymnasiumState, action: Any, key: torch.Tensor) -> tuple[Any, Any, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def step(self, key: torch.Tensor, state: GymnasiumState, action: Any) -> tuple[Any, Any, torch.Tensor, torch.Tensor, torch.Tensor]:
         """One step of every sub-env (``key`` is unused: gymnasium draws its own)."""
         if isinstance(action, dict):
             action = {k: v.detach().cpu().numpy() for k, v in action.items()}

@@ -157,12 +157,14 @@ class Policy:
         return self.memory.forward(functools.partial(self.apply, params), obs, memory, starts)
 
     def step(
-        self, params: Params, obs: Tree, memory: Tree, starts: torch.Tensor, key: torch.Tensor | None, *,
+        self, key: torch.Tensor | None, params: Params, obs: Tree, memory: Tree, starts: torch.Tensor, *,
         deterministic: bool = False,
     ) -> tuple[Tree, torch.Tensor, torch.Tensor, Tree]:
         """Act: the one acting path, for every memory kind.
 
         Args:
+            key: ``[2]`` int64 random key the sample is drawn from (unused,
+                and may be ``None``, when ``deterministic``).
             params: the model's parameters.
             obs: observations, leaves ``[B, ...]`` (normalised as the policy
                 sees them).
@@ -172,8 +174,6 @@ class Policy:
                 :class:`~rlstack.windows.WindowCarry`, ``()`` for none.
             starts: ``[B]`` bool, ``True`` where ``obs`` begins an episode:
                 the memory starts over there.
-            key: ``[2]`` int64 random key the sample is drawn from (unused,
-                and may be ``None``, when ``deterministic``).
             deterministic: take the distribution's mode instead of sampling.
 
         Returns:
@@ -186,7 +186,7 @@ class Policy:
                              "or pass deterministic=True.")
         dist_inputs, value, memory = self.forward(params, obs, memory, starts)
         dist = self.distribution_cls
-        action = dist.mode(dist_inputs) if deterministic else dist.sample(dist_inputs, key)
+        action = dist.mode(dist_inputs) if deterministic else dist.sample(key, dist_inputs)
         return action, dist.log_prob(dist_inputs, action), value, memory
 
     def value(self, params: Params, obs: Tree, memory: Tree, starts: torch.Tensor) -> torch.Tensor:
@@ -233,7 +233,7 @@ class Policy:
                     f"{list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__}."
                 )
             try:
-                action = self.distribution_cls.sample(dist_inputs, act_key)
+                action = self.distribution_cls.sample(act_key, dist_inputs)
                 log_prob = self.distribution_cls.log_prob(dist_inputs, action)
                 entropy = self.distribution_cls.entropy(dist_inputs)
             except Exception as e:
@@ -341,5 +341,5 @@ def act_in_env(
     if starts is None:
         starts = torch.zeros(first.shape[0], dtype=torch.bool, device=first.device)
     with torch.no_grad():
-        action, log_prob, value, memory = policy.step(params, obs, memory, starts, key, deterministic=deterministic)
+        action, log_prob, value, memory = policy.step(key, params, obs, memory, starts, deterministic=deterministic)
     return to_action_space(policy.distribution_cls, action, action_space), log_prob, value, memory

@@ -162,10 +162,10 @@ def make_rollout(
         key, act_key, step_key = random.split(carry.key, 3)
         norm, policy_obs = observe(carry.norm, carry.obs, normalize_obs=normalize_obs, update=update_normalization)
         starts = memory_starts(carry)
-        action, log_prob, value, memory = policy.step(params, policy_obs, carry.memory, starts, act_key,
+        action, log_prob, value, memory = policy.step(act_key, params, policy_obs, carry.memory, starts,
                                                       deterministic=deterministic)
         env_action = to_action_space(policy.distribution_cls, action, env.action_space)
-        env_state, obs, reward, terminated, truncated = env.step(carry.env_state, env_action, step_key)
+        env_state, obs, reward, terminated, truncated = env.step(step_key, carry.env_state, env_action)
         done = terminated | truncated
         ended_value = final_value(params, norm, env_state, memory, torch.zeros_like(done))
         norm, learned_reward = scale_reward(norm, reward, discount, done, normalize_rewards=normalize_rewards,
@@ -248,7 +248,7 @@ def check_window(policy: Policy, horizon: int) -> None:
 
 
 def reset_carry(
-    env: Env, key: torch.Tensor, num_envs: int, *, config: Any = None, norm: Any = (), policy: Policy | None = None,
+    key: torch.Tensor, env: Env, num_envs: int, *, config: Any = None, norm: Any = (), policy: Policy | None = None,
     step: torch.Tensor | None = None,
 ) -> RolloutCarry:
     """A carry of ``num_envs`` freshly reset envs: ``key`` is split into the

@@ -195,7 +195,7 @@ def load_state_dict(algo: "Algorithm", data: Mapping[str, Any]) -> None:
     opt_state = ckpt.rebuild(algo.opt_state, data["opt_state"], "optimizer state", algo.device)
     carry = None
     if data["carry"] is not None:
-        template = algo.fresh_carry(algo.env, None, algo.root_key)  # its values are replaced
+        template = algo.fresh_carry(algo.root_key, algo.env, None)  # its values are replaced
         carry = ckpt.rebuild(template, data["carry"], "env carry", algo.device)
     trajectory = None
     if isinstance(data["trajectory"], dict):
@@ -217,7 +217,7 @@ def load_state_dict(algo: "Algorithm", data: Mapping[str, Any]) -> None:
         own = ranks[algo.rank]
         key = own["key"]
         if own["carry"] is not None:
-            carry = ckpt.rebuild(carry if carry is not None else algo.fresh_carry(algo.env, None, algo.root_key),
+            carry = ckpt.rebuild(carry if carry is not None else algo.fresh_carry(algo.root_key, algo.env, None),
                                  own["carry"], "env carry", algo.device)
         trajectory = decode_tree(own["trajectory"], algo.device, "trajectory") if own["trajectory"] else None
     algo.params, algo.opt_state, algo.carry, algo.trajectory = params, opt_state, carry, trajectory

@@ -43,7 +43,7 @@ class Discrete:
         self.shape = _as_shape(shape, "shape") if shape != () else ()
         self.dtype = torch.int64
 
-    def sample(self, batch_shape: Sequence[int] = (), device: Any = "cpu", key: torch.Tensor | None = None) -> torch.Tensor:
+    def sample(self, batch_shape: Sequence[int] = (), device: Any = "cpu", *, key: torch.Tensor | None = None) -> torch.Tensor:
         """Uniform random values, ``[*batch_shape, *shape]`` int64, drawn from
         ``key`` (on its device) or, without one, torch's global generator."""
         if key is not None:
@@ -96,7 +96,7 @@ class Box:
     def bounded(self) -> bool:
         return math.isfinite(self.low) and math.isfinite(self.high)
 
-    def sample(self, batch_shape: Sequence[int] = (), device: Any = "cpu", key: torch.Tensor | None = None) -> torch.Tensor:
+    def sample(self, batch_shape: Sequence[int] = (), device: Any = "cpu", *, key: torch.Tensor | None = None) -> torch.Tensor:
         """Uniform within finite bounds, else standard normal clipped to the
         bounds; ``[*batch_shape, *shape]``, drawn from ``key`` (on its
         device) or, without one, torch's global generator."""
@@ -144,15 +144,15 @@ def is_space(space: Any) -> bool:
     return isinstance(space, (Discrete, Box))
 
 
-def sample(space: Space, batch_shape: Sequence[int] = (), device: Any = "cpu", key: torch.Tensor | None = None) -> Any:
+def sample(space: Space, batch_shape: Sequence[int] = (), device: Any = "cpu", *, key: torch.Tensor | None = None) -> Any:
     """Sample a value (or a dict of values) of ``space``; see ``Box.sample``."""
     if isinstance(space, dict):
         if key is None:
             return {k: sample(v, batch_shape, device) for k, v in space.items()}
         from . import random
 
-        return {k: sample(v, batch_shape, device, random.fold_in(key, i)) for i, (k, v) in enumerate(space.items())}
-    return space.sample(batch_shape, device, key)
+        return {k: sample(v, batch_shape, device, key=random.fold_in(key, i)) for i, (k, v) in enumerate(space.items())}
+    return space.sample(batch_shape, device, key=key)
 
 
 def describe_mismatch(space: Space, x: Any, batch_shape: Sequence[int], box_bounds: bool = True) -> str | None:

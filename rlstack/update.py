@@ -103,7 +103,7 @@ def make_update(
     loss: LossFn | None = None,
     reduce_grads: Callable[[Params, Metrics], tuple[Params, Metrics]] | None = None,
 ) -> Staged:
-    """Build ``update(params, opt_state, traj, key, hparams=None) -> (params, opt_state, metrics)``.
+    """Build ``update(key, params, opt_state, traj, hparams=None) -> (params, opt_state, metrics)``.
 
     ``update`` computes GAE, standardises advantages, then runs
     ``num_sgd_iters`` epochs over ``sgd_minibatch_size`` minibatches (a fresh
@@ -248,8 +248,8 @@ def take_step(pieces: Mapping[str, Callable], params: Params, opt_state: Any, ba
         params, opt_state, grads, active, metrics["monitors/kl_div"])
     return params, opt_state, {**metrics, "monitors/grad_norm": grad_norm}, active
 
-def run_epochs(pieces: Mapping[str, Callable], member_axes: int, params: Params, opt_state: Any, traj: Trajectory,
-               key: torch.Tensor | None, hparams: HParams | None = None, *,
+def run_epochs(pieces: Mapping[str, Callable], member_axes: int, key: torch.Tensor | None, params: Params,
+               opt_state: Any, traj: Trajectory, hparams: HParams | None = None, *,
                plan: UpdatePlan) -> tuple[Params, Any, Metrics]:
     """The Python driver of :func:`make_update`: GAE (the ``prepare``
     piece), then ``num_sgd_iters`` epochs of optimizer steps over shuffled

@@ -50,7 +50,7 @@ def run_update(policy, params, traj, num_envs, reduce_grads=None):
     config = update_config(num_envs)
     optimizer = make_optimizer(config)
     update = make_update(policy, optimizer, config, reduce_grads=reduce_grads)
-    new_params, _, metrics = update(params, optimizer.init(params), traj, random.key(2))
+    new_params, _, metrics = update(random.key(2), params, optimizer.init(params), traj)
     return new_params, metrics
 
 
@@ -130,7 +130,7 @@ def rank_trajectory(rank: int):
     env = CartPoleV1()
     torch.manual_seed(0)
     policy = Policy(MLPModel(env.observation_space, env.action_space, hiddens=(8,)), Categorical)
-    carry = reset_carry(env, random.key(10 + 7 * rank), 12)
+    carry = reset_carry(random.key(10 + 7 * rank), env, 12)
     return make_rollout(env, policy, 48)(policy.init_params(), carry)[1]
 
 

@@ -173,8 +173,8 @@ def test_evaluate_leaves_the_training_carry_alone():
 
 
 class _ExplodingEnv(DiscreteDummyEnv):
-    def step(self, state, action, key):
-        state, obs, reward, terminated, truncated = super().step(state, action, key)
+    def step(self, key, state, action):
+        state, obs, reward, terminated, truncated = super().step(key, state, action)
         return state, obs, reward * float("inf"), terminated, truncated
 
 

@@ -34,7 +34,7 @@ def test_cartpole_matches_gymnasium_step_for_step():
     action = torch.randint(0, 2, (N,), generator=g)
     state = CartPoleState(physics, {k: torch.full((N,), float(env.default_config[k])) for k in
                                     ("gravity", "masscart", "masspole", "length", "force_mag", "tau")})
-    _, obs, reward, _, _ = env.step(state, action, random.key(2))
+    _, obs, reward, _, _ = env.step(random.key(2), state, action)
     for i in range(N):
         gym_env.state, gym_env.steps_beyond_terminated = physics[i].double().numpy(), None
         gym_obs, _, terminated, _, _ = gym_env.step(int(action[i]))
@@ -50,7 +50,7 @@ def test_pendulum_matches_gymnasium_step_for_step_including_reward():
     physics = torch.stack([(torch.rand(N, generator=g) * 2 - 1) * 2 * math.pi, (torch.rand(N, generator=g) * 2 - 1) * 8], -1)
     action = (torch.rand(N, 1, generator=g) * 2 - 1) * 3  # beyond the limits too: both clip
     state = PendulumState(physics, _constants(env))
-    new_state, obs, reward, _, _ = env.step(state, action, random.key(2))
+    new_state, obs, reward, _, _ = env.step(random.key(2), state, action)
     for i in range(N):
         gym_env.state = physics[i].double().numpy()
         gym_obs, gym_reward, _, _, _ = gym_env.step(action[i].numpy())
@@ -72,7 +72,7 @@ def test_mountain_car_matches_gymnasium_step_for_step_including_left_wall():
     velocity[:32] = -0.05
     state = torch.stack([position, velocity], -1)
     action = torch.randint(0, 3, (N,), generator=g)
-    _, obs, _, _, _ = env.step(state, action, random.key(2))
+    _, obs, _, _, _ = env.step(random.key(2), state, action)
     assert (obs[:32, 1] == 0).all() and (obs[:32, 0] == -1.2).all()
     for i in range(N):
         gym_env.state = state[i].double().numpy()
@@ -83,7 +83,7 @@ def test_mountain_car_matches_gymnasium_step_for_step_including_left_wall():
 def test_mountain_car_reward_is_one_at_goal_and_squared_relative_speed_elsewhere():
     env = MountainCar()
     state = torch.tensor([[0.55, 0.01], [-0.5236, 0.0], [-0.2, 0.035]])
-    new_state, _, reward, _, _ = env.step(state, torch.tensor([1, 1, 1]), random.key(2))
+    new_state, _, reward, _, _ = env.step(random.key(2), state, torch.tensor([1, 1, 1]))
     assert reward[0] == 1.0
     torch.testing.assert_close(reward[1:], (new_state[1:, 1] / 0.07) ** 2)
     assert reward[1] < 1e-6 and 0.0 < reward[2] < 1.0  # below the goal's 1 at any speed
@@ -155,7 +155,7 @@ def test_cartpole_v1_terminates_and_rewards_exactly_like_gymnasium():
     physics = (torch.rand(N, 4, generator=g) - 0.5) * torch.tensor([5.0, 2.0, 0.45, 2.0])  # many near the bounds
     action = torch.randint(0, 2, (N,), generator=g)
     inner = CartPoleState(physics, _constants(CartPole()))
-    state, obs, reward, terminated, truncated = env.step(_episodic(env, inner, N), action, random.key(3))
+    state, obs, reward, terminated, truncated = env.step(random.key(3), _episodic(env, inner, N), action)
     assert not truncated.any() and torch.equal(reward, torch.ones(N))
     for i in range(N):
         gym_env.state, gym_env.steps_beyond_terminated = physics[i].double().numpy(), None
@@ -167,8 +167,7 @@ def test_cartpole_v1_terminates_and_rewards_exactly_like_gymnasium():
     assert terminated.any() and (~terminated).any()
     # The 500-step time limit truncates (not terminates) an upright pole.
     upright = CartPoleState(torch.zeros(4, 4), _constants(CartPole(), 4))
-    _, _, _, terminated, truncated = env.step(_episodic(env, upright, 4, time=499), torch.ones(4, dtype=torch.int64),
-                                              random.key(4))
+    _, _, _, terminated, truncated = env.step(random.key(4), _episodic(env, upright, 4, time=499), torch.ones(4, dtype=torch.int64))
     assert truncated.all() and not terminated.any()
 
 
@@ -179,7 +178,7 @@ def test_mountain_car_v0_terminates_at_the_goal_like_gymnasium_and_truncates_at_
     g = torch.Generator().manual_seed(2)
     physics = torch.stack([0.45 + 0.1 * torch.rand(N, generator=g), (torch.rand(N, generator=g) - 0.5) * 0.1], -1)
     action = torch.randint(0, 3, (N,), generator=g)
-    _, _, reward, terminated, truncated = env.step(_episodic(env, physics, N), action, random.key(3))
+    _, _, reward, terminated, truncated = env.step(random.key(3), _episodic(env, physics, N), action)
     assert torch.equal(reward, torch.full((N,), -1.0)) and not truncated.any()
     for i in range(N):
         gym_env.state = physics[i].double().numpy()
@@ -187,8 +186,7 @@ def test_mountain_car_v0_terminates_at_the_goal_like_gymnasium_and_truncates_at_
         assert bool(terminated[i]) == gym_terminated and gym_reward == -1.0
     assert terminated.any() and (~terminated).any()
     valley = torch.tensor([[-0.5, 0.0]]).expand(3, 2)
-    _, _, _, terminated, truncated = env.step(_episodic(env, valley, 3, time=199), torch.ones(3, dtype=torch.int64),
-                                              random.key(4))
+    _, _, _, terminated, truncated = env.step(random.key(4), _episodic(env, valley, 3, time=199), torch.ones(3, dtype=torch.int64))
     assert truncated.all() and not terminated.any()
 
 
@@ -199,8 +197,8 @@ def test_pendulum_v1_only_truncates_and_keeps_gymnasiums_reward():
     assert torch.equal(obs, plain_obs)
     torque = torch.full((8, 1), 0.5)
     for t in range(200):
-        state, obs, reward, terminated, truncated = env.step(state, torque, random.key(t))
-        plain_state, _, plain_reward, _, _ = plain.step(plain_state, torque, random.key(t))
+        state, obs, reward, terminated, truncated = env.step(random.key(t), state, torque)
+        plain_state, _, plain_reward, _, _ = plain.step(random.key(t), plain_state, torque)
         assert not terminated.any() and bool(truncated.all()) == (t == 199)
         if t < 199:
             assert torch.equal(reward, plain_reward)
@@ -226,8 +224,8 @@ def test_cartpole_can_hide_its_velocities_and_moves_the_same():
     assert torch.equal(hidden[:, [0, 2]], seen[:, [0, 2]]) and not hidden[:, [1, 3]].any()
     action = torch.ones(8, dtype=torch.int64)
     for _ in range(5):
-        seen_state, seen, seen_reward, _, _ = env.step(seen_state, action, random.key(0))
-        hidden_state, hidden, hidden_reward, _, _ = env.step(hidden_state, action, random.key(0))
+        seen_state, seen, seen_reward, _, _ = env.step(random.key(0), seen_state, action)
+        hidden_state, hidden, hidden_reward, _, _ = env.step(random.key(0), hidden_state, action)
     assert torch.equal(hidden_state.physics, seen_state.physics) and torch.equal(hidden_reward, seen_reward)
     assert torch.equal(hidden, seen * torch.tensor([1.0, 0.0, 1.0, 0.0])) and seen[:, [1, 3]].abs().sum() > 0
     with pytest.raises(TypeError, match=r"`config\['hide_velocities'\]` must be a bool"):
@@ -244,7 +242,7 @@ def test_cartpole_v1_hides_its_velocities_after_every_respawn_too():
     action = torch.ones(8, dtype=torch.int64)  # pushing right: every pole falls within ~10 steps
     ended = torch.zeros(8, dtype=torch.bool)
     for t in range(40):
-        state, obs, _, terminated, truncated = env.step(state, action, random.fold_in(random.key(0), t))
+        state, obs, _, terminated, truncated = env.step(random.fold_in(random.key(0), t), state, action)
         ended |= terminated
         assert not obs[:, [1, 3]].any()
         assert torch.equal(env.final_observation(state)[:, [1, 3]], torch.zeros(8, 2))

@@ -41,7 +41,7 @@ def _run(env, policy, compile, normalize=False, seed=0, num_envs=32, horizon=8):
     for lr in (1e-3, 5e-4):  # a changed learning rate (a tensor in the optimizer state) must not recompile
         carry, traj = rollout(params, carry)
         opt_state = optim.set_learning_rate(opt_state, torch.tensor(lr))
-        params, opt_state, metrics = update(params, opt_state, traj, random.key(3))
+        params, opt_state, metrics = update(random.key(3), params, opt_state, traj)
         outputs.append((traj, params, metrics))
     return outputs
 

@@ -23,7 +23,7 @@ def test_categorical_log_prob_and_entropy_match_torch(batch, n, k, seed):
 
 def test_categorical_sample_frequencies_match_probabilities():
     logits = torch.log(torch.tensor([0.1, 0.2, 0.7])).expand(200_000, 3)
-    counts = torch.bincount(Categorical.sample(logits, random.key(0)), minlength=3).float() / 200_000
+    counts = torch.bincount(Categorical.sample(random.key(0), logits), minlength=3).float() / 200_000
     torch.testing.assert_close(counts, torch.tensor([0.1, 0.2, 0.7]), atol=5e-3, rtol=0)
 
 
@@ -55,7 +55,7 @@ def test_squashed_normal_log_prob_matches_torch_tanh_transform(batch, d, seed):
 def test_squashed_normal_entropy_matches_monte_carlo():
     mean = torch.tensor([[0.0, 1.5, -3.0]], dtype=torch.float64)
     log_std = torch.tensor([[0.0, -1.0, 0.5]], dtype=torch.float64)
-    samples = SquashedNormal.sample((mean.expand(400_000, 3), log_std.expand(400_000, 3)), random.key(1))
+    samples = SquashedNormal.sample(random.key(1), (mean.expand(400_000, 3), log_std.expand(400_000, 3)))
     mc = -SquashedNormal.log_prob((mean.expand(400_000, 3), log_std.expand(400_000, 3)), samples).mean()
     torch.testing.assert_close(SquashedNormal.entropy((mean, log_std)), mc.reshape(1), atol=2e-2, rtol=0)
     # The tanh correction makes it strictly smaller than the Gaussian's entropy.
@@ -64,7 +64,7 @@ def test_squashed_normal_entropy_matches_monte_carlo():
 
 def test_squashed_normal_samples_and_mode_are_in_open_interval():
     inputs = (torch.randn(1000, 2) * 5, torch.zeros(1000, 2))
-    x = SquashedNormal.sample(inputs, random.key(0))
+    x = SquashedNormal.sample(random.key(0), inputs)
     assert x.abs().max() <= 1.0
     torch.testing.assert_close(SquashedNormal.mode(inputs), torch.tanh(inputs[0]))
     assert torch.isfinite(SquashedNormal.log_prob(inputs, torch.ones(1000, 2))).all()
@@ -72,5 +72,5 @@ def test_squashed_normal_samples_and_mode_are_in_open_interval():
 
 def test_normal_sample_moments():
     inputs = (torch.full((200_000, 1), 2.0), torch.full((200_000, 1), math.log(0.5)))
-    x = Normal.sample(inputs, random.key(0))
+    x = Normal.sample(random.key(0), inputs)
     assert abs(x.mean().item() - 2.0) < 0.01 and abs(x.std().item() - 0.5) < 0.01

@@ -25,7 +25,7 @@ def test_dummy_envs_importable_from_both_modules():
 def test_discrete_dummy_env_moves_one_unit_and_rewards_minus_distance():
     env = DiscreteDummyEnv()
     state = torch.tensor([[3.0], [-0.5]])
-    state2, obs, reward, terminated, truncated = env.step(state, torch.tensor([[0], [1]]), random.key(2))
+    state2, obs, reward, terminated, truncated = env.step(random.key(2), state, torch.tensor([[0], [1]]))
     assert not terminated.any() and not truncated.any() and terminated.dtype == torch.bool  # its episodes never end
     torch.testing.assert_close(state2, torch.tensor([[2.0], [0.5]]))
     torch.testing.assert_close(obs, state2)
@@ -34,7 +34,7 @@ def test_discrete_dummy_env_moves_one_unit_and_rewards_minus_distance():
 
 def test_continuous_dummy_env_adds_action():
     env = ContinuousDummyEnv()
-    state, obs, reward, _, _ = env.step(torch.tensor([[1.5]]), torch.tensor([[-2.0]]), random.key(2))
+    state, obs, reward, _, _ = env.step(random.key(2), torch.tensor([[1.5]]), torch.tensor([[-2.0]]))
     torch.testing.assert_close(state, torch.tensor([[-0.5]]))
     torch.testing.assert_close(reward, torch.tensor([0.5]).neg())
 
@@ -55,19 +55,19 @@ def test_builtin_envs_pass_check_env_including_compile(env):
 
 
 class _WrongRewardShape(DiscreteDummyEnv):
-    def step(self, state, action, key):
-        state, obs, reward, terminated, truncated = super().step(state, action, key)
+    def step(self, key, state, action):
+        state, obs, reward, terminated, truncated = super().step(key, state, action)
         return state, obs, reward.unsqueeze(-1), terminated, truncated
 
 
 class _WrongObsDtype(DiscreteDummyEnv):
-    def step(self, state, action, key):
-        state, obs, reward, terminated, truncated = super().step(state, action, key)
+    def step(self, key, state, action):
+        state, obs, reward, terminated, truncated = super().step(key, state, action)
         return state, obs.double(), reward, terminated, truncated
 
 
 class _Impure(DiscreteDummyEnv):
-    def step(self, state, action, key):
+    def step(self, key, state, action):
         state += 1
         return self.no_episode_ends(state, state.clone(), -state.abs().squeeze(-1))
 
@@ -142,8 +142,8 @@ class _DictObsDummyEnv(DiscreteDummyEnv):
         state, x = super().reset(key, num_envs, config=config)
         return state, self._observe(x)
 
-    def step(self, state, action, key):
-        state, x, reward, terminated, truncated = super().step(state, action, key)
+    def step(self, key, state, action):
+        state, x, reward, terminated, truncated = super().step(key, state, action)
         return state, self._observe(x), reward, terminated, truncated
 
 

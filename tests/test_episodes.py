@@ -39,7 +39,7 @@ class Corridor(Env):
         x = random.randint(key, (num_envs,), -2, 3).float()
         return CorridorState(x, torch.zeros(num_envs, dtype=torch.int64, device=key.device), x[:, None]), x[:, None]
 
-    def step(self, state, action, key):
+    def step(self, key, state, action):
         x = state.x + (2 * action - 1).float()
         t = state.t + 1
         terminated = x >= GOAL
@@ -55,13 +55,13 @@ class Corridor(Env):
 
 
 class _NoFlags(Corridor):
-    def step(self, state, action, key):
-        return super().step(state, action, key)[:3]
+    def step(self, key, state, action):
+        return super().step(key, state, action)[:3]
 
 
 class _IntFlags(Corridor):
-    def step(self, state, action, key):
-        state, obs, reward, terminated, truncated = super().step(state, action, key)
+    def step(self, key, state, action):
+        state, obs, reward, terminated, truncated = super().step(key, state, action)
         return state, obs, reward, terminated.long(), truncated
 
 
@@ -71,7 +71,7 @@ def test_auto_reset_returns_the_reset_observation_and_keeps_the_true_final_one()
     right = torch.ones(6, dtype=torch.int64)
     for t in range(7):
         before = state.x.clone()
-        state, obs, reward, terminated, truncated = env.step(state, right, random.key(t + 1))
+        state, obs, reward, terminated, truncated = env.step(random.key(t + 1), state, right)
         ended = before + 1 >= GOAL
         assert torch.equal(terminated, ended) and not truncated.any()
         # The final observation is the true last one; the returned one a fresh start in [-2, 2].

@@ -73,7 +73,7 @@ def test_every_emitted_action_lies_in_the_action_space(tmp_path, name, distribut
     # The rollout hands the env mapped actions too.
     seen = []
     step = algo.env.step
-    algo.env.step = lambda state, action, key: seen.append(action) or step(state, action, key)
+    algo.env.step = lambda key, state, action: seen.append(action) or step(key, state, action)
     algo._rollouts.clear()
     algo.collect()
     assert seen and all(space.contains(a) for a in seen)

@@ -32,7 +32,7 @@ def test_discrete_env_steps_auto_resets_and_keeps_final_observations():
     np.testing.assert_array_equal(obs.numpy(), ref_obs)  # seeded from the key
     push = torch.ones(4, dtype=torch.int64)
     for _ in range(40):  # always pushing right ends every episode within ~10 steps
-        state, obs, reward, terminated, truncated = env.step(state, push, random.key(1))
+        state, obs, reward, terminated, truncated = env.step(random.key(1), state, push)
         ref_obs, ref_reward, ref_term, _, info = reference.step(np.ones(4, dtype=np.int64))
         np.testing.assert_array_equal(obs.numpy(), ref_obs)
         assert torch.equal(terminated, torch.as_tensor(ref_term)) and reward.dtype == torch.float32

@@ -21,7 +21,7 @@ def _final_distance(algo, steps=32, num_envs=1024):
     env = algo.env
     state, obs = env.reset(random.key(0), num_envs, config=CONFIG)
     for _ in range(steps):
-        state, obs, _, _, _ = env.step(state, algo.predict(obs), random.key(2))
+        state, obs, _, _, _ = env.step(random.key(2), state, algo.predict(obs))
     return obs.abs().mean().item()
 
 
@@ -30,7 +30,7 @@ def _oracle_return(env, num_envs=4096, horizon=32):
     total = torch.zeros(num_envs)
     for _ in range(horizon):
         action = (obs < 0).long() if isinstance(env, DiscreteDummyEnv) else (-obs).clamp(-1, 1)
-        state, obs, reward, _, _ = env.step(state, action, random.key(2))
+        state, obs, reward, _, _ = env.step(random.key(2), state, action)
         total += reward
     return total.mean().item()
 

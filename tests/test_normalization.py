@@ -49,7 +49,7 @@ def test_rollout_normalizes_observations_and_rewards_with_running_statistics():
     raw_obs = [obs]
     s = state
     for t in range(T - 1):
-        s, o, _, _, _ = env.step(s, traj.actions[t], random.key(2))
+        s, o, _, _, _ = env.step(random.key(2), s, traj.actions[t])
         raw_obs.append(o)
     raw = torch.cat(raw_obs)
     torch.testing.assert_close(carry.norm.obs.mean, raw.mean(0), rtol=1e-3, atol=1e-4)
@@ -90,11 +90,11 @@ def test_target_kl_stops_the_update_once_kl_exceeds_it():
     hparams = {"num_envs": 32, "horizon": 8, "sgd_minibatch_size": 32}
     opt = adam(1e-2)
     torch.manual_seed(0)
-    _, state, metrics = make_update(policy, opt, {**hparams, "target_kl": 1e-12})(params, opt.init(params), traj, random.key(3))
+    _, state, metrics = make_update(policy, opt, {**hparams, "target_kl": 1e-12})(random.key(3), params, opt.init(params), traj)
     # The first minibatch has KL 0 (nothing changed yet) and is applied; the next exceeds 1e-12.
     assert metrics["monitors/sgd_steps"].item() == 1 and optim.step_count(state).item() == 1
     torch.manual_seed(0)
-    _, state, metrics = make_update(policy, opt, {**hparams, "target_kl": 10.0})(params, opt.init(params), traj, random.key(3))
+    _, state, metrics = make_update(policy, opt, {**hparams, "target_kl": 10.0})(random.key(3), params, opt.init(params), traj)
     assert metrics["monitors/sgd_steps"].item() == 32 and optim.step_count(state).item() == 32
 
 

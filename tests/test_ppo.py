@@ -213,7 +213,7 @@ def test_update_is_pure_and_changes_params():
     params, opt_state, traj, update = _setup(sgd_minibatch_size=32)
     snapshot = {k: v.clone() for k, v in params.items()}
     traj_rewards = traj.rewards.clone()
-    new_params, new_state, metrics = update(params, opt_state, traj, random.key(3))
+    new_params, new_state, metrics = update(random.key(3), params, opt_state, traj)
     for k in params:
         assert torch.equal(params[k], snapshot[k])
         assert not torch.equal(new_params[k], params[k])
@@ -236,8 +236,8 @@ def test_accumulated_grads_take_one_step_per_epoch_equal_to_full_batch_step():
     policy = Policy(MLPModel(env.observation_space, env.action_space, hiddens=(16, 16)), Categorical)
     acc = make_update(policy, adam(1e-2), {**common, "sgd_minibatch_size": 32, "accumulate_grads": True})
     full = make_update(policy, adam(1e-2), {**common, "sgd_minibatch_size": None})
-    p_acc, s_acc, _ = acc(params, opt_state, traj, None)
-    p_full, s_full, _ = full(params, opt_state, traj, None)
+    p_acc, s_acc, _ = acc(None, params, opt_state, traj)
+    p_full, s_full, _ = full(None, params, opt_state, traj)
     assert optim.step_count(s_acc).item() == 4 == optim.step_count(s_full).item()
     for k in params:
         torch.testing.assert_close(p_acc[k], p_full[k], rtol=1e-4, atol=1e-6)
@@ -249,7 +249,7 @@ def test_update_rejects_minibatch_size_not_dividing_the_trajectory():
     policy = Policy(MLPModel(env.observation_space, env.action_space, hiddens=(16,)), Categorical)
     update = make_update(policy, adam(), {"num_envs": 20, "horizon": 8, "sgd_minibatch_size": 40})
     with pytest.raises(ValueError, match="`sgd_minibatch_size` 40 must divide the 128 transitions"):
-        update(policy.init_params(), adam().init(policy.init_params()), traj, random.key(3))
+        update(random.key(3), policy.init_params(), adam().init(policy.init_params()), traj)
 
 
 @pytest.mark.parametrize("accumulate", [False, True])
@@ -261,8 +261,8 @@ def test_chunked_minibatches_give_the_same_update(accumulate):
     common = dict(num_envs=16, horizon=8, shuffle_minibatches=False, sgd_minibatch_size=64, accumulate_grads=accumulate)
     whole = make_update(policy, adam(1e-2), common)
     chunked = make_update(policy, adam(1e-2), {**common, "sgd_chunk_size": 16})
-    p_whole, s_whole, m_whole = whole(params, opt_state, traj, None)
-    p_chunk, s_chunk, m_chunk = chunked(params, opt_state, traj, None)
+    p_whole, s_whole, m_whole = whole(None, params, opt_state, traj)
+    p_chunk, s_chunk, m_chunk = chunked(None, params, opt_state, traj)
     assert optim.step_count(s_whole).item() == optim.step_count(s_chunk).item() == (4 if accumulate else 8)
     for k in params:
         torch.testing.assert_close(p_chunk[k], p_whole[k], rtol=1e-4, atol=1e-6)
@@ -305,9 +305,9 @@ def test_a_custom_loss_term_plugs_into_the_update_without_touching_the_library()
         l2 = sum((w**2).sum() for w in p.values())
         return loss + 1.0 * l2, {**metrics, "losses/l2": l2.detach()}
 
-    default = make_update(policy, adam(1e-2), config)(params, opt_state, traj, random.key(3))
-    explicit = make_update(policy, adam(1e-2), config, loss=base)(params, opt_state, traj, random.key(3))
-    custom = make_update(policy, adam(1e-2), config, loss=with_l2)(params, opt_state, traj, random.key(3))
+    default = make_update(policy, adam(1e-2), config)(random.key(3), params, opt_state, traj)
+    explicit = make_update(policy, adam(1e-2), config, loss=base)(random.key(3), params, opt_state, traj)
+    custom = make_update(policy, adam(1e-2), config, loss=with_l2)(random.key(3), params, opt_state, traj)
     for k in params:
         assert torch.equal(default[0][k], explicit[0][k])
     assert "losses/l2" in custom[2] and "losses/l2" not in default[2]

@@ -106,14 +106,14 @@ def test_bad_keys_are_named():
         random.key(-1)
     algo = Algorithm(DiscreteDummyEnv, **SMALL)
     rollout = algo._rollout_fn(False)
-    carry = algo.fresh_carry(algo.env, None, random.key(0))
+    carry = algo.fresh_carry(random.key(0), algo.env, None)
     with pytest.raises(ValueError, match=r"`carry.key` must be an int64 tensor of shape \[2\].*got torch.float32 \[2\]"):
         rollout(algo.params, carry._replace(key=torch.zeros(2)))
     _, traj = rollout(algo.params, carry)
     with pytest.raises(ValueError, match=r"`key` must be an int64 tensor of shape \[2\].*got torch.int64 \[3\]"):
-        algo._update(algo.params, algo.opt_state, traj, torch.zeros(3, dtype=torch.int64))
+        algo._update(torch.zeros(3, dtype=torch.int64), algo.params, algo.opt_state, traj)
     with pytest.raises(ValueError, match=r"`key` must be a random key .* to sample actions, got None"):
-        algo.policy.step(algo.params, traj.obs[0], (), torch.zeros(traj.obs.shape[1], dtype=torch.bool), None)
+        algo.policy.step(None, algo.params, traj.obs[0], (), torch.zeros(traj.obs.shape[1], dtype=torch.bool))
 
 
 def _run(steps, **kw):

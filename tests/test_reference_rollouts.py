@@ -45,7 +45,7 @@ def run(name: str) -> dict[str, torch.Tensor]:
     policy = Policy(model_cls(env.observation_space, env.action_space, **model_config), dist_cls)
     params = policy.init_params()
     norm = init_norm_state(env.observation_space.shape, NUM_ENVS, normalize_obs=normalise, normalize_rewards=normalise)
-    carry = reset_carry(env, random.key(7), NUM_ENVS, norm=norm, policy=policy)
+    carry = reset_carry(random.key(7), env, NUM_ENVS, norm=norm, policy=policy)
     rollout = make_rollout(env, policy, HORIZON, normalize_obs=normalise, normalize_rewards=normalise,
                            **rollout_kwargs)
     for _ in range(3):

@@ -31,7 +31,7 @@ def test_rollout_shapes_and_consistency(env, dist):
     torch.testing.assert_close(traj.obs[0], carry0.obs)
     # Each observation is the env's step of the previous one under the recorded action.
     for t in range(T - 1):
-        _, next_obs, reward, _, _ = env.step(traj.obs[t], traj.actions[t], random.key(2))
+        _, next_obs, reward, _, _ = env.step(random.key(2), traj.obs[t], traj.actions[t])
         torch.testing.assert_close(traj.obs[t + 1], next_obs)
         torch.testing.assert_close(traj.rewards[t], reward)
     # Stored log-probs and values are the policy's for the stored obs/actions.
@@ -112,8 +112,8 @@ def test_update_batches_under_vmap_over_params_opt_state_trajectory_and_keys():
     opt_state = torch.func.vmap(opt.init)(params)
     _, traj = torch.func.vmap(rollout)(params, carry)
     keys = torch.stack([random.key(7), random.key(7), random.key(7)])
-    new_params, new_state, metrics = torch.func.vmap(update)(params, opt_state, traj, keys)
-    single_params, _, single_metrics = update(members[0][0], opt.init(members[0][0]), _member(traj, 0), random.key(7))
+    new_params, new_state, metrics = torch.func.vmap(update)(keys, params, opt_state, traj)
+    single_params, _, single_metrics = update(random.key(7), members[0][0], opt.init(members[0][0]), _member(traj, 0))
     for member in (0, 1):
         assert_trees_close(_member(new_params, member), single_params, rtol=1e-5, atol=1e-6)
     for k in single_params:
@@ -122,5 +122,5 @@ def test_update_batches_under_vmap_over_params_opt_state_trajectory_and_keys():
     # Each member shuffles its minibatches with its own key: members 0 and 1 are identical
     # (same seed, same trajectory), yet with other keys their two minibatches come in other orders.
     assert torch.equal(traj.obs[0], traj.obs[1]) and torch.equal(traj.actions[0], traj.actions[1])
-    other, _, _ = torch.func.vmap(update)(params, opt_state, traj, torch.stack([random.key(7), random.key(8), random.key(7)]))
+    other, _, _ = torch.func.vmap(update)(torch.stack([random.key(7), random.key(8), random.key(7)]), params, opt_state, traj)
     assert any(not torch.equal(other[k][0], other[k][1]) for k in other)

@@ -180,3 +180,36 @@ def test_modules_and_functions_stay_small_enough_to_read():
 def test_the_body_count_leaves_out_the_docstring():
     source = 'def f():\n    """Doc\n    string."""\n    a = 1\n    return a\n'
     assert _body_lines(ast.parse(source).body[0]) == 2
+
+
+def _misplaced_keys(source: str) -> list[str]:
+    """Functions in ``source`` with a positional ``key`` (or ``*_key``)
+    parameter that is not their first (``self``/``cls`` aside, and the
+    ``pieces, member_axes`` a :class:`~rlstack.transforms.Staged` loop is
+    given before its caller's arguments)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            continue
+        names = [a.arg for a in node.args.posonlyargs + node.args.args]
+        if names and names[0] in ("self", "cls"):
+            names = names[1:]
+        if names[:2] == ["pieces", "member_axes"]:
+            names = names[2:]
+        if any(n == "key" or n.endswith("_key") for n in names[1:]):
+            found.append(f"{getattr(node, 'name', 'lambda')}({', '.join(names)})")
+    return found
+
+
+def test_every_function_that_takes_a_key_takes_it_first():
+    """JAX's convention, everywhere: ``env.step(key, state, action)``,
+    ``policy.step(key, params, ...)``, ``update(key, params, ...)``,
+    ``random.normal(key, shape)``; an optional key is the keyword ``key=``."""
+    misplaced = [f"{_module_name(path)}.{name}" for path in sorted(PACKAGE.rglob("*.py"))
+                 for name in _misplaced_keys(path.read_text())]
+    assert not misplaced, "a key that is not the first argument:\n" + "\n".join(misplaced)
+
+
+def test_the_key_check_sees_a_key_in_last_place():
+    assert _misplaced_keys("def step(self, state, action, key):\n    pass\n") == ["step(state, action, key)"]
+    assert _misplaced_keys("def step(self, key, state, action, *, other_key=None):\n    pass\n") == []

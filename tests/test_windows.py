@@ -19,7 +19,7 @@ def windowed_rollouts(env, *, size=4, horizon=24, num_envs=6, rollouts=2, compil
     torch.manual_seed(0)
     policy = Policy(MLPModel(env.observation_space, env.action_space, hiddens=(16,), obs_window=size), Categorical)
     params = {k: v.detach() for k, v in policy.model.named_parameters()}
-    carry = reset_carry(env, random.key(0), num_envs, policy=policy)
+    carry = reset_carry(random.key(0), env, num_envs, policy=policy)
     rollout = make_rollout(env, policy, horizon)
     rollout = compiled(rollout) if compile else rollout
     trajectories = []

@@ -62,13 +62,13 @@ class Env:
         """
         raise NotImplementedError
 
-    def step(self, state: Tree, action: Tree, key: torch.Tensor) -> StepResult:
+    def step(self, key: torch.Tensor, state: Tree, action: Tree) -> StepResult:
         """Advance every env by one transition.
 
         Args:
+            key: ``[2]`` int64 random key for any randomness of the step.
             state: the state pytree, leaves ``[N, ...]``.
             action: actions in ``action_space``, leaves ``[N, ...]``.
-            key: ``[2]`` int64 random key for any randomness of the step.
 
         Returns:
             ``(state, obs, reward, terminated, truncated)``: new state, its
@@ -111,7 +111,7 @@ class Env:
         state, obs = self.reset(reset_key, num_envs, config=config)
         for t in range(self.eval_steps):
             with torch.no_grad():
-                state, obs, reward, _, _ = self.step(state, act(obs), random.fold_in(step_key, t))
+                state, obs, reward, _, _ = self.step(random.fold_in(step_key, t), state, act(obs))
             yield state, obs, reward
 
     def success(
@@ -147,7 +147,7 @@ class Env:
         running = torch.ones(num_envs, dtype=torch.bool, device=key.device)
         for t in range(self.eval_steps):
             with torch.no_grad():
-                state, obs, reward, terminated, truncated = self.step(state, act(obs), random.fold_in(step_key, t))
+                state, obs, reward, terminated, truncated = self.step(random.fold_in(step_key, t), state, act(obs))
             returns += torch.where(running, reward.float(), torch.zeros_like(returns))
             lengths += running.float()
             running &= ~(terminated | truncated)
@@ -179,7 +179,7 @@ class Env:
 
 
 def sample_constants(
-    config: Mapping[str, Any], names: tuple[str, ...], num_envs: int, key: torch.Tensor
+    key: torch.Tensor, config: Mapping[str, Any], names: tuple[str, ...], num_envs: int
 ) -> dict[str, torch.Tensor]:
     """Per-env ``[N]`` float32 tensors for physical constants in ``config``.
 

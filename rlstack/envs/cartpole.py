@@ -84,10 +84,10 @@ class CartPole(Env):
         init_key, constants_key = random.split(key)
         physics = random.uniform(init_key, (num_envs, 4), low=float(low), high=float(high))
         observed = torch.tensor([1.0, 0.0, 1.0, 0.0], device=physics.device) if config["hide_velocities"] else ()
-        state = CartPoleState(physics, sample_constants(config, _CONSTANTS, num_envs, constants_key), observed)
+        state = CartPoleState(physics, sample_constants(constants_key, config, _CONSTANTS, num_envs), observed)
         return state, observe(state)
 
-    def step(self, state: CartPoleState, action: torch.Tensor, key: torch.Tensor) -> StepResult:
+    def step(self, key: torch.Tensor, state: CartPoleState, action: torch.Tensor) -> StepResult:
         c = state.constants
         x, x_dot, theta, theta_dot = state.physics.unbind(-1)
         force = torch.where(action == 1, c["force_mag"], -c["force_mag"])

@@ -6,7 +6,7 @@ Two kinds of env are accepted wherever rlstack takes an env:
 
 * a pure :class:`Env` (an instance, or a subclass whose ``reset`` takes
   ``num_envs``): ``reset(key, num_envs, *, config) -> (state, obs)`` and
-  ``step(state, action, key) -> (state, obs, reward, terminated,
+  ``step(key, state, action) -> (state, obs, reward, terminated,
   truncated)``, randomness drawn only from the keys
   (:mod:`rlstack.random`); or a factory with ``build_env`` (gymnasium);
 * an rlstack 1.x style stateful class, wrapped by
@@ -137,7 +137,7 @@ def check_env(
         raise ValueError(f"{name}.reset returned an observation not in observation_space: {why}.")
     action = sample(env.action_space, (num_envs,), key=action_key)
     state_before, action_before = _clone_tree(state), _clone_tree(action)
-    out = env.step(state, action, step_key)
+    out = env.step(step_key, state, action)
     if not (isinstance(out, tuple) and len(out) == 5):
         got = f"a tuple of {len(out)}" if isinstance(out, tuple) else type(out).__name__
         hint = " (an env whose episodes never end returns `self.no_episode_ends(state, obs, reward)`)" if (
@@ -167,7 +167,7 @@ def check_env(
     if check_compile and env.compilable:
         from torch._dynamo import explain
 
-        explanation = explain(env.step)(new_state, action, step_key)
+        explanation = explain(env.step)(step_key, new_state, action)
         if explanation.graph_break_count:
             raise ValueError(
                 f"{name}.step has {explanation.graph_break_count} graph break(s) under torch.compile: "

@@ -62,14 +62,14 @@ class DiscreteDummyEnv(_DummyEnv):
         >>> env = DiscreteDummyEnv()
         >>> from rlstack import random
         >>> state, obs = env.reset(random.key(0), 4)
-        >>> state, obs, reward, terminated, truncated = env.step(state, torch.ones(4, 1, dtype=torch.int64), random.key(1))
+        >>> state, obs, reward, terminated, truncated = env.step(random.key(1), state, torch.ones(4, 1, dtype=torch.int64))
         >>> reward.shape
         torch.Size([4])
     """
 
     action_space = Discrete(2, shape=(1,))
 
-    def step(self, state: torch.Tensor, action: torch.Tensor, key: torch.Tensor) -> StepResult:
+    def step(self, key: torch.Tensor, state: torch.Tensor, action: torch.Tensor) -> StepResult:
         x = state + (2 * action - 1).to(state.dtype)
         return self.no_episode_ends(x, x, self._reward(x))
 
@@ -79,6 +79,6 @@ class ContinuousDummyEnv(_DummyEnv):
 
     action_space = Box((1,))
 
-    def step(self, state: torch.Tensor, action: torch.Tensor, key: torch.Tensor) -> StepResult:
+    def step(self, key: torch.Tensor, state: torch.Tensor, action: torch.Tensor) -> StepResult:
         x = state + action.to(state.dtype)
         return self.no_episode_ends(x, x, self._reward(x))

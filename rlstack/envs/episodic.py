@@ -73,14 +73,14 @@ class Episodic:
         obs, final_obs = optree.tree_map(torch.clone, obs), optree.tree_map(torch.clone, obs)
         return EpisodeState(state, time, final_obs, params), obs
 
-    def step(self, state: EpisodeState, action: Tree, key: torch.Tensor):
-        inner, obs, reward, _, _ = super().step(state.env, action, key)
+    def step(self, key: torch.Tensor, state: EpisodeState, action: Tree):
+        inner, obs, reward, _, _ = super().step(key, state.env, action)
         terminated = self.terminal(inner)
         reward = self.episode_reward(reward)
         time = state.time + 1
         truncated = (time >= self.max_episode_steps) & ~terminated
         done = terminated | truncated
-        fresh, fresh_obs = self.respawn(inner, state.respawn, key)
+        fresh, fresh_obs = self.respawn(key, inner, state.respawn)
         next_state = EpisodeState(_where(done, fresh, inner), torch.where(done, torch.zeros_like(time), time), obs,
                                   state.respawn)
         return next_state, _where(done, fresh_obs, obs), reward, terminated, truncated
@@ -112,7 +112,7 @@ class CartPoleV1(Episodic, CartPole):
     def respawn_params(self, config, num_envs, device):
         return {k: torch.full((num_envs,), float(config[k]), device=device) for k in ("init_low", "init_high")}
 
-    def respawn(self, state, params, key):
+    def respawn(self, key, state, params):
         physics = _uniform(key, (state.physics.shape[0], 4), params["init_low"], params["init_high"])
         state = state._replace(physics=physics)
         return state, observe(state)  # hide_velocities hides them after a respawn too
@@ -133,7 +133,7 @@ class PendulumV1(Episodic, Pendulum):
     def respawn_params(self, config, num_envs, device):
         return {k: torch.full((num_envs,), float(config[k]), device=device) for k in ("x_init", "y_init")}
 
-    def respawn(self, state, params, key):
+    def respawn(self, key, state, params):
         theta = _uniform(random.fold_in(key, 0), (state.physics.shape[0],), -params["x_init"], params["x_init"])
         theta_dot = _uniform(random.fold_in(key, 1), (state.physics.shape[0],), -params["y_init"], params["y_init"])
         physics = torch.stack([theta, theta_dot], dim=-1)
@@ -156,7 +156,7 @@ class MountainCarV0(Episodic, MountainCar):
     def respawn_params(self, config, num_envs, device):
         return {k: torch.full((num_envs,), float(config[k]), device=device) for k in ("init_low", "init_high")}
 
-    def respawn(self, state, params, key):
+    def respawn(self, key, state, params):
         position = _uniform(key, (state.shape[0],), params["init_low"], params["init_high"])
         physics = torch.stack([position, torch.zeros_like(position)], dim=-1)
         return physics, physics

@@ -52,7 +52,7 @@ class MountainCar(Env):
         physics = torch.stack([position, torch.zeros_like(position)], dim=-1)
         return physics, physics
 
-    def step(self, state: torch.Tensor, action: torch.Tensor, key: torch.Tensor) -> StepResult:
+    def step(self, key: torch.Tensor, state: torch.Tensor, action: torch.Tensor) -> StepResult:
         position, velocity = state.unbind(-1)
         velocity = velocity + (action - 1).to(state.dtype) * FORCE + torch.cos(3 * position) * (-GRAVITY)
         velocity = velocity.clamp(-MAX_SPEED, MAX_SPEED)

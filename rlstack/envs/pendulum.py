@@ -62,9 +62,9 @@ class Pendulum(Env):
         init_key, constants_key = random.split(key)
         high = torch.tensor([config["x_init"], config["y_init"]], device=key.device, dtype=torch.float32)
         physics = random.uniform(init_key, (num_envs, 2), low=-1.0, high=1.0) * high
-        return PendulumState(physics, sample_constants(config, _CONSTANTS, num_envs, constants_key)), _observe(physics)
+        return PendulumState(physics, sample_constants(constants_key, config, _CONSTANTS, num_envs)), _observe(physics)
 
-    def step(self, state: PendulumState, action: torch.Tensor, key: torch.Tensor) -> StepResult:
+    def step(self, key: torch.Tensor, state: PendulumState, action: torch.Tensor) -> StepResult:
         c = state.constants
         theta, theta_dot = state.physics.unbind(-1)
         u = torch.minimum(torch.maximum(action[:, 0], -c["max_torque"]), c["max_torque"])

@@ -84,7 +84,7 @@ class StatefulEnvAdapter(Env):
         obs = self.env.reset(config=dict(config) if config else None)
         return torch.zeros((), device=self.device), optree.tree_map(torch.clone, obs)
 
-    def step(self, state: Any, action: Any, key: torch.Tensor) -> StepResult:
+    def step(self, key: torch.Tensor, state: Any, action: Any) -> StepResult:
         """Step the wrapped env (its own randomness: ``key`` is unused)."""
         out = self.env.step(action)
         obs = optree.tree_map(torch.clone, out["obs"])
