@@ -35,7 +35,7 @@ if __package__ in (None, ""):
 
 from rlstack import Algorithm, random  # noqa: E402
 from rlstack.envs import BUILTIN_ENVS, CartPoleV1, MountainCarV0, PendulumV1  # noqa: E402
-from rlstack.presets import PRESETS  # noqa: E402
+from rlstack.shell.presets import PRESETS  # noqa: E402
 
 # env -> (gymnasium task, target episode return, time limit in s, the env's own success measure)
 TARGETS = {

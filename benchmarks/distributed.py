@@ -3,7 +3,7 @@
 Run ``python -m benchmarks.distributed`` from the repository root. Each
 process (rank) trains CartPole with ``--num-envs`` envs x 16 steps, a
 64x64 MLP, 4 epochs of 4 minibatches (compiled unless ``--no-compile``),
-its gradients averaged across ranks by :mod:`rlstack.distributed` (one
+its gradients averaged across ranks by :mod:`rlstack.integrations.distributed` (one
 flat all-reduce per optimizer step). Rounds alternate the world sizes, each
 a fresh set of processes (spawned here, as torchrun would: ``--threads``
 torch threads per process), which warm up (compile) and then time
@@ -42,7 +42,8 @@ def _worker(rank: int, world: int, init_file: str, out: str, args: dict) -> None
     if world > 1:
         os.environ["WORLD_SIZE"] = str(world)
         dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    from rlstack import Algorithm, distributed
+    from rlstack import Algorithm
+    from rlstack.integrations import distributed
     from rlstack.envs import CartPole
 
     reduce_seconds: list[float] = []

@@ -1,4 +1,4 @@
-"""Gymnasium's own CartPole-v1 (``rlstack.gymnasium_adapter``) with its preset, per seed.
+"""Gymnasium's own CartPole-v1 (``rlstack.integrations.gymnasium_adapter``) with its preset, per seed.
 
 Run ``python -m benchmarks.gymnasium_cartpole`` from the repository root.
 For each seed it trains ``PRESETS["gymnasium:CartPole-v1"]`` (8 sync
@@ -22,8 +22,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rlstack import Algorithm  # noqa: E402
-from rlstack.gymnasium_adapter import gymnasium_env  # noqa: E402
-from rlstack.presets import PRESETS  # noqa: E402
+from rlstack.integrations.gymnasium_adapter import gymnasium_env  # noqa: E402
+from rlstack.shell.presets import PRESETS  # noqa: E402
 
 TARGET = 400.0
 

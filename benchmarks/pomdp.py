@@ -34,7 +34,7 @@ if __package__ in (None, ""):
 
 from rlstack import Algorithm, RecurrentAlgorithm, random  # noqa: E402
 from rlstack.envs import BUILTIN_ENVS, CartPole  # noqa: E402
-from rlstack.presets import POMDP_ENVS, POMDP_PRESETS  # noqa: E402
+from rlstack.shell.presets import POMDP_ENVS, POMDP_PRESETS  # noqa: E402
 
 TARGET = 0.95
 #: Seconds of training per run, by preset (a recurrent update costs ~2x a feedforward one here).

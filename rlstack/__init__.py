@@ -5,21 +5,15 @@ composed into compiled ``rollout``/``update`` functions, under a thin
 stateful shell (``Algorithm``, ``Trainer``) that logs to MLflow.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-from . import conditions, distributions, env, envs, functional, models, nn, optim, spaces, windows
-from .algorithm import Algorithm
-from .config import AlgorithmConfig
-from .distributions import Categorical, Distribution, Normal, SquashedNormal
-from .policy import Policy, RecurrentPolicy
-from .population import Population, grid
-from .recurrent import RecurrentAlgorithm
-from .trainer import RecurrentTrainer, Trainer
-
-try:
-    __version__ = version("rlstack")
-except PackageNotFoundError:  # running from a source tree
-    __version__ = "2.0.0.dev0"
+from . import conditions, distributions, env, envs, functional, models, nn, optim, spaces
+from .core.config import AlgorithmConfig
+from .core.version import __version__
+from .policy.distributions import Categorical, Distribution, Normal, SquashedNormal
+from .policy.policy import Policy, RecurrentPolicy
+from .shell.algorithm import Algorithm
+from .shell.population import Population, grid
+from .shell.recurrent import RecurrentAlgorithm
+from .shell.trainer import RecurrentTrainer, Trainer
 
 __all__ = [
     "Algorithm",
@@ -44,5 +38,4 @@ __all__ = [
     "nn",
     "optim",
     "spaces",
-    "windows",
 ]

@@ -4,7 +4,7 @@ Examples:
     >>> from rlstack.functional import gae, ppo_loss, make_rollout, make_update
 """
 
-from .optim import (
+from .core.optim import (
     GradientTransformation,
     accumulate_gradients,
     adam,
@@ -19,11 +19,13 @@ from .optim import (
     sgd,
     trace,
 )
-from .ppo import gae, make_optimizer, make_ppo_loss, make_update, ppo_loss, prepare_batch
-from .rollout import make_rollout, trajectory_stats
-from .torch_optimizers import from_torch
-from .transforms import Staged, compiled, over_members
-from .types import Batch, RolloutCarry, Trajectory, Transition
+from .core.torch_optimizers import from_torch
+from .core.types import Batch, RolloutCarry, Trajectory, Transition
+from .learn.loss import gae, make_ppo_loss, ppo_loss, prepare_batch
+from .learn.update import make_optimizer, make_update
+from .learn.rollout import make_rollout
+from .learn.stats import trajectory_stats
+from .learn.transforms import Staged, compiled, over_members
 
 __all__ = [
     "gae",

@@ -23,12 +23,12 @@ def leave() -> None:
 def fixed_trajectory(num_envs: int):
     """The same trajectory on every rank: a seeded rollout of ``num_envs`` CartPoles."""
     from rlstack import random
-    from rlstack.distributions import Categorical
+    from rlstack.policy.distributions import Categorical
     from rlstack.envs import CartPole
-    from rlstack.models import MLPModel
-    from rlstack.policy import Policy
-    from rlstack.rollout import make_rollout
-    from rlstack.types import RolloutCarry
+    from rlstack.policy.models import MLPModel
+    from rlstack.policy.policy import Policy
+    from rlstack.learn.rollout import make_rollout
+    from rlstack.core.types import RolloutCarry
 
     env = CartPole()
     torch.manual_seed(0)
@@ -45,7 +45,7 @@ def update_config(num_envs: int) -> dict:
 
 def run_update(policy, params, traj, num_envs, reduce_grads=None):
     from rlstack import random
-    from rlstack.ppo import make_optimizer, make_update
+    from rlstack.learn.update import make_optimizer, make_update
 
     config = update_config(num_envs)
     optimizer = make_optimizer(config)
@@ -58,7 +58,7 @@ def update_worker(rank: int, world: int, init_file: str, out: str) -> None:
     """Each rank updates on its half of the envs, gradients all-reduced."""
     import optree
 
-    from rlstack.distributed import all_reduce_mean
+    from rlstack.integrations.distributed import all_reduce_mean
 
     join(rank, world, init_file)
     policy, params, traj = fixed_trajectory(32)
@@ -76,7 +76,7 @@ def trainer_worker(rank: int, world: int, init_file: str, out: str, mode: str, k
     import optree
 
     from rlstack import RecurrentTrainer, Trainer
-    from rlstack.conditions import HitsUpperBound
+    from rlstack.shell.conditions import HitsUpperBound
     from rlstack.envs import CartPoleV1
 
     join(rank, world, init_file)
@@ -121,11 +121,11 @@ def rank_trajectory(rank: int):
     """Each rank's own seeded 48-step rollout of 12 CartPole-v1s (a different key
     per rank, so different numbers of episodes end on each)."""
     from rlstack import random
-    from rlstack.distributions import Categorical
+    from rlstack.policy.distributions import Categorical
     from rlstack.envs import CartPoleV1
-    from rlstack.models import MLPModel
-    from rlstack.policy import Policy
-    from rlstack.rollout import make_rollout, reset_carry
+    from rlstack.policy.models import MLPModel
+    from rlstack.policy.policy import Policy
+    from rlstack.learn.rollout import make_rollout, reset_carry
 
     env = CartPoleV1()
     torch.manual_seed(0)
@@ -136,8 +136,8 @@ def rank_trajectory(rank: int):
 
 def stats_worker(rank: int, world: int, init_file: str, out: str) -> None:
     """Each rank's rollout stats, then the stats reduced over ranks."""
-    from rlstack import distributed
-    from rlstack.rollout import trajectory_stats
+    from rlstack.integrations import distributed
+    from rlstack.learn.stats import trajectory_stats
 
     join(rank, world, init_file)
     own = {name: float(value) for name, value in trajectory_stats(rank_trajectory(rank)).items()}

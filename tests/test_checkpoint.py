@@ -12,10 +12,10 @@ import torch._dynamo
 from mlflow.tracking import MlflowClient
 
 from rlstack import Algorithm, Trainer
-from rlstack.checkpoint import CheckpointError, atomic_save, safe_load
+from rlstack.integrations.checkpoint import CheckpointError, atomic_save, safe_load
 from rlstack.env import ContinuousDummyEnv, DiscreteDummyEnv
 from rlstack.envs import CartPoleV1
-from rlstack.export import load_policy
+from rlstack.integrations.export import load_policy
 from trees import assert_trees_equal
 
 SMALL = dict(num_envs=32, horizon=8, model_config={"hiddens": (16,)}, sgd_minibatch_size=64, seed=3,
@@ -109,6 +109,18 @@ def test_a_checkpoint_of_the_previous_format_is_refused_naming_both_versions(tmp
     torch.save(data, path)
     with pytest.raises(CheckpointError, match=r"has format version 3; this rlstack reads only version 5 \(older files"):
         Algorithm.from_checkpoint(path)
+
+
+def test_class_names_stored_before_the_modules_moved_into_folders_still_load(tmp_path):
+    algo = Algorithm(DiscreteDummyEnv, compile=False, **SMALL)
+    path = algo.save_checkpoint(tmp_path / "c.pt")
+    data = torch.load(path, weights_only=True)
+    assert data["classes"]["model_cls"] == "rlstack.policy.models:MLPModel"
+    data["classes"].update(model_cls="rlstack.models:MLPModel", distribution_cls="rlstack.distributions:Categorical")
+    torch.save(data, path)
+    restored = Algorithm.from_checkpoint(path)
+    assert type(restored.policy.model) is type(algo.policy.model)
+    assert_trees_equal(restored.params, algo.params)
 
 
 def test_mismatched_checkpoint_names_what_differs(tmp_path):
@@ -356,7 +368,7 @@ def _nan_rewritten(path, target, key):
 
 def test_a_checkpoint_or_export_with_nan_weights_is_refused_naming_file_and_tensor(tmp_path):
     from rlstack.cli import main
-    from rlstack.export import ExportedPolicy, export_policy
+    from rlstack.integrations.export import ExportedPolicy, export_policy
 
     algo = Algorithm(CartPoleV1, num_envs=8, horizon=4, compile=False, model_config={"hiddens": (8,)})
     name = next(iter(algo.params))

@@ -165,14 +165,14 @@ def test_sigterm_checkpoints_and_marks_the_run_killed(tmp_path):
     assert run.info.status == "KILLED"
     saved = sorted((tmp_path / "ckpts").glob("step-*.pt"))
     # Nothing buffered is lost to the signal: the last recorded point is the checkpoint's step.
-    from rlstack.checkpoint import safe_load
+    from rlstack.integrations.checkpoint import safe_load
 
     history = MlflowClient(tracking_uri=uri).get_metric_history(run.info.run_id, "losses/total")
     assert max(m.step for m in history) == safe_load(saved[-1])["counters"]["env_steps"]
 
 
 def test_a_failed_export_after_training_marks_the_run_failed(tmp_path, monkeypatch, capsys):
-    from rlstack.trainer import Trainer
+    from rlstack.shell.trainer import Trainer
 
     def fail(self, path):
         raise OSError(28, "No space left on device")
@@ -234,7 +234,7 @@ def test_bad_toml_values_get_one_line_naming_the_field(tmp_path, capsys, toml, m
 def test_mismatched_envs_and_bad_eval_arguments_get_one_line(tmp_path, capsys):
     from rlstack import Algorithm
     from rlstack.envs import CartPole
-    from rlstack.export import export_policy
+    from rlstack.integrations.export import export_policy
 
     algo = Algorithm(CartPole, num_envs=8, horizon=4, compile=False)
     algo.save_checkpoint(tmp_path / "cartpole.pt")
@@ -299,7 +299,7 @@ def test_tests_run_outside_the_checkout():
 def test_plot_draws_eval_returns_on_their_own_panel(tmp_path, monkeypatch):
     import matplotlib.figure
 
-    from rlstack.plotting import plot_learning_curve
+    from rlstack.integrations.plotting import plot_learning_curve
 
     assert main(["train", *TINY, "--max-steps", "2", "--steps-per-eval", "1"]) == 0
     figures = []
@@ -348,7 +348,7 @@ def test_eval_of_an_export_finds_every_built_in_env_by_the_name_it_recorded(tmp_
     from rlstack import Algorithm
     from rlstack.cli import main
     from rlstack.envs import BUILTIN_ENVS
-    from rlstack.export import export_policy
+    from rlstack.integrations.export import export_policy
 
     for name, model_config in (("CartPole-v1", {"hiddens": (8,)}), ("CartPole-v1", {"hiddens": (8,), "obs_window": 2}),
                                ("Pendulum-v1", {"hiddens": (8,)}), ("MountainCar-v0", {"hiddens": (8,)})):
@@ -370,7 +370,7 @@ def test_none_disables_an_optional_hyperparameter_from_the_command_line():
 def test_help_shows_plain_text_not_sphinx_roles(capsys):
     from rlstack.cli.arguments import plain_text
 
-    assert plain_text("see :class:`~rlstack.config.AlgorithmConfig` and :func:`rlstack.functional.gae`, ``x``") == (
+    assert plain_text("see :class:`~rlstack.core.config.AlgorithmConfig` and :func:`rlstack.functional.gae`, ``x``") == (
         "see AlgorithmConfig and rlstack.functional.gae, x")
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--help"])
@@ -380,7 +380,7 @@ def test_help_shows_plain_text_not_sphinx_roles(capsys):
 
 def test_rough_edges_get_one_line_errors_naming_what_to_change(tmp_path, capsys):
     from rlstack import Algorithm, RecurrentTrainer
-    from rlstack.checkpoint import CheckpointError
+    from rlstack.integrations.checkpoint import CheckpointError
     from rlstack.cli import main
 
     (tmp_path / "bad.toml").write_text('env = "CartPole"\n[model_config]\nhidden = [8, 8]\n')
@@ -423,8 +423,8 @@ def test_the_closing_hint_fits_the_tracking_store():
 
 
 def test_a_refused_start_creates_no_run_and_changes_no_run(tmp_path, capsys):
-    from rlstack.checkpoint import CheckpointDir
-    from rlstack.export import lock_export_path
+    from rlstack.integrations.checkpoint import CheckpointDir
+    from rlstack.integrations.export import lock_export_path
 
     assert main(["train", *TINY, "--max-steps", "2", "--checkpoint-dir", "a", "--checkpoint-every", "1"]) == 0
     (finished,) = _runs()
@@ -470,8 +470,9 @@ def test_a_closed_stdout_never_stops_training_and_the_checkpoint_is_written(tmp_
 
 
 def test_training_checkpoints_every_few_minutes_by_default_and_on_request(tmp_path, monkeypatch):
-    from rlstack import Trainer, trainer as trainer_module
-    from rlstack.conditions import HitsUpperBound
+    from rlstack import Trainer
+    from rlstack.shell import trainer as trainer_module
+    from rlstack.shell.conditions import HitsUpperBound
 
     clock = iter(range(0, 10**6, 100))  # each look at the clock: 100 s later
     monkeypatch.setattr(trainer_module, "_clock", lambda: next(clock))

@@ -7,14 +7,14 @@ import torch._dynamo
 
 from rlstack import optim, random
 from rlstack import Algorithm, SquashedNormal
-from rlstack.distributions import Categorical
+from rlstack.policy.distributions import Categorical
 from rlstack.envs import ContinuousDummyEnv, DiscreteDummyEnv
 from rlstack.functional import RolloutCarry, make_rollout, make_update
-from rlstack.models import MLPModel
-from rlstack.normalization import init_norm_state
-from rlstack.optim import adam
-from rlstack.policy import Policy
-from rlstack.transforms import compiled
+from rlstack.policy.models import MLPModel
+from rlstack.core.normalization import init_norm_state
+from rlstack.core.optim import adam
+from rlstack.policy.policy import Policy
+from rlstack.learn.transforms import compiled
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,6 @@
 import pytest
 
-from rlstack.conditions import And, HitsLowerBound, HitsUpperBound, Plateaus, StopsDecreasing, StopsIncreasing
+from rlstack.shell.conditions import And, HitsLowerBound, HitsUpperBound, Plateaus, StopsDecreasing, StopsIncreasing
 
 
 def _feed(condition, values, key="x"):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rlstack import Algorithm
-from rlstack.cuda_graphs import CudaGraphed
+from rlstack.learn.cuda_graphs import CudaGraphed
 from rlstack.envs import CartPole, DiscreteDummyEnv
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -58,7 +58,7 @@ def test_ranks_that_disagree_on_hyperparameters_fail_at_start_naming_the_rank(tm
 
 
 def test_stats_over_two_ranks_with_different_episode_counts_are_the_stats_of_all_their_envs(tmp_path):
-    from rlstack.rollout import trajectory_stats
+    from rlstack.learn.stats import trajectory_stats
 
     spawn(workers.stats_worker, tmp_path)
     ranks = [torch.load(tmp_path / f"stats{r}.pt") for r in range(2)]

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rlstack import random
-from rlstack.distributions import Categorical, Normal, SquashedNormal
+from rlstack.policy.distributions import Categorical, Normal, SquashedNormal
 
 
 @settings(deadline=None, max_examples=25)

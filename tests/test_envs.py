@@ -15,7 +15,7 @@ from rlstack.env import (
 )
 from rlstack.envs import ContinuousDummyEnv as ContinuousFromEnvs
 from rlstack.envs import DiscreteDummyEnv as DiscreteFromEnvs
-from rlstack.spaces import Box, Discrete
+from rlstack.core.spaces import Box, Discrete
 
 
 def test_dummy_envs_importable_from_both_modules():
@@ -149,7 +149,7 @@ class _DictObsDummyEnv(DiscreteDummyEnv):
 
 def test_the_default_model_trains_on_a_dict_of_boxes_each_flattened_and_concatenated():
     from rlstack import Algorithm
-    from rlstack.models import MLPModel
+    from rlstack.policy.models import MLPModel
 
     env = _DictObsDummyEnv()
     model = MLPModel(env.observation_space, env.action_space, hiddens=(8,))

@@ -8,15 +8,15 @@ import torch
 import torch._dynamo
 
 from rlstack import Algorithm, random
-from rlstack.distributions import Categorical
+from rlstack.policy.distributions import Categorical
 from rlstack.env import Env, check_env
 from rlstack.functional import RolloutCarry, gae, make_rollout
-from rlstack.memory import NoMemory
-from rlstack.models import MLPModel
-from rlstack.policy import Policy
-from rlstack.ppo import prepare_batch
-from rlstack.spaces import Box, Discrete
-from rlstack.transforms import compiled
+from rlstack.policy.memory import NoMemory
+from rlstack.policy.models import MLPModel
+from rlstack.policy.policy import Policy
+from rlstack.learn.loss import prepare_batch
+from rlstack.core.spaces import Box, Discrete
+from rlstack.learn.transforms import compiled
 
 GOAL, LIMIT = 4.0, 12
 

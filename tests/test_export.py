@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from rlstack import Algorithm, SquashedNormal
-from rlstack.checkpoint import CheckpointError
+from rlstack.integrations.checkpoint import CheckpointError
 from rlstack.cli import load_env
 from rlstack.envs import BUILTIN_ENVS
-from rlstack.export import ExportedPolicy, export_policy, load_policy
-from rlstack.models import MLPModel
-from rlstack.presets import PRESETS
+from rlstack.integrations.export import ExportedPolicy, export_policy, load_policy
+from rlstack.policy.models import MLPModel
+from rlstack.shell.presets import PRESETS
 
 SMALL = dict(num_envs=64, horizon=8, sgd_minibatch_size=256, compile=False)
 
@@ -91,7 +91,7 @@ def test_squashed_normal_spans_the_whole_action_range():
 
 def test_export_prints_no_warnings_and_loading_unpickles_no_code(tmp_path):
     code = (
-        "from rlstack import Algorithm; from rlstack.envs import Pendulum; from rlstack.export import export_policy\n"
+        "from rlstack import Algorithm; from rlstack.envs import Pendulum; from rlstack.integrations.export import export_policy\n"
         "a = Algorithm(Pendulum, num_envs=16, horizon=4, compile=False, normalize_obs=True)\n"
         f"export_policy(a, {str(tmp_path / 'model')!r})\n"
     )

@@ -1,4 +1,4 @@
-"""Training on gymnasium vector envs through rlstack.gymnasium_adapter."""
+"""Training on gymnasium vector envs through rlstack.integrations.gymnasium_adapter."""
 
 import sys
 
@@ -11,9 +11,9 @@ from mlflow.tracking import MlflowClient
 from rlstack import Algorithm, Trainer, random
 from rlstack.cli import load_env, main
 from rlstack.env import check_env
-from rlstack.gymnasium_adapter import GymnasiumEnv, gymnasium_env
-from rlstack.presets import PRESETS
-from rlstack.spaces import Box, Discrete
+from rlstack.integrations.gymnasium_adapter import GymnasiumEnv, gymnasium_env
+from rlstack.shell.presets import PRESETS
+from rlstack.core.spaces import Box, Discrete
 
 SAME_STEP = {"autoreset_mode": gymnasium.vector.AutoresetMode.SAME_STEP}
 

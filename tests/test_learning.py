@@ -11,7 +11,7 @@ import torch
 from rlstack import random
 from rlstack import Algorithm, SquashedNormal
 from rlstack.env import ContinuousDummyEnv, DiscreteDummyEnv
-from rlstack.presets import PRESETS
+from rlstack.shell.presets import PRESETS
 
 CONFIG = {"bounds": 10.0}
 
@@ -101,7 +101,7 @@ def test_mountain_car_preset_learns_to_reach_the_goal():
 @pytest.mark.slow
 def test_a_window_of_observations_balances_cartpole_with_hidden_velocities_where_the_mlp_cannot():
     from rlstack.envs import CartPole, CartPoleV1
-    from rlstack.presets import POMDP_ENVS, POMDP_PRESETS
+    from rlstack.shell.presets import POMDP_ENVS, POMDP_PRESETS
 
     threshold, best = 0.5, {}
     for name in ("window", "mlp"):

@@ -1,4 +1,4 @@
-"""rlstack.nn blocks: masks do what they say, attention matches torch's, and every block runs under
+"""rlstack.policy.nn blocks: masks do what they say, attention matches torch's, and every block runs under
 functional_call, vmap and torch.compile."""
 
 import math

@@ -6,13 +6,13 @@ from hypothesis import strategies as st
 
 from rlstack import optim, random
 from rlstack import Algorithm
-from rlstack.distributions import Categorical
+from rlstack.policy.distributions import Categorical
 from rlstack.envs import CartPole, DiscreteDummyEnv
 from rlstack.functional import RolloutCarry, make_rollout, make_update
-from rlstack.models import MLPModel
-from rlstack.normalization import RunningMoments, init_moments, init_norm_state, normalize, update_moments
-from rlstack.optim import adam
-from rlstack.policy import Policy
+from rlstack.policy.models import MLPModel
+from rlstack.core.normalization import RunningMoments, init_moments, init_norm_state, normalize, update_moments
+from rlstack.core.optim import adam
+from rlstack.policy.policy import Policy
 
 
 @settings(deadline=None, max_examples=25)

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from rlstack import optim, torch_optimizers
+from rlstack import optim
+from rlstack.core import torch_optimizers
 
 
 def _problem(seed=0):

@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from rlstack import Algorithm, Population, Trainer, grid, optim
 from rlstack.cli import main
-from rlstack.conditions import HitsUpperBound
+from rlstack.shell.conditions import HitsUpperBound
 from rlstack.envs import CartPole
 
 from trees import assert_trees_close, assert_trees_equal

@@ -6,12 +6,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rlstack import optim, random
-from rlstack.distributions import Categorical
+from rlstack.policy.distributions import Categorical
 from rlstack.envs import DiscreteDummyEnv
 from rlstack.functional import RolloutCarry, gae, make_rollout, make_update, ppo_loss
-from rlstack.models import MLPModel
-from rlstack.optim import adam
-from rlstack.policy import Policy
+from rlstack.policy.models import MLPModel
+from rlstack.core.optim import adam
+from rlstack.policy.policy import Policy
 from trees import assert_same_shapes
 
 
@@ -270,7 +270,7 @@ def test_chunked_minibatches_give_the_same_update(accumulate):
 
 
 def test_default_chunk_size_is_cache_sized_on_cpu_and_bounded_by_memory_elsewhere():
-    from rlstack.ppo import default_chunk_size
+    from rlstack.learn.update import default_chunk_size
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert default_chunk_size(262_144, cpu) == 8192 and default_chunk_size(4096, cpu) == 4096
@@ -284,7 +284,7 @@ def test_default_chunk_size_is_cache_sized_on_cpu_and_bounded_by_memory_elsewher
 
 
 def test_chunk_size_must_divide_the_minibatch():
-    from rlstack.config import AlgorithmConfig
+    from rlstack.core.config import AlgorithmConfig
 
     with pytest.raises(ValueError, match="`sgd_chunk_size` must divide the minibatch size 128, got 48"):
         AlgorithmConfig(num_envs=16, horizon=8, sgd_minibatch_size=128, sgd_chunk_size=48)

@@ -1,4 +1,4 @@
-"""rlstack.random: counter-based keys that give the same numbers eager, compiled and vmapped."""
+"""rlstack.core.random: counter-based keys that give the same numbers eager, compiled and vmapped."""
 
 import math
 

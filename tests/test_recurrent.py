@@ -5,14 +5,14 @@ import pytest
 import torch
 
 from rlstack import Algorithm, RecurrentAlgorithm, RecurrentTrainer, Trainer, random
-from rlstack.distributions import Categorical
+from rlstack.policy.distributions import Categorical
 from rlstack.envs import CartPole, CartPoleV1
-from rlstack.models import RecurrentModel
-from rlstack.policy import Policy
-from rlstack.ppo import prepare_batch
-from rlstack.rollout import make_rollout
-from rlstack.types import RolloutCarry
-from rlstack.transforms import compiled
+from rlstack.policy.models import RecurrentModel
+from rlstack.policy.policy import Policy
+from rlstack.learn.loss import prepare_batch
+from rlstack.learn.rollout import make_rollout
+from rlstack.core.types import RolloutCarry
+from rlstack.learn.transforms import compiled
 
 from trees import assert_trees_equal
 
@@ -170,7 +170,7 @@ def test_cli_trains_and_evaluates_a_recurrent_policy(tmp_path, capsys):
 
 def test_recurrent_policy_keeps_1x_name_and_refuses_a_feedforward_model():
     from rlstack import RecurrentPolicy
-    from rlstack.models import MLPModel
+    from rlstack.policy.models import MLPModel
 
     env = CartPole()
     policy = RecurrentPolicy(RecurrentModel(env.observation_space, env.action_space, hidden_size=8), Categorical)

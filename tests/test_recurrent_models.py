@@ -5,11 +5,11 @@ import torch
 from torch import nn
 
 from rlstack import Algorithm
-from rlstack.distributions import Categorical
+from rlstack.policy.distributions import Categorical
 from rlstack.envs import CartPole
-from rlstack.models import GRUCell, LSTMCell, RecurrentModel
-from rlstack.policy import Policy, check_recurrent_model
-from rlstack.spaces import Box, Discrete
+from rlstack.policy.models import GRUCell, LSTMCell, RecurrentModel
+from rlstack.policy.policy import Policy, check_recurrent_model
+from rlstack.core.spaces import Box, Discrete
 
 OBS = Box((4,))
 

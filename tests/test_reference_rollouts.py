@@ -12,13 +12,13 @@ import pytest
 import torch
 
 from rlstack import random
-from rlstack.distributions import Categorical, SquashedNormal
+from rlstack.policy.distributions import Categorical, SquashedNormal
 from rlstack.envs import CartPole, CartPoleV1, DiscreteDummyEnv, Pendulum, PendulumV1
-from rlstack.models import MLPModel, RecurrentModel
-from rlstack.normalization import init_norm_state
-from rlstack.policy import Policy
-from rlstack.ppo import prepare_batch
-from rlstack.rollout import make_rollout, reset_carry
+from rlstack.policy.models import MLPModel, RecurrentModel
+from rlstack.core.normalization import init_norm_state
+from rlstack.policy.policy import Policy
+from rlstack.learn.loss import prepare_batch
+from rlstack.learn.rollout import make_rollout, reset_carry
 
 STORED = Path(__file__).parent / "data" / "reference_rollouts.pt"
 HORIZON, NUM_ENVS = 8, 4

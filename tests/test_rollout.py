@@ -3,12 +3,12 @@ import pytest
 import torch
 
 from rlstack import optim, random
-from rlstack.distributions import Categorical, Normal
+from rlstack.policy.distributions import Categorical, Normal
 from rlstack.envs import ContinuousDummyEnv, DiscreteDummyEnv
 from rlstack.functional import RolloutCarry, make_rollout, make_update
-from rlstack.models import MLPModel
-from rlstack.optim import adam
-from rlstack.policy import Policy
+from rlstack.policy.models import MLPModel
+from rlstack.core.optim import adam
+from rlstack.policy.policy import Policy
 from trees import assert_shape_prefix, assert_trees_close, assert_trees_equal
 
 

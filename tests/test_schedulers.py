@@ -1,4 +1,4 @@
-"""rlstack.schedulers: rlstack 1.x's EntropyScheduler and LRScheduler, with
+"""rlstack.shell.schedulers: rlstack 1.x's EntropyScheduler and LRScheduler, with
 1.1.0's documented values (its own tests/test_schedulers.py, copied as 1.x
 code would call them) and numpy.interp as the independent reference."""
 
@@ -8,7 +8,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rlstack.schedulers import EntropyScheduler, InterpScheduler, LRScheduler, StepScheduler
+from rlstack.shell.schedulers import EntropyScheduler, InterpScheduler, LRScheduler, StepScheduler
 
 
 def _adam():

@@ -1,6 +1,6 @@
 import pytest
 
-from rlstack.schedules import check_schedule, schedule_value
+from rlstack.core.schedules import check_schedule, schedule_value
 
 SCHEDULE = [(0, 1.0), (100, 0.5), (300, 0.0)]
 
@@ -36,7 +36,7 @@ import torch  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from rlstack.schedules import by_optimizer_steps, device_schedule  # noqa: E402
+from rlstack.core.schedules import by_optimizer_steps, device_schedule  # noqa: E402
 
 
 @st.composite

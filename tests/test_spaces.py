@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from rlstack.spaces import Box, Discrete, describe_mismatch, is_space, sample
+from rlstack.core.spaces import Box, Discrete, describe_mismatch, is_space, sample
 
 
 def test_discrete_sample_shape_dtype_and_range():

@@ -1,4 +1,4 @@
-"""How stats combine over ranks and members (rlstack.stats): the combined
+"""How stats combine over ranks and members (rlstack.learn.stats): the combined
 stats of equal groups of transitions are the stats of their union."""
 
 import math
@@ -8,9 +8,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rlstack import stats
-from rlstack.rollout import trajectory_stats
-from rlstack.types import Trajectory
+from rlstack.learn import stats
+from rlstack.learn.stats import trajectory_stats
+from rlstack.core.types import Trajectory
 
 
 def episodic_trajectory(seed: int, horizon: int, num_envs: int, end_rate: float) -> Trajectory:

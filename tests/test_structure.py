@@ -1,4 +1,6 @@
-"""The layering a reader relies on: the pure core never imports the shell."""
+"""The structure a reader relies on: layers in folders that import only
+downwards, no import cycles, classes that read only their own private
+attributes, small modules and functions, keys first."""
 
 import ast
 from pathlib import Path
@@ -6,15 +8,15 @@ from pathlib import Path
 import rlstack
 
 PACKAGE = Path(rlstack.__file__).parent
-# The pure core: records, spaces, envs, models, distributions, policy,
-# normalisation, keys, observation windows, rollout, PPO, optimizer, schedules and the config
-# they read. Everything else (Algorithm, Trainer, checkpoints, tracking, CLI,
-# export, adapters) is the shell, built on top.
-CORE = {
-    "types", "spaces", "envs", "models", "distributions", "policy", "normalization", "random", "rollout", "ppo",
-    "optim", "schedules", "config", "functional", "nn", "windows", "stats", "torch_optimizers", "memory", "transforms",
-    "train_state", "members", "loss", "update", "policy_build",
-}
+# The layers, lowest first (docs/design.md, "Layout"): a module may import its
+# own folder and the folders below it, never one above.
+LAYERS = ["core", "envs", "policy", "learn", "integrations", "shell", "cli"]
+# The modules that stay at the top: the package itself, ``python -m rlstack``,
+# the 1.x env module, the functional API, and the import paths that rlstack
+# 1.x code, the README and the notebooks use (each only hands on the names of
+# one module of a layer).
+TOP = {"", "__main__", "env", "functional", "models", "nn", "distributions", "random", "conditions", "presets",
+       "optim", "schedulers", "transforms", "export", "gymnasium_adapter", "types", "spaces"}
 
 
 def _module_name(path: Path) -> str:
@@ -23,17 +25,43 @@ def _module_name(path: Path) -> str:
 
 
 def _top_level(module: str) -> str:
-    """``rlstack.envs.checks`` -> ``envs``."""
+    """``rlstack.envs.checks`` -> ``envs``; ``rlstack.models`` -> ``models``."""
     return module.split(".")[1] if module.count(".") else ""
 
 
-def _rlstack_imports(path: Path, module: str | None = None) -> set[str]:
+def _layer(module: str) -> int:
+    """A module's layer (0 = core); the top-level modules sit above them all."""
+    top = _top_level(module)
+    return LAYERS.index(top) if top in LAYERS else len(LAYERS)
+
+
+def _is_module(name: str) -> bool:
+    relative = Path(*name.split(".")[1:])
+    return (PACKAGE / relative).with_suffix(".py").is_file() or (PACKAGE / relative / "__init__.py").is_file()
+
+
+def _type_checking_nodes(tree: ast.AST) -> set[int]:
+    """``id`` of every import under an ``if TYPE_CHECKING:`` (no runtime import)."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            found |= {id(sub) for stmt in node.body for sub in ast.walk(stmt)}
+    return found
+
+
+def _rlstack_imports(path: Path, module: str | None = None, *, runtime_only: bool = False) -> set[str]:
     """Every rlstack module ``path`` (the module ``module``, by default the
-    one at that place in the package) imports, at any depth of its code."""
+    one at that place in the package) imports, at any depth of its code
+    (``from pkg import name`` counts as ``pkg.name`` when that is a module);
+    ``runtime_only`` leaves out imports made only for type checkers."""
     here = module or _module_name(path)
     package = here if path.name == "__init__.py" else here.rpartition(".")[0]
+    tree = ast.parse(path.read_text())
+    skip = _type_checking_nodes(tree) if runtime_only else set()
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names if alias.name.startswith("rlstack")}
         elif isinstance(node, ast.ImportFrom):
@@ -44,31 +72,87 @@ def _rlstack_imports(path: Path, module: str | None = None) -> set[str]:
             else:
                 target = node.module or ""
             if target.startswith("rlstack"):
-                names = [f"{target}.{a.name}" for a in node.names] if target == "rlstack" else [target]
-                found |= set(names)
+                found |= {f"{target}.{a.name}" if _is_module(f"{target}.{a.name}") else target for a in node.names}
     return found
 
 
-def test_the_pure_core_imports_nothing_from_the_shell():
-    offending = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        module = _module_name(path)
-        if _top_level(module) not in CORE:
-            continue
-        for target in sorted(_rlstack_imports(path)):
-            if _top_level(target) not in CORE:
-                offending.append(f"{module} imports {target}")
-    assert not offending, "the core imports the shell:\n" + "\n".join(offending)
+def test_every_module_lives_in_a_layer_or_is_a_known_top_level_path():
+    strays = [path.name for path in sorted(PACKAGE.glob("*.py")) if _module_name(path).partition(".")[2] not in TOP]
+    folders = sorted(d.name for d in PACKAGE.iterdir() if (d / "__init__.py").is_file())
+    assert not strays and folders == sorted(LAYERS), (strays, folders)
 
 
-def test_the_walk_sees_a_shell_import_when_there_is_one(tmp_path):
-    """The check above can fail: a core module importing the Trainer is caught."""
-    fake = PACKAGE / "ppo.py"
-    source = fake.read_text() + "\n\ndef _f():\n    from .trainer import Trainer\n"
-    probe = tmp_path / "ppo.py"
-    probe.write_text(source)
-    assert "rlstack.trainer" in _rlstack_imports(probe, "rlstack.ppo")
-    assert "rlstack.trainer" not in _rlstack_imports(fake)
+def test_top_level_import_paths_only_hand_on_a_layer_module():
+    """``rlstack.models`` and the others define nothing: each is ``from
+    .policy.models import *``, so there is one home for every name."""
+    for name in TOP - {"", "__main__", "env", "functional"}:
+        body = [node for node in ast.parse((PACKAGE / f"{name}.py").read_text()).body
+                if not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))]
+        assert len(body) == 1 and isinstance(body[0], ast.ImportFrom) and body[0].names[0].name == "*", name
+        assert _layer(f"rlstack.{body[0].module}") < len(LAYERS), name
+
+
+def _upward_imports(modules: dict[str, Path]) -> list[str]:
+    return [f"{module} imports {target}" for module, path in modules.items() for target in sorted(_rlstack_imports(path, module))
+            if _layer(target) > _layer(module)]
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def test_nothing_imports_a_layer_above_its_own():
+    offending = _upward_imports(_modules())
+    assert not offending, "imports that point upwards:\n" + "\n".join(offending)
+
+
+def test_the_walk_sees_an_upward_import_when_there_is_one(tmp_path):
+    """The check above can fail: a learning module importing the Trainer is caught."""
+    real = PACKAGE / "learn" / "update.py"
+    probe = tmp_path / "update.py"
+    probe.write_text(real.read_text() + "\n\ndef _f():\n    from ..shell.trainer import Trainer\n")
+    assert _upward_imports({"rlstack.learn.update": probe}) == ["rlstack.learn.update imports rlstack.shell.trainer"]
+    assert _upward_imports({"rlstack.learn.update": real}) == []
+    facade = tmp_path / "rollout.py"
+    facade.write_text("from .. import random\n")  # a layer importing a top-level path is upward too
+    assert _upward_imports({"rlstack.learn.rollout": facade}) == ["rlstack.learn.rollout imports rlstack.random"]
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import cycle of ``graph`` (module -> modules it imports), or ``[]``."""
+    state: dict[str, str] = {}
+
+    def visit(node: str, trail: list[str]) -> list[str]:
+        state[node] = "open"
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                return trail[trail.index(nxt):] + [nxt] if nxt in trail else [node, nxt]
+            if nxt not in state:
+                found = visit(nxt, trail + [nxt])
+                if found:
+                    return found
+        state[node] = "done"
+        return []
+
+    for start in sorted(graph):
+        if start not in state:
+            found = visit(start, [start])
+            if found:
+                return found
+    return []
+
+
+def test_no_import_cycles():
+    """No module reaches itself through runtime imports (a package's
+    ``__init__`` aside: a submodule's import runs its package first)."""
+    graph = {module: {t for t in _rlstack_imports(path, runtime_only=True) if not module.startswith(t + ".")}
+             for module, path in _modules().items()}
+    assert _cycle(graph) == [], " -> ".join(_cycle(graph))
+
+
+def test_the_cycle_search_finds_one():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": set()}) == []
 
 
 def _class_table(sources: dict[str, str]) -> dict[str, list[tuple[set[str], list[str | None]]]]:
@@ -185,7 +269,7 @@ def test_the_body_count_leaves_out_the_docstring():
 def _misplaced_keys(source: str) -> list[str]:
     """Functions in ``source`` with a positional ``key`` (or ``*_key``)
     parameter that is not their first (``self``/``cls`` aside, and the
-    ``pieces, member_axes`` a :class:`~rlstack.transforms.Staged` loop is
+    ``pieces, member_axes`` a :class:`~rlstack.learn.transforms.Staged` loop is
     given before its caller's arguments)."""
     found = []
     for node in ast.walk(ast.parse(source)):

@@ -3,7 +3,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from rlstack import Trainer
-from rlstack.conditions import HitsUpperBound, Plateaus
+from rlstack.shell.conditions import HitsUpperBound, Plateaus
 from rlstack.env import DiscreteDummyEnv
 
 SMALL = dict(num_envs=32, horizon=8, model_config={"hiddens": (16,)}, compile=False)
@@ -112,7 +112,7 @@ def test_run_stops_on_plateau_and_callbacks_and_eval_uses_env_config():
 
 
 def test_learning_curve_plot_is_a_png_of_the_run(tmp_path):
-    from rlstack.plotting import plot_learning_curve
+    from rlstack.integrations.plotting import plot_learning_curve
 
     trainer = Trainer(DiscreteDummyEnv, **SMALL)
     trainer.run(stop_conditions=[HitsUpperBound("algorithm/steps", 3)], steps_per_eval=1)
@@ -201,7 +201,7 @@ class _Store:
 
 
 def test_points_are_thinned_in_time_keeping_first_forced_and_last_each_with_its_own_step(monkeypatch):
-    from rlstack import tracking
+    from rlstack.integrations import tracking
 
     now = [0.0]
     monkeypatch.setattr(tracking, "_clock", lambda: now[0])

@@ -5,14 +5,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rlstack import Algorithm, RecurrentAlgorithm, random, windows
-from rlstack.distributions import Categorical
+from rlstack import Algorithm, RecurrentAlgorithm, random
+from rlstack.policy import windows
+from rlstack.policy.distributions import Categorical
 from rlstack.envs import CartPole, CartPoleV1
-from rlstack.models import MLPModel
-from rlstack.policy import Policy
-from rlstack.ppo import minibatch, prepare_batch
-from rlstack.rollout import make_rollout, reset_carry
-from rlstack.transforms import compiled
+from rlstack.policy.models import MLPModel
+from rlstack.policy.policy import Policy
+from rlstack.learn.loss import minibatch, prepare_batch
+from rlstack.learn.rollout import make_rollout, reset_carry
+from rlstack.learn.transforms import compiled
 
 
 def windowed_rollouts(env, *, size=4, horizon=24, num_envs=6, rollouts=2, compile=False):
@@ -116,7 +117,7 @@ def test_a_window_longer_than_the_horizon_is_refused_naming_both():
 
 
 def test_a_recurrent_model_with_a_window_is_refused():
-    from rlstack.models import RecurrentModel
+    from rlstack.policy.models import RecurrentModel
 
     class WindowedLSTM(RecurrentModel):
         obs_window = 2

@@ -4,12 +4,12 @@
 assembles ``train``'s configuration (preset, TOML file, flags);
 :mod:`rlstack.cli.commands` runs
 the commands (printing and exit codes only: the work is done by Trainer,
-Algorithm, rlstack.export and rlstack.plotting).
+Algorithm, rlstack.integrations.export and rlstack.integrations.plotting).
 """
 
 from .arguments import build_parser, load_env
-from .config import read_toml, train_config
 from .commands import evaluate, export, main, plot, train
+from .config import read_toml, train_config
 from .progress import Progress, StopRequest
 
 __all__ = ["build_parser", "load_env", "read_toml", "train_config", "Progress", "StopRequest", "main", "train",

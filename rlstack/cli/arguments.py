@@ -11,7 +11,7 @@ import importlib
 import re
 from typing import Any
 
-from ..config import AlgorithmConfig, RecurrentAlgorithmConfig
+from ..core.config import AlgorithmConfig, RecurrentAlgorithmConfig
 from ..envs import BUILTIN_ENVS
 
 # AlgorithmConfig fields that take one scalar on the command line.
@@ -112,7 +112,7 @@ def load_env(spec: str) -> Any:
     if spec in by_class:
         return by_class[spec]
     if spec.startswith("gymnasium:"):
-        from ..gymnasium_adapter import gymnasium_env
+        from ..integrations.gymnasium_adapter import gymnasium_env
 
         return gymnasium_env(spec.partition(":")[2])
     if ":" not in spec:
@@ -195,7 +195,7 @@ def _add_run_options(train: argparse.ArgumentParser) -> None:
 
 def _add_hyperparameter_options(train: argparse.ArgumentParser) -> None:
     """One ``train`` flag per scalar field of
-    :class:`~rlstack.config.RecurrentAlgorithmConfig` (per-member ones take a list)."""
+    :class:`~rlstack.core.config.RecurrentAlgorithmConfig` (per-member ones take a list)."""
     ppo_options = train.add_argument_group("hyperparameters (see rlstack.AlgorithmConfig; default: the env's preset)")
     for field in dataclasses.fields(RecurrentAlgorithmConfig):
         kind = _SCALAR_TYPES.get(str(field.type))

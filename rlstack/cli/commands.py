@@ -1,6 +1,6 @@
 """The commands of the command line: ``rlstack train | eval | export |
 plot`` (printing and exit codes only; the work is done by Trainer,
-Algorithm, rlstack.export and rlstack.plotting)."""
+Algorithm, rlstack.integrations.export and rlstack.integrations.plotting)."""
 
 from __future__ import annotations
 
@@ -15,13 +15,14 @@ from typing import Any, Sequence
 import mlflow
 import torch
 
-from .. import distributed, random
-from ..algorithm import Algorithm
-from ..conditions import HitsUpperBound
+from ..core import random
 from ..envs import env_defaults, make_env
-from ..presets import PRESETS
-from ..recurrent import RecurrentAlgorithm
-from ..trainer import CHECKPOINT_EVERY_S, RecurrentTrainer, Trainer
+from ..integrations import distributed
+from ..shell.algorithm import Algorithm
+from ..shell.conditions import HitsUpperBound
+from ..shell.presets import PRESETS
+from ..shell.recurrent import RecurrentAlgorithm
+from ..shell.trainer import CHECKPOINT_EVERY_S, RecurrentTrainer, Trainer
 from .arguments import build_parser, load_env
 from .config import train_config
 from .progress import Progress, StopRequest
@@ -48,7 +49,7 @@ def _train_command(run: dict[str, Any], kwargs: dict[str, Any]) -> int:
         # Everything that can refuse the start is checked before the Trainer exists, so that a refused
         # start creates no MLflow run and changes no existing one.
         if run.get("save"):
-            from ..export import lock_export_path
+            from ..integrations.export import lock_export_path
 
             held.callback(lock_export_path(run["save"]).close)  # empty, and no other live run exports there
         resumed = _resumed_run(run)
@@ -85,8 +86,8 @@ def _resumed_run(run: dict[str, Any]) -> dict[str, Any] | None:
     (None where a new run starts); refuses a ``--max-steps`` it has reached."""
     if not run.get("resume"):
         return None
-    from .. import tracking
-    from ..checkpoint import safe_load
+    from ..integrations import tracking
+    from ..integrations.checkpoint import safe_load
 
     data = safe_load(run["resume"])
     steps = data["counters"]["steps"]
@@ -105,7 +106,7 @@ def _open_checkpoint_dir(run: dict[str, Any], resumed: dict[str, Any] | None) ->
     is touched, where its name is known before the run exists: ``--checkpoint-dir``,
     or a resumed run's ``checkpoints/<run id>``. None for a new run's own
     ``checkpoints/<new id>`` (nothing can hold it), and on ranks but 0."""
-    from ..checkpoint import CheckpointDir
+    from ..integrations.checkpoint import CheckpointDir
 
     directory = run.get("checkpoint_dir") or (f"checkpoints/{resumed['run_id']}" if resumed and resumed["run_id"] else None)
     if directory is None or distributed.rank() != 0:
@@ -206,7 +207,7 @@ def evaluate(args: argparse.Namespace) -> int:
     source = Path(args.source)
     deterministic = not args.stochastic
     if source.is_dir():
-        from ..export import ExportedPolicy
+        from ..integrations.export import ExportedPolicy
 
         exported = ExportedPolicy(source)
         name = args.env or exported.config["env"]
@@ -234,8 +235,8 @@ def evaluate(args: argparse.Namespace) -> int:
 
 def _load_policy_state(path: Any, env_name: str | None, member: int | None) -> Algorithm:
     """A checkpoint's Algorithm; for a population's checkpoint, member ``member``'s."""
-    from ..checkpoint import safe_load
-    from ..population import Population
+    from ..integrations.checkpoint import safe_load
+    from ..shell.population import Population
 
     env = load_env(env_name) if env_name else None
     data = safe_load(path)
@@ -251,7 +252,7 @@ def _load_policy_state(path: Any, env_name: str | None, member: int | None) -> A
 
 
 def export(args: argparse.Namespace) -> int:
-    from ..export import export_policy
+    from ..integrations.export import export_policy
 
     algo = _load_policy_state(args.checkpoint, args.env, args.member)
     print(f"rlstack: policy exported to {export_policy(algo, args.directory)}")
@@ -259,7 +260,7 @@ def export(args: argparse.Namespace) -> int:
 
 
 def plot(args: argparse.Namespace) -> int:
-    from ..plotting import plot_learning_curve
+    from ..integrations.plotting import plot_learning_curve
 
     print(f"rlstack: wrote {plot_learning_curve(args.run_id, args.output, args.metrics)}")
     return 0
@@ -267,7 +268,7 @@ def plot(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from ..checkpoint import CheckpointError
+    from ..integrations.checkpoint import CheckpointError
 
     try:
         return {"train": train, "eval": evaluate, "export": export, "plot": plot}[args.command](args)

@@ -1,5 +1,5 @@
 """How ``train``'s configuration is assembled, in increasing priority: the
-env's preset (:mod:`rlstack.presets`), a TOML file (``-f``), command-line
+env's preset (:mod:`rlstack.shell.presets`), a TOML file (``-f``), command-line
 flags; then checked, before anything is built."""
 
 from __future__ import annotations
@@ -9,10 +9,17 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from ..presets import PRESETS
-from ..torch_optimizers import TORCH_OPTIMIZERS_BY_NAME
+from ..core.torch_optimizers import TORCH_OPTIMIZERS_BY_NAME
+from ..shell.presets import PRESETS
 from .arguments import (
-    DISABLED, HPARAMS, MODELS, PER_MEMBER_FLAGS, RECURRENT_HPARAMS, RESUME_OPTIONS, RUN_OPTION_TYPES, RUN_OPTIONS,
+    DISABLED,
+    HPARAMS,
+    MODELS,
+    PER_MEMBER_FLAGS,
+    RECURRENT_HPARAMS,
+    RESUME_OPTIONS,
+    RUN_OPTION_TYPES,
+    RUN_OPTIONS,
     TRAINER_OPTIONS,
 )
 

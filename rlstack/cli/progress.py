@@ -105,7 +105,7 @@ class StopRequest:
               file=sys.stderr, flush=True)
 
     def requested(self, stats: dict[str, float]) -> bool:
-        """A :data:`~rlstack.trainer.Callback`: True once a stop was asked for."""
+        """A :data:`~rlstack.shell.trainer.Callback`: True once a stop was asked for."""
         return self.signal is not None
 
     def exit_code(self) -> int:

@@ -6,9 +6,9 @@ from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
-from .. import random
-from ..spaces import Space
-from ..types import Tree
+from ..core import random
+from ..core.spaces import Space
+from ..core.types import Tree
 
 #: What every env's ``step`` returns: ``(state, obs, reward [N], terminated [N], truncated [N])``.
 StepResult = tuple[Tree, Tree, torch.Tensor, torch.Tensor, torch.Tensor]
@@ -20,7 +20,7 @@ class Env:
     Subclasses set ``observation_space`` and ``action_space`` (spaces of one
     env) and implement ``reset`` and ``step``. Neither may mutate its inputs,
     keep state on ``self``, sync with the host or draw from torch's global
-    generator: randomness comes in as a key (:mod:`rlstack.random`), so
+    generator: randomness comes in as a key (:mod:`rlstack.core.random`), so
     both can be compiled and vmapped and the same key gives the same result.
 
     Every env's ``step`` returns ``(state, obs, reward, terminated,
@@ -52,7 +52,7 @@ class Env:
         """Start ``num_envs`` new episodes on the key's device.
 
         Args:
-            key: ``[2]`` int64 random key (:func:`rlstack.random.key`).
+            key: ``[2]`` int64 random key (:func:`rlstack.core.random.key`).
             num_envs: ``N``.
             config: env parameters (see ``default_config``).
 
@@ -126,7 +126,7 @@ class Env:
 
         Reports ``success/reward_per_step``, the mean reward per env step over
         :meth:`run_policy` from resets drawn from ``key`` (default
-        ``rlstack.random.key(0)``, on the CPU). Envs with a sharper notion of
+        ``rlstack.core.random.key(0)``, on the CPU). Envs with a sharper notion of
         success override this and add their own keys.
         """
         key = random.key(0) if key is None else key

@@ -18,8 +18,8 @@ from typing import Any, Mapping, NamedTuple
 
 import torch
 
-from .. import random
-from ..spaces import Box, Discrete
+from ..core import random
+from ..core.spaces import Box, Discrete
 from ._base import Env, StepResult, check_positive, sample_constants
 
 THETA_LIMIT = 12 * 2 * math.pi / 360  # gymnasium's termination angle, rad

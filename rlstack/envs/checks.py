@@ -8,7 +8,7 @@ Two kinds of env are accepted wherever rlstack takes an env:
   ``num_envs``): ``reset(key, num_envs, *, config) -> (state, obs)`` and
   ``step(key, state, action) -> (state, obs, reward, terminated,
   truncated)``, randomness drawn only from the keys
-  (:mod:`rlstack.random`); or a factory with ``build_env`` (gymnasium);
+  (:mod:`rlstack.core.random`); or a factory with ``build_env`` (gymnasium);
 * an rlstack 1.x style stateful class, wrapped by
   :class:`~rlstack.envs.stateful.StatefulEnvAdapter`.
 """
@@ -21,8 +21,8 @@ from typing import Any, Mapping
 import optree
 import torch
 
-from .. import random
-from ..spaces import describe_mismatch, is_space, sample
+from ..core import random
+from ..core.spaces import describe_mismatch, is_space, sample
 from ._base import Env
 from .stateful import StatefulEnvAdapter
 
@@ -44,7 +44,7 @@ def make_env(
     A pure env instance is returned as is; a pure env class is instantiated
     with no arguments; an env factory (an object with
     ``build_env(*, num_envs, device)``, such as
-    :class:`rlstack.gymnasium_adapter.gymnasium_env`) builds one; any other
+    :class:`rlstack.integrations.gymnasium_adapter.gymnasium_env`) builds one; any other
     class is treated as an rlstack 1.x stateful env and wrapped in
     :class:`StatefulEnvAdapter`.
 

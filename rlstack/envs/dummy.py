@@ -14,8 +14,8 @@ from typing import Any, Mapping
 
 import torch
 
-from .. import random
-from ..spaces import Box, Discrete
+from ..core import random
+from ..core.spaces import Box, Discrete
 from ._base import Env, StepResult
 
 

@@ -19,8 +19,8 @@ from typing import Any, Mapping, NamedTuple
 import optree
 import torch
 
-from .. import random
-from ..types import Tree
+from ..core import random
+from ..core.types import Tree
 from .cartpole import CartPole, in_bounds, observe
 from .mountain_car import GOAL_POSITION, MountainCar
 from .pendulum import Pendulum

@@ -21,8 +21,8 @@ from typing import Any, Mapping
 
 import torch
 
-from .. import random
-from ..spaces import Box, Discrete
+from ..core import random
+from ..core.spaces import Box, Discrete
 from ._base import Env, StepResult
 
 MIN_POSITION, MAX_POSITION, MAX_SPEED = -1.2, 0.6, 0.07

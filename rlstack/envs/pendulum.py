@@ -14,8 +14,8 @@ from typing import Any, Mapping, NamedTuple
 
 import torch
 
-from .. import random
-from ..spaces import Box
+from ..core import random
+from ..core.spaces import Box
 from ._base import Env, StepResult, check_positive, sample_constants
 
 _CONSTANTS = ("g", "m", "l", "dt", "max_speed", "max_torque")

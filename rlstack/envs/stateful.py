@@ -14,7 +14,7 @@ from typing import Any, Mapping
 import optree
 import torch
 
-from ..spaces import Box, Discrete, Space
+from ..core.spaces import Box, Discrete, Space
 from ._base import Env, StepResult
 
 

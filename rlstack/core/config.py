@@ -1,0 +1,261 @@
+"""``AlgorithmConfig``: every static PPO hyperparameter, validated once.
+
+Names and defaults are rlstack 1.x's. Each hyperparameter is documented here
+and only here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from .schedules import check_schedule
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AlgorithmConfig:
+    """PPO hyperparameters (frozen; validated in ``__post_init__``).
+
+    Attributes:
+        num_envs: parallel envs ``N`` simulated per rollout.
+        horizon: steps ``T`` per rollout; one update uses ``N * T`` transitions.
+        horizons_per_env_reset: rollouts between env resets (every env is
+            reset together). A negative value resets only before the first.
+        gamma: discount factor in ``[0, 1]``.
+        gae_lambda: GAE's lambda in ``[0, 1]``.
+        clip_param: PPO's ratio clip ``epsilon`` (>= 0).
+        vf_clip_param: clip of the value prediction's change from its
+            behaviour-time value, as in CleanRL/PPO2 (>= 0); ``None`` disables.
+        dual_clip_param: dual-clip constant ``c > 1`` bounding the loss for
+            negative advantages (Ye et al., 2020); ``None`` disables.
+        vf_coeff: weight of the value loss (>= 0).
+        entropy_coeff: weight of the entropy bonus (>= 0), unless scheduled.
+        entropy_coeff_schedule / entropy_coeff_schedule_kind: optional
+            schedule of ``entropy_coeff`` over env transitions (see
+            :mod:`rlstack.core.schedules`).
+        lr_schedule / lr_schedule_kind: optional schedule of the learning
+            rate over env transitions; the optimizer's ``lr`` otherwise.
+        sgd_minibatch_size: transitions per SGD minibatch; must divide
+            ``num_envs * horizon``. ``None``: the whole buffer.
+        sgd_chunk_size: transitions per forward/backward pass; a minibatch
+            is processed in chunks of this size whose gradients are averaged
+            before its one optimizer step (the same update up to float
+            rounding, with cache-sized activations). Must divide the
+            minibatch size. ``None``: automatic, see
+            :func:`rlstack.learn.update.default_chunk_size` (8192 on CPU, 4096 for
+            a recurrent policy's sequences, up to 2**20 elsewhere).
+        num_sgd_iters: epochs over the buffer per update.
+        shuffle_minibatches: draw a fresh permutation of the buffer per epoch.
+        max_grad_norm: clip the global gradient norm to this (> 0).
+        accumulate_grads: average gradients over all minibatches of an epoch
+            and take one optimizer step per epoch.
+        enable_amp: bfloat16 autocast for the model's forward/backward in
+            the update (CPU and CUDA); losses and optimizer stay float32.
+        normalize_advantages: standardise advantages over the whole buffer.
+        normalize_obs: standardise observations with running statistics
+            updated by the rollout (see :mod:`rlstack.core.normalization`).
+        normalize_rewards: divide rewards by the running std of the
+            discounted return.
+        target_kl: stop an update's remaining SGD steps once a minibatch's
+            approximate KL (before its step) exceeds this (> 0); ``None``
+            never stops. Done by masking on device: no host sync.
+    """
+
+    num_envs: int = 8192
+    horizon: int = 32
+    horizons_per_env_reset: int = 1
+    gamma: float = 0.95
+    gae_lambda: float = 0.95
+    clip_param: float = 0.2
+    vf_clip_param: float | None = 5.0
+    dual_clip_param: float | None = None
+    vf_coeff: float = 1.0
+    entropy_coeff: float = 0.0
+    entropy_coeff_schedule: Sequence[tuple[int, float]] | None = None
+    entropy_coeff_schedule_kind: str = "step"
+    lr_schedule: Sequence[tuple[int, float]] | None = None
+    lr_schedule_kind: str = "step"
+    sgd_minibatch_size: int | None = None
+    sgd_chunk_size: int | None = None
+    num_sgd_iters: int = 4
+    shuffle_minibatches: bool = True
+    max_grad_norm: float = 5.0
+    accumulate_grads: bool = False
+    enable_amp: bool = False
+    normalize_advantages: bool = True
+    normalize_obs: bool = False
+    normalize_rewards: bool = False
+    target_kl: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("num_envs", "horizon", "num_sgd_iters"):
+            _check_int(name, getattr(self, name), minimum=1)
+        _check_int("horizons_per_env_reset", self.horizons_per_env_reset)
+        if self.horizons_per_env_reset == 0:
+            raise ValueError("`horizons_per_env_reset` must be a non-zero int (negative: reset only once), got 0.")
+        for name in ("gamma", "gae_lambda"):
+            value = getattr(self, name)
+            _check_number(name, value)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"`{name}` must be in [0, 1], got {value!r}.")
+        for name in ("clip_param", "vf_coeff", "entropy_coeff"):
+            _check_number(name, getattr(self, name), minimum=0.0)
+        if self.vf_clip_param is not None:
+            _check_number("vf_clip_param", self.vf_clip_param, minimum=0.0)
+        if self.dual_clip_param is not None:
+            _check_number("dual_clip_param", self.dual_clip_param)
+            if not self.dual_clip_param > 1.0:
+                raise ValueError(f"`dual_clip_param` must be > 1 (or None), got {self.dual_clip_param!r}.")
+        _check_number("max_grad_norm", self.max_grad_norm)
+        if not self.max_grad_norm > 0:
+            raise ValueError(f"`max_grad_norm` must be > 0, got {self.max_grad_norm!r}.")
+        buffer = self.num_envs * self.horizon
+        if self.sgd_minibatch_size is not None:
+            _check_int("sgd_minibatch_size", self.sgd_minibatch_size, minimum=1)
+            if self.sgd_minibatch_size > buffer or buffer % self.sgd_minibatch_size:
+                raise ValueError(
+                    f"`sgd_minibatch_size` must divide num_envs * horizon = {self.num_envs} * {self.horizon} "
+                    f"= {buffer} and be at most that, got {self.sgd_minibatch_size}."
+                )
+        if self.target_kl is not None:
+            _check_number("target_kl", self.target_kl)
+            if not self.target_kl > 0:
+                raise ValueError(f"`target_kl` must be > 0 (or None), got {self.target_kl!r}.")
+        if self.sgd_chunk_size is not None:
+            _check_int("sgd_chunk_size", self.sgd_chunk_size, minimum=1)
+            if self.minibatch_size % self.sgd_chunk_size:
+                raise ValueError(
+                    f"`sgd_chunk_size` must divide the minibatch size {self.minibatch_size}, got {self.sgd_chunk_size}."
+                )
+        for name in ("shuffle_minibatches", "accumulate_grads", "enable_amp", "normalize_advantages",
+                     "normalize_obs", "normalize_rewards"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"`{name}` must be a bool, got {getattr(self, name)!r}.")
+        check_schedule("lr_schedule", self.lr_schedule, self.lr_schedule_kind, min_value=0.0)
+        check_schedule("entropy_coeff_schedule", self.entropy_coeff_schedule, self.entropy_coeff_schedule_kind)
+
+    @property
+    def minibatch_size(self) -> int:
+        """Transitions per minibatch (the whole buffer when not set)."""
+        return self.sgd_minibatch_size or self.num_envs * self.horizon
+
+    @classmethod
+    def from_mapping(cls, hparams: "AlgorithmConfig | Mapping[str, Any]") -> "AlgorithmConfig":
+        """Build (and validate) a config from a dict, or return it as is.
+
+        Raises:
+            TypeError: for a key that is not a hyperparameter.
+        """
+        if isinstance(hparams, cls):
+            return hparams
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(hparams) - known)
+        if unknown:
+            raise TypeError(f"Unknown hyperparameters {unknown}; expected some of {sorted(known)}.")
+        return cls(**hparams)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RecurrentAlgorithmConfig(AlgorithmConfig):
+    """:class:`AlgorithmConfig` plus rlstack 1.x's recurrent hyperparameters.
+
+    Attributes:
+        seq_len: truncated backpropagation-through-time length: the update
+            replays the model over sequences of this many steps from the
+            hidden state stored at each sequence's start. Must divide
+            ``horizon``; ``sgd_minibatch_size`` and ``sgd_chunk_size`` (in
+            transitions) must be multiples of it.
+        seqs_per_state_reset: every this many sequences (counted over the
+            whole run) every env's hidden state is reset to the model's
+            initial one; negative: never (besides env resets and episode
+            ends).
+    """
+
+    seq_len: int = 4
+    seqs_per_state_reset: int = 8
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_int("seq_len", self.seq_len, minimum=1)
+        _check_int("seqs_per_state_reset", self.seqs_per_state_reset)
+        if self.seqs_per_state_reset == 0:
+            raise ValueError("`seqs_per_state_reset` must be a non-zero int (negative: never), got 0.")
+        if self.horizon % self.seq_len:
+            raise ValueError(f"`seq_len` {self.seq_len} must divide `horizon` {self.horizon}: a rollout is whole sequences.")
+        for name in ("sgd_minibatch_size", "sgd_chunk_size"):
+            value = getattr(self, name)
+            if value is not None and value % self.seq_len:
+                raise ValueError(f"`{name}` {value} must be a multiple of `seq_len` {self.seq_len}: "
+                                 "minibatches are whole sequences.")
+
+
+def _check_int(name: str, value: Any, minimum: int | None = None) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"`{name}` must be an int, got {value!r} ({type(value).__name__}).")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"`{name}` must be >= {minimum}, got {value!r}.")
+
+
+def _check_number(name: str, value: Any, minimum: float | None = None) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise TypeError(f"`{name}` must be a number, got {value!r} ({type(value).__name__}).")
+    if not math.isfinite(value):
+        raise ValueError(f"`{name}` must be finite, got {value!r}.")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"`{name}` must be >= {minimum}, got {value!r}.")
+
+
+def check_build_arguments(
+    *, env_config: Any, model_config: Any, seed: Any, compile: Any, cuda_graphs: Any, allow_tf32: Any,
+    device: torch.device,
+) -> None:
+    """Validate ``Algorithm``'s arguments besides the hyperparameters, before
+    anything is built.
+
+    Raises:
+        TypeError, ValueError: naming the argument and what it must be.
+    """
+    for name, value in (("env_config", env_config), ("model_config", model_config)):
+        if value is not None and not isinstance(value, Mapping):
+            raise TypeError(f"`{name}` must be a dict or None, got {type(value).__name__}.")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
+        raise ValueError(f"`seed` must be a non-negative int or None, got {seed!r}.")
+    if compile is not None and not isinstance(compile, bool):
+        raise TypeError(f"`compile` must be a bool or None (compiled on CUDA, eager on CPU), got {compile!r}.")
+    for name, value in (("cuda_graphs", cuda_graphs), ("allow_tf32", allow_tf32)):
+        if not isinstance(value, bool):
+            raise TypeError(f"`{name}` must be a bool, got {value!r}.")
+    if cuda_graphs and device.type != "cuda":
+        raise ValueError(f"`cuda_graphs=True` needs a CUDA device, got device={str(device)!r}.")
+
+
+def check_log_every_s(log_every_s: Any) -> None:
+    """``log_every_s`` is seconds >= 0, or a one-line error naming it."""
+    if isinstance(log_every_s, bool) or not isinstance(log_every_s, (int, float)) or not log_every_s >= 0:
+        raise ValueError(f"`log_every_s` must be seconds >= 0 (0: every step), got {log_every_s!r}.")
+
+
+def check_run_arguments(
+    *, steps_per_eval: Any, checkpoint_every: Any, checkpoint_dir: Any, checkpoint_every_s: Any,
+    keep_checkpoints: Any, member_stop: Any,
+) -> None:
+    """:meth:`Trainer.run`'s arguments, or a one-line error naming the first bad one."""
+    for name, value in (("steps_per_eval", steps_per_eval), ("checkpoint_every", checkpoint_every)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ValueError(f"`{name}` must be a positive int or None, got {value!r}.")
+    if checkpoint_every is not None and checkpoint_dir is None:
+        raise ValueError("`checkpoint_every` needs a `checkpoint_dir` to write to.")
+    if checkpoint_every_s is not None and (isinstance(checkpoint_every_s, bool) or
+                                           not isinstance(checkpoint_every_s, (int, float)) or
+                                           not checkpoint_every_s >= 0):
+        raise ValueError(f"`checkpoint_every_s` must be seconds >= 0 or None (off), got {checkpoint_every_s!r}.")
+    if not isinstance(keep_checkpoints, int) or isinstance(keep_checkpoints, bool) or keep_checkpoints < 1:
+        raise ValueError(f"`keep_checkpoints` must be a positive int, got {keep_checkpoints!r}.")
+    if member_stop not in ("each", "any", "mean"):
+        raise ValueError(f"`member_stop` must be 'each', 'any' or 'mean', got {member_stop!r}.")

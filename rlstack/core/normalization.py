@@ -1,0 +1,93 @@
+"""Running normalisation of observations and rewards, as pure functions.
+
+Statistics are data (:class:`NormState`, carried in
+:class:`~rlstack.core.types.RolloutCarry`), so they are updated by the rollout,
+frozen at evaluation, checkpointed and vmapped like every other state.
+Observations are standardised with running mean and variance; rewards are
+divided by the running standard deviation of the discounted return, as
+Stable-Baselines3's ``VecNormalize`` and gymnasium's ``NormalizeReward`` do.
+Both are clipped to ``[-clip, clip]`` (10).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import optree
+import torch
+
+EPS = 1e-8
+CLIP = 10.0
+
+
+class RunningMoments(NamedTuple):
+    """Mean and variance of a stream of ``[B, *shape]`` batches.
+
+    Attributes:
+        mean: ``[*shape]`` float32.
+        var: ``[*shape]`` float32 (population variance).
+        count: 0-d float32 samples seen (starts at 1e-4, as in SB3).
+    """
+
+    mean: torch.Tensor
+    var: torch.Tensor
+    count: torch.Tensor
+
+
+class NormState(NamedTuple):
+    """Normalisation statistics; a field is ``()`` when that normalisation is off.
+
+    Attributes:
+        obs: :class:`RunningMoments` of observations.
+        reward: :class:`RunningMoments` of the discounted return.
+        returns: ``[N]`` running discounted return of each env (reset to 0
+            when the envs are reset).
+    """
+
+    obs: Any = ()
+    reward: Any = ()
+    returns: Any = ()
+
+
+def init_moments(shape: tuple[int, ...], device: Any = "cpu") -> RunningMoments:
+    return RunningMoments(
+        torch.zeros(shape, device=device), torch.ones(shape, device=device), torch.tensor(1e-4, device=device)
+    )
+
+
+def update_moments(moments: RunningMoments, x: torch.Tensor) -> RunningMoments:
+    """Fold a batch ``x`` ``[B, *shape]`` into the moments (Chan et al.'s
+    parallel update); exact for any split of the stream into batches."""
+    batch_mean = x.mean(0)
+    batch_var = x.var(0, unbiased=False)
+    batch_count = torch.tensor(float(x.shape[0]), device=x.device)
+    delta = batch_mean - moments.mean
+    total = moments.count + batch_count
+    mean = moments.mean + delta * batch_count / total
+    m2 = moments.var * moments.count + batch_var * batch_count + delta**2 * moments.count * batch_count / total
+    return RunningMoments(mean, m2 / total, total)
+
+
+def normalize(moments: RunningMoments, x: torch.Tensor, clip: float = CLIP) -> torch.Tensor:
+    """``clip((x - mean) / sqrt(var + 1e-8), -clip, clip)``."""
+    return scale(moments, x - moments.mean, clip)
+
+
+def scale(moments: RunningMoments, x: torch.Tensor, clip: float = CLIP) -> torch.Tensor:
+    """``clip(x / sqrt(var + 1e-8), -clip, clip)``: scaled, not centred (rewards)."""
+    return (x / torch.sqrt(moments.var + EPS)).clamp(-clip, clip)
+
+
+def init_norm_state(observation_shape: tuple[int, ...], num_envs: int, *, normalize_obs: bool, normalize_rewards: bool,
+                    device: Any = "cpu") -> NormState:
+    """Fresh statistics for the normalisations that are on."""
+    return NormState(
+        obs=init_moments(observation_shape, device) if normalize_obs else (),
+        reward=init_moments((), device) if normalize_rewards else (),
+        returns=torch.zeros(num_envs, device=device) if normalize_rewards else (),
+    )
+
+
+def reset_returns(norm: NormState) -> NormState:
+    """Zero the running discounted returns (when all envs are reset)."""
+    return norm._replace(returns=optree.tree_map(torch.zeros_like, norm.returns))

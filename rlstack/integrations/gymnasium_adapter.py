@@ -1,0 +1,215 @@
+"""Train on gymnasium vector envs: an episodic :class:`~rlstack.envs.Env` adapter.
+
+``gymnasium`` is an optional extra (``pip install rlstack[gymnasium]``).
+Any ``gymnasium.vector.VectorEnv`` whose autoreset mode is ``SAME_STEP``, or
+any registered env id (built with ``gymnasium.make_vec(id, num_envs,
+vectorization_mode="sync")`` in that mode), trains through
+:class:`GymnasiumEnv`:
+
+>>> from rlstack import Trainer                              # doctest: +SKIP
+>>> from rlstack.integrations.gymnasium_adapter import gymnasium_env      # doctest: +SKIP
+>>> Trainer(gymnasium_env("CartPole-v1"), num_envs=8, horizons_per_env_reset=-1)  # doctest: +SKIP
+
+and ``python -m rlstack train --env gymnasium:CartPole-v1``. Like rlstack
+1.x's stateful envs, these run eagerly (NumPy on the CPU, never compiled):
+each step copies the actions out and the observations, rewards and flags in
+once. Their randomness is gymnasium's own, seeded from the reset key.
+Spaces: ``Box`` (bounds reduced to their minimum and maximum; observations
+become float32), ``Discrete`` (``start`` 0) and ``Dict`` of those.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, NamedTuple
+
+import numpy as np
+import torch
+
+from ..core import random
+from ..core.spaces import Box, Discrete, Space
+from ..envs import Env
+
+EXTRA_HINT = "gymnasium is not installed: pip install 'rlstack[gymnasium]' (or pip install gymnasium)."
+
+
+def _gymnasium():
+    try:
+        import gymnasium
+    except ImportError as e:
+        raise ImportError(EXTRA_HINT) from e
+    return gymnasium
+
+
+def space_from_gymnasium(space: Any, name: str) -> Space:
+    """rlstack's space for a gymnasium ``Box``, ``Discrete`` or ``Dict``.
+
+    Raises:
+        ValueError: for any other space, naming it.
+    """
+    spaces = _gymnasium().spaces
+    if isinstance(space, spaces.Dict):
+        return {k: space_from_gymnasium(sub, f"{name}[{k!r}]") for k, sub in space.spaces.items()}
+    if isinstance(space, spaces.Discrete):
+        if int(space.start) != 0:
+            raise ValueError(f"{name}: Discrete spaces must start at 0, got start={int(space.start)}.")
+        return Discrete(int(space.n))
+    if isinstance(space, spaces.Box) and np.issubdtype(space.dtype, np.floating):
+        return Box(space.shape, low=float(np.min(space.low)), high=float(np.max(space.high)))
+    raise ValueError(f"{name} {space!r} is not supported; expected a float Box, a Discrete or a Dict of them.")
+
+
+class GymnasiumState(NamedTuple):
+    """The adapter's state: the real state lives in the gymnasium env.
+
+    Attributes:
+        final_obs: leaves ``[N, ...]``, the last step's observations before
+            gymnasium's auto-reset (see :meth:`GymnasiumEnv.final_observation`).
+    """
+
+    final_obs: Any
+
+
+class GymnasiumEnv(Env):
+    """A ``gymnasium.vector.VectorEnv`` (autoreset mode ``SAME_STEP``) as an
+    episodic rlstack env.
+
+    Args:
+        vector_env: the vector env; its number of sub-envs is ``num_envs``.
+        device: where observations, rewards and flags are put.
+
+    Raises:
+        TypeError: if ``vector_env`` is not a ``gymnasium.vector.VectorEnv``
+            (a single ``gymnasium.Env`` must be vectorised first).
+        ValueError: for another autoreset mode or an unsupported space.
+    """
+
+    compilable = False
+    episodic = True
+
+    def __init__(self, vector_env: Any, device: Any = "cpu") -> None:
+        gymnasium = _gymnasium()
+        if not isinstance(vector_env, gymnasium.vector.VectorEnv):
+            raise TypeError(
+                f"`vector_env` must be a gymnasium.vector.VectorEnv, got {type(vector_env).__name__}; vectorise it "
+                "with gymnasium.make_vec(id, num_envs, vectorization_mode='sync', "
+                "vector_kwargs={'autoreset_mode': gymnasium.vector.AutoresetMode.SAME_STEP})."
+            )
+        mode = vector_env.metadata.get("autoreset_mode")
+        if mode != gymnasium.vector.AutoresetMode.SAME_STEP:
+            raise ValueError(
+                f"`vector_env` must auto-reset in the same step (AutoresetMode.SAME_STEP), got {mode}: in "
+                "NEXT_STEP mode every episode end costs a step whose action is ignored."
+            )
+        self.vector_env, self.device = vector_env, torch.device(device)
+        self.num_envs = int(vector_env.num_envs)
+        self.observation_space = space_from_gymnasium(vector_env.single_observation_space, "observation_space")
+        self.action_space = space_from_gymnasium(vector_env.single_action_space, "action_space")
+        self.name = getattr(getattr(vector_env, "spec", None), "id", None) or type(vector_env).__name__
+        # success(): long enough for every sub-env to finish its first episode.
+        self.eval_steps = int(getattr(getattr(vector_env, "spec", None), "max_episode_steps", None) or 1000)
+
+    def _obs(self, obs: Any) -> Any:
+        if isinstance(self.observation_space, dict):
+            return {k: torch.as_tensor(np.asarray(obs[k]), dtype=torch.float32 if isinstance(s, Box) else torch.int64,
+                                       device=self.device) for k, s in self.observation_space.items()}
+        dtype = torch.float32 if isinstance(self.observation_space, Box) else torch.int64
+        return torch.as_tensor(np.asarray(obs), dtype=dtype, device=self.device)
+
+    def reset(self, key: torch.Tensor, num_envs: int, *, config: Mapping[str, Any] | None = None) -> tuple[Any, Any]:
+        """Reset every sub-env, seeding gymnasium from ``key``.
+
+        Raises:
+            ValueError: if ``num_envs`` differs from the vector env's or a
+                ``config`` is given (gymnasium envs take theirs at creation).
+        """
+        if num_envs != self.num_envs:
+            raise ValueError(f"`num_envs` must be {self.num_envs} for this gymnasium vector env, got {num_envs}.")
+        if config:
+            raise ValueError(f"gymnasium env {self.name} takes no reset `config`; pass its options to gymnasium.make_vec.")
+        seed = int(random.bits(key, (1,))[0])
+        obs, _ = self.vector_env.reset(seed=seed)
+        obs = self._obs(obs)
+        return GymnasiumState(obs), obs
+
+    def step(self, key: torch.Tensor, state: GymnasiumState, action: Any) -> tuple[Any, Any, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One step of every sub-env (``key`` is unused: gymnasium draws its own)."""
+        if isinstance(action, dict):
+            action = {k: v.detach().cpu().numpy() for k, v in action.items()}
+        else:
+            action = action.detach().cpu().numpy()
+        obs, reward, terminated, truncated, info = self.vector_env.step(action)
+        final_obs = obs
+        if "_final_obs" in info and np.any(info["_final_obs"]):
+            final_obs = _with_final(obs, info["final_obs"], info["_final_obs"])
+        device = self.device
+        return (
+            GymnasiumState(self._obs(final_obs)),
+            self._obs(obs),
+            torch.as_tensor(np.asarray(reward), dtype=torch.float32, device=device),
+            torch.as_tensor(np.asarray(terminated), dtype=torch.bool, device=device),
+            torch.as_tensor(np.asarray(truncated), dtype=torch.bool, device=device),
+        )
+
+    def final_observation(self, state: GymnasiumState) -> Any:
+        return state.final_obs
+
+    def __repr__(self) -> str:
+        return f"GymnasiumEnv({self.name!r}, num_envs={self.num_envs})"
+
+
+def _with_final(obs: Any, final: np.ndarray, mask: np.ndarray) -> Any:
+    """``obs`` with the ended sub-envs' entries replaced by their final observations."""
+    ended = np.flatnonzero(mask)
+    if isinstance(obs, dict):
+        out = {k: np.array(v, copy=True) for k, v in obs.items()}
+        for i in ended:
+            for k in out:
+                out[k][i] = final[i][k]
+        return out
+    out = np.array(obs, copy=True)
+    for i in ended:
+        out[i] = final[i]
+    return out
+
+
+class gymnasium_env:  # noqa: N801 - used like a class: Trainer(gymnasium_env("CartPole-v1"))
+    """A registered gymnasium env id to train on: rlstack builds the vector
+    env with the run's ``num_envs`` and device (``make_env`` calls
+    :meth:`build_env`).
+
+    Args:
+        env_id: a gymnasium id such as ``"CartPole-v1"``.
+        **make_kwargs: passed on to ``gymnasium.make_vec``'s env.
+
+    Raises:
+        ImportError: naming the extra, when gymnasium is missing.
+        ValueError: for an id gymnasium does not know.
+    """
+
+    def __init__(self, env_id: str, **make_kwargs: Any) -> None:
+        gymnasium = _gymnasium()
+        try:
+            gymnasium.spec(env_id)
+        except gymnasium.error.Error as e:
+            raise ValueError(f"--env gymnasium:{env_id}: gymnasium does not know this id ({e}).") from None
+        self.env_id, self.make_kwargs = env_id, make_kwargs
+        self.__name__ = f"gymnasium:{env_id}"
+
+    #: The envs simulated where the run sets no ``num_envs`` (CPU sub-envs, stepped one by one).
+    default_num_envs = 8
+    #: Every gymnasium env is episodic here (see :class:`GymnasiumEnv`).
+    episodic = True
+
+    def build_env(self, *, num_envs: int, device: Any = "cpu") -> GymnasiumEnv:
+        gymnasium = _gymnasium()
+        vector_env = gymnasium.make_vec(
+            self.env_id, num_envs=num_envs, vectorization_mode="sync",
+            vector_kwargs={"autoreset_mode": gymnasium.vector.AutoresetMode.SAME_STEP}, **self.make_kwargs,
+        )
+        return GymnasiumEnv(vector_env, device=device)
+
+    def __repr__(self) -> str:
+        return f"gymnasium_env({self.env_id!r})"
+
+
+__all__ = ["GymnasiumEnv", "GymnasiumState", "gymnasium_env", "space_from_gymnasium"]

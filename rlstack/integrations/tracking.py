@@ -1,0 +1,274 @@
+"""MLflow tracking for the :class:`~rlstack.shell.trainer.Trainer`: one run per
+Trainer, addressed by its id (never through MLflow's process-wide active
+run), params logged once, metrics written in batches (:class:`MetricLog`),
+and the run ended with the status the Trainer recorded, even at garbage
+collection or process exit.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Mapping
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+#: What ``require_mlflow`` says where MLflow is missing.
+MISSING_MLFLOW = (
+    "rlstack's Trainer, export and plots log to MLflow, which is not installed here: "
+    "pip install 'mlflow>=2.16' (rlstack.Algorithm and the pure functions run without it)."
+)
+
+
+def require_mlflow() -> ModuleType:
+    """The ``mlflow`` module, imported on first use, so that ``import rlstack``
+    and :class:`~rlstack.Algorithm` work where MLflow is not installed.
+
+    Raises:
+        ImportError: MLflow is not installed (the message names the package).
+    """
+    try:
+        import mlflow
+    except ImportError as e:
+        raise ImportError(MISSING_MLFLOW) from e
+    return mlflow
+
+
+def make_client(tracking_uri: str | None = None) -> MlflowClient:
+    """An ``MlflowClient`` for ``tracking_uri`` (default: MLflow's current one)."""
+    mlflow = require_mlflow()
+    return mlflow.tracking.MlflowClient(tracking_uri or mlflow.get_tracking_uri())
+
+
+def param_value(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text[:6000]  # MLflow's limit on a param value
+
+
+def experiment_id(client: MlflowClient, experiment_name: str | None, parent: Any) -> str:
+    """The experiment a new run goes to: ``experiment_name`` (created if
+    missing), else the enclosing run's, else MLflow's current one (as set by
+    ``mlflow.set_experiment`` or ``MLFLOW_EXPERIMENT_NAME``)."""
+    if experiment_name is not None:
+        if not isinstance(experiment_name, str) or not experiment_name:
+            raise ValueError(f"`experiment_name` must be a non-empty str, got {experiment_name!r}.")
+        experiment = client.get_experiment_by_name(experiment_name)
+        return experiment.experiment_id if experiment is not None else client.create_experiment(experiment_name)
+    if parent is not None:
+        return parent.info.experiment_id
+    from mlflow.tracking.fluent import _get_experiment_id
+
+    return _get_experiment_id()
+
+
+_clock = time.monotonic  # the clock of MetricLog's points and writes (a test replaces it)
+
+
+class MetricLog:
+    """A run's metrics, thinned out in time and written to MLflow in batches.
+
+    A point (the stats of one step, stamped with its ``step``) is recorded
+    at most every ``log_every_s`` seconds (0: every step); the first step,
+    every forced point (evaluations) and the last step are always recorded:
+    the latest step not recorded is held, and recorded by :meth:`flush`, or
+    with the next forced point. Recorded points wait in memory and are
+    written in one request per 1000 metrics (MLflow's limit) once
+    ``flush_every_s`` seconds have passed since the last write, and on
+    :meth:`flush`. Each write to the store has a fixed cost (a SQLite
+    transaction, or a round trip to a server) on top of its cost per metric
+    (about 70-95 us into SQLite here). Writes stay synchronous: MLflow's
+    asynchronous logging moves the same SQLite work to a thread that
+    competes with training for the CPU, which measured slower on 2 cores
+    (benchmarks/README.md).
+
+    Args:
+        client: the tracking client.
+        run_id: the run written to.
+        flush_every_s: longest time, in seconds, recorded points wait in memory.
+        log_every_s: shortest time, in seconds, between two recorded points.
+    """
+
+    def __init__(self, client: MlflowClient, run_id: str, *, flush_every_s: float = 5.0,
+                 log_every_s: float = 1.0) -> None:
+        self.client, self.run_id = client, run_id
+        self.flush_every_s, self.log_every_s = flush_every_s, log_every_s
+        self.pending: list[Any] = []
+        self.held: list[Any] = []  # the latest step's metrics, not recorded (yet)
+        self._last_flush = _clock()
+        self._last_point: float | None = None
+
+    def log(self, stats: Mapping[str, float], step: int, *, force: bool = False) -> None:
+        """Record ``stats`` at ``step`` (timestamped now) if it is time to, or ``force``."""
+        from mlflow.entities import Metric
+
+        timestamp, now = int(time.time() * 1000), _clock()
+        metrics = [Metric(k, float(v), timestamp, step) for k, v in stats.items()]
+        if force:  # with the held step: the stats of the step this point belongs to
+            self.pending += self.held + metrics
+            self.held = []
+        elif self._last_point is None or now - self._last_point >= self.log_every_s:
+            self.pending += metrics
+            self.held, self._last_point = [], now
+        else:
+            self.held = metrics
+        if now - self._last_flush >= self.flush_every_s:
+            self._write()
+
+    def flush(self) -> None:
+        """Record the held step and write every recorded point (idempotent)."""
+        self.pending += self.held
+        self.held = []
+        self._write()
+
+    def _write(self) -> None:
+        pending, self.pending = self.pending, []
+        for i in range(0, len(pending), 1000):  # MLflow's batch limit on metrics
+            self.client.log_batch(self.run_id, metrics=pending[i : i + 1000])
+        self._last_flush = _clock()
+
+
+class NullClient:
+    """The tracking client of a data-parallel rank other than 0: it creates
+    no run and drops every write (rank 0 logs the stats, which are the
+    same on every rank)."""
+
+    def get_run(self, run_id: Any) -> Any:
+        from types import SimpleNamespace
+
+        return SimpleNamespace(data=SimpleNamespace(params={}))
+
+    def update_run(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    log_batch = log_artifact = set_terminated = update_run
+
+
+class MemberRuns:
+    """The nested child runs of a population's Trainer, one per member, so
+    the MLflow UI lists and compares members under the parent run (none for
+    a single run, whose only member is the run itself).
+
+    Args:
+        client: the tracking client.
+        parent_run_id: the Trainer's run.
+        run_ids: the members' runs to continue (a resumed checkpoint's;
+            ``None`` or a missing run: a new one is created).
+        run_name: the parent's name; member ``k``'s run is ``<name>/member-<k>``.
+        log_every_s: see :class:`MetricLog`.
+    """
+
+    def __init__(self, client: MlflowClient, parent_run_id: str, num_members: int,
+                 run_ids: list[str | None] | None = None, run_name: str | None = None, log_every_s: float = 1.0) -> None:
+        self.run_ids: list[str] = []
+        parent = client.get_run(parent_run_id) if num_members else None  # a single run has no member runs
+        name = run_name or (parent.info.run_name if parent is not None else None) or "population"
+        for k in range(num_members):
+            run_id = (run_ids or [None] * num_members)[k]
+            if run_id is not None and _exists(client, run_id):
+                client.update_run(run_id, status="RUNNING")
+            else:
+                run_id = client.create_run(parent.info.experiment_id, run_name=f"{name}/member-{k}",
+                                           tags={"mlflow.parentRunId": parent_run_id}).info.run_id
+            self.run_ids.append(run_id)
+        self.metrics = [MetricLog(client, run_id, log_every_s=log_every_s) for run_id in self.run_ids]
+        #: Each member's own end status, or None: the parent's.
+        self.status: list[str | None] = [None] * num_members
+
+    def flush(self) -> None:
+        for log in self.metrics:
+            log.flush()
+
+
+def _exists(client: MlflowClient, run_id: str) -> bool:
+    try:
+        client.get_run(run_id)
+        return True
+    except require_mlflow().exceptions.MlflowException:
+        return False
+
+
+def end_run(
+    client: MlflowClient, run_id: str, status: dict[str, str], checkpoint_dirs: dict, metrics: MetricLog | None = None,
+    quiet: bool = True, members: MemberRuns | None = None,
+) -> None:
+    """End a Trainer's run (and its members' runs) with the status it
+    recorded; release its checkpoint folders. Called by
+    :meth:`Trainer.close` (``quiet=False``: a failure to write the status is
+    raised), or at garbage collection or process exit for a Trainer that was
+    never closed (where the store may already be gone)."""
+    for directory in checkpoint_dirs.values():
+        directory.close()
+    checkpoint_dirs.clear()
+    try:
+        if members is not None:
+            members.flush()
+            for member_run, member_status in zip(members.run_ids, members.status):
+                client.set_terminated(member_run, status=member_status or status["status"])
+        if metrics is not None:
+            metrics.flush()
+        client.set_terminated(run_id, status=status["status"])
+    except Exception:
+        if not quiet:
+            raise
+
+
+
+
+def mark_dead_run_killed(client: MlflowClient, owner: str | None, current_run_id: str | None) -> str | None:
+    """End as KILLED the MLflow run a dead process left RUNNING: ``owner`` is
+    what its folder lock names (``"MLflow run <id>"``, see
+    :func:`rlstack.integrations.folder_lock.dead_owner`). Returns the id it ended, if any."""
+    run_id = (owner or "").removeprefix("MLflow run ").strip()
+    if not owner or not owner.startswith("MLflow run ") or run_id == current_run_id or not _exists(client, run_id):
+        return None
+    if client.get_run(run_id).info.status != "RUNNING":
+        return None
+    client.set_terminated(run_id, status="KILLED")
+    return run_id
+
+
+def create_run(client: MlflowClient, experiment_name: str | None, run_name: str | None) -> str:
+    """Create a run (nested under the active run, if any) and return its id."""
+    parent = require_mlflow().active_run()
+    tags = {"mlflow.parentRunId": parent.info.run_id} if parent is not None else {}
+    try:
+        from mlflow.tracking.context.registry import resolve_tags
+
+        tags = resolve_tags(tags)  # source, user and git tags, as mlflow.start_run sets them
+    except Exception:
+        pass
+    run = client.create_run(experiment_id(client, experiment_name, parent), run_name=run_name, tags=tags)
+    return run.info.run_id
+
+
+def log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
+    """Log params; on a resumed run, values that differ from the logged
+    ones (MLflow params are immutable) are recorded as ``resumed/<name>`` tags."""
+    logged = client.get_run(run_id).data.params
+    text = {k: param_value(v) for k, v in params.items()}
+    from mlflow.entities import Param, RunTag
+
+    new = [Param(k, v) for k, v in text.items() if k not in logged]
+    changed = [RunTag(f"resumed/{k}", v) for k, v in text.items() if k in logged and logged[k] != v]
+    for i in range(0, len(new), 100):  # MLflow's batch limit on params
+        client.log_batch(run_id, params=new[i : i + 100])
+    if changed:
+        client.log_batch(run_id, tags=changed)
+
+
+def resumable_run_id(run_id: str | None, experiment_name: str | None, run_name: str | None) -> str | None:
+    """``run_id`` if that run exists in the current tracking store and
+    ``experiment_name`` / ``run_name``, when given, are its; else None."""
+    if run_id is None:
+        return None
+    client = make_client()
+    try:
+        run = client.get_run(run_id)
+        experiment = client.get_experiment(run.info.experiment_id)
+    except require_mlflow().exceptions.MlflowException:
+        return None
+    if (experiment_name not in (None, experiment.name)) or (run_name not in (None, run.info.run_name)):
+        return None
+    return run_id

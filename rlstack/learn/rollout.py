@@ -1,0 +1,312 @@
+"""``make_rollout``: the horizon loop, nothing PPO-specific."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Mapping
+
+import optree
+import torch
+
+from ..core import random
+from ..core.normalization import NormState, normalize, scale, update_moments
+from ..core.types import EpisodeTally, HParams, Params, RolloutCarry, Trajectory, Transition, Tree
+from ..envs import Env
+from ..policy.policy import Policy, to_action_space
+from .transforms import Staged
+
+__all__ = [
+    "check_window", "make_rollout", "observe", "reset_carry", "run_horizon", "scale_reward", "tally_episodes",
+    "with_carry_defaults",
+]
+
+
+def observe(norm: NormState, obs: Tree, *, normalize_obs: bool, update: bool) -> tuple[NormState, Tree]:
+    """What the policy sees of ``obs`` ``[N, ...]``: standardised by the
+    running statistics (updated with ``obs`` first when ``update``) with
+    ``normalize_obs``, else as it is."""
+    if not normalize_obs:
+        return norm, obs
+    if update:
+        norm = norm._replace(obs=update_moments(norm.obs, obs))
+    return norm, normalize(norm.obs, obs)
+
+
+def scale_reward(
+    norm: NormState, reward: torch.Tensor, discount: Any, done: torch.Tensor, *, normalize_rewards: bool, update: bool,
+) -> tuple[NormState, torch.Tensor]:
+    """The reward ``[N]`` the update learns from: with ``normalize_rewards``,
+    divided by the running std of the discounted return (whose statistics
+    ``update`` moves; an episode's end starts a new return), else as it is."""
+    if not normalize_rewards:
+        return norm, reward
+    returns = norm.returns * discount + reward
+    moments = update_moments(norm.reward, returns) if update else norm.reward
+    returns = torch.where(done, torch.zeros_like(returns), returns)  # a new episode starts a new discounted return
+    return NormState(norm.obs, moments, returns), scale(moments, reward)
+
+
+def make_rollout(
+    env: Env,
+    policy: Policy,
+    horizon: int,
+    *,
+    deterministic: bool = False,
+    normalize_obs: bool = False,
+    normalize_rewards: bool = False,
+    gamma: float = 0.99,
+    update_normalization: bool = True,
+    seq_len: int = 1,
+    seqs_per_state_reset: int = -1,
+) -> Staged:
+    """Build ``rollout(params, carry, hparams=None) -> (carry, traj)``.
+
+    ``rollout`` runs ``horizon`` steps of its ``step`` piece
+    ``step(params, carry, discount) -> (carry, transition)`` (act, then step the env with the action mapped into its
+    action space by :func:`~rlstack.policy.policy.to_action_space`; ``traj.actions``
+    keeps the distribution's own, which log-probs refer to), stacks the transitions
+    time-major and appends the critic's value of the final observation as
+    the bootstrap ``traj.values[T]``. Its randomness comes from
+    ``carry.key``, split at every step (the returned carry holds the next
+    key), so the same ``(params, carry)`` give the same outputs, eagerly,
+    compiled and under ``vmap``. It never syncs with the host and does not
+    touch ``params`` or ``carry``.
+
+    Args:
+        env: a pure :class:`~rlstack.envs.Env`.
+        policy: the :class:`~rlstack.policy.policy.Policy` that acts.
+        horizon: ``T``, steps per rollout (> 0).
+        deterministic: act with the distribution's mode (evaluation).
+        normalize_obs: the policy sees observations standardised by the
+            running statistics in ``carry.norm.obs`` (a
+            :class:`~rlstack.core.normalization.NormState`); ``traj.obs`` holds
+            what it saw.
+        normalize_rewards: ``traj.rewards`` are the env's rewards divided by
+            the running std of the ``gamma``-discounted return
+            (``carry.norm.reward``); ``traj.raw_rewards`` keeps the env's.
+        gamma: discount of the return whose std scales rewards; a
+            :class:`~rlstack.core.types.HParams` passed to ``rollout`` overrides
+            it with its ``gamma`` (a number or a 0-d tensor).
+        update_normalization: update the running statistics with this
+            rollout's data (``False`` freezes them, for evaluation).
+        seq_len: for a recurrent policy (:attr:`Policy.recurrent
+            <rlstack.policy.policy.Policy.recurrent>`): ``traj.memory.hiddens``
+            keeps the hidden state at the start of every ``seq_len`` steps
+            (counted by ``carry.step``), for the update's replay.
+        seqs_per_state_reset: start every env's memory over at the start of
+            every this many sequences (rlstack 1.x's recurrent state
+            resets); negative: never. It also starts over where
+            ``carry.starts`` (a fresh env, an episode's end).
+
+    The policy acts through :meth:`Policy.step
+    <rlstack.policy.policy.Policy.step>` with its memory (``carry.memory``,
+    started over where ``carry.starts``), whatever its kind
+    (:mod:`rlstack.policy.memory`); ``traj.memory`` is the kind's record of what
+    the update needs (a windowed policy's ``traj.obs`` keeps one
+    observation per step, its record the ``K - 1`` before the first).
+
+    Returns:
+        ``rollout``, a :class:`~rlstack.learn.transforms.Staged` function of one
+        run: :func:`~rlstack.learn.transforms.over_members` maps its pieces over a
+        leading member axis (``params``, ``carry``, ``hparams`` and ``traj``
+        leaves then ``[K, ...]``), :func:`~rlstack.learn.transforms.compiled`
+        compiles the step and the bootstrap value (not for envs with
+        ``compilable = False``, such as the 1.x adapters); the time loop
+        stays in Python so compile time does not grow with ``horizon``. Its
+        ``traj`` is a :class:`~rlstack.core.types.Trajectory` with leaves ``[T,
+        N, ...]`` (``values`` ``[T + 1, N]``) and its ``carry`` holds the env
+        state and observation after the last step.
+
+    Examples:
+        >>> from rlstack.envs import DiscreteDummyEnv
+        >>> from rlstack.policy.models import MLPModel
+        >>> from rlstack.policy.distributions import Categorical
+        >>> env = DiscreteDummyEnv()
+        >>> policy = Policy(MLPModel(env.observation_space, env.action_space, hiddens=(8,)), Categorical)
+        >>> from rlstack import random
+        >>> rollout = make_rollout(env, policy, horizon=5)
+        >>> reset_key, rollout_key = random.split(random.key(0))
+        >>> carry, traj = rollout(policy.init_params(), RolloutCarry(*env.reset(reset_key, 3), rollout_key))
+        >>> traj.rewards.shape, traj.values.shape
+        (torch.Size([5, 3]), torch.Size([6, 3]))
+    """
+    if not isinstance(horizon, int) or horizon < 1:
+        raise ValueError(f"`horizon` must be a positive int, got {horizon!r}.")
+    if not isinstance(seq_len, int) or seq_len < 1 or horizon % seq_len:
+        raise ValueError(f"`seq_len` must be a positive int dividing `horizon` {horizon}, got {seq_len!r}.")
+    check_window(policy, horizon)
+    memory_kind = policy.memory
+
+    def memory_starts(carry: RolloutCarry) -> torch.Tensor:
+        """``[N]`` bool: where the memory starts over before the next step."""
+        if seqs_per_state_reset < 0:
+            return carry.starts
+        scheduled = (carry.step % seq_len == 0) & ((carry.step // seq_len) % seqs_per_state_reset == 0)
+        return carry.starts | scheduled
+
+    def final_value(params: Params, norm: Any, env_state: Tree, memory: Any, no_starts: torch.Tensor) -> Any:
+        """The critic's value of each env's final observation of the step
+        (before an auto-reset), seen with the memory after the step;
+        ``()`` for an env whose episodes never end: its final values are
+        the next step's values (see the assembly)."""
+        final_obs = env.final_observation(env_state)
+        if final_obs is None:
+            return ()
+        seen = normalize(norm.obs, final_obs) if normalize_obs else final_obs
+        return policy.value(params, seen, memory, no_starts)
+
+    def body(params: Params, carry: RolloutCarry, discount: Any) -> tuple[RolloutCarry, Transition]:
+        """Act with the memory, step the env; an ended episode is tallied
+        and its successor's memory starts over at the next step."""
+        key, act_key, step_key = random.split(carry.key, 3)
+        norm, policy_obs = observe(carry.norm, carry.obs, normalize_obs=normalize_obs, update=update_normalization)
+        starts = memory_starts(carry)
+        action, log_prob, value, memory = policy.step(act_key, params, policy_obs, carry.memory, starts,
+                                                      deterministic=deterministic)
+        env_action = to_action_space(policy.distribution_cls, action, env.action_space)
+        env_state, obs, reward, terminated, truncated = env.step(step_key, carry.env_state, env_action)
+        done = terminated | truncated
+        ended_value = final_value(params, norm, env_state, memory, torch.zeros_like(done))
+        norm, learned_reward = scale_reward(norm, reward, discount, done, normalize_rewards=normalize_rewards,
+                                            update=update_normalization)
+        tally, ended_return, ended_length = tally_episodes(carry.episode, reward, done)
+        transition = Transition(policy_obs, action, log_prob, value, learned_reward, reward, terminated, truncated,
+                                ended_value, ended_return, ended_length, memory_kind.step_record(carry.memory, starts))
+        return RolloutCarry(env_state, obs, key, norm, tally, memory, done, carry.step + 1), transition
+
+    def bootstrap_value(params: Params, carry: RolloutCarry) -> torch.Tensor:
+        """The critic's value of the carry's observation, as the next step would see it."""
+        obs = normalize(carry.norm.obs, carry.obs) if normalize_obs else carry.obs
+        return policy.value(params, obs, carry.memory, memory_starts(carry))
+
+    def record(first: Any, steps: list, length: int) -> Any:
+        return memory_kind.record(first, steps, length)
+
+    pieces = {"defaults": with_carry_defaults(policy), "step": body, "bootstrap_value": bootstrap_value,
+              "record": record}
+    compilable = frozenset({"step", "bootstrap_value"}) if getattr(env, "compilable", True) else frozenset()
+    loop = functools.partial(run_horizon, horizon=horizon, gamma=gamma, seq_len=seq_len)
+    return Staged(pieces, loop, compile=compilable, in_dims={"record": (0, 0, None)})
+
+
+def run_horizon(
+    pieces: Mapping[str, Callable], member_axes: int, params: Params, carry: RolloutCarry,
+    hparams: HParams | None = None, *, horizon: int, gamma: float, seq_len: int,
+) -> tuple[RolloutCarry, Trajectory]:
+    """The Python driver of :func:`make_rollout`: ``horizon`` calls of the
+    ``step`` piece from ``carry`` (after ``defaults``), the transitions
+    stacked along time (axis ``member_axes``: 0, or 1 under a member axis),
+    the ``bootstrap_value`` appended to the values and the memory
+    ``record`` made for ``seq_len`` steps. The discount is ``hparams.gamma``,
+    else ``gamma``."""
+    random.check_key(carry.key, "carry.key")
+    discount = gamma if hparams is None else hparams.gamma
+    if member_axes and not isinstance(discount, torch.Tensor):  # one value for every member
+        discount = torch.full(carry.key.shape[:member_axes], float(discount), device=carry.key.device)
+    # One layout in at every step, whatever made the carry (a member's key is a strided view into the split; a
+    # vmapped reset, and compiled code, can give stride-0 leaves): one compiled graph, no recompile.
+    carry = optree.tree_map(torch.Tensor.contiguous, pieces["defaults"](carry))
+    first_memory, steps = carry.memory, []
+    for _ in range(horizon):
+        carry, transition = pieces["step"](params, carry, discount)
+        carry = optree.tree_map(torch.Tensor.contiguous, carry)
+        steps.append(transition)
+    stacked = optree.tree_map(lambda *xs: torch.stack(xs, member_axes), *[s._replace(memory=()) for s in steps])
+    last_value = pieces["bootstrap_value"](params, carry)
+    values = torch.cat([stacked.value, last_value.unsqueeze(member_axes)], member_axes)
+    traj = Trajectory(
+        obs=stacked.obs,
+        actions=stacked.action,
+        log_probs=stacked.log_prob,
+        values=values,
+        rewards=stacked.reward,
+        raw_rewards=stacked.raw_reward,
+        terminated=stacked.terminated,
+        truncated=stacked.truncated,
+        # Where episodes never end, each step's final observation is the next one.
+        final_values=stacked.final_value if optree.tree_leaves(stacked.final_value) else values.narrow(
+            member_axes, 1, horizon),
+        episode_returns=stacked.episode_return,
+        episode_lengths=stacked.episode_length,
+        memory=pieces["record"](first_memory, [s.memory for s in steps], seq_len),
+    )
+    return carry, traj
+
+
+def check_window(policy: Policy, horizon: int) -> None:
+    """Refuse a window of observations the rollout cannot serve.
+
+    Raises:
+        ValueError: for a window longer than ``horizon`` (each trajectory
+            would carry more history than steps).
+    """
+    size, name = policy.obs_window, type(policy.model).__name__
+    if size > horizon:
+        raise ValueError(f"model {name}.obs_window {size} must not exceed `horizon` {horizon}: a window is at most "
+                         "one rollout long.")
+
+
+def reset_carry(
+    key: torch.Tensor, env: Env, num_envs: int, *, config: Any = None, norm: Any = (), policy: Policy | None = None,
+    step: torch.Tensor | None = None,
+) -> RolloutCarry:
+    """A carry of ``num_envs`` freshly reset envs: ``key`` is split into the
+    reset's key and the next rollout's; ``norm`` goes in as given; every env
+    begins an episode (``starts`` all True, a zero
+    :class:`~rlstack.core.types.EpisodeTally`, ``policy``'s first memory, see
+    :func:`with_carry_defaults`); ``step`` (0-d int64, default 0) goes on
+    counting a run's steps across resets."""
+    reset_key, rollout_key = random.split(key)
+    state, obs = env.reset(reset_key, num_envs, config=config)
+    carry = RolloutCarry(state, obs, rollout_key, norm, step=() if step is None else step)
+    return with_carry_defaults(policy)(carry)
+
+
+def with_carry_defaults(policy: Policy | None) -> Callable[[RolloutCarry], RolloutCarry]:
+    """A function giving a carry what it lacks (a carry made by hand, or
+    fresh): a zero :class:`~rlstack.core.types.EpisodeTally` (``[N]`` float32
+    returns, ``[N]`` int64 lengths), ``policy``'s first memory
+    (:meth:`Policy.initial_memory <rlstack.policy.policy.Policy.initial_memory>`:
+    the one place it is made), ``starts`` all True (every env begins an
+    episode) and ``step`` 0."""
+
+    def with_defaults(carry: RolloutCarry) -> RolloutCarry:
+        n, device = _batch_size(carry.obs), carry.key.device
+        if _absent(carry.episode):
+            carry = carry._replace(episode=EpisodeTally(
+                torch.zeros(n, device=device), torch.zeros(n, dtype=torch.int64, device=device)))
+        if _absent(carry.memory) and policy is not None:
+            carry = carry._replace(memory=policy.initial_memory(carry.obs))
+        if _absent(carry.starts):
+            carry = carry._replace(starts=torch.ones(n, dtype=torch.bool, device=device))
+        if _absent(carry.step):
+            carry = carry._replace(step=torch.zeros((), dtype=torch.int64, device=device))
+        return carry
+
+    return with_defaults
+
+
+def _absent(field: Any) -> bool:
+    """Whether a carry field is the empty default ``()``."""
+    return isinstance(field, tuple) and not field
+
+
+def tally_episodes(
+    tally: EpisodeTally, reward: torch.Tensor, done: torch.Tensor
+) -> tuple[EpisodeTally, torch.Tensor, torch.Tensor]:
+    """Add one step's ``[N]`` env reward to each env's running episode.
+
+    Returns:
+        ``(tally, ended_return [N], ended_length [N])``: the running tally
+        restarted where ``done``, and the undiscounted return and length
+        (steps) of the episodes that ended (0 elsewhere).
+    """
+    returns, lengths = tally.returns + reward, tally.lengths + 1
+    zero_return, zero_length = torch.zeros_like(returns), torch.zeros_like(lengths)
+    ended_return, ended_length = torch.where(done, returns, zero_return), torch.where(done, lengths, zero_length)
+    running = EpisodeTally(torch.where(done, zero_return, returns), torch.where(done, zero_length, lengths))
+    return running, ended_return, ended_length
+
+
+def _batch_size(obs) -> int:
+    return optree.tree_leaves(obs)[0].shape[0]

@@ -1,0 +1,310 @@
+"""PPO's update, a pure function: ``make_optimizer`` and ``make_update``
+(GAE, then epochs of shuffled minibatch steps), and how an update slices
+its batch (``minibatch_plan``, ``default_chunk_size``).
+
+Time-major shapes: ``T`` steps, ``N`` envs, ``B`` transitions in a flat batch.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Mapping, NamedTuple
+
+import optree
+import torch
+
+from ..core import optim, random
+from ..core.config import AlgorithmConfig, RecurrentAlgorithmConfig
+from ..core.optim import Schedule
+from ..core.schedules import by_optimizer_steps, device_schedule
+from ..core.torch_optimizers import from_torch
+from ..core.types import Batch, HParams, Params, Trajectory
+from ..policy.policy import Policy
+from .loss import LossFn, Metrics, as_config, config_hparams, make_ppo_loss, prepare_batch
+from .transforms import Staged
+
+CPU_CHUNK = 8192
+RECURRENT_CPU_CHUNK = 4096
+GPU_CHUNK = 1 << 20
+
+
+def default_chunk_size(minibatch_size: int, device: torch.device, seq_len: int = 1) -> int:
+    """Rows per forward/backward pass when ``sgd_chunk_size`` is None.
+
+    The largest divisor of the minibatch (``minibatch_size`` rows, each a
+    transition, or a recurrent policy's sequence of ``seq_len`` of them) up
+    to a per-device bound in transitions: :data:`CPU_CHUNK` on CPU
+    (:data:`RECURRENT_CPU_CHUNK` for sequences, whose replay keeps every
+    step's gates), so activations stay cache-sized (measured in
+    benchmarks/README.md), and :data:`GPU_CHUNK` elsewhere, where large
+    batches are fastest and the bound keeps a huge minibatch's activations
+    (1 GiB per 256-wide float32 layer at 2**20 rows) from exhausting device
+    memory.
+    """
+    if device.type == "cpu":
+        bound = CPU_CHUNK if seq_len == 1 else RECURRENT_CPU_CHUNK
+    else:
+        bound = GPU_CHUNK
+    bound = max(1, bound // seq_len)
+    if minibatch_size <= bound:
+        return minibatch_size
+    return next(d for d in range(bound, 0, -1) if minibatch_size % d == 0)
+
+
+def _mean_metrics(history: list[Metrics]) -> Metrics:
+    """Each metric's mean over the optimizer steps (per member: ``[S, K] -> [K]``)."""
+    return {k: torch.stack([m[k] for m in history]).mean(0) for k in history[0]}
+
+
+def steps_per_update(config: AlgorithmConfig) -> int:
+    """Optimizer steps one update takes (when ``target_kl`` stops none):
+    one per minibatch per epoch, or one per epoch with ``accumulate_grads``."""
+    minibatches = config.num_envs * config.horizon // config.minibatch_size
+    return config.num_sgd_iters * (1 if config.accumulate_grads else minibatches)
+
+
+def _by_steps(config: AlgorithmConfig, schedule: Any, kind: str) -> Schedule:
+    """A schedule of env transitions (rlstack 1.x's) as one of optimizer steps."""
+    return by_optimizer_steps(
+        device_schedule(schedule, kind), steps_per_update=steps_per_update(config),
+        transitions_per_update=config.num_envs * config.horizon,
+    )
+
+
+def make_optimizer(
+    config: AlgorithmConfig | Mapping[str, Any],
+    optimizer_cls: type = torch.optim.Adam,
+    optimizer_config: Mapping[str, Any] | None = None,
+) -> optim.GradientTransformation:
+    """PPO's optimizer for a config: ``apply_if_finite(chain(
+    clip_by_global_norm(max_grad_norm), <torch.optim twin>))``, with the
+    learning rate following ``lr_schedule`` (keyed on env transitions, see
+    :func:`rlstack.core.schedules.by_optimizer_steps`) when the config has one,
+    else ``optimizer_config['lr']``.
+
+    Raises:
+        ValueError: see :func:`rlstack.core.torch_optimizers.torch_optimizer_options`.
+    """
+    config = as_config(config)
+    learning_rate = None
+    if config.lr_schedule is not None:
+        learning_rate = _by_steps(config, config.lr_schedule, config.lr_schedule_kind)
+    base = from_torch(optimizer_cls, optimizer_config, learning_rate=learning_rate)
+    return optim.apply_if_finite(optim.chain(optim.clip_by_global_norm(config.max_grad_norm), base))
+
+
+def make_update(
+    policy: Policy,
+    optimizer: optim.GradientTransformation,
+    config: AlgorithmConfig | Mapping[str, Any],
+    *,
+    entropy_coeff: float | Schedule | None = None,
+    loss: LossFn | None = None,
+    reduce_grads: Callable[[Params, Metrics], tuple[Params, Metrics]] | None = None,
+) -> Staged:
+    """Build ``update(key, params, opt_state, traj, hparams=None) -> (params, opt_state, metrics)``.
+
+    ``update`` computes GAE, standardises advantages, then runs
+    ``num_sgd_iters`` epochs over ``sgd_minibatch_size`` minibatches (a fresh
+    on-device permutation per epoch drawn from ``key`` when
+    ``shuffle_minibatches``; same inputs, same outputs). Each optimizer step
+    takes the gradient of :func:`ppo_loss` on one minibatch (or, with
+    ``accumulate_grads``, the mean gradient of an epoch's minibatches),
+    computed in chunks of ``sgd_chunk_size`` transitions whose gradients are
+    averaged, and hands it to ``optimizer``: clipping, the learning rate and
+    skipping non-finite steps are the optimizer's (see
+    :func:`make_optimizer`). With ``target_kl``, once a step's approximate
+    KL exceeds it, that and every later step of the update are masked out
+    (computed, then params and optimizer state kept as they were). No host
+    synchronisation happens inside.
+
+    Args:
+        policy: the :class:`~rlstack.policy.policy.Policy` whose params are trained.
+        optimizer: a :class:`~rlstack.core.optim.GradientTransformation`, e.g.
+            ``make_optimizer(config)`` or ``optim.chain(
+            optim.clip_by_global_norm(0.5), optim.adam(3e-4))``.
+        config: an :class:`~rlstack.core.config.AlgorithmConfig` or a dict of its
+            fields (others take rlstack 1.x's defaults); ``max_grad_norm``
+            and ``lr_schedule`` are read by :func:`make_optimizer`, not here.
+        entropy_coeff: the entropy bonus weight, a number or a schedule of
+            the optimizer's step count (:func:`rlstack.core.optim.step_count`);
+            default: the config's ``entropy_coeff_schedule`` (keyed on env
+            transitions) if any, else ``hparams.entropy_coeff``.
+        loss: ``loss(params, minibatch, hparams) -> (loss, metrics)`` to
+            differentiate; default :func:`make_ppo_loss` ``(policy,
+            config)``. Its metrics (0-d tensors) are averaged and returned
+            with the others.
+        reduce_grads: ``reduce_grads(grads, metrics) -> (grads, metrics)``
+            applied to every optimizer step's gradient (and the metrics its
+            target-KL decision reads) before the step, outside the compiled
+            pieces: data-parallel training averages them across processes
+            here (:func:`rlstack.integrations.distributed.all_reduce_mean`).
+
+    The returned ``update`` is a :class:`~rlstack.learn.transforms.Staged`
+    function of one run: :func:`~rlstack.learn.transforms.over_members` maps its
+    pieces over a leading member axis (params ``[K, ...]``, trajectory
+    ``[K, T, N, ...]``, keys ``[K, 2]``, hparams ``[K]``; member ``k`` as
+    ``update`` would alone), :func:`~rlstack.learn.transforms.compiled` compiles
+    the minibatch gradient, the optimizer step and GAE; the epoch and
+    minibatch loops stay in Python, so compile time does not grow with
+    their count. It takes ``params`` (dict), ``opt_state``
+    (``optimizer.init(params)``), a :class:`~rlstack.core.types.Trajectory` with
+    ``T * N`` transitions, a ``[2]`` int64 random ``key``
+    (:mod:`rlstack.core.random`; may be ``None`` without ``shuffle_minibatches``)
+    and optionally :class:`~rlstack.core.types.HParams` (default: the config's,
+    :func:`config_hparams`). ``metrics`` are 0-d tensors averaged over
+    optimizer steps: the keys of :func:`ppo_loss` plus
+    ``monitors/grad_norm`` (of the gradient handed to the optimizer),
+    ``monitors/param_norm`` (after the update) and ``monitors/sgd_steps``
+    (optimizer steps applied; fewer than planned when ``target_kl`` stopped
+    the update).
+    """
+    recurrent = policy.recurrent  # its rows are whole sequences of seq_len transitions
+    config = (RecurrentAlgorithmConfig if recurrent else AlgorithmConfig).from_mapping(config)
+    loss_fn = loss if loss is not None else make_ppo_loss(policy, config)
+    if entropy_coeff is None and config.entropy_coeff_schedule is not None:
+        entropy_coeff = _by_steps(config, config.entropy_coeff_schedule, config.entropy_coeff_schedule_kind)
+    default_hparams = config_hparams(config)
+    memory = policy.memory
+
+    def with_entropy(hparams: HParams, opt_state: Any) -> HParams:
+        """``hparams`` with the entropy weight of this optimizer step."""
+        if entropy_coeff is None:
+            return hparams
+        weight = entropy_coeff(optim.step_count(opt_state)) if callable(entropy_coeff) else entropy_coeff
+        return hparams._replace(entropy_coeff=weight)
+
+    def minibatch_grads(
+        params: Params, opt_state: Any, batch: Batch, idx: torch.Tensor, hparams: HParams
+    ) -> tuple[Params, Metrics]:
+        """Gradient and metrics of the loss on the transitions ``batch[idx]``."""
+        rows = memory.rows(batch, idx)
+        return torch.func.grad(loss_fn, has_aux=True)(params, rows, with_entropy(hparams, opt_state))
+
+    def optimizer_step(
+        params: Params, opt_state: Any, grads: Params, active: torch.Tensor, kl: torch.Tensor
+    ) -> tuple[Params, Any, torch.Tensor, torch.Tensor]:
+        """One optimizer step, kept only while ``active`` and the KL is within
+        ``target_kl``; returns params, state, the gradient norm and ``active``."""
+        if config.target_kl is not None:
+            active = active & (kl <= config.target_kl)
+        updates, new_state = optimizer.update(grads, opt_state, params)
+        new_params = optim.apply_updates(params, updates)
+        if config.target_kl is not None:
+            new_params = optim.tree_select(active, new_params, params)
+            new_state = optim.tree_select(active, new_state, opt_state)
+        return new_params, new_state, optim.global_norm(grads), active
+
+    def sgd_step(
+        params: Params, opt_state: Any, batch: Batch, idx: torch.Tensor, active: torch.Tensor, hparams: HParams
+    ) -> tuple[Params, Any, Metrics, torch.Tensor]:
+        """Gradient on ``batch[idx]`` and the optimizer step, in one graph."""
+        grads, metrics = minibatch_grads(params, opt_state, batch, idx, hparams)
+        params, opt_state, grad_norm, active = optimizer_step(params, opt_state, grads, active, metrics["monitors/kl_div"])
+        return params, opt_state, {**metrics, "monitors/grad_norm": grad_norm}, active
+
+    def prepare(traj: Trajectory, hparams: HParams) -> Batch:
+        return prepare_batch(
+            traj, gamma=hparams.gamma, gae_lambda=hparams.gae_lambda, normalize_advantages=config.normalize_advantages,
+            memory=memory,
+        )
+
+    def epoch_keys(key: torch.Tensor) -> torch.Tensor:
+        return random.split(key, config.num_sgd_iters)
+
+    def shuffle(key: torch.Tensor, size: int) -> torch.Tensor:
+        return random.permutation(key, size)
+
+    pieces = {"grads": minibatch_grads, "optimizer_step": optimizer_step, "sgd_step": sgd_step, "prepare": prepare,
+              "epoch_keys": epoch_keys, "shuffle": shuffle, "global_norm": optim.global_norm}
+    loop = functools.partial(run_epochs, plan=UpdatePlan(config, default_hparams, recurrent, reduce_grads))
+    return Staged(pieces, loop, compile=frozenset(pieces) - {"global_norm"}, in_dims={"shuffle": (0, None)})
+
+
+class UpdatePlan(NamedTuple):
+    """What :func:`run_epochs` needs of :func:`make_update`'s arguments."""
+
+    config: AlgorithmConfig
+    default_hparams: HParams
+    recurrent: bool
+    reduce_grads: Callable[[Params, Metrics], tuple[Params, Metrics]] | None
+
+
+def take_step(pieces: Mapping[str, Callable], params: Params, opt_state: Any, batch: Batch,
+              group: list[torch.Tensor], active: torch.Tensor, hparams: HParams, reduce_grads: Any):
+    """One optimizer step on the mean gradient of the index slices in
+    ``group`` (the same mathematics as one pass over their union, in
+    smaller pieces), reduced across processes by ``reduce_grads``."""
+    if len(group) == 1 and reduce_grads is None:
+        return pieces["sgd_step"](params, opt_state, batch, group[0], active, hparams)
+    total = pieces["grads"](params, opt_state, batch, group[0], hparams)
+    for idx in group[1:]:
+        total = optree.tree_map(torch.add, total, pieces["grads"](params, opt_state, batch, idx, hparams))
+    grads, metrics = optree.tree_map(lambda x: x / len(group), total)
+    if reduce_grads is not None:
+        grads, metrics = reduce_grads(grads, metrics)
+    params, opt_state, grad_norm, active = pieces["optimizer_step"](
+        params, opt_state, grads, active, metrics["monitors/kl_div"])
+    return params, opt_state, {**metrics, "monitors/grad_norm": grad_norm}, active
+
+def run_epochs(pieces: Mapping[str, Callable], member_axes: int, key: torch.Tensor | None, params: Params,
+               opt_state: Any, traj: Trajectory, hparams: HParams | None = None, *,
+               plan: UpdatePlan) -> tuple[Params, Any, Metrics]:
+    """The Python driver of :func:`make_update`: GAE (the ``prepare``
+    piece), then ``num_sgd_iters`` epochs of optimizer steps over shuffled
+    slices of the batch; members are the first ``member_axes`` axes."""
+    config, recurrent = plan.config, plan.recurrent
+    device = traj.rewards.device
+    hparams = plan.default_hparams if hparams is None else hparams
+    if member_axes and not isinstance(hparams.gamma, torch.Tensor):  # one value for every member
+        hparams = HParams(*(torch.full(traj.rewards.shape[:member_axes], float(v), device=device)
+                            for v in hparams))
+    if config.shuffle_minibatches:
+        random.check_key(key, "key")
+        keys = pieces["epoch_keys"](key)  # [num_sgd_iters, 2] per member
+    batch = pieces["prepare"](traj, hparams)
+    member_shape = tuple(batch.advantages.shape[:member_axes])  # () or (K,)
+    size = batch.advantages.shape[member_axes]  # transitions, or a recurrent policy's sequences
+    num_slices, per_step, chunk = minibatch_plan(config, size, device, config.seq_len if recurrent else 1)
+    active = torch.ones(member_shape, dtype=torch.bool, device=device)
+    applied = torch.zeros(member_shape, device=device)
+    history: list[Metrics] = []
+    for epoch in range(config.num_sgd_iters):
+        if config.shuffle_minibatches:
+            order = pieces["shuffle"](keys[..., epoch, :].contiguous(), size)
+        else:
+            order = torch.arange(size, device=device).expand(*member_shape, size)
+        slices = [order[..., i * chunk : (i + 1) * chunk] for i in range(num_slices)]
+        for start in range(0, num_slices, per_step):
+            params, opt_state, metrics, active = take_step(pieces, params, opt_state, batch,
+                                                           slices[start : start + per_step], active, hparams,
+                                                           plan.reduce_grads)
+            history.append(metrics)
+            applied = applied + active.float()
+    metrics = _mean_metrics(history)
+    metrics["monitors/param_norm"] = pieces["global_norm"](params)
+    metrics["monitors/sgd_steps"] = applied
+    return params, opt_state, metrics
+
+
+def minibatch_plan(config: AlgorithmConfig, size: int, device: torch.device, steps_per_row: int) -> tuple[int, ...]:
+    """How an update slices ``size`` rows (transitions, or sequences of
+    ``steps_per_row``): ``(slices per epoch, slices per optimizer step,
+    rows per slice)``; a slice is ``sgd_chunk_size`` rows (default
+    :func:`default_chunk_size`), an optimizer step a minibatch (an epoch with
+    ``accumulate_grads``).
+
+    Raises:
+        ValueError: if the minibatch does not divide the rows, or the chunk the minibatch.
+    """
+    mb_size = (config.sgd_minibatch_size or size * steps_per_row) // steps_per_row
+    if size % mb_size:
+        raise ValueError(f"`sgd_minibatch_size` {mb_size * steps_per_row} must divide the "
+                         f"{size * steps_per_row} transitions of `traj`.")
+    chunk = config.sgd_chunk_size // steps_per_row if config.sgd_chunk_size else default_chunk_size(
+        mb_size, device, steps_per_row)
+    if mb_size % chunk:
+        raise ValueError(f"`sgd_chunk_size` {chunk * steps_per_row} must divide the minibatch size "
+                         f"{mb_size * steps_per_row}.")
+    num_slices = (size // mb_size) * (mb_size // chunk)
+    return num_slices, num_slices if config.accumulate_grads else mb_size // chunk, chunk

@@ -1,0 +1,220 @@
+"""Default actor-critic models.
+
+A model is an ``nn.Module`` built as ``model_cls(observation_space,
+action_space, **model_config)`` whose ``forward(obs)`` returns
+``(dist_inputs, value)`` with ``value`` ``[B]``. rlstack applies it
+functionally (``torch.func.functional_call``) with a params dict, so
+``forward`` must not mutate buffers.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..core.spaces import Box, Discrete, Space
+from .nn import ACTIVATIONS as _ACTIVATIONS
+from .windows import ObsWindow
+
+
+def mlp(in_features: int, hiddens: Sequence[int], activation_fn: str) -> nn.Sequential:
+    """``Linear -> activation`` for each hidden width (PyTorch's default init)."""
+    if activation_fn not in _ACTIVATIONS:
+        raise ValueError(f"`activation_fn` must be one of {sorted(_ACTIVATIONS)}, got {activation_fn!r}.")
+    if not hiddens or not all(isinstance(h, int) and h > 0 for h in hiddens):
+        raise ValueError(f"`hiddens` must be a non-empty sequence of positive ints, got {hiddens!r}.")
+    layers: list[nn.Module] = []
+    for width in hiddens:
+        layers += [nn.Linear(in_features, width), _ACTIVATIONS[activation_fn]()]
+        in_features = width
+    return nn.Sequential(*layers)
+
+
+def _small_head(in_features: int, out_features: int) -> nn.Linear:
+    """Output head with weights uniform in ``[-1e-3, 1e-3]`` and zero bias, so
+    the initial policy is near uniform / zero-mean (as in rlstack 1.x)."""
+    head = nn.Linear(in_features, out_features)
+    nn.init.uniform_(head.weight, -1e-3, 1e-3)
+    nn.init.zeros_(head.bias)
+    return head
+
+
+class MLPModel(nn.Module):
+    """Separate policy and value MLPs for ``Box`` observations, or a dict of
+    them (rlstack 1.x's defaults: hiddens ``(256, 256)``, ReLU).
+
+    Observations ``[B, *obs_shape]`` are flattened to ``[B, prod(obs_shape)]``;
+    a dict observation's values each so, concatenated in the space's key order.
+    ``dist_inputs`` are logits ``[B, *action_shape, n]`` for ``Discrete``
+    actions and ``(mean, log_std)``, each ``[B, *action_shape]``, for ``Box``
+    actions, with ``log_std = tanh(.)`` in ``[-1, 1]`` (std in
+    ``[0.37, 2.72]``), as in rlstack 1.x.
+
+    With ``obs_window=K > 1`` the model sees the last ``K`` observations
+    (:mod:`rlstack.policy.windows`; 1.x's view requirement ``shift=K - 1``): the
+    window ``[B, K, *obs_shape]`` is flattened and its ``[B, K]`` padding
+    mask appended as 0/1 features, so padding differs from a zero
+    observation.
+    """
+
+    def __init__(
+        self,
+        observation_space: Space,
+        action_space: Space,
+        *,
+        hiddens: Sequence[int] = (256, 256),
+        activation_fn: str = "relu",
+        obs_window: int = 1,
+    ) -> None:
+        super().__init__()
+        boxes = observation_space if isinstance(observation_space, dict) else {"": observation_space}
+        if not all(isinstance(space, Box) for space in boxes.values()):
+            raise TypeError(
+                f"MLPModel needs a Box observation space or a dict of them, got {observation_space!r}; pass `model_cls=`."
+            )
+        #: A dict observation's keys, in the order their flattened values are concatenated (None: a Box).
+        self.obs_keys = list(observation_space) if isinstance(observation_space, dict) else None
+        if not isinstance(action_space, (Box, Discrete)):
+            raise TypeError(f"MLPModel needs a Box or Discrete action space, got {action_space!r}; pass `model_cls=`.")
+        self.action_shape = tuple(action_space.shape)
+        self.discrete = isinstance(action_space, Discrete)
+        self.num_categories = action_space.n if self.discrete else 0
+        if isinstance(obs_window, bool) or not isinstance(obs_window, int) or obs_window < 1:
+            raise ValueError(f"`obs_window` must be a positive int (observations per window), got {obs_window!r}.")
+        self.obs_window = obs_window
+        obs_size = sum(math.prod(space.shape) for space in boxes.values())
+        in_features = obs_size * obs_window + (obs_window if obs_window > 1 else 0)
+        action_size = math.prod(self.action_shape)
+        hiddens = tuple(hiddens)
+        self.actor = mlp(in_features, hiddens, activation_fn)
+        out = action_size * self.num_categories if self.discrete else 2 * action_size
+        self.actor_head = _small_head(hiddens[-1], out)
+        self.critic = mlp(in_features, hiddens, activation_fn)
+        self.critic_head = nn.Linear(hiddens[-1], 1)
+
+    def _flat(self, obs: torch.Tensor | dict) -> torch.Tensor:
+        """``[B, ...]`` (or a dict of them, concatenated in ``obs_keys`` order) -> ``[B, features]`` float."""
+        parts = [obs] if self.obs_keys is None else [obs[k] for k in self.obs_keys]
+        return torch.cat([x.reshape(x.shape[0], -1).float() for x in parts], -1)
+
+    def forward(self, obs: torch.Tensor | dict | ObsWindow):
+        if isinstance(obs, ObsWindow):  # [B, K, ...] and its [B, K] padding mask
+            x = torch.cat([self._flat(obs.inputs), obs.padding_mask.float()], -1)
+        else:
+            x = self._flat(obs)
+        value = self.critic_head(self.critic(x)).squeeze(-1)
+        out = self.actor_head(self.actor(x))
+        if self.discrete:
+            return out.reshape(out.shape[0], *self.action_shape, self.num_categories), value
+        mean, log_std = out.chunk(2, dim=-1)
+        shape = (out.shape[0], *self.action_shape)
+        return (mean.reshape(shape), torch.tanh(log_std).reshape(shape)), value
+
+
+class LSTMCell(nn.Module):
+    """One LSTM step, written out (``i, f, g, o`` gates, as ``nn.LSTMCell``):
+    ``(x [B, in], (h [B, H], c [B, H])) -> (h, c)``. Plain linear layers
+    and pointwise ops, so it runs under ``functional_call``, ``vmap`` and
+    ``torch.compile`` alike."""
+
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.input = nn.Linear(input_size, 4 * hidden_size)
+        self.recurrent = nn.Linear(hidden_size, 4 * hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        h, c = state
+        i, f, g, o = (self.input(x) + self.recurrent(h)).chunk(4, dim=-1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
+
+
+class GRUCell(nn.Module):
+    """One GRU step, written out (as ``nn.GRUCell``): ``(x [B, in], h [B, H]) -> h``."""
+
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.input = nn.Linear(input_size, 3 * hidden_size)
+        self.recurrent = nn.Linear(hidden_size, 3 * hidden_size)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        x_r, x_z, x_n = self.input(x).chunk(3, dim=-1)
+        h_r, h_z, h_n = self.recurrent(h).chunk(3, dim=-1)
+        reset, update = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
+        candidate = torch.tanh(x_n + reset * h_n)
+        return (1.0 - update) * candidate + update * h
+
+
+class RecurrentModel(nn.Module):
+    """An LSTM (default) or GRU actor-critic for ``Box`` observations, one
+    time step per call: ``forward(obs [B, ...], hidden) -> (dist_inputs,
+    value [B], hidden)``, the recurrent-model contract
+    (:func:`check_recurrent_model`). ``hidden`` is ``(h, c)``, each ``[B,
+    num_layers, hidden_size]``, for an LSTM and ``h`` for a GRU;
+    :meth:`initial_hidden` gives zeros. Observations pass an optional MLP
+    encoder (``hiddens``), then the stacked cells; actor and critic heads
+    read the last layer's output, with the heads of :class:`MLPModel`
+    (rlstack 1.x's defaults: ``hidden_size`` 256, one layer).
+    """
+
+    def __init__(
+        self,
+        observation_space: Space,
+        action_space: Space,
+        *,
+        hidden_size: int = 256,
+        num_layers: int = 1,
+        cell: str = "lstm",
+        hiddens: Sequence[int] = (),
+        activation_fn: str = "relu",
+    ) -> None:
+        super().__init__()
+        if not isinstance(observation_space, Box):
+            raise TypeError(f"RecurrentModel needs a Box observation space, got {observation_space!r}; pass `model_cls=`.")
+        if not isinstance(action_space, (Box, Discrete)):
+            raise TypeError(f"RecurrentModel needs a Box or Discrete action space, got {action_space!r}; pass `model_cls=`.")
+        if cell not in ("lstm", "gru"):
+            raise ValueError(f"`cell` must be 'lstm' or 'gru', got {cell!r}.")
+        for name, value in (("hidden_size", hidden_size), ("num_layers", num_layers)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
+        self.cell, self.hidden_size, self.num_layers = cell, hidden_size, num_layers
+        self.action_shape = tuple(action_space.shape)
+        self.discrete = isinstance(action_space, Discrete)
+        self.num_categories = action_space.n if self.discrete else 0
+        features = math.prod(observation_space.shape)
+        self.encoder = mlp(features, tuple(hiddens), activation_fn) if hiddens else nn.Identity()
+        features = hiddens[-1] if hiddens else features
+        cell_cls = LSTMCell if cell == "lstm" else GRUCell
+        self.cells = nn.ModuleList([cell_cls(features if i == 0 else hidden_size, hidden_size) for i in range(num_layers)])
+        action_size = math.prod(self.action_shape)
+        self.actor_head = _small_head(hidden_size, action_size * self.num_categories if self.discrete else 2 * action_size)
+        self.critic_head = nn.Linear(hidden_size, 1)
+
+    def initial_hidden(self, batch_size: int):
+        """Zeros: ``(h, c)`` for an LSTM, ``h`` for a GRU, each ``[batch_size, num_layers, hidden_size]``."""
+        zeros = torch.zeros(batch_size, self.num_layers, self.hidden_size)
+        return (zeros, zeros.clone()) if self.cell == "lstm" else zeros
+
+    def forward(self, obs: torch.Tensor, hidden):
+        x = self.encoder(obs.reshape(obs.shape[0], -1).float())
+        hs, cs = [], []
+        for i, cell in enumerate(self.cells):
+            if self.cell == "lstm":
+                h, c = cell(x, (hidden[0][:, i], hidden[1][:, i]))
+                cs.append(c)
+            else:
+                h = cell(x, hidden[:, i])
+            hs.append(h)
+            x = h
+        new_hidden = (torch.stack(hs, 1), torch.stack(cs, 1)) if self.cell == "lstm" else torch.stack(hs, 1)
+        value = self.critic_head(x).squeeze(-1)
+        out = self.actor_head(x)
+        if self.discrete:
+            return out.reshape(out.shape[0], *self.action_shape, self.num_categories), value, new_hidden
+        mean, log_std = out.chunk(2, dim=-1)
+        shape = (out.shape[0], *self.action_shape)
+        return (mean.reshape(shape), torch.tanh(log_std).reshape(shape)), value, new_hidden

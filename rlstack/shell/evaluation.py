@@ -1,0 +1,194 @@
+"""Acting without training: an Algorithm's ``evaluate`` (rollouts on fresh
+envs), ``predict`` (a batch of observations) and ``actor``, as the
+:class:`Acting` part of :class:`~rlstack.shell.algorithm.Algorithm` (it uses the
+Algorithm's public attributes only), and the functions behind them, which
+take what they use as arguments. None changes the training state (params,
+carry, training key)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+import torch
+
+from ..core import random
+from ..core.spaces import as_batch, is_numpy, to_numpy
+from ..learn.stats import env_rewards, reward_stats
+from ..learn.train_state import to_host
+from ..policy.policy import Policy, act_in_env
+
+if TYPE_CHECKING:
+    from .algorithm import Algorithm
+
+#: Key streams derived from the Algorithm's root key (stream 0 is training).
+EVAL_STREAM, PREDICT_STREAM = 1, 2
+
+
+def sync(stats: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """Bring a dict of 0-d tensors to the host with a single device sync."""
+    if not stats:
+        return {}
+    values = torch.stack([v.detach().float().reshape(()) for v in stats.values()]).tolist()
+    return dict(zip(stats.keys(), values))
+
+
+def check_horizons(horizons: Any) -> None:
+    """``horizons`` is a positive int, or a one-line error naming it."""
+    if not isinstance(horizons, int) or isinstance(horizons, bool) or horizons < 1:
+        raise ValueError(f"`horizons` must be a positive int, got {horizons!r}.")
+
+
+def eval_key(root_key: torch.Tensor, steps: int) -> torch.Tensor:
+    """Evaluation's key ``[2]`` after ``steps`` updates: from the seed and the
+    step alone, so training is the same with or without evaluations."""
+    return random.fold_in(random.fold_in(root_key, EVAL_STREAM), steps)
+
+
+def predict_key(root_key: torch.Tensor, calls: int) -> torch.Tensor:
+    """The key of the ``calls``-th stochastic ``predict`` (its own stream)."""
+    return random.fold_in(random.fold_in(root_key, PREDICT_STREAM), calls)
+
+
+def evaluate(
+    rollout: Callable, params: Any, carry: Any, hparams: Any, horizons: int, each: Callable[[Callable], Callable]
+) -> dict[str, torch.Tensor]:
+    """Run ``horizons`` consecutive rollouts from ``carry`` and summarise the
+    env's rewards.
+
+    Args:
+        rollout: ``rollout(params, carry, hparams) -> (carry, traj)``, as the
+            Algorithm runs it (over members for a population).
+        each: maps a member-level function over the members
+            (:func:`rlstack.learn.train_state.each_member`).
+
+    Returns:
+        ``returns/*`` and ``rewards/*`` over all ``horizons * T`` steps, 0-d
+        tensors (``[K]`` over members), not yet synced.
+    """
+    rewards = []
+    for _ in range(horizons):
+        carry, traj = rollout(params, carry, hparams)
+        rewards.append(env_rewards(traj))
+    return each(reward_stats)(each(lambda *parts: torch.cat(parts))(*rewards))
+
+
+def predict(
+    policy: Policy, params: Any, env: Any, obs: Any, memory: Any, starts: Any, *, key: torch.Tensor | None,
+    obs_moments: Any, deterministic: bool, device: torch.device,
+) -> tuple[Any, Any]:
+    """Actions of ``policy`` for a batch of observations of ``env``.
+
+    Args:
+        obs: ``[B, *obs_shape]`` observations as a tensor, NumPy array (or
+            dict of them for composite spaces).
+        memory: what the last call returned for these envs; ``None``: every
+            env's episode begins at ``obs``. Only for a policy with memory.
+        starts: ``[B]`` bool, envs whose episode begins at ``obs`` (their
+            memory starts over); ``None``: none.
+        key: what a stochastic policy samples from (``None`` when
+            ``deterministic``).
+        obs_moments: the running observation statistics, or ``()``.
+
+    Returns:
+        ``(actions, memory)``: ``[B, *action_shape]`` actions inside the
+        env's action space (see :func:`rlstack.policy.policy.to_action_space`), a
+        NumPy array if ``obs`` was one, else a tensor on ``device``; the
+        memory to pass with the next observations (``()`` without memory).
+
+    Raises:
+        ValueError: if ``obs`` does not fit the observation space, or
+            ``memory`` is passed to a policy without memory.
+    """
+    if not policy.has_memory and memory is not None:
+        raise ValueError(f"`memory` is for a policy with memory (recurrent, or a window of observations); "
+                         f"{type(policy.model).__name__} has none: pass obs alone.")
+    obs_t = as_batch(env.observation_space, obs, device)
+    if starts is not None:
+        starts = torch.as_tensor(starts, dtype=torch.bool, device=device)
+    action, _, _, memory = act_in_env(
+        policy, params, obs_t, memory, starts, env.action_space, obs_moments=obs_moments,
+        deterministic=deterministic, key=key,
+    )
+    return (to_numpy(action) if is_numpy(obs) else action), memory
+
+
+def actor(predict_fn: Callable[[Any, Any], tuple[Any, Any]], has_memory: bool) -> Callable[[Any], Any]:
+    """``act(obs) -> actions`` over successive observations of the same envs:
+    ``predict_fn(obs, memory) -> (actions, memory)`` with the memory carried
+    from one call to the next (every episode beginning at the first call)."""
+    memory = None
+
+    def act(obs: Any) -> Any:
+        nonlocal memory
+        actions, new_memory = predict_fn(obs, memory)
+        memory = new_memory if has_memory else None
+        return actions
+
+    return act
+
+
+class Acting:
+    """:class:`~rlstack.shell.algorithm.Algorithm`'s ``evaluate``, ``predict`` and ``actor``."""
+
+    def evaluate(self: "Algorithm", *, env_config: Mapping[str, Any] | None = None, deterministic: bool = True,
+                 horizons: int = 1) -> Any:
+        """Roll the current policy out on freshly reset envs without touching
+        the training carry or key.
+
+        Args:
+            env_config: reset config for the evaluation envs (default: the
+                Algorithm's).
+            deterministic: act with the distribution's mode.
+            horizons: consecutive rollouts of ``horizon`` steps to run.
+
+        Returns:
+            ``returns/*`` and ``rewards/*`` over all evaluation steps (a
+            population: one dict per member, :meth:`evaluate_each`).
+        """
+        stats = self.evaluate_each(env_config=env_config, deterministic=deterministic, horizons=horizons)
+        return stats[0] if self.num_members is None else stats
+
+    def evaluate_each(self: "Algorithm", *, env_config: Mapping[str, Any] | None = None, deterministic: bool = True,
+                      horizons: int = 1) -> list[dict[str, float]]:
+        """:meth:`evaluate`, one stats dict per member (one for a single run)."""
+        check_horizons(horizons)
+        env, rollout = self.functions.evaluation_rollout(deterministic)
+        # Evaluation's own key, from the seed and the step: training is the same with or without it.
+        key = self.each(lambda root: eval_key(root, self.steps))(self.root_key)
+        carry = self.fresh_carry(key, env, env_config)
+        with self.matmul_precision():
+            stats = evaluate(rollout, self.params, carry, self.train_state.hparams, horizons, self.each)
+        return to_host(stats, self.num_members)
+
+    def predict(self: "Algorithm", obs: Any, deterministic: bool = True, *, memory: Any = None,
+                starts: Any = None) -> Any:
+        """Actions of the current policy for a batch of observations.
+
+        A policy with memory (a window of past observations,
+        :mod:`rlstack.policy.windows`) also returns it, to pass back with the next
+        observations of the same envs: ``actions, memory = predict(obs,
+        memory=memory)``. Arguments, returns and errors: see
+        :func:`predict`; ``deterministic=False`` samples from the predict
+        key stream (training is left unchanged).
+        """
+        actions, memory = self._predict_with_memory(obs, deterministic, memory, starts)
+        return (actions, memory) if self.policy.has_memory else actions
+
+    def actor(self: "Algorithm", deterministic: bool = True) -> Callable[[Any], Any]:
+        """``act(obs) -> actions`` over successive observations of the same
+        envs (e.g. ``env.success(algo.actor())``): a policy with memory
+        carries it from one call to the next, every episode beginning at the
+        first call; a policy without memory acts as :meth:`predict`."""
+        return actor(lambda obs, memory: self._predict_with_memory(obs, deterministic, memory, None),
+                     self.policy.has_memory)
+
+    def _predict_with_memory(self: "Algorithm", obs: Any, deterministic: bool, memory: Any,
+                             starts: Any) -> tuple[Any, Any]:
+        if self.num_members is not None:
+            raise TypeError("A population has K policies: act with one member, `population.member(k).predict(obs)`.")
+        key = None
+        if not deterministic:  # the predict stream, one fold per call: training's key is untouched
+            key = predict_key(self.root_key, self.predict_calls)
+            self.predict_calls += 1
+        return predict(self.policy, self.params, self.env, obs, memory, starts, key=key,
+                       obs_moments=self.obs_moments, deterministic=deterministic, device=self.device)

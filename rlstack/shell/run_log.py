@@ -1,0 +1,161 @@
+"""A :class:`~rlstack.shell.trainer.Trainer`'s MLflow side, one object for every
+kind of algorithm: its run, the nested runs of a population's members (none
+for a single run), their params, their metrics and their end status.
+
+Each member's stats go to its own run, and their combination by each
+stat's rule (:func:`rlstack.learn.stats.combine`; a single run's own stats) to
+the Trainer's run: one logging pipeline, member runs included.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any, Mapping, Sequence
+
+from ..integrations import distributed, tracking
+from ..learn.stats import combine
+from ..learn.train_state import MemberStatus
+
+Stats = dict[str, float]
+#: Stats that are the same for every member of a population (the machine's, the
+#: counters, shared coefficients): logged once, to the parent run.
+SHARED_STATS = ("memory/", "profiling/", "algorithm/", "env/", "coefficients/vf")
+
+
+class RunLog:
+    """The MLflow runs of one Trainer.
+
+    Every Trainer owns one MLflow run, addressed by its id (``run_id``),
+    never through MLflow's process-wide active run: two Trainers in one
+    process log to two runs. When a run is active around it (``with
+    mlflow.start_run():``), the Trainer's run is nested under that one.
+    Hyperparameters are logged once, at construction; metrics as points with
+    ``step = env/steps``, at most one every ``log_every_s`` seconds per run
+    (parent and member runs alike; 0: every step), always the first step,
+    every evaluation and the last step, each point the values of the step it
+    is stamped with (see :class:`rlstack.integrations.tracking.MetricLog`). Points are
+    written in batches at most 5 s apart, and all pending ones when
+    :meth:`Trainer.run <rlstack.Trainer.run>` returns or raises, before each checkpoint, on ``close``,
+    and at garbage collection or process exit, so a small step does not wait
+    on the tracking store. The tracking store is MLflow's current one
+    (``MLFLOW_TRACKING_URI`` when set).
+
+    The run ends with :meth:`Trainer.close <rlstack.Trainer.close>` (or leaving a ``with Trainer(...)``
+    block); a Trainer that is garbage collected or alive at process exit
+    ends it too, ``FAILED`` or ``KILLED`` if its last :meth:`Trainer.run <rlstack.Trainer.run>` raised,
+    else ``FINISHED``.
+
+    With ``num_members=K`` the Trainer trains a
+    :class:`~rlstack.shell.population.Population` of ``K`` members in one
+    process: its run is the parent of one nested run per member (named
+    ``<run_name>/member-<k>``, with the member's hyperparameters and seed
+    as params and its own metrics: all but :data:`SHARED_STATS`, which are
+    the same for every member), and logs every metric of the members still
+    training combined by its rule in :mod:`rlstack.learn.stats` (the mean for
+    most; episode counts summed, episode means weighted by them, minima
+    and maxima taken), plus ``population/active``. The Trainer's
+    ``step`` and ``eval`` return those.
+
+    Under torch.distributed only rank 0 writes (the other ranks' client
+    drops every write).
+
+    Args:
+        algorithm: what the Trainer trains (its config, build config and
+            members are logged as params).
+        experiment_name: the experiment of a new run (see :func:`rlstack.integrations.tracking.create_run`).
+        run_name: the name of a new run.
+        resume_run_id: an existing run to continue instead.
+        member_run_ids: the member runs to continue (a resumed checkpoint's).
+        log_every_s: see :class:`rlstack.integrations.tracking.MetricLog`.
+        checkpoint_dirs: the Trainer's open checkpoint folders, released when the run ends.
+
+    Attributes:
+        client: the tracking client (rank 0's; the others drop every write).
+        run_id: the Trainer's run.
+        tracking_uri: the tracking store.
+        status: ``{"status": ...}``, what the runs end with.
+        metrics: the Trainer's run's :class:`~rlstack.integrations.tracking.MetricLog`.
+        members: the members' :class:`~rlstack.integrations.tracking.MemberRuns`.
+    """
+
+    def __init__(
+        self, algorithm: Any, *, experiment_name: str | None, run_name: str | None, resume_run_id: str | None,
+        member_run_ids: Sequence[str | None] | None, log_every_s: float, checkpoint_dirs: dict,
+    ) -> None:
+        self.tracking_uri = tracking.require_mlflow().get_tracking_uri()
+        rank_zero = distributed.rank() == 0
+        self.client = client = tracking.make_client(self.tracking_uri) if rank_zero else tracking.NullClient()
+        if not rank_zero:
+            self.run_id = None
+        elif resume_run_id is not None:
+            client.update_run(resume_run_id, status="RUNNING")
+            self.run_id = resume_run_id
+        else:
+            self.run_id = tracking.create_run(client, experiment_name, run_name)
+        self.status = {"status": "FINISHED"}
+        self.metrics = tracking.MetricLog(client, self.run_id, log_every_s=log_every_s)
+        self.members = tracking.MemberRuns(client, self.run_id, algorithm.num_members or 0,
+                                           list(member_run_ids or []), run_name, log_every_s=log_every_s)
+        self._checkpoint_dirs = checkpoint_dirs
+        self._finalizer = weakref.finalize(self, tracking.end_run, client, self.run_id, self.status, checkpoint_dirs,
+                                           self.metrics, True, self.members)
+        self._log_params(algorithm)
+
+    def _log_params(self, algorithm: Any) -> None:
+        """Config and build config to every run; a member's own values to its
+        run. The learning rate also as a param of its own (``optimizer/lr``),
+        which the MLflow UI sorts and plots."""
+        lrs, build = algorithm.member_lrs, algorithm.build_config
+        tracking.log_params(self.client, self.run_id, {**algorithm.hparams_by_member(), **build,
+                                                       "optimizer/lr": lrs if len(set(lrs)) > 1 else lrs[0]})
+        for k, run_id in enumerate(self.members.run_ids):
+            tracking.log_params(self.client, run_id, {
+                **algorithm.member_config[k].to_dict(), **build, "member": k, "seed": algorithm.seeds[k],
+                "optimizer_config": {**build["optimizer_config"], "lr": lrs[k]}, "optimizer/lr": lrs[k],
+            })
+
+    def log(self, stats: Mapping[str, float], step: int, force: bool = False) -> None:
+        """Record ``stats`` in the Trainer's run at ``step`` (see :class:`~rlstack.integrations.tracking.MetricLog`)."""
+        self.metrics.log(stats, step=step, force=force)
+
+    def log_members(self, member_stats: Sequence[Stats], logged: Sequence[bool], members: MemberStatus, step: int,
+                    force: bool = False) -> Stats:
+        """Each member's stats to its run (those in ``logged``), and their
+        combination over the members still training (else those logged) to
+        the Trainer's run, with ``population/active`` for a population.
+
+        Returns:
+            The combination (a single run's own stats).
+        """
+        for log, stats, on in zip(self.members.metrics, member_stats, logged):  # none for a single run
+            if on:
+                log.log({name: v for name, v in stats.items() if not name.startswith(SHARED_STATS)}, step=step,
+                        force=force)
+        training = [k for k, on in enumerate(members.training()) if on] or [k for k, on in enumerate(logged) if on]
+        combined = combine([member_stats[k] for k in training])
+        if self.members.run_ids:
+            combined["population/active"] = sum(members.training())
+        self.log(combined, step, force=force)
+        return combined
+
+    def record_failed(self, members: MemberStatus) -> None:
+        """A member stopped for a non-finite update ends its run FAILED."""
+        for k in range(len(self.members.run_ids)):
+            if members.failed(k):
+                self.members.status[k] = "FAILED"
+
+    def flush(self, quiet: bool = False) -> None:
+        """Write every metric still pending; with ``quiet`` a failure of the
+        store is swallowed (so it never hides the error that ended a run)."""
+        try:
+            self.members.flush()
+            self.metrics.flush()
+        except Exception:
+            if not quiet:
+                raise
+
+    def close(self) -> None:
+        """End the runs with ``status`` and release the checkpoint folders (idempotent)."""
+        if self._finalizer.detach() is not None:  # not closed before
+            tracking.end_run(self.client, self.run_id, self.status, self._checkpoint_dirs, self.metrics, quiet=False,
+                             members=self.members)
