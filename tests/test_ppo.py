@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from rlstack import optim, random
 from rlstack.policy.distributions import Categorical
 from rlstack.envs import DiscreteDummyEnv
-from rlstack.functional import RolloutCarry, gae, make_rollout, make_update, ppo_loss
+from rlstack.functional import RolloutCarry, gae, make_optimizer, make_rollout, make_update, ppo_loss
 from rlstack.policy.models import MLPModel
 from rlstack.core.optim import adam
 from rlstack.policy.policy import Policy
@@ -234,13 +234,35 @@ def test_accumulated_grads_take_one_step_per_epoch_equal_to_full_batch_step():
     common = dict(num_envs=16, horizon=8, shuffle_minibatches=False, normalize_advantages=True)
     env = DiscreteDummyEnv()
     policy = Policy(MLPModel(env.observation_space, env.action_space, hiddens=(16, 16)), Categorical)
-    acc = make_update(policy, adam(1e-2), {**common, "sgd_minibatch_size": 32, "accumulate_grads": True})
+    accumulating = optim.accumulate_gradients(adam(1e-2), every_k=4)  # 128 transitions, minibatches of 32
+    acc = make_update(policy, accumulating, {**common, "sgd_minibatch_size": 32, "accumulate_grads": True})
     full = make_update(policy, adam(1e-2), {**common, "sgd_minibatch_size": None})
-    p_acc, s_acc, _ = acc(None, params, opt_state, traj)
+    p_acc, s_acc, _ = acc(None, params, accumulating.init(params), traj)
     p_full, s_full, _ = full(None, params, opt_state, traj)
     assert optim.step_count(s_acc).item() == 4 == optim.step_count(s_full).item()
     for k in params:
         torch.testing.assert_close(p_acc[k], p_full[k], rtol=1e-4, atol=1e-6)
+
+
+def test_accumulate_grads_is_the_optimizers_accumulation_and_a_plain_optimizer_is_refused():
+    """``make_optimizer`` accumulates an epoch's minibatches
+    (``optim.accumulate_gradients``): its update equals the whole-buffer
+    update; ``make_update`` refuses an optimizer that does not accumulate."""
+    params, _, traj, _ = _setup()
+    env = DiscreteDummyEnv()
+    policy = Policy(MLPModel(env.observation_space, env.action_space, hiddens=(16, 16)), Categorical)
+    common = dict(num_envs=16, horizon=8, shuffle_minibatches=False)
+    config = {**common, "sgd_minibatch_size": 32, "accumulate_grads": True}
+    accumulating = make_optimizer(config, torch.optim.SGD, {"lr": 0.1})
+    whole_opt = make_optimizer({**common, "sgd_minibatch_size": None}, torch.optim.SGD, {"lr": 0.1})
+    p_acc, s_acc, m_acc = make_update(policy, accumulating, config)(None, params, accumulating.init(params), traj)
+    p_full, _, _ = make_update(policy, whole_opt, {**common, "sgd_minibatch_size": None})(
+        None, params, whole_opt.init(params), traj)
+    assert isinstance(s_acc, optim.AccumulateState) and m_acc["monitors/sgd_steps"].item() == 4
+    for k in params:
+        torch.testing.assert_close(p_acc[k], p_full[k], rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match=r"`accumulate_grads` needs an optimizer that accumulates"):
+        make_update(policy, adam(1e-2), config)(None, params, adam(1e-2).init(params), traj)
 
 
 def test_update_rejects_minibatch_size_not_dividing_the_trajectory():
@@ -259,10 +281,11 @@ def test_chunked_minibatches_give_the_same_update(accumulate):
     env = DiscreteDummyEnv()
     policy = Policy(MLPModel(env.observation_space, env.action_space, hiddens=(16, 16)), Categorical)
     common = dict(num_envs=16, horizon=8, shuffle_minibatches=False, sgd_minibatch_size=64, accumulate_grads=accumulate)
-    whole = make_update(policy, adam(1e-2), common)
-    chunked = make_update(policy, adam(1e-2), {**common, "sgd_chunk_size": 16})
-    p_whole, s_whole, m_whole = whole(None, params, opt_state, traj)
-    p_chunk, s_chunk, m_chunk = chunked(None, params, opt_state, traj)
+    opt = optim.accumulate_gradients(adam(1e-2), every_k=2) if accumulate else adam(1e-2)
+    whole = make_update(policy, opt, common)
+    chunked = make_update(policy, opt, {**common, "sgd_chunk_size": 16})
+    p_whole, s_whole, m_whole = whole(None, params, opt.init(params), traj)
+    p_chunk, s_chunk, m_chunk = chunked(None, params, opt.init(params), traj)
     assert optim.step_count(s_whole).item() == optim.step_count(s_chunk).item() == (4 if accumulate else 8)
     for k in params:
         torch.testing.assert_close(p_chunk[k], p_whole[k], rtol=1e-4, atol=1e-6)

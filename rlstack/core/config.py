@@ -50,8 +50,9 @@ class AlgorithmConfig:
         num_sgd_iters: epochs over the buffer per update.
         shuffle_minibatches: draw a fresh permutation of the buffer per epoch.
         max_grad_norm: clip the global gradient norm to this (> 0).
-        accumulate_grads: average gradients over all minibatches of an epoch
-            and take one optimizer step per epoch.
+        accumulate_grads: take one optimizer step per epoch, on the mean
+            gradient of its minibatches (the optimizer accumulates them:
+            ``optim.accumulate_gradients``, see ``make_optimizer``).
         enable_amp: bfloat16 autocast for the model's forward/backward in
             the update (CPU and CUDA); losses and optimizer stay float32.
         normalize_advantages: standardise advantages over the whole buffer.

@@ -56,11 +56,15 @@ def _mean_metrics(history: list[Metrics]) -> Metrics:
     return {k: torch.stack([m[k] for m in history]).mean(0) for k in history[0]}
 
 
+def minibatches_per_epoch(config: AlgorithmConfig) -> int:
+    """Minibatches an epoch of the update is cut into."""
+    return config.num_envs * config.horizon // config.minibatch_size
+
+
 def steps_per_update(config: AlgorithmConfig) -> int:
     """Optimizer steps one update takes (when ``target_kl`` stops none):
     one per minibatch per epoch, or one per epoch with ``accumulate_grads``."""
-    minibatches = config.num_envs * config.horizon // config.minibatch_size
-    return config.num_sgd_iters * (1 if config.accumulate_grads else minibatches)
+    return config.num_sgd_iters * (1 if config.accumulate_grads else minibatches_per_epoch(config))
 
 
 def _by_steps(config: AlgorithmConfig, schedule: Any, kind: str) -> Schedule:
@@ -80,7 +84,9 @@ def make_optimizer(
     clip_by_global_norm(max_grad_norm), <torch.optim twin>))``, with the
     learning rate following ``lr_schedule`` (keyed on env transitions, see
     :func:`rlstack.core.schedules.by_optimizer_steps`) when the config has one,
-    else ``optimizer_config['lr']``.
+    else ``optimizer_config['lr']``. With ``accumulate_grads`` it is wrapped
+    in :func:`~rlstack.core.optim.accumulate_gradients` over the
+    minibatches of an epoch: one step per epoch, on their mean gradient.
 
     Raises:
         ValueError: see :func:`rlstack.core.torch_optimizers.torch_optimizer_options`.
@@ -90,7 +96,10 @@ def make_optimizer(
     if config.lr_schedule is not None:
         learning_rate = _by_steps(config, config.lr_schedule, config.lr_schedule_kind)
     base = from_torch(optimizer_cls, optimizer_config, learning_rate=learning_rate)
-    return optim.apply_if_finite(optim.chain(optim.clip_by_global_norm(config.max_grad_norm), base))
+    optimizer = optim.apply_if_finite(optim.chain(optim.clip_by_global_norm(config.max_grad_norm), base))
+    if config.accumulate_grads:
+        return optim.accumulate_gradients(optimizer, every_k=minibatches_per_epoch(config))
+    return optimizer
 
 
 def make_update(
@@ -108,21 +117,25 @@ def make_update(
     ``num_sgd_iters`` epochs over ``sgd_minibatch_size`` minibatches (a fresh
     on-device permutation per epoch drawn from ``key`` when
     ``shuffle_minibatches``; same inputs, same outputs). Each optimizer step
-    takes the gradient of :func:`ppo_loss` on one minibatch (or, with
-    ``accumulate_grads``, the mean gradient of an epoch's minibatches),
-    computed in chunks of ``sgd_chunk_size`` transitions whose gradients are
-    averaged, and hands it to ``optimizer``: clipping, the learning rate and
-    skipping non-finite steps are the optimizer's (see
-    :func:`make_optimizer`). With ``target_kl``, once a step's approximate
-    KL exceeds it, that and every later step of the update are masked out
-    (computed, then params and optimizer state kept as they were). No host
-    synchronisation happens inside.
+    takes the gradient of :func:`ppo_loss` on one minibatch, computed in
+    chunks of ``sgd_chunk_size`` transitions whose gradients are averaged,
+    and hands it to ``optimizer``: clipping, the learning rate, skipping
+    non-finite steps and, with ``accumulate_grads``, accumulating an
+    epoch's minibatches into one step are the optimizer's (see
+    :func:`make_optimizer`). With ``target_kl``, once a minibatch's
+    approximate KL exceeds it, that and every later optimizer call of the
+    update are masked out (computed, then params and optimizer state kept
+    as they were; with ``accumulate_grads`` the epoch's step is then never
+    taken). No host synchronisation happens inside.
 
     Args:
         policy: the :class:`~rlstack.policy.policy.Policy` whose params are trained.
         optimizer: a :class:`~rlstack.core.optim.GradientTransformation`, e.g.
             ``make_optimizer(config)`` or ``optim.chain(
-            optim.clip_by_global_norm(0.5), optim.adam(3e-4))``.
+            optim.clip_by_global_norm(0.5), optim.adam(3e-4))``; with
+            ``accumulate_grads``, one that accumulates
+            (``optim.accumulate_gradients(inner, every_k=<minibatches per
+            epoch>)``, as ``make_optimizer`` builds it).
         config: an :class:`~rlstack.core.config.AlgorithmConfig` or a dict of its
             fields (others take rlstack 1.x's defaults); ``max_grad_norm``
             and ``lr_schedule`` are read by :func:`make_optimizer`, not here.
@@ -154,7 +167,7 @@ def make_update(
     and optionally :class:`~rlstack.core.types.HParams` (default: the config's,
     :func:`config_hparams`). ``metrics`` are 0-d tensors averaged over
     optimizer steps: the keys of :func:`ppo_loss` plus
-    ``monitors/grad_norm`` (of the gradient handed to the optimizer),
+    ``monitors/grad_norm`` (of each minibatch gradient handed to the optimizer),
     ``monitors/param_norm`` (after the update) and ``monitors/sgd_steps``
     (optimizer steps applied; fewer than planned when ``target_kl`` stopped
     the update).
@@ -266,6 +279,11 @@ def run_epochs(pieces: Mapping[str, Callable], member_axes: int, key: torch.Tens
     member_shape = tuple(batch.advantages.shape[:member_axes])  # () or (K,)
     size = batch.advantages.shape[member_axes]  # transitions, or a recurrent policy's sequences
     num_slices, per_step, chunk = minibatch_plan(config, size, device, config.seq_len if recurrent else 1)
+    calls_per_step = num_slices // per_step if config.accumulate_grads else 1  # optimizer calls per step applied
+    if config.accumulate_grads and not isinstance(opt_state, optim.AccumulateState):
+        raise ValueError("`accumulate_grads` needs an optimizer that accumulates the minibatches of an epoch: "
+                         "optim.accumulate_gradients(optimizer, every_k=<minibatches per epoch>), as "
+                         "make_optimizer(config) builds it.")
     active = torch.ones(member_shape, dtype=torch.bool, device=device)
     applied = torch.zeros(member_shape, device=device)
     history: list[Metrics] = []
@@ -275,12 +293,13 @@ def run_epochs(pieces: Mapping[str, Callable], member_axes: int, key: torch.Tens
         else:
             order = torch.arange(size, device=device).expand(*member_shape, size)
         slices = [order[..., i * chunk : (i + 1) * chunk] for i in range(num_slices)]
-        for start in range(0, num_slices, per_step):
+        for call, start in enumerate(range(0, num_slices, per_step)):
             params, opt_state, metrics, active = take_step(pieces, params, opt_state, batch,
                                                            slices[start : start + per_step], active, hparams,
                                                            plan.reduce_grads)
             history.append(metrics)
-            applied = applied + active.float()
+            if (call + 1) % calls_per_step == 0:
+                applied = applied + active.float()
     metrics = _mean_metrics(history)
     metrics["monitors/param_norm"] = pieces["global_norm"](params)
     metrics["monitors/sgd_steps"] = applied
@@ -291,8 +310,7 @@ def minibatch_plan(config: AlgorithmConfig, size: int, device: torch.device, ste
     """How an update slices ``size`` rows (transitions, or sequences of
     ``steps_per_row``): ``(slices per epoch, slices per optimizer step,
     rows per slice)``; a slice is ``sgd_chunk_size`` rows (default
-    :func:`default_chunk_size`), an optimizer step a minibatch (an epoch with
-    ``accumulate_grads``).
+    :func:`default_chunk_size`), an optimizer call a minibatch.
 
     Raises:
         ValueError: if the minibatch does not divide the rows, or the chunk the minibatch.
@@ -307,4 +325,4 @@ def minibatch_plan(config: AlgorithmConfig, size: int, device: torch.device, ste
         raise ValueError(f"`sgd_chunk_size` {chunk * steps_per_row} must divide the minibatch size "
                          f"{mb_size * steps_per_row}.")
     num_slices = (size // mb_size) * (mb_size // chunk)
-    return num_slices, num_slices if config.accumulate_grads else mb_size // chunk, chunk
+    return num_slices, mb_size // chunk, chunk
