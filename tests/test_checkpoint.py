@@ -107,20 +107,8 @@ def test_a_checkpoint_of_the_previous_format_is_refused_naming_both_versions(tmp
     data = torch.load(path, weights_only=True)
     data["version"] = 3  # written before the optimizers became chains of transforms
     torch.save(data, path)
-    with pytest.raises(CheckpointError, match=r"has format version 3; this rlstack reads only version 5 \(older files"):
+    with pytest.raises(CheckpointError, match=r"has format version 3; this rlstack reads only version 6 \(older files"):
         Algorithm.from_checkpoint(path)
-
-
-def test_class_names_stored_before_the_modules_moved_into_folders_still_load(tmp_path):
-    algo = Algorithm(DiscreteDummyEnv, compile=False, **SMALL)
-    path = algo.save_checkpoint(tmp_path / "c.pt")
-    data = torch.load(path, weights_only=True)
-    assert data["classes"]["model_cls"] == "rlstack.policy.models:MLPModel"
-    data["classes"].update(model_cls="rlstack.models:MLPModel", distribution_cls="rlstack.distributions:Categorical")
-    torch.save(data, path)
-    restored = Algorithm.from_checkpoint(path)
-    assert type(restored.policy.model) is type(algo.policy.model)
-    assert_trees_equal(restored.params, algo.params)
 
 
 def test_mismatched_checkpoint_names_what_differs(tmp_path):

@@ -2,6 +2,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from rlstack.cli import build_parser, load_env, train_config
@@ -54,6 +55,7 @@ def _cli(args, cwd, uri, **kw):
                           cwd=cwd, timeout=300, **kw)
 
 
+@pytest.mark.slow  # about a minute on 2 cores: the whole CLI journey
 def test_cli_full_loop_toml_checkpoint_resume_export_eval(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     (tmp_path / "run.toml").write_text(
@@ -120,7 +122,6 @@ import time
 from pathlib import Path
 
 import mlflow
-import pytest
 
 from rlstack.cli import Progress, main
 

@@ -26,7 +26,7 @@ def test_two_ranks_update_as_one_process_on_the_concatenated_envs(tmp_path):
     assert ranks[0]["sgd_steps"] == metrics["monitors/sgd_steps"]
 
 
-@pytest.mark.parametrize("kind", ["mlp", "gru"])
+@pytest.mark.parametrize("kind", ["mlp", pytest.param("gru", marks=pytest.mark.slow)])
 def test_two_rank_training_stays_identical_logs_once_and_resumes_exactly(tmp_path, kind):
     spawn(workers.trainer_worker, tmp_path, "fresh", kind)
     spawn(workers.trainer_worker, tmp_path, "resume", kind)

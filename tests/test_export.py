@@ -139,6 +139,18 @@ def test_an_export_never_imports_a_module_it_names(tmp_path):
         sys.path.remove(str(tmp_path))
 
 
+def test_an_export_naming_classes_by_their_paths_before_the_layer_folders_still_loads(tmp_path):
+    algo = Algorithm(BUILTIN_ENVS["DiscreteDummyEnv"], **SMALL)
+    path = Path(export_policy(algo, tmp_path / "model"))
+    config_path = path / "artifacts" / "policy.json"
+    config = json.loads(config_path.read_text())
+    assert config["model_cls"] == "rlstack.policy.models:MLPModel"
+    config_path.write_text(json.dumps({**config, "model_cls": "rlstack.models:MLPModel",
+                                       "distribution_cls": "rlstack.distributions:Categorical"}))
+    obs = np.linspace(-1, 1, 6, dtype=np.float32).reshape(6, 1)
+    np.testing.assert_array_equal(ExportedPolicy(path).predict(obs), algo.predict(obs))
+
+
 def test_a_corrupted_export_fails_naming_the_file(tmp_path):
     algo = Algorithm(BUILTIN_ENVS["DiscreteDummyEnv"], **SMALL)
     path = Path(export_policy(algo, tmp_path / "model"))

@@ -87,6 +87,7 @@ def test_pendulum_preset_learns_to_swing_up():
     assert algo.env.success(algo.predict, num_envs=256)["success/reward_per_step"] > -1.5
 
 
+@pytest.mark.slow
 def test_mountain_car_preset_learns_to_reach_the_goal():
     from rlstack.envs import MountainCar
 

@@ -27,9 +27,11 @@ import torch
 from .folder_lock import FolderLock, pid_alive
 
 FORMAT = "rlstack-checkpoint"
-VERSION = 5  # 2: random keys instead of torch RNG states; 3: optimizer transforms, trajectory structure stored;
+VERSION = 6  # 2: random keys instead of torch RNG states; 3: optimizer transforms, trajectory structure stored;
 # 4: optimizers as chains of small transforms (scale_by_adam, scale_by_learning_rate, ...);
-# 5: one memory field in carries and trajectories (rlstack.policy.memory), carries hold starts and step
+# 5: one memory field in carries and trajectories (rlstack.policy.memory), carries hold starts and step;
+# 6: one train state (rlstack.learn.train_state), accumulate_grads as the optimizer's AccumulateState,
+# classes named by their layer modules (rlstack.policy.models:MLPModel)
 _TEMP_NAME = re.compile(r"\.(?P<target>.+)\.(?P<pid>\d+)\.[^.]+\.tmp")
 
 
