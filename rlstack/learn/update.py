@@ -267,6 +267,10 @@ def run_epochs(pieces: Mapping[str, Callable], member_axes: int, key: torch.Tens
     piece), then ``num_sgd_iters`` epochs of optimizer steps over shuffled
     slices of the batch; members are the first ``member_axes`` axes."""
     config, recurrent = plan.config, plan.recurrent
+    if config.accumulate_grads and not isinstance(opt_state, optim.AccumulateState):
+        raise ValueError("`accumulate_grads` needs an optimizer that accumulates the minibatches of an epoch: "
+                         "optim.accumulate_gradients(optimizer, every_k=<minibatches per epoch>), as "
+                         "make_optimizer(config) builds it.")
     device = traj.rewards.device
     hparams = plan.default_hparams if hparams is None else hparams
     if member_axes and not isinstance(hparams.gamma, torch.Tensor):  # one value for every member
@@ -280,10 +284,6 @@ def run_epochs(pieces: Mapping[str, Callable], member_axes: int, key: torch.Tens
     size = batch.advantages.shape[member_axes]  # transitions, or a recurrent policy's sequences
     num_slices, per_step, chunk = minibatch_plan(config, size, device, config.seq_len if recurrent else 1)
     calls_per_step = num_slices // per_step if config.accumulate_grads else 1  # optimizer calls per step applied
-    if config.accumulate_grads and not isinstance(opt_state, optim.AccumulateState):
-        raise ValueError("`accumulate_grads` needs an optimizer that accumulates the minibatches of an epoch: "
-                         "optim.accumulate_gradients(optimizer, every_k=<minibatches per epoch>), as "
-                         "make_optimizer(config) builds it.")
     active = torch.ones(member_shape, dtype=torch.bool, device=device)
     applied = torch.zeros(member_shape, device=device)
     history: list[Metrics] = []
