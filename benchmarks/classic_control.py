@@ -45,9 +45,10 @@ TARGETS = {
     # Trained on gymnasium's episodic tasks themselves (built in), with their presets.
     "CartPole-v1": (CartPoleV1, 475.0, 30.0, "success/episode_return"),
     "Pendulum-v1": (PendulumV1, -200.0, 60.0, "success/episode_return"),
+    "MountainCar-v0": (MountainCarV0, -120.0, 60.0, "success/episode_return"),  # trained on its speed reward
 }
 RL_ZOO = {"CartPole": (500.0, 100_000), "Pendulum": (-172.0, 100_000), "MountainCar": (-110.0, 1_000_000),
-          "CartPole-v1": (500.0, 100_000), "Pendulum-v1": (-172.0, 100_000)}
+          "CartPole-v1": (500.0, 100_000), "Pendulum-v1": (-172.0, 100_000), "MountainCar-v0": (-110.0, 1_000_000)}
 
 
 def scaled_preset(env_name: str, num_envs: int | None) -> dict:
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/classic_control-<device>.json)")
     args = parser.parse_args(argv)
     rows, summary = [], []
-    print(f"{'env':<12}{'envs':>7}{'seed':>5}{'reached':>9}{'seconds':>9}{'env steps':>12}{'gym return':>12}{'own':>8}", flush=True)
+    print(f"{'env':<15}{'envs':>7}{'seed':>5}{'reached':>9}{'seconds':>9}{'env steps':>12}{'gym return':>12}{'own':>10}", flush=True)
     for env_name in args.envs:
         for num_envs in args.num_envs:
             runs = []
@@ -110,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
                 row = time_to_target(env_name, seed, compile=args.compile, device=args.device,
                                      check_every=args.check_every, num_envs=num_envs, limit=args.limit)
                 runs.append(row)
-                print(f"{env_name:<12}{row['num_envs']:>7}{seed:>5}{str(row['reached']):>9}{row['seconds']:>9.1f}"
-                      f"{row['env_steps']:>12,}{row['episode_return']:>12.1f}{row['own_value']:>8.3f}", flush=True)
+                print(f"{env_name:<15}{row['num_envs']:>7}{seed:>5}{str(row['reached']):>9}{row['seconds']:>9.1f}"
+                      f"{row['env_steps']:>12,}{row['episode_return']:>12.1f}{row['own_value']:>10.3f}", flush=True)
             rows += runs
             summary.append({
                 "env": env_name,
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for s in summary:
         zoo = s["rl_zoo_ppo"]
-        print(f"{s['env']:<12}{s['num_envs']:>7} envs: reached {s['reached']}/{s['runs']}  median {s['median_seconds']:.1f} s, "
+        print(f"{s['env']:<15}{s['num_envs']:>7} envs: reached {s['reached']}/{s['runs']}  median {s['median_seconds']:.1f} s, "
               f"{s['median_env_steps']:,.0f} env steps, gym return {s['median_episode_return']:.1f} "
               f"(rl-zoo PPO: {zoo['episode_return']:g} at {zoo['env_steps']:,} steps)")
     out = Path(args.out or Path(__file__).parent / "results" / f"classic_control-{args.device.split(':')[0]}.json")

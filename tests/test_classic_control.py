@@ -190,6 +190,38 @@ def test_mountain_car_v0_terminates_at_the_goal_like_gymnasium_and_truncates_at_
     assert truncated.all() and not terminated.any()
 
 
+def test_mountain_car_v0_speed_reward_pays_kinetic_energy_and_a_goal_bonus_on_gymnasiums_dynamics():
+    """``reward="speed"`` (the MountainCar-v0 preset's training reward) changes
+    the reward only: gymnasium's dynamics and termination, ``(v / 0.07)^2``
+    per step (1 at or past the goal), plus 100 on the step that ends at the goal."""
+    env = MountainCarV0()
+    gym_env = gymnasium.make("MountainCar-v0").unwrapped
+    gym_env.reset(seed=0)
+    g = torch.Generator().manual_seed(5)
+    physics = torch.stack([-1.2 + 1.7 * torch.rand(N, generator=g), (torch.rand(N, generator=g) - 0.5) * 0.14], -1)
+    action = torch.randint(0, 3, (N,), generator=g)
+    _, first_obs = env.reset(random.key(0), N, config={"reward": "speed"})
+    params = env.respawn_params(env.resolve_config({"reward": "speed"}), N, "cpu")
+    shaped_state = EpisodeState(physics, torch.zeros(N, dtype=torch.int64), first_obs, params)
+    state, _, reward, terminated, truncated = env.step(random.key(3), shaped_state, action)
+    plain_state, _, plain_reward, plain_terminated, _ = env.step(random.key(3), _episodic(env, physics, N), action)
+    assert torch.equal(terminated, plain_terminated) and torch.equal(plain_reward, torch.full((N,), -1.0))
+    for i in range(N):
+        gym_env.state = physics[i].double().numpy()
+        (position, velocity), _, gym_terminated, _, _ = gym_env.step(int(action[i]))
+        expected = (1.0 if position >= 0.5 else (velocity / 0.07) ** 2) + (100.0 if gym_terminated else 0.0)
+        assert bool(terminated[i]) == gym_terminated
+        assert reward[i].item() == pytest.approx(expected, rel=1e-4, abs=1e-6)
+    assert terminated.any() and (~terminated).any() and not truncated.any()
+    # Whatever reward trained, success reports gymnasium's return: minus the episode's length.
+    pump = lambda obs: torch.where(obs[:, 1] >= 0, 2, 0)  # noqa: E731  (push along the velocity)
+    shaped = env.success(pump, num_envs=64, config={"reward": "speed"})
+    assert shaped == env.success(pump, num_envs=64) and -200 < shaped["success/episode_return"] < -80
+    assert shaped["success/episode_return"] == -shaped["success/episode_length"]
+    with pytest.raises(ValueError, match=r"`config\['reward'\]` must be one of \['gymnasium', 'speed'\], got 'shaped'"):
+        env.reset(random.key(0), 2, config={"reward": "shaped"})
+
+
 def test_pendulum_v1_only_truncates_and_keeps_gymnasiums_reward():
     env, plain = PendulumV1(), Pendulum()
     state, obs = env.reset(random.key(0), 8)

@@ -359,6 +359,21 @@ def test_eval_of_an_export_finds_every_built_in_env_by_the_name_it_recorded(tmp_
         assert "success/" in capsys.readouterr().out
 
 
+def test_every_built_in_env_trains_from_its_preset_from_the_command_line():
+    """No built-in env falls back to 1.x's defaults: ``--env NAME`` applies
+    ``PRESETS[NAME]``, MountainCar-v0's training reward included."""
+    from rlstack.envs import BUILTIN_ENVS
+    from rlstack.shell.presets import PRESETS
+
+    assert set(BUILTIN_ENVS) <= set(PRESETS)
+    for name in BUILTIN_ENVS:
+        run, kwargs = train_config(build_parser().parse_args(["train", "--env", name]))
+        preset = {k: v for k, v in PRESETS[name].items() if k not in run}
+        assert {k: kwargs[k] for k in preset} == preset, name
+    assert train_config(build_parser().parse_args(["train", "--env", "MountainCar-v0"]))[1]["env_config"] == {
+        "reward": "speed"}
+
+
 def test_none_disables_an_optional_hyperparameter_from_the_command_line():
     args = build_parser().parse_args(["train", "--env", "gymnasium:CartPole-v1", "--vf-clip-param", "None",
                                       "--dual-clip-param", "3"])

@@ -5,7 +5,7 @@ dynamics as :class:`CartPole`, :class:`Pendulum` and :class:`MountainCar`
 and add gymnasium's episodes: its termination conditions, its time limits
 (500, 200 and 200 steps, as truncation) and its rewards (CartPole-v1: +1 per
 step; Pendulum-v1: the same cost as :class:`Pendulum`; MountainCar-v0: -1
-per step). Ended episodes restart inside the same pure ``step`` (auto-reset)
+per step, or a shaped training reward on request). Ended episodes restart inside the same pure ``step`` (auto-reset)
 from gymnasium's initial distribution under the reset ``config``; physical
 constants drawn at reset (domain randomisation) stay with their env.
 ``success`` reports gymnasium's own number: the mean undiscounted return of
@@ -34,8 +34,9 @@ class EpisodeState(NamedTuple):
         time: ``[N]`` int64 steps since the episode started.
         final_obs: ``[N, ...]`` the last step's observation before any
             auto-reset (what a truncated episode bootstraps from).
-        respawn: ``dict[str, [N] tensor]`` of the initial-state ranges,
-            kept from the reset ``config`` for auto-resets.
+        respawn: ``dict[str, [N] tensor]`` of per-env constants kept from
+            the reset ``config``: the initial-state ranges auto-resets draw
+            from, and MountainCar-v0's reward choice.
     """
 
     env: Tree
@@ -60,7 +61,8 @@ class Episodic:
     """Mixin that turns an infinite-horizon env class into gymnasium's
     episodic task (list it before the env class). Subclasses set
     ``max_episode_steps`` and implement ``respawn_params``, ``respawn``,
-    ``terminal`` and ``episode_reward``."""
+    ``terminal`` and ``episode_reward(reward, terminated, params)``
+    (``params``: what ``respawn_params`` kept)."""
 
     episodic = True
     max_episode_steps: int
@@ -76,7 +78,7 @@ class Episodic:
     def step(self, key: torch.Tensor, state: EpisodeState, action: Tree):
         inner, obs, reward, _, _ = super().step(key, state.env, action)
         terminated = self.terminal(inner)
-        reward = self.episode_reward(reward)
+        reward = self.episode_reward(reward, terminated, state.respawn)
         time = state.time + 1
         truncated = (time >= self.max_episode_steps) & ~terminated
         done = terminated | truncated
@@ -120,7 +122,7 @@ class CartPoleV1(Episodic, CartPole):
     def terminal(self, state):
         return ~in_bounds(state.physics)
 
-    def episode_reward(self, reward):
+    def episode_reward(self, reward, terminated, params):
         return torch.ones_like(reward)
 
 
@@ -142,19 +144,35 @@ class PendulumV1(Episodic, Pendulum):
     def terminal(self, state):
         return torch.zeros(state.physics.shape[0], dtype=torch.bool, device=state.physics.device)
 
-    def episode_reward(self, reward):
+    def episode_reward(self, reward, terminated, params):
         return reward
 
 
 class MountainCarV0(Episodic, MountainCar):
     """MountainCar-v0: -1 per step; terminates at ``position >= 0.5`` (with
-    velocity >= 0, as gymnasium); truncates at 200 steps."""
+    velocity >= 0, as gymnasium); truncates at 200 steps.
+
+    ``config``: MountainCar's, and ``reward``: ``"gymnasium"`` (default, -1
+    per step) or ``"speed"``, a training reward for exploration:
+    :class:`MountainCar`'s speed reward (``(velocity / 0.07)^2`` per step,
+    in ``[0, 1)``) plus :data:`GOAL_BONUS` on the step that reaches the
+    goal. The -1 reward gives a policy that never reaches the goal nothing to
+    learn from; the speed reward pays for the swinging that gets there, and
+    the bonus makes ending the episode at the goal worth more than swinging
+    on. ``success`` always reports gymnasium's return (minus the episode
+    length), whichever reward trained the policy.
+    """
 
     max_episode_steps = 200
     eval_steps = 200
+    default_config = {**MountainCar.default_config, "reward": "gymnasium"}
 
     def respawn_params(self, config, num_envs, device):
-        return {k: torch.full((num_envs,), float(config[k]), device=device) for k in ("init_low", "init_high")}
+        if config["reward"] not in REWARDS:
+            raise ValueError(f"`config['reward']` must be one of {list(REWARDS)}, got {config['reward']!r}.")
+        params = {k: torch.full((num_envs,), float(config[k]), device=device) for k in ("init_low", "init_high")}
+        params["speed_reward"] = torch.full((num_envs,), float(config["reward"] == "speed"), device=device)
+        return params
 
     def respawn(self, key, state, params):
         position = _uniform(key, (state.shape[0],), params["init_low"], params["init_high"])
@@ -164,8 +182,24 @@ class MountainCarV0(Episodic, MountainCar):
     def terminal(self, state):
         return (state[:, 0] >= GOAL_POSITION) & (state[:, 1] >= 0)
 
-    def episode_reward(self, reward):
-        return torch.full_like(reward, -1.0)
+    def episode_reward(self, reward, terminated, params):
+        shaped = reward + GOAL_BONUS * terminated.to(reward.dtype)  # MountainCar's reward is the speed one
+        return torch.where(params["speed_reward"] > 0, shaped, torch.full_like(reward, -1.0))
+
+    def success(self, act, *, num_envs: int = 1024, config: Mapping[str, Any] | None = None,
+                key: torch.Tensor | None = None) -> dict[str, float]:
+        """``success/episode_return``: gymnasium's MountainCar-v0 return (the
+        -1 reward, whatever ``config['reward']``) of each env's first
+        episode, and ``success/episode_length``."""
+        config = {**self.resolve_config(config), "reward": "gymnasium"}
+        return self.episode_success(act, num_envs=num_envs, config=config, key=random.key(0) if key is None else key)
 
 
-__all__ = ["CartPoleV1", "EpisodeState", "Episodic", "MountainCarV0", "PendulumV1"]
+#: MountainCar-v0's training rewards (``config['reward']``).
+REWARDS = ("gymnasium", "speed")
+#: What ``reward="speed"`` pays on reaching the goal: 100, the discounted value (gamma 0.99) of
+#: :class:`MountainCar`'s reward of 1 per step held at the goal.
+GOAL_BONUS = 100.0
+
+
+__all__ = ["CartPoleV1", "EpisodeState", "Episodic", "GOAL_BONUS", "MountainCarV0", "PendulumV1", "REWARDS"]

@@ -43,8 +43,23 @@ _PENDULUM = {
     "model_config": {"hiddens": (64, 64)},
     "optimizer_config": {"lr": 1e-3},
 }
+_MOUNTAIN_CAR = {
+    "num_envs": 128,
+    "horizon": 32,
+    "horizons_per_env_reset": 8,
+    "gamma": 0.99,
+    "gae_lambda": 0.95,
+    "sgd_minibatch_size": 1024,
+    "num_sgd_iters": 4,
+    "entropy_coeff": 0.01,
+    "normalize_obs": True,
+    "normalize_rewards": True,
+    "model_config": {"hiddens": (64, 64)},
+    "optimizer_config": {"lr": 1e-3},
+}
 _EPISODIC_CARTPOLE = {**_CARTPOLE, "horizons_per_env_reset": -1}
 _EPISODIC_PENDULUM = {**_PENDULUM, "horizons_per_env_reset": -1}
+_EPISODIC_MOUNTAIN_CAR = {**_MOUNTAIN_CAR, "horizons_per_env_reset": -1, "env_config": {"reward": "speed"}}
 
 #: env name -> Trainer/Algorithm keyword arguments.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -59,26 +74,17 @@ PRESETS: dict[str, dict[str, Any]] = {
     "Pendulum": copy.deepcopy(_PENDULUM),
     # Target: gymnasium's MountainCar-v0 return >= -120 (deterministic policy). Entropy bonus and
     # normalised rewards keep the swinging behaviour exploring; 128 envs give many small updates.
-    "MountainCar": {
-        "num_envs": 128,
-        "horizon": 32,
-        "horizons_per_env_reset": 8,
-        "gamma": 0.99,
-        "gae_lambda": 0.95,
-        "sgd_minibatch_size": 1024,
-        "num_sgd_iters": 4,
-        "entropy_coeff": 0.01,
-        "normalize_obs": True,
-        "normalize_rewards": True,
-        "model_config": {"hiddens": (64, 64)},
-        "optimizer_config": {"lr": 1e-3},
-    },
+    "MountainCar": copy.deepcopy(_MOUNTAIN_CAR),
     # Gymnasium's episodic tasks, built in (rlstack.envs.episodic): the infinite-horizon envs' presets,
     # with no scheduled resets (each env restarts where its episode ends).
     # Target: gymnasium's CartPole-v1 return >= 475 (deterministic policy).
     "CartPole-v1": copy.deepcopy(_EPISODIC_CARTPOLE),
     # Target: gymnasium's Pendulum-v1 return >= -200 (deterministic policy).
     "Pendulum-v1": copy.deepcopy(_EPISODIC_PENDULUM),
+    # Target: gymnasium's MountainCar-v0 return >= -120 (deterministic policy), measured with its -1 reward.
+    # Trained on MountainCarV0's reward="speed" (the speed reward and a goal bonus): from -1 per step a
+    # policy that never reaches the goal has nothing to learn.
+    "MountainCar-v0": copy.deepcopy(_EPISODIC_MOUNTAIN_CAR),
     # Gymnasium's own CartPole-v1 through rlstack.integrations.gymnasium_adapter (episodic, eager, 8 sub-envs):
     # rl-baselines3-zoo's PPO settings. Target: mean episode return >= 400.
     "gymnasium:CartPole-v1": {
