@@ -48,13 +48,20 @@ def test_member_k_trains_as_a_single_run_with_its_seed_and_hyperparameters():
 
 
 def test_a_member_does_not_depend_on_the_others_bit_for_bit():
-    """Eager: member k of a 3-member population equals a 1-member population of it exactly."""
+    """Eager: member 1 of a 3-member population is the same, bit for bit,
+    whatever the other two members' seeds and hyperparameters. (Against a
+    1-member population it is equal to float rounding only: on some CPUs
+    (AVX-512) the batched matmuls of 3 and of 1 members round differently.)"""
     pop = train(population(), 3)
-    for k in range(3):
-        alone = Population(CartPole, num_members=1, seed=[5 + k], optimizer_config={"lr": LRS[k]},
-                           **member_hparams(k), **SMALL)
-        train(alone, 3)
-        assert_trees_equal({n: v[k] for n, v in pop.params.items()}, {n: v[0] for n, v in alone.params.items()})
+    others = {name: [values[0] * 0.5, values[1], values[2] * 0.5] for name, values in HPARAMS.items()}
+    changed = train(Population(CartPole, num_members=3, seed=[50, 6, 70], optimizer_config={"lr": [3e-2, LRS[1], 3e-4]},
+                               **others, **SMALL), 3)
+    assert not torch.equal(pop.params["actor_head.weight"][0], changed.params["actor_head.weight"][0])
+    assert_trees_equal({n: v[1] for n, v in pop.params.items()}, {n: v[1] for n, v in changed.params.items()})
+    alone = train(Population(CartPole, num_members=1, seed=[6], optimizer_config={"lr": LRS[1]}, **member_hparams(1),
+                             **SMALL), 3)
+    assert_trees_close({n: v[1] for n, v in pop.params.items()}, {n: v[0] for n, v in alone.params.items()},
+                       rtol=1e-5, atol=1e-7)
 
 
 def test_members_with_different_hyperparameters_differ_and_same_ones_with_one_seed_agree():

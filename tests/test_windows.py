@@ -70,7 +70,9 @@ def test_the_update_sees_the_windows_the_rollout_acted_on(env):
     rows = minibatch(batch, idx, policy.memory)
     assert isinstance(rows.obs, windows.ObsWindow) and rows.obs.inputs.shape == (144, 3, 4)
     dist_inputs, _ = policy.apply(params, rows.obs)
-    assert torch.equal(Categorical.log_prob(dist_inputs, rows.actions), rows.log_probs)
+    # Equal to float32 rounding: the rollout's matmuls had 24 rows, these 144, and some CPUs' kernels
+    # (AVX-512) round by batch size. A wrong window moves these near-uniform log-probs by ~1e-4.
+    torch.testing.assert_close(Categorical.log_prob(dist_inputs, rows.actions), rows.log_probs, rtol=0, atol=1e-6)
 
 
 @settings(max_examples=25, deadline=None)
