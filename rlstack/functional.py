@@ -19,9 +19,10 @@ from .core.optim import (
     sgd,
     trace,
 )
+from .core.schedules import linear_anneal
 from .core.torch_optimizers import from_torch
 from .core.types import Batch, RolloutCarry, Trajectory, Transition
-from .learn.loss import gae, make_ppo_loss, ppo_loss, prepare_batch
+from .learn.loss import gae, make_ppo_loss, ppo_loss, prepare_batch, value_loss_terms
 from .learn.update import make_optimizer, make_update
 from .learn.rollout import make_rollout
 from .learn.stats import trajectory_stats
@@ -30,7 +31,9 @@ from .learn.transforms import Staged, compiled, over_members
 __all__ = [
     "gae",
     "ppo_loss",
+    "value_loss_terms",
     "prepare_batch",
+    "linear_anneal",
     "make_rollout",
     "make_optimizer",
     "make_ppo_loss",

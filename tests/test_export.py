@@ -23,10 +23,15 @@ from rlstack.shell.presets import PRESETS
 SMALL = dict(num_envs=64, horizon=8, sgd_minibatch_size=256, compile=False)
 
 
+#: The env a preset not named after one is trained on here.
+PRESET_ENVS = {"continuous": "ContinuousDummyEnv"}  # unbounded observations, as MuJoCo's
+
+
 def _trained(name, **overrides):
     """A preset's Algorithm (its normalisation, distribution and model), at a small size, after 2 updates."""
-    small = {**SMALL, "num_envs": 8, "sgd_minibatch_size": 64} if name.startswith("gymnasium:") else SMALL
-    algo = Algorithm(load_env(name), **{**PRESETS[name], **small, **overrides})
+    env = PRESET_ENVS.get(name, name)
+    small = {**SMALL, "num_envs": 8, "sgd_minibatch_size": 64} if env.startswith("gymnasium:") else SMALL
+    algo = Algorithm(load_env(env), **{**PRESETS[name], **small, **overrides})
     for _ in range(2):
         algo.collect()
         algo.step()

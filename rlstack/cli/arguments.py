@@ -13,26 +13,29 @@ from typing import Any
 
 from ..core.config import AlgorithmConfig, RecurrentAlgorithmConfig
 from ..envs import BUILTIN_ENVS
+from ..policy.nn import ACTIVATIONS
 
 # AlgorithmConfig fields that take one scalar on the command line.
-_SCALAR_TYPES = {"int": int, "float": float, "bool": bool, "float | None": float, "int | None": int}
+_SCALAR_TYPES = {"int": int, "float": float, "bool": bool, "str": str, "float | None": float, "int | None": int}
 HPARAMS = {f.name for f in dataclasses.fields(RecurrentAlgorithmConfig)}
 RECURRENT_HPARAMS = HPARAMS - {f.name for f in dataclasses.fields(AlgorithmConfig)}
 #: --model: the default MLP, or the default recurrent model with this cell (RecurrentTrainer).
 MODELS = ("mlp", "lstm", "gru")
 # Options of `train` that are not Trainer keyword arguments.
 RUN_OPTIONS = {"env", "max_steps", "experiment_name", "run_name", "steps_per_eval", "checkpoint_every", "checkpoint_every_s",
-                "checkpoint_dir", "keep_checkpoints", "save", "resume", "member_stop"}
+                "checkpoint_dir", "keep_checkpoints", "save", "resume", "member_stop", "preset", "anneal_lr"}
 TRAINER_OPTIONS = {"seed", "device", "compile", "cuda_graphs", "allow_tf32", "env_config", "model_config", "optimizer_cls",
                     "log_every_s",
-                    "optimizer_config", "num_members", "model"}
+                    "optimizer_config", "num_members", "model", "distribution"}
+#: --distribution: the action distribution of a Box action space (Trainer's ``distribution_cls``).
+DISTRIBUTIONS = ("normal", "squashed")
 # Hyperparameters a population's members may differ in: flags take comma-separated values.
 PER_MEMBER_FLAGS = {"gamma", "gae_lambda", "clip_param", "entropy_coeff"}
 # The types of `train`'s own options (hyperparameters are checked by AlgorithmConfig).
 RUN_OPTION_TYPES = {"max_steps": int, "steps_per_eval": int, "checkpoint_every": int, "keep_checkpoints": int,
                      "checkpoint_every_s": (int, float),
                      "env": str, "experiment_name": str, "run_name": str, "checkpoint_dir": str, "save": str, "resume": str,
-                     "member_stop": str}
+                     "member_stop": str, "preset": str, "anneal_lr": bool}
 # What may be given with --resume: everything else is the checkpoint's.
 RESUME_OPTIONS = {"resume", "env", "max_steps", "steps_per_eval", "checkpoint_every", "checkpoint_every_s", "checkpoint_dir",
                    "log_every_s",
@@ -148,6 +151,9 @@ def _add_run_options(train: argparse.ArgumentParser) -> None:
     train.add_argument("-f", "--config", dest="config_file", default=None, help="TOML file of configuration")
     train.add_argument("--env", default=None,
                        help=f"one of {sorted(BUILTIN_ENVS)}, gymnasium:ID (e.g. gymnasium:CartPole-v1) or module:Class")
+    train.add_argument("--preset", default=None, metavar="NAME",
+                       help="start from this preset (rlstack.presets.PRESETS; default: the env's own, 'continuous' "
+                            "for a gymnasium env with Box actions, else none)")
     train.add_argument("--max-steps", type=int, default=None, help="stop after this many collect+update steps")
     train.add_argument("--experiment-name", default=None, help="MLflow experiment (created if missing)")
     train.add_argument("--run-name", default=None, help="MLflow run name")
@@ -169,6 +175,12 @@ def _add_run_options(train: argparse.ArgumentParser) -> None:
     train.add_argument("--member-stop", choices=("each", "any", "mean"), default=None,
                        help="population: stop each member on its own (default), all when any member stops, or on the mean")
     train.add_argument("--hiddens", default=None, help="hidden widths of the default model, e.g. 64,64")
+    train.add_argument("--activation", default=None, choices=sorted(ACTIVATIONS),
+                       help="the default model's activation (model_config.activation_fn; default relu)")
+    train.add_argument("--distribution", default=None, choices=DISTRIBUTIONS,
+                       help="Box actions: normal (default; actions clipped to the bounds) or squashed (tanh onto them)")
+    train.add_argument("--anneal-lr", action="store_true", default=None,
+                       help="anneal the learning rate linearly to 0 over --max-steps (CleanRL's anneal_lr)")
     train.add_argument("--obs-window", type=int, default=None, metavar="K",
                        help="the default MLP sees the last K observations (model_config.obs_window; padded at "
                             "episode starts)")

@@ -20,11 +20,10 @@ from ..envs import env_defaults, make_env
 from ..integrations import distributed
 from ..shell.algorithm import Algorithm
 from ..shell.conditions import HitsUpperBound
-from ..shell.presets import PRESETS
 from ..shell.recurrent import RecurrentAlgorithm
 from ..shell.trainer import CHECKPOINT_EVERY_S, RecurrentTrainer, Trainer
 from .arguments import build_parser, load_env
-from .config import train_config
+from .config import fit_lr_schedule, train_config
 from .progress import Progress, StopRequest
 
 
@@ -59,8 +58,12 @@ def _train_command(run: dict[str, Any], kwargs: dict[str, Any]) -> int:
         for note in run["notes"]:
             say(f"rlstack: {note}")
         env = load_env(run["env"]) if run.get("env") else None
-        if env is not None and not run.get("resume") and run["env"] not in PRESETS:
-            say(f"rlstack: {defaults_notice(run['env'], env, kwargs)}")
+        if env is not None and not run.get("resume"):
+            notice = preset_notice(run["env"], run["preset"]) if run["preset"] else defaults_notice(run["env"], env, kwargs)
+            if notice:
+                say(f"rlstack: {notice}")
+        for note in fit_lr_schedule(run, kwargs, env) if not run.get("resume") else ():
+            say(f"rlstack: {note}")
         stop_request = StopRequest()
         handlers = {sig: signal.signal(sig, stop_request) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -79,6 +82,15 @@ def defaults_notice(name: str, env: Any, kwargs: dict[str, Any]) -> str:
     fit = ", ".join(f"{k}={v}" for k, v in fitted.items())
     return (f"no preset for {name}: rlstack 1.x's defaults (rlstack.AlgorithmConfig)"
             + (f" with {fit} to fit the env" if fit else "") + "; set hyperparameters with flags or -f FILE.")
+
+
+def preset_notice(name: str, preset: str) -> str | None:
+    """The one line ``train`` prints when an env runs a preset not named after it."""
+    if preset == name:
+        return None
+    return (f"preset {preset} for {name} (rlstack.presets.PRESETS[{preset!r}]"
+            + (": CleanRL's ppo_continuous_action settings, for Box actions" if preset == "continuous" else "")
+            + "); --preset NAME, flags or -f FILE change it.")
 
 
 def _resumed_run(run: dict[str, Any]) -> dict[str, Any] | None:

@@ -14,6 +14,9 @@ import torch
 
 from .schedules import check_schedule
 
+#: ``vf_clip_kind``: how ``vf_clip_param`` clips the value loss.
+VF_CLIP_KINDS = ("relative", "absolute")
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class AlgorithmConfig:
@@ -27,8 +30,13 @@ class AlgorithmConfig:
         gamma: discount factor in ``[0, 1]``.
         gae_lambda: GAE's lambda in ``[0, 1]``.
         clip_param: PPO's ratio clip ``epsilon`` (>= 0).
-        vf_clip_param: clip of the value prediction's change from its
-            behaviour-time value, as in CleanRL/PPO2 (>= 0); ``None`` disables.
+        vf_clip_param: clip of the value loss (>= 0), as ``vf_clip_kind``
+            says; ``None`` disables.
+        vf_clip_kind: ``"relative"`` (default; CleanRL, PPO2): the value
+            prediction's change from its behaviour-time value is clipped to
+            ``vf_clip_param``; ``"absolute"`` (rlstack 1.x): each
+            transition's (Huber) value loss is clipped to ``vf_clip_param``.
+            See :func:`rlstack.learn.loss.value_loss_terms`.
         dual_clip_param: dual-clip constant ``c > 1`` bounding the loss for
             negative advantages (Ye et al., 2020); ``None`` disables.
         vf_coeff: weight of the value loss (>= 0).
@@ -55,7 +63,12 @@ class AlgorithmConfig:
             ``optim.accumulate_gradients``, see ``make_optimizer``).
         enable_amp: bfloat16 autocast for the model's forward/backward in
             the update (CPU and CUDA); losses and optimizer stay float32.
-        normalize_advantages: standardise advantages over the whole buffer.
+        normalize_advantages: standardise advantages, ``(A - mean) / (std +
+            1e-8)``, over the whole buffer (rlstack 1.x, rsl_rl's default).
+        normalize_advantages_per_minibatch: standardise them within each
+            minibatch instead, every epoch (CleanRL, SB3; rsl_rl's
+            ``normalize_advantage_per_mini_batch``); needs
+            ``normalize_advantages``.
         normalize_obs: standardise observations with running statistics
             updated by the rollout (see :mod:`rlstack.core.normalization`).
         normalize_rewards: divide rewards by the running std of the
@@ -72,6 +85,7 @@ class AlgorithmConfig:
     gae_lambda: float = 0.95
     clip_param: float = 0.2
     vf_clip_param: float | None = 5.0
+    vf_clip_kind: str = "relative"
     dual_clip_param: float | None = None
     vf_coeff: float = 1.0
     entropy_coeff: float = 0.0
@@ -87,6 +101,7 @@ class AlgorithmConfig:
     accumulate_grads: bool = False
     enable_amp: bool = False
     normalize_advantages: bool = True
+    normalize_advantages_per_minibatch: bool = False
     normalize_obs: bool = False
     normalize_rewards: bool = False
     target_kl: float | None = None
@@ -106,6 +121,8 @@ class AlgorithmConfig:
             _check_number(name, getattr(self, name), minimum=0.0)
         if self.vf_clip_param is not None:
             _check_number("vf_clip_param", self.vf_clip_param, minimum=0.0)
+        if self.vf_clip_kind not in VF_CLIP_KINDS:
+            raise ValueError(f"`vf_clip_kind` must be one of {list(VF_CLIP_KINDS)}, got {self.vf_clip_kind!r}.")
         if self.dual_clip_param is not None:
             _check_number("dual_clip_param", self.dual_clip_param)
             if not self.dual_clip_param > 1.0:
@@ -132,9 +149,11 @@ class AlgorithmConfig:
                     f"`sgd_chunk_size` must divide the minibatch size {self.minibatch_size}, got {self.sgd_chunk_size}."
                 )
         for name in ("shuffle_minibatches", "accumulate_grads", "enable_amp", "normalize_advantages",
-                     "normalize_obs", "normalize_rewards"):
+                     "normalize_advantages_per_minibatch", "normalize_obs", "normalize_rewards"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"`{name}` must be a bool, got {getattr(self, name)!r}.")
+        if self.normalize_advantages_per_minibatch and not self.normalize_advantages:
+            raise ValueError("`normalize_advantages_per_minibatch` needs `normalize_advantages=True`, got False.")
         check_schedule("lr_schedule", self.lr_schedule, self.lr_schedule_kind, min_value=0.0)
         check_schedule("entropy_coeff_schedule", self.entropy_coeff_schedule, self.entropy_coeff_schedule_kind)
 

@@ -57,6 +57,35 @@ def check_schedule(name: str, schedule: Sequence[Sequence[float]] | None, kind: 
             raise ValueError(f"`{name}` values must be >= {min_value}, got {value} at {count} transitions.")
 
 
+def linear_anneal(lr: float, *, updates: int, transitions_per_update: int) -> list[tuple[int, float]]:
+    """An ``lr_schedule`` (kind ``"interp"``) annealing ``lr`` linearly to 0
+    over a run of ``updates`` updates of ``transitions_per_update`` env
+    transitions (``num_envs * horizon``), as CleanRL's ``anneal_lr``: update
+    ``u`` (0-based) trains at ``lr * (1 - u / updates)``, the last at
+    ``lr / updates``; after the run the rate stays 0.
+
+    An update is keyed on the transitions collected when it trains, ``(u +
+    1) * transitions_per_update`` (see :func:`by_optimizer_steps`), hence the
+    point holding ``lr`` through the first update.
+
+    Raises:
+        ValueError: for a non-positive ``lr``, ``updates`` or ``transitions_per_update``.
+
+    Examples:
+        >>> linear_anneal(3e-4, updates=4, transitions_per_update=2048)
+        [(0, 0.0003), (2048, 0.0003), (10240, 0.0)]
+        >>> [schedule_value(linear_anneal(1.0, updates=4, transitions_per_update=10), "interp", (u + 1) * 10)
+        ...  for u in range(4)]
+        [1.0, 0.75, 0.5, 0.25]
+    """
+    for name, value in (("updates", updates), ("transitions_per_update", transitions_per_update)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+        raise ValueError(f"`lr` must be a positive number, got {lr!r}.")
+    return [(0, float(lr)), (transitions_per_update, float(lr)), ((updates + 1) * transitions_per_update, 0.0)]
+
+
 def schedule_value(schedule: Sequence[Sequence[float]], kind: str, count: int) -> float:
     """Value of a (validated) schedule after ``count`` env transitions.
 

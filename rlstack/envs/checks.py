@@ -43,7 +43,8 @@ def make_env(
 
     A pure env instance is returned as is; a pure env class is instantiated
     with no arguments; an env factory (an object with
-    ``build_env(*, num_envs, device)``, such as
+    ``build_env(*, num_envs, device)``, and ``config=`` where a ``config``
+    is given, such as
     :class:`rlstack.integrations.gymnasium_adapter.gymnasium_env`) builds one; any other
     class is treated as an rlstack 1.x stateful env and wrapped in
     :class:`StatefulEnvAdapter`.
@@ -53,6 +54,8 @@ def make_env(
         ValueError: for an instance built for another ``num_envs``.
     """
     if not isinstance(env, type) and callable(getattr(env, "build_env", None)):
+        if config:  # a factory's options (gymnasium.make's keyword arguments)
+            return env.build_env(num_envs=num_envs, device=device, config=config)
         return env.build_env(num_envs=num_envs, device=device)
     if not isinstance(env, type) and getattr(env, "num_envs", num_envs) != num_envs:
         raise ValueError(f"`env` {env!r} simulates {env.num_envs} envs, but `num_envs` is {num_envs}.")

@@ -76,6 +76,9 @@ class GymnasiumEnv(Env):
     Args:
         vector_env: the vector env; its number of sub-envs is ``num_envs``.
         device: where observations, rewards and flags are put.
+        config: the options the vector env was made with
+            (``gymnasium.make`` keyword arguments), the one reset ``config``
+            it accepts besides None.
 
     Raises:
         TypeError: if ``vector_env`` is not a ``gymnasium.vector.VectorEnv``
@@ -86,7 +89,7 @@ class GymnasiumEnv(Env):
     compilable = False
     episodic = True
 
-    def __init__(self, vector_env: Any, device: Any = "cpu") -> None:
+    def __init__(self, vector_env: Any, device: Any = "cpu", config: Mapping[str, Any] | None = None) -> None:
         gymnasium = _gymnasium()
         if not isinstance(vector_env, gymnasium.vector.VectorEnv):
             raise TypeError(
@@ -100,7 +103,7 @@ class GymnasiumEnv(Env):
                 f"`vector_env` must auto-reset in the same step (AutoresetMode.SAME_STEP), got {mode}: in "
                 "NEXT_STEP mode every episode end costs a step whose action is ignored."
             )
-        self.vector_env, self.device = vector_env, torch.device(device)
+        self.vector_env, self.device, self.config = vector_env, torch.device(device), dict(config or {})
         self.num_envs = int(vector_env.num_envs)
         self.observation_space = space_from_gymnasium(vector_env.single_observation_space, "observation_space")
         self.action_space = space_from_gymnasium(vector_env.single_action_space, "action_space")
@@ -120,12 +123,14 @@ class GymnasiumEnv(Env):
 
         Raises:
             ValueError: if ``num_envs`` differs from the vector env's or a
-                ``config`` is given (gymnasium envs take theirs at creation).
+                ``config`` other than the one it was made with is given
+                (gymnasium envs take their options at creation).
         """
         if num_envs != self.num_envs:
             raise ValueError(f"`num_envs` must be {self.num_envs} for this gymnasium vector env, got {num_envs}.")
-        if config:
-            raise ValueError(f"gymnasium env {self.name} takes no reset `config`; pass its options to gymnasium.make_vec.")
+        if config and dict(config) != self.config:
+            raise ValueError(f"gymnasium env {self.name} was made with options {self.config}, got reset `config` "
+                             f"{dict(config)}; gymnasium envs take their options at creation (env_config).")
         seed = int(random.bits(key, (1,))[0])
         obs, _ = self.vector_env.reset(seed=seed)
         obs = self._obs(obs)
@@ -179,7 +184,9 @@ class gymnasium_env:  # noqa: N801 - used like a class: Trainer(gymnasium_env("C
 
     Args:
         env_id: a gymnasium id such as ``"CartPole-v1"``.
-        **make_kwargs: passed on to ``gymnasium.make_vec``'s env.
+        **make_kwargs: passed on to ``gymnasium.make_vec``'s env; a run's
+            ``env_config`` adds to them (``env_config={"ctrl_cost_weight":
+            0.1}``, TOML ``[env_config]``).
 
     Raises:
         ImportError: naming the extra, when gymnasium is missing.
@@ -194,19 +201,39 @@ class gymnasium_env:  # noqa: N801 - used like a class: Trainer(gymnasium_env("C
             raise ValueError(f"--env gymnasium:{env_id}: gymnasium does not know this id ({e}).") from None
         self.env_id, self.make_kwargs = env_id, make_kwargs
         self.__name__ = f"gymnasium:{env_id}"
+        self._action_space: Space | None = None
 
     #: The envs simulated where the run sets no ``num_envs`` (CPU sub-envs, stepped one by one).
     default_num_envs = 8
     #: Every gymnasium env is episodic here (see :class:`GymnasiumEnv`).
     episodic = True
 
-    def build_env(self, *, num_envs: int, device: Any = "cpu") -> GymnasiumEnv:
+    def build_env(self, *, num_envs: int, device: Any = "cpu", config: Mapping[str, Any] | None = None) -> GymnasiumEnv:
+        """``num_envs`` copies in a sync vector env, made with ``make_kwargs``
+        and ``config`` (``gymnasium.make`` keyword arguments).
+
+        Raises:
+            ValueError: for options the env does not take, naming them.
+        """
         gymnasium = _gymnasium()
-        vector_env = gymnasium.make_vec(
-            self.env_id, num_envs=num_envs, vectorization_mode="sync",
-            vector_kwargs={"autoreset_mode": gymnasium.vector.AutoresetMode.SAME_STEP}, **self.make_kwargs,
-        )
-        return GymnasiumEnv(vector_env, device=device)
+        options = {**self.make_kwargs, **(config or {})}
+        try:
+            vector_env = gymnasium.make_vec(
+                self.env_id, num_envs=num_envs, vectorization_mode="sync",
+                vector_kwargs={"autoreset_mode": gymnasium.vector.AutoresetMode.SAME_STEP}, **options,
+            )
+        except TypeError as e:
+            raise ValueError(f"gymnasium:{self.env_id} does not take env_config {dict(config or {})}: {e}") from None
+        return GymnasiumEnv(vector_env, device=device, config=config)
+
+    @property
+    def action_space(self) -> Space:
+        """The env's action space (the first read builds one copy of the env)."""
+        if self._action_space is None:
+            env = _gymnasium().make(self.env_id, **self.make_kwargs)
+            self._action_space = space_from_gymnasium(env.action_space, "action_space")
+            env.close()
+        return self._action_space
 
     def __repr__(self) -> str:
         return f"gymnasium_env({self.env_id!r})"

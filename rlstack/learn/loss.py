@@ -115,6 +115,7 @@ def ppo_loss(
     dual_clip_param: float | None,
     vf_coeff: float,
     entropy_coeff: float | torch.Tensor,
+    vf_clip_kind: str = "relative",
 ) -> tuple[torch.Tensor, Metrics]:
     """The PPO objective on a minibatch, as a loss to minimise.
 
@@ -123,8 +124,10 @@ def ppo_loss(
     * policy loss ``-mean(min(r A, clip(r, 1 - eps, 1 + eps) A))``; with a
       dual clip ``c``, the term is ``max(., c A)`` where ``A < 0``;
     * value loss ``0.5 mean((V - R)^2)``, or, with ``vf_clip_param = k``,
+      :func:`value_loss_terms` of ``vf_clip_kind``: ``"relative"``,
       ``0.5 mean(max((V - R)^2, (V_old + clip(V - V_old, -k, k) - R)^2))``
-      (CleanRL / PPO2);
+      (CleanRL / PPO2), or ``"absolute"``, ``mean(clip(smooth_l1(V - R),
+      0, k))`` (rlstack 1.x);
     * total ``policy + vf_coeff * vf - entropy_coeff * mean(entropy)``.
 
     Args:
@@ -141,6 +144,7 @@ def ppo_loss(
         dual_clip_param: idem.
         vf_coeff: idem.
         entropy_coeff: idem (a number or a 0-d tensor).
+        vf_clip_kind: idem.
 
     Returns:
         ``(loss, metrics)``: 0-d loss, and detached 0-d metrics
@@ -156,18 +160,15 @@ def ppo_loss(
         surrogate = torch.where(advantages < 0, torch.maximum(surrogate, dual_clip_param * advantages), surrogate)
     policy_loss = -surrogate.mean()
 
-    value_error = (values - returns) ** 2
-    if vf_clip_param is not None:
-        clipped_values = old_values + (values - old_values).clamp(-vf_clip_param, vf_clip_param)
-        value_error = torch.maximum(value_error, (clipped_values - returns) ** 2)
-    vf_loss = 0.5 * value_error.mean()
+    value_terms = value_loss_terms(values, old_values, returns, vf_clip_param, vf_clip_kind)
+    vf_loss = value_terms.mean()
 
     entropy_mean = entropy.mean()
     total = policy_loss + vf_coeff * vf_loss - entropy_coeff * entropy_mean
     with torch.no_grad():
         # Metrics are means accumulated in float64: the policy loss is a small difference of large
         # terms, and a compiled float32 reduction's rounding depends on the batch size.
-        policy, vf, entropy64 = _mean64(-surrogate), 0.5 * _mean64(value_error), _mean64(entropy)
+        policy, vf, entropy64 = _mean64(-surrogate), _mean64(value_terms), _mean64(entropy)
         metrics = {
             "losses/policy": policy.float(),
             "losses/vf": vf.float(),
@@ -177,6 +178,32 @@ def ppo_loss(
             "monitors/clip_fraction": ((ratio - 1.0).abs() > clip_param).float().mean(),
         }
     return total, metrics
+
+
+def value_loss_terms(
+    values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, vf_clip_param: float | None, kind: str
+) -> torch.Tensor:
+    """Each transition's value loss ``[B]`` (the value loss is their mean).
+
+    ``0.5 (V - R)^2`` unclipped. With ``vf_clip_param = k``: ``"relative"``
+    (CleanRL, PPO2) clips the prediction's change from the behaviour-time
+    value, ``0.5 max((V - R)^2, (V_old + clip(V - V_old, -k, k) - R)^2)``;
+    ``"absolute"`` (rlstack 1.x) clips the loss itself,
+    ``clip(smooth_l1(V - R), 0, k)`` (Huber with threshold 1, which is
+    ``0.5 (V - R)^2`` within 1 of the target), so transitions whose loss
+    exceeds ``k`` give no gradient.
+
+    Args:
+        values, old_values, returns: ``[B]`` float.
+        vf_clip_param: ``k`` (>= 0) or None.
+        kind: one of :data:`rlstack.core.config.VF_CLIP_KINDS`.
+    """
+    if vf_clip_param is None:
+        return 0.5 * (values - returns) ** 2
+    if kind == "absolute":
+        return torch.nn.functional.smooth_l1_loss(values, returns, reduction="none").clamp(0.0, vf_clip_param)
+    clipped_values = old_values + (values - old_values).clamp(-vf_clip_param, vf_clip_param)
+    return 0.5 * torch.maximum((values - returns) ** 2, (clipped_values - returns) ** 2)
 
 
 def _mean64(x: torch.Tensor) -> torch.Tensor:
@@ -249,7 +276,7 @@ def make_ppo_loss(policy: Policy, config: AlgorithmConfig | Mapping[str, Any]) -
     autocast with ``enable_amp``) and :func:`ppo_loss` on its ``B``
     transitions, with ``hparams.clip_param`` and ``hparams.entropy_coeff``
     (a :class:`~rlstack.core.types.HParams`: numbers or 0-d tensors) and the
-    config's ``vf_clip_param``, ``dual_clip_param`` and ``vf_coeff``.
+    config's ``vf_clip_param``, ``vf_clip_kind``, ``dual_clip_param`` and ``vf_coeff``.
     ``make_update`` takes its gradient; wrap it to add a term of your own
     and pass the wrapper as ``make_update(..., loss=)``.
 
@@ -283,6 +310,7 @@ def make_ppo_loss(policy: Policy, config: AlgorithmConfig | Mapping[str, Any]) -
             dual_clip_param=config.dual_clip_param,
             vf_coeff=config.vf_coeff,
             entropy_coeff=hparams.entropy_coeff,
+            vf_clip_kind=config.vf_clip_kind,
         )
 
     return loss

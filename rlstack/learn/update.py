@@ -20,6 +20,7 @@ from ..core.schedules import by_optimizer_steps, device_schedule
 from ..core.torch_optimizers import from_torch
 from ..core.types import Batch, HParams, Params, Trajectory
 from ..policy.policy import Policy
+from .advantages import make_epoch_batch
 from .loss import LossFn, Metrics, as_config, config_hparams, make_ppo_loss, prepare_batch
 from .transforms import Staged
 
@@ -113,7 +114,8 @@ def make_update(
 ) -> Staged:
     """Build ``update(key, params, opt_state, traj, hparams=None) -> (params, opt_state, metrics)``.
 
-    ``update`` computes GAE, standardises advantages, then runs
+    ``update`` computes GAE, standardises advantages (over the buffer, or
+    per minibatch: ``normalize_advantages_per_minibatch``), then runs
     ``num_sgd_iters`` epochs over ``sgd_minibatch_size`` minibatches (a fresh
     on-device permutation per epoch drawn from ``key`` when
     ``shuffle_minibatches``; same inputs, same outputs). Each optimizer step
@@ -217,9 +219,9 @@ def make_update(
         return params, opt_state, {**metrics, "monitors/grad_norm": grad_norm}, active
 
     def prepare(traj: Trajectory, hparams: HParams) -> Batch:
+        over_buffer = config.normalize_advantages and not config.normalize_advantages_per_minibatch
         return prepare_batch(
-            traj, gamma=hparams.gamma, gae_lambda=hparams.gae_lambda, normalize_advantages=config.normalize_advantages,
-            memory=memory,
+            traj, gamma=hparams.gamma, gae_lambda=hparams.gae_lambda, normalize_advantages=over_buffer, memory=memory,
         )
 
     def epoch_keys(key: torch.Tensor) -> torch.Tensor:
@@ -229,9 +231,9 @@ def make_update(
         return random.permutation(key, size)
 
     pieces = {"grads": minibatch_grads, "optimizer_step": optimizer_step, "sgd_step": sgd_step, "prepare": prepare,
-              "epoch_keys": epoch_keys, "shuffle": shuffle, "global_norm": optim.global_norm}
+              "epoch_batch": make_epoch_batch(config, recurrent), "epoch_keys": epoch_keys, "shuffle": shuffle, "global_norm": optim.global_norm}
     loop = functools.partial(run_epochs, plan=UpdatePlan(config, default_hparams, recurrent, reduce_grads))
-    return Staged(pieces, loop, compile=frozenset(pieces) - {"global_norm"}, in_dims={"shuffle": (0, None)})
+    return Staged(pieces, loop, compile=frozenset(pieces) - {"global_norm", "epoch_batch"}, in_dims={"shuffle": (0, None)})
 
 
 class UpdatePlan(NamedTuple):
@@ -293,8 +295,9 @@ def run_epochs(pieces: Mapping[str, Callable], member_axes: int, key: torch.Tens
         else:
             order = torch.arange(size, device=device).expand(*member_shape, size)
         slices = [order[..., i * chunk : (i + 1) * chunk] for i in range(num_slices)]
+        epoch_batch = pieces["epoch_batch"](batch, order)
         for call, start in enumerate(range(0, num_slices, per_step)):
-            params, opt_state, metrics, active = take_step(pieces, params, opt_state, batch,
+            params, opt_state, metrics, active = take_step(pieces, params, opt_state, epoch_batch,
                                                            slices[start : start + per_step], active, hparams,
                                                            plan.reduce_grads)
             history.append(metrics)

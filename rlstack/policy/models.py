@@ -33,6 +33,19 @@ def mlp(in_features: int, hiddens: Sequence[int], activation_fn: str) -> nn.Sequ
     return nn.Sequential(*layers)
 
 
+#: ``MLPModel(init=...)``: how the layers start.
+INITS = ("default", "orthogonal")
+
+
+def orthogonal_(hidden: nn.Sequential, head: nn.Linear, head_gain: float) -> None:
+    """CleanRL's ``layer_init``, in place: every ``Linear`` of ``hidden``
+    orthogonal with gain ``sqrt(2)``, ``head`` with ``head_gain`` (CleanRL:
+    0.01 for the actor's mean, 1.0 for the critic), biases 0."""
+    for layer in [*(m for m in hidden if isinstance(m, nn.Linear)), head]:
+        nn.init.orthogonal_(layer.weight, math.sqrt(2.0) if layer is not head else head_gain)
+        nn.init.zeros_(layer.bias)
+
+
 def _small_head(in_features: int, out_features: int) -> nn.Linear:
     """Output head with weights uniform in ``[-1e-3, 1e-3]`` and zero bias, so
     the initial policy is near uniform / zero-mean (as in rlstack 1.x)."""
@@ -51,7 +64,15 @@ class MLPModel(nn.Module):
     ``dist_inputs`` are logits ``[B, *action_shape, n]`` for ``Discrete``
     actions and ``(mean, log_std)``, each ``[B, *action_shape]``, for ``Box``
     actions, with ``log_std = tanh(.)`` in ``[-1, 1]`` (std in
-    ``[0.37, 2.72]``), as in rlstack 1.x.
+    ``[0.37, 2.72]``), as in rlstack 1.x; with ``log_std_init`` set,
+    ``log_std`` is instead a state-independent parameter ``[*action_shape]``
+    (the params' ``"log_std"``) that starts at that value, as in CleanRL
+    (0.0) and rsl_rl (``log(init_noise_std)``).
+
+    ``init``: ``"default"`` (rlstack 1.x's: PyTorch's default layers, the
+    actor's head uniform in ``[-1e-3, 1e-3]``) or ``"orthogonal"``
+    (CleanRL's: :func:`orthogonal_`, gain 0.01 on the actor's head, 1.0 on
+    the critic's).
 
     With ``obs_window=K > 1`` the model sees the last ``K`` observations
     (:mod:`rlstack.policy.windows`; 1.x's view requirement ``shift=K - 1``): the
@@ -68,6 +89,8 @@ class MLPModel(nn.Module):
         hiddens: Sequence[int] = (256, 256),
         activation_fn: str = "relu",
         obs_window: int = 1,
+        log_std_init: float | None = None,
+        init: str = "default",
     ) -> None:
         super().__init__()
         boxes = observation_space if isinstance(observation_space, dict) else {"": observation_space}
@@ -89,11 +112,22 @@ class MLPModel(nn.Module):
         in_features = obs_size * obs_window + (obs_window if obs_window > 1 else 0)
         action_size = math.prod(self.action_shape)
         hiddens = tuple(hiddens)
+        if init not in INITS:
+            raise ValueError(f"`init` must be one of {list(INITS)}, got {init!r}.")
+        if log_std_init is not None and (self.discrete or isinstance(log_std_init, bool)
+                                         or not isinstance(log_std_init, (int, float)) or not math.isfinite(log_std_init)):
+            raise ValueError(f"`log_std_init` is a finite number for Box actions (or None), got {log_std_init!r} "
+                             f"for {action_space!r}.")
         self.actor = mlp(in_features, hiddens, activation_fn)
-        out = action_size * self.num_categories if self.discrete else 2 * action_size
+        outputs_log_std = not self.discrete and log_std_init is None
+        out = action_size * self.num_categories if self.discrete else (2 if outputs_log_std else 1) * action_size
         self.actor_head = _small_head(hiddens[-1], out)
         self.critic = mlp(in_features, hiddens, activation_fn)
         self.critic_head = nn.Linear(hiddens[-1], 1)
+        self.log_std = None if log_std_init is None else nn.Parameter(torch.full(self.action_shape, float(log_std_init)))
+        if init == "orthogonal":
+            orthogonal_(self.actor, self.actor_head, 0.01)
+            orthogonal_(self.critic, self.critic_head, 1.0)
 
     def _flat(self, obs: torch.Tensor | dict) -> torch.Tensor:
         """``[B, ...]`` (or a dict of them, concatenated in ``obs_keys`` order) -> ``[B, features]`` float."""
@@ -109,8 +143,10 @@ class MLPModel(nn.Module):
         out = self.actor_head(self.actor(x))
         if self.discrete:
             return out.reshape(out.shape[0], *self.action_shape, self.num_categories), value
-        mean, log_std = out.chunk(2, dim=-1)
         shape = (out.shape[0], *self.action_shape)
+        if self.log_std is not None:  # state-independent
+            return (out.reshape(shape), self.log_std.expand(shape)), value
+        mean, log_std = out.chunk(2, dim=-1)
         return (mean.reshape(shape), torch.tanh(log_std).reshape(shape)), value
 
 

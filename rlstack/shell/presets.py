@@ -10,6 +10,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from ..core.schedules import linear_anneal
+from ..core.spaces import Box
+
 _DUMMY = {
     "num_envs": 512,
     "horizon": 32,
@@ -61,6 +64,37 @@ _EPISODIC_CARTPOLE = {**_CARTPOLE, "horizons_per_env_reset": -1}
 _EPISODIC_PENDULUM = {**_PENDULUM, "horizons_per_env_reset": -1}
 _EPISODIC_MOUNTAIN_CAR = {**_MOUNTAIN_CAR, "horizons_per_env_reset": -1, "env_config": {"reward": "speed"}}
 
+# Continuous control on gymnasium's simulators (MuJoCo), CleanRL's ppo_continuous_action settings:
+# 2048 transitions per update (8 envs x 256 steps), 10 epochs of 64-transition minibatches,
+# advantages standardised per minibatch, value clipped relative to the old value at 0.2, tanh 64x64
+# with CleanRL's orthogonal init and a state-independent log-std from 0, observations and rewards
+# normalised (clipped at 10), Adam (eps 1e-5) at 3e-4 annealed linearly to 0 over CleanRL's
+# 1M env steps (488 updates; rlstack train stops there unless --max-steps is given).
+CONTINUOUS_ENV_STEPS = 1_000_000
+_CONTINUOUS = {
+    "num_envs": 8,
+    "horizon": 256,
+    "horizons_per_env_reset": -1,
+    "gamma": 0.99,
+    "gae_lambda": 0.95,
+    "clip_param": 0.2,
+    "vf_clip_param": 0.2,
+    "vf_clip_kind": "relative",
+    "vf_coeff": 0.5,
+    "entropy_coeff": 0.0,
+    "max_grad_norm": 0.5,
+    "sgd_minibatch_size": 64,
+    "num_sgd_iters": 10,
+    "normalize_advantages": True,
+    "normalize_advantages_per_minibatch": True,
+    "normalize_obs": True,
+    "normalize_rewards": True,
+    "lr_schedule": linear_anneal(3e-4, updates=CONTINUOUS_ENV_STEPS // 2048, transitions_per_update=2048),
+    "lr_schedule_kind": "interp",
+    "model_config": {"hiddens": (64, 64), "activation_fn": "tanh", "log_std_init": 0.0, "init": "orthogonal"},
+    "optimizer_config": {"lr": 3e-4, "eps": 1e-5},
+}
+
 #: env name -> Trainer/Algorithm keyword arguments.
 PRESETS: dict[str, dict[str, Any]] = {
     # Target: within 2% of the move-to-origin oracle's return.
@@ -102,7 +136,23 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model_config": {"hiddens": (64, 64)},
         "optimizer_config": {"lr": 1e-3},
     },
+    # Not an env: the preset `rlstack train` applies to gymnasium envs with Box actions (preset_for).
+    # Target: CleanRL's mean return at 1M env steps on HalfCheetah-v5, Hopper-v5 and Walker2d-v5.
+    "continuous": copy.deepcopy(_CONTINUOUS),
 }
+
+
+def preset_for(name: str, env: Any) -> str | None:
+    """The preset ``rlstack train --env NAME`` applies: the env's own, else
+    ``"continuous"`` for a gymnasium env (``gymnasium:ID``) with a ``Box``
+    action space, else None (rlstack 1.x's defaults, fitted to the env).
+    ``env`` is what NAME loads; reading a gymnasium env's action space
+    builds one copy of it."""
+    if name in PRESETS:
+        return name
+    if name.startswith("gymnasium:") and isinstance(getattr(env, "action_space", None), Box):
+        return "continuous"
+    return None
 
 
 # Partially observed CartPole (velocities hidden: position and angle only), for benchmarks/pomdp.py.
