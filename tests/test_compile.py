@@ -46,10 +46,18 @@ def _run(env, policy, compile, normalize=False, seed=0, num_envs=32, horizon=8):
     return outputs
 
 
+class EagerContinuousEnv(ContinuousDummyEnv):
+    """ContinuousDummyEnv as an env that cannot be compiled (as gymnasium's): the
+    rollout compiles around it (``act``, the env, ``learn_then_act``)."""
+
+    compilable = False
+
+
 @pytest.mark.parametrize(
     "env, dist, normalize",
-    [(DiscreteDummyEnv(), Categorical, False), (ContinuousDummyEnv(), SquashedNormal, True)],
-    ids=["discrete", "continuous-normalized-target-kl"],
+    [(DiscreteDummyEnv(), Categorical, False), (ContinuousDummyEnv(), SquashedNormal, True),
+     (EagerContinuousEnv(), SquashedNormal, True)],
+    ids=["discrete", "continuous-normalized-target-kl", "around-an-eager-env"],
 )
 def test_compiled_rollout_and_update_equal_eager_without_graph_breaks(env, dist, normalize):
     torch.manual_seed(0)
@@ -83,3 +91,28 @@ def test_algorithm_second_iteration_does_not_recompile():
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == frames
     assert stats["coefficients/lr"] < 1e-3
     assert not torch._dynamo.utils.counters["graph_break"]
+
+
+def test_a_rollout_around_an_eager_env_is_the_rollout_with_the_env_inside():
+    """The split steps (act once, then env and learn_then_act; the last next
+    action dropped) give the fused step's trajectory and carry bit for bit,
+    rollout after rollout."""
+    env, eager_env = ContinuousDummyEnv(), EagerContinuousEnv()
+    torch.manual_seed(0)
+    policy = Policy(MLPModel(env.observation_space, env.action_space, hiddens=(16,)), SquashedNormal)
+    params = policy.init_params()
+    carries = []
+    for e in (env, eager_env):
+        rollout = make_rollout(e, policy, 6, normalize_obs=True, normalize_rewards=True)
+        assert sorted(rollout.pieces) == (["bootstrap_value", "defaults", "record", "step"] if e.compilable else
+                                          ["act", "bootstrap_value", "defaults", "env_step", "learn_then_act", "record"])
+        norm = init_norm_state((1,), 16, normalize_obs=True, normalize_rewards=True)
+        carry = RolloutCarry(*e.reset(random.key(0), 16), random.key(1), norm)
+        trajs = []
+        for _ in range(2):
+            carry, traj = rollout(params, carry)
+            trajs.append(traj)
+        carries.append((carry, trajs))
+    (fused_carry, fused), (split_carry, split) = carries
+    for a, b in zip(optree.tree_leaves((fused_carry, fused)), optree.tree_leaves((split_carry, split))):
+        assert torch.equal(a, b)

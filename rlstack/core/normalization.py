@@ -16,6 +16,8 @@ from typing import Any, NamedTuple
 import optree
 import torch
 
+from .types import Tree
+
 EPS = 1e-8
 CLIP = 10.0
 
@@ -91,3 +93,28 @@ def init_norm_state(observation_shape: tuple[int, ...], num_envs: int, *, normal
 def reset_returns(norm: NormState) -> NormState:
     """Zero the running discounted returns (when all envs are reset)."""
     return norm._replace(returns=optree.tree_map(torch.zeros_like, norm.returns))
+
+
+def observe(norm: NormState, obs: Tree, *, normalize_obs: bool, update: bool) -> tuple[NormState, Tree]:
+    """What the policy sees of ``obs`` ``[N, ...]``: standardised by the
+    running statistics (updated with ``obs`` first when ``update``) with
+    ``normalize_obs``, else as it is."""
+    if not normalize_obs:
+        return norm, obs
+    if update:
+        norm = norm._replace(obs=update_moments(norm.obs, obs))
+    return norm, normalize(norm.obs, obs)
+
+
+def scale_reward(
+    norm: NormState, reward: torch.Tensor, discount: Any, done: torch.Tensor, *, normalize_rewards: bool, update: bool,
+) -> tuple[NormState, torch.Tensor]:
+    """The reward ``[N]`` the update learns from: with ``normalize_rewards``,
+    divided by the running std of the discounted return (whose statistics
+    ``update`` moves; an episode's end starts a new return), else as it is."""
+    if not normalize_rewards:
+        return norm, reward
+    returns = norm.returns * discount + reward
+    moments = update_moments(norm.reward, returns) if update else norm.reward
+    returns = torch.where(done, torch.zeros_like(returns), returns)  # a new episode starts a new discounted return
+    return NormState(norm.obs, moments, returns), scale(moments, reward)

@@ -9,41 +9,18 @@ import optree
 import torch
 
 from ..core import random
-from ..core.normalization import NormState, normalize, scale, update_moments
+from ..core.normalization import normalize, observe, scale_reward
 from ..core.types import EpisodeTally, HParams, Params, RolloutCarry, Trajectory, Transition, Tree
 from ..envs import Env
 from ..policy.policy import Policy, to_action_space
+from .stats import tally_episodes
+from .steps import Acted, contiguous, fused_steps, split_steps
 from .transforms import Staged
 
 __all__ = [
-    "check_window", "make_rollout", "observe", "reset_carry", "run_horizon", "scale_reward", "tally_episodes",
+    "check_lengths", "check_window", "final_value", "make_rollout", "reset_carry", "run_horizon", "scheduled_starts",
     "with_carry_defaults",
 ]
-
-
-def observe(norm: NormState, obs: Tree, *, normalize_obs: bool, update: bool) -> tuple[NormState, Tree]:
-    """What the policy sees of ``obs`` ``[N, ...]``: standardised by the
-    running statistics (updated with ``obs`` first when ``update``) with
-    ``normalize_obs``, else as it is."""
-    if not normalize_obs:
-        return norm, obs
-    if update:
-        norm = norm._replace(obs=update_moments(norm.obs, obs))
-    return norm, normalize(norm.obs, obs)
-
-
-def scale_reward(
-    norm: NormState, reward: torch.Tensor, discount: Any, done: torch.Tensor, *, normalize_rewards: bool, update: bool,
-) -> tuple[NormState, torch.Tensor]:
-    """The reward ``[N]`` the update learns from: with ``normalize_rewards``,
-    divided by the running std of the discounted return (whose statistics
-    ``update`` moves; an episode's end starts a new return), else as it is."""
-    if not normalize_rewards:
-        return norm, reward
-    returns = norm.returns * discount + reward
-    moments = update_moments(norm.reward, returns) if update else norm.reward
-    returns = torch.where(done, torch.zeros_like(returns), returns)  # a new episode starts a new discounted return
-    return NormState(norm.obs, moments, returns), scale(moments, reward)
 
 
 def make_rollout(
@@ -110,8 +87,10 @@ def make_rollout(
         run: :func:`~rlstack.learn.transforms.over_members` maps its pieces over a
         leading member axis (``params``, ``carry``, ``hparams`` and ``traj``
         leaves then ``[K, ...]``), :func:`~rlstack.learn.transforms.compiled`
-        compiles the step and the bootstrap value (not for envs with
-        ``compilable = False``, such as the 1.x adapters); the time loop
+        compiles the step and the bootstrap value; for an env with
+        ``compilable = False`` (gymnasium, the 1.x adapters) the step is
+        ``act``, the eager ``env_step`` and ``learn_then_act``, compiled
+        around the env (:func:`split_steps`); the time loop
         stays in Python so compile time does not grow with ``horizon``. Its
         ``traj`` is a :class:`~rlstack.core.types.Trajectory` with leaves ``[T,
         N, ...]`` (``values`` ``[T + 1, N]``) and its ``carry`` holds the env
@@ -130,49 +109,45 @@ def make_rollout(
         >>> traj.rewards.shape, traj.values.shape
         (torch.Size([5, 3]), torch.Size([6, 3]))
     """
-    if not isinstance(horizon, int) or horizon < 1:
-        raise ValueError(f"`horizon` must be a positive int, got {horizon!r}.")
-    if not isinstance(seq_len, int) or seq_len < 1 or horizon % seq_len:
-        raise ValueError(f"`seq_len` must be a positive int dividing `horizon` {horizon}, got {seq_len!r}.")
-    check_window(policy, horizon)
+    check_lengths(policy, horizon, seq_len)
     memory_kind = policy.memory
+    memory_starts = functools.partial(scheduled_starts, seq_len=seq_len, seqs_per_state_reset=seqs_per_state_reset)
 
-    def memory_starts(carry: RolloutCarry) -> torch.Tensor:
-        """``[N]`` bool: where the memory starts over before the next step."""
-        if seqs_per_state_reset < 0:
-            return carry.starts
-        scheduled = (carry.step % seq_len == 0) & ((carry.step // seq_len) % seqs_per_state_reset == 0)
-        return carry.starts | scheduled
-
-    def final_value(params: Params, norm: Any, env_state: Tree, memory: Any, no_starts: torch.Tensor) -> Any:
-        """The critic's value of each env's final observation of the step
-        (before an auto-reset), seen with the memory after the step;
-        ``()`` for an env whose episodes never end: its final values are
-        the next step's values (see the assembly)."""
-        final_obs = env.final_observation(env_state)
-        if final_obs is None:
-            return ()
-        seen = normalize(norm.obs, final_obs) if normalize_obs else final_obs
-        return policy.value(params, seen, memory, no_starts)
-
-    def body(params: Params, carry: RolloutCarry, discount: Any) -> tuple[RolloutCarry, Transition]:
-        """Act with the memory, step the env; an ended episode is tallied
-        and its successor's memory starts over at the next step."""
+    def act(params: Params, carry: RolloutCarry) -> Acted:
+        """Before the env: split the key, observe, act with the memory."""
         key, act_key, step_key = random.split(carry.key, 3)
         norm, policy_obs = observe(carry.norm, carry.obs, normalize_obs=normalize_obs, update=update_normalization)
         starts = memory_starts(carry)
         action, log_prob, value, memory = policy.step(act_key, params, policy_obs, carry.memory, starts,
                                                       deterministic=deterministic)
         env_action = to_action_space(policy.distribution_cls, action, env.action_space)
-        env_state, obs, reward, terminated, truncated = env.step(step_key, carry.env_state, env_action)
+        return Acted(key, step_key, norm, policy_obs, starts, action, log_prob, value, memory, env_action)
+
+    def learn(params: Params, carry: RolloutCarry, discount: Any, acted: Acted, stepped: tuple) -> tuple[RolloutCarry, Transition]:
+        """After the env: an ended episode is tallied (its final observation
+        valued) and its successor's memory starts over at the next step."""
+        env_state, obs, reward, terminated, truncated = stepped
         done = terminated | truncated
-        ended_value = final_value(params, norm, env_state, memory, torch.zeros_like(done))
-        norm, learned_reward = scale_reward(norm, reward, discount, done, normalize_rewards=normalize_rewards,
+        ended_value = final_value(env, policy, normalize_obs, params, acted.norm, env_state, acted.memory,
+                                  torch.zeros_like(done))
+        norm, learned_reward = scale_reward(acted.norm, reward, discount, done, normalize_rewards=normalize_rewards,
                                             update=update_normalization)
         tally, ended_return, ended_length = tally_episodes(carry.episode, reward, done)
-        transition = Transition(policy_obs, action, log_prob, value, learned_reward, reward, terminated, truncated,
-                                ended_value, ended_return, ended_length, memory_kind.step_record(carry.memory, starts))
-        return RolloutCarry(env_state, obs, key, norm, tally, memory, done, carry.step + 1), transition
+        transition = Transition(acted.policy_obs, acted.action, acted.log_prob, acted.value, learned_reward, reward,
+                                terminated, truncated, ended_value, ended_return, ended_length,
+                                memory_kind.step_record(carry.memory, acted.starts))
+        return RolloutCarry(env_state, obs, acted.key, norm, tally, acted.memory, done, carry.step + 1), transition
+
+    def body(params: Params, carry: RolloutCarry, discount: Any) -> tuple[RolloutCarry, Transition]:
+        """Act, step the env with the action mapped into its space, learn."""
+        acted = act(params, carry)
+        return learn(params, carry, discount, acted, env.step(acted.step_key, carry.env_state, acted.env_action))
+
+    def learn_then_act(params: Params, carry: RolloutCarry, discount: Any, acted: Acted,
+                       stepped: tuple) -> tuple[RolloutCarry, Transition, Acted]:
+        """``learn``, then ``act`` on its carry: one call between two eager env steps."""
+        carry, transition = learn(params, carry, discount, acted, stepped)
+        return carry, transition, act(params, carry)
 
     def bootstrap_value(params: Params, carry: RolloutCarry) -> torch.Tensor:
         """The critic's value of the carry's observation, as the next step would see it."""
@@ -182,19 +157,60 @@ def make_rollout(
     def record(first: Any, steps: list, length: int) -> Any:
         return memory_kind.record(first, steps, length)
 
-    pieces = {"defaults": with_carry_defaults(policy), "step": body, "bootstrap_value": bootstrap_value,
-              "record": record}
-    compilable = frozenset({"step", "bootstrap_value"}) if getattr(env, "compilable", True) else frozenset()
-    loop = functools.partial(run_horizon, horizon=horizon, gamma=gamma, seq_len=seq_len)
-    return Staged(pieces, loop, compile=compilable, in_dims={"record": (0, 0, None)})
+    pieces = {"defaults": with_carry_defaults(policy), "bootstrap_value": bootstrap_value, "record": record}
+    if getattr(env, "compilable", True):  # one step piece, the env inside
+        pieces["step"], steps = body, fused_steps
+    else:  # compiled around an env that runs eagerly (gymnasium, 1.x adapters)
+        pieces.update(act=act, env_step=env.step, learn_then_act=learn_then_act)
+        steps = split_steps
+    loop = functools.partial(run_horizon, horizon=horizon, gamma=gamma, seq_len=seq_len, steps=steps)
+    return Staged(pieces, loop, compile=frozenset(pieces) & {"step", "act", "learn_then_act", "bootstrap_value"},
+                  in_dims={"record": (0, 0, None)})
+
+
+def check_lengths(policy: Policy, horizon: int, seq_len: int) -> None:
+    """Refuse a ``horizon``, ``seq_len`` or observation window the rollout cannot run.
+
+    Raises:
+        ValueError: naming the argument and what it must be.
+    """
+    if not isinstance(horizon, int) or horizon < 1:
+        raise ValueError(f"`horizon` must be a positive int, got {horizon!r}.")
+    if not isinstance(seq_len, int) or seq_len < 1 or horizon % seq_len:
+        raise ValueError(f"`seq_len` must be a positive int dividing `horizon` {horizon}, got {seq_len!r}.")
+    check_window(policy, horizon)
+
+
+def scheduled_starts(carry: RolloutCarry, *, seq_len: int, seqs_per_state_reset: int) -> torch.Tensor:
+    """``[N]`` bool: where the memory starts over before the next step (an
+    episode's start, and every ``seqs_per_state_reset`` sequences of
+    ``seq_len`` steps counted by ``carry.step``; negative: never)."""
+    if seqs_per_state_reset < 0:
+        return carry.starts
+    scheduled = (carry.step % seq_len == 0) & ((carry.step // seq_len) % seqs_per_state_reset == 0)
+    return carry.starts | scheduled
+
+
+def final_value(env: Env, policy: Policy, normalize_obs: bool, params: Params, norm: Any, env_state: Tree,
+                memory: Any, no_starts: torch.Tensor) -> Any:
+    """The critic's value of each env's final observation of the step
+    (before an auto-reset), seen as the policy saw observations, with the
+    memory after the step (``no_starts``: ``[N]`` False); ``()`` for an env whose episodes never end:
+    its final values are the next step's values (see the assembly)."""
+    final_obs = env.final_observation(env_state)
+    if final_obs is None:
+        return ()
+    seen = normalize(norm.obs, final_obs) if normalize_obs else final_obs
+    return policy.value(params, seen, memory, no_starts)
 
 
 def run_horizon(
     pieces: Mapping[str, Callable], member_axes: int, params: Params, carry: RolloutCarry,
-    hparams: HParams | None = None, *, horizon: int, gamma: float, seq_len: int,
+    hparams: HParams | None = None, *, horizon: int, gamma: float, seq_len: int, steps: Callable = fused_steps,
 ) -> tuple[RolloutCarry, Trajectory]:
-    """The Python driver of :func:`make_rollout`: ``horizon`` calls of the
-    ``step`` piece from ``carry`` (after ``defaults``), the transitions
+    """The Python driver of :func:`make_rollout`: ``horizon`` steps from
+    ``carry`` (after ``defaults``) as ``steps`` takes them
+    (:func:`fused_steps`, or :func:`split_steps` around an eager env), the transitions
     stacked along time (axis ``member_axes``: 0, or 1 under a member axis),
     the ``bootstrap_value`` appended to the values and the memory
     ``record`` made for ``seq_len`` steps. The discount is ``hparams.gamma``,
@@ -203,15 +219,11 @@ def run_horizon(
     discount = gamma if hparams is None else hparams.gamma
     if member_axes and not isinstance(discount, torch.Tensor):  # one value for every member
         discount = torch.full(carry.key.shape[:member_axes], float(discount), device=carry.key.device)
-    # One layout in at every step, whatever made the carry (a member's key is a strided view into the split; a
-    # vmapped reset, and compiled code, can give stride-0 leaves): one compiled graph, no recompile.
-    carry = optree.tree_map(torch.Tensor.contiguous, pieces["defaults"](carry))
-    first_memory, steps = carry.memory, []
-    for _ in range(horizon):
-        carry, transition = pieces["step"](params, carry, discount)
-        carry = optree.tree_map(torch.Tensor.contiguous, carry)
-        steps.append(transition)
-    stacked = optree.tree_map(lambda *xs: torch.stack(xs, member_axes), *[s._replace(memory=()) for s in steps])
+    carry = contiguous(pieces["defaults"](carry))
+    first_memory, transitions = carry.memory, []
+    for carry, transition in steps(pieces, params, carry, discount, horizon):
+        transitions.append(transition)
+    stacked = optree.tree_map(lambda *xs: torch.stack(xs, member_axes), *[s._replace(memory=()) for s in transitions])
     last_value = pieces["bootstrap_value"](params, carry)
     values = torch.cat([stacked.value, last_value.unsqueeze(member_axes)], member_axes)
     traj = Trajectory(
@@ -228,7 +240,7 @@ def run_horizon(
             member_axes, 1, horizon),
         episode_returns=stacked.episode_return,
         episode_lengths=stacked.episode_length,
-        memory=pieces["record"](first_memory, [s.memory for s in steps], seq_len),
+        memory=pieces["record"](first_memory, [s.memory for s in transitions], seq_len),
     )
     return carry, traj
 
@@ -289,23 +301,6 @@ def with_carry_defaults(policy: Policy | None) -> Callable[[RolloutCarry], Rollo
 def _absent(field: Any) -> bool:
     """Whether a carry field is the empty default ``()``."""
     return isinstance(field, tuple) and not field
-
-
-def tally_episodes(
-    tally: EpisodeTally, reward: torch.Tensor, done: torch.Tensor
-) -> tuple[EpisodeTally, torch.Tensor, torch.Tensor]:
-    """Add one step's ``[N]`` env reward to each env's running episode.
-
-    Returns:
-        ``(tally, ended_return [N], ended_length [N])``: the running tally
-        restarted where ``done``, and the undiscounted return and length
-        (steps) of the episodes that ended (0 elsewhere).
-    """
-    returns, lengths = tally.returns + reward, tally.lengths + 1
-    zero_return, zero_length = torch.zeros_like(returns), torch.zeros_like(lengths)
-    ended_return, ended_length = torch.where(done, returns, zero_return), torch.where(done, lengths, zero_length)
-    running = EpisodeTally(torch.where(done, zero_return, returns), torch.where(done, zero_length, lengths))
-    return running, ended_return, ended_length
 
 
 def _batch_size(obs) -> int:

@@ -25,7 +25,7 @@ from typing import Mapping, NamedTuple, Sequence, Union
 
 import torch
 
-from ..core.types import Trajectory
+from ..core.types import EpisodeTally, Trajectory
 
 
 class Mean(NamedTuple):
@@ -222,3 +222,20 @@ def episode_stats(traj: Trajectory) -> dict[str, torch.Tensor]:
         "episodes/length/mean": traj.episode_lengths.float().sum() / denominator,
         "episodes/terminated": traj.terminated.sum().float() / denominator,
     }
+
+
+def tally_episodes(
+    tally: EpisodeTally, reward: torch.Tensor, done: torch.Tensor
+) -> tuple[EpisodeTally, torch.Tensor, torch.Tensor]:
+    """Add one step's ``[N]`` env reward to each env's running episode.
+
+    Returns:
+        ``(tally, ended_return [N], ended_length [N])``: the running tally
+        restarted where ``done``, and the undiscounted return and length
+        (steps) of the episodes that ended (0 elsewhere).
+    """
+    returns, lengths = tally.returns + reward, tally.lengths + 1
+    zero_return, zero_length = torch.zeros_like(returns), torch.zeros_like(lengths)
+    ended_return, ended_length = torch.where(done, returns, zero_return), torch.where(done, lengths, zero_length)
+    running = EpisodeTally(torch.where(done, zero_return, returns), torch.where(done, zero_length, lengths))
+    return running, ended_return, ended_length

@@ -34,6 +34,7 @@ Examples:
 
 from __future__ import annotations
 
+import contextlib
 import types
 from typing import Any, Callable, Mapping, NamedTuple
 
@@ -112,3 +113,18 @@ def _own_code(fn: Callable, name: str) -> Callable:
     """
     code = fn.__code__.replace(co_name=name, co_qualname=name)
     return types.FunctionType(code, fn.__globals__, name, fn.__defaults__, fn.__closure__)
+
+
+def same_inputs_as_before(same: bool) -> contextlib.AbstractContextManager:
+    """A context for a call of compiled pieces whose inputs have exactly the
+    layout (types, shapes, dtypes, strides, devices) of the call before it in
+    the same loop, when ``same``: ``torch.compile`` then runs only the guards
+    that tell its compiled graphs apart (``skip_guard_eval_unsafe``), which
+    on a small CPU step took a third of the call (benchmarks/README.md). The
+    loops that use it (a rollout's steps, an update's minibatches) make the
+    first call of each loop with every guard, and pass the carries they make
+    through ``contiguous``, so the layouts are the same by construction.
+    A no-op when not ``same``, and eagerly."""
+    if not same:
+        return contextlib.nullcontext()
+    return torch.compiler.set_stance("default", skip_guard_eval_unsafe=True)
