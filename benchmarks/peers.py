@@ -75,18 +75,19 @@ print(json.dumps({"transitions": config.num_envs * config.horizon, "iteration_s"
 """
 
 
-def ensure_peer_venv(path: Path) -> Path:
-    """Create (once) the venv with rlstack 1.1.0; returns its python."""
+def ensure_peer_venv(path: Path, requirements: list[str] = PEER_REQUIREMENTS) -> Path:
+    """Create (once) a venv with ``requirements`` (default: rlstack 1.1.0's), CPU torch 2.13.0 first;
+    returns its python. A venv built for other requirements is built again."""
     python = path / "bin" / "python"
     marker = path / ".rlstack-peers-ready"
-    if marker.exists():
+    if marker.exists() and marker.read_text() == " ".join(requirements):
         return python
-    print(f"peers: building the rlstack 1.1.0 venv in {path} (once) ...", flush=True)
+    print(f"peers: building the venv of {requirements} in {path} (once) ...", flush=True)
     venv.create(path, with_pip=True)
     pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     subprocess.run([*pip, "torch==2.13.0"], check=True)
-    subprocess.run([*pip, *PEER_REQUIREMENTS], check=True)
-    marker.write_text(" ".join(PEER_REQUIREMENTS))
+    subprocess.run([*pip, *requirements], check=True)
+    marker.write_text(" ".join(requirements))
     return python
 
 
