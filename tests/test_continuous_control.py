@@ -5,6 +5,7 @@ written out here, and the continuous preset as the CLI applies it."""
 import math
 
 import numpy as np
+import optree
 import pytest
 import torch
 from hypothesis import given, settings
@@ -221,7 +222,7 @@ def test_gymnasium_envs_with_box_actions_get_the_continuous_preset_from_the_cli(
     with pytest.raises(ValueError, match=r"--preset must be one of \[.*'continuous'.*\], got 'mujoco'"):
         train_config(build_parser().parse_args(["train", "--env", "ContinuousDummyEnv", "--preset", "mujoco"]))
     assert main(["train", "--env", "gymnasium:Pendulum-v1", "--max-steps", "1", "--num-envs", "2", "--horizon", "32",
-                 "--num-sgd-iters", "1"]) == 0
+                 "--num-sgd-iters", "1", "--compile", "false"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == ("rlstack: preset continuous for gymnasium:Pendulum-v1 (rlstack.presets.PRESETS['continuous']: "
                       "CleanRL's ppo_continuous_action settings, for Box actions); --preset NAME, flags or -f FILE change it.")
@@ -250,3 +251,28 @@ def test_env_config_reaches_gymnasium_make():
     with pytest.raises(ValueError, match=r"gymnasium:Pendulum-v1 does not take env_config \{'gravity': 5.0\}"):
         Algorithm(gymnasium_env("Pendulum-v1"), env_config={"gravity": 5.0}, horizon=4)
     assert np.isfinite(algo.evaluate()["returns/mean"])
+
+
+def test_async_gymnasium_envs_step_as_the_sync_ones_on_the_same_seeds():
+    """``vectorization_mode="async"`` (worker processes, from env_config or
+    --vectorization-mode) gives the sync vector env's trajectory."""
+    pytest.importorskip("gymnasium")
+    from rlstack.integrations.gymnasium_adapter import gymnasium_env
+
+    trajectories = []
+    for mode in ("sync", "async"):
+        algo = Algorithm(gymnasium_env("Pendulum-v1"), env_config={"vectorization_mode": mode}, num_envs=3, horizon=8,
+                         compile=False, model_config={"hiddens": (8,)}, seed=4, normalize_obs=True)
+        assert type(algo.env.vector_env).__name__ == {"sync": "SyncVectorEnv", "async": "AsyncVectorEnv"}[mode]
+        algo.collect()
+        algo.step()
+        algo.collect()
+        trajectories.append(algo.trajectory)
+        algo.env.vector_env.close()
+    for a, b in zip(*(optree.tree_leaves(t) for t in trajectories)):
+        assert torch.equal(a, b)
+    run, kwargs = train_config(build_parser().parse_args(
+        ["train", "--env", "gymnasium:Pendulum-v1", "--vectorization-mode", "async"]))
+    assert kwargs["env_config"] == {"vectorization_mode": "async"}
+    with pytest.raises(ValueError, match=r"`vectorization_mode` must be one of \['sync', 'async'\], got 'threads'"):
+        Algorithm(gymnasium_env("Pendulum-v1"), env_config={"vectorization_mode": "threads"}, horizon=4)

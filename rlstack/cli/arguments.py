@@ -179,6 +179,9 @@ def _add_run_options(train: argparse.ArgumentParser) -> None:
                        help="the default model's activation (model_config.activation_fn; default relu)")
     train.add_argument("--distribution", default=None, choices=DISTRIBUTIONS,
                        help="Box actions: normal (default; actions clipped to the bounds) or squashed (tanh onto them)")
+    train.add_argument("--vectorization-mode", default=None, choices=("sync", "async"),
+                       help="gymnasium:ID: step the sub-envs in this process (sync, default) or in worker processes "
+                            "(async: every core steps envs; env_config.vectorization_mode)")
     train.add_argument("--anneal-lr", action="store_true", default=None,
                        help="anneal the learning rate linearly to 0 over --max-steps (CleanRL's anneal_lr)")
     train.add_argument("--obs-window", type=int, default=None, metavar="K",

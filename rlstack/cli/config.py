@@ -111,9 +111,9 @@ def _check_member_lists(config: dict[str, Any]) -> None:
 
 
 def _apply_model_flags(config: dict[str, Any], args: argparse.Namespace) -> None:
-    """``--lr``, ``--hiddens``, ``--obs-window`` and ``--activation`` into the
-    optimizer and model configs, and ``distribution`` (a flag or a TOML
-    value) into ``distribution_cls``."""
+    """``--lr``, ``--hiddens``, ``--obs-window``, ``--activation`` and
+    ``--vectorization-mode`` into the optimizer, model and env configs, and
+    ``distribution`` (a flag or a TOML value) into ``distribution_cls``."""
     if args.lr is not None:
         config["optimizer_config"] = {**config.get("optimizer_config", {}), "lr": args.lr}
     if args.hiddens is not None:
@@ -125,6 +125,8 @@ def _apply_model_flags(config: dict[str, Any], args: argparse.Namespace) -> None
         config["model_config"] = {**config.get("model_config", {}), "obs_window": args.obs_window}
     if args.activation is not None:
         config["model_config"] = {**config.get("model_config", {}), "activation_fn": args.activation}
+    if args.vectorization_mode is not None:
+        config["env_config"] = {**config.get("env_config", {}), "vectorization_mode": args.vectorization_mode}
     if "distribution" in config:
         name = config.pop("distribution")
         if name not in DISTRIBUTIONS:
@@ -144,7 +146,7 @@ def train_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, An
             with ``--resume`` (a resumed run keeps the checkpoint's).
     """
     from_file = read_toml(args.config_file) if args.config_file else {}
-    model_flags = ("lr", "hiddens", "obs_window", "activation")
+    model_flags = ("lr", "hiddens", "obs_window", "activation", "vectorization_mode")
     flags = {k: v for k, v in vars(args).items() if v is not None and k not in ("command", "config_file", *model_flags)}
     explicit = set(from_file) | set(flags) | {name for name in model_flags if getattr(args, name) is not None}
     env = flags.get("env", from_file.get("env"))

@@ -29,6 +29,8 @@ from ..core import random
 from ..core.spaces import Box, Discrete, Space
 from ..envs import Env
 
+#: ``env_config["vectorization_mode"]`` of a gymnasium id: how its sub-envs are stepped.
+VECTORIZATION_MODES = ("sync", "async")
 EXTRA_HINT = "gymnasium is not installed: pip install 'rlstack[gymnasium]' (or pip install gymnasium)."
 
 
@@ -186,7 +188,8 @@ class gymnasium_env:  # noqa: N801 - used like a class: Trainer(gymnasium_env("C
         env_id: a gymnasium id such as ``"CartPole-v1"``.
         **make_kwargs: passed on to ``gymnasium.make_vec``'s env; a run's
             ``env_config`` adds to them (``env_config={"ctrl_cost_weight":
-            0.1}``, TOML ``[env_config]``).
+            0.1}``, TOML ``[env_config]``), and may name the
+            ``vectorization_mode`` (see :meth:`build_env`).
 
     Raises:
         ImportError: naming the extra, when gymnasium is missing.
@@ -209,17 +212,24 @@ class gymnasium_env:  # noqa: N801 - used like a class: Trainer(gymnasium_env("C
     episodic = True
 
     def build_env(self, *, num_envs: int, device: Any = "cpu", config: Mapping[str, Any] | None = None) -> GymnasiumEnv:
-        """``num_envs`` copies in a sync vector env, made with ``make_kwargs``
-        and ``config`` (``gymnasium.make`` keyword arguments).
+        """``num_envs`` copies in a vector env, made with ``make_kwargs`` and
+        ``config``: ``gymnasium.make`` keyword arguments, and
+        ``vectorization_mode``, ``"sync"`` (default: every sub-env steps in
+        this process) or ``"async"`` (worker processes, one per sub-env, with
+        shared memory: the sub-envs step in parallel on every core).
 
         Raises:
-            ValueError: for options the env does not take, naming them.
+            ValueError: for options the env does not take, naming them, or
+                another vectorization mode.
         """
         gymnasium = _gymnasium()
         options = {**self.make_kwargs, **(config or {})}
+        mode = options.pop("vectorization_mode", "sync")
+        if mode not in VECTORIZATION_MODES:
+            raise ValueError(f"`vectorization_mode` must be one of {list(VECTORIZATION_MODES)}, got {mode!r}.")
         try:
             vector_env = gymnasium.make_vec(
-                self.env_id, num_envs=num_envs, vectorization_mode="sync",
+                self.env_id, num_envs=num_envs, vectorization_mode=mode,
                 vector_kwargs={"autoreset_mode": gymnasium.vector.AutoresetMode.SAME_STEP}, **options,
             )
         except TypeError as e:
@@ -230,7 +240,7 @@ class gymnasium_env:  # noqa: N801 - used like a class: Trainer(gymnasium_env("C
     def action_space(self) -> Space:
         """The env's action space (the first read builds one copy of the env)."""
         if self._action_space is None:
-            env = _gymnasium().make(self.env_id, **self.make_kwargs)
+            env = _gymnasium().make(self.env_id, **{k: v for k, v in self.make_kwargs.items() if k != "vectorization_mode"})
             self._action_space = space_from_gymnasium(env.action_space, "action_space")
             env.close()
         return self._action_space
@@ -239,4 +249,4 @@ class gymnasium_env:  # noqa: N801 - used like a class: Trainer(gymnasium_env("C
         return f"gymnasium_env({self.env_id!r})"
 
 
-__all__ = ["GymnasiumEnv", "GymnasiumState", "gymnasium_env", "space_from_gymnasium"]
+__all__ = ["VECTORIZATION_MODES", "GymnasiumEnv", "GymnasiumState", "gymnasium_env", "space_from_gymnasium"]

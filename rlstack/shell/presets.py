@@ -93,6 +93,10 @@ _CONTINUOUS = {
     "lr_schedule_kind": "interp",
     "model_config": {"hiddens": (64, 64), "activation_fn": "tanh", "log_std_init": 0.0, "init": "orthogonal"},
     "optimizer_config": {"lr": 3e-4, "eps": 1e-5},
+    # Compiled on CPU too: 320 minibatches of 64 per update and one policy step per env step are small
+    # calls, several times faster compiled; a cold compile pays back within tens of updates
+    # (benchmarks/README.md, "Continuous control").
+    "compile": True,
 }
 
 #: env name -> Trainer/Algorithm keyword arguments.
