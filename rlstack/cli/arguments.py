@@ -104,7 +104,8 @@ def _float_or_list(text: str) -> float | list[float]:
 
 def load_env(spec: str) -> Any:
     """A built-in env name (or its class's name, as an export records it),
-    ``gymnasium:ID`` for a gymnasium env id, or ``module:Class`` for a user env.
+    ``gymnasium:ID`` for a gymnasium env id, ``envpool:ID`` for an EnvPool
+    task, or ``module:Class`` for a user env.
 
     Raises:
         ValueError: for an unknown name or an import that fails.
@@ -118,6 +119,10 @@ def load_env(spec: str) -> Any:
         from ..integrations.gymnasium_adapter import gymnasium_env
 
         return gymnasium_env(spec.partition(":")[2])
+    if spec.startswith("envpool:"):
+        from ..integrations.envpool_adapter import envpool_env
+
+        return envpool_env(spec.partition(":")[2])
     if ":" not in spec:
         raise ValueError(f"--env must be one of {sorted(BUILTIN_ENVS)} or 'module:Class', got {spec!r}.")
     module_name, _, attr = spec.partition(":")
@@ -150,7 +155,8 @@ def _add_run_options(train: argparse.ArgumentParser) -> None:
     """``train``'s options besides the hyperparameters."""
     train.add_argument("-f", "--config", dest="config_file", default=None, help="TOML file of configuration")
     train.add_argument("--env", default=None,
-                       help=f"one of {sorted(BUILTIN_ENVS)}, gymnasium:ID (e.g. gymnasium:CartPole-v1) or module:Class")
+                       help=f"one of {sorted(BUILTIN_ENVS)}, gymnasium:ID (e.g. gymnasium:CartPole-v1), envpool:ID or "
+                            "module:Class")
     train.add_argument("--preset", default=None, metavar="NAME",
                        help="start from this preset (rlstack.presets.PRESETS; default: the env's own, 'continuous' "
                             "for a gymnasium env with Box actions, else none)")

@@ -202,7 +202,7 @@ def _preset_name(asked: str | None, env: str) -> str | None:
         if asked not in PRESETS:
             raise ValueError(f"--preset must be one of {sorted(PRESETS)}, got {asked!r}.")
         return asked
-    if env.startswith("gymnasium:") and env not in PRESETS:
+    if env.startswith(("gymnasium:", "envpool:")) and env not in PRESETS:
         from .arguments import load_env
 
         return preset_for(env, load_env(env))

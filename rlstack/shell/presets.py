@@ -148,13 +148,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def preset_for(name: str, env: Any) -> str | None:
     """The preset ``rlstack train --env NAME`` applies: the env's own, else
-    ``"continuous"`` for a gymnasium env (``gymnasium:ID``) with a ``Box``
-    action space, else None (rlstack 1.x's defaults, fitted to the env).
+    ``"continuous"`` for a gymnasium env (``gymnasium:ID``, or EnvPool's
+    ``envpool:ID``) with a ``Box`` action space, else None (rlstack 1.x's defaults, fitted to the env).
     ``env`` is what NAME loads; reading a gymnasium env's action space
     builds one copy of it."""
     if name in PRESETS:
         return name
-    if name.startswith("gymnasium:") and isinstance(getattr(env, "action_space", None), Box):
+    if name.startswith(("gymnasium:", "envpool:")) and isinstance(getattr(env, "action_space", None), Box):
         return "continuous"
     return None
 

@@ -1,0 +1,181 @@
+"""Train on EnvPool's gymnasium envs: the one env protocol over next-step autoreset.
+
+``envpool`` is an optional extra (``pip install rlstack[envpool]``).
+``envpool.make(task_id, env_type="gymnasium", num_envs=N)`` steps its envs
+in C++ threads and resets an ended episode on the *next* step: that step
+ignores the action, returns the new episode's first observation and a
+reward of 0. rlstack's protocol resets in the same step, so
+:class:`EnvPoolEnv` takes EnvPool's reset step inside its own ``step``, for
+the envs that ended only (EnvPool steps a subset by ``env_id``): the step
+that ended an episode returns the episode's true last observation as the
+final observation (a truncated episode bootstraps from its value, as with
+gymnasium's same-step autoreset) and the new episode's first observation
+as the next one. The reset step's transition (action ignored, reward 0)
+never reaches training, so there is nothing to mask.
+
+>>> from rlstack import Trainer                                         # doctest: +SKIP
+>>> from rlstack.integrations.envpool_adapter import envpool_env         # doctest: +SKIP
+>>> Trainer(envpool_env("HalfCheetah-v5"), num_envs=8)                   # doctest: +SKIP
+
+and ``rlstack train --env envpool:HalfCheetah-v5``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from ..core import random
+from ..core.spaces import Space
+from .gymnasium_adapter import GymnasiumEnv, GymnasiumState, space_from_gymnasium
+
+EXTRA_HINT = "envpool is not installed: pip install 'rlstack[envpool]' (or pip install envpool)."
+
+
+def _envpool():
+    try:
+        import envpool
+    except ImportError as e:
+        raise ImportError(EXTRA_HINT) from e
+    return envpool
+
+
+class EnvPoolEnv(GymnasiumEnv):
+    """An EnvPool gymnasium env pool (next-step autoreset) as an episodic rlstack env.
+
+    Args:
+        pool: made by ``envpool.make(task_id, env_type="gymnasium", ...)``
+            (any object with its API: ``num_envs``, single-env
+            ``observation_space`` and ``action_space``, ``reset(seed=)``,
+            ``step(action, env_id=None)``).
+        device: where observations, rewards and flags are put.
+        config: the options the pool was made with (the one reset
+            ``config`` it accepts besides None).
+        name: what messages call it (default ``envpool:<class name>``).
+
+    Raises:
+        ValueError: for a pool whose batch is not all its envs (EnvPool's
+            asynchronous ``batch_size < num_envs`` mode) or an unsupported space.
+    """
+
+    def __init__(self, pool: Any, device: Any = "cpu", config: Mapping[str, Any] | None = None,
+                 name: str | None = None) -> None:
+        pool_config = getattr(pool, "config", {}) or {}
+        batch_size = pool_config.get("batch_size", pool.num_envs)
+        if batch_size not in (None, 0, pool.num_envs):
+            raise ValueError(f"`pool` must step all its envs at once (batch_size = num_envs = {pool.num_envs}), "
+                             f"got batch_size {batch_size}.")
+        self.vector_env, self.device, self.config = pool, torch.device(device), dict(config or {})
+        self.num_envs = int(pool.num_envs)
+        self.observation_space = space_from_gymnasium(pool.observation_space, "observation_space")
+        self.action_space = space_from_gymnasium(pool.action_space, "action_space")
+        self.name = name or f"envpool:{type(pool).__name__}"
+        self.eval_steps = int(pool_config.get("max_episode_steps") or 1000)
+        self._idle = _zeros_like_action(pool.action_space)
+
+    def step(self, key: torch.Tensor, state: GymnasiumState, action: Any):
+        """One step of every env, and EnvPool's reset step for those that ended (``key`` is unused)."""
+        obs, reward, terminated, truncated, _ = self.vector_env.step(_numpy(action))
+        ended = np.flatnonzero(np.logical_or(terminated, truncated))
+        next_obs = obs
+        if ended.size:
+            idle = np.stack([self._idle] * ended.size)  # ignored by a reset step
+            first_obs, _, _, _, info = self.vector_env.step(idle, env_id=ended)
+            next_obs = _with_rows(obs, np.asarray(info["env_id"]), first_obs)
+        return (
+            GymnasiumState(self._obs(obs)),  # the true last observations of the episodes that ended
+            self._obs(next_obs),
+            torch.as_tensor(np.asarray(reward), dtype=torch.float32, device=self.device),
+            torch.as_tensor(np.asarray(terminated), dtype=torch.bool, device=self.device),
+            torch.as_tensor(np.asarray(truncated), dtype=torch.bool, device=self.device),
+        )
+
+    def reset(self, key: torch.Tensor, num_envs: int, *, config: Mapping[str, Any] | None = None):
+        """Reset every env, seeding EnvPool from ``key``.
+
+        Raises:
+            ValueError: as :meth:`GymnasiumEnv.reset`.
+        """
+        if num_envs != self.num_envs:
+            raise ValueError(f"`num_envs` must be {self.num_envs} for this env pool, got {num_envs}.")
+        if config and dict(config) != self.config:
+            raise ValueError(f"{self.name} was made with options {self.config}, got reset `config` {dict(config)}; "
+                             "EnvPool takes its options at creation (env_config).")
+        obs, _ = self.vector_env.reset(seed=int(random.bits(key, (1,))[0]) % 2**31)
+        obs = self._obs(obs)
+        return GymnasiumState(obs), obs
+
+    def __repr__(self) -> str:
+        return f"EnvPoolEnv({self.name!r}, num_envs={self.num_envs})"
+
+
+def _numpy(action: Any) -> Any:
+    if isinstance(action, dict):
+        return {k: v.detach().cpu().numpy() for k, v in action.items()}
+    return action.detach().cpu().numpy()
+
+
+def _zeros_like_action(space: Any) -> np.ndarray:
+    """An action of the single-env ``space`` (any: a reset step ignores it)."""
+    return np.zeros(space.shape, dtype=space.dtype)
+
+
+def _with_rows(obs: Any, ids: np.ndarray, rows: Any) -> Any:
+    """``obs`` (``[N, ...]``, or a dict of them) with rows ``ids`` replaced by ``rows``."""
+    if isinstance(obs, dict):
+        return {k: _with_rows(v, ids, rows[k]) for k, v in obs.items()}
+    out = np.array(obs, copy=True)
+    out[ids] = rows
+    return out
+
+
+class envpool_env:  # noqa: N801 - used like a class: Trainer(envpool_env("HalfCheetah-v5"))
+    """An EnvPool task id to train on: rlstack makes the pool with the run's
+    ``num_envs`` (``make_env`` calls :meth:`build_env`).
+
+    Args:
+        task_id: an EnvPool id such as ``"HalfCheetah-v5"``.
+        **make_kwargs: passed on to ``envpool.make``; a run's ``env_config``
+            adds to them.
+
+    Raises:
+        ImportError: naming the extra, when envpool is missing.
+    """
+
+    #: The envs simulated where the run sets no ``num_envs``.
+    default_num_envs = 8
+    episodic = True
+
+    def __init__(self, task_id: str, **make_kwargs: Any) -> None:
+        _envpool()
+        self.task_id, self.make_kwargs = task_id, make_kwargs
+        self.__name__ = f"envpool:{task_id}"
+        self._action_space: Space | None = None
+
+    def build_env(self, *, num_envs: int, device: Any = "cpu", config: Mapping[str, Any] | None = None) -> EnvPoolEnv:
+        """A pool of ``num_envs`` envs (all stepped at once), made with ``make_kwargs`` and ``config``.
+
+        Raises:
+            ValueError: for options EnvPool does not take.
+        """
+        options = {**self.make_kwargs, **(config or {})}
+        try:
+            pool = _envpool().make(self.task_id, env_type="gymnasium", num_envs=num_envs, **options)
+        except (TypeError, KeyError, ValueError) as e:
+            raise ValueError(f"envpool:{self.task_id} could not be made with env_config {dict(config or {})}: {e}") from None
+        return EnvPoolEnv(pool, device=device, config=config, name=f"envpool:{self.task_id}")
+
+    @property
+    def action_space(self) -> Space:
+        """The task's action space (the first read makes a pool of one env)."""
+        if self._action_space is None:
+            self._action_space = self.build_env(num_envs=1).action_space
+        return self._action_space
+
+    def __repr__(self) -> str:
+        return f"envpool_env({self.task_id!r})"
+
+
+__all__ = ["EnvPoolEnv", "envpool_env"]
