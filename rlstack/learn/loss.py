@@ -194,7 +194,9 @@ def value_loss_terms(
     exceeds ``k`` give no gradient.
 
     Args:
-        values, old_values, returns: ``[B]`` float.
+        values: ``[B]`` float, the current value predictions.
+        old_values: ``[B]`` float, the behaviour-time value predictions.
+        returns: ``[B]`` float, value targets.
         vf_clip_param: ``k`` (>= 0) or None.
         kind: one of :data:`rlstack.core.config.VF_CLIP_KINDS`.
     """
