@@ -37,14 +37,12 @@ def per_minibatch_standardised(advantages: torch.Tensor, order: torch.Tensor, ro
 
 def make_epoch_batch(config: AlgorithmConfig, recurrent: bool) -> Callable[[Batch, torch.Tensor], Batch]:
     """``epoch_batch(batch, order) -> batch``: the batch an epoch slices in
-    ``order`` (``[rows]`` int64). With ``normalize_advantages_per_minibatch``
-    its advantages are standardised within each minibatch of that order
-    (:func:`per_minibatch_standardised`); else it is ``batch`` itself."""
+    ``order`` (``[rows]`` int64), its advantages standardised within each
+    minibatch of that order (:func:`per_minibatch_standardised`); the
+    update has this piece with ``normalize_advantages_per_minibatch`` only."""
     rows = minibatch_rows(config, recurrent)
 
     def epoch_batch(batch: Batch, order: torch.Tensor) -> Batch:
-        if not config.normalize_advantages_per_minibatch:
-            return batch
         return batch._replace(advantages=per_minibatch_standardised(batch.advantages, order, rows))
 
     return epoch_batch

@@ -227,11 +227,10 @@ def make_update(
     def epoch_keys(key: torch.Tensor) -> torch.Tensor:
         return random.split(key, config.num_sgd_iters)
 
-    def shuffle(key: torch.Tensor, size: int) -> torch.Tensor:
-        return random.permutation(key, size)
-
     pieces = {"grads": minibatch_grads, "optimizer_step": optimizer_step, "sgd_step": sgd_step, "prepare": prepare,
-              "epoch_batch": make_epoch_batch(config, recurrent), "epoch_keys": epoch_keys, "shuffle": shuffle, "global_norm": optim.global_norm}
+              "epoch_keys": epoch_keys, "shuffle": random.permutation, "global_norm": optim.global_norm}
+    if config.normalize_advantages_per_minibatch:  # a piece only where it does something (vmapped, it costs)
+        pieces["epoch_batch"] = make_epoch_batch(config, recurrent)
     loop = functools.partial(run_epochs, plan=UpdatePlan(config, default_hparams, recurrent, reduce_grads))
     return Staged(pieces, loop, compile=frozenset(pieces) - {"global_norm", "epoch_batch"}, in_dims={"shuffle": (0, None)})
 
@@ -295,7 +294,7 @@ def run_epochs(pieces: Mapping[str, Callable], member_axes: int, key: torch.Tens
         else:
             order = torch.arange(size, device=device).expand(*member_shape, size)
         slices = [order[..., i * chunk : (i + 1) * chunk] for i in range(num_slices)]
-        epoch_batch = pieces["epoch_batch"](batch, order)
+        epoch_batch = pieces["epoch_batch"](batch, order) if "epoch_batch" in pieces else batch
         for call, start in enumerate(range(0, num_slices, per_step)):
             # One layout in at every call (contiguous, as the step made them): the guards may be skipped after the first.
             params, opt_state, active = optree.tree_map(torch.Tensor.contiguous, (params, opt_state, active))
