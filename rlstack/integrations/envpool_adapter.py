@@ -27,9 +27,8 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from ..core import random
 from ..core.spaces import Space
-from .gymnasium_adapter import GymnasiumEnv, GymnasiumState, space_from_gymnasium
+from .gymnasium_adapter import GymnasiumEnv, GymnasiumState, actions_to_numpy, space_from_gymnasium
 
 EXTRA_HINT = "envpool is not installed: pip install 'rlstack[envpool]' (or pip install envpool)."
 
@@ -60,6 +59,9 @@ class EnvPoolEnv(GymnasiumEnv):
             asynchronous ``batch_size < num_envs`` mode) or an unsupported space.
     """
 
+    kind = "env pool"
+    takes_options = "EnvPool takes its options at creation (env_config)"
+
     def __init__(self, pool: Any, device: Any = "cpu", config: Mapping[str, Any] | None = None,
                  name: str | None = None) -> None:
         pool_config = getattr(pool, "config", {}) or {}
@@ -77,7 +79,7 @@ class EnvPoolEnv(GymnasiumEnv):
 
     def step(self, key: torch.Tensor, state: GymnasiumState, action: Any):
         """One step of every env, and EnvPool's reset step for those that ended (``key`` is unused)."""
-        obs, reward, terminated, truncated, _ = self.vector_env.step(_numpy(action))
+        obs, reward, terminated, truncated, _ = self.vector_env.step(actions_to_numpy(action))
         ended = np.flatnonzero(np.logical_or(terminated, truncated))
         next_obs = obs
         if ended.size:
@@ -93,28 +95,17 @@ class EnvPoolEnv(GymnasiumEnv):
         )
 
     def reset(self, key: torch.Tensor, num_envs: int, *, config: Mapping[str, Any] | None = None):
-        """Reset every env, seeding EnvPool from ``key``.
+        """Reset every env, seeding EnvPool from ``key`` (EnvPool takes seeds below 2**31).
 
         Raises:
             ValueError: as :meth:`GymnasiumEnv.reset`.
         """
-        if num_envs != self.num_envs:
-            raise ValueError(f"`num_envs` must be {self.num_envs} for this env pool, got {num_envs}.")
-        if config and dict(config) != self.config:
-            raise ValueError(f"{self.name} was made with options {self.config}, got reset `config` {dict(config)}; "
-                             "EnvPool takes its options at creation (env_config).")
-        obs, _ = self.vector_env.reset(seed=int(random.bits(key, (1,))[0]) % 2**31)
+        obs, _ = self.vector_env.reset(seed=self.reset_seed(key, num_envs, config) % 2**31)
         obs = self._obs(obs)
         return GymnasiumState(obs), obs
 
     def __repr__(self) -> str:
         return f"EnvPoolEnv({self.name!r}, num_envs={self.num_envs})"
-
-
-def _numpy(action: Any) -> Any:
-    if isinstance(action, dict):
-        return {k: v.detach().cpu().numpy() for k, v in action.items()}
-    return action.detach().cpu().numpy()
 
 
 def _zeros_like_action(space: Any) -> np.ndarray:

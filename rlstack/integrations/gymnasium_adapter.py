@@ -90,6 +90,9 @@ class GymnasiumEnv(Env):
 
     compilable = False
     episodic = True
+    #: What messages call it, and say of its options.
+    kind = "gymnasium vector env"
+    takes_options = "gymnasium envs take their options at creation (env_config)"
 
     def __init__(self, vector_env: Any, device: Any = "cpu", config: Mapping[str, Any] | None = None) -> None:
         gymnasium = _gymnasium()
@@ -128,23 +131,23 @@ class GymnasiumEnv(Env):
                 ``config`` other than the one it was made with is given
                 (gymnasium envs take their options at creation).
         """
-        if num_envs != self.num_envs:
-            raise ValueError(f"`num_envs` must be {self.num_envs} for this gymnasium vector env, got {num_envs}.")
-        if config and dict(config) != self.config:
-            raise ValueError(f"gymnasium env {self.name} was made with options {self.config}, got reset `config` "
-                             f"{dict(config)}; gymnasium envs take their options at creation (env_config).")
-        seed = int(random.bits(key, (1,))[0])
-        obs, _ = self.vector_env.reset(seed=seed)
+        obs, _ = self.vector_env.reset(seed=self.reset_seed(key, num_envs, config))
         obs = self._obs(obs)
         return GymnasiumState(obs), obs
 
+    def reset_seed(self, key: torch.Tensor, num_envs: int, config: Mapping[str, Any] | None) -> int:
+        """The seed a reset draws from ``key``, after checking ``num_envs``
+        and ``config`` against what the env was made with (see :meth:`reset`)."""
+        if num_envs != self.num_envs:
+            raise ValueError(f"`num_envs` must be {self.num_envs} for this {self.kind}, got {num_envs}.")
+        if config and dict(config) != self.config:
+            raise ValueError(f"{self.kind} {self.name} was made with options {self.config}, got reset `config` "
+                             f"{dict(config)}; {self.takes_options}.")
+        return int(random.bits(key, (1,))[0])
+
     def step(self, key: torch.Tensor, state: GymnasiumState, action: Any) -> tuple[Any, Any, torch.Tensor, torch.Tensor, torch.Tensor]:
         """One step of every sub-env (``key`` is unused: gymnasium draws its own)."""
-        if isinstance(action, dict):
-            action = {k: v.detach().cpu().numpy() for k, v in action.items()}
-        else:
-            action = action.detach().cpu().numpy()
-        obs, reward, terminated, truncated, info = self.vector_env.step(action)
+        obs, reward, terminated, truncated, info = self.vector_env.step(actions_to_numpy(action))
         final_obs = obs
         if "_final_obs" in info and np.any(info["_final_obs"]):
             final_obs = _with_final(obs, info["final_obs"], info["_final_obs"])
@@ -162,6 +165,13 @@ class GymnasiumEnv(Env):
 
     def __repr__(self) -> str:
         return f"GymnasiumEnv({self.name!r}, num_envs={self.num_envs})"
+
+
+def actions_to_numpy(action: Any) -> Any:
+    """A batch of actions (a tensor, or a dict of them) as NumPy arrays on the host."""
+    if isinstance(action, dict):
+        return {k: v.detach().cpu().numpy() for k, v in action.items()}
+    return action.detach().cpu().numpy()
 
 
 def _with_final(obs: Any, final: np.ndarray, mask: np.ndarray) -> Any:
