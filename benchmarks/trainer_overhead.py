@@ -9,8 +9,10 @@ Each round times, on the same warm Algorithm, ``--steps`` iterations of
 * ``trainer.run``: ``Trainer.run`` (memory stats, counters, metrics
   buffered and written in batches; MLflow's default SQLite store in a
   temporary directory);
-* ``trainer.step``: ``Trainer.step()`` called on its own (each step's
-  metrics written at once, as before batching),
+* ``trainer.step``: ``Trainer.step()`` called on its own, then
+  ``flush_metrics()`` (so each measurement pays for the points it
+  recorded, as ``run()`` does when it returns, and none is left for the
+  next measurement to write),
 
 in alternation, so a shared machine's drift hits all three alike. With
 ``--members K`` the same is measured for ``Trainer(num_members=K)`` (a
@@ -82,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         def step(steps: int) -> None:
             for _ in range(steps):
                 trainer.step()
+            trainer.flush_metrics()
 
         timings = {"algorithm": [], "trainer.run": [], "trainer.step": []}
         for _ in range(args.rounds):

@@ -226,6 +226,20 @@ def test_points_are_thinned_in_time_keeping_first_forced_and_last_each_with_its_
     assert [m.step for m in every.client.metrics] == [1, 2, 3]
 
 
+def test_a_held_point_keeps_the_values_it_was_given(monkeypatch):
+    from rlstack.integrations import tracking
+
+    monkeypatch.setattr(tracking, "_clock", lambda: 0.0)  # no time passes: every step after the first is held
+    store = _Store()
+    log = tracking.MetricLog(store, "run", log_every_s=1.0)
+    log.log({"x": 1.0}, step=1)
+    stats = {"x": 2.0}
+    log.log(stats, step=2)
+    stats.update({"x": 99.0, "callback/extra": 1.0})  # what run() and callbacks do with a step's stats
+    log.flush()
+    assert [(m.key, m.step, m.value) for m in store.metrics] == [("x", 1, 1.0), ("x", 2, 2.0)]
+
+
 def test_trainer_step_buffers_and_close_or_garbage_collection_loses_nothing():
     import gc
 

@@ -66,6 +66,11 @@ def experiment_id(client: MlflowClient, experiment_name: str | None, parent: Any
 _clock = time.monotonic  # the clock of MetricLog's points and writes (a test replaces it)
 
 
+#: Longest time, in seconds, recorded points wait in memory before they are
+#: written (TensorBoard's ``SummaryWriter`` waits up to 120 s).
+FLUSH_EVERY_S = 30.0
+
+
 class MetricLog:
     """A run's metrics, thinned out in time and written to MLflow in batches.
 
@@ -77,11 +82,12 @@ class MetricLog:
     written in one request per 1000 metrics (MLflow's limit) once
     ``flush_every_s`` seconds have passed since the last write, and on
     :meth:`flush`. Each write to the store has a fixed cost (a SQLite
-    transaction, or a round trip to a server) on top of its cost per metric
-    (about 70-95 us into SQLite here). Writes stay synchronous: MLflow's
-    asynchronous logging moves the same SQLite work to a thread that
-    competes with training for the CPU, which measured slower on 2 cores
-    (benchmarks/README.md).
+    transaction, or a round trip to a server: 11 ms on a slow 2-core
+    machine) on top of its cost per metric (70-280 us into SQLite, in
+    SQLAlchemy's ORM), which is why writes are rare. Writes stay
+    synchronous: MLflow's asynchronous logging moves the same SQLite work to
+    a thread that competes with training for the CPU, which measured slower
+    on 2 cores (benchmarks/README.md).
 
     Args:
         client: the tracking client.
@@ -90,37 +96,43 @@ class MetricLog:
         log_every_s: shortest time, in seconds, between two recorded points.
     """
 
-    def __init__(self, client: MlflowClient, run_id: str, *, flush_every_s: float = 5.0,
+    def __init__(self, client: MlflowClient, run_id: str, *, flush_every_s: float = FLUSH_EVERY_S,
                  log_every_s: float = 1.0) -> None:
         self.client, self.run_id = client, run_id
         self.flush_every_s, self.log_every_s = flush_every_s, log_every_s
         self.pending: list[Any] = []
-        self.held: list[Any] = []  # the latest step's metrics, not recorded (yet)
+        self.held: tuple[Mapping[str, float], int, int] | None = None  # the latest step's (stats, step, ms), not recorded
         self._last_flush = _clock()
         self._last_point: float | None = None
 
     def log(self, stats: Mapping[str, float], step: int, *, force: bool = False) -> None:
         """Record ``stats`` at ``step`` (timestamped now) if it is time to, or ``force``."""
-        from mlflow.entities import Metric
-
         timestamp, now = int(time.time() * 1000), _clock()
-        metrics = [Metric(k, float(v), timestamp, step) for k, v in stats.items()]
         if force:  # with the held step: the stats of the step this point belongs to
-            self.pending += self.held + metrics
-            self.held = []
+            self._record_held()
+            self._record(stats, step, timestamp)
         elif self._last_point is None or now - self._last_point >= self.log_every_s:
-            self.pending += metrics
-            self.held, self._last_point = [], now
+            self._record(stats, step, timestamp)
+            self.held, self._last_point = None, now
         else:
-            self.held = metrics
+            self.held = (dict(stats), step, timestamp)  # a copy: the caller's dict may change
         if now - self._last_flush >= self.flush_every_s:
             self._write()
 
     def flush(self) -> None:
         """Record the held step and write every recorded point (idempotent)."""
-        self.pending += self.held
-        self.held = []
+        self._record_held()
         self._write()
+
+    def _record(self, stats: Mapping[str, float], step: int, timestamp: int) -> None:
+        from mlflow.entities import Metric
+
+        self.pending += [Metric(k, float(v), timestamp, step) for k, v in stats.items()]
+
+    def _record_held(self) -> None:
+        if self.held is not None:
+            self._record(*self.held)
+            self.held = None
 
     def _write(self) -> None:
         pending, self.pending = self.pending, []

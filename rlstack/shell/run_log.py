@@ -34,7 +34,7 @@ class RunLog:
     (parent and member runs alike; 0: every step), always the first step,
     every evaluation and the last step, each point the values of the step it
     is stamped with (see :class:`rlstack.integrations.tracking.MetricLog`). Points are
-    written in batches at most 5 s apart, and all pending ones when
+    written in batches at most 30 s apart, and all pending ones when
     :meth:`Trainer.run <rlstack.Trainer.run>` returns or raises, before each checkpoint, on ``close``,
     and at garbage collection or process exit, so a small step does not wait
     on the tracking store. The tracking store is MLflow's current one
