@@ -40,7 +40,8 @@ def fixed_trajectory(num_envs: int):
 
 
 def update_config(num_envs: int) -> dict:
-    return dict(num_envs=num_envs, horizon=8, normalize_advantages=False, num_sgd_iters=3, target_kl=0.05)
+    return dict(num_envs=num_envs, horizon=8, normalize_advantages=False, num_sgd_iters=3, target_kl=0.05,
+                desired_kl=0.002)  # the adapted rate, from the KL averaged over ranks, is part of what must agree
 
 
 def run_update(policy, params, traj, num_envs, reduce_grads=None):

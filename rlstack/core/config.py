@@ -76,6 +76,16 @@ class AlgorithmConfig:
         target_kl: stop an update's remaining SGD steps once a minibatch's
             approximate KL (before its step) exceeds this (> 0); ``None``
             never stops. Done by masking on device: no host sync.
+        desired_kl: rsl_rl's adaptive learning rate (its ``schedule =
+            "adaptive"``): before each optimizer step the rate is divided by
+            1.5 where the minibatch's approximate KL (before the step, the
+            same as ``target_kl`` reads) exceeds ``2 * desired_kl``, and
+            multiplied by 1.5 where it is positive and below ``desired_kl /
+            2``, within ``[1e-5, 1e-2]`` (see
+            :func:`rlstack.core.optim.adapt_learning_rate`); it starts at the
+            optimizer's ``lr`` and lives in the optimizer state (checkpointed,
+            one per member, logged as ``coefficients/lr``). ``None`` (default):
+            off. Not with ``lr_schedule``.
     """
 
     num_envs: int = 8192
@@ -105,6 +115,7 @@ class AlgorithmConfig:
     normalize_obs: bool = False
     normalize_rewards: bool = False
     target_kl: float | None = None
+    desired_kl: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("num_envs", "horizon", "num_sgd_iters"):
@@ -138,10 +149,15 @@ class AlgorithmConfig:
                     f"`sgd_minibatch_size` must divide num_envs * horizon = {self.num_envs} * {self.horizon} "
                     f"= {buffer} and be at most that, got {self.sgd_minibatch_size}."
                 )
-        if self.target_kl is not None:
-            _check_number("target_kl", self.target_kl)
-            if not self.target_kl > 0:
-                raise ValueError(f"`target_kl` must be > 0 (or None), got {self.target_kl!r}.")
+        for name in ("target_kl", "desired_kl"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_number(name, value)
+                if not value > 0:
+                    raise ValueError(f"`{name}` must be > 0 (or None), got {value!r}.")
+        if self.desired_kl is not None and self.lr_schedule is not None:
+            raise ValueError(f"`desired_kl` {self.desired_kl} adapts the learning rate, `lr_schedule` sets it: "
+                             "give one of them (or None).")
         if self.sgd_chunk_size is not None:
             _check_int("sgd_chunk_size", self.sgd_chunk_size, minimum=1)
             if self.minibatch_size % self.sgd_chunk_size:

@@ -172,7 +172,8 @@ def make_update(
     ``monitors/grad_norm`` (of each minibatch gradient handed to the optimizer),
     ``monitors/param_norm`` (after the update) and ``monitors/sgd_steps``
     (optimizer steps applied; fewer than planned when ``target_kl`` stopped
-    the update).
+    the update); with ``desired_kl``, ``coefficients/lr``, the adapted rate
+    the next step starts from.
     """
     recurrent = policy.recurrent  # its rows are whole sequences of seq_len transitions
     config = (RecurrentAlgorithmConfig if recurrent else AlgorithmConfig).from_mapping(config)
@@ -200,7 +201,10 @@ def make_update(
         params: Params, opt_state: Any, grads: Params, active: torch.Tensor, kl: torch.Tensor
     ) -> tuple[Params, Any, torch.Tensor, torch.Tensor]:
         """One optimizer step, kept only while ``active`` and the KL is within
-        ``target_kl``; returns params, state, the gradient norm and ``active``."""
+        ``target_kl``, at the rate adapted to the KL with ``desired_kl``;
+        returns params, state, the gradient norm and ``active``."""
+        if config.desired_kl is not None:  # rsl_rl's adaptive schedule: this step's rate from the KL before it
+            opt_state = optim.adapt_learning_rate(opt_state, kl, desired_kl=config.desired_kl)
         if config.target_kl is not None:
             active = active & (kl <= config.target_kl)
         updates, new_state = optimizer.update(grads, opt_state, params)
@@ -308,6 +312,8 @@ def run_epochs(pieces: Mapping[str, Callable], member_axes: int, key: torch.Tens
     metrics = _mean_metrics(history)
     metrics["monitors/param_norm"] = pieces["global_norm"](params)
     metrics["monitors/sgd_steps"] = applied
+    if config.desired_kl is not None:  # the rate adapted on device: the next update's
+        metrics["coefficients/lr"] = optim.learning_rate(opt_state)
     return params, opt_state, metrics
 
 

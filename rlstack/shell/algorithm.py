@@ -311,7 +311,8 @@ class Algorithm(Acting, Checkpointing):
         self.members.steps = [n + int(on) for n, on in zip(self.members.steps, self.members.training())]
         elapsed = 1000.0 * (time.perf_counter() - start)
         for k, member_stats in enumerate(stats):
-            member_stats.update(self.coefficients(k))
+            for name, value in self.coefficients(k).items():  # a rate adapted on device (desired_kl) is the update's
+                member_stats.setdefault(name, value)
             member_stats["profiling/step_ms"] = elapsed
         return stats
 

@@ -26,7 +26,8 @@ class and its config is :mod:`rlstack.core.torch_optimizers`' job.
 
 The learning rate lives in :func:`scale_by_learning_rate`'s state as a
 0-d tensor: :func:`set_learning_rate` replaces it without rebuilding or
-recompiling anything, and a population of runs can hold one rate per
+recompiling anything (:func:`adapt_learning_rate` does so from the KL,
+rsl_rl's adaptive schedule), and a population of runs can hold one rate per
 member. Given a schedule instead of a number, the rate is the schedule
 evaluated on device at the transform's step count before each step (see
 :mod:`rlstack.core.schedules`).
@@ -63,7 +64,15 @@ from .transforms import (
     sgd,
     trace,
 )
-from .wrappers import accumulate_gradients, apply_if_finite, learning_rate, set_learning_rate, step_count, tree_select
+from .wrappers import (
+    accumulate_gradients,
+    adapt_learning_rate,
+    apply_if_finite,
+    learning_rate,
+    set_learning_rate,
+    step_count,
+    tree_select,
+)
 
 __all__ = [
     "AccumulateState",
@@ -76,6 +85,7 @@ __all__ = [
     "Schedule",
     "TraceState",
     "accumulate_gradients",
+    "adapt_learning_rate",
     "adam",
     "adamw",
     "add_decayed_weights",

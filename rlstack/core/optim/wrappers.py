@@ -103,6 +103,30 @@ def set_learning_rate(state: Any, learning_rate: torch.Tensor) -> Any:
     return state
 
 
+#: rsl_rl's adaptive schedule: the factor a step's rate changes by, and its bounds.
+KL_LR_FACTOR, KL_LR_BOUNDS = 1.5, (1e-5, 1e-2)
+
+
+def adapt_learning_rate(state: Any, kl: torch.Tensor, *, desired_kl: float, factor: float = KL_LR_FACTOR,
+                        bounds: tuple[float, float] = KL_LR_BOUNDS) -> Any:
+    """``state`` with its learning rate adapted to ``kl`` (0-d, the KL of
+    the policy before the step to the behaviour policy), rsl_rl's adaptive
+    schedule: divided by ``factor`` where ``kl > 2 * desired_kl``
+    (floored at ``bounds[0]``), multiplied by it where ``0 < kl <
+    desired_kl / 2`` (capped at ``bounds[1]``), else unchanged. On device,
+    no host sync; under ``vmap`` each member adapts its own rate.
+
+    Raises:
+        ValueError: if no state in the tree holds a learning rate (see :func:`learning_rate`).
+    """
+    lr = learning_rate(state)
+    low, high = bounds
+    lowered = torch.clamp(lr / factor, min=low)
+    raised = torch.clamp(lr * factor, max=high)
+    new = torch.where(kl > 2.0 * desired_kl, lowered, torch.where((kl < desired_kl / 2.0) & (kl > 0.0), raised, lr))
+    return set_learning_rate(state, new.to(lr.dtype))
+
+
 def learning_rate(state: Any) -> torch.Tensor:
     """The 0-d float32 ``learning_rate`` of the first state in ``state`` that
     has one (depth first): the rate of the next step, or the last step's
