@@ -164,3 +164,34 @@ def test_the_default_model_trains_on_a_dict_of_boxes_each_flattened_and_concaten
     assert math.isfinite(algo.step()["losses/total"])
     with pytest.raises(TypeError, match="MLPModel needs a Box observation space or a dict of them"):
         MLPModel({"position": Box((1,)), "button": Discrete(2)}, env.action_space)
+
+
+def test_a_dict_observation_is_normalised_group_by_group_and_mapped_to_actor_and_critic():
+    """rsl_rl's observation groups on rlstack's own envs: each key has its own
+    running statistics, updated and applied exactly as a Box observation's
+    alone, and ``obs_groups`` decides what the actor and the critic read,
+    in a population too."""
+    from rlstack import Algorithm
+    from rlstack.core.normalization import NormState, init_norm_state, observe
+
+    g = torch.Generator().manual_seed(0)
+    norm = init_norm_state({"position": (1,), "side": (2,)}, 16, normalize_obs=True, normalize_rewards=False)
+    alone = {k: init_norm_state(shape, 16, normalize_obs=True, normalize_rewards=False)
+             for k, shape in (("position", (1,)), ("side", (2,)))}
+    for _ in range(3):
+        obs = {"position": torch.randn(16, 1, generator=g) * 4 + 1, "side": torch.randn(16, 2, generator=g) - 3}
+        norm, seen = observe(norm, obs, normalize_obs=True, update=True)
+        for k in obs:
+            alone[k], seen_alone = observe(alone[k], obs[k], normalize_obs=True, update=True)
+            torch.testing.assert_close(seen[k], seen_alone)
+            torch.testing.assert_close(norm.obs[k].var, alone[k].obs.var)
+    assert isinstance(norm, NormState)
+
+    groups = {"actor": ["position"], "critic": ["position", "side"]}
+    algo = Algorithm(_DictObsDummyEnv, num_envs=16, horizon=8, compile=False, normalize_obs=True, num_members=2,
+                     model_config={"hiddens": (8,), "obs_groups": groups})
+    assert algo.policy.model.actor[0].in_features == 1 and algo.policy.model.critic[0].in_features == 3
+    algo.collect()
+    moments = algo.obs_moments
+    assert set(moments) == {"position", "side"} and moments["side"].mean.shape == (2, 2)  # [members, 2]
+    assert all(math.isfinite(s["losses/total"]) for s in algo.step())

@@ -6,7 +6,9 @@ frozen at evaluation, checkpointed and vmapped like every other state.
 Observations are standardised with running mean and variance; rewards are
 divided by the running standard deviation of the discounted return, as
 Stable-Baselines3's ``VecNormalize`` and gymnasium's ``NormalizeReward`` do.
-Both are clipped to ``[-clip, clip]`` (10).
+Both are clipped to ``[-clip, clip]`` (10). A dict observation (of Boxes:
+rsl_rl's observation groups) has one :class:`RunningMoments` per key, each
+group standardised on its own.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ class NormState(NamedTuple):
     """Normalisation statistics; a field is ``()`` when that normalisation is off.
 
     Attributes:
-        obs: :class:`RunningMoments` of observations.
+        obs: :class:`RunningMoments` of observations (a dict of them, one
+            per key, for a dict observation).
         reward: :class:`RunningMoments` of the discounted return.
         returns: ``[N]`` running discounted return of each env (reset to 0
             when the envs are reset).
@@ -57,9 +60,12 @@ def init_moments(shape: tuple[int, ...], device: Any = "cpu") -> RunningMoments:
     )
 
 
-def update_moments(moments: RunningMoments, x: torch.Tensor) -> RunningMoments:
+def update_moments(moments: Any, x: Any) -> Any:
     """Fold a batch ``x`` ``[B, *shape]`` into the moments (Chan et al.'s
-    parallel update); exact for any split of the stream into batches."""
+    parallel update); exact for any split of the stream into batches. A
+    dict of moments folds the dict ``x``'s values key by key."""
+    if isinstance(moments, dict):
+        return {k: update_moments(m, x[k]) for k, m in moments.items()}
     batch_mean = x.mean(0)
     batch_var = x.var(0, unbiased=False)
     batch_count = torch.tensor(float(x.shape[0]), device=x.device)
@@ -70,8 +76,11 @@ def update_moments(moments: RunningMoments, x: torch.Tensor) -> RunningMoments:
     return RunningMoments(mean, m2 / total, total)
 
 
-def normalize(moments: RunningMoments, x: torch.Tensor, clip: float = CLIP) -> torch.Tensor:
-    """``clip((x - mean) / sqrt(var + 1e-8), -clip, clip)``."""
+def normalize(moments: Any, x: Any, clip: float = CLIP) -> Any:
+    """``clip((x - mean) / sqrt(var + 1e-8), -clip, clip)``; a dict of
+    moments standardises the dict ``x``'s values key by key."""
+    if isinstance(moments, dict):
+        return {k: normalize(m, x[k], clip) for k, m in moments.items()}
     return scale(moments, x - moments.mean, clip)
 
 
@@ -80,14 +89,34 @@ def scale(moments: RunningMoments, x: torch.Tensor, clip: float = CLIP) -> torch
     return (x / torch.sqrt(moments.var + EPS)).clamp(-clip, clip)
 
 
-def init_norm_state(observation_shape: tuple[int, ...], num_envs: int, *, normalize_obs: bool, normalize_rewards: bool,
+def init_norm_state(observation_shape: Any, num_envs: int, *, normalize_obs: bool, normalize_rewards: bool,
                     device: Any = "cpu") -> NormState:
-    """Fresh statistics for the normalisations that are on."""
+    """Fresh statistics for the normalisations that are on;
+    ``observation_shape`` is a tuple, or a dict of them for a dict observation."""
+    def obs_moments(shape: Any) -> Any:
+        return {k: obs_moments(v) for k, v in shape.items()} if isinstance(shape, dict) else init_moments(shape, device)
+
     return NormState(
-        obs=init_moments(observation_shape, device) if normalize_obs else (),
+        obs=obs_moments(observation_shape) if normalize_obs else (),
         reward=init_moments((), device) if normalize_rewards else (),
         returns=torch.zeros(num_envs, device=device) if normalize_rewards else (),
     )
+
+
+def moments_to_tensors(moments: Any) -> dict[str, torch.Tensor]:
+    """Observation statistics as a flat ``{name: tensor}`` dict (``mean``,
+    ``var``, ``count``; ``<key>/mean``, ... for a dict observation's), as exports store them."""
+    if isinstance(moments, dict):
+        return {f"{k}/{name}": v for k, m in moments.items() for name, v in moments_to_tensors(m).items()}
+    return dict(moments._asdict())
+
+
+def moments_from_tensors(tensors: dict[str, torch.Tensor], keys: Any = None) -> Any:
+    """The inverse of :func:`moments_to_tensors`; ``keys``: a dict
+    observation's keys (``None``: a Box's single statistics)."""
+    if keys is None:
+        return RunningMoments(**tensors)
+    return {k: RunningMoments(**{f: tensors[f"{k}/{f}"] for f in RunningMoments._fields}) for k in keys}
 
 
 def reset_returns(norm: NormState) -> NormState:

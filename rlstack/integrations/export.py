@@ -54,7 +54,7 @@ from mlflow.models import ModelSignature  # noqa: E402
 from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec  # noqa: E402
 
 from ..core import random
-from ..core.normalization import RunningMoments
+from ..core.normalization import RunningMoments, moments_from_tensors, moments_to_tensors
 from ..core.spaces import Discrete, as_batch, is_numpy, sample, space_from_dict, space_to_dict, to_numpy
 from ..core.version import __version__
 from ..policy.policy import Policy, act_in_env
@@ -141,7 +141,9 @@ class ExportedPolicy:
         #: next one (``None``: episodes begin at the next call). See :meth:`act` and :meth:`reset`.
         self.memory: Any = None
         if config.get("normalize_obs"):
-            self.obs_moments = RunningMoments(**{k: v.to(self.device) for k, v in _load_tensors(folder / MOMENTS_FILE).items()})
+            tensors = {k: v.to(self.device) for k, v in _load_tensors(folder / MOMENTS_FILE).items()}
+            keys = list(self.observation_space) if isinstance(self.observation_space, dict) else None
+            self.obs_moments = moments_from_tensors(tensors, keys)
 
     def act(
         self, obs: Any, deterministic: bool = True, *, key: torch.Tensor | None = None, starts: Any = None
@@ -293,7 +295,7 @@ def export_policy(algorithm: Any, path: str | os.PathLike) -> str:
         "distribution_cls": ckpt.qualified_name(algorithm.policy.distribution_cls),
         "observation_space": space_to_dict(env.observation_space),
         "action_space": space_to_dict(env.action_space),
-        "normalize_obs": isinstance(moments, RunningMoments),
+        "normalize_obs": isinstance(moments, (RunningMoments, dict)),
         "env": algorithm.build_config["env"],
         "env_config": algorithm.env_config,
         "memory": "recurrent" if algorithm.policy.recurrent else (
@@ -313,7 +315,7 @@ def export_policy(algorithm: Any, path: str | os.PathLike) -> str:
         torch.save({k: v.detach().cpu() for k, v in algorithm.params.items()}, artifacts["params"])
         if config["normalize_obs"]:
             artifacts["obs_moments"] = Path(tmp) / MOMENTS_FILE
-            torch.save({k: v.detach().cpu() for k, v in moments._asdict().items()}, artifacts["obs_moments"])
+            torch.save({k: v.detach().cpu() for k, v in moments_to_tensors(moments).items()}, artifacts["obs_moments"])
         artifacts["config"].write_text(json.dumps(config, indent=2, default=list))
         mlflow.pyfunc.save_model(
             path=str(path),

@@ -10,7 +10,7 @@ functionally (``torch.func.functional_call``) with a params dict, so
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -55,12 +55,48 @@ def _small_head(in_features: int, out_features: int) -> nn.Linear:
     return head
 
 
+#: ``MLPModel(obs_groups=...)``: the observation sets a dict observation's keys are mapped to (rsl_rl's names).
+OBS_SETS = ("actor", "critic")
+
+
+def resolve_obs_groups(observation_space: Space, obs_groups: Mapping[str, Sequence[str]] | None) -> dict[str, list[str] | None]:
+    """The keys of a dict observation each of the actor and the critic reads
+    (rsl_rl's ``obs_groups``; a set not given reads every key, in the
+    space's order); ``None`` for each with a Box observation.
+
+    Raises:
+        ValueError: for ``obs_groups`` with a Box observation, a set other
+            than ``actor``/``critic``, an empty one, or a key not in the space.
+    """
+    if not isinstance(observation_space, dict):
+        if obs_groups:
+            raise ValueError(f"`obs_groups` maps a dict observation's keys; the observation space is {observation_space!r}.")
+        return {name: None for name in OBS_SETS}
+    obs_groups = dict(obs_groups or {})
+    unknown = sorted(set(obs_groups) - set(OBS_SETS))
+    if unknown:
+        raise ValueError(f"`obs_groups` has sets {unknown}; expected some of {list(OBS_SETS)}.")
+    resolved = {}
+    for name in OBS_SETS:
+        keys = list(obs_groups.get(name, observation_space))
+        missing = [k for k in keys if k not in observation_space]
+        if not keys or missing:
+            raise ValueError(f"`obs_groups[{name!r}]` must be a non-empty list of the observation's keys "
+                             f"{list(observation_space)}, got {obs_groups.get(name)!r}.")
+        resolved[name] = keys
+    return resolved
+
+
 class MLPModel(nn.Module):
     """Separate policy and value MLPs for ``Box`` observations, or a dict of
     them (rlstack 1.x's defaults: hiddens ``(256, 256)``, ReLU).
 
     Observations ``[B, *obs_shape]`` are flattened to ``[B, prod(obs_shape)]``;
-    a dict observation's values each so, concatenated in the space's key order.
+    a dict observation's values each so, concatenated in the space's key
+    order. ``obs_groups={"actor": [...], "critic": [...]}`` (rsl_rl's name)
+    says which of a dict observation's keys each network reads (default:
+    every key): an asymmetric actor-critic whose critic sees privileged
+    state the deployed actor never gets.
     ``dist_inputs`` are logits ``[B, *action_shape, n]`` for ``Discrete``
     actions and ``(mean, log_std)``, each ``[B, *action_shape]``, for ``Box``
     actions, with ``log_std = tanh(.)`` in ``[-1, 1]`` (std in
@@ -91,6 +127,7 @@ class MLPModel(nn.Module):
         obs_window: int = 1,
         log_std_init: float | None = None,
         init: str = "default",
+        obs_groups: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         super().__init__()
         boxes = observation_space if isinstance(observation_space, dict) else {"": observation_space}
@@ -100,6 +137,8 @@ class MLPModel(nn.Module):
             )
         #: A dict observation's keys, in the order their flattened values are concatenated (None: a Box).
         self.obs_keys = list(observation_space) if isinstance(observation_space, dict) else None
+        #: The keys the actor and the critic read (None: a Box), see :func:`resolve_obs_groups`.
+        self.obs_groups = resolve_obs_groups(observation_space, obs_groups)
         if not isinstance(action_space, (Box, Discrete)):
             raise TypeError(f"MLPModel needs a Box or Discrete action space, got {action_space!r}; pass `model_cls=`.")
         self.action_shape = tuple(action_space.shape)
@@ -108,8 +147,10 @@ class MLPModel(nn.Module):
         if isinstance(obs_window, bool) or not isinstance(obs_window, int) or obs_window < 1:
             raise ValueError(f"`obs_window` must be a positive int (observations per window), got {obs_window!r}.")
         self.obs_window = obs_window
-        obs_size = sum(math.prod(space.shape) for space in boxes.values())
-        in_features = obs_size * obs_window + (obs_window if obs_window > 1 else 0)
+        def in_features(keys: list[str] | None) -> int:
+            size = sum(math.prod(boxes[k].shape) for k in (keys if keys is not None else boxes))
+            return size * obs_window + (obs_window if obs_window > 1 else 0)
+
         action_size = math.prod(self.action_shape)
         hiddens = tuple(hiddens)
         if init not in INITS:
@@ -118,29 +159,32 @@ class MLPModel(nn.Module):
                                          or not isinstance(log_std_init, (int, float)) or not math.isfinite(log_std_init)):
             raise ValueError(f"`log_std_init` is a finite number for Box actions (or None), got {log_std_init!r} "
                              f"for {action_space!r}.")
-        self.actor = mlp(in_features, hiddens, activation_fn)
+        self.actor = mlp(in_features(self.obs_groups["actor"]), hiddens, activation_fn)
         outputs_log_std = not self.discrete and log_std_init is None
         out = action_size * self.num_categories if self.discrete else (2 if outputs_log_std else 1) * action_size
         self.actor_head = _small_head(hiddens[-1], out)
-        self.critic = mlp(in_features, hiddens, activation_fn)
+        self.critic = mlp(in_features(self.obs_groups["critic"]), hiddens, activation_fn)
         self.critic_head = nn.Linear(hiddens[-1], 1)
         self.log_std = None if log_std_init is None else nn.Parameter(torch.full(self.action_shape, float(log_std_init)))
         if init == "orthogonal":
             orthogonal_(self.actor, self.actor_head, 0.01)
             orthogonal_(self.critic, self.critic_head, 1.0)
 
-    def _flat(self, obs: torch.Tensor | dict) -> torch.Tensor:
-        """``[B, ...]`` (or a dict of them, concatenated in ``obs_keys`` order) -> ``[B, features]`` float."""
-        parts = [obs] if self.obs_keys is None else [obs[k] for k in self.obs_keys]
+    @staticmethod
+    def _flat(obs: torch.Tensor | dict, keys: list[str] | None) -> torch.Tensor:
+        """``[B, ...]`` (or a dict of them, the ``keys`` concatenated in order) -> ``[B, features]`` float."""
+        parts = [obs] if keys is None else [obs[k] for k in keys]
         return torch.cat([x.reshape(x.shape[0], -1).float() for x in parts], -1)
 
-    def forward(self, obs: torch.Tensor | dict | ObsWindow):
+    def _inputs(self, obs: torch.Tensor | dict | ObsWindow, keys: list[str] | None) -> torch.Tensor:
+        """What one network reads: its keys flattened (a window's with its ``[B, K]`` padding mask)."""
         if isinstance(obs, ObsWindow):  # [B, K, ...] and its [B, K] padding mask
-            x = torch.cat([self._flat(obs.inputs), obs.padding_mask.float()], -1)
-        else:
-            x = self._flat(obs)
-        value = self.critic_head(self.critic(x)).squeeze(-1)
-        out = self.actor_head(self.actor(x))
+            return torch.cat([self._flat(obs.inputs, keys), obs.padding_mask.float()], -1)
+        return self._flat(obs, keys)
+
+    def forward(self, obs: torch.Tensor | dict | ObsWindow):
+        value = self.critic_head(self.critic(self._inputs(obs, self.obs_groups["critic"]))).squeeze(-1)
+        out = self.actor_head(self.actor(self._inputs(obs, self.obs_groups["actor"])))
         if self.discrete:
             return out.reshape(out.shape[0], *self.action_shape, self.num_categories), value
         shape = (out.shape[0], *self.action_shape)

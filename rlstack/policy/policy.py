@@ -325,8 +325,8 @@ def act_in_env(
     ``rlstack eval`` share.
 
     Observations are standardised by ``obs_moments`` (a
-    :class:`~rlstack.core.normalization.RunningMoments`, training's
-    ``normalize_obs``; ``()`` for none); ``memory=None`` begins every env's
+    :class:`~rlstack.core.normalization.RunningMoments`, or a dict of them
+    for a dict observation: training's ``normalize_obs``; ``()`` for none); ``memory=None`` begins every env's
     episode now, ``starts`` (``[B]`` bool; ``None``: none) some of them;
     actions come back inside ``action_space`` (:func:`to_action_space`),
     without gradients.
@@ -334,7 +334,7 @@ def act_in_env(
     Returns:
         ``(action [B, ...], log_prob [B], value [B], memory)``.
     """
-    if isinstance(obs_moments, RunningMoments):
+    if isinstance(obs_moments, (RunningMoments, dict)):
         obs = normalize(obs_moments, obs)
     first = optree.tree_leaves(obs)[0]
     if memory is None:

@@ -133,10 +133,11 @@ def build_env(env: Any, args: BuildArguments) -> Any:
         if asked and not built.compilable:
             raise ValueError(f"{what}; {name} is a stateful env whose state lives outside the graph.")
     check_env(built, num_envs=config.num_envs, config=args.env_config, device=args.device)
-    if config.normalize_obs and not isinstance(built.observation_space, Box):
+    space = built.observation_space
+    if config.normalize_obs and not all(isinstance(s, Box) for s in (space.values() if isinstance(space, dict) else [space])):
         raise ValueError(
-            f"`normalize_obs=True` needs a Box observation space, got {built.observation_space!r}; "
-            "normalise composite observations in your model instead."
+            f"`normalize_obs=True` needs a Box observation space or a dict of them, got {space!r}; "
+            "normalise other observations in your model instead."
         )
     return built
 
@@ -169,11 +170,18 @@ def initial_state(
     key = each_member(random.fold_in, args.num_members, in_dims=(0, None))(root_key, 0)
     if distributed.world_size() > 1:
         key = random.fold_in(key, distributed.rank())
-    norm = init_norm_state(tuple(getattr(env.observation_space, "shape", ())), config.num_envs,
+    norm = init_norm_state(observation_shapes(env.observation_space), config.num_envs,
                            normalize_obs=config.normalize_obs, normalize_rewards=config.normalize_rewards, device=device)
     state = TrainState(params=gather(member_params), opt_state=gather(opt_states), carry=None, trajectory=None,
                        key=key, hparams=gather([config_hparams(c, device) for c in args.configs]))
     return policy, state, root_key, gather([norm] * count)
+
+
+def observation_shapes(space: Any) -> Any:
+    """A space's shape, or a dict space's shapes by key (what the observation statistics mirror)."""
+    if isinstance(space, dict):
+        return {k: observation_shapes(v) for k, v in space.items()}
+    return tuple(getattr(space, "shape", ()))
 
 
 def names_of(env: Any, policy: Policy) -> dict[str, str]:
