@@ -97,6 +97,13 @@ class Env:
         """
         return None
 
+    def rollout_log(self) -> dict[str, torch.Tensor]:
+        """Statistics an env that runs outside the graph (``compilable =
+        False``) reports of its steps since the last call, 0-d tensors,
+        logged with each collect's stats (rsl_rl envs' ``extras["log"]``);
+        none for a pure env, whose steps keep nothing on ``self``."""
+        return {}
+
     def run_policy(
         self, act: Callable[[Tree], Tree], *, num_envs: int, config: Mapping[str, Any] | None, key: torch.Tensor
     ) -> Iterator[tuple[Tree, Tree, torch.Tensor]]:

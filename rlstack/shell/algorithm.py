@@ -229,7 +229,8 @@ class Algorithm(Acting, Checkpointing):
             ``episodes/count`` and, when an episode ended,
             ``episodes/return/mean``, ``episodes/length/mean`` and
             ``episodes/terminated`` (see :func:`rlstack.learn.stats.episode_stats`);
-            synced from the device once. A population: one dict per member
+            and what the env reports of its own (:meth:`rlstack.envs.Env.rollout_log`:
+            an rsl_rl env's ``extras["log"]``, this rank's); synced from the device once. A population: one dict per member
             (:meth:`collect_each`).
         """
         stats = self.collect_each(env_config=env_config, deterministic=deterministic)
@@ -246,8 +247,10 @@ class Algorithm(Acting, Checkpointing):
             self.train_state = before._replace(key=key, carry=self.fresh_carry(reset_key, self.env, env_config))
         with self.matmul_precision():
             carry, traj = self._rollout_fn(deterministic)(self.params, self.carry, self.train_state.hparams)
-        stats = [distributed.reduce_stats(s)  # every rank sees every rank's numbers
-                 for s in to_host(self.each(trajectory_stats)(traj), self.num_members)]
+        env_log = getattr(self.env, "rollout_log", dict)()  # a simulator's own statistics (rsl_rl's extras["log"])
+        host = to_host({**self.each(trajectory_stats)(traj), **env_log}, self.num_members)  # one sync
+        stats = [distributed.reduce_stats({k: v for k, v in s.items() if k not in env_log})  # every rank's numbers
+                 for s in host]
         self.members.stop_non_finite(stats, f"in the rewards of collect {self.collects + 1}",
                                      population=self.num_members is not None)
         self.train_state = self.members.keep_stopped(self.train_state._replace(carry=carry, trajectory=traj), before,
@@ -256,7 +259,8 @@ class Algorithm(Acting, Checkpointing):
         transitions = self.config.num_envs * self.config.horizon
         self.env_steps += transitions
         elapsed = 1000.0 * (time.perf_counter() - start)
-        for member_stats in stats:
+        for member_stats, member_host in zip(stats, host):
+            member_stats.update({k: member_host[k] for k in env_log})  # this rank's own (its keys may differ)
             drop_empty_episode_means(member_stats)
             member_stats.update({"env/steps": transitions, "env/resets": self.config.num_envs if reset else 0,
                                  "profiling/collect_ms": elapsed})
