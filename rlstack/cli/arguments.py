@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import inspect
 import re
 from typing import Any
 
@@ -105,7 +106,10 @@ def _float_or_list(text: str) -> float | list[float]:
 def load_env(spec: str) -> Any:
     """A built-in env name (or its class's name, as an export records it),
     ``gymnasium:ID`` for a gymnasium env id, ``envpool:ID`` for an EnvPool
-    task, or ``module:Class`` for a user env.
+    task, ``module:Class`` for a user env, or ``module:factory`` for a
+    function ``factory(num_envs=, device=)`` that makes an env following
+    rsl_rl's ``VecEnv`` protocol (Isaac Lab, ManiSkill3, mjlab; see
+    :func:`rlstack.integrations.rsl_rl_adapter.rsl_rl_env`).
 
     Raises:
         ValueError: for an unknown name or an import that fails.
@@ -124,12 +128,17 @@ def load_env(spec: str) -> Any:
 
         return envpool_env(spec.partition(":")[2])
     if ":" not in spec:
-        raise ValueError(f"--env must be one of {sorted(BUILTIN_ENVS)} or 'module:Class', got {spec!r}.")
+        raise ValueError(f"--env must be one of {sorted(BUILTIN_ENVS)}, 'module:Class' or 'module:factory', got {spec!r}.")
     module_name, _, attr = spec.partition(":")
     try:
-        return getattr(importlib.import_module(module_name), attr)
+        env = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as e:
         raise ValueError(f"--env {spec!r} could not be loaded: {e}") from e
+    if inspect.isfunction(env):  # a function making an env that follows rsl_rl's VecEnv protocol
+        from ..integrations.rsl_rl_adapter import rsl_rl_env
+
+        return rsl_rl_env(env)
+    return env
 
 
 def _parse_bool(text: str) -> bool:
@@ -155,8 +164,8 @@ def _add_run_options(train: argparse.ArgumentParser) -> None:
     """``train``'s options besides the hyperparameters."""
     train.add_argument("-f", "--config", dest="config_file", default=None, help="TOML file of configuration")
     train.add_argument("--env", default=None,
-                       help=f"one of {sorted(BUILTIN_ENVS)}, gymnasium:ID (e.g. gymnasium:CartPole-v1), envpool:ID or "
-                            "module:Class")
+                       help=f"one of {sorted(BUILTIN_ENVS)}, gymnasium:ID (e.g. gymnasium:CartPole-v1), envpool:ID, "
+                            "module:Class or module:factory (a function making an rsl_rl VecEnv)")
     train.add_argument("--preset", default=None, metavar="NAME",
                        help="start from this preset (rlstack.presets.PRESETS; default: the env's own, 'continuous' "
                             "for a gymnasium env with Box actions, else none)")
