@@ -200,11 +200,9 @@ def make_update(
     def optimizer_step(
         params: Params, opt_state: Any, grads: Params, active: torch.Tensor, kl: torch.Tensor
     ) -> tuple[Params, Any, torch.Tensor, torch.Tensor]:
-        """One optimizer step, kept only while ``active`` and the KL is within
-        ``target_kl``, at the rate adapted to the KL with ``desired_kl``;
-        returns params, state, the gradient norm and ``active``."""
-        if config.desired_kl is not None:  # rsl_rl's adaptive schedule: this step's rate from the KL before it
-            opt_state = optim.adapt_learning_rate(opt_state, kl, desired_kl=config.desired_kl)
+        """One optimizer step (at the rate ``desired_kl`` adapts), kept only while ``active`` and the KL
+        is within ``target_kl``; returns params, state, the gradient norm and ``active``."""
+        opt_state = adapted_rate(opt_state, kl, config.desired_kl)
         if config.target_kl is not None:
             active = active & (kl <= config.target_kl)
         updates, new_state = optimizer.update(grads, opt_state, params)
@@ -237,6 +235,13 @@ def make_update(
         pieces["epoch_batch"] = make_epoch_batch(config, recurrent)
     loop = functools.partial(run_epochs, plan=UpdatePlan(config, default_hparams, recurrent, reduce_grads))
     return Staged(pieces, loop, compile=frozenset(pieces) - {"global_norm", "epoch_batch"}, in_dims={"shuffle": (0, None)})
+
+
+def adapted_rate(opt_state: Any, kl: torch.Tensor, desired_kl: float | None) -> Any:
+    """rsl_rl's adaptive schedule: the optimizer state with this step's rate
+    adapted to the KL before it (:func:`rlstack.core.optim.adapt_learning_rate`);
+    as it is without a ``desired_kl``."""
+    return opt_state if desired_kl is None else optim.adapt_learning_rate(opt_state, kl, desired_kl=desired_kl)
 
 
 class UpdatePlan(NamedTuple):

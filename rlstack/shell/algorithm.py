@@ -247,10 +247,9 @@ class Algorithm(Acting, Checkpointing):
             self.train_state = before._replace(key=key, carry=self.fresh_carry(reset_key, self.env, env_config))
         with self.matmul_precision():
             carry, traj = self._rollout_fn(deterministic)(self.params, self.carry, self.train_state.hparams)
-        env_log = getattr(self.env, "rollout_log", dict)()  # a simulator's own statistics (rsl_rl's extras["log"])
+        env_log = getattr(self.env, "rollout_log", dict)()  # a simulator's own stats (rsl_rl's extras["log"])
         host = to_host({**self.each(trajectory_stats)(traj), **env_log}, self.num_members)  # one sync
-        stats = [distributed.reduce_stats({k: v for k, v in s.items() if k not in env_log})  # every rank's numbers
-                 for s in host]
+        stats = [distributed.reduce_stats({k: v for k, v in s.items() if k not in env_log}) for s in host]
         self.members.stop_non_finite(stats, f"in the rewards of collect {self.collects + 1}",
                                      population=self.num_members is not None)
         self.train_state = self.members.keep_stopped(self.train_state._replace(carry=carry, trajectory=traj), before,
@@ -315,8 +314,7 @@ class Algorithm(Acting, Checkpointing):
         self.members.steps = [n + int(on) for n, on in zip(self.members.steps, self.members.training())]
         elapsed = 1000.0 * (time.perf_counter() - start)
         for k, member_stats in enumerate(stats):
-            for name, value in self.coefficients(k).items():  # a rate adapted on device (desired_kl) is the update's
-                member_stats.setdefault(name, value)
+            member_stats.update({**self.coefficients(k), **member_stats})  # a rate adapted on device is the update's
             member_stats["profiling/step_ms"] = elapsed
         return stats
 
