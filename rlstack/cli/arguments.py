@@ -251,9 +251,12 @@ def _add_other_commands(commands: Any) -> None:
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the env resets' random key (default 0)")
     evaluate.add_argument("--member", type=int, default=None, metavar="K", help="a population checkpoint's member K")
 
-    export = commands.add_parser("export", help="export a checkpoint's policy as an MLflow model")
+    export = commands.add_parser("export", help="export a checkpoint's policy (an MLflow model, ONNX or torch.export)")
     export.add_argument("checkpoint", help="a checkpoint file written by train")
-    export.add_argument("directory", help="where to write the MLflow model (must not exist or be empty)")
+    export.add_argument("directory", help="where to write it (for mlflow: must not exist or be empty)")
+    export.add_argument("--format", choices=("mlflow", "onnx", "torch"), default="mlflow",
+                        help="mlflow (default): the whole policy as an MLflow model; onnx or torch: the deterministic "
+                             "actor alone, observation statistics folded in (actor.onnx or actor.pt2, and actor.json)")
     export.add_argument("--env", default=None, help="env (needed for a user env)")
     export.add_argument("--member", type=int, default=None, metavar="K", help="a population checkpoint's member K")
     plot = commands.add_parser("plot", help="plot a run's learning curve to a PNG")

@@ -264,10 +264,12 @@ def _load_policy_state(path: Any, env_name: str | None, member: int | None) -> A
 
 
 def export(args: argparse.Namespace) -> int:
+    from ..integrations import deploy
     from ..integrations.export import export_policy
 
+    writer = {"mlflow": export_policy, "onnx": deploy.export_onnx, "torch": deploy.export_program}[args.format]
     algo = _load_policy_state(args.checkpoint, args.env, args.member)
-    print(f"rlstack: policy exported to {export_policy(algo, args.directory)}")
+    print(f"rlstack: policy exported to {writer(algo, args.directory)}")
     return 0
 
 

@@ -184,14 +184,19 @@ class MLPModel(nn.Module):
 
     def forward(self, obs: torch.Tensor | dict | ObsWindow):
         value = self.critic_head(self.critic(self._inputs(obs, self.obs_groups["critic"]))).squeeze(-1)
+        return self.forward_actor(obs), value
+
+    def forward_actor(self, obs: torch.Tensor | dict | ObsWindow):
+        """The actor alone: ``dist_inputs`` from the keys it reads (a
+        deployed policy needs no critic input, see :mod:`rlstack.integrations.deploy`)."""
         out = self.actor_head(self.actor(self._inputs(obs, self.obs_groups["actor"])))
         if self.discrete:
-            return out.reshape(out.shape[0], *self.action_shape, self.num_categories), value
+            return out.reshape(out.shape[0], *self.action_shape, self.num_categories)
         shape = (out.shape[0], *self.action_shape)
         if self.log_std is not None:  # state-independent
-            return (out.reshape(shape), self.log_std.expand(shape)), value
+            return out.reshape(shape), self.log_std.expand(shape)
         mean, log_std = out.chunk(2, dim=-1)
-        return (mean.reshape(shape), torch.tanh(log_std).reshape(shape)), value
+        return mean.reshape(shape), torch.tanh(log_std).reshape(shape)
 
 
 class LSTMCell(nn.Module):

@@ -1,0 +1,236 @@
+"""Deployment: a trained policy's deterministic actor as one self-contained
+program, ONNX or ``torch.export``, for a robot or a simulator's runtime.
+
+:class:`DeployedActor` is the actor alone (for :class:`~rlstack.policy.models.MLPModel`
+the critic and the observation groups only it reads are left out), with
+the observation statistics of ``normalize_obs`` folded in: raw
+observations in, the actions the trained agent takes
+(:meth:`Algorithm.predict <rlstack.Algorithm.predict>`'s) out. Its inputs are the
+observation (one tensor per key the actor reads, for a dict observation,
+in the space's order); a policy with memory (recurrent, or a window of
+observations) also takes its memory as explicit tensors and a ``starts``
+``[B]`` bool input (``True`` where an episode begins: the memory starts over
+there, whatever is passed), and returns the next memory after the action.
+Every input and output has a leading batch dimension of any size.
+
+>>> from rlstack.integrations.deploy import export_onnx, export_program   # doctest: +SKIP
+>>> export_onnx(algo, "deploy/")       # deploy/actor.onnx and deploy/actor.json   # doctest: +SKIP
+>>> export_program(algo, "deploy/")    # deploy/actor.pt2 (torch.export) and deploy/actor.json  # doctest: +SKIP
+
+and ``rlstack export CHECKPOINT DIR --format onnx|torch``. ``actor.json``
+names the inputs and outputs in order, with their shapes and dtypes
+(``B`` the batch), and the initial memory (zeros). ONNX needs the ``onnx``
+extra (``pip install 'rlstack[onnx]'``: onnx, onnxscript, onnxruntime).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import optree
+import torch
+from torch import nn
+
+from ..core.normalization import RunningMoments, normalize
+from ..core.spaces import Box, Discrete
+from ..policy.policy import Policy, to_action_space
+
+EXTRA_HINT = "ONNX export needs the onnx extra: pip install 'rlstack[onnx]' (onnx, onnxscript, onnxruntime)."
+ONNX_FILE, PROGRAM_FILE, SPEC_FILE = "actor.onnx", "actor.pt2", "actor.json"
+
+
+def _actor_keys(policy: Policy, observation_space: Any) -> list[str] | None:
+    """The keys of a dict observation the deployed actor reads (None: a Box)."""
+    if not isinstance(observation_space, dict):
+        return None
+    groups = getattr(policy.model, "obs_groups", None)
+    return list(groups["actor"]) if groups and groups.get("actor") else list(observation_space)
+
+
+class DeployedActor(nn.Module):
+    """The deterministic actor of ``policy`` with ``params``, as an ordinary module.
+
+    ``forward(*obs, *memory, starts)``: ``obs`` the observation tensors
+    ``[B, ...]`` (see :attr:`input_keys`), then, for a policy with memory,
+    its leaves ``[B, ...]`` (:attr:`memory_shapes`) and ``starts`` ``[B]``
+    bool; returns the action ``[B, ...]`` (in the action space), then the
+    next memory's leaves.
+
+    Args:
+        policy: the trained policy.
+        params: its parameters.
+        observation_space, action_space: the env's (a ``Box`` or
+            ``Discrete`` action).
+        obs_moments: training's observation statistics (``()``: none).
+
+    Raises:
+        ValueError: for a dict action space.
+    """
+
+    def __init__(self, policy: Policy, params: dict, observation_space: Any, action_space: Any,
+                 obs_moments: Any = ()) -> None:
+        super().__init__()
+        if not isinstance(action_space, (Box, Discrete)):
+            raise ValueError(f"A deployed actor acts in a Box or Discrete action space, got {action_space!r}.")
+        self.policy, self.action_space = policy, action_space
+        self.model = policy.module(params).eval().requires_grad_(False)
+        #: The observation keys the actor reads, its inputs in order (None: one Box observation).
+        self.input_keys = _actor_keys(policy, observation_space)
+        keys = self.input_keys if self.input_keys is not None else [None]
+        self.observation_shapes = {k: tuple((observation_space[k] if k is not None else observation_space).shape)
+                                   for k in keys}
+        self.moments = None
+        if isinstance(obs_moments, (RunningMoments, dict)):
+            kept = {k: obs_moments[k] for k in keys} if isinstance(obs_moments, dict) else obs_moments
+            self.moments = optree.tree_map(lambda x: x.detach().clone(), kept)
+        example = self._example_obs(1, torch.device("cpu"))
+        first_memory = policy.initial_memory(example) if policy.has_memory else ()
+        self._memory_spec = optree.tree_structure(first_memory)
+        #: The memory's leaves, ``[B, ...]`` each (their shapes after the batch), in input order.
+        self.memory_shapes = [tuple(x.shape[1:]) for x in optree.tree_leaves(first_memory)]
+        self.memory_dtypes = [x.dtype for x in optree.tree_leaves(first_memory)]
+        self.eval()  # inference only
+
+    def _example_obs(self, batch: int, device: torch.device) -> Any:
+        if self.input_keys is None:
+            return torch.zeros(batch, *self.observation_shapes[None], device=device)
+        return {k: torch.zeros(batch, *shape, device=device) for k, shape in self.observation_shapes.items()}
+
+    def _apply(self, *inputs: Any) -> Any:
+        """The model as the memory kinds call it, actor only where the model has one apart."""
+        if not self.policy.recurrent and callable(getattr(self.model, "forward_actor", None)):
+            return self.model.forward_actor(*inputs), None
+        return self.model(*inputs)
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        count = len(self.observation_shapes)
+        obs_leaves, rest = inputs[:count], inputs[count:]
+        obs = obs_leaves[0] if self.input_keys is None else dict(zip(self.input_keys, obs_leaves))
+        if self.moments is not None:
+            obs = normalize(self.moments, obs)
+        if self.policy.has_memory:
+            memory = optree.tree_unflatten(self._memory_spec, list(rest[:-1]))
+            starts = rest[-1]
+        else:
+            memory, starts = (), torch.zeros(obs_leaves[0].shape[0], dtype=torch.bool, device=obs_leaves[0].device)
+        dist_inputs, _, memory = self.policy.memory.forward(self._apply, obs, memory, starts)
+        action = to_action_space(self.policy.distribution_cls, self.policy.distribution_cls.mode(dist_inputs),
+                                 self.action_space)
+        return (action, *optree.tree_leaves(memory))
+
+    def example_inputs(self, batch: int = 2) -> tuple[torch.Tensor, ...]:
+        """Zeros for every input (memory zeros, ``starts`` all True)."""
+        device = next(self.model.parameters()).device
+        obs = self._example_obs(batch, device)
+        leaves = [obs] if self.input_keys is None else list(obs.values())
+        if self.policy.has_memory:
+            leaves += [torch.zeros(batch, *s, dtype=d, device=device) for s, d in zip(self.memory_shapes, self.memory_dtypes)]
+            leaves.append(torch.ones(batch, dtype=torch.bool, device=device))
+        return tuple(leaves)
+
+    def input_names(self) -> list[str]:
+        obs = ["obs"] if self.input_keys is None else [f"obs.{k}" for k in self.input_keys]
+        memory = [f"memory.{i}" for i in range(len(self.memory_shapes))]
+        return obs + (memory + ["starts"] if self.policy.has_memory else [])
+
+    def output_names(self) -> list[str]:
+        return ["actions"] + [f"next_memory.{i}" for i in range(len(self.memory_shapes))]
+
+    def spec(self) -> dict[str, Any]:
+        """What ``actor.json`` records: the inputs and outputs, in order, with shapes and dtypes."""
+        example = self.example_inputs(1)
+        with torch.no_grad():
+            outputs = self(*example)
+        describe = lambda names, xs: [{"name": n, "shape": ["B", *x.shape[1:]], "dtype": str(x.dtype).replace("torch.", "")}
+                                      for n, x in zip(names, xs)]
+        return {"inputs": describe(self.input_names(), example), "outputs": describe(self.output_names(), outputs),
+                "normalize_obs": self.moments is not None,
+                "memory": "none" if not self.policy.has_memory else ("recurrent" if self.policy.recurrent else
+                                                                     f"obs_window={self.policy.obs_window}"),
+                "initial_memory": "zeros, with starts True at an episode's first step"}
+
+
+def deployed_actor(algorithm: Any) -> DeployedActor:
+    """An Algorithm's (a single run's) deterministic actor, on the CPU.
+
+    Raises:
+        ValueError: for a population (export a member: ``algorithm.member(k)``).
+    """
+    if getattr(algorithm, "num_members", None) is not None:
+        raise ValueError("A population has one policy per member: deploy algorithm.member(k).")
+    params = {k: v.detach().cpu() for k, v in algorithm.params.items()}
+    moments = optree.tree_map(lambda x: x.detach().cpu(), algorithm.obs_moments)
+    return DeployedActor(algorithm.policy, params, algorithm.env.observation_space, algorithm.env.action_space, moments)
+
+
+def _dynamic_shapes(actor: DeployedActor) -> tuple[tuple[dict[int, Any], ...]]:
+    """Every input's first dimension is the batch, of any size (``forward``'s one ``*inputs`` argument)."""
+    batch = torch.export.Dim("batch", min=1)
+    return (tuple({0: batch} for _ in actor.example_inputs()),)
+
+
+def _write_spec(actor: DeployedActor, directory: Path, program: str) -> None:
+    (directory / SPEC_FILE).write_text(json.dumps({"program": program, **actor.spec()}, indent=2))
+
+
+def _atomic_write(target: Path, write: Callable[[str], None]) -> None:
+    """``write(temp path)`` then rename it to ``target``: a reader never sees half a file."""
+    tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp{target.suffix}")
+    try:
+        write(str(tmp))
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _folder(path: str | os.PathLike) -> Path:
+    directory = Path(path)
+    if directory.exists() and not directory.is_dir():
+        raise FileExistsError(f"`path` {directory} must be a folder (its {ONNX_FILE}, {PROGRAM_FILE}, {SPEC_FILE}).")
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def export_program(algorithm: Any, path: str | os.PathLike) -> str:
+    """Write the deterministic actor as a ``torch.export`` program
+    (``<path>/actor.pt2``, loaded by ``torch.export.load(...).module()``)
+    and its ``actor.json``; returns the program's path."""
+    actor, directory = deployed_actor(algorithm), _folder(path)
+    program = torch.export.export(actor, actor.example_inputs(), dynamic_shapes=_dynamic_shapes(actor))
+    target = directory / PROGRAM_FILE
+    _atomic_write(target, lambda tmp: torch.export.save(program, tmp))
+    _write_spec(actor, directory, PROGRAM_FILE)
+    return str(target)
+
+
+def export_onnx(algorithm: Any, path: str | os.PathLike) -> str:
+    """Write the deterministic actor as ONNX (``<path>/actor.onnx``, run by
+    onnxruntime or any ONNX runtime) and its ``actor.json``; returns the
+    model's path.
+
+    Raises:
+        ImportError: naming the extra, without onnx and onnxscript.
+    """
+    try:
+        import onnx  # noqa: F401  (what torch.onnx.export needs)
+        import onnxscript  # noqa: F401
+    except ImportError as e:
+        raise ImportError(EXTRA_HINT) from e
+    actor, directory = deployed_actor(algorithm), _folder(path)
+    with warnings.catch_warnings():  # every input shares the one batch dimension, which torch's exporter remarks on
+        warnings.filterwarnings("ignore", message=r"# The axis name: .* will not be used")
+        program = torch.onnx.export(actor, actor.example_inputs(), input_names=actor.input_names(),
+                                    output_names=actor.output_names(), dynamic_shapes=_dynamic_shapes(actor),
+                                    dynamo=True, external_data=False, verbose=False)
+    target = directory / ONNX_FILE
+    _atomic_write(target, program.save)
+    _write_spec(actor, directory, ONNX_FILE)
+    return str(target)
+
+
+__all__ = ["DeployedActor", "deployed_actor", "export_onnx", "export_program"]
