@@ -14,7 +14,12 @@ Each round times, on the same warm Algorithm, ``--steps`` iterations of
   recorded, as ``run()`` does when it returns, and none is left for the
   next measurement to write),
 
-in alternation, so a shared machine's drift hits all three alike. With
+in alternation, so a shared machine's drift hits all three alike. Drift
+between rounds still moves the overhead by several percent on a shared
+2-core machine, so each Trainer row also reports its *shell share*: the
+time of the call outside the Algorithm's ``collect_each``/``step_each``
+over the time inside them, measured within the same call (immune to
+drift between calls; the Algorithm's own work is the bare row's). With
 ``--members K`` the same is measured for ``Trainer(num_members=K)`` (a
 parent run and K nested member runs) against the bare
 :class:`rlstack.Population`. Prints
@@ -72,6 +77,19 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(3):  # compile and warm up
             trainer.step()
 
+        inside = [0.0]  # seconds spent in the Algorithm's collect_each/step_each during a Trainer measurement
+
+        def timed(fn):
+            def call(*a, **kw):
+                start = time.perf_counter()
+                try:
+                    return fn(*a, **kw)
+                finally:
+                    inside[0] += time.perf_counter() - start
+            return call
+
+        algo.collect_each, algo.step_each = timed(algo.collect_each), timed(algo.step_each)
+
         def bare(steps: int) -> None:
             for _ in range(steps):
                 algo.collect()
@@ -87,22 +105,29 @@ def main(argv: list[str] | None = None) -> int:
             trainer.flush_metrics()
 
         timings = {"algorithm": [], "trainer.run": [], "trainer.step": []}
+        shell = {"trainer.run": [], "trainer.step": []}  # the Trainer's own share of each call, measured inside it
         for _ in range(args.rounds):
             for name, fn in (("algorithm", bare), ("trainer.run", run), ("trainer.step", step)):
+                inside[0] = 0.0
                 timings[name].append(_per_step_ms(fn, args.steps))
+                if name in shell:
+                    algorithm_ms = 1000.0 * inside[0] / args.steps
+                    shell[name].append(timings[name][-1] / algorithm_ms - 1.0)
         trainer.close()
     medians = {name: statistics.median(values) for name, values in timings.items()}
     base = medians["algorithm"]
     rows = [
-        {"what": name, "ms_per_step": medians[name], "overhead": medians[name] / base - 1.0, "rounds_ms": timings[name]}
+        {"what": name, "ms_per_step": medians[name], "overhead": medians[name] / base - 1.0, "rounds_ms": timings[name],
+         "shell_share": statistics.median(shell[name]) if name in shell else 0.0, "rounds_shell_share": shell.get(name, [])}
         for name in timings
     ]
     members = f", population of {args.members} (parent + {args.members} member runs)" if args.members else ""
     print(f"CartPole, 64 envs x 16 steps, 64x64{members}, {'compiled' if args.compile else 'eager'}, "
           f"{args.steps} steps x {args.rounds} rounds (median)")
-    print(f"{'what':<14} {'ms/step':>8} {'overhead over algorithm':>24}")
+    print(f"{'what':<14} {'ms/step':>8} {'overhead over algorithm':>24} {'shell share, same calls':>24}")
     for row in rows:
-        print(f"{row['what']:<14} {row['ms_per_step']:>8.2f} {100 * row['overhead']:>23.1f}%")
+        print(f"{row['what']:<14} {row['ms_per_step']:>8.2f} {100 * row['overhead']:>23.1f}% "
+              f"{100 * row['shell_share']:>23.1f}%")
     suffix = f"K{args.members}-" if args.members else ""
     out = Path(args.out) if args.out else RESULTS / f"trainer-overhead-{suffix}{device.type}.json"
     meta = {"torch": torch.__version__, "device": str(device),
