@@ -143,8 +143,10 @@ def test_a_factory_builds_the_env_for_the_runs_num_envs_and_device():
         made.append((num_envs, device))
         return ProtocolPendulum(num_envs, device)
 
-    algo = Algorithm(rsl_rl_env(make), **SMALL)
+    factory = rsl_rl_env(make)
+    algo = Algorithm(factory, **SMALL)
     assert made == [(16, "cpu")] and isinstance(algo.env, RslRlEnv)
+    assert factory.build_env(num_envs=16, device="cpu") is algo.env and len(made) == 1  # one simulator per process
     with pytest.raises(ValueError, match=r"made an env of 4 envs"):
         Algorithm(rsl_rl_env(lambda num_envs, device: ProtocolPendulum(4, device)), **SMALL)
 

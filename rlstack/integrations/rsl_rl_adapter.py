@@ -225,6 +225,7 @@ class rsl_rl_env:  # noqa: N801 - used like a class: Trainer(rsl_rl_env(make_isa
             raise TypeError(f"`factory` must be callable (num_envs=, device=) -> an rsl_rl env, got {factory!r}.")
         self.factory, self.options = factory, options
         self.__name__ = getattr(factory, "__name__", type(factory).__name__)
+        self._built: dict[tuple, RslRlEnv] = {}
 
     #: Every rsl_rl env is episodic (it resets its own envs).
     episodic = True
@@ -232,15 +233,20 @@ class rsl_rl_env:  # noqa: N801 - used like a class: Trainer(rsl_rl_env(make_isa
     default_num_envs = 4096
 
     def build_env(self, *, num_envs: int, device: Any = "cpu", config: Mapping[str, Any] | None = None) -> RslRlEnv:
-        """The factory's env for ``num_envs`` envs on ``device``, wrapped.
+        """The factory's env for ``num_envs`` envs on ``device``, wrapped;
+        made once per arguments (a GPU simulator is one per process, so
+        evaluation steps the same one).
 
         Raises:
             ValueError: if the env made simulates another number of envs.
         """
-        env = self.factory(num_envs=num_envs, device=str(device), **dict(config or {}))
-        if int(getattr(env, "num_envs", num_envs)) != num_envs:
-            raise ValueError(f"{self.__name__}(num_envs={num_envs}) made an env of {env.num_envs} envs.")
-        return RslRlEnv(env, **self.options)
+        arguments = (num_envs, str(device), repr(sorted(dict(config or {}).items())))
+        if arguments not in self._built:
+            env = self.factory(num_envs=num_envs, device=str(device), **dict(config or {}))
+            if int(getattr(env, "num_envs", num_envs)) != num_envs:
+                raise ValueError(f"{self.__name__}(num_envs={num_envs}) made an env of {env.num_envs} envs.")
+            self._built[arguments] = RslRlEnv(env, **self.options)
+        return self._built[arguments]
 
     def __repr__(self) -> str:
         return f"rsl_rl_env({self.__name__})"
