@@ -63,8 +63,8 @@ class DeployedActor(nn.Module):
     Args:
         policy: the trained policy.
         params: its parameters.
-        observation_space, action_space: the env's (a ``Box`` or
-            ``Discrete`` action).
+        observation_space: the env's.
+        action_space: the env's (a ``Box`` or ``Discrete`` one).
         obs_moments: training's observation statistics (``()``: none).
 
     Raises:
