@@ -75,19 +75,23 @@ print(json.dumps({"transitions": config.num_envs * config.horizon, "iteration_s"
 """
 
 
-def ensure_peer_venv(path: Path, requirements: list[str] = PEER_REQUIREMENTS) -> Path:
-    """Create (once) a venv with ``requirements`` (default: rlstack 1.1.0's), CPU torch 2.13.0 first;
+def ensure_peer_venv(path: Path, requirements: list[str] = PEER_REQUIREMENTS, *,
+                     system_site_packages: bool = False) -> Path:
+    """Create (once) a venv with ``requirements`` (default: rlstack 1.1.0's), CPU torch 2.13.0 first,
+    or over this interpreter's packages (its torch, and this rlstack) with ``system_site_packages``;
     returns its python. A venv built for other requirements is built again."""
     python = path / "bin" / "python"
     marker = path / ".rlstack-peers-ready"
-    if marker.exists() and marker.read_text() == " ".join(requirements):
+    wanted = " ".join(requirements) + (" +system" if system_site_packages else "")
+    if marker.exists() and marker.read_text() == wanted:
         return python
     print(f"peers: building the venv of {requirements} in {path} (once) ...", flush=True)
-    venv.create(path, with_pip=True)
+    venv.create(path, with_pip=True, system_site_packages=system_site_packages, clear=True)
     pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    subprocess.run([*pip, "torch==2.13.0"], check=True)
+    if not system_site_packages:
+        subprocess.run([*pip, "torch==2.13.0"], check=True)
     subprocess.run([*pip, *requirements], check=True)
-    marker.write_text(" ".join(requirements))
+    marker.write_text(wanted)
     return python
 
 

@@ -1,0 +1,57 @@
+"""rlstack's episodic Pendulum-v1 behind rsl_rl's ``VecEnv`` protocol, for
+``benchmarks/rsl_rl.py``: the one env both sides train on, imported by both
+processes (rsl_rl's venv and this one), so the physics cost the same.
+
+Observations come as a TensorDict where ``tensordict`` is installed (rsl_rl
+needs one), else a dict; the group ``policy`` is the 3 Pendulum-v1
+features. Episodes time out after 200 steps (``extras["time_outs"]``); the
+env keeps every finished episode's return (``finished_returns``), the
+independent record of how well either side learned.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from rlstack import random
+from rlstack.envs import PendulumV1
+
+try:
+    from tensordict import TensorDict
+except ImportError:  # this side: rlstack reads a dict of groups as well
+    TensorDict = None
+
+
+class PendulumVecEnv:
+    """``num_envs`` Pendulum-v1 envs on the CPU with rsl_rl's attributes."""
+
+    def __init__(self, num_envs: int, seed: int = 0, device: str = "cpu") -> None:
+        self.env = PendulumV1()
+        self.num_envs, self.num_actions, self.device = num_envs, 1, torch.device(device)
+        self.max_episode_length = self.env.max_episode_steps
+        self.episode_length_buf = torch.zeros(num_envs, dtype=torch.long)
+        self.cfg: dict = {}
+        self._key, self._steps = random.key(seed), 0
+        self.state, self.obs = self.env.reset(random.fold_in(self._key, -1), num_envs)
+        self.returns = torch.zeros(num_envs)
+        self.finished_returns: list[float] = []
+
+    def _groups(self, obs: torch.Tensor):
+        groups = {"policy": obs}
+        return TensorDict(groups, batch_size=[self.num_envs]) if TensorDict is not None else groups
+
+    def get_observations(self):
+        return self._groups(self.obs)
+
+    def step(self, actions: torch.Tensor):
+        self._steps += 1
+        self.state, self.obs, reward, terminated, truncated = self.env.step(
+            random.fold_in(self._key, self._steps), self.state, actions.clamp(-2.0, 2.0))
+        dones = terminated | truncated
+        self.returns += reward
+        if dones.any():
+            self.finished_returns += self.returns[dones].tolist()
+        self.returns = torch.where(dones, torch.zeros_like(self.returns), self.returns)
+        self.episode_length_buf = torch.where(dones, torch.zeros_like(self.episode_length_buf),
+                                              self.episode_length_buf + 1)
+        return self._groups(self.obs), reward, dones.float(), {"time_outs": truncated}
