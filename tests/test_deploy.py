@@ -138,3 +138,18 @@ def test_onnx_without_its_extra_says_which_to_install(tmp_path, monkeypatch):
     with pytest.raises(ImportError, match=r"pip install 'rlstack\[onnx\]'"):
         export_onnx(algo, tmp_path)
     assert not (tmp_path / "actor.onnx").exists()
+
+
+def test_an_export_folder_holds_one_actor_and_refuses_anything_else(tmp_path):
+    algo = Algorithm(CartPoleV1, **SMALL, model_config={"hiddens": (8,)})
+    export_program(algo, tmp_path / "deploy")
+    with pytest.raises(FileExistsError, match=r"`path` .*deploy' already holds actor.pt2"):
+        export_program(algo, tmp_path / "deploy")  # a second export would replace the first
+    other = Algorithm(PendulumV1, **SMALL, model_config={"hiddens": (8,)})
+    with pytest.raises(FileExistsError, match=r"holds the actor.json of an actor with other inputs or outputs"):
+        export_onnx(other, tmp_path / "deploy")  # checked before the onnx extra is needed
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("a user's file")
+    with pytest.raises(FileExistsError, match=r"already holds notes.txt"):
+        export_program(algo, tmp_path / "mine")
+    assert sorted(p.name for p in (tmp_path / "deploy").iterdir()) == ["actor.json", "actor.pt2"]  # no temp file left

@@ -19,7 +19,7 @@ import re
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import optree
 import torch
@@ -57,26 +57,35 @@ def remove_stale_temp_files(directory: Path) -> list[Path]:
     return removed
 
 
-def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to ``path`` atomically (temp file + fsync + rename).
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """Write ``path`` atomically: ``write(temp path)`` beside it, fsync, rename.
 
-    Temp files left by a writer that was killed mid-write are removed first
-    (see :func:`remove_stale_temp_files`).
+    A reader never sees half a file, and a writer killed mid-write leaves
+    only a temp file, removed by the next writer in that folder (see
+    :func:`remove_stale_temp_files`).
+
+    Args:
+        write: writes the whole file to the path it is given (a ``str``).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
+        write(tmp)
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to ``path`` atomically (:func:`atomic_write`)."""
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def safe_load(path: str | os.PathLike, what: str = "checkpoint") -> dict[str, Any]:

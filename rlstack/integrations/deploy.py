@@ -17,7 +17,8 @@ Every input and output has a leading batch dimension of any size.
 >>> export_onnx(algo, "deploy/")       # deploy/actor.onnx and deploy/actor.json   # doctest: +SKIP
 >>> export_program(algo, "deploy/")    # deploy/actor.pt2 (torch.export) and deploy/actor.json  # doctest: +SKIP
 
-and ``rlstack export CHECKPOINT DIR --format onnx|torch``. ``actor.json``
+and ``rlstack export CHECKPOINT DIR --format onnx|torch``: a folder new or
+empty, or holding the other format of the same actor. ``actor.json``
 names the inputs and outputs in order, with their shapes and dtypes
 (``B`` the batch), and the initial memory (zeros). ONNX needs the ``onnx``
 extra (``pip install 'rlstack[onnx]'``: onnx, onnxscript, onnxruntime).
@@ -38,6 +39,7 @@ from torch import nn
 from ..core.normalization import RunningMoments, normalize
 from ..core.spaces import Box, Discrete
 from ..policy.policy import Policy, to_action_space
+from . import checkpoint as ckpt
 
 EXTRA_HINT = "ONNX export needs the onnx extra: pip install 'rlstack[onnx]' (onnx, onnxscript, onnxruntime)."
 ONNX_FILE, PROGRAM_FILE, SPEC_FILE = "actor.onnx", "actor.pt2", "actor.json"
@@ -173,39 +175,55 @@ def _dynamic_shapes(actor: DeployedActor) -> tuple[tuple[dict[int, Any], ...]]:
     return (tuple({0: batch} for _ in actor.example_inputs()),)
 
 
-def _write_spec(actor: DeployedActor, directory: Path, program: str) -> None:
-    (directory / SPEC_FILE).write_text(json.dumps({"program": program, **actor.spec()}, indent=2))
+def _folder(path: str | os.PathLike, actor: DeployedActor, program_file: str) -> Path:
+    """The folder to write ``program_file`` and ``actor.json`` into, checked
+    before anything is traced: new, empty, or holding only the other
+    format of an actor with the same inputs and outputs.
 
-
-def _atomic_write(target: Path, write: Callable[[str], None]) -> None:
-    """``write(temp path)`` then rename it to ``target``: a reader never sees half a file."""
-    tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp{target.suffix}")
-    try:
-        write(str(tmp))
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _folder(path: str | os.PathLike) -> Path:
+    Raises:
+        FileExistsError: naming ``path`` and what it already holds.
+    """
     directory = Path(path)
     if directory.exists() and not directory.is_dir():
-        raise FileExistsError(f"`path` {directory} must be a folder (its {ONNX_FILE}, {PROGRAM_FILE}, {SPEC_FILE}).")
+        raise FileExistsError(f"`path` {str(directory)!r} must be a folder (for {program_file} and {SPEC_FILE}).")
+    present = {p.name for p in directory.iterdir()} if directory.exists() else set()
+    refused = sorted(present - {ONNX_FILE, PROGRAM_FILE, SPEC_FILE} | present & {program_file})
+    if refused:
+        raise FileExistsError(f"`path` {str(directory)!r} already holds {', '.join(refused)}: export into a new or "
+                              f"empty folder (or one holding only the other format of the same actor).")
+    if SPEC_FILE in present and json.loads((directory / SPEC_FILE).read_text()) != _spec_json(actor):
+        raise FileExistsError(f"`path` {str(directory)!r} holds the {SPEC_FILE} of an actor with other inputs or "
+                              f"outputs: export into a new or empty folder.")
     directory.mkdir(parents=True, exist_ok=True)
     return directory
+
+
+def _spec_json(actor: DeployedActor) -> Any:
+    """``actor.spec()`` as ``actor.json`` holds it (lists for tuples)."""
+    return json.loads(json.dumps(actor.spec()))
+
+
+def _write(actor: DeployedActor, directory: Path, program_file: str, write: Callable[[str], None]) -> str:
+    """The program (``write(temp path)``) and ``actor.json``, each written atomically; the program's path."""
+    target = ckpt.atomic_write(directory / program_file, write)
+    text = json.dumps(actor.spec(), indent=2)
+    ckpt.atomic_write(directory / SPEC_FILE, lambda tmp: Path(tmp).write_text(text))
+    return str(target)
 
 
 def export_program(algorithm: Any, path: str | os.PathLike) -> str:
     """Write the deterministic actor as a ``torch.export`` program
     (``<path>/actor.pt2``, loaded by ``torch.export.load(...).module()``)
-    and its ``actor.json``; returns the program's path."""
-    actor, directory = deployed_actor(algorithm), _folder(path)
+    and its ``actor.json``; returns the program's path.
+
+    Raises:
+        FileExistsError: for a ``path`` that holds an ``actor.pt2``, files
+            of its own, or another actor's ``actor.json``.
+    """
+    actor = deployed_actor(algorithm)
+    directory = _folder(path, actor, PROGRAM_FILE)
     program = torch.export.export(actor, actor.example_inputs(), dynamic_shapes=_dynamic_shapes(actor))
-    target = directory / PROGRAM_FILE
-    _atomic_write(target, lambda tmp: torch.export.save(program, tmp))
-    _write_spec(actor, directory, PROGRAM_FILE)
-    return str(target)
+    return _write(actor, directory, PROGRAM_FILE, lambda tmp: torch.export.save(program, tmp))
 
 
 def export_onnx(algorithm: Any, path: str | os.PathLike) -> str:
@@ -215,22 +233,22 @@ def export_onnx(algorithm: Any, path: str | os.PathLike) -> str:
 
     Raises:
         ImportError: naming the extra, without onnx and onnxscript.
+        FileExistsError: for a ``path`` that holds an ``actor.onnx``, files
+            of its own, or another actor's ``actor.json``.
     """
+    actor = deployed_actor(algorithm)
+    directory = _folder(path, actor, ONNX_FILE)
     try:
         import onnx  # noqa: F401  (what torch.onnx.export needs)
         import onnxscript  # noqa: F401
     except ImportError as e:
         raise ImportError(EXTRA_HINT) from e
-    actor, directory = deployed_actor(algorithm), _folder(path)
     with warnings.catch_warnings():  # every input shares the one batch dimension, which torch's exporter remarks on
         warnings.filterwarnings("ignore", message=r"# The axis name: .* will not be used")
         program = torch.onnx.export(actor, actor.example_inputs(), input_names=actor.input_names(),
                                     output_names=actor.output_names(), dynamic_shapes=_dynamic_shapes(actor),
                                     dynamo=True, external_data=False, verbose=False)
-    target = directory / ONNX_FILE
-    _atomic_write(target, program.save)
-    _write_spec(actor, directory, ONNX_FILE)
-    return str(target)
+    return _write(actor, directory, ONNX_FILE, program.save)
 
 
 __all__ = ["DeployedActor", "deployed_actor", "export_onnx", "export_program"]
