@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator, Mapping
 
+import optree
 import torch
 
 from ..core import random
@@ -12,6 +13,25 @@ from ..core.types import Tree
 
 #: What every env's ``step`` returns: ``(state, obs, reward [N], terminated [N], truncated [N])``.
 StepResult = tuple[Tree, Tree, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def where_done(done: torch.Tensor, new: Tree, old: Tree) -> Tree:
+    """Per env: ``new`` where ``done`` (``[N]`` bool), else ``old``, leaf by
+    leaf (``[N, ...]`` each). A leaf that is the same tensor in both (e.g.
+    CartPole's shared ``observed`` mask ``[4]``) is kept as it is."""
+    def pick(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if a is b:
+            return a
+        return torch.where(done.reshape(-1, *[1] * (a.dim() - 1)), a, b)
+
+    return optree.tree_map(pick, new, old)
+
+
+def check_num_envs(num_envs: int, fixed: int, what: str) -> None:
+    """Raise ``ValueError`` unless a reset asks for the ``fixed`` number of
+    envs that ``what`` (an env made at one size) simulates."""
+    if num_envs != fixed:
+        raise ValueError(f"`num_envs` must be {fixed} for this {what}, got {num_envs}.")
 
 
 class Env:

@@ -21,6 +21,7 @@ import torch
 
 from ..core import random
 from ..core.types import Tree
+from ._base import where_done
 from .cartpole import CartPole, in_bounds, observe
 from .mountain_car import GOAL_POSITION, MountainCar
 from .pendulum import Pendulum
@@ -43,18 +44,6 @@ class EpisodeState(NamedTuple):
     time: torch.Tensor
     final_obs: Tree
     respawn: dict[str, torch.Tensor]
-
-
-def _where(done: torch.Tensor, new: Tree, old: Tree) -> Tree:
-    """Per env: ``new`` where ``done`` (``[N]`` bool), else ``old``. A leaf
-    the respawn kept as it was (the same tensor, e.g. CartPole's shared
-    ``observed`` mask ``[4]``) is kept."""
-    def pick(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        if a is b:
-            return a
-        return torch.where(done.reshape(-1, *[1] * (a.dim() - 1)), a, b)
-
-    return optree.tree_map(pick, new, old)
 
 
 class Episodic:
@@ -83,9 +72,9 @@ class Episodic:
         truncated = (time >= self.max_episode_steps) & ~terminated
         done = terminated | truncated
         fresh, fresh_obs = self.respawn(key, inner, state.respawn)
-        next_state = EpisodeState(_where(done, fresh, inner), torch.where(done, torch.zeros_like(time), time), obs,
+        next_state = EpisodeState(where_done(done, fresh, inner), torch.where(done, torch.zeros_like(time), time), obs,
                                   state.respawn)
-        return next_state, _where(done, fresh_obs, obs), reward, terminated, truncated
+        return next_state, where_done(done, fresh_obs, obs), reward, terminated, truncated
 
     def final_observation(self, state: EpisodeState) -> Tree:
         return state.final_obs

@@ -15,7 +15,7 @@ import optree
 import torch
 
 from ..core.spaces import Box, Discrete, Space
-from ._base import Env, StepResult
+from ._base import Env, StepResult, check_num_envs
 
 
 def space_from_spec(spec: Any, name: str = "spec") -> Space:
@@ -79,8 +79,7 @@ class StatefulEnvAdapter(Env):
 
     def reset(self, key: torch.Tensor, num_envs: int, *, config: Mapping[str, Any] | None = None) -> tuple[Any, Any]:
         """Reset the wrapped env (its own randomness: ``key`` is unused)."""
-        if num_envs != self.num_envs:
-            raise ValueError(f"`num_envs` must be {self.num_envs} for this 1.x env (fixed at construction), got {num_envs}.")
+        check_num_envs(num_envs, self.num_envs, "1.x env (fixed at construction)")
         obs = self.env.reset(config=dict(config) if config else None)
         return torch.zeros((), device=self.device), optree.tree_map(torch.clone, obs)
 

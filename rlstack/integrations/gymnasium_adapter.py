@@ -28,6 +28,7 @@ import torch
 from ..core import random
 from ..core.spaces import Box, Discrete, Space
 from ..envs import Env
+from ..envs._base import check_num_envs
 
 #: ``env_config["vectorization_mode"]`` of a gymnasium id: how its sub-envs are stepped.
 VECTORIZATION_MODES = ("sync", "async")
@@ -138,8 +139,7 @@ class GymnasiumEnv(Env):
     def reset_seed(self, key: torch.Tensor, num_envs: int, config: Mapping[str, Any] | None) -> int:
         """The seed a reset draws from ``key``, after checking ``num_envs``
         and ``config`` against what the env was made with (see :meth:`reset`)."""
-        if num_envs != self.num_envs:
-            raise ValueError(f"`num_envs` must be {self.num_envs} for this {self.kind}, got {num_envs}.")
+        check_num_envs(num_envs, self.num_envs, self.kind)
         if config and dict(config) != self.config:
             raise ValueError(f"{self.kind} {self.name} was made with options {self.config}, got reset `config` "
                              f"{dict(config)}; {self.takes_options}.")

@@ -48,6 +48,7 @@ import torch
 from ..core import random
 from ..core.spaces import Box
 from ..envs import Env
+from ..envs._base import check_num_envs, where_done
 
 #: Where a wrapper may put the true final observation of the envs that ended (see the module's docstring).
 FINAL_OBS_KEY = "final_observation"
@@ -154,8 +155,7 @@ class RslRlEnv(Env):
             ValueError: for another ``num_envs``, a ``key`` (the policy's
                 device) other than the env's device, or a ``config``.
         """
-        if num_envs != self.num_envs:
-            raise ValueError(f"`num_envs` must be {self.num_envs} for this {self.kind}, got {num_envs}.")
+        check_num_envs(num_envs, self.num_envs, self.kind)
         if key.device != self.device:
             raise ValueError(f"The {self.kind} {self.name} runs on {self.device}, the policy on {key.device}: pass "
                              f"device={str(self.device)!r} (rlstack never copies observations between devices).")
@@ -181,7 +181,7 @@ class RslRlEnv(Env):
         truncated, terminated = done & time_out, done & ~time_out
         final = extras.get(self.final_obs_key)
         known = self._groups(final, f"extras[{self.final_obs_key!r}]") if final is not None else state.obs
-        final_obs = {k: torch.where(done.reshape(n, *([1] * (v.dim() - 1))), known[k], v) for k, v in obs.items()}
+        final_obs = where_done(done, {k: known[k] for k in obs}, obs)
         self._add_log(extras.get("log"))
         return RslRlState(obs, final_obs), obs, rewards.reshape(n).float(), terminated, truncated
 
