@@ -42,6 +42,16 @@ import optree
 import torch
 
 
+#: Inductor options of every compiled piece. ``realize_reads_threshold=1``
+#: stores each intermediate read more than once instead of recomputing it
+#: inline: Threefry's rounds (:mod:`rlstack.core.random`) read each word
+#: twice, and the default threshold (4) inlined them until the kernel body
+#: grew exponentially (36 s of Inductor code generation for one
+#: ``random.bits`` on a 2-core CPU, 9 s with it; the same kernels after
+#: fusion). benchmarks/README.md has the first iteration before and after.
+INDUCTOR_OPTIONS = {"realize_reads_threshold": 1}
+
+
 class Staged(NamedTuple):
     """A function made of pure pieces and the loop that calls them.
 
@@ -85,7 +95,7 @@ def over_members(staged: Staged) -> Staged:
 def compiled(staged: Staged) -> Staged:
     """``staged`` with the pieces it names compilable handed to
     ``torch.compile(fullgraph=True)``; the loops stay in Python."""
-    pieces = {name: torch.compile(fn, fullgraph=True) if name in staged.compile else fn
+    pieces = {name: torch.compile(fn, fullgraph=True, options=INDUCTOR_OPTIONS) if name in staged.compile else fn
               for name, fn in staged.pieces.items()}
     return staged._replace(pieces=pieces, compiled=True)
 

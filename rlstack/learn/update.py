@@ -234,7 +234,10 @@ def make_update(
     if config.normalize_advantages_per_minibatch:  # a piece only where it does something (vmapped, it costs)
         pieces["epoch_batch"] = make_epoch_batch(config, recurrent)
     loop = functools.partial(run_epochs, plan=UpdatePlan(config, default_hparams, recurrent, reduce_grads))
-    return Staged(pieces, loop, compile=frozenset(pieces) - {"global_norm", "epoch_batch"}, in_dims={"shuffle": (0, None)})
+    # Eager: global_norm and epoch_batch (cheap), and the once-per-update or per-epoch draws, whose
+    # compiled Threefry cost seconds of Inductor's time each for a few milliseconds of eager work.
+    eager = {"global_norm", "epoch_batch", "epoch_keys", "shuffle"}
+    return Staged(pieces, loop, compile=frozenset(pieces) - eager, in_dims={"shuffle": (0, None)})
 
 
 def adapted_rate(opt_state: Any, kl: torch.Tensor, desired_kl: float | None) -> Any:
