@@ -103,6 +103,11 @@ def make_optimizer(
     return optimizer
 
 
+#: Update pieces run eagerly even when compiled: cheap ones, and the key split and per-epoch
+#: permutation, a few milliseconds eagerly, whose compiled Threefry cost Inductor seconds each.
+EAGER_PIECES = frozenset({"global_norm", "epoch_batch", "epoch_keys", "shuffle"})
+
+
 def make_update(
     policy: Policy,
     optimizer: optim.GradientTransformation,
@@ -234,10 +239,7 @@ def make_update(
     if config.normalize_advantages_per_minibatch:  # a piece only where it does something (vmapped, it costs)
         pieces["epoch_batch"] = make_epoch_batch(config, recurrent)
     loop = functools.partial(run_epochs, plan=UpdatePlan(config, default_hparams, recurrent, reduce_grads))
-    # Eager: global_norm and epoch_batch (cheap), and the once-per-update or per-epoch draws, whose
-    # compiled Threefry cost seconds of Inductor's time each for a few milliseconds of eager work.
-    eager = {"global_norm", "epoch_batch", "epoch_keys", "shuffle"}
-    return Staged(pieces, loop, compile=frozenset(pieces) - eager, in_dims={"shuffle": (0, None)})
+    return Staged(pieces, loop, compile=frozenset(pieces) - EAGER_PIECES, in_dims={"shuffle": (0, None)})
 
 
 def adapted_rate(opt_state: Any, kl: torch.Tensor, desired_kl: float | None) -> Any:
