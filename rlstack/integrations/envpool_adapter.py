@@ -81,18 +81,12 @@ class EnvPoolEnv(GymnasiumEnv):
         """One step of every env, and EnvPool's reset step for those that ended (``key`` is unused)."""
         obs, reward, terminated, truncated, _ = self.vector_env.step(actions_to_numpy(action))
         ended = np.flatnonzero(np.logical_or(terminated, truncated))
-        next_obs = obs
-        if ended.size:
-            idle = np.stack([self._idle] * ended.size)  # ignored by a reset step
-            first_obs, _, _, _, info = self.vector_env.step(idle, env_id=ended)
-            next_obs = _with_rows(obs, np.asarray(info["env_id"]), first_obs)
-        return (
-            GymnasiumState(self._obs(obs)),  # the true last observations of the episodes that ended
-            self._obs(next_obs),
-            torch.as_tensor(np.asarray(reward), dtype=torch.float32, device=self.device),
-            torch.as_tensor(np.asarray(terminated), dtype=torch.bool, device=self.device),
-            torch.as_tensor(np.asarray(truncated), dtype=torch.bool, device=self.device),
-        )
+        if not ended.size:
+            return self._stepped(obs, None, reward, terminated, truncated)
+        idle = np.stack([self._idle] * ended.size)  # ignored by a reset step
+        first_obs, _, _, _, info = self.vector_env.step(idle, env_id=ended)
+        # obs: the true last observations of the episodes that ended; the next ones have the reset rows
+        return self._stepped(_with_rows(obs, np.asarray(info["env_id"]), first_obs), obs, reward, terminated, truncated)
 
     def reset(self, key: torch.Tensor, num_envs: int, *, config: Mapping[str, Any] | None = None):
         """Reset every env, seeding EnvPool from ``key`` (EnvPool takes seeds below 2**31).

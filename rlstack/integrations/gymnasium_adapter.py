@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Any, Mapping, NamedTuple
 
 import numpy as np
+import optree
 import torch
 
 from ..core import random
@@ -119,10 +120,15 @@ class GymnasiumEnv(Env):
 
     def _obs(self, obs: Any) -> Any:
         if isinstance(self.observation_space, dict):
-            return {k: torch.as_tensor(np.asarray(obs[k]), dtype=torch.float32 if isinstance(s, Box) else torch.int64,
-                                       device=self.device) for k, s in self.observation_space.items()}
-        dtype = torch.float32 if isinstance(self.observation_space, Box) else torch.int64
-        return torch.as_tensor(np.asarray(obs), dtype=dtype, device=self.device)
+            return {k: self._tensor(obs[k], np.float32 if isinstance(s, Box) else np.int64)
+                    for k, s in self.observation_space.items()}
+        return self._tensor(obs, np.float32 if isinstance(self.observation_space, Box) else np.int64)
+
+    def _tensor(self, array: Any, dtype: Any) -> torch.Tensor:
+        """A copy of ``array`` as a ``dtype`` tensor on the device: gymnasium
+        reuses its buffers from step to step, so nothing is shared with them."""
+        tensor = torch.from_numpy(np.array(array, dtype=dtype))
+        return tensor if self.device.type == "cpu" else tensor.to(self.device)
 
     def reset(self, key: torch.Tensor, num_envs: int, *, config: Mapping[str, Any] | None = None) -> tuple[Any, Any]:
         """Reset every sub-env, seeding gymnasium from ``key``.
@@ -148,17 +154,19 @@ class GymnasiumEnv(Env):
     def step(self, key: torch.Tensor, state: GymnasiumState, action: Any) -> tuple[Any, Any, torch.Tensor, torch.Tensor, torch.Tensor]:
         """One step of every sub-env (``key`` is unused: gymnasium draws its own)."""
         obs, reward, terminated, truncated, info = self.vector_env.step(actions_to_numpy(action))
-        final_obs = obs
+        final_obs = None  # where no episode ended, the final observations are the next ones
         if "_final_obs" in info and np.any(info["_final_obs"]):
             final_obs = _with_final(obs, info["final_obs"], info["_final_obs"])
-        device = self.device
-        return (
-            GymnasiumState(self._obs(final_obs)),
-            self._obs(obs),
-            torch.as_tensor(np.asarray(reward), dtype=torch.float32, device=device),
-            torch.as_tensor(np.asarray(terminated), dtype=torch.bool, device=device),
-            torch.as_tensor(np.asarray(truncated), dtype=torch.bool, device=device),
-        )
+        return self._stepped(obs, final_obs, reward, terminated, truncated)
+
+    def _stepped(self, next_obs: Any, final_obs: Any, reward: Any, terminated: Any, truncated: Any) -> tuple:
+        """A step's NumPy results as :meth:`step` returns them; ``final_obs``
+        None where no episode ended (then a copy of the next observations:
+        two inputs of the rollout's step, never one aliased)."""
+        next_tensors = self._obs(next_obs)
+        final = optree.tree_map(torch.clone, next_tensors) if final_obs is None else self._obs(final_obs)
+        return (GymnasiumState(final), next_tensors, self._tensor(reward, np.float32),
+                self._tensor(terminated, np.bool_), self._tensor(truncated, np.bool_))
 
     def final_observation(self, state: GymnasiumState) -> Any:
         return state.final_obs

@@ -35,12 +35,25 @@ def contiguous(tree: Tree) -> Tree:
     return optree.tree_map(torch.Tensor.contiguous, tree)
 
 
+def settled(tree: Tree) -> tuple[Tree, bool]:
+    """``contiguous(tree)``, and whether ``tree`` already was (every leaf came back as itself).
+
+    A loop's step runs the same pieces on inputs of the same layouts, so its
+    outputs have the same layouts at every step: once a step's outputs come
+    out contiguous, every later step's do, and the loop stops copying
+    (about 1.5 us a leaf per step on a CPU, a tenth of a small policy step)."""
+    made = contiguous(tree)
+    return made, all(a is b for a, b in zip(optree.tree_leaves(made), optree.tree_leaves(tree)))
+
+
 def fused_steps(pieces: Mapping[str, Callable], params: Params, carry: RolloutCarry, discount: Any,
                 horizon: int) -> Iterator[tuple[RolloutCarry, Transition]]:
     """``horizon`` calls of the ``step`` piece (the env inside): each step's carry and transition."""
+    stable = False
     for _ in range(horizon):
         carry, transition = pieces["step"](params, carry, discount)
-        carry = contiguous(carry)
+        if not stable:
+            carry, stable = settled(carry)
         yield carry, transition
 
 
@@ -51,10 +64,11 @@ def split_steps(pieces: Mapping[str, Callable], params: Params, carry: RolloutCa
     steps. The last step's next action is dropped: the next rollout acts
     again from the carry, with the same key and statistics, so it is the
     same action."""
-    acted = contiguous(pieces["act"](params, carry))
+    acted, stable = contiguous(pieces["act"](params, carry)), False
     for t in range(horizon):
         stepped = contiguous(pieces["env_step"](acted.step_key, carry.env_state, acted.env_action))
         with same_inputs_as_before(t > 0):  # carry, acted and stepped: contiguous, the same shapes at every step
             carry, transition, acted = pieces["learn_then_act"](params, carry, discount, acted, stepped)
-        carry, acted = contiguous(carry), contiguous(acted)
+        if not stable:
+            (carry, acted), stable = settled((carry, acted))
         yield carry, transition
