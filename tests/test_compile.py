@@ -4,6 +4,8 @@ import optree
 import pytest
 import torch
 import torch._dynamo
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rlstack import optim, random
 from rlstack import Algorithm, SquashedNormal
@@ -14,7 +16,7 @@ from rlstack.policy.models import MLPModel
 from rlstack.core.normalization import init_norm_state
 from rlstack.core.optim import adam
 from rlstack.policy.policy import Policy
-from rlstack.learn.transforms import compiled
+from rlstack.learn.transforms import compiled, settled
 
 
 @pytest.fixture(autouse=True)
@@ -116,3 +118,19 @@ def test_a_rollout_around_an_eager_env_is_the_rollout_with_the_env_inside():
     (fused_carry, fused), (split_carry, split) = carries
     for a, b in zip(optree.tree_leaves((fused_carry, fused)), optree.tree_leaves((split_carry, split))):
         assert torch.equal(a, b)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.sampled_from(["contiguous", "transposed", "expanded", "sliced"]), min_size=1, max_size=6))
+def test_loops_copy_to_contiguous_until_a_steps_outputs_already_are(layouts):
+    """``settled``: every leaf comes back contiguous with its values, and the
+    loop may stop copying only when every leaf already was (came back as itself)."""
+    base = torch.arange(12.0).reshape(3, 4)
+    made = {"contiguous": lambda: base.clone(), "transposed": lambda: base.t(),
+            "expanded": lambda: base[:1].expand(3, 4), "sliced": lambda: base[:, ::2]}
+    tree = {f"leaf{i}": made[layout]() for i, layout in enumerate(layouts)}
+    out, stable = settled(tree)
+    for name, leaf in tree.items():
+        assert out[name].is_contiguous() and torch.equal(out[name], leaf)
+    assert stable == all(layout == "contiguous" for layout in layouts)
+    assert stable == all(out[name] is leaf for name, leaf in tree.items())

@@ -14,8 +14,8 @@ from ..core.types import EpisodeTally, HParams, Params, RolloutCarry, Trajectory
 from ..envs import Env
 from ..policy.policy import Policy, to_action_space
 from .stats import tally_episodes
-from .steps import Acted, contiguous, fused_steps, split_steps
-from .transforms import Staged
+from .steps import Acted, fused_steps, split_steps
+from .transforms import Staged, contiguous
 
 __all__ = [
     "check_lengths", "check_window", "final_value", "make_rollout", "reset_carry", "run_horizon", "scheduled_starts",

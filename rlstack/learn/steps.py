@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator, Mapping, NamedTuple
 
-import optree
 import torch
 
 from ..core.types import Params, RolloutCarry, Transition, Tree
-from .transforms import same_inputs_as_before
+from .transforms import contiguous, same_inputs_as_before, settled
 
 
 class Acted(NamedTuple):
@@ -27,23 +26,6 @@ class Acted(NamedTuple):
     value: torch.Tensor
     memory: Any
     env_action: Tree
-
-
-def contiguous(tree: Tree) -> Tree:
-    """One layout in at every step, whatever made the carry (a member's key is a strided view into the split; a
-    vmapped reset, and compiled code, can give stride-0 leaves): one compiled graph, no recompile."""
-    return optree.tree_map(torch.Tensor.contiguous, tree)
-
-
-def settled(tree: Tree) -> tuple[Tree, bool]:
-    """``contiguous(tree)``, and whether ``tree`` already was (every leaf came back as itself).
-
-    A loop's step runs the same pieces on inputs of the same layouts, so its
-    outputs have the same layouts at every step: once a step's outputs come
-    out contiguous, every later step's do, and the loop stops copying
-    (about 1.5 us a leaf per step on a CPU, a tenth of a small policy step)."""
-    made = contiguous(tree)
-    return made, all(a is b for a, b in zip(optree.tree_leaves(made), optree.tree_leaves(tree)))
 
 
 def fused_steps(pieces: Mapping[str, Callable], params: Params, carry: RolloutCarry, discount: Any,

@@ -41,6 +41,7 @@ from typing import Any, Callable, Mapping, NamedTuple
 import optree
 import torch
 
+from ..core.types import Tree
 
 #: Inductor options of every compiled piece. ``realize_reads_threshold=1``
 #: stores each intermediate read more than once instead of recomputing it
@@ -138,3 +139,20 @@ def same_inputs_as_before(same: bool) -> contextlib.AbstractContextManager:
     if not same:
         return contextlib.nullcontext()
     return torch.compiler.set_stance("default", skip_guard_eval_unsafe=True)
+
+
+def contiguous(tree: Tree) -> Tree:
+    """One layout in at every step, whatever made the carry (a member's key is a strided view into the split; a
+    vmapped reset, and compiled code, can give stride-0 leaves): one compiled graph, no recompile."""
+    return optree.tree_map(torch.Tensor.contiguous, tree)
+
+
+def settled(tree: Tree) -> tuple[Tree, bool]:
+    """``contiguous(tree)``, and whether ``tree`` already was (every leaf came back as itself).
+
+    A loop's step runs the same pieces on inputs of the same layouts, so its
+    outputs have the same layouts at every step: once a step's outputs come
+    out contiguous, every later step's do, and the loop stops copying
+    (a copy's call costs about as much as a small kernel on a CPU)."""
+    made = contiguous(tree)
+    return made, all(a is b for a, b in zip(optree.tree_leaves(made), optree.tree_leaves(tree)))

@@ -22,7 +22,7 @@ from ..core.types import Batch, HParams, Params, Trajectory
 from ..policy.policy import Policy
 from .advantages import make_epoch_batch
 from .loss import LossFn, Metrics, as_config, config_hparams, make_ppo_loss, prepare_batch
-from .transforms import Staged, same_inputs_as_before
+from .transforms import Staged, contiguous, same_inputs_as_before, settled
 
 CPU_CHUNK = 8192
 RECURRENT_CPU_CHUNK = 4096
@@ -302,6 +302,7 @@ def run_epochs(pieces: Mapping[str, Callable], member_axes: int, key: torch.Tens
     active = torch.ones(member_shape, dtype=torch.bool, device=device)
     applied = torch.zeros(member_shape, device=device)
     history: list[Metrics] = []
+    (params, opt_state, active), stable = contiguous((params, opt_state, active)), False  # one layout: no guards after
     for epoch in range(config.num_sgd_iters):
         if config.shuffle_minibatches:
             order = pieces["shuffle"](keys[..., epoch, :].contiguous(), size)
@@ -310,12 +311,12 @@ def run_epochs(pieces: Mapping[str, Callable], member_axes: int, key: torch.Tens
         slices = [order[..., i * chunk : (i + 1) * chunk] for i in range(num_slices)]
         epoch_batch = pieces["epoch_batch"](batch, order) if "epoch_batch" in pieces else batch
         for call, start in enumerate(range(0, num_slices, per_step)):
-            # One layout in at every call (contiguous, as the step made them): the guards may be skipped after the first.
-            params, opt_state, active = optree.tree_map(torch.Tensor.contiguous, (params, opt_state, active))
             with same_inputs_as_before(epoch > 0 or call > 0):
                 params, opt_state, metrics, active = take_step(pieces, params, opt_state, epoch_batch,
                                                                slices[start : start + per_step], active, hparams,
                                                                plan.reduce_grads)
+            if not stable:
+                (params, opt_state, active), stable = settled((params, opt_state, active))
             history.append(metrics)
             if (call + 1) % calls_per_step == 0:
                 applied = applied + active.float()
