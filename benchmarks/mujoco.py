@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import argparse
 import collections
+import importlib.metadata
 import json
+import os
+import platform
 import statistics
 import sys
 import time
@@ -65,6 +68,16 @@ def train(task: str, seed: int, *, env_steps: int, compile: bool) -> dict:
             "env_steps_per_s": algo.env_steps / seconds, "compile": compile,
             "last100_training_return": sum(last) / max(len(last), 1),
             "deterministic_return": evaluation["success/episode_return"], "curve": curve}
+
+
+def processor() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else the architecture."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.machine()
 
 
 def plot(rows: list[dict], path: Path) -> Path | None:
@@ -128,7 +141,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{s['median_seconds']:>10.1f}{ref:>16}")
     out = Path(args.out or Path(__file__).parent / "results" / "mujoco-cpu.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"torch": torch.__version__, "env_steps": args.env_steps, "compile": args.compile, "preset": "continuous"}
+    meta = {"torch": torch.__version__, "env_steps": args.env_steps, "compile": args.compile, "preset": "continuous",
+            "gymnasium": importlib.metadata.version("gymnasium"), "mujoco": importlib.metadata.version("mujoco"),
+            "cpus": os.cpu_count(), "processor": processor(),
+            "date": time.strftime("%Y-%m-%d")}
     out.write_text(json.dumps({"meta": meta, "runs": rows, "summary": summary}, indent=2))
     print(f"wrote {out}")
     figure = plot(rows, out.with_suffix(".png"))
