@@ -36,11 +36,12 @@ from pathlib import Path
 
 import torch
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # run as a script: the repository root in place of benchmarks/, whose
+    sys.path[0] = str(Path(__file__).resolve().parents[1])  # gymnasium.py would shadow the gymnasium package
 
 from rlstack import Algorithm, Population, RecurrentAlgorithm  # noqa: E402
 from rlstack.envs import CartPole, ContinuousDummyEnv, DiscreteDummyEnv  # noqa: E402
+from rlstack.shell.presets import PRESETS  # noqa: E402
 
 # Every config: 4 epochs over the whole buffer per update (rlstack 1.x's defaults).
 CONFIGS = {
@@ -61,11 +62,16 @@ CONFIGS = {
     # 1024 envs x 32 steps per member, the preset's 64x64 model; transitions count every member's.
     "population-k8": dict(env=CartPole, num_envs=1024, horizon=32, hiddens=(64, 64), algorithm=Population,
                           algorithm_kwargs={"num_members": 8}),
+    # Gymnasium's HalfCheetah-v5 (the mujoco extra) with the continuous preset's settings, CleanRL's:
+    # 8 eager MuJoCo sub-envs x 256 steps, 10 epochs of 64-transition minibatches, tanh 64x64.
+    "halfcheetah-continuous": dict(env="gymnasium:HalfCheetah-v5", num_envs=8, horizon=256, hiddens=(64, 64),
+                                   preset="continuous"),
 }
 # Default config list per device: the large config takes minutes per iteration on a small CPU, and
 # the recurrent one tens of seconds (name either to run it).
-DEFAULT_CONFIGS = {"cpu": [c for c in CONFIGS if c not in ("discrete-large", "recurrent-1x-default", "population-k8")],
-                   "cuda": [c for c in CONFIGS if c not in ("recurrent-1x-default", "population-k8")]}
+_NAMED_ONLY = ("recurrent-1x-default", "population-k8", "halfcheetah-continuous")
+DEFAULT_CONFIGS = {"cpu": [c for c in CONFIGS if c not in ("discrete-large", *_NAMED_ONLY)],
+                   "cuda": [c for c in CONFIGS if c not in _NAMED_ONLY]}
 
 # Mode -> Algorithm switches. TF32 and CUDA graphs exist on CUDA only.
 MODES = {
@@ -140,10 +146,17 @@ def build(spec: dict, mode: str, *, device: torch.device) -> tuple[Algorithm, fl
     calls, then the capture on the third).
     """
     algorithm_cls = spec.get("algorithm", Algorithm)
+    env, preset = spec["env"], dict(PRESETS[spec["preset"]]) if "preset" in spec else {}
+    if isinstance(env, str):  # a gymnasium id, "gymnasium:ID"
+        from rlstack.integrations.gymnasium_adapter import gymnasium_env
+
+        env = gymnasium_env(env.split(":", 1)[1])
+    for name in ("num_envs", "horizon", "compile"):  # the config's and the mode's
+        preset.pop(name, None)
+    model_config = spec.get("model_config", preset.pop("model_config", {"hiddens": spec["hiddens"]}))
     algo = algorithm_cls(
-        spec["env"], num_envs=spec["num_envs"], horizon=spec["horizon"],
-        model_config=spec.get("model_config", {"hiddens": spec["hiddens"]}), device=device, seed=0, **MODES[mode],
-        **spec.get("algorithm_kwargs", {}),
+        env, num_envs=spec["num_envs"], horizon=spec["horizon"], model_config=model_config, device=device, seed=0,
+        **MODES[mode], **preset, **spec.get("algorithm_kwargs", {}),
     )
     start = time.perf_counter()
     algo.collect()
@@ -172,7 +185,7 @@ def make_row(name: str, spec: dict, mode: str, algo: Algorithm, timings: dict, d
     iteration_rate = transitions / statistics.median(timings["iteration_s"])
     return {
         "config": name,
-        "env": spec["env"].__name__,
+        "env": getattr(spec["env"], "__name__", spec["env"]),
         "algorithm": type(algo).__name__,
         "num_envs": spec["num_envs"],
         "horizon": spec["horizon"],
