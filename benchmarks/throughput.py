@@ -40,6 +40,7 @@ if __package__ in (None, ""):  # run as a script: the repository root in place o
     sys.path[0] = str(Path(__file__).resolve().parents[1])  # gymnasium.py would shadow the gymnasium package
 
 from rlstack import Algorithm, Population, RecurrentAlgorithm  # noqa: E402
+from rlstack.cli.arguments import load_env  # noqa: E402
 from rlstack.envs import CartPole, ContinuousDummyEnv, DiscreteDummyEnv  # noqa: E402
 from rlstack.shell.presets import PRESETS  # noqa: E402
 
@@ -67,8 +68,8 @@ CONFIGS = {
     "halfcheetah-continuous": dict(env="gymnasium:HalfCheetah-v5", num_envs=8, horizon=256, hiddens=(64, 64),
                                    preset="continuous"),
 }
-# Default config list per device: the large config takes minutes per iteration on a small CPU, and
-# the recurrent one tens of seconds (name either to run it).
+# Default config list per device: the large config takes minutes per iteration on a small CPU, the
+# recurrent one tens of seconds, and HalfCheetah needs the mujoco extra (name any of them to run it).
 _NAMED_ONLY = ("recurrent-1x-default", "population-k8", "halfcheetah-continuous")
 DEFAULT_CONFIGS = {"cpu": [c for c in CONFIGS if c not in ("discrete-large", *_NAMED_ONLY)],
                    "cuda": [c for c in CONFIGS if c not in _NAMED_ONLY]}
@@ -146,14 +147,12 @@ def build(spec: dict, mode: str, *, device: torch.device) -> tuple[Algorithm, fl
     calls, then the capture on the third).
     """
     algorithm_cls = spec.get("algorithm", Algorithm)
-    env, preset = spec["env"], dict(PRESETS[spec["preset"]]) if "preset" in spec else {}
-    if isinstance(env, str):  # a gymnasium id, "gymnasium:ID"
-        from rlstack.integrations.gymnasium_adapter import gymnasium_env
-
-        env = gymnasium_env(env.split(":", 1)[1])
+    env = load_env(spec["env"]) if isinstance(spec["env"], str) else spec["env"]  # a name, as --env takes it
+    preset = dict(PRESETS[spec["preset"]]) if "preset" in spec else {}
     for name in ("num_envs", "horizon", "compile"):  # the config's and the mode's
         preset.pop(name, None)
-    model_config = spec.get("model_config", preset.pop("model_config", {"hiddens": spec["hiddens"]}))
+    preset_model = preset.pop("model_config", {"hiddens": spec["hiddens"]})
+    model_config = spec.get("model_config", preset_model)
     algo = algorithm_cls(
         env, num_envs=spec["num_envs"], horizon=spec["horizon"], model_config=model_config, device=device, seed=0,
         **MODES[mode], **preset, **spec.get("algorithm_kwargs", {}),

@@ -46,7 +46,8 @@ def split_steps(pieces: Mapping[str, Callable], params: Params, carry: RolloutCa
     steps. The last step's next action is dropped: the next rollout acts
     again from the carry, with the same key and statistics, so it is the
     same action."""
-    acted, stable = contiguous(pieces["act"](params, carry)), False
+    acted = contiguous(pieces["act"](params, carry))
+    stable = False
     for t in range(horizon):
         stepped = contiguous(pieces["env_step"](acted.step_key, carry.env_state, acted.env_action))
         with same_inputs_as_before(t > 0):  # carry, acted and stepped: contiguous, the same shapes at every step
