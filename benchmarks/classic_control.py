@@ -45,10 +45,21 @@ TARGETS = {
     # Trained on gymnasium's episodic tasks themselves (built in), with their presets.
     "CartPole-v1": (CartPoleV1, 475.0, 30.0, "success/episode_return"),
     "Pendulum-v1": (PendulumV1, -200.0, 60.0, "success/episode_return"),
-    "MountainCar-v0": (MountainCarV0, -120.0, 60.0, "success/episode_return"),  # trained on its speed reward
+    "MountainCar-v0": (
+        MountainCarV0,
+        -120.0,
+        60.0,
+        "success/episode_return",
+    ),  # trained on its speed reward
 }
-RL_ZOO = {"CartPole": (500.0, 100_000), "Pendulum": (-172.0, 100_000), "MountainCar": (-110.0, 1_000_000),
-          "CartPole-v1": (500.0, 100_000), "Pendulum-v1": (-172.0, 100_000), "MountainCar-v0": (-110.0, 1_000_000)}
+RL_ZOO = {
+    "CartPole": (500.0, 100_000),
+    "Pendulum": (-172.0, 100_000),
+    "MountainCar": (-110.0, 1_000_000),
+    "CartPole-v1": (500.0, 100_000),
+    "Pendulum-v1": (-172.0, 100_000),
+    "MountainCar-v0": (-110.0, 1_000_000),
+}
 
 
 def scaled_preset(env_name: str, num_envs: int | None) -> dict:
@@ -61,8 +72,16 @@ def scaled_preset(env_name: str, num_envs: int | None) -> dict:
     return preset
 
 
-def time_to_target(env_name: str, seed: int, *, compile: bool, device: str, check_every: int,
-                   num_envs: int | None = None, limit: float | None = None) -> dict:
+def time_to_target(
+    env_name: str,
+    seed: int,
+    *,
+    compile: bool,
+    device: str,
+    check_every: int,
+    num_envs: int | None = None,
+    limit: float | None = None,
+) -> dict:
     task, threshold, default_limit, key = TARGETS[env_name]
     limit = default_limit if limit is None else limit
     torch._dynamo.reset()
@@ -77,63 +96,122 @@ def time_to_target(env_name: str, seed: int, *, compile: bool, device: str, chec
         steps += 1
         if steps % check_every == 0:
             check = time.perf_counter()
-            value = task().success(algo.predict, num_envs=1024, key=random.key(0, device))["success/episode_return"]
+            value = task().success(algo.predict, num_envs=1024, key=random.key(0, device))[
+                "success/episode_return"
+            ]
             own = algo.env.success(algo.predict, num_envs=1024, key=random.key(0, device))[key]
             excluded += time.perf_counter() - check
             if value >= threshold:
                 break
     seconds = time.perf_counter() - start - excluded
     reached = value >= threshold
-    return {"env": env_name, "task": task.__name__, "seed": seed, "num_envs": preset["num_envs"],
-            "compile": compile, "device": device, "reached": reached,
-            "seconds": seconds, "env_steps": algo.env_steps, "updates": steps, "episode_return": value,
-            "threshold": threshold, "limit_s": limit, "own_metric": key, "own_value": own}
+    return {
+        "env": env_name,
+        "task": task.__name__,
+        "seed": seed,
+        "num_envs": preset["num_envs"],
+        "compile": compile,
+        "device": device,
+        "reached": reached,
+        "seconds": seconds,
+        "env_steps": algo.env_steps,
+        "updates": steps,
+        "episode_return": value,
+        "threshold": threshold,
+        "limit_s": limit,
+        "own_metric": key,
+        "own_value": own,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--envs", nargs="*", default=list(TARGETS), choices=list(TARGETS))
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
-    parser.add_argument("--compile", action="store_true", help="compile (default: eager, faster for these budgets)")
+    parser.add_argument(
+        "--compile", action="store_true", help="compile (default: eager, faster for these budgets)"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--check-every", type=int, default=5)
-    parser.add_argument("--num-envs", type=int, nargs="*", default=[None], metavar="N",
-                        help="env counts to try, each a row (default: the preset's; the minibatch size scales along)")
-    parser.add_argument("--limit", type=float, default=None, help="seconds per run (default: each target's limit)")
-    parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/classic_control-<device>.json)")
+    parser.add_argument(
+        "--num-envs",
+        type=int,
+        nargs="*",
+        default=[None],
+        metavar="N",
+        help="env counts to try, each a row (default: the preset's; the minibatch size scales along)",
+    )
+    parser.add_argument(
+        "--limit", type=float, default=None, help="seconds per run (default: each target's limit)"
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="JSON path (default benchmarks/results/classic_control-<device>.json)",
+    )
     args = parser.parse_args(argv)
     rows, summary = [], []
-    print(f"{'env':<15}{'envs':>7}{'seed':>5}{'reached':>9}{'seconds':>9}{'env steps':>12}{'gym return':>12}{'own':>10}", flush=True)
+    print(
+        f"{'env':<15}{'envs':>7}{'seed':>5}{'reached':>9}{'seconds':>9}{'env steps':>12}{'gym return':>12}{'own':>10}",
+        flush=True,
+    )
     for env_name in args.envs:
         for num_envs in args.num_envs:
             runs = []
             for seed in args.seeds:
-                row = time_to_target(env_name, seed, compile=args.compile, device=args.device,
-                                     check_every=args.check_every, num_envs=num_envs, limit=args.limit)
+                row = time_to_target(
+                    env_name,
+                    seed,
+                    compile=args.compile,
+                    device=args.device,
+                    check_every=args.check_every,
+                    num_envs=num_envs,
+                    limit=args.limit,
+                )
                 runs.append(row)
-                print(f"{env_name:<15}{row['num_envs']:>7}{seed:>5}{str(row['reached']):>9}{row['seconds']:>9.1f}"
-                      f"{row['env_steps']:>12,}{row['episode_return']:>12.1f}{row['own_value']:>10.3f}", flush=True)
+                print(
+                    f"{env_name:<15}{row['num_envs']:>7}{seed:>5}{str(row['reached']):>9}{row['seconds']:>9.1f}"
+                    f"{row['env_steps']:>12,}{row['episode_return']:>12.1f}{row['own_value']:>10.3f}",
+                    flush=True,
+                )
             rows += runs
-            summary.append({
-                "env": env_name,
-                "num_envs": runs[0]["num_envs"],
-                "reached": sum(r["reached"] for r in runs),
-                "runs": len(runs),
-                "median_seconds": statistics.median(r["seconds"] for r in runs),
-                "median_env_steps": statistics.median(r["env_steps"] for r in runs),
-                "median_episode_return": statistics.median(r["episode_return"] for r in runs),
-                "target": {"episode_return": TARGETS[env_name][1], "seconds": TARGETS[env_name][2]},
-                "rl_zoo_ppo": {"episode_return": RL_ZOO[env_name][0], "env_steps": RL_ZOO[env_name][1]},
-            })
+            summary.append(
+                {
+                    "env": env_name,
+                    "num_envs": runs[0]["num_envs"],
+                    "reached": sum(r["reached"] for r in runs),
+                    "runs": len(runs),
+                    "median_seconds": statistics.median(r["seconds"] for r in runs),
+                    "median_env_steps": statistics.median(r["env_steps"] for r in runs),
+                    "median_episode_return": statistics.median(r["episode_return"] for r in runs),
+                    "target": {
+                        "episode_return": TARGETS[env_name][1],
+                        "seconds": TARGETS[env_name][2],
+                    },
+                    "rl_zoo_ppo": {
+                        "episode_return": RL_ZOO[env_name][0],
+                        "env_steps": RL_ZOO[env_name][1],
+                    },
+                }
+            )
     print()
     for s in summary:
         zoo = s["rl_zoo_ppo"]
-        print(f"{s['env']:<15}{s['num_envs']:>7} envs: reached {s['reached']}/{s['runs']}  median {s['median_seconds']:.1f} s, "
-              f"{s['median_env_steps']:,.0f} env steps, gym return {s['median_episode_return']:.1f} "
-              f"(rl-zoo PPO: {zoo['episode_return']:g} at {zoo['env_steps']:,} steps)")
-    out = Path(args.out or Path(__file__).parent / "results" / f"classic_control-{args.device.split(':')[0]}.json")
+        print(
+            f"{s['env']:<15}{s['num_envs']:>7} envs: reached {s['reached']}/{s['runs']}  median {s['median_seconds']:.1f} s, "
+            f"{s['median_env_steps']:,.0f} env steps, gym return {s['median_episode_return']:.1f} "
+            f"(rl-zoo PPO: {zoo['episode_return']:g} at {zoo['env_steps']:,} steps)"
+        )
+    out = Path(
+        args.out
+        or Path(__file__).parent / "results" / f"classic_control-{args.device.split(':')[0]}.json"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"torch": torch.__version__, "runs": rows, "summary": summary}, indent=2))
+    out.write_text(
+        json.dumps({"torch": torch.__version__, "runs": rows, "summary": summary}, indent=2)
+    )
     print(f"wrote {out}")
     return 0
 

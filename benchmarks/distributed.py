@@ -41,7 +41,9 @@ def _worker(rank: int, world: int, init_file: str, out: str, args: dict) -> None
     torch.set_num_threads(args["threads"])
     if world > 1:
         os.environ["WORLD_SIZE"] = str(world)
-        dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+        dist.init_process_group(
+            "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world
+        )
     from rlstack import Algorithm
     from rlstack.integrations import distributed
     from rlstack.envs import CartPole
@@ -61,8 +63,14 @@ def _worker(rank: int, world: int, init_file: str, out: str, args: dict) -> None
 
     distributed.all_reduce_mean = timed_all_reduce  # read by Algorithm at construction
     num_envs = args["num_envs"]
-    algo = Algorithm(CartPole, seed=0, num_envs=num_envs, sgd_minibatch_size=num_envs * 16 // 4,
-                     compile=args["compile"], **CONFIG)
+    algo = Algorithm(
+        CartPole,
+        seed=0,
+        num_envs=num_envs,
+        sgd_minibatch_size=num_envs * 16 // 4,
+        compile=args["compile"],
+        **CONFIG,
+    )
     for _ in range(2):  # compile and warm up
         algo.collect()
         algo.step()
@@ -77,12 +85,18 @@ def _worker(rank: int, world: int, init_file: str, out: str, args: dict) -> None
     elapsed = (time.perf_counter() - start) / args["iters"]
     if rank == 0:
         steps = algo.config.num_sgd_iters * 4 * args["iters"]
-        Path(out).write_text(json.dumps({
-            "ms_per_iteration": 1000 * elapsed,
-            "transitions_per_s": world * num_envs * 16 / elapsed,
-            "all_reduce_ms_per_step": 1000 * sum(reduce_seconds) / steps if reduce_seconds else 0.0,
-            "wait_ms_per_step": 1000 * sum(wait_seconds) / steps if wait_seconds else 0.0,
-        }))
+        Path(out).write_text(
+            json.dumps(
+                {
+                    "ms_per_iteration": 1000 * elapsed,
+                    "transitions_per_s": world * num_envs * 16 / elapsed,
+                    "all_reduce_ms_per_step": 1000 * sum(reduce_seconds) / steps
+                    if reduce_seconds
+                    else 0.0,
+                    "wait_ms_per_step": 1000 * sum(wait_seconds) / steps if wait_seconds else 0.0,
+                }
+            )
+        )
     if world > 1:
         dist.destroy_process_group()
 
@@ -93,36 +107,68 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-envs", type=int, default=1024, help="envs per rank")
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per process (torchrun's default: 1)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads per process (torchrun's default: 1)"
+    )
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     worlds = [int(w) for w in args.worlds.split(",")]
-    settings = {"num_envs": args.num_envs, "iters": args.iters, "threads": args.threads, "compile": args.compile}
+    settings = {
+        "num_envs": args.num_envs,
+        "iters": args.iters,
+        "threads": args.threads,
+        "compile": args.compile,
+    }
     results: dict[int, list[dict]] = {w: [] for w in worlds}
     with tempfile.TemporaryDirectory() as tmp:
         for round_index in range(args.rounds):
             for world in worlds:
-                init, out = f"{tmp}/init-{round_index}-{world}", f"{tmp}/out-{round_index}-{world}.json"
+                init, out = (
+                    f"{tmp}/init-{round_index}-{world}",
+                    f"{tmp}/out-{round_index}-{world}.json",
+                )
                 mp.spawn(_worker, args=(world, init, out, settings), nprocs=world, join=True)
                 results[world].append(json.loads(Path(out).read_text()))
-                print(f"round {round_index + 1}, {world} process(es): {results[world][-1]}", flush=True)
+                print(
+                    f"round {round_index + 1}, {world} process(es): {results[world][-1]}",
+                    flush=True,
+                )
     rows = []
     for world in worlds:
-        rows.append({"processes": world} | {
-            key: statistics.median(r[key] for r in results[world])
-            for key in ("transitions_per_s", "ms_per_iteration", "all_reduce_ms_per_step", "wait_ms_per_step")
-        } | {"rounds": results[world]})
-    print(f"\nCartPole, {args.num_envs} envs x 16 steps per rank, 64x64, {'compiled' if args.compile else 'eager'}, "
-          f"gloo, {args.threads} thread(s) per process, median of {args.rounds} rounds")
-    print(f"{'processes':>9} | {'transitions/s':>13} | {'ms/iter':>8} | {'all-reduce ms/step':>18} | "
-          f"{'wait ms/step':>12}")
+        rows.append(
+            {"processes": world}
+            | {
+                key: statistics.median(r[key] for r in results[world])
+                for key in (
+                    "transitions_per_s",
+                    "ms_per_iteration",
+                    "all_reduce_ms_per_step",
+                    "wait_ms_per_step",
+                )
+            }
+            | {"rounds": results[world]}
+        )
+    print(
+        f"\nCartPole, {args.num_envs} envs x 16 steps per rank, 64x64, {'compiled' if args.compile else 'eager'}, "
+        f"gloo, {args.threads} thread(s) per process, median of {args.rounds} rounds"
+    )
+    print(
+        f"{'processes':>9} | {'transitions/s':>13} | {'ms/iter':>8} | {'all-reduce ms/step':>18} | "
+        f"{'wait ms/step':>12}"
+    )
     for row in rows:
-        print(f"{row['processes']:>9} | {row['transitions_per_s']:>13,.0f} | {row['ms_per_iteration']:>8.1f} | "
-              f"{row['all_reduce_ms_per_step']:>18.3f} | {row['wait_ms_per_step']:>12.3f}")
+        print(
+            f"{row['processes']:>9} | {row['transitions_per_s']:>13,.0f} | {row['ms_per_iteration']:>8.1f} | "
+            f"{row['all_reduce_ms_per_step']:>18.3f} | {row['wait_ms_per_step']:>12.3f}"
+        )
     out = Path(args.out) if args.out else RESULTS / "distributed-cpu.json"
-    out.write_text(json.dumps({"settings": settings, "config": CONFIG, "torch": torch.__version__, "rows": rows},
-                              indent=2))
+    out.write_text(
+        json.dumps(
+            {"settings": settings, "config": CONFIG, "torch": torch.__version__, "rows": rows},
+            indent=2,
+        )
+    )
     print(f"wrote {out}")
     return 0
 

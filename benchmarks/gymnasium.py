@@ -72,9 +72,22 @@ def sb3_python(path: Path) -> Path:
 
 def run_sb3(python: Path, env_id: str, num_envs: int, horizon: int, repeats: int) -> float:
     with tempfile.TemporaryDirectory() as cwd:  # keep this checkout off the child's path
-        out = subprocess.run([str(python), "-c", SB3_SCRIPT, env_id, str(num_envs), str(horizon),
-                              str(torch.get_num_threads()), str(repeats)],
-                             cwd=cwd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""})
+        out = subprocess.run(
+            [
+                str(python),
+                "-c",
+                SB3_SCRIPT,
+                env_id,
+                str(num_envs),
+                str(horizon),
+                str(torch.get_num_threads()),
+                str(repeats),
+            ],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": ""},
+        )
     if out.returncode != 0:
         raise RuntimeError(f"SB3 failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])["steps_per_s"]
@@ -114,14 +127,18 @@ def collect_steps_per_s(algo, repeats: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--envs", nargs="*", default=ENV_IDS)
     parser.add_argument("--num-envs", type=int, default=8)
     parser.add_argument("--horizon", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3, help="rollouts per measurement")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sb3", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--sb3-venv", default=str(Path.home() / ".cache" / "rlstack-peers" / "sb3-venv"))
+    parser.add_argument(
+        "--sb3-venv", default=str(Path.home() / ".cache" / "rlstack-peers" / "sb3-venv")
+    )
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     import gymnasium
@@ -129,10 +146,16 @@ def main(argv: list[str] | None = None) -> int:
     sb3 = sb3_python(Path(args.sb3_venv)) if args.sb3 else None
     results = {}
     for env_id in args.envs:
-        vector_env = gymnasium.make_vec(env_id, num_envs=args.num_envs, vectorization_mode="sync",
-                                        vector_kwargs={"autoreset_mode": gymnasium.vector.AutoresetMode.SAME_STEP})
-        algos = {"rlstack eager": rlstack_algorithm(env_id, args.num_envs, args.horizon, False),
-                 "rlstack compiled": rlstack_algorithm(env_id, args.num_envs, args.horizon, True)}
+        vector_env = gymnasium.make_vec(
+            env_id,
+            num_envs=args.num_envs,
+            vectorization_mode="sync",
+            vector_kwargs={"autoreset_mode": gymnasium.vector.AutoresetMode.SAME_STEP},
+        )
+        algos = {
+            "rlstack eager": rlstack_algorithm(env_id, args.num_envs, args.horizon, False),
+            "rlstack compiled": rlstack_algorithm(env_id, args.num_envs, args.horizon, True),
+        }
         rounds = []
         for _ in range(args.rounds):
             row = {"raw": raw_steps_per_s(vector_env, args.horizon, args.repeats)}
@@ -146,18 +169,31 @@ def main(argv: list[str] | None = None) -> int:
         results[env_id] = {
             "rounds": rounds,
             "median_steps_per_s": {k: statistics.median(r[k] for r in rounds) for k in rounds[0]},
-            "median_ratio_to_raw": {k: statistics.median(r[k] / r["raw"] for r in rounds) for k in rounds[0]},
+            "median_ratio_to_raw": {
+                k: statistics.median(r[k] / r["raw"] for r in rounds) for k in rounds[0]
+            },
         }
-    print(f"\n{args.num_envs} sync sub-envs, {args.horizon} steps per rollout, {args.rounds} rounds (medians)")
+    print(
+        f"\n{args.num_envs} sync sub-envs, {args.horizon} steps per rollout, {args.rounds} rounds (medians)"
+    )
     print(f"{'env':<16}{'what':<20}{'env steps/s':>12}{'x raw':>8}")
     for env_id, result in results.items():
         for label, rate in result["median_steps_per_s"].items():
-            print(f"{env_id:<16}{label:<20}{rate:>12,.0f}{result['median_ratio_to_raw'][label]:>8.2f}")
+            print(
+                f"{env_id:<16}{label:<20}{rate:>12,.0f}{result['median_ratio_to_raw'][label]:>8.2f}"
+            )
     out = Path(args.out or Path(__file__).parent / "results" / "gymnasium-cpu.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"torch": torch.__version__, "num_envs": args.num_envs, "horizon": args.horizon, "repeats": args.repeats,
-            "rounds": args.rounds, "numpy": np.__version__, "gymnasium": gymnasium.__version__,
-            "date": time.strftime("%Y-%m-%d")}
+    meta = {
+        "torch": torch.__version__,
+        "num_envs": args.num_envs,
+        "horizon": args.horizon,
+        "repeats": args.repeats,
+        "rounds": args.rounds,
+        "numpy": np.__version__,
+        "gymnasium": gymnasium.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+    }
     out.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
     print(f"wrote {out}")
     return 0

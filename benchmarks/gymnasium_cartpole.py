@@ -32,7 +32,9 @@ def train_seed(seed: int, max_env_steps: int) -> dict:
     start = time.perf_counter()
     algo = Algorithm(gymnasium_env("CartPole-v1"), seed=seed, **PRESETS["gymnasium:CartPole-v1"])
     returns: list[float] = []
-    while algo.env_steps < max_env_steps and not (len(returns) >= 5 and sum(returns[-5:]) / 5 > TARGET):
+    while algo.env_steps < max_env_steps and not (
+        len(returns) >= 5 and sum(returns[-5:]) / 5 > TARGET
+    ):
         stats = algo.collect()
         algo.step()
         if "episodes/return/mean" in stats:
@@ -40,26 +42,43 @@ def train_seed(seed: int, max_env_steps: int) -> dict:
     seconds = time.perf_counter() - start
     last5 = sum(returns[-5:]) / max(len(returns[-5:]), 1)
     deterministic = algo.env.success(algo.predict, num_envs=8)["success/episode_return"]
-    return {"seed": seed, "reached": last5 > TARGET, "env_steps": algo.env_steps, "seconds": seconds,
-            "last5_training_return": last5, "deterministic_return": deterministic}
+    return {
+        "seed": seed,
+        "reached": last5 > TARGET,
+        "env_steps": algo.env_steps,
+        "seconds": seconds,
+        "last5_training_return": last5,
+        "deterministic_return": deterministic,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     parser.add_argument("--max-env-steps", type=int, default=100_000)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     rows = []
-    print(f"{'seed':>5}{'reached':>9}{'env steps':>11}{'seconds':>9}{'last 5':>9}{'deterministic':>15}", flush=True)
+    print(
+        f"{'seed':>5}{'reached':>9}{'env steps':>11}{'seconds':>9}{'last 5':>9}{'deterministic':>15}",
+        flush=True,
+    )
     for seed in args.seeds:
         row = train_seed(seed, args.max_env_steps)
         rows.append(row)
-        print(f"{seed:>5}{str(row['reached']):>9}{row['env_steps']:>11,}{row['seconds']:>9.1f}"
-              f"{row['last5_training_return']:>9.1f}{row['deterministic_return']:>15.1f}", flush=True)
-    summary = {"reached": sum(r["reached"] for r in rows), "runs": len(rows),
-               "median_env_steps": statistics.median(r["env_steps"] for r in rows),
-               "median_seconds": statistics.median(r["seconds"] for r in rows)}
+        print(
+            f"{seed:>5}{str(row['reached']):>9}{row['env_steps']:>11,}{row['seconds']:>9.1f}"
+            f"{row['last5_training_return']:>9.1f}{row['deterministic_return']:>15.1f}",
+            flush=True,
+        )
+    summary = {
+        "reached": sum(r["reached"] for r in rows),
+        "runs": len(rows),
+        "median_env_steps": statistics.median(r["env_steps"] for r in rows),
+        "median_seconds": statistics.median(r["seconds"] for r in rows),
+    }
     print(summary)
     out = Path(args.out or Path(__file__).parent / "results" / "gymnasium-cartpole-seeds-cpu.json")
     out.parent.mkdir(parents=True, exist_ok=True)

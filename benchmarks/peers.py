@@ -75,8 +75,9 @@ print(json.dumps({"transitions": config.num_envs * config.horizon, "iteration_s"
 """
 
 
-def ensure_peer_venv(path: Path, requirements: list[str] = PEER_REQUIREMENTS, *,
-                     system_site_packages: bool = False) -> Path:
+def ensure_peer_venv(
+    path: Path, requirements: list[str] = PEER_REQUIREMENTS, *, system_site_packages: bool = False
+) -> Path:
     """Create (once) a venv with ``requirements`` (default: rlstack 1.1.0's), CPU torch 2.13.0 first,
     or over this interpreter's packages (its torch, and this rlstack) with ``system_site_packages``;
     returns its python. A venv built for other requirements is built again."""
@@ -99,7 +100,10 @@ def run_peer(python: Path, config: dict, repeats: int) -> dict:
     with tempfile.TemporaryDirectory() as cwd:  # keep this checkout's rlstack off the child's path
         out = subprocess.run(
             [str(python), "-c", PEER_SCRIPT, json.dumps(config), str(repeats)],
-            cwd=cwd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""},
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": ""},
         )
     if out.returncode != 0:
         raise RuntimeError(f"rlstack 1.1.0 failed:\n{out.stderr[-2000:]}")
@@ -114,8 +118,13 @@ def run_ours(config: dict, repeats: int, *, compile: bool, amp: bool) -> dict:
     if config.get("recurrent"):
         algo = RecurrentAlgorithm(DiscreteDummyEnv, compile=compile, enable_amp=amp, seed=0)
     else:
-        algo = Algorithm(DiscreteDummyEnv, model_config={"hiddens": tuple(config["hiddens"])}, compile=compile,
-                         enable_amp=amp, seed=0)
+        algo = Algorithm(
+            DiscreteDummyEnv,
+            model_config={"hiddens": tuple(config["hiddens"])},
+            compile=compile,
+            enable_amp=amp,
+            seed=0,
+        )
     start = time.perf_counter()
     algo.collect()
     algo.step()
@@ -126,27 +135,46 @@ def run_ours(config: dict, repeats: int, *, compile: bool, amp: bool) -> dict:
         algo.collect()
         algo.step()
         times.append(time.perf_counter() - start)
-    return {"transitions": algo.config.num_envs * algo.config.horizon, "iteration_s": statistics.median(times),
-            "first_iteration_s": first}
+    return {
+        "transitions": algo.config.num_envs * algo.config.horizon,
+        "iteration_s": statistics.median(times),
+        "first_iteration_s": first,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--venv", default=str(Path.home() / ".cache" / "rlstack-peers" / "venv"))
     parser.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
-    parser.add_argument("--implementations", nargs="*", default=[label for label, *_ in IMPLEMENTATIONS],
-                        choices=[label for label, *_ in IMPLEMENTATIONS], help="rows to run (1.1.0 always runs)")
-    parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/peers-cpu.json)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed iterations per measurement (median)")
+    parser.add_argument(
+        "--implementations",
+        nargs="*",
+        default=[label for label, *_ in IMPLEMENTATIONS],
+        choices=[label for label, *_ in IMPLEMENTATIONS],
+        help="rows to run (1.1.0 always runs)",
+    )
+    parser.add_argument(
+        "--out", default=None, help="JSON path (default benchmarks/results/peers-cpu.json)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="timed iterations per measurement (median)"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="1.1.0-then-ours pairings per config")
     args = parser.parse_args(argv)
     python = ensure_peer_venv(Path(args.venv))
     rows = []
-    print(f"{'config':<14}{'implementation':<31}{'transitions/s':>15}{'1st iter s':>12}{'vs 1.1.0':>10}"
-          "  per-round ratios", flush=True)
+    print(
+        f"{'config':<14}{'implementation':<31}{'transitions/s':>15}{'1st iter s':>12}{'vs 1.1.0':>10}"
+        "  per-round ratios",
+        flush=True,
+    )
     for name in args.configs:
         config = CONFIGS[name]
-        chosen = [row for row in IMPLEMENTATIONS if row[1] is None or row[0] in args.implementations]
+        chosen = [
+            row for row in IMPLEMENTATIONS if row[1] is None or row[0] in args.implementations
+        ]
         rates: dict[str, list[float]] = {label: [] for label, *_ in chosen}
         firsts: dict[str, list[float]] = {label: [] for label, *_ in chosen}
         for _ in range(args.rounds):
@@ -160,16 +188,30 @@ def main(argv: list[str] | None = None) -> int:
         base = rates[IMPLEMENTATIONS[0][0]]
         for label, *_ in chosen:
             ratios = [ours / peer for ours, peer in zip(rates[label], base)]
-            row = {"config": name, "implementation": label, "transitions_per_s": statistics.median(rates[label]),
-                   "first_iteration_s": statistics.median(firsts[label]), "ratio_vs_1_1_0": statistics.median(ratios),
-                   "per_round_transitions_per_s": rates[label], "per_round_ratios": ratios}
+            row = {
+                "config": name,
+                "implementation": label,
+                "transitions_per_s": statistics.median(rates[label]),
+                "first_iteration_s": statistics.median(firsts[label]),
+                "ratio_vs_1_1_0": statistics.median(ratios),
+                "per_round_transitions_per_s": rates[label],
+                "per_round_ratios": ratios,
+            }
             rows.append(row)
-            print(f"{name:<14}{label:<31}{row['transitions_per_s']:>15,.0f}{row['first_iteration_s']:>12.1f}"
-                  f"{row['ratio_vs_1_1_0']:>9.2f}x  {' '.join(f'{r:.2f}' for r in ratios)}", flush=True)
+            print(
+                f"{name:<14}{label:<31}{row['transitions_per_s']:>15,.0f}{row['first_iteration_s']:>12.1f}"
+                f"{row['ratio_vs_1_1_0']:>9.2f}x  {' '.join(f'{r:.2f}' for r in ratios)}",
+                flush=True,
+            )
     out = Path(args.out) if args.out else Path(__file__).parent / "results" / "peers-cpu.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"torch": torch.__version__, "peer_requirements": PEER_REQUIREMENTS, "repeats": args.repeats,
-            "rounds": args.rounds, "cpu_count": os.cpu_count()}
+    meta = {
+        "torch": torch.__version__,
+        "peer_requirements": PEER_REQUIREMENTS,
+        "repeats": args.repeats,
+        "rounds": args.rounds,
+        "cpu_count": os.cpu_count(),
+    }
     out.write_text(json.dumps({**meta, "rows": rows}, indent=2))
     print(f"wrote {out}")
     return 0

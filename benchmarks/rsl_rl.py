@@ -46,10 +46,24 @@ from benchmarks.peers import ensure_peer_venv  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REQUIREMENTS = ["rsl-rl-lib==5.5.1", "tensordict"]
-PPO = {"num_learning_epochs": 5, "num_mini_batches": 4, "learning_rate": 1e-3, "schedule": "adaptive",
-       "desired_kl": 0.01, "gamma": 0.99, "lam": 0.95, "clip_param": 0.2, "entropy_coef": 0.005,
-       "value_loss_coef": 1.0, "max_grad_norm": 1.0, "use_clipped_value_loss": True}
-CONFIGS = {"cartpole": {"steps": 16, "hidden": [32, 32]}, "locomotion": {"steps": 24, "hidden": [256, 256, 256]}}
+PPO = {
+    "num_learning_epochs": 5,
+    "num_mini_batches": 4,
+    "learning_rate": 1e-3,
+    "schedule": "adaptive",
+    "desired_kl": 0.01,
+    "gamma": 0.99,
+    "lam": 0.95,
+    "clip_param": 0.2,
+    "entropy_coef": 0.005,
+    "value_loss_coef": 1.0,
+    "max_grad_norm": 1.0,
+    "use_clipped_value_loss": True,
+}
+CONFIGS = {
+    "cartpole": {"steps": 16, "hidden": [32, 32]},
+    "locomotion": {"steps": 24, "hidden": [256, 256, 256]},
+}
 
 # Runs in rsl_rl's venv; prints one JSON line.
 PEER_SCRIPT = r"""
@@ -91,9 +105,19 @@ def rsl_rl_config(name: str, num_envs: int) -> dict:
 def run_peer(python: Path, config: dict, iterations: int, learn_iterations: int) -> dict:
     with tempfile.TemporaryDirectory() as cwd:
         out = subprocess.run(
-            [str(python), "-c", PEER_SCRIPT, json.dumps(config), str(iterations), str(learn_iterations),
-             str(Path(__file__).resolve().parent), str(torch.get_num_threads())],
-            cwd=cwd, capture_output=True, text=True,
+            [
+                str(python),
+                "-c",
+                PEER_SCRIPT,
+                json.dumps(config),
+                str(iterations),
+                str(learn_iterations),
+                str(Path(__file__).resolve().parent),
+                str(torch.get_num_threads()),
+            ],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
         )
     if out.returncode != 0:
         raise RuntimeError(f"rsl_rl failed:\n{out.stderr[-3000:]}")
@@ -104,12 +128,24 @@ def rlstack_kwargs(config: dict) -> dict:
     """The same PPO in rlstack's names (docs/guides/rsl_rl.md's table)."""
     ppo, steps, num_envs = config["ppo"], config["steps"], config["num_envs"]
     return dict(
-        num_envs=num_envs, horizon=steps, num_sgd_iters=ppo["num_learning_epochs"],
-        sgd_minibatch_size=num_envs * steps // ppo["num_mini_batches"], gamma=ppo["gamma"],
-        gae_lambda=ppo["lam"], clip_param=ppo["clip_param"], vf_clip_param=ppo["clip_param"],
-        vf_coeff=ppo["value_loss_coef"], entropy_coeff=ppo["entropy_coef"], max_grad_norm=ppo["max_grad_norm"],
-        desired_kl=ppo["desired_kl"], optimizer_config={"lr": ppo["learning_rate"]},
-        model_config={"hiddens": tuple(config["hidden"]), "activation_fn": "elu", "log_std_init": 0.0},
+        num_envs=num_envs,
+        horizon=steps,
+        num_sgd_iters=ppo["num_learning_epochs"],
+        sgd_minibatch_size=num_envs * steps // ppo["num_mini_batches"],
+        gamma=ppo["gamma"],
+        gae_lambda=ppo["lam"],
+        clip_param=ppo["clip_param"],
+        vf_clip_param=ppo["clip_param"],
+        vf_coeff=ppo["value_loss_coef"],
+        entropy_coeff=ppo["entropy_coef"],
+        max_grad_norm=ppo["max_grad_norm"],
+        desired_kl=ppo["desired_kl"],
+        optimizer_config={"lr": ppo["learning_rate"]},
+        model_config={
+            "hiddens": tuple(config["hidden"]),
+            "activation_fn": "elu",
+            "log_std_init": 0.0,
+        },
     )
 
 
@@ -119,7 +155,9 @@ def make_ours(config: dict, seed: int = 0, compile: bool = True):
     from rlstack.integrations.rsl_rl_adapter import RslRlEnv
 
     vec_env = PendulumVecEnv(config["num_envs"], seed=seed)
-    return vec_env, Algorithm(RslRlEnv(vec_env), seed=seed, compile=compile, **rlstack_kwargs(config))
+    return vec_env, Algorithm(
+        RslRlEnv(vec_env), seed=seed, compile=compile, **rlstack_kwargs(config)
+    )
 
 
 def iterate(algo) -> None:
@@ -132,10 +170,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--num-envs", type=int, default=4096)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--iterations", type=int, default=3, help="timed iterations per side per round")
-    parser.add_argument("--learn-iterations", type=int, default=0,
-                        help="iterations of the learning comparison, in the last round (0: none)")
-    parser.add_argument("--venv", default=str(Path.home() / ".cache" / "rlstack-peers" / "rsl-rl-venv"))
+    parser.add_argument(
+        "--iterations", type=int, default=3, help="timed iterations per side per round"
+    )
+    parser.add_argument(
+        "--learn-iterations",
+        type=int,
+        default=0,
+        help="iterations of the learning comparison, in the last round (0: none)",
+    )
+    parser.add_argument(
+        "--venv", default=str(Path.home() / ".cache" / "rlstack-peers" / "rsl-rl-venv")
+    )
     args = parser.parse_args(argv)
     python = ensure_peer_venv(Path(args.venv), REQUIREMENTS, system_site_packages=True)
     rows = []
@@ -158,34 +204,60 @@ def main(argv: list[str] | None = None) -> int:
                 iterate(algo)
                 times.append(time.perf_counter() - start)
             our_rates.append(transitions / statistics.median(times))
-            print(f"{name} round {r + 1}: rsl_rl {peer_rates[-1]:,.0f}/s, rlstack {our_rates[-1]:,.0f}/s", flush=True)
-        row = {"config": name, "num_envs": config["num_envs"], "steps": config["steps"], "hidden": config["hidden"],
-               "rsl_rl_transitions_per_s": statistics.median(peer_rates),
-               "rlstack_transitions_per_s": statistics.median(our_rates),
-               "ratio_median_of_rounds": statistics.median(o / p for o, p in zip(our_rates, peer_rates)),
-               "rsl_rl_first_iteration_s": statistics.median(peer_first), "rlstack_first_iteration_s": ours_first,
-               "rounds": {"rsl_rl": peer_rates, "rlstack": our_rates}}
+            print(
+                f"{name} round {r + 1}: rsl_rl {peer_rates[-1]:,.0f}/s, rlstack {our_rates[-1]:,.0f}/s",
+                flush=True,
+            )
+        row = {
+            "config": name,
+            "num_envs": config["num_envs"],
+            "steps": config["steps"],
+            "hidden": config["hidden"],
+            "rsl_rl_transitions_per_s": statistics.median(peer_rates),
+            "rlstack_transitions_per_s": statistics.median(our_rates),
+            "ratio_median_of_rounds": statistics.median(
+                o / p for o, p in zip(our_rates, peer_rates)
+            ),
+            "rsl_rl_first_iteration_s": statistics.median(peer_first),
+            "rlstack_first_iteration_s": ours_first,
+            "rounds": {"rsl_rl": peer_rates, "rlstack": our_rates},
+        }
         if args.learn_iterations:
             vec_env, fresh = make_ours(config)
             for _ in range(args.learn_iterations):
                 iterate(fresh)
-            row["rlstack_return_last_100"] = sum(vec_env.finished_returns[-100:]) / max(1, len(vec_env.finished_returns[-100:]))
+            row["rlstack_return_last_100"] = sum(vec_env.finished_returns[-100:]) / max(
+                1, len(vec_env.finished_returns[-100:])
+            )
             row["rsl_rl_return_last_100"] = peer["return_last_100"]
             row["env_steps"] = args.learn_iterations * transitions
         rows.append(row)
-    print(f"Pendulum-v1 behind rsl_rl's VecEnv, {args.num_envs} envs, CPU ({torch.get_num_threads()} threads), "
-          f"{args.rounds} rounds")
-    print(f"{'config':<11} {'rsl_rl /s':>11} {'rlstack /s':>11} {'ratio':>6} {'first s rsl_rl':>15} {'first s ours':>13}")
+    print(
+        f"Pendulum-v1 behind rsl_rl's VecEnv, {args.num_envs} envs, CPU ({torch.get_num_threads()} threads), "
+        f"{args.rounds} rounds"
+    )
+    print(
+        f"{'config':<11} {'rsl_rl /s':>11} {'rlstack /s':>11} {'ratio':>6} {'first s rsl_rl':>15} {'first s ours':>13}"
+    )
     for row in rows:
-        print(f"{row['config']:<11} {row['rsl_rl_transitions_per_s']:>11,.0f} {row['rlstack_transitions_per_s']:>11,.0f} "
-              f"{row['ratio_median_of_rounds']:>6.2f} {row['rsl_rl_first_iteration_s']:>15.2f} "
-              f"{row['rlstack_first_iteration_s']:>13.2f}")
+        print(
+            f"{row['config']:<11} {row['rsl_rl_transitions_per_s']:>11,.0f} {row['rlstack_transitions_per_s']:>11,.0f} "
+            f"{row['ratio_median_of_rounds']:>6.2f} {row['rsl_rl_first_iteration_s']:>15.2f} "
+            f"{row['rlstack_first_iteration_s']:>13.2f}"
+        )
         if "env_steps" in row:
-            print(f"{'':<11} return of the last 100 episodes after {row['env_steps']:,} env steps: "
-                  f"rsl_rl {row['rsl_rl_return_last_100']:.1f}, rlstack {row['rlstack_return_last_100']:.1f}")
+            print(
+                f"{'':<11} return of the last 100 episodes after {row['env_steps']:,} env steps: "
+                f"rsl_rl {row['rsl_rl_return_last_100']:.1f}, rlstack {row['rlstack_return_last_100']:.1f}"
+            )
     out = RESULTS / "rsl-rl-cpu.json"
-    meta = {"torch": torch.__version__, "rsl_rl": REQUIREMENTS[0], "date": time.strftime("%Y-%m-%d"),
-            "rounds": args.rounds, "iterations": args.iterations}
+    meta = {
+        "torch": torch.__version__,
+        "rsl_rl": REQUIREMENTS[0],
+        "date": time.strftime("%Y-%m-%d"),
+        "rounds": args.rounds,
+        "iterations": args.iterations,
+    }
     out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     print(f"wrote {out}")
     return 0

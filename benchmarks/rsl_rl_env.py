@@ -46,12 +46,14 @@ class PendulumVecEnv:
     def step(self, actions: torch.Tensor):
         self._steps += 1
         self.state, self.obs, reward, terminated, truncated = self.env.step(
-            random.fold_in(self._key, self._steps), self.state, actions.clamp(-2.0, 2.0))
+            random.fold_in(self._key, self._steps), self.state, actions.clamp(-2.0, 2.0)
+        )
         dones = terminated | truncated
         self.returns += reward
         if dones.any():
             self.finished_returns += self.returns[dones].tolist()
         self.returns = torch.where(dones, torch.zeros_like(self.returns), self.returns)
-        self.episode_length_buf = torch.where(dones, torch.zeros_like(self.episode_length_buf),
-                                              self.episode_length_buf + 1)
+        self.episode_length_buf = torch.where(
+            dones, torch.zeros_like(self.episode_length_buf), self.episode_length_buf + 1
+        )
         return self._groups(self.obs), reward, dones.float(), {"time_outs": truncated}

@@ -81,18 +81,32 @@ print(json.dumps({
 
 def run_case(name: str, cache_dir: str, store: str) -> dict:
     cls_name, kwargs = CASES[name]
-    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache_dir, "MLFLOW_TRACKING_URI": f"sqlite:///{store}/mlflow.db",
-           "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-c", CHILD, cls_name, json.dumps(kwargs)], env=env, cwd=store,
-                         capture_output=True, text=True, check=True)
+    env = {
+        **os.environ,
+        "TORCHINDUCTOR_CACHE_DIR": cache_dir,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{store}/mlflow.db",
+        "PYTHONPATH": str(ROOT),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, cls_name, json.dumps(kwargs)],
+        env=env,
+        cwd=store,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
     parser.add_argument("--rounds", type=int, default=3, help="cold-then-warm pairs per case")
-    parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/startup-cpu.json)")
+    parser.add_argument(
+        "--out", default=None, help="JSON path (default benchmarks/results/startup-cpu.json)"
+    )
     args = parser.parse_args(argv)
 
     rows = {(case, cache): [] for case in args.cases for cache in ("cold", "warm")}
@@ -102,19 +116,46 @@ def main(argv: list[str] | None = None) -> int:
                 for cache in ("cold", "warm"):
                     rows[case, cache].append(run_case(case, cache_dir, store))
 
-    keys = ("import_s", "build_s", "collect_s", "step_s", "first_step_s", "compile_s", "tracing_s", "codegen_s", "cxx_s")
+    keys = (
+        "import_s",
+        "build_s",
+        "collect_s",
+        "step_s",
+        "first_step_s",
+        "compile_s",
+        "tracing_s",
+        "codegen_s",
+        "cxx_s",
+    )
     print(f"{'case':<12}{'cache':<7}" + "".join(f"{k.removesuffix('_s'):>12}" for k in keys))
     summary = []
     for (case, cache), runs in rows.items():
         medians = {k: statistics.median(r[k] for r in runs) for k in keys}
-        summary.append({"case": case, "cache": cache, "kwargs": CASES[case][1], "trainer": CASES[case][0], **medians})
+        summary.append(
+            {
+                "case": case,
+                "cache": cache,
+                "kwargs": CASES[case][1],
+                "trainer": CASES[case][0],
+                **medians,
+            }
+        )
         print(f"{case:<12}{cache:<7}" + "".join(f"{medians[k]:>12.1f}" for k in keys), flush=True)
     out = Path(args.out or RESULTS / "startup-cpu.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     import torch
 
-    out.write_text(json.dumps({"torch": torch.__version__, "cpu_count": os.cpu_count(), "summary": summary,
-                               "runs": {f"{c}/{k}": r for (c, k), r in rows.items()}}, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "torch": torch.__version__,
+                "cpu_count": os.cpu_count(),
+                "summary": summary,
+                "runs": {f"{c}/{k}": r for (c, k), r in rows.items()},
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {out}")
     return 0
 

@@ -37,7 +37,9 @@ from pathlib import Path
 import torch
 
 if __package__ in (None, ""):  # run as a script: the repository root in place of benchmarks/, whose
-    sys.path[0] = str(Path(__file__).resolve().parents[1])  # gymnasium.py would shadow the gymnasium package
+    sys.path[0] = str(
+        Path(__file__).resolve().parents[1]
+    )  # gymnasium.py would shadow the gymnasium package
 
 from rlstack import Algorithm, Population, RecurrentAlgorithm  # noqa: E402
 from rlstack.cli.arguments import load_env  # noqa: E402
@@ -47,32 +49,60 @@ from rlstack.shell.presets import PRESETS  # noqa: E402
 # Every config: 4 epochs over the whole buffer per update (rlstack 1.x's defaults).
 CONFIGS = {
     # rlstack 1.x defaults: 8192 envs, horizon 32, (256, 256).
-    "discrete-1x-default": dict(env=DiscreteDummyEnv, num_envs=8192, horizon=32, hiddens=(256, 256)),
-    "continuous-1x-default": dict(env=ContinuousDummyEnv, num_envs=8192, horizon=32, hiddens=(256, 256)),
+    "discrete-1x-default": dict(
+        env=DiscreteDummyEnv, num_envs=8192, horizon=32, hiddens=(256, 256)
+    ),
+    "continuous-1x-default": dict(
+        env=ContinuousDummyEnv, num_envs=8192, horizon=32, hiddens=(256, 256)
+    ),
     # Small model: overhead dominates.
     "discrete-small-64x64": dict(env=DiscreteDummyEnv, num_envs=8192, horizon=32, hiddens=(64, 64)),
     # A real env step (Euler integration, 4-d observations) with its preset's model.
     "cartpole-64x64": dict(env=CartPole, num_envs=8192, horizon=32, hiddens=(64, 64)),
     # Enough envs to fill a GPU (4.2M transitions per update there); 4x the default on CPU.
-    "discrete-large": dict(env=DiscreteDummyEnv, num_envs={"cpu": 32768, "cuda": 131072}, horizon=32, hiddens=(256, 256)),
+    "discrete-large": dict(
+        env=DiscreteDummyEnv,
+        num_envs={"cpu": 32768, "cuda": 131072},
+        horizon=32,
+        hiddens=(256, 256),
+    ),
     # RecurrentAlgorithm at rlstack 1.x's defaults: an LSTM of 256, seq_len 4 (benchmarks/peers.py's
     # recurrent-1x-default); `hiddens` is the width the matmul ceiling is measured at.
-    "recurrent-1x-default": dict(env=DiscreteDummyEnv, num_envs=8192, horizon=32, hiddens=(256,),
-                                 algorithm=RecurrentAlgorithm, model_config={"hidden_size": 256}),
+    "recurrent-1x-default": dict(
+        env=DiscreteDummyEnv,
+        num_envs=8192,
+        horizon=32,
+        hiddens=(256,),
+        algorithm=RecurrentAlgorithm,
+        model_config={"hidden_size": 256},
+    ),
     # A population of 8 CartPole runs in one vmapped rollout and update (issue 21's K=8 configuration):
     # 1024 envs x 32 steps per member, the preset's 64x64 model; transitions count every member's.
-    "population-k8": dict(env=CartPole, num_envs=1024, horizon=32, hiddens=(64, 64), algorithm=Population,
-                          algorithm_kwargs={"num_members": 8}),
+    "population-k8": dict(
+        env=CartPole,
+        num_envs=1024,
+        horizon=32,
+        hiddens=(64, 64),
+        algorithm=Population,
+        algorithm_kwargs={"num_members": 8},
+    ),
     # Gymnasium's HalfCheetah-v5 (the mujoco extra) with the continuous preset's settings, CleanRL's:
     # 8 eager MuJoCo sub-envs x 256 steps, 10 epochs of 64-transition minibatches, tanh 64x64.
-    "halfcheetah-continuous": dict(env="gymnasium:HalfCheetah-v5", num_envs=8, horizon=256, hiddens=(64, 64),
-                                   preset="continuous"),
+    "halfcheetah-continuous": dict(
+        env="gymnasium:HalfCheetah-v5",
+        num_envs=8,
+        horizon=256,
+        hiddens=(64, 64),
+        preset="continuous",
+    ),
 }
 # Default config list per device: the large config takes minutes per iteration on a small CPU, the
 # recurrent one tens of seconds, and HalfCheetah needs the mujoco extra (name any of them to run it).
 _NAMED_ONLY = ("recurrent-1x-default", "population-k8", "halfcheetah-continuous")
-DEFAULT_CONFIGS = {"cpu": [c for c in CONFIGS if c not in ("discrete-large", *_NAMED_ONLY)],
-                   "cuda": [c for c in CONFIGS if c not in _NAMED_ONLY]}
+DEFAULT_CONFIGS = {
+    "cpu": [c for c in CONFIGS if c not in ("discrete-large", *_NAMED_ONLY)],
+    "cuda": [c for c in CONFIGS if c not in _NAMED_ONLY],
+}
 
 # Mode -> Algorithm switches. TF32 and CUDA graphs exist on CUDA only.
 MODES = {
@@ -99,7 +129,12 @@ def matmul_weights(algo: Algorithm) -> int:
 
 
 def measured_matmul_flops(
-    device: torch.device, n: int, width: int, dtype: torch.dtype = torch.float32, repeats: int = 20, tf32: bool = False
+    device: torch.device,
+    n: int,
+    width: int,
+    dtype: torch.dtype = torch.float32,
+    repeats: int = 20,
+    tf32: bool = False,
 ) -> float:
     """FLOP/s of an ``[n, width] @ [width, width]`` matmul in ``dtype`` on
     ``device`` (float32 in TF32 when ``tf32``)."""
@@ -111,7 +146,9 @@ def measured_matmul_flops(
         torch.set_float32_matmul_precision(previous)
 
 
-def _matmul_rate(device: torch.device, n: int, width: int, dtype: torch.dtype, repeats: int) -> float:
+def _matmul_rate(
+    device: torch.device, n: int, width: int, dtype: torch.dtype, repeats: int
+) -> float:
     a = torch.randn(n, width, device=device, dtype=dtype)
     b = torch.randn(width, width, device=device, dtype=dtype)
     for _ in range(2):
@@ -147,15 +184,24 @@ def build(spec: dict, mode: str, *, device: torch.device) -> tuple[Algorithm, fl
     calls, then the capture on the third).
     """
     algorithm_cls = spec.get("algorithm", Algorithm)
-    env = load_env(spec["env"]) if isinstance(spec["env"], str) else spec["env"]  # a name, as --env takes it
+    env = (
+        load_env(spec["env"]) if isinstance(spec["env"], str) else spec["env"]
+    )  # a name, as --env takes it
     preset = dict(PRESETS[spec["preset"]]) if "preset" in spec else {}
     for name in ("num_envs", "horizon", "compile"):  # the config's and the mode's
         preset.pop(name, None)
     preset_model = preset.pop("model_config", {"hiddens": spec["hiddens"]})
     model_config = spec.get("model_config", preset_model)
     algo = algorithm_cls(
-        env, num_envs=spec["num_envs"], horizon=spec["horizon"], model_config=model_config, device=device, seed=0,
-        **MODES[mode], **preset, **spec.get("algorithm_kwargs", {}),
+        env,
+        num_envs=spec["num_envs"],
+        horizon=spec["horizon"],
+        model_config=model_config,
+        device=device,
+        seed=0,
+        **MODES[mode],
+        **preset,
+        **spec.get("algorithm_kwargs", {}),
     )
     start = time.perf_counter()
     algo.collect()
@@ -177,7 +223,9 @@ def time_iteration(algo: Algorithm) -> tuple[float, float]:
     return rollout_s, time.perf_counter() - start
 
 
-def make_row(name: str, spec: dict, mode: str, algo: Algorithm, timings: dict, device: torch.device) -> dict:
+def make_row(
+    name: str, spec: dict, mode: str, algo: Algorithm, timings: dict, device: torch.device
+) -> dict:
     transitions = spec["num_envs"] * spec["horizon"] * members(algo)
     P = matmul_weights(algo) // members(algo)
     flops_per_transition = 2 * P * (1 + 3 * algo.config.num_sgd_iters)
@@ -208,7 +256,9 @@ def make_row(name: str, spec: dict, mode: str, algo: Algorithm, timings: dict, d
     }
 
 
-def bench_config(name: str, spec: dict, modes: list[str], *, device: torch.device, repeats: int, interleave: bool):
+def bench_config(
+    name: str, spec: dict, modes: list[str], *, device: torch.device, repeats: int, interleave: bool
+):
     """Rows for every mode of one config.
 
     With ``interleave``, every mode's Algorithm is built first and the timed
@@ -238,7 +288,9 @@ def bench_config(name: str, spec: dict, modes: list[str], *, device: torch.devic
         for _ in range(repeats):
             for mode in modes:
                 record(mode)
-        yield from (make_row(name, spec, mode, algos[mode], timings[mode], device) for mode in modes)
+        yield from (
+            make_row(name, spec, mode, algos[mode], timings[mode], device) for mode in modes
+        )
         return
     for mode in modes:
         start(mode)
@@ -248,17 +300,40 @@ def bench_config(name: str, spec: dict, modes: list[str], *, device: torch.devic
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--configs", nargs="*", default=None, choices=list(CONFIGS),
-                        help="default: all (all but discrete-large on CPU)")
-    parser.add_argument("--modes", nargs="*", default=None, choices=list(MODES),
-                        help="default: eager, compiled, compiled-amp (and the TF32 / CUDA-graph modes on CUDA)")
+    parser.add_argument(
+        "--configs",
+        nargs="*",
+        default=None,
+        choices=list(CONFIGS),
+        help="default: all (all but discrete-large on CPU)",
+    )
+    parser.add_argument(
+        "--modes",
+        nargs="*",
+        default=None,
+        choices=list(MODES),
+        help="default: eager, compiled, compiled-amp (and the TF32 / CUDA-graph modes on CUDA)",
+    )
     parser.add_argument("--repeats", type=int, default=5, help="timed iterations per mode (median)")
-    parser.add_argument("--interleave", type=lambda t: t.lower() in ("1", "true", "yes"), default=None, metavar="BOOL",
-                        help="alternate the modes' timed iterations (default: true on CPU, false on CUDA)")
-    parser.add_argument("--num-envs", type=int, default=None, help="override num_envs of every config")
-    parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/throughput-<device>.json)")
+    parser.add_argument(
+        "--interleave",
+        type=lambda t: t.lower() in ("1", "true", "yes"),
+        default=None,
+        metavar="BOOL",
+        help="alternate the modes' timed iterations (default: true on CPU, false on CUDA)",
+    )
+    parser.add_argument(
+        "--num-envs", type=int, default=None, help="override num_envs of every config"
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="JSON path (default benchmarks/results/throughput-<device>.json)",
+    )
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     configs = args.configs or DEFAULT_CONFIGS[device.type]
@@ -275,14 +350,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.num_envs:
             spec["num_envs"] = args.num_envs
         interleave = args.interleave if args.interleave is not None else device.type == "cpu"
-        for row in bench_config(name, spec, modes, device=device, repeats=args.repeats, interleave=interleave):
+        for row in bench_config(
+            name, spec, modes, device=device, repeats=args.repeats, interleave=interleave
+        ):
             width = spec["hiddens"][0]
             # AMP rows are held to the bf16 matmul rate, TF32 rows to TF32's, the others to fp32's.
             dtype = torch.bfloat16 if row["amp"] else torch.float32
-            row["device_matmul_flops"] = measured_matmul_flops(device, spec["num_envs"], width, dtype, tf32=row["tf32"])
-            row["ceiling_dtype"] = "tf32" if row["tf32"] and not row["amp"] else str(dtype).removeprefix("torch.")
+            row["device_matmul_flops"] = measured_matmul_flops(
+                device, spec["num_envs"], width, dtype, tf32=row["tf32"]
+            )
+            row["ceiling_dtype"] = (
+                "tf32" if row["tf32"] and not row["amp"] else str(dtype).removeprefix("torch.")
+            )
             row["ceiling_fraction"] = row["achieved_flops"] / row["device_matmul_flops"]
-            row["ceiling_transitions_per_s"] = row["device_matmul_flops"] / row["flops_per_transition"]
+            row["ceiling_transitions_per_s"] = (
+                row["device_matmul_flops"] / row["flops_per_transition"]
+            )
             rows.append(row)
             print_row(row, header=len(rows) == 1)
 
@@ -294,7 +377,9 @@ def main(argv: list[str] | None = None) -> int:
         "machine": platform.machine(),
         "cpu_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or "cpu",
     }
     out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     print(f"\nwrote {out}")

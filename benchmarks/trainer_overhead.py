@@ -49,7 +49,13 @@ from rlstack import Trainer  # noqa: E402
 from rlstack.envs import CartPole  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-CONFIG = dict(num_envs=64, horizon=16, sgd_minibatch_size=256, num_sgd_iters=4, model_config={"hiddens": (64, 64)})
+CONFIG = dict(
+    num_envs=64,
+    horizon=16,
+    sgd_minibatch_size=256,
+    num_sgd_iters=4,
+    model_config={"hiddens": (64, 64)},
+)
 
 
 def _per_step_ms(fn, steps: int) -> float:
@@ -63,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=50, help="iterations per measurement")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--members", type=int, default=None, metavar="K", help="a population of K members")
+    parser.add_argument(
+        "--members", type=int, default=None, metavar="K", help="a population of K members"
+    )
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     device = torch.device("cpu")
@@ -72,12 +80,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)  # the SQLite store's artifacts go to ./mlruns
         mlflow.set_tracking_uri(f"sqlite:///{tmp}/mlflow.db")
-        trainer = Trainer(CartPole, **CONFIG, compile=args.compile, seed=0, num_members=args.members)
+        trainer = Trainer(
+            CartPole, **CONFIG, compile=args.compile, seed=0, num_members=args.members
+        )
         algo = trainer.algorithm
         for _ in range(3):  # compile and warm up
             trainer.step()
 
-        inside = [0.0]  # seconds spent in the Algorithm's collect_each/step_each during a Trainer measurement
+        inside = [
+            0.0
+        ]  # seconds spent in the Algorithm's collect_each/step_each during a Trainer measurement
 
         def timed(fn):
             def call(*a, **kw):
@@ -86,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                     return fn(*a, **kw)
                 finally:
                     inside[0] += time.perf_counter() - start
+
             return call
 
         algo.collect_each, algo.step_each = timed(algo.collect_each), timed(algo.step_each)
@@ -105,7 +118,10 @@ def main(argv: list[str] | None = None) -> int:
             trainer.flush_metrics()
 
         timings = {"algorithm": [], "trainer.run": [], "trainer.step": []}
-        shell = {"trainer.run": [], "trainer.step": []}  # the Trainer's own share of each call, measured inside it
+        shell = {
+            "trainer.run": [],
+            "trainer.step": [],
+        }  # the Trainer's own share of each call, measured inside it
         for _ in range(args.rounds):
             for name, fn in (("algorithm", bare), ("trainer.run", run), ("trainer.step", step)):
                 inside[0] = 0.0
@@ -117,22 +133,43 @@ def main(argv: list[str] | None = None) -> int:
     medians = {name: statistics.median(values) for name, values in timings.items()}
     base = medians["algorithm"]
     rows = [
-        {"what": name, "ms_per_step": medians[name], "overhead": medians[name] / base - 1.0, "rounds_ms": timings[name],
-         "shell_share": statistics.median(shell[name]) if name in shell else 0.0, "rounds_shell_share": shell.get(name, [])}
+        {
+            "what": name,
+            "ms_per_step": medians[name],
+            "overhead": medians[name] / base - 1.0,
+            "rounds_ms": timings[name],
+            "shell_share": statistics.median(shell[name]) if name in shell else 0.0,
+            "rounds_shell_share": shell.get(name, []),
+        }
         for name in timings
     ]
-    members = f", population of {args.members} (parent + {args.members} member runs)" if args.members else ""
-    print(f"CartPole, 64 envs x 16 steps, 64x64{members}, {'compiled' if args.compile else 'eager'}, "
-          f"{args.steps} steps x {args.rounds} rounds (median)")
-    print(f"{'what':<14} {'ms/step':>8} {'overhead over algorithm':>24} {'shell share, same calls':>24}")
+    members = (
+        f", population of {args.members} (parent + {args.members} member runs)"
+        if args.members
+        else ""
+    )
+    print(
+        f"CartPole, 64 envs x 16 steps, 64x64{members}, {'compiled' if args.compile else 'eager'}, "
+        f"{args.steps} steps x {args.rounds} rounds (median)"
+    )
+    print(
+        f"{'what':<14} {'ms/step':>8} {'overhead over algorithm':>24} {'shell share, same calls':>24}"
+    )
     for row in rows:
-        print(f"{row['what']:<14} {row['ms_per_step']:>8.2f} {100 * row['overhead']:>23.1f}% "
-              f"{100 * row['shell_share']:>23.1f}%")
+        print(
+            f"{row['what']:<14} {row['ms_per_step']:>8.2f} {100 * row['overhead']:>23.1f}% "
+            f"{100 * row['shell_share']:>23.1f}%"
+        )
     suffix = f"K{args.members}-" if args.members else ""
     out = Path(args.out) if args.out else RESULTS / f"trainer-overhead-{suffix}{device.type}.json"
-    meta = {"torch": torch.__version__, "device": str(device),
-            "config": {**CONFIG, "compile": args.compile, "num_members": args.members},
-            "steps": args.steps, "rounds": args.rounds, "date": time.strftime("%Y-%m-%d")}
+    meta = {
+        "torch": torch.__version__,
+        "device": str(device),
+        "config": {**CONFIG, "compile": args.compile, "num_members": args.members},
+        "steps": args.steps,
+        "rounds": args.rounds,
+        "date": time.strftime("%Y-%m-%d"),
+    }
     out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, default=str))
     print(f"wrote {out}")
     return 0

@@ -32,7 +32,9 @@ def cross_references(text: str, scope: str) -> str:
         explicit = EXPLICIT.fullmatch(body)
         target = explicit["target"] if explicit else body.rstrip("()")
         identifier = target if "." in target else f"{scope}.{target}"
-        title = explicit["title"] if explicit else target.rsplit(".", 1)[-1] if match["short"] else body
+        title = (
+            explicit["title"] if explicit else target.rsplit(".", 1)[-1] if match["short"] else body
+        )
         return f'<autoref identifier="{identifier}" optional><code>{title}</code></autoref>'
 
     return ROLE.sub(link, text)

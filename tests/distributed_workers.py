@@ -40,8 +40,14 @@ def fixed_trajectory(num_envs: int):
 
 
 def update_config(num_envs: int) -> dict:
-    return dict(num_envs=num_envs, horizon=8, normalize_advantages=False, num_sgd_iters=3, target_kl=0.05,
-                desired_kl=0.002)  # the adapted rate, from the KL averaged over ranks, is part of what must agree
+    return dict(
+        num_envs=num_envs,
+        horizon=8,
+        normalize_advantages=False,
+        num_sgd_iters=3,
+        target_kl=0.05,
+        desired_kl=0.002,
+    )  # the adapted rate, from the KL averaged over ranks, is part of what must agree
 
 
 def run_update(policy, params, traj, num_envs, reduce_grads=None):
@@ -66,11 +72,15 @@ def update_worker(rank: int, world: int, init_file: str, out: str) -> None:
     half = 32 // world
     mine = optree.tree_map(lambda x: x[:, rank * half : (rank + 1) * half], traj)
     new_params, metrics = run_update(policy, params, mine, half, reduce_grads=all_reduce_mean)
-    torch.save({"params": new_params, "sgd_steps": metrics["monitors/sgd_steps"]}, f"{out}/rank{rank}.pt")
+    torch.save(
+        {"params": new_params, "sgd_steps": metrics["monitors/sgd_steps"]}, f"{out}/rank{rank}.pt"
+    )
     leave()
 
 
-def trainer_worker(rank: int, world: int, init_file: str, out: str, mode: str, kind: str = "mlp") -> None:
+def trainer_worker(
+    rank: int, world: int, init_file: str, out: str, mode: str, kind: str = "mlp"
+) -> None:
     """``fresh``: 3 steps, checkpoint, 2 more; ``resume``: from that checkpoint, 2 steps. ``kind``
     ``mlp``: a Trainer; ``gru``: a RecurrentTrainer (its hidden states are per rank, in the checkpoint)."""
     import mlflow
@@ -84,19 +94,33 @@ def trainer_worker(rank: int, world: int, init_file: str, out: str, mode: str, k
     mlflow.set_tracking_uri(f"sqlite:///{out}/mlflow.db")
     if mode == "fresh":
         if kind == "gru":
-            trainer = RecurrentTrainer(CartPoleV1, seed=0, seq_len=4, **{**SMALL, "model_config": {
-                "hidden_size": 8, "cell": "gru"}})
+            trainer = RecurrentTrainer(
+                CartPoleV1,
+                seed=0,
+                seq_len=4,
+                **{**SMALL, "model_config": {"hidden_size": 8, "cell": "gru"}},
+            )
         else:
             trainer = Trainer(CartPoleV1, seed=0, **SMALL)
-        trainer.run(stop_conditions=[HitsUpperBound("algorithm/steps", 3)], checkpoint_every=3,
-                    checkpoint_dir=f"{out}/ck-{kind}")
+        trainer.run(
+            stop_conditions=[HitsUpperBound("algorithm/steps", 3)],
+            checkpoint_every=3,
+            checkpoint_dir=f"{out}/ck-{kind}",
+        )
     else:
         trainer = Trainer.from_checkpoint(f"{out}/ck-{kind}/step-00000003.pt")
     trainer.run(stop_conditions=[HitsUpperBound("algorithm/steps", 5)])
     trainer.close()
-    torch.save({"params": trainer.algorithm.params, "run_id": trainer.run_id, "steps": trainer.algorithm.steps,
-                "key": trainer.algorithm.key, "memory": optree.tree_leaves(trainer.algorithm.carry.memory)},
-               f"{out}/{kind}-{mode}{rank}.pt")
+    torch.save(
+        {
+            "params": trainer.algorithm.params,
+            "run_id": trainer.run_id,
+            "steps": trainer.algorithm.steps,
+            "key": trainer.algorithm.key,
+            "memory": optree.tree_leaves(trainer.algorithm.carry.memory),
+        },
+        f"{out}/{kind}-{mode}{rank}.pt",
+    )
     leave()
 
 
@@ -142,5 +166,7 @@ def stats_worker(rank: int, world: int, init_file: str, out: str) -> None:
 
     join(rank, world, init_file)
     own = {name: float(value) for name, value in trajectory_stats(rank_trajectory(rank)).items()}
-    torch.save({"own": own, "reduced": distributed.reduce_stats(own)}, os.path.join(out, f"stats{rank}.pt"))
+    torch.save(
+        {"own": own, "reduced": distributed.reduce_stats(own)}, os.path.join(out, f"stats{rank}.pt")
+    )
     leave()

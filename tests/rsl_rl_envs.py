@@ -27,8 +27,15 @@ class ProtocolPendulum:
     episodes that ended (``Episode_Reward/swing``) and their count
     (``resets``), on the steps where some ended, as Isaac Lab does."""
 
-    def __init__(self, num_envs: int = 16, device: str = "cpu", *, privileged: bool = False, seed: int = 0,
-                 tensordict: bool = True) -> None:
+    def __init__(
+        self,
+        num_envs: int = 16,
+        device: str = "cpu",
+        *,
+        privileged: bool = False,
+        seed: int = 0,
+        tensordict: bool = True,
+    ) -> None:
         self.env = PendulumV1()
         self.num_envs, self.num_actions, self.device = num_envs, 1, torch.device(device)
         self.max_episode_length = self.env.max_episode_steps
@@ -54,16 +61,22 @@ class ProtocolPendulum:
         assert actions.shape == (self.num_envs, self.num_actions) and actions.device == self.device
         self.steps += 1
         self.state, self.obs, reward, terminated, truncated = self.env.step(
-            random.fold_in(self._key, self.steps), self.state, actions.clamp(-2.0, 2.0))
+            random.fold_in(self._key, self.steps), self.state, actions.clamp(-2.0, 2.0)
+        )
         self.episode_length_buf += 1
         self.returns += reward
         dones = terminated | truncated
         extras = {"time_outs": truncated.clone()}
         if dones.any():
-            extras["log"] = {"Episode_Reward/swing": self.returns[dones].mean(), "resets": float(dones.sum())}
+            extras["log"] = {
+                "Episode_Reward/swing": self.returns[dones].mean(),
+                "resets": float(dones.sum()),
+            }
             self.logged.append(extras["log"])
         self.returns = torch.where(dones, torch.zeros_like(self.returns), self.returns)
-        self.episode_length_buf = torch.where(dones, torch.zeros_like(self.episode_length_buf), self.episode_length_buf)
+        self.episode_length_buf = torch.where(
+            dones, torch.zeros_like(self.episode_length_buf), self.episode_length_buf
+        )
         return self._groups(self.obs, self.state), reward.clone(), dones.float(), extras
 
 
@@ -79,25 +92,37 @@ class Scripted:
     observation is ``[-1, env]``. With ``final_obs``, ``extras`` carries
     the true last observation ``[t, env]`` of the envs that ended."""
 
-    def __init__(self, num_envs: int, ends: dict[int, list[tuple[int, bool]]], final_obs: bool = False) -> None:
+    def __init__(
+        self, num_envs: int, ends: dict[int, list[tuple[int, bool]]], final_obs: bool = False
+    ) -> None:
         self.num_envs, self.num_actions, self.device = num_envs, 2, torch.device("cpu")
         self.max_episode_length, self.cfg = 100, {}
         self.episode_length_buf = torch.zeros(num_envs, dtype=torch.long)
         self.ends, self.final_obs, self.t = ends, final_obs, 0
-        self.obs = torch.stack([torch.zeros(num_envs), torch.arange(num_envs, dtype=torch.float32)], -1)
+        self.obs = torch.stack(
+            [torch.zeros(num_envs), torch.arange(num_envs, dtype=torch.float32)], -1
+        )
 
     def get_observations(self):
         return {"policy": self.obs.clone()}
 
     def step(self, actions):
         self.t += 1
-        true_obs = torch.stack([torch.full((self.num_envs,), float(self.t)),
-                                torch.arange(self.num_envs, dtype=torch.float32)], -1)
+        true_obs = torch.stack(
+            [
+                torch.full((self.num_envs,), float(self.t)),
+                torch.arange(self.num_envs, dtype=torch.float32),
+            ],
+            -1,
+        )
         dones, time_outs = torch.zeros(self.num_envs), torch.zeros(self.num_envs, dtype=torch.bool)
         for env, time_out in self.ends.get(self.t - 1, []):
             dones[env], time_outs[env] = 1.0, time_out
-        self.obs = torch.where(dones.bool().unsqueeze(-1), torch.tensor([-1.0, 0.0]) + true_obs * torch.tensor([0.0, 1.0]),
-                               true_obs)
+        self.obs = torch.where(
+            dones.bool().unsqueeze(-1),
+            torch.tensor([-1.0, 0.0]) + true_obs * torch.tensor([0.0, 1.0]),
+            true_obs,
+        )
         extras = {"time_outs": time_outs}
         if self.final_obs:
             extras["final_observation"] = {"policy": true_obs}

@@ -13,26 +13,26 @@ GUIDE = Path(__file__).resolve().parents[1] / "docs" / "guides" / "from-1x.md"
 # module-level definitions, underscores left out), as 1.x code imports them.
 NAMES_1X = {
     "rlstack": "Algorithm GenericAlgorithmBase RecurrentAlgorithm Categorical Distribution Normal SquashedNormal Env "
-               "EnvFactory GenericEnv DefaultContinuousModel DefaultContinuousRecurrentModel DefaultDiscreteModel "
-               "DefaultDiscreteRecurrentModel GenericModel GenericModelBase GenericRecurrentModel Model ModelFactory "
-               "RecurrentModel RecurrentModelFactory GenericPolicyBase MLflowPolicyModel MLflowRecurrentPolicyModel "
-               "Policy RecurrentPolicy GenericTrainerBase RecurrentTrainer Trainer",
+    "EnvFactory GenericEnv DefaultContinuousModel DefaultContinuousRecurrentModel DefaultDiscreteModel "
+    "DefaultDiscreteRecurrentModel GenericModel GenericModelBase GenericRecurrentModel Model ModelFactory "
+    "RecurrentModel RecurrentModelFactory GenericPolicyBase MLflowPolicyModel MLflowRecurrentPolicyModel "
+    "Policy RecurrentPolicy GenericTrainerBase RecurrentTrainer Trainer",
     "rlstack.env": "DataKeys Device Env EnvFactory GenericEnv DummyEnv ContinuousDummyEnv DiscreteDummyEnv",
     "rlstack.conditions": "TrainStatKey TrainStats Condition And HitsLowerBound HitsUpperBound Plateaus "
-                          "StopsDecreasing StopsIncreasing",
+    "StopsDecreasing StopsIncreasing",
     "rlstack.schedulers": "ScheduleKind Scheduler ConstantScheduler InterpScheduler StepScheduler EntropyScheduler "
-                          "LRScheduler",
+    "LRScheduler",
     "rlstack.policies": "GenericPolicyBase MLflowPolicyModel Policy MLflowRecurrentPolicyModel RecurrentPolicy",
     "rlstack.models": "GenericModelBase DefaultContinuousModel DefaultDiscreteModel GenericModel Model ModelFactory "
-                      "DefaultContinuousRecurrentModel DefaultDiscreteRecurrentModel GenericRecurrentModel "
-                      "RecurrentModel RecurrentModelFactory",
+    "DefaultContinuousRecurrentModel DefaultDiscreteRecurrentModel GenericRecurrentModel "
+    "RecurrentModel RecurrentModelFactory",
     "rlstack.distributions": "assert_1d_spec Distribution TorchDistributionWrapper Categorical Normal SquashedNormal",
     "rlstack.nn": "binary_mask_to_float_mask float_mask_to_binary_mask generalized_advantage_estimate "
-                  "mask_from_lengths masked_avg masked_categorical_sample masked_log_softmax masked_max ppo_losses "
-                  "skip_connection MLP CrossAttention Module PerceiverIOLayer PerceiverLayer PositionalEmbedding "
-                  "SelfAttention SelfAttentionStack SequentialSkipConnection SquaredReLU get_activation",
+    "mask_from_lengths masked_avg masked_categorical_sample masked_log_softmax masked_max ppo_losses "
+    "skip_connection MLP CrossAttention Module PerceiverIOLayer PerceiverLayer PositionalEmbedding "
+    "SelfAttention SelfAttentionStack SequentialSkipConnection SquaredReLU get_activation",
     "rlstack.views": "DataKeys ViewKind ViewMethod View pad_last_sequence pad_whole_sequence rolling_window "
-                     "RollingWindow PaddedRollingWindow ViewRequirement",
+    "RollingWindow PaddedRollingWindow ViewRequirement",
 }
 
 
@@ -66,8 +66,11 @@ def _present(module: str, name: str) -> bool:
 @pytest.mark.parametrize("module", list(NAMES_1X))
 def test_every_1x_name_is_present_or_listed_with_its_replacement(module):
     table = _table()
-    missing = [name for name in NAMES_1X[module].split()
-               if not _present(module, name) and f"{module}.{name}" not in table]
+    missing = [
+        name
+        for name in NAMES_1X[module].split()
+        if not _present(module, name) and f"{module}.{name}" not in table
+    ]
     assert not missing, f"{module}: neither present nor in {GUIDE.name}: {missing}"
 
 
@@ -91,7 +94,7 @@ def test_1x_scheduler_and_recurrent_policy_names_import_as_1x_code_writes_them()
 
 def _behaviour_table(text: str) -> str:
     start = text.index("| rlstack 1.x | rlstack 2 | what to write instead |")
-    return text[start:text.index("\n\n", start)]
+    return text[start : text.index("\n\n", start)]
 
 
 def test_the_readme_and_the_guide_show_the_same_table_of_deliberate_differences():

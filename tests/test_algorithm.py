@@ -31,7 +31,11 @@ class _RecordingEnv(DiscreteDummyEnv):
         ({"gamma": float("nan")}, ValueError, "`gamma` must be finite, got nan"),
         ({"clip_param": -0.2}, ValueError, "`clip_param` must be >= 0.0, got -0.2"),
         ({"vf_clip_param": -1.0}, ValueError, "`vf_clip_param` must be >= 0.0, got -1.0"),
-        ({"dual_clip_param": 0.5}, ValueError, r"`dual_clip_param` must be > 1 \(or None\), got 0.5"),
+        (
+            {"dual_clip_param": 0.5},
+            ValueError,
+            r"`dual_clip_param` must be > 1 \(or None\), got 0.5",
+        ),
         ({"max_grad_norm": 0.0}, ValueError, "`max_grad_norm` must be > 0"),
         ({"entropy_coeff": -1.0}, ValueError, "`entropy_coeff` must be >= 0.0"),
         (
@@ -39,13 +43,33 @@ class _RecordingEnv(DiscreteDummyEnv):
             ValueError,
             r"`sgd_minibatch_size` must divide num_envs \* horizon = 32 \* 8 = 256 and be at most that, got 512",
         ),
-        ({"num_envs": 32, "horizon": 8, "sgd_minibatch_size": 100}, ValueError, "must divide num_envs"),
-        ({"lr_schedule": [(0, 1e-3)], "lr_schedule_kind": "cosine"}, ValueError, "`lr_schedule_kind` must be one of"),
-        ({"entropy_coeff_schedule": [(0, 0.1), (100, 0.0), (50, 0.0)]}, ValueError, "`entropy_coeff_schedule` must be sorted"),
-        ({"horizons_per_env_reset": 0}, ValueError, "`horizons_per_env_reset` must be a non-zero int"),
+        (
+            {"num_envs": 32, "horizon": 8, "sgd_minibatch_size": 100},
+            ValueError,
+            "must divide num_envs",
+        ),
+        (
+            {"lr_schedule": [(0, 1e-3)], "lr_schedule_kind": "cosine"},
+            ValueError,
+            "`lr_schedule_kind` must be one of",
+        ),
+        (
+            {"entropy_coeff_schedule": [(0, 0.1), (100, 0.0), (50, 0.0)]},
+            ValueError,
+            "`entropy_coeff_schedule` must be sorted",
+        ),
+        (
+            {"horizons_per_env_reset": 0},
+            ValueError,
+            "`horizons_per_env_reset` must be a non-zero int",
+        ),
         ({"shuffle_minibatches": "yes"}, TypeError, "`shuffle_minibatches` must be a bool"),
         ({"learning_rate": 0.1}, TypeError, r"Unknown hyperparameters \['learning_rate'\]"),
-        ({"optimizer_cls": torch.optim.RMSprop}, ValueError, "`optimizer_cls` 'RMSprop' is not supported"),
+        (
+            {"optimizer_cls": torch.optim.RMSprop},
+            ValueError,
+            "`optimizer_cls` 'RMSprop' is not supported",
+        ),
         ({"device": "tpu:0"}, ValueError, "`device` must be a torch device"),
         ({"seed": -1}, ValueError, "`seed` must be a non-negative int or None, got -1"),
     ],
@@ -80,7 +104,10 @@ class _WrongLogits(nn.Module):
     "model_cls, match",
     [
         (_WrongValueShape, r"must return a value of shape \[B\] = \[3\], got \[3, 1\]"),
-        (_WrongLogits, r"gives actions that do not fit action_space Discrete\(2, shape=\(1,\)\): expected shape \[3, 1\], got \[3\]"),
+        (
+            _WrongLogits,
+            r"gives actions that do not fit action_space Discrete\(2, shape=\(1,\)\): expected shape \[3, 1\], got \[3\]",
+        ),
     ],
 )
 def test_model_whose_outputs_do_not_fit_the_distribution_raises(model_cls, match):
@@ -93,18 +120,41 @@ def test_gaussian_policy_on_a_bounded_box_is_accepted_for_any_seed():
     from rlstack.envs import Pendulum
 
     for seed in range(8):
-        Algorithm(Pendulum, seed=seed, num_envs=8, horizon=4, model_config={"hiddens": (8,)}, compile=False)
+        Algorithm(
+            Pendulum,
+            seed=seed,
+            num_envs=8,
+            horizon=4,
+            model_config={"hiddens": (8,)},
+            compile=False,
+        )
 
 
 def test_quick_start_collect_and_step_keys():
     algo = Algorithm(DiscreteDummyEnv, **SMALL)
     collect = algo.collect()
-    for key in ("returns/mean", "returns/std", "rewards/mean", "env/steps", "env/resets", "profiling/collect_ms"):
+    for key in (
+        "returns/mean",
+        "returns/std",
+        "rewards/mean",
+        "env/steps",
+        "env/resets",
+        "profiling/collect_ms",
+    ):
         assert key in collect
     assert collect["env/steps"] == 256
     step = algo.step()
-    for key in ("losses/policy", "losses/vf", "losses/entropy", "losses/total", "monitors/kl_div",
-                "monitors/clip_fraction", "coefficients/lr", "coefficients/entropy", "profiling/step_ms"):
+    for key in (
+        "losses/policy",
+        "losses/vf",
+        "losses/entropy",
+        "losses/total",
+        "monitors/kl_div",
+        "monitors/clip_fraction",
+        "coefficients/lr",
+        "coefficients/entropy",
+        "profiling/step_ms",
+    ):
         assert key in step and isinstance(step[key], float)
     assert isinstance(algo.params, dict) and algo.policy.model is not None
     with pytest.raises(RuntimeError, match=r"call collect\(\) first"):
@@ -113,13 +163,20 @@ def test_quick_start_collect_and_step_keys():
 
 def test_rlstack_1x_style_keyword_combinations_run():
     algo = Algorithm(
-        DiscreteDummyEnv, optimizer_cls=torch.optim.SGD, optimizer_config={"lr": 0.01, "momentum": 0.9},
-        accumulate_grads=True, enable_amp=True, sgd_minibatch_size=64, **SMALL,
+        DiscreteDummyEnv,
+        optimizer_cls=torch.optim.SGD,
+        optimizer_config={"lr": 0.01, "momentum": 0.9},
+        accumulate_grads=True,
+        enable_amp=True,
+        sgd_minibatch_size=64,
+        **SMALL,
     )
     algo.collect()
     assert algo.step()["coefficients/lr"] == 0.01
     assert optim.step_count(algo.opt_state).item() == 4  # one step per epoch with accumulation
-    algo = Algorithm(ContinuousDummyEnv, distribution_cls=SquashedNormal, gae_lambda=0.99, gamma=0.99, **SMALL)
+    algo = Algorithm(
+        ContinuousDummyEnv, distribution_cls=SquashedNormal, gae_lambda=0.99, gamma=0.99, **SMALL
+    )
     algo.collect()
     algo.step()
     assert algo.predict(np.zeros((5, 1), dtype=np.float32)).shape == (5, 1)
@@ -159,7 +216,10 @@ def test_predict_returns_deterministic_actions_of_the_policy_and_checks_obs():
     logits, _ = algo.policy.apply(algo.params, torch.as_tensor(obs))
     np.testing.assert_array_equal(actions, logits.argmax(-1).numpy())
     assert isinstance(algo.predict(torch.as_tensor(obs)), torch.Tensor)
-    with pytest.raises(ValueError, match=r"`obs` does not fit observation_space.*expected shape \[11, 1\], got \[11, 2\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"`obs` does not fit observation_space.*expected shape \[11, 1\], got \[11, 2\]",
+    ):
         algo.predict(np.zeros((11, 2), dtype=np.float32))
 
 
@@ -169,7 +229,9 @@ def test_evaluate_leaves_the_training_carry_alone():
     carry = algo.carry.obs.clone()
     stats = algo.evaluate(env_config={"bounds": 1.0}, horizons=2)
     assert torch.equal(algo.carry.obs, carry)
-    assert stats["rewards/min"] >= -1.0 - 16  # started within 1 of the origin, 16 unit moves at most
+    assert (
+        stats["rewards/min"] >= -1.0 - 16
+    )  # started within 1 of the origin, 16 unit moves at most
 
 
 class _ExplodingEnv(DiscreteDummyEnv):
@@ -180,7 +242,9 @@ class _ExplodingEnv(DiscreteDummyEnv):
 
 def test_non_finite_rewards_stop_collect_with_the_stat_named():
     algo = Algorithm(_ExplodingEnv, **SMALL)
-    with pytest.raises(FloatingPointError, match=r"Non-finite returns/min=-inf.* in the rewards of collect 1"):
+    with pytest.raises(
+        FloatingPointError, match=r"Non-finite returns/min=-inf.* in the rewards of collect 1"
+    ):
         algo.collect()
 
 
@@ -191,7 +255,9 @@ def test_non_finite_update_is_discarded_and_names_step_and_stat():
     good = {k: v.clone() for k, v in algo.params.items()}
     algo.collect()
     algo.trajectory = algo.trajectory._replace(rewards=algo.trajectory.rewards * math.nan)
-    with pytest.raises(FloatingPointError, match=r"Non-finite .*losses/vf=nan.*at step 2 .*params kept from step 1"):
+    with pytest.raises(
+        FloatingPointError, match=r"Non-finite .*losses/vf=nan.*at step 2 .*params kept from step 1"
+    ):
         algo.step()
     for k in good:
         assert torch.equal(algo.params[k], good[k])
@@ -202,8 +268,11 @@ def test_the_scheduled_learning_rate_used_on_device_is_the_one_logged(accumulate
     """The update evaluates the env-transition schedule from its optimizer step
     count; the shell logs it from its transition counter: they agree exactly."""
     algo = Algorithm(
-        DiscreteDummyEnv, lr_schedule=[(0, 1e-3), (700, 1e-4)], lr_schedule_kind="interp",
-        accumulate_grads=accumulate, **{**SMALL, "sgd_minibatch_size": 64},
+        DiscreteDummyEnv,
+        lr_schedule=[(0, 1e-3), (700, 1e-4)],
+        lr_schedule_kind="interp",
+        accumulate_grads=accumulate,
+        **{**SMALL, "sgd_minibatch_size": 64},
     )
     logged = []
     for _ in range(4):
@@ -218,7 +287,9 @@ def test_the_scheduled_learning_rate_used_on_device_is_the_one_logged(accumulate
 STEP_STATS = ("losses/entropy", "losses/policy", "losses/total", "losses/vf", "monitors/kl_div")
 
 
-@pytest.mark.parametrize("compile", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["eager", "compiled"])
+@pytest.mark.parametrize(
+    "compile", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["eager", "compiled"]
+)
 @pytest.mark.parametrize("env_cls", [ContinuousDummyEnv, DiscreteDummyEnv])
 @pytest.mark.parametrize("recurrent", [False, True], ids=["feedforward", "recurrent"])
 def test_accumulated_minibatches_give_the_whole_buffer_step(recurrent, env_cls, compile):
@@ -239,17 +310,27 @@ def test_accumulated_minibatches_give_the_whole_buffer_step(recurrent, env_cls, 
     cls = RecurrentAlgorithm if recurrent else Algorithm
     stats = []
     for kwargs in ({}, {"accumulate_grads": True, "sgd_minibatch_size": 64}):
-        algo = cls(env_cls, num_envs=64, horizon=32, entropy_coeff=1e-2, seed=42, compile=compile, **kwargs)
+        algo = cls(
+            env_cls, num_envs=64, horizon=32, entropy_coeff=1e-2, seed=42, compile=compile, **kwargs
+        )
         algo.collect()
         stats.append(algo.step())
     whole, accumulated = stats
     for key in STEP_STATS:
         assert math.isclose(whole[key], accumulated[key], rel_tol=2e-5), (
-            key, whole[key], accumulated[key])
+            key,
+            whole[key],
+            accumulated[key],
+        )
 
 
 def test_compile_defaults_to_eager_on_cpu_and_is_recorded_as_resolved():
     algo = Algorithm(DiscreteDummyEnv, num_envs=8, horizon=4, model_config={"hiddens": (8,)})
-    assert algo.compile is False and algo.build_config["compile"] is False  # a checkpoint resumes as it ran
-    with pytest.raises(TypeError, match=r"`compile` must be a bool or None \(compiled on CUDA, eager on CPU\), got 'yes'"):
+    assert (
+        algo.compile is False and algo.build_config["compile"] is False
+    )  # a checkpoint resumes as it ran
+    with pytest.raises(
+        TypeError,
+        match=r"`compile` must be a bool or None \(compiled on CUDA, eager on CPU\), got 'yes'",
+    ):
         Algorithm(DiscreteDummyEnv, num_envs=8, horizon=4, compile="yes")

@@ -13,10 +13,34 @@ def test_cli_trains_logs_to_mlflow_and_says_how_to_open_it(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     result = subprocess.run(
-        [sys.executable, "-m", "rlstack", "train", "--env", "DiscreteDummyEnv", "--max-steps", "3", "--no-compile",
-         "--num-envs", "64", "--hiddens", "16", "--sgd-minibatch-size", "512", "--experiment-name", "cli", "--gamma", "0.9",
-         "--log-every-s", "0"],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "rlstack",
+            "train",
+            "--env",
+            "DiscreteDummyEnv",
+            "--max-steps",
+            "3",
+            "--no-compile",
+            "--num-envs",
+            "64",
+            "--hiddens",
+            "16",
+            "--sgd-minibatch-size",
+            "512",
+            "--experiment-name",
+            "cli",
+            "--gamma",
+            "0.9",
+            "--log-every-s",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     assert "steps/s" in result.stdout and "returns/mean" in result.stdout
@@ -25,7 +49,11 @@ def test_cli_trains_logs_to_mlflow_and_says_how_to_open_it(tmp_path):
     run = client.search_runs([client.get_experiment_by_name("cli").experiment_id])[0]
     assert run.info.status == "FINISHED"
     assert run.data.params["gamma"] == "0.9" and run.data.params["num_envs"] == "64"
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "returns/mean")] == [2048, 4096, 6144]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "returns/mean")] == [
+        2048,
+        4096,
+        6144,
+    ]
 
 
 def test_cli_rejects_a_bad_env_and_bad_hyperparameter_with_exit_code_2(tmp_path):
@@ -34,14 +62,33 @@ def test_cli_rejects_a_bad_env_and_bad_hyperparameter_with_exit_code_2(tmp_path)
         (["--env", "NoSuchEnv"], "--env must be one of"),
         (["--env", "DiscreteDummyEnv", "--gamma", "2"], "`gamma` must be in [0, 1], got 2.0"),
     ):
-        result = subprocess.run([sys.executable, "-m", "rlstack", "train", *extra], capture_output=True, text=True,
-                                env=env, cwd=tmp_path, timeout=300)
+        result = subprocess.run(
+            [sys.executable, "-m", "rlstack", "train", *extra],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=300,
+        )
         assert result.returncode == 2 and message in result.stderr, result.stderr
 
 
 def test_cli_builds_kwargs_from_preset_and_overrides():
-    args = build_parser().parse_args(["train", "--env", "DiscreteDummyEnv", "--horizon", "16", "--lr", "0.01",
-                                      "--shuffle-minibatches", "false", "--hiddens", "8,8"])
+    args = build_parser().parse_args(
+        [
+            "train",
+            "--env",
+            "DiscreteDummyEnv",
+            "--horizon",
+            "16",
+            "--lr",
+            "0.01",
+            "--shuffle-minibatches",
+            "false",
+            "--hiddens",
+            "8,8",
+        ]
+    )
     _, kwargs = train_config(args)
     assert kwargs["horizon"] == 16 and kwargs["num_envs"] == 512  # override + preset
     assert kwargs["optimizer_config"]["lr"] == 0.01 and kwargs["shuffle_minibatches"] is False
@@ -51,8 +98,15 @@ def test_cli_builds_kwargs_from_preset_and_overrides():
 
 def _cli(args, cwd, uri, **kw):
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-    return subprocess.run([sys.executable, "-m", "rlstack", *args], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=300, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "rlstack", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=300,
+        **kw,
+    )
 
 
 @pytest.mark.slow  # about a minute on 2 cores: the whole CLI journey
@@ -61,18 +115,38 @@ def test_cli_full_loop_toml_checkpoint_resume_export_eval(tmp_path):
     (tmp_path / "run.toml").write_text(
         'env = "DiscreteDummyEnv"\nmax_steps = 4\ncheckpoint_every = 2\ncheckpoint_dir = "ckpts"\n'
         "num_envs = 64\nhorizon = 16\nsgd_minibatch_size = 512\ncompile = false\nlog_every_s = 0\n"
-        '[model_config]\nhiddens = [16, 16]\n[optimizer_config]\nlr = 0.003\n'
+        "[model_config]\nhiddens = [16, 16]\n[optimizer_config]\nlr = 0.003\n"
     )
     first = _cli(["train", "-f", "run.toml", "--gamma", "0.9"], tmp_path, uri)
     assert first.returncode == 0, first.stderr
-    assert sorted(p.name for p in (tmp_path / "ckpts").glob("*.pt")) == ["step-00000002.pt", "step-00000004.pt"]
-    resumed = _cli(["train", "--resume", "ckpts/step-00000004.pt", "--max-steps", "6", "--checkpoint-dir", "ckpts",
-                    "--save", "model", "--log-every-s", "0"], tmp_path, uri)
+    assert sorted(p.name for p in (tmp_path / "ckpts").glob("*.pt")) == [
+        "step-00000002.pt",
+        "step-00000004.pt",
+    ]
+    resumed = _cli(
+        [
+            "train",
+            "--resume",
+            "ckpts/step-00000004.pt",
+            "--max-steps",
+            "6",
+            "--checkpoint-dir",
+            "ckpts",
+            "--save",
+            "model",
+            "--log-every-s",
+            "0",
+        ],
+        tmp_path,
+        uri,
+    )
     assert resumed.returncode == 0, resumed.stderr
     client = MlflowClient(tracking_uri=uri)
     run = client.search_runs(["0"])[0]
     assert run.data.params["gamma"] == "0.9" and run.data.params["num_envs"] == "64"
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "losses/total")] == [1024 * i for i in range(1, 7)]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "losses/total")] == [
+        1024 * i for i in range(1, 7)
+    ]
     exported = _cli(["export", "ckpts/step-00000006.pt", "model2"], tmp_path, uri)
     assert exported.returncode == 0, exported.stderr
     for source in ("ckpts/step-00000006.pt", "model", "model2"):
@@ -88,9 +162,30 @@ def test_cli_ctrl_c_checkpoints_and_marks_the_run_killed(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "rlstack", "train", "--env", "DiscreteDummyEnv", "--no-compile", "--num-envs", "64",
-         "--horizon", "16", "--hiddens", "16", "--sgd-minibatch-size", "512", "--checkpoint-dir", "ckpts"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "rlstack",
+            "train",
+            "--env",
+            "DiscreteDummyEnv",
+            "--no-compile",
+            "--num-envs",
+            "64",
+            "--horizon",
+            "16",
+            "--hiddens",
+            "16",
+            "--sgd-minibatch-size",
+            "512",
+            "--checkpoint-dir",
+            "ckpts",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     # Watch the child's own progress output; the MLflow store is not touched until it exits
     # (two processes creating the same SQLite store race in its migrations).
@@ -125,12 +220,24 @@ import mlflow
 
 from rlstack.cli import Progress, main
 
-TINY = ["--env", "DiscreteDummyEnv", "--no-compile", "--num-envs", "64", "--horizon", "8", "--hiddens", "8"]
+TINY = [
+    "--env",
+    "DiscreteDummyEnv",
+    "--no-compile",
+    "--num-envs",
+    "64",
+    "--horizon",
+    "8",
+    "--hiddens",
+    "8",
+]
 
 
 def _errors(capsys):
     """Standard error's lines, less MLflow's own INFO log lines (store creation)."""
-    return [line for line in capsys.readouterr().err.strip().splitlines() if " INFO mlflow." not in line]
+    return [
+        line for line in capsys.readouterr().err.strip().splitlines() if " INFO mlflow." not in line
+    ]
 
 
 def _runs():
@@ -138,7 +245,9 @@ def _runs():
     return client.search_runs([e.experiment_id for e in client.search_experiments()])
 
 
-def test_non_finite_training_ends_failed_with_one_line_and_the_last_good_checkpoint(tmp_path, capsys):
+def test_non_finite_training_ends_failed_with_one_line_and_the_last_good_checkpoint(
+    tmp_path, capsys
+):
     code = main(["train", *TINY, "--lr", "1e30", "--max-steps", "5", "--checkpoint-dir", "ckpts"])
     err = _errors(capsys)
     assert code == 1
@@ -151,8 +260,14 @@ def test_non_finite_training_ends_failed_with_one_line_and_the_last_good_checkpo
 def test_sigterm_checkpoints_and_marks_the_run_killed(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "rlstack", "train", *TINY, "--checkpoint-dir", "ckpts"],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rlstack", "train", *TINY, "--checkpoint-dir", "ckpts"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     lines = []
     for line in proc.stdout:
         lines.append(line)
@@ -193,12 +308,16 @@ def test_outputs_are_checked_before_any_training(tmp_path, capsys):
     (tmp_path / "file").write_text("")
     assert main(["train", *TINY, "--max-steps", "1", "--checkpoint-dir", "file/ckpts"]) == 2
     out = capsys.readouterr()
-    assert "`checkpoint_dir` 'file/ckpts' is not writable" in out.err and "step     1" not in out.out
+    assert (
+        "`checkpoint_dir` 'file/ckpts' is not writable" in out.err and "step     1" not in out.out
+    )
     assert _runs() == []  # a refused start creates no run (issue 22)
 
 
 def test_resume_refuses_changed_hyperparameters_and_applies_what_can_change(tmp_path, capsys):
-    assert main(["train", *TINY, "--max-steps", "2", "--checkpoint-dir", "a", "--gamma", "0.9"]) == 0
+    assert (
+        main(["train", *TINY, "--max-steps", "2", "--checkpoint-dir", "a", "--gamma", "0.9"]) == 0
+    )
     capsys.readouterr()
     resume = ["train", "--resume", "a/step-00000002.pt", "--max-steps", "3"]
     assert main([*resume, "--gamma", "0.5", "--lr", "0.5", "--num-envs", "64"]) == 2
@@ -214,17 +333,27 @@ def test_resume_refuses_changed_hyperparameters_and_applies_what_can_change(tmp_
     assert len(MlflowClient().get_metric_history(run.info.run_id, "losses/total")) == 3
     # --experiment-name on resume logs the continuation to a new run in that experiment.
     assert main([*resume, "--experiment-name", "elsewhere", "--checkpoint-dir", "c"]) == 0
-    other = MlflowClient().search_runs([MlflowClient().get_experiment_by_name("elsewhere").experiment_id])[0]
+    other = MlflowClient().search_runs(
+        [MlflowClient().get_experiment_by_name("elsewhere").experiment_id]
+    )[0]
     assert other.info.run_id != run.info.run_id and other.info.status == "FINISHED"
-    assert [m.step for m in MlflowClient().get_metric_history(other.info.run_id, "losses/total")] == [1536]
+    assert [
+        m.step for m in MlflowClient().get_metric_history(other.info.run_id, "losses/total")
+    ] == [1536]
 
 
-@pytest.mark.parametrize("toml,message", [
-    ('max_steps = "three"', "`max_steps` must be an integer such as 10, got 'three'"),
-    ("[optimizer_config]\nbetas = \"x\"", "`optimizer_config['betas']` must be a pair of numbers in [0, 1)"),
-    ("model_config = 3", "`model_config` must be a table ([model_config]), got 3"),
-    ("gamma = \"high\"", "`gamma` must be a number, got 'high'"),
-])
+@pytest.mark.parametrize(
+    "toml,message",
+    [
+        ('max_steps = "three"', "`max_steps` must be an integer such as 10, got 'three'"),
+        (
+            '[optimizer_config]\nbetas = "x"',
+            "`optimizer_config['betas']` must be a pair of numbers in [0, 1)",
+        ),
+        ("model_config = 3", "`model_config` must be a table ([model_config]), got 3"),
+        ('gamma = "high"', "`gamma` must be a number, got 'high'"),
+    ],
+)
 def test_bad_toml_values_get_one_line_naming_the_field(tmp_path, capsys, toml, message):
     (tmp_path / "run.toml").write_text('env = "DiscreteDummyEnv"\n' + toml + "\n")
     assert main(["train", "-f", "run.toml", "--no-compile"]) == 2
@@ -241,10 +370,19 @@ def test_mismatched_envs_and_bad_eval_arguments_get_one_line(tmp_path, capsys):
     algo.save_checkpoint(tmp_path / "cartpole.pt")
     export_policy(algo, tmp_path / "model")
     for argv, message in (
-        (["eval", "cartpole.pt", "--env", "Pendulum"], "checkpoint's observation space is Box(shape=(4,)"),
-        (["train", "--resume", "cartpole.pt", "--env", "Pendulum"], "env Pendulum's is Box(shape=(3,)"),
+        (
+            ["eval", "cartpole.pt", "--env", "Pendulum"],
+            "checkpoint's observation space is Box(shape=(4,)",
+        ),
+        (
+            ["train", "--resume", "cartpole.pt", "--env", "Pendulum"],
+            "env Pendulum's is Box(shape=(3,)",
+        ),
         (["export", "cartpole.pt", "m2", "--env", "Pendulum"], "pass the env it was trained on"),
-        (["eval", "model", "--env", "Pendulum"], "--env Pendulum has observation space Box(shape=(3,)"),
+        (
+            ["eval", "model", "--env", "Pendulum"],
+            "--env Pendulum has observation space Box(shape=(3,)",
+        ),
         (["eval", "model", "--num-envs", "0"], "--num-envs must be a positive int, got 0"),
     ):
         assert main(argv) == 2, argv
@@ -254,10 +392,27 @@ def test_mismatched_envs_and_bad_eval_arguments_get_one_line(tmp_path, capsys):
 
 def test_a_preset_minibatch_adapts_to_a_changed_buffer_and_is_logged(tmp_path, capsys):
     # Regression: --num-envs 64 --horizon 8 failed because the preset's 4096 did not divide 512.
-    assert main(["train", "--env", "DiscreteDummyEnv", "--no-compile", "--num-envs", "64", "--horizon", "8",
-                 "--max-steps", "1"]) == 0
-    assert "sgd_minibatch_size 4096 (the preset's) does not divide num_envs * horizon = 512; using 512" in \
-        capsys.readouterr().out
+    assert (
+        main(
+            [
+                "train",
+                "--env",
+                "DiscreteDummyEnv",
+                "--no-compile",
+                "--num-envs",
+                "64",
+                "--horizon",
+                "8",
+                "--max-steps",
+                "1",
+            ]
+        )
+        == 0
+    )
+    assert (
+        "sgd_minibatch_size 4096 (the preset's) does not divide num_envs * horizon = 512; using 512"
+        in capsys.readouterr().out
+    )
     assert _runs()[0].data.params["sgd_minibatch_size"] == "512"
     # A value the user set is never changed: it is an error.
     assert main(["train", *TINY, "--sgd-minibatch-size", "100"]) == 2
@@ -268,7 +423,9 @@ def test_the_declared_python_range_has_tomllib():
     import tomllib
 
     pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
-    assert pyproject["project"]["requires-python"] == ">=3.11"  # tomllib, which the CLI imports, is 3.11+
+    assert (
+        pyproject["project"]["requires-python"] == ">=3.11"
+    )  # tomllib, which the CLI imports, is 3.11+
 
 
 def test_eta_leaves_out_the_first_step_which_compiles():
@@ -294,7 +451,10 @@ def test_every_train_and_plot_option_has_help():
 
 def test_tests_run_outside_the_checkout():
     # MLflow's SQLite store writes artifacts under ./mlruns: tests must not run in the checkout.
-    assert Path(__file__).parents[1].resolve() not in [Path.cwd().resolve(), *Path.cwd().resolve().parents]
+    assert Path(__file__).parents[1].resolve() not in [
+        Path.cwd().resolve(),
+        *Path.cwd().resolve().parents,
+    ]
 
 
 def test_plot_draws_eval_returns_on_their_own_panel(tmp_path, monkeypatch):
@@ -304,7 +464,9 @@ def test_plot_draws_eval_returns_on_their_own_panel(tmp_path, monkeypatch):
 
     assert main(["train", *TINY, "--max-steps", "2", "--steps-per-eval", "1"]) == 0
     figures = []
-    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda self, path: figures.append(self))
+    monkeypatch.setattr(
+        matplotlib.figure.Figure, "savefig", lambda self, path: figures.append(self)
+    )
     plot_learning_curve(_runs()[0].info.run_id, tmp_path / "curve.png")
     (figure,) = figures
     train_ax, eval_ax = figure.axes
@@ -316,15 +478,37 @@ def test_plot_draws_eval_returns_on_their_own_panel(tmp_path, monkeypatch):
 
 def test_end_to_end_a_normalized_preset_scores_the_same_from_its_export(tmp_path, capsys):
     # Regression: an exported Pendulum policy forgot its observation statistics (-0.77 -> -7.06 per step).
-    assert main(["train", "--env", "Pendulum", "--no-compile", "--max-steps", "3", "--num-envs", "256",
-                 "--checkpoint-dir", "ckpts", "--save", "model"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--env",
+                "Pendulum",
+                "--no-compile",
+                "--max-steps",
+                "3",
+                "--num-envs",
+                "256",
+                "--checkpoint-dir",
+                "ckpts",
+                "--save",
+                "model",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     scores = []
     for source in ("ckpts/step-00000003.pt", "model"):
         assert main(["eval", source, "--num-envs", "64"]) == 0
-        scores.append([line for line in capsys.readouterr().out.splitlines() if line.startswith("success/")])
+        scores.append(
+            [line for line in capsys.readouterr().out.splitlines() if line.startswith("success/")]
+        )
     assert scores[0] == scores[1] and scores[0]
-    assert json.loads((tmp_path / "model" / "artifacts" / "policy.json").read_text())["normalize_obs"] is True
+    assert (
+        json.loads((tmp_path / "model" / "artifacts" / "policy.json").read_text())["normalize_obs"]
+        is True
+    )
 
 
 def test_eval_measures_success_on_the_env_config_the_policy_was_trained_with(tmp_path, monkeypatch):
@@ -333,9 +517,19 @@ def test_eval_measures_success_on_the_env_config_the_policy_was_trained_with(tmp
 
     seen = []
     original = CartPole.success
-    monkeypatch.setattr(CartPole, "success", lambda self, act, **kw: seen.append(kw["config"]) or original(self, act, **kw))
-    algo = Algorithm(CartPole, env_config={"hide_velocities": True}, num_envs=8, horizon=4, compile=False,
-                     model_config={"hiddens": (8,)})
+    monkeypatch.setattr(
+        CartPole,
+        "success",
+        lambda self, act, **kw: seen.append(kw["config"]) or original(self, act, **kw),
+    )
+    algo = Algorithm(
+        CartPole,
+        env_config={"hide_velocities": True},
+        num_envs=8,
+        horizon=4,
+        compile=False,
+        model_config={"hiddens": (8,)},
+    )
     checkpoint = algo.save_checkpoint(tmp_path / "pomdp.pt")
     assert main(["eval", str(checkpoint), "--num-envs", "4"]) == 0
     assert main(["export", str(checkpoint), str(tmp_path / "model")]) == 0
@@ -351,9 +545,15 @@ def test_eval_of_an_export_finds_every_built_in_env_by_the_name_it_recorded(tmp_
     from rlstack.envs import BUILTIN_ENVS
     from rlstack.integrations.export import export_policy
 
-    for name, model_config in (("CartPole-v1", {"hiddens": (8,)}), ("CartPole-v1", {"hiddens": (8,), "obs_window": 2}),
-                               ("Pendulum-v1", {"hiddens": (8,)}), ("MountainCar-v0", {"hiddens": (8,)})):
-        algo = Algorithm(BUILTIN_ENVS[name], num_envs=8, horizon=4, compile=False, model_config=model_config)
+    for name, model_config in (
+        ("CartPole-v1", {"hiddens": (8,)}),
+        ("CartPole-v1", {"hiddens": (8,), "obs_window": 2}),
+        ("Pendulum-v1", {"hiddens": (8,)}),
+        ("MountainCar-v0", {"hiddens": (8,)}),
+    ):
+        algo = Algorithm(
+            BUILTIN_ENVS[name], num_envs=8, horizon=4, compile=False, model_config=model_config
+        )
         model = export_policy(algo, tmp_path / f"{name}-{len(model_config)}")
         assert main(["eval", str(model), "--num-envs", "4"]) == 0, capsys.readouterr().err
         assert "success/" in capsys.readouterr().out
@@ -370,28 +570,43 @@ def test_every_built_in_env_trains_from_its_preset_from_the_command_line():
         run, kwargs = train_config(build_parser().parse_args(["train", "--env", name]))
         preset = {k: v for k, v in PRESETS[name].items() if k not in run}
         assert {k: kwargs[k] for k in preset} == preset, name
-    assert train_config(build_parser().parse_args(["train", "--env", "MountainCar-v0"]))[1]["env_config"] == {
-        "reward": "speed"}
+    assert train_config(build_parser().parse_args(["train", "--env", "MountainCar-v0"]))[1][
+        "env_config"
+    ] == {"reward": "speed"}
 
 
 def test_none_disables_an_optional_hyperparameter_from_the_command_line():
-    args = build_parser().parse_args(["train", "--env", "gymnasium:CartPole-v1", "--vf-clip-param", "None",
-                                      "--dual-clip-param", "3"])
+    args = build_parser().parse_args(
+        [
+            "train",
+            "--env",
+            "gymnasium:CartPole-v1",
+            "--vf-clip-param",
+            "None",
+            "--dual-clip-param",
+            "3",
+        ]
+    )
     _, kwargs = train_config(args)
     assert kwargs["vf_clip_param"] is None and kwargs["dual_clip_param"] == 3.0
-    args = build_parser().parse_args(["train", "--env", "DiscreteDummyEnv", "--vf-clip-param", "none"])
+    args = build_parser().parse_args(
+        ["train", "--env", "DiscreteDummyEnv", "--vf-clip-param", "none"]
+    )
     assert train_config(args)[1]["vf_clip_param"] is None  # the 1.x default (10.0) overridden
 
 
 def test_help_shows_plain_text_not_sphinx_roles(capsys):
     from rlstack.cli.arguments import plain_text
 
-    assert plain_text("see :class:`~rlstack.core.config.AlgorithmConfig` and :func:`rlstack.functional.gae`, ``x``") == (
-        "see AlgorithmConfig and rlstack.functional.gae, x")
+    assert plain_text(
+        "see :class:`~rlstack.core.config.AlgorithmConfig` and :func:`rlstack.functional.gae`, ``x``"
+    ) == ("see AlgorithmConfig and rlstack.functional.gae, x")
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--help"])
     out = capsys.readouterr().out
-    assert "--clip-param" in out and not any(role in out for role in (":class:", ":func:", ":mod:", "``"))
+    assert "--clip-param" in out and not any(
+        role in out for role in (":class:", ":func:", ":mod:", "``")
+    )
 
 
 def test_rough_edges_get_one_line_errors_naming_what_to_change(tmp_path, capsys):
@@ -402,9 +617,14 @@ def test_rough_edges_get_one_line_errors_naming_what_to_change(tmp_path, capsys)
     (tmp_path / "bad.toml").write_text('env = "CartPole"\n[model_config]\nhidden = [8, 8]\n')
     assert main(["train", "-f", str(tmp_path / "bad.toml"), "--max-steps", "1"]) == 2
     err = capsys.readouterr().err
-    assert "`model_config` has ['hidden'], which MLPModel does not take; its keys are ['hiddens'," in err
+    assert (
+        "`model_config` has ['hidden'], which MLPModel does not take; its keys are ['hiddens',"
+        in err
+    )
 
-    algo = Algorithm(DiscreteDummyEnv, num_envs=8, horizon=4, compile=False, model_config={"hiddens": (8,)})
+    algo = Algorithm(
+        DiscreteDummyEnv, num_envs=8, horizon=4, compile=False, model_config={"hiddens": (8,)}
+    )
     for _ in range(3):
         algo.collect()
         algo.step()
@@ -412,8 +632,11 @@ def test_rough_edges_get_one_line_errors_naming_what_to_change(tmp_path, capsys)
     assert main(["train", "--resume", checkpoint, "--max-steps", "3"]) == 2
     err = capsys.readouterr().err
     assert "--max-steps 3: " in err and "is at step 3 already" in err
-    with pytest.raises(CheckpointError, match=r"is not a RecurrentAlgorithm checkpoint \(it holds Algorithm's state\); "
-                                              "load it with Trainer.from_checkpoint"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"is not a RecurrentAlgorithm checkpoint \(it holds Algorithm's state\); "
+        "load it with Trainer.from_checkpoint",
+    ):
         RecurrentTrainer.from_checkpoint(checkpoint)
 
 
@@ -425,7 +648,9 @@ def test_the_progress_line_shows_the_episode_return_on_episodic_envs():
     base = {"env/steps": 256.0, "returns/mean": 32.0}
     progress({**base, "algorithm/steps": 1})  # no episode has ended yet
     progress({**base, "env/steps": 512.0, "algorithm/steps": 2, "episodes/return/mean": 171.0})
-    progress({**base, "env/steps": 768.0, "algorithm/steps": 3})  # none ended in this rollout: keep the last
+    progress(
+        {**base, "env/steps": 768.0, "algorithm/steps": 3}
+    )  # none ended in this rollout: keep the last
     lines = stream.getvalue().splitlines()
     assert "returns/mean     32.000" in lines[0]
     assert "episode return    171.000" in lines[1] and "episode return    171.000" in lines[2]
@@ -434,19 +659,35 @@ def test_the_progress_line_shows_the_episode_return_on_episodic_envs():
 def test_the_closing_hint_fits_the_tracking_store():
     from rlstack.cli.commands import browse_hint
 
-    assert browse_hint("sqlite:///mlflow.db", "abc") == "browse it with: mlflow ui --backend-store-uri sqlite:///mlflow.db"
-    assert browse_hint("http://127.0.0.1:5000/", "abc") == "browse it at http://127.0.0.1:5000/#/runs/abc"
+    assert (
+        browse_hint("sqlite:///mlflow.db", "abc")
+        == "browse it with: mlflow ui --backend-store-uri sqlite:///mlflow.db"
+    )
+    assert (
+        browse_hint("http://127.0.0.1:5000/", "abc")
+        == "browse it at http://127.0.0.1:5000/#/runs/abc"
+    )
 
 
 def test_a_refused_start_creates_no_run_and_changes_no_run(tmp_path, capsys):
     from rlstack.integrations.checkpoint import CheckpointDir
     from rlstack.integrations.export import lock_export_path
 
-    assert main(["train", *TINY, "--max-steps", "2", "--checkpoint-dir", "a", "--checkpoint-every", "1"]) == 0
+    assert (
+        main(
+            ["train", *TINY, "--max-steps", "2", "--checkpoint-dir", "a", "--checkpoint-every", "1"]
+        )
+        == 0
+    )
     (finished,) = _runs()
     assert finished.info.status == "FINISHED"
     # Resuming step 1 into a folder that holds step 2: refused, and the finished run stays FINISHED.
-    assert main(["train", "--resume", "a/step-00000001.pt", "--max-steps", "3", "--checkpoint-dir", "a"]) == 2
+    assert (
+        main(
+            ["train", "--resume", "a/step-00000001.pt", "--max-steps", "3", "--checkpoint-dir", "a"]
+        )
+        == 2
+    )
     assert "holds checkpoints newer than this run's step 1" in capsys.readouterr().err
     assert [(r.info.run_id, r.info.status) for r in _runs()] == [(finished.info.run_id, "FINISHED")]
     # A folder (or an export path) that a live run holds: refused, no run created.
@@ -463,22 +704,50 @@ def test_a_refused_start_creates_no_run_and_changes_no_run(tmp_path, capsys):
 
 def test_a_run_whose_process_died_is_marked_killed_when_its_folder_is_used_again(tmp_path, capsys):
     client = MlflowClient()
-    dead = client.create_run(client.get_experiment_by_name("Default").experiment_id).info.run_id  # left RUNNING
+    dead = client.create_run(
+        client.get_experiment_by_name("Default").experiment_id
+    ).info.run_id  # left RUNNING
     (tmp_path / "d").mkdir()
-    (tmp_path / "d" / ".rlstack.lock").write_text(f"MLflow run {dead} (pid 999999999)\n")  # no such process
+    (tmp_path / "d" / ".rlstack.lock").write_text(
+        f"MLflow run {dead} (pid 999999999)\n"
+    )  # no such process
     assert main(["train", *TINY, "--max-steps", "1", "--checkpoint-dir", "d"]) == 0
     assert client.get_run(dead).info.status == "KILLED"
     new = next(r for r in _runs() if r.info.run_id != dead)
     assert new.info.status == "FINISHED"
-    assert (tmp_path / "d" / ".rlstack.lock").read_text().startswith(f"MLflow run {new.info.run_id} (pid ")
+    assert (
+        (tmp_path / "d" / ".rlstack.lock")
+        .read_text()
+        .startswith(f"MLflow run {new.info.run_id} (pid ")
+    )
 
 
 def test_a_closed_stdout_never_stops_training_and_the_checkpoint_is_written(tmp_path):
     # `rlstack train ... | head -1`: the reader leaves after the first line.
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    command = " ".join([sys.executable, "-m", "rlstack", "train", *TINY, "--max-steps", "30", "--checkpoint-dir", "c"])
-    result = subprocess.run(f"set -o pipefail; {command} | head -c 1", shell=True, executable="/bin/bash",
-                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    command = " ".join(
+        [
+            sys.executable,
+            "-m",
+            "rlstack",
+            "train",
+            *TINY,
+            "--max-steps",
+            "30",
+            "--checkpoint-dir",
+            "c",
+        ]
+    )
+    result = subprocess.run(
+        f"set -o pipefail; {command} | head -c 1",
+        shell=True,
+        executable="/bin/bash",
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert "Traceback" not in result.stderr, result.stderr
     assert (tmp_path / "c" / "step-00000030.pt").is_file()
     (run,) = _runs()
@@ -492,15 +761,28 @@ def test_training_checkpoints_every_few_minutes_by_default_and_on_request(tmp_pa
 
     clock = iter(range(0, 10**6, 100))  # each look at the clock: 100 s later
     monkeypatch.setattr(trainer_module, "_clock", lambda: next(clock))
-    trainer = Trainer(DiscreteDummyEnv, num_envs=8, horizon=4, compile=False, model_config={"hiddens": (8,)})
+    trainer = Trainer(
+        DiscreteDummyEnv, num_envs=8, horizon=4, compile=False, model_config={"hiddens": (8,)}
+    )
     assert trainer_module.CHECKPOINT_EVERY_S == 300.0
-    trainer.run(stop_conditions=[HitsUpperBound("algorithm/steps", 6)], checkpoint_dir=tmp_path / "timed",
-                keep_checkpoints=10)
-    assert sorted(p.name for p in (tmp_path / "timed").glob("step-*.pt")) == ["step-00000003.pt", "step-00000006.pt"]
-    trainer.run(stop_conditions=[HitsUpperBound("algorithm/steps", 9)], checkpoint_dir=tmp_path / "off",
-                checkpoint_every_s=None)
+    trainer.run(
+        stop_conditions=[HitsUpperBound("algorithm/steps", 6)],
+        checkpoint_dir=tmp_path / "timed",
+        keep_checkpoints=10,
+    )
+    assert sorted(p.name for p in (tmp_path / "timed").glob("step-*.pt")) == [
+        "step-00000003.pt",
+        "step-00000006.pt",
+    ]
+    trainer.run(
+        stop_conditions=[HitsUpperBound("algorithm/steps", 9)],
+        checkpoint_dir=tmp_path / "off",
+        checkpoint_every_s=None,
+    )
     assert not list((tmp_path / "off").glob("step-*.pt"))
-    with pytest.raises(ValueError, match=r"`checkpoint_every_s` must be seconds >= 0 or None \(off\), got -1"):
+    with pytest.raises(
+        ValueError, match=r"`checkpoint_every_s` must be seconds >= 0 or None \(off\), got -1"
+    ):
         trainer.run(checkpoint_dir=tmp_path, checkpoint_every_s=-1)
     trainer.close()
     args = build_parser().parse_args(["train", *TINY, "--checkpoint-every-s", "60"])

@@ -1,6 +1,13 @@
 import pytest
 
-from rlstack.shell.conditions import And, HitsLowerBound, HitsUpperBound, Plateaus, StopsDecreasing, StopsIncreasing
+from rlstack.shell.conditions import (
+    And,
+    HitsLowerBound,
+    HitsUpperBound,
+    Plateaus,
+    StopsDecreasing,
+    StopsIncreasing,
+)
 
 
 def _feed(condition, values, key="x"):
@@ -14,12 +21,31 @@ def test_bounds():
 
 def test_plateaus_after_patience_calls_within_rtol():
     values = [10.0, 5.0, 5.01, 5.02, 5.0, 7.0]
-    assert _feed(Plateaus("x", patience=3, rtol=0.01), values) == [False, False, False, False, True, False]
+    assert _feed(Plateaus("x", patience=3, rtol=0.01), values) == [
+        False,
+        False,
+        False,
+        False,
+        True,
+        False,
+    ]
 
 
 def test_stops_decreasing_and_increasing():
-    assert _feed(StopsDecreasing("x", patience=2), [5, 4, 4, 4.5, 3]) == [False, False, False, True, False]
-    assert _feed(StopsIncreasing("x", patience=2), [1, 2, 2, 1.5, 3]) == [False, False, False, True, False]
+    assert _feed(StopsDecreasing("x", patience=2), [5, 4, 4, 4.5, 3]) == [
+        False,
+        False,
+        False,
+        True,
+        False,
+    ]
+    assert _feed(StopsIncreasing("x", patience=2), [1, 2, 2, 1.5, 3]) == [
+        False,
+        False,
+        False,
+        True,
+        False,
+    ]
 
 
 def test_and_requires_all():

@@ -17,7 +17,9 @@ SMALL = dict(num_envs=256, horizon=8, model_config={"hiddens": (32, 32)}, seed=0
 
 # --------------------------------------------------------------- any machine
 def test_cuda_graphs_need_a_cuda_device():
-    with pytest.raises(ValueError, match=r"`cuda_graphs=True` needs a CUDA device, got device='cpu'"):
+    with pytest.raises(
+        ValueError, match=r"`cuda_graphs=True` needs a CUDA device, got device='cpu'"
+    ):
         Algorithm(DiscreteDummyEnv, cuda_graphs=True, compile=False, **SMALL)
 
 
@@ -55,7 +57,9 @@ def test_a_cuda_graphs_checkpoint_resumes_on_cpu_without_them(tmp_path):
     algo.collect()
     data = algo.state_dict()
     assert data["settings"]["cuda_graphs"] is False and data["settings"]["allow_tf32"] is False
-    data["settings"].update(cuda_graphs=True, allow_tf32=True, device="cuda")  # as written on a GPU machine
+    data["settings"].update(
+        cuda_graphs=True, allow_tf32=True, device="cuda"
+    )  # as written on a GPU machine
     resumed = Algorithm._from_state_dict(
         data, None, model_cls=None, distribution_cls=None, device="cpu", compile=False
     )

@@ -35,8 +35,12 @@ def _onnx_session(path):
 
 CASES = {
     "box, normalised": (PendulumV1, dict(normalize_obs=True, model_config={"hiddens": (16,)})),
-    "box, squashed, log-std parameter": (PendulumV1, dict(model_config={"hiddens": (16,), "log_std_init": 0.0},
-                                                          distribution_cls="SquashedNormal")),
+    "box, squashed, log-std parameter": (
+        PendulumV1,
+        dict(
+            model_config={"hiddens": (16,), "log_std_init": 0.0}, distribution_cls="SquashedNormal"
+        ),
+    ),
     "discrete": (CartPoleV1, dict(model_config={"hiddens": (16,)})),
 }
 
@@ -44,6 +48,7 @@ CASES = {
 def _config(config):
     if config.get("distribution_cls") == "SquashedNormal":
         from rlstack.policy.distributions import SquashedNormal
+
         config = {**config, "distribution_cls": SquashedNormal}
     return config
 
@@ -69,8 +74,11 @@ def test_the_deployed_actor_of_an_asymmetric_policy_takes_only_the_actors_groups
 
     from rlstack.integrations.rsl_rl_adapter import RslRlEnv
 
-    algo = _trained(RslRlEnv(ProtocolPendulum(16, privileged=True)), normalize_obs=True,
-                    model_config={"hiddens": (16,), "obs_groups": {"actor": ["policy"]}})
+    algo = _trained(
+        RslRlEnv(ProtocolPendulum(16, privileged=True)),
+        normalize_obs=True,
+        model_config={"hiddens": (16,), "obs_groups": {"actor": ["policy"]}},
+    )
     obs = {"policy": torch.randn(5, 3), "critic": torch.randn(5, 5)}
     expected = algo.predict(obs)
     actor = deployed_actor(algo)
@@ -78,8 +86,12 @@ def test_the_deployed_actor_of_an_asymmetric_policy_takes_only_the_actors_groups
     torch.testing.assert_close(actor(obs["policy"])[0], expected, atol=1e-5, rtol=0)
     session = _onnx_session(export_onnx(algo, tmp_path))
     assert [i.name for i in session.get_inputs()] == ["obs.policy"]
-    np.testing.assert_allclose(session.run(None, {"obs.policy": obs["policy"].numpy()})[0], expected.numpy(),
-                               atol=1e-5, rtol=0)
+    np.testing.assert_allclose(
+        session.run(None, {"obs.policy": obs["policy"].numpy()})[0],
+        expected.numpy(),
+        atol=1e-5,
+        rtol=0,
+    )
 
 
 @pytest.mark.parametrize("kind", ["recurrent", "window"])
@@ -96,14 +108,18 @@ def test_memory_is_an_explicit_input_and_output_carried_as_the_algorithm_carries
     program = torch.export.load(export_program(algo, tmp_path)).module()
     session = _onnx_session(export_onnx(algo, tmp_path))
     names = [i.name for i in session.get_inputs()]
-    assert names[0] == "obs" and names[-1] == "starts" and len(names) == 2 + len(actor.memory_shapes)
+    assert (
+        names[0] == "obs" and names[-1] == "starts" and len(names) == 2 + len(actor.memory_shapes)
+    )
     memory = [torch.zeros(6, *s, dtype=d) for s, d in zip(actor.memory_shapes, actor.memory_dtypes)]
     onnx_memory = [m.numpy() for m in memory]
     for t, (obs, want) in enumerate(zip(steps, expected)):
         starts = torch.full((6,), t == 0)
         action, *memory = program(obs, *memory, starts)
         torch.testing.assert_close(action, want)
-        action, *onnx_memory = session.run(None, dict(zip(names, [obs.numpy(), *onnx_memory, starts.numpy()])))
+        action, *onnx_memory = session.run(
+            None, dict(zip(names, [obs.numpy(), *onnx_memory, starts.numpy()]))
+        )
         np.testing.assert_array_equal(action, want.numpy())
     assert any(m.abs().sum() > 0 for m in memory)  # what was carried: the state of earlier steps
     for carried, onnx_carried in zip(memory, onnx_memory):
@@ -123,8 +139,22 @@ def test_the_cli_exports_a_checkpoint_as_onnx_and_as_a_torch_program(tmp_path):
     checkpoint = algo.save_checkpoint(tmp_path / "step.pt")
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     for fmt, name in (("onnx", "actor.onnx"), ("torch", "actor.pt2")):
-        result = subprocess.run([sys.executable, "-m", "rlstack", "export", checkpoint, str(tmp_path / fmt),
-                                 "--format", fmt], capture_output=True, text=True, env=env, timeout=300)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "rlstack",
+                "export",
+                checkpoint,
+                str(tmp_path / fmt),
+                "--format",
+                fmt,
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
         assert result.returncode == 0, result.stderr
         assert (tmp_path / fmt / name).is_file() and (tmp_path / fmt / "actor.json").is_file()
     obs = torch.randn(3, 3)
@@ -146,10 +176,15 @@ def test_an_export_folder_holds_one_actor_and_refuses_anything_else(tmp_path):
     with pytest.raises(FileExistsError, match=r"`path` .*deploy' already holds actor.pt2"):
         export_program(algo, tmp_path / "deploy")  # a second export would replace the first
     other = Algorithm(PendulumV1, **SMALL, model_config={"hiddens": (8,)})
-    with pytest.raises(FileExistsError, match=r"holds the actor.json of an actor with other inputs or outputs"):
+    with pytest.raises(
+        FileExistsError, match=r"holds the actor.json of an actor with other inputs or outputs"
+    ):
         export_onnx(other, tmp_path / "deploy")  # checked before the onnx extra is needed
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("a user's file")
     with pytest.raises(FileExistsError, match=r"already holds notes.txt"):
         export_program(algo, tmp_path / "mine")
-    assert sorted(p.name for p in (tmp_path / "deploy").iterdir()) == ["actor.json", "actor.pt2"]  # no temp file left
+    assert sorted(p.name for p in (tmp_path / "deploy").iterdir()) == [
+        "actor.json",
+        "actor.pt2",
+    ]  # no temp file left

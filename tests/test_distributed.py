@@ -7,11 +7,15 @@ import torch.multiprocessing as mp
 import distributed_workers as workers
 from trees import assert_trees_close, assert_trees_equal
 
-pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not built in")
+pytestmark = pytest.mark.skipif(
+    not torch.distributed.is_available(), reason="torch.distributed is not built in"
+)
 
 
 def spawn(fn, tmp_path, *args):
-    init = tmp_path / f"init-{fn.__name__}-{'-'.join(map(str, args))}"  # a fresh rendezvous file per group
+    init = (
+        tmp_path / f"init-{fn.__name__}-{'-'.join(map(str, args))}"
+    )  # a fresh rendezvous file per group
     mp.spawn(fn, args=(2, str(init), str(tmp_path), *args), nprocs=2, join=True)
 
 
@@ -38,14 +42,18 @@ def test_two_rank_training_stays_identical_logs_once_and_resumes_exactly(tmp_pat
         assert resumed[r]["steps"] == 5
         assert_trees_equal(resumed[r]["params"], fresh[r]["params"])
         assert torch.equal(resumed[r]["key"], fresh[r]["key"])
-        assert_trees_equal(resumed[r]["memory"], fresh[r]["memory"])  # a recurrent rank's own hidden states
+        assert_trees_equal(
+            resumed[r]["memory"], fresh[r]["memory"]
+        )  # a recurrent rank's own hidden states
     assert fresh[0]["run_id"] is not None and fresh[1]["run_id"] is None  # only rank 0 logs
     assert resumed[0]["run_id"] == fresh[0]["run_id"]
     assert sorted(p.name for p in (tmp_path / f"ck-{kind}").glob("*.pt")) == ["step-00000003.pt"]
     # env/steps counts both ranks' transitions: 5 steps of num_envs x horizon on each of 2 ranks.
     from mlflow.tracking import MlflowClient
 
-    history = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_metric_history(fresh[0]["run_id"], "env/steps")
+    history = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_metric_history(
+        fresh[0]["run_id"], "env/steps"
+    )
     per_step = workers.SMALL["num_envs"] * workers.SMALL["horizon"]
     assert history[-1].value == history[-1].step == 5 * per_step * 2
 
@@ -54,20 +62,35 @@ def test_ranks_that_disagree_on_hyperparameters_fail_at_start_naming_the_rank(tm
     spawn(workers.disagree_worker, tmp_path)
     for r in range(2):
         message = (tmp_path / f"rank{r}.txt").read_text()
-        assert "Ranks disagree" in message and "on rank 1" in message and "optimizer_config" in message
+        assert (
+            "Ranks disagree" in message and "on rank 1" in message and "optimizer_config" in message
+        )
 
 
-def test_stats_over_two_ranks_with_different_episode_counts_are_the_stats_of_all_their_envs(tmp_path):
+def test_stats_over_two_ranks_with_different_episode_counts_are_the_stats_of_all_their_envs(
+    tmp_path,
+):
     from rlstack.learn.stats import trajectory_stats
 
     spawn(workers.stats_worker, tmp_path)
     ranks = [torch.load(tmp_path / f"stats{r}.pt") for r in range(2)]
-    assert ranks[0]["own"]["episodes/count"] != ranks[1]["own"]["episodes/count"]  # the case a plain mean gets wrong
+    assert (
+        ranks[0]["own"]["episodes/count"] != ranks[1]["own"]["episodes/count"]
+    )  # the case a plain mean gets wrong
     assert ranks[0]["reduced"] == ranks[1]["reduced"]  # every rank logs the same numbers
     trajs = [workers.rank_trajectory(r) for r in range(2)]
-    together = type(trajs[0])(*(torch.cat(leaves, 1) if isinstance(leaves[0], torch.Tensor) and leaves[0].dim() > 1
-                                 else leaves[0] for leaves in zip(*trajs)))
+    together = type(trajs[0])(
+        *(
+            torch.cat(leaves, 1)
+            if isinstance(leaves[0], torch.Tensor) and leaves[0].dim() > 1
+            else leaves[0]
+            for leaves in zip(*trajs)
+        )
+    )
     whole = trajectory_stats(together)
-    assert ranks[0]["reduced"]["episodes/count"] == ranks[0]["own"]["episodes/count"] + ranks[1]["own"]["episodes/count"]
+    assert (
+        ranks[0]["reduced"]["episodes/count"]
+        == ranks[0]["own"]["episodes/count"] + ranks[1]["own"]["episodes/count"]
+    )
     for name, value in whole.items():
         assert ranks[0]["reduced"][name] == pytest.approx(float(value), rel=1e-5, abs=1e-6), name

@@ -22,7 +22,11 @@ class StandInPool:
     def __init__(self, lengths, max_episode_steps=1000):
         self.num_envs = len(lengths)
         self.lengths = np.asarray(lengths)
-        self.config = {"num_envs": self.num_envs, "batch_size": self.num_envs, "max_episode_steps": max_episode_steps}
+        self.config = {
+            "num_envs": self.num_envs,
+            "batch_size": self.num_envs,
+            "max_episode_steps": max_episode_steps,
+        }
         self.observation_space = gymnasium.spaces.Box(-np.inf, np.inf, (3,), np.float64)
         self.action_space = gymnasium.spaces.Box(-1.0, 1.0, (1,), np.float32)
         self.calls = []  # (env ids, actions) of every step call
@@ -39,7 +43,11 @@ class StandInPool:
     def step(self, action, env_id=None):
         ids = np.arange(self.num_envs) if env_id is None else np.asarray(env_id)
         self.calls.append((ids.copy(), np.array(action, copy=True)))
-        reward, terminated, truncated = np.zeros(len(ids)), np.zeros(len(ids), bool), np.zeros(len(ids), bool)
+        reward, terminated, truncated = (
+            np.zeros(len(ids)),
+            np.zeros(len(ids), bool),
+            np.zeros(len(ids), bool),
+        )
         for k, i in enumerate(ids):
             if self.pending[i]:  # the reset step
                 self.pending[i], self.t[i] = False, 0
@@ -61,12 +69,18 @@ def test_next_step_autoreset_becomes_same_step_and_reset_steps_never_reach_train
     pool.calls.clear()
     for _ in range(12):
         episodes = pool.episode.copy()
-        state, obs, reward, terminated, truncated = env.step(random.key(1), state, torch.full((3, 1), 0.5))
+        state, obs, reward, terminated, truncated = env.step(
+            random.key(1), state, torch.full((3, 1), 0.5)
+        )
         done = terminated | truncated
         assert (reward > 0).all()  # no reset step's reward 0
         for i in np.flatnonzero(done.numpy()):
             length = min(pool.lengths[i], 4)
-            assert env.final_observation(state)[i].tolist() == [i, episodes[i], length]  # the true last observation
+            assert env.final_observation(state)[i].tolist() == [
+                i,
+                episodes[i],
+                length,
+            ]  # the true last observation
             assert obs[i].tolist() == [i, episodes[i] + 1, 0]  # the next episode's first
             assert bool(truncated[i]) == (pool.lengths[i] > 4)
         for i in np.flatnonzero(~done.numpy()):
@@ -79,14 +93,17 @@ def test_next_step_autoreset_becomes_same_step_and_reset_steps_never_reach_train
 
 def test_a_trainer_on_an_env_pool_counts_true_episodes():
     pool = StandInPool([2, 3, 5, 4])
-    algo = Algorithm(EnvPoolEnv(pool), num_envs=4, horizon=20, compile=False, model_config={"hiddens": (8,)})
+    algo = Algorithm(
+        EnvPoolEnv(pool), num_envs=4, horizon=20, compile=False, model_config={"hiddens": (8,)}
+    )
     assert algo.config.horizons_per_env_reset == -1  # episodic: never reset on a schedule
     stats = algo.collect()
     # 20 steps: 10 + 6 + 4 + 5 episodes, each of return sum(2 .. length + 1)
     assert stats["episodes/count"] == 25
     returns = {2: 5, 3: 9, 4: 14, 5: 20}
-    assert stats["episodes/return/mean"] == pytest.approx((10 * returns[2] + 6 * returns[3] + 4 * returns[5]
-                                                           + 5 * returns[4]) / 25)
+    assert stats["episodes/return/mean"] == pytest.approx(
+        (10 * returns[2] + 6 * returns[3] + 4 * returns[5] + 5 * returns[4]) / 25
+    )
     assert (algo.trajectory.raw_rewards > 0).all()
     algo.step()
 
@@ -94,8 +111,11 @@ def test_a_trainer_on_an_env_pool_counts_true_episodes():
 def test_an_asynchronous_pool_and_a_reset_config_are_refused():
     pool = StandInPool([2, 2])
     pool.config["batch_size"] = 1
-    with pytest.raises(ValueError, match=r"`pool` must step all its envs at once \(batch_size = num_envs = 2\), got "
-                                         "batch_size 1"):
+    with pytest.raises(
+        ValueError,
+        match=r"`pool` must step all its envs at once \(batch_size = num_envs = 2\), got "
+        "batch_size 1",
+    ):
         EnvPoolEnv(pool)
     env = EnvPoolEnv(StandInPool([2, 2]), config={"frame_skip": 2})
     with pytest.raises(ValueError, match="EnvPool takes its options at creation"):
@@ -106,10 +126,17 @@ def test_envpool_itself_when_installed():
     pytest.importorskip("envpool")
     from rlstack.cli import load_env
 
-    algo = Algorithm(load_env("envpool:CartPole-v1"), num_envs=4, horizon=64, compile=False,
-                     model_config={"hiddens": (8,)})
+    algo = Algorithm(
+        load_env("envpool:CartPole-v1"),
+        num_envs=4,
+        horizon=64,
+        compile=False,
+        model_config={"hiddens": (8,)},
+    )
     stats = algo.collect()
-    assert stats["episodes/count"] > 0 and torch.equal(algo.trajectory.raw_rewards, torch.ones(64, 4))
+    assert stats["episodes/count"] > 0 and torch.equal(
+        algo.trajectory.raw_rewards, torch.ones(64, 4)
+    )
     algo.step()
 
 
@@ -119,5 +146,7 @@ def test_without_envpool_the_factory_names_the_extra(monkeypatch):
     from rlstack.integrations.envpool_adapter import envpool_env
 
     monkeypatch.setitem(sys.modules, "envpool", None)  # `import envpool` fails
-    with pytest.raises(ImportError, match=r"envpool is not installed: pip install 'rlstack\[envpool\]'"):
+    with pytest.raises(
+        ImportError, match=r"envpool is not installed: pip install 'rlstack\[envpool\]'"
+    ):
         envpool_env("HalfCheetah-v5")

@@ -25,8 +25,12 @@ def test_dummy_envs_importable_from_both_modules():
 def test_discrete_dummy_env_moves_one_unit_and_rewards_minus_distance():
     env = DiscreteDummyEnv()
     state = torch.tensor([[3.0], [-0.5]])
-    state2, obs, reward, terminated, truncated = env.step(random.key(2), state, torch.tensor([[0], [1]]))
-    assert not terminated.any() and not truncated.any() and terminated.dtype == torch.bool  # its episodes never end
+    state2, obs, reward, terminated, truncated = env.step(
+        random.key(2), state, torch.tensor([[0], [1]])
+    )
+    assert (
+        not terminated.any() and not truncated.any() and terminated.dtype == torch.bool
+    )  # its episodes never end
     torch.testing.assert_close(state2, torch.tensor([[2.0], [0.5]]))
     torch.testing.assert_close(obs, state2)
     torch.testing.assert_close(reward, torch.tensor([-2.0, -0.5]))
@@ -34,7 +38,9 @@ def test_discrete_dummy_env_moves_one_unit_and_rewards_minus_distance():
 
 def test_continuous_dummy_env_adds_action():
     env = ContinuousDummyEnv()
-    state, obs, reward, _, _ = env.step(random.key(2), torch.tensor([[1.5]]), torch.tensor([[-2.0]]))
+    state, obs, reward, _, _ = env.step(
+        random.key(2), torch.tensor([[1.5]]), torch.tensor([[-2.0]])
+    )
     torch.testing.assert_close(state, torch.tensor([[-0.5]]))
     torch.testing.assert_close(reward, torch.tensor([0.5]).neg())
 
@@ -75,7 +81,11 @@ class _Impure(DiscreteDummyEnv):
 @pytest.mark.parametrize(
     "env_cls, error, match",
     [
-        (_WrongRewardShape, ValueError, r"reward must have shape \[16\] \(\[num_envs\]\), got \[16, 1\]"),
+        (
+            _WrongRewardShape,
+            ValueError,
+            r"reward must have shape \[16\] \(\[num_envs\]\), got \[16, 1\]",
+        ),
         (_WrongObsDtype, ValueError, "expected dtype torch.float32, got torch.float64"),
         (_Impure, ValueError, "mutated its inputs"),
     ],
@@ -159,7 +169,9 @@ def test_the_default_model_trains_on_a_dict_of_boxes_each_flattened_and_concaten
     logits, value = model(obs)
     torch.testing.assert_close(logits.reshape(1, -1), model.actor_head(model.actor(flat)))
     torch.testing.assert_close(value, model.critic_head(model.critic(flat)).squeeze(-1))
-    algo = Algorithm(_DictObsDummyEnv, num_envs=16, horizon=8, compile=False, model_config={"hiddens": (8,)})
+    algo = Algorithm(
+        _DictObsDummyEnv, num_envs=16, horizon=8, compile=False, model_config={"hiddens": (8,)}
+    )
     algo.collect()
     assert math.isfinite(algo.step()["losses/total"])
     with pytest.raises(TypeError, match="MLPModel needs a Box observation space or a dict of them"):
@@ -175,11 +187,18 @@ def test_a_dict_observation_is_normalised_group_by_group_and_mapped_to_actor_and
     from rlstack.core.normalization import NormState, init_norm_state, observe
 
     g = torch.Generator().manual_seed(0)
-    norm = init_norm_state({"position": (1,), "side": (2,)}, 16, normalize_obs=True, normalize_rewards=False)
-    alone = {k: init_norm_state(shape, 16, normalize_obs=True, normalize_rewards=False)
-             for k, shape in (("position", (1,)), ("side", (2,)))}
+    norm = init_norm_state(
+        {"position": (1,), "side": (2,)}, 16, normalize_obs=True, normalize_rewards=False
+    )
+    alone = {
+        k: init_norm_state(shape, 16, normalize_obs=True, normalize_rewards=False)
+        for k, shape in (("position", (1,)), ("side", (2,)))
+    }
     for _ in range(3):
-        obs = {"position": torch.randn(16, 1, generator=g) * 4 + 1, "side": torch.randn(16, 2, generator=g) - 3}
+        obs = {
+            "position": torch.randn(16, 1, generator=g) * 4 + 1,
+            "side": torch.randn(16, 2, generator=g) - 3,
+        }
         norm, seen = observe(norm, obs, normalize_obs=True, update=True)
         for k in obs:
             alone[k], seen_alone = observe(alone[k], obs[k], normalize_obs=True, update=True)
@@ -188,10 +207,22 @@ def test_a_dict_observation_is_normalised_group_by_group_and_mapped_to_actor_and
     assert isinstance(norm, NormState)
 
     groups = {"actor": ["position"], "critic": ["position", "side"]}
-    algo = Algorithm(_DictObsDummyEnv, num_envs=16, horizon=8, compile=False, normalize_obs=True, num_members=2,
-                     model_config={"hiddens": (8,), "obs_groups": groups})
-    assert algo.policy.model.actor[0].in_features == 1 and algo.policy.model.critic[0].in_features == 3
+    algo = Algorithm(
+        _DictObsDummyEnv,
+        num_envs=16,
+        horizon=8,
+        compile=False,
+        normalize_obs=True,
+        num_members=2,
+        model_config={"hiddens": (8,), "obs_groups": groups},
+    )
+    assert (
+        algo.policy.model.actor[0].in_features == 1 and algo.policy.model.critic[0].in_features == 3
+    )
     algo.collect()
     moments = algo.obs_moments
-    assert set(moments) == {"position", "side"} and moments["side"].mean.shape == (2, 2)  # [members, 2]
+    assert set(moments) == {"position", "side"} and moments["side"].mean.shape == (
+        2,
+        2,
+    )  # [members, 2]
     assert all(math.isfinite(s["losses/total"]) for s in algo.step())

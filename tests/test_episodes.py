@@ -37,7 +37,9 @@ class Corridor(Env):
 
     def reset(self, key, num_envs, *, config=None):
         x = random.randint(key, (num_envs,), -2, 3).float()
-        return CorridorState(x, torch.zeros(num_envs, dtype=torch.int64, device=key.device), x[:, None]), x[:, None]
+        return CorridorState(
+            x, torch.zeros(num_envs, dtype=torch.int64, device=key.device), x[:, None]
+        ), x[:, None]
 
     def step(self, key, state, action):
         x = state.x + (2 * action - 1).float()
@@ -47,7 +49,9 @@ class Corridor(Env):
         reward = torch.where(terminated, 1.0, -0.1)
         done = terminated | truncated
         fresh, fresh_obs = self.reset(key, x.shape[0])
-        new = CorridorState(torch.where(done, fresh.x, x), torch.where(done, fresh.t, t), x[:, None])
+        new = CorridorState(
+            torch.where(done, fresh.x, x), torch.where(done, fresh.t, t), x[:, None]
+        )
         return new, new.x[:, None], reward, terminated, truncated
 
     def final_observation(self, state):
@@ -83,11 +87,17 @@ def test_auto_reset_returns_the_reset_observation_and_keeps_the_true_final_one()
 
 def test_check_env_names_an_episodic_env_without_flags_or_with_wrong_ones():
     check_env(Corridor(), num_envs=5, check_compile=True)
-    with pytest.raises(TypeError, match=r"_NoFlags.step must return \(state, obs, reward, terminated, truncated\) "
-                                        r"\(an env whose episodes never end returns `self.no_episode_ends\(state, obs, "
-                                        r"reward\)`\), got a tuple of 3"):
+    with pytest.raises(
+        TypeError,
+        match=r"_NoFlags.step must return \(state, obs, reward, terminated, truncated\) "
+        r"\(an env whose episodes never end returns `self.no_episode_ends\(state, obs, "
+        r"reward\)`\), got a tuple of 3",
+    ):
         check_env(_NoFlags(), num_envs=5)
-    with pytest.raises(TypeError, match=r"must return `terminated` as a bool tensor of shape \[5\], got torch.int64 \[5\]"):
+    with pytest.raises(
+        TypeError,
+        match=r"must return `terminated` as a bool tensor of shape \[5\], got torch.int64 \[5\]",
+    ):
         check_env(_IntFlags(), num_envs=5)
     with pytest.raises(TypeError, match="tuple of 3"):
         Algorithm(_NoFlags, num_envs=8, horizon=4, compile=False)
@@ -121,13 +131,25 @@ def test_an_episodic_rollout_records_flags_final_values_and_completed_episodes()
                 total, length = 0.0, 0
             else:
                 assert traj.episode_returns[t, n] == 0 and traj.episode_lengths[t, n] == 0
-        assert abs(float(carry.episode.returns[n]) - total) < 1e-5 and int(carry.episode.lengths[n]) == length
+        assert (
+            abs(float(carry.episode.returns[n]) - total) < 1e-5
+            and int(carry.episode.lengths[n]) == length
+        )
     # A truncated episode (12 steps of -0.1) and the returned stats.
     assert torch.allclose(traj.episode_returns[traj.truncated], torch.tensor(-1.2))
     # GAE in the update uses the flags and the final observations' values.
-    batch = prepare_batch(traj, gamma=0.9, gae_lambda=0.8, normalize_advantages=False, memory=NoMemory())
-    adv, _ = gae(traj.rewards, traj.values, gamma=0.9, gae_lambda=0.8, terminated=traj.terminated,
-                 truncated=traj.truncated, final_values=traj.final_values)
+    batch = prepare_batch(
+        traj, gamma=0.9, gae_lambda=0.8, normalize_advantages=False, memory=NoMemory()
+    )
+    adv, _ = gae(
+        traj.rewards,
+        traj.values,
+        gamma=0.9,
+        gae_lambda=0.8,
+        terminated=traj.terminated,
+        truncated=traj.truncated,
+        final_values=traj.final_values,
+    )
     torch.testing.assert_close(batch.advantages, adv.reshape(-1))
     with torch.no_grad():
         truncated_final = traj.final_values[traj.truncated]
@@ -146,8 +168,18 @@ def test_compiled_episodic_rollout_equals_eager_without_graph_breaks():
 
 
 def test_episode_stats_reach_the_shell_and_ppo_learns_to_walk_to_the_goal():
-    algo = Algorithm(Corridor, num_envs=64, horizon=16, horizons_per_env_reset=-1, gamma=0.9, sgd_minibatch_size=256,
-                     compile=False, seed=0, model_config={"hiddens": (32,)}, optimizer_config={"lr": 3e-3})
+    algo = Algorithm(
+        Corridor,
+        num_envs=64,
+        horizon=16,
+        horizons_per_env_reset=-1,
+        gamma=0.9,
+        sgd_minibatch_size=256,
+        compile=False,
+        seed=0,
+        model_config={"hiddens": (32,)},
+        optimizer_config={"lr": 3e-3},
+    )
     first = algo.collect()
     algo.step()
     assert first["episodes/count"] > 0 and 1 <= first["episodes/length/mean"] <= LIMIT

@@ -30,7 +30,11 @@ PRESET_ENVS = {"continuous": "ContinuousDummyEnv"}  # unbounded observations, as
 def _trained(name, **overrides):
     """A preset's Algorithm (its normalisation, distribution and model), at a small size, after 2 updates."""
     env = PRESET_ENVS.get(name, name)
-    small = {**SMALL, "num_envs": 8, "sgd_minibatch_size": 64} if env.startswith("gymnasium:") else SMALL
+    small = (
+        {**SMALL, "num_envs": 8, "sgd_minibatch_size": 64}
+        if env.startswith("gymnasium:")
+        else SMALL
+    )
     algo = Algorithm(load_env(env), **{**PRESETS[name], **small, **overrides})
     for _ in range(2):
         algo.collect()
@@ -59,8 +63,11 @@ def test_exported_model_acts_exactly_like_predict_for_every_preset(tmp_path, nam
         assert not np.array_equal(raw, expected)
 
 
-@pytest.mark.parametrize("name,distribution_cls", [(n, None) for n in sorted(PRESETS)] + [("Pendulum", SquashedNormal),
-                                                                                       ("ContinuousDummyEnv", SquashedNormal)])
+@pytest.mark.parametrize(
+    "name,distribution_cls",
+    [(n, None) for n in sorted(PRESETS)]
+    + [("Pendulum", SquashedNormal), ("ContinuousDummyEnv", SquashedNormal)],
+)
 def test_every_emitted_action_lies_in_the_action_space(tmp_path, name, distribution_cls):
     extra = {"distribution_cls": distribution_cls} if distribution_cls else {}
     algo = _trained(name, **extra)
@@ -72,8 +79,10 @@ def test_every_emitted_action_lies_in_the_action_space(tmp_path, name, distribut
     obs = _observations(algo, 1e3)
     model = mlflow.pyfunc.load_model(export_policy(algo, tmp_path / "model"))
     for deterministic in (True, False):
-        for actions in (algo.predict(obs, deterministic=deterministic),
-                        model.predict({"obs": obs}, params={"deterministic": deterministic})):
+        for actions in (
+            algo.predict(obs, deterministic=deterministic),
+            model.predict({"obs": obs}, params={"deterministic": deterministic}),
+        ):
             assert space.contains(torch.as_tensor(actions)), (actions.min(), actions.max())
     # The rollout hands the env mapped actions too.
     seen = []
@@ -100,15 +109,20 @@ def test_export_prints_no_warnings_and_loading_unpickles_no_code(tmp_path):
         "a = Algorithm(Pendulum, num_envs=16, horizon=4, compile=False, normalize_obs=True)\n"
         f"export_policy(a, {str(tmp_path / 'model')!r})\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
-                         timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300
+    )
     assert out.returncode == 0, out.stderr
     assert "WARNING" not in out.stderr and "Warning" not in out.stderr, out.stderr
     files = {p.name for p in (tmp_path / "model").rglob("*")}
-    assert "pyfunc_model.py" in files and not any(f.endswith((".pkl", ".pickle")) for f in files), files
+    assert "pyfunc_model.py" in files and not any(f.endswith((".pkl", ".pickle")) for f in files), (
+        files
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")
-        mlflow.pyfunc.load_model(str(tmp_path / "model")).predict({"obs": np.zeros((2, 3), np.float32)})
+        mlflow.pyfunc.load_model(str(tmp_path / "model")).predict(
+            {"obs": np.zeros((2, 3), np.float32)}
+        )
     assert not caught, [str(w.message) for w in caught]
 
 
@@ -122,12 +136,21 @@ def test_an_export_never_imports_a_module_it_names(tmp_path):
     path = Path(export_policy(algo, tmp_path / "model"))
     config_path = path / "artifacts" / "policy.json"
     config = json.loads(config_path.read_text())
-    assert config["model_cls"] == "tests.test_export:_UserModel" or config["model_cls"].endswith(":_UserModel")
-    with pytest.raises(CheckpointError, match=r"names model_cls .*_UserModel', which is not part of rlstack; pass `model_cls=`"):
+    assert config["model_cls"] == "tests.test_export:_UserModel" or config["model_cls"].endswith(
+        ":_UserModel"
+    )
+    with pytest.raises(
+        CheckpointError,
+        match=r"names model_cls .*_UserModel', which is not part of rlstack; pass `model_cls=`",
+    ):
         ExportedPolicy(path)
     obs = np.zeros((3, 1), np.float32)
-    np.testing.assert_array_equal(ExportedPolicy(path, model_cls=_UserModel).predict(obs), algo.predict(obs))
-    loaded = mlflow.pyfunc.load_model(str(path), model_config={"allow_classes": [config["model_cls"]]})
+    np.testing.assert_array_equal(
+        ExportedPolicy(path, model_cls=_UserModel).predict(obs), algo.predict(obs)
+    )
+    loaded = mlflow.pyfunc.load_model(
+        str(path), model_config={"allow_classes": [config["model_cls"]]}
+    )
     np.testing.assert_array_equal(loaded.predict({"obs": obs}), algo.predict(obs))
     # A tampered name is refused before anything is imported.
     pwned = tmp_path / "pwned"
@@ -150,8 +173,15 @@ def test_an_export_naming_classes_by_their_paths_before_the_layer_folders_still_
     config_path = path / "artifacts" / "policy.json"
     config = json.loads(config_path.read_text())
     assert config["model_cls"] == "rlstack.policy.models:MLPModel"
-    config_path.write_text(json.dumps({**config, "model_cls": "rlstack.models:MLPModel",
-                                       "distribution_cls": "rlstack.distributions:Categorical"}))
+    config_path.write_text(
+        json.dumps(
+            {
+                **config,
+                "model_cls": "rlstack.models:MLPModel",
+                "distribution_cls": "rlstack.distributions:Categorical",
+            }
+        )
+    )
     obs = np.linspace(-1, 1, 6, dtype=np.float32).reshape(6, 1)
     np.testing.assert_array_equal(ExportedPolicy(path).predict(obs), algo.predict(obs))
 
@@ -177,25 +207,43 @@ def test_the_policy_module_is_a_skeleton_and_module_gives_the_trained_network():
         torch.testing.assert_close(got, want, rtol=0, atol=0)
     with torch.no_grad():
         next(module.parameters()).add_(1.0)
-    assert not torch.equal(next(module.parameters()), algo.params[next(iter(algo.params))])  # a copy
+    assert not torch.equal(
+        next(module.parameters()), algo.params[next(iter(algo.params))]
+    )  # a copy
 
 
 @pytest.mark.parametrize("kind", ["recurrent", "window"])
-def test_an_exported_policy_with_memory_carries_it_between_calls_as_the_algorithm_does(tmp_path, kind):
+def test_an_exported_policy_with_memory_carries_it_between_calls_as_the_algorithm_does(
+    tmp_path, kind
+):
     from rlstack import RecurrentAlgorithm
     from rlstack.envs import CartPole
 
     if kind == "recurrent":
-        algo = RecurrentAlgorithm(CartPole, num_envs=16, horizon=8, seq_len=4, compile=False, seed=0,
-                                  model_config={"hidden_size": 8})
+        algo = RecurrentAlgorithm(
+            CartPole,
+            num_envs=16,
+            horizon=8,
+            seq_len=4,
+            compile=False,
+            seed=0,
+            model_config={"hidden_size": 8},
+        )
     else:
-        algo = Algorithm(CartPole, num_envs=16, horizon=8, compile=False, seed=0,
-                         model_config={"hiddens": (8,), "obs_window": 3})
+        algo = Algorithm(
+            CartPole,
+            num_envs=16,
+            horizon=8,
+            compile=False,
+            seed=0,
+            model_config={"hiddens": (8,), "obs_window": 3},
+        )
     algo.collect()
     algo.step()
     path = export_policy(algo, tmp_path / "model")
     assert json.loads((Path(path) / "artifacts" / "policy.json").read_text())["memory"] == (
-        "recurrent" if kind == "recurrent" else "obs_window=3")
+        "recurrent" if kind == "recurrent" else "obs_window=3"
+    )
     torch.manual_seed(2)
     steps = [(torch.randn(6, 4) * 2).numpy() for _ in range(4)]
     act = algo.actor()
@@ -205,12 +253,16 @@ def test_an_exported_policy_with_memory_carries_it_between_calls_as_the_algorith
         np.testing.assert_array_equal(pyfunc.predict({"obs": obs}), want)
         np.testing.assert_array_equal(exported.predict(obs), want)
     # The memory matters: a fresh start on the last observations acts as a first call does.
-    np.testing.assert_array_equal(pyfunc.predict({"obs": steps[0]}, params={"reset": True}), expected[0])
+    np.testing.assert_array_equal(
+        pyfunc.predict({"obs": steps[0]}, params={"reset": True}), expected[0]
+    )
     exported.reset()
     np.testing.assert_array_equal(exported.predict(steps[0]), expected[0])
     # Per-env starts: env 0 begins again, the others go on.
     _, memory = algo.predict(steps[0], memory=None)
     want, _ = algo.predict(steps[1], memory=memory, starts=np.array([True] + [False] * 5))
-    np.testing.assert_array_equal(exported.predict(steps[1], starts=np.array([True] + [False] * 5)), want)
+    np.testing.assert_array_equal(
+        exported.predict(steps[1], starts=np.array([True] + [False] * 5)), want
+    )
     with pytest.raises(ValueError, match="batch of 2 envs, the policy's memory is of 6"):
         exported.predict(steps[0][:2])

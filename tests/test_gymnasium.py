@@ -19,7 +19,9 @@ SAME_STEP = {"autoreset_mode": gymnasium.vector.AutoresetMode.SAME_STEP}
 
 
 def _vector(env_id, n=4, **kw):
-    return gymnasium.make_vec(env_id, num_envs=n, vectorization_mode="sync", vector_kwargs=SAME_STEP, **kw)
+    return gymnasium.make_vec(
+        env_id, num_envs=n, vectorization_mode="sync", vector_kwargs=SAME_STEP, **kw
+    )
 
 
 def test_discrete_env_steps_auto_resets_and_keeps_final_observations():
@@ -38,15 +40,26 @@ def test_discrete_env_steps_auto_resets_and_keeps_final_observations():
         assert torch.equal(terminated, torch.as_tensor(ref_term)) and reward.dtype == torch.float32
         final = env.final_observation(state).numpy()
         for i in np.flatnonzero(ref_term):
-            np.testing.assert_array_equal(final[i], info["final_obs"][i])  # the true last observation
-            assert abs(final[i][2]) > 0.2 and abs(ref_obs[i][2]) <= 0.05  # fallen pole; a fresh start
+            np.testing.assert_array_equal(
+                final[i], info["final_obs"][i]
+            )  # the true last observation
+            assert (
+                abs(final[i][2]) > 0.2 and abs(ref_obs[i][2]) <= 0.05
+            )  # fallen pole; a fresh start
         for i in np.flatnonzero(~ref_term):
             np.testing.assert_array_equal(final[i], ref_obs[i])
 
 
 def test_box_env_trains_through_the_algorithm_with_episode_stats():
-    algo = Algorithm(gymnasium_env("Pendulum-v1"), num_envs=4, horizon=60, horizons_per_env_reset=-1,
-                     sgd_minibatch_size=120, compile=False, model_config={"hiddens": (16,)})
+    algo = Algorithm(
+        gymnasium_env("Pendulum-v1"),
+        num_envs=4,
+        horizon=60,
+        horizons_per_env_reset=-1,
+        sgd_minibatch_size=120,
+        compile=False,
+        model_config={"hiddens": (16,)},
+    )
     assert algo.env.action_space == Box((1,), low=-2.0, high=2.0)
     for _ in range(4):  # Pendulum-v1 truncates at 200 steps
         stats = algo.collect()
@@ -57,12 +70,20 @@ def test_box_env_trains_through_the_algorithm_with_episode_stats():
 
 
 def test_bad_gymnasium_inputs_get_clear_errors(monkeypatch):
-    with pytest.raises(TypeError, match="must be a gymnasium.vector.VectorEnv, got TimeLimit; vectorise it"):
+    with pytest.raises(
+        TypeError, match="must be a gymnasium.vector.VectorEnv, got TimeLimit; vectorise it"
+    ):
         GymnasiumEnv(gymnasium.make("CartPole-v1"))
-    with pytest.raises(ValueError, match=r"must auto-reset in the same step \(AutoresetMode.SAME_STEP\)"):
+    with pytest.raises(
+        ValueError, match=r"must auto-reset in the same step \(AutoresetMode.SAME_STEP\)"
+    ):
         GymnasiumEnv(gymnasium.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync"))
     with pytest.raises(ValueError, match=r"observation_space MultiBinary\(3\) is not supported"):
-        GymnasiumEnv(gymnasium.vector.SyncVectorEnv([lambda: _MultiBinaryEnv()], autoreset_mode=SAME_STEP["autoreset_mode"]))
+        GymnasiumEnv(
+            gymnasium.vector.SyncVectorEnv(
+                [lambda: _MultiBinaryEnv()], autoreset_mode=SAME_STEP["autoreset_mode"]
+            )
+        )
     with pytest.raises(ValueError, match="gymnasium does not know this id"):
         load_env("gymnasium:NoSuchEnv-v0")
     with pytest.raises(ValueError, match="simulates 4 envs, but `num_envs` is 8"):
@@ -84,13 +105,41 @@ class _MultiBinaryEnv(gymnasium.Env):
 
 
 def test_cli_trains_a_gymnasium_id_and_resumes_without_naming_it_again(tmp_path, capsys):
-    assert main(["train", "--env", "gymnasium:CartPole-v1", "--max-steps", "2", "--checkpoint-dir", "ck"]) == 0
-    assert main(["train", "--resume", "ck/step-00000002.pt", "--max-steps", "3", "--checkpoint-dir", "ck2"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--env",
+                "gymnasium:CartPole-v1",
+                "--max-steps",
+                "2",
+                "--checkpoint-dir",
+                "ck",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "train",
+                "--resume",
+                "ck/step-00000002.pt",
+                "--max-steps",
+                "3",
+                "--checkpoint-dir",
+                "ck2",
+            ]
+        )
+        == 0
+    )
     assert main(["eval", "ck2/step-00000003.pt", "--num-envs", "4"]) == 0
     out = capsys.readouterr().out
     assert "success/episode_return" in out
     run = MlflowClient().search_runs(["0"])[0]
-    assert run.data.params["env"] == "gymnasium:CartPole-v1" and "episodes/count" in run.data.metrics
+    assert (
+        run.data.params["env"] == "gymnasium:CartPole-v1" and "episodes/count" in run.data.metrics
+    )
 
 
 @pytest.mark.slow
@@ -118,17 +167,51 @@ def test_an_env_without_a_preset_gets_defaults_that_fit_it(capsys):
     from rlstack.cli.commands import defaults_notice
     from rlstack.envs import BUILTIN_ENVS
 
-    trainer = Trainer(GymnasiumEnv(_vector("CartPole-v1", n=3)), horizon=8, model_config={"hiddens": (8,)})
-    assert trainer.algorithm.config.num_envs == 3 and trainer.algorithm.config.horizons_per_env_reset == -1
+    trainer = Trainer(
+        GymnasiumEnv(_vector("CartPole-v1", n=3)), horizon=8, model_config={"hiddens": (8,)}
+    )
+    assert (
+        trainer.algorithm.config.num_envs == 3
+        and trainer.algorithm.config.horizons_per_env_reset == -1
+    )
     trainer.close()
     algo = Algorithm(gymnasium_env("Acrobot-v1"), horizon=4, model_config={"hiddens": (8,)})
     assert algo.config.num_envs == 8 and algo.config.horizons_per_env_reset == -1
-    assert Algorithm(BUILTIN_ENVS["MountainCar-v0"], num_envs=4, horizon=4).config.horizons_per_env_reset == -1
-    assert Algorithm(BUILTIN_ENVS["MountainCar"], num_envs=4, horizon=4).config.horizons_per_env_reset == 1  # 1.x's
+    assert (
+        Algorithm(
+            BUILTIN_ENVS["MountainCar-v0"], num_envs=4, horizon=4
+        ).config.horizons_per_env_reset
+        == -1
+    )
+    assert (
+        Algorithm(BUILTIN_ENVS["MountainCar"], num_envs=4, horizon=4).config.horizons_per_env_reset
+        == 1
+    )  # 1.x's
     notice = defaults_notice("gymnasium:Acrobot-v1", gymnasium_env("Acrobot-v1"), {"horizon": 16})
-    assert notice == ("no preset for gymnasium:Acrobot-v1: rlstack 1.x's defaults (rlstack.AlgorithmConfig) with "
-                      "num_envs=8, horizons_per_env_reset=-1 to fit the env; set hyperparameters with flags or -f FILE.")
-    assert main(["train", "--env", "gymnasium:Acrobot-v1", "--max-steps", "1", "--horizon", "4", "--hiddens", "8"]) == 0
+    assert notice == (
+        "no preset for gymnasium:Acrobot-v1: rlstack 1.x's defaults (rlstack.AlgorithmConfig) with "
+        "num_envs=8, horizons_per_env_reset=-1 to fit the env; set hyperparameters with flags or -f FILE."
+    )
+    assert (
+        main(
+            [
+                "train",
+                "--env",
+                "gymnasium:Acrobot-v1",
+                "--max-steps",
+                "1",
+                "--horizon",
+                "4",
+                "--hiddens",
+                "8",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.splitlines()[0] == "rlstack: " + defaults_notice(
-        "gymnasium:Acrobot-v1", gymnasium_env("Acrobot-v1"), {"horizon": 4})
-    assert PRESETS["CartPole-v1"]["horizons_per_env_reset"] == -1 and PRESETS["Pendulum-v1"]["horizons_per_env_reset"] == -1
+        "gymnasium:Acrobot-v1", gymnasium_env("Acrobot-v1"), {"horizon": 4}
+    )
+    assert (
+        PRESETS["CartPole-v1"]["horizons_per_env_reset"] == -1
+        and PRESETS["Pendulum-v1"]["horizons_per_env_reset"] == -1
+    )

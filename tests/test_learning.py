@@ -37,11 +37,17 @@ def _oracle_return(env, num_envs=4096, horizon=32):
 
 @pytest.mark.parametrize(
     "env_cls, extra",
-    [(DiscreteDummyEnv, {}), (ContinuousDummyEnv, {}), (ContinuousDummyEnv, {"distribution_cls": SquashedNormal})],
+    [
+        (DiscreteDummyEnv, {}),
+        (ContinuousDummyEnv, {}),
+        (ContinuousDummyEnv, {"distribution_cls": SquashedNormal}),
+    ],
     ids=["discrete", "continuous-normal", "continuous-squashed"],
 )
 def test_ppo_drives_the_state_to_the_origin(env_cls, extra):
-    algo = Algorithm(env_cls, env_config=CONFIG, seed=0, compile=False, **{**PRESETS[env_cls.__name__], **extra})
+    algo = Algorithm(
+        env_cls, env_config=CONFIG, seed=0, compile=False, **{**PRESETS[env_cls.__name__], **extra}
+    )
     untrained_return = algo.evaluate()["returns/mean"]
     oracle = _oracle_return(algo.env)  # ~ -28 discrete, ~ -14 continuous (moves of at most 1)
     for _ in range(20):
@@ -56,7 +62,9 @@ def test_ppo_drives_the_state_to_the_origin(env_cls, extra):
 @pytest.mark.slow
 def test_compiled_training_with_rlstack_1x_defaults_learns():
     """rlstack 1.x's default network and hyperparameters, compiled, fewer envs."""
-    algo = Algorithm(DiscreteDummyEnv, env_config=CONFIG, seed=0, num_envs=1024, horizon=32, compile=True)
+    algo = Algorithm(
+        DiscreteDummyEnv, env_config=CONFIG, seed=0, num_envs=1024, horizon=32, compile=True
+    )
     for _ in range(10):
         algo.collect()
         algo.step()
@@ -80,7 +88,9 @@ def test_pendulum_preset_learns_to_swing_up():
     from rlstack.envs import Pendulum
 
     algo = Algorithm(Pendulum, seed=0, compile=False, **PRESETS["Pendulum"])
-    assert algo.env.success(algo.predict, num_envs=256)["success/reward_per_step"] < -4.0  # untrained
+    assert (
+        algo.env.success(algo.predict, num_envs=256)["success/reward_per_step"] < -4.0
+    )  # untrained
     for _ in range(60):
         algo.collect()
         algo.step()
@@ -114,14 +124,20 @@ def test_a_window_of_observations_balances_cartpole_with_hidden_velocities_where
             algo.step()
             if update % 5 == 0:  # velocities hidden in the check too: the config it trained with
                 act = algo.actor()  # the window's memory carried from step to step
-                scores.append(CartPole().success(act, num_envs=256, config=algo.env_config)["success/balanced"])
+                scores.append(
+                    CartPole().success(act, num_envs=256, config=algo.env_config)[
+                        "success/balanced"
+                    ]
+                )
         best[name] = max(scores)
     assert best["window"] >= threshold > best["mlp"], best
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, threshold, updates", [("CartPole-v1", 475.0, 20), ("Pendulum-v1", -200.0, 50),
-                                                     ("MountainCar-v0", -120.0, 75)])
+@pytest.mark.parametrize(
+    "name, threshold, updates",
+    [("CartPole-v1", 475.0, 20), ("Pendulum-v1", -200.0, 50), ("MountainCar-v0", -120.0, 75)],
+)
 def test_episodic_presets_reach_gymnasiums_targets(name, threshold, updates):
     """The presets of the built-in gymnasium tasks (trained on the episodic
     envs, no scheduled resets) reach gymnasium's targets with the
@@ -131,7 +147,9 @@ def test_episodic_presets_reach_gymnasiums_targets(name, threshold, updates):
 
     algo = Algorithm(BUILTIN_ENVS[name], seed=0, compile=False, **PRESETS[name])
     assert algo.config.horizons_per_env_reset == -1
-    assert algo.env.success(algo.predict, num_envs=256)["success/episode_return"] < threshold  # untrained
+    assert (
+        algo.env.success(algo.predict, num_envs=256)["success/episode_return"] < threshold
+    )  # untrained
     for _ in range(updates):
         algo.collect()
         algo.step()
@@ -147,7 +165,9 @@ def test_the_continuous_preset_improves_halfcheetah_within_a_short_budget(tmp_pa
     from rlstack.integrations.gymnasium_adapter import gymnasium_env
 
     monkeypatch.chdir(tmp_path)  # MuJoCo writes MUJOCO_LOG.TXT where it runs
-    algo = Algorithm(gymnasium_env("HalfCheetah-v5"), seed=0, **{**PRESETS["continuous"], "compile": False})
+    algo = Algorithm(
+        gymnasium_env("HalfCheetah-v5"), seed=0, **{**PRESETS["continuous"], "compile": False}
+    )
     returns = []
     for _ in range(28):  # episodes of 1000 steps end every 4 updates of 8 x 256 steps
         stats = algo.collect()

@@ -18,7 +18,9 @@ def padding(lengths, total):
 
 
 def test_mlp_shapes_and_bad_widths():
-    mlp = rnn.MLP(5, [16, 16, 3], activation="squared_relu", norm_layer=torch.nn.LayerNorm, dropout=0.1)
+    mlp = rnn.MLP(
+        5, [16, 16, 3], activation="squared_relu", norm_layer=torch.nn.LayerNorm, dropout=0.1
+    )
     assert mlp(torch.randn(4, 7, 5)).shape == (4, 7, 3)
     with pytest.raises(ValueError, match="`hiddens` must name at least one layer width"):
         rnn.MLP(5, [])
@@ -31,7 +33,9 @@ def test_multihead_attention_equals_torchs_with_the_same_weights_and_padding():
     ours = rnn.MultiheadAttention(8, 2)
     theirs = torch.nn.MultiheadAttention(8, 2, batch_first=True)
     with torch.no_grad():
-        theirs.in_proj_weight.copy_(torch.cat([ours.q_proj.weight, ours.k_proj.weight, ours.v_proj.weight]))
+        theirs.in_proj_weight.copy_(
+            torch.cat([ours.q_proj.weight, ours.k_proj.weight, ours.v_proj.weight])
+        )
         theirs.in_proj_bias.copy_(torch.cat([ours.q_proj.bias, ours.k_proj.bias, ours.v_proj.bias]))
         theirs.out_proj.weight.copy_(ours.out_proj.weight)
         theirs.out_proj.bias.copy_(ours.out_proj.bias)
@@ -45,7 +49,9 @@ def test_multihead_attention_equals_torchs_with_the_same_weights_and_padding():
 def test_a_query_with_every_key_padded_gets_zeros_not_nan():
     attention = rnn.MultiheadAttention(4, 1)
     out = attention(torch.randn(2, 3, 4), torch.randn(2, 5, 4), padding([0, 5], 5))
-    assert torch.isfinite(out).all() and torch.equal(out[0], attention.out_proj.bias.expand(3, 4).detach())
+    assert torch.isfinite(out).all() and torch.equal(
+        out[0], attention.out_proj.bias.expand(3, 4).detach()
+    )
 
 
 @given(st.lists(st.integers(1, 6), min_size=1, max_size=4))
@@ -58,7 +64,9 @@ def test_padded_elements_change_nothing_that_is_not_padding(lengths):
     garbage = torch.where(mask[..., None], torch.randn_like(x) * 100, x)
     self_attention, perceiver = blocks
     keep = ~mask
-    assert torch.allclose(self_attention(x, mask)[keep], self_attention(garbage, mask)[keep], atol=1e-5)
+    assert torch.allclose(
+        self_attention(x, mask)[keep], self_attention(garbage, mask)[keep], atol=1e-5
+    )
     assert torch.allclose(perceiver(x, mask), perceiver(garbage, mask), atol=1e-5)
     cross = rnn.CrossAttention(8)
     q = torch.randn(len(lengths), 2, 8)
@@ -71,7 +79,11 @@ def test_a_causal_mask_keeps_the_past_from_seeing_the_future():
     later = x.clone()
     later[:, 3:] = torch.randn(2, 2, 8)
     causal = torch.ones(5, 5, dtype=torch.bool).triu(1)
-    assert torch.allclose(layer(x, attention_mask=causal)[:, :3], layer(later, attention_mask=causal)[:, :3], atol=1e-6)
+    assert torch.allclose(
+        layer(x, attention_mask=causal)[:, :3],
+        layer(later, attention_mask=causal)[:, :3],
+        atol=1e-6,
+    )
     assert not torch.allclose(layer(x)[:, :3], layer(later)[:, :3])
 
 
@@ -115,7 +127,11 @@ class SetModel(torch.nn.Module):
         self.head = rnn.MLP(8, [8, 1])
 
     def forward(self, x, mask):
-        return self.head(rnn.masked_avg(self.perceiver(self.embed(x), mask), torch.zeros(x.shape[0], 2, dtype=torch.bool)))
+        return self.head(
+            rnn.masked_avg(
+                self.perceiver(self.embed(x), mask), torch.zeros(x.shape[0], 2, dtype=torch.bool)
+            )
+        )
 
 
 def test_blocks_run_under_functional_call_vmap_and_compile():
@@ -127,8 +143,11 @@ def test_blocks_run_under_functional_call_vmap_and_compile():
     members = optree.tree_map(lambda p: torch.stack([p, p * 0.5]), params)
     mapped = torch.func.vmap(lambda p: functional_call(model, p, (x, mask)))(members)
     assert torch.allclose(mapped[0], eager, atol=1e-5)
-    assert torch.allclose(mapped[1], functional_call(model, {k: v * 0.5 for k, v in params.items()}, (x, mask)),
-                          atol=1e-5)
+    assert torch.allclose(
+        mapped[1],
+        functional_call(model, {k: v * 0.5 for k, v in params.items()}, (x, mask)),
+        atol=1e-5,
+    )
     compiled = torch.compile(lambda p, x, m: functional_call(model, p, (x, m)), fullgraph=True)
     assert torch.allclose(compiled(params, x, mask), eager, atol=1e-5)
     grads = torch.func.grad(lambda p: functional_call(model, p, (x, mask)).sum())(params)

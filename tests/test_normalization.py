@@ -10,7 +10,13 @@ from rlstack.policy.distributions import Categorical
 from rlstack.envs import CartPole, DiscreteDummyEnv
 from rlstack.functional import RolloutCarry, make_rollout, make_update
 from rlstack.policy.models import MLPModel
-from rlstack.core.normalization import RunningMoments, init_moments, init_norm_state, normalize, update_moments
+from rlstack.core.normalization import (
+    RunningMoments,
+    init_moments,
+    init_norm_state,
+    normalize,
+    update_moments,
+)
 from rlstack.core.optim import adam
 from rlstack.policy.policy import Policy
 
@@ -21,8 +27,11 @@ def test_running_moments_equal_moments_of_the_whole_stream(sizes, seed):
     g = torch.Generator().manual_seed(seed)
     batches = [torch.randn(n, 3, generator=g, dtype=torch.float64) * 5 + 2 for n in sizes]
     # A negligible prior count isolates the merge arithmetic (rlstack starts at 1e-4, as SB3).
-    moments = RunningMoments(torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64),
-                             torch.tensor(1e-12, dtype=torch.float64))
+    moments = RunningMoments(
+        torch.zeros(3, dtype=torch.float64),
+        torch.ones(3, dtype=torch.float64),
+        torch.tensor(1e-12, dtype=torch.float64),
+    )
     for batch in batches:
         moments = update_moments(moments, batch)
     data = torch.cat(batches).numpy()
@@ -60,20 +69,35 @@ def test_rollout_normalizes_observations_and_rewards_with_running_statistics():
     for t in range(T):
         returns = 0.9 * returns + traj.raw_rewards[t]
     torch.testing.assert_close(carry.norm.returns, returns)
-    torch.testing.assert_close(traj.rewards[-1], traj.raw_rewards[-1] / torch.sqrt(carry.norm.reward.var + 1e-8))
+    torch.testing.assert_close(
+        traj.rewards[-1], traj.raw_rewards[-1] / torch.sqrt(carry.norm.reward.var + 1e-8)
+    )
 
 
 def test_algorithm_freezes_statistics_at_eval_and_checkpoints_them(tmp_path):
-    algo = Algorithm(CartPole, num_envs=32, horizon=8, model_config={"hiddens": (16,)}, compile=False,
-                     normalize_obs=True, normalize_rewards=True, seed=0)
+    algo = Algorithm(
+        CartPole,
+        num_envs=32,
+        horizon=8,
+        model_config={"hiddens": (16,)},
+        compile=False,
+        normalize_obs=True,
+        normalize_rewards=True,
+        seed=0,
+    )
     algo.collect()
     algo.step()
     norm = algo.carry.norm
     algo.evaluate()
-    assert torch.equal(algo.carry.norm.obs.mean, norm.obs.mean) and algo.carry.norm.obs.count == norm.obs.count
+    assert (
+        torch.equal(algo.carry.norm.obs.mean, norm.obs.mean)
+        and algo.carry.norm.obs.count == norm.obs.count
+    )
     # predict() applies the frozen observation statistics.
     obs = torch.randn(5, 4)
-    expected = algo.policy.distribution_cls.mode(algo.policy.apply(algo.params, normalize(norm.obs, obs))[0])
+    expected = algo.policy.distribution_cls.mode(
+        algo.policy.apply(algo.params, normalize(norm.obs, obs))[0]
+    )
     assert torch.equal(algo.predict(obs), expected)
     path = algo.save_checkpoint(tmp_path / "c.pt")
     restored = Algorithm.from_checkpoint(path)
@@ -86,15 +110,21 @@ def test_target_kl_stops_the_update_once_kl_exceeds_it():
     env = DiscreteDummyEnv()
     policy = _policy(env)
     params = policy.init_params()
-    _, traj = make_rollout(env, policy, 8)(params, RolloutCarry(*env.reset(random.key(0), 32), random.key(1)))
+    _, traj = make_rollout(env, policy, 8)(
+        params, RolloutCarry(*env.reset(random.key(0), 32), random.key(1))
+    )
     hparams = {"num_envs": 32, "horizon": 8, "sgd_minibatch_size": 32}
     opt = adam(1e-2)
     torch.manual_seed(0)
-    _, state, metrics = make_update(policy, opt, {**hparams, "target_kl": 1e-12})(random.key(3), params, opt.init(params), traj)
+    _, state, metrics = make_update(policy, opt, {**hparams, "target_kl": 1e-12})(
+        random.key(3), params, opt.init(params), traj
+    )
     # The first minibatch has KL 0 (nothing changed yet) and is applied; the next exceeds 1e-12.
     assert metrics["monitors/sgd_steps"].item() == 1 and optim.step_count(state).item() == 1
     torch.manual_seed(0)
-    _, state, metrics = make_update(policy, opt, {**hparams, "target_kl": 10.0})(random.key(3), params, opt.init(params), traj)
+    _, state, metrics = make_update(policy, opt, {**hparams, "target_kl": 10.0})(
+        random.key(3), params, opt.init(params), traj
+    )
     assert metrics["monitors/sgd_steps"].item() == 32 and optim.step_count(state).item() == 32
 
 

@@ -11,16 +11,28 @@ NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
 
 
 def test_there_are_notebooks():
-    assert {p.name for p in NOTEBOOKS} >= {"01_quickstart.ipynb", "02_functional_api.ipynb", "03_custom_env.ipynb",
-                                           "04_populations.ipynb", "05_recurrent.ipynb", "06_mujoco.ipynb"}
+    assert {p.name for p in NOTEBOOKS} >= {
+        "01_quickstart.ipynb",
+        "02_functional_api.ipynb",
+        "03_custom_env.ipynb",
+        "04_populations.ipynb",
+        "05_recurrent.ipynb",
+        "06_mujoco.ipynb",
+    }
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_notebooks_are_stored_without_outputs(path):
     """Outputs belong to the built docs, not to the repository."""
     cells = json.loads(path.read_text())["cells"]
-    dirty = [i for i, c in enumerate(cells) if c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count"))]
-    assert not dirty, f"{path.name}: cells {dirty} have outputs or execution counts; clear them before committing"
+    dirty = [
+        i
+        for i, c in enumerate(cells)
+        if c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count"))
+    ]
+    assert not dirty, (
+        f"{path.name}: cells {dirty} have outputs or execution counts; clear them before committing"
+    )
 
 
 @pytest.mark.slow
@@ -33,4 +45,6 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
     notebook = nbformat.read(path, as_version=4)
     # The kernel inherits this process's environment: its MLflow store is the test's temp store.
     assert os.environ["MLFLOW_TRACKING_URI"].startswith("sqlite:///")
-    nbclient.NotebookClient(notebook, timeout=600, resources={"metadata": {"path": str(tmp_path)}}).execute()
+    nbclient.NotebookClient(
+        notebook, timeout=600, resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()

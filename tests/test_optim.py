@@ -72,7 +72,11 @@ def test_optimizer_step_is_pure():
     "cls, config, match",
     [
         (torch.optim.RMSprop, {}, "`optimizer_cls` 'RMSprop' is not supported"),
-        (torch.optim.Adam, {"amsgrad": True}, r"`optimizer_config\['amsgrad'\]=True` is not supported"),
+        (
+            torch.optim.Adam,
+            {"amsgrad": True},
+            r"`optimizer_config\['amsgrad'\]=True` is not supported",
+        ),
         (torch.optim.Adam, {"momentum": 0.9}, "key 'momentum' is not supported for Adam"),
         (torch.optim.SGD, {"lr": -1.0}, r"`optimizer_config\['lr'\]` must be a positive number"),
         (torch.optim.SGD, {"nesterov": True}, "Nesterov momentum requires momentum > 0"),
@@ -97,7 +101,10 @@ def test_chain_feeds_each_transform_the_previous_updates():
     expected, _ = sgd.update(clipped, sgd.init(params), params)
     for k in params:
         assert torch.equal(updates[k], expected[k])
-    assert torch.equal(state[0].grad_norm, clip_state.grad_norm) and optim.step_count(state[1]).item() == 1
+    assert (
+        torch.equal(state[0].grad_norm, clip_state.grad_norm)
+        and optim.step_count(state[1]).item() == 1
+    )
 
 
 def test_accumulated_gradients_step_once_every_k_calls_on_their_mean():
@@ -114,7 +121,10 @@ def test_accumulated_gradients_step_once_every_k_calls_on_their_mean():
     for i in range(4):
         updates, state = acc.update(torch.func.grad(loss)(params, xs[i], ys[i]), state, params)
         if i < 3:
-            assert torch.equal(updates["w"], torch.zeros_like(params["w"])) and optim.step_count(state.inner).item() == 0
+            assert (
+                torch.equal(updates["w"], torch.zeros_like(params["w"]))
+                and optim.step_count(state.inner).item() == 0
+            )
     adam = optim.adam(1e-2)
     union = torch.func.grad(loss)(params, xs.reshape(32, 5), ys.reshape(32, 3))
     expected, _ = adam.update(union, adam.init(params), params)
@@ -130,10 +140,17 @@ def test_apply_if_finite_skips_non_finite_steps_and_counts_them_on_device():
     for expected_in_a_row in (1, 2):
         updates, state = opt.update(bad, state, params)
         assert all(torch.equal(u, torch.zeros_like(u)) for u in updates.values())
-        assert state.notfinite_count.item() == expected_in_a_row and optim.step_count(state.inner).item() == 0
+        assert (
+            state.notfinite_count.item() == expected_in_a_row
+            and optim.step_count(state.inner).item() == 0
+        )
     assert all(torch.equal(m, torch.zeros_like(m)) for m in state.inner[0].mu.values())
     updates, state = opt.update(_grads(params, loss), state, params)
-    assert state.notfinite_count.item() == 0 and state.total_notfinite.item() == 2 and optim.step_count(state.inner).item() == 1
+    assert (
+        state.notfinite_count.item() == 0
+        and state.total_notfinite.item() == 2
+        and optim.step_count(state.inner).item() == 1
+    )
     assert all(torch.isfinite(u).all() and u.abs().sum() > 0 for u in updates.values())
 
 
@@ -161,7 +178,9 @@ def test_a_scheduled_learning_rate_is_evaluated_from_the_step_count():
     for lr in rates:
         updates, state = scheduled.update(_grads(p_sched, loss), state, p_sched)
         p_sched = optim.apply_updates(p_sched, updates)
-        manual, _ = optim.sgd(lr).update(_grads(p_manual, loss), optim.sgd(lr).init(p_manual), p_manual)
+        manual, _ = optim.sgd(lr).update(
+            _grads(p_manual, loss), optim.sgd(lr).init(p_manual), p_manual
+        )
         p_manual = optim.apply_updates(p_manual, manual)
         assert optim.learning_rate(state).item() == pytest.approx(lr)
     for k in params:
@@ -181,7 +200,10 @@ def test_step_count_finds_the_optimizers_count_and_names_its_absence():
     [
         (lambda: optim.adam(-1.0), r"`learning_rate` must be a number > 0"),
         (lambda: optim.clip_by_global_norm(0.0), r"`max_norm` must be a number > 0"),
-        (lambda: optim.accumulate_gradients(optim.sgd(), every_k=0), r"`every_k` must be a positive int"),
+        (
+            lambda: optim.accumulate_gradients(optim.sgd(), every_k=0),
+            r"`every_k` must be a positive int",
+        ),
     ],
 )
 def test_bad_transform_arguments_raise(make, match):
@@ -220,7 +242,9 @@ def test_scale_by_adam_then_the_learning_rate_is_adams_formula_in_float64():
             expected = -lr * (mu[k] / (1 - b1**t)) / (np.sqrt(nu[k] / (1 - b2**t)) + eps)
             np.testing.assert_allclose(updates[k].numpy(), expected, rtol=1e-4, atol=1e-9)
         params = optim.apply_updates(params, updates)
-    assert optim.step_count(state).item() == 5 and optim.learning_rate(state).item() == pytest.approx(lr)
+    assert optim.step_count(state).item() == 5 and optim.learning_rate(
+        state
+    ).item() == pytest.approx(lr)
 
 
 def test_adamw_decays_after_the_adam_direction_and_adam_before_it():
@@ -228,10 +252,16 @@ def test_adamw_decays_after_the_adam_direction_and_adam_before_it():
     params, loss = _problem(2)
     grads = _grads(params, loss)
     direction, _ = optim.scale_by_adam().update(grads, optim.scale_by_adam().init(params), params)
-    decoupled, _ = optim.adamw(1e-2, weight_decay=0.1).update(grads, optim.adamw(1e-2).init(params), params)
+    decoupled, _ = optim.adamw(1e-2, weight_decay=0.1).update(
+        grads, optim.adamw(1e-2).init(params), params
+    )
     penalised = {k: g + 0.1 * params[k] for k, g in grads.items()}
-    l2_direction, _ = optim.scale_by_adam().update(penalised, optim.scale_by_adam().init(params), params)
-    coupled, _ = optim.adam(1e-2, weight_decay=0.1).update(grads, optim.adam(1e-2, weight_decay=0.1).init(params), params)
+    l2_direction, _ = optim.scale_by_adam().update(
+        penalised, optim.scale_by_adam().init(params), params
+    )
+    coupled, _ = optim.adam(1e-2, weight_decay=0.1).update(
+        grads, optim.adam(1e-2, weight_decay=0.1).init(params), params
+    )
     for k in params:
         torch.testing.assert_close(decoupled[k], -1e-2 * (direction[k] + 0.1 * params[k]))
         torch.testing.assert_close(coupled[k], -1e-2 * l2_direction[k])

@@ -37,12 +37,15 @@ def test_algorithm_trains_without_mlflow():
     assert result.stdout.strip().endswith("ok")
 
 
-@pytest.mark.parametrize("what", [
-    "rlstack.Trainer(CartPole, num_envs=8, horizon=4, compile=False)",
-    "rlstack.Trainer.from_checkpoint('no-such-file.pt')",
-    "import rlstack.integrations.export",
-    "import rlstack.integrations.plotting; rlstack.integrations.plotting.plot_learning_curve('some-run', 'curve.png')",
-])
+@pytest.mark.parametrize(
+    "what",
+    [
+        "rlstack.Trainer(CartPole, num_envs=8, horizon=4, compile=False)",
+        "rlstack.Trainer.from_checkpoint('no-such-file.pt')",
+        "import rlstack.integrations.export",
+        "import rlstack.integrations.plotting; rlstack.integrations.plotting.plot_learning_curve('some-run', 'curve.png')",
+    ],
+)
 def test_what_needs_mlflow_names_the_missing_package(what):
     result = _run(what)
     assert result.returncode != 0

@@ -16,9 +16,20 @@ from rlstack.envs import CartPole
 
 from trees import assert_trees_close, assert_trees_equal
 
-SMALL = dict(num_envs=16, horizon=8, sgd_minibatch_size=64, num_sgd_iters=2, compile=False, model_config={"hiddens": (8,)})
-HPARAMS = dict(entropy_coeff=[0.0, 0.01, 0.02], clip_param=[0.1, 0.2, 0.3], gamma=[0.9, 0.95, 0.99],
-               gae_lambda=[0.8, 0.9, 1.0])
+SMALL = dict(
+    num_envs=16,
+    horizon=8,
+    sgd_minibatch_size=64,
+    num_sgd_iters=2,
+    compile=False,
+    model_config={"hiddens": (8,)},
+)
+HPARAMS = dict(
+    entropy_coeff=[0.0, 0.01, 0.02],
+    clip_param=[0.1, 0.2, 0.3],
+    gamma=[0.9, 0.95, 0.99],
+    gae_lambda=[0.8, 0.9, 1.0],
+)
 LRS = [1e-3, 3e-3, 1e-2]
 
 
@@ -27,8 +38,14 @@ def member_hparams(k):
 
 
 def population(**kwargs):
-    return Population(CartPole, num_members=3, seed=[5, 6, 7], optimizer_config={"lr": LRS}, **HPARAMS,
-                      **{**SMALL, **kwargs})
+    return Population(
+        CartPole,
+        num_members=3,
+        seed=[5, 6, 7],
+        optimizer_config={"lr": LRS},
+        **HPARAMS,
+        **{**SMALL, **kwargs},
+    )
 
 
 def train(algo, updates):
@@ -41,7 +58,12 @@ def train(algo, updates):
 def test_member_k_trains_as_a_single_run_with_its_seed_and_hyperparameters():
     pop = train(population(), 4)
     for k in range(3):
-        single = train(Algorithm(CartPole, seed=5 + k, optimizer_config={"lr": LRS[k]}, **member_hparams(k), **SMALL), 4)
+        single = train(
+            Algorithm(
+                CartPole, seed=5 + k, optimizer_config={"lr": LRS[k]}, **member_hparams(k), **SMALL
+            ),
+            4,
+        )
         # vmap runs batched matrix products: equal to float rounding, not bit for bit.
         assert_trees_close(pop.member(k).params, single.params, atol=1e-5, rtol=1e-5)
         assert_trees_close(pop.member(k).opt_state, single.opt_state, atol=1e-5, rtol=1e-4)
@@ -53,24 +75,66 @@ def test_a_member_does_not_depend_on_the_others_bit_for_bit():
     1-member population it is equal to float rounding only: on some CPUs
     (AVX-512) the batched matmuls of 3 and of 1 members round differently.)"""
     pop = train(population(), 3)
-    others = {name: [values[0] * 0.5, values[1], values[2] * 0.5] for name, values in HPARAMS.items()}
-    changed = train(Population(CartPole, num_members=3, seed=[50, 6, 70], optimizer_config={"lr": [3e-2, LRS[1], 3e-4]},
-                               **others, **SMALL), 3)
-    assert not torch.equal(pop.params["actor_head.weight"][0], changed.params["actor_head.weight"][0])
-    assert_trees_equal({n: v[1] for n, v in pop.params.items()}, {n: v[1] for n, v in changed.params.items()})
-    alone = train(Population(CartPole, num_members=1, seed=[6], optimizer_config={"lr": LRS[1]}, **member_hparams(1),
-                             **SMALL), 3)
-    assert_trees_close({n: v[1] for n, v in pop.params.items()}, {n: v[0] for n, v in alone.params.items()},
-                       rtol=1e-5, atol=1e-7)
+    others = {
+        name: [values[0] * 0.5, values[1], values[2] * 0.5] for name, values in HPARAMS.items()
+    }
+    changed = train(
+        Population(
+            CartPole,
+            num_members=3,
+            seed=[50, 6, 70],
+            optimizer_config={"lr": [3e-2, LRS[1], 3e-4]},
+            **others,
+            **SMALL,
+        ),
+        3,
+    )
+    assert not torch.equal(
+        pop.params["actor_head.weight"][0], changed.params["actor_head.weight"][0]
+    )
+    assert_trees_equal(
+        {n: v[1] for n, v in pop.params.items()}, {n: v[1] for n, v in changed.params.items()}
+    )
+    alone = train(
+        Population(
+            CartPole,
+            num_members=1,
+            seed=[6],
+            optimizer_config={"lr": LRS[1]},
+            **member_hparams(1),
+            **SMALL,
+        ),
+        3,
+    )
+    assert_trees_close(
+        {n: v[1] for n, v in pop.params.items()},
+        {n: v[0] for n, v in alone.params.items()},
+        rtol=1e-5,
+        atol=1e-7,
+    )
 
 
 def test_members_with_different_hyperparameters_differ_and_same_ones_with_one_seed_agree():
-    pop = train(Population(CartPole, num_members=3, seed=[1, 1 + 100, 1 + 200], entropy_coeff=[0.0, 0.0, 0.5],
-                           **SMALL), 2)
+    pop = train(
+        Population(
+            CartPole,
+            num_members=3,
+            seed=[1, 1 + 100, 1 + 200],
+            entropy_coeff=[0.0, 0.0, 0.5],
+            **SMALL,
+        ),
+        2,
+    )
     assert not torch.equal(pop.params["actor_head.weight"][0], pop.params["actor_head.weight"][2])
-    same = train(Population(CartPole, num_members=2, seed=[3, 4], clip_param=[0.2, 0.2], **SMALL), 2)
-    twin = train(Population(CartPole, num_members=2, seed=[9, 3], clip_param=[0.2, 0.2], **SMALL), 2)
-    assert_trees_equal({n: v[0] for n, v in same.params.items()}, {n: v[1] for n, v in twin.params.items()})
+    same = train(
+        Population(CartPole, num_members=2, seed=[3, 4], clip_param=[0.2, 0.2], **SMALL), 2
+    )
+    twin = train(
+        Population(CartPole, num_members=2, seed=[9, 3], clip_param=[0.2, 0.2], **SMALL), 2
+    )
+    assert_trees_equal(
+        {n: v[0] for n, v in same.params.items()}, {n: v[1] for n, v in twin.params.items()}
+    )
 
 
 def test_stats_come_back_per_member_and_coefficients_are_each_members():
@@ -116,13 +180,19 @@ def test_a_population_checkpoint_resumes_exactly(tmp_path):
     pop.freeze(1, "stop condition")  # for one Trainer.run only: not stored
     path = pop.save_checkpoint(tmp_path / "pop.pt")
     resumed = Population.from_checkpoint(path)
-    assert resumed.stopped == [pop.stopped[0], None, None] and resumed.member_lrs == LRS and resumed.seeds == [5, 6, 7]
+    assert (
+        resumed.stopped == [pop.stopped[0], None, None]
+        and resumed.member_lrs == LRS
+        and resumed.seeds == [5, 6, 7]
+    )
     pop.unfreeze(1)
     pop.step(), resumed.step()
     train(pop, 1), train(resumed, 1)
     assert_trees_equal(pop.params, resumed.params)
     assert_trees_equal(pop.opt_state, resumed.opt_state)
-    with pytest.raises(Exception, match="population of 3 members: load it with Population.from_checkpoint"):
+    with pytest.raises(
+        Exception, match="population of 3 members: load it with Population.from_checkpoint"
+    ):
         Algorithm.from_checkpoint(path)
     single = Algorithm(CartPole, **SMALL).save_checkpoint(tmp_path / "one.pt")
     with pytest.raises(Exception, match="single run, not a population"):
@@ -137,7 +207,9 @@ def test_a_member_taken_out_checkpoints_resumes_and_continues_as_in_the_populati
     resumed = Algorithm.from_checkpoint(path)
     train(member, 2), train(resumed, 2), train(pop, 2)
     assert_trees_equal(member.params, resumed.params)
-    assert_trees_close(member.params, {n: v[1] for n, v in pop.params.items()}, atol=1e-5, rtol=1e-5)
+    assert_trees_close(
+        member.params, {n: v[1] for n, v in pop.params.items()}, atol=1e-5, rtol=1e-5
+    )
     with pytest.raises(ValueError, match=r"`k` must be a member index in \[0, 3\)"):
         pop.member(3)
 
@@ -146,18 +218,32 @@ def test_a_member_taken_out_checkpoints_resumes_and_continues_as_in_the_populati
     "kwargs, message",
     [
         (dict(num_members=0), r"`num_members` must be an int >= 1, got 0"),
-        (dict(num_members=2, entropy_coeff=[0.0, 0.1, 0.2]), r"`entropy_coeff` has 3 values for num_members=2"),
-        (dict(num_members=3, gamma=[0.9, 1.5, 0.99]), r"member 1: `gamma` must be in \[0, 1\], got 1.5"),
+        (
+            dict(num_members=2, entropy_coeff=[0.0, 0.1, 0.2]),
+            r"`entropy_coeff` has 3 values for num_members=2",
+        ),
+        (
+            dict(num_members=3, gamma=[0.9, 1.5, 0.99]),
+            r"member 1: `gamma` must be in \[0, 1\], got 1.5",
+        ),
         (dict(num_members=2, clip_param=[0.2, -0.1]), r"member 1: `clip_param` must be >= 0.0"),
         (dict(num_members=2, optimizer_config={"lr": [1e-3, -1.0]}), r"member 1: .*lr"),
         (dict(num_members=2, horizon=[8, 16]), r"`horizon` cannot differ across members"),
         (dict(num_members=2, seed=[3, 3]), r"`seed` must give each member its own seed"),
         (dict(num_members=2, seed=[3]), r"`seed` must be an int, None or a list of 2 ints"),
-        (dict(num_members=2, entropy_coeff=[0.0, 0.1], entropy_coeff_schedule=[(0, 0.1), (100, 0.0)]),
-         r"per-member `entropy_coeff` values and an `entropy_coeff_schedule` exclude each other"),
+        (
+            dict(
+                num_members=2,
+                entropy_coeff=[0.0, 0.1],
+                entropy_coeff_schedule=[(0, 0.1), (100, 0.0)],
+            ),
+            r"per-member `entropy_coeff` values and an `entropy_coeff_schedule` exclude each other",
+        ),
     ],
 )
-def test_bad_population_arguments_are_refused_before_anything_is_built(kwargs, message, monkeypatch):
+def test_bad_population_arguments_are_refused_before_anything_is_built(
+    kwargs, message, monkeypatch
+):
     monkeypatch.setattr(CartPole, "reset", lambda *a, **k: pytest.fail("an env was built"))
     with pytest.raises((ValueError, TypeError), match=message):
         Population(CartPole, **{**SMALL, **kwargs})
@@ -170,8 +256,13 @@ def test_a_stateful_env_is_refused_with_a_clear_error():
         Population(LegacyDiscreteDummyEnv, num_members=2, **SMALL)
 
 
-@given(st.dictionaries(st.sampled_from(["lr", "gamma", "clip_param"]), st.lists(st.floats(0.1, 0.9), min_size=1,
-                                                                                 max_size=3), min_size=1))
+@given(
+    st.dictionaries(
+        st.sampled_from(["lr", "gamma", "clip_param"]),
+        st.lists(st.floats(0.1, 0.9), min_size=1, max_size=3),
+        min_size=1,
+    )
+)
 @settings(max_examples=25, deadline=None)
 def test_grid_is_the_cartesian_product_first_name_slowest(values):
     import itertools
@@ -183,8 +274,15 @@ def test_grid_is_the_cartesian_product_first_name_slowest(values):
 
 
 def test_trainer_logs_a_parent_run_and_one_nested_run_per_member():
-    trainer = Trainer(CartPole, num_members=2, run_name="sweep", seed=3, entropy_coeff=[0.0, 0.01],
-                      optimizer_config={"lr": [1e-3, 3e-4]}, **SMALL)
+    trainer = Trainer(
+        CartPole,
+        num_members=2,
+        run_name="sweep",
+        seed=3,
+        entropy_coeff=[0.0, 0.01],
+        optimizer_config={"lr": [1e-3, 3e-4]},
+        **SMALL,
+    )
     stats = trainer.run(stop_conditions=[HitsUpperBound("algorithm/steps", 2)], steps_per_eval=1)
     trainer.close()
     client = MlflowClient()
@@ -195,15 +293,22 @@ def test_trainer_logs_a_parent_run_and_one_nested_run_per_member():
     children = [client.get_run(r) for r in trainer.member_run_ids]
     assert [c.info.run_name for c in children] == ["sweep/member-0", "sweep/member-1"]
     for k, child in enumerate(children):
-        assert child.data.tags["mlflow.parentRunId"] == trainer.run_id and child.info.status == "FINISHED"
-        assert child.data.params["entropy_coeff"] == str([0.0, 0.01][k]) and child.data.params["seed"] == str(3 + k)
+        assert (
+            child.data.tags["mlflow.parentRunId"] == trainer.run_id
+            and child.info.status == "FINISHED"
+        )
+        assert child.data.params["entropy_coeff"] == str([0.0, 0.01][k]) and child.data.params[
+            "seed"
+        ] == str(3 + k)
         assert float(child.data.params["optimizer/lr"]) == [1e-3, 3e-4][k]
         history = client.get_metric_history(child.info.run_id, "returns/mean")
         assert [m.step for m in history] == [128, 256]
         assert history[-1].value == trainer.member_stats[k]["returns/mean"]
     mean = client.get_metric_history(trainer.run_id, "returns/mean")[-1].value
     assert mean == pytest.approx(sum(s["returns/mean"] for s in trainer.member_stats) / 2)
-    lowest = client.get_metric_history(trainer.run_id, "returns/min")[-1].value  # combined by its rule, not averaged
+    lowest = client.get_metric_history(trainer.run_id, "returns/min")[
+        -1
+    ].value  # combined by its rule, not averaged
     assert lowest == pytest.approx(min(s["returns/min"] for s in trainer.member_stats))
 
 
@@ -227,7 +332,11 @@ def test_member_stop_applies_conditions_per_member_to_any_or_to_the_mean(mode, s
 
 def test_trainer_resumes_a_population_into_the_same_parent_and_member_runs(tmp_path):
     trainer = Trainer(CartPole, num_members=2, **SMALL)
-    trainer.run(stop_conditions=[HitsUpperBound("algorithm/steps", 2)], checkpoint_every=2, checkpoint_dir=tmp_path)
+    trainer.run(
+        stop_conditions=[HitsUpperBound("algorithm/steps", 2)],
+        checkpoint_every=2,
+        checkpoint_dir=tmp_path,
+    )
     trainer.close()
     resumed = Trainer.from_checkpoint(next(tmp_path.glob("*.pt")))
     assert resumed.run_id == trainer.run_id and resumed.member_run_ids == trainer.member_run_ids
@@ -238,14 +347,37 @@ def test_trainer_resumes_a_population_into_the_same_parent_and_member_runs(tmp_p
 
 
 def test_cli_trains_a_population_with_one_lr_per_member(tmp_path, capsys):
-    code = main(["train", "--env", "CartPole", "--num-members", "2", "--lr", "1e-3,3e-4", "--max-steps", "2",
-                 "--num-envs", "16", "--horizon", "8", "--no-compile", "--hiddens", "8",
-                 "--checkpoint-dir", str(tmp_path / "ck"), "--save", str(tmp_path / "out")])
+    code = main(
+        [
+            "train",
+            "--env",
+            "CartPole",
+            "--num-members",
+            "2",
+            "--lr",
+            "1e-3,3e-4",
+            "--max-steps",
+            "2",
+            "--num-envs",
+            "16",
+            "--horizon",
+            "8",
+            "--no-compile",
+            "--hiddens",
+            "8",
+            "--checkpoint-dir",
+            str(tmp_path / "ck"),
+            "--save",
+            str(tmp_path / "out"),
+        ]
+    )
     assert code == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["member-0", "member-1"]
     runs = MlflowClient().search_runs([mlflow.get_experiment_by_name("Default").experiment_id])
     assert sorted(r.data.params["optimizer_config"] for r in runs if "member" in r.data.params) == [
-        '{"lr": 0.0003}', '{"lr": 0.001}']
+        '{"lr": 0.0003}',
+        '{"lr": 0.001}',
+    ]
     assert main(["train", "--env", "CartPole", "--lr", "1e-3,3e-4", "--max-steps", "1"]) == 2
     assert "--lr has 2 values: one value per member needs --num-members" in capsys.readouterr().err
     checkpoint = str(next((tmp_path / "ck").glob("*.pt")))
@@ -263,7 +395,9 @@ def test_cli_reads_a_population_from_a_toml_file(tmp_path):
     )
     assert main(["train", "-f", str(config), "--checkpoint-dir", str(tmp_path / "ck")]) == 0
     population = Population.from_checkpoint(next((tmp_path / "ck").glob("*.pt")))
-    assert population.member_lrs == [1e-3, 3e-4] and [c.entropy_coeff for c in population.member_config] == [0.0, 0.01]
+    assert population.member_lrs == [1e-3, 3e-4] and [
+        c.entropy_coeff for c in population.member_config
+    ] == [0.0, 0.01]
 
 
 @pytest.mark.slow
@@ -274,7 +408,9 @@ def test_a_compiled_population_matches_the_eager_one():
 
 
 def test_grid_output_goes_straight_into_a_population_lr_included():
-    pop = Population(CartPole, num_members=4, **grid(lr=[1e-3, 3e-4], clip_param=[0.1, 0.3]), **SMALL)
+    pop = Population(
+        CartPole, num_members=4, **grid(lr=[1e-3, 3e-4], clip_param=[0.1, 0.3]), **SMALL
+    )
     assert pop.member_lrs == [1e-3, 1e-3, 3e-4, 3e-4]
     assert [c.clip_param for c in pop.member_config] == [0.1, 0.3, 0.1, 0.3]
     assert optim.learning_rate(pop.opt_state).tolist() == pytest.approx([1e-3, 1e-3, 3e-4, 3e-4])
@@ -287,7 +423,9 @@ def test_grid_output_goes_straight_into_a_population_lr_included():
 def test_episodic_members_with_normalisation_and_their_own_gamma_train_as_single_runs():
     from rlstack.envs import CartPoleV1
 
-    config = dict(SMALL, horizon=32, sgd_minibatch_size=128, normalize_obs=True, normalize_rewards=True)
+    config = dict(
+        SMALL, horizon=32, sgd_minibatch_size=128, normalize_obs=True, normalize_rewards=True
+    )
     pop = train(Population(CartPoleV1, num_members=2, seed=[4, 5], gamma=[0.9, 0.99], **config), 3)
     for k in range(2):
         single = train(Algorithm(CartPoleV1, seed=4 + k, gamma=[0.9, 0.99][k], **config), 3)

@@ -8,7 +8,14 @@ from hypothesis import strategies as st
 from rlstack import optim, random
 from rlstack.policy.distributions import Categorical
 from rlstack.envs import DiscreteDummyEnv
-from rlstack.functional import RolloutCarry, gae, make_optimizer, make_rollout, make_update, ppo_loss
+from rlstack.functional import (
+    RolloutCarry,
+    gae,
+    make_optimizer,
+    make_rollout,
+    make_update,
+    ppo_loss,
+)
 from rlstack.policy.models import MLPModel
 from rlstack.core.optim import adam
 from rlstack.policy.policy import Policy
@@ -42,7 +49,9 @@ def test_gae_matches_reference_loop(T, N, gamma, lam, dtype, seed):
     rewards = torch.randn(T, N, generator=g, dtype=dtype)
     values = torch.randn(T + 1, N, generator=g, dtype=dtype)
     adv, ret = gae(rewards, values, gamma=gamma, gae_lambda=lam)
-    expected = torch.tensor(gae_reference(rewards.tolist(), values.tolist(), gamma, lam), dtype=dtype)
+    expected = torch.tensor(
+        gae_reference(rewards.tolist(), values.tolist(), gamma, lam), dtype=dtype
+    )
     tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 1e-10, "atol": 1e-10}
     assert adv.dtype == dtype and adv.shape == (T, N)
     torch.testing.assert_close(adv, expected, **tol)
@@ -100,7 +109,9 @@ def episodic_gae_reference(rewards, values, terminated, truncated, final_values,
     p_end=st.floats(0.0, 0.6),
     seed=st.integers(0, 2**16),
 )
-def test_gae_with_terminations_and_truncations_matches_an_episode_by_episode_reference(T, N, gamma, lam, p_end, seed):
+def test_gae_with_terminations_and_truncations_matches_an_episode_by_episode_reference(
+    T, N, gamma, lam, p_end, seed
+):
     g = torch.Generator().manual_seed(seed)
     rewards = torch.randn(T, N, generator=g, dtype=torch.float64)
     values = torch.randn(T + 1, N, generator=g, dtype=torch.float64)
@@ -108,11 +119,27 @@ def test_gae_with_terminations_and_truncations_matches_an_episode_by_episode_ref
     ends = torch.rand(T, N, generator=g) < p_end
     terminated = ends & (torch.rand(T, N, generator=g) < 0.5)
     truncated = ends & ~terminated
-    adv, ret = gae(rewards, values, gamma=gamma, gae_lambda=lam, terminated=terminated, truncated=truncated,
-                   final_values=final_values)
-    expected = torch.tensor(episodic_gae_reference(rewards.tolist(), values.tolist(), terminated.tolist(),
-                                                   truncated.tolist(), final_values.tolist(), gamma, lam),
-                            dtype=torch.float64)
+    adv, ret = gae(
+        rewards,
+        values,
+        gamma=gamma,
+        gae_lambda=lam,
+        terminated=terminated,
+        truncated=truncated,
+        final_values=final_values,
+    )
+    expected = torch.tensor(
+        episodic_gae_reference(
+            rewards.tolist(),
+            values.tolist(),
+            terminated.tolist(),
+            truncated.tolist(),
+            final_values.tolist(),
+            gamma,
+            lam,
+        ),
+        dtype=torch.float64,
+    )
     torch.testing.assert_close(adv, expected, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(ret, expected + values[:-1], rtol=1e-10, atol=1e-10)
 
@@ -121,8 +148,15 @@ def test_gae_never_bootstraps_from_a_terminal_state_and_bootstraps_a_truncation_
     # One env, 3 steps, reward 1, every value 10, final observation's value 5.
     rewards, values, final = torch.ones(3, 1), torch.full((4, 1), 10.0), torch.full((3, 1), 5.0)
     term = torch.tensor([[False], [True], [False]])
-    adv, _ = gae(rewards, values, gamma=0.5, gae_lambda=1.0, terminated=term, truncated=torch.zeros_like(term),
-                 final_values=final)
+    adv, _ = gae(
+        rewards,
+        values,
+        gamma=0.5,
+        gae_lambda=1.0,
+        terminated=term,
+        truncated=torch.zeros_like(term),
+        final_values=final,
+    )
     # step 1 terminates: 1 + 0 - 10 = -9; step 0: 1 + 0.5*10 - 10 + 0.5*(-9) = -8.5; step 2: 1 + 0.5*10 - 10 = -4
     torch.testing.assert_close(adv.squeeze(-1), torch.tensor([-8.5, -9.0, -4.0]))
     adv, _ = gae(rewards, values, gamma=0.5, gae_lambda=1.0, truncated=term, final_values=final)
@@ -130,7 +164,9 @@ def test_gae_never_bootstraps_from_a_terminal_state_and_bootstraps_a_truncation_
     torch.testing.assert_close(adv.squeeze(-1), torch.tensor([-7.25, -6.5, -4.0]))
     with pytest.raises(ValueError, match="`truncated` needs `final_values`"):
         gae(rewards, values, gamma=0.5, gae_lambda=1.0, truncated=term)
-    with pytest.raises(ValueError, match=r"`terminated` must have the shape of `rewards` \[3, 1\], got \[3\]"):
+    with pytest.raises(
+        ValueError, match=r"`terminated` must have the shape of `rewards` \[3, 1\], got \[3\]"
+    ):
         gae(rewards, values, gamma=0.5, gae_lambda=1.0, terminated=term.squeeze(-1))
 
 
@@ -154,7 +190,12 @@ def _loss_inputs():
 
 def test_ppo_loss_by_hand_without_dual_clip():
     loss, m = ppo_loss(
-        *_loss_inputs(), clip_param=0.2, vf_clip_param=0.5, dual_clip_param=None, vf_coeff=0.5, entropy_coeff=0.1
+        *_loss_inputs(),
+        clip_param=0.2,
+        vf_clip_param=0.5,
+        dual_clip_param=None,
+        vf_coeff=0.5,
+        entropy_coeff=0.1,
     )
     # Sample 1: ratio 1.5, A=2: min(3.0, 1.2*2=2.4) = 2.4.
     # Sample 2: ratio 4.0, A=-1: min(-4.0, 1.2*-1=-1.2) = -4.0.
@@ -176,7 +217,12 @@ def test_ppo_loss_by_hand_without_dual_clip():
 
 def test_ppo_loss_dual_clip_bounds_negative_advantage_term():
     _, m = ppo_loss(
-        *_loss_inputs(), clip_param=0.2, vf_clip_param=None, dual_clip_param=3.0, vf_coeff=1.0, entropy_coeff=0.0
+        *_loss_inputs(),
+        clip_param=0.2,
+        vf_clip_param=None,
+        dual_clip_param=3.0,
+        vf_coeff=1.0,
+        entropy_coeff=0.0,
     )
     # Sample 2 now: max(-4.0, 3 * -1) = -3.0 -> policy loss = -(2.4 - 3.0)/2 = 0.3
     torch.testing.assert_close(m["losses/policy"], torch.tensor(0.3))
@@ -190,8 +236,18 @@ def test_ppo_loss_gradient_is_zero_where_ratio_is_clipped():
     adv = torch.tensor([1.0, 1.0])
     zeros = torch.zeros(2)
     loss, _ = ppo_loss(
-        log_probs, old, adv, zeros, zeros, zeros, zeros,
-        clip_param=0.2, vf_clip_param=None, dual_clip_param=None, vf_coeff=0.0, entropy_coeff=0.0,
+        log_probs,
+        old,
+        adv,
+        zeros,
+        zeros,
+        zeros,
+        zeros,
+        clip_param=0.2,
+        vf_clip_param=None,
+        dual_clip_param=None,
+        vf_coeff=0.0,
+        entropy_coeff=0.0,
     )
     loss.backward()
     assert log_probs.grad[0] == 0.0
@@ -200,7 +256,9 @@ def test_ppo_loss_gradient_is_zero_where_ratio_is_clipped():
 
 def _setup(num_envs=16, horizon=8, **hparams):
     env = DiscreteDummyEnv()
-    policy = Policy(MLPModel(env.observation_space, env.action_space, hiddens=(16, 16)), Categorical)
+    policy = Policy(
+        MLPModel(env.observation_space, env.action_space, hiddens=(16, 16)), Categorical
+    )
     params = policy.init_params()
     opt = adam(1e-2)
     carry = RolloutCarry(*env.reset(random.key(0), num_envs), random.key(1))
@@ -222,8 +280,16 @@ def test_update_is_pure_and_changes_params():
     assert_same_shapes(new_state, opt_state)
     # 4 epochs x 4 minibatches of 32 = 16 optimizer steps.
     assert optim.step_count(new_state).item() == 16
-    assert {"losses/policy", "losses/vf", "losses/entropy", "losses/total", "monitors/kl_div",
-            "monitors/clip_fraction", "monitors/grad_norm", "monitors/param_norm"} <= set(metrics)
+    assert {
+        "losses/policy",
+        "losses/vf",
+        "losses/entropy",
+        "losses/total",
+        "monitors/kl_div",
+        "monitors/clip_fraction",
+        "monitors/grad_norm",
+        "monitors/param_norm",
+    } <= set(metrics)
     assert all(v.dim() == 0 for v in metrics.values())
 
 
@@ -233,9 +299,15 @@ def test_accumulated_grads_take_one_step_per_epoch_equal_to_full_batch_step():
     params, opt_state, traj, _ = _setup()
     common = dict(num_envs=16, horizon=8, shuffle_minibatches=False, normalize_advantages=True)
     env = DiscreteDummyEnv()
-    policy = Policy(MLPModel(env.observation_space, env.action_space, hiddens=(16, 16)), Categorical)
-    accumulating = optim.accumulate_gradients(adam(1e-2), every_k=4)  # 128 transitions, minibatches of 32
-    acc = make_update(policy, accumulating, {**common, "sgd_minibatch_size": 32, "accumulate_grads": True})
+    policy = Policy(
+        MLPModel(env.observation_space, env.action_space, hiddens=(16, 16)), Categorical
+    )
+    accumulating = optim.accumulate_gradients(
+        adam(1e-2), every_k=4
+    )  # 128 transitions, minibatches of 32
+    acc = make_update(
+        policy, accumulating, {**common, "sgd_minibatch_size": 32, "accumulate_grads": True}
+    )
     full = make_update(policy, adam(1e-2), {**common, "sgd_minibatch_size": None})
     p_acc, s_acc, _ = acc(None, params, accumulating.init(params), traj)
     p_full, s_full, _ = full(None, params, opt_state, traj)
@@ -250,14 +322,19 @@ def test_accumulate_grads_is_the_optimizers_accumulation_and_a_plain_optimizer_i
     update; ``make_update`` refuses an optimizer that does not accumulate."""
     params, _, traj, _ = _setup()
     env = DiscreteDummyEnv()
-    policy = Policy(MLPModel(env.observation_space, env.action_space, hiddens=(16, 16)), Categorical)
+    policy = Policy(
+        MLPModel(env.observation_space, env.action_space, hiddens=(16, 16)), Categorical
+    )
     common = dict(num_envs=16, horizon=8, shuffle_minibatches=False)
     config = {**common, "sgd_minibatch_size": 32, "accumulate_grads": True}
     accumulating = make_optimizer(config, torch.optim.SGD, {"lr": 0.1})
     whole_opt = make_optimizer({**common, "sgd_minibatch_size": None}, torch.optim.SGD, {"lr": 0.1})
-    p_acc, s_acc, m_acc = make_update(policy, accumulating, config)(None, params, accumulating.init(params), traj)
+    p_acc, s_acc, m_acc = make_update(policy, accumulating, config)(
+        None, params, accumulating.init(params), traj
+    )
     p_full, _, _ = make_update(policy, whole_opt, {**common, "sgd_minibatch_size": None})(
-        None, params, whole_opt.init(params), traj)
+        None, params, whole_opt.init(params), traj
+    )
     assert isinstance(s_acc, optim.AccumulateState) and m_acc["monitors/sgd_steps"].item() == 4
     for k in params:
         torch.testing.assert_close(p_acc[k], p_full[k], rtol=1e-4, atol=1e-6)
@@ -279,17 +356,31 @@ def test_chunked_minibatches_give_the_same_update(accumulate):
     """Chunks average to the minibatch gradient: same params up to float rounding."""
     params, opt_state, traj, _ = _setup()
     env = DiscreteDummyEnv()
-    policy = Policy(MLPModel(env.observation_space, env.action_space, hiddens=(16, 16)), Categorical)
-    common = dict(num_envs=16, horizon=8, shuffle_minibatches=False, sgd_minibatch_size=64, accumulate_grads=accumulate)
+    policy = Policy(
+        MLPModel(env.observation_space, env.action_space, hiddens=(16, 16)), Categorical
+    )
+    common = dict(
+        num_envs=16,
+        horizon=8,
+        shuffle_minibatches=False,
+        sgd_minibatch_size=64,
+        accumulate_grads=accumulate,
+    )
     opt = optim.accumulate_gradients(adam(1e-2), every_k=2) if accumulate else adam(1e-2)
     whole = make_update(policy, opt, common)
     chunked = make_update(policy, opt, {**common, "sgd_chunk_size": 16})
     p_whole, s_whole, m_whole = whole(None, params, opt.init(params), traj)
     p_chunk, s_chunk, m_chunk = chunked(None, params, opt.init(params), traj)
-    assert optim.step_count(s_whole).item() == optim.step_count(s_chunk).item() == (4 if accumulate else 8)
+    assert (
+        optim.step_count(s_whole).item()
+        == optim.step_count(s_chunk).item()
+        == (4 if accumulate else 8)
+    )
     for k in params:
         torch.testing.assert_close(p_chunk[k], p_whole[k], rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(m_chunk["losses/total"], m_whole["losses/total"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        m_chunk["losses/total"], m_whole["losses/total"], rtol=1e-5, atol=1e-6
+    )
 
 
 def test_default_chunk_size_is_cache_sized_on_cpu_and_bounded_by_memory_elsewhere():
@@ -302,14 +393,19 @@ def test_default_chunk_size_is_cache_sized_on_cpu_and_bounded_by_memory_elsewher
     assert default_chunk_size(131_072 * 32, cuda) == 1 << 20  # 4M transitions: 4 chunks of 2**20
     assert default_chunk_size(3 * 1_000_000, cuda) == 1_000_000
     # A recurrent minibatch counts sequences of seq_len transitions: 4096 transitions a chunk on CPU.
-    assert default_chunk_size(65_536, cpu, seq_len=4) == 1024 and default_chunk_size(100, cpu, seq_len=16) == 100
+    assert (
+        default_chunk_size(65_536, cpu, seq_len=4) == 1024
+        and default_chunk_size(100, cpu, seq_len=16) == 100
+    )
     assert default_chunk_size(65_536, cuda, seq_len=4) == 65_536
 
 
 def test_chunk_size_must_divide_the_minibatch():
     from rlstack.core.config import AlgorithmConfig
 
-    with pytest.raises(ValueError, match="`sgd_chunk_size` must divide the minibatch size 128, got 48"):
+    with pytest.raises(
+        ValueError, match="`sgd_chunk_size` must divide the minibatch size 128, got 48"
+    ):
         AlgorithmConfig(num_envs=16, horizon=8, sgd_minibatch_size=128, sgd_chunk_size=48)
 
 
@@ -319,7 +415,9 @@ def test_a_custom_loss_term_plugs_into_the_update_without_touching_the_library()
 
     params, opt_state, traj, _ = _setup(sgd_minibatch_size=32)
     env = DiscreteDummyEnv()
-    policy = Policy(MLPModel(env.observation_space, env.action_space, hiddens=(16, 16)), Categorical)
+    policy = Policy(
+        MLPModel(env.observation_space, env.action_space, hiddens=(16, 16)), Categorical
+    )
     config = {"num_envs": 16, "horizon": 8, "sgd_minibatch_size": 32}
     base = make_ppo_loss(policy, config)
 
@@ -329,9 +427,15 @@ def test_a_custom_loss_term_plugs_into_the_update_without_touching_the_library()
         return loss + 1.0 * l2, {**metrics, "losses/l2": l2.detach()}
 
     default = make_update(policy, adam(1e-2), config)(random.key(3), params, opt_state, traj)
-    explicit = make_update(policy, adam(1e-2), config, loss=base)(random.key(3), params, opt_state, traj)
-    custom = make_update(policy, adam(1e-2), config, loss=with_l2)(random.key(3), params, opt_state, traj)
+    explicit = make_update(policy, adam(1e-2), config, loss=base)(
+        random.key(3), params, opt_state, traj
+    )
+    custom = make_update(policy, adam(1e-2), config, loss=with_l2)(
+        random.key(3), params, opt_state, traj
+    )
     for k in params:
         assert torch.equal(default[0][k], explicit[0][k])
     assert "losses/l2" in custom[2] and "losses/l2" not in default[2]
-    assert custom[2]["monitors/param_norm"] < default[2]["monitors/param_norm"]  # the L2 term shrinks the weights
+    assert (
+        custom[2]["monitors/param_norm"] < default[2]["monitors/param_norm"]
+    )  # the L2 term shrinks the weights

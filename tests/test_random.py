@@ -11,24 +11,36 @@ from hypothesis import strategies as st
 from rlstack import Algorithm, Trainer, random
 from rlstack.envs import CartPole, DiscreteDummyEnv
 
-SMALL = dict(num_envs=32, horizon=8, sgd_minibatch_size=64, model_config={"hiddens": (16,)}, compile=False)
+SMALL = dict(
+    num_envs=32, horizon=8, sgd_minibatch_size=64, model_config={"hiddens": (16,)}, compile=False
+)
 
 
-@pytest.mark.parametrize("key, counter, expected", [
-    # Known-answer vectors of Threefry-2x32-20 (Random123's kat_vectors, also used by jax.random's tests).
-    ((0, 0), (0, 0), (0x6B200159, 0x99BA4EFE)),
-    ((0xFFFFFFFF, 0xFFFFFFFF), (0xFFFFFFFF, 0xFFFFFFFF), (0x1CB996FC, 0xBB002BE7)),
-    ((0x13198A2E, 0x03707344), (0x243F6A88, 0x85A308D3), (0xC4923A9C, 0x483DF7A0)),
-])
+@pytest.mark.parametrize(
+    "key, counter, expected",
+    [
+        # Known-answer vectors of Threefry-2x32-20 (Random123's kat_vectors, also used by jax.random's tests).
+        ((0, 0), (0, 0), (0x6B200159, 0x99BA4EFE)),
+        ((0xFFFFFFFF, 0xFFFFFFFF), (0xFFFFFFFF, 0xFFFFFFFF), (0x1CB996FC, 0xBB002BE7)),
+        ((0x13198A2E, 0x03707344), (0x243F6A88, 0x85A308D3), (0xC4923A9C, 0x483DF7A0)),
+    ],
+)
 def test_threefry_matches_the_reference_vectors(key, counter, expected):
-    y0, y1 = random.threefry2x32(torch.tensor(key), torch.tensor([counter[0]]), torch.tensor([counter[1]]))
+    y0, y1 = random.threefry2x32(
+        torch.tensor(key), torch.tensor([counter[0]]), torch.tensor([counter[1]])
+    )
     assert (y0.item(), y1.item()) == expected
 
 
 def _draws(k):
     a, b, c, d, e = random.split(k, 5)
-    return (random.uniform(a, (1000,)), random.normal(b, (1000,)), random.randint(c, (1000,), -3, 7),
-            random.categorical(d, torch.zeros(1000, 5)), random.permutation(e, 257))
+    return (
+        random.uniform(a, (1000,)),
+        random.normal(b, (1000,)),
+        random.randint(c, (1000,), -3, 7),
+        random.categorical(d, torch.zeros(1000, 5)),
+        random.permutation(e, 257),
+    )
 
 
 def test_same_key_same_numbers_eager_compiled_and_vmapped():
@@ -41,8 +53,12 @@ def test_same_key_same_numbers_eager_compiled_and_vmapped():
     keys = random.split(random.key(7), 3)
     batched = torch.func.vmap(_draws)(torch.stack([keys[0], k, keys[2]]))
     for e, c, b in zip(eager, compiled, batched):
-        torch.testing.assert_close(c, e, rtol=2e-6, atol=2e-6)  # exact but for log/cos rounding in `normal`
-        assert torch.equal(b[1], e)  # a member's draws are exactly its key's, whatever the population
+        torch.testing.assert_close(
+            c, e, rtol=2e-6, atol=2e-6
+        )  # exact but for log/cos rounding in `normal`
+        assert torch.equal(
+            b[1], e
+        )  # a member's draws are exactly its key's, whatever the population
     for e, again in zip(eager, _draws(k)):
         assert torch.equal(e, again)
     for e, other in zip(eager[:4], _draws(random.key(2025))[:4]):
@@ -82,17 +98,25 @@ def test_categorical_sampling_passes_a_chi_square_test():
 def test_permutations_are_uniform_by_a_chi_square_test():
     keys = random.split(random.key(6), 48_000)
     perms = torch.func.vmap(lambda k: random.permutation(k, 4))(keys)
-    assert torch.equal(perms.sort(-1).values, torch.arange(4).expand(48_000, 4))  # each is a permutation
+    assert torch.equal(
+        perms.sort(-1).values, torch.arange(4).expand(48_000, 4)
+    )  # each is a permutation
     codes = (perms * torch.tensor([64, 16, 4, 1])).sum(-1)
     counts = torch.bincount(codes, minlength=256).double()
     counts = counts[counts > 0]
     assert counts.numel() == 24
-    assert _chi_square(counts, torch.full((24,), 2000.0, dtype=torch.float64)) < 49.73  # chi2(23), p = 0.001
+    assert (
+        _chi_square(counts, torch.full((24,), 2000.0, dtype=torch.float64)) < 49.73
+    )  # chi2(23), p = 0.001
 
 
 @settings(deadline=None, max_examples=30)
-@given(seed=st.integers(0, 2**64 - 1), low=st.integers(-1000, 1000), span=st.integers(1, 2**31),
-       n=st.integers(1, 300))
+@given(
+    seed=st.integers(0, 2**64 - 1),
+    low=st.integers(-1000, 1000),
+    span=st.integers(1, 2**31),
+    n=st.integers(1, 300),
+)
 def test_randint_and_uniform_stay_in_range(seed, low, span, n):
     k = random.key(seed)
     x = random.randint(k, (n,), low, low + span)
@@ -107,13 +131,22 @@ def test_bad_keys_are_named():
     algo = Algorithm(DiscreteDummyEnv, **SMALL)
     rollout = algo._rollout_fn(False)
     carry = algo.fresh_carry(random.key(0), algo.env, None)
-    with pytest.raises(ValueError, match=r"`carry.key` must be an int64 tensor of shape \[2\].*got torch.float32 \[2\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"`carry.key` must be an int64 tensor of shape \[2\].*got torch.float32 \[2\]",
+    ):
         rollout(algo.params, carry._replace(key=torch.zeros(2)))
     _, traj = rollout(algo.params, carry)
-    with pytest.raises(ValueError, match=r"`key` must be an int64 tensor of shape \[2\].*got torch.int64 \[3\]"):
+    with pytest.raises(
+        ValueError, match=r"`key` must be an int64 tensor of shape \[2\].*got torch.int64 \[3\]"
+    ):
         algo._update(torch.zeros(3, dtype=torch.int64), algo.params, algo.opt_state, traj)
-    with pytest.raises(ValueError, match=r"`key` must be a random key .* to sample actions, got None"):
-        algo.policy.step(None, algo.params, traj.obs[0], (), torch.zeros(traj.obs.shape[1], dtype=torch.bool))
+    with pytest.raises(
+        ValueError, match=r"`key` must be a random key .* to sample actions, got None"
+    ):
+        algo.policy.step(
+            None, algo.params, traj.obs[0], (), torch.zeros(traj.obs.shape[1], dtype=torch.bool)
+        )
 
 
 def _run(steps, **kw):
@@ -131,7 +164,9 @@ def test_an_algorithm_never_touches_the_global_generator_and_seeds_reproduce():
     _, a = _run(2)
     _, b = _run(2)
     assert a == b
-    assert torch.equal(torch.get_rng_state(), state)  # construction, collect and step drew nothing from it
+    assert torch.equal(
+        torch.get_rng_state(), state
+    )  # construction, collect and step drew nothing from it
 
 
 def test_seed_none_is_reproducible_after_torch_manual_seed():
@@ -161,8 +196,11 @@ def test_training_with_and_without_steps_per_eval_is_identical():
     for steps_per_eval in (None, 1):
         trainer = Trainer(CartPole, seed=5, **SMALL)
         seen = []
-        trainer.run(callbacks=[lambda s: seen.append(s.get("losses/total"))], steps_per_eval=steps_per_eval,
-                    stop_conditions=[lambda s: s["algorithm/steps"] >= 3])
+        trainer.run(
+            callbacks=[lambda s: seen.append(s.get("losses/total"))],
+            steps_per_eval=steps_per_eval,
+            stop_conditions=[lambda s: s["algorithm/steps"] >= 3],
+        )
         trainer.close()
         series.append([v for v in seen if v is not None])
     assert len(series[0]) == 3

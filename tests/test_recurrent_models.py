@@ -53,8 +53,12 @@ def test_a_reset_env_starts_from_the_initial_hidden_state_and_the_others_carry_o
     hidden = (torch.randn(3, 1, 8), torch.randn(3, 1, 8))
     reset = torch.tensor([False, True, False])
     _, value, (h, c) = policy.forward(params, obs, hidden, reset)
-    _, fresh_value, (fresh_h, _) = policy.forward(params, obs, policy.initial_hidden(3), torch.zeros(3, dtype=torch.bool))
-    _, kept_value, (kept_h, _) = policy.forward(params, obs, hidden, torch.zeros(3, dtype=torch.bool))
+    _, fresh_value, (fresh_h, _) = policy.forward(
+        params, obs, policy.initial_hidden(3), torch.zeros(3, dtype=torch.bool)
+    )
+    _, kept_value, (kept_h, _) = policy.forward(
+        params, obs, hidden, torch.zeros(3, dtype=torch.bool)
+    )
     assert torch.equal(h[1], fresh_h[1]) and torch.equal(value[1], fresh_value[1])
     assert torch.equal(h[[0, 2]], kept_h[[0, 2]]) and torch.equal(value[[0, 2]], kept_value[[0, 2]])
 
@@ -101,8 +105,16 @@ class _WrongBatch(RecurrentModel):
     "model_cls, error, message",
     [
         (_WrongHidden, ValueError, "_WrongHidden's hidden state does not match its initial_hidden"),
-        (_TwoOutputs, TypeError, r"_TwoOutputs.forward\(obs, hidden\) must return \(dist_inputs, value, hidden\)"),
-        (_WrongBatch, ValueError, r"_WrongBatch.initial_hidden\(3\) must return tensors .* leading dimension 3"),
+        (
+            _TwoOutputs,
+            TypeError,
+            r"_TwoOutputs.forward\(obs, hidden\) must return \(dist_inputs, value, hidden\)",
+        ),
+        (
+            _WrongBatch,
+            ValueError,
+            r"_WrongBatch.initial_hidden\(3\) must return tensors .* leading dimension 3",
+        ),
     ],
 )
 def test_a_model_that_breaks_the_recurrent_contract_gets_a_clear_error(model_cls, error, message):

@@ -28,7 +28,13 @@ SCENARIOS = {
     "cartpole-mlp": (CartPole, Categorical, {"hiddens": (8,)}, False, {}),
     "pendulum-normalised": (Pendulum, SquashedNormal, {"hiddens": (8,)}, True, {}),
     "dummy-window": (DiscreteDummyEnv, Categorical, {"hiddens": (8,), "obs_window": 3}, False, {}),
-    "cartpole-gru": (CartPole, Categorical, {"hidden_size": 8}, False, {"seq_len": 4, "seqs_per_state_reset": 1}),
+    "cartpole-gru": (
+        CartPole,
+        Categorical,
+        {"hidden_size": 8},
+        False,
+        {"seq_len": 4, "seqs_per_state_reset": 1},
+    ),
     "cartpole-v1-mlp": (CartPoleV1, Categorical, {"hiddens": (8,)}, True, {}),
     "pendulum-v1-gru": (PendulumV1, SquashedNormal, {"hidden_size": 8}, False, {"seq_len": 4}),
     "cartpole-v1-window": (CartPoleV1, Categorical, {"hiddens": (8,), "obs_window": 2}, False, {}),
@@ -44,16 +50,26 @@ def run(name: str) -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
     policy = Policy(model_cls(env.observation_space, env.action_space, **model_config), dist_cls)
     params = policy.init_params()
-    norm = init_norm_state(env.observation_space.shape, NUM_ENVS, normalize_obs=normalise, normalize_rewards=normalise)
+    norm = init_norm_state(
+        env.observation_space.shape, NUM_ENVS, normalize_obs=normalise, normalize_rewards=normalise
+    )
     carry = reset_carry(random.key(7), env, NUM_ENVS, norm=norm, policy=policy)
-    rollout = make_rollout(env, policy, HORIZON, normalize_obs=normalise, normalize_rewards=normalise,
-                           **rollout_kwargs)
+    rollout = make_rollout(
+        env, policy, HORIZON, normalize_obs=normalise, normalize_rewards=normalise, **rollout_kwargs
+    )
     for _ in range(3):
         carry, traj = rollout(params, carry)
-    batch = prepare_batch(traj, gamma=0.99, gae_lambda=0.95, normalize_advantages=True, memory=policy.memory)
+    batch = prepare_batch(
+        traj, gamma=0.99, gae_lambda=0.95, normalize_advantages=True, memory=policy.memory
+    )
     return {
-        "actions": traj.actions, "log_probs": traj.log_probs, "values": traj.values, "rewards": traj.rewards,
-        "advantages": batch.advantages, "returns": batch.returns, "key": carry.key,
+        "actions": traj.actions,
+        "log_probs": traj.log_probs,
+        "values": traj.values,
+        "rewards": traj.rewards,
+        "advantages": batch.advantages,
+        "returns": batch.returns,
+        "key": carry.key,
     }
 
 
@@ -61,7 +77,9 @@ def run(name: str) -> dict[str, torch.Tensor]:
 def test_rollouts_and_gae_give_the_stored_numbers(name):
     stored = torch.load(STORED, weights_only=True)[name]
     for field, value in run(name).items():
-        torch.testing.assert_close(value, stored[field], rtol=1e-6, atol=1e-6, msg=f"{name}: {field}")
+        torch.testing.assert_close(
+            value, stored[field], rtol=1e-6, atol=1e-6, msg=f"{name}: {field}"
+        )
 
 
 if __name__ == "__main__":

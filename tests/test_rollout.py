@@ -17,7 +17,9 @@ def _policy(env, dist, seed=0, hiddens=(16, 16)):
     return Policy(MLPModel(env.observation_space, env.action_space, hiddens=hiddens), dist)
 
 
-@pytest.mark.parametrize("env, dist", [(DiscreteDummyEnv(), Categorical), (ContinuousDummyEnv(), Normal)])
+@pytest.mark.parametrize(
+    "env, dist", [(DiscreteDummyEnv(), Categorical), (ContinuousDummyEnv(), Normal)]
+)
 def test_rollout_shapes_and_consistency(env, dist):
     policy = _policy(env, dist)
     params = policy.init_params()
@@ -26,7 +28,11 @@ def test_rollout_shapes_and_consistency(env, dist):
     snapshot = carry0.obs.clone()
     carry, traj = make_rollout(env, policy, T)(params, carry0)
     assert traj.obs.shape == (T, N, 1) and traj.actions.shape == (T, N, 1)
-    assert traj.log_probs.shape == (T, N) and traj.values.shape == (T + 1, N) and traj.rewards.shape == (T, N)
+    assert (
+        traj.log_probs.shape == (T, N)
+        and traj.values.shape == (T + 1, N)
+        and traj.rewards.shape == (T, N)
+    )
     assert torch.equal(carry0.obs, snapshot)  # pure: the input carry is untouched
     torch.testing.assert_close(traj.obs[0], carry0.obs)
     # Each observation is the env's step of the previous one under the recorded action.
@@ -37,7 +43,9 @@ def test_rollout_shapes_and_consistency(env, dist):
     # Stored log-probs and values are the policy's for the stored obs/actions.
     dist_inputs, values = policy.apply(params, traj.obs.reshape(T * N, 1))
     torch.testing.assert_close(traj.values[:T].reshape(-1), values)
-    torch.testing.assert_close(traj.log_probs.reshape(-1), dist.log_prob(dist_inputs, traj.actions.reshape(T * N, 1)))
+    torch.testing.assert_close(
+        traj.log_probs.reshape(-1), dist.log_prob(dist_inputs, traj.actions.reshape(T * N, 1))
+    )
     torch.testing.assert_close(traj.values[T], policy.apply(params, carry.obs)[1])
 
 
@@ -45,7 +53,9 @@ def test_deterministic_rollout_takes_the_mode():
     env = DiscreteDummyEnv()
     policy = _policy(env, Categorical)
     params = policy.init_params()
-    _, traj = make_rollout(env, policy, 4, deterministic=True)(params, RolloutCarry(*env.reset(random.key(0), 8), random.key(1)))
+    _, traj = make_rollout(env, policy, 4, deterministic=True)(
+        params, RolloutCarry(*env.reset(random.key(0), 8), random.key(1))
+    )
     logits, _ = policy.apply(params, traj.obs.reshape(32, 1))
     torch.testing.assert_close(traj.actions.reshape(32, 1), logits.argmax(-1))
 
@@ -79,10 +89,16 @@ def test_vmap_members_with_the_same_seed_agree_with_each_other_and_the_unbatched
     # No randomness= needed: nothing draws from torch's generator, every member from its own key.
     final, traj = torch.func.vmap(rollout)(params, carry)
     single_final, single = rollout(*members[0])
-    assert_shape_prefix((traj.obs, traj.actions, traj.log_probs, traj.rewards), (3, 5, 8))  # [members, T, N, ...]
-    assert_shape_prefix(traj.values, (3, 6, 8))  # [members, T + 1, N]: the bootstrap value at the end
+    assert_shape_prefix(
+        (traj.obs, traj.actions, traj.log_probs, traj.rewards), (3, 5, 8)
+    )  # [members, T, N, ...]
+    assert_shape_prefix(
+        traj.values, (3, 6, 8)
+    )  # [members, T + 1, N]: the bootstrap value at the end
     for member in (0, 1):  # exact for actions and keys; float rounding for values
-        assert_trees_close(_member((final, traj), member), (single_final, single), rtol=1.3e-6, atol=1e-5)
+        assert_trees_close(
+            _member((final, traj), member), (single_final, single), rtol=1.3e-6, atol=1e-5
+        )
     assert not torch.equal(traj.rewards[2], traj.rewards[0])  # other seed, other run
 
 
@@ -113,14 +129,22 @@ def test_update_batches_under_vmap_over_params_opt_state_trajectory_and_keys():
     _, traj = torch.func.vmap(rollout)(params, carry)
     keys = torch.stack([random.key(7), random.key(7), random.key(7)])
     new_params, new_state, metrics = torch.func.vmap(update)(keys, params, opt_state, traj)
-    single_params, _, single_metrics = update(random.key(7), members[0][0], opt.init(members[0][0]), _member(traj, 0))
+    single_params, _, single_metrics = update(
+        random.key(7), members[0][0], opt.init(members[0][0]), _member(traj, 0)
+    )
     for member in (0, 1):
         assert_trees_close(_member(new_params, member), single_params, rtol=1e-5, atol=1e-6)
     for k in single_params:
         assert not torch.equal(new_params[k][2], new_params[k][0])
-    assert metrics["losses/total"].shape == (3,) and optim.step_count(new_state).tolist() == [8.0, 8.0, 8.0]
+    assert metrics["losses/total"].shape == (3,) and optim.step_count(new_state).tolist() == [
+        8.0,
+        8.0,
+        8.0,
+    ]
     # Each member shuffles its minibatches with its own key: members 0 and 1 are identical
     # (same seed, same trajectory), yet with other keys their two minibatches come in other orders.
     assert torch.equal(traj.obs[0], traj.obs[1]) and torch.equal(traj.actions[0], traj.actions[1])
-    other, _, _ = torch.func.vmap(update)(torch.stack([random.key(7), random.key(8), random.key(7)]), params, opt_state, traj)
+    other, _, _ = torch.func.vmap(update)(
+        torch.stack([random.key(7), random.key(8), random.key(7)]), params, opt_state, traj
+    )
     assert any(not torch.equal(other[k][0], other[k][1]) for k in other)

@@ -64,16 +64,18 @@ def test_the_value_at_construction_is_the_first_point():
 
 
 points = st.lists(st.floats(-10.0, 10.0), min_size=1, max_size=5).flatmap(
-    lambda ys: st.lists(st.integers(1, 1000), min_size=len(ys) - 1, max_size=len(ys) - 1, unique=True).map(
-        lambda xs: list(zip([0] + sorted(xs), ys))
-    )
+    lambda ys: st.lists(
+        st.integers(1, 1000), min_size=len(ys) - 1, max_size=len(ys) - 1, unique=True
+    ).map(lambda xs: list(zip([0] + sorted(xs), ys)))
 )
 
 
 @given(schedule=points, count=st.floats(0.0, 2000.0))
 def test_interp_is_numpy_interp(schedule, count):
     x, y = zip(*schedule)
-    assert InterpScheduler(schedule).step(count) == pytest.approx(float(np.interp(count, x, y)), abs=1e-9)
+    assert InterpScheduler(schedule).step(count) == pytest.approx(
+        float(np.interp(count, x, y)), abs=1e-9
+    )
 
 
 @given(schedule=points, count=st.floats(0.0, 2000.0))
@@ -82,13 +84,25 @@ def test_step_holds_the_last_point_reached(schedule, count):
     assert StepScheduler(schedule).step(count) == expected
 
 
-@pytest.mark.parametrize("make, match", [
-    (lambda: EntropyScheduler(0.0, schedule=[(0, 1.0)], kind="linear"), "EntropyScheduler `kind` must be one of"),
-    (lambda: LRScheduler(_adam(), schedule=[(0, 1.0)], kind="cosine"), "LRScheduler `kind` must be one of"),
-    (lambda: EntropyScheduler(0.0, schedule=[(10, 1.0)]), "must start at 0 env transitions"),
-    (lambda: EntropyScheduler(0.0, schedule=[(0, 1.0), (5, 0.5), (5, 0.1)]), "strictly increasing"),
-    (lambda: EntropyScheduler(0.0, schedule=[]), "non-empty list"),
-])
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (
+            lambda: EntropyScheduler(0.0, schedule=[(0, 1.0)], kind="linear"),
+            "EntropyScheduler `kind` must be one of",
+        ),
+        (
+            lambda: LRScheduler(_adam(), schedule=[(0, 1.0)], kind="cosine"),
+            "LRScheduler `kind` must be one of",
+        ),
+        (lambda: EntropyScheduler(0.0, schedule=[(10, 1.0)]), "must start at 0 env transitions"),
+        (
+            lambda: EntropyScheduler(0.0, schedule=[(0, 1.0), (5, 0.5), (5, 0.1)]),
+            "strictly increasing",
+        ),
+        (lambda: EntropyScheduler(0.0, schedule=[]), "non-empty list"),
+    ],
+)
 def test_bad_schedules_are_refused_in_one_line(make, match):
     with pytest.raises(ValueError, match=match):
         make()

@@ -15,8 +15,25 @@ LAYERS = ["core", "envs", "policy", "learn", "integrations", "shell", "cli"]
 # the 1.x env module, the functional API, and the import paths that rlstack
 # 1.x code, the README and the notebooks use (each only hands on the names of
 # one module of a layer).
-TOP = {"", "__main__", "env", "functional", "models", "nn", "distributions", "random", "conditions", "presets",
-       "optim", "schedulers", "transforms", "export", "gymnasium_adapter", "types", "spaces"}
+TOP = {
+    "",
+    "__main__",
+    "env",
+    "functional",
+    "models",
+    "nn",
+    "distributions",
+    "random",
+    "conditions",
+    "presets",
+    "optim",
+    "schedulers",
+    "transforms",
+    "export",
+    "gymnasium_adapter",
+    "types",
+    "spaces",
+}
 
 
 def _module_name(path: Path) -> str:
@@ -37,19 +54,27 @@ def _layer(module: str) -> int:
 
 def _is_module(name: str) -> bool:
     relative = Path(*name.split(".")[1:])
-    return (PACKAGE / relative).with_suffix(".py").is_file() or (PACKAGE / relative / "__init__.py").is_file()
+    return (PACKAGE / relative).with_suffix(".py").is_file() or (
+        PACKAGE / relative / "__init__.py"
+    ).is_file()
 
 
 def _type_checking_nodes(tree: ast.AST) -> set[int]:
     """``id`` of every import under an ``if TYPE_CHECKING:`` (no runtime import)."""
     found = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+        if (
+            isinstance(node, ast.If)
+            and isinstance(node.test, ast.Name)
+            and node.test.id == "TYPE_CHECKING"
+        ):
             found |= {id(sub) for stmt in node.body for sub in ast.walk(stmt)}
     return found
 
 
-def _rlstack_imports(path: Path, module: str | None = None, *, runtime_only: bool = False) -> set[str]:
+def _rlstack_imports(
+    path: Path, module: str | None = None, *, runtime_only: bool = False
+) -> set[str]:
     """Every rlstack module ``path`` (the module ``module``, by default the
     one at that place in the package) imports, at any depth of its code
     (``from pkg import name`` counts as ``pkg.name`` when that is a module);
@@ -72,12 +97,19 @@ def _rlstack_imports(path: Path, module: str | None = None, *, runtime_only: boo
             else:
                 target = node.module or ""
             if target.startswith("rlstack"):
-                found |= {f"{target}.{a.name}" if _is_module(f"{target}.{a.name}") else target for a in node.names}
+                found |= {
+                    f"{target}.{a.name}" if _is_module(f"{target}.{a.name}") else target
+                    for a in node.names
+                }
     return found
 
 
 def test_every_module_lives_in_a_layer_or_is_a_known_top_level_path():
-    strays = [path.name for path in sorted(PACKAGE.glob("*.py")) if _module_name(path).partition(".")[2] not in TOP]
+    strays = [
+        path.name
+        for path in sorted(PACKAGE.glob("*.py"))
+        if _module_name(path).partition(".")[2] not in TOP
+    ]
     folders = sorted(d.name for d in PACKAGE.iterdir() if (d / "__init__.py").is_file())
     assert not strays and folders == sorted(LAYERS), (strays, folders)
 
@@ -86,15 +118,24 @@ def test_top_level_import_paths_only_hand_on_a_layer_module():
     """``rlstack.models`` and the others define nothing: each is ``from
     .policy.models import *``, so there is one home for every name."""
     for name in TOP - {"", "__main__", "env", "functional"}:
-        body = [node for node in ast.parse((PACKAGE / f"{name}.py").read_text()).body
-                if not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))]
-        assert len(body) == 1 and isinstance(body[0], ast.ImportFrom) and body[0].names[0].name == "*", name
+        body = [
+            node
+            for node in ast.parse((PACKAGE / f"{name}.py").read_text()).body
+            if not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))
+        ]
+        assert (
+            len(body) == 1 and isinstance(body[0], ast.ImportFrom) and body[0].names[0].name == "*"
+        ), name
         assert _layer(f"rlstack.{body[0].module}") < len(LAYERS), name
 
 
 def _upward_imports(modules: dict[str, Path]) -> list[str]:
-    return [f"{module} imports {target}" for module, path in modules.items() for target in sorted(_rlstack_imports(path, module))
-            if _layer(target) > _layer(module)]
+    return [
+        f"{module} imports {target}"
+        for module, path in modules.items()
+        for target in sorted(_rlstack_imports(path, module))
+        if _layer(target) > _layer(module)
+    ]
 
 
 def _modules() -> dict[str, Path]:
@@ -111,11 +152,15 @@ def test_the_walk_sees_an_upward_import_when_there_is_one(tmp_path):
     real = PACKAGE / "learn" / "update.py"
     probe = tmp_path / "update.py"
     probe.write_text(real.read_text() + "\n\ndef _f():\n    from ..shell.trainer import Trainer\n")
-    assert _upward_imports({"rlstack.learn.update": probe}) == ["rlstack.learn.update imports rlstack.shell.trainer"]
+    assert _upward_imports({"rlstack.learn.update": probe}) == [
+        "rlstack.learn.update imports rlstack.shell.trainer"
+    ]
     assert _upward_imports({"rlstack.learn.update": real}) == []
     facade = tmp_path / "rollout.py"
     facade.write_text("from .. import random\n")  # a layer importing a top-level path is upward too
-    assert _upward_imports({"rlstack.learn.rollout": facade}) == ["rlstack.learn.rollout imports rlstack.random"]
+    assert _upward_imports({"rlstack.learn.rollout": facade}) == [
+        "rlstack.learn.rollout imports rlstack.random"
+    ]
 
 
 def _cycle(graph: dict[str, set[str]]) -> list[str]:
@@ -126,7 +171,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str]:
         state[node] = "open"
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == "open":
-                return trail[trail.index(nxt):] + [nxt] if nxt in trail else [node, nxt]
+                return trail[trail.index(nxt) :] + [nxt] if nxt in trail else [node, nxt]
             if nxt not in state:
                 found = visit(nxt, trail + [nxt])
                 if found:
@@ -145,8 +190,12 @@ def _cycle(graph: dict[str, set[str]]) -> list[str]:
 def test_no_import_cycles():
     """No module reaches itself through runtime imports (a package's
     ``__init__`` aside: a submodule's import runs its package first)."""
-    graph = {module: {t for t in _rlstack_imports(path, runtime_only=True) if not module.startswith(t + ".")}
-             for module, path in _modules().items()}
+    graph = {
+        module: {
+            t for t in _rlstack_imports(path, runtime_only=True) if not module.startswith(t + ".")
+        }
+        for module, path in _modules().items()
+    }
     assert _cycle(graph) == [], " -> ".join(_cycle(graph))
 
 
@@ -173,8 +222,12 @@ def _class_table(sources: dict[str, str]) -> dict[str, list[tuple[set[str], list
                 elif isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
                     defined.add(item.target.id)
             for sub in ast.walk(node):
-                if isinstance(sub, ast.Attribute) and isinstance(sub.ctx, ast.Store) and \
-                        isinstance(sub.value, ast.Name) and sub.value.id in ("self", "cls"):
+                if (
+                    isinstance(sub, ast.Attribute)
+                    and isinstance(sub.ctx, ast.Store)
+                    and isinstance(sub.value, ast.Name)
+                    and sub.value.id in ("self", "cls")
+                ):
                     defined.add(sub.attr)
             bases = [b.id if isinstance(b, ast.Name) else None for b in node.bases]
             table.setdefault(node.name, []).append((defined, bases))
@@ -194,7 +247,9 @@ def _private_reads_not_owned(sources: dict[str, str]) -> list[str]:
         for defined, bases in table[name]:
             names |= defined
             for base in bases:
-                inherited = owned(base, seen | {name}) if base is not None and base not in seen else None
+                inherited = (
+                    owned(base, seen | {name}) if base is not None and base not in seen else None
+                )
                 if inherited is None:
                     return None
                 names |= inherited
@@ -209,9 +264,15 @@ def _private_reads_not_owned(sources: dict[str, str]) -> list[str]:
             if names is None:
                 continue
             for sub in ast.walk(node):
-                if (isinstance(sub, ast.Attribute) and isinstance(sub.ctx, ast.Load) and isinstance(sub.value, ast.Name)
-                        and sub.value.id in ("self", "cls") and sub.attr.startswith("_")
-                        and not sub.attr.startswith("__") and sub.attr not in names):
+                if (
+                    isinstance(sub, ast.Attribute)
+                    and isinstance(sub.ctx, ast.Load)
+                    and isinstance(sub.value, ast.Name)
+                    and sub.value.id in ("self", "cls")
+                    and sub.attr.startswith("_")
+                    and not sub.attr.startswith("__")
+                    and sub.attr not in names
+                ):
                     found.append(f"{module}: {node.name} reads {sub.attr}")
     return sorted(set(found))
 
@@ -224,16 +285,20 @@ def test_no_class_reads_a_private_attribute_it_neither_defines_nor_inherits():
     """A part of a class (``Acting``, ``Checkpointing``) uses the public
     attributes of the class it is part of, never its private ones."""
     offending = _private_reads_not_owned(_package_sources())
-    assert not offending, "private attributes read from outside their class:\n" + "\n".join(offending)
+    assert not offending, "private attributes read from outside their class:\n" + "\n".join(
+        offending
+    )
 
 
 def test_the_walk_sees_a_mixin_read_a_private_attribute():
     """The check above can fail: a mixin reading its host's private state is caught; a subclass is not."""
-    sources = {"probe": (
-        "class Host:\n    def __init__(self):\n        self._state = 1\n\n"
-        "class Part:\n    def peek(self):\n        return self._state\n\n"
-        "class Child(Host):\n    def peek(self):\n        return self._state\n"
-    )}
+    sources = {
+        "probe": (
+            "class Host:\n    def __init__(self):\n        self._state = 1\n\n"
+            "class Part:\n    def peek(self):\n        return self._state\n\n"
+            "class Child(Host):\n    def peek(self):\n        return self._state\n"
+        )
+    }
     assert _private_reads_not_owned(sources) == ["probe: Part reads _state"]
 
 
@@ -243,7 +308,11 @@ MAX_MODULE_LINES, MAX_BODY_LINES = 350, 60
 def _body_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
     """Lines of a function's body, its docstring not counted."""
     body = node.body
-    if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+    if (
+        isinstance(body[0], ast.Expr)
+        and isinstance(body[0].value, ast.Constant)
+        and isinstance(body[0].value.value, str)
+    ):
         body = body[1:]
     return body[-1].end_lineno - body[0].lineno + 1 if body else 0
 
@@ -256,8 +325,13 @@ def test_modules_and_functions_stay_small_enough_to_read():
         if source.count("\n") > MAX_MODULE_LINES:
             long_modules.append(f"{_module_name(path)}: {source.count(chr(10))} lines")
         for node in ast.walk(ast.parse(source)):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and _body_lines(node) > MAX_BODY_LINES:
-                long_functions.append(f"{_module_name(path)}.{node.name}: {_body_lines(node)} lines")
+            if (
+                isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                and _body_lines(node) > MAX_BODY_LINES
+            ):
+                long_functions.append(
+                    f"{_module_name(path)}.{node.name}: {_body_lines(node)} lines"
+                )
     assert not long_modules and not long_functions, "\n".join(long_modules + long_functions)
 
 
@@ -289,11 +363,18 @@ def test_every_function_that_takes_a_key_takes_it_first():
     """JAX's convention, everywhere: ``env.step(key, state, action)``,
     ``policy.step(key, params, ...)``, ``update(key, params, ...)``,
     ``random.normal(key, shape)``; an optional key is the keyword ``key=``."""
-    misplaced = [f"{_module_name(path)}.{name}" for path in sorted(PACKAGE.rglob("*.py"))
-                 for name in _misplaced_keys(path.read_text())]
+    misplaced = [
+        f"{_module_name(path)}.{name}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for name in _misplaced_keys(path.read_text())
+    ]
     assert not misplaced, "a key that is not the first argument:\n" + "\n".join(misplaced)
 
 
 def test_the_key_check_sees_a_key_in_last_place():
-    assert _misplaced_keys("def step(self, state, action, key):\n    pass\n") == ["step(state, action, key)"]
-    assert _misplaced_keys("def step(self, key, state, action, *, other_key=None):\n    pass\n") == []
+    assert _misplaced_keys("def step(self, state, action, key):\n    pass\n") == [
+        "step(state, action, key)"
+    ]
+    assert (
+        _misplaced_keys("def step(self, key, state, action, *, other_key=None):\n    pass\n") == []
+    )

@@ -17,12 +17,26 @@ def test_trainer_logs_params_once_and_metric_series_every_step():
     run = MlflowClient().get_run(trainer.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.params["gamma"] == "0.9" and run.data.params["num_envs"] == "32"
-    assert run.data.params["env"] == "DiscreteDummyEnv" and run.data.params["optimizer_cls"] == "Adam"
-    assert float(run.data.params["optimizer/lr"]) == trainer.algorithm.lr  # a number the MLflow UI sorts and plots
+    assert (
+        run.data.params["env"] == "DiscreteDummyEnv" and run.data.params["optimizer_cls"] == "Adam"
+    )
+    assert (
+        float(run.data.params["optimizer/lr"]) == trainer.algorithm.lr
+    )  # a number the MLflow UI sorts and plots
     history = MlflowClient().get_metric_history(trainer.run_id, "returns/mean")
     assert [m.step for m in history] == [256, 512, 768]
-    for key in ("losses/policy", "losses/vf", "losses/entropy", "losses/total", "monitors/kl_div", "env/steps",
-                "profiling/collect_ms", "profiling/step_ms", "memory/percent", "eval/returns/mean"):
+    for key in (
+        "losses/policy",
+        "losses/vf",
+        "losses/entropy",
+        "losses/total",
+        "monitors/kl_div",
+        "env/steps",
+        "profiling/collect_ms",
+        "profiling/step_ms",
+        "memory/percent",
+        "eval/returns/mean",
+    ):
         assert key in run.data.metrics, key
     assert len(MlflowClient().get_metric_history(trainer.run_id, "eval/returns/mean")) == 1
     assert MlflowClient().get_experiment(run.info.experiment_id).name == "unit"
@@ -37,7 +51,10 @@ def test_trainer_nests_its_own_run_under_an_active_run_without_ending_it():
     child = MlflowClient().get_run(trainer.run_id)
     assert child.data.tags["mlflow.parentRunId"] == run.info.run_id
     assert child.info.experiment_id == run.info.experiment_id and child.info.status == "FINISHED"
-    assert "losses/total" in child.data.metrics and "losses/total" not in MlflowClient().get_run(run.info.run_id).data.metrics
+    assert (
+        "losses/total" in child.data.metrics
+        and "losses/total" not in MlflowClient().get_run(run.info.run_id).data.metrics
+    )
 
 
 def test_two_trainers_in_one_process_own_separate_runs():
@@ -91,7 +108,9 @@ def test_process_exit_ends_an_unclosed_run(tmp_path):
         "t = Trainer(DiscreteDummyEnv, num_envs=32, horizon=8, model_config={'hiddens': (16,)}, compile=False)\n"
         "t.step(); print(t.run_id)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300
+    )
     assert out.returncode == 0, out.stderr
     assert MlflowClient().get_run(out.stdout.split()[-1]).info.status == "FINISHED"
 
@@ -161,7 +180,10 @@ def test_run_writes_metrics_in_batches_and_loses_none(monkeypatch):
     trainer.step()  # a step of its own is buffered too (issue 22), and written by close
     assert len(writes) == 1
     trainer.close()
-    assert len(writes) == 2 and len(MlflowClient().get_metric_history(trainer.run_id, "losses/total")) == 6
+    assert (
+        len(writes) == 2
+        and len(MlflowClient().get_metric_history(trainer.run_id, "losses/total")) == 6
+    )
 
 
 def test_metrics_pending_when_a_run_is_interrupted_are_written(monkeypatch):
@@ -200,7 +222,9 @@ class _Store:
         self.writes += 1
 
 
-def test_points_are_thinned_in_time_keeping_first_forced_and_last_each_with_its_own_step(monkeypatch):
+def test_points_are_thinned_in_time_keeping_first_forced_and_last_each_with_its_own_step(
+    monkeypatch,
+):
     from rlstack.integrations import tracking
 
     now = [0.0]
@@ -210,15 +234,24 @@ def test_points_are_thinned_in_time_keeping_first_forced_and_last_each_with_its_
     for step in range(1, 11):  # a step every 0.3 s
         log.log({"x": float(step)}, step=step)
         if step in (3, 5):
-            log.log({"eval/x": -float(step)}, step=step, force=True)  # evaluations after steps 3 and 5
+            log.log(
+                {"eval/x": -float(step)}, step=step, force=True
+            )  # evaluations after steps 3 and 5
         now[0] += 0.3
     assert store.writes == 0  # nothing written before flush_every_s
     log.flush()
     points = [(m.key, m.step, m.value) for m in store.metrics]
     # step 1 (the first, t=0); step 3 (held) with its evaluation (forced); step 5 (t=1.2, a second after
     # step 1) and its evaluation; step 9 (t=2.4); step 10 (the last: held, recorded by the flush)
-    assert points == [("x", 1, 1.0), ("x", 3, 3.0), ("eval/x", 3, -3.0), ("x", 5, 5.0), ("eval/x", 5, -5.0),
-                      ("x", 9, 9.0), ("x", 10, 10.0)]
+    assert points == [
+        ("x", 1, 1.0),
+        ("x", 3, 3.0),
+        ("eval/x", 3, -3.0),
+        ("x", 5, 5.0),
+        ("eval/x", 5, -5.0),
+        ("x", 9, 9.0),
+        ("x", 10, 10.0),
+    ]
     every = tracking.MetricLog(_Store(), "run", log_every_s=0)
     for step in range(1, 4):
         every.log({"x": float(step)}, step=step)
@@ -229,13 +262,17 @@ def test_points_are_thinned_in_time_keeping_first_forced_and_last_each_with_its_
 def test_a_held_point_keeps_the_values_it_was_given(monkeypatch):
     from rlstack.integrations import tracking
 
-    monkeypatch.setattr(tracking, "_clock", lambda: 0.0)  # no time passes: every step after the first is held
+    monkeypatch.setattr(
+        tracking, "_clock", lambda: 0.0
+    )  # no time passes: every step after the first is held
     store = _Store()
     log = tracking.MetricLog(store, "run", log_every_s=1.0)
     log.log({"x": 1.0}, step=1)
     stats = {"x": 2.0}
     log.log(stats, step=2)
-    stats.update({"x": 99.0, "callback/extra": 1.0})  # what run() and callbacks do with a step's stats
+    stats.update(
+        {"x": 99.0, "callback/extra": 1.0}
+    )  # what run() and callbacks do with a step's stats
     log.flush()
     assert [(m.key, m.step, m.value) for m in store.metrics] == [("x", 1, 1.0), ("x", 2, 2.0)]
 
@@ -244,7 +281,9 @@ def test_trainer_step_buffers_and_close_or_garbage_collection_loses_nothing():
     import gc
 
     client = MlflowClient()
-    trainer = Trainer(DiscreteDummyEnv, log_every_s=3600, **SMALL)  # only the first and last steps are points
+    trainer = Trainer(
+        DiscreteDummyEnv, log_every_s=3600, **SMALL
+    )  # only the first and last steps are points
     for _ in range(3):
         trainer.step()
     run_id = trainer.run_id
@@ -259,5 +298,7 @@ def test_trainer_step_buffers_and_close_or_garbage_collection_loses_nothing():
     gc.collect()
     assert [m.step for m in client.get_metric_history(other_id, "losses/total")] == [256, 512]
     assert client.get_run(other_id).info.status == "FINISHED"
-    with pytest.raises(ValueError, match=r"`log_every_s` must be seconds >= 0 \(0: every step\), got -1"):
+    with pytest.raises(
+        ValueError, match=r"`log_every_s` must be seconds >= 0 \(0: every step\), got -1"
+    ):
         Trainer(DiscreteDummyEnv, log_every_s=-1, **SMALL)

@@ -16,7 +16,9 @@ import torch
 
 def to_numpy(tree: Any) -> Any:
     """The tree with every tensor leaf as a NumPy array (on the host)."""
-    return optree.tree_map(lambda x: x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x), tree)
+    return optree.tree_map(
+        lambda x: x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x), tree
+    )
 
 
 def assert_trees_equal(a: Any, b: Any) -> None:

@@ -12,5 +12,16 @@ from .commands import evaluate, export, main, plot, train
 from .config import read_toml, train_config
 from .progress import Progress, StopRequest
 
-__all__ = ["build_parser", "load_env", "read_toml", "train_config", "Progress", "StopRequest", "main", "train",
-           "evaluate", "export", "plot"]
+__all__ = [
+    "build_parser",
+    "load_env",
+    "read_toml",
+    "train_config",
+    "Progress",
+    "StopRequest",
+    "main",
+    "train",
+    "evaluate",
+    "export",
+    "plot",
+]

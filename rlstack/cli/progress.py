@@ -20,7 +20,11 @@ class Progress:
     the later steps (none is shown until there is one)."""
 
     def __init__(
-        self, stream: Any = None, every: int = 10, max_steps: int | None = None, start_env_steps: int = 0
+        self,
+        stream: Any = None,
+        every: int = 10,
+        max_steps: int | None = None,
+        start_env_steps: int = 0,
     ) -> None:
         self.stream, self.every, self.max_steps = stream or sys.stdout, every, max_steps
         self.tty = hasattr(stream, "isatty") and stream.isatty()
@@ -29,7 +33,9 @@ class Progress:
         self.step_times: list[float] = []
         self.last_stats: dict[str, float] | None = None
         self.printed = 0  # the last step written as a line
-        self.episode_return: float | None = None  # the latest mean over finished episodes, once there is one
+        self.episode_return: float | None = (
+            None  # the latest mean over finished episodes, once there is one
+        )
 
     def __call__(self, stats: dict[str, float]) -> bool:
         if "algorithm/steps" not in stats:  # eval stats
@@ -63,8 +69,11 @@ class Progress:
     def line(self, stats: dict[str, float]) -> str:
         steps = int(stats["algorithm/steps"])
         # Episodic envs: the return of whole episodes; infinite-horizon ones: the return per rollout.
-        shown = ("episode return", self.episode_return) if self.episode_return is not None else (
-            "returns/mean", stats["returns/mean"])
+        shown = (
+            ("episode return", self.episode_return)
+            if self.episode_return is not None
+            else ("returns/mean", stats["returns/mean"])
+        )
         text = (
             f"step {steps:>5} | env steps {int(stats['env/steps']):>11,} | "
             f"{self.rate:>10,.0f} steps/s | {shown[0]} {shown[1]:>10.3f}"
@@ -101,8 +110,11 @@ class StopRequest:
         if self.signal is not None:
             raise KeyboardInterrupt
         self.signal = signum
-        print(f"\nrlstack: {signal.Signals(signum).name}: stopping after this step (again to stop now)",
-              file=sys.stderr, flush=True)
+        print(
+            f"\nrlstack: {signal.Signals(signum).name}: stopping after this step (again to stop now)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def requested(self, stats: dict[str, float]) -> bool:
         """A :data:`~rlstack.shell.trainer.Callback`: True once a stop was asked for."""

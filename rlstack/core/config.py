@@ -122,7 +122,9 @@ class AlgorithmConfig:
             _check_int(name, getattr(self, name), minimum=1)
         _check_int("horizons_per_env_reset", self.horizons_per_env_reset)
         if self.horizons_per_env_reset == 0:
-            raise ValueError("`horizons_per_env_reset` must be a non-zero int (negative: reset only once), got 0.")
+            raise ValueError(
+                "`horizons_per_env_reset` must be a non-zero int (negative: reset only once), got 0."
+            )
         for name in ("gamma", "gae_lambda"):
             value = getattr(self, name)
             _check_number(name, value)
@@ -133,11 +135,15 @@ class AlgorithmConfig:
         if self.vf_clip_param is not None:
             _check_number("vf_clip_param", self.vf_clip_param, minimum=0.0)
         if self.vf_clip_kind not in VF_CLIP_KINDS:
-            raise ValueError(f"`vf_clip_kind` must be one of {list(VF_CLIP_KINDS)}, got {self.vf_clip_kind!r}.")
+            raise ValueError(
+                f"`vf_clip_kind` must be one of {list(VF_CLIP_KINDS)}, got {self.vf_clip_kind!r}."
+            )
         if self.dual_clip_param is not None:
             _check_number("dual_clip_param", self.dual_clip_param)
             if not self.dual_clip_param > 1.0:
-                raise ValueError(f"`dual_clip_param` must be > 1 (or None), got {self.dual_clip_param!r}.")
+                raise ValueError(
+                    f"`dual_clip_param` must be > 1 (or None), got {self.dual_clip_param!r}."
+                )
         _check_number("max_grad_norm", self.max_grad_norm)
         if not self.max_grad_norm > 0:
             raise ValueError(f"`max_grad_norm` must be > 0, got {self.max_grad_norm!r}.")
@@ -156,22 +162,35 @@ class AlgorithmConfig:
                 if not value > 0:
                     raise ValueError(f"`{name}` must be > 0 (or None), got {value!r}.")
         if self.desired_kl is not None and self.lr_schedule is not None:
-            raise ValueError(f"`desired_kl` {self.desired_kl} adapts the learning rate, `lr_schedule` sets it: "
-                             "give one of them (or None).")
+            raise ValueError(
+                f"`desired_kl` {self.desired_kl} adapts the learning rate, `lr_schedule` sets it: "
+                "give one of them (or None)."
+            )
         if self.sgd_chunk_size is not None:
             _check_int("sgd_chunk_size", self.sgd_chunk_size, minimum=1)
             if self.minibatch_size % self.sgd_chunk_size:
                 raise ValueError(
                     f"`sgd_chunk_size` must divide the minibatch size {self.minibatch_size}, got {self.sgd_chunk_size}."
                 )
-        for name in ("shuffle_minibatches", "accumulate_grads", "enable_amp", "normalize_advantages",
-                     "normalize_advantages_per_minibatch", "normalize_obs", "normalize_rewards"):
+        for name in (
+            "shuffle_minibatches",
+            "accumulate_grads",
+            "enable_amp",
+            "normalize_advantages",
+            "normalize_advantages_per_minibatch",
+            "normalize_obs",
+            "normalize_rewards",
+        ):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"`{name}` must be a bool, got {getattr(self, name)!r}.")
         if self.normalize_advantages_per_minibatch and not self.normalize_advantages:
-            raise ValueError("`normalize_advantages_per_minibatch` needs `normalize_advantages=True`, got False.")
+            raise ValueError(
+                "`normalize_advantages_per_minibatch` needs `normalize_advantages=True`, got False."
+            )
         check_schedule("lr_schedule", self.lr_schedule, self.lr_schedule_kind, min_value=0.0)
-        check_schedule("entropy_coeff_schedule", self.entropy_coeff_schedule, self.entropy_coeff_schedule_kind)
+        check_schedule(
+            "entropy_coeff_schedule", self.entropy_coeff_schedule, self.entropy_coeff_schedule_kind
+        )
 
     @property
     def minibatch_size(self) -> int:
@@ -221,14 +240,20 @@ class RecurrentAlgorithmConfig(AlgorithmConfig):
         _check_int("seq_len", self.seq_len, minimum=1)
         _check_int("seqs_per_state_reset", self.seqs_per_state_reset)
         if self.seqs_per_state_reset == 0:
-            raise ValueError("`seqs_per_state_reset` must be a non-zero int (negative: never), got 0.")
+            raise ValueError(
+                "`seqs_per_state_reset` must be a non-zero int (negative: never), got 0."
+            )
         if self.horizon % self.seq_len:
-            raise ValueError(f"`seq_len` {self.seq_len} must divide `horizon` {self.horizon}: a rollout is whole sequences.")
+            raise ValueError(
+                f"`seq_len` {self.seq_len} must divide `horizon` {self.horizon}: a rollout is whole sequences."
+            )
         for name in ("sgd_minibatch_size", "sgd_chunk_size"):
             value = getattr(self, name)
             if value is not None and value % self.seq_len:
-                raise ValueError(f"`{name}` {value} must be a multiple of `seq_len` {self.seq_len}: "
-                                 "minibatches are whole sequences.")
+                raise ValueError(
+                    f"`{name}` {value} must be a multiple of `seq_len` {self.seq_len}: "
+                    "minibatches are whole sequences."
+                )
 
 
 def _check_int(name: str, value: Any, minimum: int | None = None) -> None:
@@ -248,7 +273,13 @@ def _check_number(name: str, value: Any, minimum: float | None = None) -> None:
 
 
 def check_build_arguments(
-    *, env_config: Any, model_config: Any, seed: Any, compile: Any, cuda_graphs: Any, allow_tf32: Any,
+    *,
+    env_config: Any,
+    model_config: Any,
+    seed: Any,
+    compile: Any,
+    cuda_graphs: Any,
+    allow_tf32: Any,
     device: torch.device,
 ) -> None:
     """Validate ``Algorithm``'s arguments besides the hyperparameters, before
@@ -263,7 +294,9 @@ def check_build_arguments(
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
         raise ValueError(f"`seed` must be a non-negative int or None, got {seed!r}.")
     if compile is not None and not isinstance(compile, bool):
-        raise TypeError(f"`compile` must be a bool or None (compiled on CUDA, eager on CPU), got {compile!r}.")
+        raise TypeError(
+            f"`compile` must be a bool or None (compiled on CUDA, eager on CPU), got {compile!r}."
+        )
     for name, value in (("cuda_graphs", cuda_graphs), ("allow_tf32", allow_tf32)):
         if not isinstance(value, bool):
             raise TypeError(f"`{name}` must be a bool, got {value!r}.")
@@ -273,25 +306,46 @@ def check_build_arguments(
 
 def check_log_every_s(log_every_s: Any) -> None:
     """``log_every_s`` is seconds >= 0, or a one-line error naming it."""
-    if isinstance(log_every_s, bool) or not isinstance(log_every_s, (int, float)) or not log_every_s >= 0:
-        raise ValueError(f"`log_every_s` must be seconds >= 0 (0: every step), got {log_every_s!r}.")
+    if (
+        isinstance(log_every_s, bool)
+        or not isinstance(log_every_s, (int, float))
+        or not log_every_s >= 0
+    ):
+        raise ValueError(
+            f"`log_every_s` must be seconds >= 0 (0: every step), got {log_every_s!r}."
+        )
 
 
 def check_run_arguments(
-    *, steps_per_eval: Any, checkpoint_every: Any, checkpoint_dir: Any, checkpoint_every_s: Any,
-    keep_checkpoints: Any, member_stop: Any,
+    *,
+    steps_per_eval: Any,
+    checkpoint_every: Any,
+    checkpoint_dir: Any,
+    checkpoint_every_s: Any,
+    keep_checkpoints: Any,
+    member_stop: Any,
 ) -> None:
     """:meth:`Trainer.run`'s arguments, or a one-line error naming the first bad one."""
     for name, value in (("steps_per_eval", steps_per_eval), ("checkpoint_every", checkpoint_every)):
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or value < 1
+        ):
             raise ValueError(f"`{name}` must be a positive int or None, got {value!r}.")
     if checkpoint_every is not None and checkpoint_dir is None:
         raise ValueError("`checkpoint_every` needs a `checkpoint_dir` to write to.")
-    if checkpoint_every_s is not None and (isinstance(checkpoint_every_s, bool) or
-                                           not isinstance(checkpoint_every_s, (int, float)) or
-                                           not checkpoint_every_s >= 0):
-        raise ValueError(f"`checkpoint_every_s` must be seconds >= 0 or None (off), got {checkpoint_every_s!r}.")
-    if not isinstance(keep_checkpoints, int) or isinstance(keep_checkpoints, bool) or keep_checkpoints < 1:
+    if checkpoint_every_s is not None and (
+        isinstance(checkpoint_every_s, bool)
+        or not isinstance(checkpoint_every_s, (int, float))
+        or not checkpoint_every_s >= 0
+    ):
+        raise ValueError(
+            f"`checkpoint_every_s` must be seconds >= 0 or None (off), got {checkpoint_every_s!r}."
+        )
+    if (
+        not isinstance(keep_checkpoints, int)
+        or isinstance(keep_checkpoints, bool)
+        or keep_checkpoints < 1
+    ):
         raise ValueError(f"`keep_checkpoints` must be a positive int, got {keep_checkpoints!r}.")
     if member_stop not in ("each", "any", "mean"):
         raise ValueError(f"`member_stop` must be 'each', 'any' or 'mean', got {member_stop!r}.")

@@ -21,9 +21,13 @@ def resolve_device(device: Any) -> torch.device:
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError) as e:
-        raise ValueError(f"`device` must be a torch device such as 'cpu' or 'cuda', got {device!r}.") from e
+        raise ValueError(
+            f"`device` must be a torch device such as 'cpu' or 'cuda', got {device!r}."
+        ) from e
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"`device` is {str(device)!r} but CUDA is not available on this machine; use 'cpu'.")
+        raise ValueError(
+            f"`device` is {str(device)!r} but CUDA is not available on this machine; use 'cpu'."
+        )
     return device
 
 

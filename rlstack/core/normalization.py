@@ -56,7 +56,9 @@ class NormState(NamedTuple):
 
 def init_moments(shape: tuple[int, ...], device: Any = "cpu") -> RunningMoments:
     return RunningMoments(
-        torch.zeros(shape, device=device), torch.ones(shape, device=device), torch.tensor(1e-4, device=device)
+        torch.zeros(shape, device=device),
+        torch.ones(shape, device=device),
+        torch.tensor(1e-4, device=device),
     )
 
 
@@ -72,7 +74,11 @@ def update_moments(moments: Any, x: Any) -> Any:
     delta = batch_mean - moments.mean
     total = moments.count + batch_count
     mean = moments.mean + delta * batch_count / total
-    m2 = moments.var * moments.count + batch_var * batch_count + delta**2 * moments.count * batch_count / total
+    m2 = (
+        moments.var * moments.count
+        + batch_var * batch_count
+        + delta**2 * moments.count * batch_count / total
+    )
     return RunningMoments(mean, m2 / total, total)
 
 
@@ -89,12 +95,23 @@ def scale(moments: RunningMoments, x: torch.Tensor, clip: float = CLIP) -> torch
     return (x / torch.sqrt(moments.var + EPS)).clamp(-clip, clip)
 
 
-def init_norm_state(observation_shape: Any, num_envs: int, *, normalize_obs: bool, normalize_rewards: bool,
-                    device: Any = "cpu") -> NormState:
+def init_norm_state(
+    observation_shape: Any,
+    num_envs: int,
+    *,
+    normalize_obs: bool,
+    normalize_rewards: bool,
+    device: Any = "cpu",
+) -> NormState:
     """Fresh statistics for the normalisations that are on;
     ``observation_shape`` is a tuple, or a dict of them for a dict observation."""
+
     def obs_moments(shape: Any) -> Any:
-        return {k: obs_moments(v) for k, v in shape.items()} if isinstance(shape, dict) else init_moments(shape, device)
+        return (
+            {k: obs_moments(v) for k, v in shape.items()}
+            if isinstance(shape, dict)
+            else init_moments(shape, device)
+        )
 
     return NormState(
         obs=obs_moments(observation_shape) if normalize_obs else (),
@@ -107,7 +124,11 @@ def moments_to_tensors(moments: Any) -> dict[str, torch.Tensor]:
     """Observation statistics as a flat ``{name: tensor}`` dict (``mean``,
     ``var``, ``count``; ``<key>/mean``, ... for a dict observation's), as exports store them."""
     if isinstance(moments, dict):
-        return {f"{k}/{name}": v for k, m in moments.items() for name, v in moments_to_tensors(m).items()}
+        return {
+            f"{k}/{name}": v
+            for k, m in moments.items()
+            for name, v in moments_to_tensors(m).items()
+        }
     return dict(moments._asdict())
 
 
@@ -116,7 +137,9 @@ def moments_from_tensors(tensors: dict[str, torch.Tensor], keys: Any = None) -> 
     observation's keys (``None``: a Box's single statistics)."""
     if keys is None:
         return RunningMoments(**tensors)
-    return {k: RunningMoments(**{f: tensors[f"{k}/{f}"] for f in RunningMoments._fields}) for k in keys}
+    return {
+        k: RunningMoments(**{f: tensors[f"{k}/{f}"] for f in RunningMoments._fields}) for k in keys
+    }
 
 
 def reset_returns(norm: NormState) -> NormState:
@@ -124,7 +147,9 @@ def reset_returns(norm: NormState) -> NormState:
     return norm._replace(returns=optree.tree_map(torch.zeros_like, norm.returns))
 
 
-def observe(norm: NormState, obs: Tree, *, normalize_obs: bool, update: bool) -> tuple[NormState, Tree]:
+def observe(
+    norm: NormState, obs: Tree, *, normalize_obs: bool, update: bool
+) -> tuple[NormState, Tree]:
     """What the policy sees of ``obs`` ``[N, ...]``: standardised by the
     running statistics (updated with ``obs`` first when ``update``) with
     ``normalize_obs``, else as it is."""
@@ -136,7 +161,13 @@ def observe(norm: NormState, obs: Tree, *, normalize_obs: bool, update: bool) ->
 
 
 def scale_reward(
-    norm: NormState, reward: torch.Tensor, discount: Any, done: torch.Tensor, *, normalize_rewards: bool, update: bool,
+    norm: NormState,
+    reward: torch.Tensor,
+    discount: Any,
+    done: torch.Tensor,
+    *,
+    normalize_rewards: bool,
+    update: bool,
 ) -> tuple[NormState, torch.Tensor]:
     """The reward ``[N]`` the update learns from: with ``normalize_rewards``,
     divided by the running std of the discounted return (whose statistics
@@ -145,5 +176,7 @@ def scale_reward(
         return norm, reward
     returns = norm.returns * discount + reward
     moments = update_moments(norm.reward, returns) if update else norm.reward
-    returns = torch.where(done, torch.zeros_like(returns), returns)  # a new episode starts a new discounted return
+    returns = torch.where(
+        done, torch.zeros_like(returns), returns
+    )  # a new episode starts a new discounted return
     return NormState(norm.obs, moments, returns), scale(moments, reward)

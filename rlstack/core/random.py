@@ -51,14 +51,18 @@ def check_key(k: torch.Tensor, name: str = "key") -> None:
     int64 tensor of 32-bit words (a key, or a batch of keys)."""
     if not isinstance(k, torch.Tensor) or k.dtype != torch.int64 or k.dim() < 1 or k.shape[-1] != 2:
         got = f"{k.dtype} {list(k.shape)}" if isinstance(k, torch.Tensor) else type(k).__name__
-        raise ValueError(f"`{name}` must be an int64 tensor of shape [2] from rlstack.core.random.key(seed), got {got}.")
+        raise ValueError(
+            f"`{name}` must be an int64 tensor of shape [2] from rlstack.core.random.key(seed), got {got}."
+        )
 
 
 def _rotl(x: torch.Tensor, r: int) -> torch.Tensor:
     return ((x << r) | (x >> (32 - r))) & MASK
 
 
-def threefry2x32(k: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def threefry2x32(
+    k: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The Threefry-2x32-20 block cipher: encrypt counter words ``(x0, x1)``
     (int64 tensors of 32-bit values, any equal shape) under key ``k`` ``[2]``.
 
@@ -105,7 +109,12 @@ def fold_in(k: torch.Tensor, data: int | torch.Tensor) -> torch.Tensor:
 
 
 def uniform(
-    k: torch.Tensor, shape: Sequence[int], *, low: float = 0.0, high: float = 1.0, dtype: torch.dtype = torch.float32
+    k: torch.Tensor,
+    shape: Sequence[int],
+    *,
+    low: float = 0.0,
+    high: float = 1.0,
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """``[*shape]`` uniform in ``[low, high)``: 24 random bits (float32) or
     two words' 53 (float64) scaled exactly, then shifted."""
@@ -117,7 +126,9 @@ def uniform(
     return low + (high - low) * u
 
 
-def normal(k: torch.Tensor, shape: Sequence[int], *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def normal(
+    k: torch.Tensor, shape: Sequence[int], *, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """``[*shape]`` standard normal (Box-Muller over two uniform streams)."""
     words = bits(k, (2, *shape)) >> 8
     u1 = (words[0].to(torch.float32) + 0.5) * 2.0**-24  # in (0, 1): log is finite
@@ -138,7 +149,9 @@ def randint(k: torch.Tensor, shape: Sequence[int], low: int, high: int) -> torch
     return low + ((bits(k, shape) * span) >> 32)
 
 
-def gumbel(k: torch.Tensor, shape: Sequence[int], *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def gumbel(
+    k: torch.Tensor, shape: Sequence[int], *, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """``[*shape]`` standard Gumbel noise, ``-log(-log(u))`` with ``u`` in (0, 1)."""
     u = ((bits(k, shape) >> 8).to(torch.float32) + 0.5) * 2.0**-24
     return (-torch.log(-torch.log(u))).to(dtype)
@@ -159,6 +172,17 @@ def permutation(k: torch.Tensor, n: int) -> torch.Tensor:
 
 
 __all__ = [
-    "MASK", "bits", "categorical", "check_key", "fold_in", "gumbel", "key", "normal", "permutation", "randint",
-    "split", "threefry2x32", "uniform",
+    "MASK",
+    "bits",
+    "categorical",
+    "check_key",
+    "fold_in",
+    "gumbel",
+    "key",
+    "normal",
+    "permutation",
+    "randint",
+    "split",
+    "threefry2x32",
+    "uniform",
 ]

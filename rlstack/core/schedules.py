@@ -22,7 +22,9 @@ import torch
 SCHEDULE_KINDS = ("step", "interp")
 
 
-def check_schedule(name: str, schedule: Sequence[Sequence[float]] | None, kind: str, *, min_value: float = 0.0) -> None:
+def check_schedule(
+    name: str, schedule: Sequence[Sequence[float]] | None, kind: str, *, min_value: float = 0.0
+) -> None:
     """Validate a schedule; ``name`` is the hyperparameter it came from.
 
     Raises:
@@ -46,18 +48,28 @@ def check_schedule(name: str, schedule: Sequence[Sequence[float]] | None, kind: 
             or isinstance(point[0], bool)
             or not isinstance(point[1], (int, float))
         ):
-            raise TypeError(f"`{name}` must be a list of (int env_transitions, float value) pairs, got point {point!r}.")
+            raise TypeError(
+                f"`{name}` must be a list of (int env_transitions, float value) pairs, got point {point!r}."
+            )
     if points[0][0] != 0:
-        raise ValueError(f"`{name}` must start at 0 env transitions (its initial value), got first point {tuple(points[0])}.")
+        raise ValueError(
+            f"`{name}` must start at 0 env transitions (its initial value), got first point {tuple(points[0])}."
+        )
     steps = [p[0] for p in points]
     if any(b <= a for a, b in zip(steps, steps[1:])):
-        raise ValueError(f"`{name}` must be sorted by env transitions, strictly increasing, got {steps}.")
+        raise ValueError(
+            f"`{name}` must be sorted by env transitions, strictly increasing, got {steps}."
+        )
     for count, value in points:
         if value < min_value:
-            raise ValueError(f"`{name}` values must be >= {min_value}, got {value} at {count} transitions.")
+            raise ValueError(
+                f"`{name}` values must be >= {min_value}, got {value} at {count} transitions."
+            )
 
 
-def linear_anneal(lr: float, *, updates: int, transitions_per_update: int) -> list[tuple[int, float]]:
+def linear_anneal(
+    lr: float, *, updates: int, transitions_per_update: int
+) -> list[tuple[int, float]]:
     """An ``lr_schedule`` (kind ``"interp"``) annealing ``lr`` linearly to 0
     over a run of ``updates`` updates of ``transitions_per_update`` env
     transitions (``num_envs * horizon``), as CleanRL's ``anneal_lr``: update
@@ -83,7 +95,11 @@ def linear_anneal(lr: float, *, updates: int, transitions_per_update: int) -> li
             raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
         raise ValueError(f"`lr` must be a positive number, got {lr!r}.")
-    return [(0, float(lr)), (transitions_per_update, float(lr)), ((updates + 1) * transitions_per_update, 0.0)]
+    return [
+        (0, float(lr)),
+        (transitions_per_update, float(lr)),
+        ((updates + 1) * transitions_per_update, 0.0),
+    ]
 
 
 def schedule_value(schedule: Sequence[Sequence[float]], kind: str, count: int) -> float:
@@ -105,7 +121,9 @@ def schedule_value(schedule: Sequence[Sequence[float]], kind: str, count: int) -
     return float(y0 + (y1 - y0) * (count - x0) / (x1 - x0))
 
 
-def device_schedule(schedule: Sequence[Sequence[float]], kind: str) -> Callable[[torch.Tensor], torch.Tensor]:
+def device_schedule(
+    schedule: Sequence[Sequence[float]], kind: str
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """The (validated) schedule as a function of a tensor count, on the
     count's device: ``f(count) -> float32`` of the count's shape, equal to
     :func:`schedule_value` (both compute in float64, in the same order).
@@ -135,7 +153,10 @@ def device_schedule(schedule: Sequence[Sequence[float]], kind: str) -> Callable[
 
 
 def by_optimizer_steps(
-    schedule: Callable[[torch.Tensor], torch.Tensor], *, steps_per_update: int, transitions_per_update: int
+    schedule: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    steps_per_update: int,
+    transitions_per_update: int,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """Re-key a schedule of env transitions on optimizer steps: step ``s``
     belongs to update ``s // steps_per_update``, which trains on the first
@@ -150,7 +171,9 @@ def by_optimizer_steps(
     return value
 
 
-def logged_coefficients(config: Any, lr: float, entropy_coeff: float, env_steps: int) -> dict[str, float]:
+def logged_coefficients(
+    config: Any, lr: float, entropy_coeff: float, env_steps: int
+) -> dict[str, float]:
     """The learning rate and entropy coefficient of the next update, from
     their schedules (when ``config`` has them) at ``env_steps`` transitions
     collected, else the given values; and the value-loss coefficient. The
@@ -159,5 +182,11 @@ def logged_coefficients(config: Any, lr: float, entropy_coeff: float, env_steps:
     if config.lr_schedule is not None:
         lr = schedule_value(config.lr_schedule, config.lr_schedule_kind, env_steps)
     if config.entropy_coeff_schedule is not None:
-        entropy_coeff = schedule_value(config.entropy_coeff_schedule, config.entropy_coeff_schedule_kind, env_steps)
-    return {"coefficients/lr": lr, "coefficients/entropy": entropy_coeff, "coefficients/vf": config.vf_coeff}
+        entropy_coeff = schedule_value(
+            config.entropy_coeff_schedule, config.entropy_coeff_schedule_kind, env_steps
+        )
+    return {
+        "coefficients/lr": lr,
+        "coefficients/entropy": entropy_coeff,
+        "coefficients/vf": config.vf_coeff,
+    }

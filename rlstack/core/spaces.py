@@ -43,7 +43,13 @@ class Discrete:
         self.shape = _as_shape(shape, "shape") if shape != () else ()
         self.dtype = torch.int64
 
-    def sample(self, batch_shape: Sequence[int] = (), device: Any = "cpu", *, key: torch.Tensor | None = None) -> torch.Tensor:
+    def sample(
+        self,
+        batch_shape: Sequence[int] = (),
+        device: Any = "cpu",
+        *,
+        key: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Uniform random values, ``[*batch_shape, *shape]`` int64, drawn from
         ``key`` (on its device) or, without one, torch's global generator."""
         if key is not None:
@@ -96,7 +102,13 @@ class Box:
     def bounded(self) -> bool:
         return math.isfinite(self.low) and math.isfinite(self.high)
 
-    def sample(self, batch_shape: Sequence[int] = (), device: Any = "cpu", *, key: torch.Tensor | None = None) -> torch.Tensor:
+    def sample(
+        self,
+        batch_shape: Sequence[int] = (),
+        device: Any = "cpu",
+        *,
+        key: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Uniform within finite bounds, else standard normal clipped to the
         bounds; ``[*batch_shape, *shape]``, drawn from ``key`` (on its
         device) or, without one, torch's global generator."""
@@ -144,18 +156,29 @@ def is_space(space: Any) -> bool:
     return isinstance(space, (Discrete, Box))
 
 
-def sample(space: Space, batch_shape: Sequence[int] = (), device: Any = "cpu", *, key: torch.Tensor | None = None) -> Any:
+def sample(
+    space: Space,
+    batch_shape: Sequence[int] = (),
+    device: Any = "cpu",
+    *,
+    key: torch.Tensor | None = None,
+) -> Any:
     """Sample a value (or a dict of values) of ``space``; see ``Box.sample``."""
     if isinstance(space, dict):
         if key is None:
             return {k: sample(v, batch_shape, device) for k, v in space.items()}
         from . import random
 
-        return {k: sample(v, batch_shape, device, key=random.fold_in(key, i)) for i, (k, v) in enumerate(space.items())}
+        return {
+            k: sample(v, batch_shape, device, key=random.fold_in(key, i))
+            for i, (k, v) in enumerate(space.items())
+        }
     return space.sample(batch_shape, device, key=key)
 
 
-def describe_mismatch(space: Space, x: Any, batch_shape: Sequence[int], box_bounds: bool = True) -> str | None:
+def describe_mismatch(
+    space: Space, x: Any, batch_shape: Sequence[int], box_bounds: bool = True
+) -> str | None:
     """Why ``x`` is not a batch ``[*batch_shape, ...]`` of ``space`` values,
     or ``None`` if it is. Used for error messages. ``box_bounds=False``
     skips the range check of ``Box`` values (continuous actions may be
@@ -184,7 +207,9 @@ def describe_mismatch(space: Space, x: Any, batch_shape: Sequence[int], box_boun
 
 def is_numpy(x: Any) -> bool:
     """Whether ``x`` is a NumPy array or a dict holding one."""
-    return isinstance(x, np.ndarray) or (isinstance(x, dict) and any(isinstance(v, np.ndarray) for v in x.values()))
+    return isinstance(x, np.ndarray) or (
+        isinstance(x, dict) and any(isinstance(v, np.ndarray) for v in x.values())
+    )
 
 
 def to_numpy(x: Any) -> Any:
@@ -200,19 +225,26 @@ def as_batch(space: Space, x: Any, device: Any = "cpu") -> Any:
     Raises:
         ValueError: naming the space and what does not fit.
     """
+
     def to_tensor(value: Any, sub: Any) -> torch.Tensor:
         value = value if isinstance(value, torch.Tensor) else np.asarray(value)
         return torch.as_tensor(value, device=device).to(sub.dtype)
 
     if isinstance(space, dict):
         if not isinstance(x, dict):
-            raise ValueError(f"`obs` must be a dict with keys {sorted(space)}, got {type(x).__name__}.")
+            raise ValueError(
+                f"`obs` must be a dict with keys {sorted(space)}, got {type(x).__name__}."
+            )
         batch_t = {k: to_tensor(x[k], sub) for k, sub in space.items() if k in x}
         batch = next(iter(batch_t.values())).shape[:1] if batch_t else ()
     else:
         batch_t = to_tensor(x, space)
         batch = batch_t.shape[:1]
-    why = describe_mismatch(space, batch_t, batch) if len(batch) == 1 else "expected a leading batch dimension"
+    why = (
+        describe_mismatch(space, batch_t, batch)
+        if len(batch) == 1
+        else "expected a leading batch dimension"
+    )
     if why:
         raise ValueError(f"`obs` does not fit observation_space {space!r}: {why}.")
     return batch_t
@@ -224,7 +256,13 @@ def space_to_dict(space: Space) -> dict[str, Any]:
         return {"type": "Dict", "spaces": {k: space_to_dict(v) for k, v in space.items()}}
     if isinstance(space, Discrete):
         return {"type": "Discrete", "n": space.n, "shape": list(space.shape)}
-    return {"type": "Box", "shape": list(space.shape), "low": space.low, "high": space.high, "dtype": str(space.dtype).removeprefix("torch.")}
+    return {
+        "type": "Box",
+        "shape": list(space.shape),
+        "low": space.low,
+        "high": space.high,
+        "dtype": str(space.dtype).removeprefix("torch."),
+    }
 
 
 def space_from_dict(data: dict[str, Any]) -> Space:
@@ -239,5 +277,10 @@ def space_from_dict(data: dict[str, Any]) -> Space:
     if kind == "Discrete":
         return Discrete(data["n"], shape=tuple(data["shape"]))
     if kind == "Box":
-        return Box(tuple(data["shape"]), low=data["low"], high=data["high"], dtype=getattr(torch, data["dtype"]))
+        return Box(
+            tuple(data["shape"]),
+            low=data["low"],
+            high=data["high"],
+            dtype=getattr(torch, data["dtype"]),
+        )
     raise ValueError(f"Unknown space type {kind!r}; expected 'Box', 'Discrete' or 'Dict'.")

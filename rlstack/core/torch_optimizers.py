@@ -14,10 +14,16 @@ import torch
 from .optim import GradientTransformation, LearningRate, adam, adamw, sgd
 
 # torch.optim class -> (factory, accepted config keys other than lr, default lr).
-_TORCH_OPTIMIZERS: dict[type, tuple[Callable[..., GradientTransformation], dict[str, Any], float]] = {
+_TORCH_OPTIMIZERS: dict[
+    type, tuple[Callable[..., GradientTransformation], dict[str, Any], float]
+] = {
     torch.optim.Adam: (adam, {"betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0}, 1e-3),
     torch.optim.AdamW: (adamw, {"betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 1e-2}, 1e-3),
-    torch.optim.SGD: (sgd, {"momentum": 0.0, "dampening": 0.0, "nesterov": False, "weight_decay": 0.0}, 1e-3),
+    torch.optim.SGD: (
+        sgd,
+        {"momentum": 0.0, "dampening": 0.0, "nesterov": False, "weight_decay": 0.0},
+        1e-3,
+    ),
 }
 TORCH_OPTIMIZERS_BY_NAME = {cls.__name__: cls for cls in _TORCH_OPTIMIZERS}
 # Implementation switches of torch.optim that do not change the mathematics.
@@ -33,6 +39,7 @@ def _check_option(key: str, value: Any, default: Any) -> Any:
     Raises:
         ValueError: naming the option and the expected form.
     """
+
     def is_number(x: Any) -> bool:
         return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
@@ -41,15 +48,25 @@ def _check_option(key: str, value: Any, default: Any) -> Any:
             raise ValueError(f"`optimizer_config[{key!r}]` must be true or false, got {value!r}.")
         return value
     if isinstance(default, tuple):
-        if not (isinstance(value, (tuple, list)) and len(value) == 2 and all(is_number(v) and 0 <= v < 1 for v in value)):
-            raise ValueError(f"`optimizer_config[{key!r}]` must be a pair of numbers in [0, 1) such as {list(default)}, got {value!r}.")
+        if not (
+            isinstance(value, (tuple, list))
+            and len(value) == 2
+            and all(is_number(v) and 0 <= v < 1 for v in value)
+        ):
+            raise ValueError(
+                f"`optimizer_config[{key!r}]` must be a pair of numbers in [0, 1) such as {list(default)}, got {value!r}."
+            )
         return tuple(float(v) for v in value)
     if not (is_number(value) and value >= 0):
-        raise ValueError(f"`optimizer_config[{key!r}]` must be a number >= 0 such as {default}, got {value!r}.")
+        raise ValueError(
+            f"`optimizer_config[{key!r}]` must be a number >= 0 such as {default}, got {value!r}."
+        )
     return float(value)
 
 
-def torch_optimizer_options(optimizer_cls: type, optimizer_config: Mapping[str, Any] | None = None) -> tuple[float, dict[str, Any]]:
+def torch_optimizer_options(
+    optimizer_cls: type, optimizer_config: Mapping[str, Any] | None = None
+) -> tuple[float, dict[str, Any]]:
     """Validate a ``torch.optim`` class and its keyword config.
 
     Supported: ``torch.optim.Adam``, ``AdamW`` and ``SGD`` with their usual
@@ -81,7 +98,9 @@ def torch_optimizer_options(optimizer_cls: type, optimizer_config: Mapping[str, 
             continue
         if key in _DEFAULT_ONLY:
             if value != _DEFAULT_ONLY[key]:
-                raise ValueError(f"`optimizer_config[{key!r}]={value!r}` is not supported; expected {_DEFAULT_ONLY[key]!r}.")
+                raise ValueError(
+                    f"`optimizer_config[{key!r}]={value!r}` is not supported; expected {_DEFAULT_ONLY[key]!r}."
+                )
             continue
         if key not in options:
             raise ValueError(
@@ -89,13 +108,22 @@ def torch_optimizer_options(optimizer_cls: type, optimizer_config: Mapping[str, 
                 f"expected some of {['lr', *options]}."
             )
         options[key] = _check_option(key, value, options[key])
-    if optimizer_cls is torch.optim.SGD and options["nesterov"] and (options["momentum"] <= 0 or options["dampening"] != 0):
-        raise ValueError("`optimizer_config`: Nesterov momentum requires momentum > 0 and dampening == 0.")
+    if (
+        optimizer_cls is torch.optim.SGD
+        and options["nesterov"]
+        and (options["momentum"] <= 0 or options["dampening"] != 0)
+    ):
+        raise ValueError(
+            "`optimizer_config`: Nesterov momentum requires momentum > 0 and dampening == 0."
+        )
     return float(lr), options
 
 
 def from_torch(
-    optimizer_cls: type, optimizer_config: Mapping[str, Any] | None = None, *, learning_rate: LearningRate | None = None
+    optimizer_cls: type,
+    optimizer_config: Mapping[str, Any] | None = None,
+    *,
+    learning_rate: LearningRate | None = None,
 ) -> GradientTransformation:
     """The pure transform matching a ``torch.optim`` class and its config
     (see :func:`torch_optimizer_options`); ``learning_rate`` (a schedule,

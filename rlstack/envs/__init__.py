@@ -21,5 +21,19 @@ BUILTIN_ENVS = {
     "MountainCar-v0": MountainCarV0,
 }
 
-__all__ = ["Env", "StepResult", "check_env", "make_env", "DiscreteDummyEnv", "ContinuousDummyEnv", "CartPole", "Pendulum", "MountainCar", "CartPoleV1",
-           "PendulumV1", "MountainCarV0", "BUILTIN_ENVS", "env_defaults"]
+__all__ = [
+    "Env",
+    "StepResult",
+    "check_env",
+    "make_env",
+    "DiscreteDummyEnv",
+    "ContinuousDummyEnv",
+    "CartPole",
+    "Pendulum",
+    "MountainCar",
+    "CartPoleV1",
+    "PendulumV1",
+    "MountainCarV0",
+    "BUILTIN_ENVS",
+    "env_defaults",
+]

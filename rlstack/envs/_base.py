@@ -19,6 +19,7 @@ def where_done(done: torch.Tensor, new: Tree, old: Tree) -> Tree:
     """Per env: ``new`` where ``done`` (``[N]`` bool), else ``old``, leaf by
     leaf (``[N, ...]`` each). A leaf that is the same tensor in both (e.g.
     CartPole's shared ``observed`` mask ``[4]``) is kept as it is."""
+
     def pick(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         if a is b:
             return a
@@ -68,7 +69,9 @@ class Env:
     #: Steps :meth:`success` runs a policy for.
     eval_steps: int = 200
 
-    def reset(self, key: torch.Tensor, num_envs: int, *, config: Mapping[str, Any] | None = None) -> tuple[Tree, Tree]:
+    def reset(
+        self, key: torch.Tensor, num_envs: int, *, config: Mapping[str, Any] | None = None
+    ) -> tuple[Tree, Tree]:
         """Start ``num_envs`` new episodes on the key's device.
 
         Args:
@@ -125,7 +128,12 @@ class Env:
         return {}
 
     def run_policy(
-        self, act: Callable[[Tree], Tree], *, num_envs: int, config: Mapping[str, Any] | None, key: torch.Tensor
+        self,
+        act: Callable[[Tree], Tree],
+        *,
+        num_envs: int,
+        config: Mapping[str, Any] | None,
+        key: torch.Tensor,
     ) -> Iterator[tuple[Tree, Tree, torch.Tensor]]:
         """Act for ``eval_steps`` steps from fresh resets (drawn from ``key``,
         on its device), without gradients.
@@ -159,10 +167,15 @@ class Env:
         key = random.key(0) if key is None else key
         if self.episodic:
             return self.episode_success(act, num_envs=num_envs, config=config, key=key)
-        total = sum(reward for _, _, reward in self.run_policy(act, num_envs=num_envs, config=config, key=key))
+        total = sum(
+            reward
+            for _, _, reward in self.run_policy(act, num_envs=num_envs, config=config, key=key)
+        )
         return {"success/reward_per_step": (total.mean() / self.eval_steps).item()}
 
-    def episode_success(self, act, *, num_envs: int, config: Mapping[str, Any] | None, key: torch.Tensor) -> dict[str, float]:
+    def episode_success(
+        self, act, *, num_envs: int, config: Mapping[str, Any] | None, key: torch.Tensor
+    ) -> dict[str, float]:
         """An episodic env's success: ``success/episode_return``, the mean undiscounted
         return of every env's first episode (the number papers report), and
         ``success/episode_length``; envs whose first episode outlasts
@@ -174,13 +187,18 @@ class Env:
         running = torch.ones(num_envs, dtype=torch.bool, device=key.device)
         for t in range(self.eval_steps):
             with torch.no_grad():
-                state, obs, reward, terminated, truncated = self.step(random.fold_in(step_key, t), state, act(obs))
+                state, obs, reward, terminated, truncated = self.step(
+                    random.fold_in(step_key, t), state, act(obs)
+                )
             returns += torch.where(running, reward.float(), torch.zeros_like(returns))
             lengths += running.float()
             running &= ~(terminated | truncated)
             if not running.any():
                 break
-        return {"success/episode_return": returns.mean().item(), "success/episode_length": lengths.mean().item()}
+        return {
+            "success/episode_return": returns.mean().item(),
+            "success/episode_length": lengths.mean().item(),
+        }
 
     def resolve_config(self, config: Mapping[str, Any] | None) -> dict[str, Any]:
         """``default_config`` updated with ``config``.
@@ -230,7 +248,9 @@ def sample_constants(
             low, high = float(value[0]), float(value[1])
             out[name] = random.uniform(random.fold_in(key, i), (num_envs,), low=low, high=high)
         else:
-            raise ValueError(f"`config[{name!r}]` must be a number or a [low, high] range, got {value!r}.")
+            raise ValueError(
+                f"`config[{name!r}]` must be a number or a [low, high] range, got {value!r}."
+            )
     return out
 
 

@@ -69,22 +69,41 @@ class CartPole(Env):
     action_space = Discrete(2)
     eval_steps = 500
     default_config = {
-        "gravity": 9.8, "masscart": 1.0, "masspole": 0.1, "length": 0.5, "force_mag": 10.0, "tau": 0.02,
-        "init_low": -0.05, "init_high": 0.05, "hide_velocities": False,
+        "gravity": 9.8,
+        "masscart": 1.0,
+        "masspole": 0.1,
+        "length": 0.5,
+        "force_mag": 10.0,
+        "tau": 0.02,
+        "init_low": -0.05,
+        "init_high": 0.05,
+        "hide_velocities": False,
     }
 
-    def reset(self, key: torch.Tensor, num_envs: int, *, config: Mapping[str, Any] | None = None) -> tuple[CartPoleState, torch.Tensor]:
+    def reset(
+        self, key: torch.Tensor, num_envs: int, *, config: Mapping[str, Any] | None = None
+    ) -> tuple[CartPoleState, torch.Tensor]:
         config = self.resolve_config(config)
         check_positive(config, _CONSTANTS)
         low, high = config["init_low"], config["init_high"]
         if not (isinstance(low, (int, float)) and isinstance(high, (int, float)) and low <= high):
-            raise ValueError(f"`config['init_low']` must be <= `config['init_high']`, got {low!r} and {high!r}.")
+            raise ValueError(
+                f"`config['init_low']` must be <= `config['init_high']`, got {low!r} and {high!r}."
+            )
         if not isinstance(config["hide_velocities"], bool):
-            raise TypeError(f"`config['hide_velocities']` must be a bool, got {config['hide_velocities']!r}.")
+            raise TypeError(
+                f"`config['hide_velocities']` must be a bool, got {config['hide_velocities']!r}."
+            )
         init_key, constants_key = random.split(key)
         physics = random.uniform(init_key, (num_envs, 4), low=float(low), high=float(high))
-        observed = torch.tensor([1.0, 0.0, 1.0, 0.0], device=physics.device) if config["hide_velocities"] else ()
-        state = CartPoleState(physics, sample_constants(constants_key, config, _CONSTANTS, num_envs), observed)
+        observed = (
+            torch.tensor([1.0, 0.0, 1.0, 0.0], device=physics.device)
+            if config["hide_velocities"]
+            else ()
+        )
+        state = CartPoleState(
+            physics, sample_constants(constants_key, config, _CONSTANTS, num_envs), observed
+        )
         return state, observe(state)
 
     def step(self, key: torch.Tensor, state: CartPoleState, action: torch.Tensor) -> StepResult:
@@ -95,17 +114,32 @@ class CartPole(Env):
         polemass_length = c["masspole"] * c["length"]
         cos, sin = torch.cos(theta), torch.sin(theta)
         temp = (force + polemass_length * theta_dot**2 * sin) / total_mass
-        theta_acc = (c["gravity"] * sin - cos * temp) / (c["length"] * (4.0 / 3.0 - c["masspole"] * cos**2 / total_mass))
+        theta_acc = (c["gravity"] * sin - cos * temp) / (
+            c["length"] * (4.0 / 3.0 - c["masspole"] * cos**2 / total_mass)
+        )
         x_acc = temp - polemass_length * theta_acc * cos / total_mass
         tau = c["tau"]
         physics = torch.stack(
-            [x + tau * x_dot, x_dot + tau * x_acc, theta + tau * theta_dot, theta_dot + tau * theta_acc], dim=-1
+            [
+                x + tau * x_dot,
+                x_dot + tau * x_acc,
+                theta + tau * theta_dot,
+                theta_dot + tau * theta_acc,
+            ],
+            dim=-1,
         )
         reward = torch.where(in_bounds(physics), 1.0, -1.0)
         state = CartPoleState(physics, c, state.observed)
         return self.no_episode_ends(state, observe(state), reward)
 
-    def success(self, act, *, num_envs: int = 1024, config: Mapping[str, Any] | None = None, key: torch.Tensor | None = None) -> dict[str, float]:
+    def success(
+        self,
+        act,
+        *,
+        num_envs: int = 1024,
+        config: Mapping[str, Any] | None = None,
+        key: torch.Tensor | None = None,
+    ) -> dict[str, float]:
         """``success/balanced``: fraction of envs kept within gymnasium's bounds
         for all 500 steps (CartPole-v1's full episode)."""
         key = random.key(0) if key is None else key

@@ -58,7 +58,9 @@ def make_env(
             return env.build_env(num_envs=num_envs, device=device, config=config)
         return env.build_env(num_envs=num_envs, device=device)
     if not isinstance(env, type) and getattr(env, "num_envs", num_envs) != num_envs:
-        raise ValueError(f"`env` {env!r} simulates {env.num_envs} envs, but `num_envs` is {num_envs}.")
+        raise ValueError(
+            f"`env` {env!r} simulates {env.num_envs} envs, but `num_envs` is {num_envs}."
+        )
     if isinstance(env, type):
         if _is_pure_env_class(env):
             return env()
@@ -86,8 +88,11 @@ def env_defaults(env: Any) -> dict[str, Any]:
         ({'horizons_per_env_reset': -1}, {})
     """
     defaults: dict[str, Any] = {}
-    built_for = getattr(env, "default_num_envs", None) if callable(getattr(env, "build_env", None)) else (
-        None if isinstance(env, type) else getattr(env, "num_envs", None))
+    built_for = (
+        getattr(env, "default_num_envs", None)
+        if callable(getattr(env, "build_env", None))
+        else (None if isinstance(env, type) else getattr(env, "num_envs", None))
+    )
     if isinstance(built_for, int) and not isinstance(built_for, bool):
         defaults["num_envs"] = built_for
     if getattr(env, "episodic", False) is True:
@@ -105,7 +110,8 @@ def _trees_equal(a: Any, b: Any) -> bool:
     if spec_a != spec_b:
         return False
     return all(
-        torch.equal(x, y) if isinstance(x, torch.Tensor) else x == y for x, y in zip(leaves_a, leaves_b)
+        torch.equal(x, y) if isinstance(x, torch.Tensor) else x == y
+        for x, y in zip(leaves_a, leaves_b)
     )
 
 
@@ -129,7 +135,9 @@ def check_env(
     name = type(env).__name__
     for attr in ("observation_space", "action_space"):
         if not is_space(getattr(env, attr, None)):
-            raise TypeError(f"{name}.{attr} must be a Discrete, Box or dict of spaces, got {getattr(env, attr, None)!r}.")
+            raise TypeError(
+                f"{name}.{attr} must be a Discrete, Box or dict of spaces, got {getattr(env, attr, None)!r}."
+            )
     reset_key, action_key, step_key = random.split(random.key(0, device), 3)
     out = env.reset(reset_key, num_envs, config=config)
     if not (isinstance(out, tuple) and len(out) == 2):
@@ -143,30 +151,59 @@ def check_env(
     out = env.step(step_key, state, action)
     if not (isinstance(out, tuple) and len(out) == 5):
         got = f"a tuple of {len(out)}" if isinstance(out, tuple) else type(out).__name__
-        hint = " (an env whose episodes never end returns `self.no_episode_ends(state, obs, reward)`)" if (
-            isinstance(out, tuple) and len(out) == 3) else ""
-        raise TypeError(f"{name}.step must return (state, obs, reward, terminated, truncated){hint}, got {got}.")
+        hint = (
+            " (an env whose episodes never end returns `self.no_episode_ends(state, obs, reward)`)"
+            if (isinstance(out, tuple) and len(out) == 3)
+            else ""
+        )
+        raise TypeError(
+            f"{name}.step must return (state, obs, reward, terminated, truncated){hint}, got {got}."
+        )
     new_state, obs, reward, terminated, truncated = out
     for flag_name, flag in (("terminated", terminated), ("truncated", truncated)):
-        if not isinstance(flag, torch.Tensor) or flag.dtype != torch.bool or tuple(flag.shape) != (num_envs,):
-            got = f"{flag.dtype} {list(flag.shape)}" if isinstance(flag, torch.Tensor) else type(flag).__name__
-            raise TypeError(f"{name}.step must return `{flag_name}` as a bool tensor of shape [{num_envs}], got {got}.")
+        if (
+            not isinstance(flag, torch.Tensor)
+            or flag.dtype != torch.bool
+            or tuple(flag.shape) != (num_envs,)
+        ):
+            got = (
+                f"{flag.dtype} {list(flag.shape)}"
+                if isinstance(flag, torch.Tensor)
+                else type(flag).__name__
+            )
+            raise TypeError(
+                f"{name}.step must return `{flag_name}` as a bool tensor of shape [{num_envs}], got {got}."
+            )
     final = env.final_observation(new_state)
     if getattr(env, "episodic", False) is True:
-        why = describe_mismatch(env.observation_space, final, (num_envs,)) if final is not None else "it is None"
+        why = (
+            describe_mismatch(env.observation_space, final, (num_envs,))
+            if final is not None
+            else "it is None"
+        )
         if why:
             raise ValueError(f"{name}.final_observation is not in observation_space: {why}.")
     elif bool((terminated | truncated).any()) or final is not None:
-        raise ValueError(f"{name} ends episodes (a True flag or a final_observation) but does not set `episodic = True`.")
+        raise ValueError(
+            f"{name} ends episodes (a True flag or a final_observation) but does not set `episodic = True`."
+        )
     why = describe_mismatch(env.observation_space, obs, (num_envs,))
     if why:
         raise ValueError(f"{name}.step returned an observation not in observation_space: {why}.")
     if not isinstance(reward, torch.Tensor) or not reward.dtype.is_floating_point:
-        raise TypeError(f"{name}.step must return a floating reward tensor, got {getattr(reward, 'dtype', type(reward))}.")
+        raise TypeError(
+            f"{name}.step must return a floating reward tensor, got {getattr(reward, 'dtype', type(reward))}."
+        )
     if tuple(reward.shape) != (num_envs,):
-        raise ValueError(f"{name}.step reward must have shape [{num_envs}] ([num_envs]), got {list(reward.shape)}.")
-    if env.compilable and not (_trees_equal(state, state_before) and _trees_equal(action, action_before)):
-        raise ValueError(f"{name}.step mutated its inputs; a pure env must return new tensors instead.")
+        raise ValueError(
+            f"{name}.step reward must have shape [{num_envs}] ([num_envs]), got {list(reward.shape)}."
+        )
+    if env.compilable and not (
+        _trees_equal(state, state_before) and _trees_equal(action, action_before)
+    ):
+        raise ValueError(
+            f"{name}.step mutated its inputs; a pure env must return new tensors instead."
+        )
     if check_compile and env.compilable:
         from torch._dynamo import explain
 

@@ -23,14 +23,18 @@ class _DummyEnv(Env):
     observation_space = Box((1,))
     default_config = {"bounds": 100.0}
 
-    def reset(self, key: torch.Tensor, num_envs: int, *, config: Mapping[str, Any] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def reset(
+        self, key: torch.Tensor, num_envs: int, *, config: Mapping[str, Any] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Positions uniform in ``[-bounds, bounds]``; state = obs ``[N, 1]``.
 
         ``config["bounds"]``: positive float, half-width of the start range.
         """
         bounds = self.resolve_config(config)["bounds"]
         if not isinstance(bounds, (int, float)) or not (0 < bounds < math.inf):
-            raise ValueError(f"`config['bounds']` must be a positive finite number, got {bounds!r}.")
+            raise ValueError(
+                f"`config['bounds']` must be a positive finite number, got {bounds!r}."
+            )
         x = random.uniform(key, (num_envs, 1), low=-float(bounds), high=float(bounds))
         return x, x
 
@@ -38,7 +42,14 @@ class _DummyEnv(Env):
     def _reward(x: torch.Tensor) -> torch.Tensor:
         return -x.abs().squeeze(-1)
 
-    def success(self, act, *, num_envs: int = 1024, config: Mapping[str, Any] | None = None, key: torch.Tensor | None = None) -> dict[str, float]:
+    def success(
+        self,
+        act,
+        *,
+        num_envs: int = 1024,
+        config: Mapping[str, Any] | None = None,
+        key: torch.Tensor | None = None,
+    ) -> dict[str, float]:
         """Adds ``success/at_origin``: the fraction of envs within one unit of
         the origin after ``eval_steps`` (200) steps, enough to cross
         ``[-100, 100]`` at one unit per step."""

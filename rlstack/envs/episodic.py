@@ -72,21 +72,35 @@ class Episodic:
         truncated = (time >= self.max_episode_steps) & ~terminated
         done = terminated | truncated
         fresh, fresh_obs = self.respawn(key, inner, state.respawn)
-        next_state = EpisodeState(where_done(done, fresh, inner), torch.where(done, torch.zeros_like(time), time), obs,
-                                  state.respawn)
+        next_state = EpisodeState(
+            where_done(done, fresh, inner),
+            torch.where(done, torch.zeros_like(time), time),
+            obs,
+            state.respawn,
+        )
         return next_state, where_done(done, fresh_obs, obs), reward, terminated, truncated
 
     def final_observation(self, state: EpisodeState) -> Tree:
         return state.final_obs
 
-    def success(self, act, *, num_envs: int = 1024, config: Mapping[str, Any] | None = None,
-                key: torch.Tensor | None = None) -> dict[str, float]:
+    def success(
+        self,
+        act,
+        *,
+        num_envs: int = 1024,
+        config: Mapping[str, Any] | None = None,
+        key: torch.Tensor | None = None,
+    ) -> dict[str, float]:
         """``success/episode_return`` (gymnasium's mean episode return of the
         first episode of each env) and ``success/episode_length``."""
-        return self.episode_success(act, num_envs=num_envs, config=config, key=random.key(0) if key is None else key)
+        return self.episode_success(
+            act, num_envs=num_envs, config=config, key=random.key(0) if key is None else key
+        )
 
 
-def _uniform(key: torch.Tensor, shape: tuple[int, ...], low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+def _uniform(
+    key: torch.Tensor, shape: tuple[int, ...], low: torch.Tensor, high: torch.Tensor
+) -> torch.Tensor:
     """Uniform in ``[low, high)`` with per-env bounds ``[N]`` broadcast over ``shape[1:]``."""
     u = random.uniform(key, shape)
     extra = [1] * (len(shape) - 1)
@@ -101,10 +115,15 @@ class CartPoleV1(Episodic, CartPole):
     eval_steps = 500
 
     def respawn_params(self, config, num_envs, device):
-        return {k: torch.full((num_envs,), float(config[k]), device=device) for k in ("init_low", "init_high")}
+        return {
+            k: torch.full((num_envs,), float(config[k]), device=device)
+            for k in ("init_low", "init_high")
+        }
 
     def respawn(self, key, state, params):
-        physics = _uniform(key, (state.physics.shape[0], 4), params["init_low"], params["init_high"])
+        physics = _uniform(
+            key, (state.physics.shape[0], 4), params["init_low"], params["init_high"]
+        )
         state = state._replace(physics=physics)
         return state, observe(state)  # hide_velocities hides them after a respawn too
 
@@ -122,13 +141,22 @@ class PendulumV1(Episodic, Pendulum):
     eval_steps = 200
 
     def respawn_params(self, config, num_envs, device):
-        return {k: torch.full((num_envs,), float(config[k]), device=device) for k in ("x_init", "y_init")}
+        return {
+            k: torch.full((num_envs,), float(config[k]), device=device)
+            for k in ("x_init", "y_init")
+        }
 
     def respawn(self, key, state, params):
-        theta = _uniform(random.fold_in(key, 0), (state.physics.shape[0],), -params["x_init"], params["x_init"])
-        theta_dot = _uniform(random.fold_in(key, 1), (state.physics.shape[0],), -params["y_init"], params["y_init"])
+        theta = _uniform(
+            random.fold_in(key, 0), (state.physics.shape[0],), -params["x_init"], params["x_init"]
+        )
+        theta_dot = _uniform(
+            random.fold_in(key, 1), (state.physics.shape[0],), -params["y_init"], params["y_init"]
+        )
         physics = torch.stack([theta, theta_dot], dim=-1)
-        return state._replace(physics=physics), torch.stack([torch.cos(theta), torch.sin(theta), theta_dot], dim=-1)
+        return state._replace(physics=physics), torch.stack(
+            [torch.cos(theta), torch.sin(theta), theta_dot], dim=-1
+        )
 
     def terminal(self, state):
         return torch.zeros(state.physics.shape[0], dtype=torch.bool, device=state.physics.device)
@@ -158,9 +186,16 @@ class MountainCarV0(Episodic, MountainCar):
 
     def respawn_params(self, config, num_envs, device):
         if config["reward"] not in REWARDS:
-            raise ValueError(f"`config['reward']` must be one of {list(REWARDS)}, got {config['reward']!r}.")
-        params = {k: torch.full((num_envs,), float(config[k]), device=device) for k in ("init_low", "init_high")}
-        params["speed_reward"] = torch.full((num_envs,), float(config["reward"] == "speed"), device=device)
+            raise ValueError(
+                f"`config['reward']` must be one of {list(REWARDS)}, got {config['reward']!r}."
+            )
+        params = {
+            k: torch.full((num_envs,), float(config[k]), device=device)
+            for k in ("init_low", "init_high")
+        }
+        params["speed_reward"] = torch.full(
+            (num_envs,), float(config["reward"] == "speed"), device=device
+        )
         return params
 
     def respawn(self, key, state, params):
@@ -172,16 +207,26 @@ class MountainCarV0(Episodic, MountainCar):
         return (state[:, 0] >= GOAL_POSITION) & (state[:, 1] >= 0)
 
     def episode_reward(self, reward, terminated, params):
-        shaped = reward + GOAL_BONUS * terminated.to(reward.dtype)  # MountainCar's reward is the speed one
+        shaped = reward + GOAL_BONUS * terminated.to(
+            reward.dtype
+        )  # MountainCar's reward is the speed one
         return torch.where(params["speed_reward"] > 0, shaped, torch.full_like(reward, -1.0))
 
-    def success(self, act, *, num_envs: int = 1024, config: Mapping[str, Any] | None = None,
-                key: torch.Tensor | None = None) -> dict[str, float]:
+    def success(
+        self,
+        act,
+        *,
+        num_envs: int = 1024,
+        config: Mapping[str, Any] | None = None,
+        key: torch.Tensor | None = None,
+    ) -> dict[str, float]:
         """``success/episode_return``: gymnasium's MountainCar-v0 return (the
         -1 reward, whatever ``config['reward']``) of each env's first
         episode, and ``success/episode_length``."""
         config = {**self.resolve_config(config), "reward": "gymnasium"}
-        return self.episode_success(act, num_envs=num_envs, config=config, key=random.key(0) if key is None else key)
+        return self.episode_success(
+            act, num_envs=num_envs, config=config, key=random.key(0) if key is None else key
+        )
 
 
 #: MountainCar-v0's training rewards (``config['reward']``).
@@ -191,4 +236,12 @@ REWARDS = ("gymnasium", "speed")
 GOAL_BONUS = 100.0
 
 
-__all__ = ["CartPoleV1", "EpisodeState", "Episodic", "GOAL_BONUS", "MountainCarV0", "PendulumV1", "REWARDS"]
+__all__ = [
+    "CartPoleV1",
+    "EpisodeState",
+    "Episodic",
+    "GOAL_BONUS",
+    "MountainCarV0",
+    "PendulumV1",
+    "REWARDS",
+]

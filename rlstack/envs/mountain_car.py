@@ -41,10 +41,16 @@ class MountainCar(Env):
     eval_steps = 200
     default_config = {"init_low": -0.6, "init_high": -0.4}
 
-    def reset(self, key: torch.Tensor, num_envs: int, *, config: Mapping[str, Any] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def reset(
+        self, key: torch.Tensor, num_envs: int, *, config: Mapping[str, Any] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         config = self.resolve_config(config)
         low, high = config["init_low"], config["init_high"]
-        if not (isinstance(low, (int, float)) and isinstance(high, (int, float)) and MIN_POSITION <= low <= high <= MAX_POSITION):
+        if not (
+            isinstance(low, (int, float))
+            and isinstance(high, (int, float))
+            and MIN_POSITION <= low <= high <= MAX_POSITION
+        ):
             raise ValueError(
                 f"`config['init_low']` <= `config['init_high']` must lie in [{MIN_POSITION}, {MAX_POSITION}], got {low!r} and {high!r}."
             )
@@ -54,16 +60,27 @@ class MountainCar(Env):
 
     def step(self, key: torch.Tensor, state: torch.Tensor, action: torch.Tensor) -> StepResult:
         position, velocity = state.unbind(-1)
-        velocity = velocity + (action - 1).to(state.dtype) * FORCE + torch.cos(3 * position) * (-GRAVITY)
+        velocity = (
+            velocity + (action - 1).to(state.dtype) * FORCE + torch.cos(3 * position) * (-GRAVITY)
+        )
         velocity = velocity.clamp(-MAX_SPEED, MAX_SPEED)
         position = (position + velocity).clamp(MIN_POSITION, MAX_POSITION)
-        velocity = torch.where((position == MIN_POSITION) & (velocity < 0), torch.zeros_like(velocity), velocity)
+        velocity = torch.where(
+            (position == MIN_POSITION) & (velocity < 0), torch.zeros_like(velocity), velocity
+        )
         physics = torch.stack([position, velocity], dim=-1)
         speed = (velocity / MAX_SPEED) ** 2
         reward = torch.where(position >= GOAL_POSITION, torch.ones_like(position), speed)
         return self.no_episode_ends(physics, physics, reward)
 
-    def success(self, act, *, num_envs: int = 1024, config: Mapping[str, Any] | None = None, key: torch.Tensor | None = None) -> dict[str, float]:
+    def success(
+        self,
+        act,
+        *,
+        num_envs: int = 1024,
+        config: Mapping[str, Any] | None = None,
+        key: torch.Tensor | None = None,
+    ) -> dict[str, float]:
         """``success/reached_goal``: fraction of envs reaching ``position >= 0.5``
         within 200 steps (MountainCar-v0's episode)."""
         key = random.key(0) if key is None else key

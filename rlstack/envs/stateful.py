@@ -32,7 +32,9 @@ def space_from_spec(spec: Any, name: str = "spec") -> Space:
     if hasattr(spec, "keys") and not hasattr(spec, "dtype"):
         return {k: space_from_spec(spec[k], f"{name}[{k!r}]") for k in spec.keys()}
     if not hasattr(spec, "shape") or not hasattr(spec, "dtype"):
-        raise TypeError(f"`{name}` must have `shape` and `dtype` (a torchrl-like spec), got {spec!r}.")
+        raise TypeError(
+            f"`{name}` must have `shape` and `dtype` (a torchrl-like spec), got {spec!r}."
+        )
     shape = tuple(int(d) for d in spec.shape)
     n = getattr(spec, "n", None) or getattr(getattr(spec, "space", None), "n", None)
     if n is not None:
@@ -77,7 +79,9 @@ class StatefulEnvAdapter(Env):
         self.observation_space = space_from_spec(self.env.observation_spec, "observation_spec")
         self.action_space = space_from_spec(self.env.action_spec, "action_spec")
 
-    def reset(self, key: torch.Tensor, num_envs: int, *, config: Mapping[str, Any] | None = None) -> tuple[Any, Any]:
+    def reset(
+        self, key: torch.Tensor, num_envs: int, *, config: Mapping[str, Any] | None = None
+    ) -> tuple[Any, Any]:
         """Reset the wrapped env (its own randomness: ``key`` is unused)."""
         check_num_envs(num_envs, self.num_envs, "1.x env (fixed at construction)")
         obs = self.env.reset(config=dict(config) if config else None)

@@ -70,7 +70,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent
+    )
     os.close(fd)
     try:
         write(tmp)
@@ -107,14 +109,26 @@ def safe_load(path: str | os.PathLike, what: str = "checkpoint") -> dict[str, An
             f"Refused to load {what} {str(path)!r}: it holds objects other than tensors and plain containers "
             f"(a tampered or foreign file); nothing was executed. Details: {str(e).splitlines()[0]}"
         ) from e
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError) as e:
-        raise CheckpointError(f"{what.capitalize()} {str(path)!r} is truncated or corrupted: {e}") from e
+    except (
+        RuntimeError,
+        EOFError,
+        zipfile.BadZipFile,
+        OSError,
+        ValueError,
+        KeyError,
+        IndexError,
+    ) as e:
+        raise CheckpointError(
+            f"{what.capitalize()} {str(path)!r} is truncated or corrupted: {e}"
+        ) from e
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{str(path)!r} is not an rlstack {what} (no '{FORMAT}' header).")
     if data.get("version") != VERSION:
-        raise CheckpointError(f"{what.capitalize()} {str(path)!r} has format version {data.get('version')}; this rlstack "
-                              f"reads only version {VERSION} (older files were written by an earlier rlstack: train again, or "
-                              "evaluate them with the version that wrote them).")
+        raise CheckpointError(
+            f"{what.capitalize()} {str(path)!r} has format version {data.get('version')}; this rlstack "
+            f"reads only version {VERSION} (older files were written by an earlier rlstack: train again, or "
+            "evaluate them with the version that wrote them)."
+        )
     for part in TRAINED_STATE:
         check_finite(data.get(part), path, what, prefix=part)
     return data
@@ -138,8 +152,10 @@ def check_finite(tree: Any, path: Path, what: str, *, prefix: str) -> None:
             bad = int((~torch.isfinite(leaf)).sum())
             if bad:
                 name = "/".join(str(p) for p in (prefix, *where))
-                raise CheckpointError(f"Refused to load {what} {str(path)!r}: {name} holds {bad} non-finite value(s) "
-                                      f"of {leaf.numel()} (NaN or inf weights cannot act or train).")
+                raise CheckpointError(
+                    f"Refused to load {what} {str(path)!r}: {name} holds {bad} non-finite value(s) "
+                    f"of {leaf.numel()} (NaN or inf weights cannot act or train)."
+                )
 
 
 def verify_archive(path: Path, what: str = "checkpoint") -> None:
@@ -150,12 +166,16 @@ def verify_archive(path: Path, what: str = "checkpoint") -> None:
         CheckpointError: naming the file (and the damaged record).
     """
     if not zipfile.is_zipfile(path):  # a cut archive loses its central directory
-        raise CheckpointError(f"{what.capitalize()} {str(path)!r} is truncated or corrupted: not a complete torch zip archive.")
+        raise CheckpointError(
+            f"{what.capitalize()} {str(path)!r} is truncated or corrupted: not a complete torch zip archive."
+        )
     try:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{what.capitalize()} {str(path)!r} is truncated or corrupted: {e}") from e
+        raise CheckpointError(
+            f"{what.capitalize()} {str(path)!r} is truncated or corrupted: {e}"
+        ) from e
     if bad is not None:
         raise CheckpointError(
             f"{what.capitalize()} {str(path)!r} is corrupted: record {bad!r} does not match its CRC-32 checksum."
@@ -175,7 +195,9 @@ def rebuild(template: Any, stored: list[torch.Tensor], name: str, device: torch.
     """
     template_leaves, spec = optree.tree_flatten(template)
     if len(template_leaves) != len(stored):
-        raise CheckpointError(f"Checkpoint {name} has {len(stored)} tensors, the current setup expects {len(template_leaves)}.")
+        raise CheckpointError(
+            f"Checkpoint {name} has {len(stored)} tensors, the current setup expects {len(template_leaves)}."
+        )
     for i, (want, got) in enumerate(zip(template_leaves, stored)):
         if not isinstance(got, torch.Tensor) or got.shape != want.shape or got.dtype != want.dtype:
             raise CheckpointError(
@@ -211,16 +233,22 @@ class CheckpointDir:
 
     LOCK = ".rlstack.lock"
 
-    def __init__(self, directory: str | os.PathLike, *, step: int, owner: str, keep: int = 3, adopt: Any = ()) -> None:
+    def __init__(
+        self, directory: str | os.PathLike, *, step: int, owner: str, keep: int = 3, adopt: Any = ()
+    ) -> None:
         if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
             raise ValueError(f"`keep_checkpoints` must be a positive int, got {keep!r}.")
         self.directory, self.keep = Path(directory), keep
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise ValueError(f"`checkpoint_dir` {str(self.directory)!r} is not writable: {e.strerror or e}.") from e
+            raise ValueError(
+                f"`checkpoint_dir` {str(self.directory)!r} is not writable: {e.strerror or e}."
+            ) from e
         self._lock = FolderLock(self.directory / self.LOCK, "checkpoint_dir", str(self.directory))
-        newer = sorted(p.name for p in self.directory.glob("step-*.pt") if (_step_of(p) or 0) > step)
+        newer = sorted(
+            p.name for p in self.directory.glob("step-*.pt") if (_step_of(p) or 0) > step
+        )
         if newer:
             self.close()
             raise ValueError(
@@ -230,7 +258,9 @@ class CheckpointDir:
         #: Who held the folder before (``"<owner> (pid N)"``, as :meth:`FolderLock.take` wrote it), or "".
         self.previous_owner = self._lock.take(owner)
         here = self.directory.resolve()
-        self.written = [Path(p) for p in adopt if Path(p).parent.resolve() == here and Path(p).is_file()]
+        self.written = [
+            Path(p) for p in adopt if Path(p).parent.resolve() == here and Path(p).is_file()
+        ]
 
     def relabel(self, owner: str) -> None:
         """Name another owner in the lock (a run whose id was not known when the folder was opened)."""

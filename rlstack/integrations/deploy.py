@@ -41,7 +41,9 @@ from ..core.spaces import Box, Discrete
 from ..policy.policy import Policy, to_action_space
 from . import checkpoint as ckpt
 
-EXTRA_HINT = "ONNX export needs the onnx extra: pip install 'rlstack[onnx]' (onnx, onnxscript, onnxruntime)."
+EXTRA_HINT = (
+    "ONNX export needs the onnx extra: pip install 'rlstack[onnx]' (onnx, onnxscript, onnxruntime)."
+)
 ONNX_FILE, PROGRAM_FILE, SPEC_FILE = "actor.onnx", "actor.pt2", "actor.json"
 
 
@@ -73,21 +75,33 @@ class DeployedActor(nn.Module):
         ValueError: for a dict action space.
     """
 
-    def __init__(self, policy: Policy, params: dict, observation_space: Any, action_space: Any,
-                 obs_moments: Any = ()) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        params: dict,
+        observation_space: Any,
+        action_space: Any,
+        obs_moments: Any = (),
+    ) -> None:
         super().__init__()
         if not isinstance(action_space, (Box, Discrete)):
-            raise ValueError(f"A deployed actor acts in a Box or Discrete action space, got {action_space!r}.")
+            raise ValueError(
+                f"A deployed actor acts in a Box or Discrete action space, got {action_space!r}."
+            )
         self.policy, self.action_space = policy, action_space
         self.model = policy.module(params).eval().requires_grad_(False)
         #: The observation keys the actor reads, its inputs in order (None: one Box observation).
         self.input_keys = _actor_keys(policy, observation_space)
         keys = self.input_keys if self.input_keys is not None else [None]
-        self.observation_shapes = {k: tuple((observation_space[k] if k is not None else observation_space).shape)
-                                   for k in keys}
+        self.observation_shapes = {
+            k: tuple((observation_space[k] if k is not None else observation_space).shape)
+            for k in keys
+        }
         self.moments = None
         if isinstance(obs_moments, (RunningMoments, dict)):
-            kept = {k: obs_moments[k] for k in keys} if isinstance(obs_moments, dict) else obs_moments
+            kept = (
+                {k: obs_moments[k] for k in keys} if isinstance(obs_moments, dict) else obs_moments
+            )
             self.moments = optree.tree_map(lambda x: x.detach().clone(), kept)
         example = self._example_obs(1, torch.device("cpu"))
         first_memory = policy.initial_memory(example) if policy.has_memory else ()
@@ -100,7 +114,10 @@ class DeployedActor(nn.Module):
     def _example_obs(self, batch: int, device: torch.device) -> Any:
         if self.input_keys is None:
             return torch.zeros(batch, *self.observation_shapes[None], device=device)
-        return {k: torch.zeros(batch, *shape, device=device) for k, shape in self.observation_shapes.items()}
+        return {
+            k: torch.zeros(batch, *shape, device=device)
+            for k, shape in self.observation_shapes.items()
+        }
 
     def _apply(self, *inputs: Any) -> Any:
         """The model as the memory kinds call it, actor only where the model has one apart."""
@@ -118,10 +135,16 @@ class DeployedActor(nn.Module):
             memory = optree.tree_unflatten(self._memory_spec, list(rest[:-1]))
             starts = rest[-1]
         else:
-            memory, starts = (), torch.zeros(obs_leaves[0].shape[0], dtype=torch.bool, device=obs_leaves[0].device)
+            memory, starts = (
+                (),
+                torch.zeros(obs_leaves[0].shape[0], dtype=torch.bool, device=obs_leaves[0].device),
+            )
         dist_inputs, _, memory = self.policy.memory.forward(self._apply, obs, memory, starts)
-        action = to_action_space(self.policy.distribution_cls, self.policy.distribution_cls.mode(dist_inputs),
-                                 self.action_space)
+        action = to_action_space(
+            self.policy.distribution_cls,
+            self.policy.distribution_cls.mode(dist_inputs),
+            self.action_space,
+        )
         return (action, *optree.tree_leaves(memory))
 
     def example_inputs(self, batch: int = 2) -> tuple[torch.Tensor, ...]:
@@ -130,7 +153,10 @@ class DeployedActor(nn.Module):
         obs = self._example_obs(batch, device)
         leaves = [obs] if self.input_keys is None else list(obs.values())
         if self.policy.has_memory:
-            leaves += [torch.zeros(batch, *s, dtype=d, device=device) for s, d in zip(self.memory_shapes, self.memory_dtypes)]
+            leaves += [
+                torch.zeros(batch, *s, dtype=d, device=device)
+                for s, d in zip(self.memory_shapes, self.memory_dtypes)
+            ]
             leaves.append(torch.ones(batch, dtype=torch.bool, device=device))
         return tuple(leaves)
 
@@ -147,13 +173,19 @@ class DeployedActor(nn.Module):
         example = self.example_inputs(1)
         with torch.no_grad():
             outputs = self(*example)
-        describe = lambda names, xs: [{"name": n, "shape": ["B", *x.shape[1:]], "dtype": str(x.dtype).replace("torch.", "")}
-                                      for n, x in zip(names, xs)]
-        return {"inputs": describe(self.input_names(), example), "outputs": describe(self.output_names(), outputs),
-                "normalize_obs": self.moments is not None,
-                "memory": "none" if not self.policy.has_memory else ("recurrent" if self.policy.recurrent else
-                                                                     f"obs_window={self.policy.obs_window}"),
-                "initial_memory": "zeros, with starts True at an episode's first step"}
+        describe = lambda names, xs: [
+            {"name": n, "shape": ["B", *x.shape[1:]], "dtype": str(x.dtype).replace("torch.", "")}
+            for n, x in zip(names, xs)
+        ]
+        return {
+            "inputs": describe(self.input_names(), example),
+            "outputs": describe(self.output_names(), outputs),
+            "normalize_obs": self.moments is not None,
+            "memory": "none"
+            if not self.policy.has_memory
+            else ("recurrent" if self.policy.recurrent else f"obs_window={self.policy.obs_window}"),
+            "initial_memory": "zeros, with starts True at an episode's first step",
+        }
 
 
 def deployed_actor(algorithm: Any) -> DeployedActor:
@@ -166,7 +198,13 @@ def deployed_actor(algorithm: Any) -> DeployedActor:
         raise ValueError("A population has one policy per member: deploy algorithm.member(k).")
     params = {k: v.detach().cpu() for k, v in algorithm.params.items()}
     moments = optree.tree_map(lambda x: x.detach().cpu(), algorithm.obs_moments)
-    return DeployedActor(algorithm.policy, params, algorithm.env.observation_space, algorithm.env.action_space, moments)
+    return DeployedActor(
+        algorithm.policy,
+        params,
+        algorithm.env.observation_space,
+        algorithm.env.action_space,
+        moments,
+    )
 
 
 def _dynamic_shapes(actor: DeployedActor) -> tuple[tuple[dict[int, Any], ...]]:
@@ -185,15 +223,23 @@ def _folder(path: str | os.PathLike, actor: DeployedActor, program_file: str) ->
     """
     directory = Path(path)
     if directory.exists() and not directory.is_dir():
-        raise FileExistsError(f"`path` {str(directory)!r} must be a folder (for {program_file} and {SPEC_FILE}).")
+        raise FileExistsError(
+            f"`path` {str(directory)!r} must be a folder (for {program_file} and {SPEC_FILE})."
+        )
     present = {p.name for p in directory.iterdir()} if directory.exists() else set()
     refused = sorted(present - {ONNX_FILE, PROGRAM_FILE, SPEC_FILE} | present & {program_file})
     if refused:
-        raise FileExistsError(f"`path` {str(directory)!r} already holds {', '.join(refused)}: export into a new or "
-                              f"empty folder (or one holding only the other format of the same actor).")
-    if SPEC_FILE in present and json.loads((directory / SPEC_FILE).read_text()) != _spec_json(actor):
-        raise FileExistsError(f"`path` {str(directory)!r} holds the {SPEC_FILE} of an actor with other inputs or "
-                              f"outputs: export into a new or empty folder.")
+        raise FileExistsError(
+            f"`path` {str(directory)!r} already holds {', '.join(refused)}: export into a new or "
+            f"empty folder (or one holding only the other format of the same actor)."
+        )
+    if SPEC_FILE in present and json.loads((directory / SPEC_FILE).read_text()) != _spec_json(
+        actor
+    ):
+        raise FileExistsError(
+            f"`path` {str(directory)!r} holds the {SPEC_FILE} of an actor with other inputs or "
+            f"outputs: export into a new or empty folder."
+        )
     directory.mkdir(parents=True, exist_ok=True)
     return directory
 
@@ -203,7 +249,9 @@ def _spec_json(actor: DeployedActor) -> Any:
     return json.loads(json.dumps(actor.spec()))
 
 
-def _write(actor: DeployedActor, directory: Path, program_file: str, write: Callable[[str], None]) -> str:
+def _write(
+    actor: DeployedActor, directory: Path, program_file: str, write: Callable[[str], None]
+) -> str:
     """The program (``write(temp path)``) and ``actor.json``, each written atomically; the program's path."""
     target = ckpt.atomic_write(directory / program_file, write)
     text = json.dumps(actor.spec(), indent=2)
@@ -222,7 +270,9 @@ def export_program(algorithm: Any, path: str | os.PathLike) -> str:
     """
     actor = deployed_actor(algorithm)
     directory = _folder(path, actor, PROGRAM_FILE)
-    program = torch.export.export(actor, actor.example_inputs(), dynamic_shapes=_dynamic_shapes(actor))
+    program = torch.export.export(
+        actor, actor.example_inputs(), dynamic_shapes=_dynamic_shapes(actor)
+    )
     return _write(actor, directory, PROGRAM_FILE, lambda tmp: torch.export.save(program, tmp))
 
 
@@ -243,11 +293,20 @@ def export_onnx(algorithm: Any, path: str | os.PathLike) -> str:
         import onnxscript  # noqa: F401
     except ImportError as e:
         raise ImportError(EXTRA_HINT) from e
-    with warnings.catch_warnings():  # every input shares the one batch dimension, which torch's exporter remarks on
+    with (
+        warnings.catch_warnings()
+    ):  # every input shares the one batch dimension, which torch's exporter remarks on
         warnings.filterwarnings("ignore", message=r"# The axis name: .* will not be used")
-        program = torch.onnx.export(actor, actor.example_inputs(), input_names=actor.input_names(),
-                                    output_names=actor.output_names(), dynamic_shapes=_dynamic_shapes(actor),
-                                    dynamo=True, external_data=False, verbose=False)
+        program = torch.onnx.export(
+            actor,
+            actor.example_inputs(),
+            input_names=actor.input_names(),
+            output_names=actor.output_names(),
+            dynamic_shapes=_dynamic_shapes(actor),
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
     return _write(actor, directory, ONNX_FILE, program.save)
 
 

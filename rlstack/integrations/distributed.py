@@ -73,7 +73,9 @@ def _comm_device() -> torch.device:
     return torch.device("cpu")
 
 
-def all_reduce_mean(grads: Params, metrics: Mapping[str, torch.Tensor]) -> tuple[Params, dict[str, torch.Tensor]]:
+def all_reduce_mean(
+    grads: Params, metrics: Mapping[str, torch.Tensor]
+) -> tuple[Params, dict[str, torch.Tensor]]:
     """The mean over ranks of a gradient and its metrics, with one all-reduce.
 
     Every leaf is flattened into one buffer (float32), summed across ranks by
@@ -137,8 +139,13 @@ def check_same_config(config: Mapping[str, Any]) -> None:
     for other_rank, other in enumerate(configs[1:], start=1):
         differ = sorted(k for k in set(reference) | set(other) if reference.get(k) != other.get(k))
         if differ:
-            details = ", ".join(f"{k}: {reference.get(k)} on rank 0, {other.get(k)} on rank {other_rank}" for k in differ)
-            raise ValueError(f"Ranks disagree on their configuration ({details}); every rank must be started alike.")
+            details = ", ".join(
+                f"{k}: {reference.get(k)} on rank 0, {other.get(k)} on rank {other_rank}"
+                for k in differ
+            )
+            raise ValueError(
+                f"Ranks disagree on their configuration ({details}); every rank must be started alike."
+            )
 
 
 def any_rank(flag: bool) -> bool:

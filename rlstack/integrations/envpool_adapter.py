@@ -62,13 +62,20 @@ class EnvPoolEnv(GymnasiumEnv):
     kind = "env pool"
     takes_options = "EnvPool takes its options at creation (env_config)"
 
-    def __init__(self, pool: Any, device: Any = "cpu", config: Mapping[str, Any] | None = None,
-                 name: str | None = None) -> None:
+    def __init__(
+        self,
+        pool: Any,
+        device: Any = "cpu",
+        config: Mapping[str, Any] | None = None,
+        name: str | None = None,
+    ) -> None:
         pool_config = getattr(pool, "config", {}) or {}
         batch_size = pool_config.get("batch_size", pool.num_envs)
         if batch_size not in (None, 0, pool.num_envs):
-            raise ValueError(f"`pool` must step all its envs at once (batch_size = num_envs = {pool.num_envs}), "
-                             f"got batch_size {batch_size}.")
+            raise ValueError(
+                f"`pool` must step all its envs at once (batch_size = num_envs = {pool.num_envs}), "
+                f"got batch_size {batch_size}."
+            )
         self.vector_env, self.device, self.config = pool, torch.device(device), dict(config or {})
         self.num_envs = int(pool.num_envs)
         self.observation_space = space_from_gymnasium(pool.observation_space, "observation_space")
@@ -86,7 +93,13 @@ class EnvPoolEnv(GymnasiumEnv):
         idle = np.stack([self._idle] * ended.size)  # ignored by a reset step
         first_obs, _, _, _, info = self.vector_env.step(idle, env_id=ended)
         # obs: the true last observations of the episodes that ended; the next ones have the reset rows
-        return self._stepped(_with_rows(obs, np.asarray(info["env_id"]), first_obs), obs, reward, terminated, truncated)
+        return self._stepped(
+            _with_rows(obs, np.asarray(info["env_id"]), first_obs),
+            obs,
+            reward,
+            terminated,
+            truncated,
+        )
 
     def reset(self, key: torch.Tensor, num_envs: int, *, config: Mapping[str, Any] | None = None):
         """Reset every env, seeding EnvPool from ``key`` (EnvPool takes seeds below 2**31).
@@ -139,7 +152,9 @@ class envpool_env:  # noqa: N801 - used like a class: Trainer(envpool_env("HalfC
         self.__name__ = f"envpool:{task_id}"
         self._action_space: Space | None = None
 
-    def build_env(self, *, num_envs: int, device: Any = "cpu", config: Mapping[str, Any] | None = None) -> EnvPoolEnv:
+    def build_env(
+        self, *, num_envs: int, device: Any = "cpu", config: Mapping[str, Any] | None = None
+    ) -> EnvPoolEnv:
         """A pool of ``num_envs`` envs (all stepped at once), made with ``make_kwargs`` and ``config``.
 
         Raises:
@@ -149,7 +164,9 @@ class envpool_env:  # noqa: N801 - used like a class: Trainer(envpool_env("HalfC
         try:
             pool = _envpool().make(self.task_id, env_type="gymnasium", num_envs=num_envs, **options)
         except (TypeError, KeyError, ValueError) as e:
-            raise ValueError(f"envpool:{self.task_id} could not be made with env_config {dict(config or {})}: {e}") from None
+            raise ValueError(
+                f"envpool:{self.task_id} could not be made with env_config {dict(config or {})}: {e}"
+            ) from None
         return EnvPoolEnv(pool, device=device, config=config, name=f"envpool:{self.task_id}")
 
     @property

@@ -55,7 +55,15 @@ from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec  # noqa: E40
 
 from ..core import random
 from ..core.normalization import RunningMoments, moments_from_tensors, moments_to_tensors
-from ..core.spaces import Discrete, as_batch, is_numpy, sample, space_from_dict, space_to_dict, to_numpy
+from ..core.spaces import (
+    Discrete,
+    as_batch,
+    is_numpy,
+    sample,
+    space_from_dict,
+    space_to_dict,
+    to_numpy,
+)
 from ..core.version import __version__
 from ..policy.policy import Policy, act_in_env
 from . import checkpoint as ckpt
@@ -125,14 +133,20 @@ class ExportedPolicy:
     ) -> None:
         folder = _artifacts_dir(directory)
         if not (folder / CONFIG_FILE).is_file():
-            raise FileNotFoundError(f"No exported rlstack policy at {str(directory)!r} (no {CONFIG_FILE}).")
+            raise FileNotFoundError(
+                f"No exported rlstack policy at {str(directory)!r} (no {CONFIG_FILE})."
+            )
         config = json.loads((folder / CONFIG_FILE).read_text())
         self.config, self.device = config, torch.device(device)
         self.observation_space = space_from_dict(config["observation_space"])
         self.action_space = space_from_dict(config["action_space"])
         model_cls = _resolve_class(config["model_cls"], "model_cls", model_cls, allow_classes)
-        distribution_cls = _resolve_class(config["distribution_cls"], "distribution_cls", distribution_cls, allow_classes)
-        model = model_cls(self.observation_space, self.action_space, **config["model_config"]).to(self.device)
+        distribution_cls = _resolve_class(
+            config["distribution_cls"], "distribution_cls", distribution_cls, allow_classes
+        )
+        model = model_cls(self.observation_space, self.action_space, **config["model_config"]).to(
+            self.device
+        )
         self.policy = Policy(model, distribution_cls)
         self.params = {k: v.to(self.device) for k, v in _load_tensors(folder / PARAMS_FILE).items()}
         self.obs_moments: Any = ()
@@ -141,12 +155,21 @@ class ExportedPolicy:
         #: next one (``None``: episodes begin at the next call). See :meth:`act` and :meth:`reset`.
         self.memory: Any = None
         if config.get("normalize_obs"):
-            tensors = {k: v.to(self.device) for k, v in _load_tensors(folder / MOMENTS_FILE).items()}
-            keys = list(self.observation_space) if isinstance(self.observation_space, dict) else None
+            tensors = {
+                k: v.to(self.device) for k, v in _load_tensors(folder / MOMENTS_FILE).items()
+            }
+            keys = (
+                list(self.observation_space) if isinstance(self.observation_space, dict) else None
+            )
             self.obs_moments = moments_from_tensors(tensors, keys)
 
     def act(
-        self, obs: Any, deterministic: bool = True, *, key: torch.Tensor | None = None, starts: Any = None
+        self,
+        obs: Any,
+        deterministic: bool = True,
+        *,
+        key: torch.Tensor | None = None,
+        starts: Any = None,
     ) -> tuple[Any, Any, Any]:
         """``(action, log_prob, value)`` for a batch of raw observations, as
         :func:`rlstack.policy.policy.act_in_env`
@@ -170,16 +193,25 @@ class ExportedPolicy:
         if self.memory is not None:
             held = optree.tree_leaves(self.memory)[0].shape[0]
             if held != batch:
-                raise ValueError(f"`obs` has a batch of {batch} envs, the policy's memory is of {held}: call "
-                                 "reset() (or pyfunc params {'reset': True}) to begin new episodes.")
+                raise ValueError(
+                    f"`obs` has a batch of {batch} envs, the policy's memory is of {held}: call "
+                    "reset() (or pyfunc params {'reset': True}) to begin new episodes."
+                )
         if starts is not None:
             starts = torch.as_tensor(np.asarray(starts), dtype=torch.bool, device=self.device)
         if not deterministic and key is None:
             key = random.fold_in(random.key(0, self.device), self._sample_calls)
             self._sample_calls += 1
         *out, memory = act_in_env(
-            self.policy, self.params, obs_t, self.memory, starts, self.action_space, obs_moments=self.obs_moments,
-            deterministic=deterministic, key=key,
+            self.policy,
+            self.params,
+            obs_t,
+            self.memory,
+            starts,
+            self.action_space,
+            obs_moments=self.obs_moments,
+            deterministic=deterministic,
+            key=key,
         )
         if self.policy.has_memory:
             self.memory = memory
@@ -197,7 +229,10 @@ class ExportedPolicy:
 
 
 def load_policy(
-    directory: str | os.PathLike, device: Any = "cpu", *, model_cls: type | None = None,
+    directory: str | os.PathLike,
+    device: Any = "cpu",
+    *,
+    model_cls: type | None = None,
     distribution_cls: type | None = None,
 ) -> tuple[Policy, dict[str, torch.Tensor], dict[str, Any]]:
     """``(policy, params, config)`` from an exported directory, without MLflow.
@@ -209,14 +244,20 @@ def load_policy(
     Examples:
         >>> policy, params, config = load_policy("exported/")  # doctest: +SKIP
     """
-    exported = ExportedPolicy(directory, model_cls=model_cls, distribution_cls=distribution_cls, device=device)
+    exported = ExportedPolicy(
+        directory, model_cls=model_cls, distribution_cls=distribution_cls, device=device
+    )
     return exported.policy, exported.params, exported.config
 
 
 def _tensor_spec(space: Any, name: str) -> list[TensorSpec]:
     if isinstance(space, dict):
         return [spec for key, sub in space.items() for spec in _tensor_spec(sub, key)]
-    dtype = np.int64 if isinstance(space, Discrete) else np.dtype(str(space.dtype).removeprefix("torch."))
+    dtype = (
+        np.int64
+        if isinstance(space, Discrete)
+        else np.dtype(str(space.dtype).removeprefix("torch."))
+    )
     return [TensorSpec(np.dtype(dtype), (-1, *space.shape), name)]
 
 
@@ -226,9 +267,13 @@ class PolicyModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: Any) -> None:
         allow = list((context.model_config or {}).get("allow_classes", ()))
-        self.exported = ExportedPolicy(Path(context.artifacts["config"]).parent, allow_classes=allow)
+        self.exported = ExportedPolicy(
+            Path(context.artifacts["config"]).parent, allow_classes=allow
+        )
 
-    def predict(self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None) -> Any:
+    def predict(
+        self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None
+    ) -> Any:
         """Actions for ``{"obs": array}`` (or a dict of arrays for a dict
         observation space); see the module docstring for ``params``."""
         params = params or {}
@@ -251,7 +296,9 @@ def check_export_path(path: str | os.PathLike) -> None:
     folder (checked before training, so no work is wasted)."""
     path = Path(path)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise FileExistsError(f"Export path {str(path)!r} exists and is not empty; choose a new directory.")
+        raise FileExistsError(
+            f"Export path {str(path)!r} exists and is not empty; choose a new directory."
+        )
 
 
 def lock_export_path(path: str | os.PathLike) -> ckpt.FolderLock:
@@ -298,24 +345,42 @@ def export_policy(algorithm: Any, path: str | os.PathLike) -> str:
         "normalize_obs": isinstance(moments, (RunningMoments, dict)),
         "env": algorithm.build_config["env"],
         "env_config": algorithm.env_config,
-        "memory": "recurrent" if algorithm.policy.recurrent else (
-            f"obs_window={algorithm.policy.obs_window}" if algorithm.policy.obs_window > 1 else None),
+        "memory": "recurrent"
+        if algorithm.policy.recurrent
+        else (
+            f"obs_window={algorithm.policy.obs_window}" if algorithm.policy.obs_window > 1 else None
+        ),
     }
     inputs = Schema(_tensor_spec(env.observation_space, "obs"))
     outputs = Schema(_tensor_spec(env.action_space, "actions"))
     signature = ModelSignature(
-        inputs=inputs, outputs=outputs,
-        params=ParamSchema([ParamSpec("deterministic", "boolean", True), ParamSpec("outputs", "string", "actions"),
-                            ParamSpec("reset", "boolean", False)]),
+        inputs=inputs,
+        outputs=outputs,
+        params=ParamSchema(
+            [
+                ParamSpec("deterministic", "boolean", True),
+                ParamSpec("outputs", "string", "actions"),
+                ParamSpec("reset", "boolean", False),
+            ]
+        ),
     )
-    example = sample(env.observation_space, (2,), key=random.key(0))  # never torch's global generator
-    input_example = {k: v.numpy() for k, v in example.items()} if isinstance(example, dict) else {"obs": example.numpy()}
+    example = sample(
+        env.observation_space, (2,), key=random.key(0)
+    )  # never torch's global generator
+    input_example = (
+        {k: v.numpy() for k, v in example.items()}
+        if isinstance(example, dict)
+        else {"obs": example.numpy()}
+    )
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = {"params": Path(tmp) / PARAMS_FILE, "config": Path(tmp) / CONFIG_FILE}
         torch.save({k: v.detach().cpu() for k, v in algorithm.params.items()}, artifacts["params"])
         if config["normalize_obs"]:
             artifacts["obs_moments"] = Path(tmp) / MOMENTS_FILE
-            torch.save({k: v.detach().cpu() for k, v in moments_to_tensors(moments).items()}, artifacts["obs_moments"])
+            torch.save(
+                {k: v.detach().cpu() for k, v in moments_to_tensors(moments).items()},
+                artifacts["obs_moments"],
+            )
         artifacts["config"].write_text(json.dumps(config, indent=2, default=list))
         mlflow.pyfunc.save_model(
             path=str(path),

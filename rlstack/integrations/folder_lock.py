@@ -47,7 +47,9 @@ class FolderLock:
             self._file.seek(0)
             holder = self._file.read().strip() or "another run"
             self._file.close()
-            raise ValueError(f"`{what}` {folder!r} is in use by {holder}; give this run its own directory.") from None
+            raise ValueError(
+                f"`{what}` {folder!r} is in use by {holder}; give this run its own directory."
+            ) from None
 
     def take(self, owner: str) -> str:
         """Write ``"<owner> (pid <this pid>)"`` into the lock; returns what it held before."""

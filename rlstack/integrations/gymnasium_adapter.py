@@ -33,7 +33,9 @@ from ..envs._base import check_num_envs
 
 #: ``env_config["vectorization_mode"]`` of a gymnasium id: how its sub-envs are stepped.
 VECTORIZATION_MODES = ("sync", "async")
-EXTRA_HINT = "gymnasium is not installed: pip install 'rlstack[gymnasium]' (or pip install gymnasium)."
+EXTRA_HINT = (
+    "gymnasium is not installed: pip install 'rlstack[gymnasium]' (or pip install gymnasium)."
+)
 
 
 def _gymnasium():
@@ -55,11 +57,15 @@ def space_from_gymnasium(space: Any, name: str) -> Space:
         return {k: space_from_gymnasium(sub, f"{name}[{k!r}]") for k, sub in space.spaces.items()}
     if isinstance(space, spaces.Discrete):
         if int(space.start) != 0:
-            raise ValueError(f"{name}: Discrete spaces must start at 0, got start={int(space.start)}.")
+            raise ValueError(
+                f"{name}: Discrete spaces must start at 0, got start={int(space.start)}."
+            )
         return Discrete(int(space.n))
     if isinstance(space, spaces.Box) and np.issubdtype(space.dtype, np.floating):
         return Box(space.shape, low=float(np.min(space.low)), high=float(np.max(space.high)))
-    raise ValueError(f"{name} {space!r} is not supported; expected a float Box, a Discrete or a Dict of them.")
+    raise ValueError(
+        f"{name} {space!r} is not supported; expected a float Box, a Discrete or a Dict of them."
+    )
 
 
 class GymnasiumState(NamedTuple):
@@ -96,7 +102,9 @@ class GymnasiumEnv(Env):
     kind = "gymnasium vector env"
     takes_options = "gymnasium envs take their options at creation (env_config)"
 
-    def __init__(self, vector_env: Any, device: Any = "cpu", config: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, vector_env: Any, device: Any = "cpu", config: Mapping[str, Any] | None = None
+    ) -> None:
         gymnasium = _gymnasium()
         if not isinstance(vector_env, gymnasium.vector.VectorEnv):
             raise TypeError(
@@ -110,19 +118,33 @@ class GymnasiumEnv(Env):
                 f"`vector_env` must auto-reset in the same step (AutoresetMode.SAME_STEP), got {mode}: in "
                 "NEXT_STEP mode every episode end costs a step whose action is ignored."
             )
-        self.vector_env, self.device, self.config = vector_env, torch.device(device), dict(config or {})
+        self.vector_env, self.device, self.config = (
+            vector_env,
+            torch.device(device),
+            dict(config or {}),
+        )
         self.num_envs = int(vector_env.num_envs)
-        self.observation_space = space_from_gymnasium(vector_env.single_observation_space, "observation_space")
+        self.observation_space = space_from_gymnasium(
+            vector_env.single_observation_space, "observation_space"
+        )
         self.action_space = space_from_gymnasium(vector_env.single_action_space, "action_space")
-        self.name = getattr(getattr(vector_env, "spec", None), "id", None) or type(vector_env).__name__
+        self.name = (
+            getattr(getattr(vector_env, "spec", None), "id", None) or type(vector_env).__name__
+        )
         # success(): long enough for every sub-env to finish its first episode.
-        self.eval_steps = int(getattr(getattr(vector_env, "spec", None), "max_episode_steps", None) or 1000)
+        self.eval_steps = int(
+            getattr(getattr(vector_env, "spec", None), "max_episode_steps", None) or 1000
+        )
 
     def _obs(self, obs: Any) -> Any:
         if isinstance(self.observation_space, dict):
-            return {k: self._tensor(obs[k], np.float32 if isinstance(s, Box) else np.int64)
-                    for k, s in self.observation_space.items()}
-        return self._tensor(obs, np.float32 if isinstance(self.observation_space, Box) else np.int64)
+            return {
+                k: self._tensor(obs[k], np.float32 if isinstance(s, Box) else np.int64)
+                for k, s in self.observation_space.items()
+            }
+        return self._tensor(
+            obs, np.float32 if isinstance(self.observation_space, Box) else np.int64
+        )
 
     def _tensor(self, array: Any, dtype: Any) -> torch.Tensor:
         """A copy of ``array`` as a ``dtype`` tensor on the device: gymnasium
@@ -130,7 +152,9 @@ class GymnasiumEnv(Env):
         tensor = torch.from_numpy(np.array(array, dtype=dtype))
         return tensor if self.device.type == "cpu" else tensor.to(self.device)
 
-    def reset(self, key: torch.Tensor, num_envs: int, *, config: Mapping[str, Any] | None = None) -> tuple[Any, Any]:
+    def reset(
+        self, key: torch.Tensor, num_envs: int, *, config: Mapping[str, Any] | None = None
+    ) -> tuple[Any, Any]:
         """Reset every sub-env, seeding gymnasium from ``key``.
 
         Raises:
@@ -147,11 +171,15 @@ class GymnasiumEnv(Env):
         and ``config`` against what the env was made with (see :meth:`reset`)."""
         check_num_envs(num_envs, self.num_envs, self.kind)
         if config and dict(config) != self.config:
-            raise ValueError(f"{self.kind} {self.name} was made with options {self.config}, got reset `config` "
-                             f"{dict(config)}; {self.takes_options}.")
+            raise ValueError(
+                f"{self.kind} {self.name} was made with options {self.config}, got reset `config` "
+                f"{dict(config)}; {self.takes_options}."
+            )
         return int(random.bits(key, (1,))[0])
 
-    def step(self, key: torch.Tensor, state: GymnasiumState, action: Any) -> tuple[Any, Any, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def step(
+        self, key: torch.Tensor, state: GymnasiumState, action: Any
+    ) -> tuple[Any, Any, torch.Tensor, torch.Tensor, torch.Tensor]:
         """One step of every sub-env (``key`` is unused: gymnasium draws its own)."""
         obs, reward, terminated, truncated, info = self.vector_env.step(actions_to_numpy(action))
         final_obs = None  # where no episode ended, the final observations are the next ones
@@ -159,14 +187,25 @@ class GymnasiumEnv(Env):
             final_obs = _with_final(obs, info["final_obs"], info["_final_obs"])
         return self._stepped(obs, final_obs, reward, terminated, truncated)
 
-    def _stepped(self, next_obs: Any, final_obs: Any, reward: Any, terminated: Any, truncated: Any) -> tuple:
+    def _stepped(
+        self, next_obs: Any, final_obs: Any, reward: Any, terminated: Any, truncated: Any
+    ) -> tuple:
         """A step's NumPy results as :meth:`step` returns them; ``final_obs``
         None where no episode ended (then a copy of the next observations:
         two inputs of the rollout's step, never one aliased)."""
         next_tensors = self._obs(next_obs)
-        final = optree.tree_map(torch.clone, next_tensors) if final_obs is None else self._obs(final_obs)
-        return (GymnasiumState(final), next_tensors, self._tensor(reward, np.float32),
-                self._tensor(terminated, np.bool_), self._tensor(truncated, np.bool_))
+        final = (
+            optree.tree_map(torch.clone, next_tensors)
+            if final_obs is None
+            else self._obs(final_obs)
+        )
+        return (
+            GymnasiumState(final),
+            next_tensors,
+            self._tensor(reward, np.float32),
+            self._tensor(terminated, np.bool_),
+            self._tensor(truncated, np.bool_),
+        )
 
     def final_observation(self, state: GymnasiumState) -> Any:
         return state.final_obs
@@ -219,7 +258,9 @@ class gymnasium_env:  # noqa: N801 - used like a class: Trainer(gymnasium_env("C
         try:
             gymnasium.spec(env_id)
         except gymnasium.error.Error as e:
-            raise ValueError(f"--env gymnasium:{env_id}: gymnasium does not know this id ({e}).") from None
+            raise ValueError(
+                f"--env gymnasium:{env_id}: gymnasium does not know this id ({e})."
+            ) from None
         self.env_id, self.make_kwargs = env_id, make_kwargs
         self.__name__ = f"gymnasium:{env_id}"
         self._action_space: Space | None = None
@@ -229,7 +270,9 @@ class gymnasium_env:  # noqa: N801 - used like a class: Trainer(gymnasium_env("C
     #: Every gymnasium env is episodic here (see :class:`GymnasiumEnv`).
     episodic = True
 
-    def build_env(self, *, num_envs: int, device: Any = "cpu", config: Mapping[str, Any] | None = None) -> GymnasiumEnv:
+    def build_env(
+        self, *, num_envs: int, device: Any = "cpu", config: Mapping[str, Any] | None = None
+    ) -> GymnasiumEnv:
         """``num_envs`` copies in a vector env, made with ``make_kwargs`` and
         ``config``: ``gymnasium.make`` keyword arguments, and
         ``vectorization_mode``, ``"sync"`` (default: every sub-env steps in
@@ -244,21 +287,31 @@ class gymnasium_env:  # noqa: N801 - used like a class: Trainer(gymnasium_env("C
         options = {**self.make_kwargs, **(config or {})}
         mode = options.pop("vectorization_mode", "sync")
         if mode not in VECTORIZATION_MODES:
-            raise ValueError(f"`vectorization_mode` must be one of {list(VECTORIZATION_MODES)}, got {mode!r}.")
+            raise ValueError(
+                f"`vectorization_mode` must be one of {list(VECTORIZATION_MODES)}, got {mode!r}."
+            )
         try:
             vector_env = gymnasium.make_vec(
-                self.env_id, num_envs=num_envs, vectorization_mode=mode,
-                vector_kwargs={"autoreset_mode": gymnasium.vector.AutoresetMode.SAME_STEP}, **options,
+                self.env_id,
+                num_envs=num_envs,
+                vectorization_mode=mode,
+                vector_kwargs={"autoreset_mode": gymnasium.vector.AutoresetMode.SAME_STEP},
+                **options,
             )
         except TypeError as e:
-            raise ValueError(f"gymnasium:{self.env_id} does not take env_config {dict(config or {})}: {e}") from None
+            raise ValueError(
+                f"gymnasium:{self.env_id} does not take env_config {dict(config or {})}: {e}"
+            ) from None
         return GymnasiumEnv(vector_env, device=device, config=config)
 
     @property
     def action_space(self) -> Space:
         """The env's action space (the first read builds one copy of the env)."""
         if self._action_space is None:
-            env = _gymnasium().make(self.env_id, **{k: v for k, v in self.make_kwargs.items() if k != "vectorization_mode"})
+            env = _gymnasium().make(
+                self.env_id,
+                **{k: v for k, v in self.make_kwargs.items() if k != "vectorization_mode"},
+            )
             self._action_space = space_from_gymnasium(env.action_space, "action_space")
             env.close()
         return self._action_space
@@ -267,4 +320,10 @@ class gymnasium_env:  # noqa: N801 - used like a class: Trainer(gymnasium_env("C
         return f"gymnasium_env({self.env_id!r})"
 
 
-__all__ = ["VECTORIZATION_MODES", "GymnasiumEnv", "GymnasiumState", "gymnasium_env", "space_from_gymnasium"]
+__all__ = [
+    "VECTORIZATION_MODES",
+    "GymnasiumEnv",
+    "GymnasiumState",
+    "gymnasium_env",
+    "space_from_gymnasium",
+]

@@ -33,21 +33,33 @@ def plot_learning_curve(
     histories = {m: client.get_metric_history(run_id, m) for m in metrics}
     histories = {m: sorted(h, key=lambda p: p.step) for m, h in histories.items() if h}
     if not histories:
-        raise ValueError(f"Run {run_id} has none of the metrics {list(metrics)}; it has {sorted(run.data.metrics)}.")
+        raise ValueError(
+            f"Run {run_id} has none of the metrics {list(metrics)}; it has {sorted(run.data.metrics)}."
+        )
     # Evaluation runs on fresh envs for its own number of horizons: its returns are
     # not on the training returns' scale, so they get a panel of their own.
-    panels = [(title, {m: h for m, h in histories.items() if m.startswith("eval/") == is_eval})
-              for title, is_eval in (("training rollouts", False), ("evaluation (fresh envs)", True))]
+    panels = [
+        (title, {m: h for m, h in histories.items() if m.startswith("eval/") == is_eval})
+        for title, is_eval in (("training rollouts", False), ("evaluation (fresh envs)", True))
+    ]
     panels = [(title, group) for title, group in panels if group]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(7, 3 + 2 * len(panels)), dpi=120, sharex=True, squeeze=False)
+    fig, axes = plt.subplots(
+        len(panels), 1, figsize=(7, 3 + 2 * len(panels)), dpi=120, sharex=True, squeeze=False
+    )
     env = run.data.params.get("env", "")
     horizon = run.data.params.get("horizon", "?")
     for ax, (title, group) in zip(axes[:, 0], panels):
         for name, history in group.items():
-            ax.plot([p.step for p in history], [p.value for p in history], label=name,
-                    marker="." if len(history) < 50 else None)
+            ax.plot(
+                [p.step for p in history],
+                [p.value for p in history],
+                label=name,
+                marker="." if len(history) < 50 else None,
+            )
         ax.set_title(f"{env} {title} — run {run.info.run_name or run_id[:8]}")
-        ax.set_ylabel(f"per env, over {horizon}-step horizons" if title.startswith("training") else "per env")
+        ax.set_ylabel(
+            f"per env, over {horizon}-step horizons" if title.startswith("training") else "per env"
+        )
         ax.grid(alpha=0.3)
         ax.legend()
     axes[-1, 0].set_xlabel("env steps (transitions collected)")

@@ -70,11 +70,15 @@ def observation_groups(obs: Any, name: str = "observations") -> dict[str, torch.
     if isinstance(obs, torch.Tensor):
         return {"policy": obs}
     if not callable(getattr(obs, "keys", None)):
-        raise TypeError(f"{name} must be a TensorDict, a dict of tensors or a tensor, got {type(obs).__name__}.")
+        raise TypeError(
+            f"{name} must be a TensorDict, a dict of tensors or a tensor, got {type(obs).__name__}."
+        )
     groups = {str(k): obs[k] for k in obs.keys()}
     for group, value in groups.items():
         if not isinstance(value, torch.Tensor):
-            raise TypeError(f"{name}[{group!r}] must be a tensor [num_envs, ...], got {type(value).__name__}.")
+            raise TypeError(
+                f"{name}[{group!r}] must be a tensor [num_envs, ...], got {type(value).__name__}."
+            )
     return groups
 
 
@@ -125,11 +129,23 @@ class RslRlEnv(Env):
     #: What messages call it.
     kind = "rsl_rl VecEnv"
 
-    def __init__(self, vec_env: Any, *, final_obs_key: str = FINAL_OBS_KEY, random_episode_starts: bool = False) -> None:
+    def __init__(
+        self,
+        vec_env: Any,
+        *,
+        final_obs_key: str = FINAL_OBS_KEY,
+        random_episode_starts: bool = False,
+    ) -> None:
         missing = [a for a in PROTOCOL if not hasattr(vec_env, a)]
         if missing:
-            raise TypeError(f"`vec_env` must follow rsl_rl's VecEnv protocol; {type(vec_env).__name__} has no {missing}.")
-        self.vec_env, self.final_obs_key, self.random_episode_starts = vec_env, final_obs_key, random_episode_starts
+            raise TypeError(
+                f"`vec_env` must follow rsl_rl's VecEnv protocol; {type(vec_env).__name__} has no {missing}."
+            )
+        self.vec_env, self.final_obs_key, self.random_episode_starts = (
+            vec_env,
+            final_obs_key,
+            random_episode_starts,
+        )
         self.num_envs, self.device = int(vec_env.num_envs), _indexed(torch.device(vec_env.device))
         groups = observation_groups(vec_env.get_observations(), "get_observations()")
         self.observation_space = {k: Box(tuple(v.shape[1:])) for k, v in groups.items()}
@@ -143,10 +159,14 @@ class RslRlEnv(Env):
     def _groups(self, obs: Any, name: str) -> dict[str, torch.Tensor]:
         groups = observation_groups(obs, name)
         if set(groups) != set(self.observation_space):
-            raise ValueError(f"{name} has groups {sorted(groups)}, expected {sorted(self.observation_space)}.")
+            raise ValueError(
+                f"{name} has groups {sorted(groups)}, expected {sorted(self.observation_space)}."
+            )
         return {k: groups[k].float() for k in self.observation_space}
 
-    def reset(self, key: torch.Tensor, num_envs: int, *, config: Mapping[str, Any] | None = None) -> tuple[Any, Any]:
+    def reset(
+        self, key: torch.Tensor, num_envs: int, *, config: Mapping[str, Any] | None = None
+    ) -> tuple[Any, Any]:
         """The env's current observations (its envs reset themselves; the
         protocol has no reset), after checking ``num_envs``, the device and
         ``config``; the first reset spreads the episode clocks if asked.
@@ -157,20 +177,28 @@ class RslRlEnv(Env):
         """
         check_num_envs(num_envs, self.num_envs, self.kind)
         if key.device != self.device:
-            raise ValueError(f"The {self.kind} {self.name} runs on {self.device}, the policy on {key.device}: pass "
-                             f"device={str(self.device)!r} (rlstack never copies observations between devices).")
+            raise ValueError(
+                f"The {self.kind} {self.name} runs on {self.device}, the policy on {key.device}: pass "
+                f"device={str(self.device)!r} (rlstack never copies observations between devices)."
+            )
         if config:
-            raise ValueError(f"A {self.kind} takes no reset `config` (its options are the env's cfg), got {dict(config)}.")
+            raise ValueError(
+                f"A {self.kind} takes no reset `config` (its options are the env's cfg), got {dict(config)}."
+            )
         if self.random_episode_starts and not self._started:
             horizon = int(self.vec_env.max_episode_length)
             buf = self.vec_env.episode_length_buf
-            self.vec_env.episode_length_buf = (random.bits(key, tuple(buf.shape)) % horizon).to(buf.dtype)
+            self.vec_env.episode_length_buf = (random.bits(key, tuple(buf.shape)) % horizon).to(
+                buf.dtype
+            )
         self._started = True
         self._log_sums, self._log_counts = {}, {}
         obs = self._groups(self.vec_env.get_observations(), "get_observations()")
         return RslRlState(obs, obs), obs
 
-    def step(self, key: torch.Tensor, state: RslRlState, action: Any) -> tuple[Any, Any, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def step(
+        self, key: torch.Tensor, state: RslRlState, action: Any
+    ) -> tuple[Any, Any, torch.Tensor, torch.Tensor, torch.Tensor]:
         """One step of every env (``key`` is unused: the simulator draws its own)."""
         obs, rewards, dones, extras = self.vec_env.step(action)
         obs = self._groups(obs, "step()'s observations")
@@ -180,7 +208,11 @@ class RslRlEnv(Env):
         time_out = time_outs.reshape(n).bool() if time_outs is not None else torch.zeros_like(done)
         truncated, terminated = done & time_out, done & ~time_out
         final = extras.get(self.final_obs_key)
-        known = self._groups(final, f"extras[{self.final_obs_key!r}]") if final is not None else state.obs
+        known = (
+            self._groups(final, f"extras[{self.final_obs_key!r}]")
+            if final is not None
+            else state.obs
+        )
         final_obs = where_done(done, {k: known[k] for k in obs}, obs)
         self._add_log(extras.get("log"))
         return RslRlState(obs, final_obs), obs, rewards.reshape(n).float(), terminated, truncated
@@ -222,7 +254,9 @@ class rsl_rl_env:  # noqa: N801 - used like a class: Trainer(rsl_rl_env(make_isa
 
     def __init__(self, factory: Callable[..., Any], **options: Any) -> None:
         if not callable(factory):
-            raise TypeError(f"`factory` must be callable (num_envs=, device=) -> an rsl_rl env, got {factory!r}.")
+            raise TypeError(
+                f"`factory` must be callable (num_envs=, device=) -> an rsl_rl env, got {factory!r}."
+            )
         self.factory, self.options = factory, options
         self.__name__ = getattr(factory, "__name__", type(factory).__name__)
         self._built: dict[tuple, RslRlEnv] = {}
@@ -232,7 +266,9 @@ class rsl_rl_env:  # noqa: N801 - used like a class: Trainer(rsl_rl_env(make_isa
     #: The envs simulated where the run sets no ``num_envs`` (rsl_rl's locomotion tasks' default).
     default_num_envs = 4096
 
-    def build_env(self, *, num_envs: int, device: Any = "cpu", config: Mapping[str, Any] | None = None) -> RslRlEnv:
+    def build_env(
+        self, *, num_envs: int, device: Any = "cpu", config: Mapping[str, Any] | None = None
+    ) -> RslRlEnv:
         """The factory's env for ``num_envs`` envs on ``device``, wrapped;
         made once per arguments (a GPU simulator is one per process, so
         evaluation steps the same one).
@@ -244,7 +280,9 @@ class rsl_rl_env:  # noqa: N801 - used like a class: Trainer(rsl_rl_env(make_isa
         if arguments not in self._built:
             env = self.factory(num_envs=num_envs, device=str(device), **dict(config or {}))
             if int(getattr(env, "num_envs", num_envs)) != num_envs:
-                raise ValueError(f"{self.__name__}(num_envs={num_envs}) made an env of {env.num_envs} envs.")
+                raise ValueError(
+                    f"{self.__name__}(num_envs={num_envs}) made an env of {env.num_envs} envs."
+                )
             self._built[arguments] = RslRlEnv(env, **self.options)
         return self._built[arguments]
 

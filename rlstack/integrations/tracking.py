@@ -55,7 +55,11 @@ def experiment_id(client: MlflowClient, experiment_name: str | None, parent: Any
         if not isinstance(experiment_name, str) or not experiment_name:
             raise ValueError(f"`experiment_name` must be a non-empty str, got {experiment_name!r}.")
         experiment = client.get_experiment_by_name(experiment_name)
-        return experiment.experiment_id if experiment is not None else client.create_experiment(experiment_name)
+        return (
+            experiment.experiment_id
+            if experiment is not None
+            else client.create_experiment(experiment_name)
+        )
     if parent is not None:
         return parent.info.experiment_id
     from mlflow.tracking.fluent import _get_experiment_id
@@ -96,12 +100,20 @@ class MetricLog:
         log_every_s: shortest time, in seconds, between two recorded points.
     """
 
-    def __init__(self, client: MlflowClient, run_id: str, *, flush_every_s: float = FLUSH_EVERY_S,
-                 log_every_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        client: MlflowClient,
+        run_id: str,
+        *,
+        flush_every_s: float = FLUSH_EVERY_S,
+        log_every_s: float = 1.0,
+    ) -> None:
         self.client, self.run_id = client, run_id
         self.flush_every_s, self.log_every_s = flush_every_s, log_every_s
         self.pending: list[Any] = []
-        self.held: tuple[Mapping[str, float], int, int] | None = None  # the latest step's (stats, step, ms), not recorded
+        self.held: tuple[Mapping[str, float], int, int] | None = (
+            None  # the latest step's (stats, step, ms), not recorded
+        )
         self._last_flush = _clock()
         self._last_point: float | None = None
 
@@ -171,20 +183,34 @@ class MemberRuns:
         log_every_s: see :class:`MetricLog`.
     """
 
-    def __init__(self, client: MlflowClient, parent_run_id: str, num_members: int,
-                 run_ids: list[str | None] | None = None, run_name: str | None = None, log_every_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        client: MlflowClient,
+        parent_run_id: str,
+        num_members: int,
+        run_ids: list[str | None] | None = None,
+        run_name: str | None = None,
+        log_every_s: float = 1.0,
+    ) -> None:
         self.run_ids: list[str] = []
-        parent = client.get_run(parent_run_id) if num_members else None  # a single run has no member runs
+        parent = (
+            client.get_run(parent_run_id) if num_members else None
+        )  # a single run has no member runs
         name = run_name or (parent.info.run_name if parent is not None else None) or "population"
         for k in range(num_members):
             run_id = (run_ids or [None] * num_members)[k]
             if run_id is not None and _exists(client, run_id):
                 client.update_run(run_id, status="RUNNING")
             else:
-                run_id = client.create_run(parent.info.experiment_id, run_name=f"{name}/member-{k}",
-                                           tags={"mlflow.parentRunId": parent_run_id}).info.run_id
+                run_id = client.create_run(
+                    parent.info.experiment_id,
+                    run_name=f"{name}/member-{k}",
+                    tags={"mlflow.parentRunId": parent_run_id},
+                ).info.run_id
             self.run_ids.append(run_id)
-        self.metrics = [MetricLog(client, run_id, log_every_s=log_every_s) for run_id in self.run_ids]
+        self.metrics = [
+            MetricLog(client, run_id, log_every_s=log_every_s) for run_id in self.run_ids
+        ]
         #: Each member's own end status, or None: the parent's.
         self.status: list[str | None] = [None] * num_members
 
@@ -202,8 +228,13 @@ def _exists(client: MlflowClient, run_id: str) -> bool:
 
 
 def end_run(
-    client: MlflowClient, run_id: str, status: dict[str, str], checkpoint_dirs: dict, metrics: MetricLog | None = None,
-    quiet: bool = True, members: MemberRuns | None = None,
+    client: MlflowClient,
+    run_id: str,
+    status: dict[str, str],
+    checkpoint_dirs: dict,
+    metrics: MetricLog | None = None,
+    quiet: bool = True,
+    members: MemberRuns | None = None,
 ) -> None:
     """End a Trainer's run (and its members' runs) with the status it
     recorded; release its checkpoint folders. Called by
@@ -226,14 +257,19 @@ def end_run(
             raise
 
 
-
-
-def mark_dead_run_killed(client: MlflowClient, owner: str | None, current_run_id: str | None) -> str | None:
+def mark_dead_run_killed(
+    client: MlflowClient, owner: str | None, current_run_id: str | None
+) -> str | None:
     """End as KILLED the MLflow run a dead process left RUNNING: ``owner`` is
     what its folder lock names (``"MLflow run <id>"``, see
     :func:`rlstack.integrations.folder_lock.dead_owner`). Returns the id it ended, if any."""
     run_id = (owner or "").removeprefix("MLflow run ").strip()
-    if not owner or not owner.startswith("MLflow run ") or run_id == current_run_id or not _exists(client, run_id):
+    if (
+        not owner
+        or not owner.startswith("MLflow run ")
+        or run_id == current_run_id
+        or not _exists(client, run_id)
+    ):
         return None
     if client.get_run(run_id).info.status != "RUNNING":
         return None
@@ -251,7 +287,9 @@ def create_run(client: MlflowClient, experiment_name: str | None, run_name: str 
         tags = resolve_tags(tags)  # source, user and git tags, as mlflow.start_run sets them
     except Exception:
         pass
-    run = client.create_run(experiment_id(client, experiment_name, parent), run_name=run_name, tags=tags)
+    run = client.create_run(
+        experiment_id(client, experiment_name, parent), run_name=run_name, tags=tags
+    )
     return run.info.run_id
 
 
@@ -270,7 +308,9 @@ def log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> 
         client.log_batch(run_id, tags=changed)
 
 
-def resumable_run_id(run_id: str | None, experiment_name: str | None, run_name: str | None) -> str | None:
+def resumable_run_id(
+    run_id: str | None, experiment_name: str | None, run_name: str | None
+) -> str | None:
     """``run_id`` if that run exists in the current tracking store and
     ``experiment_name`` / ``run_name``, when given, are its; else None."""
     if run_id is None:
@@ -281,6 +321,8 @@ def resumable_run_id(run_id: str | None, experiment_name: str | None, run_name: 
         experiment = client.get_experiment(run.info.experiment_id)
     except require_mlflow().exceptions.MlflowException:
         return None
-    if (experiment_name not in (None, experiment.name)) or (run_name not in (None, run.info.run_name)):
+    if (experiment_name not in (None, experiment.name)) or (
+        run_name not in (None, run.info.run_name)
+    ):
         return None
     return run_id

@@ -22,7 +22,9 @@ def minibatch_rows(config: AlgorithmConfig, recurrent: bool) -> int | None:
     return config.sgd_minibatch_size // (config.seq_len if recurrent else 1)
 
 
-def per_minibatch_standardised(advantages: torch.Tensor, order: torch.Tensor, rows: int | None) -> torch.Tensor:
+def per_minibatch_standardised(
+    advantages: torch.Tensor, order: torch.Tensor, rows: int | None
+) -> torch.Tensor:
     """Advantages ``[R, ...]`` standardised, ``(A - mean) / (std + 1e-8)``,
     within each minibatch of ``rows`` consecutive entries of ``order``
     (``[R]`` int64, a permutation); None: one minibatch of all ``R``. Each
@@ -35,7 +37,9 @@ def per_minibatch_standardised(advantages: torch.Tensor, order: torch.Tensor, ro
     return standardised.reshape(ordered.shape)[torch.argsort(order)]
 
 
-def make_epoch_batch(config: AlgorithmConfig, recurrent: bool) -> Callable[[Batch, torch.Tensor], Batch]:
+def make_epoch_batch(
+    config: AlgorithmConfig, recurrent: bool
+) -> Callable[[Batch, torch.Tensor], Batch]:
     """``epoch_batch(batch, order) -> batch``: the batch an epoch slices in
     ``order`` (``[rows]`` int64), its advantages standardised within each
     minibatch of that order (:func:`per_minibatch_standardised`); the

@@ -123,9 +123,13 @@ def _signature(leaves: list[Any]) -> list[tuple[torch.Size, torch.dtype, torch.d
     signature = []
     for i, leaf in enumerate(leaves):
         if not isinstance(leaf, torch.Tensor):
-            raise TypeError(f"CudaGraphed arguments must be pytrees of tensors; leaf {i} is {type(leaf).__name__}.")
+            raise TypeError(
+                f"CudaGraphed arguments must be pytrees of tensors; leaf {i} is {type(leaf).__name__}."
+            )
         if leaf.device.type != "cuda":
-            raise ValueError(f"CudaGraphed arguments must be CUDA tensors; leaf {i} is on {leaf.device}.")
+            raise ValueError(
+                f"CudaGraphed arguments must be CUDA tensors; leaf {i} is on {leaf.device}."
+            )
         signature.append((leaf.shape, leaf.dtype, leaf.device))
     return signature
 

@@ -77,11 +77,19 @@ def gae(
             f"`values` must have shape [T + 1, ...] for `rewards` [T, ...] = {list(rewards.shape)}, "
             f"got {list(values.shape)}."
         )
-    for name, flag in (("terminated", terminated), ("truncated", truncated), ("final_values", final_values)):
+    for name, flag in (
+        ("terminated", terminated),
+        ("truncated", truncated),
+        ("final_values", final_values),
+    ):
         if flag is not None and flag.shape != rewards.shape:
-            raise ValueError(f"`{name}` must have the shape of `rewards` {list(rewards.shape)}, got {list(flag.shape)}.")
+            raise ValueError(
+                f"`{name}` must have the shape of `rewards` {list(rewards.shape)}, got {list(flag.shape)}."
+            )
     if truncated is not None and final_values is None:
-        raise ValueError("`truncated` needs `final_values`: the values of the truncated steps' final observations.")
+        raise ValueError(
+            "`truncated` needs `final_values`: the values of the truncated steps' final observations."
+        )
     next_values = values[1:]
     continues = torch.ones_like(rewards)
     if truncated is not None:
@@ -155,9 +163,13 @@ def ppo_loss(
     """
     log_ratio = log_probs - old_log_probs
     ratio = torch.exp(log_ratio)
-    surrogate = torch.minimum(advantages * ratio, advantages * ratio.clamp(1.0 - clip_param, 1.0 + clip_param))
+    surrogate = torch.minimum(
+        advantages * ratio, advantages * ratio.clamp(1.0 - clip_param, 1.0 + clip_param)
+    )
     if dual_clip_param is not None:
-        surrogate = torch.where(advantages < 0, torch.maximum(surrogate, dual_clip_param * advantages), surrogate)
+        surrogate = torch.where(
+            advantages < 0, torch.maximum(surrogate, dual_clip_param * advantages), surrogate
+        )
     policy_loss = -surrogate.mean()
 
     value_terms = value_loss_terms(values, old_values, returns, vf_clip_param, vf_clip_kind)
@@ -181,7 +193,11 @@ def ppo_loss(
 
 
 def value_loss_terms(
-    values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, vf_clip_param: float | None, kind: str
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    vf_clip_param: float | None,
+    kind: str,
 ) -> torch.Tensor:
     """Each transition's value loss ``[B]`` (the value loss is their mean).
 
@@ -203,7 +219,9 @@ def value_loss_terms(
     if vf_clip_param is None:
         return 0.5 * (values - returns) ** 2
     if kind == "absolute":
-        return torch.nn.functional.smooth_l1_loss(values, returns, reduction="none").clamp(0.0, vf_clip_param)
+        return torch.nn.functional.smooth_l1_loss(values, returns, reduction="none").clamp(
+            0.0, vf_clip_param
+        )
     clipped_values = old_values + (values - old_values).clamp(-vf_clip_param, vf_clip_param)
     return 0.5 * torch.maximum((values - returns) ** 2, (clipped_values - returns) ** 2)
 
@@ -214,7 +232,11 @@ def _mean64(x: torch.Tensor) -> torch.Tensor:
 
 
 def prepare_batch(
-    traj: Trajectory, *, gamma: float | torch.Tensor, gae_lambda: float | torch.Tensor, normalize_advantages: bool,
+    traj: Trajectory,
+    *,
+    gamma: float | torch.Tensor,
+    gae_lambda: float | torch.Tensor,
+    normalize_advantages: bool,
     memory: MemoryKind,
 ) -> Batch:
     """GAE on a trajectory (with its episode ends), then its rows for the
@@ -229,8 +251,13 @@ def prepare_batch(
     ``memory`` is the policy's memory kind (``policy.memory``).
     """
     advantages, returns = gae(
-        traj.rewards, traj.values, gamma=gamma, gae_lambda=gae_lambda,
-        terminated=traj.terminated, truncated=traj.truncated, final_values=traj.final_values,
+        traj.rewards,
+        traj.values,
+        gamma=gamma,
+        gae_lambda=gae_lambda,
+        terminated=traj.terminated,
+        truncated=traj.truncated,
+        final_values=traj.final_values,
     )
     if normalize_advantages:
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
@@ -291,14 +318,20 @@ def make_ppo_loss(policy: Policy, config: AlgorithmConfig | Mapping[str, Any]) -
     config = as_config(config)
     dist = policy.distribution_cls
 
-    def transitions(x: torch.Tensor) -> torch.Tensor:  # [B] or a recurrent batch's [B, L] -> [B * L]
+    def transitions(
+        x: torch.Tensor,
+    ) -> torch.Tensor:  # [B] or a recurrent batch's [B, L] -> [B * L]
         return x.reshape(-1)
 
     def loss(params: Params, batch: Batch, hparams: HParams) -> tuple[torch.Tensor, Metrics]:
-        with torch.autocast(batch.advantages.device.type, dtype=torch.bfloat16, enabled=config.enable_amp):
+        with torch.autocast(
+            batch.advantages.device.type, dtype=torch.bfloat16, enabled=config.enable_amp
+        ):
             dist_inputs, values = policy.replay(params, batch)
         dist_inputs = optree.tree_map(lambda x: x.float(), dist_inputs)
-        actions = optree.tree_map(lambda a: a.reshape(-1, *a.shape[batch.advantages.dim():]), batch.actions)
+        actions = optree.tree_map(
+            lambda a: a.reshape(-1, *a.shape[batch.advantages.dim() :]), batch.actions
+        )
         return ppo_loss(
             dist.log_prob(dist_inputs, actions),
             transitions(batch.log_probs),

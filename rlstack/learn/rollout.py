@@ -18,7 +18,13 @@ from .steps import Acted, fused_steps, split_steps
 from .transforms import Staged, contiguous
 
 __all__ = [
-    "check_lengths", "check_window", "final_value", "make_rollout", "reset_carry", "run_horizon", "scheduled_starts",
+    "check_lengths",
+    "check_window",
+    "final_value",
+    "make_rollout",
+    "reset_carry",
+    "run_horizon",
+    "scheduled_starts",
     "with_carry_defaults",
 ]
 
@@ -111,40 +117,83 @@ def make_rollout(
     """
     check_lengths(policy, horizon, seq_len)
     memory_kind = policy.memory
-    memory_starts = functools.partial(scheduled_starts, seq_len=seq_len, seqs_per_state_reset=seqs_per_state_reset)
+    memory_starts = functools.partial(
+        scheduled_starts, seq_len=seq_len, seqs_per_state_reset=seqs_per_state_reset
+    )
 
     def act(params: Params, carry: RolloutCarry) -> Acted:
         """Before the env: split the key, observe, act with the memory."""
         key, act_key, step_key = random.split(carry.key, 3)
-        norm, policy_obs = observe(carry.norm, carry.obs, normalize_obs=normalize_obs, update=update_normalization)
+        norm, policy_obs = observe(
+            carry.norm, carry.obs, normalize_obs=normalize_obs, update=update_normalization
+        )
         starts = memory_starts(carry)
-        action, log_prob, value, memory = policy.step(act_key, params, policy_obs, carry.memory, starts,
-                                                      deterministic=deterministic)
+        action, log_prob, value, memory = policy.step(
+            act_key, params, policy_obs, carry.memory, starts, deterministic=deterministic
+        )
         env_action = to_action_space(policy.distribution_cls, action, env.action_space)
-        return Acted(key, step_key, norm, policy_obs, starts, action, log_prob, value, memory, env_action)
+        return Acted(
+            key, step_key, norm, policy_obs, starts, action, log_prob, value, memory, env_action
+        )
 
-    def learn(params: Params, carry: RolloutCarry, discount: Any, acted: Acted, stepped: tuple) -> tuple[RolloutCarry, Transition]:
+    def learn(
+        params: Params, carry: RolloutCarry, discount: Any, acted: Acted, stepped: tuple
+    ) -> tuple[RolloutCarry, Transition]:
         """After the env: an ended episode is tallied (its final observation
         valued) and its successor's memory starts over at the next step."""
         env_state, obs, reward, terminated, truncated = stepped
         done = terminated | truncated
-        ended_value = final_value(env, policy, normalize_obs, params, acted.norm, env_state, acted.memory,
-                                  torch.zeros_like(done))
-        norm, learned_reward = scale_reward(acted.norm, reward, discount, done, normalize_rewards=normalize_rewards,
-                                            update=update_normalization)
+        ended_value = final_value(
+            env,
+            policy,
+            normalize_obs,
+            params,
+            acted.norm,
+            env_state,
+            acted.memory,
+            torch.zeros_like(done),
+        )
+        norm, learned_reward = scale_reward(
+            acted.norm,
+            reward,
+            discount,
+            done,
+            normalize_rewards=normalize_rewards,
+            update=update_normalization,
+        )
         tally, ended_return, ended_length = tally_episodes(carry.episode, reward, done)
-        transition = Transition(acted.policy_obs, acted.action, acted.log_prob, acted.value, learned_reward, reward,
-                                terminated, truncated, ended_value, ended_return, ended_length,
-                                memory_kind.step_record(carry.memory, acted.starts))
-        return RolloutCarry(env_state, obs, acted.key, norm, tally, acted.memory, done, carry.step + 1), transition
+        transition = Transition(
+            acted.policy_obs,
+            acted.action,
+            acted.log_prob,
+            acted.value,
+            learned_reward,
+            reward,
+            terminated,
+            truncated,
+            ended_value,
+            ended_return,
+            ended_length,
+            memory_kind.step_record(carry.memory, acted.starts),
+        )
+        return RolloutCarry(
+            env_state, obs, acted.key, norm, tally, acted.memory, done, carry.step + 1
+        ), transition
 
     def body(params: Params, carry: RolloutCarry, discount: Any) -> tuple[RolloutCarry, Transition]:
         """Act, step the env with the action mapped into its space, learn."""
         acted = act(params, carry)
-        return learn(params, carry, discount, acted, env.step(acted.step_key, carry.env_state, acted.env_action))
+        return learn(
+            params,
+            carry,
+            discount,
+            acted,
+            env.step(acted.step_key, carry.env_state, acted.env_action),
+        )
 
-    def learn_then_act(params: Params, carry: RolloutCarry, discount: Any, acted: Acted,
-                       stepped: tuple) -> tuple[RolloutCarry, Transition, Acted]:
+    def learn_then_act(
+        params: Params, carry: RolloutCarry, discount: Any, acted: Acted, stepped: tuple
+    ) -> tuple[RolloutCarry, Transition, Acted]:
         """``learn``, then ``act`` on its carry: one call between two eager env steps."""
         carry, transition = learn(params, carry, discount, acted, stepped)
         return carry, transition, act(params, carry)
@@ -157,15 +206,25 @@ def make_rollout(
     def record(first: Any, steps: list, length: int) -> Any:
         return memory_kind.record(first, steps, length)
 
-    pieces = {"defaults": with_carry_defaults(policy), "bootstrap_value": bootstrap_value, "record": record}
+    pieces = {
+        "defaults": with_carry_defaults(policy),
+        "bootstrap_value": bootstrap_value,
+        "record": record,
+    }
     if getattr(env, "compilable", True):  # one step piece, the env inside
         pieces["step"], steps = body, fused_steps
     else:  # compiled around an env that runs eagerly (gymnasium, 1.x adapters)
         pieces.update(act=act, env_step=env.step, learn_then_act=learn_then_act)
         steps = split_steps
-    loop = functools.partial(run_horizon, horizon=horizon, gamma=gamma, seq_len=seq_len, steps=steps)
-    return Staged(pieces, loop, compile=frozenset(pieces) & {"step", "act", "learn_then_act", "bootstrap_value"},
-                  in_dims={"record": (0, 0, None)})
+    loop = functools.partial(
+        run_horizon, horizon=horizon, gamma=gamma, seq_len=seq_len, steps=steps
+    )
+    return Staged(
+        pieces,
+        loop,
+        compile=frozenset(pieces) & {"step", "act", "learn_then_act", "bootstrap_value"},
+        in_dims={"record": (0, 0, None)},
+    )
 
 
 def check_lengths(policy: Policy, horizon: int, seq_len: int) -> None:
@@ -177,11 +236,15 @@ def check_lengths(policy: Policy, horizon: int, seq_len: int) -> None:
     if not isinstance(horizon, int) or horizon < 1:
         raise ValueError(f"`horizon` must be a positive int, got {horizon!r}.")
     if not isinstance(seq_len, int) or seq_len < 1 or horizon % seq_len:
-        raise ValueError(f"`seq_len` must be a positive int dividing `horizon` {horizon}, got {seq_len!r}.")
+        raise ValueError(
+            f"`seq_len` must be a positive int dividing `horizon` {horizon}, got {seq_len!r}."
+        )
     check_window(policy, horizon)
 
 
-def scheduled_starts(carry: RolloutCarry, *, seq_len: int, seqs_per_state_reset: int) -> torch.Tensor:
+def scheduled_starts(
+    carry: RolloutCarry, *, seq_len: int, seqs_per_state_reset: int
+) -> torch.Tensor:
     """``[N]`` bool: where the memory starts over before the next step (an
     episode's start, and every ``seqs_per_state_reset`` sequences of
     ``seq_len`` steps counted by ``carry.step``; negative: never)."""
@@ -191,8 +254,16 @@ def scheduled_starts(carry: RolloutCarry, *, seq_len: int, seqs_per_state_reset:
     return carry.starts | scheduled
 
 
-def final_value(env: Env, policy: Policy, normalize_obs: bool, params: Params, norm: Any, env_state: Tree,
-                memory: Any, no_starts: torch.Tensor) -> Any:
+def final_value(
+    env: Env,
+    policy: Policy,
+    normalize_obs: bool,
+    params: Params,
+    norm: Any,
+    env_state: Tree,
+    memory: Any,
+    no_starts: torch.Tensor,
+) -> Any:
     """The critic's value of each env's final observation of the step
     (before an auto-reset), seen as the policy saw observations, with the
     memory after the step (``no_starts``: ``[N]`` False); ``()`` for an env whose episodes never end:
@@ -205,8 +276,16 @@ def final_value(env: Env, policy: Policy, normalize_obs: bool, params: Params, n
 
 
 def run_horizon(
-    pieces: Mapping[str, Callable], member_axes: int, params: Params, carry: RolloutCarry,
-    hparams: HParams | None = None, *, horizon: int, gamma: float, seq_len: int, steps: Callable = fused_steps,
+    pieces: Mapping[str, Callable],
+    member_axes: int,
+    params: Params,
+    carry: RolloutCarry,
+    hparams: HParams | None = None,
+    *,
+    horizon: int,
+    gamma: float,
+    seq_len: int,
+    steps: Callable = fused_steps,
 ) -> tuple[RolloutCarry, Trajectory]:
     """The Python driver of :func:`make_rollout`: ``horizon`` steps from
     ``carry`` (after ``defaults``) as ``steps`` takes them
@@ -218,12 +297,16 @@ def run_horizon(
     random.check_key(carry.key, "carry.key")
     discount = gamma if hparams is None else hparams.gamma
     if member_axes and not isinstance(discount, torch.Tensor):  # one value for every member
-        discount = torch.full(carry.key.shape[:member_axes], float(discount), device=carry.key.device)
+        discount = torch.full(
+            carry.key.shape[:member_axes], float(discount), device=carry.key.device
+        )
     carry = contiguous(pieces["defaults"](carry))
     first_memory, transitions = carry.memory, []
     for carry, transition in steps(pieces, params, carry, discount, horizon):
         transitions.append(transition)
-    stacked = optree.tree_map(lambda *xs: torch.stack(xs, member_axes), *[s._replace(memory=()) for s in transitions])
+    stacked = optree.tree_map(
+        lambda *xs: torch.stack(xs, member_axes), *[s._replace(memory=()) for s in transitions]
+    )
     last_value = pieces["bootstrap_value"](params, carry)
     values = torch.cat([stacked.value, last_value.unsqueeze(member_axes)], member_axes)
     traj = Trajectory(
@@ -236,8 +319,9 @@ def run_horizon(
         terminated=stacked.terminated,
         truncated=stacked.truncated,
         # Where episodes never end, each step's final observation is the next one.
-        final_values=stacked.final_value if optree.tree_leaves(stacked.final_value) else values.narrow(
-            member_axes, 1, horizon),
+        final_values=stacked.final_value
+        if optree.tree_leaves(stacked.final_value)
+        else values.narrow(member_axes, 1, horizon),
         episode_returns=stacked.episode_return,
         episode_lengths=stacked.episode_length,
         memory=pieces["record"](first_memory, [s.memory for s in transitions], seq_len),
@@ -254,12 +338,20 @@ def check_window(policy: Policy, horizon: int) -> None:
     """
     size, name = policy.obs_window, type(policy.model).__name__
     if size > horizon:
-        raise ValueError(f"model {name}.obs_window {size} must not exceed `horizon` {horizon}: a window is at most "
-                         "one rollout long.")
+        raise ValueError(
+            f"model {name}.obs_window {size} must not exceed `horizon` {horizon}: a window is at most "
+            "one rollout long."
+        )
 
 
 def reset_carry(
-    key: torch.Tensor, env: Env, num_envs: int, *, config: Any = None, norm: Any = (), policy: Policy | None = None,
+    key: torch.Tensor,
+    env: Env,
+    num_envs: int,
+    *,
+    config: Any = None,
+    norm: Any = (),
+    policy: Policy | None = None,
     step: torch.Tensor | None = None,
 ) -> RolloutCarry:
     """A carry of ``num_envs`` freshly reset envs: ``key`` is split into the
@@ -285,8 +377,11 @@ def with_carry_defaults(policy: Policy | None) -> Callable[[RolloutCarry], Rollo
     def with_defaults(carry: RolloutCarry) -> RolloutCarry:
         n, device = _batch_size(carry.obs), carry.key.device
         if _absent(carry.episode):
-            carry = carry._replace(episode=EpisodeTally(
-                torch.zeros(n, device=device), torch.zeros(n, dtype=torch.int64, device=device)))
+            carry = carry._replace(
+                episode=EpisodeTally(
+                    torch.zeros(n, device=device), torch.zeros(n, dtype=torch.int64, device=device)
+                )
+            )
         if _absent(carry.memory) and policy is not None:
             carry = carry._replace(memory=policy.initial_memory(carry.obs))
         if _absent(carry.starts):

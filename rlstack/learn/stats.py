@@ -129,8 +129,8 @@ def reduction(name: str) -> tuple[Reduction, str]:
     if name in REDUCTIONS:
         return REDUCTIONS[name], ""
     for prefix in _PREFIXES:
-        if name.startswith(prefix) and name[len(prefix):] in REDUCTIONS:
-            return REDUCTIONS[name[len(prefix):]], prefix
+        if name.startswith(prefix) and name[len(prefix) :] in REDUCTIONS:
+            return REDUCTIONS[name[len(prefix) :]], prefix
     return Mean(), ""
 
 
@@ -162,7 +162,11 @@ def _combine_one(name: str, groups: Sequence[Mapping[str, float]]) -> float:
     rule, prefix = reduction(name)
     having = [group for group in groups if name in group]
     values = [float(group[name]) for group in having]
-    companions = [] if rule.companion is None else [float(group.get(prefix + rule.companion, 0.0)) for group in having]
+    companions = (
+        []
+        if rule.companion is None
+        else [float(group.get(prefix + rule.companion, 0.0)) for group in having]
+    )
     return rule.apply(values, companions)
 
 
@@ -236,6 +240,11 @@ def tally_episodes(
     """
     returns, lengths = tally.returns + reward, tally.lengths + 1
     zero_return, zero_length = torch.zeros_like(returns), torch.zeros_like(lengths)
-    ended_return, ended_length = torch.where(done, returns, zero_return), torch.where(done, lengths, zero_length)
-    running = EpisodeTally(torch.where(done, zero_return, returns), torch.where(done, zero_length, lengths))
+    ended_return, ended_length = (
+        torch.where(done, returns, zero_return),
+        torch.where(done, lengths, zero_length),
+    )
+    running = EpisodeTally(
+        torch.where(done, zero_return, returns), torch.where(done, zero_length, lengths)
+    )
     return running, ended_return, ended_length

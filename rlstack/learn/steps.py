@@ -28,8 +28,9 @@ class Acted(NamedTuple):
     env_action: Tree
 
 
-def fused_steps(pieces: Mapping[str, Callable], params: Params, carry: RolloutCarry, discount: Any,
-                horizon: int) -> Iterator[tuple[RolloutCarry, Transition]]:
+def fused_steps(
+    pieces: Mapping[str, Callable], params: Params, carry: RolloutCarry, discount: Any, horizon: int
+) -> Iterator[tuple[RolloutCarry, Transition]]:
     """``horizon`` calls of the ``step`` piece (the env inside): each step's carry and transition."""
     stable = False
     for _ in range(horizon):
@@ -39,8 +40,9 @@ def fused_steps(pieces: Mapping[str, Callable], params: Params, carry: RolloutCa
         yield carry, transition
 
 
-def split_steps(pieces: Mapping[str, Callable], params: Params, carry: RolloutCarry, discount: Any,
-                horizon: int) -> Iterator[tuple[RolloutCarry, Transition]]:
+def split_steps(
+    pieces: Mapping[str, Callable], params: Params, carry: RolloutCarry, discount: Any, horizon: int
+) -> Iterator[tuple[RolloutCarry, Transition]]:
     """The steps of an env that runs eagerly: ``act`` once, then per step the
     env (``env_step``) and ``learn_then_act``, one compiled call between env
     steps. The last step's next action is dropped: the next rollout acts
@@ -50,8 +52,12 @@ def split_steps(pieces: Mapping[str, Callable], params: Params, carry: RolloutCa
     stable = False
     for t in range(horizon):
         stepped = contiguous(pieces["env_step"](acted.step_key, carry.env_state, acted.env_action))
-        with same_inputs_as_before(t > 0):  # carry, acted and stepped: contiguous, the same shapes at every step
-            carry, transition, acted = pieces["learn_then_act"](params, carry, discount, acted, stepped)
+        with same_inputs_as_before(
+            t > 0
+        ):  # carry, acted and stepped: contiguous, the same shapes at every step
+            carry, transition, acted = pieces["learn_then_act"](
+                params, carry, discount, acted, stepped
+            )
         if not stable:
             (carry, acted), stable = settled((carry, acted))
         yield carry, transition

@@ -90,7 +90,9 @@ def to_host(stats: Mapping[str, torch.Tensor], num_members: int | None) -> list[
     count = 1 if num_members is None else num_members
     if not stats:
         return [{} for _ in range(count)]
-    values = torch.stack([v.detach().float().reshape(count) for v in stats.values()]).tolist()  # [names][K]
+    values = torch.stack(
+        [v.detach().float().reshape(count) for v in stats.values()]
+    ).tolist()  # [names][K]
     return [{name: row[k] for name, row in zip(stats, values)} for k in range(count)]
 
 
@@ -98,7 +100,11 @@ def non_finite(stats: Mapping[str, float], where: str) -> str | None:
     """The message for the non-finite values of host ``stats`` (``None`` if
     all are finite): ``"Non-finite losses/total=nan <where>."``."""
     bad = {k: v for k, v in stats.items() if not math.isfinite(v)}
-    return f"{MemberStatus.NON_FINITE} {', '.join(f'{k}={v}' for k, v in bad.items())} {where}." if bad else None
+    return (
+        f"{MemberStatus.NON_FINITE} {', '.join(f'{k}={v}' for k, v in bad.items())} {where}."
+        if bad
+        else None
+    )
 
 
 class MemberStatus:
@@ -148,13 +154,18 @@ class MemberStatus:
         for k in range(len(self.stopped)):
             self.unfreeze(k)
 
-    def stop_non_finite(self, stats: Sequence[Mapping[str, float]], where: str, *, population: bool) -> None:
+    def stop_non_finite(
+        self, stats: Sequence[Mapping[str, float]], where: str, *, population: bool
+    ) -> None:
         """Stop the training members whose host ``stats`` are not finite;
         when that leaves none training, raise :class:`FloatingPointError`
         instead, with those members left as they were (the caller keeps its
         last good state and may try again)."""
-        failed = [(k, why) for k, s in enumerate(stats)
-                  if self.stopped[k] is None and (why := non_finite(s, where)) is not None]
+        failed = [
+            (k, why)
+            for k, s in enumerate(stats)
+            if self.stopped[k] is None and (why := non_finite(s, where)) is not None
+        ]
         if not failed:
             return
         if len(failed) < sum(self.training()):
@@ -162,7 +173,9 @@ class MemberStatus:
                 self.freeze(k, why)
             return
         reasons = [why for _, why in failed]
-        raise FloatingPointError(f"No member of the population is left training: {reasons}" if population else reasons[0])
+        raise FloatingPointError(
+            f"No member of the population is left training: {reasons}" if population else reasons[0]
+        )
 
     def keep_stopped(self, new: Any, old: Any, fields: Sequence[str]) -> Any:
         """The record ``new`` (a :class:`TrainState`), except that a stopped
@@ -170,7 +183,9 @@ class MemberStatus:
         if all(self.training()):
             return new
         fields = [f for f in fields if getattr(old, f) is not None]
-        kept = select_members(self.active, [getattr(new, f) for f in fields], [getattr(old, f) for f in fields])
+        kept = select_members(
+            self.active, [getattr(new, f) for f in fields], [getattr(old, f) for f in fields]
+        )
         return new._replace(**dict(zip(fields, kept)))
 
     def restore(self, stopped: Sequence[str | None], steps: Sequence[int]) -> None:

@@ -87,17 +87,25 @@ def over_members(staged: Staged) -> Staged:
         ValueError: for a staged function already compiled.
     """
     if staged.compiled:
-        raise ValueError("over_members must be applied before compiled: torch.compile the mapped pieces "
-                         "(compiled(over_members(f))), vmap of compiled code is unsupported.")
-    pieces = {name: _mapped(fn, staged.in_dims.get(name, 0), name) for name, fn in staged.pieces.items()}
+        raise ValueError(
+            "over_members must be applied before compiled: torch.compile the mapped pieces "
+            "(compiled(over_members(f))), vmap of compiled code is unsupported."
+        )
+    pieces = {
+        name: _mapped(fn, staged.in_dims.get(name, 0), name) for name, fn in staged.pieces.items()
+    }
     return staged._replace(pieces=pieces, member_axes=staged.member_axes + 1)
 
 
 def compiled(staged: Staged) -> Staged:
     """``staged`` with the pieces it names compilable handed to
     ``torch.compile(fullgraph=True)``; the loops stay in Python."""
-    pieces = {name: torch.compile(fn, fullgraph=True, options=INDUCTOR_OPTIONS) if name in staged.compile else fn
-              for name, fn in staged.pieces.items()}
+    pieces = {
+        name: torch.compile(fn, fullgraph=True, options=INDUCTOR_OPTIONS)
+        if name in staged.compile
+        else fn
+        for name, fn in staged.pieces.items()
+    }
     return staged._replace(pieces=pieces, compiled=True)
 
 

@@ -71,7 +71,8 @@ def steps_per_update(config: AlgorithmConfig) -> int:
 def _by_steps(config: AlgorithmConfig, schedule: Any, kind: str) -> Schedule:
     """A schedule of env transitions (rlstack 1.x's) as one of optimizer steps."""
     return by_optimizer_steps(
-        device_schedule(schedule, kind), steps_per_update=steps_per_update(config),
+        device_schedule(schedule, kind),
+        steps_per_update=steps_per_update(config),
         transitions_per_update=config.num_envs * config.horizon,
     )
 
@@ -97,7 +98,9 @@ def make_optimizer(
     if config.lr_schedule is not None:
         learning_rate = _by_steps(config, config.lr_schedule, config.lr_schedule_kind)
     base = from_torch(optimizer_cls, optimizer_config, learning_rate=learning_rate)
-    optimizer = optim.apply_if_finite(optim.chain(optim.clip_by_global_norm(config.max_grad_norm), base))
+    optimizer = optim.apply_if_finite(
+        optim.chain(optim.clip_by_global_norm(config.max_grad_norm), base)
+    )
     if config.accumulate_grads:
         return optim.accumulate_gradients(optimizer, every_k=minibatches_per_epoch(config))
     return optimizer
@@ -184,7 +187,9 @@ def make_update(
     config = (RecurrentAlgorithmConfig if recurrent else AlgorithmConfig).from_mapping(config)
     loss_fn = loss if loss is not None else make_ppo_loss(policy, config)
     if entropy_coeff is None and config.entropy_coeff_schedule is not None:
-        entropy_coeff = _by_steps(config, config.entropy_coeff_schedule, config.entropy_coeff_schedule_kind)
+        entropy_coeff = _by_steps(
+            config, config.entropy_coeff_schedule, config.entropy_coeff_schedule_kind
+        )
     default_hparams = config_hparams(config)
     memory = policy.memory
 
@@ -192,7 +197,9 @@ def make_update(
         """``hparams`` with the entropy weight of this optimizer step."""
         if entropy_coeff is None:
             return hparams
-        weight = entropy_coeff(optim.step_count(opt_state)) if callable(entropy_coeff) else entropy_coeff
+        weight = (
+            entropy_coeff(optim.step_count(opt_state)) if callable(entropy_coeff) else entropy_coeff
+        )
         return hparams._replace(entropy_coeff=weight)
 
     def minibatch_grads(
@@ -200,7 +207,9 @@ def make_update(
     ) -> tuple[Params, Metrics]:
         """Gradient and metrics of the loss on the transitions ``batch[idx]``."""
         rows = memory.rows(batch, idx)
-        return torch.func.grad(loss_fn, has_aux=True)(params, rows, with_entropy(hparams, opt_state))
+        return torch.func.grad(loss_fn, has_aux=True)(
+            params, rows, with_entropy(hparams, opt_state)
+        )
 
     def optimizer_step(
         params: Params, opt_state: Any, grads: Params, active: torch.Tensor, kl: torch.Tensor
@@ -218,35 +227,63 @@ def make_update(
         return new_params, new_state, optim.global_norm(grads), active
 
     def sgd_step(
-        params: Params, opt_state: Any, batch: Batch, idx: torch.Tensor, active: torch.Tensor, hparams: HParams
+        params: Params,
+        opt_state: Any,
+        batch: Batch,
+        idx: torch.Tensor,
+        active: torch.Tensor,
+        hparams: HParams,
     ) -> tuple[Params, Any, Metrics, torch.Tensor]:
         """Gradient on ``batch[idx]`` and the optimizer step, in one graph."""
         grads, metrics = minibatch_grads(params, opt_state, batch, idx, hparams)
-        params, opt_state, grad_norm, active = optimizer_step(params, opt_state, grads, active, metrics["monitors/kl_div"])
+        params, opt_state, grad_norm, active = optimizer_step(
+            params, opt_state, grads, active, metrics["monitors/kl_div"]
+        )
         return params, opt_state, {**metrics, "monitors/grad_norm": grad_norm}, active
 
     def prepare(traj: Trajectory, hparams: HParams) -> Batch:
         over_buffer = config.normalize_advantages and not config.normalize_advantages_per_minibatch
         return prepare_batch(
-            traj, gamma=hparams.gamma, gae_lambda=hparams.gae_lambda, normalize_advantages=over_buffer, memory=memory,
+            traj,
+            gamma=hparams.gamma,
+            gae_lambda=hparams.gae_lambda,
+            normalize_advantages=over_buffer,
+            memory=memory,
         )
 
     def epoch_keys(key: torch.Tensor) -> torch.Tensor:
         return random.split(key, config.num_sgd_iters)
 
-    pieces = {"grads": minibatch_grads, "optimizer_step": optimizer_step, "sgd_step": sgd_step, "prepare": prepare,
-              "epoch_keys": epoch_keys, "shuffle": random.permutation, "global_norm": optim.global_norm}
-    if config.normalize_advantages_per_minibatch:  # a piece only where it does something (vmapped, it costs)
+    pieces = {
+        "grads": minibatch_grads,
+        "optimizer_step": optimizer_step,
+        "sgd_step": sgd_step,
+        "prepare": prepare,
+        "epoch_keys": epoch_keys,
+        "shuffle": random.permutation,
+        "global_norm": optim.global_norm,
+    }
+    if (
+        config.normalize_advantages_per_minibatch
+    ):  # a piece only where it does something (vmapped, it costs)
         pieces["epoch_batch"] = make_epoch_batch(config, recurrent)
-    loop = functools.partial(run_epochs, plan=UpdatePlan(config, default_hparams, recurrent, reduce_grads))
-    return Staged(pieces, loop, compile=frozenset(pieces) - EAGER_PIECES, in_dims={"shuffle": (0, None)})
+    loop = functools.partial(
+        run_epochs, plan=UpdatePlan(config, default_hparams, recurrent, reduce_grads)
+    )
+    return Staged(
+        pieces, loop, compile=frozenset(pieces) - EAGER_PIECES, in_dims={"shuffle": (0, None)}
+    )
 
 
 def adapted_rate(opt_state: Any, kl: torch.Tensor, desired_kl: float | None) -> Any:
     """rsl_rl's adaptive schedule: the optimizer state with this step's rate
     adapted to the KL before it (:func:`rlstack.core.optim.adapt_learning_rate`);
     as it is without a ``desired_kl``."""
-    return opt_state if desired_kl is None else optim.adapt_learning_rate(opt_state, kl, desired_kl=desired_kl)
+    return (
+        opt_state
+        if desired_kl is None
+        else optim.adapt_learning_rate(opt_state, kl, desired_kl=desired_kl)
+    )
 
 
 class UpdatePlan(NamedTuple):
@@ -258,8 +295,16 @@ class UpdatePlan(NamedTuple):
     reduce_grads: Callable[[Params, Metrics], tuple[Params, Metrics]] | None
 
 
-def take_step(pieces: Mapping[str, Callable], params: Params, opt_state: Any, batch: Batch,
-              group: list[torch.Tensor], active: torch.Tensor, hparams: HParams, reduce_grads: Any):
+def take_step(
+    pieces: Mapping[str, Callable],
+    params: Params,
+    opt_state: Any,
+    batch: Batch,
+    group: list[torch.Tensor],
+    active: torch.Tensor,
+    hparams: HParams,
+    reduce_grads: Any,
+):
     """One optimizer step on the mean gradient of the index slices in
     ``group`` (the same mathematics as one pass over their union, in
     smaller pieces), reduced across processes by ``reduce_grads``."""
@@ -267,42 +312,67 @@ def take_step(pieces: Mapping[str, Callable], params: Params, opt_state: Any, ba
         return pieces["sgd_step"](params, opt_state, batch, group[0], active, hparams)
     total = pieces["grads"](params, opt_state, batch, group[0], hparams)
     for idx in group[1:]:
-        total = optree.tree_map(torch.add, total, pieces["grads"](params, opt_state, batch, idx, hparams))
+        total = optree.tree_map(
+            torch.add, total, pieces["grads"](params, opt_state, batch, idx, hparams)
+        )
     grads, metrics = optree.tree_map(lambda x: x / len(group), total)
     if reduce_grads is not None:
         grads, metrics = reduce_grads(grads, metrics)
     params, opt_state, grad_norm, active = pieces["optimizer_step"](
-        params, opt_state, grads, active, metrics["monitors/kl_div"])
+        params, opt_state, grads, active, metrics["monitors/kl_div"]
+    )
     return params, opt_state, {**metrics, "monitors/grad_norm": grad_norm}, active
 
-def run_epochs(pieces: Mapping[str, Callable], member_axes: int, key: torch.Tensor | None, params: Params,
-               opt_state: Any, traj: Trajectory, hparams: HParams | None = None, *,
-               plan: UpdatePlan) -> tuple[Params, Any, Metrics]:
+
+def run_epochs(
+    pieces: Mapping[str, Callable],
+    member_axes: int,
+    key: torch.Tensor | None,
+    params: Params,
+    opt_state: Any,
+    traj: Trajectory,
+    hparams: HParams | None = None,
+    *,
+    plan: UpdatePlan,
+) -> tuple[Params, Any, Metrics]:
     """The Python driver of :func:`make_update`: GAE (the ``prepare``
     piece), then ``num_sgd_iters`` epochs of optimizer steps over shuffled
     slices of the batch; members are the first ``member_axes`` axes."""
     config, recurrent = plan.config, plan.recurrent
     if config.accumulate_grads and not isinstance(opt_state, optim.AccumulateState):
-        raise ValueError("`accumulate_grads` needs an optimizer that accumulates the minibatches of an epoch: "
-                         "optim.accumulate_gradients(optimizer, every_k=<minibatches per epoch>), as "
-                         "make_optimizer(config) builds it.")
+        raise ValueError(
+            "`accumulate_grads` needs an optimizer that accumulates the minibatches of an epoch: "
+            "optim.accumulate_gradients(optimizer, every_k=<minibatches per epoch>), as "
+            "make_optimizer(config) builds it."
+        )
     device = traj.rewards.device
     hparams = plan.default_hparams if hparams is None else hparams
     if member_axes and not isinstance(hparams.gamma, torch.Tensor):  # one value for every member
-        hparams = HParams(*(torch.full(traj.rewards.shape[:member_axes], float(v), device=device)
-                            for v in hparams))
+        hparams = HParams(
+            *(
+                torch.full(traj.rewards.shape[:member_axes], float(v), device=device)
+                for v in hparams
+            )
+        )
     if config.shuffle_minibatches:
         random.check_key(key, "key")
         keys = pieces["epoch_keys"](key)  # [num_sgd_iters, 2] per member
     batch = pieces["prepare"](traj, hparams)
     member_shape = tuple(batch.advantages.shape[:member_axes])  # () or (K,)
     size = batch.advantages.shape[member_axes]  # transitions, or a recurrent policy's sequences
-    num_slices, per_step, chunk = minibatch_plan(config, size, device, config.seq_len if recurrent else 1)
-    calls_per_step = num_slices // per_step if config.accumulate_grads else 1  # optimizer calls per step applied
+    num_slices, per_step, chunk = minibatch_plan(
+        config, size, device, config.seq_len if recurrent else 1
+    )
+    calls_per_step = (
+        num_slices // per_step if config.accumulate_grads else 1
+    )  # optimizer calls per step applied
     active = torch.ones(member_shape, dtype=torch.bool, device=device)
     applied = torch.zeros(member_shape, device=device)
     history: list[Metrics] = []
-    (params, opt_state, active), stable = contiguous((params, opt_state, active)), False  # one layout: no guards after
+    (params, opt_state, active), stable = (
+        contiguous((params, opt_state, active)),
+        False,
+    )  # one layout: no guards after
     for epoch in range(config.num_sgd_iters):
         if config.shuffle_minibatches:
             order = pieces["shuffle"](keys[..., epoch, :].contiguous(), size)
@@ -312,9 +382,16 @@ def run_epochs(pieces: Mapping[str, Callable], member_axes: int, key: torch.Tens
         epoch_batch = pieces["epoch_batch"](batch, order) if "epoch_batch" in pieces else batch
         for call, start in enumerate(range(0, num_slices, per_step)):
             with same_inputs_as_before(epoch > 0 or call > 0):
-                params, opt_state, metrics, active = take_step(pieces, params, opt_state, epoch_batch,
-                                                               slices[start : start + per_step], active, hparams,
-                                                               plan.reduce_grads)
+                params, opt_state, metrics, active = take_step(
+                    pieces,
+                    params,
+                    opt_state,
+                    epoch_batch,
+                    slices[start : start + per_step],
+                    active,
+                    hparams,
+                    plan.reduce_grads,
+                )
             if not stable:
                 (params, opt_state, active), stable = settled((params, opt_state, active))
             history.append(metrics)
@@ -328,7 +405,9 @@ def run_epochs(pieces: Mapping[str, Callable], member_axes: int, key: torch.Tens
     return params, opt_state, metrics
 
 
-def minibatch_plan(config: AlgorithmConfig, size: int, device: torch.device, steps_per_row: int) -> tuple[int, ...]:
+def minibatch_plan(
+    config: AlgorithmConfig, size: int, device: torch.device, steps_per_row: int
+) -> tuple[int, ...]:
     """How an update slices ``size`` rows (transitions, or sequences of
     ``steps_per_row``): ``(slices per epoch, slices per optimizer step,
     rows per slice)``; a slice is ``sgd_chunk_size`` rows (default
@@ -339,12 +418,19 @@ def minibatch_plan(config: AlgorithmConfig, size: int, device: torch.device, ste
     """
     mb_size = (config.sgd_minibatch_size or size * steps_per_row) // steps_per_row
     if size % mb_size:
-        raise ValueError(f"`sgd_minibatch_size` {mb_size * steps_per_row} must divide the "
-                         f"{size * steps_per_row} transitions of `traj`.")
-    chunk = config.sgd_chunk_size // steps_per_row if config.sgd_chunk_size else default_chunk_size(
-        mb_size, device, steps_per_row)
+        raise ValueError(
+            f"`sgd_minibatch_size` {mb_size * steps_per_row} must divide the "
+            f"{size * steps_per_row} transitions of `traj`."
+        )
+    chunk = (
+        config.sgd_chunk_size // steps_per_row
+        if config.sgd_chunk_size
+        else default_chunk_size(mb_size, device, steps_per_row)
+    )
     if mb_size % chunk:
-        raise ValueError(f"`sgd_chunk_size` {chunk * steps_per_row} must divide the minibatch size "
-                         f"{mb_size * steps_per_row}.")
+        raise ValueError(
+            f"`sgd_chunk_size` {chunk * steps_per_row} must divide the minibatch size "
+            f"{mb_size * steps_per_row}."
+        )
     num_slices = (size // mb_size) * (mb_size // chunk)
     return num_slices, mb_size // chunk, chunk

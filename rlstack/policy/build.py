@@ -29,13 +29,18 @@ def check_model_config(model_cls: type, model_config: Mapping[str, Any]) -> None
         return
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         return
-    valid = [name for name, p in parameters.items()
-             if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-             and name not in ("observation_space", "action_space")]
+    valid = [
+        name
+        for name, p in parameters.items()
+        if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        and name not in ("observation_space", "action_space")
+    ]
     unknown = sorted(set(model_config) - set(valid))
     if unknown:
-        raise TypeError(f"`model_config` has {unknown}, which {getattr(model_cls, '__name__', model_cls)} does not "
-                        f"take; its keys are {valid}.")
+        raise TypeError(
+            f"`model_config` has {unknown}, which {getattr(model_cls, '__name__', model_cls)} does not "
+            f"take; its keys are {valid}."
+        )
 
 
 def build_policy(

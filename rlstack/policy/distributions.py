@@ -95,7 +95,9 @@ class Normal(Distribution):
         return mean + log_std.exp() * random.normal(key, mean.shape, dtype=mean.dtype)
 
     @staticmethod
-    def log_prob(dist_inputs: tuple[torch.Tensor, torch.Tensor], action: torch.Tensor) -> torch.Tensor:
+    def log_prob(
+        dist_inputs: tuple[torch.Tensor, torch.Tensor], action: torch.Tensor
+    ) -> torch.Tensor:
         mean, log_std = dist_inputs
         z = (action - mean) * torch.exp(-log_std)
         return _sum_event(-0.5 * z * z - log_std - _LOG_SQRT_2PI)
@@ -143,7 +145,9 @@ class SquashedNormal(Normal):
         return torch.tanh(Normal.sample(key, dist_inputs))
 
     @staticmethod
-    def log_prob(dist_inputs: tuple[torch.Tensor, torch.Tensor], action: torch.Tensor) -> torch.Tensor:
+    def log_prob(
+        dist_inputs: tuple[torch.Tensor, torch.Tensor], action: torch.Tensor
+    ) -> torch.Tensor:
         eps = SquashedNormal.EPS
         u = torch.atanh(action.clamp(-1.0 + eps, 1.0 - eps))
         return Normal.log_prob(dist_inputs, u) - _sum_event(_log1m_tanh_sq(u))

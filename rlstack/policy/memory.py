@@ -73,7 +73,9 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(-1, *x.shape[2:])
 
 
-def _rows_of(traj: Any, advantages: torch.Tensor, returns: torch.Tensor, reshape: Callable, memory: Any) -> Batch:
+def _rows_of(
+    traj: Any, advantages: torch.Tensor, returns: torch.Tensor, reshape: Callable, memory: Any
+) -> Batch:
     """The :class:`~rlstack.core.types.Batch` of ``traj``'s ``[T, N, ...]`` fields
     (values without the bootstrap), each passed through ``reshape``."""
     return Batch(
@@ -93,7 +95,9 @@ class NoMemory(NamedTuple):
     def initial(self, obs: Tree) -> tuple:
         return ()
 
-    def forward(self, apply: Apply, obs: Tree, memory: tuple, starts: torch.Tensor) -> tuple[Any, torch.Tensor, tuple]:
+    def forward(
+        self, apply: Apply, obs: Tree, memory: tuple, starts: torch.Tensor
+    ) -> tuple[Any, torch.Tensor, tuple]:
         dist_inputs, value = apply(obs)
         return dist_inputs, value, ()
 
@@ -166,7 +170,11 @@ class RecurrentMemory(NamedTuple):
         """``hidden`` with the initial state where ``starts``."""
         initial = self.initial_hidden(1, starts.device)
         return optree.tree_map(
-            lambda h, h0: torch.where(starts.reshape(-1, *([1] * (h.dim() - 1))), h0.to(h.dtype), h), hidden, initial
+            lambda h, h0: torch.where(
+                starts.reshape(-1, *([1] * (h.dim() - 1))), h0.to(h.dtype), h
+            ),
+            hidden,
+            initial,
         )
 
     def forward(self, apply: Apply, obs: Tree, memory: Tree, starts: torch.Tensor):
@@ -179,8 +187,10 @@ class RecurrentMemory(NamedTuple):
     def record(self, first: Tree, steps: list, seq_len: int) -> RecurrentRecord:
         """Only each sequence's first hidden state is kept: the update replays from it."""
         hiddens = [hidden for t, (hidden, _) in enumerate(steps) if t % seq_len == 0]
-        return RecurrentRecord(optree.tree_map(lambda *hs: torch.stack(hs), *hiddens),
-                               torch.stack([reset for _, reset in steps]))
+        return RecurrentRecord(
+            optree.tree_map(lambda *hs: torch.stack(hs), *hiddens),
+            torch.stack([reset for _, reset in steps]),
+        )
 
     def batch(self, traj: Any, advantages: torch.Tensor, returns: torch.Tensor) -> Batch:
         """Whole sequences: every ``[T, N, ...]`` field becomes ``[S * N, L,
@@ -227,7 +237,9 @@ def memory_kind(model: Any, initial_hidden: Callable[[int, Any], Tree]) -> Memor
     size = windows.window_size(model)
     if callable(getattr(model, "initial_hidden", None)):
         if size > 1:
-            raise ValueError(f"model {type(model).__name__} is recurrent and has obs_window {size}: a recurrent "
-                             "model's memory is its hidden state; drop obs_window.")
+            raise ValueError(
+                f"model {type(model).__name__} is recurrent and has obs_window {size}: a recurrent "
+                "model's memory is its hidden state; drop obs_window."
+            )
         return RecurrentMemory(initial_hidden)
     return WindowMemory(size) if size > 1 else NoMemory()

@@ -23,9 +23,13 @@ from .windows import ObsWindow
 def mlp(in_features: int, hiddens: Sequence[int], activation_fn: str) -> nn.Sequential:
     """``Linear -> activation`` for each hidden width (PyTorch's default init)."""
     if activation_fn not in _ACTIVATIONS:
-        raise ValueError(f"`activation_fn` must be one of {sorted(_ACTIVATIONS)}, got {activation_fn!r}.")
+        raise ValueError(
+            f"`activation_fn` must be one of {sorted(_ACTIVATIONS)}, got {activation_fn!r}."
+        )
     if not hiddens or not all(isinstance(h, int) and h > 0 for h in hiddens):
-        raise ValueError(f"`hiddens` must be a non-empty sequence of positive ints, got {hiddens!r}.")
+        raise ValueError(
+            f"`hiddens` must be a non-empty sequence of positive ints, got {hiddens!r}."
+        )
     layers: list[nn.Module] = []
     for width in hiddens:
         layers += [nn.Linear(in_features, width), _ACTIVATIONS[activation_fn]()]
@@ -59,7 +63,9 @@ def _small_head(in_features: int, out_features: int) -> nn.Linear:
 OBS_SETS = ("actor", "critic")
 
 
-def resolve_obs_groups(observation_space: Space, obs_groups: Mapping[str, Sequence[str]] | None) -> dict[str, list[str] | None]:
+def resolve_obs_groups(
+    observation_space: Space, obs_groups: Mapping[str, Sequence[str]] | None
+) -> dict[str, list[str] | None]:
     """The keys of a dict observation each of the actor and the critic reads
     (rsl_rl's ``obs_groups``; a set not given reads every key, in the
     space's order); ``None`` for each with a Box observation.
@@ -70,7 +76,9 @@ def resolve_obs_groups(observation_space: Space, obs_groups: Mapping[str, Sequen
     """
     if not isinstance(observation_space, dict):
         if obs_groups:
-            raise ValueError(f"`obs_groups` maps a dict observation's keys; the observation space is {observation_space!r}.")
+            raise ValueError(
+                f"`obs_groups` maps a dict observation's keys; the observation space is {observation_space!r}."
+            )
         return {name: None for name in OBS_SETS}
     obs_groups = dict(obs_groups or {})
     unknown = sorted(set(obs_groups) - set(OBS_SETS))
@@ -81,8 +89,10 @@ def resolve_obs_groups(observation_space: Space, obs_groups: Mapping[str, Sequen
         keys = list(obs_groups.get(name, observation_space))
         missing = [k for k in keys if k not in observation_space]
         if not keys or missing:
-            raise ValueError(f"`obs_groups[{name!r}]` must be a non-empty list of the observation's keys "
-                             f"{list(observation_space)}, got {obs_groups.get(name)!r}.")
+            raise ValueError(
+                f"`obs_groups[{name!r}]` must be a non-empty list of the observation's keys "
+                f"{list(observation_space)}, got {obs_groups.get(name)!r}."
+            )
         resolved[name] = keys
     return resolved
 
@@ -130,7 +140,9 @@ class MLPModel(nn.Module):
         obs_groups: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         super().__init__()
-        boxes = observation_space if isinstance(observation_space, dict) else {"": observation_space}
+        boxes = (
+            observation_space if isinstance(observation_space, dict) else {"": observation_space}
+        )
         if not all(isinstance(space, Box) for space in boxes.values()):
             raise TypeError(
                 f"MLPModel needs a Box observation space or a dict of them, got {observation_space!r}; pass `model_cls=`."
@@ -140,13 +152,18 @@ class MLPModel(nn.Module):
         #: The keys the actor and the critic read (None: a Box), see :func:`resolve_obs_groups`.
         self.obs_groups = resolve_obs_groups(observation_space, obs_groups)
         if not isinstance(action_space, (Box, Discrete)):
-            raise TypeError(f"MLPModel needs a Box or Discrete action space, got {action_space!r}; pass `model_cls=`.")
+            raise TypeError(
+                f"MLPModel needs a Box or Discrete action space, got {action_space!r}; pass `model_cls=`."
+            )
         self.action_shape = tuple(action_space.shape)
         self.discrete = isinstance(action_space, Discrete)
         self.num_categories = action_space.n if self.discrete else 0
         if isinstance(obs_window, bool) or not isinstance(obs_window, int) or obs_window < 1:
-            raise ValueError(f"`obs_window` must be a positive int (observations per window), got {obs_window!r}.")
+            raise ValueError(
+                f"`obs_window` must be a positive int (observations per window), got {obs_window!r}."
+            )
         self.obs_window = obs_window
+
         def in_features(keys: list[str] | None) -> int:
             size = sum(math.prod(boxes[k].shape) for k in (keys if keys is not None else boxes))
             return size * obs_window + (obs_window if obs_window > 1 else 0)
@@ -155,17 +172,31 @@ class MLPModel(nn.Module):
         hiddens = tuple(hiddens)
         if init not in INITS:
             raise ValueError(f"`init` must be one of {list(INITS)}, got {init!r}.")
-        if log_std_init is not None and (self.discrete or isinstance(log_std_init, bool)
-                                         or not isinstance(log_std_init, (int, float)) or not math.isfinite(log_std_init)):
-            raise ValueError(f"`log_std_init` is a finite number for Box actions (or None), got {log_std_init!r} "
-                             f"for {action_space!r}.")
+        if log_std_init is not None and (
+            self.discrete
+            or isinstance(log_std_init, bool)
+            or not isinstance(log_std_init, (int, float))
+            or not math.isfinite(log_std_init)
+        ):
+            raise ValueError(
+                f"`log_std_init` is a finite number for Box actions (or None), got {log_std_init!r} "
+                f"for {action_space!r}."
+            )
         self.actor = mlp(in_features(self.obs_groups["actor"]), hiddens, activation_fn)
         outputs_log_std = not self.discrete and log_std_init is None
-        out = action_size * self.num_categories if self.discrete else (2 if outputs_log_std else 1) * action_size
+        out = (
+            action_size * self.num_categories
+            if self.discrete
+            else (2 if outputs_log_std else 1) * action_size
+        )
         self.actor_head = _small_head(hiddens[-1], out)
         self.critic = mlp(in_features(self.obs_groups["critic"]), hiddens, activation_fn)
         self.critic_head = nn.Linear(hiddens[-1], 1)
-        self.log_std = None if log_std_init is None else nn.Parameter(torch.full(self.action_shape, float(log_std_init)))
+        self.log_std = (
+            None
+            if log_std_init is None
+            else nn.Parameter(torch.full(self.action_shape, float(log_std_init)))
+        )
         if init == "orthogonal":
             orthogonal_(self.actor, self.actor_head, 0.01)
             orthogonal_(self.critic, self.critic_head, 1.0)
@@ -183,7 +214,9 @@ class MLPModel(nn.Module):
         return self._flat(obs, keys)
 
     def forward(self, obs: torch.Tensor | dict | ObsWindow):
-        value = self.critic_head(self.critic(self._inputs(obs, self.obs_groups["critic"]))).squeeze(-1)
+        value = self.critic_head(self.critic(self._inputs(obs, self.obs_groups["critic"]))).squeeze(
+            -1
+        )
         return self.forward_actor(obs), value
 
     def forward_actor(self, obs: torch.Tensor | dict | ObsWindow):
@@ -210,7 +243,9 @@ class LSTMCell(nn.Module):
         self.input = nn.Linear(input_size, 4 * hidden_size)
         self.recurrent = nn.Linear(hidden_size, 4 * hidden_size, bias=False)
 
-    def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         h, c = state
         i, f, g, o = (self.input(x) + self.recurrent(h)).chunk(4, dim=-1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
@@ -258,9 +293,13 @@ class RecurrentModel(nn.Module):
     ) -> None:
         super().__init__()
         if not isinstance(observation_space, Box):
-            raise TypeError(f"RecurrentModel needs a Box observation space, got {observation_space!r}; pass `model_cls=`.")
+            raise TypeError(
+                f"RecurrentModel needs a Box observation space, got {observation_space!r}; pass `model_cls=`."
+            )
         if not isinstance(action_space, (Box, Discrete)):
-            raise TypeError(f"RecurrentModel needs a Box or Discrete action space, got {action_space!r}; pass `model_cls=`.")
+            raise TypeError(
+                f"RecurrentModel needs a Box or Discrete action space, got {action_space!r}; pass `model_cls=`."
+            )
         if cell not in ("lstm", "gru"):
             raise ValueError(f"`cell` must be 'lstm' or 'gru', got {cell!r}.")
         for name, value in (("hidden_size", hidden_size), ("num_layers", num_layers)):
@@ -274,9 +313,13 @@ class RecurrentModel(nn.Module):
         self.encoder = mlp(features, tuple(hiddens), activation_fn) if hiddens else nn.Identity()
         features = hiddens[-1] if hiddens else features
         cell_cls = LSTMCell if cell == "lstm" else GRUCell
-        self.cells = nn.ModuleList([cell_cls(features if i == 0 else hidden_size, hidden_size) for i in range(num_layers)])
+        self.cells = nn.ModuleList(
+            [cell_cls(features if i == 0 else hidden_size, hidden_size) for i in range(num_layers)]
+        )
         action_size = math.prod(self.action_shape)
-        self.actor_head = _small_head(hidden_size, action_size * self.num_categories if self.discrete else 2 * action_size)
+        self.actor_head = _small_head(
+            hidden_size, action_size * self.num_categories if self.discrete else 2 * action_size
+        )
         self.critic_head = nn.Linear(hidden_size, 1)
 
     def initial_hidden(self, batch_size: int):
@@ -295,11 +338,17 @@ class RecurrentModel(nn.Module):
                 h = cell(x, hidden[:, i])
             hs.append(h)
             x = h
-        new_hidden = (torch.stack(hs, 1), torch.stack(cs, 1)) if self.cell == "lstm" else torch.stack(hs, 1)
+        new_hidden = (
+            (torch.stack(hs, 1), torch.stack(cs, 1)) if self.cell == "lstm" else torch.stack(hs, 1)
+        )
         value = self.critic_head(x).squeeze(-1)
         out = self.actor_head(x)
         if self.discrete:
-            return out.reshape(out.shape[0], *self.action_shape, self.num_categories), value, new_hidden
+            return (
+                out.reshape(out.shape[0], *self.action_shape, self.num_categories),
+                value,
+                new_hidden,
+            )
         mean, log_std = out.chunk(2, dim=-1)
         shape = (out.shape[0], *self.action_shape)
         return (mean.reshape(shape), torch.tanh(log_std).reshape(shape)), value, new_hidden

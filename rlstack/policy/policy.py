@@ -20,7 +20,9 @@ from .distributions import Distribution
 from .memory import NoMemory, RecurrentMemory, WindowMemory, memory_kind
 
 
-def to_action_space(distribution_cls: type[Distribution], action: Tree, action_space: Space) -> Tree:
+def to_action_space(
+    distribution_cls: type[Distribution], action: Tree, action_space: Space
+) -> Tree:
     """Map a distribution's actions ``[B, ...]`` into ``action_space``.
 
     For a squashing distribution (``distribution_cls.squashed``, e.g.
@@ -33,7 +35,9 @@ def to_action_space(distribution_cls: type[Distribution], action: Tree, action_s
     ratio, so PPO trains on the unmapped ones.
     """
     if isinstance(action_space, dict):
-        return {k: to_action_space(distribution_cls, action[k], sub) for k, sub in action_space.items()}
+        return {
+            k: to_action_space(distribution_cls, action[k], sub) for k, sub in action_space.items()
+        }
     if not isinstance(action_space, Box):
         return action
     low, high = action_space.low, action_space.high
@@ -54,7 +58,11 @@ def make_skeleton(model: nn.Module) -> nn.Module:
     for name, param in list(model.named_parameters()):
         owner_name, _, attr = name.rpartition(".")
         owner = model.get_submodule(owner_name)
-        setattr(owner, attr, nn.Parameter(torch.empty_like(param, device="meta"), requires_grad=param.requires_grad))
+        setattr(
+            owner,
+            attr,
+            nn.Parameter(torch.empty_like(param, device="meta"), requires_grad=param.requires_grad),
+        )
     model.register_forward_pre_hook(_refuse_weightless_call)
     return model
 
@@ -151,14 +159,22 @@ class Policy:
         envs, leaves ``[batch_size, ...]`` on ``device``."""
         return optree.tree_map(lambda x: x.to(device), self.model.initial_hidden(batch_size))
 
-    def forward(self, params: Params, obs: Tree, memory: Tree, starts: torch.Tensor) -> tuple[Any, torch.Tensor, Tree]:
+    def forward(
+        self, params: Params, obs: Tree, memory: Tree, starts: torch.Tensor
+    ) -> tuple[Any, torch.Tensor, Tree]:
         """``(dist_inputs, value [B], memory)`` on observations ``[B, ...]``
         with the memory of earlier steps, started over where ``starts``
         (``[B]`` bool: episodes beginning at ``obs``)."""
         return self.memory.forward(functools.partial(self.apply, params), obs, memory, starts)
 
     def step(
-        self, key: torch.Tensor | None, params: Params, obs: Tree, memory: Tree, starts: torch.Tensor, *,
+        self,
+        key: torch.Tensor | None,
+        params: Params,
+        obs: Tree,
+        memory: Tree,
+        starts: torch.Tensor,
+        *,
         deterministic: bool = False,
     ) -> tuple[Tree, torch.Tensor, torch.Tensor, Tree]:
         """Act: the one acting path, for every memory kind.
@@ -183,8 +199,10 @@ class Policy:
             log-prob, exactly as the PPO loss recomputes it.
         """
         if not deterministic and not isinstance(key, torch.Tensor):
-            raise ValueError(f"`key` must be a random key (rlstack.core.random.key) to sample actions, got {key!r}; "
-                             "or pass deterministic=True.")
+            raise ValueError(
+                f"`key` must be a random key (rlstack.core.random.key) to sample actions, got {key!r}; "
+                "or pass deterministic=True."
+            )
         dist_inputs, value, memory = self.forward(params, obs, memory, starts)
         dist = self.distribution_cls
         action = dist.mode(dist_inputs) if deterministic else dist.sample(key, dist_inputs)
@@ -201,7 +219,9 @@ class Policy:
         sequences from their stored hidden states, exactly as it acted."""
         return self.memory.replay(functools.partial(self.apply, params), batch)
 
-    def check(self, params: Params, observation_space: Space, action_space: Space, device: Any = "cpu") -> None:
+    def check(
+        self, params: Params, observation_space: Space, action_space: Space, device: Any = "cpu"
+    ) -> None:
         """Run the policy on a small batch and check its outputs fit the spaces.
 
         Raises:
@@ -224,9 +244,13 @@ class Policy:
             try:
                 out = self.apply(params, obs)
             except Exception as e:
-                raise ValueError(f"model {model_name} failed on observations of {observation_space!r}: {e}") from e
+                raise ValueError(
+                    f"model {model_name} failed on observations of {observation_space!r}: {e}"
+                ) from e
             if not (isinstance(out, tuple) and len(out) == 2):
-                raise TypeError(f"model {model_name}.forward must return (dist_inputs, value), got {type(out).__name__}.")
+                raise TypeError(
+                    f"model {model_name}.forward must return (dist_inputs, value), got {type(out).__name__}."
+                )
             dist_inputs, value = out
             if not isinstance(value, torch.Tensor) or tuple(value.shape) != (batch,):
                 raise ValueError(
@@ -249,7 +273,9 @@ class Policy:
             )
         for name, x in (("log_prob", log_prob), ("entropy", entropy)):
             if not isinstance(x, torch.Tensor) or tuple(x.shape) != (batch,):
-                raise ValueError(f"distribution {dist_name}.{name} must return shape [B] = [{batch}], got {getattr(x, 'shape', x)}.")
+                raise ValueError(
+                    f"distribution {dist_name}.{name} must return shape [B] = [{batch}], got {getattr(x, 'shape', x)}."
+                )
 
 
 class RecurrentPolicy(Policy):
@@ -259,8 +285,10 @@ class RecurrentPolicy(Policy):
 
     def __init__(self, model: nn.Module, distribution_cls: type[Distribution]) -> None:
         if not callable(getattr(model, "initial_hidden", None)):
-            raise TypeError(f"RecurrentPolicy needs a recurrent model (with `initial_hidden(batch_size)`), got "
-                            f"{type(model).__name__}; use Policy for a feedforward one.")
+            raise TypeError(
+                f"RecurrentPolicy needs a recurrent model (with `initial_hidden(batch_size)`), got "
+                f"{type(model).__name__}; use Policy for a feedforward one."
+            )
         super().__init__(model, distribution_cls)
 
     def init_states(self, n: int, /, device: Any = "cpu") -> Tree:
@@ -269,7 +297,9 @@ class RecurrentPolicy(Policy):
         return self.initial_hidden(n, device)
 
 
-def check_recurrent_model(model: nn.Module, params: Params, observation_space: Space, device: Any = "cpu") -> None:
+def check_recurrent_model(
+    model: nn.Module, params: Params, observation_space: Space, device: Any = "cpu"
+) -> None:
     """Check a model against the recurrent contract on a small batch:
     ``initial_hidden(batch_size)`` returns a tensor or pytree of tensors
     with leading dimension ``batch_size``, and ``forward(obs, hidden)``
@@ -287,7 +317,9 @@ def check_recurrent_model(model: nn.Module, params: Params, observation_space: S
     except Exception as e:
         raise ValueError(f"recurrent model {name}.initial_hidden({batch}) failed: {e}") from e
     leaves, spec = optree.tree_flatten(initial)
-    if not leaves or not all(isinstance(x, torch.Tensor) and x.dim() >= 1 and x.shape[0] == batch for x in leaves):
+    if not leaves or not all(
+        isinstance(x, torch.Tensor) and x.dim() >= 1 and x.shape[0] == batch for x in leaves
+    ):
         raise ValueError(
             f"recurrent model {name}.initial_hidden({batch}) must return tensors (or a pytree of them) with leading "
             f"dimension {batch}, got {optree.tree_map(lambda x: getattr(x, 'shape', x), initial)}."
@@ -298,17 +330,25 @@ def check_recurrent_model(model: nn.Module, params: Params, observation_space: S
         try:
             out = functional_call(model, params, (obs, hidden))
         except Exception as e:
-            raise ValueError(f"recurrent model {name} failed on (observations of {observation_space!r}, its "
-                             f"initial_hidden): {e}") from e
+            raise ValueError(
+                f"recurrent model {name} failed on (observations of {observation_space!r}, its "
+                f"initial_hidden): {e}"
+            ) from e
     if not (isinstance(out, tuple) and len(out) == 3):
-        raise TypeError(f"recurrent model {name}.forward(obs, hidden) must return (dist_inputs, value, hidden), "
-                        f"got {type(out).__name__}{f' of {len(out)}' if isinstance(out, tuple) else ''}.")
+        raise TypeError(
+            f"recurrent model {name}.forward(obs, hidden) must return (dist_inputs, value, hidden), "
+            f"got {type(out).__name__}{f' of {len(out)}' if isinstance(out, tuple) else ''}."
+        )
     _, value, new_hidden = out
     if not isinstance(value, torch.Tensor) or tuple(value.shape) != (batch,):
-        raise ValueError(f"recurrent model {name} must return a value of shape [B] = [{batch}], got "
-                         f"{list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__}.")
+        raise ValueError(
+            f"recurrent model {name} must return a value of shape [B] = [{batch}], got "
+            f"{list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__}."
+        )
     new_leaves, new_spec = optree.tree_flatten(new_hidden)
-    if new_spec != spec or any(a.shape != b.shape or a.dtype != b.dtype for a, b in zip(new_leaves, leaves)):
+    if new_spec != spec or any(
+        a.shape != b.shape or a.dtype != b.dtype for a, b in zip(new_leaves, leaves)
+    ):
         raise ValueError(
             f"recurrent model {name}'s hidden state does not match its initial_hidden: forward returned "
             f"{optree.tree_map(lambda x: (tuple(x.shape), x.dtype), new_hidden)}, initial_hidden gives "
@@ -317,8 +357,16 @@ def check_recurrent_model(model: nn.Module, params: Params, observation_space: S
 
 
 def act_in_env(
-    policy: Policy, params: Params, obs: Tree, memory: Tree | None, starts: torch.Tensor | None, action_space: Space,
-    *, obs_moments: Any = (), deterministic: bool = True, key: torch.Tensor | None = None,
+    policy: Policy,
+    params: Params,
+    obs: Tree,
+    memory: Tree | None,
+    starts: torch.Tensor | None,
+    action_space: Space,
+    *,
+    obs_moments: Any = (),
+    deterministic: bool = True,
+    key: torch.Tensor | None = None,
 ) -> tuple[Tree, torch.Tensor, torch.Tensor, Tree]:
     """:meth:`Policy.step` on raw observations, as a trained agent acts: the
     path :meth:`Algorithm.predict <rlstack.Algorithm.predict>`, exports and
@@ -342,5 +390,7 @@ def act_in_env(
     if starts is None:
         starts = torch.zeros(first.shape[0], dtype=torch.bool, device=first.device)
     with torch.no_grad():
-        action, log_prob, value, memory = policy.step(key, params, obs, memory, starts, deterministic=deterministic)
+        action, log_prob, value, memory = policy.step(
+            key, params, obs, memory, starts, deterministic=deterministic
+        )
     return to_action_space(policy.distribution_cls, action, action_space), log_prob, value, memory

@@ -80,8 +80,10 @@ def window_size(model: Any) -> int:
     """
     size = getattr(model, "obs_window", 1)
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"model {type(model).__name__}.obs_window must be a positive int (observations per "
-                         f"window, 1.x's view requirement shift + 1), got {size!r}.")
+        raise ValueError(
+            f"model {type(model).__name__}.obs_window must be a positive int (observations per "
+            f"window, 1.x's view requirement shift + 1), got {size!r}."
+        )
     return size
 
 
@@ -95,6 +97,7 @@ def padding_mask(ages: torch.Tensor, size: int) -> torch.Tensor:
 
 def _masked(inputs: Tree, mask: torch.Tensor) -> Tree:
     """``inputs`` (leaves ``[..., K, ...]``, mask ``[..., K]``) with zeros where masked."""
+
     def zero(x: torch.Tensor) -> torch.Tensor:
         m = mask.reshape(*mask.shape, *([1] * (x.dim() - mask.dim())))
         return torch.where(m, torch.zeros_like(x), x)
@@ -107,7 +110,9 @@ def initial(obs: Tree, size: int) -> WindowCarry:
     zero frames ``[N, K - 1, ...]`` and ages 0."""
     frames = optree.tree_map(lambda x: x.new_zeros(x.shape[0], size - 1, *x.shape[1:]), obs)
     n = optree.tree_leaves(obs)[0].shape[0]
-    return WindowCarry(frames, torch.zeros(n, dtype=torch.int64, device=optree.tree_leaves(obs)[0].device))
+    return WindowCarry(
+        frames, torch.zeros(n, dtype=torch.int64, device=optree.tree_leaves(obs)[0].device)
+    )
 
 
 def restart(memory: WindowCarry, starts: torch.Tensor) -> WindowCarry:
@@ -128,7 +133,9 @@ def advance(seen: ObsWindow, memory: WindowCarry) -> WindowCarry:
     from ``memory``): its last ``K - 1`` observations, one step older. The
     frames are contiguous, laid out as :func:`initial`'s, so compiled code
     sees one layout whether a rollout starts from fresh or carried memory."""
-    return WindowCarry(optree.tree_map(lambda x: x[:, 1:].contiguous(), seen.inputs), memory.ages + 1)
+    return WindowCarry(
+        optree.tree_map(lambda x: x[:, 1:].contiguous(), seen.inputs), memory.ages + 1
+    )
 
 
 def history(memory: WindowCarry) -> Tree:
@@ -162,6 +169,8 @@ def unfold(obs_history: Tree, obs: Tree, ages: torch.Tensor) -> ObsWindow:
     (``Tensor.unfold`` over time) masked by ``ages`` ``[T, N]``; for
     evaluation and inspection (the update gathers minibatches instead)."""
     size = optree.tree_leaves(obs_history)[0].shape[0] + 1
-    inputs = optree.tree_map(lambda h, x: torch.cat([h, x]).unfold(0, size, 1).movedim(-1, 2), obs_history, obs)
+    inputs = optree.tree_map(
+        lambda h, x: torch.cat([h, x]).unfold(0, size, 1).movedim(-1, 2), obs_history, obs
+    )
     mask = padding_mask(ages, size)
     return ObsWindow(_masked(inputs, mask), mask)

@@ -51,7 +51,11 @@ def _state_field(name: str) -> property:
     def replace(algo: "Algorithm", value: Any) -> None:
         algo.train_state = algo.train_state._replace(**{name: value})
 
-    return property(get, replace, doc=f"``train_state.{name}`` (see :class:`~rlstack.learn.train_state.TrainState`).")
+    return property(
+        get,
+        replace,
+        doc=f"``train_state.{name}`` (see :class:`~rlstack.learn.train_state.TrainState`).",
+    )
 
 
 class Algorithm(Acting, Checkpointing):
@@ -123,20 +127,52 @@ class Algorithm(Acting, Checkpointing):
     _default_model_cls: type = MLPModel
 
     def __init__(
-        self, env: Any, /, *, env_config: Mapping[str, Any] | None = None, model_cls: type | None = None,
-        model_config: Mapping[str, Any] | None = None, distribution_cls: type[Distribution] | None = None,
-        optimizer_cls: type = torch.optim.Adam, optimizer_config: Mapping[str, Any] | None = None,
-        device: Any = "cpu", seed: int | None = None, compile: bool | None = None, cuda_graphs: bool = False,
-        allow_tf32: bool = False, num_members: int | None = None, **hparams: Any,
+        self,
+        env: Any,
+        /,
+        *,
+        env_config: Mapping[str, Any] | None = None,
+        model_cls: type | None = None,
+        model_config: Mapping[str, Any] | None = None,
+        distribution_cls: type[Distribution] | None = None,
+        optimizer_cls: type = torch.optim.Adam,
+        optimizer_config: Mapping[str, Any] | None = None,
+        device: Any = "cpu",
+        seed: int | None = None,
+        compile: bool | None = None,
+        cuda_graphs: bool = False,
+        allow_tf32: bool = False,
+        num_members: int | None = None,
+        **hparams: Any,
     ) -> None:
         args = check_arguments(  # everything validated before anything is built
-            type(self), env, env_config=env_config, model_cls=model_cls, model_config=model_config,
-            optimizer_cls=optimizer_cls, optimizer_config=optimizer_config, device=device, seed=seed,
-            compile=compile, cuda_graphs=cuda_graphs, allow_tf32=allow_tf32, num_members=num_members, hparams=hparams,
+            type(self),
+            env,
+            env_config=env_config,
+            model_cls=model_cls,
+            model_config=model_config,
+            optimizer_cls=optimizer_cls,
+            optimizer_config=optimizer_config,
+            device=device,
+            seed=seed,
+            compile=compile,
+            cuda_graphs=cuda_graphs,
+            allow_tf32=allow_tf32,
+            num_members=num_members,
+            hparams=hparams,
         )
-        self.config, self.member_config, self.member_lrs, self.seeds = args.config, args.configs, args.lrs, args.seeds
+        self.config, self.member_config, self.member_lrs, self.seeds = (
+            args.config,
+            args.configs,
+            args.lrs,
+            args.seeds,
+        )
         self.num_members, self.device, self.compile = num_members, args.device, args.compile
-        self.cuda_graphs, self.allow_tf32, self.env_config = cuda_graphs, allow_tf32, args.env_config
+        self.cuda_graphs, self.allow_tf32, self.env_config = (
+            cuda_graphs,
+            allow_tf32,
+            args.env_config,
+        )
         self.seed = args.seeds[0] if num_members is None else list(args.seeds)
         self.lr = args.lrs[0]
         self.env_spec = env  # as given: what a member or a second env is built from
@@ -145,14 +181,24 @@ class Algorithm(Acting, Checkpointing):
         self.build_config = args.build_config(env)
         self.world_size, self.rank = distributed.world_size(), distributed.rank()
         if self.world_size > 1:  # the same config on every rank
-            distributed.check_same_config({**self.config.to_dict(), **{k: v for k, v in self.build_config.items()
-                                                                       if k != "device"}})
+            distributed.check_same_config(
+                {
+                    **self.config.to_dict(),
+                    **{k: v for k, v in self.build_config.items() if k != "device"},
+                }
+            )
         self.policy, state, self.root_key, self._initial_norm = initial_state(
-            self.env, args, model_cls or self._default_model_cls, dict(model_config or {}), distribution_cls,
+            self.env,
+            args,
+            model_cls or self._default_model_cls,
+            dict(model_config or {}),
+            distribution_cls,
             recurrent=self._recurrent,
         )
         check_window(self.policy, self.config.horizon)
-        self.build_config["distribution_cls"] = getattr(self.policy.distribution_cls, "__name__", "")
+        self.build_config["distribution_cls"] = getattr(
+            self.policy.distribution_cls, "__name__", ""
+        )
         self.classes = names_of(env, self.policy)  # how a checkpoint names them
         self.train_state: TrainState = state
         self.members = MemberStatus(num_members or 1, self.device)
@@ -202,13 +248,17 @@ class Algorithm(Acting, Checkpointing):
         """See :func:`rlstack.core.device.matmul_precision`."""
         return matmul_precision(self.device, self.allow_tf32)
 
-    def fresh_carry(self, key: torch.Tensor, env: Any, env_config: Mapping[str, Any] | None) -> RolloutCarry:
+    def fresh_carry(
+        self, key: torch.Tensor, env: Any, env_config: Mapping[str, Any] | None
+    ) -> RolloutCarry:
         """Reset every env of every member from ``key`` (``[2]``, ``[K, 2]``
         for a population): each begins an episode with the policy's first
         memory; normalisation statistics and the step count carry over
         (returns zeroed)."""
         num_envs, config, policy = self.config.num_envs, env_config or self.env_config, self.policy
-        carry = self.each(lambda k: reset_carry(k, env, num_envs, config=config, policy=policy))(key)
+        carry = self.each(lambda k: reset_carry(k, env, num_envs, config=config, policy=policy))(
+            key
+        )
         if self.carry is None:
             return carry._replace(norm=self._initial_norm)
         return carry._replace(norm=reset_returns(self.carry.norm), step=self.carry.step)
@@ -217,7 +267,9 @@ class Algorithm(Acting, Checkpointing):
         every = self.config.horizons_per_env_reset
         return self.carry is None or (every > 0 and self.collects % every == 0)
 
-    def collect(self, *, env_config: Mapping[str, Any] | None = None, deterministic: bool = False) -> Any:
+    def collect(
+        self, *, env_config: Mapping[str, Any] | None = None, deterministic: bool = False
+    ) -> Any:
         """Run one rollout of ``horizon`` steps from the current carry (all
         envs reset first every ``horizons_per_env_reset`` collects, with
         ``env_config`` if given, else the Algorithm's).
@@ -236,7 +288,9 @@ class Algorithm(Acting, Checkpointing):
         stats = self.collect_each(env_config=env_config, deterministic=deterministic)
         return stats[0] if self.num_members is None else stats
 
-    def collect_each(self, *, env_config: Mapping[str, Any] | None = None, deterministic: bool = False) -> list[dict[str, float]]:
+    def collect_each(
+        self, *, env_config: Mapping[str, Any] | None = None, deterministic: bool = False
+    ) -> list[dict[str, float]]:
         """:meth:`collect`, one stats dict per member (one for a single run).
         A member whose rewards are not finite stops; when none is left,
         :class:`FloatingPointError`."""
@@ -244,33 +298,58 @@ class Algorithm(Acting, Checkpointing):
         before, reset = self.train_state, self._needs_reset()
         if reset:
             key, reset_key = split_key(before.key, self.num_members)
-            self.train_state = before._replace(key=key, carry=self.fresh_carry(reset_key, self.env, env_config))
+            self.train_state = before._replace(
+                key=key, carry=self.fresh_carry(reset_key, self.env, env_config)
+            )
         with self.matmul_precision():
-            carry, traj = self._rollout_fn(deterministic)(self.params, self.carry, self.train_state.hparams)
-        env_log = getattr(self.env, "rollout_log", dict)()  # a simulator's own stats (rsl_rl's extras["log"])
-        host = to_host({**self.each(trajectory_stats)(traj), **env_log}, self.num_members)  # one sync
-        stats = [distributed.reduce_stats({k: v for k, v in s.items() if k not in env_log}) for s in host]
-        self.members.stop_non_finite(stats, f"in the rewards of collect {self.collects + 1}",
-                                     population=self.num_members is not None)
-        self.train_state = self.members.keep_stopped(self.train_state._replace(carry=carry, trajectory=traj), before,
-                                              ("carry", "key"))
+            carry, traj = self._rollout_fn(deterministic)(
+                self.params, self.carry, self.train_state.hparams
+            )
+        env_log = getattr(
+            self.env, "rollout_log", dict
+        )()  # a simulator's own stats (rsl_rl's extras["log"])
+        host = to_host(
+            {**self.each(trajectory_stats)(traj), **env_log}, self.num_members
+        )  # one sync
+        stats = [
+            distributed.reduce_stats({k: v for k, v in s.items() if k not in env_log}) for s in host
+        ]
+        self.members.stop_non_finite(
+            stats,
+            f"in the rewards of collect {self.collects + 1}",
+            population=self.num_members is not None,
+        )
+        self.train_state = self.members.keep_stopped(
+            self.train_state._replace(carry=carry, trajectory=traj), before, ("carry", "key")
+        )
         self.collects += 1
         transitions = self.config.num_envs * self.config.horizon
         self.env_steps += transitions
         elapsed = 1000.0 * (time.perf_counter() - start)
         for member_stats, member_host in zip(stats, host):
-            member_stats.update({k: member_host[k] for k in env_log})  # this rank's own (its keys may differ)
+            member_stats.update(
+                {k: member_host[k] for k in env_log}
+            )  # this rank's own (its keys may differ)
             drop_empty_episode_means(member_stats)
-            member_stats.update({"env/steps": transitions, "env/resets": self.config.num_envs if reset else 0,
-                                 "profiling/collect_ms": elapsed})
+            member_stats.update(
+                {
+                    "env/steps": transitions,
+                    "env/resets": self.config.num_envs if reset else 0,
+                    "profiling/collect_ms": elapsed,
+                }
+            )
         return stats
 
     # -------------------------------------------------------------------- step
     def coefficients(self, member: int = 0) -> dict[str, float]:
         """Learning rate and entropy coefficient of ``member``'s next update, as
         logged (see :func:`rlstack.core.schedules.logged_coefficients`)."""
-        return logged_coefficients(self.config, self.member_lrs[member], self.member_config[member].entropy_coeff,
-                                   self.env_steps)
+        return logged_coefficients(
+            self.config,
+            self.member_lrs[member],
+            self.member_config[member].entropy_coeff,
+            self.env_steps,
+        )
 
     def step(self) -> Any:
         """Update the policy on the last collected trajectory.
@@ -294,7 +373,9 @@ class Algorithm(Acting, Checkpointing):
         not finite stops with the state of its last good step (the others
         carry on); :class:`FloatingPointError` when none is left."""
         if self.trajectory is None:
-            raise RuntimeError(f"{type(self).__name__}.step() needs a trajectory: call collect() first.")
+            raise RuntimeError(
+                f"{type(self).__name__}.step() needs a trajectory: call collect() first."
+            )
         training = self.members.training()
         if not any(training):
             raise RuntimeError(f"Every member has stopped: {self.members.stopped}.")
@@ -302,19 +383,28 @@ class Algorithm(Acting, Checkpointing):
         before = self.train_state
         key, update_key = split_key(before.key, self.num_members)
         with self.matmul_precision():
-            params, opt_state, metrics = self._update(update_key, before.params, before.opt_state, before.trajectory,
-                                                      before.hparams)
-        stats = to_host(metrics, self.num_members)  # reduced across ranks with the gradients already
-        where = (f"at step {self.steps + 1} (after {self.env_steps} env transitions); the update was discarded and "
-                 f"params kept from step {self.steps}")
+            params, opt_state, metrics = self._update(
+                update_key, before.params, before.opt_state, before.trajectory, before.hparams
+            )
+        stats = to_host(
+            metrics, self.num_members
+        )  # reduced across ranks with the gradients already
+        where = (
+            f"at step {self.steps + 1} (after {self.env_steps} env transitions); the update was discarded and "
+            f"params kept from step {self.steps}"
+        )
         self.members.stop_non_finite(stats, where, population=self.num_members is not None)
         new = before._replace(params=params, opt_state=opt_state, key=key, trajectory=None)
         self.train_state = self.members.keep_stopped(new, before, ("params", "opt_state", "key"))
         self.steps += 1
-        self.members.steps = [n + int(on) for n, on in zip(self.members.steps, self.members.training())]
+        self.members.steps = [
+            n + int(on) for n, on in zip(self.members.steps, self.members.training())
+        ]
         elapsed = 1000.0 * (time.perf_counter() - start)
         for k, member_stats in enumerate(stats):
-            member_stats.update({**self.coefficients(k), **member_stats})  # a rate adapted on device is the update's
+            member_stats.update(
+                {**self.coefficients(k), **member_stats}
+            )  # a rate adapted on device is the update's
             member_stats["profiling/step_ms"] = elapsed
         return stats
 
@@ -322,7 +412,11 @@ class Algorithm(Acting, Checkpointing):
         """Whether every float tensor of ``params`` and the optimizer state is
         finite (one sync; asked before checkpointing a failed run)."""
         leaves = optree.tree_leaves((self.params, self.opt_state))
-        return all(bool(torch.isfinite(x).all()) for x in leaves if isinstance(x, torch.Tensor) and x.is_floating_point())
+        return all(
+            bool(torch.isfinite(x).all())
+            for x in leaves
+            if isinstance(x, torch.Tensor) and x.is_floating_point()
+        )
 
     @property
     def obs_moments(self) -> Any:
@@ -341,9 +435,12 @@ class Algorithm(Acting, Checkpointing):
         (:func:`rlstack.shell.serialization.member_state_dict`); it continues
         exactly as the member would."""
         single_run_cls = Algorithm if self.num_members is not None else type(self)
-        return single_run_cls._from_state_dict(member_state_dict(self, k), self.env_spec,
-                                               model_cls=type(self.policy.model),
-                                               distribution_cls=self.policy.distribution_cls)
+        return single_run_cls._from_state_dict(
+            member_state_dict(self, k),
+            self.env_spec,
+            model_cls=type(self.policy.model),
+            distribution_cls=self.policy.distribution_cls,
+        )
 
     def hparams_by_member(self) -> dict[str, Any]:
         """See :func:`rlstack.shell.members.hparams_by_member`."""

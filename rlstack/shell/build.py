@@ -65,7 +65,11 @@ class BuildArguments:
     def build_config(self, env: Any) -> dict[str, Any]:
         """How the run was built, besides the config (logged as MLflow params)."""
         given, members = self.given, self.num_members is not None
-        optimizer_config = {**self.optimizer_config, "lr": list(self.lrs)} if members else dict(self.optimizer_config)
+        optimizer_config = (
+            {**self.optimizer_config, "lr": list(self.lrs)}
+            if members
+            else dict(self.optimizer_config)
+        )
         model_cls = given["model_cls"]
         return {
             "env": getattr(env, "__name__", type(env).__name__),
@@ -83,9 +87,21 @@ class BuildArguments:
 
 
 def check_arguments(
-    algorithm_cls: type, env: Any, *, env_config: Any, model_cls: Any, model_config: Any, optimizer_cls: type,
-    optimizer_config: Any, device: Any, seed: Any, compile: Any, cuda_graphs: Any, allow_tf32: Any,
-    num_members: Any, hparams: Mapping[str, Any],
+    algorithm_cls: type,
+    env: Any,
+    *,
+    env_config: Any,
+    model_cls: Any,
+    model_config: Any,
+    optimizer_cls: type,
+    optimizer_config: Any,
+    device: Any,
+    seed: Any,
+    compile: Any,
+    cuda_graphs: Any,
+    allow_tf32: Any,
+    num_members: Any,
+    hparams: Mapping[str, Any],
 ) -> BuildArguments:
     """Validate every argument of ``algorithm_cls(env, ...)`` before anything
     is built; a population's split per member (:func:`rlstack.shell.members.member_configs`).
@@ -99,26 +115,52 @@ def check_arguments(
         lrs = [torch_optimizer_options(optimizer_cls, optimizer_config)[0]]
         seeds = [seed]
     elif algorithm_cls._recurrent:
-        raise ValueError(f"`num_members`: populations of {algorithm_cls.__name__} are not supported.")
+        raise ValueError(
+            f"`num_members`: populations of {algorithm_cls.__name__} are not supported."
+        )
     else:
-        configs, lrs, seeds = member_configs(num_members, hparams, optimizer_cls, optimizer_config, seed)
-        optimizer_config = {k: v for k, v in (optimizer_config or {}).items() if k != "lr"} | {"lr": lrs[0]}
+        configs, lrs, seeds = member_configs(
+            num_members, hparams, optimizer_cls, optimizer_config, seed
+        )
+        optimizer_config = {k: v for k, v in (optimizer_config or {}).items() if k != "lr"} | {
+            "lr": lrs[0]
+        }
     device = distributed.local_device(resolve_device(device))
-    check_build_arguments(env_config=env_config, model_config=model_config, seed=seeds[0], compile=compile,
-                          cuda_graphs=cuda_graphs, allow_tf32=allow_tf32, device=device)
+    check_build_arguments(
+        env_config=env_config,
+        model_config=model_config,
+        seed=seeds[0],
+        compile=compile,
+        cuda_graphs=cuda_graphs,
+        allow_tf32=allow_tf32,
+        device=device,
+    )
     model_cls = model_cls or algorithm_cls._default_model_cls
     check_model_config(model_cls, model_config or {})
     if seeds[0] is None:  # drawn once, so torch.manual_seed before construction reproduces the run
         seeds = [int(torch.randint(0, 2**62, (), dtype=torch.int64))]
     if num_members is not None and distributed.world_size() > 1:
-        raise ValueError("A population trains in one process: `num_members` with torch.distributed "
-                         f"({distributed.world_size()} ranks) is not supported; launch one process per population.")
+        raise ValueError(
+            "A population trains in one process: `num_members` with torch.distributed "
+            f"({distributed.world_size()} ranks) is not supported; launch one process per population."
+        )
     return BuildArguments(
-        config=configs[0], configs=configs, lrs=[float(lr) for lr in lrs], seeds=seeds, optimizer_cls=optimizer_cls,
-        optimizer_config=dict(optimizer_config or {}), num_members=num_members, device=device,
-        compile=default_compile(device) if compile is None else compile, env_config=dict(env_config or {}),
-        given={"model_cls": model_cls, "model_config": model_config, "cuda_graphs": cuda_graphs,
-               "allow_tf32": allow_tf32},
+        config=configs[0],
+        configs=configs,
+        lrs=[float(lr) for lr in lrs],
+        seeds=seeds,
+        optimizer_cls=optimizer_cls,
+        optimizer_config=dict(optimizer_config or {}),
+        num_members=num_members,
+        device=device,
+        compile=default_compile(device) if compile is None else compile,
+        env_config=dict(env_config or {}),
+        given={
+            "model_cls": model_cls,
+            "model_config": model_config,
+            "cuda_graphs": cuda_graphs,
+            "allow_tf32": allow_tf32,
+        },
     )
 
 
@@ -126,15 +168,27 @@ def build_env(env: Any, args: BuildArguments) -> Any:
     """The batched env of ``num_envs`` copies, checked against the arguments
     (a population's and CUDA graphs' need a pure env; ``normalize_obs`` a Box)."""
     config = args.config
-    built = make_env(env, num_envs=config.num_envs, horizon=config.horizon, config=args.env_config, device=args.device)
+    built = make_env(
+        env,
+        num_envs=config.num_envs,
+        horizon=config.horizon,
+        config=args.env_config,
+        device=args.device,
+    )
     name = getattr(env, "__name__", type(env).__name__)
-    for asked, what in ((args.given["cuda_graphs"], "`cuda_graphs=True` needs a pure env (rlstack.envs.Env)"),
-                        (args.num_members is not None, "A population needs a pure env (rlstack.envs.Env) to vmap")):
+    for asked, what in (
+        (args.given["cuda_graphs"], "`cuda_graphs=True` needs a pure env (rlstack.envs.Env)"),
+        (args.num_members is not None, "A population needs a pure env (rlstack.envs.Env) to vmap"),
+    ):
         if asked and not built.compilable:
-            raise ValueError(f"{what}; {name} is a stateful env whose state lives outside the graph.")
+            raise ValueError(
+                f"{what}; {name} is a stateful env whose state lives outside the graph."
+            )
     check_env(built, num_envs=config.num_envs, config=args.env_config, device=args.device)
     space = built.observation_space
-    if config.normalize_obs and not all(isinstance(s, Box) for s in (space.values() if isinstance(space, dict) else [space])):
+    if config.normalize_obs and not all(
+        isinstance(s, Box) for s in (space.values() if isinstance(space, dict) else [space])
+    ):
         raise ValueError(
             f"`normalize_obs=True` needs a Box observation space or a dict of them, got {space!r}; "
             "normalise other observations in your model instead."
@@ -143,7 +197,12 @@ def build_env(env: Any, args: BuildArguments) -> Any:
 
 
 def initial_state(
-    env: Any, args: BuildArguments, model_cls: type, model_config: dict[str, Any], distribution_cls: type | None, *,
+    env: Any,
+    args: BuildArguments,
+    model_cls: type,
+    model_config: dict[str, Any],
+    distribution_cls: type | None,
+    *,
     recurrent: bool,
 ) -> tuple[Policy, TrainState, torch.Tensor, Any]:
     """The policy and the first train state: member ``k``'s built from
@@ -158,22 +217,46 @@ def initial_state(
     config, device, count = args.config, args.device, len(args.seeds)
     gather = (lambda trees: trees[0]) if args.num_members is None else stack
     distribution_cls = distribution_cls or default_distribution_cls(env.action_space)
-    built = [build_policy(env.observation_space, env.action_space, model_cls, model_config, distribution_cls,
-                          seed=seed, device=device, recurrent=recurrent) for seed in args.seeds]
+    built = [
+        build_policy(
+            env.observation_space,
+            env.action_space,
+            model_cls,
+            model_config,
+            distribution_cls,
+            seed=seed,
+            device=device,
+            recurrent=recurrent,
+        )
+        for seed in args.seeds
+    ]
     policy, member_params = built[0][0], [params for _, params in built]
     if distributed.world_size() > 1:  # rank 0's params, a key per rank
         member_params = [distributed.broadcast_tree(member_params[0])]
     optimizer = make_optimizer(config, args.optimizer_cls, args.optimizer_config)
-    opt_states = [set_learning_rate(optimizer.init(p), torch.tensor(lr, device=device))
-                  for p, lr in zip(member_params, args.lrs)]
+    opt_states = [
+        set_learning_rate(optimizer.init(p), torch.tensor(lr, device=device))
+        for p, lr in zip(member_params, args.lrs)
+    ]
     root_key = gather([random.key(seed, device) for seed in args.seeds])
     key = each_member(random.fold_in, args.num_members, in_dims=(0, None))(root_key, 0)
     if distributed.world_size() > 1:
         key = random.fold_in(key, distributed.rank())
-    norm = init_norm_state(observation_shapes(env.observation_space), config.num_envs,
-                           normalize_obs=config.normalize_obs, normalize_rewards=config.normalize_rewards, device=device)
-    state = TrainState(params=gather(member_params), opt_state=gather(opt_states), carry=None, trajectory=None,
-                       key=key, hparams=gather([config_hparams(c, device) for c in args.configs]))
+    norm = init_norm_state(
+        observation_shapes(env.observation_space),
+        config.num_envs,
+        normalize_obs=config.normalize_obs,
+        normalize_rewards=config.normalize_rewards,
+        device=device,
+    )
+    state = TrainState(
+        params=gather(member_params),
+        opt_state=gather(opt_states),
+        carry=None,
+        trajectory=None,
+        key=key,
+        hparams=gather([config_hparams(c, device) for c in args.configs]),
+    )
     return policy, state, root_key, gather([norm] * count)
 
 
@@ -208,12 +291,22 @@ class RunFunctions:
             ``(deterministic, training)``.
     """
 
-    def __init__(self, env_spec: Any, env: Any, policy: Policy, args: BuildArguments, *, recurrent: bool) -> None:
-        self.env_spec, self.env, self.policy, self.args, self.recurrent = env_spec, env, policy, args, recurrent
+    def __init__(
+        self, env_spec: Any, env: Any, policy: Policy, args: BuildArguments, *, recurrent: bool
+    ) -> None:
+        self.env_spec, self.env, self.policy, self.args, self.recurrent = (
+            env_spec,
+            env,
+            policy,
+            args,
+            recurrent,
+        )
         self._eval_env = env if env.compilable else None
         optimizer = make_optimizer(args.config, args.optimizer_cls, args.optimizer_config)
         reduce_grads = distributed.all_reduce_mean if distributed.world_size() > 1 else None
-        self.update = self.transformed(make_update(policy, optimizer, args.config, reduce_grads=reduce_grads))
+        self.update = self.transformed(
+            make_update(policy, optimizer, args.config, reduce_grads=reduce_grads)
+        )
         if args.given["cuda_graphs"]:
             self.update = CudaGraphed(self.update)
         self.rollouts: dict[tuple[bool, bool], Any] = {}
@@ -232,12 +325,24 @@ class RunFunctions:
         config, cache_key = self.args.config, (deterministic, training)
         if env is None and cache_key in self.rollouts:
             return self.rollouts[cache_key]
-        recurrent = {"seq_len": config.seq_len, "seqs_per_state_reset": config.seqs_per_state_reset} if self.recurrent else {}
-        rollout = self.transformed(make_rollout(
-            env or self.env, self.policy, config.horizon, deterministic=deterministic,
-            normalize_obs=config.normalize_obs, normalize_rewards=config.normalize_rewards, gamma=config.gamma,
-            update_normalization=training, **recurrent,
-        ))
+        recurrent = (
+            {"seq_len": config.seq_len, "seqs_per_state_reset": config.seqs_per_state_reset}
+            if self.recurrent
+            else {}
+        )
+        rollout = self.transformed(
+            make_rollout(
+                env or self.env,
+                self.policy,
+                config.horizon,
+                deterministic=deterministic,
+                normalize_obs=config.normalize_obs,
+                normalize_rewards=config.normalize_rewards,
+                gamma=config.gamma,
+                update_normalization=training,
+                **recurrent,
+            )
+        )
         if env is None:
             if self.args.given["cuda_graphs"]:
                 rollout = CudaGraphed(rollout)
@@ -251,4 +356,6 @@ class RunFunctions:
         if self._eval_env is None:
             self._eval_env = build_env(self.env_spec, self.args)
         env = self._eval_env
-        return env, self.rollout(deterministic, training=False, env=None if env is self.env else env)
+        return env, self.rollout(
+            deterministic, training=False, env=None if env is self.env else env
+        )

@@ -88,7 +88,9 @@ class Plateaus(_Patience):
 
     def __call__(self, stats: Stats, /) -> bool:
         value = _value(stats, self.key)
-        if self.old_value is not None and abs(value - self.old_value) <= self.rtol * abs(self.old_value):
+        if self.old_value is not None and abs(value - self.old_value) <= self.rtol * abs(
+            self.old_value
+        ):
             self.stalls += 1
         else:
             self.stalls = 0

@@ -50,7 +50,12 @@ def predict_key(root_key: torch.Tensor, calls: int) -> torch.Tensor:
 
 
 def evaluate(
-    rollout: Callable, params: Any, carry: Any, hparams: Any, horizons: int, each: Callable[[Callable], Callable]
+    rollout: Callable,
+    params: Any,
+    carry: Any,
+    hparams: Any,
+    horizons: int,
+    each: Callable[[Callable], Callable],
 ) -> dict[str, torch.Tensor]:
     """Run ``horizons`` consecutive rollouts from ``carry`` and summarise the
     env's rewards.
@@ -73,8 +78,17 @@ def evaluate(
 
 
 def predict(
-    policy: Policy, params: Any, env: Any, obs: Any, memory: Any, starts: Any, *, key: torch.Tensor | None,
-    obs_moments: Any, deterministic: bool, device: torch.device,
+    policy: Policy,
+    params: Any,
+    env: Any,
+    obs: Any,
+    memory: Any,
+    starts: Any,
+    *,
+    key: torch.Tensor | None,
+    obs_moments: Any,
+    deterministic: bool,
+    device: torch.device,
 ) -> tuple[Any, Any]:
     """Actions of ``policy`` for a batch of observations of ``env``.
 
@@ -100,19 +114,30 @@ def predict(
             ``memory`` is passed to a policy without memory.
     """
     if not policy.has_memory and memory is not None:
-        raise ValueError(f"`memory` is for a policy with memory (recurrent, or a window of observations); "
-                         f"{type(policy.model).__name__} has none: pass obs alone.")
+        raise ValueError(
+            f"`memory` is for a policy with memory (recurrent, or a window of observations); "
+            f"{type(policy.model).__name__} has none: pass obs alone."
+        )
     obs_t = as_batch(env.observation_space, obs, device)
     if starts is not None:
         starts = torch.as_tensor(starts, dtype=torch.bool, device=device)
     action, _, _, memory = act_in_env(
-        policy, params, obs_t, memory, starts, env.action_space, obs_moments=obs_moments,
-        deterministic=deterministic, key=key,
+        policy,
+        params,
+        obs_t,
+        memory,
+        starts,
+        env.action_space,
+        obs_moments=obs_moments,
+        deterministic=deterministic,
+        key=key,
     )
     return (to_numpy(action) if is_numpy(obs) else action), memory
 
 
-def actor(predict_fn: Callable[[Any, Any], tuple[Any, Any]], has_memory: bool) -> Callable[[Any], Any]:
+def actor(
+    predict_fn: Callable[[Any, Any], tuple[Any, Any]], has_memory: bool
+) -> Callable[[Any], Any]:
     """``act(obs) -> actions`` over successive observations of the same envs:
     ``predict_fn(obs, memory) -> (actions, memory)`` with the memory carried
     from one call to the next (every episode beginning at the first call)."""
@@ -130,8 +155,13 @@ def actor(predict_fn: Callable[[Any, Any], tuple[Any, Any]], has_memory: bool) -
 class Acting:
     """:class:`~rlstack.shell.algorithm.Algorithm`'s ``evaluate``, ``predict`` and ``actor``."""
 
-    def evaluate(self: "Algorithm", *, env_config: Mapping[str, Any] | None = None, deterministic: bool = True,
-                 horizons: int = 1) -> Any:
+    def evaluate(
+        self: "Algorithm",
+        *,
+        env_config: Mapping[str, Any] | None = None,
+        deterministic: bool = True,
+        horizons: int = 1,
+    ) -> Any:
         """Roll the current policy out on freshly reset envs without touching
         the training carry or key.
 
@@ -145,11 +175,18 @@ class Acting:
             ``returns/*`` and ``rewards/*`` over all evaluation steps (a
             population: one dict per member, :meth:`evaluate_each`).
         """
-        stats = self.evaluate_each(env_config=env_config, deterministic=deterministic, horizons=horizons)
+        stats = self.evaluate_each(
+            env_config=env_config, deterministic=deterministic, horizons=horizons
+        )
         return stats[0] if self.num_members is None else stats
 
-    def evaluate_each(self: "Algorithm", *, env_config: Mapping[str, Any] | None = None, deterministic: bool = True,
-                      horizons: int = 1) -> list[dict[str, float]]:
+    def evaluate_each(
+        self: "Algorithm",
+        *,
+        env_config: Mapping[str, Any] | None = None,
+        deterministic: bool = True,
+        horizons: int = 1,
+    ) -> list[dict[str, float]]:
         """:meth:`evaluate`, one stats dict per member (one for a single run)."""
         check_horizons(horizons)
         env, rollout = self.functions.evaluation_rollout(deterministic)
@@ -157,11 +194,19 @@ class Acting:
         key = self.each(lambda root: eval_key(root, self.steps))(self.root_key)
         carry = self.fresh_carry(key, env, env_config)
         with self.matmul_precision():
-            stats = evaluate(rollout, self.params, carry, self.train_state.hparams, horizons, self.each)
+            stats = evaluate(
+                rollout, self.params, carry, self.train_state.hparams, horizons, self.each
+            )
         return to_host(stats, self.num_members)
 
-    def predict(self: "Algorithm", obs: Any, deterministic: bool = True, *, memory: Any = None,
-                starts: Any = None) -> Any:
+    def predict(
+        self: "Algorithm",
+        obs: Any,
+        deterministic: bool = True,
+        *,
+        memory: Any = None,
+        starts: Any = None,
+    ) -> Any:
         """Actions of the current policy for a batch of observations.
 
         A policy with memory (a window of past observations,
@@ -179,16 +224,31 @@ class Acting:
         envs (e.g. ``env.success(algo.actor())``): a policy with memory
         carries it from one call to the next, every episode beginning at the
         first call; a policy without memory acts as :meth:`predict`."""
-        return actor(lambda obs, memory: self._predict_with_memory(obs, deterministic, memory, None),
-                     self.policy.has_memory)
+        return actor(
+            lambda obs, memory: self._predict_with_memory(obs, deterministic, memory, None),
+            self.policy.has_memory,
+        )
 
-    def _predict_with_memory(self: "Algorithm", obs: Any, deterministic: bool, memory: Any,
-                             starts: Any) -> tuple[Any, Any]:
+    def _predict_with_memory(
+        self: "Algorithm", obs: Any, deterministic: bool, memory: Any, starts: Any
+    ) -> tuple[Any, Any]:
         if self.num_members is not None:
-            raise TypeError("A population has K policies: act with one member, `population.member(k).predict(obs)`.")
+            raise TypeError(
+                "A population has K policies: act with one member, `population.member(k).predict(obs)`."
+            )
         key = None
         if not deterministic:  # the predict stream, one fold per call: training's key is untouched
             key = predict_key(self.root_key, self.predict_calls)
             self.predict_calls += 1
-        return predict(self.policy, self.params, self.env, obs, memory, starts, key=key,
-                       obs_moments=self.obs_moments, deterministic=deterministic, device=self.device)
+        return predict(
+            self.policy,
+            self.params,
+            self.env,
+            obs,
+            memory,
+            starts,
+            key=key,
+            obs_moments=self.obs_moments,
+            deterministic=deterministic,
+            device=self.device,
+        )

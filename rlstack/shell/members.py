@@ -27,7 +27,9 @@ def grid(**values: Sequence[Any]) -> dict[str, list[Any]]:
     """
     for name, options in values.items():
         if name not in PER_MEMBER:
-            raise ValueError(f"grid: `{name}` cannot differ across members; per-member hyperparameters are {PER_MEMBER}.")
+            raise ValueError(
+                f"grid: `{name}` cannot differ across members; per-member hyperparameters are {PER_MEMBER}."
+            )
         if isinstance(options, (str, bytes)) or not isinstance(options, Sequence) or not options:
             raise ValueError(f"grid: `{name}` must be a non-empty list of values, got {options!r}.")
     combinations = list(itertools.product(*values.values()))
@@ -44,13 +46,18 @@ def _per_member(name: str, value: Any, num_members: int) -> list[Any]:
                 f"per-member hyperparameters are {PER_MEMBER}, got a list {list(value)!r}."
             )
         if len(value) != num_members:
-            raise ValueError(f"`{name}` has {len(value)} values for num_members={num_members}: give one or {num_members}.")
+            raise ValueError(
+                f"`{name}` has {len(value)} values for num_members={num_members}: give one or {num_members}."
+            )
         return list(value)
     return [value] * num_members
 
 
 def member_configs(
-    num_members: Any, hparams: Mapping[str, Any], optimizer_cls: type, optimizer_config: Mapping[str, Any] | None,
+    num_members: Any,
+    hparams: Mapping[str, Any],
+    optimizer_cls: type,
+    optimizer_config: Mapping[str, Any] | None,
     seed: Any,
 ) -> tuple[list[AlgorithmConfig], list[float], list[int]]:
     """Validate a population's arguments and split them per member.
@@ -78,13 +85,17 @@ def member_configs(
     hparams = dict(hparams)
     if "lr" in hparams:  # `lr=` (what grid() returns) is optimizer_config['lr']
         if "lr" in (optimizer_config or {}):
-            raise ValueError("Give the learning rate once: `lr=` or `optimizer_config['lr']`, not both.")
+            raise ValueError(
+                "Give the learning rate once: `lr=` or `optimizer_config['lr']`, not both."
+            )
         optimizer_config = {**(optimizer_config or {}), "lr": hparams.pop("lr")}
     lists = {name: _per_member(name, value, num_members) for name, value in hparams.items()}
     configs = []
     for k in range(num_members):
         try:
-            configs.append(AlgorithmConfig.from_mapping({name: values[k] for name, values in lists.items()}))
+            configs.append(
+                AlgorithmConfig.from_mapping({name: values[k] for name, values in lists.items()})
+            )
         except (TypeError, ValueError) as e:
             raise type(e)(f"member {k}: {e}") from None
     optimizer_config = dict(optimizer_config or {})
@@ -95,7 +106,9 @@ def member_configs(
         except (TypeError, ValueError) as e:
             raise type(e)(f"member {k}: {e}") from None
     if len(set(map(float, lrs))) > 1 and configs[0].lr_schedule is not None:
-        raise ValueError("per-member `lr` values and an `lr_schedule` exclude each other: the schedule sets the rate.")
+        raise ValueError(
+            "per-member `lr` values and an `lr_schedule` exclude each other: the schedule sets the rate."
+        )
     entropies = {c.entropy_coeff for c in configs}
     if len(entropies) > 1 and configs[0].entropy_coeff_schedule is not None:
         raise ValueError(
@@ -108,7 +121,9 @@ def member_configs(
     elif isinstance(seed, (list, tuple)) and len(seed) == num_members:
         seeds = list(seed)
     else:
-        raise ValueError(f"`seed` must be an int, None or a list of {num_members} ints (one per member), got {seed!r}.")
+        raise ValueError(
+            f"`seed` must be an int, None or a list of {num_members} ints (one per member), got {seed!r}."
+        )
     for k, s in enumerate(seeds):
         if not isinstance(s, int) or isinstance(s, bool) or s < 0:
             raise ValueError(f"`seed` of member {k} must be a non-negative int, got {s!r}.")

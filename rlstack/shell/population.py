@@ -67,8 +67,15 @@ class Population(Algorithm):
 
     _population = True
 
-    def __init__(self, env: Any, /, *, num_members: int, seed: int | Sequence[int] | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        env: Any,
+        /,
+        *,
+        num_members: int,
+        seed: int | Sequence[int] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(env, num_members=num_members, seed=seed, **kwargs)
 
     # rlstack's earlier names for the members' status (see MemberStatus).

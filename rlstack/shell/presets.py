@@ -62,7 +62,11 @@ _MOUNTAIN_CAR = {
 }
 _EPISODIC_CARTPOLE = {**_CARTPOLE, "horizons_per_env_reset": -1}
 _EPISODIC_PENDULUM = {**_PENDULUM, "horizons_per_env_reset": -1}
-_EPISODIC_MOUNTAIN_CAR = {**_MOUNTAIN_CAR, "horizons_per_env_reset": -1, "env_config": {"reward": "speed"}}
+_EPISODIC_MOUNTAIN_CAR = {
+    **_MOUNTAIN_CAR,
+    "horizons_per_env_reset": -1,
+    "env_config": {"reward": "speed"},
+}
 
 # Continuous control on gymnasium's simulators (MuJoCo), CleanRL's ppo_continuous_action settings:
 # 2048 transitions per update (8 envs x 256 steps), 10 epochs of 64-transition minibatches,
@@ -89,9 +93,16 @@ _CONTINUOUS = {
     "normalize_advantages_per_minibatch": True,
     "normalize_obs": True,
     "normalize_rewards": True,
-    "lr_schedule": linear_anneal(3e-4, updates=CONTINUOUS_ENV_STEPS // 2048, transitions_per_update=2048),
+    "lr_schedule": linear_anneal(
+        3e-4, updates=CONTINUOUS_ENV_STEPS // 2048, transitions_per_update=2048
+    ),
     "lr_schedule_kind": "interp",
-    "model_config": {"hiddens": (64, 64), "activation_fn": "tanh", "log_std_init": 0.0, "init": "orthogonal"},
+    "model_config": {
+        "hiddens": (64, 64),
+        "activation_fn": "tanh",
+        "log_std_init": 0.0,
+        "init": "orthogonal",
+    },
     "optimizer_config": {"lr": 3e-4, "eps": 1e-5},
     # Compiled on CPU too: 320 minibatches of 64 per update and one policy step per env step are small
     # calls, several times faster compiled; a cold compile pays back within tens of updates
@@ -154,7 +165,9 @@ def preset_for(name: str, env: Any) -> str | None:
     builds one copy of it."""
     if name in PRESETS:
         return name
-    if name.startswith(("gymnasium:", "envpool:")) and isinstance(getattr(env, "action_space", None), Box):
+    if name.startswith(("gymnasium:", "envpool:")) and isinstance(
+        getattr(env, "action_space", None), Box
+    ):
         return "continuous"
     return None
 
@@ -166,19 +179,44 @@ def preset_for(name: str, env: Any) -> str | None:
 # 64 (RecurrentAlgorithm: the preset has seq_len) on the infinite-horizon CartPole, with
 # target_kl keeping it there (without, it fell back after reaching the target: once every env
 # balances, the returns are all equal and the standardised advantages are noise).
-_HIDDEN = {"env_config": {"hide_velocities": True}, "num_envs": 512, "horizon": 64, "gamma": 0.99,
-           "gae_lambda": 0.95, "sgd_minibatch_size": 4096, "num_sgd_iters": 8}
+_HIDDEN = {
+    "env_config": {"hide_velocities": True},
+    "num_envs": 512,
+    "horizon": 64,
+    "gamma": 0.99,
+    "gae_lambda": 0.95,
+    "sgd_minibatch_size": 4096,
+    "num_sgd_iters": 8,
+}
 
 #: name -> Algorithm (RecurrentAlgorithm where ``seq_len`` is set) keyword arguments, for the env
 #: :data:`POMDP_ENVS` names.
 POMDP_PRESETS: dict[str, dict[str, Any]] = {
-    "mlp": {**_HIDDEN, "horizons_per_env_reset": -1, "model_config": {"hiddens": (64, 64)},
-            "optimizer_config": {"lr": 1e-3}},
-    "window": {**_HIDDEN, "horizons_per_env_reset": -1, "model_config": {"hiddens": (64, 64), "obs_window": 2},
-               "optimizer_config": {"lr": 1e-3}},
-    "recurrent": {**_HIDDEN, "horizons_per_env_reset": 1, "seq_len": 16, "seqs_per_state_reset": -1,
-                  "target_kl": 0.02, "model_config": {"hidden_size": 64, "cell": "gru"},
-                  "optimizer_config": {"lr": 2e-3}},
+    "mlp": {
+        **_HIDDEN,
+        "horizons_per_env_reset": -1,
+        "model_config": {"hiddens": (64, 64)},
+        "optimizer_config": {"lr": 1e-3},
+    },
+    "window": {
+        **_HIDDEN,
+        "horizons_per_env_reset": -1,
+        "model_config": {"hiddens": (64, 64), "obs_window": 2},
+        "optimizer_config": {"lr": 1e-3},
+    },
+    "recurrent": {
+        **_HIDDEN,
+        "horizons_per_env_reset": 1,
+        "seq_len": 16,
+        "seqs_per_state_reset": -1,
+        "target_kl": 0.02,
+        "model_config": {"hidden_size": 64, "cell": "gru"},
+        "optimizer_config": {"lr": 2e-3},
+    },
 }
 #: name -> the built-in env each POMDP preset trains on (the success check is CartPole's either way).
-POMDP_ENVS: dict[str, str] = {"mlp": "CartPole-v1", "window": "CartPole-v1", "recurrent": "CartPole"}
+POMDP_ENVS: dict[str, str] = {
+    "mlp": "CartPole-v1",
+    "window": "CartPole-v1",
+    "recurrent": "CartPole",
+}

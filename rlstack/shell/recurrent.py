@@ -47,7 +47,8 @@ class RecurrentAlgorithm(Algorithm):
         (sequences of ``seq_len`` steps collected per env) and ``buffered``
         (a rollout is waiting for :meth:`step`)."""
         return SimpleNamespace(
-            horizons=self.collects, seqs=self.collects * (self.config.horizon // self.config.seq_len),
+            horizons=self.collects,
+            seqs=self.collects * (self.config.horizon // self.config.seq_len),
             buffered=self.trajectory is not None,
         )
 
@@ -56,7 +57,13 @@ class RecurrentAlgorithm(Algorithm):
         return self.policy.initial_hidden(batch_size, self.device)
 
     def predict(
-        self, obs: Any, deterministic: bool = True, *, hidden: Any = None, starts: Any = None, memory: Any = None
+        self,
+        obs: Any,
+        deterministic: bool = True,
+        *,
+        hidden: Any = None,
+        starts: Any = None,
+        memory: Any = None,
     ) -> tuple[Any, Any]:
         """Actions for a batch of observations, and the hidden state to pass
         with the next batch of the same envs.
@@ -81,4 +88,6 @@ class RecurrentAlgorithm(Algorithm):
         """
         if hidden is not None and memory is not None:
             raise ValueError("pass the hidden state as `hidden` or as `memory`, not both.")
-        return self._predict_with_memory(obs, deterministic, memory if hidden is None else hidden, starts)
+        return self._predict_with_memory(
+            obs, deterministic, memory if hidden is None else hidden, starts
+        )

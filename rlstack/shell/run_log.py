@@ -79,12 +79,21 @@ class RunLog:
     """
 
     def __init__(
-        self, algorithm: Any, *, experiment_name: str | None, run_name: str | None, resume_run_id: str | None,
-        member_run_ids: Sequence[str | None] | None, log_every_s: float, checkpoint_dirs: dict,
+        self,
+        algorithm: Any,
+        *,
+        experiment_name: str | None,
+        run_name: str | None,
+        resume_run_id: str | None,
+        member_run_ids: Sequence[str | None] | None,
+        log_every_s: float,
+        checkpoint_dirs: dict,
     ) -> None:
         self.tracking_uri = tracking.require_mlflow().get_tracking_uri()
         rank_zero = distributed.rank() == 0
-        self.client = client = tracking.make_client(self.tracking_uri) if rank_zero else tracking.NullClient()
+        self.client = client = (
+            tracking.make_client(self.tracking_uri) if rank_zero else tracking.NullClient()
+        )
         if not rank_zero:
             self.run_id = None
         elif resume_run_id is not None:
@@ -94,11 +103,26 @@ class RunLog:
             self.run_id = tracking.create_run(client, experiment_name, run_name)
         self.status = {"status": "FINISHED"}
         self.metrics = tracking.MetricLog(client, self.run_id, log_every_s=log_every_s)
-        self.members = tracking.MemberRuns(client, self.run_id, algorithm.num_members or 0,
-                                           list(member_run_ids or []), run_name, log_every_s=log_every_s)
+        self.members = tracking.MemberRuns(
+            client,
+            self.run_id,
+            algorithm.num_members or 0,
+            list(member_run_ids or []),
+            run_name,
+            log_every_s=log_every_s,
+        )
         self._checkpoint_dirs = checkpoint_dirs
-        self._finalizer = weakref.finalize(self, tracking.end_run, client, self.run_id, self.status, checkpoint_dirs,
-                                           self.metrics, True, self.members)
+        self._finalizer = weakref.finalize(
+            self,
+            tracking.end_run,
+            client,
+            self.run_id,
+            self.status,
+            checkpoint_dirs,
+            self.metrics,
+            True,
+            self.members,
+        )
         self._log_params(algorithm)
 
     def _log_params(self, algorithm: Any) -> None:
@@ -106,20 +130,41 @@ class RunLog:
         run. The learning rate also as a param of its own (``optimizer/lr``),
         which the MLflow UI sorts and plots."""
         lrs, build = algorithm.member_lrs, algorithm.build_config
-        tracking.log_params(self.client, self.run_id, {**algorithm.hparams_by_member(), **build,
-                                                       "optimizer/lr": lrs if len(set(lrs)) > 1 else lrs[0]})
+        tracking.log_params(
+            self.client,
+            self.run_id,
+            {
+                **algorithm.hparams_by_member(),
+                **build,
+                "optimizer/lr": lrs if len(set(lrs)) > 1 else lrs[0],
+            },
+        )
         for k, run_id in enumerate(self.members.run_ids):
-            tracking.log_params(self.client, run_id, {
-                **algorithm.member_config[k].to_dict(), **build, "member": k, "seed": algorithm.seeds[k],
-                "optimizer_config": {**build["optimizer_config"], "lr": lrs[k]}, "optimizer/lr": lrs[k],
-            })
+            tracking.log_params(
+                self.client,
+                run_id,
+                {
+                    **algorithm.member_config[k].to_dict(),
+                    **build,
+                    "member": k,
+                    "seed": algorithm.seeds[k],
+                    "optimizer_config": {**build["optimizer_config"], "lr": lrs[k]},
+                    "optimizer/lr": lrs[k],
+                },
+            )
 
     def log(self, stats: Mapping[str, float], step: int, force: bool = False) -> None:
         """Record ``stats`` in the Trainer's run at ``step`` (see :class:`~rlstack.integrations.tracking.MetricLog`)."""
         self.metrics.log(stats, step=step, force=force)
 
-    def log_members(self, member_stats: Sequence[Stats], logged: Sequence[bool], members: MemberStatus, step: int,
-                    force: bool = False) -> Stats:
+    def log_members(
+        self,
+        member_stats: Sequence[Stats],
+        logged: Sequence[bool],
+        members: MemberStatus,
+        step: int,
+        force: bool = False,
+    ) -> Stats:
         """Each member's stats to its run (those in ``logged``), and their
         combination over the members still training (else those logged) to
         the Trainer's run, with ``population/active`` for a population.
@@ -127,11 +172,18 @@ class RunLog:
         Returns:
             The combination (a single run's own stats).
         """
-        for log, stats, on in zip(self.members.metrics, member_stats, logged):  # none for a single run
+        for log, stats, on in zip(
+            self.members.metrics, member_stats, logged
+        ):  # none for a single run
             if on:
-                log.log({name: v for name, v in stats.items() if not name.startswith(SHARED_STATS)}, step=step,
-                        force=force)
-        training = [k for k, on in enumerate(members.training()) if on] or [k for k, on in enumerate(logged) if on]
+                log.log(
+                    {name: v for name, v in stats.items() if not name.startswith(SHARED_STATS)},
+                    step=step,
+                    force=force,
+                )
+        training = [k for k, on in enumerate(members.training()) if on] or [
+            k for k, on in enumerate(logged) if on
+        ]
         combined = combine([member_stats[k] for k in training])
         if self.members.run_ids:
             combined["population/active"] = sum(members.training())
@@ -157,5 +209,12 @@ class RunLog:
     def close(self) -> None:
         """End the runs with ``status`` and release the checkpoint folders (idempotent)."""
         if self._finalizer.detach() is not None:  # not closed before
-            tracking.end_run(self.client, self.run_id, self.status, self._checkpoint_dirs, self.metrics, quiet=False,
-                             members=self.members)
+            tracking.end_run(
+                self.client,
+                self.run_id,
+                self.status,
+                self._checkpoint_dirs,
+                self.metrics,
+                quiet=False,
+                members=self.members,
+            )

@@ -36,12 +36,18 @@ def _check_points(owner: str, schedule: Schedule) -> list[tuple[float, float]]:
     """``schedule`` as sorted ``(count, value)`` pairs starting at 0, or a one-line error."""
     points = [tuple(p) for p in schedule]
     if not points or any(len(p) != 2 for p in points):
-        raise ValueError(f"{owner} `schedule` must be a non-empty list of (env_transitions, value) pairs, got {schedule!r}.")
+        raise ValueError(
+            f"{owner} `schedule` must be a non-empty list of (env_transitions, value) pairs, got {schedule!r}."
+        )
     if points[0][0] != 0:
-        raise ValueError(f"{owner} `schedule` must start at 0 env transitions (its initial value), got {points[0]!r}.")
+        raise ValueError(
+            f"{owner} `schedule` must start at 0 env transitions (its initial value), got {points[0]!r}."
+        )
     counts = [p[0] for p in points]
     if any(b <= a for a, b in zip(counts, counts[1:])):
-        raise ValueError(f"{owner} `schedule` must be sorted by env transitions, strictly increasing, got {counts}.")
+        raise ValueError(
+            f"{owner} `schedule` must be sorted by env transitions, strictly increasing, got {counts}."
+        )
     return points
 
 
@@ -97,7 +103,9 @@ class EntropyScheduler:
         ValueError: for another ``kind`` or a schedule not starting at 0.
     """
 
-    def __init__(self, coeff: float, /, *, schedule: Schedule | None = None, kind: ScheduleKind = "step") -> None:
+    def __init__(
+        self, coeff: float, /, *, schedule: Schedule | None = None, kind: ScheduleKind = "step"
+    ) -> None:
         self.scheduler = _scheduler(type(self).__name__, coeff, schedule, kind)
         self.coeff = self.step(0)
 
@@ -123,7 +131,12 @@ class LRScheduler:
     """
 
     def __init__(
-        self, optimizer: torch.optim.Optimizer, /, *, schedule: Schedule | None = None, kind: ScheduleKind = "step"
+        self,
+        optimizer: torch.optim.Optimizer,
+        /,
+        *,
+        schedule: Schedule | None = None,
+        kind: ScheduleKind = "step",
     ) -> None:
         self.optimizer = optimizer
         self.scheduler = _scheduler(type(self).__name__, 0.0, schedule, kind)

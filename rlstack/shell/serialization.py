@@ -45,7 +45,10 @@ def encode_tree(tree: Any) -> Any:
     if tree is None:
         return None
     if type(tree).__name__ in _RECORDS and isinstance(tree, tuple):
-        return {"record": type(tree).__name__, "fields": {f: encode_tree(v) for f, v in zip(tree._fields, tree)}}
+        return {
+            "record": type(tree).__name__,
+            "fields": {f: encode_tree(v) for f, v in zip(tree._fields, tree)},
+        }
     if isinstance(tree, tuple):
         return {"tuple": [encode_tree(v) for v in tree]}
     if isinstance(tree, dict):
@@ -63,17 +66,25 @@ def decode_tree(data: Any, device: torch.device, name: str) -> Any:
         return data.to(device)
     if data is None:
         return None
-    if isinstance(data, dict) and data.keys() == {"record", "fields"} and data["record"] in _RECORDS:
+    if (
+        isinstance(data, dict)
+        and data.keys() == {"record", "fields"}
+        and data["record"] in _RECORDS
+    ):
         cls = _RECORDS[data["record"]]
         unknown = set(data["fields"]) - set(cls._fields)
         if unknown:
-            raise ckpt.CheckpointError(f"Checkpoint {name} has fields {sorted(unknown)} that {cls.__name__} lacks.")
+            raise ckpt.CheckpointError(
+                f"Checkpoint {name} has fields {sorted(unknown)} that {cls.__name__} lacks."
+            )
         return cls(**{f: decode_tree(v, device, name) for f, v in data["fields"].items()})
     if isinstance(data, dict) and data.keys() == {"tuple"}:
         return tuple(decode_tree(v, device, name) for v in data["tuple"])
     if isinstance(data, dict) and data.keys() == {"dict"}:
         return {k: decode_tree(v, device, name) for k, v in data["dict"].items()}
-    raise ckpt.CheckpointError(f"Checkpoint {name} holds a node rlstack does not write: {type(data).__name__}.")
+    raise ckpt.CheckpointError(
+        f"Checkpoint {name} holds a node rlstack does not write: {type(data).__name__}."
+    )
 
 
 def env_class_name(env: Any) -> str:
@@ -95,14 +106,24 @@ def state_dict(algo: "Algorithm") -> dict[str, Any]:
     env carry, a trajectory not yet trained on, key), counters and every
     setting needed to rebuild it; a population's also says which members
     failed and how many steps each took."""
-    data = _header(algo, algo.train_state, algo.hparams_by_member(), algo.build_config["seed"],
-                   algo.build_config["optimizer_config"])
+    data = _header(
+        algo,
+        algo.train_state,
+        algo.hparams_by_member(),
+        algo.build_config["seed"],
+        algo.build_config["optimizer_config"],
+    )
     data["counters"] = {"horizons": algo.collects, "steps": algo.steps, "env_steps": algo.env_steps}
     if algo.num_members is not None:
         # A stop condition stops a member for one Trainer.run only; a non-finite update for good.
-        failed = [why if algo.members.failed(k) else None for k, why in enumerate(algo.members.stopped)]
-        data["population"] = {"num_members": algo.num_members, "member_steps": list(algo.members.steps),
-                              "stopped": failed}
+        failed = [
+            why if algo.members.failed(k) else None for k, why in enumerate(algo.members.stopped)
+        ]
+        data["population"] = {
+            "num_members": algo.num_members,
+            "member_steps": list(algo.members.steps),
+            "stopped": failed,
+        }
     return data | _rank_states(algo)
 
 
@@ -114,19 +135,36 @@ def member_state_dict(algo: "Algorithm", k: int) -> dict[str, Any]:
     if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k < count:
         raise ValueError(f"`k` must be a member index in [0, {count}), got {k!r}.")
     state = algo.train_state if algo.num_members is None else take(algo.train_state, k)
-    steps, pending = algo.members.steps[k], state.trajectory is not None and algo.members.stopped[k] is None
+    steps, pending = (
+        algo.members.steps[k],
+        state.trajectory is not None and algo.members.stopped[k] is None,
+    )
     if not pending:
         state = state._replace(trajectory=None)
-    data = _header(algo, state, algo.member_config[k].to_dict(), algo.seeds[k],
-                   {**algo.build_config["optimizer_config"], "lr": algo.member_lrs[k]})
+    data = _header(
+        algo,
+        state,
+        algo.member_config[k].to_dict(),
+        algo.seeds[k],
+        {**algo.build_config["optimizer_config"], "lr": algo.member_lrs[k]},
+    )
     collects = steps + int(pending) if algo.num_members is not None else algo.collects
-    env_steps = collects * algo.config.num_envs * algo.config.horizon if algo.num_members is not None else algo.env_steps
-    data["counters"] = {"horizons": collects, "steps": steps if algo.num_members is not None else algo.steps,
-                        "env_steps": env_steps}
+    env_steps = (
+        collects * algo.config.num_envs * algo.config.horizon
+        if algo.num_members is not None
+        else algo.env_steps
+    )
+    data["counters"] = {
+        "horizons": collects,
+        "steps": steps if algo.num_members is not None else algo.steps,
+        "env_steps": env_steps,
+    }
     return data
 
 
-def _header(algo: "Algorithm", state: Any, hparams: dict[str, Any], seed: Any, optimizer_config: Any) -> dict[str, Any]:
+def _header(
+    algo: "Algorithm", state: Any, hparams: dict[str, Any], seed: Any, optimizer_config: Any
+) -> dict[str, Any]:
     """A checkpoint's settings and ``state``'s tensors (on the CPU)."""
     return {
         "format": ckpt.FORMAT,
@@ -148,7 +186,9 @@ def _header(algo: "Algorithm", state: Any, hparams: dict[str, Any], seed: Any, o
         "params": {k: v.detach().cpu() for k, v in state.params.items()},
         "opt_state": [t.cpu() for t in ckpt.leaves(state.opt_state)],
         # A stateful env (1.x, gymnasium) keeps its state inside itself: it is reset on resume.
-        "carry": [t.cpu() for t in ckpt.leaves(state.carry)] if state.carry is not None and algo.env.compilable else None,
+        "carry": [t.cpu() for t in ckpt.leaves(state.carry)]
+        if state.carry is not None and algo.env.compilable
+        else None,
         "trajectory": encode_tree(state.trajectory) if state.trajectory is not None else None,
         "key": state.key.cpu(),
     }
@@ -177,7 +217,9 @@ def load_state_dict(algo: "Algorithm", data: Mapping[str, Any]) -> None:
     """
     for key, here in spaces_of(algo.env).items():
         if data["spaces"][key] != here:
-            raise ckpt.CheckpointError(f"Checkpoint {key} space is {data['spaces'][key]}, the env's is {here}.")
+            raise ckpt.CheckpointError(
+                f"Checkpoint {key} space is {data['spaces'][key]}, the env's is {here}."
+            )
     stored = data["params"]
     if set(stored) != set(algo.params):
         raise ckpt.CheckpointError(
@@ -215,11 +257,21 @@ def load_state_dict(algo: "Algorithm", data: Mapping[str, Any]) -> None:
         own = ranks[algo.rank]
         key = own["key"]
         if own["carry"] is not None:
-            carry = ckpt.rebuild(carry if carry is not None else algo.fresh_carry(algo.root_key, algo.env, None),
-                                 own["carry"], "env carry", algo.device)
-        trajectory = decode_tree(own["trajectory"], algo.device, "trajectory") if own["trajectory"] else None
+            carry = ckpt.rebuild(
+                carry if carry is not None else algo.fresh_carry(algo.root_key, algo.env, None),
+                own["carry"],
+                "env carry",
+                algo.device,
+            )
+        trajectory = (
+            decode_tree(own["trajectory"], algo.device, "trajectory") if own["trajectory"] else None
+        )
     algo.params, algo.opt_state, algo.carry, algo.trajectory = params, opt_state, carry, trajectory
-    algo.collects, algo.steps, algo.env_steps = counters["horizons"], counters["steps"], counters["env_steps"]
+    algo.collects, algo.steps, algo.env_steps = (
+        counters["horizons"],
+        counters["steps"],
+        counters["env_steps"],
+    )
     algo.key = ckpt.rebuild(algo.key, [key], "random key", algo.device)
     population = data.get("population")
     if population is not None:
@@ -232,8 +284,13 @@ def _check_spaces(data: Mapping[str, Any], env: Any, device: torch.device) -> No
     """Refuse, before building a model, an env whose spaces differ from the
     checkpoint's (e.g. a CartPole checkpoint resumed with ``env=Pendulum``)."""
     config = data["hparams"]
-    built = make_env(env, num_envs=config["num_envs"], horizon=config["horizon"],
-                     config=data["settings"]["env_config"], device=device)
+    built = make_env(
+        env,
+        num_envs=config["num_envs"],
+        horizon=config["horizon"],
+        config=data["settings"]["env_config"],
+        device=device,
+    )
     name = getattr(env, "__name__", type(env).__name__)
     for key, here in spaces_of(built).items():
         if data["spaces"][key] != here:
@@ -244,8 +301,14 @@ def _check_spaces(data: Mapping[str, Any], env: Any, device: torch.device) -> No
 
 
 def algorithm_from_state_dict(
-    cls: type, data: Mapping[str, Any], env: Any = None, *, model_cls: type | None = None,
-    distribution_cls: type | None = None, device: Any = None, compile: bool | None = None,
+    cls: type,
+    data: Mapping[str, Any],
+    env: Any = None,
+    *,
+    model_cls: type | None = None,
+    distribution_cls: type | None = None,
+    device: Any = None,
+    compile: bool | None = None,
 ) -> "Algorithm":
     """Build a ``cls`` (an :class:`Algorithm` class) from a loaded checkpoint
     and restore its state; see :meth:`Algorithm.from_checkpoint`."""
@@ -255,15 +318,16 @@ def algorithm_from_state_dict(
         raise ckpt.CheckpointError(
             "The checkpoint holds a population of "
             f"{population['num_members']} members: load it with Population.from_checkpoint (or Trainer.from_checkpoint)."
-            if population is not None else
-            "The checkpoint holds a single run, not a population: load it with Algorithm.from_checkpoint."
+            if population is not None
+            else "The checkpoint holds a single run, not a population: load it with Algorithm.from_checkpoint."
         )
     members = {"num_members": population["num_members"]} if population is not None else {}
     if ("seq_len" in data["hparams"]) != bool(cls._recurrent):
         raise ckpt.CheckpointError(
             "The checkpoint holds a recurrent policy: load it with RecurrentAlgorithm.from_checkpoint "
-            "(or Trainer.from_checkpoint)." if "seq_len" in data["hparams"] else
-            "The checkpoint holds a feedforward policy: load it with Algorithm.from_checkpoint."
+            "(or Trainer.from_checkpoint)."
+            if "seq_len" in data["hparams"]
+            else "The checkpoint holds a feedforward policy: load it with Algorithm.from_checkpoint."
         )
     device = resolve_device(device if device is not None else settings["device"])
     if env is None and classes["env"].startswith("gymnasium:"):
@@ -277,7 +341,8 @@ def algorithm_from_state_dict(
         env_config=settings["env_config"],
         model_cls=model_cls or ckpt.resolve(classes["model_cls"], "model_cls"),
         model_config=settings["model_config"],
-        distribution_cls=distribution_cls or ckpt.resolve(classes["distribution_cls"], "distribution_cls"),
+        distribution_cls=distribution_cls
+        or ckpt.resolve(classes["distribution_cls"], "distribution_cls"),
         optimizer_cls=TORCH_OPTIMIZERS_BY_NAME[settings["optimizer_cls"]],
         optimizer_config=settings["optimizer_config"],
         device=device,
@@ -316,8 +381,14 @@ class Checkpointing:
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | os.PathLike, env: Any = None, *, model_cls: type | None = None,
-        distribution_cls: type | None = None, device: Any = None, compile: bool | None = None,
+        cls,
+        path: str | os.PathLike,
+        env: Any = None,
+        *,
+        model_cls: type | None = None,
+        distribution_cls: type | None = None,
+        device: Any = None,
+        compile: bool | None = None,
     ) -> "Algorithm":
         """Rebuild an Algorithm from a checkpoint and restore its state.
 
@@ -330,10 +401,18 @@ class Checkpointing:
             FileNotFoundError, CheckpointError: see
                 :func:`rlstack.integrations.checkpoint.safe_load` and :meth:`load_state_dict`.
         """
-        return cls._from_state_dict(ckpt.safe_load(path), env, model_cls=model_cls,
-                                    distribution_cls=distribution_cls, device=device, compile=compile)
+        return cls._from_state_dict(
+            ckpt.safe_load(path),
+            env,
+            model_cls=model_cls,
+            distribution_cls=distribution_cls,
+            device=device,
+            compile=compile,
+        )
 
     @classmethod
-    def _from_state_dict(cls, data: Mapping[str, Any], env: Any = None, **options: Any) -> "Algorithm":
+    def _from_state_dict(
+        cls, data: Mapping[str, Any], env: Any = None, **options: Any
+    ) -> "Algorithm":
         """:meth:`from_checkpoint` on a loaded checkpoint (``Trainer.from_checkpoint`` shares it)."""
         return algorithm_from_state_dict(cls, data, env, **options)

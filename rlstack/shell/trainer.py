@@ -66,27 +66,52 @@ class Trainer(TrainerCheckpoints):
     _algorithm_cls: type = Algorithm
 
     def __init__(
-        self, env: Any, /, *, experiment_name: str | None = None, run_name: str | None = None,
-        num_members: int | None = None, log_every_s: float = 1.0, **kwargs: Any,
+        self,
+        env: Any,
+        /,
+        *,
+        experiment_name: str | None = None,
+        run_name: str | None = None,
+        num_members: int | None = None,
+        log_every_s: float = 1.0,
+        **kwargs: Any,
     ) -> None:
         tracking.require_mlflow()  # before anything is built
         check_log_every_s(log_every_s)
         # Population is Algorithm with num_members (the class that loads population checkpoints).
-        algorithm_cls = Population if num_members is not None and self._algorithm_cls is Algorithm else self._algorithm_cls
+        algorithm_cls = (
+            Population
+            if num_members is not None and self._algorithm_cls is Algorithm
+            else self._algorithm_cls
+        )
         algorithm = algorithm_cls(env, num_members=num_members, **kwargs)
-        self._attach(algorithm, experiment_name=experiment_name, run_name=run_name, log_every_s=log_every_s)
+        self._attach(
+            algorithm, experiment_name=experiment_name, run_name=run_name, log_every_s=log_every_s
+        )
 
     def _attach(
-        self, algorithm: Algorithm, *, experiment_name: str | None, run_name: str | None,
-        resume_run_id: str | None = None, checkpoint_files: Sequence[str] = (),
-        member_run_ids: Sequence[str | None] | None = None, log_every_s: float = 1.0,
+        self,
+        algorithm: Algorithm,
+        *,
+        experiment_name: str | None,
+        run_name: str | None,
+        resume_run_id: str | None = None,
+        checkpoint_files: Sequence[str] = (),
+        member_run_ids: Sequence[str | None] | None = None,
+        log_every_s: float = 1.0,
     ) -> None:
         self.algorithm = algorithm
         checkpoint_dirs = self._open_checkpoints(checkpoint_files)
         #: The MLflow runs (:class:`~rlstack.shell.run_log.RunLog`).
-        self.run_log = RunLog(algorithm, experiment_name=experiment_name, run_name=run_name,
-                              resume_run_id=resume_run_id, member_run_ids=member_run_ids, log_every_s=log_every_s,
-                              checkpoint_dirs=checkpoint_dirs)
+        self.run_log = RunLog(
+            algorithm,
+            experiment_name=experiment_name,
+            run_name=run_name,
+            resume_run_id=resume_run_id,
+            member_run_ids=member_run_ids,
+            log_every_s=log_every_s,
+            checkpoint_dirs=checkpoint_dirs,
+        )
         self.run_id, self.tracking_uri = self.run_log.run_id, self.run_log.tracking_uri
         #: The stats of the last step (and eval), one dict per member (one for a single run).
         self.member_stats: list[Stats] = []
@@ -101,8 +126,11 @@ class Trainer(TrainerCheckpoints):
         """Counters ``algorithm/collects``, ``algorithm/steps`` and ``env/steps``
         (the Algorithm's; under torch.distributed, every rank's transitions)."""
         algo = self.algorithm
-        return {"algorithm/collects": algo.collects, "algorithm/steps": algo.steps,
-                "env/steps": algo.env_steps * distributed.world_size()}
+        return {
+            "algorithm/collects": algo.collects,
+            "algorithm/steps": algo.steps,
+            "env/steps": algo.env_steps * distributed.world_size(),
+        }
 
     # ------------------------------------------------------------------ steps
     def step(self, *, env_config: Mapping[str, Any] | None = None) -> Stats:
@@ -120,9 +148,13 @@ class Trainer(TrainerCheckpoints):
         finally:
             self.run_log.record_failed(algorithm.members)
         self.member_stats = [{**memory, **c, **s, **self.state} for c, s in zip(collected, stepped)]
-        return self.run_log.log_members(self.member_stats, training, algorithm.members, self.state["env/steps"])
+        return self.run_log.log_members(
+            self.member_stats, training, algorithm.members, self.state["env/steps"]
+        )
 
-    def eval(self, *, env_config: Mapping[str, Any] | None = None, deterministic: bool = True) -> Stats:
+    def eval(
+        self, *, env_config: Mapping[str, Any] | None = None, deterministic: bool = True
+    ) -> Stats:
         """Evaluate the current policy on fresh envs (the training envs are
         left as they are) for ``max(1, horizons_per_env_reset)`` horizons.
 
@@ -130,18 +162,30 @@ class Trainer(TrainerCheckpoints):
             ``eval/returns/*`` and ``eval/rewards/*``, also logged to MLflow.
         """
         horizons = max(1, self.algorithm.config.horizons_per_env_reset)
-        stats = self.algorithm.evaluate_each(env_config=env_config, deterministic=deterministic, horizons=horizons)
+        stats = self.algorithm.evaluate_each(
+            env_config=env_config, deterministic=deterministic, horizons=horizons
+        )
         member_stats = [{f"eval/{k}": v for k, v in member.items()} for member in stats]
         training = self.algorithm.members.training()
-        self.member_stats = [{**old, **new} for old, new in zip(self.member_stats or [{}] * len(stats), member_stats)]
-        return self.run_log.log_members(member_stats, training, self.algorithm.members, self.state["env/steps"],
-                                        force=True)  # every evaluation is recorded
+        self.member_stats = [
+            {**old, **new} for old, new in zip(self.member_stats or [{}] * len(stats), member_stats)
+        ]
+        return self.run_log.log_members(
+            member_stats, training, self.algorithm.members, self.state["env/steps"], force=True
+        )  # every evaluation is recorded
 
     def run(
-        self, *, stop_conditions: Sequence[Condition] | None = None, steps_per_eval: int | None = None,
-        env_config: Mapping[str, Any] | None = None, eval_env_config: Mapping[str, Any] | None = None,
-        callbacks: Sequence[Callback] = (), checkpoint_every: int | None = None,
-        checkpoint_dir: str | os.PathLike | None = None, keep_checkpoints: int = 3, member_stop: str = "each",
+        self,
+        *,
+        stop_conditions: Sequence[Condition] | None = None,
+        steps_per_eval: int | None = None,
+        env_config: Mapping[str, Any] | None = None,
+        eval_env_config: Mapping[str, Any] | None = None,
+        callbacks: Sequence[Callback] = (),
+        checkpoint_every: int | None = None,
+        checkpoint_dir: str | os.PathLike | None = None,
+        keep_checkpoints: int = 3,
+        member_stop: str = "each",
         checkpoint_every_s: float | None = CHECKPOINT_EVERY_S,
     ) -> Stats:
         """Step until any stop condition (or callback) returns True.
@@ -180,9 +224,14 @@ class Trainer(TrainerCheckpoints):
         Returns:
             The stats of the last step.
         """
-        check_run_arguments(steps_per_eval=steps_per_eval, checkpoint_every=checkpoint_every,
-                            checkpoint_dir=checkpoint_dir, checkpoint_every_s=checkpoint_every_s,
-                            keep_checkpoints=keep_checkpoints, member_stop=member_stop)
+        check_run_arguments(
+            steps_per_eval=steps_per_eval,
+            checkpoint_every=checkpoint_every,
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_every_s=checkpoint_every_s,
+            keep_checkpoints=keep_checkpoints,
+            member_stop=member_stop,
+        )
         timed_checkpoints = bool(checkpoint_every_s) and checkpoint_dir is not None
         if checkpoint_dir is not None and distributed.rank() == 0:
             self._checkpoint_dir(checkpoint_dir, keep_checkpoints)  # fail now, not after training
@@ -191,9 +240,14 @@ class Trainer(TrainerCheckpoints):
         members = self.algorithm.members
         members.unfreeze_all()  # conditions stop members for one run only
         member_conditions = None  # "mean": the conditions see the combined stats
-        if member_stop != "mean":  # each member its own copy of the conditions (a single run: the ones given)
-            member_conditions = [stop_conditions] if len(members.stopped) == 1 else [
-                copy.deepcopy(stop_conditions) for _ in members.stopped]
+        if (
+            member_stop != "mean"
+        ):  # each member its own copy of the conditions (a single run: the ones given)
+            member_conditions = (
+                [stop_conditions]
+                if len(members.stopped) == 1
+                else [copy.deepcopy(stop_conditions) for _ in members.stopped]
+            )
         last_checkpoint = _clock()
         try:
             while True:
@@ -203,11 +257,15 @@ class Trainer(TrainerCheckpoints):
                     eval_stats = self.eval(env_config=eval_env_config)
                     stop += [bool(callback(eval_stats)) for callback in callbacks]
                     stats.update(eval_stats)
-                stop.append(self._conditions_met(stats, stop_conditions, member_conditions, member_stop))
+                stop.append(
+                    self._conditions_met(stats, stop_conditions, member_conditions, member_stop)
+                )
                 due = timed_checkpoints and _clock() - last_checkpoint >= checkpoint_every_s
                 if timed_checkpoints and distributed.world_size() > 1:  # every rank saves together
                     due = distributed.any_rank(due)
-                if due or (checkpoint_every and self.state["algorithm/steps"] % checkpoint_every == 0):
+                if due or (
+                    checkpoint_every and self.state["algorithm/steps"] % checkpoint_every == 0
+                ):
                     self.checkpoint_to(checkpoint_dir, keep_checkpoints)
                     last_checkpoint = _clock()
                 if distributed.world_size() > 1:  # every rank stops at the same step
@@ -231,18 +289,31 @@ class Trainer(TrainerCheckpoints):
             raise
         finally:
             members.unfreeze_all()  # the next run starts with every member that can train
-            self.run_log.flush(quiet=sys.exc_info()[0] is not None)  # never hide the error that ended the run
+            self.run_log.flush(
+                quiet=sys.exc_info()[0] is not None
+            )  # never hide the error that ended the run
 
-    def _save_last_good_step(self, error: FloatingPointError, directory: Any, keep: int) -> FloatingPointError:
+    def _save_last_good_step(
+        self, error: FloatingPointError, directory: Any, keep: int
+    ) -> FloatingPointError:
         """Checkpoint the last good step after ``error`` (the rollout that
         failed is dropped); the error to raise, saying where it went."""
         self.algorithm.trajectory = None
         if not self.algorithm.state_is_finite():
-            return FloatingPointError(f"{error} The state before it is not finite either: no checkpoint written.")
-        return FloatingPointError(f"{error} Last good step saved to {self.checkpoint_to(directory, keep)}.")
+            return FloatingPointError(
+                f"{error} The state before it is not finite either: no checkpoint written."
+            )
+        return FloatingPointError(
+            f"{error} Last good step saved to {self.checkpoint_to(directory, keep)}."
+        )
 
-    def _conditions_met(self, stats: Stats, conditions: list[Condition],
-                        member_conditions: list[list[Condition]] | None, mode: str) -> bool:
+    def _conditions_met(
+        self,
+        stats: Stats,
+        conditions: list[Condition],
+        member_conditions: list[list[Condition]] | None,
+        mode: str,
+    ) -> bool:
         """Whether the run stops: the conditions on ``stats`` (``"mean"``),
         else each member's on its own stats (:meth:`_stop_members`)."""
         if member_conditions is None:
@@ -256,7 +327,9 @@ class Trainer(TrainerCheckpoints):
         for k, conditions in enumerate(member_conditions):
             if members.stopped[k] is not None or not conditions:
                 continue
-            met = [condition(self.member_stats[k]) for condition in conditions]  # every one sees every step
+            met = [
+                condition(self.member_stats[k]) for condition in conditions
+            ]  # every one sees every step
             if any(met):
                 if mode == "any":
                     return True
@@ -265,9 +338,17 @@ class Trainer(TrainerCheckpoints):
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | os.PathLike, env: Any = None, *, model_cls: type | None = None,
-        distribution_cls: type | None = None, device: Any = None, compile: bool | None = None,
-        experiment_name: str | None = None, run_name: str | None = None, log_every_s: float = 1.0,
+        cls,
+        path: str | os.PathLike,
+        env: Any = None,
+        *,
+        model_cls: type | None = None,
+        distribution_cls: type | None = None,
+        device: Any = None,
+        compile: bool | None = None,
+        experiment_name: str | None = None,
+        run_name: str | None = None,
+        log_every_s: float = 1.0,
     ) -> "Trainer":
         """Rebuild a Trainer from :meth:`save_checkpoint` and continue.
 
@@ -281,20 +362,39 @@ class Trainer(TrainerCheckpoints):
         tracking.require_mlflow()  # before anything is built
         check_log_every_s(log_every_s)
         data = ckpt.safe_load(path)
-        algorithm_cls = (Population if "population" in data else RecurrentAlgorithm if "seq_len" in data["hparams"]
-                         else Algorithm)
+        algorithm_cls = (
+            Population
+            if "population" in data
+            else RecurrentAlgorithm
+            if "seq_len" in data["hparams"]
+            else Algorithm
+        )
         if cls._algorithm_cls is not Algorithm and algorithm_cls is not cls._algorithm_cls:
-            raise ckpt.CheckpointError(f"{cls.__name__}.from_checkpoint: {str(path)!r} is not a "
-                                       f"{cls._algorithm_cls.__name__} checkpoint (it holds {algorithm_cls.__name__}'s "
-                                       "state); load it with Trainer.from_checkpoint.")
-        algorithm = algorithm_cls._from_state_dict(data, env, model_cls=model_cls, distribution_cls=distribution_cls,
-                                                   device=device, compile=compile)
+            raise ckpt.CheckpointError(
+                f"{cls.__name__}.from_checkpoint: {str(path)!r} is not a "
+                f"{cls._algorithm_cls.__name__} checkpoint (it holds {algorithm_cls.__name__}'s "
+                "state); load it with Trainer.from_checkpoint."
+            )
+        algorithm = algorithm_cls._from_state_dict(
+            data,
+            env,
+            model_cls=model_cls,
+            distribution_cls=distribution_cls,
+            device=device,
+            compile=compile,
+        )
         trainer_data = data.get("trainer", {})
-        run_id = tracking.resumable_run_id(trainer_data.get("run_id"), experiment_name, run_name) if (
-            distributed.rank() == 0) else None
+        run_id = (
+            tracking.resumable_run_id(trainer_data.get("run_id"), experiment_name, run_name)
+            if (distributed.rank() == 0)
+            else None
+        )
         trainer = cls.__new__(cls)
         trainer._attach(
-            algorithm, experiment_name=experiment_name, run_name=run_name, resume_run_id=run_id,
+            algorithm,
+            experiment_name=experiment_name,
+            run_name=run_name,
+            resume_run_id=run_id,
             checkpoint_files=trainer_data.get("checkpoint_files", ()),
             member_run_ids=trainer_data.get("member_run_ids") if run_id is not None else None,
             log_every_s=log_every_s,
@@ -312,8 +412,12 @@ class Trainer(TrainerCheckpoints):
         if count is not None and member is None:
             raise ValueError(f"`member` must name the member to export, an int in [0, {count}).")
         if count is None and member is not None:
-            raise ValueError(f"`member` is for a population; this Trainer trains one policy, got member={member!r}.")
-        return export_policy(self.algorithm if member is None else self.algorithm.member(member), path)
+            raise ValueError(
+                f"`member` is for a population; this Trainer trains one policy, got member={member!r}."
+            )
+        return export_policy(
+            self.algorithm if member is None else self.algorithm.member(member), path
+        )
 
     # ---------------------------------------------------------------- tracking
     def flush_metrics(self) -> None:
@@ -330,7 +434,9 @@ class Trainer(TrainerCheckpoints):
         """
         if status is not None:
             if status not in ("FINISHED", "FAILED", "KILLED"):
-                raise ValueError(f"`status` must be 'FINISHED', 'FAILED' or 'KILLED', got {status!r}.")
+                raise ValueError(
+                    f"`status` must be 'FINISHED', 'FAILED' or 'KILLED', got {status!r}."
+                )
             self.run_log.status["status"] = status
         self.run_log.close()
 

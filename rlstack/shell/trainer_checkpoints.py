@@ -39,19 +39,29 @@ class TrainerCheckpoints:
     def _state_dict(self: "Trainer") -> dict[str, Any]:
         data = self.algorithm.state_dict()
         written = [str(p.resolve()) for d in self._checkpoint_dirs.values() for p in d.written]
-        data["trainer"] = {"run_id": self.run_id, "checkpoint_files": written or list(self._checkpoint_files)}
+        data["trainer"] = {
+            "run_id": self.run_id,
+            "checkpoint_files": written or list(self._checkpoint_files),
+        }
         if self.member_run_ids:
             data["trainer"]["member_run_ids"] = self.member_run_ids
         return data
 
-    def _checkpoint_dir(self: "Trainer", directory: str | os.PathLike, keep: int) -> ckpt.CheckpointDir:
+    def _checkpoint_dir(
+        self: "Trainer", directory: str | os.PathLike, keep: int
+    ) -> ckpt.CheckpointDir:
         """The open (locked) :class:`~rlstack.integrations.checkpoint.CheckpointDir` for ``directory``."""
         key = Path(directory).resolve()
         if key not in self._checkpoint_dirs:
-            self.adopt_checkpoint_dir(ckpt.CheckpointDir(
-                directory, step=self.algorithm.steps, owner=f"MLflow run {self.run_id}", keep=keep,
-                adopt=self._checkpoint_files,
-            ))
+            self.adopt_checkpoint_dir(
+                ckpt.CheckpointDir(
+                    directory,
+                    step=self.algorithm.steps,
+                    owner=f"MLflow run {self.run_id}",
+                    keep=keep,
+                    adopt=self._checkpoint_files,
+                )
+            )
         self._checkpoint_dirs[key].keep = keep
         return self._checkpoint_dirs[key]
 
@@ -60,7 +70,9 @@ class TrainerCheckpoints:
         this Trainer existed (as ``rlstack train`` does, so that a refused folder
         creates or changes no MLflow run). A run that died holding the folder
         (its lock's process gone) and is still RUNNING is ended as KILLED."""
-        tracking.mark_dead_run_killed(self.run_log.client, dead_owner(folder.previous_owner), self.run_id)
+        tracking.mark_dead_run_killed(
+            self.run_log.client, dead_owner(folder.previous_owner), self.run_id
+        )
         folder.relabel(f"MLflow run {self.run_id}")
         self._checkpoint_dirs[folder.directory.resolve()] = folder
 
@@ -80,8 +92,12 @@ class TrainerCheckpoints:
             self._state_dict()  # this rank's part goes to rank 0
             return ""
         folder = self._checkpoint_dir(directory, keep)
-        self.run_log.flush(quiet=sys.exc_info()[0] is not None)  # MLflow holds what the checkpoint holds
-        folder.claim(self.algorithm.steps)  # so the state it saves names the file: a resumed run prunes it too
+        self.run_log.flush(
+            quiet=sys.exc_info()[0] is not None
+        )  # MLflow holds what the checkpoint holds
+        folder.claim(
+            self.algorithm.steps
+        )  # so the state it saves names the file: a resumed run prunes it too
         path = str(folder.save(self._state_dict(), self.algorithm.steps))
         self.run_log.client.log_artifact(self.run_id, path, artifact_path="checkpoints")
         return path

@@ -109,4 +109,6 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
 
 def global_norm(tree: Params) -> torch.Tensor:
     """0-d L2 norm of all leaves together."""
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in optree.tree_leaves(tree)]))
+    return torch.linalg.vector_norm(
+        torch.stack([torch.linalg.vector_norm(g) for g in optree.tree_leaves(tree)])
+    )

@@ -40,7 +40,9 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
     def init(params: Params) -> ClipByGlobalNormState:
         return ClipByGlobalNormState(_scalar(0.0, params))
 
-    def update(grads: Params, state: ClipByGlobalNormState, params: Params) -> tuple[Params, ClipByGlobalNormState]:
+    def update(
+        grads: Params, state: ClipByGlobalNormState, params: Params
+    ) -> tuple[Params, ClipByGlobalNormState]:
         norm = global_norm(grads)
         coef = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
         return optree.tree_map(lambda g: g * coef, grads), ClipByGlobalNormState(norm)
@@ -56,15 +58,24 @@ def _learning_rate(learning_rate: LearningRate) -> tuple[float | torch.Tensor, S
     """
     if callable(learning_rate) and not isinstance(learning_rate, torch.Tensor):
         return 0.0, learning_rate
-    value = learning_rate.detach().clone() if isinstance(learning_rate, torch.Tensor) else learning_rate
+    value = (
+        learning_rate.detach().clone() if isinstance(learning_rate, torch.Tensor) else learning_rate
+    )
     if not isinstance(value, torch.Tensor) and not (
-        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
     ):
-        raise ValueError(f"`learning_rate` must be a number > 0, a 0-d tensor or a schedule, got {learning_rate!r}.")
+        raise ValueError(
+            f"`learning_rate` must be a number > 0, a 0-d tensor or a schedule, got {learning_rate!r}."
+        )
     return value, None
 
 
-def _initial_rate(value: float | torch.Tensor, schedule: Schedule | None, params: Params) -> torch.Tensor:
+def _initial_rate(
+    value: float | torch.Tensor, schedule: Schedule | None, params: Params
+) -> torch.Tensor:
     if schedule is not None:
         return schedule(_scalar(0.0, params)).to(torch.float32)
     if isinstance(value, torch.Tensor):
@@ -74,7 +85,9 @@ def _initial_rate(value: float | torch.Tensor, schedule: Schedule | None, params
 
 def _check_number(name: str, value: Any, low: float = 0.0, high: float = math.inf) -> None:
     """Raise ValueError naming ``name`` unless ``low <= value < high``."""
-    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value < high):
+    if not (
+        isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value < high
+    ):
         raise ValueError(f"`{name}` must be a number in [{low}, {high}), got {value!r}.")
 
 
@@ -91,7 +104,9 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Grad
     def init(params: Params) -> ScaleByAdamState:
         return ScaleByAdamState(_scalar(0.0, params), _zeros_like(params), _zeros_like(params))
 
-    def update(grads: Params, state: ScaleByAdamState, params: Params) -> tuple[Params, ScaleByAdamState]:
+    def update(
+        grads: Params, state: ScaleByAdamState, params: Params
+    ) -> tuple[Params, ScaleByAdamState]:
         count = state.count + 1
         bias1 = 1 - b1 ** count.double()
         bias2_sqrt = (1 - b2 ** count.double()).sqrt()
@@ -118,7 +133,9 @@ def add_decayed_weights(weight_decay: float) -> GradientTransformation:
     return GradientTransformation(init, update)
 
 
-def trace(decay: float, *, dampening: float = 0.0, nesterov: bool = False) -> GradientTransformation:
+def trace(
+    decay: float, *, dampening: float = 0.0, nesterov: bool = False
+) -> GradientTransformation:
     """Momentum as ``torch.optim.SGD`` computes it: the buffer starts as the
     first gradient, then ``buf = decay * buf + (1 - dampening) * g``; the
     updates are ``buf``, or ``g + decay * buf`` with ``nesterov`` (optax's
@@ -130,8 +147,10 @@ def trace(decay: float, *, dampening: float = 0.0, nesterov: bool = False) -> Gr
         return TraceState(_scalar(0.0, params), _zeros_like(params))
 
     def update(grads: Params, state: TraceState, params: Params) -> tuple[Params, TraceState]:
-        momentum = {k: torch.where(state.count > 0, state.momentum[k] * decay + (1 - dampening) * g, g)
-                    for k, g in grads.items()}
+        momentum = {
+            k: torch.where(state.count > 0, state.momentum[k] * decay + (1 - dampening) * g, g)
+            for k, g in grads.items()
+        }
         updates = {k: g + decay * momentum[k] for k, g in grads.items()} if nesterov else momentum
         return updates, TraceState(state.count + 1, momentum)
 
@@ -154,7 +173,9 @@ def scale_by_learning_rate(learning_rate: LearningRate) -> GradientTransformatio
     def init(params: Params) -> ScaleByLearningRateState:
         return ScaleByLearningRateState(_scalar(0.0, params), _initial_rate(rate, schedule, params))
 
-    def update(grads: Params, state: ScaleByLearningRateState, params: Params) -> tuple[Params, ScaleByLearningRateState]:
+    def update(
+        grads: Params, state: ScaleByLearningRateState, params: Params
+    ) -> tuple[Params, ScaleByLearningRateState]:
         lr = state.learning_rate if schedule is None else schedule(state.count).to(torch.float32)
         return {k: -lr * g for k, g in grads.items()}, ScaleByLearningRateState(state.count + 1, lr)
 
@@ -175,13 +196,20 @@ def adam(
 
 
 def adamw(
-    learning_rate: LearningRate = 1e-3, *, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+    learning_rate: LearningRate = 1e-3,
+    *,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
     weight_decay: float = 1e-2,
 ) -> GradientTransformation:
     """``torch.optim.AdamW`` (with its defaults): ``chain(scale_by_adam,
     add_decayed_weights(weight_decay), scale_by_learning_rate)``, so the
     weights shrink by ``learning_rate * weight_decay`` each step."""
-    return chain(scale_by_adam(*betas, eps), add_decayed_weights(weight_decay), scale_by_learning_rate(learning_rate))
+    return chain(
+        scale_by_adam(*betas, eps),
+        add_decayed_weights(weight_decay),
+        scale_by_learning_rate(learning_rate),
+    )
 
 
 def sgd(

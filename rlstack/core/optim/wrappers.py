@@ -31,9 +31,13 @@ def accumulate_gradients(inner: GradientTransformation, every_k: int) -> Gradien
         raise ValueError(f"`every_k` must be a positive int, got {every_k!r}.")
 
     def init(params: Params) -> AccumulateState:
-        return AccumulateState(_scalar(0, params, torch.int64), _zeros_like(params), inner.init(params))
+        return AccumulateState(
+            _scalar(0, params, torch.int64), _zeros_like(params), inner.init(params)
+        )
 
-    def update(grads: Params, state: AccumulateState, params: Params) -> tuple[Params, AccumulateState]:
+    def update(
+        grads: Params, state: AccumulateState, params: Params
+    ) -> tuple[Params, AccumulateState]:
         grad_sum = optree.tree_map(torch.add, state.grad_sum, grads)
         emit = state.mini_step + 1 >= every_k
         mean = optree.tree_map(lambda g: g / every_k, grad_sum)
@@ -59,7 +63,9 @@ def apply_if_finite(inner: GradientTransformation) -> GradientTransformation:
         zero = _scalar(0, params, torch.int64)
         return ApplyIfFiniteState(zero, zero.clone(), inner.init(params))
 
-    def update(grads: Params, state: ApplyIfFiniteState, params: Params) -> tuple[Params, ApplyIfFiniteState]:
+    def update(
+        grads: Params, state: ApplyIfFiniteState, params: Params
+    ) -> tuple[Params, ApplyIfFiniteState]:
         finite = torch.stack([torch.isfinite(g).all() for g in optree.tree_leaves(grads)]).all()
         updates, inner_state = inner.update(grads, state.inner, params)
         updates = optree.tree_map(lambda u: torch.where(finite, u, torch.zeros_like(u)), updates)
@@ -82,7 +88,9 @@ def step_count(state: Any) -> torch.Tensor:
     """
     found = _first_field(state, "count")
     if found is None:
-        raise ValueError("The optimizer state has no step `count`: include adam, adamw or sgd in the optimizer.")
+        raise ValueError(
+            "The optimizer state has no step `count`: include adam, adamw or sgd in the optimizer."
+        )
     return found
 
 
@@ -107,8 +115,14 @@ def set_learning_rate(state: Any, learning_rate: torch.Tensor) -> Any:
 KL_LR_FACTOR, KL_LR_BOUNDS = 1.5, (1e-5, 1e-2)
 
 
-def adapt_learning_rate(state: Any, kl: torch.Tensor, *, desired_kl: float, factor: float = KL_LR_FACTOR,
-                        bounds: tuple[float, float] = KL_LR_BOUNDS) -> Any:
+def adapt_learning_rate(
+    state: Any,
+    kl: torch.Tensor,
+    *,
+    desired_kl: float,
+    factor: float = KL_LR_FACTOR,
+    bounds: tuple[float, float] = KL_LR_BOUNDS,
+) -> Any:
     """``state`` with its learning rate adapted to ``kl`` (0-d, the KL of
     the policy before the step to the behaviour policy), rsl_rl's adaptive
     schedule: divided by ``factor`` where ``kl > 2 * desired_kl``
@@ -123,7 +137,11 @@ def adapt_learning_rate(state: Any, kl: torch.Tensor, *, desired_kl: float, fact
     low, high = bounds
     lowered = torch.clamp(lr / factor, min=low)
     raised = torch.clamp(lr * factor, max=high)
-    new = torch.where(kl > 2.0 * desired_kl, lowered, torch.where((kl < desired_kl / 2.0) & (kl > 0.0), raised, lr))
+    new = torch.where(
+        kl > 2.0 * desired_kl,
+        lowered,
+        torch.where((kl < desired_kl / 2.0) & (kl > 0.0), raised, lr),
+    )
     return set_learning_rate(state, new.to(lr.dtype))
 
 
@@ -137,8 +155,10 @@ def learning_rate(state: Any) -> torch.Tensor:
     """
     found = _first_field(state, "learning_rate")
     if found is None:
-        raise ValueError("The optimizer state has no `learning_rate`: include scale_by_learning_rate (adam, adamw, "
-                         "sgd) in the optimizer.")
+        raise ValueError(
+            "The optimizer state has no `learning_rate`: include scale_by_learning_rate (adam, adamw, "
+            "sgd) in the optimizer."
+        )
     return found
 
 
