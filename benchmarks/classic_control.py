@@ -64,7 +64,8 @@ RL_ZOO = {
 
 def scaled_preset(env_name: str, num_envs: int | None) -> dict:
     """``PRESETS[env_name]`` with ``num_envs`` envs (None: the preset's), its
-    minibatch size scaled with it so that an update has as many minibatches."""
+    minibatch size scaled with it so that an update has as many minibatches.
+    """
     preset = dict(PRESETS.get(env_name, {}))
     if num_envs is not None:
         preset["sgd_minibatch_size"] = preset["sgd_minibatch_size"] * num_envs // preset["num_envs"]
@@ -141,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         nargs="*",
         default=[None],
         metavar="N",
-        help="env counts to try, each a row (default: the preset's; the minibatch size scales along)",
+        help="env counts to try, each a row (default: the preset's; the minibatch size scales "
+        "along)",
     )
     parser.add_argument(
         "--limit", type=float, default=None, help="seconds per run (default: each target's limit)"
@@ -154,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rows, summary = [], []
     print(
-        f"{'env':<15}{'envs':>7}{'seed':>5}{'reached':>9}{'seconds':>9}{'env steps':>12}{'gym return':>12}{'own':>10}",
+        f"{'env':<15}{'envs':>7}{'seed':>5}{'reached':>9}{'seconds':>9}{'env steps':>12}"
+        f"{'gym return':>12}{'own':>10}",
         flush=True,
     )
     for env_name in args.envs:
@@ -200,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     for s in summary:
         zoo = s["rl_zoo_ppo"]
         print(
-            f"{s['env']:<15}{s['num_envs']:>7} envs: reached {s['reached']}/{s['runs']}  median {s['median_seconds']:.1f} s, "
+            f"{s['env']:<15}{s['num_envs']:>7} envs: reached {s['reached']}/{s['runs']}  median "
+            f"{s['median_seconds']:.1f} s, "
             f"{s['median_env_steps']:,.0f} env steps, gym return {s['median_episode_return']:.1f} "
             f"(rl-zoo PPO: {zoo['episode_return']:g} at {zoo['env_steps']:,} steps)"
         )

@@ -2,7 +2,8 @@
 
 Run from the repository root::
 
-    python -m benchmarks.compare_revisions --before REV [--configs ...] [--modes compiled] [--rounds 3]
+    python -m benchmarks.compare_revisions --before REV [--configs ...] [--modes compiled] [--rounds
+    3]
 
 Checks ``REV`` out into a temporary git worktree, then for ``--rounds``
 rounds runs ``benchmarks/throughput.py`` in that worktree, in this one, and
@@ -44,7 +45,8 @@ def run_throughput(
 ) -> dict:
     """One throughput.py process in ``tree``; its single result row. With
     ``cache_dir``, torch.compile's on-disk caches live there (a fresh folder:
-    the first iteration is a cold compile)."""
+    the first iteration is a cold compile).
+    """
     env = {"PYTHONPATH": str(tree), **_env()}
     if cache_dir is not None:
         env["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir)
@@ -103,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cold-cache",
         action="store_true",
-        help="give every process an empty torch.compile cache, so each first iteration compiles cold "
+        help="give every process an empty torch.compile cache, so each first iteration compiles "
+        "cold "
         "(default: the shared cache, warm for code compiled before)",
     )
     args = parser.parse_args(argv)
@@ -172,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
                     rounds.append({"before": before, "after": after, "control": control})
                     rate = "iteration_transitions_per_s"
                     print(
-                        f"{config} round {r + 1}: after/before collect+step {after[rate] / before[rate]:.3f}, "
+                        f"{config} round {r + 1}: after/before collect+step "
+                        f"{after[rate] / before[rate]:.3f}, "
                         f"A/A {control[rate] / before[rate]:.3f}",
                         flush=True,
                     )
@@ -185,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
             )
 
     print(
-        f"\n{'config':<22}{'metric':<14}{rev + ' (before)':>16}{head + ' (after)':>16}{'after/before':>14}"
+        f"\n{'config':<22}{'metric':<14}{rev + ' (before)':>16}{head + ' (after)':>16}"
+        f"{'after/before':>14}"
         f"{'A/A':>8}"
     )
     summary = []
@@ -222,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
             for r in item["rounds"]
         ]
         print(
-            f"{item['config']:<22}{'first iter s':<14}{statistics.median(b for b, _, _ in first):>16.1f}"
+            f"{item['config']:<22}{'first iter s':<14}"
+            f"{statistics.median(b for b, _, _ in first):>16.1f}"
             f"{statistics.median(a for _, a, _ in first):>16.1f}{'':>14}"
             f"{statistics.median(c for _, _, c in first):>8.1f}"
         )

@@ -45,8 +45,8 @@ def _worker(rank: int, world: int, init_file: str, out: str, args: dict) -> None
             "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world
         )
     from rlstack import Algorithm
-    from rlstack.integrations import distributed
     from rlstack.envs import CartPole
+    from rlstack.integrations import distributed
 
     reduce_seconds: list[float] = []
     wait_seconds: list[float] = []
@@ -150,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             | {"rounds": results[world]}
         )
     print(
-        f"\nCartPole, {args.num_envs} envs x 16 steps per rank, 64x64, {'compiled' if args.compile else 'eager'}, "
+        f"\nCartPole, {args.num_envs} envs x 16 steps per rank, 64x64, "
+        f"{'compiled' if args.compile else 'eager'}, "
         f"gloo, {args.threads} thread(s) per process, median of {args.rounds} rounds"
     )
     print(
@@ -159,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     for row in rows:
         print(
-            f"{row['processes']:>9} | {row['transitions_per_s']:>13,.0f} | {row['ms_per_iteration']:>8.1f} | "
+            f"{row['processes']:>9} | {row['transitions_per_s']:>13,.0f} | "
+            f"{row['ms_per_iteration']:>8.1f} | "
             f"{row['all_reduce_ms_per_step']:>18.3f} | {row['wait_ms_per_step']:>12.3f}"
         )
     out = Path(args.out) if args.out else RESULTS / "distributed-cpu.json"

@@ -1,4 +1,5 @@
-"""Collection speed on gymnasium vector envs: rlstack against the raw vector env and Stable-Baselines3.
+"""Collection speed on gymnasium vector envs: rlstack against the raw vector env and
+Stable-Baselines3.
 
 Run ``python -m benchmarks.gymnasium`` from the repository root (HalfCheetah
 needs ``pip install -e ".[mujoco]"``). For each env id, at the same
@@ -53,11 +54,14 @@ import json, sys, time, torch
 torch.set_num_threads(int(sys.argv[4]))
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
-env_id, num_envs, horizon, repeats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[5])
-model = PPO("MlpPolicy", make_vec_env(env_id, n_envs=num_envs, seed=0), n_steps=horizon, batch_size=64, device="cpu")
+env_id, num_envs, horizon = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+repeats = int(sys.argv[5])
+vec_env = make_vec_env(env_id, n_envs=num_envs, seed=0)
+model = PPO("MlpPolicy", vec_env, n_steps=horizon, batch_size=64, device="cpu")
 _, callback = model._setup_learn(total_timesteps=10**9, callback=None)
 callback.on_training_start(locals(), globals())
-model.collect_rollouts(model.env, callback, model.rollout_buffer, n_rollout_steps=horizon)  # warm-up
+# warm-up
+model.collect_rollouts(model.env, callback, model.rollout_buffer, n_rollout_steps=horizon)
 start = time.perf_counter()
 for _ in range(repeats):
     model.collect_rollouts(model.env, callback, model.rollout_buffer, n_rollout_steps=horizon)
@@ -174,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
             },
         }
     print(
-        f"\n{args.num_envs} sync sub-envs, {args.horizon} steps per rollout, {args.rounds} rounds (medians)"
+        f"\n{args.num_envs} sync sub-envs, {args.horizon} steps per rollout, {args.rounds} rounds "
+        "(medians)"
     )
     print(f"{'env':<16}{'what':<20}{'env steps/s':>12}{'x raw':>8}")
     for env_id, result in results.items():

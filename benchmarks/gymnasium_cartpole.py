@@ -1,4 +1,5 @@
-"""Gymnasium's own CartPole-v1 (``rlstack.integrations.gymnasium_adapter``) with its preset, per seed.
+"""Gymnasium's own CartPole-v1 (``rlstack.integrations.gymnasium_adapter``) with its preset, per
+seed.
 
 Run ``python -m benchmarks.gymnasium_cartpole`` from the repository root.
 For each seed it trains ``PRESETS["gymnasium:CartPole-v1"]`` (8 sync
@@ -62,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rows = []
     print(
-        f"{'seed':>5}{'reached':>9}{'env steps':>11}{'seconds':>9}{'last 5':>9}{'deterministic':>15}",
+        f"{'seed':>5}{'reached':>9}{'env steps':>11}{'seconds':>9}{'last 5':>9}"
+        f"{'deterministic':>15}",
         flush=True,
     )
     for seed in args.seeds:

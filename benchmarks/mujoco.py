@@ -101,9 +101,9 @@ def plot(rows: list[dict], path: Path) -> Path | None:
         return None
     tasks = sorted({r["task"] for r in rows})
     fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.5), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
+    for ax, task in zip(axes[0], tasks, strict=True):
         for r in (r for r in rows if r["task"] == task):
-            steps, returns = zip(*r["curve"]) if r["curve"] else ((), ())
+            steps, returns = zip(*r["curve"], strict=True) if r["curve"] else ((), ())
             ax.plot(steps, returns, label=f"seed {r['seed']}")
         if task in CLEANRL:
             ax.axhline(CLEANRL[task][0], color="gray", linestyle="--", label="CleanRL at 1M")
@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rows = []
     print(
-        f"{'task':<16}{'seed':>5}{'env steps':>11}{'seconds':>9}{'steps/s':>9}{'last 100':>10}{'deterministic':>15}",
+        f"{'task':<16}{'seed':>5}{'env steps':>11}{'seconds':>9}{'steps/s':>9}{'last 100':>10}"
+        f"{'deterministic':>15}",
         flush=True,
     )
     for task in args.tasks:
@@ -167,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     print()
     print(
-        f"{'task':<16}{'median last 100':>16}{'median determ.':>16}{'median s':>10}{'CleanRL at 1M':>16}"
+        f"{'task':<16}{'median last 100':>16}{'median determ.':>16}{'median s':>10}"
+        f"{'CleanRL at 1M':>16}"
     )
     for s in summary:
         ref = (

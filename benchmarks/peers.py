@@ -65,12 +65,16 @@ if config.get("recurrent"):
     algo = RecurrentAlgorithm(DiscreteDummyEnv)
 else:
     algo = Algorithm(DiscreteDummyEnv, model_config={"hiddens": tuple(config["hiddens"])})
-start = time.perf_counter(); algo.collect(); algo.step(); first = time.perf_counter() - start
-times = []
-for _ in range(repeats):
-    start = time.perf_counter(); algo.collect(); algo.step(); times.append(time.perf_counter() - start)
+def iteration():
+    start = time.perf_counter()
+    algo.collect()
+    algo.step()
+    return time.perf_counter() - start
+first = iteration()
+times = [iteration() for _ in range(repeats)]
 config = getattr(algo, "config", None) or algo.hparams  # RecurrentAlgorithm has only 1.x's name
-print(json.dumps({"transitions": config.num_envs * config.horizon, "iteration_s": statistics.median(times),
+print(json.dumps({"transitions": config.num_envs * config.horizon,
+                  "iteration_s": statistics.median(times),
                   "first_iteration_s": first, "torch": torch.__version__}))
 """
 
@@ -78,9 +82,11 @@ print(json.dumps({"transitions": config.num_envs * config.horizon, "iteration_s"
 def ensure_peer_venv(
     path: Path, requirements: list[str] = PEER_REQUIREMENTS, *, system_site_packages: bool = False
 ) -> Path:
-    """Create (once) a venv with ``requirements`` (default: rlstack 1.1.0's), CPU torch 2.13.0 first,
-    or over this interpreter's packages (its torch, and this rlstack) with ``system_site_packages``;
-    returns its python. A venv built for other requirements is built again."""
+    """Create (once) a venv with ``requirements`` (default: rlstack 1.1.0's), CPU torch 2.13.0
+    first, or over this interpreter's packages (its torch, and this rlstack) with
+    ``system_site_packages``; returns its python. A venv built for other requirements is built
+    again.
+    """
     python = path / "bin" / "python"
     marker = path / ".rlstack-peers-ready"
     wanted = " ".join(requirements) + (" +system" if system_site_packages else "")
@@ -166,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     python = ensure_peer_venv(Path(args.venv))
     rows = []
     print(
-        f"{'config':<14}{'implementation':<31}{'transitions/s':>15}{'1st iter s':>12}{'vs 1.1.0':>10}"
+        f"{'config':<14}{'implementation':<31}{'transitions/s':>15}{'1st iter s':>12}"
+        f"{'vs 1.1.0':>10}"
         "  per-round ratios",
         flush=True,
     )
@@ -187,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                 firsts[label].append(result["first_iteration_s"])
         base = rates[IMPLEMENTATIONS[0][0]]
         for label, *_ in chosen:
-            ratios = [ours / peer for ours, peer in zip(rates[label], base)]
+            ratios = [ours / peer for ours, peer in zip(rates[label], base, strict=True)]
             row = {
                 "config": name,
                 "implementation": label,

@@ -65,8 +65,10 @@ def time_to_target(
             )
             excluded += time.perf_counter() - check
             print(
-                f"  {name} seed {seed}: {updates} updates, {time.perf_counter() - start - excluded:.0f} s, "
-                f"balanced {success['success/balanced']:.1%}, reward/step {success['success/reward_per_step']:.3f}",
+                f"  {name} seed {seed}: {updates} updates, "
+                f"{time.perf_counter() - start - excluded:.0f} s, "
+                f"balanced {success['success/balanced']:.1%}, reward/step "
+                f"{success['success/reward_per_step']:.3f}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -122,17 +124,20 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(run)
     print(
         f"\nCartPole, velocities hidden: target >= {TARGET:.0%} balanced for 500 steps "
-        f"({args.device}, {'compiled' if args.compile else 'eager'}, median over seeds {args.seeds})"
+        f"({args.device}, {'compiled' if args.compile else 'eager'}, median over seeds "
+        f"{args.seeds})"
     )
     print(
-        "| preset | trained on | limit s | solved | seconds | env steps | updates | balanced | reward/step |"
+        "| preset | trained on | limit s | solved | seconds | env steps | updates | balanced | "
+        "reward/step |"
     )
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name in args.presets:
         mine = [r for r in runs if r["preset"] == name]
-        med = lambda k: statistics.median(r[k] for r in mine)  # noqa: E731
+        med = lambda k, mine=mine: statistics.median(r[k] for r in mine)  # noqa: E731
         print(
-            f"| {name} | {POMDP_ENVS[name]} | {mine[0]['limit_s']:.0f} | {sum(r['reached'] for r in mine)}/{len(mine)} | {med('seconds'):.1f} | "
+            f"| {name} | {POMDP_ENVS[name]} | {mine[0]['limit_s']:.0f} | "
+            f"{sum(r['reached'] for r in mine)}/{len(mine)} | {med('seconds'):.1f} | "
             f"{med('env_steps'):,.0f} | {med('updates'):.0f} | {med('success/balanced'):.1%} | "
             f"{med('success/reward_per_step'):.3f} |"
         )

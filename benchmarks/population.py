@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     first = {}
     for name, algo in configs.items():
-        first[name] = _timed(lambda: _iteration(algo))  # compile included
+        first[name] = _timed(lambda algo=algo: _iteration(algo))  # compile included
         _iteration(algo)
         print(f"built {name}: first iteration {first[name]:.1f} s", flush=True)
 
@@ -97,10 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.rounds):
         for name, algo in configs.items():
             times[name].append(
-                _timed(lambda: [_iteration(algo) for _ in range(args.iters)]) / args.iters
+                _timed(lambda algo=algo: [_iteration(algo) for _ in range(args.iters)]) / args.iters
             )
             rollout_times[name].append(
-                _timed(lambda: [algo.collect() for _ in range(args.iters)]) / args.iters
+                _timed(lambda algo=algo: [algo.collect() for _ in range(args.iters)]) / args.iters
             )
             algo.trajectory = None  # the next iteration collects afresh
     import resource
@@ -111,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for k in sizes:
         name = f"K={k}"
-        ratios = [k * s / p for s, p in zip(times["single"], times[name])]  # per round: same moment
+        ratios = [
+            k * s / p for s, p in zip(times["single"], times[name], strict=True)
+        ]  # per round: same moment
         pop_s = statistics.median(times[name])
         rows.append(
             {
@@ -129,12 +131,15 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(
         f"\nCartPole, {CONFIG['num_envs']} envs x {CONFIG['horizon']} steps per member, 64x64, "
-        f"{'compiled' if args.compile else 'eager'} on {device}; single run {1000 * statistics.median(times['single']):.1f} "
+        f"{'compiled' if args.compile else 'eager'} on {device}; single run "
+        f"{1000 * statistics.median(times['single']):.1f} "
         f"ms/iter, first iteration {first['single']:.1f} s, rollout alone "
-        f"{transitions / statistics.median(rollout_times['single']):,.0f} transitions/s; peak RSS {peak_rss_mb:.0f} MB"
+        f"{transitions / statistics.median(rollout_times['single']):,.0f} transitions/s; peak RSS "
+        f"{peak_rss_mb:.0f} MB"
     )
     print(
-        f"{'K':>4} | {'pop ms/iter':>11} | {'K seq ms':>9} | {'transitions/s':>13} | {'rollout/s':>11} | "
+        f"{'K':>4} | {'pop ms/iter':>11} | {'K seq ms':>9} | {'transitions/s':>13} | "
+        f"{'rollout/s':>11} | "
         f"{'speedup':>7} | {'1st iter s':>10}"
     )
     for row in rows:

@@ -74,7 +74,8 @@ sys.path.insert(0, sys.argv[4])
 from rsl_rl_env import PendulumVecEnv
 config, iterations, learn_iterations = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 ppo, steps, hidden, num_envs = config["ppo"], config["steps"], config["hidden"], config["num_envs"]
-cfg = {"num_steps_per_env": steps, "save_interval": 10**9, "obs_groups": {"actor": ["policy"], "critic": ["policy"]},
+cfg = {"num_steps_per_env": steps, "save_interval": 10**9,
+       "obs_groups": {"actor": ["policy"], "critic": ["policy"]},
        "algorithm": {"class_name": "PPO", **ppo},
        "actor": {"class_name": "MLPModel", "hidden_dims": hidden, "activation": "elu",
                  "distribution_cfg": {"class_name": "GaussianDistribution", "init_std": 1.0}},
@@ -86,13 +87,15 @@ runner = OnPolicyRunner(env, cfg, log_dir=None, device="cpu")
 runner.learn(1)
 first = time.perf_counter() - start
 start = time.perf_counter()
-runner.learn(iterations)  # one call: its set-up (logging writer, observations) amortised as in a real run
+# one call: its set-up (logging writer, observations) amortised as in a real run
+runner.learn(iterations)
 result = {"first_s": first, "iteration_s": (time.perf_counter() - start) / iterations}
 if learn_iterations:
     env = PendulumVecEnv(num_envs, seed=0)
     runner = OnPolicyRunner(env, cfg, log_dir=None, device="cpu")
     runner.learn(learn_iterations)
-    result["return_last_100"] = sum(env.finished_returns[-100:]) / max(1, len(env.finished_returns[-100:]))
+    last = env.finished_returns[-100:]
+    result["return_last_100"] = sum(last) / max(1, len(last))
     result["episodes"] = len(env.finished_returns)
 print(json.dumps(result))
 """
@@ -205,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
                 times.append(time.perf_counter() - start)
             our_rates.append(transitions / statistics.median(times))
             print(
-                f"{name} round {r + 1}: rsl_rl {peer_rates[-1]:,.0f}/s, rlstack {our_rates[-1]:,.0f}/s",
+                f"{name} round {r + 1}: rsl_rl {peer_rates[-1]:,.0f}/s, rlstack "
+                f"{our_rates[-1]:,.0f}/s",
                 flush=True,
             )
         row = {
@@ -216,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             "rsl_rl_transitions_per_s": statistics.median(peer_rates),
             "rlstack_transitions_per_s": statistics.median(our_rates),
             "ratio_median_of_rounds": statistics.median(
-                o / p for o, p in zip(our_rates, peer_rates)
+                o / p for o, p in zip(our_rates, peer_rates, strict=True)
             ),
             "rsl_rl_first_iteration_s": statistics.median(peer_first),
             "rlstack_first_iteration_s": ours_first,
@@ -233,22 +237,26 @@ def main(argv: list[str] | None = None) -> int:
             row["env_steps"] = args.learn_iterations * transitions
         rows.append(row)
     print(
-        f"Pendulum-v1 behind rsl_rl's VecEnv, {args.num_envs} envs, CPU ({torch.get_num_threads()} threads), "
+        f"Pendulum-v1 behind rsl_rl's VecEnv, {args.num_envs} envs, CPU ({torch.get_num_threads()} "
+        "threads), "
         f"{args.rounds} rounds"
     )
     print(
-        f"{'config':<11} {'rsl_rl /s':>11} {'rlstack /s':>11} {'ratio':>6} {'first s rsl_rl':>15} {'first s ours':>13}"
+        f"{'config':<11} {'rsl_rl /s':>11} {'rlstack /s':>11} {'ratio':>6} {'first s rsl_rl':>15} "
+        f"{'first s ours':>13}"
     )
     for row in rows:
         print(
-            f"{row['config']:<11} {row['rsl_rl_transitions_per_s']:>11,.0f} {row['rlstack_transitions_per_s']:>11,.0f} "
+            f"{row['config']:<11} {row['rsl_rl_transitions_per_s']:>11,.0f} "
+            f"{row['rlstack_transitions_per_s']:>11,.0f} "
             f"{row['ratio_median_of_rounds']:>6.2f} {row['rsl_rl_first_iteration_s']:>15.2f} "
             f"{row['rlstack_first_iteration_s']:>13.2f}"
         )
         if "env_steps" in row:
             print(
                 f"{'':<11} return of the last 100 episodes after {row['env_steps']:,} env steps: "
-                f"rsl_rl {row['rsl_rl_return_last_100']:.1f}, rlstack {row['rlstack_return_last_100']:.1f}"
+                f"rsl_rl {row['rsl_rl_return_last_100']:.1f}, rlstack "
+                f"{row['rlstack_return_last_100']:.1f}"
             )
     out = RESULTS / "rsl-rl-cpu.json"
     meta = {

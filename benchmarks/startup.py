@@ -72,7 +72,8 @@ print(json.dumps({
     "step_s": stepped - collected, "first_step_s": stepped - start,
     "compile_s": seconds("_compile.compile_inner"),
     "tracing_s": seconds("_compile.compile_inner") - seconds("OutputGraph.call_user_compiler"),
-    "codegen_s": seconds("OutputGraph.call_user_compiler") - seconds("compile_file", "async_compile.wait"),
+    "codegen_s": seconds("OutputGraph.call_user_compiler")
+                 - seconds("compile_file", "async_compile.wait"),
     "cxx_s": seconds("compile_file", "async_compile.wait"),
     "compile_times": {k: float(v or 0.0) for k, v in times.items()},
 }))

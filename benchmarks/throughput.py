@@ -76,8 +76,9 @@ CONFIGS = {
         algorithm=RecurrentAlgorithm,
         model_config={"hidden_size": 256},
     ),
-    # A population of 8 CartPole runs in one vmapped rollout and update (issue 21's K=8 configuration):
-    # 1024 envs x 32 steps per member, the preset's 64x64 model; transitions count every member's.
+    # A population of 8 CartPole runs in one vmapped rollout and update (issue 21's K=8
+    # configuration): 1024 envs x 32 steps per member, the preset's 64x64 model; transitions count
+    # every member's.
     "population-k8": dict(
         env=CartPole,
         num_envs=1024,
@@ -86,8 +87,9 @@ CONFIGS = {
         algorithm=Population,
         algorithm_kwargs={"num_members": 8},
     ),
-    # Gymnasium's HalfCheetah-v5 (the mujoco extra) with the continuous preset's settings, CleanRL's:
-    # 8 eager MuJoCo sub-envs x 256 steps, 10 epochs of 64-transition minibatches, tanh 64x64.
+    # Gymnasium's HalfCheetah-v5 (the mujoco extra) with the continuous preset's settings,
+    # CleanRL's: 8 eager MuJoCo sub-envs x 256 steps, 10 epochs of 64-transition minibatches, tanh
+    # 64x64.
     "halfcheetah-continuous": dict(
         env="gymnasium:HalfCheetah-v5",
         num_envs=8,
@@ -97,7 +99,8 @@ CONFIGS = {
     ),
 }
 # Default config list per device: the large config takes minutes per iteration on a small CPU, the
-# recurrent one tens of seconds, and HalfCheetah needs the mujoco extra (name any of them to run it).
+# recurrent one tens of seconds, and HalfCheetah needs the mujoco extra (name any of them to run
+# it).
 _NAMED_ONLY = ("recurrent-1x-default", "population-k8", "halfcheetah-continuous")
 DEFAULT_CONFIGS = {
     "cpu": [c for c in CONFIGS if c not in ("discrete-large", *_NAMED_ONLY)],
@@ -123,7 +126,8 @@ def members(algo: Algorithm) -> int:
 
 def matmul_weights(algo: Algorithm) -> int:
     """P: weights of the 2-D (matmul) parameters of actor and critic (of
-    every member of a population, whose params are ``[K, ...]``)."""
+    every member of a population, whose params are ``[K, ...]``).
+    """
     matrix_dim = 2 if members(algo) == 1 else 3
     return sum(p.numel() for p in algo.params.values() if p.dim() == matrix_dim)
 
@@ -137,7 +141,8 @@ def measured_matmul_flops(
     tf32: bool = False,
 ) -> float:
     """FLOP/s of an ``[n, width] @ [width, width]`` matmul in ``dtype`` on
-    ``device`` (float32 in TF32 when ``tf32``)."""
+    ``device`` (float32 in TF32 when ``tf32``).
+    """
     previous = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("high" if tf32 else "highest")
     try:
@@ -215,7 +220,8 @@ def build(spec: dict, mode: str, *, device: torch.device) -> tuple[Algorithm, fl
 
 def time_iteration(algo: Algorithm) -> tuple[float, float]:
     """``(rollout_s, iteration_s)`` of one ``collect()`` + ``step()``; each
-    syncs the device once (its stats), so wall-clock time is exact."""
+    syncs the device once (its stats), so wall-clock time is exact.
+    """
     start = time.perf_counter()
     algo.collect()
     rollout_s = time.perf_counter() - start
@@ -389,13 +395,16 @@ def main(argv: list[str] | None = None) -> int:
 def print_row(row: dict, header: bool) -> None:
     if header:
         print(
-            f"{'config':<24}{'mode':<21}{'rollout/s':>12}{'iter/s':>12}{'iter ms':>10}{'1st iter s':>11}"
+            f"{'config':<24}{'mode':<21}{'rollout/s':>12}{'iter/s':>12}{'iter ms':>10}"
+            f"{'1st iter s':>11}"
             f"{'peak MB':>9}{'FLOP/trans':>12}{'ceiling':>9}"
         )
     print(
         f"{row['config']:<24}{row['mode']:<21}{row['rollout_transitions_per_s']:>12,.0f}"
-        f"{row['iteration_transitions_per_s']:>12,.0f}{row['iteration_ms']:>10.0f}{row['first_iteration_s']:>11.1f}"
-        f"{row['peak_memory_mb']:>9.0f}{row['flops_per_transition'] / 1e6:>11.2f}M{100 * row['ceiling_fraction']:>8.1f}%",
+        f"{row['iteration_transitions_per_s']:>12,.0f}{row['iteration_ms']:>10.0f}"
+        f"{row['first_iteration_s']:>11.1f}"
+        f"{row['peak_memory_mb']:>9.0f}{row['flops_per_transition'] / 1e6:>11.2f}M"
+        f"{100 * row['ceiling_fraction']:>8.1f}%",
         flush=True,
     )
 

@@ -153,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.steps} steps x {args.rounds} rounds (median)"
     )
     print(
-        f"{'what':<14} {'ms/step':>8} {'overhead over algorithm':>24} {'shell share, same calls':>24}"
+        f"{'what':<14} {'ms/step':>8} {'overhead over algorithm':>24} "
+        f"{'shell share, same calls':>24}"
     )
     for row in rows:
         print(

@@ -24,7 +24,8 @@ def cross_references(text: str, scope: str) -> str:
 
     Examples:
         >>> cross_references("see :class:`~rlstack.config.AlgorithmConfig`", "rlstack.algorithm")
-        'see <autoref identifier="rlstack.config.AlgorithmConfig" optional><code>AlgorithmConfig</code></autoref>'
+        'see <autoref identifier="rlstack.config.AlgorithmConfig"
+        optional><code>AlgorithmConfig</code></autoref>'
     """
 
     def link(match: re.Match) -> str:
@@ -52,6 +53,7 @@ class RolesToCrossReferences(griffe.Extension):
     """Rewrite the roles of every docstring in a loaded package."""
 
     def on_package(self, *, pkg: Any, **kwargs: Any) -> None:  # Griffe 2
+        """Griffe's hook, once the package is loaded: rewrite every docstring's roles."""
         for obj in _documented(pkg):
             if obj.docstring is not None:
                 scope = obj.path if obj.is_class or obj.is_module else obj.parent.path

@@ -7,7 +7,7 @@ stateful shell (``Algorithm``, ``Trainer``) that logs to MLflow.
 
 from . import conditions, distributions, env, envs, functional, models, nn, optim, spaces
 from .core.config import AlgorithmConfig
-from .core.version import __version__
+from .core.version import __version__ as __version__
 from .policy.distributions import Categorical, Distribution, Normal, SquashedNormal
 from .policy.policy import Policy, RecurrentPolicy
 from .shell.algorithm import Algorithm

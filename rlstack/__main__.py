@@ -1,3 +1,5 @@
+"""``python -m rlstack``: the ``rlstack`` command."""
+
 import sys
 
 from .cli import main

@@ -9,7 +9,8 @@ def _isolated_mlflow(tmp_path, monkeypatch):
     """Every test logs to its own throwaway MLflow store (artifacts included:
     the SQLite store puts them under ./mlruns of the working directory, so
     tests run in their temp dir) and leaves no run open. Where MLflow is not
-    installed (the GPU machine), tests still run in their temp dir."""
+    installed (the GPU machine), tests still run in their temp dir.
+    """
     monkeypatch.chdir(tmp_path)
     try:
         import mlflow

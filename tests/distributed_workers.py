@@ -23,12 +23,12 @@ def leave() -> None:
 def fixed_trajectory(num_envs: int):
     """The same trajectory on every rank: a seeded rollout of ``num_envs`` CartPoles."""
     from rlstack import random
-    from rlstack.policy.distributions import Categorical
+    from rlstack.core.types import RolloutCarry
     from rlstack.envs import CartPole
+    from rlstack.learn.rollout import make_rollout
+    from rlstack.policy.distributions import Categorical
     from rlstack.policy.models import MLPModel
     from rlstack.policy.policy import Policy
-    from rlstack.learn.rollout import make_rollout
-    from rlstack.core.types import RolloutCarry
 
     env = CartPole()
     torch.manual_seed(0)
@@ -82,13 +82,15 @@ def trainer_worker(
     rank: int, world: int, init_file: str, out: str, mode: str, kind: str = "mlp"
 ) -> None:
     """``fresh``: 3 steps, checkpoint, 2 more; ``resume``: from that checkpoint, 2 steps. ``kind``
-    ``mlp``: a Trainer; ``gru``: a RecurrentTrainer (its hidden states are per rank, in the checkpoint)."""
+    ``mlp``: a Trainer; ``gru``: a RecurrentTrainer (its hidden states are per rank, in the
+    checkpoint).
+    """
     import mlflow
     import optree
 
     from rlstack import RecurrentTrainer, Trainer
-    from rlstack.shell.conditions import HitsUpperBound
     from rlstack.envs import CartPoleV1
+    from rlstack.shell.conditions import HitsUpperBound
 
     join(rank, world, init_file)
     mlflow.set_tracking_uri(f"sqlite:///{out}/mlflow.db")
@@ -144,13 +146,14 @@ def disagree_worker(rank: int, world: int, init_file: str, out: str) -> None:
 
 def rank_trajectory(rank: int):
     """Each rank's own seeded 48-step rollout of 12 CartPole-v1s (a different key
-    per rank, so different numbers of episodes end on each)."""
+    per rank, so different numbers of episodes end on each).
+    """
     from rlstack import random
-    from rlstack.policy.distributions import Categorical
     from rlstack.envs import CartPoleV1
+    from rlstack.learn.rollout import make_rollout, reset_carry
+    from rlstack.policy.distributions import Categorical
     from rlstack.policy.models import MLPModel
     from rlstack.policy.policy import Policy
-    from rlstack.learn.rollout import make_rollout, reset_carry
 
     env = CartPoleV1()
     torch.manual_seed(0)

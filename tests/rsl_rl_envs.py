@@ -1,6 +1,7 @@
 """Envs that follow rsl_rl's ``VecEnv`` protocol exactly, written for the tests
 (rsl_rl 5.5.1's ``rsl_rl/env/vec_env.py``): what Isaac Lab's
-``RslRlVecEnvWrapper`` hands rsl_rl's ``OnPolicyRunner``."""
+``RslRlVecEnvWrapper`` hands rsl_rl's ``OnPolicyRunner``.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ class ProtocolPendulum:
     with ``privileged``, ``critic`` (the same plus the raw angle and
     velocity: state the actor does not see). ``extras["log"]`` reports the mean return of the
     episodes that ended (``Episode_Reward/swing``) and their count
-    (``resets``), on the steps where some ended, as Isaac Lab does."""
+    (``resets``), on the steps where some ended, as Isaac Lab does.
+    """
 
     def __init__(
         self,
@@ -90,7 +92,8 @@ class Scripted:
     a list of ``(env, time_out)`` ending at step ``t + 1``. Observations
     count the steps: group ``policy`` is ``[t, env]``; a reset env's
     observation is ``[-1, env]``. With ``final_obs``, ``extras`` carries
-    the true last observation ``[t, env]`` of the envs that ended."""
+    the true last observation ``[t, env]`` of the envs that ended.
+    """
 
     def __init__(
         self, num_envs: int, ends: dict[int, list[tuple[int, bool]]], final_obs: bool = False

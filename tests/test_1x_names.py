@@ -1,5 +1,6 @@
 """Every public name of rlstack 1.1.0 is present in rlstack 2 or listed, with
-what replaces it, in docs/guides/from-1x.md; every replacement imports."""
+what replaces it, in docs/guides/from-1x.md; every replacement imports.
+"""
 
 import importlib
 import re
@@ -12,26 +13,39 @@ GUIDE = Path(__file__).resolve().parents[1] / "docs" / "guides" / "from-1x.md"
 # The public names of rlstack 1.1.0's modules (its sdist's __init__ imports and
 # module-level definitions, underscores left out), as 1.x code imports them.
 NAMES_1X = {
-    "rlstack": "Algorithm GenericAlgorithmBase RecurrentAlgorithm Categorical Distribution Normal SquashedNormal Env "
-    "EnvFactory GenericEnv DefaultContinuousModel DefaultContinuousRecurrentModel DefaultDiscreteModel "
-    "DefaultDiscreteRecurrentModel GenericModel GenericModelBase GenericRecurrentModel Model ModelFactory "
-    "RecurrentModel RecurrentModelFactory GenericPolicyBase MLflowPolicyModel MLflowRecurrentPolicyModel "
+    "rlstack": "Algorithm GenericAlgorithmBase RecurrentAlgorithm Categorical Distribution Normal "
+    "SquashedNormal Env "
+    "EnvFactory GenericEnv DefaultContinuousModel DefaultContinuousRecurrentModel "
+    "DefaultDiscreteModel "
+    "DefaultDiscreteRecurrentModel GenericModel GenericModelBase GenericRecurrentModel Model "
+    "ModelFactory "
+    "RecurrentModel RecurrentModelFactory GenericPolicyBase MLflowPolicyModel "
+    "MLflowRecurrentPolicyModel "
     "Policy RecurrentPolicy GenericTrainerBase RecurrentTrainer Trainer",
-    "rlstack.env": "DataKeys Device Env EnvFactory GenericEnv DummyEnv ContinuousDummyEnv DiscreteDummyEnv",
-    "rlstack.conditions": "TrainStatKey TrainStats Condition And HitsLowerBound HitsUpperBound Plateaus "
+    "rlstack.env": "DataKeys Device Env EnvFactory GenericEnv DummyEnv ContinuousDummyEnv "
+    "DiscreteDummyEnv",
+    "rlstack.conditions": "TrainStatKey TrainStats Condition And HitsLowerBound HitsUpperBound "
+    "Plateaus "
     "StopsDecreasing StopsIncreasing",
-    "rlstack.schedulers": "ScheduleKind Scheduler ConstantScheduler InterpScheduler StepScheduler EntropyScheduler "
+    "rlstack.schedulers": "ScheduleKind Scheduler ConstantScheduler InterpScheduler StepScheduler "
+    "EntropyScheduler "
     "LRScheduler",
-    "rlstack.policies": "GenericPolicyBase MLflowPolicyModel Policy MLflowRecurrentPolicyModel RecurrentPolicy",
-    "rlstack.models": "GenericModelBase DefaultContinuousModel DefaultDiscreteModel GenericModel Model ModelFactory "
+    "rlstack.policies": "GenericPolicyBase MLflowPolicyModel Policy MLflowRecurrentPolicyModel "
+    "RecurrentPolicy",
+    "rlstack.models": "GenericModelBase DefaultContinuousModel DefaultDiscreteModel GenericModel "
+    "Model ModelFactory "
     "DefaultContinuousRecurrentModel DefaultDiscreteRecurrentModel GenericRecurrentModel "
     "RecurrentModel RecurrentModelFactory",
-    "rlstack.distributions": "assert_1d_spec Distribution TorchDistributionWrapper Categorical Normal SquashedNormal",
-    "rlstack.nn": "binary_mask_to_float_mask float_mask_to_binary_mask generalized_advantage_estimate "
-    "mask_from_lengths masked_avg masked_categorical_sample masked_log_softmax masked_max ppo_losses "
+    "rlstack.distributions": "assert_1d_spec Distribution TorchDistributionWrapper Categorical "
+    "Normal SquashedNormal",
+    "rlstack.nn": "binary_mask_to_float_mask float_mask_to_binary_mask "
+    "generalized_advantage_estimate "
+    "mask_from_lengths masked_avg masked_categorical_sample masked_log_softmax masked_max "
+    "ppo_losses "
     "skip_connection MLP CrossAttention Module PerceiverIOLayer PerceiverLayer PositionalEmbedding "
     "SelfAttention SelfAttentionStack SequentialSkipConnection SquaredReLU get_activation",
-    "rlstack.views": "DataKeys ViewKind ViewMethod View pad_last_sequence pad_whole_sequence rolling_window "
+    "rlstack.views": "DataKeys ViewKind ViewMethod View pad_last_sequence pad_whole_sequence "
+    "rolling_window "
     "RollingWindow PaddedRollingWindow ViewRequirement",
 }
 

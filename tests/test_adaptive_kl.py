@@ -1,6 +1,7 @@
 """rsl_rl's adaptive learning rate (``desired_kl``): the rule against rsl_rl's
 own arithmetic, and its place in the update (one adaptation per optimizer
-step, from the KL before it, kept in the optimizer state and logged)."""
+step, from the KL before it, kept in the optimizer state and logged).
+"""
 
 import pytest
 import torch

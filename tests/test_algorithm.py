@@ -5,8 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from rlstack import optim, random
-from rlstack import Algorithm, SquashedNormal
+from rlstack import Algorithm, SquashedNormal, optim
 from rlstack.env import ContinuousDummyEnv, DiscreteDummyEnv
 
 SMALL = dict(num_envs=32, horizon=8, model_config={"hiddens": (16,)}, compile=False)
@@ -41,7 +40,8 @@ class _RecordingEnv(DiscreteDummyEnv):
         (
             {"num_envs": 32, "horizon": 8, "sgd_minibatch_size": 512},
             ValueError,
-            r"`sgd_minibatch_size` must divide num_envs \* horizon = 32 \* 8 = 256 and be at most that, got 512",
+            r"`sgd_minibatch_size` must divide num_envs \* horizon = 32 \* 8 = 256 and be at most "
+            r"that, got 512",
         ),
         (
             {"num_envs": 32, "horizon": 8, "sgd_minibatch_size": 100},
@@ -106,7 +106,8 @@ class _WrongLogits(nn.Module):
         (_WrongValueShape, r"must return a value of shape \[B\] = \[3\], got \[3, 1\]"),
         (
             _WrongLogits,
-            r"gives actions that do not fit action_space Discrete\(2, shape=\(1,\)\): expected shape \[3, 1\], got \[3\]",
+            r"gives actions that do not fit action_space Discrete\(2, shape=\(1,\)\): expected "
+            r"shape \[3, 1\], got \[3\]",
         ),
     ],
 )
@@ -266,7 +267,8 @@ def test_non_finite_update_is_discarded_and_names_step_and_stat():
 @pytest.mark.parametrize("accumulate", [False, True])
 def test_the_scheduled_learning_rate_used_on_device_is_the_one_logged(accumulate):
     """The update evaluates the env-transition schedule from its optimizer step
-    count; the shell logs it from its transition counter: they agree exactly."""
+    count; the shell logs it from its transition counter: they agree exactly.
+    """
     algo = Algorithm(
         DiscreteDummyEnv,
         lr_schedule=[(0, 1e-3), (700, 1e-4)],
@@ -293,18 +295,19 @@ STEP_STATS = ("losses/entropy", "losses/policy", "losses/total", "losses/vf", "m
 @pytest.mark.parametrize("env_cls", [ContinuousDummyEnv, DiscreteDummyEnv])
 @pytest.mark.parametrize("recurrent", [False, True], ids=["feedforward", "recurrent"])
 def test_accumulated_minibatches_give_the_whole_buffer_step(recurrent, env_cls, compile):
-    """rlstack 1.1.0's own parity test, for each algorithm and env kind, at
+    """The parity test of rlstack 1.1.0, for each algorithm and env kind, at
     1.x's defaults (compiled included): gradients accumulated over
     minibatches of 64 transitions step exactly as one step on the whole
     buffer (the mean of the minibatch gradients is the whole batch's), so
-    the step stats agree to rel_tol 2e-5. (Compiled, the
+    the step stats agree to rel_tol 2e-5. Compiled, the
     recurrent policy loss differed by 2.8e-5 while its metrics were float32
     means; since Adam became optax's chain, scale_by_adam then
     scale_by_learning_rate, whose float32 rounding differs from the fused
     formula's, the compiled continuous entropy differs by 1.2e-5: the two
     runs' gradients differ in summation order, and four Adam steps carry
     that rounding into the params; eager, on another CPU's kernels, by
-    1.16e-5 too.)"""
+    1.16e-5 too.
+    """
     from rlstack import RecurrentAlgorithm
 
     cls = RecurrentAlgorithm if recurrent else Algorithm

@@ -1,5 +1,4 @@
 import os
-import pickle
 import random
 import struct
 from pathlib import Path
@@ -10,13 +9,13 @@ import pytest
 import torch
 import torch._dynamo
 from mlflow.tracking import MlflowClient
+from trees import assert_trees_equal
 
 from rlstack import Algorithm, Trainer
-from rlstack.integrations.checkpoint import CheckpointError, atomic_save, safe_load
 from rlstack.env import ContinuousDummyEnv, DiscreteDummyEnv
 from rlstack.envs import CartPoleV1
+from rlstack.integrations.checkpoint import CheckpointError, atomic_save, safe_load
 from rlstack.integrations.export import load_policy
-from trees import assert_trees_equal
 
 SMALL = dict(
     num_envs=32,
@@ -330,8 +329,8 @@ def test_an_unwritable_checkpoint_dir_fails_before_the_first_step(tmp_path):
 def test_non_finite_step_keeps_the_last_good_params_saves_no_nan_state_and_marks_the_run_failed(
     tmp_path,
 ):
-    # The optimizer state turns NaN after step 2: step 3 fails, its update is discarded, and the state
-    # before it (the NaN moments) is not saved: resumed, it would fail again (issue 22).
+    # The optimizer state turns NaN after step 2: step 3 fails, its update is discarded, and the
+    # state before it (the NaN moments) is not saved: resumed, it would fail again (issue 22).
     trainer = Trainer(DiscreteDummyEnv, compile=False, **SMALL)
     good = {}
 
@@ -360,7 +359,7 @@ def test_non_finite_step_keeps_the_last_good_params_saves_no_nan_state_and_marks
     assert trainer.algorithm.steps == 2 and not list(tmp_path.glob("step-*.pt"))
     for k, v in good.items():
         assert torch.equal(trainer.algorithm.params[k], v)
-    del trainer
+    trainer = None  # the last reference (the callback's too): collected, the run ends FAILED
     import gc
 
     gc.collect()
@@ -441,9 +440,10 @@ def test_a_checkpoint_restores_every_piece_of_train_state_bit_for_bit(tmp_path, 
 
 def _nan_rewritten(path, target, key):
     """The file at ``path`` with tensor ``key`` of ``torch.load(path)`` rewritten as
-    NaN, saved (a valid archive with valid CRCs) to ``target``."""
+    NaN, saved (a valid archive with valid CRCs) to ``target``.
+    """
     data = torch.load(path, weights_only=True)
-    tree = data["params"] if "params" in data else data
+    tree = data.get("params", data)
     tree[key] = torch.full_like(tree[key], float("nan"))
     torch.save(data, target)
     return target

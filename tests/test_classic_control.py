@@ -243,7 +243,8 @@ def test_mountain_car_v0_terminates_at_the_goal_like_gymnasium_and_truncates_at_
 def test_mountain_car_v0_speed_reward_pays_kinetic_energy_and_a_goal_bonus_on_gymnasiums_dynamics():
     """``reward="speed"`` (the MountainCar-v0 preset's training reward) changes
     the reward only: gymnasium's dynamics and termination, ``(v / 0.07)^2``
-    per step (1 at or past the goal), plus 100 on the step that ends at the goal."""
+    per step (1 at or past the goal), plus 100 on the step that ends at the goal.
+    """
     env = MountainCarV0()
     gym_env = gymnasium.make("MountainCar-v0").unwrapped
     gym_env.reset(seed=0)
@@ -340,7 +341,8 @@ def test_cartpole_can_hide_its_velocities_and_moves_the_same():
 
 
 def test_cartpole_v1_hides_its_velocities_after_every_respawn_too():
-    # Regression: the episodic CartPole crashed on the [4] mask and showed velocities after a respawn.
+    # Regression: the episodic CartPole crashed on the [4] mask and showed velocities after a
+    # respawn.
     from rlstack import random
     from rlstack.envs import CartPoleV1
 

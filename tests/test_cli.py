@@ -1,11 +1,15 @@
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from rlstack.cli import build_parser, load_env, train_config
+from rlstack.cli import Progress, build_parser, load_env, main, train_config
 from rlstack.envs import DiscreteDummyEnv
 
 
@@ -156,9 +160,6 @@ def test_cli_full_loop_toml_checkpoint_resume_export_eval(tmp_path):
 
 
 def test_cli_ctrl_c_checkpoints_and_marks_the_run_killed(tmp_path):
-    import signal
-    import time
-
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
@@ -211,15 +212,6 @@ def test_cli_ctrl_c_checkpoints_and_marks_the_run_killed(tmp_path):
 
 # --------------------------------------------------------------------------------------------------
 # What a new user hit (one regression test per fault; most run the CLI in-process, which is faster).
-import json
-import signal
-import time
-from pathlib import Path
-
-import mlflow
-
-from rlstack.cli import Progress, main
-
 TINY = [
     "--env",
     "DiscreteDummyEnv",
@@ -477,7 +469,8 @@ def test_plot_draws_eval_returns_on_their_own_panel(tmp_path, monkeypatch):
 
 
 def test_end_to_end_a_normalized_preset_scores_the_same_from_its_export(tmp_path, capsys):
-    # Regression: an exported Pendulum policy forgot its observation statistics (-0.77 -> -7.06 per step).
+    # Regression: an exported Pendulum policy forgot its observation statistics (-0.77 -> -7.06 per
+    # step).
     assert (
         main(
             [
@@ -539,7 +532,8 @@ def test_eval_measures_success_on_the_env_config_the_policy_was_trained_with(tmp
 
 def test_eval_of_an_export_finds_every_built_in_env_by_the_name_it_recorded(tmp_path, capsys):
     """An export records the env's class name (CartPoleV1 for CartPole-v1): eval
-    finds it, keeping the trained env config, for episodic and windowed runs."""
+    finds it, keeping the trained env config, for episodic and windowed runs.
+    """
     from rlstack import Algorithm
     from rlstack.cli import main
     from rlstack.envs import BUILTIN_ENVS
@@ -561,7 +555,8 @@ def test_eval_of_an_export_finds_every_built_in_env_by_the_name_it_recorded(tmp_
 
 def test_every_built_in_env_trains_from_its_preset_from_the_command_line():
     """No built-in env falls back to 1.x's defaults: ``--env NAME`` applies
-    ``PRESETS[NAME]``, MountainCar-v0's training reward included."""
+    ``PRESETS[NAME]``, MountainCar-v0's training reward included.
+    """
     from rlstack.envs import BUILTIN_ENVS
     from rlstack.shell.presets import PRESETS
 
@@ -599,7 +594,8 @@ def test_help_shows_plain_text_not_sphinx_roles(capsys):
     from rlstack.cli.arguments import plain_text
 
     assert plain_text(
-        "see :class:`~rlstack.core.config.AlgorithmConfig` and :func:`rlstack.functional.gae`, ``x``"
+        "see :class:`~rlstack.core.config.AlgorithmConfig` and :func:`rlstack.functional.gae`, "
+        "``x``"
     ) == ("see AlgorithmConfig and rlstack.functional.gae, x")
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--help"])
@@ -611,8 +607,8 @@ def test_help_shows_plain_text_not_sphinx_roles(capsys):
 
 def test_rough_edges_get_one_line_errors_naming_what_to_change(tmp_path, capsys):
     from rlstack import Algorithm, RecurrentTrainer
-    from rlstack.integrations.checkpoint import CheckpointError
     from rlstack.cli import main
+    from rlstack.integrations.checkpoint import CheckpointError
 
     (tmp_path / "bad.toml").write_text('env = "CartPole"\n[model_config]\nhidden = [8, 8]\n')
     assert main(["train", "-f", str(tmp_path / "bad.toml"), "--max-steps", "1"]) == 2

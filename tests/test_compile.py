@@ -7,16 +7,15 @@ import torch._dynamo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rlstack import optim, random
-from rlstack import Algorithm, SquashedNormal
-from rlstack.policy.distributions import Categorical
-from rlstack.envs import ContinuousDummyEnv, DiscreteDummyEnv
-from rlstack.functional import RolloutCarry, make_rollout, make_update
-from rlstack.policy.models import MLPModel
+from rlstack import Algorithm, SquashedNormal, optim, random
 from rlstack.core.normalization import init_norm_state
 from rlstack.core.optim import adam
-from rlstack.policy.policy import Policy
+from rlstack.envs import ContinuousDummyEnv, DiscreteDummyEnv
+from rlstack.functional import RolloutCarry, make_rollout, make_update
 from rlstack.learn.transforms import compiled, settled
+from rlstack.policy.distributions import Categorical
+from rlstack.policy.models import MLPModel
+from rlstack.policy.policy import Policy
 
 
 @pytest.fixture(autouse=True)
@@ -60,7 +59,8 @@ def _run(env, policy, compile, normalize=False, seed=0, num_envs=32, horizon=8):
 
 class EagerContinuousEnv(ContinuousDummyEnv):
     """ContinuousDummyEnv as an env that cannot be compiled (as gymnasium's): the
-    rollout compiles around it (``act``, the env, ``learn_then_act``)."""
+    rollout compiles around it (``act``, the env, ``learn_then_act``).
+    """
 
     compilable = False
 
@@ -79,8 +79,10 @@ def test_compiled_rollout_and_update_equal_eager_without_graph_breaks(env, dist,
     policy = Policy(MLPModel(env.observation_space, env.action_space, hiddens=(32, 32)), dist)
     eager = _run(env, policy, compile=False, normalize=normalize)
     compiled = _run(env, policy, compile=True, normalize=normalize)
-    for (traj_e, params_e, metrics_e), (traj_c, params_c, metrics_c) in zip(eager, compiled):
-        for a, b in zip(optree.tree_leaves(traj_e), optree.tree_leaves(traj_c)):
+    for (traj_e, params_e, metrics_e), (traj_c, params_c, metrics_c) in zip(
+        eager, compiled, strict=True
+    ):
+        for a, b in zip(optree.tree_leaves(traj_e), optree.tree_leaves(traj_c), strict=True):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
         for k in params_e:
             torch.testing.assert_close(params_e[k], params_c[k], rtol=1e-4, atol=1e-5)
@@ -120,7 +122,8 @@ def test_algorithm_second_iteration_does_not_recompile():
 def test_a_rollout_around_an_eager_env_is_the_rollout_with_the_env_inside():
     """The split steps (act once, then env and learn_then_act; the last next
     action dropped) give the fused step's trajectory and carry bit for bit,
-    rollout after rollout."""
+    rollout after rollout.
+    """
     env, eager_env = ContinuousDummyEnv(), EagerContinuousEnv()
     torch.manual_seed(0)
     policy = Policy(
@@ -144,7 +147,9 @@ def test_a_rollout_around_an_eager_env_is_the_rollout_with_the_env_inside():
         carries.append((carry, trajs))
     (fused_carry, fused), (split_carry, split) = carries
     for a, b in zip(
-        optree.tree_leaves((fused_carry, fused)), optree.tree_leaves((split_carry, split))
+        optree.tree_leaves((fused_carry, fused)),
+        optree.tree_leaves((split_carry, split)),
+        strict=True,
     ):
         assert torch.equal(a, b)
 
@@ -157,7 +162,8 @@ def test_a_rollout_around_an_eager_env_is_the_rollout_with_the_env_inside():
 )
 def test_loops_copy_to_contiguous_until_a_steps_outputs_already_are(layouts):
     """``settled``: every leaf comes back contiguous with its values, and the
-    loop may stop copying only when every leaf already was (came back as itself)."""
+    loop may stop copying only when every leaf already was (came back as itself).
+    """
     base = torch.arange(12.0).reshape(3, 4)
     made = {
         "contiguous": lambda: base.clone(),

@@ -1,6 +1,7 @@
 """The options continuous control needs (issue 23), each against an independent
 formulation: CleanRL's ppo_continuous_action arithmetic (or rlstack 1.x's)
-written out here, and the continuous preset as the CLI applies it."""
+written out here, and the continuous preset as the CLI applies it.
+"""
 
 import math
 
@@ -17,8 +18,8 @@ from rlstack.cli.config import fit_lr_schedule, train_config
 from rlstack.core.schedules import by_optimizer_steps, device_schedule, linear_anneal
 from rlstack.core.spaces import Box, Discrete
 from rlstack.envs import ContinuousDummyEnv, DiscreteDummyEnv
-from rlstack.learn.loss import ppo_loss, value_loss_terms
 from rlstack.learn.advantages import per_minibatch_standardised
+from rlstack.learn.loss import ppo_loss, value_loss_terms
 from rlstack.policy.distributions import Normal
 from rlstack.policy.models import MLPModel
 from rlstack.shell.presets import PRESETS, preset_for
@@ -28,7 +29,8 @@ from rlstack.shell.presets import PRESETS, preset_for
 
 def test_a_state_independent_log_std_starts_at_its_value_and_is_cleanrls_normal():
     """CleanRL: ``action_logstd = actor_logstd.expand_as(action_mean)``,
-    ``Normal(action_mean, exp(action_logstd)).log_prob(a).sum(1)``."""
+    ``Normal(action_mean, exp(action_logstd)).log_prob(a).sum(1)``.
+    """
     model = MLPModel(Box((5,)), Box((3,)), hiddens=(16,), log_std_init=-0.5)
     params = dict(model.named_parameters())
     assert torch.equal(params["log_std"], torch.full((3,), -0.5))
@@ -58,7 +60,8 @@ def test_a_state_independent_log_std_starts_at_its_value_and_is_cleanrls_normal(
 def test_orthogonal_init_is_cleanrls_layer_init():
     """CleanRL's ``layer_init``: orthogonal weights (gain sqrt(2) hidden,
     0.01 on the actor's mean, 1.0 on the critic), zero biases: every
-    singular value of a weight equals its gain."""
+    singular value of a weight equals its gain.
+    """
     model = MLPModel(
         Box((11,)),
         Box((3,)),
@@ -104,7 +107,8 @@ def test_per_minibatch_advantages_are_cleanrls(minibatches, rows, steps, seed):
     """CleanRL: ``mb_advantages = b_advantages[mb_inds]``, then
     ``(mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)``,
     for consecutive slices ``mb_inds`` of the epoch's permutation (rows may
-    be a recurrent policy's sequences of ``steps``)."""
+    be a recurrent policy's sequences of ``steps``).
+    """
     g = torch.Generator().manual_seed(seed)
     size = minibatches * rows
     advantages = torch.randn(size, steps, generator=g).squeeze(-1) * 3 + 1
@@ -144,7 +148,7 @@ def test_the_update_standardises_each_minibatch_with_the_option_and_the_buffer_w
             algo.policy,
             make_optimizer(algo.config),
             algo.config,
-            loss=lambda p, b, h: recording(p, b, h, base),
+            loss=lambda p, b, h, base=base: recording(p, b, h, base),
         )
         algo.collect()
         update(
@@ -189,7 +193,8 @@ def test_the_update_standardises_each_minibatch_with_the_option_and_the_buffer_w
 def test_linear_anneal_is_cleanrls_anneal_lr(updates, per_update, steps, lr):
     """CleanRL: ``frac = 1.0 - (update - 1.0) / num_updates; lrnow = frac *
     learning_rate`` for update 1..num_updates, the same for each of its
-    optimizer steps, as the device schedule computes it from the step count."""
+    optimizer steps, as the device schedule computes it from the step count.
+    """
     schedule = by_optimizer_steps(
         device_schedule(
             linear_anneal(lr, updates=updates, transitions_per_update=per_update), "interp"
@@ -264,7 +269,8 @@ def test_value_clipping_relative_is_cleanrls_and_absolute_is_rlstack_1x(B, k, se
     torch.testing.assert_close(
         value_loss_terms(newvalue, b_values, b_returns, k, "relative").mean(), cleanrl
     )
-    # rlstack 1.1.0's ppo_losses: mean(clamp(smooth_l1_loss(values, returns, reduction="none"), 0, vf_clip_param)).
+    # rlstack 1.1.0's ppo_losses: mean(clamp(smooth_l1_loss(values, returns, reduction="none"), 0,
+    # vf_clip_param)).
     huber = torch.where(
         (newvalue - b_returns).abs() < 1,
         0.5 * (newvalue - b_returns) ** 2,
@@ -331,7 +337,8 @@ def test_gymnasium_envs_with_box_actions_get_the_continuous_preset_from_the_cli(
         "log_std_init": 0.0,
         "init": "orthogonal",
     }
-    # The schedule takes the rate to 0 at CleanRL's 1M env steps: without --max-steps the run stops there.
+    # The schedule takes the rate to 0 at CleanRL's 1M env steps: without --max-steps the run stops
+    # there.
     notes = fit_lr_schedule(run, kwargs, gymnasium_env("Pendulum-v1"))
     assert run["max_steps"] == 488 and "reaches 0 after 488 updates (999,424 env steps)" in notes[0]
     # By name from the CLI, with the common options as flags.
@@ -389,8 +396,10 @@ def test_gymnasium_envs_with_box_actions_get_the_continuous_preset_from_the_cli(
     )
     out = capsys.readouterr().out.splitlines()
     assert out[0] == (
-        "rlstack: preset continuous for gymnasium:Pendulum-v1 (rlstack.presets.PRESETS['continuous']: "
-        "CleanRL's ppo_continuous_action settings, for Box actions); --preset NAME, flags or -f FILE change it."
+        "rlstack: preset continuous for gymnasium:Pendulum-v1 "
+        "(rlstack.presets.PRESETS['continuous']: "
+        "CleanRL's ppo_continuous_action settings, for Box actions); --preset NAME, flags or -f "
+        "FILE change it."
     )
     del gymnasium
 
@@ -398,7 +407,8 @@ def test_gymnasium_envs_with_box_actions_get_the_continuous_preset_from_the_cli(
 def test_a_toml_file_selects_the_preset_distribution_and_annealing(tmp_path):
     path = tmp_path / "run.toml"
     path.write_text(
-        'env = "ContinuousDummyEnv"\npreset = "continuous"\ndistribution = "normal"\nanneal_lr = true\n'
+        'env = "ContinuousDummyEnv"\npreset = "continuous"\ndistribution = "normal"\nanneal_lr = '
+        "true\n"
         "max_steps = 5\n[model_config]\nlog_std_init = -1.0\n"
     )
     run, kwargs = train_config(build_parser().parse_args(["train", "-f", str(path)]))
@@ -435,7 +445,8 @@ def test_env_config_reaches_gymnasium_make():
 
 def test_async_gymnasium_envs_step_as_the_sync_ones_on_the_same_seeds():
     """``vectorization_mode="async"`` (worker processes, from env_config or
-    --vectorization-mode) gives the sync vector env's trajectory."""
+    --vectorization-mode) gives the sync vector env's trajectory.
+    """
     pytest.importorskip("gymnasium")
     from rlstack.integrations.gymnasium_adapter import gymnasium_env
 
@@ -460,7 +471,7 @@ def test_async_gymnasium_envs_step_as_the_sync_ones_on_the_same_seeds():
         algo.collect()
         trajectories.append(algo.trajectory)
         algo.env.vector_env.close()
-    for a, b in zip(*(optree.tree_leaves(t) for t in trajectories)):
+    for a, b in zip(*(optree.tree_leaves(t) for t in trajectories), strict=True):
         assert torch.equal(a, b)
     run, kwargs = train_config(
         build_parser().parse_args(

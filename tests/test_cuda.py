@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from rlstack import Algorithm
-from rlstack.learn.cuda_graphs import CudaGraphed
 from rlstack.envs import CartPole, DiscreteDummyEnv
+from rlstack.learn.cuda_graphs import CudaGraphed
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 SMALL = dict(num_envs=256, horizon=8, model_config={"hiddens": (32, 32)}, seed=0)
@@ -42,7 +42,8 @@ def test_cuda_graphed_rejects_non_cuda_arguments_before_running_anything():
 
 
 def test_allow_tf32_leaves_cpu_runs_and_the_global_precision_alone(monkeypatch):
-    # TF32 does not exist on CPU: the setting must never be touched there (a CUDA test checks it is set there).
+    # TF32 does not exist on CPU: the setting must never be touched there (a CUDA test checks it is
+    # set there).
     calls = []
     monkeypatch.setattr(torch, "set_float32_matmul_precision", lambda value: calls.append(value))
     algo = Algorithm(DiscreteDummyEnv, compile=False, allow_tf32=True, **SMALL)
@@ -70,7 +71,8 @@ def test_a_cuda_graphs_checkpoint_resumes_on_cpu_without_them(tmp_path):
 # ----------------------------------------------------------------- GPU only
 def _pair(**kwargs):
     """Two Algorithms built from the same seed (so the same initial params),
-    without and with CUDA graphs."""
+    without and with CUDA graphs.
+    """
     plain = Algorithm(DiscreteDummyEnv, device="cuda", **SMALL, **kwargs)
     graphed = Algorithm(DiscreteDummyEnv, device="cuda", cuda_graphs=True, **SMALL, **kwargs)
     for name in plain.params:

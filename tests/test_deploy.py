@@ -1,6 +1,7 @@
 """Deployment: the deterministic actor alone, observation statistics folded
 in, as ONNX (run by onnxruntime) and as a torch.export program, acting as
-``predict`` does; memory as explicit inputs and outputs."""
+``predict`` does; memory as explicit inputs and outputs.
+"""
 
 import json
 import os
@@ -111,18 +112,21 @@ def test_memory_is_an_explicit_input_and_output_carried_as_the_algorithm_carries
     assert (
         names[0] == "obs" and names[-1] == "starts" and len(names) == 2 + len(actor.memory_shapes)
     )
-    memory = [torch.zeros(6, *s, dtype=d) for s, d in zip(actor.memory_shapes, actor.memory_dtypes)]
+    memory = [
+        torch.zeros(6, *s, dtype=d)
+        for s, d in zip(actor.memory_shapes, actor.memory_dtypes, strict=True)
+    ]
     onnx_memory = [m.numpy() for m in memory]
-    for t, (obs, want) in enumerate(zip(steps, expected)):
+    for t, (obs, want) in enumerate(zip(steps, expected, strict=True)):
         starts = torch.full((6,), t == 0)
         action, *memory = program(obs, *memory, starts)
         torch.testing.assert_close(action, want)
         action, *onnx_memory = session.run(
-            None, dict(zip(names, [obs.numpy(), *onnx_memory, starts.numpy()]))
+            None, dict(zip(names, [obs.numpy(), *onnx_memory, starts.numpy()], strict=True))
         )
         np.testing.assert_array_equal(action, want.numpy())
     assert any(m.abs().sum() > 0 for m in memory)  # what was carried: the state of earlier steps
-    for carried, onnx_carried in zip(memory, onnx_memory):
+    for carried, onnx_carried in zip(memory, onnx_memory, strict=True):
         np.testing.assert_allclose(onnx_carried, carried.numpy(), atol=1e-5, rtol=0)
 
 

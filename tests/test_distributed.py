@@ -1,10 +1,9 @@
 """Data-parallel training over 2 gloo processes on one CPU (spawned by the tests)."""
 
+import distributed_workers as workers
 import pytest
 import torch
 import torch.multiprocessing as mp
-
-import distributed_workers as workers
 from trees import assert_trees_close, assert_trees_equal
 
 pytestmark = pytest.mark.skipif(
@@ -84,7 +83,7 @@ def test_stats_over_two_ranks_with_different_episode_counts_are_the_stats_of_all
             torch.cat(leaves, 1)
             if isinstance(leaves[0], torch.Tensor) and leaves[0].dim() > 1
             else leaves[0]
-            for leaves in zip(*trajs)
+            for leaves in zip(*trajs, strict=True)
         )
     )
     whole = trajectory_stats(together)

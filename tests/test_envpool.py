@@ -1,6 +1,9 @@
 """EnvPool's gymnasium env pools through rlstack.integrations.envpool_adapter: next-step
 autoreset turned into the one env protocol, checked on hand-made episodes of a stand-in
-with EnvPool's API (and on EnvPool itself where it is installed)."""
+with EnvPool's API (and on EnvPool itself where it is installed).
+"""
+
+import itertools
 
 import gymnasium
 import numpy as np
@@ -17,7 +20,8 @@ class StandInPool:
     episodes last ``lengths[i]`` steps (terminated), or stop at
     ``max_episode_steps`` (truncated); the step after an episode's end
     ignores the action, returns the next episode's first observation and
-    reward 0. Observation ``[i, episode, t]``; reward ``1 + t`` otherwise."""
+    reward 0. Observation ``[i, episode, t]``; reward ``1 + t`` otherwise.
+    """
 
     def __init__(self, lengths, max_episode_steps=1000):
         self.num_envs = len(lengths)
@@ -86,7 +90,7 @@ def test_next_step_autoreset_becomes_same_step_and_reset_steps_never_reach_train
         for i in np.flatnonzero(~done.numpy()):
             assert obs[i].tolist() == env.final_observation(state)[i].tolist()
     # Every reset step was taken at once, for the envs that ended only, with an idle action.
-    for (ids, action), (next_ids, next_action) in zip(pool.calls, pool.calls[1:]):
+    for (ids, _), (next_ids, next_action) in itertools.pairwise(pool.calls):
         if len(next_ids) < 3:
             assert len(ids) == 3 and not next_action.any()
 

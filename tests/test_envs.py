@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from rlstack import random
-from rlstack import Algorithm
+from rlstack import Algorithm, random
+from rlstack.core.spaces import Box, Discrete
 from rlstack.env import (
     ContinuousDummyEnv,
     DiscreteDummyEnv,
@@ -15,7 +15,6 @@ from rlstack.env import (
 )
 from rlstack.envs import ContinuousDummyEnv as ContinuousFromEnvs
 from rlstack.envs import DiscreteDummyEnv as DiscreteFromEnvs
-from rlstack.core.spaces import Box, Discrete
 
 
 def test_dummy_envs_importable_from_both_modules():
@@ -182,7 +181,8 @@ def test_a_dict_observation_is_normalised_group_by_group_and_mapped_to_actor_and
     """rsl_rl's observation groups on rlstack's own envs: each key has its own
     running statistics, updated and applied exactly as a Box observation's
     alone, and ``obs_groups`` decides what the actor and the critic read,
-    in a population too."""
+    in a population too.
+    """
     from rlstack import Algorithm
     from rlstack.core.normalization import NormState, init_norm_state, observe
 

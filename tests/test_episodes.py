@@ -1,4 +1,6 @@
-"""Episodes that end: terminated/truncated flags, auto-reset, GAE across episode ends, episode stats."""
+"""Episodes that end: terminated/truncated flags, auto-reset, GAE across episode ends, episode "
+"stats.
+"""
 
 from typing import NamedTuple
 
@@ -8,15 +10,15 @@ import torch
 import torch._dynamo
 
 from rlstack import Algorithm, random
-from rlstack.policy.distributions import Categorical
+from rlstack.core.spaces import Box, Discrete
 from rlstack.env import Env, check_env
 from rlstack.functional import RolloutCarry, gae, make_rollout
+from rlstack.learn.loss import prepare_batch
+from rlstack.learn.transforms import compiled
+from rlstack.policy.distributions import Categorical
 from rlstack.policy.memory import NoMemory
 from rlstack.policy.models import MLPModel
 from rlstack.policy.policy import Policy
-from rlstack.learn.loss import prepare_batch
-from rlstack.core.spaces import Box, Discrete
-from rlstack.learn.transforms import compiled
 
 GOAL, LIMIT = 4.0, 12
 
@@ -29,7 +31,8 @@ class CorridorState(NamedTuple):
 
 class Corridor(Env):
     """Walk left (0) or right (1) from a random start in [-2, 2]; reaching x = 4 terminates
-    (reward +1), 12 steps truncate; -0.1 per step otherwise. Auto-resets ended episodes."""
+    (reward +1), 12 steps truncate; -0.1 per step otherwise. Auto-resets ended episodes.
+    """
 
     observation_space = Box((1,))
     action_space = Discrete(2)
@@ -161,7 +164,7 @@ def test_compiled_episodic_rollout_equals_eager_without_graph_breaks():
     torch._dynamo.utils.counters.clear()
     (_, eager), _, _ = _rollout(compile=False, horizon=6)
     (_, compiled), _, _ = _rollout(compile=True, horizon=6)
-    for a, b in zip(optree.tree_leaves(eager), optree.tree_leaves(compiled)):
+    for a, b in zip(optree.tree_leaves(eager), optree.tree_leaves(compiled), strict=True):
         torch.testing.assert_close(a, b)
     assert sum(torch._dynamo.utils.counters["graph_break"].values()) == 0
     torch._dynamo.reset()

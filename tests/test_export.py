@@ -1,5 +1,6 @@
 """Exported policies: they act exactly as the trained Algorithm, inside the
-action space, load no code they name, and export with no warnings."""
+action space, load no code they name, and export with no warnings.
+"""
 
 import json
 import subprocess
@@ -13,9 +14,9 @@ import pytest
 import torch
 
 from rlstack import Algorithm, SquashedNormal
-from rlstack.integrations.checkpoint import CheckpointError
 from rlstack.cli import load_env
 from rlstack.envs import BUILTIN_ENVS
+from rlstack.integrations.checkpoint import CheckpointError
 from rlstack.integrations.export import ExportedPolicy, export_policy, load_policy
 from rlstack.policy.models import MLPModel
 from rlstack.shell.presets import PRESETS
@@ -28,7 +29,9 @@ PRESET_ENVS = {"continuous": "ContinuousDummyEnv"}  # unbounded observations, as
 
 
 def _trained(name, **overrides):
-    """A preset's Algorithm (its normalisation, distribution and model), at a small size, after 2 updates."""
+    """A preset's Algorithm (its normalisation, distribution and model), at a small size, after 2 "
+    "updates.
+    """
     env = PRESET_ENVS.get(name, name)
     small = (
         {**SMALL, "num_envs": 8, "sgd_minibatch_size": 64}
@@ -105,7 +108,8 @@ def test_squashed_normal_spans_the_whole_action_range():
 
 def test_export_prints_no_warnings_and_loading_unpickles_no_code(tmp_path):
     code = (
-        "from rlstack import Algorithm; from rlstack.envs import Pendulum; from rlstack.integrations.export import export_policy\n"
+        "from rlstack import Algorithm; from rlstack.envs import Pendulum; from "
+        "rlstack.integrations.export import export_policy\n"
         "a = Algorithm(Pendulum, num_envs=16, horizon=4, compile=False, normalize_obs=True)\n"
         f"export_policy(a, {str(tmp_path / 'model')!r})\n"
     )
@@ -203,7 +207,7 @@ def test_the_policy_module_is_a_skeleton_and_module_gives_the_trained_network():
         algo.policy.model(obs)
     assert all(p.is_meta for p in algo.policy.model.parameters())  # no second copy of the weights
     module = algo.policy.module(algo.params)
-    for got, want in zip(module(obs), algo.policy.apply(algo.params, obs)):
+    for got, want in zip(module(obs), algo.policy.apply(algo.params, obs), strict=True):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
     with torch.no_grad():
         next(module.parameters()).add_(1.0)
@@ -249,7 +253,7 @@ def test_an_exported_policy_with_memory_carries_it_between_calls_as_the_algorith
     act = algo.actor()
     expected = [act(obs) for obs in steps]
     pyfunc, exported = mlflow.pyfunc.load_model(path), ExportedPolicy(path)
-    for obs, want in zip(steps, expected):
+    for obs, want in zip(steps, expected, strict=True):
         np.testing.assert_array_equal(pyfunc.predict({"obs": obs}), want)
         np.testing.assert_array_equal(exported.predict(obs), want)
     # The memory matters: a fresh start on the last observations acts as a first call does.

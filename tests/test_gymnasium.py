@@ -10,10 +10,10 @@ from mlflow.tracking import MlflowClient
 
 from rlstack import Algorithm, Trainer, random
 from rlstack.cli import load_env, main
+from rlstack.core.spaces import Box, Discrete
 from rlstack.env import check_env
 from rlstack.integrations.gymnasium_adapter import GymnasiumEnv, gymnasium_env
 from rlstack.shell.presets import PRESETS
-from rlstack.core.spaces import Box, Discrete
 
 SAME_STEP = {"autoreset_mode": gymnasium.vector.AutoresetMode.SAME_STEP}
 
@@ -163,7 +163,8 @@ def test_ppo_solves_gymnasium_cartpole_v1_past_400():
 def test_an_env_without_a_preset_gets_defaults_that_fit_it(capsys):
     """A vector env's own count is the default num_envs (not 1.x's 8192), a gymnasium
     id gets 8 sub-envs, episodic envs are never reset on 1.x's schedule, and the CLI
-    says in one line which defaults it runs with."""
+    says in one line which defaults it runs with.
+    """
     from rlstack.cli.commands import defaults_notice
     from rlstack.envs import BUILTIN_ENVS
 
@@ -190,7 +191,8 @@ def test_an_env_without_a_preset_gets_defaults_that_fit_it(capsys):
     notice = defaults_notice("gymnasium:Acrobot-v1", gymnasium_env("Acrobot-v1"), {"horizon": 16})
     assert notice == (
         "no preset for gymnasium:Acrobot-v1: rlstack 1.x's defaults (rlstack.AlgorithmConfig) with "
-        "num_envs=8, horizons_per_env_reset=-1 to fit the env; set hyperparameters with flags or -f FILE."
+        "num_envs=8, horizons_per_env_reset=-1 to fit the env; set hyperparameters with flags or "
+        "-f FILE."
     )
     assert (
         main(

@@ -1,5 +1,6 @@
 """rlstack's GAE and PPO loss against independent references written in JAX
-(``jax.lax.scan`` and ``jax.numpy``), on generated inputs."""
+(``jax.lax.scan`` and ``jax.numpy``), on generated inputs.
+"""
 
 import numpy as np
 import pytest
@@ -16,7 +17,8 @@ from rlstack.functional import gae, ppo_loss  # noqa: E402
 def jax_gae(rewards, values, terminated, truncated, final_values, gamma, lam):
     """GAE as a reverse ``lax.scan`` over time: no bootstrap after a
     termination, the final observation's value after a truncation, and no
-    advantage flowing across either."""
+    advantage flowing across either.
+    """
 
     def step(next_advantage, t):
         reward, value, next_value, term, trunc, final = t

@@ -8,8 +8,7 @@ policy scores.
 import pytest
 import torch
 
-from rlstack import random
-from rlstack import Algorithm, SquashedNormal
+from rlstack import Algorithm, SquashedNormal, random
 from rlstack.env import ContinuousDummyEnv, DiscreteDummyEnv
 from rlstack.shell.presets import PRESETS
 
@@ -61,7 +60,7 @@ def test_ppo_drives_the_state_to_the_origin(env_cls, extra):
 
 @pytest.mark.slow
 def test_compiled_training_with_rlstack_1x_defaults_learns():
-    """rlstack 1.x's default network and hyperparameters, compiled, fewer envs."""
+    """Rlstack 1.x's default network and hyperparameters, compiled, fewer envs."""
     algo = Algorithm(
         DiscreteDummyEnv, env_config=CONFIG, seed=0, num_envs=1024, horizon=32, compile=True
     )
@@ -142,7 +141,8 @@ def test_episodic_presets_reach_gymnasiums_targets(name, threshold, updates):
     """The presets of the built-in gymnasium tasks (trained on the episodic
     envs, no scheduled resets) reach gymnasium's targets with the
     deterministic policy, MountainCar-v0 scored by its -1 reward though trained
-    on its speed reward; seed 0 took 10, 35 and 60 updates (benchmarks/README.md)."""
+    on its speed reward; seed 0 took 10, 35 and 60 updates (benchmarks/README.md).
+    """
     from rlstack.envs import BUILTIN_ENVS
 
     algo = Algorithm(BUILTIN_ENVS[name], seed=0, compile=False, **PRESETS[name])
@@ -160,7 +160,8 @@ def test_episodic_presets_reach_gymnasiums_targets(name, threshold, updates):
 def test_the_continuous_preset_improves_halfcheetah_within_a_short_budget(tmp_path, monkeypatch):
     """MuJoCo's HalfCheetah-v5 with the continuous preset (eager here: no
     compile in the budget): the training episode return rises within 28
-    updates (57k env steps; seed 0 went from -341 to -158)."""
+    updates (57k env steps; seed 0 went from -341 to -158).
+    """
     pytest.importorskip("mujoco")
     from rlstack.integrations.gymnasium_adapter import gymnasium_env
 

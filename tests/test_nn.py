@@ -1,5 +1,6 @@
-"""rlstack.policy.nn blocks: masks do what they say, attention matches torch's, and every block runs under
-functional_call, vmap and torch.compile."""
+"""rlstack.policy.nn blocks: masks do what they say, attention matches torch's, and every block runs
+under functional_call, vmap and torch.compile.
+"""
 
 import math
 

@@ -4,12 +4,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rlstack import optim, random
-from rlstack import Algorithm
-from rlstack.policy.distributions import Categorical
-from rlstack.envs import CartPole, DiscreteDummyEnv
-from rlstack.functional import RolloutCarry, make_rollout, make_update
-from rlstack.policy.models import MLPModel
+from rlstack import Algorithm, optim, random
 from rlstack.core.normalization import (
     RunningMoments,
     init_moments,
@@ -18,6 +13,10 @@ from rlstack.core.normalization import (
     update_moments,
 )
 from rlstack.core.optim import adam
+from rlstack.envs import CartPole, DiscreteDummyEnv
+from rlstack.functional import RolloutCarry, make_rollout, make_update
+from rlstack.policy.distributions import Categorical
+from rlstack.policy.models import MLPModel
 from rlstack.policy.policy import Policy
 
 

@@ -1,5 +1,6 @@
 """Notebooks are stored clean and they run: every code cell, in order, in a
-real kernel (nbclient), at the small budget (``RLSTACK_NOTEBOOK_SCALE=1``)."""
+real kernel (nbclient), at the small budget (``RLSTACK_NOTEBOOK_SCALE=1``).
+"""
 
 import json
 import os

@@ -108,7 +108,7 @@ def test_chain_feeds_each_transform_the_previous_updates():
 
 
 def test_accumulated_gradients_step_once_every_k_calls_on_their_mean():
-    """k calls on equal batches = one step on their union (optax's MultiSteps)."""
+    """K calls on equal batches = one step on their union (optax's MultiSteps)."""
     g = torch.Generator().manual_seed(1)
     params = {"w": torch.randn(5, 3, generator=g)}
     xs, ys = torch.randn(4, 8, 5, generator=g), torch.randn(4, 8, 3, generator=g)
@@ -222,8 +222,9 @@ def test_set_learning_rate_reaches_nested_states_and_the_next_step_uses_it():
 
 
 def test_scale_by_adam_then_the_learning_rate_is_adams_formula_in_float64():
-    """optax's decomposition: scale_by_adam gives mu_hat / (sqrt(nu_hat) + eps),
-    scale_by_learning_rate multiplies by -lr (a float64 loop as reference)."""
+    """Optax's decomposition: scale_by_adam gives mu_hat / (sqrt(nu_hat) + eps),
+    scale_by_learning_rate multiplies by -lr (a float64 loop as reference).
+    """
     import numpy as np
 
     b1, b2, eps, lr = 0.8, 0.99, 1e-6, 3e-3

@@ -1,6 +1,7 @@
 """rlstack without MLflow: ``import rlstack`` and ``Algorithm`` work, and what
 needs MLflow (Trainer, export, plots) says which package is missing before any
-work starts. The GPU machine (issue 26) has torch, numpy and optree only."""
+work starts. The GPU machine (issue 26) has torch, numpy and optree only.
+"""
 
 import subprocess
 import sys
@@ -16,7 +17,9 @@ WITHOUT_MLFLOW = textwrap.dedent(
     import torch
     import rlstack
     from rlstack.envs import CartPole
-    algo = rlstack.Algorithm(CartPole, num_envs=8, horizon=4, compile=False, model_config={"hiddens": (8,)})
+    algo = rlstack.Algorithm(
+        CartPole, num_envs=8, horizon=4, compile=False, model_config={"hiddens": (8,)}
+    )
     algo.collect()
     stats = algo.step()
     assert torch.isfinite(torch.tensor(stats["losses/total"])), stats
@@ -43,7 +46,8 @@ def test_algorithm_trains_without_mlflow():
         "rlstack.Trainer(CartPole, num_envs=8, horizon=4, compile=False)",
         "rlstack.Trainer.from_checkpoint('no-such-file.pt')",
         "import rlstack.integrations.export",
-        "import rlstack.integrations.plotting; rlstack.integrations.plotting.plot_learning_curve('some-run', 'curve.png')",
+        "import rlstack.integrations.plotting; "
+        "rlstack.integrations.plotting.plot_learning_curve('some-run', 'curve.png')",
     ],
 )
 def test_what_needs_mlflow_names_the_missing_package(what):

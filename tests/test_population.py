@@ -1,4 +1,6 @@
-"""Populations: K runs in one process, vmapped; member k is a single run with its seed and hyperparameters."""
+"""Populations: K runs in one process, vmapped; member k is a single run with its seed and "
+"hyperparameters.
+"""
 
 import math
 
@@ -8,13 +10,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from mlflow.tracking import MlflowClient
+from trees import assert_trees_close, assert_trees_equal
 
 from rlstack import Algorithm, Population, Trainer, grid, optim
 from rlstack.cli import main
-from rlstack.shell.conditions import HitsUpperBound
 from rlstack.envs import CartPole
-
-from trees import assert_trees_close, assert_trees_equal
+from rlstack.shell.conditions import HitsUpperBound
 
 SMALL = dict(
     num_envs=16,
@@ -70,10 +71,12 @@ def test_member_k_trains_as_a_single_run_with_its_seed_and_hyperparameters():
 
 
 def test_a_member_does_not_depend_on_the_others_bit_for_bit():
-    """Eager: member 1 of a 3-member population is the same, bit for bit,
-    whatever the other two members' seeds and hyperparameters. (Against a
+    """Eager: member 1 of a 3-member population is the same whatever the other two are.
+
+    Bit for bit, whatever the other two members' seeds and hyperparameters. (Against a
     1-member population it is equal to float rounding only: on some CPUs
-    (AVX-512) the batched matmuls of 3 and of 1 members round differently.)"""
+    (AVX-512) the batched matmuls of 3 and of 1 members round differently.)
+    """
     pop = train(population(), 3)
     others = {
         name: [values[0] * 0.5, values[1], values[2] * 0.5] for name, values in HPARAMS.items()
@@ -390,8 +393,10 @@ def test_cli_trains_a_population_with_one_lr_per_member(tmp_path, capsys):
 def test_cli_reads_a_population_from_a_toml_file(tmp_path):
     config = tmp_path / "sweep.toml"
     config.write_text(
-        'env = "CartPole"\nnum_members = 2\nentropy_coeff = [0.0, 0.01]\nnum_envs = 16\nhorizon = 8\n'
-        "max_steps = 1\ncompile = false\n[model_config]\nhiddens = [8]\n[optimizer_config]\nlr = [1e-3, 3e-4]\n"
+        'env = "CartPole"\nnum_members = 2\nentropy_coeff = [0.0, 0.01]\nnum_envs = 16\nhorizon = '
+        "8\n"
+        "max_steps = 1\ncompile = false\n[model_config]\nhiddens = [8]\n[optimizer_config]\nlr = "
+        "[1e-3, 3e-4]\n"
     )
     assert main(["train", "-f", str(config), "--checkpoint-dir", str(tmp_path / "ck")]) == 0
     population = Population.from_checkpoint(next((tmp_path / "ck").glob("*.pt")))

@@ -4,9 +4,10 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from trees import assert_same_shapes
 
 from rlstack import optim, random
-from rlstack.policy.distributions import Categorical
+from rlstack.core.optim import adam
 from rlstack.envs import DiscreteDummyEnv
 from rlstack.functional import (
     RolloutCarry,
@@ -16,10 +17,9 @@ from rlstack.functional import (
     make_update,
     ppo_loss,
 )
+from rlstack.policy.distributions import Categorical
 from rlstack.policy.models import MLPModel
-from rlstack.core.optim import adam
 from rlstack.policy.policy import Policy
-from trees import assert_same_shapes
 
 
 def gae_reference(rewards, values, gamma, lam):
@@ -76,7 +76,8 @@ def test_gae_with_lambda_zero_is_one_step_td_error():
 def episodic_gae_reference(rewards, values, terminated, truncated, final_values, gamma, lam):
     """GAE episode by episode: cut each env's steps into episodes, bootstrap each episode's
     last step from 0 (terminated), its final observation's value (truncated) or values[T]
-    (still running at the end of the rollout), and run textbook GAE inside each episode."""
+    (still running at the end of the rollout), and run textbook GAE inside each episode.
+    """
     T, N = len(rewards), len(rewards[0])
     adv = [[0.0] * N for _ in range(T)]
     for n in range(N):
@@ -144,7 +145,7 @@ def test_gae_with_terminations_and_truncations_matches_an_episode_by_episode_ref
     torch.testing.assert_close(ret, expected + values[:-1], rtol=1e-10, atol=1e-10)
 
 
-def test_gae_never_bootstraps_from_a_terminal_state_and_bootstraps_a_truncation_from_its_final_value():
+def test_gae_never_bootstraps_a_termination_and_bootstraps_a_truncation_from_its_final_value():
     # One env, 3 steps, reward 1, every value 10, final observation's value 5.
     rewards, values, final = torch.ones(3, 1), torch.full((4, 1), 10.0), torch.full((3, 1), 5.0)
     term = torch.tensor([[False], [True], [False]])
@@ -157,7 +158,8 @@ def test_gae_never_bootstraps_from_a_terminal_state_and_bootstraps_a_truncation_
         truncated=torch.zeros_like(term),
         final_values=final,
     )
-    # step 1 terminates: 1 + 0 - 10 = -9; step 0: 1 + 0.5*10 - 10 + 0.5*(-9) = -8.5; step 2: 1 + 0.5*10 - 10 = -4
+    # step 1 terminates: 1 + 0 - 10 = -9; step 0: 1 + 0.5*10 - 10 + 0.5*(-9) = -8.5; step 2: 1 +
+    # 0.5*10 - 10 = -4
     torch.testing.assert_close(adv.squeeze(-1), torch.tensor([-8.5, -9.0, -4.0]))
     adv, _ = gae(rewards, values, gamma=0.5, gae_lambda=1.0, truncated=term, final_values=final)
     # step 1 is truncated: 1 + 0.5*5 - 10 = -6.5; step 0: -4 + 0.5*(-6.5) = -7.25
@@ -295,7 +297,8 @@ def test_update_is_pure_and_changes_params():
 
 def test_accumulated_grads_take_one_step_per_epoch_equal_to_full_batch_step():
     """With accumulation, the averaged minibatch gradients of an epoch equal the
-    whole-buffer gradient, so the update equals the whole-buffer update."""
+    whole-buffer gradient, so the update equals the whole-buffer update.
+    """
     params, opt_state, traj, _ = _setup()
     common = dict(num_envs=16, horizon=8, shuffle_minibatches=False, normalize_advantages=True)
     env = DiscreteDummyEnv()
@@ -319,7 +322,8 @@ def test_accumulated_grads_take_one_step_per_epoch_equal_to_full_batch_step():
 def test_accumulate_grads_is_the_optimizers_accumulation_and_a_plain_optimizer_is_refused():
     """``make_optimizer`` accumulates an epoch's minibatches
     (``optim.accumulate_gradients``): its update equals the whole-buffer
-    update; ``make_update`` refuses an optimizer that does not accumulate."""
+    update; ``make_update`` refuses an optimizer that does not accumulate.
+    """
     params, _, traj, _ = _setup()
     env = DiscreteDummyEnv()
     policy = Policy(
@@ -392,7 +396,8 @@ def test_default_chunk_size_is_cache_sized_on_cpu_and_bounded_by_memory_elsewher
     assert default_chunk_size(262_144, cuda) == 262_144  # whole minibatch on a GPU
     assert default_chunk_size(131_072 * 32, cuda) == 1 << 20  # 4M transitions: 4 chunks of 2**20
     assert default_chunk_size(3 * 1_000_000, cuda) == 1_000_000
-    # A recurrent minibatch counts sequences of seq_len transitions: 4096 transitions a chunk on CPU.
+    # A recurrent minibatch counts sequences of seq_len transitions: 4096 transitions a chunk on
+    # CPU.
     assert (
         default_chunk_size(65_536, cpu, seq_len=4) == 1024
         and default_chunk_size(100, cpu, seq_len=16) == 100

@@ -1,6 +1,6 @@
-"""rlstack.core.random: counter-based keys that give the same numbers eager, compiled and vmapped."""
-
-import math
+"""rlstack.core.random: counter-based keys that give the same numbers eager, compiled and "
+"vmapped.
+"""
 
 import pytest
 import torch
@@ -19,7 +19,8 @@ SMALL = dict(
 @pytest.mark.parametrize(
     "key, counter, expected",
     [
-        # Known-answer vectors of Threefry-2x32-20 (Random123's kat_vectors, also used by jax.random's tests).
+        # Known-answer vectors of Threefry-2x32-20 (Random123's kat_vectors, also used by
+        # jax.random's tests).
         ((0, 0), (0, 0), (0x6B200159, 0x99BA4EFE)),
         ((0xFFFFFFFF, 0xFFFFFFFF), (0xFFFFFFFF, 0xFFFFFFFF), (0x1CB996FC, 0xBB002BE7)),
         ((0x13198A2E, 0x03707344), (0x243F6A88, 0x85A308D3), (0xC4923A9C, 0x483DF7A0)),
@@ -52,16 +53,16 @@ def test_same_key_same_numbers_eager_compiled_and_vmapped():
     compiled = torch.compile(_draws, fullgraph=True)(k)
     keys = random.split(random.key(7), 3)
     batched = torch.func.vmap(_draws)(torch.stack([keys[0], k, keys[2]]))
-    for e, c, b in zip(eager, compiled, batched):
+    for e, c, b in zip(eager, compiled, batched, strict=True):
         torch.testing.assert_close(
             c, e, rtol=2e-6, atol=2e-6
         )  # exact but for log/cos rounding in `normal`
         assert torch.equal(
             b[1], e
         )  # a member's draws are exactly its key's, whatever the population
-    for e, again in zip(eager, _draws(k)):
+    for e, again in zip(eager, _draws(k), strict=True):
         assert torch.equal(e, again)
-    for e, other in zip(eager[:4], _draws(random.key(2025))[:4]):
+    for e, other in zip(eager[:4], _draws(random.key(2025))[:4], strict=True):
         assert not torch.equal(e, other)
 
 
@@ -75,7 +76,7 @@ def test_split_keys_do_not_collide_over_a_million_draws():
 
 def test_uniform_and_normal_moments():
     u = random.uniform(random.key(1), (1_000_000,))
-    assert 0.0 <= u.min() and u.max() < 1.0
+    assert u.min() >= 0.0 and u.max() < 1.0
     assert abs(u.mean() - 0.5) < 2e-3 and abs(u.var() - 1 / 12) < 1e-3
     z = random.normal(random.key(2), (1_000_000,))
     assert abs(z.mean()) < 5e-3 and abs(z.std() - 1) < 5e-3
@@ -197,7 +198,7 @@ def test_training_with_and_without_steps_per_eval_is_identical():
         trainer = Trainer(CartPole, seed=5, **SMALL)
         seen = []
         trainer.run(
-            callbacks=[lambda s: seen.append(s.get("losses/total"))],
+            callbacks=[lambda s, seen=seen: seen.append(s.get("losses/total"))],
             steps_per_eval=steps_per_eval,
             stop_conditions=[lambda s: s["algorithm/steps"] >= 3],
         )

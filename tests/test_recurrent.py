@@ -1,25 +1,27 @@
-"""Recurrent PPO: the hidden state in the rollout, its resets, the exact replay in the update, and the shell."""
+"""Recurrent PPO: the hidden state in the rollout, its resets, the exact replay in the update, and "
+"the shell.
+"""
 
 import optree
 import pytest
 import torch
+from trees import assert_trees_equal
 
 from rlstack import Algorithm, RecurrentAlgorithm, RecurrentTrainer, Trainer, random
-from rlstack.policy.distributions import Categorical
+from rlstack.core.types import RolloutCarry
 from rlstack.envs import CartPole, CartPoleV1
-from rlstack.policy.models import RecurrentModel
-from rlstack.policy.policy import Policy
 from rlstack.learn.loss import prepare_batch
 from rlstack.learn.rollout import make_rollout
-from rlstack.core.types import RolloutCarry
 from rlstack.learn.transforms import compiled
-
-from trees import assert_trees_equal
+from rlstack.policy.distributions import Categorical
+from rlstack.policy.models import RecurrentModel
+from rlstack.policy.policy import Policy
 
 
 def replay(policy, params, batch):
     """``(log_probs, values)`` ``[B, L]`` of the batch's actions, the policy
-    re-run over its sequences (``Policy.replay``)."""
+    re-run over its sequences (``Policy.replay``).
+    """
     dist_inputs, values = policy.replay(params, batch)
     actions = batch.actions.reshape(-1, *batch.actions.shape[2:])
     rows = batch.advantages.shape

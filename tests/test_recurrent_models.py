@@ -1,15 +1,17 @@
-"""Recurrent models: the default LSTM/GRU, the recurrent contract and its checks, and resets of the hidden state."""
+"""Recurrent models: the default LSTM/GRU, the recurrent contract and its checks, and resets of "
+"the hidden state.
+"""
 
 import pytest
 import torch
 from torch import nn
 
 from rlstack import Algorithm
-from rlstack.policy.distributions import Categorical
+from rlstack.core.spaces import Box, Discrete
 from rlstack.envs import CartPole
+from rlstack.policy.distributions import Categorical
 from rlstack.policy.models import GRUCell, LSTMCell, RecurrentModel
 from rlstack.policy.policy import Policy, check_recurrent_model
-from rlstack.core.spaces import Box, Discrete
 
 OBS = Box((4,))
 
@@ -28,7 +30,7 @@ def test_the_written_out_cells_equal_torchs_cells():
         torch_gru.weight_ih.copy_(gru.input.weight), torch_gru.bias_ih.copy_(gru.input.bias)
         torch_gru.weight_hh.copy_(gru.recurrent.weight), torch_gru.bias_hh.copy_(gru.recurrent.bias)
     x, h, c = torch.randn(4, 3), torch.randn(4, 5), torch.randn(4, 5)
-    for got, want in zip(ours(x, (h, c)), theirs(x, (h, c))):
+    for got, want in zip(ours(x, (h, c)), theirs(x, (h, c)), strict=True):
         assert torch.allclose(got, want, atol=1e-6)
     assert torch.allclose(gru(x, h), torch_gru(x, h), atol=1e-6)
 
@@ -79,7 +81,7 @@ def test_a_recurrent_step_runs_under_vmap_and_compile():
 
     eager = unroll(params, obs, hidden[0], resets)
     compiled = torch.compile(unroll, fullgraph=True)(params, obs, hidden[0], resets)
-    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(eager, compiled))
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(eager, compiled, strict=True))
     members = {k: torch.stack([v, v]) for k, v in params.items()}
     mapped = torch.func.vmap(unroll, in_dims=(0, None, None, None))(members, obs, hidden[0], resets)
     assert torch.allclose(mapped[0][1], eager[0], atol=1e-6)

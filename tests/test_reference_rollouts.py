@@ -12,13 +12,13 @@ import pytest
 import torch
 
 from rlstack import random
-from rlstack.policy.distributions import Categorical, SquashedNormal
-from rlstack.envs import CartPole, CartPoleV1, DiscreteDummyEnv, Pendulum, PendulumV1
-from rlstack.policy.models import MLPModel, RecurrentModel
 from rlstack.core.normalization import init_norm_state
-from rlstack.policy.policy import Policy
+from rlstack.envs import CartPole, CartPoleV1, DiscreteDummyEnv, Pendulum, PendulumV1
 from rlstack.learn.loss import prepare_batch
 from rlstack.learn.rollout import make_rollout, reset_carry
+from rlstack.policy.distributions import Categorical, SquashedNormal
+from rlstack.policy.models import MLPModel, RecurrentModel
+from rlstack.policy.policy import Policy
 
 STORED = Path(__file__).parent / "data" / "reference_rollouts.pt"
 HORIZON, NUM_ENVS = 8, 4
@@ -43,7 +43,8 @@ SCENARIOS = {
 
 def run(name: str) -> dict[str, torch.Tensor]:
     """Three rollouts of scenario ``name`` from seeded params and keys, and
-    GAE on the last: the tensors a change must not move."""
+    GAE on the last: the tensors a change must not move.
+    """
     env_cls, dist_cls, model_config, normalise, rollout_kwargs = SCENARIOS[name]
     env = env_cls()
     model_cls = RecurrentModel if "hidden_size" in model_config else MLPModel

@@ -1,15 +1,15 @@
 import optree
 import pytest
 import torch
+from trees import assert_shape_prefix, assert_trees_close, assert_trees_equal
 
 from rlstack import optim, random
-from rlstack.policy.distributions import Categorical, Normal
+from rlstack.core.optim import adam
 from rlstack.envs import ContinuousDummyEnv, DiscreteDummyEnv
 from rlstack.functional import RolloutCarry, make_rollout, make_update
+from rlstack.policy.distributions import Categorical, Normal
 from rlstack.policy.models import MLPModel
-from rlstack.core.optim import adam
 from rlstack.policy.policy import Policy
-from trees import assert_shape_prefix, assert_trees_close, assert_trees_equal
 
 
 def _policy(env, dist, seed=0, hiddens=(16, 16)):
@@ -116,7 +116,9 @@ def test_rollout_is_a_function_of_its_inputs_and_different_keys_differ():
 
 
 def traj_equal(a, b):
-    return all(torch.equal(x, y) for x, y in zip(optree.tree_leaves(a), optree.tree_leaves(b)))
+    return all(
+        torch.equal(x, y) for x, y in zip(optree.tree_leaves(a), optree.tree_leaves(b), strict=True)
+    )
 
 
 def test_update_batches_under_vmap_over_params_opt_state_trajectory_and_keys():

@@ -1,6 +1,7 @@
 """Envs that follow rsl_rl's VecEnv protocol (Isaac Lab, ManiSkill3, mjlab)
 train with rlstack unchanged: flags, bootstrapping, observation groups,
-episode logs, devices, the CLI and an asymmetric actor-critic."""
+episode logs, devices, the CLI and an asymmetric actor-critic.
+"""
 
 import os
 import subprocess
@@ -32,7 +33,7 @@ def _steps(env: RslRlEnv, n: int):
     return out
 
 
-def test_dones_split_into_terminations_and_time_outs_and_a_time_out_bootstraps_from_the_observation_it_left():
+def test_dones_split_into_terminations_and_time_outs_a_time_out_bootstrapped_from_the_obs_it_left():
     env = RslRlEnv(Scripted(3, ends={1: [(0, False), (2, True)]}))
     (_, obs1, _, term1, trunc1), (final2, obs2, reward2, term2, trunc2) = _steps(env, 2)
     assert (
@@ -43,8 +44,8 @@ def test_dones_split_into_terminations_and_time_outs_and_a_time_out_bootstraps_f
     )
     assert term2.tolist() == [True, False, False] and trunc2.tolist() == [False, False, True]
     assert obs2["policy"][:, 0].tolist() == [-1.0, 2.0, -1.0]  # the ended envs already reset
-    # Without the true final observation the ended envs' final one is s_t, the observation the ending
-    # action was taken from (rsl_rl's r + gamma * V(s_t)); the others' is the new one.
+    # Without the true final observation the ended envs' final one is s_t, the observation the
+    # ending action was taken from (rsl_rl's r + gamma * V(s_t)); the others' is the new one.
     assert final2["policy"][:, 0].tolist() == [1.0, 2.0, 1.0]
 
 
@@ -169,7 +170,8 @@ def test_each_group_is_normalised_on_its_own_and_a_trainer_runs_with_asymmetric_
         obs = {"policy": torch.randn(2, 3), "critic": torch.randn(2, 5)}
         action = trainer.algorithm.predict(obs)
         assert action.shape == (2, 1)
-        # Each group standardised by its own statistics: the same as normalising the groups one by one.
+        # Each group standardised by its own statistics: the same as normalising the groups one by
+        # one.
         from rlstack.core.normalization import normalize
 
         seen = normalize(moments, obs)
@@ -243,10 +245,11 @@ def test_the_cli_trains_a_module_factory_behind_the_protocol(tmp_path):
 
 @pytest.mark.slow
 def test_pendulum_behind_the_protocol_trains_to_gymnasiums_target():
-    """rlstack's Pendulum-v1 behind rsl_rl's VecEnv, with its preset (each
+    """Rlstack's Pendulum-v1 behind rsl_rl's VecEnv, with its preset (each
     observation group normalised on its own, unbounded Gaussian actions
     that the env clips, as under rsl_rl): the deterministic policy reaches
-    gymnasium's target of -200, checked on the pure env."""
+    gymnasium's target of -200, checked on the pure env.
+    """
     from rlstack.envs import PendulumV1
     from rlstack.presets import PRESETS
 

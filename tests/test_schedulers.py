@@ -1,6 +1,7 @@
 """rlstack.shell.schedulers: rlstack 1.x's EntropyScheduler and LRScheduler, with
 1.1.0's documented values (its own tests/test_schedulers.py, copied as 1.x
-code would call them) and numpy.interp as the independent reference."""
+code would call them) and numpy.interp as the independent reference.
+"""
 
 import numpy as np
 import pytest
@@ -66,13 +67,13 @@ def test_the_value_at_construction_is_the_first_point():
 points = st.lists(st.floats(-10.0, 10.0), min_size=1, max_size=5).flatmap(
     lambda ys: st.lists(
         st.integers(1, 1000), min_size=len(ys) - 1, max_size=len(ys) - 1, unique=True
-    ).map(lambda xs: list(zip([0] + sorted(xs), ys)))
+    ).map(lambda xs: list(zip([0] + sorted(xs), ys, strict=True)))
 )
 
 
 @given(schedule=points, count=st.floats(0.0, 2000.0))
 def test_interp_is_numpy_interp(schedule, count):
-    x, y = zip(*schedule)
+    x, y = zip(*schedule, strict=True)
     assert InterpScheduler(schedule).step(count) == pytest.approx(
         float(np.interp(count, x, y)), abs=1e-9
     )

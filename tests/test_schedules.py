@@ -57,7 +57,7 @@ from rlstack.core.schedules import by_optimizer_steps, device_schedule  # noqa: 
 def _schedules(draw):
     steps = sorted(set(draw(st.lists(st.integers(1, 10**6), max_size=4))))
     values = draw(st.lists(st.floats(0.0, 10.0), min_size=len(steps) + 1, max_size=len(steps) + 1))
-    return list(zip([0, *steps], values))
+    return list(zip([0, *steps], values, strict=True))
 
 
 @settings(deadline=None, max_examples=60)

@@ -1,5 +1,6 @@
 """How stats combine over ranks and members (rlstack.learn.stats): the combined
-stats of equal groups of transitions are the stats of their union."""
+stats of equal groups of transitions are the stats of their union.
+"""
 
 import math
 
@@ -8,9 +9,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rlstack.core.types import Trajectory
 from rlstack.learn import stats
 from rlstack.learn.stats import trajectory_stats
-from rlstack.core.types import Trajectory
 
 
 def episodic_trajectory(seed: int, horizon: int, num_envs: int, end_rate: float) -> Trajectory:
@@ -43,7 +44,7 @@ def union(trajs: list[Trajectory]) -> Trajectory:
     return Trajectory(
         *(
             torch.cat(leaves, 1) if isinstance(leaves[0], torch.Tensor) else leaves[0]
-            for leaves in zip(*trajs)
+            for leaves in zip(*trajs, strict=True)
         )
     )
 

@@ -1,8 +1,11 @@
 """The structure a reader relies on: layers in folders that import only
 downwards, no import cycles, classes that read only their own private
-attributes, small modules and functions, keys first."""
+attributes, small modules and functions, keys first.
+"""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import rlstack
@@ -78,7 +81,8 @@ def _rlstack_imports(
     """Every rlstack module ``path`` (the module ``module``, by default the
     one at that place in the package) imports, at any depth of its code
     (``from pkg import name`` counts as ``pkg.name`` when that is a module);
-    ``runtime_only`` leaves out imports made only for type checkers."""
+    ``runtime_only`` leaves out imports made only for type checkers.
+    """
     here = module or _module_name(path)
     package = here if path.name == "__init__.py" else here.rpartition(".")[0]
     tree = ast.parse(path.read_text())
@@ -116,7 +120,8 @@ def test_every_module_lives_in_a_layer_or_is_a_known_top_level_path():
 
 def test_top_level_import_paths_only_hand_on_a_layer_module():
     """``rlstack.models`` and the others define nothing: each is ``from
-    .policy.models import *``, so there is one home for every name."""
+    .policy.models import *``, so there is one home for every name.
+    """
     for name in TOP - {"", "__main__", "env", "functional"}:
         body = [
             node
@@ -189,7 +194,8 @@ def _cycle(graph: dict[str, set[str]]) -> list[str]:
 
 def test_no_import_cycles():
     """No module reaches itself through runtime imports (a package's
-    ``__init__`` aside: a submodule's import runs its package first)."""
+    ``__init__`` aside: a submodule's import runs its package first).
+    """
     graph = {
         module: {
             t for t in _rlstack_imports(path, runtime_only=True) if not module.startswith(t + ".")
@@ -207,7 +213,8 @@ def test_the_cycle_search_finds_one():
 def _class_table(sources: dict[str, str]) -> dict[str, list[tuple[set[str], list[str | None]]]]:
     """Class name -> per definition: the private names it defines (methods,
     class attributes, ``self._x = ...`` in its methods) and its bases' names
-    (``None`` for a base that is not a plain name, e.g. ``typing.NamedTuple``)."""
+    (``None`` for a base that is not a plain name, e.g. ``typing.NamedTuple``).
+    """
     table: dict[str, list[tuple[set[str], list[str | None]]]] = {}
     for source in sources.values():
         for node in ast.walk(ast.parse(source)):
@@ -237,7 +244,8 @@ def _class_table(sources: dict[str, str]) -> dict[str, list[tuple[set[str], list
 def _private_reads_not_owned(sources: dict[str, str]) -> list[str]:
     """``Class._name`` for every ``self._name`` a class reads that neither it
     nor a base class of the package defines (classes with a base from outside
-    the package, whose private names cannot be listed here, are skipped)."""
+    the package, whose private names cannot be listed here, are skipped).
+    """
     table = _class_table(sources)
 
     def owned(name: str, seen: frozenset = frozenset()) -> set[str] | None:
@@ -283,7 +291,8 @@ def _package_sources() -> dict[str, str]:
 
 def test_no_class_reads_a_private_attribute_it_neither_defines_nor_inherits():
     """A part of a class (``Acting``, ``Checkpointing``) uses the public
-    attributes of the class it is part of, never its private ones."""
+    attributes of the class it is part of, never its private ones.
+    """
     offending = _private_reads_not_owned(_package_sources())
     assert not offending, "private attributes read from outside their class:\n" + "\n".join(
         offending
@@ -291,7 +300,9 @@ def test_no_class_reads_a_private_attribute_it_neither_defines_nor_inherits():
 
 
 def test_the_walk_sees_a_mixin_read_a_private_attribute():
-    """The check above can fail: a mixin reading its host's private state is caught; a subclass is not."""
+    """The check above can fail: a mixin reading its host's private state is caught; a subclass is "
+    "not.
+    """
     sources = {
         "probe": (
             "class Host:\n    def __init__(self):\n        self._state = 1\n\n"
@@ -302,11 +313,28 @@ def test_the_walk_sees_a_mixin_read_a_private_attribute():
     assert _private_reads_not_owned(sources) == ["probe: Part reads _state"]
 
 
-MAX_MODULE_LINES, MAX_BODY_LINES = 350, 60
+MAX_MODULE_LINES, MAX_BODY_LINES = 400, 60
 
 
-def _body_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
-    """Lines of a function's body, its docstring not counted."""
+def formatted(source: str) -> str:
+    """``source`` as ``ruff format`` lays it out (the project's settings), so that
+    sizes do not depend on how a line was packed.
+    """
+    result = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--stdin-filename", "module.py", "-"],
+        input=source,
+        capture_output=True,
+        text=True,
+        cwd=PACKAGE.parent,
+        check=True,
+    )
+    return result.stdout
+
+
+def _own_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """Lines of a function's body, its docstring and the functions and
+    classes defined inside it not counted (each nested one is measured on its own).
+    """
     body = node.body
     if (
         isinstance(body[0], ast.Expr)
@@ -314,37 +342,58 @@ def _body_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
         and isinstance(body[0].value.value, str)
     ):
         body = body[1:]
-    return body[-1].end_lineno - body[0].lineno + 1 if body else 0
+    if not body:
+        return 0
+    lines = set(range(body[0].lineno, body[-1].end_lineno + 1))
+    for sub in ast.walk(ast.Module(body=body, type_ignores=[])):
+        if isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            first = min([sub.lineno] + [d.lineno for d in sub.decorator_list])
+            lines -= set(range(first, sub.end_lineno + 1))
+    return len(lines)
+
+
+def _oversized(sources: dict[str, str]) -> list[str]:
+    """Modules over MAX_MODULE_LINES formatted lines and functions whose own
+    formatted body is over MAX_BODY_LINES, in ``sources`` (module name -> text).
+    """
+    found = []
+    for module, source in sources.items():
+        text = formatted(source)
+        if text.count("\n") > MAX_MODULE_LINES:
+            found.append(f"{module}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text)):
+            is_function = isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            if is_function and _own_lines(node) > MAX_BODY_LINES:
+                found.append(f"{module}.{node.name}: {_own_lines(node)} lines")
+    return found
 
 
 def test_modules_and_functions_stay_small_enough_to_read():
-    """No module over 350 lines, no function body over 60 (docstrings not counted)."""
-    long_modules, long_functions = [], []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        source = path.read_text()
-        if source.count("\n") > MAX_MODULE_LINES:
-            long_modules.append(f"{_module_name(path)}: {source.count(chr(10))} lines")
-        for node in ast.walk(ast.parse(source)):
-            if (
-                isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
-                and _body_lines(node) > MAX_BODY_LINES
-            ):
-                long_functions.append(
-                    f"{_module_name(path)}.{node.name}: {_body_lines(node)} lines"
-                )
-    assert not long_modules and not long_functions, "\n".join(long_modules + long_functions)
+    """No module over 400 lines and no function body over 60 (docstrings and
+    nested functions not counted), measured on the code as ``ruff format`` lays
+    it out: packing lines cannot meet the limit.
+    """
+    oversized = _oversized(_package_sources())
+    assert not oversized, "\n".join(oversized)
 
 
-def test_the_body_count_leaves_out_the_docstring():
-    source = 'def f():\n    """Doc\n    string."""\n    a = 1\n    return a\n'
-    assert _body_lines(ast.parse(source).body[0]) == 2
+def test_the_size_check_measures_formatted_code_and_sees_a_long_function():
+    packed = "def f(a, b):\n" + "".join(f"    x{i} = a; y{i} = b\n" for i in range(31))
+    assert _oversized({"probe": packed}) == ["probe.f: 62 lines"]
+    source = (
+        'def f():\n    """Doc\n    string."""\n    def g():\n        return 1\n'
+        "    a = 1\n    return a\n"
+    )
+    outer, inner = [n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.FunctionDef)]
+    assert (_own_lines(outer), _own_lines(inner)) == (2, 1)
 
 
 def _misplaced_keys(source: str) -> list[str]:
     """Functions in ``source`` with a positional ``key`` (or ``*_key``)
     parameter that is not their first (``self``/``cls`` aside, and the
     ``pieces, member_axes`` a :class:`~rlstack.learn.transforms.Staged` loop is
-    given before its caller's arguments)."""
+    given before its caller's arguments).
+    """
     found = []
     for node in ast.walk(ast.parse(source)):
         if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
@@ -362,7 +411,8 @@ def _misplaced_keys(source: str) -> list[str]:
 def test_every_function_that_takes_a_key_takes_it_first():
     """JAX's convention, everywhere: ``env.step(key, state, action)``,
     ``policy.step(key, params, ...)``, ``update(key, params, ...)``,
-    ``random.normal(key, shape)``; an optional key is the keyword ``key=``."""
+    ``random.normal(key, shape)``; an optional key is the keyword ``key=``.
+    """
     misplaced = [
         f"{_module_name(path)}.{name}"
         for path in sorted(PACKAGE.rglob("*.py"))

@@ -1,10 +1,12 @@
+from pathlib import Path
+
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
 from rlstack import Trainer
-from rlstack.shell.conditions import HitsUpperBound, Plateaus
 from rlstack.env import DiscreteDummyEnv
+from rlstack.shell.conditions import HitsUpperBound, Plateaus
 
 SMALL = dict(num_envs=32, horizon=8, model_config={"hiddens": (16,)}, compile=False)
 
@@ -105,7 +107,8 @@ def test_process_exit_ends_an_unclosed_run(tmp_path):
 
     code = (
         "from rlstack import Trainer; from rlstack.env import DiscreteDummyEnv\n"
-        "t = Trainer(DiscreteDummyEnv, num_envs=32, horizon=8, model_config={'hiddens': (16,)}, compile=False)\n"
+        "t = Trainer(DiscreteDummyEnv, num_envs=32, horizon=8, model_config={'hiddens': (16,)}, "
+        "compile=False)\n"
         "t.step(); print(t.run_id)\n"
     )
     out = subprocess.run(
@@ -137,7 +140,7 @@ def test_learning_curve_plot_is_a_png_of_the_run(tmp_path):
     trainer.run(stop_conditions=[HitsUpperBound("algorithm/steps", 3)], steps_per_eval=1)
     trainer.close()
     path = plot_learning_curve(trainer.run_id, tmp_path / "curve.png")
-    assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     import pytest
 
     with pytest.raises(ValueError, match="has none of the metrics"):
@@ -145,7 +148,8 @@ def test_learning_curve_plot_is_a_png_of_the_run(tmp_path):
 
 
 def test_a_resumed_run_records_changed_settings_as_tags_instead_of_failing(tmp_path):
-    # Regression: resuming with another compile setting failed with MLflow's "Changing param values is not allowed".
+    # Regression: resuming with another compile setting failed with MLflow's "Changing param values
+    # is not allowed".
     trainer = Trainer(DiscreteDummyEnv, **SMALL)
     trainer.step()
     path = trainer.save_checkpoint(tmp_path / "c.pt")
@@ -241,8 +245,9 @@ def test_points_are_thinned_in_time_keeping_first_forced_and_last_each_with_its_
     assert store.writes == 0  # nothing written before flush_every_s
     log.flush()
     points = [(m.key, m.step, m.value) for m in store.metrics]
-    # step 1 (the first, t=0); step 3 (held) with its evaluation (forced); step 5 (t=1.2, a second after
-    # step 1) and its evaluation; step 9 (t=2.4); step 10 (the last: held, recorded by the flush)
+    # step 1 (the first, t=0); step 3 (held) with its evaluation (forced); step 5 (t=1.2, a second
+    # after step 1) and its evaluation; step 9 (t=2.4); step 10 (the last: held, recorded by the
+    # flush)
     assert points == [
         ("x", 1, 1.0),
         ("x", 3, 3.0),

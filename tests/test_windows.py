@@ -1,4 +1,6 @@
-"""Observation-history windows: padding at episode starts, one buffer for rollout and update, exact replay."""
+"""Observation-history windows: padding at episode starts, one buffer for rollout and update, "
+"exact replay.
+"""
 
 import pytest
 import torch
@@ -6,14 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rlstack import Algorithm, RecurrentAlgorithm, random
-from rlstack.policy import windows
-from rlstack.policy.distributions import Categorical
 from rlstack.envs import CartPole, CartPoleV1
-from rlstack.policy.models import MLPModel
-from rlstack.policy.policy import Policy
 from rlstack.learn.loss import minibatch, prepare_batch
 from rlstack.learn.rollout import make_rollout, reset_carry
 from rlstack.learn.transforms import compiled
+from rlstack.policy import windows
+from rlstack.policy.distributions import Categorical
+from rlstack.policy.models import MLPModel
+from rlstack.policy.policy import Policy
 
 
 def windowed_rollouts(env, *, size=4, horizon=24, num_envs=6, rollouts=2, compile=False):
@@ -35,7 +37,8 @@ def windowed_rollouts(env, *, size=4, horizon=24, num_envs=6, rollouts=2, compil
 
 def direct_windows(obs, done, t, size):
     """The window of step ``t`` built step by step: walk back through the
-    observations until an episode boundary (``done`` before it) or the run's start."""
+    observations until an episode boundary (``done`` before it) or the run's start.
+    """
     n = obs.shape[1]
     inputs, mask = torch.zeros(n, size, obs.shape[-1]), torch.ones(n, size, dtype=torch.bool)
     for env in range(n):
@@ -82,8 +85,9 @@ def test_the_update_sees_the_windows_the_rollout_acted_on(env):
     rows = minibatch(batch, idx, policy.memory)
     assert isinstance(rows.obs, windows.ObsWindow) and rows.obs.inputs.shape == (144, 3, 4)
     dist_inputs, _ = policy.apply(params, rows.obs)
-    # Equal to float32 rounding: the rollout's matmuls had 24 rows, these 144, and some CPUs' kernels
-    # (AVX-512) round by batch size. A wrong window moves these near-uniform log-probs by ~1e-4.
+    # Equal to float32 rounding: the rollout's matmuls had 24 rows, these 144, and some CPUs'
+    # kernels (AVX-512) round by batch size. A wrong window moves these near-uniform log-probs by
+    # ~1e-4.
     torch.testing.assert_close(
         Categorical.log_prob(dist_inputs, rows.actions), rows.log_probs, rtol=0, atol=1e-6
     )

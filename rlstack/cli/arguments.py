@@ -1,6 +1,7 @@
 """Arguments of the command line: the parser, the names of its options and
 env names; :mod:`rlstack.cli.config` assembles ``train``'s configuration
-from them."""
+from them.
+"""
 
 from __future__ import annotations
 
@@ -102,7 +103,8 @@ RESUME_OPTIONS = {
 
 def _field_help() -> dict[str, str]:
     """Each hyperparameter's one-line help, from AlgorithmConfig's docstring
-    (where each is documented once)."""
+    (where each is documented once).
+    """
     text = "\n".join(
         (cls.__doc__ or "").split("Attributes:", 1)[-1]
         for cls in (AlgorithmConfig, RecurrentAlgorithmConfig)
@@ -124,7 +126,8 @@ def _field_help() -> dict[str, str]:
 
 def plain_text(text: str) -> str:
     """A docstring's reST as terminal text: ``:class:`~a.B``` -> ``B``,
-    ``:func:`a.b``` -> ``a.b``, double backquotes dropped."""
+    ``:func:`a.b``` -> ``a.b``, double backquotes dropped.
+    """
     text = re.sub(r":\w+:`~[\w.]*?(\w+)`", r"\1", text)
     text = re.sub(r":\w+:`([^`]+)`", r"\1", text)
     return text.replace("``", "")
@@ -132,7 +135,8 @@ def plain_text(text: str) -> str:
 
 class _Disabled:
     """What ``--vf-clip-param none`` parses to, until the flags are merged
-    (argparse's own None means "not given")."""
+    (argparse's own None means "not given").
+    """
 
     def __repr__(self) -> str:
         return "None"
@@ -161,7 +165,7 @@ def _float_or_list(text: str) -> float | list[float]:
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected a number or comma-separated numbers such as 1e-3,3e-4, got {text!r}"
-        )
+        ) from None
     return values[0] if len(values) == 1 else values
 
 
@@ -193,7 +197,8 @@ def load_env(spec: str) -> Any:
         return envpool_env(spec.partition(":")[2])
     if ":" not in spec:
         raise ValueError(
-            f"--env must be one of {sorted(BUILTIN_ENVS)}, 'module:Class' or 'module:factory', got {spec!r}."
+            f"--env must be one of {sorted(BUILTIN_ENVS)}, 'module:Class' or 'module:factory', got "
+            f"{spec!r}."
         )
     module_name, _, attr = spec.partition(":")
     try:
@@ -236,14 +241,16 @@ def _add_run_options(train: argparse.ArgumentParser) -> None:
     train.add_argument(
         "--env",
         default=None,
-        help=f"one of {sorted(BUILTIN_ENVS)}, gymnasium:ID (e.g. gymnasium:CartPole-v1), envpool:ID, "
+        help=f"one of {sorted(BUILTIN_ENVS)}, gymnasium:ID (e.g. gymnasium:CartPole-v1), "
+        "envpool:ID, "
         "module:Class or module:factory (a function making an rsl_rl VecEnv)",
     )
     train.add_argument(
         "--preset",
         default=None,
         metavar="NAME",
-        help="start from this preset (rlstack.presets.PRESETS; default: the env's own, 'continuous' "
+        help="start from this preset (rlstack.presets.PRESETS; default: the env's own, "
+        "'continuous' "
         "for a gymnasium env with Box actions, else none)",
     )
     train.add_argument(
@@ -283,7 +290,8 @@ def _add_run_options(train: argparse.ArgumentParser) -> None:
         "--lr",
         type=_float_or_list,
         default=None,
-        help="learning rate (optimizer_config.lr); with --num-members, one value or one per member: 1e-3,3e-4",
+        help="learning rate (optimizer_config.lr); with --num-members, one value or one per "
+        "member: 1e-3,3e-4",
     )
     train.add_argument(
         "--model",
@@ -297,13 +305,15 @@ def _add_run_options(train: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         metavar="K",
-        help="train a population of K members in one process (vmapped); member k's seed is seed + k",
+        help="train a population of K members in one process (vmapped); member k's seed is seed + "
+        "k",
     )
     train.add_argument(
         "--member-stop",
         choices=("each", "any", "mean"),
         default=None,
-        help="population: stop each member on its own (default), all when any member stops, or on the mean",
+        help="population: stop each member on its own (default), all when any member stops, or on "
+        "the mean",
     )
     train.add_argument(
         "--hiddens", default=None, help="hidden widths of the default model, e.g. 64,64"
@@ -318,13 +328,15 @@ def _add_run_options(train: argparse.ArgumentParser) -> None:
         "--distribution",
         default=None,
         choices=DISTRIBUTIONS,
-        help="Box actions: normal (default; actions clipped to the bounds) or squashed (tanh onto them)",
+        help="Box actions: normal (default; actions clipped to the bounds) or squashed (tanh onto "
+        "them)",
     )
     train.add_argument(
         "--vectorization-mode",
         default=None,
         choices=("sync", "async"),
-        help="gymnasium:ID: step the sub-envs in this process (sync, default) or in worker processes "
+        help="gymnasium:ID: step the sub-envs in this process (sync, default) or in worker "
+        "processes "
         "(async: every core steps envs; env_config.vectorization_mode)",
     )
     train.add_argument(
@@ -367,7 +379,8 @@ def _add_run_options(train: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         metavar="SECONDS",
-        help="record a point of the run's metrics at most every SECONDS (default 1; 0: every step); "
+        help="record a point of the run's metrics at most every SECONDS (default 1; 0: every "
+        "step); "
         "the first and last steps and every evaluation are always recorded",
     )
     train.add_argument(
@@ -375,13 +388,15 @@ def _add_run_options(train: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         metavar="SECONDS",
-        help="also write a checkpoint once SECONDS of training have passed since the last one, so a "
+        help="also write a checkpoint once SECONDS of training have passed since the last one, so "
+        "a "
         "hard kill loses at most that (default 300; 0 turns it off)",
     )
     train.add_argument(
         "--checkpoint-dir",
         default=None,
-        help="default: checkpoints/<run id> (always written at the end, on Ctrl-C/SIGTERM and on failure)",
+        help="default: checkpoints/<run id> (always written at the end, on Ctrl-C/SIGTERM and on "
+        "failure)",
     )
     train.add_argument(
         "--keep-checkpoints",
@@ -400,7 +415,8 @@ def _add_run_options(train: argparse.ArgumentParser) -> None:
 
 def _add_hyperparameter_options(train: argparse.ArgumentParser) -> None:
     """One ``train`` flag per scalar field of
-    :class:`~rlstack.core.config.RecurrentAlgorithmConfig` (per-member ones take a list)."""
+    :class:`~rlstack.core.config.RecurrentAlgorithmConfig` (per-member ones take a list).
+    """
     ppo_options = train.add_argument_group(
         "hyperparameters (see rlstack.AlgorithmConfig; default: the env's preset)"
     )
@@ -459,7 +475,8 @@ def _add_other_commands(commands: Any) -> None:
         "--format",
         choices=("mlflow", "onnx", "torch"),
         default="mlflow",
-        help="mlflow (default): the whole policy as an MLflow model; onnx or torch: the deterministic "
+        help="mlflow (default): the whole policy as an MLflow model; onnx or torch: the "
+        "deterministic "
         "actor alone, observation statistics folded in (actor.onnx or actor.pt2, and actor.json)",
     )
     export.add_argument("--env", default=None, help="env (needed for a user env)")

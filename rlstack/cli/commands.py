@@ -1,6 +1,7 @@
 """The commands of the command line: ``rlstack train | eval | export |
 plot`` (printing and exit codes only; the work is done by Trainer,
-Algorithm, rlstack.integrations.export and rlstack.integrations.plotting)."""
+Algorithm, rlstack.integrations.export and rlstack.integrations.plotting).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import contextlib
 import io
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import mlflow
 import torch
@@ -28,6 +30,7 @@ from .progress import Progress, StopRequest
 
 
 def train(args: argparse.Namespace) -> int:
+    """``rlstack train``: build the run from the flags and ``-f FILE``, train it; the exit code."""
     run, kwargs = train_config(args)
     if distributed.init_from_env(
         kwargs.get("device")
@@ -47,8 +50,8 @@ def train(args: argparse.Namespace) -> int:
 
 def _train_command(run: dict[str, Any], kwargs: dict[str, Any]) -> int:
     with contextlib.ExitStack() as held:
-        # Everything that can refuse the start is checked before the Trainer exists, so that a refused
-        # start creates no MLflow run and changes no existing one.
+        # Everything that can refuse the start is checked before the Trainer exists, so that a
+        # refused start creates no MLflow run and changes no existing one.
         if run.get("save"):
             from ..integrations.export import lock_export_path
 
@@ -114,7 +117,8 @@ def preset_notice(name: str, preset: str) -> str | None:
 
 def _resumed_run(run: dict[str, Any]) -> dict[str, Any] | None:
     """For ``--resume``: the checkpoint's step and the MLflow run it will continue
-    (None where a new run starts); refuses a ``--max-steps`` it has reached."""
+    (None where a new run starts); refuses a ``--max-steps`` it has reached.
+    """
     if not run.get("resume"):
         return None
     from ..integrations import tracking
@@ -124,7 +128,8 @@ def _resumed_run(run: dict[str, Any]) -> dict[str, Any] | None:
     steps = data["counters"]["steps"]
     if run.get("max_steps") is not None and run["max_steps"] <= steps:
         raise ValueError(
-            f"--max-steps {run['max_steps']}: {run['resume']} is at step {steps} already; give a larger "
+            f"--max-steps {run['max_steps']}: {run['resume']} is at step {steps} already; give a "
+            "larger "
             "--max-steps to train on (steps count from the run's start)."
         )
     run_id = None
@@ -143,7 +148,8 @@ def _open_checkpoint_dir(run: dict[str, Any], resumed: dict[str, Any] | None) ->
     """The checkpoint folder, opened (checked and locked) before any MLflow run
     is touched, where its name is known before the run exists: ``--checkpoint-dir``,
     or a resumed run's ``checkpoints/<run id>``. None for a new run's own
-    ``checkpoints/<new id>`` (nothing can hold it), and on ranks but 0."""
+    ``checkpoints/<new id>`` (nothing can hold it), and on ranks but 0.
+    """
     from ..integrations.checkpoint import CheckpointDir
 
     directory = run.get("checkpoint_dir") or (
@@ -188,10 +194,12 @@ def _train(trainer: Trainer, run: dict[str, Any], stop_request: StopRequest) -> 
     """Run ``trainer`` as ``train`` asks; always end its MLflow run with its true status."""
     algo = trainer.algorithm
     say(
-        f"rlstack: training {algo.build_config['env']} on {algo.device} ({'compiled' if algo.compile else 'eager'}), "
+        f"rlstack: training {algo.build_config['env']} on {algo.device} "
+        f"({'compiled' if algo.compile else 'eager'}), "
         f"MLflow run {trainer.run_id}"
     )
-    # Always checkpointed: the end of the run, Ctrl-C, SIGTERM and a failure write the last completed step.
+    # Always checkpointed: the end of the run, Ctrl-C, SIGTERM and a failure write the last
+    # completed step.
     checkpoint_dir = run.get("checkpoint_dir") or f"checkpoints/{trainer.run_id}"
     keep = run.get("keep_checkpoints") or 3
     stop = [HitsUpperBound("algorithm/steps", run["max_steps"])] if run.get("max_steps") else []
@@ -216,7 +224,8 @@ def _train(trainer: Trainer, run: dict[str, Any], stop_request: StopRequest) -> 
             status, code = "FINISHED", 0
         else:  # stopped between steps by a signal
             say(
-                f"rlstack: interrupted; last completed step saved to {trainer.checkpoint_to(checkpoint_dir, keep)}"
+                "rlstack: interrupted; last completed step saved to "
+                f"{trainer.checkpoint_to(checkpoint_dir, keep)}"
             )
             status, code = "KILLED", stop_request.exit_code()
     except KeyboardInterrupt:  # a second signal: Trainer.run saved the last completed step
@@ -232,10 +241,8 @@ def _train(trainer: Trainer, run: dict[str, Any], stop_request: StopRequest) -> 
 
 def say(text: str) -> None:
     """Print a line of ``train``'s; a closed stdout loses the line, not the run."""
-    try:
+    with contextlib.suppress(OSError, ValueError):
         print(text, flush=True)
-    except (OSError, ValueError):
-        pass
 
 
 def browse_hint(uri: str, run_id: str | None) -> str:
@@ -253,7 +260,8 @@ def _save(trainer: Trainer, directory: str) -> None:
         return
     for k in range(members):
         say(
-            f"rlstack: member {k} exported to {trainer.export_policy(Path(directory) / f'member-{k}', member=k)}"
+            f"rlstack: member {k} exported to "
+            f"{trainer.export_policy(Path(directory) / f'member-{k}', member=k)}"
         )
 
 
@@ -269,6 +277,7 @@ def _check_same_spaces(name: str, env: Any, observation_space: Any, action_space
 
 
 def evaluate(args: argparse.Namespace) -> int:
+    """``rlstack eval``: a checkpoint's or an export's policy on fresh envs; the exit code."""
     if args.num_envs < 1:
         raise ValueError(f"--num-envs must be a positive int, got {args.num_envs}.")
     source = Path(args.source)
@@ -300,13 +309,15 @@ def evaluate(args: argparse.Namespace) -> int:
         trained_config = algo.env_config
     if not hasattr(env, "success"):
         raise ValueError(
-            f"env {name} has no success measure (a 1.x stateful env); evaluate it with Trainer.eval()."
+            f"env {name} has no success measure (a 1.x stateful env); evaluate it with "
+            "Trainer.eval()."
         )
     # The env as it was trained (e.g. CartPole's hide_velocities), unless another env was named.
     config = (trained_config or None) if args.env is None else None
     stats = env.success(act, num_envs=args.num_envs, config=config, key=random.key(args.seed))
     print(
-        f"rlstack: {name}, {args.num_envs} envs, {'deterministic' if deterministic else 'stochastic'} policy"
+        f"rlstack: {name}, {args.num_envs} envs, "
+        f"{'deterministic' if deterministic else 'stochastic'} policy"
     )
     for key, value in stats.items():
         print(f"{key:<28}{value:>12.4f}")
@@ -328,12 +339,14 @@ def _load_policy_state(path: Any, env_name: str | None, member: int | None) -> A
     size = data["population"]["num_members"]
     if member is None or not 0 <= member < size:
         raise ValueError(
-            f"{path} holds a population of {size} members: pick one with --member K, K in [0, {size})."
+            f"{path} holds a population of {size} members: pick one with --member K, K in [0, "
+            f"{size})."
         )
     return Population._from_state_dict(data, env, compile=False).member(member)
 
 
 def export(args: argparse.Namespace) -> int:
+    """``rlstack export``: a checkpoint's policy as MLflow model, ONNX or program; the exit code."""
     from ..integrations import deploy
     from ..integrations.export import export_policy
 
@@ -346,6 +359,7 @@ def export(args: argparse.Namespace) -> int:
 
 
 def plot(args: argparse.Namespace) -> int:
+    """``rlstack plot``: draw a run's learning curve from MLflow to a PNG file; the exit code."""
     from ..integrations.plotting import plot_learning_curve
 
     print(f"rlstack: wrote {plot_learning_curve(args.run_id, args.output, args.metrics)}")
@@ -353,6 +367,7 @@ def plot(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``rlstack`` command: run ``argv``'s subcommand; a bad input is one line, exit code 2."""
     args = build_parser().parse_args(argv)
     from ..integrations.checkpoint import CheckpointError
 

@@ -1,15 +1,15 @@
 """How ``train``'s configuration is assembled, in increasing priority: the
 env's preset (:mod:`rlstack.shell.presets`), a TOML file (``-f``), command-line
-flags; then checked, before anything is built."""
+flags; then checked, before anything is built.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
 import tomllib
 from pathlib import Path
 from typing import Any
-
-import math
 
 import torch
 
@@ -50,7 +50,8 @@ def read_toml(path: str) -> dict[str, Any]:
     unknown = sorted(set(data) - HPARAMS - RUN_OPTIONS - TRAINER_OPTIONS)
     if unknown:
         raise ValueError(
-            f"-f {path!r} has unknown keys {unknown}; expected hyperparameters or {sorted(RUN_OPTIONS | TRAINER_OPTIONS)}."
+            f"-f {path!r} has unknown keys {unknown}; expected hyperparameters or "
+            f"{sorted(RUN_OPTIONS | TRAINER_OPTIONS)}."
         )
     for key, kind in RUN_OPTION_TYPES.items():
         if key in data and (
@@ -74,7 +75,8 @@ def largest_divisor_at_most(n: int, limit: int) -> int:
 def _adapt_preset(config: dict[str, Any], explicit: set[str]) -> list[str]:
     """Adapt a preset's ``sgd_minibatch_size`` that the user did not set to
     a buffer (``num_envs * horizon``) the user changed: the largest divisor
-    of the buffer not above the preset's value. Returns notes to print."""
+    of the buffer not above the preset's value. Returns notes to print.
+    """
     size = config.get("sgd_minibatch_size")
     if size is None or "sgd_minibatch_size" in explicit:
         return []
@@ -101,11 +103,13 @@ def _check_model(config: dict[str, Any]) -> None:
     recurrent_flags = sorted(k for k in RECURRENT_HPARAMS if k in config)
     if recurrent_flags and model not in ("lstm", "gru"):
         raise ValueError(
-            f"--{recurrent_flags[0].replace('_', '-')} is for a recurrent policy: add --model lstm or gru."
+            f"--{recurrent_flags[0].replace('_', '-')} is for a recurrent policy: add --model lstm "
+            "or gru."
         )
     if model in ("lstm", "gru") and "obs_window" in config.get("model_config", {}):
         raise ValueError(
-            "--obs-window is for the MLP: a recurrent policy (--model lstm or gru) remembers through "
+            "--obs-window is for the MLP: a recurrent policy (--model lstm or gru) remembers "
+            "through "
             "its hidden state."
         )
 
@@ -120,7 +124,8 @@ def _check_member_lists(config: dict[str, Any]) -> None:
     if lists:
         name = lists[0]
         raise ValueError(
-            f"--{name.replace('_', '-')} has {len(config.get(name) or config['optimizer_config']['lr'])} values: "
+            f"--{name.replace('_', '-')} has "
+            f"{len(config.get(name) or config['optimizer_config']['lr'])} values: "
             "one value per member needs --num-members (or `num_members` in the -f file)."
         )
 
@@ -128,7 +133,8 @@ def _check_member_lists(config: dict[str, Any]) -> None:
 def _apply_model_flags(config: dict[str, Any], args: argparse.Namespace) -> None:
     """``--lr``, ``--hiddens``, ``--obs-window``, ``--activation`` and
     ``--vectorization-mode`` into the optimizer, model and env configs, and
-    ``distribution`` (a flag or a TOML value) into ``distribution_cls``."""
+    ``distribution`` (a flag or a TOML value) into ``distribution_cls``.
+    """
     if args.lr is not None:
         config["optimizer_config"] = {**config.get("optimizer_config", {}), "lr": args.lr}
     if args.hiddens is not None:
@@ -192,7 +198,8 @@ def train_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, An
         if fixed:
             names = ", ".join("--" + k.replace("_", "-") for k in fixed)
             raise ValueError(
-                f"--resume continues with the checkpoint's hyperparameters and config; {names} cannot change on "
+                f"--resume continues with the checkpoint's hyperparameters and config; {names} "
+                "cannot change on "
                 "resume (start a new run to change them)."
             )
     elif env is None:
@@ -242,7 +249,8 @@ def train_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, An
 
 def _preset_name(asked: str | None, env: str) -> str | None:
     """The preset ``train`` starts from: ``--preset`` (or ``preset`` in the
-    -f file), else :func:`~rlstack.shell.presets.preset_for` the env."""
+    -f file), else :func:`~rlstack.shell.presets.preset_for` the env.
+    """
     if asked is not None:
         if asked not in PRESETS:
             raise ValueError(f"--preset must be one of {sorted(PRESETS)}, got {asked!r}.")
@@ -260,7 +268,8 @@ def fit_lr_schedule(run: dict[str, Any], kwargs: dict[str, Any], env: Any) -> li
     anneals linearly to 0 over ``--max-steps``
     (:func:`~rlstack.core.schedules.linear_anneal`); without ``--max-steps``,
     a schedule whose rate reaches 0 ends the run at that update. Updates
-    ``run`` and ``kwargs``; returns notes to print."""
+    ``run`` and ``kwargs``; returns notes to print.
+    """
     fitted = env_defaults(env) if env is not None else {}
     per_update = kwargs.get("num_envs", fitted.get("num_envs", 8192)) * kwargs.get("horizon", 32)
     if run.get("anneal_lr"):
@@ -281,7 +290,8 @@ def fit_lr_schedule(run: dict[str, Any], kwargs: dict[str, Any], env: Any) -> li
     ):
         run["max_steps"] = max(1, math.ceil(schedule[-1][0] / per_update) - 1)
         return [
-            f"the learning rate reaches 0 after {run['max_steps']} updates ({run['max_steps'] * per_update:,} env "
+            f"the learning rate reaches 0 after {run['max_steps']} updates "
+            f"({run['max_steps'] * per_update:,} env "
             "steps): stopping there (give --max-steps, with --anneal-lr to anneal over it)"
         ]
     return []

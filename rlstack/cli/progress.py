@@ -1,6 +1,7 @@
 """What ``rlstack train`` shows and hears while it runs: the progress line
 (:class:`Progress`) and the stop requests of Ctrl-C and SIGTERM
-(:class:`StopRequest`)."""
+(:class:`StopRequest`).
+"""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ class Progress:
     envs; ``returns/mean``, the return per rollout, otherwise) and, with a
     step limit, the ETA. The
     first step's time includes compilation, so the ETA is estimated from
-    the later steps (none is shown until there is one)."""
+    the later steps (none is shown until there is one).
+    """
 
     def __init__(
         self,
@@ -38,6 +40,7 @@ class Progress:
         )
 
     def __call__(self, stats: dict[str, float]) -> bool:
+        """Print the progress line of a step's ``stats`` (not of eval stats); never stops."""
         if "algorithm/steps" not in stats:  # eval stats
             return False
         now = time.perf_counter()
@@ -56,8 +59,9 @@ class Progress:
         return False
 
     def _write(self, text: str) -> None:
-        """Write and flush; a stream that closed (a pipe whose reader left) stops the progress lines,
-        never the training."""
+        """Write and flush; a stream that closed (a pipe whose reader left) stops the progress
+        lines, never the training.
+        """
         if self.stream is None:
             return
         try:
@@ -67,8 +71,10 @@ class Progress:
             self.stream = None
 
     def line(self, stats: dict[str, float]) -> str:
+        """The progress line of one step's ``stats``."""
         steps = int(stats["algorithm/steps"])
-        # Episodic envs: the return of whole episodes; infinite-horizon ones: the return per rollout.
+        # Episodic envs: the return of whole episodes; infinite-horizon ones: the return per
+        # rollout.
         shown = (
             ("episode return", self.episode_return)
             if self.episode_return is not None
@@ -85,6 +91,7 @@ class Progress:
         return text
 
     def close(self) -> None:
+        """Print the last step's line if it was held back."""
         if self.last_stats is None:
             return
         if self.tty:
@@ -101,17 +108,20 @@ class StopRequest:
     """Ctrl-C (SIGINT) and SIGTERM handler for ``train``: the first signal
     asks training to stop after the step in progress (so no checkpoint or
     MLflow write is cut in half); a second one stops at once
-    (``KeyboardInterrupt``)."""
+    (``KeyboardInterrupt``).
+    """
 
     def __init__(self) -> None:
         self.signal: int | None = None
 
     def __call__(self, signum: int, frame: Any) -> None:
+        """The handler: a first signal stops the run after this step, a second one interrupts."""
         if self.signal is not None:
             raise KeyboardInterrupt
         self.signal = signum
         print(
-            f"\nrlstack: {signal.Signals(signum).name}: stopping after this step (again to stop now)",
+            f"\nrlstack: {signal.Signals(signum).name}: stopping after this step (again to stop "
+            "now)",
             file=sys.stderr,
             flush=True,
         )
@@ -121,4 +131,5 @@ class StopRequest:
         return self.signal is not None
 
     def exit_code(self) -> int:
+        """The shell's exit code for the signal that stopped the run (``128 + signum``)."""
         return 128 + int(self.signal or signal.SIGINT)

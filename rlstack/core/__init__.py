@@ -1,2 +1,3 @@
 """The core layer: records (``types``), keys (``random``), spaces, the config and its schedules,
-normalisation, devices and the optimizer transforms. It imports no other layer."""
+normalisation, devices and the optimizer transforms. It imports no other layer.
+"""

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -123,7 +124,8 @@ class AlgorithmConfig:
         _check_int("horizons_per_env_reset", self.horizons_per_env_reset)
         if self.horizons_per_env_reset == 0:
             raise ValueError(
-                "`horizons_per_env_reset` must be a non-zero int (negative: reset only once), got 0."
+                "`horizons_per_env_reset` must be a non-zero int (negative: reset only once), got "
+                "0."
             )
         for name in ("gamma", "gae_lambda"):
             value = getattr(self, name)
@@ -152,7 +154,8 @@ class AlgorithmConfig:
             _check_int("sgd_minibatch_size", self.sgd_minibatch_size, minimum=1)
             if self.sgd_minibatch_size > buffer or buffer % self.sgd_minibatch_size:
                 raise ValueError(
-                    f"`sgd_minibatch_size` must divide num_envs * horizon = {self.num_envs} * {self.horizon} "
+                    f"`sgd_minibatch_size` must divide num_envs * horizon = {self.num_envs} * "
+                    f"{self.horizon} "
                     f"= {buffer} and be at most that, got {self.sgd_minibatch_size}."
                 )
         for name in ("target_kl", "desired_kl"):
@@ -170,7 +173,8 @@ class AlgorithmConfig:
             _check_int("sgd_chunk_size", self.sgd_chunk_size, minimum=1)
             if self.minibatch_size % self.sgd_chunk_size:
                 raise ValueError(
-                    f"`sgd_chunk_size` must divide the minibatch size {self.minibatch_size}, got {self.sgd_chunk_size}."
+                    f"`sgd_chunk_size` must divide the minibatch size {self.minibatch_size}, got "
+                    f"{self.sgd_chunk_size}."
                 )
         for name in (
             "shuffle_minibatches",
@@ -198,7 +202,7 @@ class AlgorithmConfig:
         return self.sgd_minibatch_size or self.num_envs * self.horizon
 
     @classmethod
-    def from_mapping(cls, hparams: "AlgorithmConfig | Mapping[str, Any]") -> "AlgorithmConfig":
+    def from_mapping(cls, hparams: AlgorithmConfig | Mapping[str, Any]) -> AlgorithmConfig:
         """Build (and validate) a config from a dict, or return it as is.
 
         Raises:
@@ -213,6 +217,7 @@ class AlgorithmConfig:
         return cls(**hparams)
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field by name (what MLflow params and checkpoints record)."""
         return dataclasses.asdict(self)
 
 
@@ -245,7 +250,8 @@ class RecurrentAlgorithmConfig(AlgorithmConfig):
             )
         if self.horizon % self.seq_len:
             raise ValueError(
-                f"`seq_len` {self.seq_len} must divide `horizon` {self.horizon}: a rollout is whole sequences."
+                f"`seq_len` {self.seq_len} must divide `horizon` {self.horizon}: a rollout is "
+                "whole sequences."
             )
         for name in ("sgd_minibatch_size", "sgd_chunk_size"):
             value = getattr(self, name)

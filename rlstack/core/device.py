@@ -7,7 +7,8 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -36,7 +37,8 @@ def default_compile(device: torch.device) -> bool:
     no. A cold compile on a 2-core CPU takes 90-115 s before the first step
     for about 3% more speed at rlstack 1.x's default size (up to 1.8x for
     small models: pass ``compile=True`` there); benchmarks/startup.py and
-    benchmarks/throughput.py measure both."""
+    benchmarks/throughput.py measure both.
+    """
     return device.type == "cuda"
 
 
@@ -44,7 +46,8 @@ def default_compile(device: torch.device) -> bool:
 def matmul_precision(device: torch.device, allow_tf32: bool) -> Iterator[None]:
     """While inside, float32 matmuls on CUDA may use TF32 tensor cores
     (``torch.set_float32_matmul_precision("high")``) when ``allow_tf32``;
-    the global setting is restored on exit. No effect on CPU."""
+    the global setting is restored on exit. No effect on CPU.
+    """
     if not (allow_tf32 and device.type == "cuda"):
         yield
         return
@@ -60,7 +63,8 @@ def memory_stats(device: torch.device) -> dict[str, float]:
     """Host memory (``memory/free``, ``memory/total`` in bytes,
     ``memory/percent`` used, ``memory/max_rss_mb`` of this process) and, on
     CUDA, the device's (``memory/cuda_free``, ``memory/cuda_total`` in bytes,
-    ``memory/cuda_max_allocated_mb``)."""
+    ``memory/cuda_max_allocated_mb``).
+    """
     page = os.sysconf("SC_PAGE_SIZE")
     total = os.sysconf("SC_PHYS_PAGES") * page
     free = os.sysconf("SC_AVPHYS_PAGES") * page

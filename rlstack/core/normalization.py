@@ -55,6 +55,7 @@ class NormState(NamedTuple):
 
 
 def init_moments(shape: tuple[int, ...], device: Any = "cpu") -> RunningMoments:
+    """Zero statistics of observations of ``shape`` (count 0): the first update sets them."""
     return RunningMoments(
         torch.zeros(shape, device=device),
         torch.ones(shape, device=device),
@@ -65,7 +66,8 @@ def init_moments(shape: tuple[int, ...], device: Any = "cpu") -> RunningMoments:
 def update_moments(moments: Any, x: Any) -> Any:
     """Fold a batch ``x`` ``[B, *shape]`` into the moments (Chan et al.'s
     parallel update); exact for any split of the stream into batches. A
-    dict of moments folds the dict ``x``'s values key by key."""
+    dict of moments folds the dict ``x``'s values key by key.
+    """
     if isinstance(moments, dict):
         return {k: update_moments(m, x[k]) for k, m in moments.items()}
     batch_mean = x.mean(0)
@@ -84,7 +86,8 @@ def update_moments(moments: Any, x: Any) -> Any:
 
 def normalize(moments: Any, x: Any, clip: float = CLIP) -> Any:
     """``clip((x - mean) / sqrt(var + 1e-8), -clip, clip)``; a dict of
-    moments standardises the dict ``x``'s values key by key."""
+    moments standardises the dict ``x``'s values key by key.
+    """
     if isinstance(moments, dict):
         return {k: normalize(m, x[k], clip) for k, m in moments.items()}
     return scale(moments, x - moments.mean, clip)
@@ -104,7 +107,8 @@ def init_norm_state(
     device: Any = "cpu",
 ) -> NormState:
     """Fresh statistics for the normalisations that are on;
-    ``observation_shape`` is a tuple, or a dict of them for a dict observation."""
+    ``observation_shape`` is a tuple, or a dict of them for a dict observation.
+    """
 
     def obs_moments(shape: Any) -> Any:
         return (
@@ -122,7 +126,8 @@ def init_norm_state(
 
 def moments_to_tensors(moments: Any) -> dict[str, torch.Tensor]:
     """Observation statistics as a flat ``{name: tensor}`` dict (``mean``,
-    ``var``, ``count``; ``<key>/mean``, ... for a dict observation's), as exports store them."""
+    ``var``, ``count``; ``<key>/mean``, ... for a dict observation's), as exports store them.
+    """
     if isinstance(moments, dict):
         return {
             f"{k}/{name}": v
@@ -134,7 +139,8 @@ def moments_to_tensors(moments: Any) -> dict[str, torch.Tensor]:
 
 def moments_from_tensors(tensors: dict[str, torch.Tensor], keys: Any = None) -> Any:
     """The inverse of :func:`moments_to_tensors`; ``keys``: a dict
-    observation's keys (``None``: a Box's single statistics)."""
+    observation's keys (``None``: a Box's single statistics).
+    """
     if keys is None:
         return RunningMoments(**tensors)
     return {
@@ -152,7 +158,8 @@ def observe(
 ) -> tuple[NormState, Tree]:
     """What the policy sees of ``obs`` ``[N, ...]``: standardised by the
     running statistics (updated with ``obs`` first when ``update``) with
-    ``normalize_obs``, else as it is."""
+    ``normalize_obs``, else as it is.
+    """
     if not normalize_obs:
         return norm, obs
     if update:
@@ -171,7 +178,8 @@ def scale_reward(
 ) -> tuple[NormState, torch.Tensor]:
     """The reward ``[N]`` the update learns from: with ``normalize_rewards``,
     divided by the running std of the discounted return (whose statistics
-    ``update`` moves; an episode's end starts a new return), else as it is."""
+    ``update`` moves; an episode's end starts a new return), else as it is.
+    """
     if not normalize_rewards:
         return norm, reward
     returns = norm.returns * discount + reward

@@ -26,7 +26,7 @@ Examples:
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -48,11 +48,13 @@ def key(seed: int, device: torch.device | str = "cpu") -> torch.Tensor:
 
 def check_key(k: torch.Tensor, name: str = "key") -> None:
     """Raise ``ValueError`` naming ``name`` unless ``k`` is a ``[..., 2]``
-    int64 tensor of 32-bit words (a key, or a batch of keys)."""
+    int64 tensor of 32-bit words (a key, or a batch of keys).
+    """
     if not isinstance(k, torch.Tensor) or k.dtype != torch.int64 or k.dim() < 1 or k.shape[-1] != 2:
         got = f"{k.dtype} {list(k.shape)}" if isinstance(k, torch.Tensor) else type(k).__name__
         raise ValueError(
-            f"`{name}` must be an int64 tensor of shape [2] from rlstack.core.random.key(seed), got {got}."
+            f"`{name}` must be an int64 tensor of shape [2] from rlstack.core.random.key(seed), "
+            f"got {got}."
         )
 
 
@@ -92,7 +94,7 @@ def bits(k: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
 
 
 def split(k: torch.Tensor, num: int = 2) -> torch.Tensor:
-    """``[num, 2]`` new keys derived from ``k`` (unpack: ``a, b = split(k)``)."""
+    """New keys ``[num, 2]`` derived from ``k`` (two of them unpack as ``a, b``)."""
     return bits(k, (num, 2))
 
 
@@ -101,6 +103,7 @@ def fold_in(k: torch.Tensor, data: int | torch.Tensor) -> torch.Tensor:
     index): different data give independent keys.
 
     Args:
+        k: the key ``[2]`` (int64).
         data: a Python int or a 0-d integer tensor in ``[0, 2**63)``.
     """
     data = torch.as_tensor(data, dtype=torch.int64, device=k.device)
@@ -117,7 +120,8 @@ def uniform(
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """``[*shape]`` uniform in ``[low, high)``: 24 random bits (float32) or
-    two words' 53 (float64) scaled exactly, then shifted."""
+    two words' 53 (float64) scaled exactly, then shifted.
+    """
     if dtype == torch.float64:
         words = bits(k, (2, *shape))
         u = ((words[0] >> 6) * 2**27 + (words[1] >> 5)).to(torch.float64) * 2.0**-53  # 26 + 27 bits
@@ -159,14 +163,16 @@ def gumbel(
 
 def categorical(k: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """Samples ``[*batch]`` int64 from unnormalised ``logits`` ``[*batch, n]``
-    (the Gumbel-max trick)."""
+    (the Gumbel-max trick).
+    """
     return torch.argmax(logits + gumbel(k, logits.shape, dtype=logits.dtype), dim=-1)
 
 
 def permutation(k: torch.Tensor, n: int) -> torch.Tensor:
     """A uniformly random permutation of ``range(n)``, int64 ``[n]``: a
     stable sort of 31-bit random keys (ties, about ``n**2 / 2**32`` of them,
-    keep index order, so the result is deterministic)."""
+    keep index order, so the result is deterministic).
+    """
     sort_keys = (bits(k, (n,)) >> 1).to(torch.int32)
     return torch.argsort(sort_keys, dim=-1, stable=True)
 

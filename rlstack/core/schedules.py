@@ -15,7 +15,9 @@ coefficient on device from its optimizer step count
 from __future__ import annotations
 
 import bisect
-from typing import Any, Callable, Sequence
+import itertools
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -49,14 +51,16 @@ def check_schedule(
             or not isinstance(point[1], (int, float))
         ):
             raise TypeError(
-                f"`{name}` must be a list of (int env_transitions, float value) pairs, got point {point!r}."
+                f"`{name}` must be a list of (int env_transitions, float value) pairs, got point "
+                f"{point!r}."
             )
     if points[0][0] != 0:
         raise ValueError(
-            f"`{name}` must start at 0 env transitions (its initial value), got first point {tuple(points[0])}."
+            f"`{name}` must start at 0 env transitions (its initial value), got first point "
+            f"{tuple(points[0])}."
         )
     steps = [p[0] for p in points]
-    if any(b <= a for a, b in zip(steps, steps[1:])):
+    if any(b <= a for a, b in itertools.pairwise(steps)):
         raise ValueError(
             f"`{name}` must be sorted by env transitions, strictly increasing, got {steps}."
         )
@@ -86,7 +90,8 @@ def linear_anneal(
     Examples:
         >>> linear_anneal(3e-4, updates=4, transitions_per_update=2048)
         [(0, 0.0003), (2048, 0.0003), (10240, 0.0)]
-        >>> [schedule_value(linear_anneal(1.0, updates=4, transitions_per_update=10), "interp", (u + 1) * 10)
+        >>> [schedule_value(linear_anneal(1.0, updates=4, transitions_per_update=10), "interp", (u +
+        1) * 10)
         ...  for u in range(4)]
         [1.0, 0.75, 0.5, 0.25]
     """
@@ -178,7 +183,8 @@ def logged_coefficients(
     their schedules (when ``config`` has them) at ``env_steps`` transitions
     collected, else the given values; and the value-loss coefficient. The
     update evaluates the same schedules on device; these host values are
-    what is logged (``coefficients/*``)."""
+    what is logged (``coefficients/*``).
+    """
     if config.lr_schedule is not None:
         lr = schedule_value(config.lr_schedule, config.lr_schedule_kind, env_steps)
     if config.entropy_coeff_schedule is not None:

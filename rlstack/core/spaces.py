@@ -8,7 +8,8 @@ space whose values are ``dict[str, Tensor]``.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence, Union
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,7 +52,8 @@ class Discrete:
         key: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Uniform random values, ``[*batch_shape, *shape]`` int64, drawn from
-        ``key`` (on its device) or, without one, torch's global generator."""
+        ``key`` (on its device) or, without one, torch's global generator.
+        """
         if key is not None:
             from . import random
 
@@ -100,6 +102,7 @@ class Box:
 
     @property
     def bounded(self) -> bool:
+        """Whether both ``low`` and ``high`` are finite."""
         return math.isfinite(self.low) and math.isfinite(self.high)
 
     def sample(
@@ -111,7 +114,8 @@ class Box:
     ) -> torch.Tensor:
         """Uniform within finite bounds, else standard normal clipped to the
         bounds; ``[*batch_shape, *shape]``, drawn from ``key`` (on its
-        device) or, without one, torch's global generator."""
+        device) or, without one, torch's global generator.
+        """
         size = (*batch_shape, *self.shape)
         if key is not None:
             from . import random
@@ -146,7 +150,7 @@ class Box:
         )
 
 
-Space = Union[Discrete, Box, dict]
+Space = Discrete | Box | dict
 
 
 def is_space(space: Any) -> bool:
@@ -182,7 +186,8 @@ def describe_mismatch(
     """Why ``x`` is not a batch ``[*batch_shape, ...]`` of ``space`` values,
     or ``None`` if it is. Used for error messages. ``box_bounds=False``
     skips the range check of ``Box`` values (continuous actions may be
-    sampled outside the bounds; envs clip them)."""
+    sampled outside the bounds; envs clip them).
+    """
     batch_shape = tuple(batch_shape)
     if isinstance(space, dict):
         if not isinstance(x, dict) or set(x) != set(space):

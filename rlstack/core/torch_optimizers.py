@@ -7,7 +7,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 
@@ -54,7 +55,8 @@ def _check_option(key: str, value: Any, default: Any) -> Any:
             and all(is_number(v) and 0 <= v < 1 for v in value)
         ):
             raise ValueError(
-                f"`optimizer_config[{key!r}]` must be a pair of numbers in [0, 1) such as {list(default)}, got {value!r}."
+                f"`optimizer_config[{key!r}]` must be a pair of numbers in [0, 1) such as "
+                f"{list(default)}, got {value!r}."
             )
         return tuple(float(v) for v in value)
     if not (is_number(value) and value >= 0):
@@ -83,7 +85,8 @@ def torch_optimizer_options(
     config = dict(optimizer_config or {})
     if optimizer_cls not in _TORCH_OPTIMIZERS:
         raise ValueError(
-            f"`optimizer_cls` {getattr(optimizer_cls, '__name__', optimizer_cls)!r} is not supported; "
+            f"`optimizer_cls` {getattr(optimizer_cls, '__name__', optimizer_cls)!r} is not "
+            "supported; "
             f"expected one of {[c.__name__ for c in _TORCH_OPTIMIZERS]} (torch.optim classes)."
         )
     _, defaults, default_lr = _TORCH_OPTIMIZERS[optimizer_cls]
@@ -99,7 +102,8 @@ def torch_optimizer_options(
         if key in _DEFAULT_ONLY:
             if value != _DEFAULT_ONLY[key]:
                 raise ValueError(
-                    f"`optimizer_config[{key!r}]={value!r}` is not supported; expected {_DEFAULT_ONLY[key]!r}."
+                    f"`optimizer_config[{key!r}]={value!r}` is not supported; expected "
+                    f"{_DEFAULT_ONLY[key]!r}."
                 )
             continue
         if key not in options:

@@ -1,5 +1,6 @@
 """Envs: the protocol (:class:`Env`), built-in pure batched envs,
-:func:`make_env` / :func:`check_env`, and the adapter for rlstack 1.x stateful envs."""
+:func:`make_env` / :func:`check_env`, and the adapter for rlstack 1.x stateful envs.
+"""
 
 from ._base import Env, StepResult
 from .cartpole import CartPole

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import optree
 import torch
@@ -18,7 +19,8 @@ StepResult = tuple[Tree, Tree, torch.Tensor, torch.Tensor, torch.Tensor]
 def where_done(done: torch.Tensor, new: Tree, old: Tree) -> Tree:
     """Per env: ``new`` where ``done`` (``[N]`` bool), else ``old``, leaf by
     leaf (``[N, ...]`` each). A leaf that is the same tensor in both (e.g.
-    CartPole's shared ``observed`` mask ``[4]``) is kept as it is."""
+    CartPole's shared ``observed`` mask ``[4]``) is kept as it is.
+    """
 
     def pick(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         if a is b:
@@ -30,7 +32,8 @@ def where_done(done: torch.Tensor, new: Tree, old: Tree) -> Tree:
 
 def check_num_envs(num_envs: int, fixed: int, what: str) -> None:
     """Raise ``ValueError`` unless a reset asks for the ``fixed`` number of
-    envs that ``what`` (an env made at one size) simulates."""
+    envs that ``what`` (an env made at one size) simulates.
+    """
     if num_envs != fixed:
         raise ValueError(f"`num_envs` must be {fixed} for this {what}, got {num_envs}.")
 
@@ -105,7 +108,8 @@ class Env:
     def no_episode_ends(state: Tree, obs: Tree, reward: torch.Tensor) -> StepResult:
         """The step result of an env whose episodes never end:
         ``(state, obs, reward, terminated, truncated)`` with both flags
-        all-False ``[N]`` bool, on the reward's device."""
+        all-False ``[N]`` bool, on the reward's device.
+        """
         never = torch.zeros(reward.shape, dtype=torch.bool, device=reward.device)
         return state, obs, reward, never, never
 
@@ -124,7 +128,8 @@ class Env:
         """Statistics an env that runs outside the graph (``compilable =
         False``) reports of its steps since the last call, 0-d tensors,
         logged with each collect's stats (rsl_rl envs' ``extras["log"]``);
-        none for a pure env, whose steps keep nothing on ``self``."""
+        none for a pure env, whose steps keep nothing on ``self``.
+        """
         return {}
 
     def run_policy(
@@ -179,7 +184,8 @@ class Env:
         """An episodic env's success: ``success/episode_return``, the mean undiscounted
         return of every env's first episode (the number papers report), and
         ``success/episode_length``; envs whose first episode outlasts
-        ``eval_steps`` count with their return so far."""
+        ``eval_steps`` count with their return so far.
+        """
         reset_key, step_key = random.split(key)
         state, obs = self.reset(reset_key, num_envs, config=config)
         returns = torch.zeros(num_envs, device=key.device)

@@ -14,7 +14,8 @@ number of balanced steps minus the unbalanced ones.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import torch
 
@@ -31,7 +32,8 @@ class CartPoleState(NamedTuple):
     """``physics``: ``[N, 4]`` float32 ``(x, x_dot, theta, theta_dot)``;
     ``constants``: per-env ``[N]`` physical constants (see ``default_config``);
     ``observed``: ``[4]`` float32, 1 for the state variables the agent sees
-    and 0 for hidden ones (``hide_velocities``), or ``()``: all seen."""
+    and 0 for hidden ones (``hide_velocities``), or ``()``: all seen.
+    """
 
     physics: torch.Tensor
     constants: dict[str, torch.Tensor]
@@ -46,7 +48,8 @@ def in_bounds(physics: torch.Tensor) -> torch.Tensor:
 def observe(state: CartPoleState) -> torch.Tensor:
     """``[N, 4]`` what the agent sees: the physics, hidden variables zeroed
     (a tensor of its own, never the state's: a compiled step sees the same
-    aliasing at every call, so it compiles once)."""
+    aliasing at every call, so it compiles once).
+    """
     if isinstance(state.observed, torch.Tensor):
         return state.physics * state.observed
     return state.physics.clone()
@@ -83,6 +86,7 @@ class CartPole(Env):
     def reset(
         self, key: torch.Tensor, num_envs: int, *, config: Mapping[str, Any] | None = None
     ) -> tuple[CartPoleState, torch.Tensor]:
+        """See :meth:`rlstack.envs.Env.reset`."""
         config = self.resolve_config(config)
         check_positive(config, _CONSTANTS)
         low, high = config["init_low"], config["init_high"]
@@ -107,6 +111,7 @@ class CartPole(Env):
         return state, observe(state)
 
     def step(self, key: torch.Tensor, state: CartPoleState, action: torch.Tensor) -> StepResult:
+        """See :meth:`rlstack.envs.Env.step`."""
         c = state.constants
         x, x_dot, theta, theta_dot = state.physics.unbind(-1)
         force = torch.where(action == 1, c["force_mag"], -c["force_mag"])
@@ -141,7 +146,8 @@ class CartPole(Env):
         key: torch.Tensor | None = None,
     ) -> dict[str, float]:
         """``success/balanced``: fraction of envs kept within gymnasium's bounds
-        for all 500 steps (CartPole-v1's full episode)."""
+        for all 500 steps (CartPole-v1's full episode).
+        """
         key = random.key(0) if key is None else key
         balanced = torch.ones(num_envs, dtype=torch.bool, device=key.device)
         total = torch.zeros(num_envs, device=key.device)

@@ -16,7 +16,8 @@ Two kinds of env are accepted wherever rlstack takes an env:
 from __future__ import annotations
 
 import inspect
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import optree
 import torch
@@ -111,7 +112,7 @@ def _trees_equal(a: Any, b: Any) -> bool:
         return False
     return all(
         torch.equal(x, y) if isinstance(x, torch.Tensor) else x == y
-        for x, y in zip(leaves_a, leaves_b)
+        for x, y in zip(leaves_a, leaves_b, strict=True)
     )
 
 
@@ -136,7 +137,8 @@ def check_env(
     for attr in ("observation_space", "action_space"):
         if not is_space(getattr(env, attr, None)):
             raise TypeError(
-                f"{name}.{attr} must be a Discrete, Box or dict of spaces, got {getattr(env, attr, None)!r}."
+                f"{name}.{attr} must be a Discrete, Box or dict of spaces, got "
+                f"{getattr(env, attr, None)!r}."
             )
     reset_key, action_key, step_key = random.split(random.key(0, device), 3)
     out = env.reset(reset_key, num_envs, config=config)
@@ -172,7 +174,8 @@ def check_env(
                 else type(flag).__name__
             )
             raise TypeError(
-                f"{name}.step must return `{flag_name}` as a bool tensor of shape [{num_envs}], got {got}."
+                f"{name}.step must return `{flag_name}` as a bool tensor of shape [{num_envs}], "
+                f"got {got}."
             )
     final = env.final_observation(new_state)
     if getattr(env, "episodic", False) is True:
@@ -185,18 +188,21 @@ def check_env(
             raise ValueError(f"{name}.final_observation is not in observation_space: {why}.")
     elif bool((terminated | truncated).any()) or final is not None:
         raise ValueError(
-            f"{name} ends episodes (a True flag or a final_observation) but does not set `episodic = True`."
+            f"{name} ends episodes (a True flag or a final_observation) but does not set `episodic "
+            "= True`."
         )
     why = describe_mismatch(env.observation_space, obs, (num_envs,))
     if why:
         raise ValueError(f"{name}.step returned an observation not in observation_space: {why}.")
     if not isinstance(reward, torch.Tensor) or not reward.dtype.is_floating_point:
         raise TypeError(
-            f"{name}.step must return a floating reward tensor, got {getattr(reward, 'dtype', type(reward))}."
+            f"{name}.step must return a floating reward tensor, got "
+            f"{getattr(reward, 'dtype', type(reward))}."
         )
     if tuple(reward.shape) != (num_envs,):
         raise ValueError(
-            f"{name}.step reward must have shape [{num_envs}] ([num_envs]), got {list(reward.shape)}."
+            f"{name}.step reward must have shape [{num_envs}] ([num_envs]), got "
+            f"{list(reward.shape)}."
         )
     if env.compilable and not (
         _trees_equal(state, state_before) and _trees_equal(action, action_before)
@@ -210,6 +216,7 @@ def check_env(
         explanation = explain(env.step)(step_key, new_state, action)
         if explanation.graph_break_count:
             raise ValueError(
-                f"{name}.step has {explanation.graph_break_count} graph break(s) under torch.compile: "
+                f"{name}.step has {explanation.graph_break_count} graph break(s) under "
+                "torch.compile: "
                 f"{[str(b.reason) for b in explanation.break_reasons]}"
             )

@@ -10,7 +10,8 @@ there. ``DiscreteDummyEnv`` moves by exactly one unit left (action 0) or right
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -52,10 +53,12 @@ class _DummyEnv(Env):
     ) -> dict[str, float]:
         """Adds ``success/at_origin``: the fraction of envs within one unit of
         the origin after ``eval_steps`` (200) steps, enough to cross
-        ``[-100, 100]`` at one unit per step."""
+        ``[-100, 100]`` at one unit per step.
+        """
         total = 0.0
         key = random.key(0) if key is None else key
-        for _, obs, reward in self.run_policy(act, num_envs=num_envs, config=config, key=key):
+        steps = self.run_policy(act, num_envs=num_envs, config=config, key=key)
+        for _, obs, reward in steps:  # noqa: B007 (the last observations are read below)
             total = total + reward
         return {
             "success/reward_per_step": (total.mean() / self.eval_steps).item(),
@@ -73,7 +76,8 @@ class DiscreteDummyEnv(_DummyEnv):
         >>> env = DiscreteDummyEnv()
         >>> from rlstack import random
         >>> state, obs = env.reset(random.key(0), 4)
-        >>> state, obs, reward, terminated, truncated = env.step(random.key(1), state, torch.ones(4, 1, dtype=torch.int64))
+        >>> state, obs, reward, terminated, truncated = env.step(random.key(1), state, torch.ones(4,
+        1, dtype=torch.int64))
         >>> reward.shape
         torch.Size([4])
     """
@@ -81,6 +85,7 @@ class DiscreteDummyEnv(_DummyEnv):
     action_space = Discrete(2, shape=(1,))
 
     def step(self, key: torch.Tensor, state: torch.Tensor, action: torch.Tensor) -> StepResult:
+        """See :meth:`rlstack.envs.Env.step`."""
         x = state + (2 * action - 1).to(state.dtype)
         return self.no_episode_ends(x, x, self._reward(x))
 
@@ -91,5 +96,6 @@ class ContinuousDummyEnv(_DummyEnv):
     action_space = Box((1,))
 
     def step(self, key: torch.Tensor, state: torch.Tensor, action: torch.Tensor) -> StepResult:
+        """See :meth:`rlstack.envs.Env.step`."""
         x = state + action.to(state.dtype)
         return self.no_episode_ends(x, x, self._reward(x))

@@ -5,8 +5,8 @@ dynamics as :class:`CartPole`, :class:`Pendulum` and :class:`MountainCar`
 and add gymnasium's episodes: its termination conditions, its time limits
 (500, 200 and 200 steps, as truncation) and its rewards (CartPole-v1: +1 per
 step; Pendulum-v1: the same cost as :class:`Pendulum`; MountainCar-v0: -1
-per step, or a shaped training reward on request). Ended episodes restart inside the same pure ``step`` (auto-reset)
-from gymnasium's initial distribution under the reset ``config``; physical
+per step, or a shaped training reward on request). Ended episodes restart inside the same pure
+``step`` (auto-reset) from gymnasium's initial distribution under the reset ``config``; physical
 constants drawn at reset (domain randomisation) stay with their env.
 ``success`` reports gymnasium's own number: the mean undiscounted return of
 every env's first episode.
@@ -14,7 +14,8 @@ every env's first episode.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import optree
 import torch
@@ -51,20 +52,24 @@ class Episodic:
     episodic task (list it before the env class). Subclasses set
     ``max_episode_steps`` and implement ``respawn_params``, ``respawn``,
     ``terminal`` and ``episode_reward(reward, terminated, params)``
-    (``params``: what ``respawn_params`` kept)."""
+    (``params``: what ``respawn_params`` kept).
+    """
 
     episodic = True
     max_episode_steps: int
 
     def reset(self, key: torch.Tensor, num_envs: int, *, config: Mapping[str, Any] | None = None):
+        """See :meth:`rlstack.envs.Env.reset`."""
         state, obs = super().reset(key, num_envs, config=config)
         params = self.respawn_params(self.resolve_config(config), num_envs, key.device)
         time = torch.zeros(num_envs, dtype=torch.int64, device=key.device)
-        # Tensors of their own, as every step returns them (no leaf aliases another): a compiled step compiles once.
+        # Tensors of their own, as every step returns them (no leaf aliases another): a compiled
+        # step compiles once.
         obs, final_obs = optree.tree_map(torch.clone, obs), optree.tree_map(torch.clone, obs)
         return EpisodeState(state, time, final_obs, params), obs
 
     def step(self, key: torch.Tensor, state: EpisodeState, action: Tree):
+        """See :meth:`rlstack.envs.Env.step`."""
         inner, obs, reward, _, _ = super().step(key, state.env, action)
         terminated = self.terminal(inner)
         reward = self.episode_reward(reward, terminated, state.respawn)
@@ -81,6 +86,7 @@ class Episodic:
         return next_state, where_done(done, fresh_obs, obs), reward, terminated, truncated
 
     def final_observation(self, state: EpisodeState) -> Tree:
+        """See :meth:`rlstack.envs.Env.final_observation`."""
         return state.final_obs
 
     def success(
@@ -92,7 +98,8 @@ class Episodic:
         key: torch.Tensor | None = None,
     ) -> dict[str, float]:
         """``success/episode_return`` (gymnasium's mean episode return of the
-        first episode of each env) and ``success/episode_length``."""
+        first episode of each env) and ``success/episode_length``.
+        """
         return self.episode_success(
             act, num_envs=num_envs, config=config, key=random.key(0) if key is None else key
         )
@@ -109,18 +116,21 @@ def _uniform(
 
 class CartPoleV1(Episodic, CartPole):
     """CartPole-v1: +1 per step; terminates when ``|theta| >= 12 deg`` or
-    ``|x| >= 2.4``; truncates at 500 steps."""
+    ``|x| >= 2.4``; truncates at 500 steps.
+    """
 
     max_episode_steps = 500
     eval_steps = 500
 
     def respawn_params(self, config, num_envs, device):
+        """See :meth:`rlstack.envs.episodic.Episodic.respawn_params`."""
         return {
             k: torch.full((num_envs,), float(config[k]), device=device)
             for k in ("init_low", "init_high")
         }
 
     def respawn(self, key, state, params):
+        """See :meth:`rlstack.envs.episodic.Episodic.respawn`."""
         physics = _uniform(
             key, (state.physics.shape[0], 4), params["init_low"], params["init_high"]
         )
@@ -128,9 +138,11 @@ class CartPoleV1(Episodic, CartPole):
         return state, observe(state)  # hide_velocities hides them after a respawn too
 
     def terminal(self, state):
+        """See :meth:`rlstack.envs.episodic.Episodic.terminal`."""
         return ~in_bounds(state.physics)
 
     def episode_reward(self, reward, terminated, params):
+        """See :meth:`rlstack.envs.episodic.Episodic.episode_reward`."""
         return torch.ones_like(reward)
 
 
@@ -141,12 +153,14 @@ class PendulumV1(Episodic, Pendulum):
     eval_steps = 200
 
     def respawn_params(self, config, num_envs, device):
+        """See :meth:`rlstack.envs.episodic.Episodic.respawn_params`."""
         return {
             k: torch.full((num_envs,), float(config[k]), device=device)
             for k in ("x_init", "y_init")
         }
 
     def respawn(self, key, state, params):
+        """See :meth:`rlstack.envs.episodic.Episodic.respawn`."""
         theta = _uniform(
             random.fold_in(key, 0), (state.physics.shape[0],), -params["x_init"], params["x_init"]
         )
@@ -159,9 +173,11 @@ class PendulumV1(Episodic, Pendulum):
         )
 
     def terminal(self, state):
+        """See :meth:`rlstack.envs.episodic.Episodic.terminal`."""
         return torch.zeros(state.physics.shape[0], dtype=torch.bool, device=state.physics.device)
 
     def episode_reward(self, reward, terminated, params):
+        """See :meth:`rlstack.envs.episodic.Episodic.episode_reward`."""
         return reward
 
 
@@ -185,6 +201,7 @@ class MountainCarV0(Episodic, MountainCar):
     default_config = {**MountainCar.default_config, "reward": "gymnasium"}
 
     def respawn_params(self, config, num_envs, device):
+        """See :meth:`rlstack.envs.episodic.Episodic.respawn_params`."""
         if config["reward"] not in REWARDS:
             raise ValueError(
                 f"`config['reward']` must be one of {list(REWARDS)}, got {config['reward']!r}."
@@ -199,14 +216,17 @@ class MountainCarV0(Episodic, MountainCar):
         return params
 
     def respawn(self, key, state, params):
+        """See :meth:`rlstack.envs.episodic.Episodic.respawn`."""
         position = _uniform(key, (state.shape[0],), params["init_low"], params["init_high"])
         physics = torch.stack([position, torch.zeros_like(position)], dim=-1)
         return physics, physics
 
     def terminal(self, state):
+        """See :meth:`rlstack.envs.episodic.Episodic.terminal`."""
         return (state[:, 0] >= GOAL_POSITION) & (state[:, 1] >= 0)
 
     def episode_reward(self, reward, terminated, params):
+        """See :meth:`rlstack.envs.episodic.Episodic.episode_reward`."""
         shaped = reward + GOAL_BONUS * terminated.to(
             reward.dtype
         )  # MountainCar's reward is the speed one
@@ -222,7 +242,8 @@ class MountainCarV0(Episodic, MountainCar):
     ) -> dict[str, float]:
         """``success/episode_return``: gymnasium's MountainCar-v0 return (the
         -1 reward, whatever ``config['reward']``) of each env's first
-        episode, and ``success/episode_length``."""
+        episode, and ``success/episode_length``.
+        """
         config = {**self.resolve_config(config), "reward": "gymnasium"}
         return self.episode_success(
             act, num_envs=num_envs, config=config, key=random.key(0) if key is None else key

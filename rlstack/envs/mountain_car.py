@@ -17,7 +17,8 @@ value error when tried (see benchmarks/README.md).
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -44,6 +45,7 @@ class MountainCar(Env):
     def reset(
         self, key: torch.Tensor, num_envs: int, *, config: Mapping[str, Any] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """See :meth:`rlstack.envs.Env.reset`."""
         config = self.resolve_config(config)
         low, high = config["init_low"], config["init_high"]
         if not (
@@ -52,13 +54,15 @@ class MountainCar(Env):
             and MIN_POSITION <= low <= high <= MAX_POSITION
         ):
             raise ValueError(
-                f"`config['init_low']` <= `config['init_high']` must lie in [{MIN_POSITION}, {MAX_POSITION}], got {low!r} and {high!r}."
+                f"`config['init_low']` <= `config['init_high']` must lie in [{MIN_POSITION}, "
+                f"{MAX_POSITION}], got {low!r} and {high!r}."
             )
         position = random.uniform(key, (num_envs,), low=float(low), high=float(high))
         physics = torch.stack([position, torch.zeros_like(position)], dim=-1)
         return physics, physics
 
     def step(self, key: torch.Tensor, state: torch.Tensor, action: torch.Tensor) -> StepResult:
+        """See :meth:`rlstack.envs.Env.step`."""
         position, velocity = state.unbind(-1)
         velocity = (
             velocity + (action - 1).to(state.dtype) * FORCE + torch.cos(3 * position) * (-GRAVITY)
@@ -82,7 +86,8 @@ class MountainCar(Env):
         key: torch.Tensor | None = None,
     ) -> dict[str, float]:
         """``success/reached_goal``: fraction of envs reaching ``position >= 0.5``
-        within 200 steps (MountainCar-v0's episode)."""
+        within 200 steps (MountainCar-v0's episode).
+        """
         key = random.key(0) if key is None else key
         reached = torch.zeros(num_envs, dtype=torch.bool, device=key.device)
         for state, _, _ in self.run_policy(act, num_envs=num_envs, config=config, key=key):

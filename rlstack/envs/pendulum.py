@@ -10,7 +10,8 @@ terminal state either; gymnasium only truncates at 200 steps.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import torch
 
@@ -64,6 +65,7 @@ class Pendulum(Env):
     def reset(
         self, key: torch.Tensor, num_envs: int, *, config: Mapping[str, Any] | None = None
     ) -> tuple[PendulumState, torch.Tensor]:
+        """See :meth:`rlstack.envs.Env.reset`."""
         config = self.resolve_config(config)
         check_positive(config, _CONSTANTS)
         for name in ("x_init", "y_init"):
@@ -79,6 +81,7 @@ class Pendulum(Env):
         ), _observe(physics)
 
     def step(self, key: torch.Tensor, state: PendulumState, action: torch.Tensor) -> StepResult:
+        """See :meth:`rlstack.envs.Env.step`."""
         c = state.constants
         theta, theta_dot = state.physics.unbind(-1)
         u = torch.minimum(torch.maximum(action[:, 0], -c["max_torque"]), c["max_torque"])

@@ -9,7 +9,8 @@ wraps one; it runs eagerly (never compiled).
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import optree
 import torch
@@ -30,7 +31,7 @@ def space_from_spec(spec: Any, name: str = "spec") -> Space:
         TypeError: if the spec has no ``shape``/``dtype``.
     """
     if hasattr(spec, "keys") and not hasattr(spec, "dtype"):
-        return {k: space_from_spec(spec[k], f"{name}[{k!r}]") for k in spec.keys()}
+        return {k: space_from_spec(spec[k], f"{name}[{k!r}]") for k in spec.keys()}  # noqa: SIM118 (a spec, not a dict)
     if not hasattr(spec, "shape") or not hasattr(spec, "dtype"):
         raise TypeError(
             f"`{name}` must have `shape` and `dtype` (a torchrl-like spec), got {spec!r}."

@@ -1,2 +1,3 @@
 """Integrations with what lies outside: MLflow (``tracking``, ``plotting``, ``pyfunc_model``),
-gymnasium, torch.distributed, checkpoint files and exported policies. They serve the shell."""
+gymnasium, torch.distributed, checkpoint files and exported policies. They serve the shell.
+"""

@@ -18,8 +18,9 @@ import pickle
 import re
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import optree
 import torch
@@ -27,11 +28,13 @@ import torch
 from .folder_lock import FolderLock, pid_alive
 
 FORMAT = "rlstack-checkpoint"
-VERSION = 6  # 2: random keys instead of torch RNG states; 3: optimizer transforms, trajectory structure stored;
-# 4: optimizers as chains of small transforms (scale_by_adam, scale_by_learning_rate, ...);
-# 5: one memory field in carries and trajectories (rlstack.policy.memory), carries hold starts and step;
-# 6: one train state (rlstack.learn.train_state), accumulate_grads as the optimizer's AccumulateState,
-# classes named by their layer modules (rlstack.policy.models:MLPModel)
+# The format's history: 2: random keys instead of torch RNG states; 3: optimizer transforms,
+# trajectory structure stored; 4: optimizers as chains of small transforms (scale_by_adam,
+# scale_by_learning_rate, ...); 5: one memory field in carries and trajectories
+# (rlstack.policy.memory), carries hold starts and step; 6: one train state
+# (rlstack.learn.train_state), accumulate_grads as the optimizer's AccumulateState, classes named
+# by their layer modules (rlstack.policy.models:MLPModel)
+VERSION = 6
 _TEMP_NAME = re.compile(r"\.(?P<target>.+)\.(?P<pid>\d+)\.[^.]+\.tmp")
 
 
@@ -65,6 +68,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     :func:`remove_stale_temp_files`).
 
     Args:
+        path: the file to write.
         write: writes the whole file to the path it is given (a ``str``).
     """
     path = Path(path)
@@ -106,7 +110,8 @@ def safe_load(path: str | os.PathLike, what: str = "checkpoint") -> dict[str, An
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise CheckpointError(
-            f"Refused to load {what} {str(path)!r}: it holds objects other than tensors and plain containers "
+            f"Refused to load {what} {str(path)!r}: it holds objects other than tensors and plain "
+            "containers "
             f"(a tampered or foreign file); nothing was executed. Details: {str(e).splitlines()[0]}"
         ) from e
     except (
@@ -125,8 +130,10 @@ def safe_load(path: str | os.PathLike, what: str = "checkpoint") -> dict[str, An
         raise CheckpointError(f"{str(path)!r} is not an rlstack {what} (no '{FORMAT}' header).")
     if data.get("version") != VERSION:
         raise CheckpointError(
-            f"{what.capitalize()} {str(path)!r} has format version {data.get('version')}; this rlstack "
-            f"reads only version {VERSION} (older files were written by an earlier rlstack: train again, or "
+            f"{what.capitalize()} {str(path)!r} has format version {data.get('version')}; this "
+            "rlstack "
+            f"reads only version {VERSION} (older files were written by an earlier rlstack: train "
+            "again, or "
             "evaluate them with the version that wrote them)."
         )
     for part in TRAINED_STATE:
@@ -147,7 +154,7 @@ def check_finite(tree: Any, path: Path, what: str, *, prefix: str) -> None:
             many of its values are not finite.
     """
     paths, leaves, _ = optree.tree_flatten_with_path(tree)
-    for where, leaf in zip(paths, leaves):
+    for where, leaf in zip(paths, leaves, strict=True):
         if isinstance(leaf, torch.Tensor) and leaf.is_floating_point():
             bad = int((~torch.isfinite(leaf)).sum())
             if bad:
@@ -167,7 +174,8 @@ def verify_archive(path: Path, what: str = "checkpoint") -> None:
     """
     if not zipfile.is_zipfile(path):  # a cut archive loses its central directory
         raise CheckpointError(
-            f"{what.capitalize()} {str(path)!r} is truncated or corrupted: not a complete torch zip archive."
+            f"{what.capitalize()} {str(path)!r} is truncated or corrupted: not a complete torch "
+            "zip archive."
         )
     try:
         with zipfile.ZipFile(path) as archive:
@@ -178,7 +186,8 @@ def verify_archive(path: Path, what: str = "checkpoint") -> None:
         ) from e
     if bad is not None:
         raise CheckpointError(
-            f"{what.capitalize()} {str(path)!r} is corrupted: record {bad!r} does not match its CRC-32 checksum."
+            f"{what.capitalize()} {str(path)!r} is corrupted: record {bad!r} does not match its "
+            "CRC-32 checksum."
         )
 
 
@@ -196,12 +205,14 @@ def rebuild(template: Any, stored: list[torch.Tensor], name: str, device: torch.
     template_leaves, spec = optree.tree_flatten(template)
     if len(template_leaves) != len(stored):
         raise CheckpointError(
-            f"Checkpoint {name} has {len(stored)} tensors, the current setup expects {len(template_leaves)}."
+            f"Checkpoint {name} has {len(stored)} tensors, the current setup expects "
+            f"{len(template_leaves)}."
         )
-    for i, (want, got) in enumerate(zip(template_leaves, stored)):
+    for i, (want, got) in enumerate(zip(template_leaves, stored, strict=True)):
         if not isinstance(got, torch.Tensor) or got.shape != want.shape or got.dtype != want.dtype:
             raise CheckpointError(
-                f"Checkpoint {name} tensor {i} is {getattr(got, 'dtype', type(got))} {list(getattr(got, 'shape', []))}, "
+                f"Checkpoint {name} tensor {i} is {getattr(got, 'dtype', type(got))} "
+                f"{list(getattr(got, 'shape', []))}, "
                 f"the current setup expects {want.dtype} {list(want.shape)}."
             )
     return optree.tree_unflatten(spec, [t.to(device) for t in stored])
@@ -252,10 +263,12 @@ class CheckpointDir:
         if newer:
             self.close()
             raise ValueError(
-                f"`checkpoint_dir` {str(self.directory)!r} holds checkpoints newer than this run's step {step} "
+                f"`checkpoint_dir` {str(self.directory)!r} holds checkpoints newer than this run's "
+                f"step {step} "
                 f"({', '.join(newer)}), which this run would overwrite; choose another directory."
             )
-        #: Who held the folder before (``"<owner> (pid N)"``, as :meth:`FolderLock.take` wrote it), or "".
+        #: Who held the folder before (``"<owner> (pid N)"``, as :meth:`FolderLock.take` wrote it),
+        # or "".
         self.previous_owner = self._lock.take(owner)
         here = self.directory.resolve()
         self.written = [
@@ -263,22 +276,27 @@ class CheckpointDir:
         ]
 
     def relabel(self, owner: str) -> None:
-        """Name another owner in the lock (a run whose id was not known when the folder was opened)."""
+        """Name another owner in the lock (a run whose id was not known when the folder was "
+        "opened).
+        """
         self._lock.take(owner)
 
     def path(self, step: int) -> Path:
+        """The file of the checkpoint taken after ``steps`` updates (``step-<steps>.pt``)."""
         return self.directory / f"step-{step:08d}.pt"
 
     def claim(self, step: int) -> Path:
         """Record ``step-<step>.pt`` as this run's newest file (before it is
-        written, so the state saved in it can name it); returns its path."""
+        written, so the state saved in it can name it); returns its path.
+        """
         path = self.path(step)
         self.written = [p for p in self.written if p.resolve() != path.resolve()] + [path]
         return path
 
     def save(self, data: Any, step: int) -> Path:
         """Write ``data`` as ``step-<step>.pt`` atomically, then delete this
-        run's checkpoints beyond the ``keep`` newest; returns the path."""
+        run's checkpoints beyond the ``keep`` newest; returns the path.
+        """
         path = atomic_save(data, self.claim(step))
         while len(self.written) > self.keep:
             self.written.pop(0).unlink(missing_ok=True)
@@ -321,7 +339,8 @@ def resolve(name: str, what: str) -> Any:
     module = name.partition(":")[0]
     if module != "rlstack" and not module.startswith("rlstack."):
         raise CheckpointError(
-            f"The checkpoint was trained with {what} {name!r}, which is not part of rlstack: pass `{what}=` "
+            f"The checkpoint was trained with {what} {name!r}, which is not part of rlstack: pass "
+            f"`{what}=` "
             "to rebuild it (checkpoints never import user code by themselves)."
         )
     return import_qualified(name)

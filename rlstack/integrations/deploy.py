@@ -15,7 +15,8 @@ Every input and output has a leading batch dimension of any size.
 
 >>> from rlstack.integrations.deploy import export_onnx, export_program   # doctest: +SKIP
 >>> export_onnx(algo, "deploy/")       # deploy/actor.onnx and deploy/actor.json   # doctest: +SKIP
->>> export_program(algo, "deploy/")    # deploy/actor.pt2 (torch.export) and deploy/actor.json  # doctest: +SKIP
+>>> export_program(algo, "deploy/")    # deploy/actor.pt2 (torch.export) and deploy/actor.json  #
+doctest: +SKIP
 
 and ``rlstack export CHECKPOINT DIR --format onnx|torch``: a folder new or
 empty, or holding the other format of the same actor. ``actor.json``
@@ -29,8 +30,9 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import optree
 import torch
@@ -126,9 +128,14 @@ class DeployedActor(nn.Module):
         return self.model(*inputs)
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The deterministic action (and next memory) for a batch of raw observations."""
         count = len(self.observation_shapes)
         obs_leaves, rest = inputs[:count], inputs[count:]
-        obs = obs_leaves[0] if self.input_keys is None else dict(zip(self.input_keys, obs_leaves))
+        obs = (
+            obs_leaves[0]
+            if self.input_keys is None
+            else dict(zip(self.input_keys, obs_leaves, strict=True))
+        )
         if self.moments is not None:
             obs = normalize(self.moments, obs)
         if self.policy.has_memory:
@@ -155,17 +162,19 @@ class DeployedActor(nn.Module):
         if self.policy.has_memory:
             leaves += [
                 torch.zeros(batch, *s, dtype=d, device=device)
-                for s, d in zip(self.memory_shapes, self.memory_dtypes)
+                for s, d in zip(self.memory_shapes, self.memory_dtypes, strict=True)
             ]
             leaves.append(torch.ones(batch, dtype=torch.bool, device=device))
         return tuple(leaves)
 
     def input_names(self) -> list[str]:
+        """The exported program's input names, in order."""
         obs = ["obs"] if self.input_keys is None else [f"obs.{k}" for k in self.input_keys]
         memory = [f"memory.{i}" for i in range(len(self.memory_shapes))]
         return obs + (memory + ["starts"] if self.policy.has_memory else [])
 
     def output_names(self) -> list[str]:
+        """The exported program's output names, in order."""
         return ["actions"] + [f"next_memory.{i}" for i in range(len(self.memory_shapes))]
 
     def spec(self) -> dict[str, Any]:
@@ -173,10 +182,17 @@ class DeployedActor(nn.Module):
         example = self.example_inputs(1)
         with torch.no_grad():
             outputs = self(*example)
-        describe = lambda names, xs: [
-            {"name": n, "shape": ["B", *x.shape[1:]], "dtype": str(x.dtype).replace("torch.", "")}
-            for n, x in zip(names, xs)
-        ]
+
+        def describe(names: list[str], xs: tuple) -> list[dict[str, Any]]:
+            return [
+                {
+                    "name": n,
+                    "shape": ["B", *x.shape[1:]],
+                    "dtype": str(x.dtype).removeprefix("torch."),
+                }
+                for n, x in zip(names, xs, strict=True)
+            ]
+
         return {
             "inputs": describe(self.input_names(), example),
             "outputs": describe(self.output_names(), outputs),
@@ -208,7 +224,9 @@ def deployed_actor(algorithm: Any) -> DeployedActor:
 
 
 def _dynamic_shapes(actor: DeployedActor) -> tuple[tuple[dict[int, Any], ...]]:
-    """Every input's first dimension is the batch, of any size (``forward``'s one ``*inputs`` argument)."""
+    """Every input's first dimension is the batch, of any size (``forward``'s one ``*inputs`` "
+    "argument).
+    """
     batch = torch.export.Dim("batch", min=1)
     return (tuple({0: batch} for _ in actor.example_inputs()),)
 
@@ -252,7 +270,9 @@ def _spec_json(actor: DeployedActor) -> Any:
 def _write(
     actor: DeployedActor, directory: Path, program_file: str, write: Callable[[str], None]
 ) -> str:
-    """The program (``write(temp path)``) and ``actor.json``, each written atomically; the program's path."""
+    """The program (``write(temp path)``) and ``actor.json``, each written atomically; the "
+    "program's path.
+    """
     target = ckpt.atomic_write(directory / program_file, write)
     text = json.dumps(actor.spec(), indent=2)
     ckpt.atomic_write(directory / SPEC_FILE, lambda tmp: Path(tmp).write_text(text))

@@ -17,7 +17,8 @@ Everything here is a no-op in a single process.
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import optree
 import torch
@@ -103,7 +104,8 @@ def broadcast_tree(tree: Any, src: int = 0) -> Any:
 
 def _unflatten(flat: torch.Tensor, leaves: list[torch.Tensor], spec: Any) -> Any:
     """Split a flat buffer back into the shapes and dtypes of ``leaves`` (in
-    order) and rebuild the tree ``spec`` describes."""
+    order) and rebuild the tree ``spec`` describes.
+    """
     pieces, start = [], 0
     for leaf in leaves:
         pieces.append(flat[start : start + leaf.numel()].reshape(leaf.shape).to(leaf.dtype))
@@ -115,14 +117,15 @@ def reduce_stats(stats: Mapping[str, float]) -> dict[str, float]:
     """Stats of every rank combined by each stat's rule in
     :mod:`rlstack.learn.stats` (counts summed, episode means weighted by their
     counts, minima and maxima taken, the rest averaged), with one
-    all-gather. Every rank must pass the same keys."""
+    all-gather. Every rank must pass the same keys.
+    """
     if world_size() == 1 or not stats:
         return dict(stats)
     values = torch.tensor(list(stats.values()), dtype=torch.float64, device=_comm_device())
     gathered = [torch.empty_like(values) for _ in range(world_size())]
     dist.all_gather(gathered, values)
     table = torch.stack(gathered).cpu().tolist()  # [ranks][stats]
-    return combine([dict(zip(stats, row)) for row in table])
+    return combine([dict(zip(stats, row, strict=True)) for row in table])
 
 
 def check_same_config(config: Mapping[str, Any]) -> None:
@@ -144,7 +147,8 @@ def check_same_config(config: Mapping[str, Any]) -> None:
                 for k in differ
             )
             raise ValueError(
-                f"Ranks disagree on their configuration ({details}); every rank must be started alike."
+                f"Ranks disagree on their configuration ({details}); every rank must be started "
+                "alike."
             )
 
 

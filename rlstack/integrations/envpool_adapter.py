@@ -22,7 +22,8 @@ and ``rlstack train --env envpool:HalfCheetah-v5``.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -85,14 +86,17 @@ class EnvPoolEnv(GymnasiumEnv):
         self._idle = _zeros_like_action(pool.action_space)
 
     def step(self, key: torch.Tensor, state: GymnasiumState, action: Any):
-        """One step of every env, and EnvPool's reset step for those that ended (``key`` is unused)."""
+        """One step of every env, and EnvPool's reset step for those that ended (``key`` is "
+        "unused).
+        """
         obs, reward, terminated, truncated, _ = self.vector_env.step(actions_to_numpy(action))
         ended = np.flatnonzero(np.logical_or(terminated, truncated))
         if not ended.size:
             return self._stepped(obs, None, reward, terminated, truncated)
         idle = np.stack([self._idle] * ended.size)  # ignored by a reset step
         first_obs, _, _, _, info = self.vector_env.step(idle, env_id=ended)
-        # obs: the true last observations of the episodes that ended; the next ones have the reset rows
+        # obs: the true last observations of the episodes that ended; the next ones have the reset
+        # rows
         return self._stepped(
             _with_rows(obs, np.asarray(info["env_id"]), first_obs),
             obs,
@@ -155,7 +159,8 @@ class envpool_env:  # noqa: N801 - used like a class: Trainer(envpool_env("HalfC
     def build_env(
         self, *, num_envs: int, device: Any = "cpu", config: Mapping[str, Any] | None = None
     ) -> EnvPoolEnv:
-        """A pool of ``num_envs`` envs (all stepped at once), made with ``make_kwargs`` and ``config``.
+        """A pool of ``num_envs`` envs (all stepped at once), made with ``make_kwargs`` and
+        ``config``.
 
         Raises:
             ValueError: for options EnvPool does not take.
@@ -165,7 +170,8 @@ class envpool_env:  # noqa: N801 - used like a class: Trainer(envpool_env("HalfC
             pool = _envpool().make(self.task_id, env_type="gymnasium", num_envs=num_envs, **options)
         except (TypeError, KeyError, ValueError) as e:
             raise ValueError(
-                f"envpool:{self.task_id} could not be made with env_config {dict(config or {})}: {e}"
+                f"envpool:{self.task_id} could not be made with env_config {dict(config or {})}: "
+                f"{e}"
             ) from None
         return EnvPoolEnv(pool, device=device, config=config, name=f"envpool:{self.task_id}")
 

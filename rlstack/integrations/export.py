@@ -40,18 +40,13 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import optree
 import torch
-
-from .tracking import require_mlflow
-
-mlflow = require_mlflow()  # first, so that a missing MLflow is named in the error
-from mlflow.models import ModelSignature  # noqa: E402
-from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec  # noqa: E402
 
 from ..core import random
 from ..core.normalization import RunningMoments, moments_from_tensors, moments_to_tensors
@@ -67,6 +62,11 @@ from ..core.spaces import (
 from ..core.version import __version__
 from ..policy.policy import Policy, act_in_env
 from . import checkpoint as ckpt
+from .tracking import require_mlflow
+
+mlflow = require_mlflow()  # before MLflow's own imports: a missing MLflow is named
+from mlflow.models import ModelSignature  # noqa: E402
+from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec  # noqa: E402
 
 PARAMS_FILE, CONFIG_FILE, MOMENTS_FILE = "params.pt", "policy.json", "obs_moments.pt"
 _ENTRY_POINT = Path(__file__).with_name("pyfunc_model.py")
@@ -86,7 +86,8 @@ def _load_tensors(path: Path) -> Any:
 
 def _resolve_class(name: str, what: str, given: type | None, allow: Sequence[str]) -> Any:
     """``given`` if passed, else the class named ``name``: rlstack's own, or
-    one the caller listed in ``allow``."""
+    one the caller listed in ``allow``.
+    """
     if given is not None:
         return given
     if name in allow:
@@ -95,7 +96,8 @@ def _resolve_class(name: str, what: str, given: type | None, allow: Sequence[str
         return ckpt.resolve(name, what)
     except ckpt.CheckpointError:
         raise ckpt.CheckpointError(
-            f"The exported policy names {what} {name!r}, which is not part of rlstack; pass `{what}=` (or list "
+            f"The exported policy names {what} {name!r}, which is not part of rlstack; pass "
+            f"`{what}=` (or list "
             f"it in `allow_classes`) to load it: an export never imports code by itself."
         ) from None
 
@@ -151,7 +153,8 @@ class ExportedPolicy:
         self.params = {k: v.to(self.device) for k, v in _load_tensors(folder / PARAMS_FILE).items()}
         self.obs_moments: Any = ()
         self._sample_calls = 0
-        #: A policy with memory (recurrent, or a window of observations): what the last call left for the
+        #: A policy with memory (recurrent, or a window of observations): what the last call left
+        # for the
         #: next one (``None``: episodes begin at the next call). See :meth:`act` and :meth:`reset`.
         self.memory: Any = None
         if config.get("normalize_obs"):
@@ -224,7 +227,8 @@ class ExportedPolicy:
     def predict(self, obs: Any, deterministic: bool = True, *, starts: Any = None) -> Any:
         """Actions for a batch of raw observations, exactly as
         :meth:`Algorithm.predict <rlstack.Algorithm.predict>` computed them
-        (a policy's memory, if any, kept between calls: see :meth:`act`)."""
+        (a policy's memory, if any, kept between calls: see :meth:`act`).
+        """
         return self.act(obs, deterministic, starts=starts)[0]
 
 
@@ -263,9 +267,11 @@ def _tensor_spec(space: Any, name: str) -> list[TensorSpec]:
 
 class PolicyModel(mlflow.pyfunc.PythonModel):
     """The pyfunc wrapper (built by ``pyfunc_model.py``); holds nothing
-    until ``load_context``."""
+    until ``load_context``.
+    """
 
     def load_context(self, context: Any) -> None:
+        """MLflow's hook: load the exported policy from the model's artifacts."""
         allow = list((context.model_config or {}).get("allow_classes", ()))
         self.exported = ExportedPolicy(
             Path(context.artifacts["config"]).parent, allow_classes=allow
@@ -275,7 +281,8 @@ class PolicyModel(mlflow.pyfunc.PythonModel):
         self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None
     ) -> Any:
         """Actions for ``{"obs": array}`` (or a dict of arrays for a dict
-        observation space); see the module docstring for ``params``."""
+        observation space); see the module docstring for ``params``.
+        """
         params = params or {}
         deterministic = bool(params.get("deterministic", True))
         exported = self.exported
@@ -293,7 +300,8 @@ class PolicyModel(mlflow.pyfunc.PythonModel):
 
 def check_export_path(path: str | os.PathLike) -> None:
     """Raise ``FileExistsError`` if ``path`` exists and is not an empty
-    folder (checked before training, so no work is wasted)."""
+    folder (checked before training, so no work is wasted).
+    """
     path = Path(path)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise FileExistsError(

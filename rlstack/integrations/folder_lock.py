@@ -1,6 +1,7 @@
 """Folder locks: an exclusive ``flock`` naming its owner, which the OS
 releases when the owning process dies (checkpoint and export folders use
-them to keep a second live run out)."""
+them to keep a second live run out).
+"""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ class FolderLock:
     def __init__(self, path: Path, what: str, folder: str) -> None:
         self.path = path
         try:
-            self._file = open(path, "a+")
+            self._file = open(path, "a+")  # noqa: SIM115 (held open: the lock lives as long as it)
         except OSError as e:
             raise ValueError(f"`{what}` {folder!r} is not writable: {e.strerror or e}.") from e
         try:
@@ -70,7 +71,8 @@ class FolderLock:
 
 def dead_owner(text: str) -> str | None:
     """The owner named in a lock's ``"<owner> (pid N)"`` text if process N is no
-    longer alive (its run died without ending), else None."""
+    longer alive (its run died without ending), else None.
+    """
     match = re.fullmatch(r"(?P<owner>.+) \(pid (?P<pid>\d+)\)", text.strip())
     if match is None or int(match["pid"]) == os.getpid():
         return None

@@ -20,7 +20,8 @@ become float32), ``Discrete`` (``start`` 0) and ``Dict`` of those.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import numpy as np
 import optree
@@ -47,7 +48,7 @@ def _gymnasium():
 
 
 def space_from_gymnasium(space: Any, name: str) -> Space:
-    """rlstack's space for a gymnasium ``Box``, ``Discrete`` or ``Dict``.
+    """Rlstack's space for a gymnasium ``Box``, ``Discrete`` or ``Dict``.
 
     Raises:
         ValueError: for any other space, naming it.
@@ -108,14 +109,16 @@ class GymnasiumEnv(Env):
         gymnasium = _gymnasium()
         if not isinstance(vector_env, gymnasium.vector.VectorEnv):
             raise TypeError(
-                f"`vector_env` must be a gymnasium.vector.VectorEnv, got {type(vector_env).__name__}; vectorise it "
+                "`vector_env` must be a gymnasium.vector.VectorEnv, got "
+                f"{type(vector_env).__name__}; vectorise it "
                 "with gymnasium.make_vec(id, num_envs, vectorization_mode='sync', "
                 "vector_kwargs={'autoreset_mode': gymnasium.vector.AutoresetMode.SAME_STEP})."
             )
         mode = vector_env.metadata.get("autoreset_mode")
         if mode != gymnasium.vector.AutoresetMode.SAME_STEP:
             raise ValueError(
-                f"`vector_env` must auto-reset in the same step (AutoresetMode.SAME_STEP), got {mode}: in "
+                "`vector_env` must auto-reset in the same step (AutoresetMode.SAME_STEP), got "
+                f"{mode}: in "
                 "NEXT_STEP mode every episode end costs a step whose action is ignored."
             )
         self.vector_env, self.device, self.config = (
@@ -148,7 +151,8 @@ class GymnasiumEnv(Env):
 
     def _tensor(self, array: Any, dtype: Any) -> torch.Tensor:
         """A copy of ``array`` as a ``dtype`` tensor on the device: gymnasium
-        reuses its buffers from step to step, so nothing is shared with them."""
+        reuses its buffers from step to step, so nothing is shared with them.
+        """
         tensor = torch.from_numpy(np.array(array, dtype=dtype))
         return tensor if self.device.type == "cpu" else tensor.to(self.device)
 
@@ -168,7 +172,8 @@ class GymnasiumEnv(Env):
 
     def reset_seed(self, key: torch.Tensor, num_envs: int, config: Mapping[str, Any] | None) -> int:
         """The seed a reset draws from ``key``, after checking ``num_envs``
-        and ``config`` against what the env was made with (see :meth:`reset`)."""
+        and ``config`` against what the env was made with (see :meth:`reset`).
+        """
         check_num_envs(num_envs, self.num_envs, self.kind)
         if config and dict(config) != self.config:
             raise ValueError(
@@ -192,7 +197,8 @@ class GymnasiumEnv(Env):
     ) -> tuple:
         """A step's NumPy results as :meth:`step` returns them; ``final_obs``
         None where no episode ended (then a copy of the next observations:
-        two inputs of the rollout's step, never one aliased)."""
+        two inputs of the rollout's step, never one aliased).
+        """
         next_tensors = self._obs(next_obs)
         final = (
             optree.tree_map(torch.clone, next_tensors)
@@ -208,6 +214,7 @@ class GymnasiumEnv(Env):
         )
 
     def final_observation(self, state: GymnasiumState) -> Any:
+        """See :meth:`rlstack.envs.Env.final_observation`."""
         return state.final_obs
 
     def __repr__(self) -> str:

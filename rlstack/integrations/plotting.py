@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 from .tracking import make_client
 
@@ -34,7 +34,8 @@ def plot_learning_curve(
     histories = {m: sorted(h, key=lambda p: p.step) for m, h in histories.items() if h}
     if not histories:
         raise ValueError(
-            f"Run {run_id} has none of the metrics {list(metrics)}; it has {sorted(run.data.metrics)}."
+            f"Run {run_id} has none of the metrics {list(metrics)}; it has "
+            f"{sorted(run.data.metrics)}."
         )
     # Evaluation runs on fresh envs for its own number of horizons: its returns are
     # not on the training returns' scale, so they get a panel of their own.
@@ -48,7 +49,7 @@ def plot_learning_curve(
     )
     env = run.data.params.get("env", "")
     horizon = run.data.params.get("horizon", "?")
-    for ax, (title, group) in zip(axes[:, 0], panels):
+    for ax, (title, group) in zip(axes[:, 0], panels, strict=True):
         for name, history in group.items():
             ax.plot(
                 [p.step for p in history],

@@ -41,7 +41,8 @@ and logged with the collect's stats under rsl_rl's names: a key with a
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import torch
 
@@ -50,7 +51,8 @@ from ..core.spaces import Box
 from ..envs import Env
 from ..envs._base import check_num_envs, where_done
 
-#: Where a wrapper may put the true final observation of the envs that ended (see the module's docstring).
+#: Where a wrapper may put the true final observation of the envs that ended (see the module's
+# docstring).
 FINAL_OBS_KEY = "final_observation"
 #: The protocol's attributes and methods, checked at construction.
 PROTOCOL = ("num_envs", "num_actions", "device", "get_observations", "step")
@@ -73,7 +75,7 @@ def observation_groups(obs: Any, name: str = "observations") -> dict[str, torch.
         raise TypeError(
             f"{name} must be a TensorDict, a dict of tensors or a tensor, got {type(obs).__name__}."
         )
-    groups = {str(k): obs[k] for k in obs.keys()}
+    groups = {str(k): obs[k] for k in obs.keys()}  # noqa: SIM118 (a TensorDict)
     for group, value in groups.items():
         if not isinstance(value, torch.Tensor):
             raise TypeError(
@@ -139,7 +141,8 @@ class RslRlEnv(Env):
         missing = [a for a in PROTOCOL if not hasattr(vec_env, a)]
         if missing:
             raise TypeError(
-                f"`vec_env` must follow rsl_rl's VecEnv protocol; {type(vec_env).__name__} has no {missing}."
+                f"`vec_env` must follow rsl_rl's VecEnv protocol; {type(vec_env).__name__} has no "
+                f"{missing}."
             )
         self.vec_env, self.final_obs_key, self.random_episode_starts = (
             vec_env,
@@ -178,12 +181,14 @@ class RslRlEnv(Env):
         check_num_envs(num_envs, self.num_envs, self.kind)
         if key.device != self.device:
             raise ValueError(
-                f"The {self.kind} {self.name} runs on {self.device}, the policy on {key.device}: pass "
+                f"The {self.kind} {self.name} runs on {self.device}, the policy on {key.device}: "
+                "pass "
                 f"device={str(self.device)!r} (rlstack never copies observations between devices)."
             )
         if config:
             raise ValueError(
-                f"A {self.kind} takes no reset `config` (its options are the env's cfg), got {dict(config)}."
+                f"A {self.kind} takes no reset `config` (its options are the env's cfg), got "
+                f"{dict(config)}."
             )
         if self.random_episode_starts and not self._started:
             horizon = int(self.vec_env.max_episode_length)
@@ -218,6 +223,7 @@ class RslRlEnv(Env):
         return RslRlState(obs, final_obs), obs, rewards.reshape(n).float(), terminated, truncated
 
     def final_observation(self, state: RslRlState) -> Any:
+        """See :meth:`rlstack.envs.Env.final_observation`."""
         return state.final_obs
 
     def _add_log(self, log: Mapping[str, Any] | None) -> None:
@@ -231,7 +237,8 @@ class RslRlEnv(Env):
     def rollout_log(self) -> dict[str, torch.Tensor]:
         """Each ``extras["log"]`` key's mean over the steps since the last
         call that reported it (0-d tensors on the env's device), then
-        forgotten."""
+        forgotten.
+        """
         means = {name: total / self._log_counts[name] for name, total in self._log_sums.items()}
         self._log_sums, self._log_counts = {}, {}
         return means
@@ -255,7 +262,8 @@ class rsl_rl_env:  # noqa: N801 - used like a class: Trainer(rsl_rl_env(make_isa
     def __init__(self, factory: Callable[..., Any], **options: Any) -> None:
         if not callable(factory):
             raise TypeError(
-                f"`factory` must be callable (num_envs=, device=) -> an rsl_rl env, got {factory!r}."
+                "`factory` must be callable (num_envs=, device=) -> an rsl_rl env, got "
+                f"{factory!r}."
             )
         self.factory, self.options = factory, options
         self.__name__ = getattr(factory, "__name__", type(factory).__name__)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -43,6 +44,7 @@ def make_client(tracking_uri: str | None = None) -> MlflowClient:
 
 
 def param_value(value: Any) -> str:
+    """A value as an MLflow param: its ``repr`` cut to MLflow's length limit."""
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     return text[:6000]  # MLflow's limit on a param value
 
@@ -50,7 +52,8 @@ def param_value(value: Any) -> str:
 def experiment_id(client: MlflowClient, experiment_name: str | None, parent: Any) -> str:
     """The experiment a new run goes to: ``experiment_name`` (created if
     missing), else the enclosing run's, else MLflow's current one (as set by
-    ``mlflow.set_experiment`` or ``MLFLOW_EXPERIMENT_NAME``)."""
+    ``mlflow.set_experiment`` or ``MLFLOW_EXPERIMENT_NAME``).
+    """
     if experiment_name is not None:
         if not isinstance(experiment_name, str) or not experiment_name:
             raise ValueError(f"`experiment_name` must be a non-empty str, got {experiment_name!r}.")
@@ -156,14 +159,17 @@ class MetricLog:
 class NullClient:
     """The tracking client of a data-parallel rank other than 0: it creates
     no run and drops every write (rank 0 logs the stats, which are the
-    same on every rank)."""
+    same on every rank).
+    """
 
     def get_run(self, run_id: Any) -> Any:
+        """Nothing to read: there is no MLflow run (another rank's Trainer)."""
         from types import SimpleNamespace
 
         return SimpleNamespace(data=SimpleNamespace(params={}))
 
     def update_run(self, *args: Any, **kwargs: Any) -> None:
+        """Nothing to update: there is no MLflow run."""
         pass
 
     log_batch = log_artifact = set_terminated = update_run
@@ -215,6 +221,7 @@ class MemberRuns:
         self.status: list[str | None] = [None] * num_members
 
     def flush(self) -> None:
+        """Write every member's held metric points now."""
         for log in self.metrics:
             log.flush()
 
@@ -240,14 +247,15 @@ def end_run(
     recorded; release its checkpoint folders. Called by
     :meth:`Trainer.close` (``quiet=False``: a failure to write the status is
     raised), or at garbage collection or process exit for a Trainer that was
-    never closed (where the store may already be gone)."""
+    never closed (where the store may already be gone).
+    """
     for directory in checkpoint_dirs.values():
         directory.close()
     checkpoint_dirs.clear()
     try:
         if members is not None:
             members.flush()
-            for member_run, member_status in zip(members.run_ids, members.status):
+            for member_run, member_status in zip(members.run_ids, members.status, strict=True):
                 client.set_terminated(member_run, status=member_status or status["status"])
         if metrics is not None:
             metrics.flush()
@@ -262,7 +270,8 @@ def mark_dead_run_killed(
 ) -> str | None:
     """End as KILLED the MLflow run a dead process left RUNNING: ``owner`` is
     what its folder lock names (``"MLflow run <id>"``, see
-    :func:`rlstack.integrations.folder_lock.dead_owner`). Returns the id it ended, if any."""
+    :func:`rlstack.integrations.folder_lock.dead_owner`). Returns the id it ended, if any.
+    """
     run_id = (owner or "").removeprefix("MLflow run ").strip()
     if (
         not owner
@@ -295,7 +304,8 @@ def create_run(client: MlflowClient, experiment_name: str | None, run_name: str 
 
 def log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
     """Log params; on a resumed run, values that differ from the logged
-    ones (MLflow params are immutable) are recorded as ``resumed/<name>`` tags."""
+    ones (MLflow params are immutable) are recorded as ``resumed/<name>`` tags.
+    """
     logged = client.get_run(run_id).data.params
     text = {k: param_value(v) for k, v in params.items()}
     from mlflow.entities import Param, RunTag
@@ -312,7 +322,8 @@ def resumable_run_id(
     run_id: str | None, experiment_name: str | None, run_name: str | None
 ) -> str | None:
     """``run_id`` if that run exists in the current tracking store and
-    ``experiment_name`` / ``run_name``, when given, are its; else None."""
+    ``experiment_name`` / ``run_name``, when given, are its; else None.
+    """
     if run_id is None:
         return None
     client = make_client()

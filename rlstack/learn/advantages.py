@@ -2,11 +2,12 @@
 ``normalize_advantage_per_mini_batch``): the ``epoch_batch`` piece of
 :func:`~rlstack.learn.update.make_update`, which re-standardises a prepared
 batch's advantages within each minibatch of an epoch's order. Standardising
-over the whole buffer is :func:`~rlstack.learn.loss.prepare_batch`'s."""
+over the whole buffer is :func:`~rlstack.learn.loss.prepare_batch`'s.
+"""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -16,7 +17,8 @@ from ..core.types import Batch
 
 def minibatch_rows(config: AlgorithmConfig, recurrent: bool) -> int | None:
     """Rows per minibatch: transitions, or a recurrent policy's sequences of
-    ``seq_len``; None for the whole buffer."""
+    ``seq_len``; None for the whole buffer.
+    """
     if config.sgd_minibatch_size is None:
         return None
     return config.sgd_minibatch_size // (config.seq_len if recurrent else 1)
@@ -29,7 +31,8 @@ def per_minibatch_standardised(
     within each minibatch of ``rows`` consecutive entries of ``order``
     (``[R]`` int64, a permutation); None: one minibatch of all ``R``. Each
     minibatch's statistics cover all its elements (a sequence row's ``L``
-    steps too)."""
+    steps too).
+    """
     rows = order.shape[0] if rows is None else rows
     ordered = advantages[order]
     groups = ordered.reshape(order.shape[0] // rows, -1)
@@ -43,7 +46,8 @@ def make_epoch_batch(
     """``epoch_batch(batch, order) -> batch``: the batch an epoch slices in
     ``order`` (``[rows]`` int64), its advantages standardised within each
     minibatch of that order (:func:`per_minibatch_standardised`); the
-    update has this piece with ``normalize_advantages_per_minibatch`` only."""
+    update has this piece with ``normalize_advantages_per_minibatch`` only.
+    """
     rows = minibatch_rows(config, recurrent)
 
     def epoch_batch(batch: Batch, order: torch.Tensor) -> Batch:

@@ -17,7 +17,8 @@ on every replay (so each replay samples new actions and permutations).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import optree
 import torch
@@ -64,9 +65,11 @@ class CudaGraphed:
 
     @property
     def captured(self) -> bool:
+        """Whether the graph has been captured (after the warm-up calls)."""
         return self.graph is not None
 
     def __call__(self, *args: Any) -> Any:
+        """Run the function: eagerly for the warm-up calls, then by replaying its captured graph."""
         leaves, spec = optree.tree_flatten(args)
         signature = _signature(leaves)
         self.calls += 1
@@ -76,7 +79,7 @@ class CudaGraphed:
             self._capture(leaves, spec, signature)
         else:
             self._check_same_call(spec, signature)
-            for static, value in zip(self._static_inputs, leaves):
+            for static, value in zip(self._static_inputs, leaves, strict=True):
                 static.copy_(value)
         self.graph.replay()
         return optree.tree_map(torch.clone, self._static_output)
@@ -108,13 +111,15 @@ class CudaGraphed:
     def _check_same_call(self, spec: Any, signature: list) -> None:
         if spec != self._spec:
             raise ValueError(
-                f"CudaGraphed({_name(self.fn)}) was captured for arguments of structure {self._spec}, "
+                f"CudaGraphed({_name(self.fn)}) was captured for arguments of structure "
+                f"{self._spec}, "
                 f"got {spec}; build a new CudaGraphed for a new structure."
             )
-        for i, (got, want) in enumerate(zip(signature, self._signature)):
+        for i, (got, want) in enumerate(zip(signature, self._signature, strict=True)):
             if got != want:
                 raise ValueError(
-                    f"CudaGraphed({_name(self.fn)}): leaf {i} of the arguments is (shape, dtype, device) = {got}, "
+                    f"CudaGraphed({_name(self.fn)}): leaf {i} of the arguments is (shape, dtype, "
+                    f"device) = {got}, "
                     f"the captured call's was {want}; CUDA graphs replay fixed shapes."
                 )
 
@@ -124,7 +129,8 @@ def _signature(leaves: list[Any]) -> list[tuple[torch.Size, torch.dtype, torch.d
     for i, leaf in enumerate(leaves):
         if not isinstance(leaf, torch.Tensor):
             raise TypeError(
-                f"CudaGraphed arguments must be pytrees of tensors; leaf {i} is {type(leaf).__name__}."
+                f"CudaGraphed arguments must be pytrees of tensors; leaf {i} is "
+                f"{type(leaf).__name__}."
             )
         if leaf.device.type != "cuda":
             raise ValueError(

@@ -7,7 +7,8 @@ Time-major shapes: ``T`` steps, ``N`` envs, ``B`` transitions in a flat batch.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import optree
 import torch
@@ -74,7 +75,8 @@ def gae(
     """
     if values.shape[0] != rewards.shape[0] + 1 or values.shape[1:] != rewards.shape[1:]:
         raise ValueError(
-            f"`values` must have shape [T + 1, ...] for `rewards` [T, ...] = {list(rewards.shape)}, "
+            "`values` must have shape [T + 1, ...] for `rewards` [T, ...] = "
+            f"{list(rewards.shape)}, "
             f"got {list(values.shape)}."
         )
     for name, flag in (
@@ -84,11 +86,13 @@ def gae(
     ):
         if flag is not None and flag.shape != rewards.shape:
             raise ValueError(
-                f"`{name}` must have the shape of `rewards` {list(rewards.shape)}, got {list(flag.shape)}."
+                f"`{name}` must have the shape of `rewards` {list(rewards.shape)}, got "
+                f"{list(flag.shape)}."
             )
     if truncated is not None and final_values is None:
         raise ValueError(
-            "`truncated` needs `final_values`: the values of the truncated steps' final observations."
+            "`truncated` needs `final_values`: the values of the truncated steps' final "
+            "observations."
         )
     next_values = values[1:]
     continues = torch.ones_like(rewards)
@@ -267,14 +271,16 @@ def prepare_batch(
 def minibatch(batch: Batch, idx: torch.Tensor, memory: MemoryKind) -> Batch:
     """Rows ``idx`` (``[B']`` int64) of a prepared batch, as the policy's
     memory kind gathers them (a windowed policy's windows ``[B', K, ...]``
-    from the trajectory's one copy of its frames)."""
+    from the trajectory's one copy of its frames).
+    """
     return memory.rows(batch, idx)
 
 
 def as_config(config: AlgorithmConfig | Mapping[str, Any]) -> AlgorithmConfig:
     """A config, or a dict of one's fields: a
     :class:`~rlstack.core.config.RecurrentAlgorithmConfig` when it names
-    ``seq_len`` or ``seqs_per_state_reset``, else an :class:`AlgorithmConfig`."""
+    ``seq_len`` or ``seqs_per_state_reset``, else an :class:`AlgorithmConfig`.
+    """
     if isinstance(config, AlgorithmConfig):
         return config
     if "seq_len" in config or "seqs_per_state_reset" in config:
@@ -285,7 +291,8 @@ def as_config(config: AlgorithmConfig | Mapping[str, Any]) -> AlgorithmConfig:
 def config_hparams(config: AlgorithmConfig | Mapping[str, Any], device: Any = None) -> HParams:
     """The config's :class:`~rlstack.core.types.HParams`: Python floats, or with
     a ``device`` 0-d float32 tensors on it (what :class:`~rlstack.Algorithm`
-    passes, so a single run and a population member compute alike)."""
+    passes, so a single run and a population member compute alike).
+    """
     config = AlgorithmConfig.from_mapping(config)
     values = HParams(config.gamma, config.gae_lambda, config.clip_param, config.entropy_coeff)
     if device is None:

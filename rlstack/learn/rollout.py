@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import optree
 import torch
@@ -45,8 +46,8 @@ def make_rollout(
     """Build ``rollout(params, carry, hparams=None) -> (carry, traj)``.
 
     ``rollout`` runs ``horizon`` steps of its ``step`` piece
-    ``step(params, carry, discount) -> (carry, transition)`` (act, then step the env with the action mapped into its
-    action space by :func:`~rlstack.policy.policy.to_action_space`; ``traj.actions``
+    ``step(params, carry, discount) -> (carry, transition)`` (act, then step the env with the action
+    mapped into its action space by :func:`~rlstack.policy.policy.to_action_space`; ``traj.actions``
     keeps the distribution's own, which log-probs refer to), stacks the transitions
     time-major and appends the critic's value of the final observation as
     the bootstrap ``traj.values[T]``. Its randomness comes from
@@ -107,11 +108,13 @@ def make_rollout(
         >>> from rlstack.policy.models import MLPModel
         >>> from rlstack.policy.distributions import Categorical
         >>> env = DiscreteDummyEnv()
-        >>> policy = Policy(MLPModel(env.observation_space, env.action_space, hiddens=(8,)), Categorical)
+        >>> policy = Policy(MLPModel(env.observation_space, env.action_space, hiddens=(8,)),
+        Categorical)
         >>> from rlstack import random
         >>> rollout = make_rollout(env, policy, horizon=5)
         >>> reset_key, rollout_key = random.split(random.key(0))
-        >>> carry, traj = rollout(policy.init_params(), RolloutCarry(*env.reset(reset_key, 3), rollout_key))
+        >>> carry, traj = rollout(policy.init_params(), RolloutCarry(*env.reset(reset_key, 3),
+        rollout_key))
         >>> traj.rewards.shape, traj.values.shape
         (torch.Size([5, 3]), torch.Size([6, 3]))
     """
@@ -140,7 +143,8 @@ def make_rollout(
         params: Params, carry: RolloutCarry, discount: Any, acted: Acted, stepped: tuple
     ) -> tuple[RolloutCarry, Transition]:
         """After the env: an ended episode is tallied (its final observation
-        valued) and its successor's memory starts over at the next step."""
+        valued) and its successor's memory starts over at the next step.
+        """
         env_state, obs, reward, terminated, truncated = stepped
         done = terminated | truncated
         ended_value = final_value(
@@ -247,7 +251,8 @@ def scheduled_starts(
 ) -> torch.Tensor:
     """``[N]`` bool: where the memory starts over before the next step (an
     episode's start, and every ``seqs_per_state_reset`` sequences of
-    ``seq_len`` steps counted by ``carry.step``; negative: never)."""
+    ``seq_len`` steps counted by ``carry.step``; negative: never).
+    """
     if seqs_per_state_reset < 0:
         return carry.starts
     scheduled = (carry.step % seq_len == 0) & ((carry.step // seq_len) % seqs_per_state_reset == 0)
@@ -266,8 +271,9 @@ def final_value(
 ) -> Any:
     """The critic's value of each env's final observation of the step
     (before an auto-reset), seen as the policy saw observations, with the
-    memory after the step (``no_starts``: ``[N]`` False); ``()`` for an env whose episodes never end:
-    its final values are the next step's values (see the assembly)."""
+    memory after the step (``no_starts``: ``[N]`` False); ``()`` for an env whose episodes never
+    end: its final values are the next step's values (see the assembly).
+    """
     final_obs = env.final_observation(env_state)
     if final_obs is None:
         return ()
@@ -293,7 +299,8 @@ def run_horizon(
     stacked along time (axis ``member_axes``: 0, or 1 under a member axis),
     the ``bootstrap_value`` appended to the values and the memory
     ``record`` made for ``seq_len`` steps. The discount is ``hparams.gamma``,
-    else ``gamma``."""
+    else ``gamma``.
+    """
     random.check_key(carry.key, "carry.key")
     discount = gamma if hparams is None else hparams.gamma
     if member_axes and not isinstance(discount, torch.Tensor):  # one value for every member
@@ -302,7 +309,8 @@ def run_horizon(
         )
     carry = contiguous(pieces["defaults"](carry))
     first_memory, transitions = carry.memory, []
-    for carry, transition in steps(pieces, params, carry, discount, horizon):
+    stepping = steps(pieces, params, carry, discount, horizon)
+    for carry, transition in stepping:  # noqa: B007 (the last carry is the rollout's)
         transitions.append(transition)
     stacked = optree.tree_map(
         lambda *xs: torch.stack(xs, member_axes), *[s._replace(memory=()) for s in transitions]
@@ -339,7 +347,8 @@ def check_window(policy: Policy, horizon: int) -> None:
     size, name = policy.obs_window, type(policy.model).__name__
     if size > horizon:
         raise ValueError(
-            f"model {name}.obs_window {size} must not exceed `horizon` {horizon}: a window is at most "
+            f"model {name}.obs_window {size} must not exceed `horizon` {horizon}: a window is at "
+            "most "
             "one rollout long."
         )
 
@@ -359,7 +368,8 @@ def reset_carry(
     begins an episode (``starts`` all True, a zero
     :class:`~rlstack.core.types.EpisodeTally`, ``policy``'s first memory, see
     :func:`with_carry_defaults`); ``step`` (0-d int64, default 0) goes on
-    counting a run's steps across resets."""
+    counting a run's steps across resets.
+    """
     reset_key, rollout_key = random.split(key)
     state, obs = env.reset(reset_key, num_envs, config=config)
     carry = RolloutCarry(state, obs, rollout_key, norm, step=() if step is None else step)
@@ -372,7 +382,8 @@ def with_carry_defaults(policy: Policy | None) -> Callable[[RolloutCarry], Rollo
     returns, ``[N]`` int64 lengths), ``policy``'s first memory
     (:meth:`Policy.initial_memory <rlstack.policy.policy.Policy.initial_memory>`:
     the one place it is made), ``starts`` all True (every env begins an
-    episode) and ``step`` 0."""
+    episode) and ``step`` 0.
+    """
 
     def with_defaults(carry: RolloutCarry) -> RolloutCarry:
         n, device = _batch_size(carry.obs), carry.key.device

@@ -21,7 +21,8 @@ equal the stats of their transitions taken together
 from __future__ import annotations
 
 import math
-from typing import Mapping, NamedTuple, Sequence, Union
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import torch
 
@@ -30,11 +31,13 @@ from ..core.types import EpisodeTally, Trajectory
 
 class Mean(NamedTuple):
     """The plain mean over groups (the default): right for means over
-    equally many items per group, and for values every group shares."""
+    equally many items per group, and for values every group shares.
+    """
 
     companion = None
 
     def apply(self, values: list[float], companions: list[float]) -> float:
+        """Combine the groups' values of this stat (``[G]``, with their ``counts``) into one."""
         return math.fsum(values) / len(values)
 
 
@@ -44,6 +47,7 @@ class Sum(NamedTuple):
     companion = None
 
     def apply(self, values: list[float], companions: list[float]) -> float:
+        """Combine the groups' values of this stat (``[G]``, with their ``counts``) into one."""
         return math.fsum(values)
 
 
@@ -53,6 +57,7 @@ class Min(NamedTuple):
     companion = None
 
     def apply(self, values: list[float], companions: list[float]) -> float:
+        """Combine the groups' values of this stat (``[G]``, with their ``counts``) into one."""
         return min(values)
 
 
@@ -62,43 +67,56 @@ class Max(NamedTuple):
     companion = None
 
     def apply(self, values: list[float], companions: list[float]) -> float:
+        """Combine the groups' values of this stat (``[G]``, with their ``counts``) into one."""
         return max(values)
 
 
 class Weighted(NamedTuple):
     """The mean weighted by the stat ``by`` (a count) of each group: a mean
     over episodes weighs each group by how many episodes ended in it. Groups
-    with no weight do not count; no weight anywhere gives 0."""
+    with no weight do not count; no weight anywhere gives 0.
+    """
 
     by: str
 
     @property
     def companion(self) -> str:
+        """The name of the stat this one is weighted or pooled with."""
         return self.by
 
     def apply(self, values: list[float], companions: list[float]) -> float:
+        """Combine the groups' values of this stat (``[G]``, with their ``counts``) into one."""
         total = math.fsum(companions)
-        return math.fsum(w * v for w, v in zip(companions, values)) / total if total > 0 else 0.0
+        return (
+            math.fsum(w * v for w, v in zip(companions, values, strict=True)) / total
+            if total > 0
+            else 0.0
+        )
 
 
 class Pooled(NamedTuple):
     """The standard deviation of the union of equal-sized groups, from each
     group's population std and its mean (the stat ``mean``):
-    ``sqrt(mean(std**2) + mean(mean**2) - mean(mean)**2)``."""
+    ``sqrt(mean(std**2) + mean(mean**2) - mean(mean)**2)``.
+    """
 
     mean: str
 
     @property
     def companion(self) -> str:
+        """The name of the stat this one is weighted or pooled with."""
         return self.mean
 
     def apply(self, values: list[float], companions: list[float]) -> float:
+        """Combine the groups' values of this stat (``[G]``, with their ``counts``) into one."""
         mean_of_means = math.fsum(companions) / len(companions)
-        second_moment = math.fsum(s * s + m * m for s, m in zip(values, companions)) / len(values)
+        second_moment = math.fsum(
+            s * s + m * m for s, m in zip(values, companions, strict=True)
+        ) / len(values)
         return math.sqrt(max(second_moment - mean_of_means**2, 0.0))
 
 
-Reduction = Union[Mean, Sum, Min, Max, Weighted, Pooled]
+Reduction = Mean | Sum | Min | Max | Weighted | Pooled
 
 #: Every stat whose combination is not the plain mean, by name. A name with
 #: the ``eval/`` prefix follows its unprefixed rule, its companion stat
@@ -125,7 +143,8 @@ _PREFIXES = ("eval/",)
 
 def reduction(name: str) -> tuple[Reduction, str]:
     """How the stat ``name`` combines, and the prefix its companion stat
-    (``Weighted.by``, ``Pooled.mean``) takes: ``(rule, prefix)``."""
+    (``Weighted.by``, ``Pooled.mean``) takes: ``(rule, prefix)``.
+    """
     if name in REDUCTIONS:
         return REDUCTIONS[name], ""
     for prefix in _PREFIXES:
@@ -172,7 +191,8 @@ def _combine_one(name: str, groups: Sequence[Mapping[str, float]]) -> float:
 
 def drop_empty_episode_means(stats: dict[str, float]) -> None:
     """Remove, in place, the episode means of a rollout in which no episode
-    ended (``episodes/count`` 0): there is nothing to average."""
+    ended (``episodes/count`` 0): there is nothing to average.
+    """
     if stats.get("episodes/count") == 0:
         for key in ("episodes/return/mean", "episodes/length/mean", "episodes/terminated"):
             stats.pop(key)
@@ -180,7 +200,8 @@ def drop_empty_episode_means(stats: dict[str, float]) -> None:
 
 def env_rewards(traj: Trajectory) -> torch.Tensor:
     """``[T, N]`` the env's own rewards (``raw_rewards``; ``rewards`` are
-    the ones learned from, scaled when rewards are normalised)."""
+    the ones learned from, scaled when rewards are normalised).
+    """
     return traj.raw_rewards
 
 
@@ -200,7 +221,8 @@ def trajectory_stats(traj: Trajectory) -> dict[str, torch.Tensor]:
 def reward_stats(rewards: torch.Tensor) -> dict[str, torch.Tensor]:
     """``returns/{min,max,mean,std}`` over envs of ``[T, N]`` rewards summed
     over time, and ``rewards/*`` over all of them, as 0-d float32 tensors
-    (population stds; no sync)."""
+    (population stds; no sync).
+    """
     rewards = rewards.float()
     stats = {}
     for name, x in (("returns", rewards.sum(0)), ("rewards", rewards)):
@@ -216,7 +238,8 @@ def episode_stats(traj: Trajectory) -> dict[str, torch.Tensor]:
     0-d tensors (no sync): ``episodes/count``, ``episodes/return/mean``
     (undiscounted env rewards), ``episodes/length/mean`` (steps) and
     ``episodes/terminated`` (the share that ended in a terminal state). The
-    means are 0 when no episode ended; the shell drops them then."""
+    means are 0 when no episode ended; the shell drops them then.
+    """
     done = traj.terminated | traj.truncated
     count = done.sum().float()
     denominator = count.clamp(min=1.0)

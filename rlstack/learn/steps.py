@@ -1,11 +1,13 @@
 """How a rollout's time loop takes its steps: one ``step`` piece with the
 env inside (:func:`fused_steps`), or, around an env that runs eagerly,
 ``act`` once and then per step the env and ``learn_then_act``
-(:func:`split_steps`). The pieces are :func:`~rlstack.learn.rollout.make_rollout`'s."""
+(:func:`split_steps`). The pieces are :func:`~rlstack.learn.rollout.make_rollout`'s.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Mapping, NamedTuple
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, NamedTuple
 
 import torch
 
@@ -31,7 +33,9 @@ class Acted(NamedTuple):
 def fused_steps(
     pieces: Mapping[str, Callable], params: Params, carry: RolloutCarry, discount: Any, horizon: int
 ) -> Iterator[tuple[RolloutCarry, Transition]]:
-    """``horizon`` calls of the ``step`` piece (the env inside): each step's carry and transition."""
+    """``horizon`` calls of the ``step`` piece (the env inside): each step's carry and "
+    "transition.
+    """
     stable = False
     for _ in range(horizon):
         carry, transition = pieces["step"](params, carry, discount)
@@ -47,7 +51,8 @@ def split_steps(
     env (``env_step``) and ``learn_then_act``, one compiled call between env
     steps. The last step's next action is dropped: the next rollout acts
     again from the carry, with the same key and statistics, so it is the
-    same action."""
+    same action.
+    """
     acted = contiguous(pieces["act"](params, carry))
     stable = False
     for t in range(horizon):

@@ -12,7 +12,8 @@ over that axis (:func:`each_member`). Member ``k`` is the slice
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping, NamedTuple, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import optree
 import torch
@@ -53,7 +54,8 @@ class TrainState(NamedTuple):
 
 def stack(trees: Sequence[Any]) -> Any:
     """Stack equal-structured pytrees of tensors along a new leading axis
-    (``None`` stays ``None``)."""
+    (``None`` stays ``None``).
+    """
     return optree.tree_map(lambda *xs: torch.stack(xs), *trees)
 
 
@@ -64,20 +66,23 @@ def take(tree: Any, k: int) -> Any:
 
 def select_members(active: torch.Tensor, new: Any, old: Any) -> Any:
     """``new`` for the members where ``active`` ``[K]`` holds, ``old``
-    elsewhere, leaf by leaf (a frozen member keeps its state)."""
+    elsewhere, leaf by leaf (a frozen member keeps its state).
+    """
     return torch.func.vmap(tree_select)(active, new, old)
 
 
 def each_member(fn: Callable, num_members: int | None, in_dims: Any = 0) -> Callable:
     """``fn`` as the shell applies it to a train state: unchanged for one run
     (``num_members`` ``None``), mapped over the leading member axis with
-    ``torch.func.vmap`` for a population."""
+    ``torch.func.vmap`` for a population.
+    """
     return fn if num_members is None else torch.func.vmap(fn, in_dims=in_dims)
 
 
 def split_key(key: torch.Tensor, num_members: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     """``random.split`` of each member's key: ``(next key, drawn key)``, each
-    ``[2]`` (``[K, 2]`` for a population)."""
+    ``[2]`` (``[K, 2]`` for a population).
+    """
     keys = each_member(random.split, num_members)(key)
     if num_members is None:
         return keys[0], keys[1]
@@ -86,19 +91,21 @@ def split_key(key: torch.Tensor, num_members: int | None) -> tuple[torch.Tensor,
 
 def to_host(stats: Mapping[str, torch.Tensor], num_members: int | None) -> list[dict[str, float]]:
     """Device stats (0-d tensors, or ``[K]`` for a population) as one
-    ``{name: float}`` dict per member, with a single device sync."""
+    ``{name: float}`` dict per member, with a single device sync.
+    """
     count = 1 if num_members is None else num_members
     if not stats:
         return [{} for _ in range(count)]
     values = torch.stack(
         [v.detach().float().reshape(count) for v in stats.values()]
     ).tolist()  # [names][K]
-    return [{name: row[k] for name, row in zip(stats, values)} for k in range(count)]
+    return [{name: row[k] for name, row in zip(stats, values, strict=True)} for k in range(count)]
 
 
 def non_finite(stats: Mapping[str, float], where: str) -> str | None:
     """The message for the non-finite values of host ``stats`` (``None`` if
-    all are finite): ``"Non-finite losses/total=nan <where>."``."""
+    all are finite): ``"Non-finite losses/total=nan <where>."``.
+    """
     bad = {k: v for k, v in stats.items() if not math.isfinite(v)}
     return (
         f"{MemberStatus.NON_FINITE} {', '.join(f'{k}={v}' for k, v in bad.items())} {where}."
@@ -145,7 +152,8 @@ class MemberStatus:
 
     def unfreeze(self, k: int) -> None:
         """Let member ``k``, stopped by a condition, train again (a member
-        that failed stays stopped)."""
+        that failed stays stopped).
+        """
         if self.stopped[k] is not None and not self.failed(k):
             self._set(k, None)
 
@@ -160,7 +168,8 @@ class MemberStatus:
         """Stop the training members whose host ``stats`` are not finite;
         when that leaves none training, raise :class:`FloatingPointError`
         instead, with those members left as they were (the caller keeps its
-        last good state and may try again)."""
+        last good state and may try again).
+        """
         failed = [
             (k, why)
             for k, s in enumerate(stats)
@@ -179,14 +188,15 @@ class MemberStatus:
 
     def keep_stopped(self, new: Any, old: Any, fields: Sequence[str]) -> Any:
         """The record ``new`` (a :class:`TrainState`), except that a stopped
-        member keeps its ``old`` ``fields`` (those ``old`` has)."""
+        member keeps its ``old`` ``fields`` (those ``old`` has).
+        """
         if all(self.training()):
             return new
         fields = [f for f in fields if getattr(old, f) is not None]
         kept = select_members(
             self.active, [getattr(new, f) for f in fields], [getattr(old, f) for f in fields]
         )
-        return new._replace(**dict(zip(fields, kept)))
+        return new._replace(**dict(zip(fields, kept, strict=True)))
 
     def restore(self, stopped: Sequence[str | None], steps: Sequence[int]) -> None:
         """Set every member's reason and step count (a checkpoint's)."""

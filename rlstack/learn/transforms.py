@@ -26,7 +26,8 @@ Examples:
     >>> from rlstack.policy.policy import Policy
     >>> from rlstack.learn.rollout import make_rollout
     >>> env = DiscreteDummyEnv()
-    >>> policy = Policy(MLPModel(env.observation_space, env.action_space, hiddens=(8,)), Categorical)
+    >>> policy = Policy(MLPModel(env.observation_space, env.action_space, hiddens=(8,)),
+    Categorical)
     >>> rollout = compiled(over_members(make_rollout(env, policy, horizon=4)))
     >>> rollout.member_axes, sorted(rollout.compile)
     (1, ['bootstrap_value', 'step'])
@@ -36,7 +37,8 @@ from __future__ import annotations
 
 import contextlib
 import types
-from typing import Any, Callable, Mapping, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import optree
 import torch
@@ -76,6 +78,7 @@ class Staged(NamedTuple):
     compiled: bool = False
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the loop over the pieces."""
         return self.loop(self.pieces, self.member_axes, *args, **kwargs)
 
 
@@ -99,7 +102,8 @@ def over_members(staged: Staged) -> Staged:
 
 def compiled(staged: Staged) -> Staged:
     """``staged`` with the pieces it names compilable handed to
-    ``torch.compile(fullgraph=True)``; the loops stay in Python."""
+    ``torch.compile(fullgraph=True)``; the loops stay in Python.
+    """
     pieces = {
         name: torch.compile(fn, fullgraph=True, options=INDUCTOR_OPTIONS)
         if name in staged.compile
@@ -112,7 +116,8 @@ def compiled(staged: Staged) -> Staged:
 def _mapped(fn: Callable, in_dims: Any, name: str) -> Callable:
     """``vmap(fn, in_dims)`` under a function of its own, named after the
     piece; called directly when its arguments hold no tensor to map over
-    (nothing there differs by member)."""
+    (nothing there differs by member).
+    """
     vmapped = torch.func.vmap(fn, in_dims=in_dims)
 
     def piece(*args: Any) -> Any:
@@ -143,15 +148,18 @@ def same_inputs_as_before(same: bool) -> contextlib.AbstractContextManager:
     loops that use it (a rollout's steps, an update's minibatches) make the
     first call of each loop with every guard, and pass the carries they make
     through ``contiguous``, so the layouts are the same by construction.
-    A no-op when not ``same``, and eagerly."""
+    A no-op when not ``same``, and eagerly.
+    """
     if not same:
         return contextlib.nullcontext()
     return torch.compiler.set_stance("default", skip_guard_eval_unsafe=True)
 
 
 def contiguous(tree: Tree) -> Tree:
-    """One layout in at every step, whatever made the carry (a member's key is a strided view into the split; a
-    vmapped reset, and compiled code, can give stride-0 leaves): one compiled graph, no recompile."""
+    """One layout in at every step, whatever made the carry (a member's key is a strided view into
+    the split; a vmapped reset, and compiled code, can give stride-0 leaves): one compiled graph, no
+    recompile.
+    """
     return optree.tree_map(torch.Tensor.contiguous, tree)
 
 
@@ -161,6 +169,9 @@ def settled(tree: Tree) -> tuple[Tree, bool]:
     A loop's step runs the same pieces on inputs of the same layouts, so its
     outputs have the same layouts at every step: once a step's outputs come
     out contiguous, every later step's do, and the loop stops copying
-    (a copy's call costs about as much as a small kernel on a CPU)."""
+    (a copy's call costs about as much as a small kernel on a CPU).
+    """
     made = contiguous(tree)
-    return made, all(a is b for a, b in zip(optree.tree_leaves(made), optree.tree_leaves(tree)))
+    return made, all(
+        a is b for a, b in zip(optree.tree_leaves(made), optree.tree_leaves(tree), strict=True)
+    )

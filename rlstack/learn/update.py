@@ -8,7 +8,8 @@ Time-major shapes: ``T`` steps, ``N`` envs, ``B`` transitions in a flat batch.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Mapping, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import optree
 import torch
@@ -64,7 +65,8 @@ def minibatches_per_epoch(config: AlgorithmConfig) -> int:
 
 def steps_per_update(config: AlgorithmConfig) -> int:
     """Optimizer steps one update takes (when ``target_kl`` stops none):
-    one per minibatch per epoch, or one per epoch with ``accumulate_grads``."""
+    one per minibatch per epoch, or one per epoch with ``accumulate_grads``.
+    """
     return config.num_sgd_iters * (1 if config.accumulate_grads else minibatches_per_epoch(config))
 
 
@@ -214,8 +216,9 @@ def make_update(
     def optimizer_step(
         params: Params, opt_state: Any, grads: Params, active: torch.Tensor, kl: torch.Tensor
     ) -> tuple[Params, Any, torch.Tensor, torch.Tensor]:
-        """One optimizer step (at the rate ``desired_kl`` adapts), kept only while ``active`` and the KL
-        is within ``target_kl``; returns params, state, the gradient norm and ``active``."""
+        """One optimizer step (at the rate ``desired_kl`` adapts), kept only while ``active`` and
+        the KL is within ``target_kl``; returns params, state, the gradient norm and ``active``.
+        """
         opt_state = adapted_rate(opt_state, kl, config.desired_kl)
         if config.target_kl is not None:
             active = active & (kl <= config.target_kl)
@@ -278,7 +281,8 @@ def make_update(
 def adapted_rate(opt_state: Any, kl: torch.Tensor, desired_kl: float | None) -> Any:
     """rsl_rl's adaptive schedule: the optimizer state with this step's rate
     adapted to the KL before it (:func:`rlstack.core.optim.adapt_learning_rate`);
-    as it is without a ``desired_kl``."""
+    as it is without a ``desired_kl``.
+    """
     return (
         opt_state
         if desired_kl is None
@@ -307,7 +311,8 @@ def take_step(
 ):
     """One optimizer step on the mean gradient of the index slices in
     ``group`` (the same mathematics as one pass over their union, in
-    smaller pieces), reduced across processes by ``reduce_grads``."""
+    smaller pieces), reduced across processes by ``reduce_grads``.
+    """
     if len(group) == 1 and reduce_grads is None:
         return pieces["sgd_step"](params, opt_state, batch, group[0], active, hparams)
     total = pieces["grads"](params, opt_state, batch, group[0], hparams)
@@ -337,7 +342,8 @@ def run_epochs(
 ) -> tuple[Params, Any, Metrics]:
     """The Python driver of :func:`make_update`: GAE (the ``prepare``
     piece), then ``num_sgd_iters`` epochs of optimizer steps over shuffled
-    slices of the batch; members are the first ``member_axes`` axes."""
+    slices of the batch; members are the first ``member_axes`` axes.
+    """
     config, recurrent = plan.config, plan.recurrent
     if config.accumulate_grads and not isinstance(opt_state, optim.AccumulateState):
         raise ValueError(

@@ -1,12 +1,14 @@
 """Building a :class:`~rlstack.policy.policy.Policy` from a model class: its
 config checked before anything is built (:func:`check_model_config`), its
 weights drawn from a seed and checked against the spaces
-(:func:`build_policy`)."""
+(:func:`build_policy`).
+"""
 
 from __future__ import annotations
 
 import inspect
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -38,7 +40,8 @@ def check_model_config(model_cls: type, model_config: Mapping[str, Any]) -> None
     unknown = sorted(set(model_config) - set(valid))
     if unknown:
         raise TypeError(
-            f"`model_config` has {unknown}, which {getattr(model_cls, '__name__', model_cls)} does not "
+            f"`model_config` has {unknown}, which {getattr(model_cls, '__name__', model_cls)} does "
+            "not "
             f"take; its keys are {valid}."
         )
 

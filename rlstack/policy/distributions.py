@@ -40,7 +40,8 @@ class Distribution:
     @staticmethod
     def sample(key: torch.Tensor, dist_inputs: Any) -> Any:
         """A random action ``[B, ...]`` drawn from ``key`` (a ``[2]`` int64
-        key of :mod:`rlstack.core.random`; never torch's global generator)."""
+        key of :mod:`rlstack.core.random`; never torch's global generator).
+        """
         raise NotImplementedError
 
     @staticmethod
@@ -69,20 +70,24 @@ class Categorical(Distribution):
 
     @staticmethod
     def sample(key: torch.Tensor, dist_inputs: torch.Tensor) -> torch.Tensor:
+        """See :meth:`rlstack.policy.distributions.Distribution.sample`."""
         return random.categorical(key, dist_inputs)
 
     @staticmethod
     def log_prob(dist_inputs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """See :meth:`rlstack.policy.distributions.Distribution.log_prob`."""
         logp = F.log_softmax(dist_inputs, dim=-1)
         return _sum_event(logp.gather(-1, action.unsqueeze(-1)).squeeze(-1))
 
     @staticmethod
     def entropy(dist_inputs: torch.Tensor) -> torch.Tensor:
+        """See :meth:`rlstack.policy.distributions.Distribution.entropy`."""
         logp = F.log_softmax(dist_inputs, dim=-1)
         return _sum_event(-(logp.exp() * logp).sum(-1))
 
     @staticmethod
     def mode(dist_inputs: torch.Tensor) -> torch.Tensor:
+        """See :meth:`rlstack.policy.distributions.Distribution.mode`."""
         return torch.argmax(dist_inputs, dim=-1)
 
 
@@ -91,6 +96,7 @@ class Normal(Distribution):
 
     @staticmethod
     def sample(key: torch.Tensor, dist_inputs: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """See :meth:`rlstack.policy.distributions.Distribution.sample`."""
         mean, log_std = dist_inputs
         return mean + log_std.exp() * random.normal(key, mean.shape, dtype=mean.dtype)
 
@@ -98,17 +104,20 @@ class Normal(Distribution):
     def log_prob(
         dist_inputs: tuple[torch.Tensor, torch.Tensor], action: torch.Tensor
     ) -> torch.Tensor:
+        """See :meth:`rlstack.policy.distributions.Distribution.log_prob`."""
         mean, log_std = dist_inputs
         z = (action - mean) * torch.exp(-log_std)
         return _sum_event(-0.5 * z * z - log_std - _LOG_SQRT_2PI)
 
     @staticmethod
     def entropy(dist_inputs: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """See :meth:`rlstack.policy.distributions.Distribution.entropy`."""
         _, log_std = dist_inputs
         return _sum_event(0.5 + _LOG_SQRT_2PI + log_std)
 
     @staticmethod
     def mode(dist_inputs: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """See :meth:`rlstack.policy.distributions.Distribution.mode`."""
         return dist_inputs[0]
 
 
@@ -142,25 +151,31 @@ class SquashedNormal(Normal):
 
     @staticmethod
     def sample(key: torch.Tensor, dist_inputs: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """See :meth:`rlstack.policy.distributions.Distribution.sample`."""
         return torch.tanh(Normal.sample(key, dist_inputs))
 
     @staticmethod
     def log_prob(
         dist_inputs: tuple[torch.Tensor, torch.Tensor], action: torch.Tensor
     ) -> torch.Tensor:
+        """See :meth:`rlstack.policy.distributions.Distribution.log_prob`."""
         eps = SquashedNormal.EPS
         u = torch.atanh(action.clamp(-1.0 + eps, 1.0 - eps))
         return Normal.log_prob(dist_inputs, u) - _sum_event(_log1m_tanh_sq(u))
 
     @staticmethod
     def entropy(dist_inputs: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """See :meth:`rlstack.policy.distributions.Distribution.entropy`."""
         mean, log_std = dist_inputs
         std = log_std.exp()
-        correction = sum(w * _log1m_tanh_sq(mean + std * x) for x, w in zip(_GH_NODES, _GH_WEIGHTS))
+        correction = sum(
+            w * _log1m_tanh_sq(mean + std * x) for x, w in zip(_GH_NODES, _GH_WEIGHTS, strict=True)
+        )
         return Normal.entropy(dist_inputs) + _sum_event(correction)
 
     @staticmethod
     def mode(dist_inputs: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """See :meth:`rlstack.policy.distributions.Distribution.mode`."""
         return torch.tanh(dist_inputs[0])
 
 

@@ -25,7 +25,8 @@ Each kind says, as pure functions, everything the rest of rlstack needs:
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import optree
 import torch
@@ -77,7 +78,8 @@ def _rows_of(
     traj: Any, advantages: torch.Tensor, returns: torch.Tensor, reshape: Callable, memory: Any
 ) -> Batch:
     """The :class:`~rlstack.core.types.Batch` of ``traj``'s ``[T, N, ...]`` fields
-    (values without the bootstrap), each passed through ``reshape``."""
+    (values without the bootstrap), each passed through ``reshape``.
+    """
     return Batch(
         obs=optree.tree_map(reshape, traj.obs),
         actions=optree.tree_map(reshape, traj.actions),
@@ -93,18 +95,22 @@ class NoMemory(NamedTuple):
     """A feedforward policy: acts on the current observation alone."""
 
     def initial(self, obs: Tree) -> tuple:
+        """See :class:`rlstack.policy.memory.MemoryKind`'s ``initial``."""
         return ()
 
     def forward(
         self, apply: Apply, obs: Tree, memory: tuple, starts: torch.Tensor
     ) -> tuple[Any, torch.Tensor, tuple]:
+        """See :class:`rlstack.policy.memory.MemoryKind`'s ``forward``."""
         dist_inputs, value = apply(obs)
         return dist_inputs, value, ()
 
     def step_record(self, memory: tuple, starts: torch.Tensor) -> tuple:
+        """See :class:`rlstack.policy.memory.MemoryKind`'s ``step_record``."""
         return ()
 
     def record(self, first: tuple, steps: list, seq_len: int) -> NoRecord:
+        """See :class:`rlstack.policy.memory.MemoryKind`'s ``record``."""
         return NoRecord()
 
     def batch(self, traj: Any, advantages: torch.Tensor, returns: torch.Tensor) -> Batch:
@@ -112,22 +118,27 @@ class NoMemory(NamedTuple):
         return _rows_of(traj, advantages, returns, _flat, NoRecord())
 
     def rows(self, batch: Batch, idx: torch.Tensor) -> Batch:
+        """See :class:`rlstack.policy.memory.MemoryKind`'s ``rows``."""
         return optree.tree_map(lambda x: x[idx], batch)
 
     def replay(self, apply: Apply, batch: Batch) -> tuple[Any, torch.Tensor]:
+        """See :class:`rlstack.policy.memory.MemoryKind`'s ``replay``."""
         return apply(batch.obs)
 
 
 class WindowMemory(NamedTuple):
     """A feedforward model that sees its last ``size`` observations (see
-    :mod:`rlstack.policy.windows`); memory: a :class:`~rlstack.policy.windows.WindowCarry`."""
+    :mod:`rlstack.policy.windows`); memory: a :class:`~rlstack.policy.windows.WindowCarry`.
+    """
 
     size: int
 
     def initial(self, obs: Tree) -> windows.WindowCarry:
+        """See :class:`rlstack.policy.memory.MemoryKind`'s ``initial``."""
         return windows.initial(obs, self.size)
 
     def forward(self, apply: Apply, obs: Tree, memory: windows.WindowCarry, starts: torch.Tensor):
+        """See :class:`rlstack.policy.memory.MemoryKind`'s ``forward``."""
         memory = windows.restart(memory, starts)
         seen = windows.window(memory, obs, self.size)
         dist_inputs, value = apply(seen)
@@ -138,11 +149,13 @@ class WindowMemory(NamedTuple):
         return windows.restart(memory, starts).ages
 
     def record(self, first: windows.WindowCarry, steps: list, seq_len: int) -> WindowRecord:
+        """See :class:`rlstack.policy.memory.MemoryKind`'s ``record``."""
         return WindowRecord(windows.history(first), torch.stack(steps))
 
     def batch(self, traj: Any, advantages: torch.Tensor, returns: torch.Tensor) -> Batch:
         """Transitions flattened, ``obs`` the trajectory's one copy of its
-        frames (:class:`~rlstack.policy.windows.ObsFrames`) to gather windows from."""
+        frames (:class:`~rlstack.policy.windows.ObsFrames`) to gather windows from.
+        """
         rows = _rows_of(traj, advantages, returns, _flat, NoRecord())
         return rows._replace(obs=windows.frames(traj.memory.history, traj.obs, traj.memory.ages))
 
@@ -152,17 +165,20 @@ class WindowMemory(NamedTuple):
         return rows._replace(obs=windows.gather(batch.obs, idx, self.size))
 
     def replay(self, apply: Apply, batch: Batch) -> tuple[Any, torch.Tensor]:
+        """See :class:`rlstack.policy.memory.MemoryKind`'s ``replay``."""
         return apply(batch.obs)
 
 
 class RecurrentMemory(NamedTuple):
     """A model with a hidden state: ``forward(obs, hidden) -> (dist_inputs,
     value, hidden)``; memory: the hidden state, leaves ``[N, ...]``.
-    ``initial_hidden(batch_size)`` is the model's first state."""
+    ``initial_hidden(batch_size)`` is the model's first state.
+    """
 
     initial_hidden: Callable[[int, Any], Tree]
 
     def initial(self, obs: Tree) -> Tree:
+        """See :class:`rlstack.policy.memory.MemoryKind`'s ``initial``."""
         first = optree.tree_leaves(obs)[0]
         return self.initial_hidden(first.shape[0], first.device)
 
@@ -178,6 +194,7 @@ class RecurrentMemory(NamedTuple):
         )
 
     def forward(self, apply: Apply, obs: Tree, memory: Tree, starts: torch.Tensor):
+        """See :class:`rlstack.policy.memory.MemoryKind`'s ``forward``."""
         return apply(obs, self.restart(memory, starts))
 
     def step_record(self, memory: Tree, starts: torch.Tensor) -> tuple[Tree, torch.Tensor]:
@@ -195,7 +212,8 @@ class RecurrentMemory(NamedTuple):
     def batch(self, traj: Any, advantages: torch.Tensor, returns: torch.Tensor) -> Batch:
         """Whole sequences: every ``[T, N, ...]`` field becomes ``[S * N, L,
         ...]`` (sequence ``s`` of env ``n`` at row ``s * N + n``, ``S = T /
-        L``), the record's hiddens ``[S * N, ...]`` and resets ``[S * N, L]``."""
+        L``), the record's hiddens ``[S * N, ...]`` and resets ``[S * N, L]``.
+        """
         hiddens = traj.memory.hiddens
         num_seqs = optree.tree_leaves(hiddens)[0].shape[0]
 
@@ -209,15 +227,17 @@ class RecurrentMemory(NamedTuple):
         return _rows_of(traj, advantages, returns, by_sequence, record)
 
     def rows(self, batch: Batch, idx: torch.Tensor) -> Batch:
+        """See :class:`rlstack.policy.memory.MemoryKind`'s ``rows``."""
         return optree.tree_map(lambda x: x[idx], batch)
 
     def replay(self, apply: Apply, batch: Batch) -> tuple[Any, torch.Tensor]:
         """The model run over each sequence ``[B, L, ...]`` from its stored
         hidden state, reset where the rollout reset it; outputs flattened to
-        ``[B * L, ...]``, the order of ``batch``'s flattened fields."""
+        ``[B * L, ...]``, the order of ``batch``'s flattened fields.
+        """
         hidden, outputs = batch.memory.hiddens, []
         for t in range(batch.memory.resets.shape[1]):
-            obs = optree.tree_map(lambda x: x[:, t], batch.obs)
+            obs = optree.tree_map(lambda x, t=t: x[:, t], batch.obs)
             dist_inputs, value, hidden = self.forward(apply, obs, hidden, batch.memory.resets[:, t])
             outputs.append((dist_inputs, value))
         return optree.tree_map(lambda *xs: torch.stack(xs, 1).flatten(0, 1), *outputs)

@@ -10,7 +10,7 @@ functionally (``torch.func.functional_call``) with a params dict, so
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -44,7 +44,8 @@ INITS = ("default", "orthogonal")
 def orthogonal_(hidden: nn.Sequential, head: nn.Linear, head_gain: float) -> None:
     """CleanRL's ``layer_init``, in place: every ``Linear`` of ``hidden``
     orthogonal with gain ``sqrt(2)``, ``head`` with ``head_gain`` (CleanRL:
-    0.01 for the actor's mean, 1.0 for the critic), biases 0."""
+    0.01 for the actor's mean, 1.0 for the critic), biases 0.
+    """
     for layer in [*(m for m in hidden if isinstance(m, nn.Linear)), head]:
         nn.init.orthogonal_(layer.weight, math.sqrt(2.0) if layer is not head else head_gain)
         nn.init.zeros_(layer.bias)
@@ -52,14 +53,16 @@ def orthogonal_(hidden: nn.Sequential, head: nn.Linear, head_gain: float) -> Non
 
 def _small_head(in_features: int, out_features: int) -> nn.Linear:
     """Output head with weights uniform in ``[-1e-3, 1e-3]`` and zero bias, so
-    the initial policy is near uniform / zero-mean (as in rlstack 1.x)."""
+    the initial policy is near uniform / zero-mean (as in rlstack 1.x).
+    """
     head = nn.Linear(in_features, out_features)
     nn.init.uniform_(head.weight, -1e-3, 1e-3)
     nn.init.zeros_(head.bias)
     return head
 
 
-#: ``MLPModel(obs_groups=...)``: the observation sets a dict observation's keys are mapped to (rsl_rl's names).
+#: ``MLPModel(obs_groups=...)``: the observation sets a dict observation's keys are mapped to
+# (rsl_rl's names).
 OBS_SETS = ("actor", "critic")
 
 
@@ -77,7 +80,8 @@ def resolve_obs_groups(
     if not isinstance(observation_space, dict):
         if obs_groups:
             raise ValueError(
-                f"`obs_groups` maps a dict observation's keys; the observation space is {observation_space!r}."
+                "`obs_groups` maps a dict observation's keys; the observation space is "
+                f"{observation_space!r}."
             )
         return {name: None for name in OBS_SETS}
     obs_groups = dict(obs_groups or {})
@@ -145,22 +149,26 @@ class MLPModel(nn.Module):
         )
         if not all(isinstance(space, Box) for space in boxes.values()):
             raise TypeError(
-                f"MLPModel needs a Box observation space or a dict of them, got {observation_space!r}; pass `model_cls=`."
+                "MLPModel needs a Box observation space or a dict of them, got "
+                f"{observation_space!r}; pass `model_cls=`."
             )
-        #: A dict observation's keys, in the order their flattened values are concatenated (None: a Box).
+        #: A dict observation's keys, in the order their flattened values are concatenated (None: a
+        # Box).
         self.obs_keys = list(observation_space) if isinstance(observation_space, dict) else None
         #: The keys the actor and the critic read (None: a Box), see :func:`resolve_obs_groups`.
         self.obs_groups = resolve_obs_groups(observation_space, obs_groups)
         if not isinstance(action_space, (Box, Discrete)):
             raise TypeError(
-                f"MLPModel needs a Box or Discrete action space, got {action_space!r}; pass `model_cls=`."
+                f"MLPModel needs a Box or Discrete action space, got {action_space!r}; pass "
+                "`model_cls=`."
             )
         self.action_shape = tuple(action_space.shape)
         self.discrete = isinstance(action_space, Discrete)
         self.num_categories = action_space.n if self.discrete else 0
         if isinstance(obs_window, bool) or not isinstance(obs_window, int) or obs_window < 1:
             raise ValueError(
-                f"`obs_window` must be a positive int (observations per window), got {obs_window!r}."
+                "`obs_window` must be a positive int (observations per window), got "
+                f"{obs_window!r}."
             )
         self.obs_window = obs_window
 
@@ -179,7 +187,8 @@ class MLPModel(nn.Module):
             or not math.isfinite(log_std_init)
         ):
             raise ValueError(
-                f"`log_std_init` is a finite number for Box actions (or None), got {log_std_init!r} "
+                "`log_std_init` is a finite number for Box actions (or None), got "
+                f"{log_std_init!r} "
                 f"for {action_space!r}."
             )
         self.actor = mlp(in_features(self.obs_groups["actor"]), hiddens, activation_fn)
@@ -203,17 +212,22 @@ class MLPModel(nn.Module):
 
     @staticmethod
     def _flat(obs: torch.Tensor | dict, keys: list[str] | None) -> torch.Tensor:
-        """``[B, ...]`` (or a dict of them, the ``keys`` concatenated in order) -> ``[B, features]`` float."""
+        """``[B, ...]`` (or a dict of them, the ``keys`` concatenated in order) -> ``[B, "
+        "features]`` float.
+        """
         parts = [obs] if keys is None else [obs[k] for k in keys]
         return torch.cat([x.reshape(x.shape[0], -1).float() for x in parts], -1)
 
     def _inputs(self, obs: torch.Tensor | dict | ObsWindow, keys: list[str] | None) -> torch.Tensor:
-        """What one network reads: its keys flattened (a window's with its ``[B, K]`` padding mask)."""
+        """What one network reads: its keys flattened (a window's with its ``[B, K]`` padding "
+        "mask).
+        """
         if isinstance(obs, ObsWindow):  # [B, K, ...] and its [B, K] padding mask
             return torch.cat([self._flat(obs.inputs, keys), obs.padding_mask.float()], -1)
         return self._flat(obs, keys)
 
     def forward(self, obs: torch.Tensor | dict | ObsWindow):
+        """The module's forward pass (see the class docstring for shapes)."""
         value = self.critic_head(self.critic(self._inputs(obs, self.obs_groups["critic"]))).squeeze(
             -1
         )
@@ -221,7 +235,8 @@ class MLPModel(nn.Module):
 
     def forward_actor(self, obs: torch.Tensor | dict | ObsWindow):
         """The actor alone: ``dist_inputs`` from the keys it reads (a
-        deployed policy needs no critic input, see :mod:`rlstack.integrations.deploy`)."""
+        deployed policy needs no critic input, see :mod:`rlstack.integrations.deploy`).
+        """
         out = self.actor_head(self.actor(self._inputs(obs, self.obs_groups["actor"])))
         if self.discrete:
             return out.reshape(out.shape[0], *self.action_shape, self.num_categories)
@@ -236,7 +251,8 @@ class LSTMCell(nn.Module):
     """One LSTM step, written out (``i, f, g, o`` gates, as ``nn.LSTMCell``):
     ``(x [B, in], (h [B, H], c [B, H])) -> (h, c)``. Plain linear layers
     and pointwise ops, so it runs under ``functional_call``, ``vmap`` and
-    ``torch.compile`` alike."""
+    ``torch.compile`` alike.
+    """
 
     def __init__(self, input_size: int, hidden_size: int) -> None:
         super().__init__()
@@ -246,6 +262,7 @@ class LSTMCell(nn.Module):
     def forward(
         self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The module's forward pass (see the class docstring for shapes)."""
         h, c = state
         i, f, g, o = (self.input(x) + self.recurrent(h)).chunk(4, dim=-1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
@@ -261,6 +278,7 @@ class GRUCell(nn.Module):
         self.recurrent = nn.Linear(hidden_size, 3 * hidden_size)
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """The module's forward pass (see the class docstring for shapes)."""
         x_r, x_z, x_n = self.input(x).chunk(3, dim=-1)
         h_r, h_z, h_n = self.recurrent(h).chunk(3, dim=-1)
         reset, update = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
@@ -294,11 +312,13 @@ class RecurrentModel(nn.Module):
         super().__init__()
         if not isinstance(observation_space, Box):
             raise TypeError(
-                f"RecurrentModel needs a Box observation space, got {observation_space!r}; pass `model_cls=`."
+                f"RecurrentModel needs a Box observation space, got {observation_space!r}; pass "
+                "`model_cls=`."
             )
         if not isinstance(action_space, (Box, Discrete)):
             raise TypeError(
-                f"RecurrentModel needs a Box or Discrete action space, got {action_space!r}; pass `model_cls=`."
+                f"RecurrentModel needs a Box or Discrete action space, got {action_space!r}; pass "
+                "`model_cls=`."
             )
         if cell not in ("lstm", "gru"):
             raise ValueError(f"`cell` must be 'lstm' or 'gru', got {cell!r}.")
@@ -323,11 +343,14 @@ class RecurrentModel(nn.Module):
         self.critic_head = nn.Linear(hidden_size, 1)
 
     def initial_hidden(self, batch_size: int):
-        """Zeros: ``(h, c)`` for an LSTM, ``h`` for a GRU, each ``[batch_size, num_layers, hidden_size]``."""
+        """Zeros: ``(h, c)`` for an LSTM, ``h`` for a GRU, each ``[batch_size, num_layers, "
+        "hidden_size]``.
+        """
         zeros = torch.zeros(batch_size, self.num_layers, self.hidden_size)
         return (zeros, zeros.clone()) if self.cell == "lstm" else zeros
 
     def forward(self, obs: torch.Tensor, hidden):
+        """The module's forward pass (see the class docstring for shapes)."""
         x = self.encoder(obs.reshape(obs.shape[0], -1).float())
         hs, cs = [], []
         for i, cell in enumerate(self.cells):

@@ -9,17 +9,17 @@ A padding mask is ``[B, T]`` bool, ``True`` where an element is PADDING
 attended to or pooled.
 
 Every block is an ordinary ``nn.Module`` built from ``nn.Linear``,
-``nn.LayerNorm`` and attention written out in tensor ops, so it runs under ``torch.func.functional_call`` (as :class:`~rlstack.Policy`
-calls models), ``torch.func.vmap`` (populations) and ``torch.compile``
-(``fullgraph=True``). Attention is pre-norm (LayerNorm before attention and
-before the feedforward), with a residual connection after each.
+``nn.LayerNorm`` and attention written out in tensor ops, so it runs under
+``torch.func.functional_call`` (as :class:`~rlstack.Policy` calls models), ``torch.func.vmap``
+(populations) and ``torch.compile`` (``fullgraph=True``). Attention is pre-norm (LayerNorm before
+attention and before the feedforward), with a residual connection after each.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +33,7 @@ class SquaredReLU(nn.Module):
     """``relu(x) ** 2`` (So et al., 2021, Primer)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The module's forward pass (see the class docstring for shapes)."""
         return F.relu(x) ** 2
 
 
@@ -94,7 +95,8 @@ class MLP(nn.Sequential):
 
 class PositionalEmbedding(nn.Module):
     """Adds the sinusoidal position code of Vaswani et al. (2017) to a
-    sequence ``[B, T, E]`` (``T <= max_len``, ``E`` even)."""
+    sequence ``[B, T, E]`` (``T <= max_len``, ``E`` even).
+    """
 
     def __init__(self, embed_dim: int, max_len: int, /, *, dropout: float = 0.0) -> None:
         super().__init__()
@@ -109,6 +111,7 @@ class PositionalEmbedding(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The module's forward pass (see the class docstring for shapes)."""
         return self.dropout(x + self.code[: x.shape[-2]])
 
 
@@ -121,7 +124,8 @@ def build_attention_mask(
     """The boolean mask ``[B, 1, Q, K]`` (or ``[Q, K]``), ``True`` where a
     query may attend to a key, from a padding mask ``[B, K]``
     (``True``: padding) and an attention mask ``[Q, K]`` (``True``: may
-    NOT attend, as ``nn.MultiheadAttention``'s boolean ``attn_mask``)."""
+    NOT attend, as ``nn.MultiheadAttention``'s boolean ``attn_mask``).
+    """
     allowed = None
     if key_padding_mask is not None:
         allowed = (~key_padding_mask)[:, None, None, :].expand(-1, 1, queries, keys)
@@ -134,7 +138,8 @@ def build_attention_mask(
 class MultiheadAttention(nn.Module):
     """Multi-head attention of queries ``[B, Q, E]`` to keys/values
     ``[B, K, E]`` -> ``[B, Q, E]``. A query whose keys are all masked gets
-    zeros (not NaN)."""
+    zeros (not NaN).
+    """
 
     def __init__(self, embed_dim: int, num_heads: int, *, dropout: float = 0.0) -> None:
         super().__init__()
@@ -157,6 +162,7 @@ class MultiheadAttention(nn.Module):
         key_padding_mask: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """The module's forward pass (see the class docstring for shapes)."""
         allowed = build_attention_mask(key_padding_mask, attention_mask, q.shape[1], kv.shape[1])
         any_key = None
         if allowed is not None:
@@ -258,13 +264,15 @@ class SelfAttention(_Block):
         attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``key_padding_mask`` ``[B, T]`` (``True``: padding); ``attention_mask``
-        ``[T, T]`` (``True``: may not attend, e.g. a causal mask)."""
+        ``[T, T]`` (``True``: may not attend, e.g. a causal mask).
+        """
         return self.attend(x, x, key_padding_mask, attention_mask)
 
 
 class SelfAttentionStack(nn.Module):
     """``num_layers`` :class:`SelfAttention` layers in sequence (copies of
-    ``layer``; with ``share_parameters`` the same layer applied again)."""
+    ``layer``; with ``share_parameters`` the same layer applied again).
+    """
 
     def __init__(
         self, layer: SelfAttention, num_layers: int, /, *, share_parameters: bool = False
@@ -283,6 +291,7 @@ class SelfAttentionStack(nn.Module):
         key_padding_mask: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """The module's forward pass (see the class docstring for shapes)."""
         for i in range(self.num_layers):
             x = self.layers[i % len(self.layers)](x, key_padding_mask, attention_mask)
         return x
@@ -291,7 +300,8 @@ class SelfAttentionStack(nn.Module):
 class CrossAttention(_Block):
     """Queries ``q`` ``[B, Q, E]`` attend to keys ``kv`` ``[B, K, E]``
     (a set or a sequence), then a feedforward: ``-> [B, Q, E]``. Arguments
-    as :class:`SelfAttention`."""
+    as :class:`SelfAttention`.
+    """
 
     def __init__(
         self,
@@ -321,7 +331,8 @@ class CrossAttention(_Block):
         attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``key_padding_mask`` ``[B, K]`` (``True``: padding); ``attention_mask``
-        ``[Q, K]`` (``True``: may not attend)."""
+        ``[Q, K]`` (``True``: may not attend).
+        """
         return self.attend(q, kv, key_padding_mask, attention_mask)
 
 
@@ -329,7 +340,8 @@ class PerceiverLayer(nn.Module):
     """A Perceiver layer (Jaegle et al., 2021): ``num_latents`` learned latents
     cross-attend to the inputs ``[B, K, E]``, then ``num_layers`` of
     self-attention over the latents: ``-> [B, num_latents, E]``, whatever
-    ``K`` (sets of any size, padded elements ignored)."""
+    ``K`` (sets of any size, padded elements ignored).
+    """
 
     def __init__(
         self,
@@ -358,13 +370,15 @@ class PerceiverLayer(nn.Module):
     def forward(
         self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
+        """The module's forward pass (see the class docstring for shapes)."""
         latents = self.latents.unsqueeze(0).expand(x.shape[0], -1, -1)
         return self.self_attention(self.cross_attention(latents, x, key_padding_mask))
 
 
 def masked_avg(x: torch.Tensor, padding_mask: torch.Tensor, dim: int = 1) -> torch.Tensor:
     """Mean of ``x`` ``[B, T, ...]`` over ``dim`` ignoring padding
-    (``padding_mask`` ``[B, T]``, ``True``: padding); 0 where all is padding."""
+    (``padding_mask`` ``[B, T]``, ``True``: padding); 0 where all is padding.
+    """
     keep = (~padding_mask).to(x.dtype)
     while keep.dim() < x.dim():
         keep = keep.unsqueeze(-1)
@@ -373,7 +387,8 @@ def masked_avg(x: torch.Tensor, padding_mask: torch.Tensor, dim: int = 1) -> tor
 
 def masked_max(x: torch.Tensor, padding_mask: torch.Tensor, dim: int = 1) -> torch.Tensor:
     """Maximum of ``x`` ``[B, T, ...]`` over ``dim`` ignoring padding; 0
-    where all is padding."""
+    where all is padding.
+    """
     pad = padding_mask
     while pad.dim() < x.dim():
         pad = pad.unsqueeze(-1)

@@ -71,8 +71,10 @@ def _refuse_weightless_call(module: nn.Module, args: Any) -> None:
     first = next(module.parameters(), None)
     if first is not None and first.is_meta:
         raise RuntimeError(
-            f"{type(module).__name__} is a weightless skeleton: its trained parameters live in the params dict "
-            "(`algorithm.params`); call it through `policy.apply(params, obs)`, or get an ordinary module "
+            f"{type(module).__name__} is a weightless skeleton: its trained parameters live in the "
+            "params dict "
+            "(`algorithm.params`); call it through `policy.apply(params, obs)`, or get an ordinary "
+            "module "
             "holding them with `policy.module(params)`."
         )
 
@@ -111,14 +113,16 @@ class Policy:
         params = {k: v.detach().clone() for k, v in self.model.named_parameters()}
         if any(v.is_meta for v in params.values()):
             raise RuntimeError(
-                f"{type(self.model).__name__} is a weightless skeleton; its parameters are the params dict you hold."
+                f"{type(self.model).__name__} is a weightless skeleton; its parameters are the "
+                "params dict you hold."
             )
         return params
 
     def module(self, params: Params) -> nn.Module:
         """An ordinary ``nn.Module`` (a copy of the model) holding ``params``:
         ``policy.module(params)(obs)`` equals ``policy.apply(params, obs)``.
-        Parameters are copied, so training the copy leaves ``params`` alone."""
+        Parameters are copied, so training the copy leaves ``params`` alone.
+        """
         module = copy.deepcopy(self.model)
         state = {k: nn.Parameter(v.detach().clone(), requires_grad=True) for k, v in params.items()}
         module.load_state_dict(state, strict=False, assign=True)
@@ -128,7 +132,8 @@ class Policy:
         """The network on a batch: ``(dist_inputs, value [B])`` for a
         feedforward model's observations ``[B, ...]`` (a windowed model's
         :class:`~rlstack.policy.windows.ObsWindow`); ``(dist_inputs, value,
-        hidden)`` for a recurrent model's ``(obs, hidden)``."""
+        hidden)`` for a recurrent model's ``(obs, hidden)``.
+        """
         return functional_call(self.model, params, inputs)
 
     @property
@@ -139,24 +144,28 @@ class Policy:
     @property
     def obs_window(self) -> int:
         """``K``, observations the model sees per step: its ``obs_window``
-        attribute (see :mod:`rlstack.policy.windows`), 1 when it has none."""
+        attribute (see :mod:`rlstack.policy.windows`), 1 when it has none.
+        """
         return self.memory.size if isinstance(self.memory, WindowMemory) else 1
 
     @property
     def has_memory(self) -> bool:
         """Whether acting needs state from earlier steps: a recurrent model,
-        or a window of past observations."""
+        or a window of past observations.
+        """
         return not isinstance(self.memory, NoMemory)
 
     def initial_memory(self, obs: Tree) -> Tree:
         """The memory of envs whose episodes begin at ``obs`` (leaves
         ``[B, ...]``): a recurrent model's initial hidden state, a windowed
-        model's empty :class:`~rlstack.policy.windows.WindowCarry`, else ``()``."""
+        model's empty :class:`~rlstack.policy.windows.WindowCarry`, else ``()``.
+        """
         return self.memory.initial(obs)
 
     def initial_hidden(self, batch_size: int, device: Any = "cpu") -> Tree:
         """The recurrent model's initial hidden state for ``batch_size``
-        envs, leaves ``[batch_size, ...]`` on ``device``."""
+        envs, leaves ``[batch_size, ...]`` on ``device``.
+        """
         return optree.tree_map(lambda x: x.to(device), self.model.initial_hidden(batch_size))
 
     def forward(
@@ -164,7 +173,8 @@ class Policy:
     ) -> tuple[Any, torch.Tensor, Tree]:
         """``(dist_inputs, value [B], memory)`` on observations ``[B, ...]``
         with the memory of earlier steps, started over where ``starts``
-        (``[B]`` bool: episodes beginning at ``obs``)."""
+        (``[B]`` bool: episodes beginning at ``obs``).
+        """
         return self.memory.forward(functools.partial(self.apply, params), obs, memory, starts)
 
     def step(
@@ -200,7 +210,8 @@ class Policy:
         """
         if not deterministic and not isinstance(key, torch.Tensor):
             raise ValueError(
-                f"`key` must be a random key (rlstack.core.random.key) to sample actions, got {key!r}; "
+                "`key` must be a random key (rlstack.core.random.key) to sample actions, got "
+                f"{key!r}; "
                 "or pass deterministic=True."
             )
         dist_inputs, value, memory = self.forward(params, obs, memory, starts)
@@ -216,7 +227,8 @@ class Policy:
         """``(dist_inputs, values)`` of the network re-run on an update's
         rows (:meth:`memory.batch <rlstack.policy.memory.NoMemory.batch>`),
         flattened to ``[B]`` transitions: a recurrent model over whole
-        sequences from their stored hidden states, exactly as it acted."""
+        sequences from their stored hidden states, exactly as it acted.
+        """
         return self.memory.replay(functools.partial(self.apply, params), batch)
 
     def check(
@@ -236,8 +248,10 @@ class Policy:
         model_name = type(self.model).__name__
         if self.recurrent:
             raise TypeError(
-                f"model {model_name} is recurrent (it has initial_hidden); this Algorithm trains feedforward models "
-                "(forward(obs) -> (dist_inputs, value)). rlstack.policy.policy.check_recurrent_model checks a recurrent one."
+                f"model {model_name} is recurrent (it has initial_hidden); this Algorithm trains "
+                "feedforward models "
+                "(forward(obs) -> (dist_inputs, value)). "
+                "rlstack.policy.policy.check_recurrent_model checks a recurrent one."
             )
         dist_name = getattr(self.distribution_cls, "__name__", repr(self.distribution_cls))
         with torch.no_grad():
@@ -249,13 +263,14 @@ class Policy:
                 ) from e
             if not (isinstance(out, tuple) and len(out) == 2):
                 raise TypeError(
-                    f"model {model_name}.forward must return (dist_inputs, value), got {type(out).__name__}."
+                    f"model {model_name}.forward must return (dist_inputs, value), got "
+                    f"{type(out).__name__}."
                 )
             dist_inputs, value = out
             if not isinstance(value, torch.Tensor) or tuple(value.shape) != (batch,):
+                got = list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
                 raise ValueError(
-                    f"model {model_name} must return a value of shape [B] = [{batch}], got "
-                    f"{list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__}."
+                    f"model {model_name} must return a value of shape [B] = [{batch}], got {got}."
                 )
             try:
                 action = self.distribution_cls.sample(act_key, dist_inputs)
@@ -268,20 +283,23 @@ class Policy:
         why = describe_mismatch(action_space, action, (batch,), box_bounds=False)
         if why:
             raise ValueError(
-                f"distribution {dist_name} on model {model_name}'s outputs gives actions that do not fit "
+                f"distribution {dist_name} on model {model_name}'s outputs gives actions that do "
+                "not fit "
                 f"action_space {action_space!r}: {why}."
             )
         for name, x in (("log_prob", log_prob), ("entropy", entropy)):
             if not isinstance(x, torch.Tensor) or tuple(x.shape) != (batch,):
                 raise ValueError(
-                    f"distribution {dist_name}.{name} must return shape [B] = [{batch}], got {getattr(x, 'shape', x)}."
+                    f"distribution {dist_name}.{name} must return shape [B] = [{batch}], got "
+                    f"{getattr(x, 'shape', x)}."
                 )
 
 
 class RecurrentPolicy(Policy):
     """rlstack 1.x's name for a :class:`Policy` over a recurrent model: the
     same class, refusing a model without ``initial_hidden`` (see
-    :func:`check_recurrent_model` for the whole contract)."""
+    :func:`check_recurrent_model` for the whole contract).
+    """
 
     def __init__(self, model: nn.Module, distribution_cls: type[Distribution]) -> None:
         if not callable(getattr(model, "initial_hidden", None)):
@@ -292,8 +310,9 @@ class RecurrentPolicy(Policy):
         super().__init__(model, distribution_cls)
 
     def init_states(self, n: int, /, device: Any = "cpu") -> Tree:
-        """rlstack 1.x's name for :meth:`Policy.initial_hidden`: the hidden
-        state that starts an episode, for ``n`` envs (leaves ``[n, ...]``)."""
+        """Rlstack 1.x's name for :meth:`Policy.initial_hidden`: the hidden
+        state that starts an episode, for ``n`` envs (leaves ``[n, ...]``).
+        """
         return self.initial_hidden(n, device)
 
 
@@ -321,7 +340,8 @@ def check_recurrent_model(
         isinstance(x, torch.Tensor) and x.dim() >= 1 and x.shape[0] == batch for x in leaves
     ):
         raise ValueError(
-            f"recurrent model {name}.initial_hidden({batch}) must return tensors (or a pytree of them) with leading "
+            f"recurrent model {name}.initial_hidden({batch}) must return tensors (or a pytree of "
+            "them) with leading "
             f"dimension {batch}, got {optree.tree_map(lambda x: getattr(x, 'shape', x), initial)}."
         )
     obs = sample(observation_space, (batch,), key=random.key(0, device))
@@ -336,7 +356,8 @@ def check_recurrent_model(
             ) from e
     if not (isinstance(out, tuple) and len(out) == 3):
         raise TypeError(
-            f"recurrent model {name}.forward(obs, hidden) must return (dist_inputs, value, hidden), "
+            f"recurrent model {name}.forward(obs, hidden) must return (dist_inputs, value, "
+            "hidden), "
             f"got {type(out).__name__}{f' of {len(out)}' if isinstance(out, tuple) else ''}."
         )
     _, value, new_hidden = out
@@ -347,11 +368,13 @@ def check_recurrent_model(
         )
     new_leaves, new_spec = optree.tree_flatten(new_hidden)
     if new_spec != spec or any(
-        a.shape != b.shape or a.dtype != b.dtype for a, b in zip(new_leaves, leaves)
+        a.shape != b.shape or a.dtype != b.dtype for a, b in zip(new_leaves, leaves, strict=True)
     ):
         raise ValueError(
-            f"recurrent model {name}'s hidden state does not match its initial_hidden: forward returned "
-            f"{optree.tree_map(lambda x: (tuple(x.shape), x.dtype), new_hidden)}, initial_hidden gives "
+            f"recurrent model {name}'s hidden state does not match its initial_hidden: forward "
+            "returned "
+            f"{optree.tree_map(lambda x: (tuple(x.shape), x.dtype), new_hidden)}, initial_hidden "
+            "gives "
             f"{optree.tree_map(lambda x: (tuple(x.shape), x.dtype), initial)}."
         )
 
@@ -374,8 +397,8 @@ def act_in_env(
 
     Observations are standardised by ``obs_moments`` (a
     :class:`~rlstack.core.normalization.RunningMoments`, or a dict of them
-    for a dict observation: training's ``normalize_obs``; ``()`` for none); ``memory=None`` begins every env's
-    episode now, ``starts`` (``[B]`` bool; ``None``: none) some of them;
+    for a dict observation: training's ``normalize_obs``; ``()`` for none); ``memory=None`` begins
+    every env's episode now, ``starts`` (``[B]`` bool; ``None``: none) some of them;
     actions come back inside ``action_space`` (:func:`to_action_space`),
     without gradients.
 

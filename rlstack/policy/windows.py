@@ -90,7 +90,8 @@ def window_size(model: Any) -> int:
 def padding_mask(ages: torch.Tensor, size: int) -> torch.Tensor:
     """``[..., K]`` bool: position ``j`` of the window of an observation
     ``ages`` steps into its episode holds an observation from before the
-    episode (``K - 1 - j > age``)."""
+    episode (``K - 1 - j > age``).
+    """
     lags = torch.arange(size - 1, -1, -1, device=ages.device)
     return lags > ages.unsqueeze(-1)
 
@@ -107,7 +108,8 @@ def _masked(inputs: Tree, mask: torch.Tensor) -> Tree:
 
 def initial(obs: Tree, size: int) -> WindowCarry:
     """The memory of envs whose episodes begin at ``obs`` (leaves ``[N, ...]``):
-    zero frames ``[N, K - 1, ...]`` and ages 0."""
+    zero frames ``[N, K - 1, ...]`` and ages 0.
+    """
     frames = optree.tree_map(lambda x: x.new_zeros(x.shape[0], size - 1, *x.shape[1:]), obs)
     n = optree.tree_leaves(obs)[0].shape[0]
     return WindowCarry(
@@ -122,7 +124,8 @@ def restart(memory: WindowCarry, starts: torch.Tensor) -> WindowCarry:
 
 def window(memory: WindowCarry, obs: Tree, size: int) -> ObsWindow:
     """The window ending at ``obs`` (leaves ``[N, ...]``): ``memory``'s frames
-    then ``obs``, ``[N, K, ...]``, masked by ``memory.ages``."""
+    then ``obs``, ``[N, K, ...]``, masked by ``memory.ages``.
+    """
     inputs = optree.tree_map(lambda f, x: torch.cat([f, x.unsqueeze(1)], 1), memory.frames, obs)
     mask = padding_mask(memory.ages, size)
     return ObsWindow(_masked(inputs, mask), mask)
@@ -132,7 +135,8 @@ def advance(seen: ObsWindow, memory: WindowCarry) -> WindowCarry:
     """The memory after acting on ``seen`` (the window :func:`window` built
     from ``memory``): its last ``K - 1`` observations, one step older. The
     frames are contiguous, laid out as :func:`initial`'s, so compiled code
-    sees one layout whether a rollout starts from fresh or carried memory."""
+    sees one layout whether a rollout starts from fresh or carried memory.
+    """
     return WindowCarry(
         optree.tree_map(lambda x: x[:, 1:].contiguous(), seen.inputs), memory.ages + 1
     )
@@ -140,14 +144,16 @@ def advance(seen: ObsWindow, memory: WindowCarry) -> WindowCarry:
 
 def history(memory: WindowCarry) -> Tree:
     """``memory``'s frames time-major, leaves ``[K - 1, N, ...]``: the
-    trajectory record's ``history`` (:class:`~rlstack.policy.memory.WindowRecord`)."""
+    trajectory record's ``history`` (:class:`~rlstack.policy.memory.WindowRecord`).
+    """
     return optree.tree_map(lambda f: f.transpose(0, 1), memory.frames)
 
 
 def frames(obs_history: Tree, obs: Tree, ages: torch.Tensor) -> ObsFrames:
     """A trajectory's window source: ``obs_history`` ``[K - 1, N, ...]``
     then ``obs`` ``[T, N, ...]`` flattened time-major, and ``ages`` ``[T, N]``
-    flattened (see :class:`ObsFrames`)."""
+    flattened (see :class:`ObsFrames`).
+    """
     joined = optree.tree_map(lambda h, x: torch.cat([h, x]).flatten(0, 1), obs_history, obs)
     return ObsFrames(joined, ages.reshape(-1))
 
@@ -156,7 +162,8 @@ def gather(source: ObsFrames, idx: torch.Tensor, size: int) -> ObsWindow:
     """The windows of transitions ``idx`` (``[B]`` int64 indices into the
     ``T * N`` flat batch), ``[B, K, ...]``: rows ``idx + j * N`` of
     ``source.frames``, masked by their ages. Only the ``B * K`` rows asked
-    for are read."""
+    for are read.
+    """
     total, steps = optree.tree_leaves(source.frames)[0].shape[0], source.ages.shape[0]
     num_envs = (total - steps) // (size - 1)
     rows = idx.unsqueeze(-1) + num_envs * torch.arange(size, device=idx.device)
@@ -167,7 +174,8 @@ def gather(source: ObsFrames, idx: torch.Tensor, size: int) -> ObsWindow:
 def unfold(obs_history: Tree, obs: Tree, ages: torch.Tensor) -> ObsWindow:
     """Every window of a trajectory at once, ``[T, N, K, ...]``, from a view
     (``Tensor.unfold`` over time) masked by ``ages`` ``[T, N]``; for
-    evaluation and inspection (the update gathers minibatches instead)."""
+    evaluation and inspection (the update gathers minibatches instead).
+    """
     size = optree.tree_leaves(obs_history)[0].shape[0] + 1
     inputs = optree.tree_map(
         lambda h, x: torch.cat([h, x]).unfold(0, size, 1).movedim(-1, 2), obs_history, obs

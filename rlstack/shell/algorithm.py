@@ -14,8 +14,9 @@ over that axis (:mod:`rlstack.shell.population`). Building is
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator, Mapping
 from types import SimpleNamespace
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import optree
 import torch
@@ -27,8 +28,7 @@ from ..core.schedules import logged_coefficients
 from ..core.types import RolloutCarry
 from ..integrations import distributed
 from ..learn.rollout import check_window, reset_carry
-from ..learn.stats import trajectory_stats
-from ..learn.stats import drop_empty_episode_means
+from ..learn.stats import drop_empty_episode_means, trajectory_stats
 from ..learn.train_state import MemberStatus, TrainState, each_member, split_key, to_host
 from ..learn.transforms import Staged
 from ..policy.distributions import Distribution
@@ -43,12 +43,14 @@ NON_FINITE = MemberStatus.NON_FINITE
 
 
 def _state_field(name: str) -> property:
-    """``Algorithm.<name>``: the field of its :class:`~rlstack.learn.train_state.TrainState`, read and replaced."""
+    """``Algorithm.<name>``: the field of its :class:`~rlstack.learn.train_state.TrainState`, read "
+    "and replaced.
+    """
 
-    def get(algo: "Algorithm") -> Any:
+    def get(algo: Algorithm) -> Any:
         return getattr(algo.train_state, name)
 
-    def replace(algo: "Algorithm", value: Any) -> None:
+    def replace(algo: Algorithm, value: Any) -> None:
         algo.train_state = algo.train_state._replace(**{name: value})
 
     return property(
@@ -119,7 +121,8 @@ class Algorithm(Acting, Checkpointing):
         True
     """
 
-    #: Whether this class loads population checkpoints (:class:`~rlstack.shell.population.Population`).
+    #: Whether this class loads population checkpoints
+    # (:class:`~rlstack.shell.population.Population`).
     _population = False
     #: Whether the policy is recurrent (:class:`RecurrentAlgorithm`).
     _recurrent = False
@@ -203,7 +206,8 @@ class Algorithm(Acting, Checkpointing):
         self.train_state: TrainState = state
         self.members = MemberStatus(num_members or 1, self.device)
         self.predict_calls = 0  # stochastic predicts so far: the predict stream folds it
-        #: The pure rollouts and update, transformed from outside (compiled lazily by torch on first call).
+        #: The pure rollouts and update, transformed from outside (compiled lazily by torch on first
+        # call).
         self.functions = RunFunctions(env, self.env, self.policy, args, recurrent=self._recurrent)
         self._update, self._rollouts = self.functions.update, self.functions.rollouts
         self.collects = self.steps = self.env_steps = 0
@@ -217,12 +221,12 @@ class Algorithm(Acting, Checkpointing):
 
     @property
     def hparams(self) -> AlgorithmConfig:
-        """rlstack 1.x's name for :attr:`config`."""
+        """Rlstack 1.x's name for :attr:`config`."""
         return self.config
 
     @property
     def horizons(self) -> int:
-        """rlstack 1.x's name for :attr:`collects` (rollouts collected)."""
+        """Rlstack 1.x's name for :attr:`collects` (rollouts collected)."""
         return self.collects
 
     @horizons.setter
@@ -231,8 +235,9 @@ class Algorithm(Acting, Checkpointing):
 
     @property
     def state(self) -> SimpleNamespace:
-        """rlstack 1.x's counters (a read-only view): ``horizons`` (rollouts
-        collected) and ``buffered`` (a rollout is waiting for :meth:`step`)."""
+        """Rlstack 1.x's counters (a read-only view): ``horizons`` (rollouts
+        collected) and ``buffered`` (a rollout is waiting for :meth:`step`).
+        """
         return SimpleNamespace(horizons=self.collects, buffered=self.trajectory is not None)
 
     def each(self, fn: Callable, in_dims: Any = 0) -> Callable:
@@ -254,7 +259,8 @@ class Algorithm(Acting, Checkpointing):
         """Reset every env of every member from ``key`` (``[2]``, ``[K, 2]``
         for a population): each begins an episode with the policy's first
         memory; normalisation statistics and the step count carry over
-        (returns zeroed)."""
+        (returns zeroed).
+        """
         num_envs, config, policy = self.config.num_envs, env_config or self.env_config, self.policy
         carry = self.each(lambda k: reset_carry(k, env, num_envs, config=config, policy=policy))(
             key
@@ -282,8 +288,8 @@ class Algorithm(Acting, Checkpointing):
             ``episodes/return/mean``, ``episodes/length/mean`` and
             ``episodes/terminated`` (see :func:`rlstack.learn.stats.episode_stats`);
             and what the env reports of its own (:meth:`rlstack.envs.Env.rollout_log`:
-            an rsl_rl env's ``extras["log"]``, this rank's); synced from the device once. A population: one dict per member
-            (:meth:`collect_each`).
+            an rsl_rl env's ``extras["log"]``, this rank's); synced from the device once. A
+            population: one dict per member (:meth:`collect_each`).
         """
         stats = self.collect_each(env_config=env_config, deterministic=deterministic)
         return stats[0] if self.num_members is None else stats
@@ -293,7 +299,8 @@ class Algorithm(Acting, Checkpointing):
     ) -> list[dict[str, float]]:
         """:meth:`collect`, one stats dict per member (one for a single run).
         A member whose rewards are not finite stops; when none is left,
-        :class:`FloatingPointError`."""
+        :class:`FloatingPointError`.
+        """
         start = time.perf_counter()
         before, reset = self.train_state, self._needs_reset()
         if reset:
@@ -326,7 +333,7 @@ class Algorithm(Acting, Checkpointing):
         transitions = self.config.num_envs * self.config.horizon
         self.env_steps += transitions
         elapsed = 1000.0 * (time.perf_counter() - start)
-        for member_stats, member_host in zip(stats, host):
+        for member_stats, member_host in zip(stats, host, strict=True):
             member_stats.update(
                 {k: member_host[k] for k in env_log}
             )  # this rank's own (its keys may differ)
@@ -343,7 +350,8 @@ class Algorithm(Acting, Checkpointing):
     # -------------------------------------------------------------------- step
     def coefficients(self, member: int = 0) -> dict[str, float]:
         """Learning rate and entropy coefficient of ``member``'s next update, as
-        logged (see :func:`rlstack.core.schedules.logged_coefficients`)."""
+        logged (see :func:`rlstack.core.schedules.logged_coefficients`).
+        """
         return logged_coefficients(
             self.config,
             self.member_lrs[member],
@@ -371,7 +379,8 @@ class Algorithm(Acting, Checkpointing):
     def step_each(self) -> list[dict[str, float]]:
         """:meth:`step`, one stats dict per member. A member whose update is
         not finite stops with the state of its last good step (the others
-        carry on); :class:`FloatingPointError` when none is left."""
+        carry on); :class:`FloatingPointError` when none is left.
+        """
         if self.trajectory is None:
             raise RuntimeError(
                 f"{type(self).__name__}.step() needs a trajectory: call collect() first."
@@ -390,7 +399,8 @@ class Algorithm(Acting, Checkpointing):
             metrics, self.num_members
         )  # reduced across ranks with the gradients already
         where = (
-            f"at step {self.steps + 1} (after {self.env_steps} env transitions); the update was discarded and "
+            f"at step {self.steps + 1} (after {self.env_steps} env transitions); the update was "
+            "discarded and "
             f"params kept from step {self.steps}"
         )
         self.members.stop_non_finite(stats, where, population=self.num_members is not None)
@@ -398,7 +408,7 @@ class Algorithm(Acting, Checkpointing):
         self.train_state = self.members.keep_stopped(new, before, ("params", "opt_state", "key"))
         self.steps += 1
         self.members.steps = [
-            n + int(on) for n, on in zip(self.members.steps, self.members.training())
+            n + int(on) for n, on in zip(self.members.steps, self.members.training(), strict=True)
         ]
         elapsed = 1000.0 * (time.perf_counter() - start)
         for k, member_stats in enumerate(stats):
@@ -410,7 +420,8 @@ class Algorithm(Acting, Checkpointing):
 
     def state_is_finite(self) -> bool:
         """Whether every float tensor of ``params`` and the optimizer state is
-        finite (one sync; asked before checkpointing a failed run)."""
+        finite (one sync; asked before checkpointing a failed run).
+        """
         leaves = optree.tree_leaves((self.params, self.opt_state))
         return all(
             bool(torch.isfinite(x).all())
@@ -422,18 +433,20 @@ class Algorithm(Acting, Checkpointing):
     def obs_moments(self) -> Any:
         """The running observation statistics ``predict`` standardises with
         (a :class:`~rlstack.core.normalization.RunningMoments`), or ``()`` when
-        ``normalize_obs`` is off."""
+        ``normalize_obs`` is off.
+        """
         return (self.carry.norm if self.carry is not None else self._initial_norm).obs
 
     def memory_stats(self) -> dict[str, float]:
         """See :func:`rlstack.core.device.memory_stats`."""
         return memory_stats(self.device)
 
-    def member(self, k: int) -> "Algorithm":
+    def member(self, k: int) -> Algorithm:
         """Member ``k`` as an ordinary single-run Algorithm (a copy): its
         slice of the train state, its seed, hyperparameters and counters
         (:func:`rlstack.shell.serialization.member_state_dict`); it continues
-        exactly as the member would."""
+        exactly as the member would.
+        """
         single_run_cls = Algorithm if self.num_members is not None else type(self)
         return single_run_cls._from_state_dict(
             member_state_dict(self, k),

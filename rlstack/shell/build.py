@@ -2,12 +2,14 @@
 once at the shell boundary (:func:`check_arguments`, before anything is
 built), then its env (:func:`build_env`) and first
 :class:`~rlstack.learn.train_state.TrainState` (:func:`initial_state`), the same
-code for one run and for the ``K`` members of a population."""
+code for one run and for the ``K`` members of a population.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -23,10 +25,10 @@ from ..integrations import checkpoint as ckpt
 from ..integrations import distributed
 from ..learn.cuda_graphs import CudaGraphed
 from ..learn.loss import config_hparams
-from ..learn.update import make_optimizer, make_update
 from ..learn.rollout import make_rollout
 from ..learn.train_state import TrainState, each_member, stack
 from ..learn.transforms import Staged, compiled, over_members
+from ..learn.update import make_optimizer, make_update
 from ..policy.build import build_policy, check_model_config
 from ..policy.distributions import default_distribution_cls
 from ..policy.policy import Policy
@@ -142,7 +144,8 @@ def check_arguments(
     if num_members is not None and distributed.world_size() > 1:
         raise ValueError(
             "A population trains in one process: `num_members` with torch.distributed "
-            f"({distributed.world_size()} ranks) is not supported; launch one process per population."
+            f"({distributed.world_size()} ranks) is not supported; launch one process per "
+            "population."
         )
     return BuildArguments(
         config=configs[0],
@@ -166,7 +169,8 @@ def check_arguments(
 
 def build_env(env: Any, args: BuildArguments) -> Any:
     """The batched env of ``num_envs`` copies, checked against the arguments
-    (a population's and CUDA graphs' need a pure env; ``normalize_obs`` a Box)."""
+    (a population's and CUDA graphs' need a pure env; ``normalize_obs`` a Box).
+    """
     config = args.config
     built = make_env(
         env,
@@ -236,7 +240,7 @@ def initial_state(
     optimizer = make_optimizer(config, args.optimizer_cls, args.optimizer_config)
     opt_states = [
         set_learning_rate(optimizer.init(p), torch.tensor(lr, device=device))
-        for p, lr in zip(member_params, args.lrs)
+        for p, lr in zip(member_params, args.lrs, strict=True)
     ]
     root_key = gather([random.key(seed, device) for seed in args.seeds])
     key = each_member(random.fold_in, args.num_members, in_dims=(0, None))(root_key, 0)
@@ -313,7 +317,8 @@ class RunFunctions:
 
     def transformed(self, staged: Staged) -> Staged:
         """A member-level function as the Algorithm runs it: mapped over the
-        members of a population, then compiled when asked."""
+        members of a population, then compiled when asked.
+        """
         if self.args.num_members is not None:
             staged = over_members(staged)
         return compiled(staged) if self.args.compile else staged
@@ -321,7 +326,8 @@ class RunFunctions:
     def rollout(self, deterministic: bool, training: bool = True, env: Any = None) -> Any:
         """``rollout(params, carry, hparams) -> (carry, traj)`` for the
         training env (cached) or another ``env``; with ``training=False``
-        normalisation statistics stay frozen."""
+        normalisation statistics stay frozen.
+        """
         config, cache_key = self.args.config, (deterministic, training)
         if env is None and cache_key in self.rollouts:
             return self.rollouts[cache_key]
@@ -352,7 +358,8 @@ class RunFunctions:
     def evaluation_rollout(self, deterministic: bool) -> tuple[Any, Any]:
         """``(env, rollout)`` that evaluation runs (normalisation frozen): the
         training env for a pure env, a second instance of a stateful one
-        (1.x, gymnasium; built on first use)."""
+        (1.x, gymnasium; built on first use).
+        """
         if self._eval_env is None:
             self._eval_env = build_env(self.env_spec, self.args)
         env = self._eval_env

@@ -8,13 +8,17 @@ the name stays as an alias.
 
 from __future__ import annotations
 
-from typing import Mapping, Protocol, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 Stats = Mapping[str, float]
 
 
 class Condition(Protocol):
-    def __call__(self, stats: Stats, /) -> bool: ...
+    """A stop condition: called with a step's stats, True stops the run."""
+
+    def __call__(self, stats: Stats, /) -> bool:
+        """Whether the run should stop after the step with these ``stats``."""
 
 
 def _value(stats: Stats, name: str) -> float:
@@ -51,6 +55,7 @@ class And:
         self.conditions = list(conditions)
 
     def __call__(self, stats: Stats, /) -> bool:
+        """Whether the run should stop after the step with these ``stats``."""
         return all([condition(stats) for condition in self.conditions])
 
 
@@ -61,6 +66,7 @@ class HitsLowerBound:
         self.key, self.lower_bound = key, lower_bound
 
     def __call__(self, stats: Stats, /) -> bool:
+        """Whether the run should stop after the step with these ``stats``."""
         return _value(stats, self.key) <= self.lower_bound
 
 
@@ -71,12 +77,14 @@ class HitsUpperBound:
         self.key, self.upper_bound = key, upper_bound
 
     def __call__(self, stats: Stats, /) -> bool:
+        """Whether the run should stop after the step with these ``stats``."""
         return _value(stats, self.key) >= self.upper_bound
 
 
 class Plateaus(_Patience):
     """True once ``stats[key]`` stayed within ``rtol`` (relative) of its
-    previous value ``patience`` calls in a row."""
+    previous value ``patience`` calls in a row.
+    """
 
     def __init__(self, key: str, /, *, patience: int = 5, rtol: float = 1e-3) -> None:
         _check_patience(patience)
@@ -87,6 +95,7 @@ class Plateaus(_Patience):
         self.old_value: float | None = None
 
     def __call__(self, stats: Stats, /) -> bool:
+        """Whether the run should stop after the step with these ``stats``."""
         value = _value(stats, self.key)
         if self.old_value is not None and abs(value - self.old_value) <= self.rtol * abs(
             self.old_value
@@ -108,6 +117,7 @@ class StopsDecreasing(_Patience):
         self.min_ = float("inf")
 
     def __call__(self, stats: Stats, /) -> bool:
+        """Whether the run should stop after the step with these ``stats``."""
         value = _value(stats, self.key)
         if value >= self.min_:
             self.stalls += 1
@@ -126,6 +136,7 @@ class StopsIncreasing(_Patience):
         self.max_ = float("-inf")
 
     def __call__(self, stats: Stats, /) -> bool:
+        """Whether the run should stop after the step with these ``stats``."""
         value = _value(stats, self.key)
         if value <= self.max_:
             self.stalls += 1

@@ -3,11 +3,13 @@ envs), ``predict`` (a batch of observations) and ``actor``, as the
 :class:`Acting` part of :class:`~rlstack.shell.algorithm.Algorithm` (it uses the
 Algorithm's public attributes only), and the functions behind them, which
 take what they use as arguments. None changes the training state (params,
-carry, training key)."""
+carry, training key).
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -29,7 +31,7 @@ def sync(stats: Mapping[str, torch.Tensor]) -> dict[str, float]:
     if not stats:
         return {}
     values = torch.stack([v.detach().float().reshape(()) for v in stats.values()]).tolist()
-    return dict(zip(stats.keys(), values))
+    return dict(zip(stats.keys(), values, strict=True))
 
 
 def check_horizons(horizons: Any) -> None:
@@ -40,7 +42,8 @@ def check_horizons(horizons: Any) -> None:
 
 def eval_key(root_key: torch.Tensor, steps: int) -> torch.Tensor:
     """Evaluation's key ``[2]`` after ``steps`` updates: from the seed and the
-    step alone, so training is the same with or without evaluations."""
+    step alone, so training is the same with or without evaluations.
+    """
     return random.fold_in(random.fold_in(root_key, EVAL_STREAM), steps)
 
 
@@ -63,6 +66,10 @@ def evaluate(
     Args:
         rollout: ``rollout(params, carry, hparams) -> (carry, traj)``, as the
             Algorithm runs it (over members for a population).
+        params: the policy's params (``[K, ...]`` leaves for a population).
+        carry: the evaluation envs' carry to start from (fresh envs).
+        hparams: the :class:`~rlstack.core.types.HParams` the rollout reads.
+        horizons: how many rollouts of ``T`` steps to run.
         each: maps a member-level function over the members
             (:func:`rlstack.learn.train_state.each_member`).
 
@@ -93,6 +100,9 @@ def predict(
     """Actions of ``policy`` for a batch of observations of ``env``.
 
     Args:
+        policy: the :class:`~rlstack.policy.policy.Policy` that acts.
+        params: its params.
+        env: the env whose spaces ``obs`` and the actions belong to.
         obs: ``[B, *obs_shape]`` observations as a tensor, NumPy array (or
             dict of them for composite spaces).
         memory: what the last call returned for these envs; ``None``: every
@@ -102,6 +112,8 @@ def predict(
         key: what a stochastic policy samples from (``None`` when
             ``deterministic``).
         obs_moments: the running observation statistics, or ``()``.
+        deterministic: act with the distribution's mode instead of sampling.
+        device: where the policy's params live.
 
     Returns:
         ``(actions, memory)``: ``[B, *action_shape]`` actions inside the
@@ -140,7 +152,8 @@ def actor(
 ) -> Callable[[Any], Any]:
     """``act(obs) -> actions`` over successive observations of the same envs:
     ``predict_fn(obs, memory) -> (actions, memory)`` with the memory carried
-    from one call to the next (every episode beginning at the first call)."""
+    from one call to the next (every episode beginning at the first call).
+    """
     memory = None
 
     def act(obs: Any) -> Any:
@@ -156,7 +169,7 @@ class Acting:
     """:class:`~rlstack.shell.algorithm.Algorithm`'s ``evaluate``, ``predict`` and ``actor``."""
 
     def evaluate(
-        self: "Algorithm",
+        self: Algorithm,
         *,
         env_config: Mapping[str, Any] | None = None,
         deterministic: bool = True,
@@ -181,7 +194,7 @@ class Acting:
         return stats[0] if self.num_members is None else stats
 
     def evaluate_each(
-        self: "Algorithm",
+        self: Algorithm,
         *,
         env_config: Mapping[str, Any] | None = None,
         deterministic: bool = True,
@@ -200,7 +213,7 @@ class Acting:
         return to_host(stats, self.num_members)
 
     def predict(
-        self: "Algorithm",
+        self: Algorithm,
         obs: Any,
         deterministic: bool = True,
         *,
@@ -219,22 +232,24 @@ class Acting:
         actions, memory = self._predict_with_memory(obs, deterministic, memory, starts)
         return (actions, memory) if self.policy.has_memory else actions
 
-    def actor(self: "Algorithm", deterministic: bool = True) -> Callable[[Any], Any]:
+    def actor(self: Algorithm, deterministic: bool = True) -> Callable[[Any], Any]:
         """``act(obs) -> actions`` over successive observations of the same
         envs (e.g. ``env.success(algo.actor())``): a policy with memory
         carries it from one call to the next, every episode beginning at the
-        first call; a policy without memory acts as :meth:`predict`."""
+        first call; a policy without memory acts as :meth:`predict`.
+        """
         return actor(
             lambda obs, memory: self._predict_with_memory(obs, deterministic, memory, None),
             self.policy.has_memory,
         )
 
     def _predict_with_memory(
-        self: "Algorithm", obs: Any, deterministic: bool, memory: Any, starts: Any
+        self: Algorithm, obs: Any, deterministic: bool, memory: Any, starts: Any
     ) -> tuple[Any, Any]:
         if self.num_members is not None:
             raise TypeError(
-                "A population has K policies: act with one member, `population.member(k).predict(obs)`."
+                "A population has K policies: act with one member, "
+                "`population.member(k).predict(obs)`."
             )
         key = None
         if not deterministic:  # the predict stream, one fold per call: training's key is untouched

@@ -1,11 +1,13 @@
 """How a population's arguments split per member: which hyperparameters
 may differ (:data:`PER_MEMBER`), :func:`grid` of them, and
-:func:`member_configs`, which validates them once at the shell boundary."""
+:func:`member_configs`, which validates them once at the shell boundary.
+"""
 
 from __future__ import annotations
 
 import itertools
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -28,7 +30,8 @@ def grid(**values: Sequence[Any]) -> dict[str, list[Any]]:
     for name, options in values.items():
         if name not in PER_MEMBER:
             raise ValueError(
-                f"grid: `{name}` cannot differ across members; per-member hyperparameters are {PER_MEMBER}."
+                f"grid: `{name}` cannot differ across members; per-member hyperparameters are "
+                f"{PER_MEMBER}."
             )
         if isinstance(options, (str, bytes)) or not isinstance(options, Sequence) or not options:
             raise ValueError(f"grid: `{name}` must be a non-empty list of values, got {options!r}.")
@@ -38,16 +41,19 @@ def grid(**values: Sequence[Any]) -> dict[str, list[Any]]:
 
 def _per_member(name: str, value: Any, num_members: int) -> list[Any]:
     """``value`` as a list of ``num_members`` values (one value is repeated;
-    a schedule, itself a list, is one value)."""
+    a schedule, itself a list, is one value).
+    """
     if isinstance(value, (list, tuple)) and not name.endswith("_schedule"):
         if name not in PER_MEMBER:
             raise ValueError(
-                f"`{name}` cannot differ across members (it is static: shapes, schedules or graph structure); "
+                f"`{name}` cannot differ across members (it is static: shapes, schedules or graph "
+                "structure); "
                 f"per-member hyperparameters are {PER_MEMBER}, got a list {list(value)!r}."
             )
         if len(value) != num_members:
             raise ValueError(
-                f"`{name}` has {len(value)} values for num_members={num_members}: give one or {num_members}."
+                f"`{name}` has {len(value)} values for num_members={num_members}: give one or "
+                f"{num_members}."
             )
         return list(value)
     return [value] * num_members
@@ -107,12 +113,14 @@ def member_configs(
             raise type(e)(f"member {k}: {e}") from None
     if len(set(map(float, lrs))) > 1 and configs[0].lr_schedule is not None:
         raise ValueError(
-            "per-member `lr` values and an `lr_schedule` exclude each other: the schedule sets the rate."
+            "per-member `lr` values and an `lr_schedule` exclude each other: the schedule sets the "
+            "rate."
         )
     entropies = {c.entropy_coeff for c in configs}
     if len(entropies) > 1 and configs[0].entropy_coeff_schedule is not None:
         raise ValueError(
-            "per-member `entropy_coeff` values and an `entropy_coeff_schedule` exclude each other: the schedule sets it."
+            "per-member `entropy_coeff` values and an `entropy_coeff_schedule` exclude each other: "
+            "the schedule sets it."
         )
     if seed is None:
         seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))
@@ -122,7 +130,8 @@ def member_configs(
         seeds = list(seed)
     else:
         raise ValueError(
-            f"`seed` must be an int, None or a list of {num_members} ints (one per member), got {seed!r}."
+            f"`seed` must be an int, None or a list of {num_members} ints (one per member), got "
+            f"{seed!r}."
         )
     for k, s in enumerate(seeds):
         if not isinstance(s, int) or isinstance(s, bool) or s < 0:
@@ -135,7 +144,8 @@ def member_configs(
 def hparams_by_member(configs: Sequence[AlgorithmConfig]) -> dict[str, Any]:
     """The shared config, with a list of per-member values for each
     hyperparameter of :data:`PER_MEMBER` that differs between members (as a
-    population's checkpoint and MLflow params hold them)."""
+    population's checkpoint and MLflow params hold them).
+    """
     hparams = configs[0].to_dict()
     for name in PER_MEMBER[1:]:
         values = [getattr(c, name) for c in configs]

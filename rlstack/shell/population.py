@@ -26,7 +26,8 @@ resume, evaluate or export.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -57,7 +58,8 @@ class Population(Algorithm):
 
     Examples:
         >>> from rlstack.envs import CartPole
-        >>> pop = Population(CartPole, num_members=2, entropy_coeff=[0.0, 0.01], num_envs=16, horizon=8,
+        >>> pop = Population(CartPole, num_members=2, entropy_coeff=[0.0, 0.01], num_envs=16,
+        horizon=8,
         ...                  compile=False, model_config={"hiddens": (8,)})
         >>> len(pop.collect()), len(pop.step())
         (2, 2)

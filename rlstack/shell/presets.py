@@ -104,8 +104,8 @@ _CONTINUOUS = {
         "init": "orthogonal",
     },
     "optimizer_config": {"lr": 3e-4, "eps": 1e-5},
-    # Compiled on CPU too: 320 minibatches of 64 per update and one policy step per env step are small
-    # calls, several times faster compiled; a cold compile pays back within tens of updates
+    # Compiled on CPU too: 320 minibatches of 64 per update and one policy step per env step are
+    # small calls, several times faster compiled; a cold compile pays back within tens of updates
     # (benchmarks/README.md, "Continuous control").
     "compile": True,
 }
@@ -124,18 +124,18 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Target: gymnasium's MountainCar-v0 return >= -120 (deterministic policy). Entropy bonus and
     # normalised rewards keep the swinging behaviour exploring; 128 envs give many small updates.
     "MountainCar": copy.deepcopy(_MOUNTAIN_CAR),
-    # Gymnasium's episodic tasks, built in (rlstack.envs.episodic): the infinite-horizon envs' presets,
-    # with no scheduled resets (each env restarts where its episode ends).
+    # Gymnasium's episodic tasks, built in (rlstack.envs.episodic): the infinite-horizon envs'
+    # presets, with no scheduled resets (each env restarts where its episode ends).
     # Target: gymnasium's CartPole-v1 return >= 475 (deterministic policy).
     "CartPole-v1": copy.deepcopy(_EPISODIC_CARTPOLE),
     # Target: gymnasium's Pendulum-v1 return >= -200 (deterministic policy).
     "Pendulum-v1": copy.deepcopy(_EPISODIC_PENDULUM),
-    # Target: gymnasium's MountainCar-v0 return >= -120 (deterministic policy), measured with its -1 reward.
-    # Trained on MountainCarV0's reward="speed" (the speed reward and a goal bonus): from -1 per step a
-    # policy that never reaches the goal has nothing to learn.
+    # Target: gymnasium's MountainCar-v0 return >= -120 (deterministic policy), measured with its -1
+    # reward. Trained on MountainCarV0's reward="speed" (the speed reward and a goal bonus): from -1
+    # per step a policy that never reaches the goal has nothing to learn.
     "MountainCar-v0": copy.deepcopy(_EPISODIC_MOUNTAIN_CAR),
-    # Gymnasium's own CartPole-v1 through rlstack.integrations.gymnasium_adapter (episodic, eager, 8 sub-envs):
-    # rl-baselines3-zoo's PPO settings. Target: mean episode return >= 400.
+    # Gymnasium's own CartPole-v1 through rlstack.integrations.gymnasium_adapter (episodic, eager, 8
+    # sub-envs): rl-baselines3-zoo's PPO settings. Target: mean episode return >= 400.
     "gymnasium:CartPole-v1": {
         "num_envs": 8,
         "horizon": 32,
@@ -151,8 +151,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model_config": {"hiddens": (64, 64)},
         "optimizer_config": {"lr": 1e-3},
     },
-    # Not an env: the preset `rlstack train` applies to gymnasium envs with Box actions (preset_for).
-    # Target: CleanRL's mean return at 1M env steps on HalfCheetah-v5, Hopper-v5 and Walker2d-v5.
+    # Not an env: the preset `rlstack train` applies to gymnasium envs with Box actions
+    # (preset_for). Target: CleanRL's mean return at 1M env steps on HalfCheetah-v5, Hopper-v5 and
+    # Walker2d-v5.
     "continuous": copy.deepcopy(_CONTINUOUS),
 }
 
@@ -160,9 +161,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 def preset_for(name: str, env: Any) -> str | None:
     """The preset ``rlstack train --env NAME`` applies: the env's own, else
     ``"continuous"`` for a gymnasium env (``gymnasium:ID``, or EnvPool's
-    ``envpool:ID``) with a ``Box`` action space, else None (rlstack 1.x's defaults, fitted to the env).
-    ``env`` is what NAME loads; reading a gymnasium env's action space
-    builds one copy of it."""
+    ``envpool:ID``) with a ``Box`` action space, else None (rlstack 1.x's defaults, fitted to the
+    env). ``env`` is what NAME loads; reading a gymnasium env's action space
+    builds one copy of it.
+    """
     if name in PRESETS:
         return name
     if name.startswith(("gymnasium:", "envpool:")) and isinstance(
@@ -214,7 +216,8 @@ POMDP_PRESETS: dict[str, dict[str, Any]] = {
         "optimizer_config": {"lr": 2e-3},
     },
 }
-#: name -> the built-in env each POMDP preset trains on (the success check is CartPole's either way).
+#: name -> the built-in env each POMDP preset trains on (the success check is CartPole's either
+# way).
 POMDP_ENVS: dict[str, str] = {
     "mlp": "CartPole-v1",
     "window": "CartPole-v1",

@@ -43,9 +43,10 @@ class RecurrentAlgorithm(Algorithm):
 
     @property
     def state(self) -> SimpleNamespace:
-        """rlstack 1.x's counters: ``horizons`` (rollouts collected), ``seqs``
+        """Rlstack 1.x's counters: ``horizons`` (rollouts collected), ``seqs``
         (sequences of ``seq_len`` steps collected per env) and ``buffered``
-        (a rollout is waiting for :meth:`step`)."""
+        (a rollout is waiting for :meth:`step`).
+        """
         return SimpleNamespace(
             horizons=self.collects,
             seqs=self.collects * (self.config.horizon // self.config.seq_len),
@@ -53,7 +54,9 @@ class RecurrentAlgorithm(Algorithm):
         )
 
     def initial_hidden(self, batch_size: int) -> Any:
-        """The model's initial hidden state for ``batch_size`` observations, on the Algorithm's device."""
+        """The model's initial hidden state for ``batch_size`` observations, on the Algorithm's "
+        "device.
+        """
         return self.policy.initial_hidden(batch_size, self.device)
 
     def predict(

@@ -10,7 +10,8 @@ the Trainer's run: one logging pipeline, member runs included.
 from __future__ import annotations
 
 import weakref
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ..integrations import distributed, tracking
 from ..learn.stats import combine
@@ -35,15 +36,15 @@ class RunLog:
     every evaluation and the last step, each point the values of the step it
     is stamped with (see :class:`rlstack.integrations.tracking.MetricLog`). Points are
     written in batches at most 30 s apart, and all pending ones when
-    :meth:`Trainer.run <rlstack.Trainer.run>` returns or raises, before each checkpoint, on ``close``,
-    and at garbage collection or process exit, so a small step does not wait
+    :meth:`Trainer.run <rlstack.Trainer.run>` returns or raises, before each checkpoint, on
+    ``close``, and at garbage collection or process exit, so a small step does not wait
     on the tracking store. The tracking store is MLflow's current one
     (``MLFLOW_TRACKING_URI`` when set).
 
-    The run ends with :meth:`Trainer.close <rlstack.Trainer.close>` (or leaving a ``with Trainer(...)``
-    block); a Trainer that is garbage collected or alive at process exit
-    ends it too, ``FAILED`` or ``KILLED`` if its last :meth:`Trainer.run <rlstack.Trainer.run>` raised,
-    else ``FINISHED``.
+    The run ends with :meth:`Trainer.close <rlstack.Trainer.close>` (or leaving a ``with
+    Trainer(...)`` block); a Trainer that is garbage collected or alive at process exit
+    ends it too, ``FAILED`` or ``KILLED`` if its last :meth:`Trainer.run <rlstack.Trainer.run>`
+    raised, else ``FINISHED``.
 
     With ``num_members=K`` the Trainer trains a
     :class:`~rlstack.shell.population.Population` of ``K`` members in one
@@ -62,8 +63,8 @@ class RunLog:
     Args:
         algorithm: what the Trainer trains (its config, build config and
             members are logged as params).
-        experiment_name: the experiment of a new run (see :func:`rlstack.integrations.tracking.create_run`).
-        run_name: the name of a new run.
+        experiment_name: the experiment of a new run (see
+        :func:`rlstack.integrations.tracking.create_run`). run_name: the name of a new run.
         resume_run_id: an existing run to continue instead.
         member_run_ids: the member runs to continue (a resumed checkpoint's).
         log_every_s: see :class:`rlstack.integrations.tracking.MetricLog`.
@@ -128,7 +129,8 @@ class RunLog:
     def _log_params(self, algorithm: Any) -> None:
         """Config and build config to every run; a member's own values to its
         run. The learning rate also as a param of its own (``optimizer/lr``),
-        which the MLflow UI sorts and plots."""
+        which the MLflow UI sorts and plots.
+        """
         lrs, build = algorithm.member_lrs, algorithm.build_config
         tracking.log_params(
             self.client,
@@ -154,7 +156,9 @@ class RunLog:
             )
 
     def log(self, stats: Mapping[str, float], step: int, force: bool = False) -> None:
-        """Record ``stats`` in the Trainer's run at ``step`` (see :class:`~rlstack.integrations.tracking.MetricLog`)."""
+        """Record ``stats`` in the Trainer's run at ``step`` (see "
+        ":class:`~rlstack.integrations.tracking.MetricLog`).
+        """
         self.metrics.log(stats, step=step, force=force)
 
     def log_members(
@@ -172,9 +176,8 @@ class RunLog:
         Returns:
             The combination (a single run's own stats).
         """
-        for log, stats, on in zip(
-            self.members.metrics, member_stats, logged
-        ):  # none for a single run
+        # A single run has no member runs: the zip is empty.
+        for log, stats, on in zip(self.members.metrics, member_stats, logged, strict=False):
             if on:
                 log.log(
                     {name: v for name, v in stats.items() if not name.startswith(SHARED_STATS)},
@@ -198,7 +201,8 @@ class RunLog:
 
     def flush(self, quiet: bool = False) -> None:
         """Write every metric still pending; with ``quiet`` a failure of the
-        store is swallowed (so it never hides the error that ended a run)."""
+        store is swallowed (so it never hides the error that ended a run).
+        """
         try:
             self.members.flush()
             self.metrics.flush()

@@ -15,7 +15,9 @@ Examples:
 
 from __future__ import annotations
 
-from typing import Literal, Protocol, Sequence
+import itertools
+from collections.abc import Sequence
+from typing import Literal, Protocol
 
 import torch
 
@@ -37,16 +39,19 @@ def _check_points(owner: str, schedule: Schedule) -> list[tuple[float, float]]:
     points = [tuple(p) for p in schedule]
     if not points or any(len(p) != 2 for p in points):
         raise ValueError(
-            f"{owner} `schedule` must be a non-empty list of (env_transitions, value) pairs, got {schedule!r}."
+            f"{owner} `schedule` must be a non-empty list of (env_transitions, value) pairs, got "
+            f"{schedule!r}."
         )
     if points[0][0] != 0:
         raise ValueError(
-            f"{owner} `schedule` must start at 0 env transitions (its initial value), got {points[0]!r}."
+            f"{owner} `schedule` must start at 0 env transitions (its initial value), got "
+            f"{points[0]!r}."
         )
     counts = [p[0] for p in points]
-    if any(b <= a for a, b in zip(counts, counts[1:])):
+    if any(b <= a for a, b in itertools.pairwise(counts)):
         raise ValueError(
-            f"{owner} `schedule` must be sorted by env transitions, strictly increasing, got {counts}."
+            f"{owner} `schedule` must be sorted by env transitions, strictly increasing, got "
+            f"{counts}."
         )
     return points
 
@@ -58,6 +63,7 @@ class ConstantScheduler:
         self.value = value
 
     def step(self, _: float, /) -> float:
+        """The value at ``count`` (env transitions so far)."""
         return self.value
 
 
@@ -68,6 +74,7 @@ class StepScheduler:
         self.schedule = _check_points(type(self).__name__, schedule)
 
     def step(self, count: float, /) -> float:
+        """The value at ``count`` (env transitions so far)."""
         return schedule_value(self.schedule, "step", count)
 
 
@@ -80,6 +87,7 @@ class InterpScheduler:
         self.y = [p[1] for p in self.schedule]
 
     def step(self, count: float, /) -> float:
+        """The value at ``count`` (env transitions so far)."""
         return schedule_value(self.schedule, "interp", count)
 
 

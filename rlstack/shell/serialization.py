@@ -14,7 +14,8 @@ yet trained on is stored with its structure spelled out
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -39,7 +40,8 @@ def encode_tree(tree: Any) -> Any:
     """A pytree of tensors as plain containers that spell out its structure:
     a record (``Trajectory``, its memory record) becomes ``{"record": name, "fields": {...}}``,
     a tuple ``{"tuple": [...]}``, a dict ``{"dict": {...}}``; tensors go to
-    the CPU. Loads with ``torch.load(weights_only=True)``."""
+    the CPU. Loads with ``torch.load(weights_only=True)``.
+    """
     if isinstance(tree, torch.Tensor):
         return tree.detach().cpu()
     if tree is None:
@@ -47,7 +49,7 @@ def encode_tree(tree: Any) -> Any:
     if type(tree).__name__ in _RECORDS and isinstance(tree, tuple):
         return {
             "record": type(tree).__name__,
-            "fields": {f: encode_tree(v) for f, v in zip(tree._fields, tree)},
+            "fields": {f: encode_tree(v) for f, v in zip(tree._fields, tree, strict=True)},
         }
     if isinstance(tree, tuple):
         return {"tuple": [encode_tree(v) for v in tree]}
@@ -89,7 +91,8 @@ def decode_tree(data: Any, device: torch.device, name: str) -> Any:
 
 def env_class_name(env: Any) -> str:
     """How a checkpoint names the env: ``gymnasium:ID`` for a gymnasium id,
-    else the ``module:Class`` of the env (class)."""
+    else the ``module:Class`` of the env (class).
+    """
     name = getattr(env, "__name__", "")
     if not isinstance(env, type) and name.startswith("gymnasium:"):
         return name
@@ -97,15 +100,17 @@ def env_class_name(env: Any) -> str:
 
 
 def spaces_of(env: Any) -> dict[str, str]:
+    """The env's observation and action spaces as text (a checkpoint's record of them)."""
     return {"observation": repr(env.observation_space), "action": repr(env.action_space)}
 
 
-def state_dict(algo: "Algorithm") -> dict[str, Any]:
+def state_dict(algo: Algorithm) -> dict[str, Any]:
     """The whole train state of ``algo`` as tensors and plain containers:
     its :class:`~rlstack.learn.train_state.TrainState` (params, optimizer state,
     env carry, a trajectory not yet trained on, key), counters and every
     setting needed to rebuild it; a population's also says which members
-    failed and how many steps each took."""
+    failed and how many steps each took.
+    """
     data = _header(
         algo,
         algo.train_state,
@@ -127,10 +132,11 @@ def state_dict(algo: "Algorithm") -> dict[str, Any]:
     return data | _rank_states(algo)
 
 
-def member_state_dict(algo: "Algorithm", k: int) -> dict[str, Any]:
+def member_state_dict(algo: Algorithm, k: int) -> dict[str, Any]:
     """Member ``k``'s slice of :func:`state_dict`, in a single run's format
     (its seed, hyperparameters and counters: a member that was stopped for
-    a while took fewer steps)."""
+    a while took fewer steps).
+    """
     count = algo.num_members or 1
     if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k < count:
         raise ValueError(f"`k` must be a member index in [0, {count}), got {k!r}.")
@@ -163,7 +169,7 @@ def member_state_dict(algo: "Algorithm", k: int) -> dict[str, Any]:
 
 
 def _header(
-    algo: "Algorithm", state: Any, hparams: dict[str, Any], seed: Any, optimizer_config: Any
+    algo: Algorithm, state: Any, hparams: dict[str, Any], seed: Any, optimizer_config: Any
 ) -> dict[str, Any]:
     """A checkpoint's settings and ``state``'s tensors (on the CPU)."""
     return {
@@ -194,10 +200,11 @@ def _header(
     }
 
 
-def _rank_states(algo: "Algorithm") -> dict[str, Any]:
+def _rank_states(algo: Algorithm) -> dict[str, Any]:
     """Under torch.distributed, every rank's own env carry, trajectory and
     key (gathered on rank 0: a collective, every rank calls it), so each
-    rank resumes exactly; nothing in a single process."""
+    rank resumes exactly; nothing in a single process.
+    """
     if algo.world_size == 1:
         return {}
     own = {
@@ -208,7 +215,7 @@ def _rank_states(algo: "Algorithm") -> dict[str, Any]:
     return {"ranks": distributed.gather_objects(own)}
 
 
-def load_state_dict(algo: "Algorithm", data: Mapping[str, Any]) -> None:
+def load_state_dict(algo: Algorithm, data: Mapping[str, Any]) -> None:
     """Restore :func:`state_dict` into an identically configured ``algo``.
 
     Raises:
@@ -223,13 +230,15 @@ def load_state_dict(algo: "Algorithm", data: Mapping[str, Any]) -> None:
     stored = data["params"]
     if set(stored) != set(algo.params):
         raise ckpt.CheckpointError(
-            f"Checkpoint params differ from the model's: only in checkpoint {sorted(set(stored) - set(algo.params))}, "
+            "Checkpoint params differ from the model's: only in checkpoint "
+            f"{sorted(set(stored) - set(algo.params))}, "
             f"only in model {sorted(set(algo.params) - set(stored))}."
         )
     for name, value in stored.items():
         if value.shape != algo.params[name].shape:
             raise ckpt.CheckpointError(
-                f"Checkpoint param {name!r} has shape {list(value.shape)}, the model's has {list(algo.params[name].shape)}."
+                f"Checkpoint param {name!r} has shape {list(value.shape)}, the model's has "
+                f"{list(algo.params[name].shape)}."
             )
     params = {k: v.to(algo.device) for k, v in stored.items()}
     opt_state = ckpt.rebuild(algo.opt_state, data["opt_state"], "optimizer state", algo.device)
@@ -251,7 +260,8 @@ def load_state_dict(algo: "Algorithm", data: Mapping[str, Any]) -> None:
     if ranks is not None and algo.world_size > 1:
         if len(ranks) != algo.world_size:
             raise ckpt.CheckpointError(
-                f"The checkpoint was written by {len(ranks)} ranks; resume it with as many processes, not "
+                f"The checkpoint was written by {len(ranks)} ranks; resume it with as many "
+                "processes, not "
                 f"{algo.world_size} (or in one process, which continues from rank 0's envs)."
             )
         own = ranks[algo.rank]
@@ -282,7 +292,8 @@ def load_state_dict(algo: "Algorithm", data: Mapping[str, Any]) -> None:
 
 def _check_spaces(data: Mapping[str, Any], env: Any, device: torch.device) -> None:
     """Refuse, before building a model, an env whose spaces differ from the
-    checkpoint's (e.g. a CartPole checkpoint resumed with ``env=Pendulum``)."""
+    checkpoint's (e.g. a CartPole checkpoint resumed with ``env=Pendulum``).
+    """
     config = data["hparams"]
     built = make_env(
         env,
@@ -309,25 +320,30 @@ def algorithm_from_state_dict(
     distribution_cls: type | None = None,
     device: Any = None,
     compile: bool | None = None,
-) -> "Algorithm":
+) -> Algorithm:
     """Build a ``cls`` (an :class:`Algorithm` class) from a loaded checkpoint
-    and restore its state; see :meth:`Algorithm.from_checkpoint`."""
+    and restore its state; see :meth:`Algorithm.from_checkpoint`.
+    """
     classes, settings = data["classes"], data["settings"]
     population = data.get("population")
     if (population is not None) != bool(cls._population):
         raise ckpt.CheckpointError(
             "The checkpoint holds a population of "
-            f"{population['num_members']} members: load it with Population.from_checkpoint (or Trainer.from_checkpoint)."
+            f"{population['num_members']} members: load it with Population.from_checkpoint (or "
+            "Trainer.from_checkpoint)."
             if population is not None
-            else "The checkpoint holds a single run, not a population: load it with Algorithm.from_checkpoint."
+            else "The checkpoint holds a single run, not a population: load it with "
+            "Algorithm.from_checkpoint."
         )
     members = {"num_members": population["num_members"]} if population is not None else {}
     if ("seq_len" in data["hparams"]) != bool(cls._recurrent):
         raise ckpt.CheckpointError(
-            "The checkpoint holds a recurrent policy: load it with RecurrentAlgorithm.from_checkpoint "
+            "The checkpoint holds a recurrent policy: load it with "
+            "RecurrentAlgorithm.from_checkpoint "
             "(or Trainer.from_checkpoint)."
             if "seq_len" in data["hparams"]
-            else "The checkpoint holds a feedforward policy: load it with Algorithm.from_checkpoint."
+            else "The checkpoint holds a feedforward policy: load it with "
+            "Algorithm.from_checkpoint."
         )
     device = resolve_device(device if device is not None else settings["device"])
     if env is None and classes["env"].startswith("gymnasium:"):
@@ -360,13 +376,14 @@ def algorithm_from_state_dict(
 
 class Checkpointing:
     """:class:`~rlstack.shell.algorithm.Algorithm`'s checkpoint methods (it uses
-    the Algorithm's public attributes only)."""
+    the Algorithm's public attributes only).
+    """
 
-    def state_dict(self: "Algorithm") -> dict[str, Any]:
+    def state_dict(self: Algorithm) -> dict[str, Any]:
         """The whole train state as tensors and plain containers: see :func:`state_dict`."""
         return state_dict(self)
 
-    def load_state_dict(self: "Algorithm", data: Mapping[str, Any]) -> None:
+    def load_state_dict(self: Algorithm, data: Mapping[str, Any]) -> None:
         """Restore a :meth:`state_dict` into this (identically configured) Algorithm.
 
         Raises:
@@ -375,7 +392,7 @@ class Checkpointing:
         """
         load_state_dict(self, data)
 
-    def save_checkpoint(self: "Algorithm", path: str | os.PathLike) -> str:
+    def save_checkpoint(self: Algorithm, path: str | os.PathLike) -> str:
         """Write :meth:`state_dict` to ``path`` atomically; returns the path."""
         return str(ckpt.atomic_save(self.state_dict(), path))
 
@@ -389,7 +406,7 @@ class Checkpointing:
         distribution_cls: type | None = None,
         device: Any = None,
         compile: bool | None = None,
-    ) -> "Algorithm":
+    ) -> Algorithm:
         """Rebuild an Algorithm from a checkpoint and restore its state.
 
         Built-in envs, models and distributions are found by name; a user's
@@ -413,6 +430,8 @@ class Checkpointing:
     @classmethod
     def _from_state_dict(
         cls, data: Mapping[str, Any], env: Any = None, **options: Any
-    ) -> "Algorithm":
-        """:meth:`from_checkpoint` on a loaded checkpoint (``Trainer.from_checkpoint`` shares it)."""
+    ) -> Algorithm:
+        """:meth:`from_checkpoint` on a loaded checkpoint (``Trainer.from_checkpoint`` shares "
+        "it).
+        """
         return algorithm_from_state_dict(cls, data, env, **options)

@@ -1,5 +1,6 @@
 """``Trainer``: an :class:`Algorithm` plus evaluation, stop conditions,
-checkpoints, export and MLflow tracking."""
+checkpoints, export and MLflow tracking.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import copy
 import os
 import sys
 import time
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from ..core.config import check_log_every_s, check_run_arguments
 from ..integrations import checkpoint as ckpt
@@ -20,7 +22,8 @@ from .run_log import RunLog
 from .trainer_checkpoints import TrainerCheckpoints
 
 Stats = dict[str, float]
-#: ``Trainer.run``'s default ``checkpoint_every_s``: at most this much training (in seconds) is lost to a hard kill.
+#: ``Trainer.run``'s default ``checkpoint_every_s``: at most this much training (in seconds) is lost
+# to a hard kill.
 CHECKPOINT_EVERY_S = 300.0
 _clock = time.monotonic  # the clock of timed checkpoints (a test replaces it)
 #: A callback is called with the stats after every step, and again with the
@@ -62,7 +65,8 @@ class Trainer(TrainerCheckpoints):
         >>> trainer.run(stop_conditions=[HitsUpperBound("returns/mean", -50.0)])  # doctest: +SKIP
     """
 
-    #: What the Trainer trains (:class:`RecurrentTrainer`: :class:`~rlstack.shell.recurrent.RecurrentAlgorithm`).
+    #: What the Trainer trains (:class:`RecurrentTrainer`:
+    # :class:`~rlstack.shell.recurrent.RecurrentAlgorithm`).
     _algorithm_cls: type = Algorithm
 
     def __init__(
@@ -124,7 +128,8 @@ class Trainer(TrainerCheckpoints):
     @property
     def state(self) -> dict[str, int]:
         """Counters ``algorithm/collects``, ``algorithm/steps`` and ``env/steps``
-        (the Algorithm's; under torch.distributed, every rank's transitions)."""
+        (the Algorithm's; under torch.distributed, every rank's transitions).
+        """
         algo = self.algorithm
         return {
             "algorithm/collects": algo.collects,
@@ -136,7 +141,8 @@ class Trainer(TrainerCheckpoints):
     def step(self, *, env_config: Mapping[str, Any] | None = None) -> Stats:
         """Collect one rollout, update once, log and return the merged stats
         (memory, collect and step stats and :attr:`state`); a population's
-        members' stats go to their runs, their combination to its run and back."""
+        members' stats go to their runs, their combination to its run and back.
+        """
         algorithm = self.algorithm
         training = algorithm.members.training()
         memory = algorithm.memory_stats()
@@ -147,7 +153,9 @@ class Trainer(TrainerCheckpoints):
             stepped = algorithm.step_each()
         finally:
             self.run_log.record_failed(algorithm.members)
-        self.member_stats = [{**memory, **c, **s, **self.state} for c, s in zip(collected, stepped)]
+        self.member_stats = [
+            {**memory, **c, **s, **self.state} for c, s in zip(collected, stepped, strict=True)
+        ]
         return self.run_log.log_members(
             self.member_stats, training, algorithm.members, self.state["env/steps"]
         )
@@ -168,7 +176,8 @@ class Trainer(TrainerCheckpoints):
         member_stats = [{f"eval/{k}": v for k, v in member.items()} for member in stats]
         training = self.algorithm.members.training()
         self.member_stats = [
-            {**old, **new} for old, new in zip(self.member_stats or [{}] * len(stats), member_stats)
+            {**old, **new}
+            for old, new in zip(self.member_stats or [{}] * len(stats), member_stats, strict=True)
         ]
         return self.run_log.log_members(
             member_stats, training, self.algorithm.members, self.state["env/steps"], force=True
@@ -297,7 +306,8 @@ class Trainer(TrainerCheckpoints):
         self, error: FloatingPointError, directory: Any, keep: int
     ) -> FloatingPointError:
         """Checkpoint the last good step after ``error`` (the rollout that
-        failed is dropped); the error to raise, saying where it went."""
+        failed is dropped); the error to raise, saying where it went.
+        """
         self.algorithm.trajectory = None
         if not self.algorithm.state_is_finite():
             return FloatingPointError(
@@ -315,14 +325,16 @@ class Trainer(TrainerCheckpoints):
         mode: str,
     ) -> bool:
         """Whether the run stops: the conditions on ``stats`` (``"mean"``),
-        else each member's on its own stats (:meth:`_stop_members`)."""
+        else each member's on its own stats (:meth:`_stop_members`).
+        """
         if member_conditions is None:
             return any([condition(stats) for condition in conditions])  # every one sees every step
         return self._stop_members(member_conditions, mode)
 
     def _stop_members(self, member_conditions: list[list[Condition]], mode: str) -> bool:
         """Check each training member's conditions on its stats; freeze it
-        (``"each"``) or report the population done (``"any"``)."""
+        (``"each"``) or report the population done (``"any"``).
+        """
         members = self.algorithm.members
         for k, conditions in enumerate(member_conditions):
             if members.stopped[k] is not None or not conditions:
@@ -349,7 +361,7 @@ class Trainer(TrainerCheckpoints):
         experiment_name: str | None = None,
         run_name: str | None = None,
         log_every_s: float = 1.0,
-    ) -> "Trainer":
+    ) -> Trainer:
         """Rebuild a Trainer from :meth:`save_checkpoint` and continue.
 
         Continuing on the same device and mode reproduces the uninterrupted
@@ -405,7 +417,8 @@ class Trainer(TrainerCheckpoints):
     def export_policy(self, path: str | os.PathLike, member: int | None = None) -> str:
         """Write the current policy as an MLflow pyfunc model; see
         :func:`rlstack.integrations.export.export_policy`. A population exports one
-        ``member`` (its index)."""
+        ``member`` (its index).
+        """
         from ..integrations.export import export_policy
 
         count = self.algorithm.num_members
@@ -413,7 +426,8 @@ class Trainer(TrainerCheckpoints):
             raise ValueError(f"`member` must name the member to export, an int in [0, {count}).")
         if count is None and member is not None:
             raise ValueError(
-                f"`member` is for a population; this Trainer trains one policy, got member={member!r}."
+                "`member` is for a population; this Trainer trains one policy, got "
+                f"member={member!r}."
             )
         return export_policy(
             self.algorithm if member is None else self.algorithm.member(member), path
@@ -440,7 +454,7 @@ class Trainer(TrainerCheckpoints):
             self.run_log.status["status"] = status
         self.run_log.close()
 
-    def __enter__(self) -> "Trainer":
+    def __enter__(self) -> Trainer:
         return self
 
     def __exit__(self, exc_type: Any, *exc: Any) -> None:
@@ -451,6 +465,7 @@ class RecurrentTrainer(Trainer):
     """:class:`Trainer` for a recurrent policy: it trains a
     :class:`~rlstack.shell.recurrent.RecurrentAlgorithm` (rlstack 1.x's
     ``RecurrentTrainer(env).run()``); arguments as :class:`Trainer`'s plus
-    ``seq_len`` and ``seqs_per_state_reset``."""
+    ``seq_len`` and ``seqs_per_state_reset``.
+    """
 
     _algorithm_cls = RecurrentAlgorithm

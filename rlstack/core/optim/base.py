@@ -1,10 +1,12 @@
 """The optimizer's building blocks: :class:`GradientTransformation`, the
 transforms' state records, :func:`chain`, :func:`apply_updates` and
-:func:`global_norm` (see :mod:`rlstack.core.optim`)."""
+:func:`global_norm` (see :mod:`rlstack.core.optim`).
+"""
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Union
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import optree
 import torch
@@ -14,7 +16,7 @@ from ..types import Params
 #: A schedule maps a 0-d float32 step count to a 0-d float32 value.
 Schedule = Callable[[torch.Tensor], torch.Tensor]
 #: A learning rate: a number, a 0-d tensor or a schedule.
-LearningRate = Union[float, torch.Tensor, Schedule]
+LearningRate = float | torch.Tensor | Schedule
 
 
 class GradientTransformation(NamedTuple):
@@ -32,7 +34,8 @@ class ClipByGlobalNormState(NamedTuple):
 
 class ScaleByAdamState(NamedTuple):
     """``count``: 0-d float32 steps applied; ``mu``/``nu``: first and second
-    moments of the gradients."""
+    moments of the gradients.
+    """
 
     count: torch.Tensor
     mu: Params
@@ -41,7 +44,8 @@ class ScaleByAdamState(NamedTuple):
 
 class TraceState(NamedTuple):
     """``count``: 0-d float32 steps applied; ``momentum``: the momentum
-    buffers (zeros before the first step)."""
+    buffers (zeros before the first step).
+    """
 
     count: torch.Tensor
     momentum: Params
@@ -49,7 +53,8 @@ class TraceState(NamedTuple):
 
 class ScaleByLearningRateState(NamedTuple):
     """``count``: 0-d float32 steps applied; ``learning_rate``: 0-d float32
-    rate of the next step (the last step's, when scheduled)."""
+    rate of the next step (the last step's, when scheduled).
+    """
 
     count: torch.Tensor
     learning_rate: torch.Tensor
@@ -57,7 +62,8 @@ class ScaleByLearningRateState(NamedTuple):
 
 class AccumulateState(NamedTuple):
     """``mini_step``: 0-d int64 gradients summed since the last step;
-    ``grad_sum``: their sum; ``inner``: the wrapped transform's state."""
+    ``grad_sum``: their sum; ``inner``: the wrapped transform's state.
+    """
 
     mini_step: torch.Tensor
     grad_sum: Params
@@ -67,7 +73,8 @@ class AccumulateState(NamedTuple):
 class ApplyIfFiniteState(NamedTuple):
     """``notfinite_count``: 0-d int64 consecutive skipped steps;
     ``total_notfinite``: 0-d int64 steps skipped in all; ``inner``: the
-    wrapped transform's state."""
+    wrapped transform's state.
+    """
 
     notfinite_count: torch.Tensor
     total_notfinite: torch.Tensor
@@ -99,7 +106,7 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
 
     def update(grads: Params, state: tuple, params: Params) -> tuple[Params, tuple]:
         new_states = []
-        for t, s in zip(transforms, state):
+        for t, s in zip(transforms, state, strict=True):
             grads, s = t.update(grads, s, params)
             new_states.append(s)
         return grads, tuple(new_states)

@@ -1,7 +1,8 @@
 """The transforms optimizers are chained from (:func:`clip_by_global_norm`,
 :func:`scale_by_adam`, :func:`add_decayed_weights`, :func:`trace`,
 :func:`scale_by_learning_rate`) and the chains :func:`adam`,
-:func:`adamw` and :func:`sgd` (see :mod:`rlstack.core.optim`)."""
+:func:`adamw` and :func:`sgd` (see :mod:`rlstack.core.optim`).
+"""
 
 from __future__ import annotations
 
@@ -68,7 +69,8 @@ def _learning_rate(learning_rate: LearningRate) -> tuple[float | torch.Tensor, S
         and value > 0
     ):
         raise ValueError(
-            f"`learning_rate` must be a number > 0, a 0-d tensor or a schedule, got {learning_rate!r}."
+            "`learning_rate` must be a number > 0, a 0-d tensor or a schedule, got "
+            f"{learning_rate!r}."
         )
     return value, None
 
@@ -96,7 +98,8 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Grad
     are running means of the gradient and its square and ``mu_hat``/
     ``nu_hat`` their bias-corrected values (optax's ``scale_by_adam``, as
     ``torch.optim.Adam`` computes it: ``eps`` added after the square root,
-    bias corrections in float64). Not yet scaled by a learning rate."""
+    bias corrections in float64). Not yet scaled by a learning rate.
+    """
     _check_number("b1", b1, 0.0, 1.0)
     _check_number("b2", b2, 0.0, 1.0)
     _check_number("eps", eps)
@@ -121,7 +124,8 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Grad
 def add_decayed_weights(weight_decay: float) -> GradientTransformation:
     """``updates + weight_decay * params`` (optax's ``add_decayed_weights``):
     before :func:`scale_by_adam` an L2 penalty's gradient (Adam, SGD), after
-    it AdamW's decoupled decay. Keeps no state."""
+    it AdamW's decoupled decay. Keeps no state.
+    """
     _check_number("weight_decay", weight_decay)
 
     def init(params: Params) -> tuple:
@@ -139,7 +143,8 @@ def trace(
     """Momentum as ``torch.optim.SGD`` computes it: the buffer starts as the
     first gradient, then ``buf = decay * buf + (1 - dampening) * g``; the
     updates are ``buf``, or ``g + decay * buf`` with ``nesterov`` (optax's
-    ``trace``, with torch's first step and dampening)."""
+    ``trace``, with torch's first step and dampening).
+    """
     _check_number("decay", decay, 0.0, 1.0 + 1e-12)
     _check_number("dampening", dampening, 0.0, 1.0 + 1e-12)
 
@@ -190,7 +195,8 @@ def adam(
     weight_decay: float = 0.0,
 ) -> GradientTransformation:
     """``torch.optim.Adam``: ``chain(add_decayed_weights(weight_decay)`` (an
-    L2 penalty, left out at 0), ``scale_by_adam, scale_by_learning_rate)``."""
+    L2 penalty, left out at 0), ``scale_by_adam, scale_by_learning_rate)``.
+    """
     decay = (add_decayed_weights(weight_decay),) if weight_decay else ()
     return chain(*decay, scale_by_adam(*betas, eps), scale_by_learning_rate(learning_rate))
 
@@ -204,7 +210,8 @@ def adamw(
 ) -> GradientTransformation:
     """``torch.optim.AdamW`` (with its defaults): ``chain(scale_by_adam,
     add_decayed_weights(weight_decay), scale_by_learning_rate)``, so the
-    weights shrink by ``learning_rate * weight_decay`` each step."""
+    weights shrink by ``learning_rate * weight_decay`` each step.
+    """
     return chain(
         scale_by_adam(*betas, eps),
         add_decayed_weights(weight_decay),
@@ -222,7 +229,8 @@ def sgd(
 ) -> GradientTransformation:
     """``torch.optim.SGD``: ``chain(add_decayed_weights(weight_decay), trace(
     momentum, dampening, nesterov), scale_by_learning_rate)``, each left out
-    where it would do nothing (zero decay, zero momentum)."""
+    where it would do nothing (zero decay, zero momentum).
+    """
     decay = (add_decayed_weights(weight_decay),) if weight_decay else ()
     heavy_ball = (trace(momentum, dampening=dampening, nesterov=nesterov),) if momentum else ()
     return chain(*decay, *heavy_ball, scale_by_learning_rate(learning_rate))

@@ -1,7 +1,8 @@
 """Transforms around another (:func:`accumulate_gradients`,
 :func:`apply_if_finite`), selecting a step on device (:func:`tree_select`),
 and reading or changing a chain's state (:func:`step_count`,
-:func:`learning_rate`, :func:`set_learning_rate`); see :mod:`rlstack.core.optim`."""
+:func:`learning_rate`, :func:`set_learning_rate`); see :mod:`rlstack.core.optim`.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from .base import AccumulateState, ApplyIfFiniteState, GradientTransformation, _
 def tree_select(condition: torch.Tensor, new: Any, old: Any) -> Any:
     """Leafwise ``torch.where(condition, new, old)`` over two trees of one
     structure: ``new`` where the 0-d bool ``condition`` holds, else ``old``
-    (how a step is kept or discarded on device, without a host sync)."""
+    (how a step is kept or discarded on device, without a host sync).
+    """
     return optree.tree_map(lambda n, o: torch.where(condition, n, o), new, old)
 
 
@@ -156,14 +158,17 @@ def learning_rate(state: Any) -> torch.Tensor:
     found = _first_field(state, "learning_rate")
     if found is None:
         raise ValueError(
-            "The optimizer state has no `learning_rate`: include scale_by_learning_rate (adam, adamw, "
+            "The optimizer state has no `learning_rate`: include scale_by_learning_rate (adam, "
+            "adamw, "
             "sgd) in the optimizer."
         )
     return found
 
 
 def _first_field(state: Any, name: str) -> Any:
-    """The field ``name`` of the first NamedTuple in ``state`` (depth first) that has one, else None."""
+    """The field ``name`` of the first NamedTuple in ``state`` (depth first) that has one, else "
+    "None.
+    """
     if hasattr(state, "_fields") and name in state._fields:
         return getattr(state, name)
     if isinstance(state, (tuple, list)):
