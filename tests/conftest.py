@@ -27,6 +27,17 @@ def _isolated_mlflow(tmp_path, monkeypatch):
     mlflow.set_tracking_uri(None)
 
 
+@pytest.fixture(scope="session")
+def _compile_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("compile-cache")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_compile_cache(_compile_cache, monkeypatch):
+    """Compiled pieces go to a folder of this test session's, never the user's cache."""
+    monkeypatch.setenv("RLSTACK_COMPILE_CACHE", str(_compile_cache))
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

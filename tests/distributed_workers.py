@@ -6,6 +6,8 @@ import traceback
 import torch
 import torch.distributed as dist
 
+from rlstack.core.config import AlgorithmConfig
+
 SMALL = dict(num_envs=16, horizon=8, compile=False, model_config={"hiddens": (8,)}, num_sgd_iters=3)
 
 
@@ -55,8 +57,8 @@ def run_update(policy, params, traj, num_envs, reduce_grads=None):
     from rlstack.learn.update import make_optimizer, make_update
 
     config = update_config(num_envs)
-    optimizer = make_optimizer(config)
-    update = make_update(policy, optimizer, config, reduce_grads=reduce_grads)
+    optimizer = make_optimizer(AlgorithmConfig(**config))
+    update = make_update(policy, optimizer, AlgorithmConfig(**config), reduce_grads=reduce_grads)
     new_params, _, metrics = update(random.key(2), params, optimizer.init(params), traj)
     return new_params, metrics
 

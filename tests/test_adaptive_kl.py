@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rlstack import Algorithm, optim, random
+from rlstack.core.config import AlgorithmConfig
 from rlstack.core.types import RolloutCarry
 from rlstack.envs import DiscreteDummyEnv
 from rlstack.functional import make_rollout, make_update
@@ -63,16 +64,16 @@ def test_every_optimizer_step_adapts_the_rate_from_the_kl_before_it():
     steps = 2 * (32 * 8 // 32)  # epochs x minibatches
     # A KL far below desired_kl / 2 raises the rate at every step but the first, whose KL is 0
     # (the params are still the behaviour policy's): 1e-3 * 1.5 ** 15 is capped at 1e-2.
-    _, state, metrics = make_update(policy, opt, {**config, "desired_kl": 1e6})(
+    _, state, metrics = make_update(policy, opt, AlgorithmConfig(**{**config, "desired_kl": 1e6}))(
         random.key(3), params, opt.init(params), traj
     )
     assert optim.learning_rate(state).item() == pytest.approx(
         min(1e-2, 1e-3 * 1.5 ** (steps - 1)), rel=1e-5
     )
     # A KL above twice a tiny desired_kl lowers it at every step after the first, floored at 1e-5.
-    _, state, metrics = make_update(policy, opt, {**config, "desired_kl": 1e-12})(
-        random.key(3), params, opt.init(params), traj
-    )
+    _, state, metrics = make_update(
+        policy, opt, AlgorithmConfig(**{**config, "desired_kl": 1e-12})
+    )(random.key(3), params, opt.init(params), traj)
     assert optim.learning_rate(state).item() == pytest.approx(
         max(1e-5, 1e-3 / 1.5 ** (steps - 1)), rel=1e-5
     )
@@ -82,7 +83,7 @@ def test_every_optimizer_step_adapts_the_rate_from_the_kl_before_it():
 def test_without_desired_kl_the_rate_stays_and_is_not_an_update_metric():
     policy, params, traj, config = _setup()
     opt = optim.adam(1e-3)
-    _, state, metrics = make_update(policy, opt, config)(
+    _, state, metrics = make_update(policy, opt, AlgorithmConfig(**config))(
         random.key(3), params, opt.init(params), traj
     )
     assert (

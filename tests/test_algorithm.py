@@ -327,13 +327,19 @@ def test_accumulated_minibatches_give_the_whole_buffer_step(recurrent, env_cls, 
         )
 
 
-def test_compile_defaults_to_eager_on_cpu_and_is_recorded_as_resolved():
-    algo = Algorithm(DiscreteDummyEnv, num_envs=8, horizon=4, model_config={"hiddens": (8,)})
-    assert (
-        algo.compile is False and algo.build_config["compile"] is False
-    )  # a checkpoint resumes as it ran
+def test_compile_defaults_to_the_background_strategy_and_is_recorded_as_resolved(tmp_path):
+    algo = Algorithm(
+        DiscreteDummyEnv,
+        num_envs=8,
+        horizon=4,
+        model_config={"hiddens": (8,)},
+        compile_cache=tmp_path,
+    )
+    assert algo.compile == "background" and algo.build_config["compile"] == "background"
+    eager = Algorithm(DiscreteDummyEnv, num_envs=8, horizon=4, compile=False)
+    assert eager.compile == "eager" and eager.build_config["compile"] == "eager"
     with pytest.raises(
         TypeError,
-        match=r"`compile` must be a bool or None \(compiled on CUDA, eager on CPU\), got 'yes'",
+        match=r"`compile` must be a bool or None \(the background strategy\), got 'yes'",
     ):
         Algorithm(DiscreteDummyEnv, num_envs=8, horizon=4, compile="yes")

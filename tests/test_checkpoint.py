@@ -16,6 +16,7 @@ from rlstack.env import ContinuousDummyEnv, DiscreteDummyEnv
 from rlstack.envs import CartPoleV1
 from rlstack.integrations.checkpoint import CheckpointError, atomic_save, safe_load
 from rlstack.integrations.export import load_policy
+from rlstack.shell.functions import RunFunctions
 
 SMALL = dict(
     num_envs=32,
@@ -133,7 +134,7 @@ def test_a_checkpoint_of_the_previous_format_is_refused_naming_both_versions(tmp
     torch.save(data, path)
     with pytest.raises(
         CheckpointError,
-        match=r"has format version 3; this rlstack reads only version 6 \(older files",
+        match=r"has format version 3; this rlstack reads versions \[6, 7\] \(older files",
     ):
         Algorithm.from_checkpoint(path)
 
@@ -417,7 +418,7 @@ def test_restoring_a_collected_trajectory_runs_no_rollout(tmp_path, monkeypatch)
     def no_rollout(*args, **kwargs):
         raise AssertionError("a rollout was built while loading a checkpoint")
 
-    monkeypatch.setattr(Algorithm, "_rollout_fn", no_rollout)
+    monkeypatch.setattr(RunFunctions, "rollout", no_rollout)
     b = Algorithm.from_checkpoint(path)
     monkeypatch.undo()
     assert_trees_equal(b.trajectory, a.trajectory)  # structure, dtypes and values

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rlstack import Algorithm, SquashedNormal, optim, random
+from rlstack.core.config import AlgorithmConfig
 from rlstack.core.normalization import init_norm_state
 from rlstack.core.optim import adam
 from rlstack.envs import ContinuousDummyEnv, DiscreteDummyEnv
@@ -38,7 +39,7 @@ def _run(env, policy, compile, normalize=False, seed=0, num_envs=32, horizon=8):
         "sgd_minibatch_size": 64,
         "target_kl": 0.02 if normalize else None,
     }
-    update = make_update(policy, opt, hparams, entropy_coeff=0.01)
+    update = make_update(policy, opt, AlgorithmConfig(**hparams), entropy_coeff=0.01)
     if compile:  # the pieces compiled from outside; the loops stay in Python
         rollout, update = compiled(rollout), compiled(update)
     torch.manual_seed(seed)

@@ -10,6 +10,7 @@ import torch
 from rlstack import Algorithm
 from rlstack.envs import CartPole, DiscreteDummyEnv
 from rlstack.learn.cuda_graphs import CudaGraphed
+from rlstack.shell import loading
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 SMALL = dict(num_envs=256, horizon=8, model_config={"hiddens": (32, 32)}, seed=0)
@@ -61,9 +62,7 @@ def test_a_cuda_graphs_checkpoint_resumes_on_cpu_without_them(tmp_path):
     data["settings"].update(
         cuda_graphs=True, allow_tf32=True, device="cuda"
     )  # as written on a GPU machine
-    resumed = Algorithm._from_state_dict(
-        data, None, model_cls=None, distribution_cls=None, device="cpu", compile=False
-    )
+    resumed = loading.restore(Algorithm, data, None, device="cpu", compile=False)
     assert resumed.cuda_graphs is False and resumed.allow_tf32 is True
     resumed.step()
 
@@ -103,7 +102,7 @@ def test_cuda_graphs_give_the_same_updates_as_plain_cuda(compile):
         assert a["returns/mean"] == pytest.approx(b["returns/mean"], rel=1e-5), i
         a, b = plain.step(), graphed.step()
         assert a["losses/total"] == pytest.approx(b["losses/total"], rel=1e-4, abs=1e-6), i
-    assert graphed._update.captured and graphed._rollout_fn(True).captured
+    assert graphed.functions.update.captured and graphed.functions.rollout(True).captured
     for name in plain.params:
         torch.testing.assert_close(graphed.params[name], plain.params[name], rtol=1e-4, atol=1e-6)
 
@@ -116,7 +115,7 @@ def test_cuda_graph_replays_draw_fresh_random_numbers():
         algo.collect()
         actions.append(algo.trajectory.actions.clone())
         algo.step()
-    assert algo._rollout_fn(False).captured
+    assert algo.functions.rollout(False).captured
     # Replays 3 and 4 (captured graph) sample new actions, with both choices present.
     assert not torch.equal(actions[3], actions[4])
     assert 0.0 < actions[4].float().mean().item() < 1.0

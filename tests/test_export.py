@@ -29,8 +29,8 @@ PRESET_ENVS = {"continuous": "ContinuousDummyEnv"}  # unbounded observations, as
 
 
 def _trained(name, **overrides):
-    """A preset's Algorithm (its normalisation, distribution and model), at a small size, after 2 "
-    "updates.
+    """A preset's Algorithm (its normalisation, distribution and model), at a small size, after 2
+    updates.
     """
     env = PRESET_ENVS.get(name, name)
     small = (
@@ -91,7 +91,7 @@ def test_every_emitted_action_lies_in_the_action_space(tmp_path, name, distribut
     seen = []
     step = algo.env.step
     algo.env.step = lambda key, state, action: seen.append(action) or step(key, state, action)
-    algo._rollouts.clear()
+    algo.functions.rollouts.clear()
     algo.collect()
     assert seen and all(space.contains(a) for a in seen)
 

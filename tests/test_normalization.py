@@ -5,6 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rlstack import Algorithm, optim, random
+from rlstack.core.config import AlgorithmConfig
 from rlstack.core.normalization import (
     RunningMoments,
     init_moments,
@@ -115,13 +116,13 @@ def test_target_kl_stops_the_update_once_kl_exceeds_it():
     hparams = {"num_envs": 32, "horizon": 8, "sgd_minibatch_size": 32}
     opt = adam(1e-2)
     torch.manual_seed(0)
-    _, state, metrics = make_update(policy, opt, {**hparams, "target_kl": 1e-12})(
-        random.key(3), params, opt.init(params), traj
-    )
+    _, state, metrics = make_update(
+        policy, opt, AlgorithmConfig(**{**hparams, "target_kl": 1e-12})
+    )(random.key(3), params, opt.init(params), traj)
     # The first minibatch has KL 0 (nothing changed yet) and is applied; the next exceeds 1e-12.
     assert metrics["monitors/sgd_steps"].item() == 1 and optim.step_count(state).item() == 1
     torch.manual_seed(0)
-    _, state, metrics = make_update(policy, opt, {**hparams, "target_kl": 10.0})(
+    _, state, metrics = make_update(policy, opt, AlgorithmConfig(**{**hparams, "target_kl": 10.0}))(
         random.key(3), params, opt.init(params), traj
     )
     assert metrics["monitors/sgd_steps"].item() == 32 and optim.step_count(state).item() == 32

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from trees import assert_same_shapes
 
 from rlstack import optim, random
+from rlstack.core.config import AlgorithmConfig
 from rlstack.core.optim import adam
 from rlstack.envs import DiscreteDummyEnv
 from rlstack.functional import (
@@ -265,7 +266,9 @@ def _setup(num_envs=16, horizon=8, **hparams):
     opt = adam(1e-2)
     carry = RolloutCarry(*env.reset(random.key(0), num_envs), random.key(1))
     _, traj = make_rollout(env, policy, horizon)(params, carry)
-    update = make_update(policy, opt, {"num_envs": num_envs, "horizon": horizon, **hparams})
+    update = make_update(
+        policy, opt, AlgorithmConfig(**{"num_envs": num_envs, "horizon": horizon, **hparams})
+    )
     return params, opt.init(params), traj, update
 
 
@@ -309,9 +312,13 @@ def test_accumulated_grads_take_one_step_per_epoch_equal_to_full_batch_step():
         adam(1e-2), every_k=4
     )  # 128 transitions, minibatches of 32
     acc = make_update(
-        policy, accumulating, {**common, "sgd_minibatch_size": 32, "accumulate_grads": True}
+        policy,
+        accumulating,
+        AlgorithmConfig(**{**common, "sgd_minibatch_size": 32, "accumulate_grads": True}),
     )
-    full = make_update(policy, adam(1e-2), {**common, "sgd_minibatch_size": None})
+    full = make_update(
+        policy, adam(1e-2), AlgorithmConfig(**{**common, "sgd_minibatch_size": None})
+    )
     p_acc, s_acc, _ = acc(None, params, accumulating.init(params), traj)
     p_full, s_full, _ = full(None, params, opt_state, traj)
     assert optim.step_count(s_acc).item() == 4 == optim.step_count(s_full).item()
@@ -331,26 +338,32 @@ def test_accumulate_grads_is_the_optimizers_accumulation_and_a_plain_optimizer_i
     )
     common = dict(num_envs=16, horizon=8, shuffle_minibatches=False)
     config = {**common, "sgd_minibatch_size": 32, "accumulate_grads": True}
-    accumulating = make_optimizer(config, torch.optim.SGD, {"lr": 0.1})
-    whole_opt = make_optimizer({**common, "sgd_minibatch_size": None}, torch.optim.SGD, {"lr": 0.1})
-    p_acc, s_acc, m_acc = make_update(policy, accumulating, config)(
+    accumulating = make_optimizer(AlgorithmConfig(**config), torch.optim.SGD, {"lr": 0.1})
+    whole_opt = make_optimizer(
+        AlgorithmConfig(**{**common, "sgd_minibatch_size": None}), torch.optim.SGD, {"lr": 0.1}
+    )
+    p_acc, s_acc, m_acc = make_update(policy, accumulating, AlgorithmConfig(**config))(
         None, params, accumulating.init(params), traj
     )
-    p_full, _, _ = make_update(policy, whole_opt, {**common, "sgd_minibatch_size": None})(
-        None, params, whole_opt.init(params), traj
-    )
+    p_full, _, _ = make_update(
+        policy, whole_opt, AlgorithmConfig(**{**common, "sgd_minibatch_size": None})
+    )(None, params, whole_opt.init(params), traj)
     assert isinstance(s_acc, optim.AccumulateState) and m_acc["monitors/sgd_steps"].item() == 4
     for k in params:
         torch.testing.assert_close(p_acc[k], p_full[k], rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match=r"`accumulate_grads` needs an optimizer that accumulates"):
-        make_update(policy, adam(1e-2), config)(None, params, adam(1e-2).init(params), traj)
+        make_update(policy, adam(1e-2), AlgorithmConfig(**config))(
+            None, params, adam(1e-2).init(params), traj
+        )
 
 
 def test_update_rejects_minibatch_size_not_dividing_the_trajectory():
     params, opt_state, traj, _ = _setup(num_envs=16, horizon=8)
     env = DiscreteDummyEnv()
     policy = Policy(MLPModel(env.observation_space, env.action_space, hiddens=(16,)), Categorical)
-    update = make_update(policy, adam(), {"num_envs": 20, "horizon": 8, "sgd_minibatch_size": 40})
+    update = make_update(
+        policy, adam(), AlgorithmConfig(**{"num_envs": 20, "horizon": 8, "sgd_minibatch_size": 40})
+    )
     with pytest.raises(ValueError, match="`sgd_minibatch_size` 40 must divide the 128 transitions"):
         update(random.key(3), policy.init_params(), adam().init(policy.init_params()), traj)
 
@@ -371,8 +384,8 @@ def test_chunked_minibatches_give_the_same_update(accumulate):
         accumulate_grads=accumulate,
     )
     opt = optim.accumulate_gradients(adam(1e-2), every_k=2) if accumulate else adam(1e-2)
-    whole = make_update(policy, opt, common)
-    chunked = make_update(policy, opt, {**common, "sgd_chunk_size": 16})
+    whole = make_update(policy, opt, AlgorithmConfig(**common))
+    chunked = make_update(policy, opt, AlgorithmConfig(**{**common, "sgd_chunk_size": 16}))
     p_whole, s_whole, m_whole = whole(None, params, opt.init(params), traj)
     p_chunk, s_chunk, m_chunk = chunked(None, params, opt.init(params), traj)
     assert (
@@ -424,18 +437,20 @@ def test_a_custom_loss_term_plugs_into_the_update_without_touching_the_library()
         MLPModel(env.observation_space, env.action_space, hiddens=(16, 16)), Categorical
     )
     config = {"num_envs": 16, "horizon": 8, "sgd_minibatch_size": 32}
-    base = make_ppo_loss(policy, config)
+    base = make_ppo_loss(policy, AlgorithmConfig(**config))
 
     def with_l2(p, batch, hparams):
         loss, metrics = base(p, batch, hparams)
         l2 = sum((w**2).sum() for w in p.values())
         return loss + 1.0 * l2, {**metrics, "losses/l2": l2.detach()}
 
-    default = make_update(policy, adam(1e-2), config)(random.key(3), params, opt_state, traj)
-    explicit = make_update(policy, adam(1e-2), config, loss=base)(
+    default = make_update(policy, adam(1e-2), AlgorithmConfig(**config))(
         random.key(3), params, opt_state, traj
     )
-    custom = make_update(policy, adam(1e-2), config, loss=with_l2)(
+    explicit = make_update(policy, adam(1e-2), AlgorithmConfig(**config), loss=base)(
+        random.key(3), params, opt_state, traj
+    )
+    custom = make_update(policy, adam(1e-2), AlgorithmConfig(**config), loss=with_l2)(
         random.key(3), params, opt_state, traj
     )
     for k in params:

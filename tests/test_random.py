@@ -130,7 +130,7 @@ def test_bad_keys_are_named():
     with pytest.raises(ValueError, match=r"`seed` must be an int in \[0, 2\*\*64\), got -1"):
         random.key(-1)
     algo = Algorithm(DiscreteDummyEnv, **SMALL)
-    rollout = algo._rollout_fn(False)
+    rollout = algo.functions.rollout(False)
     carry = algo.fresh_carry(random.key(0), algo.env, None)
     with pytest.raises(
         ValueError,
@@ -141,7 +141,7 @@ def test_bad_keys_are_named():
     with pytest.raises(
         ValueError, match=r"`key` must be an int64 tensor of shape \[2\].*got torch.int64 \[3\]"
     ):
-        algo._update(torch.zeros(3, dtype=torch.int64), algo.params, algo.opt_state, traj)
+        algo.functions.update(torch.zeros(3, dtype=torch.int64), algo.params, algo.opt_state, traj)
     with pytest.raises(
         ValueError, match=r"`key` must be a random key .* to sample actions, got None"
     ):

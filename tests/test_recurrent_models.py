@@ -125,6 +125,12 @@ def test_a_model_that_breaks_the_recurrent_contract_gets_a_clear_error(model_cls
         check_recurrent_model(model, params_of(model), OBS)
 
 
-def test_the_feedforward_algorithm_refuses_a_recurrent_model_by_name():
-    with pytest.raises(TypeError, match="model RecurrentModel is recurrent"):
-        Algorithm(CartPole, model_cls=RecurrentModel, num_envs=8, horizon=4, compile=False)
+def test_a_recurrent_model_makes_a_plain_algorithm_recurrent_and_sequence_settings_need_one():
+    algo = Algorithm(CartPole, model_cls=RecurrentModel, num_envs=8, horizon=4, compile=False)
+    assert algo.policy.recurrent and (algo.config.seq_len, algo.config.seqs_per_state_reset) == (
+        4,
+        8,
+    )
+    assert algo.collect() and algo.step()
+    with pytest.raises(ValueError, match="`seq_len` is for a recurrent model .* MLPModel is not"):
+        Algorithm(CartPole, num_envs=8, horizon=4, seq_len=4, compile=False)

@@ -4,6 +4,7 @@ import torch
 from trees import assert_shape_prefix, assert_trees_close, assert_trees_equal
 
 from rlstack import optim, random
+from rlstack.core.config import AlgorithmConfig
 from rlstack.core.optim import adam
 from rlstack.envs import ContinuousDummyEnv, DiscreteDummyEnv
 from rlstack.functional import RolloutCarry, make_rollout, make_update
@@ -125,7 +126,9 @@ def test_update_batches_under_vmap_over_params_opt_state_trajectory_and_keys():
     env, policy, members = _population([3, 3, 4])
     rollout = make_rollout(env, policy, 4)
     opt = adam(1e-2)
-    update = make_update(policy, opt, {"num_envs": 8, "horizon": 4, "sgd_minibatch_size": 16})
+    update = make_update(
+        policy, opt, AlgorithmConfig(**{"num_envs": 8, "horizon": 4, "sgd_minibatch_size": 16})
+    )
     params, carry = _stack(*[m[0] for m in members]), _stack(*[m[1] for m in members])
     opt_state = torch.func.vmap(opt.init)(params)
     _, traj = torch.func.vmap(rollout)(params, carry)

@@ -300,8 +300,8 @@ def test_no_class_reads_a_private_attribute_it_neither_defines_nor_inherits():
 
 
 def test_the_walk_sees_a_mixin_read_a_private_attribute():
-    """The check above can fail: a mixin reading its host's private state is caught; a subclass is "
-    "not.
+    """The check above can fail: a mixin reading its host's private state is caught; a subclass is
+    not.
     """
     sources = {
         "probe": (

@@ -158,7 +158,7 @@ def test_a_resumed_run_records_changed_settings_as_tags_instead_of_failing(tmp_p
     resumed.close()
     run = MlflowClient().get_run(trainer.run_id)
     assert resumed.run_id == trainer.run_id
-    assert run.data.params["compile"] == "false" and run.data.tags["resumed/compile"] == "true"
+    assert run.data.params["compile"] == "eager" and run.data.tags["resumed/compile"] == "compiled"
 
 
 def _count_metric_writes(trainer, monkeypatch):

@@ -12,7 +12,7 @@ import inspect
 import re
 from typing import Any
 
-from ..core.config import AlgorithmConfig, RecurrentAlgorithmConfig
+from ..core.config import AlgorithmConfig
 from ..envs import BUILTIN_ENVS
 from ..policy.nn import ACTIVATIONS
 
@@ -25,8 +25,9 @@ _SCALAR_TYPES = {
     "float | None": float,
     "int | None": int,
 }
-HPARAMS = {f.name for f in dataclasses.fields(RecurrentAlgorithmConfig)}
-RECURRENT_HPARAMS = HPARAMS - {f.name for f in dataclasses.fields(AlgorithmConfig)}
+HPARAMS = {f.name for f in dataclasses.fields(AlgorithmConfig)}
+#: The hyperparameters of a recurrent model's sequences.
+RECURRENT_HPARAMS = {"seq_len", "seqs_per_state_reset"}
 #: --model: the default MLP, or the default recurrent model with this cell (RecurrentTrainer).
 MODELS = ("mlp", "lstm", "gru")
 # Options of `train` that are not Trainer keyword arguments.
@@ -105,10 +106,7 @@ def _field_help() -> dict[str, str]:
     """Each hyperparameter's one-line help, from AlgorithmConfig's docstring
     (where each is documented once).
     """
-    text = "\n".join(
-        (cls.__doc__ or "").split("Attributes:", 1)[-1]
-        for cls in (AlgorithmConfig, RecurrentAlgorithmConfig)
-    )
+    text = (AlgorithmConfig.__doc__ or "").split("Attributes:", 1)[-1]
     entries: dict[str, str] = {}
     names: list[str] = []
     for line in text.splitlines():
@@ -415,12 +413,12 @@ def _add_run_options(train: argparse.ArgumentParser) -> None:
 
 def _add_hyperparameter_options(train: argparse.ArgumentParser) -> None:
     """One ``train`` flag per scalar field of
-    :class:`~rlstack.core.config.RecurrentAlgorithmConfig` (per-member ones take a list).
+    :class:`~rlstack.core.config.AlgorithmConfig` (per-member ones take a list).
     """
     ppo_options = train.add_argument_group(
         "hyperparameters (see rlstack.AlgorithmConfig; default: the env's preset)"
     )
-    for field in dataclasses.fields(RecurrentAlgorithmConfig):
+    for field in dataclasses.fields(AlgorithmConfig):
         kind = _SCALAR_TYPES.get(str(field.type))
         if kind is None:
             continue

@@ -22,7 +22,6 @@ from ..envs import env_defaults, make_env
 from ..integrations import distributed
 from ..shell.algorithm import Algorithm
 from ..shell.conditions import HitsUpperBound
-from ..shell.recurrent import RecurrentAlgorithm
 from ..shell.trainer import CHECKPOINT_EVERY_S, RecurrentTrainer, Trainer
 from .arguments import build_parser, load_env
 from .config import fit_lr_schedule, train_config
@@ -195,7 +194,7 @@ def _train(trainer: Trainer, run: dict[str, Any], stop_request: StopRequest) -> 
     algo = trainer.algorithm
     say(
         f"rlstack: training {algo.build_config['env']} on {algo.device} "
-        f"({'compiled' if algo.compile else 'eager'}), "
+        f"(compile: {algo.compile}), "
         f"MLflow run {trainer.run_id}"
     )
     # Always checkpointed: the end of the run, Ctrl-C, SIGTERM and a failure write the last
@@ -326,23 +325,19 @@ def evaluate(args: argparse.Namespace) -> int:
 
 def _load_policy_state(path: Any, env_name: str | None, member: int | None) -> Algorithm:
     """A checkpoint's Algorithm; for a population's checkpoint, member ``member``'s."""
-    from ..integrations.checkpoint import safe_load
-    from ..shell.population import Population
-
     env = load_env(env_name) if env_name else None
-    data = safe_load(path)
-    if "population" not in data:
+    algorithm = Algorithm.from_checkpoint(path, env, compile=False)
+    size = algorithm.num_members
+    if size is None:
         if member is not None:
             raise ValueError(f"--member is for a population's checkpoint; {path} holds one run.")
-        algorithm_cls = RecurrentAlgorithm if "seq_len" in data["hparams"] else Algorithm
-        return algorithm_cls._from_state_dict(data, env, compile=False)
-    size = data["population"]["num_members"]
+        return algorithm
     if member is None or not 0 <= member < size:
         raise ValueError(
             f"{path} holds a population of {size} members: pick one with --member K, K in [0, "
             f"{size})."
         )
-    return Population._from_state_dict(data, env, compile=False).member(member)
+    return algorithm.member(member)
 
 
 def export(args: argparse.Namespace) -> int:

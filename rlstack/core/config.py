@@ -87,6 +87,18 @@ class AlgorithmConfig:
             optimizer's ``lr`` and lives in the optimizer state (checkpointed,
             one per member, logged as ``coefficients/lr``). ``None`` (default):
             off. Not with ``lr_schedule``.
+        seq_len: for a recurrent model only: truncated backpropagation
+            through time over sequences of this many steps (the update
+            replays the model over each from the hidden state stored at its
+            start). Must divide ``horizon``; ``sgd_minibatch_size`` and
+            ``sgd_chunk_size`` (in transitions) must be multiples of it.
+            ``None``: 4 (rlstack 1.x's) for a recurrent model, 1 otherwise
+            (see :func:`for_model`).
+        seqs_per_state_reset: for a recurrent model only: every this many
+            sequences (counted over the whole run) every env's hidden state
+            starts over from the model's initial one; negative: never
+            (besides env resets and episode ends). ``None``: 8 (rlstack
+            1.x's) for a recurrent model, -1 otherwise.
     """
 
     num_envs: int = 8192
@@ -117,80 +129,15 @@ class AlgorithmConfig:
     normalize_rewards: bool = False
     target_kl: float | None = None
     desired_kl: float | None = None
+    seq_len: int | None = None
+    seqs_per_state_reset: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("num_envs", "horizon", "num_sgd_iters"):
-            _check_int(name, getattr(self, name), minimum=1)
-        _check_int("horizons_per_env_reset", self.horizons_per_env_reset)
-        if self.horizons_per_env_reset == 0:
-            raise ValueError(
-                "`horizons_per_env_reset` must be a non-zero int (negative: reset only once), got "
-                "0."
-            )
-        for name in ("gamma", "gae_lambda"):
-            value = getattr(self, name)
-            _check_number(name, value)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"`{name}` must be in [0, 1], got {value!r}.")
-        for name in ("clip_param", "vf_coeff", "entropy_coeff"):
-            _check_number(name, getattr(self, name), minimum=0.0)
-        if self.vf_clip_param is not None:
-            _check_number("vf_clip_param", self.vf_clip_param, minimum=0.0)
-        if self.vf_clip_kind not in VF_CLIP_KINDS:
-            raise ValueError(
-                f"`vf_clip_kind` must be one of {list(VF_CLIP_KINDS)}, got {self.vf_clip_kind!r}."
-            )
-        if self.dual_clip_param is not None:
-            _check_number("dual_clip_param", self.dual_clip_param)
-            if not self.dual_clip_param > 1.0:
-                raise ValueError(
-                    f"`dual_clip_param` must be > 1 (or None), got {self.dual_clip_param!r}."
-                )
-        _check_number("max_grad_norm", self.max_grad_norm)
-        if not self.max_grad_norm > 0:
-            raise ValueError(f"`max_grad_norm` must be > 0, got {self.max_grad_norm!r}.")
-        buffer = self.num_envs * self.horizon
-        if self.sgd_minibatch_size is not None:
-            _check_int("sgd_minibatch_size", self.sgd_minibatch_size, minimum=1)
-            if self.sgd_minibatch_size > buffer or buffer % self.sgd_minibatch_size:
-                raise ValueError(
-                    f"`sgd_minibatch_size` must divide num_envs * horizon = {self.num_envs} * "
-                    f"{self.horizon} "
-                    f"= {buffer} and be at most that, got {self.sgd_minibatch_size}."
-                )
-        for name in ("target_kl", "desired_kl"):
-            value = getattr(self, name)
-            if value is not None:
-                _check_number(name, value)
-                if not value > 0:
-                    raise ValueError(f"`{name}` must be > 0 (or None), got {value!r}.")
-        if self.desired_kl is not None and self.lr_schedule is not None:
-            raise ValueError(
-                f"`desired_kl` {self.desired_kl} adapts the learning rate, `lr_schedule` sets it: "
-                "give one of them (or None)."
-            )
-        if self.sgd_chunk_size is not None:
-            _check_int("sgd_chunk_size", self.sgd_chunk_size, minimum=1)
-            if self.minibatch_size % self.sgd_chunk_size:
-                raise ValueError(
-                    f"`sgd_chunk_size` must divide the minibatch size {self.minibatch_size}, got "
-                    f"{self.sgd_chunk_size}."
-                )
-        for name in (
-            "shuffle_minibatches",
-            "accumulate_grads",
-            "enable_amp",
-            "normalize_advantages",
-            "normalize_advantages_per_minibatch",
-            "normalize_obs",
-            "normalize_rewards",
-        ):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"`{name}` must be a bool, got {getattr(self, name)!r}.")
-        if self.normalize_advantages_per_minibatch and not self.normalize_advantages:
-            raise ValueError(
-                "`normalize_advantages_per_minibatch` needs `normalize_advantages=True`, got False."
-            )
+        _check_sizes(self)
+        _check_coefficients(self)
+        _check_minibatches(self)
+        _check_flags(self)
+        _check_sequences(self)
         check_schedule("lr_schedule", self.lr_schedule, self.lr_schedule_kind, min_value=0.0)
         check_schedule(
             "entropy_coeff_schedule", self.entropy_coeff_schedule, self.entropy_coeff_schedule_kind
@@ -202,14 +149,12 @@ class AlgorithmConfig:
         return self.sgd_minibatch_size or self.num_envs * self.horizon
 
     @classmethod
-    def from_mapping(cls, hparams: AlgorithmConfig | Mapping[str, Any]) -> AlgorithmConfig:
-        """Build (and validate) a config from a dict, or return it as is.
+    def from_mapping(cls, hparams: Mapping[str, Any]) -> AlgorithmConfig:
+        """Build (and validate) a config from a dict of its fields.
 
         Raises:
             TypeError: for a key that is not a hyperparameter.
         """
-        if isinstance(hparams, cls):
-            return hparams
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(hparams) - known)
         if unknown:
@@ -221,45 +166,158 @@ class AlgorithmConfig:
         return dataclasses.asdict(self)
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class RecurrentAlgorithmConfig(AlgorithmConfig):
-    """:class:`AlgorithmConfig` plus rlstack 1.x's recurrent hyperparameters.
+def _check_sizes(config: AlgorithmConfig) -> None:
+    """The counts: envs, horizon, epochs and the env reset cadence."""
+    for name in ("num_envs", "horizon", "num_sgd_iters"):
+        _check_int(name, getattr(config, name), minimum=1)
+    _check_int("horizons_per_env_reset", config.horizons_per_env_reset)
+    if config.horizons_per_env_reset == 0:
+        raise ValueError(
+            "`horizons_per_env_reset` must be a non-zero int (negative: reset only once), got 0."
+        )
 
-    Attributes:
-        seq_len: truncated backpropagation-through-time length: the update
-            replays the model over sequences of this many steps from the
-            hidden state stored at each sequence's start. Must divide
-            ``horizon``; ``sgd_minibatch_size`` and ``sgd_chunk_size`` (in
-            transitions) must be multiples of it.
-        seqs_per_state_reset: every this many sequences (counted over the
-            whole run) every env's hidden state is reset to the model's
-            initial one; negative: never (besides env resets and episode
-            ends).
+
+def _check_coefficients(config: AlgorithmConfig) -> None:
+    """Discounts, clips, loss weights, the gradient norm and the KL targets."""
+    for name in ("gamma", "gae_lambda"):
+        value = getattr(config, name)
+        _check_number(name, value)
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"`{name}` must be in [0, 1], got {value!r}.")
+    for name in ("clip_param", "vf_coeff", "entropy_coeff"):
+        _check_number(name, getattr(config, name), minimum=0.0)
+    if config.vf_clip_param is not None:
+        _check_number("vf_clip_param", config.vf_clip_param, minimum=0.0)
+    if config.vf_clip_kind not in VF_CLIP_KINDS:
+        raise ValueError(
+            f"`vf_clip_kind` must be one of {list(VF_CLIP_KINDS)}, got {config.vf_clip_kind!r}."
+        )
+    if config.dual_clip_param is not None:
+        _check_number("dual_clip_param", config.dual_clip_param)
+        if not config.dual_clip_param > 1.0:
+            raise ValueError(
+                f"`dual_clip_param` must be > 1 (or None), got {config.dual_clip_param!r}."
+            )
+    _check_number("max_grad_norm", config.max_grad_norm)
+    if not config.max_grad_norm > 0:
+        raise ValueError(f"`max_grad_norm` must be > 0, got {config.max_grad_norm!r}.")
+    for name in ("target_kl", "desired_kl"):
+        value = getattr(config, name)
+        if value is not None:
+            _check_number(name, value)
+            if not value > 0:
+                raise ValueError(f"`{name}` must be > 0 (or None), got {value!r}.")
+    if config.desired_kl is not None and config.lr_schedule is not None:
+        raise ValueError(
+            f"`desired_kl` {config.desired_kl} adapts the learning rate, `lr_schedule` sets it: "
+            "give one of them (or None)."
+        )
+
+
+def _check_minibatches(config: AlgorithmConfig) -> None:
+    """The minibatch divides the buffer and the chunk divides the minibatch."""
+    buffer = config.num_envs * config.horizon
+    if config.sgd_minibatch_size is not None:
+        _check_int("sgd_minibatch_size", config.sgd_minibatch_size, minimum=1)
+        if config.sgd_minibatch_size > buffer or buffer % config.sgd_minibatch_size:
+            raise ValueError(
+                f"`sgd_minibatch_size` must divide num_envs * horizon = {config.num_envs} * "
+                f"{config.horizon} = {buffer} and be at most that, got "
+                f"{config.sgd_minibatch_size}."
+            )
+    if config.sgd_chunk_size is not None:
+        _check_int("sgd_chunk_size", config.sgd_chunk_size, minimum=1)
+        if config.minibatch_size % config.sgd_chunk_size:
+            raise ValueError(
+                f"`sgd_chunk_size` must divide the minibatch size {config.minibatch_size}, got "
+                f"{config.sgd_chunk_size}."
+            )
+
+
+#: The config's on/off switches.
+FLAGS = (
+    "shuffle_minibatches",
+    "accumulate_grads",
+    "enable_amp",
+    "normalize_advantages",
+    "normalize_advantages_per_minibatch",
+    "normalize_obs",
+    "normalize_rewards",
+)
+
+
+def _check_flags(config: AlgorithmConfig) -> None:
+    """Every switch is a bool; per-minibatch advantages need advantages standardised."""
+    for name in FLAGS:
+        if not isinstance(getattr(config, name), bool):
+            raise TypeError(f"`{name}` must be a bool, got {getattr(config, name)!r}.")
+    if config.normalize_advantages_per_minibatch and not config.normalize_advantages:
+        raise ValueError(
+            "`normalize_advantages_per_minibatch` needs `normalize_advantages=True`, got False."
+        )
+
+
+def _check_sequences(config: AlgorithmConfig) -> None:
+    """A given ``seq_len`` divides the horizon and the minibatch and chunk sizes;
+    a given ``seqs_per_state_reset`` is a non-zero int.
     """
-
-    seq_len: int = 4
-    seqs_per_state_reset: int = 8
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check_int("seq_len", self.seq_len, minimum=1)
-        _check_int("seqs_per_state_reset", self.seqs_per_state_reset)
-        if self.seqs_per_state_reset == 0:
+    if config.seqs_per_state_reset is not None:
+        _check_int("seqs_per_state_reset", config.seqs_per_state_reset)
+        if config.seqs_per_state_reset == 0:
             raise ValueError(
                 "`seqs_per_state_reset` must be a non-zero int (negative: never), got 0."
             )
-        if self.horizon % self.seq_len:
+    if config.seq_len is None:
+        return
+    _check_int("seq_len", config.seq_len, minimum=1)
+    if config.horizon % config.seq_len:
+        raise ValueError(
+            f"`seq_len` {config.seq_len} must divide `horizon` {config.horizon}: a rollout is "
+            "whole sequences."
+        )
+    for name in ("sgd_minibatch_size", "sgd_chunk_size"):
+        value = getattr(config, name)
+        if value is not None and value % config.seq_len:
             raise ValueError(
-                f"`seq_len` {self.seq_len} must divide `horizon` {self.horizon}: a rollout is "
-                "whole sequences."
+                f"`{name}` {value} must be a multiple of `seq_len` {config.seq_len}: "
+                "minibatches are whole sequences."
             )
-        for name in ("sgd_minibatch_size", "sgd_chunk_size"):
-            value = getattr(self, name)
-            if value is not None and value % self.seq_len:
-                raise ValueError(
-                    f"`{name}` {value} must be a multiple of `seq_len` {self.seq_len}: "
-                    "minibatches are whole sequences."
-                )
+
+
+def for_model(config: AlgorithmConfig, *, recurrent: bool, model_name: str) -> AlgorithmConfig:
+    """``config`` with its sequence settings decided by the model: a recurrent
+    model's ``seq_len`` and ``seqs_per_state_reset`` (rlstack 1.x's 4 and 8
+    where not given); for any other model, one step per row and no scheduled
+    resets (1 and -1), which is all it can take.
+
+    Raises:
+        ValueError: for sequence settings given to a model that is not recurrent.
+    """
+    if recurrent:
+        return dataclasses.replace(
+            config,
+            seq_len=config.seq_len if config.seq_len is not None else 4,
+            seqs_per_state_reset=config.seqs_per_state_reset
+            if config.seqs_per_state_reset is not None
+            else 8,
+        )
+    for name, neutral in (("seq_len", 1), ("seqs_per_state_reset", -1)):
+        if getattr(config, name) not in (None, neutral):
+            raise ValueError(
+                f"`{name}` is for a recurrent model (one with `initial_hidden`); {model_name} is "
+                f"not recurrent, got {name}={getattr(config, name)!r}."
+            )
+    return dataclasses.replace(config, seq_len=1, seqs_per_state_reset=-1)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RecurrentAlgorithmConfig(AlgorithmConfig):
+    """rlstack 1.x's name for :class:`AlgorithmConfig` with its recurrent
+    defaults: ``seq_len`` 4 and ``seqs_per_state_reset`` 8 (documented there).
+    """
+
+    seq_len: int | None = 4
+    seqs_per_state_reset: int | None = 8
 
 
 def _check_int(name: str, value: Any, minimum: int | None = None) -> None:
@@ -301,7 +359,7 @@ def check_build_arguments(
         raise ValueError(f"`seed` must be a non-negative int or None, got {seed!r}.")
     if compile is not None and not isinstance(compile, bool):
         raise TypeError(
-            f"`compile` must be a bool or None (compiled on CUDA, eager on CPU), got {compile!r}."
+            f"`compile` must be a bool or None (the background strategy), got {compile!r}."
         )
     for name, value in (("cuda_graphs", cuda_graphs), ("allow_tf32", allow_tf32)):
         if not isinstance(value, bool):

@@ -33,8 +33,11 @@ FORMAT = "rlstack-checkpoint"
 # scale_by_learning_rate, ...); 5: one memory field in carries and trajectories
 # (rlstack.policy.memory), carries hold starts and step; 6: one train state
 # (rlstack.learn.train_state), accumulate_grads as the optimizer's AccumulateState, classes named
-# by their layer modules (rlstack.policy.models:MLPModel)
-VERSION = 6
+# by their layer modules (rlstack.policy.models:MLPModel); 7: the kind of run in the settings
+# (num_members), the compile mode by name and its switch points.
+VERSION = 7
+#: The versions this rlstack reads (the shell upgrades the older ones when it loads them).
+READABLE_VERSIONS = (6, 7)
 _TEMP_NAME = re.compile(r"\.(?P<target>.+)\.(?P<pid>\d+)\.[^.]+\.tmp")
 
 
@@ -128,13 +131,11 @@ def safe_load(path: str | os.PathLike, what: str = "checkpoint") -> dict[str, An
         ) from e
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{str(path)!r} is not an rlstack {what} (no '{FORMAT}' header).")
-    if data.get("version") != VERSION:
+    if data.get("version") not in READABLE_VERSIONS:
         raise CheckpointError(
             f"{what.capitalize()} {str(path)!r} has format version {data.get('version')}; this "
-            "rlstack "
-            f"reads only version {VERSION} (older files were written by an earlier rlstack: train "
-            "again, or "
-            "evaluate them with the version that wrote them)."
+            f"rlstack reads versions {list(READABLE_VERSIONS)} (older files were written by an "
+            "earlier rlstack: train again, or evaluate them with the version that wrote them)."
         )
     for part in TRAINED_STATE:
         check_finite(data.get(part), path, what, prefix=part)
@@ -276,8 +277,8 @@ class CheckpointDir:
         ]
 
     def relabel(self, owner: str) -> None:
-        """Name another owner in the lock (a run whose id was not known when the folder was "
-        "opened).
+        """Name another owner in the lock (a run whose id was not known when the folder was
+        opened).
         """
         self._lock.take(owner)
 

@@ -224,8 +224,8 @@ def deployed_actor(algorithm: Any) -> DeployedActor:
 
 
 def _dynamic_shapes(actor: DeployedActor) -> tuple[tuple[dict[int, Any], ...]]:
-    """Every input's first dimension is the batch, of any size (``forward``'s one ``*inputs`` "
-    "argument).
+    """Every input's first dimension is the batch, of any size (``forward``'s one ``*inputs``
+    argument).
     """
     batch = torch.export.Dim("batch", min=1)
     return (tuple({0: batch} for _ in actor.example_inputs()),)
@@ -270,8 +270,8 @@ def _spec_json(actor: DeployedActor) -> Any:
 def _write(
     actor: DeployedActor, directory: Path, program_file: str, write: Callable[[str], None]
 ) -> str:
-    """The program (``write(temp path)``) and ``actor.json``, each written atomically; the "
-    "program's path.
+    """The program (``write(temp path)``) and ``actor.json``, each written atomically; the
+    program's path.
     """
     target = ckpt.atomic_write(directory / program_file, write)
     text = json.dumps(actor.spec(), indent=2)

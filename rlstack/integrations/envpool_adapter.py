@@ -86,8 +86,8 @@ class EnvPoolEnv(GymnasiumEnv):
         self._idle = _zeros_like_action(pool.action_space)
 
     def step(self, key: torch.Tensor, state: GymnasiumState, action: Any):
-        """One step of every env, and EnvPool's reset step for those that ended (``key`` is "
-        "unused).
+        """One step of every env, and EnvPool's reset step for those that ended (``key`` is
+        unused).
         """
         obs, reward, terminated, truncated, _ = self.vector_env.step(actions_to_numpy(action))
         ended = np.flatnonzero(np.logical_or(terminated, truncated))

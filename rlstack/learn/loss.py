@@ -7,13 +7,13 @@ Time-major shapes: ``T`` steps, ``N`` envs, ``B`` transitions in a flat batch.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import optree
 import torch
 
-from ..core.config import AlgorithmConfig, RecurrentAlgorithmConfig
+from ..core.config import AlgorithmConfig
 from ..core.types import Batch, HParams, Params, Trajectory
 from ..policy.memory import MemoryKind
 from ..policy.policy import Policy
@@ -276,24 +276,11 @@ def minibatch(batch: Batch, idx: torch.Tensor, memory: MemoryKind) -> Batch:
     return memory.rows(batch, idx)
 
 
-def as_config(config: AlgorithmConfig | Mapping[str, Any]) -> AlgorithmConfig:
-    """A config, or a dict of one's fields: a
-    :class:`~rlstack.core.config.RecurrentAlgorithmConfig` when it names
-    ``seq_len`` or ``seqs_per_state_reset``, else an :class:`AlgorithmConfig`.
-    """
-    if isinstance(config, AlgorithmConfig):
-        return config
-    if "seq_len" in config or "seqs_per_state_reset" in config:
-        return RecurrentAlgorithmConfig.from_mapping(config)
-    return AlgorithmConfig.from_mapping(config)
-
-
-def config_hparams(config: AlgorithmConfig | Mapping[str, Any], device: Any = None) -> HParams:
+def config_hparams(config: AlgorithmConfig, device: Any = None) -> HParams:
     """The config's :class:`~rlstack.core.types.HParams`: Python floats, or with
     a ``device`` 0-d float32 tensors on it (what :class:`~rlstack.Algorithm`
     passes, so a single run and a population member compute alike).
     """
-    config = AlgorithmConfig.from_mapping(config)
     values = HParams(config.gamma, config.gae_lambda, config.clip_param, config.entropy_coeff)
     if device is None:
         return values
@@ -303,7 +290,7 @@ def config_hparams(config: AlgorithmConfig | Mapping[str, Any], device: Any = No
 LossFn = Callable[[Params, Batch, HParams], tuple[torch.Tensor, Metrics]]
 
 
-def make_ppo_loss(policy: Policy, config: AlgorithmConfig | Mapping[str, Any]) -> LossFn:
+def make_ppo_loss(policy: Policy, config: AlgorithmConfig) -> LossFn:
     """Build ``loss(params, minibatch, hparams) -> (loss, metrics)``: the
     policy re-run on a :class:`~rlstack.core.types.Batch`'s rows
     (:meth:`Policy.replay <rlstack.policy.policy.Policy.replay>`: transitions, or
@@ -322,7 +309,6 @@ def make_ppo_loss(policy: Policy, config: AlgorithmConfig | Mapping[str, Any]) -
         ...     l2 = sum((p ** 2).sum() for p in params.values())
         ...     return loss + 1e-4 * l2, {**metrics, "losses/l2": l2.detach()}
     """
-    config = as_config(config)
     dist = policy.distribution_cls
 
     def transitions(

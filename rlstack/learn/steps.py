@@ -33,12 +33,13 @@ class Acted(NamedTuple):
 def fused_steps(
     pieces: Mapping[str, Callable], params: Params, carry: RolloutCarry, discount: Any, horizon: int
 ) -> Iterator[tuple[RolloutCarry, Transition]]:
-    """``horizon`` calls of the ``step`` piece (the env inside): each step's carry and "
-    "transition.
+    """``horizon`` calls of the ``step`` piece (the env inside): each step's carry and
+    transition.
     """
     stable = False
-    for _ in range(horizon):
-        carry, transition = pieces["step"](params, carry, discount)
+    for t in range(horizon):
+        with same_inputs_as_before(t > 0):  # the carry: contiguous, the same shapes at every step
+            carry, transition = pieces["step"](params, carry, discount)
         if not stable:
             carry, stable = settled(carry)
         yield carry, transition

@@ -36,8 +36,9 @@ Examples:
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import optree
@@ -139,20 +140,37 @@ def _own_code(fn: Callable, name: str) -> Callable:
     return types.FunctionType(code, fn.__globals__, name, fn.__defaults__, fn.__closure__)
 
 
-def same_inputs_as_before(same: bool) -> contextlib.AbstractContextManager:
+#: Set inside :func:`same_inputs_as_before` (read by :func:`inputs_as_before`).
+_SAME_INPUTS: contextvars.ContextVar[bool] = contextvars.ContextVar("same_inputs", default=False)
+
+
+@contextlib.contextmanager
+def same_inputs_as_before(same: bool) -> Iterator[None]:
     """A context for a call of compiled pieces whose inputs have exactly the
     layout (types, shapes, dtypes, strides, devices) of the call before it in
     the same loop, when ``same``: ``torch.compile`` then runs only the guards
     that tell its compiled graphs apart (``skip_guard_eval_unsafe``), which
-    on a small CPU step took a third of the call (benchmarks/README.md). The
-    loops that use it (a rollout's steps, an update's minibatches) make the
-    first call of each loop with every guard, and pass the carries they make
-    through ``contiguous``, so the layouts are the same by construction.
-    A no-op when not ``same``, and eagerly.
+    on a small CPU step took a third of the call (benchmarks/README.md), and
+    a piece compiled ahead of time skips rlstack's own check of its inputs
+    (:func:`inputs_as_before`). The loops that use it (a rollout's steps, an
+    update's minibatches) make the first call of each loop with every check,
+    and pass the carries they make through ``contiguous``, so the layouts are
+    the same by construction. A no-op when not ``same``, and eagerly.
     """
     if not same:
-        return contextlib.nullcontext()
-    return torch.compiler.set_stance("default", skip_guard_eval_unsafe=True)
+        yield
+        return
+    token = _SAME_INPUTS.set(True)
+    try:
+        with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
+            yield
+    finally:
+        _SAME_INPUTS.reset(token)
+
+
+def inputs_as_before() -> bool:
+    """Whether the current call is inside :func:`same_inputs_as_before` (``same=True``)."""
+    return _SAME_INPUTS.get()
 
 
 def contiguous(tree: Tree) -> Tree:

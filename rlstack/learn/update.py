@@ -15,14 +15,14 @@ import optree
 import torch
 
 from ..core import optim, random
-from ..core.config import AlgorithmConfig, RecurrentAlgorithmConfig
+from ..core.config import AlgorithmConfig
 from ..core.optim import Schedule
 from ..core.schedules import by_optimizer_steps, device_schedule
 from ..core.torch_optimizers import from_torch
 from ..core.types import Batch, HParams, Params, Trajectory
 from ..policy.policy import Policy
 from .advantages import make_epoch_batch
-from .loss import LossFn, Metrics, as_config, config_hparams, make_ppo_loss, prepare_batch
+from .loss import LossFn, Metrics, config_hparams, make_ppo_loss, prepare_batch
 from .transforms import Staged, contiguous, same_inputs_as_before, settled
 
 CPU_CHUNK = 8192
@@ -80,7 +80,7 @@ def _by_steps(config: AlgorithmConfig, schedule: Any, kind: str) -> Schedule:
 
 
 def make_optimizer(
-    config: AlgorithmConfig | Mapping[str, Any],
+    config: AlgorithmConfig,
     optimizer_cls: type = torch.optim.Adam,
     optimizer_config: Mapping[str, Any] | None = None,
 ) -> optim.GradientTransformation:
@@ -95,7 +95,6 @@ def make_optimizer(
     Raises:
         ValueError: see :func:`rlstack.core.torch_optimizers.torch_optimizer_options`.
     """
-    config = as_config(config)
     learning_rate = None
     if config.lr_schedule is not None:
         learning_rate = _by_steps(config, config.lr_schedule, config.lr_schedule_kind)
@@ -116,7 +115,7 @@ EAGER_PIECES = frozenset({"global_norm", "epoch_batch", "epoch_keys", "shuffle"}
 def make_update(
     policy: Policy,
     optimizer: optim.GradientTransformation,
-    config: AlgorithmConfig | Mapping[str, Any],
+    config: AlgorithmConfig,
     *,
     entropy_coeff: float | Schedule | None = None,
     loss: LossFn | None = None,
@@ -148,9 +147,9 @@ def make_update(
             ``accumulate_grads``, one that accumulates
             (``optim.accumulate_gradients(inner, every_k=<minibatches per
             epoch>)``, as ``make_optimizer`` builds it).
-        config: an :class:`~rlstack.core.config.AlgorithmConfig` or a dict of its
-            fields (others take rlstack 1.x's defaults); ``max_grad_norm``
-            and ``lr_schedule`` are read by :func:`make_optimizer`, not here.
+        config: the :class:`~rlstack.core.config.AlgorithmConfig` (a recurrent
+            policy's with its ``seq_len``); ``max_grad_norm`` and
+            ``lr_schedule`` are read by :func:`make_optimizer`, not here.
         entropy_coeff: the entropy bonus weight, a number or a schedule of
             the optimizer's step count (:func:`rlstack.core.optim.step_count`);
             default: the config's ``entropy_coeff_schedule`` (keyed on env
@@ -186,7 +185,11 @@ def make_update(
     the next step starts from.
     """
     recurrent = policy.recurrent  # its rows are whole sequences of seq_len transitions
-    config = (RecurrentAlgorithmConfig if recurrent else AlgorithmConfig).from_mapping(config)
+    if recurrent and config.seq_len is None:
+        raise ValueError(
+            "`seq_len` must be set in the config of a recurrent policy's update "
+            "(RecurrentAlgorithmConfig has rlstack 1.x's 4)."
+        )
     loss_fn = loss if loss is not None else make_ppo_loss(policy, config)
     if entropy_coeff is None and config.entropy_coeff_schedule is not None:
         entropy_coeff = _by_steps(

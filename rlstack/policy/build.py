@@ -18,6 +18,14 @@ from .distributions import Distribution
 from .policy import Policy, check_recurrent_model, make_skeleton
 
 
+def is_recurrent_model(model_cls: type) -> bool:
+    """Whether ``model_cls`` builds a recurrent model: one with an
+    ``initial_hidden(batch_size)`` method (the contract of
+    :func:`~rlstack.policy.policy.check_recurrent_model`); known before it is built.
+    """
+    return callable(getattr(model_cls, "initial_hidden", None))
+
+
 def check_model_config(model_cls: type, model_config: Mapping[str, Any]) -> None:
     """Refuse ``model_config`` keys that ``model_cls``'s constructor does not
     take (unless it takes ``**kwargs``), before anything is built.
@@ -55,7 +63,6 @@ def build_policy(
     *,
     seed: int,
     device: torch.device,
-    recurrent: bool = False,
 ) -> tuple[Policy, Params]:
     """Build ``model_cls(observation_space, action_space, **model_config)``
     with its initial weights drawn from ``seed`` (``nn.Module``
@@ -64,8 +71,8 @@ def build_policy(
     (:meth:`Policy.check`), and split it into a :class:`Policy` whose model
     is a weightless skeleton and its params.
 
-    With ``recurrent``, the model is checked against the recurrent contract
-    (:func:`check_recurrent_model`) instead.
+    A recurrent model (one with ``initial_hidden``) is checked against the
+    recurrent contract instead (:func:`check_recurrent_model`).
 
     Returns:
         ``(policy, params)``, the params on ``device``.
@@ -76,7 +83,7 @@ def build_policy(
     policy = Policy(model.to(device), distribution_cls)
     params = policy.init_params()
     make_skeleton(policy.model)  # one copy of the weights: params
-    if recurrent:
+    if policy.recurrent:
         check_recurrent_model(policy.model, params, observation_space, device)
     else:
         policy.check(params, observation_space, action_space, device)

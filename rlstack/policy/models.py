@@ -212,15 +212,15 @@ class MLPModel(nn.Module):
 
     @staticmethod
     def _flat(obs: torch.Tensor | dict, keys: list[str] | None) -> torch.Tensor:
-        """``[B, ...]`` (or a dict of them, the ``keys`` concatenated in order) -> ``[B, "
-        "features]`` float.
+        """``[B, ...]`` (or a dict of them, the ``keys`` concatenated in order) -> ``[B,
+        features]`` float.
         """
         parts = [obs] if keys is None else [obs[k] for k in keys]
         return torch.cat([x.reshape(x.shape[0], -1).float() for x in parts], -1)
 
     def _inputs(self, obs: torch.Tensor | dict | ObsWindow, keys: list[str] | None) -> torch.Tensor:
-        """What one network reads: its keys flattened (a window's with its ``[B, K]`` padding "
-        "mask).
+        """What one network reads: its keys flattened (a window's with its ``[B, K]`` padding
+        mask).
         """
         if isinstance(obs, ObsWindow):  # [B, K, ...] and its [B, K] padding mask
             return torch.cat([self._flat(obs.inputs, keys), obs.padding_mask.float()], -1)
@@ -343,8 +343,8 @@ class RecurrentModel(nn.Module):
         self.critic_head = nn.Linear(hidden_size, 1)
 
     def initial_hidden(self, batch_size: int):
-        """Zeros: ``(h, c)`` for an LSTM, ``h`` for a GRU, each ``[batch_size, num_layers, "
-        "hidden_size]``.
+        """Zeros: ``(h, c)`` for an LSTM, ``h`` for a GRU, each ``[batch_size, num_layers,
+        hidden_size]``.
         """
         zeros = torch.zeros(batch_size, self.num_layers, self.hidden_size)
         return (zeros, zeros.clone()) if self.cell == "lstm" else zeros

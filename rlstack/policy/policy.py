@@ -168,6 +168,12 @@ class Policy:
         """
         return optree.tree_map(lambda x: x.to(device), self.model.initial_hidden(batch_size))
 
+    def init_states(self, n: int, /, device: Any = "cpu") -> Tree:
+        """Rlstack 1.x's name for :meth:`Policy.initial_hidden`: the hidden
+        state that starts an episode, for ``n`` envs (leaves ``[n, ...]``).
+        """
+        return self.initial_hidden(n, device)
+
     def forward(
         self, params: Params, obs: Tree, memory: Tree, starts: torch.Tensor
     ) -> tuple[Any, torch.Tensor, Tree]:
@@ -248,10 +254,9 @@ class Policy:
         model_name = type(self.model).__name__
         if self.recurrent:
             raise TypeError(
-                f"model {model_name} is recurrent (it has initial_hidden); this Algorithm trains "
-                "feedforward models "
-                "(forward(obs) -> (dist_inputs, value)). "
-                "rlstack.policy.policy.check_recurrent_model checks a recurrent one."
+                f"model {model_name} is recurrent (it has initial_hidden): check it with "
+                "rlstack.policy.policy.check_recurrent_model; this check is for "
+                "forward(obs) -> (dist_inputs, value)."
             )
         dist_name = getattr(self.distribution_cls, "__name__", repr(self.distribution_cls))
         with torch.no_grad():
@@ -308,12 +313,6 @@ class RecurrentPolicy(Policy):
                 f"{type(model).__name__}; use Policy for a feedforward one."
             )
         super().__init__(model, distribution_cls)
-
-    def init_states(self, n: int, /, device: Any = "cpu") -> Tree:
-        """Rlstack 1.x's name for :meth:`Policy.initial_hidden`: the hidden
-        state that starts an episode, for ``n`` envs (leaves ``[n, ...]``).
-        """
-        return self.initial_hidden(n, device)
 
 
 def check_recurrent_model(

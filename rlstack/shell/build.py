@@ -2,41 +2,43 @@
 once at the shell boundary (:func:`check_arguments`, before anything is
 built), then its env (:func:`build_env`) and first
 :class:`~rlstack.learn.train_state.TrainState` (:func:`initial_state`), the same
-code for one run and for the ``K`` members of a population.
+code for one run and for the ``K`` members of a population, for every kind
+of model (the model decides whether the policy is recurrent).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from ..core import random
-from ..core.config import AlgorithmConfig, check_build_arguments
-from ..core.device import default_compile, resolve_device
+from ..core.config import AlgorithmConfig, check_build_arguments, for_model
+from ..core.device import resolve_device
 from ..core.normalization import init_norm_state
 from ..core.optim import set_learning_rate
 from ..core.spaces import Box
 from ..core.torch_optimizers import torch_optimizer_options
 from ..envs import check_env, env_defaults, make_env
 from ..integrations import checkpoint as ckpt
-from ..integrations import distributed
-from ..learn.cuda_graphs import CudaGraphed
+from ..integrations import compile_cache, distributed
 from ..learn.loss import config_hparams
-from ..learn.rollout import make_rollout
 from ..learn.train_state import TrainState, each_member, stack
-from ..learn.transforms import Staged, compiled, over_members
-from ..learn.update import make_optimizer, make_update
-from ..policy.build import build_policy, check_model_config
+from ..learn.update import make_optimizer
+from ..policy.build import build_policy, check_model_config, is_recurrent_model
 from ..policy.distributions import default_distribution_cls
 from ..policy.policy import Policy
 from . import serialization
 from .members import member_configs
 
+#: The compile modes an Algorithm resolves ``compile`` to (see :func:`compile_mode`).
+COMPILE_MODES = ("eager", "compiled", "background")
 
-@dataclass(frozen=True)
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class BuildArguments:
     """An Algorithm's validated arguments (one entry per member in the lists:
     one for a single run).
@@ -50,6 +52,10 @@ class BuildArguments:
         optimizer_config: the optimizer's keyword arguments (with the first
             member's ``lr``).
         num_members: ``None`` for one run, else ``K``.
+        compile: the resolved compile mode, one of :data:`COMPILE_MODES`.
+        compile_switches: the updates at which pieces switch to their
+            compiled form (``"background"`` only; empty: as soon as ready).
+        compile_cache: the folder of compiled pieces (``"background"`` only).
     """
 
     config: AlgorithmConfig
@@ -60,74 +66,66 @@ class BuildArguments:
     optimizer_config: dict[str, Any]
     num_members: int | None
     device: torch.device
-    compile: bool
+    compile: str
+    compile_switches: dict[str, int]
+    compile_cache: str | None
     env_config: dict[str, Any]
-    given: dict[str, Any]  # model_cls, model_config, cuda_graphs and allow_tf32 as passed
+    model_cls: type
+    model_config: dict[str, Any]
+    cuda_graphs: bool
+    allow_tf32: bool
 
     def build_config(self, env: Any) -> dict[str, Any]:
         """How the run was built, besides the config (logged as MLflow params)."""
-        given, members = self.given, self.num_members is not None
-        optimizer_config = (
-            {**self.optimizer_config, "lr": list(self.lrs)}
-            if members
-            else dict(self.optimizer_config)
-        )
-        model_cls = given["model_cls"]
+        members = self.num_members is not None
+        optimizer_config = dict(self.optimizer_config)
+        if members:
+            optimizer_config["lr"] = list(self.lrs)
         return {
             "env": getattr(env, "__name__", type(env).__name__),
             "env_config": self.env_config,
-            "model_cls": getattr(model_cls, "__name__", str(model_cls)),
-            "model_config": dict(given["model_config"] or {}),
+            "model_cls": getattr(self.model_cls, "__name__", str(self.model_cls)),
+            "model_config": dict(self.model_config),
             "optimizer_cls": self.optimizer_cls.__name__,
             "optimizer_config": optimizer_config,
             "device": str(self.device),
             "seed": list(self.seeds) if members else self.seeds[0],
             "compile": self.compile,
-            "cuda_graphs": given["cuda_graphs"],
-            "allow_tf32": given["allow_tf32"],
+            "cuda_graphs": self.cuda_graphs,
+            "allow_tf32": self.allow_tf32,
         } | ({"num_members": self.num_members} if members else {})
 
 
 def check_arguments(
-    algorithm_cls: type,
     env: Any,
     *,
     env_config: Any,
-    model_cls: Any,
+    model_cls: type,
     model_config: Any,
     optimizer_cls: type,
     optimizer_config: Any,
     device: Any,
     seed: Any,
     compile: Any,
+    compile_switches: Any,
+    compile_cache: Any,
     cuda_graphs: Any,
     allow_tf32: Any,
     num_members: Any,
     hparams: Mapping[str, Any],
 ) -> BuildArguments:
-    """Validate every argument of ``algorithm_cls(env, ...)`` before anything
-    is built; a population's split per member (:func:`rlstack.shell.members.member_configs`).
+    """Validate every argument of ``Algorithm(env, ...)`` before anything is
+    built; a population's split per member (:func:`rlstack.shell.members.member_configs`),
+    each config's sequence settings decided by the model
+    (:func:`rlstack.core.config.for_model`).
 
     Raises:
         TypeError, ValueError: one line naming the argument and what it must be.
     """
-    hparams = {**env_defaults(env), **hparams}
-    if num_members is None:
-        configs = [algorithm_cls._config_cls.from_mapping(hparams)]
-        lrs = [torch_optimizer_options(optimizer_cls, optimizer_config)[0]]
-        seeds = [seed]
-    elif algorithm_cls._recurrent:
-        raise ValueError(
-            f"`num_members`: populations of {algorithm_cls.__name__} are not supported."
-        )
-    else:
-        configs, lrs, seeds = member_configs(
-            num_members, hparams, optimizer_cls, optimizer_config, seed
-        )
-        optimizer_config = {k: v for k, v in (optimizer_config or {}).items() if k != "lr"} | {
-            "lr": lrs[0]
-        }
     device = distributed.local_device(resolve_device(device))
+    configs, lrs, seeds = _member_arguments(
+        {**env_defaults(env), **hparams}, optimizer_cls, optimizer_config, seed, num_members
+    )
     check_build_arguments(
         env_config=env_config,
         model_config=model_config,
@@ -137,34 +135,98 @@ def check_arguments(
         allow_tf32=allow_tf32,
         device=device,
     )
-    model_cls = model_cls or algorithm_cls._default_model_cls
     check_model_config(model_cls, model_config or {})
-    if seeds[0] is None:  # drawn once, so torch.manual_seed before construction reproduces the run
-        seeds = [int(torch.randint(0, 2**62, (), dtype=torch.int64))]
-    if num_members is not None and distributed.world_size() > 1:
+    recurrent = is_recurrent_model(model_cls)
+    if num_members is not None and (recurrent or distributed.world_size() > 1):
         raise ValueError(
-            "A population trains in one process: `num_members` with torch.distributed "
-            f"({distributed.world_size()} ranks) is not supported; launch one process per "
-            "population."
+            "`num_members`: a population trains feedforward policies in one process; got "
+            + ("a recurrent model." if recurrent else f"{distributed.world_size()} ranks.")
         )
+    name = getattr(model_cls, "__name__", str(model_cls))
+    configs = [for_model(c, recurrent=recurrent, model_name=name) for c in configs]
     return BuildArguments(
         config=configs[0],
         configs=configs,
         lrs=[float(lr) for lr in lrs],
         seeds=seeds,
         optimizer_cls=optimizer_cls,
-        optimizer_config=dict(optimizer_config or {}),
+        optimizer_config={
+            **{k: v for k, v in (optimizer_config or {}).items() if k != "lr"},
+            "lr": lrs[0],
+        },
         num_members=num_members,
         device=device,
-        compile=default_compile(device) if compile is None else compile,
+        compile=compile_mode(compile, cuda_graphs),
+        compile_switches=check_compile_switches(compile_switches),
+        compile_cache=None if compile_cache is None else os.fspath(compile_cache),
         env_config=dict(env_config or {}),
-        given={
-            "model_cls": model_cls,
-            "model_config": model_config,
-            "cuda_graphs": cuda_graphs,
-            "allow_tf32": allow_tf32,
-        },
+        model_cls=model_cls,
+        model_config=dict(model_config or {}),
+        cuda_graphs=cuda_graphs,
+        allow_tf32=allow_tf32,
     )
+
+
+def _member_arguments(
+    hparams: Mapping[str, Any],
+    optimizer_cls: type,
+    optimizer_config: Any,
+    seed: Any,
+    num_members: int | None,
+) -> tuple[list[AlgorithmConfig], list[float], list[int]]:
+    """Each member's config, learning rate and seed (one of each for a single
+    run); a seed drawn once from torch's generator where none is given, so
+    ``torch.manual_seed`` before construction reproduces the run.
+    """
+    if num_members is not None:
+        return member_configs(num_members, hparams, optimizer_cls, optimizer_config, seed)
+    config = AlgorithmConfig.from_mapping(hparams)
+    lr = torch_optimizer_options(optimizer_cls, optimizer_config)[0]
+    if seed is None:  # validated by check_build_arguments otherwise
+        seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))
+    return [config], [lr], [seed]
+
+
+def compile_mode(compile: bool | None, cuda_graphs: bool) -> str:
+    """The compile mode ``compile`` resolves to: ``False`` eager, ``True``
+    compiled before the first iteration (``"compiled"``), ``None`` (the
+    default) ``"background"``: eager at once, each piece switching to its
+    compiled form when a background thread has compiled or loaded it
+    (:mod:`rlstack.shell.compile_strategy`). CUDA graphs capture compiled
+    functions, so they compile first; where torch lacks the APIs the
+    background mode needs, ``None`` compiles first too, saying so once.
+    """
+    if compile is not None:
+        return "compiled" if compile else "eager"
+    if cuda_graphs:
+        return "compiled"
+    missing = compile_cache.missing_api()
+    if missing:
+        compile_cache.notice(
+            f"torch {torch.__version__} lacks {missing}: compiling before the first iteration "
+            "instead of in the background."
+        )
+        return "compiled"
+    return "background"
+
+
+def check_compile_switches(switches: Any) -> dict[str, int]:
+    """``compile_switches``: ``None`` or a dict of piece name -> update count.
+
+    Raises:
+        TypeError: naming ``compile_switches`` and what it must be.
+    """
+    if switches is None:
+        return {}
+    if not isinstance(switches, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+        for k, v in switches.items()
+    ):
+        raise TypeError(
+            "`compile_switches` must be a dict of piece name -> update count (an int >= 0), e.g. "
+            f"{{'rollout/step': 1}}, got {switches!r}."
+        )
+    return dict(switches)
 
 
 def build_env(env: Any, args: BuildArguments) -> Any:
@@ -181,7 +243,7 @@ def build_env(env: Any, args: BuildArguments) -> Any:
     )
     name = getattr(env, "__name__", type(env).__name__)
     for asked, what in (
-        (args.given["cuda_graphs"], "`cuda_graphs=True` needs a pure env (rlstack.envs.Env)"),
+        (args.cuda_graphs, "`cuda_graphs=True` needs a pure env (rlstack.envs.Env)"),
         (args.num_members is not None, "A population needs a pure env (rlstack.envs.Env) to vmap"),
     ):
         if asked and not built.compilable:
@@ -203,11 +265,7 @@ def build_env(env: Any, args: BuildArguments) -> Any:
 def initial_state(
     env: Any,
     args: BuildArguments,
-    model_cls: type,
-    model_config: dict[str, Any],
     distribution_cls: type | None,
-    *,
-    recurrent: bool,
 ) -> tuple[Policy, TrainState, torch.Tensor, Any]:
     """The policy and the first train state: member ``k``'s built from
     ``seeds[k]`` exactly as a single run with that seed builds it, then
@@ -225,12 +283,11 @@ def initial_state(
         build_policy(
             env.observation_space,
             env.action_space,
-            model_cls,
-            model_config,
+            args.model_cls,
+            args.model_config,
             distribution_cls,
             seed=seed,
             device=device,
-            recurrent=recurrent,
         )
         for seed in args.seeds
     ]
@@ -278,91 +335,3 @@ def names_of(env: Any, policy: Policy) -> dict[str, str]:
         "model_cls": ckpt.qualified_name(type(policy.model)),
         "distribution_cls": ckpt.qualified_name(policy.distribution_cls),
     }
-
-
-class RunFunctions:
-    """An Algorithm's pure rollouts and update as it runs them: built for one
-    member (:func:`~rlstack.learn.rollout.make_rollout`,
-    :func:`~rlstack.learn.update.make_update`), mapped over the members of a
-    population (:func:`~rlstack.learn.transforms.over_members`), compiled when
-    asked (:func:`~rlstack.learn.transforms.compiled`) and, with ``cuda_graphs``,
-    captured (:class:`~rlstack.learn.cuda_graphs.CudaGraphed`).
-
-    Attributes:
-        update: ``update(key, params, opt_state, traj, hparams) ->
-            (params, opt_state, metrics)``.
-        rollouts: the training env's rollouts built so far, by
-            ``(deterministic, training)``.
-    """
-
-    def __init__(
-        self, env_spec: Any, env: Any, policy: Policy, args: BuildArguments, *, recurrent: bool
-    ) -> None:
-        self.env_spec, self.env, self.policy, self.args, self.recurrent = (
-            env_spec,
-            env,
-            policy,
-            args,
-            recurrent,
-        )
-        self._eval_env = env if env.compilable else None
-        optimizer = make_optimizer(args.config, args.optimizer_cls, args.optimizer_config)
-        reduce_grads = distributed.all_reduce_mean if distributed.world_size() > 1 else None
-        self.update = self.transformed(
-            make_update(policy, optimizer, args.config, reduce_grads=reduce_grads)
-        )
-        if args.given["cuda_graphs"]:
-            self.update = CudaGraphed(self.update)
-        self.rollouts: dict[tuple[bool, bool], Any] = {}
-
-    def transformed(self, staged: Staged) -> Staged:
-        """A member-level function as the Algorithm runs it: mapped over the
-        members of a population, then compiled when asked.
-        """
-        if self.args.num_members is not None:
-            staged = over_members(staged)
-        return compiled(staged) if self.args.compile else staged
-
-    def rollout(self, deterministic: bool, training: bool = True, env: Any = None) -> Any:
-        """``rollout(params, carry, hparams) -> (carry, traj)`` for the
-        training env (cached) or another ``env``; with ``training=False``
-        normalisation statistics stay frozen.
-        """
-        config, cache_key = self.args.config, (deterministic, training)
-        if env is None and cache_key in self.rollouts:
-            return self.rollouts[cache_key]
-        recurrent = (
-            {"seq_len": config.seq_len, "seqs_per_state_reset": config.seqs_per_state_reset}
-            if self.recurrent
-            else {}
-        )
-        rollout = self.transformed(
-            make_rollout(
-                env or self.env,
-                self.policy,
-                config.horizon,
-                deterministic=deterministic,
-                normalize_obs=config.normalize_obs,
-                normalize_rewards=config.normalize_rewards,
-                gamma=config.gamma,
-                update_normalization=training,
-                **recurrent,
-            )
-        )
-        if env is None:
-            if self.args.given["cuda_graphs"]:
-                rollout = CudaGraphed(rollout)
-            self.rollouts[cache_key] = rollout
-        return rollout
-
-    def evaluation_rollout(self, deterministic: bool) -> tuple[Any, Any]:
-        """``(env, rollout)`` that evaluation runs (normalisation frozen): the
-        training env for a pure env, a second instance of a stateful one
-        (1.x, gymnasium; built on first use).
-        """
-        if self._eval_env is None:
-            self._eval_env = build_env(self.env_spec, self.args)
-        env = self._eval_env
-        return env, self.rollout(
-            deterministic, training=False, env=None if env is self.env else env
-        )

@@ -1,15 +1,14 @@
-"""Acting without training: an Algorithm's ``evaluate`` (rollouts on fresh
-envs), ``predict`` (a batch of observations) and ``actor``, as the
-:class:`Acting` part of :class:`~rlstack.shell.algorithm.Algorithm` (it uses the
-Algorithm's public attributes only), and the functions behind them, which
-take what they use as arguments. None changes the training state (params,
-carry, training key).
+"""Acting without training: the functions behind an Algorithm's
+``evaluate`` (rollouts on fresh envs), ``predict`` (a batch of
+observations) and ``actor``. Those named ``*_algorithm`` read an
+Algorithm's public attributes; the others take what they use as arguments.
+None changes the training state (params, carry, training key).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -19,8 +18,9 @@ from ..learn.stats import env_rewards, reward_stats
 from ..learn.train_state import to_host
 from ..policy.policy import Policy, act_in_env
 
-if TYPE_CHECKING:
-    from .algorithm import Algorithm
+#: An :class:`~rlstack.shell.algorithm.Algorithm` (read through its public
+#: attributes; this module does not import it, the Algorithm imports this module).
+Algorithm = Any
 
 #: Key streams derived from the Algorithm's root key (stream 0 is training).
 EVAL_STREAM, PREDICT_STREAM = 1, 2
@@ -165,105 +165,64 @@ def actor(
     return act
 
 
-class Acting:
-    """:class:`~rlstack.shell.algorithm.Algorithm`'s ``evaluate``, ``predict`` and ``actor``."""
+def evaluate_algorithm(
+    algo: Algorithm,
+    *,
+    env_config: Mapping[str, Any] | None = None,
+    deterministic: bool = True,
+    horizons: int = 1,
+) -> list[dict[str, float]]:
+    """Roll ``algo``'s current policy out on freshly reset envs for
+    ``horizons`` rollouts with normalisation statistics frozen, from
+    evaluation's own key (the seed and the step: training is the same with or
+    without it); the training carry and key are untouched.
 
-    def evaluate(
-        self: Algorithm,
-        *,
-        env_config: Mapping[str, Any] | None = None,
-        deterministic: bool = True,
-        horizons: int = 1,
-    ) -> Any:
-        """Roll the current policy out on freshly reset envs without touching
-        the training carry or key.
+    Args:
+        algo: the :class:`~rlstack.Algorithm`.
+        env_config: reset config for the evaluation envs (default: the Algorithm's).
+        deterministic: act with the distribution's mode.
+        horizons: consecutive rollouts of ``horizon`` steps to run.
 
-        Args:
-            env_config: reset config for the evaluation envs (default: the
-                Algorithm's).
-            deterministic: act with the distribution's mode.
-            horizons: consecutive rollouts of ``horizon`` steps to run.
+    Returns:
+        ``returns/*`` and ``rewards/*`` over all evaluation steps, one dict
+        per member (one for a single run).
+    """
+    check_horizons(horizons)
+    env, rollout = algo.functions.evaluation_rollout(deterministic)
+    key = algo.each(lambda root: eval_key(root, algo.steps))(algo.root_key)
+    carry = algo.fresh_carry(key, env, env_config)
+    with algo.matmul_precision():
+        stats = evaluate(rollout, algo.params, carry, algo.train_state.hparams, horizons, algo.each)
+    return to_host(stats, algo.num_members)
 
-        Returns:
-            ``returns/*`` and ``rewards/*`` over all evaluation steps (a
-            population: one dict per member, :meth:`evaluate_each`).
-        """
-        stats = self.evaluate_each(
-            env_config=env_config, deterministic=deterministic, horizons=horizons
+
+def predict_algorithm(
+    algo: Algorithm, obs: Any, deterministic: bool, memory: Any, starts: Any
+) -> tuple[Any, Any]:
+    """:func:`predict` with ``algo``'s policy, params and observation
+    statistics; a stochastic call draws from the predict key stream, one fold
+    per call (training's key is untouched).
+
+    Raises:
+        TypeError: for a population (act with one member).
+    """
+    if algo.num_members is not None:
+        raise TypeError(
+            "A population has K policies: act with one member, `population.member(k).predict(obs)`."
         )
-        return stats[0] if self.num_members is None else stats
-
-    def evaluate_each(
-        self: Algorithm,
-        *,
-        env_config: Mapping[str, Any] | None = None,
-        deterministic: bool = True,
-        horizons: int = 1,
-    ) -> list[dict[str, float]]:
-        """:meth:`evaluate`, one stats dict per member (one for a single run)."""
-        check_horizons(horizons)
-        env, rollout = self.functions.evaluation_rollout(deterministic)
-        # Evaluation's own key, from the seed and the step: training is the same with or without it.
-        key = self.each(lambda root: eval_key(root, self.steps))(self.root_key)
-        carry = self.fresh_carry(key, env, env_config)
-        with self.matmul_precision():
-            stats = evaluate(
-                rollout, self.params, carry, self.train_state.hparams, horizons, self.each
-            )
-        return to_host(stats, self.num_members)
-
-    def predict(
-        self: Algorithm,
-        obs: Any,
-        deterministic: bool = True,
-        *,
-        memory: Any = None,
-        starts: Any = None,
-    ) -> Any:
-        """Actions of the current policy for a batch of observations.
-
-        A policy with memory (a window of past observations,
-        :mod:`rlstack.policy.windows`) also returns it, to pass back with the next
-        observations of the same envs: ``actions, memory = predict(obs,
-        memory=memory)``. Arguments, returns and errors: see
-        :func:`predict`; ``deterministic=False`` samples from the predict
-        key stream (training is left unchanged).
-        """
-        actions, memory = self._predict_with_memory(obs, deterministic, memory, starts)
-        return (actions, memory) if self.policy.has_memory else actions
-
-    def actor(self: Algorithm, deterministic: bool = True) -> Callable[[Any], Any]:
-        """``act(obs) -> actions`` over successive observations of the same
-        envs (e.g. ``env.success(algo.actor())``): a policy with memory
-        carries it from one call to the next, every episode beginning at the
-        first call; a policy without memory acts as :meth:`predict`.
-        """
-        return actor(
-            lambda obs, memory: self._predict_with_memory(obs, deterministic, memory, None),
-            self.policy.has_memory,
-        )
-
-    def _predict_with_memory(
-        self: Algorithm, obs: Any, deterministic: bool, memory: Any, starts: Any
-    ) -> tuple[Any, Any]:
-        if self.num_members is not None:
-            raise TypeError(
-                "A population has K policies: act with one member, "
-                "`population.member(k).predict(obs)`."
-            )
-        key = None
-        if not deterministic:  # the predict stream, one fold per call: training's key is untouched
-            key = predict_key(self.root_key, self.predict_calls)
-            self.predict_calls += 1
-        return predict(
-            self.policy,
-            self.params,
-            self.env,
-            obs,
-            memory,
-            starts,
-            key=key,
-            obs_moments=self.obs_moments,
-            deterministic=deterministic,
-            device=self.device,
-        )
+    key = None
+    if not deterministic:
+        key = predict_key(algo.root_key, algo.predict_calls)
+        algo.predict_calls += 1
+    return predict(
+        algo.policy,
+        algo.params,
+        algo.env,
+        obs,
+        memory,
+        starts,
+        key=key,
+        obs_moments=algo.obs_moments,
+        deterministic=deterministic,
+        device=algo.device,
+    )

@@ -26,10 +26,7 @@ resume, evaluate or export.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
-
-import torch
 
 from ..learn.train_state import select_members, stack, take
 from .algorithm import Algorithm
@@ -39,7 +36,9 @@ __all__ = ["PER_MEMBER", "Population", "grid", "member_configs", "select_members
 
 
 class Population(Algorithm):
-    """``num_members`` PPO runs stepped together by one vmapped rollout and update.
+    """rlstack's earlier name for ``Algorithm(env, num_members=K, ...)``:
+    ``num_members`` runs stepped together by one vmapped rollout and update,
+    with ``num_members`` required. Nothing else differs.
 
     Args:
         env: a pure env (class or instance); 1.x stateful and gymnasium
@@ -52,58 +51,18 @@ class Population(Algorithm):
             directly, as :func:`grid` returns it).
 
     ``collect()`` and ``step()`` return one stats dict per member;
-    ``active`` says which members still train. Counters (``collects``,
-    ``steps``, ``env_steps``) are the population's; ``member_steps[k]`` is
-    the number of updates member ``k`` took before it was frozen.
+    ``members`` (a :class:`~rlstack.learn.train_state.MemberStatus`) says
+    which still train, why the others stopped and how many updates each took.
 
     Examples:
         >>> from rlstack.envs import CartPole
         >>> pop = Population(CartPole, num_members=2, entropy_coeff=[0.0, 0.01], num_envs=16,
-        horizon=8,
-        ...                  compile=False, model_config={"hiddens": (8,)})
+        ...                  horizon=8, compile=False, model_config={"hiddens": (8,)})
         >>> len(pop.collect()), len(pop.step())
         (2, 2)
         >>> pop.member(1).config.entropy_coeff
         0.01
     """
 
-    _population = True
-
-    def __init__(
-        self,
-        env: Any,
-        /,
-        *,
-        num_members: int,
-        seed: int | Sequence[int] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(env, num_members=num_members, seed=seed, **kwargs)
-
-    # rlstack's earlier names for the members' status (see MemberStatus).
-    @property
-    def active(self) -> torch.Tensor:
-        """``[K]`` bool: the members still training."""
-        return self.members.active
-
-    @property
-    def stopped(self) -> list[str | None]:
-        """Why each stopped member stopped (``None`` while it trains)."""
-        return self.members.stopped
-
-    @property
-    def member_steps(self) -> list[int]:
-        """The number of updates member ``k`` took before it stopped."""
-        return self.members.steps
-
-    def failed(self, k: int) -> bool:
-        """Whether member ``k`` stopped for a non-finite update or rollout (for good)."""
-        return self.members.failed(k)
-
-    def freeze(self, k: int, why: str) -> None:
-        """Stop training member ``k``: from now on its state is kept as it is."""
-        self.members.freeze(k, why)
-
-    def unfreeze(self, k: int) -> None:
-        """Let member ``k``, stopped by a condition, train again."""
-        self.members.unfreeze(k)
+    def __init__(self, env: Any, /, *, num_members: int, **kwargs: Any) -> None:
+        super().__init__(env, num_members=num_members, **kwargs)

@@ -113,6 +113,7 @@ class RunLog:
             log_every_s=log_every_s,
         )
         self._checkpoint_dirs = checkpoint_dirs
+        self._switches_logged: set[str] = set()
         self._finalizer = weakref.finalize(
             self,
             tracking.end_run,
@@ -156,8 +157,8 @@ class RunLog:
             )
 
     def log(self, stats: Mapping[str, float], step: int, force: bool = False) -> None:
-        """Record ``stats`` in the Trainer's run at ``step`` (see "
-        ":class:`~rlstack.integrations.tracking.MetricLog`).
+        """Record ``stats`` in the Trainer's run at ``step`` (see
+        :class:`~rlstack.integrations.tracking.MetricLog`).
         """
         self.metrics.log(stats, step=step, force=force)
 
@@ -192,6 +193,16 @@ class RunLog:
             combined["population/active"] = sum(members.training())
         self.log(combined, step, force=force)
         return combined
+
+    def log_switches(self, switches: Mapping[str, int]) -> None:
+        """The update at which each compiled piece switched, once, as params
+        ``compile/<piece>`` (what ``compile_switches=`` replays).
+        """
+        new = {f"compile/{name}": steps for name, steps in switches.items()}
+        new = {k: v for k, v in new.items() if k not in self._switches_logged}
+        if new:
+            tracking.log_params(self.client, self.run_id, new)
+            self._switches_logged.update(new)
 
     def record_failed(self, members: MemberStatus) -> None:
         """A member stopped for a non-finite update ends its run FAILED."""

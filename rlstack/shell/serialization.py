@@ -13,23 +13,20 @@ yet trained on is stored with its structure spelled out
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from ..core.device import resolve_device
-from ..core.torch_optimizers import TORCH_OPTIMIZERS_BY_NAME
 from ..core.types import Trajectory
-from ..envs import make_env
 from ..integrations import checkpoint as ckpt
 from ..integrations import distributed
 from ..learn.train_state import take
 from ..policy.memory import NoRecord, RecurrentRecord, WindowRecord
 
-if TYPE_CHECKING:
-    from .algorithm import Algorithm
+#: An :class:`~rlstack.shell.algorithm.Algorithm` (this module reads its public
+#: attributes and never imports it: the Algorithm imports this module).
+Algorithm = Any
 
 # NamedTuple records a checkpoint may name (only the stored trajectory is
 # encoded by structure); nothing else is ever built from one.
@@ -154,6 +151,7 @@ def member_state_dict(algo: Algorithm, k: int) -> dict[str, Any]:
         algo.seeds[k],
         {**algo.build_config["optimizer_config"], "lr": algo.member_lrs[k]},
     )
+    data["settings"]["num_members"] = None  # a single run's
     collects = steps + int(pending) if algo.num_members is not None else algo.collects
     env_steps = (
         collects * algo.config.num_envs * algo.config.horizon
@@ -182,7 +180,10 @@ def _header(
             "optimizer_cls": algo.build_config["optimizer_cls"],
             "optimizer_config": optimizer_config,
             "seed": seed,
+            "num_members": algo.num_members,
             "compile": algo.compile,
+            "compile_switches": dict(algo.build_args.compile_switches),
+            "compile_record": algo.compile_switches,
             "cuda_graphs": algo.cuda_graphs,
             "allow_tf32": algo.allow_tf32,
             "device": str(algo.device),
@@ -222,6 +223,41 @@ def load_state_dict(algo: Algorithm, data: Mapping[str, Any]) -> None:
         CheckpointError: naming what differs (spaces, parameter names or
             shapes, optimizer, env or trajectory structure).
     """
+    _check_params(algo, data)
+    params = {k: v.to(algo.device) for k, v in data["params"].items()}
+    opt_state = ckpt.rebuild(algo.opt_state, data["opt_state"], "optimizer state", algo.device)
+    own = data
+    ranks = data.get("ranks")
+    if ranks is not None and algo.world_size > 1:
+        if len(ranks) != algo.world_size:
+            raise ckpt.CheckpointError(
+                f"The checkpoint was written by {len(ranks)} ranks; resume it with as many "
+                f"processes, not {algo.world_size} (or in one process, which continues from "
+                "rank 0's envs)."
+            )
+        own = dict(ranks[algo.rank])
+        if own["carry"] is None:  # this rank had not collected: the stored carry
+            own["carry"] = data["carry"]
+    algo.train_state = algo.train_state._replace(
+        params=params,
+        opt_state=opt_state,
+        carry=_carry(algo, own["carry"]),
+        trajectory=_trajectory(algo, own["trajectory"]),
+        key=ckpt.rebuild(algo.key, [own["key"]], "random key", algo.device),
+    )
+    counters = data["counters"]
+    algo.collects = counters["horizons"]
+    algo.steps = counters["steps"]
+    algo.env_steps = counters["env_steps"]
+    population = data.get("population")
+    if population is not None:
+        algo.members.restore(population["stopped"], population["member_steps"])
+    else:
+        algo.members.restore([None], [algo.steps])
+
+
+def _check_params(algo: Algorithm, data: Mapping[str, Any]) -> None:
+    """Refuse a checkpoint whose spaces or parameter names and shapes differ from ``algo``'s."""
     for key, here in spaces_of(algo.env).items():
         if data["spaces"][key] != here:
             raise ckpt.CheckpointError(
@@ -240,198 +276,24 @@ def load_state_dict(algo: Algorithm, data: Mapping[str, Any]) -> None:
                 f"Checkpoint param {name!r} has shape {list(value.shape)}, the model's has "
                 f"{list(algo.params[name].shape)}."
             )
-    params = {k: v.to(algo.device) for k, v in stored.items()}
-    opt_state = ckpt.rebuild(algo.opt_state, data["opt_state"], "optimizer state", algo.device)
-    carry = None
-    if data["carry"] is not None:
-        template = algo.fresh_carry(algo.root_key, algo.env, None)  # its values are replaced
-        carry = ckpt.rebuild(template, data["carry"], "env carry", algo.device)
-    trajectory = None
-    if isinstance(data["trajectory"], dict):
-        trajectory = decode_tree(data["trajectory"], algo.device, "trajectory")
-        want = [algo.config.horizon, algo.config.num_envs]
-        if algo.num_members is not None:
-            want = [algo.num_members] + want
-        if not isinstance(trajectory, Trajectory) or list(trajectory.rewards.shape) != want:
-            raise ckpt.CheckpointError(f"Checkpoint trajectory is not a {want} Trajectory.")
-    counters = data["counters"]
-    key = data["key"]
-    ranks = data.get("ranks")
-    if ranks is not None and algo.world_size > 1:
-        if len(ranks) != algo.world_size:
-            raise ckpt.CheckpointError(
-                f"The checkpoint was written by {len(ranks)} ranks; resume it with as many "
-                "processes, not "
-                f"{algo.world_size} (or in one process, which continues from rank 0's envs)."
-            )
-        own = ranks[algo.rank]
-        key = own["key"]
-        if own["carry"] is not None:
-            carry = ckpt.rebuild(
-                carry if carry is not None else algo.fresh_carry(algo.root_key, algo.env, None),
-                own["carry"],
-                "env carry",
-                algo.device,
-            )
-        trajectory = (
-            decode_tree(own["trajectory"], algo.device, "trajectory") if own["trajectory"] else None
-        )
-    algo.params, algo.opt_state, algo.carry, algo.trajectory = params, opt_state, carry, trajectory
-    algo.collects, algo.steps, algo.env_steps = (
-        counters["horizons"],
-        counters["steps"],
-        counters["env_steps"],
-    )
-    algo.key = ckpt.rebuild(algo.key, [key], "random key", algo.device)
-    population = data.get("population")
-    if population is not None:
-        algo.members.restore(population["stopped"], population["member_steps"])
-    else:
-        algo.members.restore([None], [algo.steps])
 
 
-def _check_spaces(data: Mapping[str, Any], env: Any, device: torch.device) -> None:
-    """Refuse, before building a model, an env whose spaces differ from the
-    checkpoint's (e.g. a CartPole checkpoint resumed with ``env=Pendulum``).
-    """
-    config = data["hparams"]
-    built = make_env(
-        env,
-        num_envs=config["num_envs"],
-        horizon=config["horizon"],
-        config=data["settings"]["env_config"],
-        device=device,
-    )
-    name = getattr(env, "__name__", type(env).__name__)
-    for key, here in spaces_of(built).items():
-        if data["spaces"][key] != here:
-            raise ckpt.CheckpointError(
-                f"The checkpoint's {key} space is {data['spaces'][key]}, env {name}'s is {here}: "
-                "pass the env it was trained on."
-            )
+def _carry(algo: Algorithm, leaves: list[torch.Tensor] | None) -> Any:
+    """The stored env carry in the structure of a fresh one (``None`` when none was stored)."""
+    if leaves is None:
+        return None
+    template = algo.fresh_carry(algo.root_key, algo.env, None)  # its values are replaced
+    return ckpt.rebuild(template, leaves, "env carry", algo.device)
 
 
-def algorithm_from_state_dict(
-    cls: type,
-    data: Mapping[str, Any],
-    env: Any = None,
-    *,
-    model_cls: type | None = None,
-    distribution_cls: type | None = None,
-    device: Any = None,
-    compile: bool | None = None,
-) -> Algorithm:
-    """Build a ``cls`` (an :class:`Algorithm` class) from a loaded checkpoint
-    and restore its state; see :meth:`Algorithm.from_checkpoint`.
-    """
-    classes, settings = data["classes"], data["settings"]
-    population = data.get("population")
-    if (population is not None) != bool(cls._population):
-        raise ckpt.CheckpointError(
-            "The checkpoint holds a population of "
-            f"{population['num_members']} members: load it with Population.from_checkpoint (or "
-            "Trainer.from_checkpoint)."
-            if population is not None
-            else "The checkpoint holds a single run, not a population: load it with "
-            "Algorithm.from_checkpoint."
-        )
-    members = {"num_members": population["num_members"]} if population is not None else {}
-    if ("seq_len" in data["hparams"]) != bool(cls._recurrent):
-        raise ckpt.CheckpointError(
-            "The checkpoint holds a recurrent policy: load it with "
-            "RecurrentAlgorithm.from_checkpoint "
-            "(or Trainer.from_checkpoint)."
-            if "seq_len" in data["hparams"]
-            else "The checkpoint holds a feedforward policy: load it with "
-            "Algorithm.from_checkpoint."
-        )
-    device = resolve_device(device if device is not None else settings["device"])
-    if env is None and classes["env"].startswith("gymnasium:"):
-        from ..integrations.gymnasium_adapter import gymnasium_env
-
-        env = gymnasium_env(classes["env"].partition(":")[2])
-    env = env if env is not None else ckpt.resolve(classes["env"], "env")
-    _check_spaces(data, env, device)
-    algo = cls(
-        env,
-        env_config=settings["env_config"],
-        model_cls=model_cls or ckpt.resolve(classes["model_cls"], "model_cls"),
-        model_config=settings["model_config"],
-        distribution_cls=distribution_cls
-        or ckpt.resolve(classes["distribution_cls"], "distribution_cls"),
-        optimizer_cls=TORCH_OPTIMIZERS_BY_NAME[settings["optimizer_cls"]],
-        optimizer_config=settings["optimizer_config"],
-        device=device,
-        seed=settings["seed"],
-        compile=settings["compile"] if compile is None else compile,
-        # CUDA graphs only where the checkpoint is resumed on a GPU.
-        cuda_graphs=settings.get("cuda_graphs", False) and device.type == "cuda",
-        allow_tf32=settings.get("allow_tf32", False),
-        **members,
-        **data["hparams"],
-    )
-    algo.load_state_dict(data)
-    return algo
-
-
-class Checkpointing:
-    """:class:`~rlstack.shell.algorithm.Algorithm`'s checkpoint methods (it uses
-    the Algorithm's public attributes only).
-    """
-
-    def state_dict(self: Algorithm) -> dict[str, Any]:
-        """The whole train state as tensors and plain containers: see :func:`state_dict`."""
-        return state_dict(self)
-
-    def load_state_dict(self: Algorithm, data: Mapping[str, Any]) -> None:
-        """Restore a :meth:`state_dict` into this (identically configured) Algorithm.
-
-        Raises:
-            CheckpointError: naming what differs (spaces, parameter names or
-                shapes, optimizer, env or trajectory structure).
-        """
-        load_state_dict(self, data)
-
-    def save_checkpoint(self: Algorithm, path: str | os.PathLike) -> str:
-        """Write :meth:`state_dict` to ``path`` atomically; returns the path."""
-        return str(ckpt.atomic_save(self.state_dict(), path))
-
-    @classmethod
-    def from_checkpoint(
-        cls,
-        path: str | os.PathLike,
-        env: Any = None,
-        *,
-        model_cls: type | None = None,
-        distribution_cls: type | None = None,
-        device: Any = None,
-        compile: bool | None = None,
-    ) -> Algorithm:
-        """Rebuild an Algorithm from a checkpoint and restore its state.
-
-        Built-in envs, models and distributions are found by name; a user's
-        own ``env``, ``model_cls`` or ``distribution_cls`` must be passed
-        (a checkpoint never imports code by itself). ``device`` and
-        ``compile`` default to the checkpoint's.
-
-        Raises:
-            FileNotFoundError, CheckpointError: see
-                :func:`rlstack.integrations.checkpoint.safe_load` and :meth:`load_state_dict`.
-        """
-        return cls._from_state_dict(
-            ckpt.safe_load(path),
-            env,
-            model_cls=model_cls,
-            distribution_cls=distribution_cls,
-            device=device,
-            compile=compile,
-        )
-
-    @classmethod
-    def _from_state_dict(
-        cls, data: Mapping[str, Any], env: Any = None, **options: Any
-    ) -> Algorithm:
-        """:meth:`from_checkpoint` on a loaded checkpoint (``Trainer.from_checkpoint`` shares "
-        "it).
-        """
-        return algorithm_from_state_dict(cls, data, env, **options)
+def _trajectory(algo: Algorithm, stored: Any) -> Trajectory | None:
+    """The stored trajectory not yet trained on, checked against ``algo``'s shapes."""
+    if not isinstance(stored, dict):
+        return None
+    trajectory = decode_tree(stored, algo.device, "trajectory")
+    want = [algo.config.horizon, algo.config.num_envs]
+    if algo.num_members is not None:
+        want = [algo.num_members] + want
+    if not isinstance(trajectory, Trajectory) or list(trajectory.rewards.shape) != want:
+        raise ckpt.CheckpointError(f"Checkpoint trajectory is not a {want} Trajectory.")
+    return trajectory

@@ -1,37 +1,37 @@
 """``Trainer``: an :class:`Algorithm` plus evaluation, stop conditions,
-checkpoints, export and MLflow tracking.
+checkpoints (:class:`~rlstack.shell.checkpointer.Checkpointer`), export and
+MLflow tracking (:class:`~rlstack.shell.run_log.RunLog`).
 """
 
 from __future__ import annotations
 
-import copy
 import os
 import sys
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..core.config import check_log_every_s, check_run_arguments
 from ..integrations import checkpoint as ckpt
 from ..integrations import distributed, tracking
+from ..integrations.folder_lock import dead_owner
+from ..policy.models import RecurrentModel
+from . import loading, run_loop
 from .algorithm import Algorithm
+from .checkpointer import Checkpointer
 from .conditions import Condition
-from .population import Population
-from .recurrent import RecurrentAlgorithm
 from .run_log import RunLog
-from .trainer_checkpoints import TrainerCheckpoints
+from .run_loop import RunSchedule
 
 Stats = dict[str, float]
-#: ``Trainer.run``'s default ``checkpoint_every_s``: at most this much training (in seconds) is lost
-# to a hard kill.
+#: ``Trainer.run``'s default ``checkpoint_every_s``: at most this much training (in seconds) is
+#: lost to a hard kill.
 CHECKPOINT_EVERY_S = 300.0
-_clock = time.monotonic  # the clock of timed checkpoints (a test replaces it)
 #: A callback is called with the stats after every step, and again with the
 #: ``eval/*`` stats after every evaluation; returning True stops ``run``.
 Callback = Callable[[Stats], Any]
 
 
-class Trainer(TrainerCheckpoints):
+class Trainer:
     """Train with an :class:`Algorithm` and log every step to MLflow.
 
     Every Trainer owns one MLflow run, addressed by its id (``run_id``),
@@ -65,10 +65,6 @@ class Trainer(TrainerCheckpoints):
         >>> trainer.run(stop_conditions=[HitsUpperBound("returns/mean", -50.0)])  # doctest: +SKIP
     """
 
-    #: What the Trainer trains (:class:`RecurrentTrainer`:
-    # :class:`~rlstack.shell.recurrent.RecurrentAlgorithm`).
-    _algorithm_cls: type = Algorithm
-
     def __init__(
         self,
         env: Any,
@@ -82,13 +78,7 @@ class Trainer(TrainerCheckpoints):
     ) -> None:
         tracking.require_mlflow()  # before anything is built
         check_log_every_s(log_every_s)
-        # Population is Algorithm with num_members (the class that loads population checkpoints).
-        algorithm_cls = (
-            Population
-            if num_members is not None and self._algorithm_cls is Algorithm
-            else self._algorithm_cls
-        )
-        algorithm = algorithm_cls(env, num_members=num_members, **kwargs)
+        algorithm = Algorithm(env, num_members=num_members, **kwargs)
         self._attach(
             algorithm, experiment_name=experiment_name, run_name=run_name, log_every_s=log_every_s
         )
@@ -105,7 +95,8 @@ class Trainer(TrainerCheckpoints):
         log_every_s: float = 1.0,
     ) -> None:
         self.algorithm = algorithm
-        checkpoint_dirs = self._open_checkpoints(checkpoint_files)
+        #: The checkpoint folders and files (:class:`~rlstack.shell.checkpointer.Checkpointer`).
+        self.checkpoints = Checkpointer(checkpoint_files)
         #: The MLflow runs (:class:`~rlstack.shell.run_log.RunLog`).
         self.run_log = RunLog(
             algorithm,
@@ -114,9 +105,10 @@ class Trainer(TrainerCheckpoints):
             resume_run_id=resume_run_id,
             member_run_ids=member_run_ids,
             log_every_s=log_every_s,
-            checkpoint_dirs=checkpoint_dirs,
+            checkpoint_dirs=self.checkpoints.folders,
         )
-        self.run_id, self.tracking_uri = self.run_log.run_id, self.run_log.tracking_uri
+        self.run_id = self.run_log.run_id
+        self.tracking_uri = self.run_log.tracking_uri
         #: The stats of the last step (and eval), one dict per member (one for a single run).
         self.member_stats: list[Stats] = []
 
@@ -140,8 +132,10 @@ class Trainer(TrainerCheckpoints):
     # ------------------------------------------------------------------ steps
     def step(self, *, env_config: Mapping[str, Any] | None = None) -> Stats:
         """Collect one rollout, update once, log and return the merged stats
-        (memory, collect and step stats and :attr:`state`); a population's
-        members' stats go to their runs, their combination to its run and back.
+        (memory, collect and step stats, :attr:`state` and, in the background
+        compile mode, ``compile/switched``: the pieces switched so far); a
+        population's members' stats go to their runs, their combination to
+        its run and back.
         """
         algorithm = self.algorithm
         training = algorithm.members.training()
@@ -153,9 +147,11 @@ class Trainer(TrainerCheckpoints):
             stepped = algorithm.step_each()
         finally:
             self.run_log.record_failed(algorithm.members)
-        self.member_stats = [
-            {**memory, **c, **s, **self.state} for c, s in zip(collected, stepped, strict=True)
-        ]
+        self.run_log.log_switches(algorithm.compile_switches)
+        shared = {**memory, **self.state}
+        if algorithm.compile == "background":
+            shared["compile/switched"] = len(algorithm.compile_switches)
+        self.member_stats = [{**c, **s, **shared} for c, s in zip(collected, stepped, strict=True)]
         return self.run_log.log_members(
             self.member_stats, training, algorithm.members, self.state["env/steps"]
         )
@@ -175,13 +171,17 @@ class Trainer(TrainerCheckpoints):
         )
         member_stats = [{f"eval/{k}": v for k, v in member.items()} for member in stats]
         training = self.algorithm.members.training()
+        previous = self.member_stats or [{}] * len(stats)
         self.member_stats = [
-            {**old, **new}
-            for old, new in zip(self.member_stats or [{}] * len(stats), member_stats, strict=True)
+            {**old, **new} for old, new in zip(previous, member_stats, strict=True)
         ]
         return self.run_log.log_members(
-            member_stats, training, self.algorithm.members, self.state["env/steps"], force=True
-        )  # every evaluation is recorded
+            member_stats,
+            training,
+            self.algorithm.members,
+            self.state["env/steps"],
+            force=True,  # every evaluation is recorded
+        )
 
     def run(
         self,
@@ -216,10 +216,6 @@ class Trainer(TrainerCheckpoints):
                 ``env_config``).
             callbacks: see :data:`Callback`.
             checkpoint_every: write a checkpoint every this many steps.
-            checkpoint_every_s: with a ``checkpoint_dir``, also write one
-                once this many seconds have passed since the last (default
-                :data:`CHECKPOINT_EVERY_S`), so a hard kill loses at most
-                that much training; ``None`` or 0 turns it off.
             checkpoint_dir: where checkpoints go (``step-<N>.pt``); each is
                 also logged to the MLflow run under ``checkpoints/``.
             keep_checkpoints: how many of this run's newest checkpoint files
@@ -229,6 +225,10 @@ class Trainer(TrainerCheckpoints):
                 once one holds, until every member has; ``"any"`` member
                 meeting one ends the run; or the conditions see the
                 ``"mean"`` over members. Callbacks always see the mean.
+            checkpoint_every_s: with a ``checkpoint_dir``, also write one
+                once this many seconds have passed since the last (default
+                :data:`CHECKPOINT_EVERY_S`), so a hard kill loses at most
+                that much training; ``None`` or 0 turns it off.
 
         Returns:
             The stats of the last step.
@@ -241,112 +241,93 @@ class Trainer(TrainerCheckpoints):
             keep_checkpoints=keep_checkpoints,
             member_stop=member_stop,
         )
-        timed_checkpoints = bool(checkpoint_every_s) and checkpoint_dir is not None
         if checkpoint_dir is not None and distributed.rank() == 0:
-            self._checkpoint_dir(checkpoint_dir, keep_checkpoints)  # fail now, not after training
-        stop_conditions = list(stop_conditions or [])
-        eval_env_config = eval_env_config or env_config
-        members = self.algorithm.members
-        members.unfreeze_all()  # conditions stop members for one run only
-        member_conditions = None  # "mean": the conditions see the combined stats
-        if (
-            member_stop != "mean"
-        ):  # each member its own copy of the conditions (a single run: the ones given)
-            member_conditions = (
-                [stop_conditions]
-                if len(members.stopped) == 1
-                else [copy.deepcopy(stop_conditions) for _ in members.stopped]
-            )
-        last_checkpoint = _clock()
-        try:
-            while True:
-                stats = self.step(env_config=env_config)
-                stop = [bool(callback(stats)) for callback in callbacks]
-                if steps_per_eval and self.state["algorithm/steps"] % steps_per_eval == 0:
-                    eval_stats = self.eval(env_config=eval_env_config)
-                    stop += [bool(callback(eval_stats)) for callback in callbacks]
-                    stats.update(eval_stats)
-                stop.append(
-                    self._conditions_met(stats, stop_conditions, member_conditions, member_stop)
-                )
-                due = timed_checkpoints and _clock() - last_checkpoint >= checkpoint_every_s
-                if timed_checkpoints and distributed.world_size() > 1:  # every rank saves together
-                    due = distributed.any_rank(due)
-                if due or (
-                    checkpoint_every and self.state["algorithm/steps"] % checkpoint_every == 0
-                ):
-                    self.checkpoint_to(checkpoint_dir, keep_checkpoints)
-                    last_checkpoint = _clock()
-                if distributed.world_size() > 1:  # every rank stops at the same step
-                    stop = [distributed.any_rank(any(stop))]
-                if any(stop):
-                    self.run_log.status["status"] = "FINISHED"
-                    return stats
-        except KeyboardInterrupt:
-            self.run_log.status["status"] = "KILLED"
-            if checkpoint_dir is not None:
-                path = self.checkpoint_to(checkpoint_dir, keep_checkpoints)
-                print(f"\nrlstack: interrupted; last completed step saved to {path}", flush=True)
-            raise
-        except FloatingPointError as e:
-            self.run_log.status["status"] = "FAILED"
-            if checkpoint_dir is not None:
-                raise self._save_last_good_step(e, checkpoint_dir, keep_checkpoints) from e
-            raise
-        except BaseException:
-            self.run_log.status["status"] = "FAILED"
-            raise
-        finally:
-            members.unfreeze_all()  # the next run starts with every member that can train
-            self.run_log.flush(
-                quiet=sys.exc_info()[0] is not None
-            )  # never hide the error that ended the run
-
-    def _save_last_good_step(
-        self, error: FloatingPointError, directory: Any, keep: int
-    ) -> FloatingPointError:
-        """Checkpoint the last good step after ``error`` (the rollout that
-        failed is dropped); the error to raise, saying where it went.
-        """
-        self.algorithm.trajectory = None
-        if not self.algorithm.state_is_finite():
-            return FloatingPointError(
-                f"{error} The state before it is not finite either: no checkpoint written."
-            )
-        return FloatingPointError(
-            f"{error} Last good step saved to {self.checkpoint_to(directory, keep)}."
+            self._folder(checkpoint_dir, keep_checkpoints)  # fail now, not after training
+        schedule = RunSchedule(
+            conditions=list(stop_conditions or []),
+            member_stop=member_stop,
+            steps_per_eval=steps_per_eval,
+            checkpoint_every=checkpoint_every,
+            checkpoint_every_s=checkpoint_every_s if checkpoint_dir is not None else None,
+            checkpoint_dir=checkpoint_dir,
+            keep_checkpoints=keep_checkpoints,
+            env_config=env_config,
+            eval_env_config=eval_env_config or env_config,
         )
+        return run_loop.run(self, schedule, callbacks)
 
-    def _conditions_met(
-        self,
-        stats: Stats,
-        conditions: list[Condition],
-        member_conditions: list[list[Condition]] | None,
-        mode: str,
-    ) -> bool:
-        """Whether the run stops: the conditions on ``stats`` (``"mean"``),
-        else each member's on its own stats (:meth:`_stop_members`).
+    # ------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """The Algorithm's state dict, with the MLflow run ids and the
+        checkpoint files of this run (what a resumed Trainer continues).
         """
-        if member_conditions is None:
-            return any([condition(stats) for condition in conditions])  # every one sees every step
-        return self._stop_members(member_conditions, mode)
+        data = self.algorithm.state_dict()
+        data["trainer"] = {"run_id": self.run_id, "checkpoint_files": self.checkpoints.written()}
+        if self.member_run_ids:
+            data["trainer"]["member_run_ids"] = self.member_run_ids
+        return data
 
-    def _stop_members(self, member_conditions: list[list[Condition]], mode: str) -> bool:
-        """Check each training member's conditions on its stats; freeze it
-        (``"each"``) or report the population done (``"any"``).
+    def save_checkpoint(self, path: str | os.PathLike) -> str:
+        """Write :meth:`state_dict` to ``path`` atomically; see
+        :mod:`rlstack.integrations.checkpoint`. Under torch.distributed every
+        rank calls it and rank 0 writes.
         """
-        members = self.algorithm.members
-        for k, conditions in enumerate(member_conditions):
-            if members.stopped[k] is not None or not conditions:
-                continue
-            met = [
-                condition(self.member_stats[k]) for condition in conditions
-            ]  # every one sees every step
-            if any(met):
-                if mode == "any":
-                    return True
-                members.freeze(k, "stop condition")
-        return not any(members.training())
+        data = self.state_dict()
+        return str(ckpt.atomic_save(data, path)) if distributed.rank() == 0 else str(path)
+
+    def checkpoint_to(self, directory: str | os.PathLike, keep: int = 3) -> str:
+        """Save ``directory/step-<N>.pt``, log it to the MLflow run under
+        ``checkpoints/`` and delete all but the ``keep`` newest checkpoints
+        this run wrote there; returns its path (which exists).
+
+        Under torch.distributed every rank calls it (each rank's envs and
+        key are gathered into the file) and rank 0 writes; the other ranks
+        return ``""``.
+
+        Raises:
+            ValueError: see :class:`rlstack.integrations.checkpoint.CheckpointDir`.
+        """
+        if distributed.rank() != 0:
+            self.state_dict()  # this rank's part goes to rank 0
+            return ""
+        self._folder(directory, keep)
+        self.run_log.flush(quiet=sys.exc_info()[0] is not None)  # MLflow holds what it holds
+        path = self.checkpoints.save(
+            directory, self.state_dict, keep=keep, steps=self.algorithm.steps
+        )
+        self.run_log.client.log_artifact(self.run_id, str(path), artifact_path="checkpoints")
+        return str(path)
+
+    def adopt_checkpoint_dir(self, folder: ckpt.CheckpointDir) -> None:
+        """Write checkpoints into ``folder``, opened (checked and locked) before
+        this Trainer existed (as ``rlstack train`` does, so that a refused folder
+        creates or changes no MLflow run). A run that died holding the folder
+        (its lock's process gone) and is still RUNNING is ended as KILLED.
+        """
+        tracking.mark_dead_run_killed(
+            self.run_log.client, dead_owner(folder.previous_owner), self.run_id
+        )
+        folder.relabel(f"MLflow run {self.run_id}")
+        self.checkpoints.adopt(folder)
+
+    def _folder(self, directory: str | os.PathLike, keep: int) -> ckpt.CheckpointDir:
+        """The open folder ``directory``, checked and locked the first time.
+
+        Raises:
+            ValueError: see :class:`rlstack.integrations.checkpoint.CheckpointDir`.
+        """
+        folder = self.checkpoints.folder(directory)
+        if folder is None:
+            folder = ckpt.CheckpointDir(
+                directory,
+                step=self.algorithm.steps,
+                owner=f"MLflow run {self.run_id}",
+                keep=keep,
+                adopt=self.checkpoints.files,
+            )
+            self.adopt_checkpoint_dir(folder)
+        folder.keep = keep
+        return folder
 
     @classmethod
     def from_checkpoint(
@@ -354,13 +335,10 @@ class Trainer(TrainerCheckpoints):
         path: str | os.PathLike,
         env: Any = None,
         *,
-        model_cls: type | None = None,
-        distribution_cls: type | None = None,
-        device: Any = None,
-        compile: bool | None = None,
         experiment_name: str | None = None,
         run_name: str | None = None,
         log_every_s: float = 1.0,
+        **options: Any,
     ) -> Trainer:
         """Rebuild a Trainer from :meth:`save_checkpoint` and continue.
 
@@ -368,39 +346,18 @@ class Trainer(TrainerCheckpoints):
         run's metrics exactly. Logging continues in the checkpoint's MLflow
         run when it exists in the current tracking store and
         ``experiment_name`` / ``run_name``, if given, are that run's; else a
-        new run is started with them. Arguments as in
+        new run is started with them. ``options`` as for
         :meth:`Algorithm.from_checkpoint`; ``log_every_s`` as in the constructor.
         """
         tracking.require_mlflow()  # before anything is built
         check_log_every_s(log_every_s)
         data = ckpt.safe_load(path)
-        algorithm_cls = (
-            Population
-            if "population" in data
-            else RecurrentAlgorithm
-            if "seq_len" in data["hparams"]
-            else Algorithm
-        )
-        if cls._algorithm_cls is not Algorithm and algorithm_cls is not cls._algorithm_cls:
-            raise ckpt.CheckpointError(
-                f"{cls.__name__}.from_checkpoint: {str(path)!r} is not a "
-                f"{cls._algorithm_cls.__name__} checkpoint (it holds {algorithm_cls.__name__}'s "
-                "state); load it with Trainer.from_checkpoint."
-            )
-        algorithm = algorithm_cls._from_state_dict(
-            data,
-            env,
-            model_cls=model_cls,
-            distribution_cls=distribution_cls,
-            device=device,
-            compile=compile,
-        )
+        algorithm = loading.restore(Algorithm, data, env, **options)
         trainer_data = data.get("trainer", {})
-        run_id = (
-            tracking.resumable_run_id(trainer_data.get("run_id"), experiment_name, run_name)
-            if (distributed.rank() == 0)
-            else None
-        )
+        run_id = None
+        if distributed.rank() == 0:
+            saved_run = trainer_data.get("run_id")
+            run_id = tracking.resumable_run_id(saved_run, experiment_name, run_name)
         trainer = cls.__new__(cls)
         trainer._attach(
             algorithm,
@@ -429,9 +386,8 @@ class Trainer(TrainerCheckpoints):
                 "`member` is for a population; this Trainer trains one policy, got "
                 f"member={member!r}."
             )
-        return export_policy(
-            self.algorithm if member is None else self.algorithm.member(member), path
-        )
+        algorithm = self.algorithm if member is None else self.algorithm.member(member)
+        return export_policy(algorithm, path)
 
     # ---------------------------------------------------------------- tracking
     def flush_metrics(self) -> None:
@@ -462,10 +418,10 @@ class Trainer(TrainerCheckpoints):
 
 
 class RecurrentTrainer(Trainer):
-    """:class:`Trainer` for a recurrent policy: it trains a
-    :class:`~rlstack.shell.recurrent.RecurrentAlgorithm` (rlstack 1.x's
-    ``RecurrentTrainer(env).run()``); arguments as :class:`Trainer`'s plus
-    ``seq_len`` and ``seqs_per_state_reset``.
+    """rlstack 1.x's name for a :class:`Trainer` whose ``model_cls`` defaults
+    to :class:`~rlstack.policy.models.RecurrentModel` (see
+    :class:`~rlstack.shell.recurrent.RecurrentAlgorithm`). Nothing else differs.
     """
 
-    _algorithm_cls = RecurrentAlgorithm
+    def __init__(self, env: Any, /, *, model_cls: type = RecurrentModel, **kwargs: Any) -> None:
+        super().__init__(env, model_cls=model_cls, **kwargs)

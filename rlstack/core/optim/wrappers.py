@@ -166,8 +166,8 @@ def learning_rate(state: Any) -> torch.Tensor:
 
 
 def _first_field(state: Any, name: str) -> Any:
-    """The field ``name`` of the first NamedTuple in ``state`` (depth first) that has one, else "
-    "None.
+    """The field ``name`` of the first NamedTuple in ``state`` (depth first) that has one, else
+    None.
     """
     if hasattr(state, "_fields") and name in state._fields:
         return getattr(state, name)
