@@ -23,10 +23,11 @@ from .core.schedules import linear_anneal
 from .core.torch_optimizers import from_torch
 from .core.types import Batch, RolloutCarry, Trajectory, Transition
 from .learn.loss import gae, make_ppo_loss, ppo_loss, prepare_batch, value_loss_terms
+from .learn.optimizer import make_optimizer
 from .learn.rollout import make_rollout
 from .learn.stats import trajectory_stats
 from .learn.transforms import Staged, compiled, over_members
-from .learn.update import make_optimizer, make_update
+from .learn.update import make_update
 
 __all__ = [
     "gae",

@@ -54,7 +54,8 @@ def update_config(num_envs: int) -> dict:
 
 def run_update(policy, params, traj, num_envs, reduce_grads=None):
     from rlstack import random
-    from rlstack.learn.update import make_optimizer, make_update
+    from rlstack.learn.optimizer import make_optimizer
+    from rlstack.learn.update import make_update
 
     config = update_config(num_envs)
     optimizer = make_optimizer(AlgorithmConfig(**config))
@@ -152,7 +153,8 @@ def rank_trajectory(rank: int):
     """
     from rlstack import random
     from rlstack.envs import CartPoleV1
-    from rlstack.learn.rollout import make_rollout, reset_carry
+    from rlstack.learn.carry import reset_carry
+    from rlstack.learn.rollout import make_rollout
     from rlstack.policy.distributions import Categorical
     from rlstack.policy.models import MLPModel
     from rlstack.policy.policy import Policy

@@ -128,7 +128,8 @@ def test_the_update_standardises_each_minibatch_with_the_option_and_the_buffer_w
         return base(params, batch, hparams)
 
     from rlstack.learn.loss import make_ppo_loss
-    from rlstack.learn.update import make_optimizer, make_update
+    from rlstack.learn.optimizer import make_optimizer
+    from rlstack.learn.update import make_update
 
     for per_minibatch in (True, False):
         seen.clear()

@@ -401,7 +401,7 @@ def test_chunked_minibatches_give_the_same_update(accumulate):
 
 
 def test_default_chunk_size_is_cache_sized_on_cpu_and_bounded_by_memory_elsewhere():
-    from rlstack.learn.update import default_chunk_size
+    from rlstack.learn.minibatches import default_chunk_size
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert default_chunk_size(262_144, cpu) == 8192 and default_chunk_size(4096, cpu) == 4096

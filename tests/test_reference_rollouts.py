@@ -14,8 +14,9 @@ import torch
 from rlstack import random
 from rlstack.core.normalization import init_norm_state
 from rlstack.envs import CartPole, CartPoleV1, DiscreteDummyEnv, Pendulum, PendulumV1
+from rlstack.learn.carry import reset_carry
 from rlstack.learn.loss import prepare_batch
-from rlstack.learn.rollout import make_rollout, reset_carry
+from rlstack.learn.rollout import make_rollout
 from rlstack.policy.distributions import Categorical, SquashedNormal
 from rlstack.policy.models import MLPModel, RecurrentModel
 from rlstack.policy.policy import Policy

@@ -9,8 +9,9 @@ from hypothesis import strategies as st
 
 from rlstack import Algorithm, RecurrentAlgorithm, random
 from rlstack.envs import CartPole, CartPoleV1
+from rlstack.learn.carry import reset_carry
 from rlstack.learn.loss import minibatch, prepare_batch
-from rlstack.learn.rollout import make_rollout, reset_carry
+from rlstack.learn.rollout import make_rollout
 from rlstack.learn.transforms import compiled
 from rlstack.policy import windows
 from rlstack.policy.distributions import Categorical

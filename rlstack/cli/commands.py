@@ -282,7 +282,7 @@ def evaluate(args: argparse.Namespace) -> int:
     source = Path(args.source)
     deterministic = not args.stochastic
     if source.is_dir():
-        from ..integrations.export import ExportedPolicy
+        from ..integrations.exported import ExportedPolicy
 
         exported = ExportedPolicy(source)
         name = args.env or exported.config["env"]

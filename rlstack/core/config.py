@@ -7,12 +7,10 @@ and only here.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch
-
+from .checks import check_int, check_number
 from .schedules import check_schedule
 
 #: ``vf_clip_kind``: how ``vf_clip_param`` clips the value loss.
@@ -54,7 +52,7 @@ class AlgorithmConfig:
             before its one optimizer step (the same update up to float
             rounding, with cache-sized activations). Must divide the
             minibatch size. ``None``: automatic, see
-            :func:`rlstack.learn.update.default_chunk_size` (8192 on CPU, 4096 for
+            :func:`rlstack.learn.minibatches.default_chunk_size` (8192 on CPU, 4096 for
             a recurrent policy's sequences, up to 2**20 elsewhere).
         num_sgd_iters: epochs over the buffer per update.
         shuffle_minibatches: draw a fresh permutation of the buffer per epoch.
@@ -169,8 +167,8 @@ class AlgorithmConfig:
 def _check_sizes(config: AlgorithmConfig) -> None:
     """The counts: envs, horizon, epochs and the env reset cadence."""
     for name in ("num_envs", "horizon", "num_sgd_iters"):
-        _check_int(name, getattr(config, name), minimum=1)
-    _check_int("horizons_per_env_reset", config.horizons_per_env_reset)
+        check_int(name, getattr(config, name), minimum=1)
+    check_int("horizons_per_env_reset", config.horizons_per_env_reset)
     if config.horizons_per_env_reset == 0:
         raise ValueError(
             "`horizons_per_env_reset` must be a non-zero int (negative: reset only once), got 0."
@@ -181,30 +179,30 @@ def _check_coefficients(config: AlgorithmConfig) -> None:
     """Discounts, clips, loss weights, the gradient norm and the KL targets."""
     for name in ("gamma", "gae_lambda"):
         value = getattr(config, name)
-        _check_number(name, value)
+        check_number(name, value)
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"`{name}` must be in [0, 1], got {value!r}.")
     for name in ("clip_param", "vf_coeff", "entropy_coeff"):
-        _check_number(name, getattr(config, name), minimum=0.0)
+        check_number(name, getattr(config, name), minimum=0.0)
     if config.vf_clip_param is not None:
-        _check_number("vf_clip_param", config.vf_clip_param, minimum=0.0)
+        check_number("vf_clip_param", config.vf_clip_param, minimum=0.0)
     if config.vf_clip_kind not in VF_CLIP_KINDS:
         raise ValueError(
             f"`vf_clip_kind` must be one of {list(VF_CLIP_KINDS)}, got {config.vf_clip_kind!r}."
         )
     if config.dual_clip_param is not None:
-        _check_number("dual_clip_param", config.dual_clip_param)
+        check_number("dual_clip_param", config.dual_clip_param)
         if not config.dual_clip_param > 1.0:
             raise ValueError(
                 f"`dual_clip_param` must be > 1 (or None), got {config.dual_clip_param!r}."
             )
-    _check_number("max_grad_norm", config.max_grad_norm)
+    check_number("max_grad_norm", config.max_grad_norm)
     if not config.max_grad_norm > 0:
         raise ValueError(f"`max_grad_norm` must be > 0, got {config.max_grad_norm!r}.")
     for name in ("target_kl", "desired_kl"):
         value = getattr(config, name)
         if value is not None:
-            _check_number(name, value)
+            check_number(name, value)
             if not value > 0:
                 raise ValueError(f"`{name}` must be > 0 (or None), got {value!r}.")
     if config.desired_kl is not None and config.lr_schedule is not None:
@@ -218,7 +216,7 @@ def _check_minibatches(config: AlgorithmConfig) -> None:
     """The minibatch divides the buffer and the chunk divides the minibatch."""
     buffer = config.num_envs * config.horizon
     if config.sgd_minibatch_size is not None:
-        _check_int("sgd_minibatch_size", config.sgd_minibatch_size, minimum=1)
+        check_int("sgd_minibatch_size", config.sgd_minibatch_size, minimum=1)
         if config.sgd_minibatch_size > buffer or buffer % config.sgd_minibatch_size:
             raise ValueError(
                 f"`sgd_minibatch_size` must divide num_envs * horizon = {config.num_envs} * "
@@ -226,7 +224,7 @@ def _check_minibatches(config: AlgorithmConfig) -> None:
                 f"{config.sgd_minibatch_size}."
             )
     if config.sgd_chunk_size is not None:
-        _check_int("sgd_chunk_size", config.sgd_chunk_size, minimum=1)
+        check_int("sgd_chunk_size", config.sgd_chunk_size, minimum=1)
         if config.minibatch_size % config.sgd_chunk_size:
             raise ValueError(
                 f"`sgd_chunk_size` must divide the minibatch size {config.minibatch_size}, got "
@@ -262,14 +260,14 @@ def _check_sequences(config: AlgorithmConfig) -> None:
     a given ``seqs_per_state_reset`` is a non-zero int.
     """
     if config.seqs_per_state_reset is not None:
-        _check_int("seqs_per_state_reset", config.seqs_per_state_reset)
+        check_int("seqs_per_state_reset", config.seqs_per_state_reset)
         if config.seqs_per_state_reset == 0:
             raise ValueError(
                 "`seqs_per_state_reset` must be a non-zero int (negative: never), got 0."
             )
     if config.seq_len is None:
         return
-    _check_int("seq_len", config.seq_len, minimum=1)
+    check_int("seq_len", config.seq_len, minimum=1)
     if config.horizon % config.seq_len:
         raise ValueError(
             f"`seq_len` {config.seq_len} must divide `horizon` {config.horizon}: a rollout is "
@@ -318,98 +316,3 @@ class RecurrentAlgorithmConfig(AlgorithmConfig):
 
     seq_len: int | None = 4
     seqs_per_state_reset: int | None = 8
-
-
-def _check_int(name: str, value: Any, minimum: int | None = None) -> None:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"`{name}` must be an int, got {value!r} ({type(value).__name__}).")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"`{name}` must be >= {minimum}, got {value!r}.")
-
-
-def _check_number(name: str, value: Any, minimum: float | None = None) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise TypeError(f"`{name}` must be a number, got {value!r} ({type(value).__name__}).")
-    if not math.isfinite(value):
-        raise ValueError(f"`{name}` must be finite, got {value!r}.")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"`{name}` must be >= {minimum}, got {value!r}.")
-
-
-def check_build_arguments(
-    *,
-    env_config: Any,
-    model_config: Any,
-    seed: Any,
-    compile: Any,
-    cuda_graphs: Any,
-    allow_tf32: Any,
-    device: torch.device,
-) -> None:
-    """Validate ``Algorithm``'s arguments besides the hyperparameters, before
-    anything is built.
-
-    Raises:
-        TypeError, ValueError: naming the argument and what it must be.
-    """
-    for name, value in (("env_config", env_config), ("model_config", model_config)):
-        if value is not None and not isinstance(value, Mapping):
-            raise TypeError(f"`{name}` must be a dict or None, got {type(value).__name__}.")
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
-        raise ValueError(f"`seed` must be a non-negative int or None, got {seed!r}.")
-    if compile is not None and not isinstance(compile, bool):
-        raise TypeError(
-            f"`compile` must be a bool or None (the background strategy), got {compile!r}."
-        )
-    for name, value in (("cuda_graphs", cuda_graphs), ("allow_tf32", allow_tf32)):
-        if not isinstance(value, bool):
-            raise TypeError(f"`{name}` must be a bool, got {value!r}.")
-    if cuda_graphs and device.type != "cuda":
-        raise ValueError(f"`cuda_graphs=True` needs a CUDA device, got device={str(device)!r}.")
-
-
-def check_log_every_s(log_every_s: Any) -> None:
-    """``log_every_s`` is seconds >= 0, or a one-line error naming it."""
-    if (
-        isinstance(log_every_s, bool)
-        or not isinstance(log_every_s, (int, float))
-        or not log_every_s >= 0
-    ):
-        raise ValueError(
-            f"`log_every_s` must be seconds >= 0 (0: every step), got {log_every_s!r}."
-        )
-
-
-def check_run_arguments(
-    *,
-    steps_per_eval: Any,
-    checkpoint_every: Any,
-    checkpoint_dir: Any,
-    checkpoint_every_s: Any,
-    keep_checkpoints: Any,
-    member_stop: Any,
-) -> None:
-    """:meth:`Trainer.run`'s arguments, or a one-line error naming the first bad one."""
-    for name, value in (("steps_per_eval", steps_per_eval), ("checkpoint_every", checkpoint_every)):
-        if value is not None and (
-            not isinstance(value, int) or isinstance(value, bool) or value < 1
-        ):
-            raise ValueError(f"`{name}` must be a positive int or None, got {value!r}.")
-    if checkpoint_every is not None and checkpoint_dir is None:
-        raise ValueError("`checkpoint_every` needs a `checkpoint_dir` to write to.")
-    if checkpoint_every_s is not None and (
-        isinstance(checkpoint_every_s, bool)
-        or not isinstance(checkpoint_every_s, (int, float))
-        or not checkpoint_every_s >= 0
-    ):
-        raise ValueError(
-            f"`checkpoint_every_s` must be seconds >= 0 or None (off), got {checkpoint_every_s!r}."
-        )
-    if (
-        not isinstance(keep_checkpoints, int)
-        or isinstance(keep_checkpoints, bool)
-        or keep_checkpoints < 1
-    ):
-        raise ValueError(f"`keep_checkpoints` must be a positive int, got {keep_checkpoints!r}.")
-    if member_stop not in ("each", "any", "mean"):
-        raise ValueError(f"`member_stop` must be 'each', 'any' or 'mean', got {member_stop!r}.")

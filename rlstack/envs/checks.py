@@ -150,60 +150,14 @@ def check_env(
         raise ValueError(f"{name}.reset returned an observation not in observation_space: {why}.")
     action = sample(env.action_space, (num_envs,), key=action_key)
     state_before, action_before = _clone_tree(state), _clone_tree(action)
-    out = env.step(step_key, state, action)
-    if not (isinstance(out, tuple) and len(out) == 5):
-        got = f"a tuple of {len(out)}" if isinstance(out, tuple) else type(out).__name__
-        hint = (
-            " (an env whose episodes never end returns `self.no_episode_ends(state, obs, reward)`)"
-            if (isinstance(out, tuple) and len(out) == 3)
-            else ""
-        )
-        raise TypeError(
-            f"{name}.step must return (state, obs, reward, terminated, truncated){hint}, got {got}."
-        )
-    new_state, obs, reward, terminated, truncated = out
-    for flag_name, flag in (("terminated", terminated), ("truncated", truncated)):
-        if (
-            not isinstance(flag, torch.Tensor)
-            or flag.dtype != torch.bool
-            or tuple(flag.shape) != (num_envs,)
-        ):
-            got = (
-                f"{flag.dtype} {list(flag.shape)}"
-                if isinstance(flag, torch.Tensor)
-                else type(flag).__name__
-            )
-            raise TypeError(
-                f"{name}.step must return `{flag_name}` as a bool tensor of shape [{num_envs}], "
-                f"got {got}."
-            )
-    final = env.final_observation(new_state)
-    if getattr(env, "episodic", False) is True:
-        why = (
-            describe_mismatch(env.observation_space, final, (num_envs,))
-            if final is not None
-            else "it is None"
-        )
-        if why:
-            raise ValueError(f"{name}.final_observation is not in observation_space: {why}.")
-    elif bool((terminated | truncated).any()) or final is not None:
-        raise ValueError(
-            f"{name} ends episodes (a True flag or a final_observation) but does not set `episodic "
-            "= True`."
-        )
+    new_state, obs, reward, terminated, truncated = _step_result(
+        name, env.step(step_key, state, action), num_envs
+    )
+    _check_episode_ends(env, name, new_state, terminated | truncated, num_envs)
     why = describe_mismatch(env.observation_space, obs, (num_envs,))
     if why:
         raise ValueError(f"{name}.step returned an observation not in observation_space: {why}.")
-    if not isinstance(reward, torch.Tensor) or not reward.dtype.is_floating_point:
-        raise TypeError(
-            f"{name}.step must return a floating reward tensor, got "
-            f"{getattr(reward, 'dtype', type(reward))}."
-        )
-    if tuple(reward.shape) != (num_envs,):
-        raise ValueError(
-            f"{name}.step reward must have shape [{num_envs}] ([num_envs]), got "
-            f"{list(reward.shape)}."
-        )
+    _check_reward(name, reward, num_envs)
     if env.compilable and not (
         _trees_equal(state, state_before) and _trees_equal(action, action_before)
     ):
@@ -220,3 +174,78 @@ def check_env(
                 "torch.compile: "
                 f"{[str(b.reason) for b in explanation.break_reasons]}"
             )
+
+
+def _step_result(name: str, out: Any, num_envs: int) -> tuple:
+    """``step``'s 5-tuple, its flags checked: ``[num_envs]`` bool tensors.
+
+    Raises:
+        TypeError: for another return or flags of another dtype or shape.
+    """
+    if not (isinstance(out, tuple) and len(out) == 5):
+        got = f"a tuple of {len(out)}" if isinstance(out, tuple) else type(out).__name__
+        hint = (
+            " (an env whose episodes never end returns `self.no_episode_ends(state, obs, reward)`)"
+            if (isinstance(out, tuple) and len(out) == 3)
+            else ""
+        )
+        raise TypeError(
+            f"{name}.step must return (state, obs, reward, terminated, truncated){hint}, got {got}."
+        )
+    for flag_name, flag in (("terminated", out[3]), ("truncated", out[4])):
+        if (
+            not isinstance(flag, torch.Tensor)
+            or flag.dtype != torch.bool
+            or tuple(flag.shape) != (num_envs,)
+        ):
+            got = (
+                f"{flag.dtype} {list(flag.shape)}"
+                if isinstance(flag, torch.Tensor)
+                else type(flag).__name__
+            )
+            raise TypeError(
+                f"{name}.step must return `{flag_name}` as a bool tensor of shape [{num_envs}], "
+                f"got {got}."
+            )
+    return out
+
+
+def _check_episode_ends(env: Env, name: str, state: Any, done: torch.Tensor, num_envs: int) -> None:
+    """An episodic env's final observation fits its space; an env that ends
+    episodes (``done`` ``[N]`` bool) says it is episodic.
+
+    Raises:
+        ValueError: naming what is wrong.
+    """
+    final = env.final_observation(state)
+    if getattr(env, "episodic", False) is True:
+        why = (
+            describe_mismatch(env.observation_space, final, (num_envs,))
+            if final is not None
+            else "it is None"
+        )
+        if why:
+            raise ValueError(f"{name}.final_observation is not in observation_space: {why}.")
+    elif bool(done.any()) or final is not None:
+        raise ValueError(
+            f"{name} ends episodes (a True flag or a final_observation) but does not set `episodic "
+            "= True`."
+        )
+
+
+def _check_reward(name: str, reward: Any, num_envs: int) -> None:
+    """The reward is a ``[num_envs]`` floating tensor.
+
+    Raises:
+        TypeError, ValueError: for another type, dtype or shape.
+    """
+    if not isinstance(reward, torch.Tensor) or not reward.dtype.is_floating_point:
+        raise TypeError(
+            f"{name}.step must return a floating reward tensor, got "
+            f"{getattr(reward, 'dtype', type(reward))}."
+        )
+    if tuple(reward.shape) != (num_envs,):
+        raise ValueError(
+            f"{name}.step reward must have shape [{num_envs}] ([num_envs]), got "
+            f"{list(reward.shape)}."
+        )

@@ -40,7 +40,8 @@ from torch import nn
 
 from ..core.normalization import RunningMoments, normalize
 from ..core.spaces import Box, Discrete
-from ..policy.policy import Policy, to_action_space
+from ..policy.acting import to_action_space
+from ..policy.policy import Policy
 from . import checkpoint as ckpt
 
 EXTRA_HINT = (

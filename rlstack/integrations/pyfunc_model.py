@@ -7,6 +7,6 @@ unpickles nothing.
 
 import mlflow
 
-from rlstack.integrations.export import PolicyModel
+from rlstack.integrations.exported import PolicyModel
 
 mlflow.models.set_model(PolicyModel())

@@ -1,6 +1,6 @@
-"""PPO's update, a pure function: ``make_optimizer`` and ``make_update``
-(GAE, then epochs of shuffled minibatch steps), and how an update slices
-its batch (``minibatch_plan``, ``default_chunk_size``).
+"""PPO's update, a pure function: ``make_update`` (GAE, then epochs of
+shuffled minibatch steps); its optimizer is :mod:`rlstack.learn.optimizer`'s,
+its slicing of the batch :mod:`rlstack.learn.minibatches`'.
 
 Time-major shapes: ``T`` steps, ``N`` envs, ``B`` transitions in a flat batch.
 """
@@ -17,94 +17,18 @@ import torch
 from ..core import optim, random
 from ..core.config import AlgorithmConfig
 from ..core.optim import Schedule
-from ..core.schedules import by_optimizer_steps, device_schedule
-from ..core.torch_optimizers import from_torch
 from ..core.types import Batch, HParams, Params, Trajectory
 from ..policy.policy import Policy
 from .advantages import make_epoch_batch
 from .loss import LossFn, Metrics, config_hparams, make_ppo_loss, prepare_batch
+from .minibatches import minibatch_plan
+from .optimizer import _by_steps
 from .transforms import Staged, contiguous, same_inputs_as_before, settled
-
-CPU_CHUNK = 8192
-RECURRENT_CPU_CHUNK = 4096
-GPU_CHUNK = 1 << 20
-
-
-def default_chunk_size(minibatch_size: int, device: torch.device, seq_len: int = 1) -> int:
-    """Rows per forward/backward pass when ``sgd_chunk_size`` is None.
-
-    The largest divisor of the minibatch (``minibatch_size`` rows, each a
-    transition, or a recurrent policy's sequence of ``seq_len`` of them) up
-    to a per-device bound in transitions: :data:`CPU_CHUNK` on CPU
-    (:data:`RECURRENT_CPU_CHUNK` for sequences, whose replay keeps every
-    step's gates), so activations stay cache-sized (measured in
-    benchmarks/README.md), and :data:`GPU_CHUNK` elsewhere, where large
-    batches are fastest and the bound keeps a huge minibatch's activations
-    (1 GiB per 256-wide float32 layer at 2**20 rows) from exhausting device
-    memory.
-    """
-    if device.type == "cpu":
-        bound = CPU_CHUNK if seq_len == 1 else RECURRENT_CPU_CHUNK
-    else:
-        bound = GPU_CHUNK
-    bound = max(1, bound // seq_len)
-    if minibatch_size <= bound:
-        return minibatch_size
-    return next(d for d in range(bound, 0, -1) if minibatch_size % d == 0)
 
 
 def _mean_metrics(history: list[Metrics]) -> Metrics:
     """Each metric's mean over the optimizer steps (per member: ``[S, K] -> [K]``)."""
     return {k: torch.stack([m[k] for m in history]).mean(0) for k in history[0]}
-
-
-def minibatches_per_epoch(config: AlgorithmConfig) -> int:
-    """Minibatches an epoch of the update is cut into."""
-    return config.num_envs * config.horizon // config.minibatch_size
-
-
-def steps_per_update(config: AlgorithmConfig) -> int:
-    """Optimizer steps one update takes (when ``target_kl`` stops none):
-    one per minibatch per epoch, or one per epoch with ``accumulate_grads``.
-    """
-    return config.num_sgd_iters * (1 if config.accumulate_grads else minibatches_per_epoch(config))
-
-
-def _by_steps(config: AlgorithmConfig, schedule: Any, kind: str) -> Schedule:
-    """A schedule of env transitions (rlstack 1.x's) as one of optimizer steps."""
-    return by_optimizer_steps(
-        device_schedule(schedule, kind),
-        steps_per_update=steps_per_update(config),
-        transitions_per_update=config.num_envs * config.horizon,
-    )
-
-
-def make_optimizer(
-    config: AlgorithmConfig,
-    optimizer_cls: type = torch.optim.Adam,
-    optimizer_config: Mapping[str, Any] | None = None,
-) -> optim.GradientTransformation:
-    """PPO's optimizer for a config: ``apply_if_finite(chain(
-    clip_by_global_norm(max_grad_norm), <torch.optim twin>))``, with the
-    learning rate following ``lr_schedule`` (keyed on env transitions, see
-    :func:`rlstack.core.schedules.by_optimizer_steps`) when the config has one,
-    else ``optimizer_config['lr']``. With ``accumulate_grads`` it is wrapped
-    in :func:`~rlstack.core.optim.accumulate_gradients` over the
-    minibatches of an epoch: one step per epoch, on their mean gradient.
-
-    Raises:
-        ValueError: see :func:`rlstack.core.torch_optimizers.torch_optimizer_options`.
-    """
-    learning_rate = None
-    if config.lr_schedule is not None:
-        learning_rate = _by_steps(config, config.lr_schedule, config.lr_schedule_kind)
-    base = from_torch(optimizer_cls, optimizer_config, learning_rate=learning_rate)
-    optimizer = optim.apply_if_finite(
-        optim.chain(optim.clip_by_global_norm(config.max_grad_norm), base)
-    )
-    if config.accumulate_grads:
-        return optim.accumulate_gradients(optimizer, every_k=minibatches_per_epoch(config))
-    return optimizer
 
 
 #: Update pieces run eagerly even when compiled: cheap ones, and the key split and per-epoch
@@ -332,6 +256,16 @@ def take_step(
     return params, opt_state, {**metrics, "monitors/grad_norm": grad_norm}, active
 
 
+def _per_member(hparams: HParams, traj: Trajectory, member_axes: int) -> HParams:
+    """``hparams`` as ``[K]`` tensors under a member axis where they are one
+    value for every member (numbers); as they are otherwise.
+    """
+    if not member_axes or isinstance(hparams.gamma, torch.Tensor):
+        return hparams
+    shape, device = traj.rewards.shape[:member_axes], traj.rewards.device
+    return HParams(*(torch.full(shape, float(v), device=device) for v in hparams))
+
+
 def run_epochs(
     pieces: Mapping[str, Callable],
     member_axes: int,
@@ -355,14 +289,7 @@ def run_epochs(
             "make_optimizer(config) builds it."
         )
     device = traj.rewards.device
-    hparams = plan.default_hparams if hparams is None else hparams
-    if member_axes and not isinstance(hparams.gamma, torch.Tensor):  # one value for every member
-        hparams = HParams(
-            *(
-                torch.full(traj.rewards.shape[:member_axes], float(v), device=device)
-                for v in hparams
-            )
-        )
+    hparams = _per_member(plan.default_hparams if hparams is None else hparams, traj, member_axes)
     if config.shuffle_minibatches:
         random.check_key(key, "key")
         keys = pieces["epoch_keys"](key)  # [num_sgd_iters, 2] per member
@@ -372,16 +299,13 @@ def run_epochs(
     num_slices, per_step, chunk = minibatch_plan(
         config, size, device, config.seq_len if recurrent else 1
     )
-    calls_per_step = (
-        num_slices // per_step if config.accumulate_grads else 1
-    )  # optimizer calls per step applied
+    # Optimizer calls per step applied.
+    calls_per_step = num_slices // per_step if config.accumulate_grads else 1
     active = torch.ones(member_shape, dtype=torch.bool, device=device)
     applied = torch.zeros(member_shape, device=device)
     history: list[Metrics] = []
-    (params, opt_state, active), stable = (
-        contiguous((params, opt_state, active)),
-        False,
-    )  # one layout: no guards after
+    params, opt_state, active = contiguous((params, opt_state, active))  # one layout throughout
+    stable = False
     for epoch in range(config.num_sgd_iters):
         if config.shuffle_minibatches:
             order = pieces["shuffle"](keys[..., epoch, :].contiguous(), size)
@@ -412,34 +336,3 @@ def run_epochs(
     if config.desired_kl is not None:  # the rate adapted on device: the next update's
         metrics["coefficients/lr"] = optim.learning_rate(opt_state)
     return params, opt_state, metrics
-
-
-def minibatch_plan(
-    config: AlgorithmConfig, size: int, device: torch.device, steps_per_row: int
-) -> tuple[int, ...]:
-    """How an update slices ``size`` rows (transitions, or sequences of
-    ``steps_per_row``): ``(slices per epoch, slices per optimizer step,
-    rows per slice)``; a slice is ``sgd_chunk_size`` rows (default
-    :func:`default_chunk_size`), an optimizer call a minibatch.
-
-    Raises:
-        ValueError: if the minibatch does not divide the rows, or the chunk the minibatch.
-    """
-    mb_size = (config.sgd_minibatch_size or size * steps_per_row) // steps_per_row
-    if size % mb_size:
-        raise ValueError(
-            f"`sgd_minibatch_size` {mb_size * steps_per_row} must divide the "
-            f"{size * steps_per_row} transitions of `traj`."
-        )
-    chunk = (
-        config.sgd_chunk_size // steps_per_row
-        if config.sgd_chunk_size
-        else default_chunk_size(mb_size, device, steps_per_row)
-    )
-    if mb_size % chunk:
-        raise ValueError(
-            f"`sgd_chunk_size` {chunk * steps_per_row} must divide the minibatch size "
-            f"{mb_size * steps_per_row}."
-        )
-    num_slices = (size // mb_size) * (mb_size // chunk)
-    return num_slices, mb_size // chunk, chunk

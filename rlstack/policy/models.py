@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -101,6 +102,50 @@ def resolve_obs_groups(
     return resolved
 
 
+def _check_mlp_arguments(
+    observation_space: Space,
+    action_space: Space,
+    *,
+    obs_window: Any,
+    init: Any,
+    log_std_init: Any,
+) -> dict[str, Box]:
+    """Refuse what :class:`MLPModel` cannot build; its observation Boxes by key
+    (``""`` for a single Box).
+
+    Raises:
+        TypeError, ValueError: naming the argument and what it must be.
+    """
+    boxes = observation_space if isinstance(observation_space, dict) else {"": observation_space}
+    if not all(isinstance(space, Box) for space in boxes.values()):
+        raise TypeError(
+            "MLPModel needs a Box observation space or a dict of them, got "
+            f"{observation_space!r}; pass `model_cls=`."
+        )
+    if not isinstance(action_space, (Box, Discrete)):
+        raise TypeError(
+            f"MLPModel needs a Box or Discrete action space, got {action_space!r}; pass "
+            "`model_cls=`."
+        )
+    if isinstance(obs_window, bool) or not isinstance(obs_window, int) or obs_window < 1:
+        raise ValueError(
+            f"`obs_window` must be a positive int (observations per window), got {obs_window!r}."
+        )
+    if init not in INITS:
+        raise ValueError(f"`init` must be one of {list(INITS)}, got {init!r}.")
+    if log_std_init is not None and (
+        isinstance(action_space, Discrete)
+        or isinstance(log_std_init, bool)
+        or not isinstance(log_std_init, (int, float))
+        or not math.isfinite(log_std_init)
+    ):
+        raise ValueError(
+            "`log_std_init` is a finite number for Box actions (or None), got "
+            f"{log_std_init!r} for {action_space!r}."
+        )
+    return boxes
+
+
 class MLPModel(nn.Module):
     """Separate policy and value MLPs for ``Box`` observations, or a dict of
     them (rlstack 1.x's defaults: hiddens ``(256, 256)``, ReLU).
@@ -144,32 +189,21 @@ class MLPModel(nn.Module):
         obs_groups: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         super().__init__()
-        boxes = (
-            observation_space if isinstance(observation_space, dict) else {"": observation_space}
+        boxes = _check_mlp_arguments(
+            observation_space,
+            action_space,
+            obs_window=obs_window,
+            init=init,
+            log_std_init=log_std_init,
         )
-        if not all(isinstance(space, Box) for space in boxes.values()):
-            raise TypeError(
-                "MLPModel needs a Box observation space or a dict of them, got "
-                f"{observation_space!r}; pass `model_cls=`."
-            )
         #: A dict observation's keys, in the order their flattened values are concatenated (None: a
         # Box).
         self.obs_keys = list(observation_space) if isinstance(observation_space, dict) else None
         #: The keys the actor and the critic read (None: a Box), see :func:`resolve_obs_groups`.
         self.obs_groups = resolve_obs_groups(observation_space, obs_groups)
-        if not isinstance(action_space, (Box, Discrete)):
-            raise TypeError(
-                f"MLPModel needs a Box or Discrete action space, got {action_space!r}; pass "
-                "`model_cls=`."
-            )
         self.action_shape = tuple(action_space.shape)
         self.discrete = isinstance(action_space, Discrete)
         self.num_categories = action_space.n if self.discrete else 0
-        if isinstance(obs_window, bool) or not isinstance(obs_window, int) or obs_window < 1:
-            raise ValueError(
-                "`obs_window` must be a positive int (observations per window), got "
-                f"{obs_window!r}."
-            )
         self.obs_window = obs_window
 
         def in_features(keys: list[str] | None) -> int:
@@ -178,19 +212,6 @@ class MLPModel(nn.Module):
 
         action_size = math.prod(self.action_shape)
         hiddens = tuple(hiddens)
-        if init not in INITS:
-            raise ValueError(f"`init` must be one of {list(INITS)}, got {init!r}.")
-        if log_std_init is not None and (
-            self.discrete
-            or isinstance(log_std_init, bool)
-            or not isinstance(log_std_init, (int, float))
-            or not math.isfinite(log_std_init)
-        ):
-            raise ValueError(
-                "`log_std_init` is a finite number for Box actions (or None), got "
-                f"{log_std_init!r} "
-                f"for {action_space!r}."
-            )
         self.actor = mlp(in_features(self.obs_groups["actor"]), hiddens, activation_fn)
         outputs_log_std = not self.discrete and log_std_init is None
         out = (

@@ -12,38 +12,11 @@ from torch import nn
 from torch.func import functional_call
 
 from ..core import random
-from ..core.normalization import RunningMoments, normalize
-from ..core.spaces import Box, Space, describe_mismatch, sample
+from ..core.spaces import Space, describe_mismatch, sample
 from ..core.types import Params, Tree
 from . import windows
 from .distributions import Distribution
 from .memory import NoMemory, RecurrentMemory, WindowMemory, memory_kind
-
-
-def to_action_space(
-    distribution_cls: type[Distribution], action: Tree, action_space: Space
-) -> Tree:
-    """Map a distribution's actions ``[B, ...]`` into ``action_space``.
-
-    For a squashing distribution (``distribution_cls.squashed``, e.g.
-    :class:`~rlstack.policy.distributions.SquashedNormal`, actions in ``(-1, 1)``)
-    a bounded ``Box`` action is scaled affinely to ``[low, high]``; every
-    other ``Box`` action is clipped to the space's bounds (infinite bounds
-    clip nothing). Discrete actions pass unchanged; dicts of spaces map key
-    by key. The distribution's own actions (what log-probs are computed
-    from) are left to the caller: the affine map changes no probability
-    ratio, so PPO trains on the unmapped ones.
-    """
-    if isinstance(action_space, dict):
-        return {
-            k: to_action_space(distribution_cls, action[k], sub) for k, sub in action_space.items()
-        }
-    if not isinstance(action_space, Box):
-        return action
-    low, high = action_space.low, action_space.high
-    if getattr(distribution_cls, "squashed", False) and action_space.bounded:
-        action = low + (action + 1.0) * (0.5 * (high - low))
-    return action.clamp(low, high)
 
 
 def make_skeleton(model: nn.Module) -> nn.Module:
@@ -376,43 +349,3 @@ def check_recurrent_model(
             "gives "
             f"{optree.tree_map(lambda x: (tuple(x.shape), x.dtype), initial)}."
         )
-
-
-def act_in_env(
-    policy: Policy,
-    params: Params,
-    obs: Tree,
-    memory: Tree | None,
-    starts: torch.Tensor | None,
-    action_space: Space,
-    *,
-    obs_moments: Any = (),
-    deterministic: bool = True,
-    key: torch.Tensor | None = None,
-) -> tuple[Tree, torch.Tensor, torch.Tensor, Tree]:
-    """:meth:`Policy.step` on raw observations, as a trained agent acts: the
-    path :meth:`Algorithm.predict <rlstack.Algorithm.predict>`, exports and
-    ``rlstack eval`` share.
-
-    Observations are standardised by ``obs_moments`` (a
-    :class:`~rlstack.core.normalization.RunningMoments`, or a dict of them
-    for a dict observation: training's ``normalize_obs``; ``()`` for none); ``memory=None`` begins
-    every env's episode now, ``starts`` (``[B]`` bool; ``None``: none) some of them;
-    actions come back inside ``action_space`` (:func:`to_action_space`),
-    without gradients.
-
-    Returns:
-        ``(action [B, ...], log_prob [B], value [B], memory)``.
-    """
-    if isinstance(obs_moments, (RunningMoments, dict)):
-        obs = normalize(obs_moments, obs)
-    first = optree.tree_leaves(obs)[0]
-    if memory is None:
-        memory = policy.initial_memory(obs)
-    if starts is None:
-        starts = torch.zeros(first.shape[0], dtype=torch.bool, device=first.device)
-    with torch.no_grad():
-        action, log_prob, value, memory = policy.step(
-            key, params, obs, memory, starts, deterministic=deterministic
-        )
-    return to_action_space(policy.distribution_cls, action, action_space), log_prob, value, memory

@@ -24,8 +24,7 @@ from typing import Any
 import optree
 import torch
 
-from ..core.device import matmul_precision, memory_stats
-from ..core.schedules import logged_coefficients
+from ..core.device import matmul_precision
 from ..core.types import RolloutCarry
 from ..integrations import checkpoint as ckpt
 from ..integrations import distributed
@@ -63,51 +62,14 @@ class Algorithm:
     is built.
 
     Args:
-        env: a pure env (class or instance, e.g. ``DiscreteDummyEnv``), an
-            env factory (``gymnasium_env(id)``) or an rlstack 1.x style
-            stateful env class.
-        env_config: config dict passed to the env's reset.
-        model_cls: ``model_cls(observation_space, action_space,
-            **model_config)`` -> ``nn.Module``; default :class:`MLPModel`. A
-            recurrent model (with ``initial_hidden``, e.g.
-            :class:`~rlstack.policy.models.RecurrentModel`) makes a recurrent
-            policy trained over sequences of ``seq_len`` steps.
-        model_config: keyword arguments for ``model_cls``.
-        distribution_cls: action distribution; default ``Categorical`` for
-            discrete and ``Normal`` for continuous actions.
-        optimizer_cls: ``torch.optim.Adam`` (default), ``AdamW`` or ``SGD``,
-            mapped onto :mod:`rlstack.core.optim`.
-        optimizer_config: its keyword arguments (``lr`` defaults to 1e-3).
-        device: where env, params and buffers live.
-        seed: the run's random seed: model initialisation, env resets,
-            actions and minibatch order all derive from it (through
-            :mod:`rlstack.core.random` keys; torch's global generator is never
-            used or changed). ``None``: drawn once from torch's global
-            generator, so ``torch.manual_seed(s)`` before construction
-            reproduces a run. A population's: see
-            :func:`rlstack.shell.members.member_configs`.
-        compile: ``None`` (default): start eager and switch each piece of
-            the rollout and the update to its compiled form as soon as a
-            background thread has compiled it or loaded it from the compile
-            cache (:mod:`rlstack.shell.compile_strategy`); ``True``: compile
-            before the first iteration; ``False``: never.
-        compile_switches: with ``compile=None``, the update counts at which
-            pieces switch (a run's :attr:`compile_switches`): each switches
-            exactly there, waiting for it if needed, and no other piece does,
-            so the recorded run is reproduced bit for bit.
-        compile_cache: the folder of compiled pieces (default
-            ``$RLSTACK_COMPILE_CACHE``, else ``~/.cache/rlstack/compile``).
-        cuda_graphs: on a CUDA device, capture the whole rollout and the
-            whole update each as one CUDA graph and replay them (see
-            :mod:`rlstack.learn.cuda_graphs`); needs a pure (compilable) env.
-        allow_tf32: on a CUDA device, let float32 matmuls use TF32 inside
-            ``collect``, ``step`` and ``evaluate`` (restored after each).
-        num_members: ``None`` (one run) or ``K``: a population of ``K`` runs
-            in one process (see :mod:`rlstack.shell.population`).
-        **hparams: PPO hyperparameters, see
-            :class:`rlstack.core.config.AlgorithmConfig` (kept as ``config``);
-            where unset, the defaults that fit ``env``
-            (:func:`rlstack.envs.env_defaults`) come before 1.x's.
+        env: a pure env (class or instance), an env factory
+            (``gymnasium_env(id)``, ``rsl_rl_env(factory)``) or an rlstack 1.x
+            style stateful env class.
+        **kwargs: the build arguments (the model, distribution, optimizer,
+            device, seed, compile mode, population size; documented once, on
+            :func:`rlstack.shell.build.check_arguments`) and the PPO
+            hyperparameters (:class:`rlstack.core.config.AlgorithmConfig`,
+            kept as ``config``).
 
     Counters: ``collects`` (rollouts collected; rlstack 1.x's name
     ``horizons`` stays as an alias), ``steps`` (updates) and ``env_steps``
@@ -153,6 +115,7 @@ class Algorithm:
             env_config=env_config,
             model_cls=model_cls or MLPModel,
             model_config=model_config,
+            distribution_cls=distribution_cls,
             optimizer_cls=optimizer_cls,
             optimizer_config=optimizer_config,
             device=device,
@@ -187,9 +150,7 @@ class Algorithm:
         if self.world_size > 1:  # the same config on every rank
             shared = {k: v for k, v in self.build_config.items() if k != "device"}
             distributed.check_same_config({**self.config.to_dict(), **shared})
-        self.policy, state, self.root_key, self.initial_norm = initial_state(
-            self.env, args, distribution_cls
-        )
+        self.policy, state, self.root_key, self.initial_norm = initial_state(self.env, args)
         check_window(self.policy, self.config.horizon)
         self.build_config["distribution_cls"] = getattr(
             self.policy.distribution_cls, "__name__", ""
@@ -287,13 +248,6 @@ class Algorithm:
         """
         return iteration.collect(self, env_config=env_config, deterministic=deterministic)
 
-    def coefficients(self, member: int = 0) -> dict[str, float]:
-        """Learning rate and entropy coefficient of ``member``'s next update, as
-        logged (see :func:`rlstack.core.schedules.logged_coefficients`).
-        """
-        entropy = self.member_config[member].entropy_coeff
-        return logged_coefficients(self.config, self.member_lrs[member], entropy, self.env_steps)
-
     def step(self) -> Any:
         """Update the policy on the last collected trajectory.
 
@@ -333,10 +287,6 @@ class Algorithm:
         ``normalize_obs`` is off.
         """
         return (self.carry.norm if self.carry is not None else self.initial_norm).obs
-
-    def memory_stats(self) -> dict[str, float]:
-        """See :func:`rlstack.core.device.memory_stats`."""
-        return memory_stats(self.device)
 
     def hparams_by_member(self) -> dict[str, Any]:
         """See :func:`rlstack.shell.members.hparams_by_member`."""

@@ -16,7 +16,8 @@ from typing import Any
 import torch
 
 from ..core import random
-from ..core.config import AlgorithmConfig, check_build_arguments, for_model
+from ..core.checks import check_build_arguments
+from ..core.config import AlgorithmConfig, for_model
 from ..core.device import resolve_device
 from ..core.normalization import init_norm_state
 from ..core.optim import set_learning_rate
@@ -26,8 +27,8 @@ from ..envs import check_env, env_defaults, make_env
 from ..integrations import checkpoint as ckpt
 from ..integrations import compile_cache, distributed
 from ..learn.loss import config_hparams
+from ..learn.optimizer import make_optimizer
 from ..learn.train_state import TrainState, each_member, stack
-from ..learn.update import make_optimizer
 from ..policy.build import build_policy, check_model_config, is_recurrent_model
 from ..policy.distributions import default_distribution_cls
 from ..policy.policy import Policy
@@ -72,6 +73,7 @@ class BuildArguments:
     env_config: dict[str, Any]
     model_cls: type
     model_config: dict[str, Any]
+    distribution_cls: Any
     cuda_graphs: bool
     allow_tf32: bool
 
@@ -102,6 +104,7 @@ def check_arguments(
     env_config: Any,
     model_cls: type,
     model_config: Any,
+    distribution_cls: Any,
     optimizer_cls: type,
     optimizer_config: Any,
     device: Any,
@@ -117,7 +120,56 @@ def check_arguments(
     """Validate every argument of ``Algorithm(env, ...)`` before anything is
     built; a population's split per member (:func:`rlstack.shell.members.member_configs`),
     each config's sequence settings decided by the model
-    (:func:`rlstack.core.config.for_model`).
+    (:func:`rlstack.core.config.for_model`). These are the arguments of
+    :class:`~rlstack.Algorithm` (and :class:`~rlstack.Trainer`), documented here once.
+
+    Args:
+        env: a pure env (class or instance, e.g. ``DiscreteDummyEnv``), an
+            env factory (``gymnasium_env(id)``) or an rlstack 1.x style
+            stateful env class.
+        env_config: config dict passed to the env's reset.
+        model_cls: ``model_cls(observation_space, action_space,
+            **model_config)`` -> ``nn.Module``; default
+            :class:`~rlstack.policy.models.MLPModel`. A
+            recurrent model (with ``initial_hidden``, e.g.
+            :class:`~rlstack.policy.models.RecurrentModel`) makes a recurrent
+            policy trained over sequences of ``seq_len`` steps.
+        model_config: keyword arguments for ``model_cls``.
+        distribution_cls: action distribution; default ``Categorical`` for
+            discrete and ``Normal`` for continuous actions.
+        optimizer_cls: ``torch.optim.Adam`` (default), ``AdamW`` or ``SGD``,
+            mapped onto :mod:`rlstack.core.optim`.
+        optimizer_config: its keyword arguments (``lr`` defaults to 1e-3).
+        device: where env, params and buffers live.
+        seed: the run's random seed: model initialisation, env resets,
+            actions and minibatch order all derive from it (through
+            :mod:`rlstack.core.random` keys; torch's global generator is never
+            used or changed). ``None``: drawn once from torch's global
+            generator, so ``torch.manual_seed(s)`` before construction
+            reproduces a run. A population's: see
+            :func:`rlstack.shell.members.member_configs`.
+        compile: ``None`` (default): start eager and switch each piece of
+            the rollout and the update to its compiled form as soon as a
+            background thread has compiled it or loaded it from the compile
+            cache (:mod:`rlstack.shell.compile_strategy`); ``True``: compile
+            before the first iteration; ``False``: never.
+        compile_switches: with ``compile=None``, the update counts at which
+            pieces switch (a run's :attr:`rlstack.Algorithm.compile_switches`): each switches
+            exactly there, waiting for it if needed, and no other piece does,
+            so the recorded run is reproduced bit for bit.
+        compile_cache: the folder of compiled pieces (default
+            ``$RLSTACK_COMPILE_CACHE``, else ``~/.cache/rlstack/compile``).
+        cuda_graphs: on a CUDA device, capture the whole rollout and the
+            whole update each as one CUDA graph and replay them (see
+            :mod:`rlstack.learn.cuda_graphs`); needs a pure (compilable) env.
+        allow_tf32: on a CUDA device, let float32 matmuls use TF32 inside
+            ``collect``, ``step`` and ``evaluate`` (restored after each).
+        num_members: ``None`` (one run) or ``K``: a population of ``K`` runs
+            in one process (see :mod:`rlstack.shell.population`).
+        hparams: PPO hyperparameters, see
+            :class:`rlstack.core.config.AlgorithmConfig` (kept as ``config``);
+            where unset, the defaults that fit ``env``
+            (:func:`rlstack.envs.env_defaults`) come before 1.x's.
 
     Raises:
         TypeError, ValueError: one line naming the argument and what it must be.
@@ -162,6 +214,7 @@ def check_arguments(
         env_config=dict(env_config or {}),
         model_cls=model_cls,
         model_config=dict(model_config or {}),
+        distribution_cls=distribution_cls,
         cuda_graphs=cuda_graphs,
         allow_tf32=allow_tf32,
     )
@@ -262,11 +315,7 @@ def build_env(env: Any, args: BuildArguments) -> Any:
     return built
 
 
-def initial_state(
-    env: Any,
-    args: BuildArguments,
-    distribution_cls: type | None,
-) -> tuple[Policy, TrainState, torch.Tensor, Any]:
+def initial_state(env: Any, args: BuildArguments) -> tuple[Policy, TrainState, torch.Tensor, Any]:
     """The policy and the first train state: member ``k``'s built from
     ``seeds[k]`` exactly as a single run with that seed builds it, then
     stacked over the members (a single run: its own).
@@ -278,7 +327,7 @@ def initial_state(
     """
     config, device, count = args.config, args.device, len(args.seeds)
     gather = (lambda trees: trees[0]) if args.num_members is None else stack
-    distribution_cls = distribution_cls or default_distribution_cls(env.action_space)
+    distribution_cls = args.distribution_cls or default_distribution_cls(env.action_space)
     built = [
         build_policy(
             env.observation_space,

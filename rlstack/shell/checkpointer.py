@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from ..integrations import checkpoint as ckpt
+from ..integrations import tracking
+from ..integrations.folder_lock import dead_owner
 
 
 class Checkpointer:
@@ -18,27 +20,55 @@ class Checkpointer:
 
     Args:
         files: the files a resumed run wrote before (pruned with the new ones).
-
-    Attributes:
-        folders: the open (locked) folders by resolved path, released when
-            the Trainer's run ends.
+        folders: the open (locked) folders by resolved path (the Trainer's
+            run releases them when it ends).
+        client: the MLflow client of the Trainer's run.
+        run_id: the Trainer's MLflow run, the owner named in each folder's lock.
     """
 
-    def __init__(self, files: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        files: Sequence[str],
+        *,
+        folders: dict[Path, ckpt.CheckpointDir],
+        client: Any,
+        run_id: str | None,
+    ) -> None:
         self.files = list(files)
-        self.folders: dict[Path, ckpt.CheckpointDir] = {}
+        self.folders = folders
+        self.client = client
+        self.owner = f"MLflow run {run_id}"
+        self.run_id = run_id
 
     def written(self) -> list[str]:
         """The checkpoint files of this run (a checkpoint records them)."""
         written = [str(p.resolve()) for d in self.folders.values() for p in d.written]
         return written or list(self.files)
 
-    def folder(self, directory: str | os.PathLike) -> ckpt.CheckpointDir | None:
-        """The open folder ``directory``, or ``None`` when it has not been opened."""
-        return self.folders.get(Path(directory).resolve())
+    def open(self, directory: str | os.PathLike, *, keep: int, steps: int) -> ckpt.CheckpointDir:
+        """The open folder ``directory``, checked and locked the first time,
+        keeping the ``keep`` newest files of this run.
+
+        Raises:
+            ValueError: see :class:`rlstack.integrations.checkpoint.CheckpointDir`.
+        """
+        folder = self.folders.get(Path(directory).resolve())
+        if folder is None:
+            folder = ckpt.CheckpointDir(
+                directory, step=steps, owner=self.owner, keep=keep, adopt=self.files
+            )
+            self.adopt(folder)
+        folder.keep = keep
+        return folder
 
     def adopt(self, folder: ckpt.CheckpointDir) -> None:
-        """Write into ``folder``, opened (checked and locked) by the Trainer."""
+        """Write into ``folder``, opened (checked and locked) before the Trainer
+        existed (as ``rlstack train`` does, so that a refused folder creates or
+        changes no MLflow run). A run that died holding the folder (its lock's
+        process gone) and is still RUNNING is ended as KILLED.
+        """
+        tracking.mark_dead_run_killed(self.client, dead_owner(folder.previous_owner), self.run_id)
+        folder.relabel(self.owner)
         self.folders[folder.directory.resolve()] = folder
 
     def save(
@@ -54,7 +84,6 @@ class Checkpointer:
         returns its path. The file is claimed first, so the state names it
         (a resumed run prunes it too).
         """
-        folder = self.folders[Path(directory).resolve()]
-        folder.keep = keep
+        folder = self.open(directory, keep=keep, steps=steps)
         folder.claim(steps)
         return folder.save(state(), steps)

@@ -16,7 +16,8 @@ from ..core import random
 from ..core.spaces import as_batch, is_numpy, to_numpy
 from ..learn.stats import env_rewards, reward_stats
 from ..learn.train_state import to_host
-from ..policy.policy import Policy, act_in_env
+from ..policy.acting import act_in_env
+from ..policy.policy import Policy
 
 #: An :class:`~rlstack.shell.algorithm.Algorithm` (read through its public
 #: attributes; this module does not import it, the Algorithm imports this module).

@@ -6,9 +6,10 @@ from typing import Any
 
 from ..integrations import compile_cache, distributed
 from ..learn.cuda_graphs import CudaGraphed
+from ..learn.optimizer import make_optimizer
 from ..learn.rollout import make_rollout
 from ..learn.transforms import INDUCTOR_OPTIONS, Staged, compiled, over_members
-from ..learn.update import make_optimizer, make_update
+from ..learn.update import make_update
 from ..policy.policy import Policy
 from .build import BuildArguments, build_env
 from .compile_strategy import CompileStrategy

@@ -14,9 +14,10 @@ from typing import Any
 import torch
 
 from ..core.normalization import reset_returns
+from ..core.schedules import logged_coefficients
 from ..core.types import RolloutCarry
 from ..integrations import distributed
-from ..learn.rollout import reset_carry
+from ..learn.carry import reset_carry
 from ..learn.stats import drop_empty_episode_means, trajectory_stats
 from ..learn.train_state import split_key, to_host
 
@@ -126,6 +127,14 @@ def update(algo: Algorithm) -> list[dict[str, float]]:
     algo.members.steps = [n + int(on) for n, on in zip(algo.members.steps, training, strict=True)]
     elapsed = 1000.0 * (time.perf_counter() - start)
     for k, member_stats in enumerate(stats):
-        member_stats.update({**algo.coefficients(k), **member_stats})  # an adapted rate wins
+        member_stats.update({**coefficients(algo, k), **member_stats})  # an adapted rate wins
         member_stats["profiling/step_ms"] = elapsed
     return stats
+
+
+def coefficients(algo: Algorithm, member: int = 0) -> dict[str, float]:
+    """Learning rate and entropy coefficient of ``member``'s next update, as
+    logged (see :func:`rlstack.core.schedules.logged_coefficients`).
+    """
+    entropy = algo.member_config[member].entropy_coeff
+    return logged_coefficients(algo.config, algo.member_lrs[member], entropy, algo.env_steps)

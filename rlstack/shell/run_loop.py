@@ -25,8 +25,30 @@ clock = time.monotonic
 
 class RunSchedule:
     """When a run evaluates and checkpoints, and how it stops: the arguments
-    of :meth:`Trainer.run <rlstack.Trainer.run>` (documented there),
-    validated before it is made.
+    of :meth:`Trainer.run <rlstack.Trainer.run>`, validated before it is made.
+
+    Attributes:
+        conditions: the stop conditions (``stop_conditions``; see
+            :mod:`rlstack.shell.conditions`); checked after every step on its
+            stats (merged with eval stats on eval steps).
+        steps_per_eval: run :meth:`Trainer.eval <rlstack.Trainer.eval>` every this many steps.
+        env_config: reset config for training envs.
+        eval_env_config: reset config for evaluation envs (default
+            ``env_config``).
+        checkpoint_every: write a checkpoint every this many steps.
+        checkpoint_dir: where checkpoints go (``step-<N>.pt``); each is
+            also logged to the MLflow run under ``checkpoints/``.
+        keep_checkpoints: how many of this run's newest checkpoint files
+            to keep in ``checkpoint_dir``.
+        member_stop: for a population: ``"each"`` member is checked on
+            its own stats with its own copy of the conditions and frozen
+            once one holds, until every member has; ``"any"`` member
+            meeting one ends the run; or the conditions see the
+            ``"mean"`` over members. Callbacks always see the mean.
+        checkpoint_every_s: with a ``checkpoint_dir``, also write one
+            once this many seconds have passed since the last (default
+            :data:`rlstack.shell.trainer.CHECKPOINT_EVERY_S`), so a hard kill loses at most
+            that much training; ``None`` or 0 turns it off.
     """
 
     def __init__(

@@ -10,10 +10,10 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ..core.config import check_log_every_s, check_run_arguments
+from ..core.checks import check_log_every_s, check_run_arguments
+from ..core.device import memory_stats
 from ..integrations import checkpoint as ckpt
 from ..integrations import distributed, tracking
-from ..integrations.folder_lock import dead_owner
 from ..policy.models import RecurrentModel
 from . import loading, run_loop
 from .algorithm import Algorithm
@@ -95,8 +95,7 @@ class Trainer:
         log_every_s: float = 1.0,
     ) -> None:
         self.algorithm = algorithm
-        #: The checkpoint folders and files (:class:`~rlstack.shell.checkpointer.Checkpointer`).
-        self.checkpoints = Checkpointer(checkpoint_files)
+        folders: dict = {}  # the checkpoint folders the run releases when it ends
         #: The MLflow runs (:class:`~rlstack.shell.run_log.RunLog`).
         self.run_log = RunLog(
             algorithm,
@@ -105,7 +104,14 @@ class Trainer:
             resume_run_id=resume_run_id,
             member_run_ids=member_run_ids,
             log_every_s=log_every_s,
-            checkpoint_dirs=self.checkpoints.folders,
+            checkpoint_dirs=folders,
+        )
+        #: The checkpoint folders and files (:class:`~rlstack.shell.checkpointer.Checkpointer`).
+        self.checkpoints = Checkpointer(
+            checkpoint_files,
+            folders=folders,
+            client=self.run_log.client,
+            run_id=self.run_log.run_id,
         )
         self.run_id = self.run_log.run_id
         self.tracking_uri = self.run_log.tracking_uri
@@ -139,7 +145,7 @@ class Trainer:
         """
         algorithm = self.algorithm
         training = algorithm.members.training()
-        memory = algorithm.memory_stats()
+        memory = memory_stats(algorithm.device)
         collected: list[Stats] = [{} for _ in training]
         if algorithm.trajectory is None:  # else resume a collected, not yet used rollout
             collected = algorithm.collect_each(env_config=env_config)
@@ -207,28 +213,9 @@ class Trainer:
         (``FloatingPointError``, re-raised; the failed rollout is dropped, so
         the checkpoint is the last good step's).
 
-        Args:
-            stop_conditions: see :mod:`rlstack.shell.conditions`; checked after
-                every step on its stats (merged with eval stats on eval steps).
-            steps_per_eval: run :meth:`eval` every this many steps.
-            env_config: reset config for training envs.
-            eval_env_config: reset config for evaluation envs (default
-                ``env_config``).
-            callbacks: see :data:`Callback`.
-            checkpoint_every: write a checkpoint every this many steps.
-            checkpoint_dir: where checkpoints go (``step-<N>.pt``); each is
-                also logged to the MLflow run under ``checkpoints/``.
-            keep_checkpoints: how many of this run's newest checkpoint files
-                to keep in ``checkpoint_dir``.
-            member_stop: for a population: ``"each"`` member is checked on
-                its own stats with its own copy of the conditions and frozen
-                once one holds, until every member has; ``"any"`` member
-                meeting one ends the run; or the conditions see the
-                ``"mean"`` over members. Callbacks always see the mean.
-            checkpoint_every_s: with a ``checkpoint_dir``, also write one
-                once this many seconds have passed since the last (default
-                :data:`CHECKPOINT_EVERY_S`), so a hard kill loses at most
-                that much training; ``None`` or 0 turns it off.
+        The arguments but ``callbacks`` (see :data:`Callback`) say when the
+        run evaluates and checkpoints and how it stops; each is documented
+        once, on :class:`~rlstack.shell.run_loop.RunSchedule`.
 
         Returns:
             The stats of the last step.
@@ -241,8 +228,8 @@ class Trainer:
             keep_checkpoints=keep_checkpoints,
             member_stop=member_stop,
         )
-        if checkpoint_dir is not None and distributed.rank() == 0:
-            self._folder(checkpoint_dir, keep_checkpoints)  # fail now, not after training
+        if checkpoint_dir is not None and distributed.rank() == 0:  # fail now, not after training
+            self.checkpoints.open(checkpoint_dir, keep=keep_checkpoints, steps=self.algorithm.steps)
         schedule = RunSchedule(
             conditions=list(stop_conditions or []),
             member_stop=member_stop,
@@ -290,7 +277,7 @@ class Trainer:
         if distributed.rank() != 0:
             self.state_dict()  # this rank's part goes to rank 0
             return ""
-        self._folder(directory, keep)
+        self.checkpoints.open(directory, keep=keep, steps=self.algorithm.steps)
         self.run_log.flush(quiet=sys.exc_info()[0] is not None)  # MLflow holds what it holds
         path = self.checkpoints.save(
             directory, self.state_dict, keep=keep, steps=self.algorithm.steps
@@ -299,35 +286,8 @@ class Trainer:
         return str(path)
 
     def adopt_checkpoint_dir(self, folder: ckpt.CheckpointDir) -> None:
-        """Write checkpoints into ``folder``, opened (checked and locked) before
-        this Trainer existed (as ``rlstack train`` does, so that a refused folder
-        creates or changes no MLflow run). A run that died holding the folder
-        (its lock's process gone) and is still RUNNING is ended as KILLED.
-        """
-        tracking.mark_dead_run_killed(
-            self.run_log.client, dead_owner(folder.previous_owner), self.run_id
-        )
-        folder.relabel(f"MLflow run {self.run_id}")
+        """See :meth:`rlstack.shell.checkpointer.Checkpointer.adopt`."""
         self.checkpoints.adopt(folder)
-
-    def _folder(self, directory: str | os.PathLike, keep: int) -> ckpt.CheckpointDir:
-        """The open folder ``directory``, checked and locked the first time.
-
-        Raises:
-            ValueError: see :class:`rlstack.integrations.checkpoint.CheckpointDir`.
-        """
-        folder = self.checkpoints.folder(directory)
-        if folder is None:
-            folder = ckpt.CheckpointDir(
-                directory,
-                step=self.algorithm.steps,
-                owner=f"MLflow run {self.run_id}",
-                keep=keep,
-                adopt=self.checkpoints.files,
-            )
-            self.adopt_checkpoint_dir(folder)
-        folder.keep = keep
-        return folder
 
     @classmethod
     def from_checkpoint(
