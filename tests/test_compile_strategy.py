@@ -52,7 +52,7 @@ def cache(tmp_path):
 
 def _compile_and_save(cache, description, fn, x):
     compiled = compile_cache.aot_compile(fn, (x,), transforms.INDUCTOR_OPTIONS)
-    assert cache.save(description, fn, compiled)
+    assert cache.save(description, compile_cache.to_bytes(compiled, fn))
     return compiled
 
 
@@ -128,7 +128,7 @@ def test_a_cache_folder_that_cannot_be_written_means_memory_and_one_notice(tmp_p
     assert not cache.writable and "cannot be written" in capsys.readouterr().err
     fn = _piece(Scale(2.0))
     compiled = compile_cache.aot_compile(fn, (torch.randn(4),), transforms.INDUCTOR_OPTIONS)
-    assert not cache.save(_description(), fn, compiled)
+    assert not cache.save(_description(), compile_cache.to_bytes(compiled, fn))
 
 
 def test_a_cache_folder_whose_writes_fail_means_memory_and_one_notice(tmp_path, capsys):

@@ -55,6 +55,9 @@ FORMAT = 1
 #: The environment variable naming the cache folder.
 ENV_VAR = "RLSTACK_COMPILE_CACHE"
 _NOTICES: set[str] = set()
+#: The user's own Inductor cache folder, if any (Inductor writes its default into the
+#: environment the first time it asks, so it is read before then).
+_USER_KERNEL_FOLDER = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
 _PLAIN = (int, float, str, bool, bytes, type(None))
 
 
@@ -155,6 +158,16 @@ def aot_compile(fn: Callable, args: tuple, options: Mapping[str, Any]) -> Any:
     return torch.compile(fn, fullgraph=True, options=dict(options)).aot_compile((args, {}))
 
 
+def to_bytes(compiled: Any, fn: Callable) -> bytes:
+    """``compiled`` (made from ``fn``) serialised without what ``fn`` closes
+    over (:func:`closure_data`: the loading run hands its own back).
+
+    Raises:
+        RuntimeError: for a graph torch cannot serialise.
+    """
+    return type(compiled).serialize(compiled, closure_data(fn)).serialized_data
+
+
 def sources_unchanged(compiled: Any) -> bool:
     """Whether every source Dynamo inlined into ``compiled`` still reads as it
     did (the same SHA-256 of its lines, Dynamo's own rule): a changed env or
@@ -186,7 +199,7 @@ def use_kernel_folder(root: Path) -> None:
     """Make ``root/inductor`` Inductor's cache folder (where it keeps compiled
     kernels), unless the user chose one with ``TORCHINDUCTOR_CACHE_DIR``.
     """
-    if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+    if _USER_KERNEL_FOLDER is None:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(root / "inductor")
 
 
@@ -231,6 +244,13 @@ class CompileCache:
             return self._reject(key, "its description differs (a foreign entry)")
         if meta.get("size") != len(data) or meta.get("sha256") != hashlib.sha256(data).hexdigest():
             return self._reject(key, "its bytes do not match meta.json (truncated or corrupt)")
+        return self.from_bytes(description, data, fn)
+
+    def from_bytes(self, description: Mapping[str, Any], data: bytes, fn: Callable) -> Any | None:
+        """The compiled ``fn`` that :func:`to_bytes` made ``data``; ``None``
+        (the reason in :attr:`rejected`) when it does not load or is stale.
+        """
+        key = entry_key(description)
         try:
             with _loading_context():
                 compiled = torch.compiler.load_compiled_function(
@@ -246,16 +266,11 @@ class CompileCache:
         """Record that the entry for ``description`` was loaded but not used, and why."""
         self._reject(entry_key(description), why)
 
-    def save(self, description: Mapping[str, Any], fn: Callable, compiled: Any) -> bool:
-        """Store ``compiled`` (made from ``fn``) for ``description``; whether it was written."""
+    def save(self, description: Mapping[str, Any], data: bytes) -> bool:
+        """Store a compiled piece's bytes (:func:`to_bytes`) for ``description``;
+        whether they were written (an unwritable folder: one notice, ``False``).
+        """
         if not self.writable:
-            return False
-        try:
-            data = type(compiled).serialize(compiled, closure_data(fn)).serialized_data
-        except Exception as e:  # something in the graph that torch cannot serialise
-            notice(
-                f"a compiled piece could not be saved ({type(e).__name__}: {e}); kept in memory."
-            )
             return False
         meta = {
             "format": FORMAT,

@@ -1,12 +1,14 @@
 """Compiled speed without the wait: a run starts with its pieces eager and
-switches each to its compiled form as soon as a background thread has it.
+switches each to its compiled form as soon as it is ready.
 
 The pieces are those a :class:`~rlstack.learn.transforms.Staged` function
 names compilable (a rollout's step, an update's minibatch step, ...). Each
 piece's first call records its inputs; a background thread then loads the
 piece from the compile cache (:mod:`rlstack.integrations.compile_cache`) at
-once, or, once the first iteration has run at eager speed, compiles it
-ahead of time for those inputs and stores it there. At the start of a
+once, and, once the first iteration has run at eager speed, a forked child
+process compiles the pieces the cache did not have ahead of time for those
+inputs, stores them there and hands them back
+(:mod:`rlstack.shell.compile_worker`). At the start of a
 collect (rollout pieces) or of an update (update pieces) the strategy
 swaps in the pieces that are ready and records the update count at which
 each switched (:attr:`CompileStrategy.switched`). Told switch points
@@ -14,6 +16,13 @@ each switched (:attr:`CompileStrategy.switched`). Told switch points
 is not ready, so a run reproduces a recorded one bit for bit: a compiled
 piece computes what the eager one does up to float rounding, and the
 random streams are data.
+
+From the first iteration's end until every piece has switched, training
+runs one intra-op thread fewer: a team of threads that has to share its
+cores with the compiling child stalls at every parallel region. Both
+moments follow from the switch points, so a replay runs with the same
+thread counts, and the pieces are compiled, loaded and checked at that
+count (it is part of their guards).
 
 A switched piece runs without torch's guards (:class:`CheckedPiece`):
 rlstack checks the inputs' structure, shapes, strides, dtypes and devices
@@ -24,16 +33,20 @@ the eager piece for inputs of another layout.
 
 from __future__ import annotations
 
-import queue
-import threading
+import contextlib
+import os
+import signal
 import time
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import torch
+
 from ..integrations import compile_cache
 from ..learn import transforms
 from ..learn.transforms import Staged
+from .compile_worker import Job, Loader, can_fork, compile_here, fork_compiler
 
 
 class CheckedPiece:
@@ -65,24 +78,6 @@ class CheckedPiece:
         return self.eager(*args)
 
 
-class _Job:
-    """One piece's way to its compiled form: its first inputs, then a result."""
-
-    def __init__(self, name: str, fn: Callable, args: tuple, description: dict[str, Any]) -> None:
-        self.name = name
-        self.fn = fn
-        self.args = args
-        self.description = description  # its key in the cache
-        self.calls = 1
-        self.compiled: Any = None  # the compiled function, once there is one
-        self.how = ""  # "loaded" or "compiled"
-        self.seconds = 0.0
-        self.error: str | None = None
-        self.looked_up = threading.Event()  # the cache was asked
-        self.done = threading.Event()  # compiled, loaded, or given up
-        self.compile_asked = False
-
-
 class CompileStrategy:
     """The background compile strategy over an Algorithm's staged functions.
 
@@ -98,7 +93,7 @@ class CompileStrategy:
 
     Attributes:
         switched: piece name -> the update count at which it switched.
-        jobs: piece name -> its :class:`_Job`, from its first call on.
+        jobs: piece name -> its :class:`~rlstack.shell.compile_worker.Job`, from its first call on.
     """
 
     def __init__(
@@ -116,9 +111,10 @@ class CompileStrategy:
         self.given = dict(switches)
         self.free = free
         self.switched: dict[str, int] = {}
-        self.jobs: dict[str, _Job] = {}
-        self._worker: _Worker | None = None
-        self._first_iteration_done = False
+        self.jobs: dict[str, Job] = {}
+        self._loader: Loader | None = None
+        self._compiled_before = False
+        self._threads: int | None = None  # the intra-op threads to return to, while compiling
 
     # ------------------------------------------------------------ recording
     def recording(self, kind: str, staged: Staged) -> Staged:
@@ -134,11 +130,16 @@ class CompileStrategy:
         def piece(*args: Any) -> Any:
             job = self.jobs.get(name)
             if job is None:
-                self.jobs[name] = job = _Job(name, fn, args, self.describe(name, args))
-                self._submit(job, compile=name in self.given)
+                threads = self._threads or torch.get_num_threads()  # training's own count
+                description = {**self.describe(name, args), "intra_op_threads": threads}
+                self.jobs[name] = job = Job(name, fn, args, description)
+                self._look_up(job)
             else:
                 job.calls += 1
-            return fn(*args)
+            start = time.perf_counter()
+            out = fn(*args)
+            job.eager_seconds += time.perf_counter() - start
+            return out
 
         return piece
 
@@ -148,29 +149,29 @@ class CompileStrategy:
         due at ``steps`` updates swapped for their compiled forms: a given
         switch point reached (waiting for the piece), else, when ``free``,
         any piece ready. From the second iteration on, the pieces the cache
-        did not have are compiled in the background, the most called first.
+        did not have are compiled in the background, those that cost the
+        most time eagerly first.
         """
-        if steps >= 1 and not self._first_iteration_done:
-            self._first_iteration_done = True
-            for job in sorted(self.jobs.values(), key=lambda j: -j.calls):
-                self._submit(job, compile=True)
+        if steps >= 1:
+            if not self._compiled_before:  # from here until every piece has switched
+                self._compiled_before = True
+                self._threads = torch.get_num_threads()
+                torch.set_num_threads(max(1, self._threads - 1))  # a core for the compiling child
+            self._compile()
         pieces = dict(staged.pieces)
         for name, job in self.jobs.items():
             piece = name.partition("/")[2]
             if not name.startswith(kind + "/") or name in self.switched:
                 continue
             if name in self.given and steps >= self.given[name]:
+                self._compile(job)
                 job.done.wait()
             elif name in self.given or not (self.free and job.done.is_set()):
                 continue
             if job.compiled is not None and not job.compiled.guard_check(*job.args):
                 self.cache.refuse(job.description, "its guards refuse the example inputs")
-                job.compiled = None  # compiled anew (waited for at a given switch point)
-                job.done.clear()
-                job.compile_asked = False
-                self._submit(job, compile=True)
-                if name in self.given:
-                    job.done.wait()
+                job.compiled = None
+                job.error = "its guards refuse the inputs it was compiled for"
             if job.compiled is None:
                 compile_cache.notice(f"{name} stays eager: {job.error}")
                 self.switched[name] = -1  # never again
@@ -180,6 +181,9 @@ class CompileStrategy:
             )
             self.switched[name] = steps
             job.args = ()  # the example inputs are no longer needed
+        if self._threads is not None and all(name in self.switched for name in self.jobs):
+            torch.set_num_threads(self._threads)  # every piece switched: the training's cores again
+            self._threads = None
         return staged._replace(pieces=pieces)
 
     def follow(self, record: Mapping[str, int]) -> None:
@@ -193,63 +197,50 @@ class CompileStrategy:
         """The switch points so far (pieces that never switched left out)."""
         return {name: steps for name, steps in self.switched.items() if steps >= 0}
 
-    # -------------------------------------------------------- the thread
-    def _submit(self, job: _Job, *, compile: bool) -> None:
-        """Queue ``job``'s cache lookup, or (``compile``) its compilation
-        after a lookup that found nothing.
+    # --------------------------------------------------------- the work
+    def _look_up(self, job: Job) -> None:
+        """Start ``job``'s cache lookup in the loader thread."""
+        if self._loader is None:
+            self._loader = Loader(self.cache)
+            weakref.finalize(self, self._loader.stop)  # a strategy gone: no more work
+        self._loader.look_up(job)
+
+    def _compile(self, *wanted: Job) -> None:
+        """Compile the pieces the cache did not have and no child compiles yet
+        (of ``wanted``, or of all), the costliest eagerly first, in a forked
+        child (or here, where none can be forked). The child is forked while
+        the loader is idle: with lookups in flight this waits for them where
+        pieces are ``wanted`` (at a given switch point), else tries again at
+        the next boundary.
         """
-        if compile:
-            if job.compile_asked:
+        if any(not job.looked_up.is_set() for job in self.jobs.values()):
+            if not wanted:
                 return
-            job.compile_asked = True
-        if self._worker is None:
-            self._worker = _Worker(self.cache)
-            weakref.finalize(self, self._worker.stop)  # a strategy gone: no more jobs
-        self._worker.put(job, compile)
-
-
-class _Worker:
-    """The background thread: looks pieces up in the cache and compiles them,
-    one job at a time; it ends after the job at hand once :meth:`stop` is called.
-    """
-
-    def __init__(self, cache: compile_cache.CompileCache) -> None:
-        self.cache = cache
-        self.queue: queue.Queue = queue.Queue()
-        threading.Thread(target=self._work, name="rlstack-compile", daemon=True).start()
-
-    def put(self, job: _Job, compile: bool) -> None:
-        """Queue a lookup (and, with ``compile``, a compilation) of ``job``."""
-        self.queue.put((job, compile))
-
-    def stop(self) -> None:
-        """End the thread after the job at hand."""
-        self.queue.put(None)
-
-    def _work(self) -> None:
-        while (item := self.queue.get()) is not None:
-            job, compile = item
-            if not job.done.is_set():
-                self._run(job, compile)
-
-    def _run(self, job: _Job, compile: bool) -> None:
-        start = time.perf_counter()
-        try:
-            if not job.looked_up.is_set():
-                job.compiled = self.cache.load(job.description, job.fn)
-                job.how = "loaded"
-                job.looked_up.set()
-            if job.compiled is None and compile:
-                job.compiled = compile_cache.aot_compile(
-                    job.fn, job.args, transforms.INDUCTOR_OPTIONS
-                )
-                job.how = "compiled"
-                self.cache.save(job.description, job.fn, job.compiled)
-        except Exception as e:  # a piece Dynamo cannot compile stays eager
-            job.error = f"{type(e).__name__}: {e}".splitlines()[0]
-            job.compiled = None
-            job.done.set()
+            for job in self.jobs.values():
+                job.looked_up.wait()
+        jobs = list(wanted or self.jobs.values())
+        missing = sorted(
+            (job for job in jobs if not job.done.is_set() and not job.compiling),
+            key=lambda job: -job.eager_seconds,  # what costs the most eagerly first
+        )
+        if not missing:
             return
-        job.seconds += time.perf_counter() - start
-        if job.compiled is not None or compile:
-            job.done.set()
+        for job in missing:
+            job.compiling = True
+        if not can_fork():
+            compile_cache.notice(
+                "no child process can compile here (no fork, or CUDA is initialised): the pieces "
+                "compile in this process, between two iterations."
+            )
+            compile_here(missing, self.cache)
+            return
+        pid, fd = fork_compiler(missing, self.cache)
+        weakref.finalize(self, _kill, pid)  # a strategy gone: its child too
+        self._loader.receive(pid, fd, missing)
+
+
+def _kill(pid: int) -> None:
+    """Kill the compiling child ``pid`` if it still runs."""
+    with contextlib.suppress(ProcessLookupError, ChildProcessError):
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
