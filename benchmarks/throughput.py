@@ -42,8 +42,8 @@ if __package__ in (None, ""):  # run as a script: the repository root in place o
     )  # gymnasium.py would shadow the gymnasium package
 
 from rlstack import Algorithm, Population, RecurrentAlgorithm  # noqa: E402
-from rlstack.cli.arguments import load_env  # noqa: E402
 from rlstack.envs import CartPole, ContinuousDummyEnv, DiscreteDummyEnv  # noqa: E402
+from rlstack.integrations.env_names import load_env  # noqa: E402
 from rlstack.shell.presets import PRESETS  # noqa: E402
 
 # Every config: 4 epochs over the whole buffer per update (rlstack 1.x's defaults).

@@ -93,7 +93,7 @@ def test_cli_builds_kwargs_from_preset_and_overrides():
             "8,8",
         ]
     )
-    _, kwargs = train_config(args)
+    kwargs = train_config(args).trainer
     assert kwargs["horizon"] == 16 and kwargs["num_envs"] == 512  # override + preset
     assert kwargs["optimizer_config"]["lr"] == 0.01 and kwargs["shuffle_minibatches"] is False
     assert kwargs["model_config"]["hiddens"] == (8, 8)
@@ -562,12 +562,10 @@ def test_every_built_in_env_trains_from_its_preset_from_the_command_line():
 
     assert set(BUILTIN_ENVS) <= set(PRESETS)
     for name in BUILTIN_ENVS:
-        run, kwargs = train_config(build_parser().parse_args(["train", "--env", name]))
-        preset = {k: v for k, v in PRESETS[name].items() if k not in run}
-        assert {k: kwargs[k] for k in preset} == preset, name
-    assert train_config(build_parser().parse_args(["train", "--env", "MountainCar-v0"]))[1][
-        "env_config"
-    ] == {"reward": "speed"}
+        kwargs = train_config(build_parser().parse_args(["train", "--env", name])).trainer
+        assert {k: kwargs[k] for k in PRESETS[name]} == PRESETS[name], name
+    spec = train_config(build_parser().parse_args(["train", "--env", "MountainCar-v0"]))
+    assert spec.trainer["env_config"] == {"reward": "speed"}
 
 
 def test_none_disables_an_optional_hyperparameter_from_the_command_line():
@@ -582,16 +580,16 @@ def test_none_disables_an_optional_hyperparameter_from_the_command_line():
             "3",
         ]
     )
-    _, kwargs = train_config(args)
+    kwargs = train_config(args).trainer
     assert kwargs["vf_clip_param"] is None and kwargs["dual_clip_param"] == 3.0
     args = build_parser().parse_args(
         ["train", "--env", "DiscreteDummyEnv", "--vf-clip-param", "none"]
     )
-    assert train_config(args)[1]["vf_clip_param"] is None  # the 1.x default (10.0) overridden
+    assert train_config(args).trainer["vf_clip_param"] is None  # the 1.x default (10.0) overridden
 
 
 def test_help_shows_plain_text_not_sphinx_roles(capsys):
-    from rlstack.cli.arguments import plain_text
+    from rlstack.cli.help_text import plain_text
 
     assert plain_text(
         "see :class:`~rlstack.core.config.AlgorithmConfig` and :func:`rlstack.functional.gae`, "
@@ -650,7 +648,7 @@ def test_the_progress_line_shows_the_episode_return_on_episodic_envs():
 
 
 def test_the_closing_hint_fits_the_tracking_store():
-    from rlstack.cli.commands import browse_hint
+    from rlstack.shell.launch import browse_hint
 
     assert (
         browse_hint("sqlite:///mlflow.db", "abc")
@@ -780,4 +778,4 @@ def test_training_checkpoints_every_few_minutes_by_default_and_on_request(tmp_pa
         trainer.run(checkpoint_dir=tmp_path, checkpoint_every_s=-1)
     trainer.close()
     args = build_parser().parse_args(["train", *TINY, "--checkpoint-every-s", "60"])
-    assert train_config(args)[0]["checkpoint_every_s"] == 60.0
+    assert train_config(args).checkpoint_every_s == 60.0

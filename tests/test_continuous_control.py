@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from rlstack import Algorithm, random
 from rlstack.cli.arguments import build_parser
-from rlstack.cli.config import fit_lr_schedule, train_config
+from rlstack.cli.config import train_config
 from rlstack.core.schedules import by_optimizer_steps, device_schedule, linear_anneal
 from rlstack.core.spaces import Box, Discrete
 from rlstack.envs import ContinuousDummyEnv, DiscreteDummyEnv
@@ -225,7 +225,7 @@ def test_an_annealed_run_logs_cleanrls_learning_rates_and_the_cli_anneals_over_m
         algo.collect()
         logged.append(algo.step()["coefficients/lr"])
     assert logged == pytest.approx([1e-3 * (1 - u / 4) for u in range(4)])
-    run, kwargs = train_config(
+    spec = train_config(
         build_parser().parse_args(
             [
                 "train",
@@ -239,7 +239,7 @@ def test_an_annealed_run_logs_cleanrls_learning_rates_and_the_cli_anneals_over_m
             ]
         )
     )
-    notes = fit_lr_schedule(run, kwargs, DiscreteDummyEnv)
+    kwargs, notes = spec.trainer_arguments(DiscreteDummyEnv)
     assert kwargs["lr_schedule"] == linear_anneal(
         0.002, updates=10, transitions_per_update=512 * 32
     )
@@ -327,11 +327,9 @@ def test_gymnasium_envs_with_box_actions_get_the_continuous_preset_from_the_cli(
         preset_for("gymnasium:Acrobot-v1", gymnasium_env("Acrobot-v1")) is None
     )  # Discrete actions
     assert preset_for("CartPole-v1", None) == "CartPole-v1"
-    run, kwargs = train_config(
-        build_parser().parse_args(["train", "--env", "gymnasium:Pendulum-v1"])
-    )
-    preset = PRESETS["continuous"]
-    assert run["preset"] == "continuous" and {k: kwargs[k] for k in preset} == preset
+    spec = train_config(build_parser().parse_args(["train", "--env", "gymnasium:Pendulum-v1"]))
+    kwargs, preset = spec.trainer, PRESETS["continuous"]
+    assert spec.preset == "continuous" and {k: kwargs[k] for k in preset} == preset
     assert kwargs["model_config"] == {
         "hiddens": (64, 64),
         "activation_fn": "tanh",
@@ -340,10 +338,10 @@ def test_gymnasium_envs_with_box_actions_get_the_continuous_preset_from_the_cli(
     }
     # The schedule takes the rate to 0 at CleanRL's 1M env steps: without --max-steps the run stops
     # there.
-    notes = fit_lr_schedule(run, kwargs, gymnasium_env("Pendulum-v1"))
-    assert run["max_steps"] == 488 and "reaches 0 after 488 updates (999,424 env steps)" in notes[0]
+    max_steps, notes = spec.length(gymnasium_env("Pendulum-v1"))
+    assert max_steps == 488 and "reaches 0 after 488 updates (999,424 env steps)" in notes[0]
     # By name from the CLI, with the common options as flags.
-    run, kwargs = train_config(
+    kwargs = train_config(
         build_parser().parse_args(
             [
                 "train",
@@ -359,7 +357,7 @@ def test_gymnasium_envs_with_box_actions_get_the_continuous_preset_from_the_cli(
                 "absolute",
             ]
         )
-    )
+    ).trainer
     from rlstack import SquashedNormal
 
     assert (
@@ -412,15 +410,14 @@ def test_a_toml_file_selects_the_preset_distribution_and_annealing(tmp_path):
         "true\n"
         "max_steps = 5\n[model_config]\nlog_std_init = -1.0\n"
     )
-    run, kwargs = train_config(build_parser().parse_args(["train", "-f", str(path)]))
-    assert (
-        run["preset"] == "continuous" and run["anneal_lr"] and kwargs["distribution_cls"] is Normal
-    )
+    spec = train_config(build_parser().parse_args(["train", "-f", str(path)]))
+    kwargs = spec.trainer
+    assert spec.preset == "continuous" and spec.anneal_lr and kwargs["distribution_cls"] is Normal
     assert (
         kwargs["model_config"]["log_std_init"] == -1.0
         and kwargs["model_config"]["init"] == "orthogonal"
     )
-    fit_lr_schedule(run, kwargs, ContinuousDummyEnv)
+    kwargs, _ = spec.trainer_arguments(ContinuousDummyEnv)
     assert kwargs["lr_schedule"] == linear_anneal(3e-4, updates=5, transitions_per_update=8 * 256)
 
 
@@ -474,12 +471,12 @@ def test_async_gymnasium_envs_step_as_the_sync_ones_on_the_same_seeds():
         algo.env.vector_env.close()
     for a, b in zip(*(optree.tree_leaves(t) for t in trajectories), strict=True):
         assert torch.equal(a, b)
-    run, kwargs = train_config(
+    spec = train_config(
         build_parser().parse_args(
             ["train", "--env", "gymnasium:Pendulum-v1", "--vectorization-mode", "async"]
         )
     )
-    assert kwargs["env_config"] == {"vectorization_mode": "async"}
+    assert spec.trainer["env_config"] == {"vectorization_mode": "async"}
     with pytest.raises(
         ValueError, match=r"`vectorization_mode` must be one of \['sync', 'async'\], got 'threads'"
     ):

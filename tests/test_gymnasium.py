@@ -165,8 +165,8 @@ def test_an_env_without_a_preset_gets_defaults_that_fit_it(capsys):
     id gets 8 sub-envs, episodic envs are never reset on 1.x's schedule, and the CLI
     says in one line which defaults it runs with.
     """
-    from rlstack.cli.commands import defaults_notice
     from rlstack.envs import BUILTIN_ENVS
+    from rlstack.shell.launch import defaults_notice
 
     trainer = Trainer(
         GymnasiumEnv(_vector("CartPole-v1", n=3)), horizon=8, model_config={"hiddens": (8,)}

@@ -7,7 +7,8 @@ the commands (printing and exit codes only: the work is done by Trainer,
 Algorithm, rlstack.integrations.export and rlstack.integrations.plotting).
 """
 
-from .arguments import build_parser, load_env
+from ..integrations.env_names import load_env
+from .arguments import build_parser
 from .commands import evaluate, export, main, plot, train
 from .config import read_toml, train_config
 from .progress import Progress, StopRequest

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
-import inspect
-import re
 from typing import Any
 
 from ..core.config import AlgorithmConfig
 from ..envs import BUILTIN_ENVS
 from ..policy.nn import ACTIVATIONS
+from ..shell.settings import DISTRIBUTIONS, MODELS
+from .help_text import field_help
 
 # AlgorithmConfig fields that take one scalar on the command line.
 _SCALAR_TYPES = {
@@ -25,110 +24,8 @@ _SCALAR_TYPES = {
     "float | None": float,
     "int | None": int,
 }
-HPARAMS = {f.name for f in dataclasses.fields(AlgorithmConfig)}
-#: The hyperparameters of a recurrent model's sequences.
-RECURRENT_HPARAMS = {"seq_len", "seqs_per_state_reset"}
-#: --model: the default MLP, or the default recurrent model with this cell (RecurrentTrainer).
-MODELS = ("mlp", "lstm", "gru")
-# Options of `train` that are not Trainer keyword arguments.
-RUN_OPTIONS = {
-    "env",
-    "max_steps",
-    "experiment_name",
-    "run_name",
-    "steps_per_eval",
-    "checkpoint_every",
-    "checkpoint_every_s",
-    "checkpoint_dir",
-    "keep_checkpoints",
-    "save",
-    "resume",
-    "member_stop",
-    "preset",
-    "anneal_lr",
-}
-TRAINER_OPTIONS = {
-    "seed",
-    "device",
-    "compile",
-    "cuda_graphs",
-    "allow_tf32",
-    "env_config",
-    "model_config",
-    "optimizer_cls",
-    "log_every_s",
-    "optimizer_config",
-    "num_members",
-    "model",
-    "distribution",
-}
-#: --distribution: the action distribution of a Box action space (Trainer's ``distribution_cls``).
-DISTRIBUTIONS = ("normal", "squashed")
 # Hyperparameters a population's members may differ in: flags take comma-separated values.
 PER_MEMBER_FLAGS = {"gamma", "gae_lambda", "clip_param", "entropy_coeff"}
-# The types of `train`'s own options (hyperparameters are checked by AlgorithmConfig).
-RUN_OPTION_TYPES = {
-    "max_steps": int,
-    "steps_per_eval": int,
-    "checkpoint_every": int,
-    "keep_checkpoints": int,
-    "checkpoint_every_s": (int, float),
-    "env": str,
-    "experiment_name": str,
-    "run_name": str,
-    "checkpoint_dir": str,
-    "save": str,
-    "resume": str,
-    "member_stop": str,
-    "preset": str,
-    "anneal_lr": bool,
-}
-# What may be given with --resume: everything else is the checkpoint's.
-RESUME_OPTIONS = {
-    "resume",
-    "env",
-    "max_steps",
-    "steps_per_eval",
-    "checkpoint_every",
-    "checkpoint_every_s",
-    "checkpoint_dir",
-    "log_every_s",
-    "keep_checkpoints",
-    "save",
-    "experiment_name",
-    "run_name",
-    "device",
-    "compile",
-}
-
-
-def _field_help() -> dict[str, str]:
-    """Each hyperparameter's one-line help, from AlgorithmConfig's docstring
-    (where each is documented once).
-    """
-    text = (AlgorithmConfig.__doc__ or "").split("Attributes:", 1)[-1]
-    entries: dict[str, str] = {}
-    names: list[str] = []
-    for line in text.splitlines():
-        stripped = line.strip()
-        head, sep, rest = stripped.partition(": ")
-        if sep and line.startswith(" " * 8) and not line.startswith(" " * 12):
-            names = [n.strip() for n in head.split("/")]
-            for name in names:
-                entries[name] = rest
-        elif stripped and names:
-            for name in names:
-                entries[name] += " " + stripped
-    return {k: plain_text(v).replace("%", "%%") for k, v in entries.items()}
-
-
-def plain_text(text: str) -> str:
-    """A docstring's reST as terminal text: ``:class:`~a.B``` -> ``B``,
-    ``:func:`a.b``` -> ``a.b``, double backquotes dropped.
-    """
-    text = re.sub(r":\w+:`~[\w.]*?(\w+)`", r"\1", text)
-    text = re.sub(r":\w+:`([^`]+)`", r"\1", text)
-    return text.replace("``", "")
 
 
 class _Disabled:
@@ -153,7 +50,7 @@ def _optional(kind: type) -> Any:
     return parse
 
 
-_FIELD_HELP = _field_help()
+_FIELD_HELP = field_help()
 
 
 def _float_or_list(text: str) -> float | list[float]:
@@ -165,49 +62,6 @@ def _float_or_list(text: str) -> float | list[float]:
             f"expected a number or comma-separated numbers such as 1e-3,3e-4, got {text!r}"
         ) from None
     return values[0] if len(values) == 1 else values
-
-
-def load_env(spec: str) -> Any:
-    """A built-in env name (or its class's name, as an export records it),
-    ``gymnasium:ID`` for a gymnasium env id, ``envpool:ID`` for an EnvPool
-    task, ``module:Class`` for a user env, or ``module:factory`` for a
-    function ``factory(num_envs=, device=)`` that makes an env following
-    rsl_rl's ``VecEnv`` protocol (Isaac Lab, ManiSkill3, mjlab; see
-    :func:`rlstack.integrations.rsl_rl_adapter.rsl_rl_env`).
-
-    Raises:
-        ValueError: for an unknown name or an import that fails.
-    """
-    if spec in BUILTIN_ENVS:
-        return BUILTIN_ENVS[spec]
-    by_class = {
-        cls.__name__: cls for cls in BUILTIN_ENVS.values()
-    }  # what checkpoints and exports record
-    if spec in by_class:
-        return by_class[spec]
-    if spec.startswith("gymnasium:"):
-        from ..integrations.gymnasium_adapter import gymnasium_env
-
-        return gymnasium_env(spec.partition(":")[2])
-    if spec.startswith("envpool:"):
-        from ..integrations.envpool_adapter import envpool_env
-
-        return envpool_env(spec.partition(":")[2])
-    if ":" not in spec:
-        raise ValueError(
-            f"--env must be one of {sorted(BUILTIN_ENVS)}, 'module:Class' or 'module:factory', got "
-            f"{spec!r}."
-        )
-    module_name, _, attr = spec.partition(":")
-    try:
-        env = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as e:
-        raise ValueError(f"--env {spec!r} could not be loaded: {e}") from e
-    if inspect.isfunction(env):  # a function making an env that follows rsl_rl's VecEnv protocol
-        from ..integrations.rsl_rl_adapter import rsl_rl_env
-
-        return rsl_rl_env(env)
-    return env
 
 
 def _parse_bool(text: str) -> bool:
@@ -226,13 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train a policy and log the run to MLflow")
     _add_run_options(train)
+    _add_length_options(train)
+    _add_policy_options(train)
+    _add_population_options(train)
+    _add_checkpoint_options(train)
     _add_hyperparameter_options(train)
     _add_other_commands(commands)
     return parser
 
 
 def _add_run_options(train: argparse.ArgumentParser) -> None:
-    """``train``'s options besides the hyperparameters."""
+    """``train``'s options of the run: the env, its length and names, how it computes."""
     train.add_argument(
         "-f", "--config", dest="config_file", default=None, help="TOML file of configuration"
     )
@@ -252,9 +110,6 @@ def _add_run_options(train: argparse.ArgumentParser) -> None:
         "for a gymnasium env with Box actions, else none)",
     )
     train.add_argument(
-        "--max-steps", type=int, default=None, help="stop after this many collect+update steps"
-    )
-    train.add_argument(
         "--experiment-name", default=None, help="MLflow experiment (created if missing)"
     )
     train.add_argument("--run-name", default=None, help="MLflow run name")
@@ -265,7 +120,8 @@ def _add_run_options(train: argparse.ArgumentParser) -> None:
         type=_parse_bool,
         default=None,
         metavar="BOOL",
-        help="torch.compile (default: on CUDA; eager on CPU, where a cold compile costs minutes)",
+        help="compile before the first step (true), never (false); default: in the background, "
+        "each piece switching in when compiled or loaded from the compile cache",
     )
     train.add_argument(
         "--no-compile", dest="compile", action="store_false", help="same as --compile false"
@@ -284,6 +140,29 @@ def _add_run_options(train: argparse.ArgumentParser) -> None:
         metavar="BOOL",
         help="TF32 float32 matmuls on CUDA (default false)",
     )
+
+
+def _add_length_options(train: argparse.ArgumentParser) -> None:
+    """``train``'s options of the run's length."""
+    train.add_argument(
+        "--max-steps", type=int, default=None, help="stop after this many collect+update steps"
+    )
+    train.add_argument(
+        "--target",
+        type=float,
+        default=None,
+        help="stop once the episode return (per rollout where episodes never end) reaches this",
+    )
+    train.add_argument(
+        "--anneal-lr",
+        action="store_true",
+        default=None,
+        help="anneal the learning rate linearly to 0 over --max-steps (CleanRL's anneal_lr)",
+    )
+
+
+def _add_policy_options(train: argparse.ArgumentParser) -> None:
+    """``train``'s options of the policy and the env's vectorisation."""
     train.add_argument(
         "--lr",
         type=_float_or_list,
@@ -297,21 +176,6 @@ def _add_run_options(train: argparse.ArgumentParser) -> None:
         default=None,
         help="mlp (default), or a recurrent policy: lstm or gru (RecurrentTrainer; --seq-len, "
         "--seqs-per-state-reset)",
-    )
-    train.add_argument(
-        "--num-members",
-        type=int,
-        default=None,
-        metavar="K",
-        help="train a population of K members in one process (vmapped); member k's seed is seed + "
-        "k",
-    )
-    train.add_argument(
-        "--member-stop",
-        choices=("each", "any", "mean"),
-        default=None,
-        help="population: stop each member on its own (default), all when any member stops, or on "
-        "the mean",
     )
     train.add_argument(
         "--hiddens", default=None, help="hidden widths of the default model, e.g. 64,64"
@@ -338,12 +202,6 @@ def _add_run_options(train: argparse.ArgumentParser) -> None:
         "(async: every core steps envs; env_config.vectorization_mode)",
     )
     train.add_argument(
-        "--anneal-lr",
-        action="store_true",
-        default=None,
-        help="anneal the learning rate linearly to 0 over --max-steps (CleanRL's anneal_lr)",
-    )
-    train.add_argument(
         "--obs-window",
         type=int,
         default=None,
@@ -351,6 +209,10 @@ def _add_run_options(train: argparse.ArgumentParser) -> None:
         help="the default MLP sees the last K observations (model_config.obs_window; padded at "
         "episode starts)",
     )
+
+
+def _add_checkpoint_options(train: argparse.ArgumentParser) -> None:
+    """``train``'s options of evaluation, checkpoints, resuming and export."""
     train.add_argument(
         "--steps-per-eval",
         type=int,
@@ -408,6 +270,25 @@ def _add_run_options(train: argparse.ArgumentParser) -> None:
         default=None,
         metavar="DIR",
         help="export the policy (MLflow model) at the end; DIR must not exist or be empty",
+    )
+
+
+def _add_population_options(train: argparse.ArgumentParser) -> None:
+    """``train``'s options of a population."""
+    train.add_argument(
+        "--num-members",
+        type=int,
+        default=None,
+        metavar="K",
+        help="train a population of K members in one process (vmapped); member k's seed is seed + "
+        "k",
+    )
+    train.add_argument(
+        "--member-stop",
+        choices=("each", "any", "mean"),
+        default=None,
+        help="population: stop each member on its own (default), all when any member stops, or on "
+        "the mean",
     )
 
 

@@ -35,9 +35,20 @@ class Progress:
         self.step_times: list[float] = []
         self.last_stats: dict[str, float] | None = None
         self.printed = 0  # the last step written as a line
+        self.algorithm: Any = None  # the Algorithm, whose compiled pieces are reported
+        self.reported: set[str] = set()  # the compiled pieces reported so far
         self.episode_return: float | None = (
             None  # the latest mean over finished episodes, once there is one
         )
+
+    def start(self, trainer: Any, max_steps: int | None) -> None:
+        """Count from ``trainer``'s state (a resumed run's env steps) towards
+        ``max_steps`` updates, and report its compiled pieces as they switch.
+        """
+        self.max_steps = max_steps
+        self.last_env_steps = trainer.state["env/steps"]
+        self.last_time = time.perf_counter()
+        self.algorithm = trainer.algorithm
 
     def __call__(self, stats: dict[str, float]) -> bool:
         """Print the progress line of a step's ``stats`` (not of eval stats); never stops."""
@@ -51,12 +62,23 @@ class Progress:
         self.last_time, self.last_env_steps, self.last_stats = now, stats["env/steps"], stats
         self.episode_return = stats.get(EPISODE_RETURN, self.episode_return)
         steps = int(stats["algorithm/steps"])
+        self._report_switches()
         if self.tty:
             self._write("\r" + self.line(stats))
         elif steps == 1 or steps % self.every == 0:
             self._write(self.line(stats) + "\n")
             self.printed = steps
         return False
+
+    def _report_switches(self) -> None:
+        """One line for the pieces that switched to their compiled forms since the last."""
+        switched = getattr(self.algorithm, "compile_switches", {})
+        new = {name: at for name, at in switched.items() if name not in self.reported}
+        if not new:
+            return
+        self.reported.update(new)
+        pieces = ", ".join(f"{name} at update {at}" for name, at in sorted(new.items()))
+        self._write(("\r" if self.tty else "") + f"rlstack: compiled {pieces}\n")
 
     def _write(self, text: str) -> None:
         """Write and flush; a stream that closed (a pipe whose reader left) stops the progress

@@ -143,3 +143,27 @@ class StopsIncreasing(_Patience):
         else:
             self.stalls, self.max_ = 0, value
         return self.stalls >= self.patience
+
+
+class ReturnReaches:
+    """True once the return reaches ``target``: the mean return of the
+    episodes that ended in the latest rollout that had one
+    (``episodes/return/mean``), or, on an env whose episodes never end, the
+    return per rollout (``returns/mean``).
+
+    Attributes:
+        target: the return to reach.
+        value: the return the last call saw (``None`` before any episode ended).
+    """
+
+    def __init__(self, target: float) -> None:
+        self.target = target
+        self.value: float | None = None
+
+    def __call__(self, stats: Stats, /) -> bool:
+        """Whether the return reached ``target`` (eval stats are ignored)."""
+        if "episodes/return/mean" in stats:
+            self.value = stats["episodes/return/mean"]
+        elif "returns/mean" in stats and "episodes/count" not in stats:
+            self.value = stats["returns/mean"]
+        return self.value is not None and self.value >= self.target

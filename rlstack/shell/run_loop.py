@@ -19,6 +19,9 @@ from .conditions import Condition
 Stats = dict[str, float]
 #: A Trainer (see :class:`~rlstack.shell.trainer.Trainer`).
 Trainer = Any
+#: ``Trainer.run``'s default ``checkpoint_every_s``: at most this much training (in seconds) is
+#: lost to a hard kill.
+CHECKPOINT_EVERY_S = 300.0
 #: The clock of timed checkpoints (a test replaces it).
 clock = time.monotonic
 

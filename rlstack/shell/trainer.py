@@ -20,12 +20,10 @@ from .algorithm import Algorithm
 from .checkpointer import Checkpointer
 from .conditions import Condition
 from .run_log import RunLog
-from .run_loop import RunSchedule
+from .run_loop import CHECKPOINT_EVERY_S, RunSchedule
+from .spec import RunSpec
 
 Stats = dict[str, float]
-#: ``Trainer.run``'s default ``checkpoint_every_s``: at most this much training (in seconds) is
-#: lost to a hard kill.
-CHECKPOINT_EVERY_S = 300.0
 #: A callback is called with the stats after every step, and again with the
 #: ``eval/*`` stats after every evaluation; returning True stops ``run``.
 Callback = Callable[[Stats], Any]
@@ -50,12 +48,8 @@ class Trainer:
         run_name: name of the run.
         log_every_s: shortest time between two recorded metric points of a
             run, in seconds (default 1; 0 records every step).
-        num_members: train a population of this many members (``None``:
-            one run). The hyperparameters in
-            :data:`rlstack.shell.population.PER_MEMBER` may then be lists of
-            ``num_members`` values (``optimizer_config={"lr": [...]}`` for
-            the learning rate), and ``seed`` a list; see
-            :func:`rlstack.shell.population.grid`.
+        num_members: a population's size (``None``: one run); see
+            :func:`rlstack.shell.build.check_arguments` and :func:`rlstack.shell.population.grid`.
         **kwargs: everything :class:`Algorithm` takes.
 
     Examples:
@@ -135,7 +129,6 @@ class Trainer:
             "env/steps": algo.env_steps * distributed.world_size(),
         }
 
-    # ------------------------------------------------------------------ steps
     def step(self, *, env_config: Mapping[str, Any] | None = None) -> Stats:
         """Collect one rollout, update once, log and return the merged stats
         (memory, collect and step stats, :attr:`state` and, in the background
@@ -243,7 +236,6 @@ class Trainer:
         )
         return run_loop.run(self, schedule, callbacks)
 
-    # ------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
         """The Algorithm's state dict, with the MLflow run ids and the
         checkpoint files of this run (what a resumed Trainer continues).
@@ -330,7 +322,29 @@ class Trainer:
         )
         return trainer
 
-    # ------------------------------------------------------------------ export
+    @classmethod
+    def resume(cls, path: str | os.PathLike, env: Any = None, **settings: Any) -> Trainer:
+        """Continue the run a checkpoint holds, as ``rlstack train --resume`` does:
+        with the checkpoint's hyperparameters and config; ``settings`` (the
+        vocabulary of :mod:`rlstack.shell.spec`) may change only what a resumed
+        run can (:data:`~rlstack.shell.spec.RESUMABLE`: the device, the compile
+        mode, the MLflow names, the run's length and cadences).
+
+        Raises:
+            ValueError: for a setting a resumed run cannot change.
+        """
+        spec = RunSpec.build({"resume": os.fspath(path), **settings})
+        trainer = spec.trainer
+        return cls.from_checkpoint(
+            path,
+            env,
+            device=trainer.get("device"),
+            compile=trainer.get("compile"),
+            experiment_name=spec.experiment_name,
+            run_name=spec.run_name,
+            log_every_s=trainer.get("log_every_s", 1.0),
+        )
+
     def export_policy(self, path: str | os.PathLike, member: int | None = None) -> str:
         """Write the current policy as an MLflow pyfunc model; see
         :func:`rlstack.integrations.export.export_policy`. A population exports one
@@ -349,7 +363,6 @@ class Trainer:
         algorithm = self.algorithm if member is None else self.algorithm.member(member)
         return export_policy(algorithm, path)
 
-    # ---------------------------------------------------------------- tracking
     def flush_metrics(self) -> None:
         """Write the metrics still pending (see the class docstring)."""
         self.run_log.flush()
