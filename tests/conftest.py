@@ -39,5 +39,15 @@ def _isolated_compile_cache(_compile_cache, monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def _no_compiling_children_left():
+    """Every compiling child a test's background compile forked is killed when it ends."""
+    yield
+    from rlstack.shell import compile_worker
+
+    for pid in compile_worker.children():
+        compile_worker.kill(pid)
+
+
+@pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

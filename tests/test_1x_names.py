@@ -111,6 +111,8 @@ def _behaviour_table(text: str) -> str:
     return text[start : text.index("\n\n", start)]
 
 
-def test_the_readme_and_the_guide_show_the_same_table_of_deliberate_differences():
+def test_the_guide_tables_the_deliberate_differences_and_the_readme_links_it():
     readme = (GUIDE.parents[2] / "README.md").read_text()
-    assert _behaviour_table(readme) == _behaviour_table(GUIDE.read_text())
+    assert "(docs/guides/from-1x.md)" in readme
+    assert "| rlstack 1.x | rlstack 2 | what to write instead |" not in readme  # one copy
+    assert _behaviour_table(GUIDE.read_text()).count("\n") >= 10

@@ -64,11 +64,11 @@ def _train(spec: RunSpec) -> int:
             stopped=lambda: stop_request.signal is not None,
             say=say,
             on_start=progress.start,
+            on_end=progress.close,
         )
     except KeyboardInterrupt:  # a second signal: the last completed step was saved
         status = "KILLED"
     finally:
-        progress.close()
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
     return stop_request.exit_code() if status == "KILLED" else 0

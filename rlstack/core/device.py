@@ -32,16 +32,6 @@ def resolve_device(device: Any) -> torch.device:
     return device
 
 
-def default_compile(device: torch.device) -> bool:
-    """Whether ``compile=None`` compiles on ``device``: on CUDA, yes; on CPU,
-    no. A cold compile on a 2-core CPU takes 90-115 s before the first step
-    for about 3% more speed at rlstack 1.x's default size (up to 1.8x for
-    small models: pass ``compile=True`` there); benchmarks/startup.py and
-    benchmarks/throughput.py measure both.
-    """
-    return device.type == "cuda"
-
-
 @contextlib.contextmanager
 def matmul_precision(device: torch.device, allow_tf32: bool) -> Iterator[None]:
     """While inside, float32 matmuls on CUDA may use TF32 tensor cores

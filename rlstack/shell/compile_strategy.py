@@ -33,9 +33,6 @@ the eager piece for inputs of another layout.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import time
 import weakref
 from collections.abc import Callable, Mapping
@@ -46,7 +43,7 @@ import torch
 from ..integrations import compile_cache
 from ..learn import transforms
 from ..learn.transforms import Staged
-from .compile_worker import Job, Loader, can_fork, compile_here, fork_compiler
+from .compile_worker import Job, Loader, can_fork, compile_here, fork_compiler, kill
 
 
 class CheckedPiece:
@@ -235,12 +232,6 @@ class CompileStrategy:
             compile_here(missing, self.cache)
             return
         pid, fd = fork_compiler(missing, self.cache)
-        weakref.finalize(self, _kill, pid)  # a strategy gone: its child too
+        # A strategy collected: its child too; at a normal exit the child finishes storing.
+        weakref.finalize(self, kill, pid).atexit = False
         self._loader.receive(pid, fd, missing)
-
-
-def _kill(pid: int) -> None:
-    """Kill the compiling child ``pid`` if it still runs."""
-    with contextlib.suppress(ProcessLookupError, ChildProcessError):
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)

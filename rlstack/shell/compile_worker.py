@@ -7,8 +7,10 @@ Compiling runs in a child process, not a thread: tracing a piece races with
 the training thread's own eager ``torch.func`` transforms (their interpreter
 levels are process state), and Python holds one lock for both. The child
 is forked at an iteration boundary, so the training thread holds no torch
-lock, sets one intra-op thread, dies with its parent and is killed when its
-strategy is gone. Where a child cannot be forked (no ``fork``, or CUDA is
+lock; it is killed when its strategy is garbage collected and by Ctrl-C or
+SIGTERM (the default handlers), but a run that ends normally before its
+pieces compiled leaves it to finish storing them for the next run of the
+same configuration (:func:`children`). Where a child cannot be forked (no ``fork``, or CUDA is
 initialised: a forked child cannot use it), the pieces compile in the
 training process between two iterations instead.
 """
@@ -16,7 +18,6 @@ training process between two iterations instead.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import queue
@@ -123,10 +124,28 @@ class Loader:
                 job.done.set()
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)
+        _CHILDREN.discard(pid)
         for job in jobs:  # a child that died before handing a piece back
             if not job.done.is_set():
                 job.error = "the compiling process ended before it"
                 job.done.set()
+
+
+#: The compiling children of this process not yet reaped.
+_CHILDREN: set[int] = set()
+
+
+def children() -> set[int]:
+    """The compiling children of this process that have not ended."""
+    return set(_CHILDREN)
+
+
+def kill(pid: int) -> None:
+    """Kill the compiling child ``pid`` if it still runs, and reap it."""
+    with contextlib.suppress(ProcessLookupError, ChildProcessError):
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    _CHILDREN.discard(pid)
 
 
 def can_fork() -> bool:
@@ -151,37 +170,33 @@ def fork_compiler(jobs: Sequence[Job], cache: compile_cache.CompileCache) -> tup
         finally:
             os._exit(code)
     os.close(write)
+    _CHILDREN.add(pid)
     return pid, read
 
 
 def _compile_and_send(jobs: Sequence[Job], cache: compile_cache.CompileCache, fd: int) -> None:
-    """The child's work: a header line and the bytes of each compiled piece."""
-    for sig in (signal.SIGINT, signal.SIGTERM):  # the parent alone stops the run
+    """The child's work: a header line and the bytes of each compiled piece,
+    each stored in the cache first; a parent gone (the pipe broken), it goes
+    on storing them.
+    """
+    for sig in (signal.SIGINT, signal.SIGTERM):  # a stop kills the child, quietly
         signal.signal(sig, signal.SIG_DFL)
-    _die_with_parent()
     sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (the child's to the end)
-    with os.fdopen(fd, "wb") as pipe:
-        for job in jobs:
-            start = time.perf_counter()
-            data, error = b"", None
-            try:
-                compiled = compile_cache.aot_compile(job.fn, job.args, INDUCTOR_OPTIONS)
-                data = compile_cache.to_bytes(compiled, job.fn)
-                cache.save(job.description, data)
-            except Exception as e:  # a piece Dynamo cannot compile stays eager
-                error = f"{type(e).__name__}: {e}".splitlines()[0]
-            seconds = time.perf_counter() - start
-            header = {"name": job.name, "size": len(data), "seconds": seconds, "error": error}
+    pipe = os.fdopen(fd, "wb")
+    for job in jobs:
+        start = time.perf_counter()
+        data, error = b"", None
+        try:
+            compiled = compile_cache.aot_compile(job.fn, job.args, INDUCTOR_OPTIONS)
+            data = compile_cache.to_bytes(compiled, job.fn)
+            cache.save(job.description, data)
+        except Exception as e:  # a piece Dynamo cannot compile stays eager
+            error = f"{type(e).__name__}: {e}".splitlines()[0]
+        seconds = time.perf_counter() - start
+        header = {"name": job.name, "size": len(data), "seconds": seconds, "error": error}
+        with contextlib.suppress(OSError):  # the parent has ended: store the rest
             pipe.write(json.dumps(header).encode() + b"\n" + data)
             pipe.flush()
-
-
-def _die_with_parent() -> None:
-    """On Linux, have the kernel kill this child when its parent dies."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def compile_here(jobs: Sequence[Job], cache: compile_cache.CompileCache) -> None:

@@ -22,6 +22,7 @@ from ..envs import env_defaults
 from ..integrations import checkpoint as ckpt
 from ..integrations import distributed, tracking
 from ..integrations.env_names import load_env
+from . import compile_worker
 from .conditions import ReturnReaches
 from .spec import RunSpec
 from .trainer import Trainer
@@ -37,6 +38,7 @@ def train(
     stopped: Callable[[], bool] = lambda: False,
     say: Say = print,
     on_start: Callable[[Trainer, int | None], Any] = lambda trainer, max_steps: None,
+    on_end: Callable[[], Any] = lambda: None,
 ) -> str:
     """Run ``spec`` to its end: build (or resume) the Trainer, train,
     checkpoint, export where asked, and end the MLflow run; its status.
@@ -49,6 +51,7 @@ def train(
         say: prints one line of the report.
         on_start: called with the Trainer and the run's length in updates
             (``None``: until stopped) before the first step.
+        on_end: called once the steps are over, before the closing report.
 
     Returns:
         ``"FINISHED"``, or ``"KILLED"`` when stopped.
@@ -71,7 +74,7 @@ def train(
         if folder is not None:
             trainer.adopt_checkpoint_dir(folder)
         on_start(trainer, max_steps)
-        return _run(trainer, spec, max_steps, callbacks, stopped, say)
+        return _run(trainer, spec, max_steps, callbacks, stopped, say, on_end)
 
 
 def _build(spec: RunSpec, say: Say) -> tuple[Trainer, int | None]:
@@ -104,6 +107,7 @@ def _run(
     callbacks: Sequence[Callable],
     stopped: Callable[[], bool],
     say: Say,
+    on_end: Callable[[], Any],
 ) -> str:
     """Train; always end the MLflow run with its true status (re-raising what stopped it)."""
     algo = trainer.algorithm
@@ -120,7 +124,10 @@ def _run(
     status = "FAILED"
     try:
         start = time.perf_counter()
-        trainer.run(callbacks=[*callbacks, lambda _: stopped()], **arguments)
+        try:
+            trainer.run(callbacks=[*callbacks, lambda _: stopped()], **arguments)
+        finally:
+            on_end()
         if target is not None:
             say(f"rlstack: {_target_report(trainer, target, time.perf_counter() - start)}")
         path = trainer.checkpoint_to(directory, spec.keep_checkpoints)
@@ -140,6 +147,11 @@ def _run(
         uri = tracking.require_mlflow().get_tracking_uri()
         say(f"rlstack: run {trainer.run_id} ({status}) logged to {uri}")
         say(f"rlstack: {browse_hint(uri, trainer.run_id)}")
+        for pid in compile_worker.children():
+            say(
+                f"rlstack: process {pid} goes on compiling this run's pieces into the compile "
+                "cache for the next run of the configuration, then ends"
+            )
     return status
 
 
