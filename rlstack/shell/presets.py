@@ -104,10 +104,9 @@ _CONTINUOUS = {
         "init": "orthogonal",
     },
     "optimizer_config": {"lr": 3e-4, "eps": 1e-5},
-    # Compiled on CPU too: 320 minibatches of 64 per update and one policy step per env step are
-    # small calls, several times faster compiled; a cold compile pays back within tens of updates
-    # (benchmarks/README.md, "Continuous control").
-    "compile": True,
+    # No compile setting: 320 minibatches of 64 per update and one policy step per env step are
+    # small calls, several times faster compiled, and the default mode switches to their compiled
+    # forms as soon as they are ready, without waiting for them (benchmarks/README.md).
 }
 
 #: env name -> Trainer/Algorithm keyword arguments.
