@@ -152,6 +152,35 @@ def test_missing_apis_fall_back_to_compiling_first_saying_so_once(monkeypatch, c
     assert build.compile_mode(True, cuda_graphs=False) == "compiled"
 
 
+def test_this_torch_has_the_apis_and_asking_imports_no_compiler():
+    assert compile_cache.missing_api() is None  # torch 2.13: the default mode is the background one
+
+
+NO_DYNAMO = """
+import sys
+from rlstack import Algorithm
+from rlstack.envs import CartPole
+for compile in (None, False):
+    algo = Algorithm(CartPole, num_envs=8, horizon=4, compile=compile)
+    algo.collect()
+print(sorted(m for m in ("torch._dynamo", "torch._inductor") if m in sys.modules))
+"""
+
+
+def test_building_and_a_first_eager_collect_import_no_compiler(tmp_path):
+    # Importing Dynamo and Inductor costs seconds: a run's first iteration must not wait for it.
+    result = subprocess.run(
+        [sys.executable, "-c", NO_DYNAMO],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**os.environ, "RLSTACK_COMPILE_CACHE": str(tmp_path / "cache")},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
 def test_a_switched_piece_checks_layouts_and_runs_eagerly_for_others(capsys, monkeypatch):
     x = torch.randn(4, 2)
     fn = _piece(Scale(2.0))
@@ -250,7 +279,9 @@ WARM = textwrap.dedent(
     algo = Algorithm(CartPole, seed=3, compile_cache=sys.argv[1], num_envs=16, horizon=8,
                      sgd_minibatch_size=64, model_config={"hiddens": (8,)})
     algo.collect()
-    algo.step()  # every piece called once: each is looked up in the cache
+    algo.step()  # every piece called once
+    algo.collect()
+    algo.step()  # from the first iteration's end, each is looked up in the cache
     jobs = algo.functions.strategy.jobs
     for job in jobs.values():
         job.done.wait(timeout=600)

@@ -72,7 +72,8 @@ def missing_api() -> str | None:
     """The ahead-of-time compile API this torch lacks, or ``None`` when it has all."""
     if not hasattr(torch.compiler, "load_compiled_function"):
         return "torch.compiler.load_compiled_function"
-    if not hasattr(torch.compile(lambda x: x), "aot_compile"):
+    # Looked for on disk: importing Dynamo to ask would cost seconds before the first iteration.
+    if not (Path(torch.__file__).parent / "_dynamo" / "aot_compile.py").is_file():
         return "torch.compile(fn).aot_compile"
     return None
 
@@ -224,6 +225,10 @@ class CompileCache:
     def entry(self, key: str) -> Path:
         """The folder of the entry ``key``."""
         return self.root / f"v{FORMAT}" / key[:2] / key
+
+    def has(self, description: Mapping[str, Any]) -> bool:
+        """Whether an entry is stored for ``description`` (not yet whether it may be used)."""
+        return (self.entry(entry_key(description)) / "meta.json").is_file()
 
     def load(self, description: Mapping[str, Any], fn: Callable) -> Any | None:
         """The compiled ``fn`` stored for ``description``; ``None`` (the reason

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import sys
 import types
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
@@ -155,15 +156,20 @@ def same_inputs_as_before(same: bool) -> Iterator[None]:
     (:func:`inputs_as_before`). The loops that use it (a rollout's steps, an
     update's minibatches) make the first call of each loop with every check,
     and pass the carries they make through ``contiguous``, so the layouts are
-    the same by construction. A no-op when not ``same``, and eagerly.
+    the same by construction. A no-op when not ``same``, and eagerly; before
+    anything in the process has imported Dynamo (nothing compiled can run
+    then) it leaves Dynamo unimported, which would cost seconds.
     """
     if not same:
         yield
         return
     token = _SAME_INPUTS.set(True)
     try:
-        with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
+        if "torch._dynamo" not in sys.modules:
             yield
+        else:
+            with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
+                yield
     finally:
         _SAME_INPUTS.reset(token)
 

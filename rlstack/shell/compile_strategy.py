@@ -3,11 +3,11 @@ switches each to its compiled form as soon as it is ready.
 
 The pieces are those a :class:`~rlstack.learn.transforms.Staged` function
 names compilable (a rollout's step, an update's minibatch step, ...). Each
-piece's first call records its inputs; a background thread then loads the
-piece from the compile cache (:mod:`rlstack.integrations.compile_cache`) at
-once, and, once the first iteration has run at eager speed, a forked child
-process compiles the pieces the cache did not have ahead of time for those
-inputs, stores them there and hands them back
+piece's first call records its inputs. Once the first iteration has run at
+eager speed, undisturbed, a background thread loads the pieces the compile
+cache (:mod:`rlstack.integrations.compile_cache`) has, and a forked child
+process compiles the others ahead of time for those inputs, stores them
+there and hands them back
 (:mod:`rlstack.shell.compile_worker`). At the start of a
 collect (rollout pieces) or of an update (update pieces) the strategy
 swaps in the pieces that are ready and records the update count at which
@@ -19,7 +19,8 @@ random streams are data.
 
 From the first iteration's end until every piece has switched, training
 runs one intra-op thread fewer: a team of threads that has to share its
-cores with the compiling child stalls at every parallel region. Both
+cores with the compiling child (or the loading thread) stalls at every
+parallel region. Both
 moments follow from the switch points, so a replay runs with the same
 thread counts, and the pieces are compiled, loaded and checked at that
 count (it is part of their guards).
@@ -110,7 +111,7 @@ class CompileStrategy:
         self.switched: dict[str, int] = {}
         self.jobs: dict[str, Job] = {}
         self._loader: Loader | None = None
-        self._compiled_before = False
+        self._started = False  # whether the first iteration has ended (lookups started)
         self._threads: int | None = None  # the intra-op threads to return to, while compiling
 
     # ------------------------------------------------------------ recording
@@ -130,7 +131,8 @@ class CompileStrategy:
                 threads = self._threads or torch.get_num_threads()  # training's own count
                 description = {**self.describe(name, args), "intra_op_threads": threads}
                 self.jobs[name] = job = Job(name, fn, args, description)
-                self._look_up(job)
+                if self._started:  # a piece first called after the first iteration
+                    self._look_up(job)
             else:
                 job.calls += 1
             start = time.perf_counter()
@@ -150,10 +152,12 @@ class CompileStrategy:
         most time eagerly first.
         """
         if steps >= 1:
-            if not self._compiled_before:  # from here until every piece has switched
-                self._compiled_before = True
+            if not self._started:  # the first iteration ran undisturbed; from here until
+                self._started = True  # every piece has switched, a core for loading and compiling
                 self._threads = torch.get_num_threads()
-                torch.set_num_threads(max(1, self._threads - 1))  # a core for the compiling child
+                torch.set_num_threads(max(1, self._threads - 1))
+                for job in self.jobs.values():
+                    self._look_up(job)
             self._compile()
         pieces = dict(staged.pieces)
         for name, job in self.jobs.items():
@@ -196,11 +200,18 @@ class CompileStrategy:
 
     # --------------------------------------------------------- the work
     def _look_up(self, job: Job) -> None:
-        """Start ``job``'s cache lookup in the loader thread."""
+        """Start ``job``'s cache lookup: a miss at once, a load in the loader thread."""
+        if not self.cache.has(job.description):
+            job.looked_up.set()
+            return
+        self._loader_thread().look_up(job)
+
+    def _loader_thread(self) -> Loader:
+        """The loader thread, started on first use."""
         if self._loader is None:
             self._loader = Loader(self.cache)
             weakref.finalize(self, self._loader.stop)  # a strategy gone: no more work
-        self._loader.look_up(job)
+        return self._loader
 
     def _compile(self, *wanted: Job) -> None:
         """Compile the pieces the cache did not have and no child compiles yet
@@ -234,4 +245,4 @@ class CompileStrategy:
         pid, fd = fork_compiler(missing, self.cache)
         # A strategy collected: its child too; at a normal exit the child finishes storing.
         weakref.finalize(self, kill, pid).atexit = False
-        self._loader.receive(pid, fd, missing)
+        self._loader_thread().receive(pid, fd, missing)
