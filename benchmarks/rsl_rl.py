@@ -71,15 +71,9 @@ import json, sys, time, torch
 torch.set_num_threads(int(sys.argv[5]))
 from rsl_rl.runners import OnPolicyRunner
 sys.path.insert(0, sys.argv[4])
-from rsl_rl_env import PendulumVecEnv
+from rsl_rl_env import PendulumVecEnv, runner_config
 config, iterations, learn_iterations = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-ppo, steps, hidden, num_envs = config["ppo"], config["steps"], config["hidden"], config["num_envs"]
-cfg = {"num_steps_per_env": steps, "save_interval": 10**9,
-       "obs_groups": {"actor": ["policy"], "critic": ["policy"]},
-       "algorithm": {"class_name": "PPO", **ppo},
-       "actor": {"class_name": "MLPModel", "hidden_dims": hidden, "activation": "elu",
-                 "distribution_cfg": {"class_name": "GaussianDistribution", "init_std": 1.0}},
-       "critic": {"class_name": "MLPModel", "hidden_dims": hidden, "activation": "elu"}}
+num_envs, cfg = config["num_envs"], runner_config(config)
 torch.manual_seed(0)
 start = time.perf_counter()
 env = PendulumVecEnv(num_envs, seed=0)

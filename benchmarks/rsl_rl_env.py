@@ -22,6 +22,30 @@ except ImportError:  # this side: rlstack reads a dict of groups as well
     TensorDict = None
 
 
+def runner_config(config: dict) -> dict:
+    """rsl_rl's ``OnPolicyRunner`` settings for ``config`` (benchmarks/rsl_rl.py's
+    ``rsl_rl_config``): an MLP actor with a Gaussian of initial std 1 and an MLP
+    critic, both on the ``policy`` group, ELU.
+    """
+    return {
+        "num_steps_per_env": config["steps"],
+        "save_interval": 10**9,
+        "obs_groups": {"actor": ["policy"], "critic": ["policy"]},
+        "algorithm": {"class_name": "PPO", **config["ppo"]},
+        "actor": {
+            "class_name": "MLPModel",
+            "hidden_dims": config["hidden"],
+            "activation": "elu",
+            "distribution_cfg": {"class_name": "GaussianDistribution", "init_std": 1.0},
+        },
+        "critic": {
+            "class_name": "MLPModel",
+            "hidden_dims": config["hidden"],
+            "activation": "elu",
+        },
+    }
+
+
 class PendulumVecEnv:
     """``num_envs`` Pendulum-v1 envs on the CPU with rsl_rl's attributes."""
 

@@ -36,15 +36,18 @@ from pathlib import Path
 
 import torch
 
-if __package__ in (None, ""):  # run as a script: the repository root in place of benchmarks/, whose
-    sys.path[0] = str(
-        Path(__file__).resolve().parents[1]
-    )  # gymnasium.py would shadow the gymnasium package
+if __package__ in (None, ""):  # run as a script:
+    # the repository root in place of benchmarks/, whose gymnasium.py would shadow gymnasium
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from rlstack import Algorithm, Population, RecurrentAlgorithm  # noqa: E402
 from rlstack.envs import CartPole, ContinuousDummyEnv, DiscreteDummyEnv  # noqa: E402
-from rlstack.integrations.env_names import load_env  # noqa: E402
 from rlstack.shell.presets import PRESETS  # noqa: E402
+
+try:
+    from rlstack.integrations.env_names import load_env
+except ImportError:  # a revision before it moved (compare_revisions measures older trees with this)
+    from rlstack.cli.arguments import load_env
 
 # Every config: 4 epochs over the whole buffer per update (rlstack 1.x's defaults).
 CONFIGS = {
