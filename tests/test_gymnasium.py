@@ -1,5 +1,8 @@
 """Training on gymnasium vector envs through rlstack.integrations.gymnasium_adapter."""
 
+import os
+import signal
+import subprocess
 import sys
 
 import gymnasium
@@ -140,6 +143,63 @@ def test_cli_trains_a_gymnasium_id_and_resumes_without_naming_it_again(tmp_path,
     assert (
         run.data.params["env"] == "gymnasium:CartPole-v1" and "episodes/count" in run.data.metrics
     )
+
+
+ASYNC_RUN = [
+    sys.executable,
+    "-m",
+    "rlstack",
+    "train",
+    "--env",
+    "gymnasium:CartPole-v1",
+    "--vectorization-mode",
+    "async",
+    "--num-envs",
+    "4",
+    "--no-compile",
+]
+
+
+def _train_async(tmp_path, max_steps):
+    """The CLI on gymnasium's async (forked worker) vector env, in a process group of its own."""
+    return subprocess.Popen(
+        [*ASYNC_RUN, "--max-steps", str(max_steps)],
+        cwd=tmp_path,
+        env={
+            **os.environ,
+            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "PYTHONUNBUFFERED": "1",
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _rlstack_lines(err):
+    """Standard error less MLflow's own INFO log lines."""
+    return [line for line in err.splitlines() if line.strip() and " INFO mlflow." not in line]
+
+
+def test_an_async_vector_env_run_ends_quietly(tmp_path):
+    proc = _train_async(tmp_path, max_steps=2)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert _rlstack_lines(err) == []
+    assert "(FINISHED)" in out
+
+
+def test_ctrl_c_stops_an_async_vector_env_run_once_without_worker_tracebacks(tmp_path):
+    proc = _train_async(tmp_path, max_steps=10_000)
+    for line in proc.stdout:
+        if line.startswith("step "):
+            break
+    os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole group
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert _rlstack_lines(err) == ["rlstack: SIGINT: stopping after this step (again to stop now)"]
+    assert "(KILLED)" in out
 
 
 @pytest.mark.slow

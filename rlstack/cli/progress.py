@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -131,13 +132,23 @@ class StopRequest:
     asks training to stop after the step in progress (so no checkpoint or
     MLflow write is cut in half); a second one stops at once
     (``KeyboardInterrupt``).
+
+    Only the process that installed it owns the run: a process forked from
+    it (a worker of gymnasium's async vector env) inherits the handler but
+    not the run, so there SIGINT is ignored (the main process closes its
+    workers) and SIGTERM ends the worker quietly, as it would have without
+    rlstack.
     """
 
     def __init__(self) -> None:
         self.signal: int | None = None
+        self._owner_pid = os.getpid()
 
     def __call__(self, signum: int, frame: Any) -> None:
         """The handler: a first signal stops the run after this step, a second one interrupts."""
+        if os.getpid() != self._owner_pid:
+            _leave_to_the_owner(signum)
+            return
         if self.signal is not None:
             raise KeyboardInterrupt
         self.signal = signum
@@ -155,3 +166,12 @@ class StopRequest:
     def exit_code(self) -> int:
         """The shell's exit code for the signal that stopped the run (``128 + signum``)."""
         return 128 + int(self.signal or signal.SIGINT)
+
+
+def _leave_to_the_owner(signum: int) -> None:
+    """In a forked worker: ignore SIGINT from here on, end at once on SIGTERM."""
+    if signum == signal.SIGTERM:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+    else:
+        signal.signal(signum, signal.SIG_IGN)
