@@ -116,3 +116,13 @@ def test_the_guide_tables_the_deliberate_differences_and_the_readme_links_it():
     assert "(docs/guides/from-1x.md)" in readme
     assert "| rlstack 1.x | rlstack 2 | what to write instead |" not in readme  # one copy
     assert _behaviour_table(GUIDE.read_text()).count("\n") >= 10
+
+
+def test_a_recurrent_algorithms_policy_resets_memory_with_1x_init_states():
+    from rlstack import RecurrentAlgorithm
+    from rlstack.envs import CartPole
+
+    algo = RecurrentAlgorithm(CartPole, num_envs=8, horizon=8, sgd_minibatch_size=64, compile=False)
+    memory = algo.policy.init_states(3)  # 1.x code resets its envs' memory this way
+    leaves = memory if isinstance(memory, tuple) else (memory,)
+    assert all(leaf.shape[0] == 3 and not leaf.any() for leaf in leaves)

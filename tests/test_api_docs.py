@@ -4,6 +4,7 @@ A module a newcomer can import but cannot find in ``docs/api`` is a module
 nobody reads; this keeps the reference in step with the code as it moves.
 """
 
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,3 +54,11 @@ def test_the_api_reference_names_only_modules_that_exist():
 def _exists(name: str) -> bool:
     path = ROOT / Path(*name.split("."))
     return path.with_suffix(".py").exists() or (path / "__init__.py").exists()
+
+
+def test_every_preset_the_code_and_docs_name_exists():
+    from rlstack.shell.presets import PRESETS
+
+    texts = [p.read_text() for p in (*ROOT.glob("rlstack/**/*.py"), *ROOT.glob("docs/**/*.md"))]
+    named = {name for text in texts for name in re.findall(r"PRESETS\[\"([^\"]+)\"\]", text)}
+    assert named and named <= set(PRESETS), sorted(named - set(PRESETS))

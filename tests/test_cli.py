@@ -779,3 +779,22 @@ def test_training_checkpoints_every_few_minutes_by_default_and_on_request(tmp_pa
     trainer.close()
     args = build_parser().parse_args(["train", *TINY, "--checkpoint-every-s", "60"])
     assert train_config(args).checkpoint_every_s == 60.0
+
+
+def test_vectorization_mode_on_a_built_in_env_names_the_flag(capsys):
+    code = main(["train", "--env", "CartPole", "--vectorization-mode", "async", "--max-steps", "1"])
+    assert code == 2
+    assert _errors(capsys) == [
+        "rlstack: error: --vectorization-mode is for gymnasium vector envs (--env gymnasium:ID), "
+        "got --env CartPole."
+    ]
+    assert _runs() == []
+
+
+def test_a_box_distribution_on_discrete_actions_says_it_is_for_box_actions(capsys):
+    code = main(["train", "--env", "CartPole", "--distribution", "squashed", "--max-steps", "1"])
+    assert code == 2
+    (err,) = _errors(capsys)
+    assert err.startswith("rlstack: error: distribution SquashedNormal is for Box action spaces")
+    assert "Discrete(2" in err
+    assert _runs() == []

@@ -277,3 +277,15 @@ def test_an_env_without_a_preset_gets_defaults_that_fit_it(capsys):
         PRESETS["CartPole-v1"]["horizons_per_env_reset"] == -1
         and PRESETS["Pendulum-v1"]["horizons_per_env_reset"] == -1
     )
+
+
+def test_a_toml_file_that_sets_the_run_sizes_gets_no_defaults_notice(tmp_path, capsys):
+    (tmp_path / "run.toml").write_text(
+        'env = "gymnasium:Acrobot-v1"\nnum_envs = 4\nhorizon = 8\nsgd_minibatch_size = 32\n'
+        "num_sgd_iters = 2\nmax_steps = 1\n[model_config]\nhiddens = [8]\n"
+    )
+    assert main(["train", "-f", str(tmp_path / "run.toml"), "--no-compile"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert (
+        first == "rlstack: no preset for gymnasium:Acrobot-v1: running the hyperparameters given."
+    )

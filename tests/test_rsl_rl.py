@@ -272,3 +272,25 @@ def test_pendulum_behind_the_protocol_trains_to_gymnasiums_target():
         algo.collect()
         algo.step()
     assert PendulumV1().success(act, num_envs=256)["success/episode_return"] >= -200.0
+
+
+def test_random_episode_starts_reaches_the_adapter_from_env_config_and_the_flag():
+    from rlstack.cli.arguments import build_parser
+    from rlstack.cli.config import train_config
+
+    made = []
+
+    def make(num_envs, device, **options):
+        made.append(options)
+        return ProtocolPendulum(num_envs, device)
+
+    env = rsl_rl_env(make).build_env(num_envs=16, config={"random_episode_starts": True})
+    assert env.random_episode_starts and made == [{}]  # the adapter's option, not the factory's
+    with pytest.raises(TypeError, match="env_config.random_episode_starts must be true or false"):
+        rsl_rl_env(make).build_env(num_envs=16, config={"random_episode_starts": "yes"})
+    parser = build_parser()
+    flags = ["train", "--env", "rsl_rl_envs:make_pendulum", "--random-episode-starts"]
+    spec = train_config(parser.parse_args(flags))
+    assert spec.trainer["env_config"] == {"random_episode_starts": True}
+    with pytest.raises(ValueError, match=r"--random-episode-starts is for rsl_rl envs"):
+        train_config(parser.parse_args(["train", "--env", "CartPole", "--random-episode-starts"]))

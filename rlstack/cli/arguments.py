@@ -202,6 +202,13 @@ def _add_policy_options(train: argparse.ArgumentParser) -> None:
         "(async: every core steps envs; env_config.vectorization_mode)",
     )
     train.add_argument(
+        "--random-episode-starts",
+        action="store_true",
+        default=None,
+        help="module:factory (an rsl_rl env): spread the envs' first episodes over their length, "
+        "as rsl_rl's init_at_random_ep_len (env_config.random_episode_starts)",
+    )
+    train.add_argument(
         "--obs-window",
         type=int,
         default=None,

@@ -15,7 +15,14 @@ from ..shell.spec import RunSpec
 from .arguments import DISABLED
 
 #: Flags that are not settings of their own: each sets a key of a table.
-_FOLDED = ("lr", "hiddens", "obs_window", "activation", "vectorization_mode")
+_FOLDED = (
+    "lr",
+    "hiddens",
+    "obs_window",
+    "activation",
+    "vectorization_mode",
+    "random_episode_starts",
+)
 
 
 def train_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -47,8 +54,13 @@ def train_settings(args: argparse.Namespace) -> dict[str, Any]:
         model_config["activation_fn"] = args.activation
     if model_config:
         tables["model_config"] = model_config
+    env_config = {}
     if args.vectorization_mode is not None:
-        tables["env_config"] = {"vectorization_mode": args.vectorization_mode}
+        env_config["vectorization_mode"] = args.vectorization_mode
+    if args.random_episode_starts is not None:
+        env_config["random_episode_starts"] = args.random_episode_starts
+    if env_config:
+        tables["env_config"] = env_config
     return {**settings, **tables}
 
 
@@ -56,11 +68,36 @@ def train_config(args: argparse.Namespace) -> RunSpec:
     """The run ``train``'s flags (over ``-f FILE``'s settings) specify.
 
     Raises:
-        ValueError: see :meth:`rlstack.shell.spec.RunSpec.build`.
+        ValueError: for a flag meant for another kind of env, and see
+            :meth:`rlstack.shell.spec.RunSpec.build`.
     """
     flags = train_settings(args)
     given = {
         k for k, v in vars(args).items() if v is not None and k not in ("command", "config_file")
     }
     from_file = read_toml(args.config_file) if args.config_file else {}
-    return RunSpec.build(merge_settings(from_file, flags), explicit=set(from_file) | given)
+    settings = merge_settings(from_file, flags)
+    _check_env_flags(args, str(settings.get("env") or ""))
+    return RunSpec.build(settings, explicit=set(from_file) | given)
+
+
+def _check_env_flags(args: argparse.Namespace, env: str) -> None:
+    """Refuse a flag for one kind of env given with another kind, naming both.
+
+    Raises:
+        ValueError: for ``--vectorization-mode`` with an env that is not
+            ``gymnasium:ID``, or ``--random-episode-starts`` with one that is
+            not ``module:factory``.
+    """
+    if not env:
+        return  # a resumed run: its checkpoint names the env
+    if args.vectorization_mode is not None and not env.startswith("gymnasium:"):
+        raise ValueError(
+            "--vectorization-mode is for gymnasium vector envs (--env gymnasium:ID), "
+            f"got --env {env}."
+        )
+    named_kind = env.startswith(("gymnasium:", "envpool:")) or ":" not in env
+    if args.random_episode_starts is not None and named_kind:
+        raise ValueError(
+            f"--random-episode-starts is for rsl_rl envs (--env module:factory), got --env {env}."
+        )

@@ -12,7 +12,10 @@ trains with rlstack unchanged:
 >>> from rlstack import Trainer                                   # doctest: +SKIP
 >>> from rlstack.integrations.rsl_rl_adapter import RslRlEnv      # doctest: +SKIP
 >>> env = RslRlVecEnvWrapper(gym.make("Isaac-Cartpole-v0", cfg=env_cfg))  # doctest: +SKIP
->>> Trainer(RslRlEnv(env), device=env.device, **PRESETS["rsl_rl"])   # doctest: +SKIP
+>>> Trainer(RslRlEnv(env), device=env.device, horizon=24)         # doctest: +SKIP
+
+(docs/guides/rsl_rl.md lists the keyword arguments that reproduce rsl_rl's
+PPO settings; there is no preset for a simulator rlstack does not know),
 
 and ``rlstack train --env module:factory`` where ``factory(num_envs=,
 device=)`` returns one (see :func:`rsl_rl_env`). Nothing is copied off the
@@ -247,11 +250,18 @@ class RslRlEnv(Env):
         return f"RslRlEnv({self.name}, num_envs={self.num_envs}, device={str(self.device)!r})"
 
 
+#: ``env_config`` keys that are :class:`RslRlEnv`'s own options, not the factory's arguments
+#: (so a TOML file's ``[env_config]`` or ``--random-episode-starts`` reaches the adapter).
+ADAPTER_OPTIONS = ("random_episode_starts", "final_obs_key")
+
+
 class rsl_rl_env:  # noqa: N801 - used like a class: Trainer(rsl_rl_env(make_isaac_env))
     """A function that makes an rsl_rl env, as an rlstack env factory: rlstack
     calls ``factory(num_envs=<the run's>, device=<the run's>, **env_config)``
     and wraps what it returns in :class:`RslRlEnv`. ``rlstack train --env
-    module:factory`` does this for any plain function.
+    module:factory`` does this for any plain function. The ``env_config``
+    keys in :data:`ADAPTER_OPTIONS` go to :class:`RslRlEnv` instead of the
+    factory, over ``**options``.
 
     Args:
         factory: makes the env (an Isaac Lab task behind
@@ -284,18 +294,35 @@ class rsl_rl_env:  # noqa: N801 - used like a class: Trainer(rsl_rl_env(make_isa
         Raises:
             ValueError: if the env made simulates another number of envs.
         """
+        factory_config = dict(config or {})
+        options = {**self.options}
+        for key in ADAPTER_OPTIONS:
+            if key in factory_config:
+                options[key] = factory_config.pop(key)
+        if not isinstance(options.get("random_episode_starts", False), bool):
+            raise TypeError(
+                "env_config.random_episode_starts must be true or false, got "
+                f"{options['random_episode_starts']!r}."
+            )
         arguments = (num_envs, str(device), repr(sorted(dict(config or {}).items())))
         if arguments not in self._built:
-            env = self.factory(num_envs=num_envs, device=str(device), **dict(config or {}))
+            env = self.factory(num_envs=num_envs, device=str(device), **factory_config)
             if int(getattr(env, "num_envs", num_envs)) != num_envs:
                 raise ValueError(
                     f"{self.__name__}(num_envs={num_envs}) made an env of {env.num_envs} envs."
                 )
-            self._built[arguments] = RslRlEnv(env, **self.options)
+            self._built[arguments] = RslRlEnv(env, **options)
         return self._built[arguments]
 
     def __repr__(self) -> str:
         return f"rsl_rl_env({self.__name__})"
 
 
-__all__ = ["FINAL_OBS_KEY", "RslRlEnv", "RslRlState", "observation_groups", "rsl_rl_env"]
+__all__ = [
+    "ADAPTER_OPTIONS",
+    "FINAL_OBS_KEY",
+    "RslRlEnv",
+    "RslRlState",
+    "observation_groups",
+    "rsl_rl_env",
+]

@@ -12,10 +12,10 @@ from torch import nn
 from torch.func import functional_call
 
 from ..core import random
-from ..core.spaces import Space, describe_mismatch, sample
+from ..core.spaces import Box, Space, describe_mismatch, sample
 from ..core.types import Params, Tree
 from . import windows
-from .distributions import Distribution
+from .distributions import Distribution, Normal
 from .memory import NoMemory, RecurrentMemory, WindowMemory, memory_kind
 
 
@@ -232,6 +232,14 @@ class Policy:
                 "forward(obs) -> (dist_inputs, value)."
             )
         dist_name = getattr(self.distribution_cls, "__name__", repr(self.distribution_cls))
+        is_normal = isinstance(self.distribution_cls, type) and issubclass(
+            self.distribution_cls, Normal
+        )
+        if is_normal and not isinstance(action_space, Box):
+            raise ValueError(
+                f"distribution {dist_name} is for Box action spaces, got action_space "
+                f"{action_space!r}: leave `distribution` at its default for this env."
+            )
         with torch.no_grad():
             try:
                 out = self.apply(params, obs)
