@@ -465,7 +465,27 @@ def test_plot_draws_eval_returns_on_their_own_panel(tmp_path, monkeypatch):
     assert [t.get_text() for t in train_ax.get_legend().get_texts()] == ["returns/mean"]
     assert [t.get_text() for t in eval_ax.get_legend().get_texts()] == ["eval/returns/mean"]
     assert "evaluation" in eval_ax.get_title() and "env steps" in eval_ax.get_xlabel()
-    assert "8-step horizons" in train_ax.get_ylabel()
+    assert train_ax.get_ylabel() == "returns/mean (reward per env over 8-step horizons)"
+
+
+def test_plot_draws_the_episode_return_where_episodes_end_and_names_it(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    from rlstack.integrations.plotting import plot_learning_curve
+
+    assert main(["train", "--env", "CartPole-v1", "--no-compile", "--max-steps", "2"]) == 0
+    figures = []
+    monkeypatch.setattr(
+        matplotlib.figure.Figure, "savefig", lambda self, path: figures.append(self)
+    )
+    run_id = _runs()[0].info.run_id
+    plot_learning_curve(run_id, tmp_path / "curve.png")
+    assert main(["plot", run_id, "--metrics", "returns/mean", "-o", str(tmp_path / "b.png")]) == 0
+    episodes, rollouts = (figure.axes[0] for figure in figures)
+    assert [t.get_text() for t in episodes.get_legend().get_texts()] == ["episodes/return/mean"]
+    assert episodes.get_ylabel() == "episodes/return/mean (return per episode that ended)"
+    assert [t.get_text() for t in rollouts.get_legend().get_texts()] == ["returns/mean"]
+    assert rollouts.get_ylabel() == "returns/mean (reward per env over 64-step horizons)"
 
 
 def test_end_to_end_a_normalized_preset_scores_the_same_from_its_export(tmp_path, capsys):

@@ -377,7 +377,7 @@ def _add_other_commands(commands: Any) -> None:
     plot.add_argument(
         "--metrics",
         nargs="*",
-        default=["returns/mean", "eval/returns/mean"],
-        help="metric names; eval/* ones go to a panel of their own (default: returns/mean "
-        "eval/returns/mean)",
+        default=None,
+        help="metric names; eval/* ones go to a panel of their own (default: the episode return, "
+        "episodes/return/mean, where the run's episodes end, else returns/mean; and eval's)",
     )
