@@ -62,3 +62,9 @@ def test_every_preset_the_code_and_docs_name_exists():
     texts = [p.read_text() for p in (*ROOT.glob("rlstack/**/*.py"), *ROOT.glob("docs/**/*.md"))]
     named = {name for text in texts for name in re.findall(r"PRESETS\[\"([^\"]+)\"\]", text)}
     assert named and named <= set(PRESETS), sorted(named - set(PRESETS))
+
+
+def test_the_docs_home_links_every_notebook():
+    home = (ROOT / "docs" / "index.md").read_text()
+    notebooks = sorted(p.name for p in (ROOT / "docs" / "notebooks").glob("*.ipynb"))
+    assert notebooks and [n for n in notebooks if f"notebooks/{n}" not in home] == []

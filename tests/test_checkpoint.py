@@ -494,3 +494,18 @@ def test_a_non_finite_stop_checkpoints_only_a_finite_state(tmp_path):
         trainer.run(checkpoint_dir=tmp_path / "b", stop_conditions=[lambda s: False])
     assert not list((tmp_path / "b").glob("*.pt"))
     trainer.close()
+
+
+def test_checkpoints_and_exports_get_the_umasks_permissions(tmp_path):
+    algo = Algorithm(DiscreteDummyEnv, num_envs=8, horizon=4, sgd_minibatch_size=32, compile=False)
+    algo.save_checkpoint(tmp_path / "ckpt.pt")
+    trainer = Trainer(DiscreteDummyEnv, num_envs=8, horizon=4, sgd_minibatch_size=32, compile=False)
+    trainer.export_policy(tmp_path / "model")
+    trainer.close()
+    umask = os.umask(0o022)
+    os.umask(umask)
+    written = [tmp_path / "ckpt.pt", *(p for p in (tmp_path / "model").rglob("*") if p.is_file())]
+    assert len(written) > 1
+    assert {p.name: p.stat().st_mode & 0o777 for p in written} == {
+        p.name: 0o666 & ~umask for p in written
+    }

@@ -63,12 +63,24 @@ def remove_stale_temp_files(directory: Path) -> list[Path]:
     return removed
 
 
+def _new_file_mode() -> int:
+    """The permissions ``open(path, "w")`` gives a new file: ``0o666`` less the umask."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+#: Read once, at import (changing the umask is process-wide, so not done per write).
+_NEW_FILE_MODE = _new_file_mode()
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     """Write ``path`` atomically: ``write(temp path)`` beside it, fsync, rename.
 
     A reader never sees half a file, and a writer killed mid-write leaves
     only a temp file, removed by the next writer in that folder (see
-    :func:`remove_stale_temp_files`).
+    :func:`remove_stale_temp_files`). The file gets the permissions a plain
+    ``open`` would give it (the umask's), not the temp file's private ``0600``.
 
     Args:
         path: the file to write.
@@ -82,6 +94,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     )
     os.close(fd)
     try:
+        os.chmod(tmp, _NEW_FILE_MODE)
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
