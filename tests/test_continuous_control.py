@@ -483,3 +483,17 @@ def test_async_gymnasium_envs_step_as_the_sync_ones_on_the_same_seeds():
         Algorithm(
             gymnasium_env("Pendulum-v1"), env_config={"vectorization_mode": "threads"}, horizon=4
         )
+
+
+def test_mujocos_model_warnings_are_printed_once_not_once_per_sub_env(capfd, monkeypatch):
+    pytest.importorskip("mujoco")
+    from rlstack.integrations import gymnasium_adapter
+
+    monkeypatch.setattr(gymnasium_adapter, "_MUJOCO_WARNED", set())
+    env = gymnasium_adapter.gymnasium_env("HalfCheetah-v5")
+    assert env.action_space.shape == (6,)
+    env.build_env(num_envs=3)
+    env.build_env(num_envs=2)  # an evaluation's envs
+    out, err = capfd.readouterr()
+    warned = [line for line in (out + err).splitlines() if "settotalmass" in line]
+    assert len(warned) == 1 and warned[0].startswith("MuJoCo warning: ")

@@ -161,6 +161,8 @@ def test_the_cli_exports_a_checkpoint_as_onnx_and_as_a_torch_program(tmp_path):
         )
         assert result.returncode == 0, result.stderr
         assert (tmp_path / fmt / name).is_file() and (tmp_path / fmt / "actor.json").is_file()
+        said = [line for line in result.stderr.splitlines() if " INFO mlflow." not in line]
+        assert said == [], said  # no exporter chatter (torchvision's operators, deprecations)
     obs = torch.randn(3, 3)
     program = torch.export.load(str(tmp_path / "torch" / "actor.pt2")).module()
     torch.testing.assert_close(program(obs)[0], algo.predict(obs), atol=1e-5, rtol=0)

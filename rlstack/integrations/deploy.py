@@ -27,10 +27,12 @@ extra (``pip install 'rlstack[onnx]'``: onnx, onnxscript, onnxruntime).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -294,7 +296,31 @@ def export_program(algorithm: Any, path: str | os.PathLike) -> str:
     program = torch.export.export(
         actor, actor.example_inputs(), dynamic_shapes=_dynamic_shapes(actor)
     )
-    return _write(actor, directory, PROGRAM_FILE, lambda tmp: torch.export.save(program, tmp))
+    return _write(actor, directory, PROGRAM_FILE, lambda tmp: _save_program(program, tmp))
+
+
+def _save_program(program: Any, path: str) -> None:
+    """``torch.export.save`` to ``path`` through a file object (the temp file's
+    name does not end in ``.pt2``, which torch warns of for a path).
+    """
+    with open(path, "wb") as f:
+        torch.export.save(program, f)
+
+
+#: The logger torch's ONNX exporter tells of each torchvision operator it skips through.
+ONNX_REGISTRATION_LOGGER = "torch.onnx._internal.exporter._registration"
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    """Logger ``name`` says only errors while this lasts."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def export_onnx(algorithm: Any, path: str | os.PathLike) -> str:
@@ -314,10 +340,11 @@ def export_onnx(algorithm: Any, path: str | os.PathLike) -> str:
         import onnxscript  # noqa: F401
     except ImportError as e:
         raise ImportError(EXTRA_HINT) from e
-    with (
-        warnings.catch_warnings()
-    ):  # every input shares the one batch dimension, which torch's exporter remarks on
+    with warnings.catch_warnings(), _quiet_logger(ONNX_REGISTRATION_LOGGER):
+        # Every input shares the one batch dimension, which torch's exporter remarks on; it also
+        # warns of torchvision's operators (not installed) and of its own deprecated internals.
         warnings.filterwarnings("ignore", message=r"# The axis name: .* will not be used")
+        warnings.filterwarnings("ignore", category=FutureWarning, module="copyreg")
         program = torch.onnx.export(
             actor,
             actor.example_inputs(),

@@ -20,7 +20,9 @@ become float32), ``Discrete`` (``start`` 0) and ``Dict`` of those.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import sys
+from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -298,13 +300,14 @@ class gymnasium_env:  # noqa: N801 - used like a class: Trainer(gymnasium_env("C
                 f"`vectorization_mode` must be one of {list(VECTORIZATION_MODES)}, got {mode!r}."
             )
         try:
-            vector_env = gymnasium.make_vec(
-                self.env_id,
-                num_envs=num_envs,
-                vectorization_mode=mode,
-                vector_kwargs={"autoreset_mode": gymnasium.vector.AutoresetMode.SAME_STEP},
-                **options,
-            )
+            with _mujoco_warnings_once(gymnasium, self.env_id):
+                vector_env = gymnasium.make_vec(
+                    self.env_id,
+                    num_envs=num_envs,
+                    vectorization_mode=mode,
+                    vector_kwargs={"autoreset_mode": gymnasium.vector.AutoresetMode.SAME_STEP},
+                    **options,
+                )
         except TypeError as e:
             raise ValueError(
                 f"gymnasium:{self.env_id} does not take env_config {dict(config or {})}: {e}"
@@ -315,16 +318,50 @@ class gymnasium_env:  # noqa: N801 - used like a class: Trainer(gymnasium_env("C
     def action_space(self) -> Space:
         """The env's action space (the first read builds one copy of the env)."""
         if self._action_space is None:
-            env = _gymnasium().make(
-                self.env_id,
-                **{k: v for k, v in self.make_kwargs.items() if k != "vectorization_mode"},
-            )
+            gymnasium = _gymnasium()
+            with _mujoco_warnings_once(gymnasium, self.env_id):
+                env = gymnasium.make(
+                    self.env_id,
+                    **{k: v for k, v in self.make_kwargs.items() if k != "vectorization_mode"},
+                )
             self._action_space = space_from_gymnasium(env.action_space, "action_space")
             env.close()
         return self._action_space
 
     def __repr__(self) -> str:
         return f"gymnasium_env({self.env_id!r})"
+
+
+#: The MuJoCo warnings this process has printed (each is printed once, not once per sub-env).
+_MUJOCO_WARNED: set[str] = set()
+
+
+@contextlib.contextmanager
+def _mujoco_warnings_once(gymnasium: Any, env_id: str) -> Iterator[None]:
+    """While a MuJoCo env is made, print each of MuJoCo's warnings once
+    (MuJoCo prints each model's, e.g. a deprecated compiler attribute, once
+    per sub-env); other envs, and runs without MuJoCo, are left alone.
+    """
+    try:
+        entry_point = str(gymnasium.spec(env_id).entry_point)
+    except Exception:  # an unknown id: make_vec says so
+        entry_point = ""
+    if "mujoco" not in entry_point:
+        yield
+        return
+    import mujoco
+
+    def warn_once(message: str) -> None:
+        if message not in _MUJOCO_WARNED:
+            _MUJOCO_WARNED.add(message)
+            print(f"MuJoCo warning: {message}", file=sys.stderr, flush=True)
+
+    previous = mujoco.get_mju_user_warning()
+    mujoco.set_mju_user_warning(warn_once)
+    try:
+        yield
+    finally:
+        mujoco.set_mju_user_warning(previous)
 
 
 __all__ = [
