@@ -289,3 +289,10 @@ def test_a_toml_file_that_sets_the_run_sizes_gets_no_defaults_notice(tmp_path, c
     assert (
         first == "rlstack: no preset for gymnasium:Acrobot-v1: running the hyperparameters given."
     )
+
+
+def test_eval_runs_a_cpu_stepped_env_at_its_own_default_number_of_envs(capsys):
+    train = ["train", "--env", "gymnasium:CartPole-v1", "--max-steps", "1", "--no-compile"]
+    assert main([*train, "--checkpoint-dir", "ck"]) == 0
+    assert main(["eval", "ck/step-00000001.pt"]) == 0
+    assert "rlstack: gymnasium:CartPole-v1, 8 envs, deterministic policy" in capsys.readouterr().out

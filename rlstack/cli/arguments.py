@@ -338,7 +338,11 @@ def _add_other_commands(commands: Any) -> None:
         "--env", default=None, help="env (default: the one it was trained on, if built in)"
     )
     evaluate.add_argument(
-        "--num-envs", type=int, default=1024, help="envs to run the policy on (default 1024)"
+        "--num-envs",
+        type=int,
+        default=None,
+        help="envs to run the policy on (default: 1024 for a built-in env, the env's own "
+        "default for one stepped on the CPU one by one, e.g. 8 for gymnasium:ID)",
     )
     evaluate.add_argument(
         "--stochastic", action="store_true", help="sample actions instead of the mode"

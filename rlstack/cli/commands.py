@@ -93,7 +93,7 @@ def _check_same_spaces(name: str, env: Any, observation_space: Any, action_space
 
 def evaluate(args: argparse.Namespace) -> int:
     """``rlstack eval``: a checkpoint's or an export's policy on fresh envs; the exit code."""
-    if args.num_envs < 1:
+    if args.num_envs is not None and args.num_envs < 1:
         raise ValueError(f"--num-envs must be a positive int, got {args.num_envs}.")
     source = Path(args.source)
     deterministic = not args.stochastic
@@ -102,19 +102,22 @@ def evaluate(args: argparse.Namespace) -> int:
 
         exported = ExportedPolicy(source)
         name = args.env or exported.config["env"]
-        env = make_env(load_env(name), num_envs=args.num_envs)
+        spec = load_env(name)
+        num_envs = args.num_envs or eval_num_envs(spec)
+        env = make_env(spec, num_envs=num_envs)
         _check_same_spaces(name, env, exported.observation_space, exported.action_space)
         act = lambda obs: exported.predict(obs, deterministic)  # noqa: E731  (memory, if any, kept by `exported`)
         trained_config = exported.config.get("env_config")
     else:
         algo = _load_policy_state(source, args.env, args.member)
         env, name = algo.env, algo.build_config["env"]
+        num_envs = args.num_envs or eval_num_envs(algo.env_spec)
         if (
             not env.compilable
         ):  # gymnasium or 1.x envs are built for a number of envs: build --num-envs of them
             env = make_env(
                 algo.env_spec,
-                num_envs=args.num_envs,
+                num_envs=num_envs,
                 horizon=algo.config.horizon,
                 config=algo.env_config,
             )
@@ -129,14 +132,26 @@ def evaluate(args: argparse.Namespace) -> int:
         )
     # The env as it was trained (e.g. CartPole's hide_velocities), unless another env was named.
     config = (trained_config or None) if args.env is None else None
-    stats = env.success(act, num_envs=args.num_envs, config=config, key=random.key(args.seed))
+    stats = env.success(act, num_envs=num_envs, config=config, key=random.key(args.seed))
     print(
-        f"rlstack: {name}, {args.num_envs} envs, "
+        f"rlstack: {name}, {num_envs} envs, "
         f"{'deterministic' if deterministic else 'stochastic'} policy"
     )
     for key, value in stats.items():
         print(f"{key:<28}{value:>12.4f}")
     return 0
+
+
+#: ``rlstack eval``'s envs for a built-in env (simulated together, as a batch).
+EVAL_NUM_ENVS = 1024
+
+
+def eval_num_envs(env_spec: Any) -> int:
+    """The envs ``rlstack eval`` runs by default: an env's own default where
+    it has one (envs stepped one by one on the CPU, such as gymnasium's),
+    else :data:`EVAL_NUM_ENVS`.
+    """
+    return int(getattr(env_spec, "default_num_envs", None) or EVAL_NUM_ENVS)
 
 
 def _load_policy_state(path: Any, env_name: str | None, member: int | None) -> Algorithm:
