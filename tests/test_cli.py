@@ -1,3 +1,4 @@
+import io
 import json
 import os
 import signal
@@ -818,3 +819,21 @@ def test_a_box_distribution_on_discrete_actions_says_it_is_for_box_actions(capsy
     assert err.startswith("rlstack: error: distribution SquashedNormal is for Box action spaces")
     assert "Discrete(2" in err
     assert _runs() == []
+
+
+def test_the_progress_line_says_when_its_return_is_a_training_reward_or_a_members_mean():
+    from types import SimpleNamespace
+
+    from rlstack.cli.progress import Progress, return_qualifier
+
+    shaped = SimpleNamespace(env_config={"reward": "speed"}, num_members=None)
+    population = SimpleNamespace(env_config={}, num_members=8)
+    plain = SimpleNamespace(env_config={"reward": "gymnasium"}, num_members=None)
+    assert return_qualifier(shaped) == " (speed reward)"
+    assert return_qualifier(population) == " (mean of 8 members)"
+    assert return_qualifier(plain) == ""
+    progress = Progress(stream=io.StringIO())
+    progress.qualifier = return_qualifier(shaped)
+    stats = {"algorithm/steps": 1, "env/steps": 64, "returns/mean": 1.0}
+    progress(stats | {"episodes/return/mean": 121.8})
+    assert "episode return (speed reward)    121.800" in progress.stream.getvalue()

@@ -41,6 +41,7 @@ class Progress:
         self.episode_return: float | None = (
             None  # the latest mean over finished episodes, once there is one
         )
+        self.qualifier = ""  # what the shown return is, where it is not the env's plain score
 
     def start(self, trainer: Any, max_steps: int | None) -> None:
         """Count from ``trainer``'s state (a resumed run's env steps) towards
@@ -50,6 +51,7 @@ class Progress:
         self.last_env_steps = trainer.state["env/steps"]
         self.last_time = time.perf_counter()
         self.algorithm = trainer.algorithm
+        self.qualifier = return_qualifier(trainer.algorithm)
 
     def __call__(self, stats: dict[str, float]) -> bool:
         """Print the progress line of a step's ``stats`` (not of eval stats); never stops."""
@@ -99,9 +101,9 @@ class Progress:
         # Episodic envs: the return of whole episodes; infinite-horizon ones: the return per
         # rollout.
         shown = (
-            ("episode return", self.episode_return)
+            (f"episode return{self.qualifier}", self.episode_return)
             if self.episode_return is not None
-            else ("returns/mean", stats["returns/mean"])
+            else (f"returns/mean{self.qualifier}", stats["returns/mean"])
         )
         text = (
             f"step {steps:>5} | env steps {int(stats['env/steps']):>11,} | "
@@ -121,6 +123,22 @@ class Progress:
             self._write("\n")
         elif int(self.last_stats["algorithm/steps"]) != self.printed:
             self._write(self.line(self.last_stats) + "\n")
+
+
+def return_qualifier(algorithm: Any) -> str:
+    """What the progress line's return is, where it is not one run's score on
+    the env's own reward: ``" (speed reward)"`` for an env trained on
+    another reward than its score's (MountainCar-v0's preset), ``" (mean of
+    8 members)"`` for a population; ``""`` otherwise.
+    """
+    parts = []
+    reward = dict(getattr(algorithm, "env_config", None) or {}).get("reward")
+    if reward not in (None, "gymnasium"):
+        parts.append(f"{reward} reward")
+    members = getattr(algorithm, "num_members", None)
+    if members:
+        parts.append(f"mean of {members} members")
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 #: The stat the progress line shows for episodic envs (the mean return of the episodes that ended).
