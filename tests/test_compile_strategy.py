@@ -304,3 +304,31 @@ def test_a_later_run_of_the_same_configuration_loads_every_piece_without_compili
     assert result.returncode == 0, result.stderr
     names, hows = json.loads(result.stdout.strip().splitlines()[-1])
     assert names == sorted(cold.functions.strategy.jobs) and hows == ["loaded"]
+
+
+def test_a_compiling_child_uses_no_pool_its_parent_started_and_generates_for_its_threads():
+    script = textwrap.dedent(
+        """
+        import os, torch
+        import torch._inductor.async_compile as async_compile
+        import torch._inductor.config as config
+        from rlstack.shell import compile_worker
+
+        torch.set_num_threads(2)
+        async_compile.AsyncCompile.pool()  # its threads are not copied by a fork
+        read, write = os.pipe()
+        if os.fork() == 0:
+            compile_worker._compile_alone(threads=7)
+            fresh = async_compile.AsyncCompile.pool.cache_info().currsize == 0
+            facts = [config.compile_threads, config.cpp.threads, torch.get_num_threads(), fresh]
+            os.write(write, repr(facts).encode())
+            os._exit(0)
+        os.close(write)
+        print(os.read(read, 200).decode())
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[1, 7, 1, True]"

@@ -182,6 +182,7 @@ def _compile_and_send(jobs: Sequence[Job], cache: compile_cache.CompileCache, fd
     for sig in (signal.SIGINT, signal.SIGTERM):  # a stop kills the child, quietly
         signal.signal(sig, signal.SIG_DFL)
     sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (the child's to the end)
+    _compile_alone(max(int(job.description.get("intra_op_threads", 1)) for job in jobs))
     pipe = os.fdopen(fd, "wb")
     for job in jobs:
         start = time.perf_counter()
@@ -197,6 +198,30 @@ def _compile_and_send(jobs: Sequence[Job], cache: compile_cache.CompileCache, fd
         with contextlib.suppress(OSError):  # the parent has ended: store the rest
             pipe.write(json.dumps(header).encode() + b"\n" + data)
             pipe.flush()
+
+
+def _compile_alone(threads: int) -> None:
+    """Make a forked child compile on its own thread, with no worker the parent
+    started, kernels parallelised for the training's ``threads``.
+
+    A fork copies the parent's thread pools without their threads: Inductor's
+    pool of compile threads (which a parent that compiled before, with
+    ``compile=True``, has started) would queue work that no thread takes, and
+    an OpenMP team would wait for threads that are not there. So the child
+    compiles synchronously (``compile_threads = 1``, Inductor's pools
+    forgotten) and runs any op on one thread, as PyTorch's forked DataLoader
+    workers do, while its kernels are generated for the threads the training
+    runs them on.
+    """
+    torch.set_num_threads(1)
+    import torch._inductor.config as inductor_config
+
+    inductor_config.compile_threads = 1
+    inductor_config.cpp.threads = threads
+    async_compile = sys.modules.get("torch._inductor.async_compile")
+    if async_compile is not None:  # loaded in the parent: its pools are the parent's
+        async_compile.AsyncCompile.pool.cache_clear()
+        async_compile.after_fork()
 
 
 def compile_here(jobs: Sequence[Job], cache: compile_cache.CompileCache) -> None:
