@@ -294,3 +294,22 @@ def test_random_episode_starts_reaches_the_adapter_from_env_config_and_the_flag(
     assert spec.trainer["env_config"] == {"random_episode_starts": True}
     with pytest.raises(ValueError, match=r"--random-episode-starts is for rsl_rl envs"):
         train_config(parser.parse_args(["train", "--env", "CartPole", "--random-episode-starts"]))
+
+
+def test_a_checkpoint_rebuilds_its_rsl_rl_factory_without_being_told_the_env(tmp_path, capsys):
+    from rsl_rl_envs import make_pendulum
+
+    from rlstack.cli import main
+    from rlstack.integrations.checkpoint import CheckpointError
+
+    algo = Algorithm(rsl_rl_env(make_pendulum), **SMALL)
+    path = algo.save_checkpoint(tmp_path / "step.pt")
+    loaded = Algorithm.from_checkpoint(path)  # make_pendulum imported again, by name
+    assert isinstance(loaded.env, RslRlEnv) and loaded.env_spec.import_spec == (
+        "rsl_rl_envs:make_pendulum"
+    )
+    assert main(["eval", str(path), "--num-envs", str(SMALL["num_envs"])]) == 0
+    assert "success/" in capsys.readouterr().out
+    local = Algorithm(rsl_rl_env(lambda num_envs, device: make_pendulum(num_envs, device)), **SMALL)
+    with pytest.raises(CheckpointError, match=r"cannot be imported here .*pass env="):
+        Algorithm.from_checkpoint(local.save_checkpoint(tmp_path / "local.pt"))

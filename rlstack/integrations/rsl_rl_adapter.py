@@ -314,6 +314,19 @@ class rsl_rl_env:  # noqa: N801 - used like a class: Trainer(rsl_rl_env(make_isa
             self._built[arguments] = RslRlEnv(env, **options)
         return self._built[arguments]
 
+    @property
+    def import_spec(self) -> str | None:
+        """``module:function`` that imports the factory again (what a checkpoint
+        records, so that it is rebuilt without naming the env); ``None`` for
+        one that cannot be imported by name (a lambda, a local function, one
+        defined in ``__main__``).
+        """
+        module = getattr(self.factory, "__module__", None)
+        qualname = getattr(self.factory, "__qualname__", "")
+        if not module or module == "__main__" or "<" in qualname:
+            return None
+        return f"{module}:{qualname}"
+
     def __repr__(self) -> str:
         return f"rsl_rl_env({self.__name__})"
 

@@ -21,7 +21,7 @@ from ..core.device import resolve_device
 from ..core.torch_optimizers import TORCH_OPTIMIZERS_BY_NAME
 from ..envs import make_env
 from ..integrations import checkpoint as ckpt
-from .serialization import load_state_dict, spaces_of
+from .serialization import RSL_RL_PREFIX, load_state_dict, spaces_of
 
 #: What a stored compile mode means as the ``compile`` argument.
 COMPILE_ARGUMENT = {"eager": False, "compiled": True, "background": None}
@@ -68,6 +68,8 @@ def constructor_arguments(
         from ..integrations.gymnasium_adapter import gymnasium_env
 
         env = gymnasium_env(classes["env"].partition(":")[2])
+    if env is None and classes["env"].startswith(RSL_RL_PREFIX):
+        env = rsl_rl_factory(classes["env"].removeprefix(RSL_RL_PREFIX))
     env = env if env is not None else ckpt.resolve(classes["env"], "env")
     _check_spaces(data, env, device)
     mode = COMPILE_ARGUMENT[settings["compile"]] if compile is None else compile
@@ -90,6 +92,28 @@ def constructor_arguments(
         **data["hparams"],
     }
     return env, kwargs
+
+
+def rsl_rl_factory(spec: str) -> Any:
+    """The rsl_rl env factory a checkpoint names (``module:function``),
+    imported as ``rlstack train --env module:function`` imports it (the
+    working directory first).
+
+    Raises:
+        CheckpointError: where it cannot be imported, naming ``--env``.
+    """
+    from ..integrations.env_names import load_env
+
+    try:
+        if ":" not in spec:
+            raise ValueError("it was defined where it cannot be imported by name")
+        return load_env(spec)
+    except ValueError as e:
+        reason = str(e.__cause__ or e)
+        raise ckpt.CheckpointError(
+            f"The checkpoint's env is the rsl_rl factory {spec!r}, which cannot be imported here "
+            f"({reason}): pass env= (the CLI's --env module:factory)."
+        ) from e
 
 
 def restore(algorithm_cls: type, data: Mapping[str, Any], env: Any = None, **options: Any) -> Any:

@@ -86,13 +86,22 @@ def decode_tree(data: Any, device: torch.device, name: str) -> Any:
     )
 
 
+#: How a checkpoint names an env made by an rsl_rl factory: this prefix and ``module:function``.
+RSL_RL_PREFIX = "rsl_rl:"
+
+
 def env_class_name(env: Any) -> str:
     """How a checkpoint names the env: ``gymnasium:ID`` for a gymnasium id,
-    else the ``module:Class`` of the env (class).
+    ``rsl_rl:module:function`` for an rsl_rl factory
+    (:class:`~rlstack.integrations.rsl_rl_adapter.rsl_rl_env`; its bare name
+    where it cannot be imported by name), else the ``module:Class`` of the
+    env (class).
     """
     name = getattr(env, "__name__", "")
     if not isinstance(env, type) and name.startswith("gymnasium:"):
         return name
+    if not isinstance(env, type) and hasattr(env, "import_spec"):
+        return RSL_RL_PREFIX + (env.import_spec or name)
     return ckpt.qualified_name(env if isinstance(env, type) else type(env))
 
 
