@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from rsl_rl_envs import ProtocolPendulum, Scripted
@@ -170,6 +171,10 @@ def test_each_group_is_normalised_on_its_own_and_a_trainer_runs_with_asymmetric_
         obs = {"policy": torch.randn(2, 3), "critic": torch.randn(2, 5)}
         action = trainer.algorithm.predict(obs)
         assert action.shape == (2, 1)
+        # Acting reads the actor's groups alone: the critic's privileged one may be left out.
+        torch.testing.assert_close(trainer.algorithm.predict({"policy": obs["policy"]}), action)
+        numpy_obs = {"policy": obs["policy"].numpy()}
+        np.testing.assert_allclose(trainer.algorithm.predict(numpy_obs), action.numpy(), atol=1e-6)
         # Each group standardised by its own statistics: the same as normalising the groups one by
         # one.
         from rlstack.core.normalization import normalize

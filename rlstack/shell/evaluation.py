@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..core import random
@@ -131,6 +132,7 @@ def predict(
             f"`memory` is for a policy with memory (recurrent, or a window of observations); "
             f"{type(policy.model).__name__} has none: pass obs alone."
         )
+    obs = with_critic_only_groups(policy.model, env.observation_space, obs)
     obs_t = as_batch(env.observation_space, obs, device)
     if starts is not None:
         starts = torch.as_tensor(starts, dtype=torch.bool, device=device)
@@ -146,6 +148,31 @@ def predict(
         key=key,
     )
     return (to_numpy(action) if is_numpy(obs) else action), memory
+
+
+def with_critic_only_groups(model: Any, observation_space: Any, obs: Any) -> Any:
+    """``obs`` with zeros for the observation groups only the critic reads
+    (``model_config["obs_groups"]``, rsl_rl's privileged observations) where
+    they are missing: acting needs the actor's groups alone, as a deployed
+    actor does, and the critic's value is not used by an action.
+    """
+    groups = getattr(model, "obs_groups", None)
+    if not isinstance(obs, dict) or not groups or not groups.get("critic"):
+        return obs
+    missing = [k for k in groups["critic"] if k not in groups["actor"] and k not in obs]
+    if not missing or not obs:
+        return obs
+    first = next(iter(obs.values()))
+    batch = first.shape[0] if hasattr(first, "shape") else len(first)
+    filled = dict(obs)
+    for key in missing:
+        shape = (batch, *observation_space[key].shape)
+        filled[key] = (
+            torch.zeros(shape, device=first.device)
+            if isinstance(first, torch.Tensor)
+            else np.zeros(shape, dtype=np.float32)
+        )
+    return filled
 
 
 def actor(
