@@ -509,3 +509,31 @@ def test_checkpoints_and_exports_get_the_umasks_permissions(tmp_path):
     assert {p.name: p.stat().st_mode & 0o777 for p in written} == {
         p.name: 0o666 & ~umask for p in written
     }
+
+
+def test_a_full_disk_is_one_line_naming_the_folder_and_the_bytes_and_writes_nothing(
+    tmp_path, monkeypatch
+):
+    import shutil
+
+    from rlstack.integrations import checkpoint
+
+    algo = Algorithm(DiscreteDummyEnv, num_envs=8, horizon=4, sgd_minibatch_size=32, compile=False)
+    earlier = algo.save_checkpoint(tmp_path / "step-1.pt")
+    before = Path(earlier).read_bytes()
+
+    def full_disk(obj, path):  # what torch's zip writer raises when the disk fills up
+        Path(path).write_bytes(b"PK" * 100)
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda folder: usage._replace(free=4096))
+    with pytest.raises(OSError) as raised:
+        algo.save_checkpoint(tmp_path / "step-2.pt")
+    message = str(raised.value)
+    assert "\n" not in message and raised.value.errno == checkpoint.errno.ENOSPC
+    assert f"No space left in {tmp_path} for step-2.pt: it needs about" in message
+    assert "bytes and 4,096 are free" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-1.pt"]  # no temp file left
+    assert Path(earlier).read_bytes() == before

@@ -12,10 +12,12 @@ mismatches.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import pickle
 import re
+import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable
@@ -74,7 +76,7 @@ def _new_file_mode() -> int:
 _NEW_FILE_MODE = _new_file_mode()
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None], size_hint: int = 0) -> Path:
     """Write ``path`` atomically: ``write(temp path)`` beside it, fsync, rename.
 
     A reader never sees half a file, and a writer killed mid-write leaves
@@ -85,6 +87,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     Args:
         path: the file to write.
         write: writes the whole file to the path it is given (a ``str``).
+        size_hint: about how many bytes the file takes (for the message of a
+            full disk).
+
+    Raises:
+        OSError: ``ENOSPC`` in one line naming the folder and the bytes
+            needed, where the folder's disk is full (torch's writer says
+            ``unexpected pos`` in a 30-line traceback); the temp file removed.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -99,15 +108,34 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        written = Path(tmp).stat().st_size if Path(tmp).exists() else 0
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError | RuntimeError) and _disk_full(e, path.parent):
+            needed = max(size_hint, written)
+            free = shutil.disk_usage(path.parent).free
+            raise OSError(
+                errno.ENOSPC,
+                f"No space left in {path.parent} for {path.name}: it needs about {needed:,} "
+                f"bytes and {free:,} are free (nothing was written)",
+            ) from None
         raise
     return path
 
 
+def _disk_full(error: BaseException, folder: Path) -> bool:
+    """Whether ``error`` is a write that stopped because ``folder``'s disk is full."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if isinstance(error, RuntimeError) and "unexpected pos" in str(error):  # torch's zip writer
+        return shutil.disk_usage(folder).free < 1 << 20
+    return False
+
+
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` to ``path`` atomically (:func:`atomic_write`)."""
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    size = sum(leaf.nbytes for leaf in optree.tree_leaves(obj) if isinstance(leaf, torch.Tensor))
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp), size_hint=size)
 
 
 def safe_load(path: str | os.PathLike, what: str = "checkpoint") -> dict[str, Any]:
