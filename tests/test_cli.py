@@ -837,3 +837,16 @@ def test_the_progress_line_says_when_its_return_is_a_training_reward_or_a_member
     stats = {"algorithm/steps": 1, "env/steps": 64, "returns/mean": 1.0}
     progress(stats | {"episodes/return/mean": 121.8})
     assert "episode return (speed reward)    121.800" in progress.stream.getvalue()
+
+
+def test_resuming_an_older_checkpoint_of_a_finished_run_branches_and_keeps_its_files():
+    assert main(["train", *TINY, "--max-steps", "3", "--checkpoint-every", "1"]) == 0
+    (first,) = _runs()
+    folder = Path("checkpoints") / first.info.run_id
+    files = sorted(p.name for p in folder.glob("step-*.pt"))
+    assert main(["train", "--resume", str(folder / "step-00000001.pt"), "--max-steps", "2"]) == 0
+    runs = {run.info.run_id: run for run in _runs()}
+    (branch,) = (run for run in runs.values() if run.info.run_id != first.info.run_id)
+    assert branch.data.tags["rlstack.branched_from"] == first.info.run_id
+    assert runs[first.info.run_id].info.end_time == first.info.end_time  # left as it was
+    assert sorted(p.name for p in folder.glob("step-*.pt")) == files

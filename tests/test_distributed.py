@@ -45,7 +45,8 @@ def test_two_rank_training_stays_identical_logs_once_and_resumes_exactly(tmp_pat
             resumed[r]["memory"], fresh[r]["memory"]
         )  # a recurrent rank's own hidden states
     assert fresh[0]["run_id"] is not None and fresh[1]["run_id"] is None  # only rank 0 logs
-    assert resumed[0]["run_id"] == fresh[0]["run_id"]
+    # The fresh run logged steps 4 and 5 after its checkpoint at 3: the resumed one branches.
+    assert resumed[0]["run_id"] not in (None, fresh[0]["run_id"])
     assert sorted(p.name for p in (tmp_path / f"ck-{kind}").glob("*.pt")) == ["step-00000003.pt"]
     # env/steps counts both ranks' transitions: 5 steps of num_envs x horizon on each of 2 ranks.
     from mlflow.tracking import MlflowClient
@@ -55,6 +56,8 @@ def test_two_rank_training_stays_identical_logs_once_and_resumes_exactly(tmp_pat
     )
     per_step = workers.SMALL["num_envs"] * workers.SMALL["horizon"]
     assert history[-1].value == history[-1].step == 5 * per_step * 2
+    branch = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(resumed[0]["run_id"])
+    assert branch.data.tags["rlstack.branched_from"] == fresh[0]["run_id"]
 
 
 def test_ranks_that_disagree_on_hyperparameters_fail_at_start_naming_the_rank(tmp_path):

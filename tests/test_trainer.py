@@ -307,3 +307,39 @@ def test_trainer_step_buffers_and_close_or_garbage_collection_loses_nothing():
         ValueError, match=r"`log_every_s` must be seconds >= 0 \(0: every step\), got -1"
     ):
         Trainer(DiscreteDummyEnv, log_every_s=-1, **SMALL)
+
+
+def test_loading_a_checkpoint_changes_nothing_in_mlflow_until_training_goes_on(tmp_path):
+    client = MlflowClient()
+    with Trainer(DiscreteDummyEnv, **SMALL) as trainer:
+        trainer.step()
+        path = trainer.save_checkpoint(tmp_path / "step-1.pt")
+    ended = client.get_run(trainer.run_id).info
+    assert ended.status == "FINISHED"
+    Trainer.from_checkpoint(path).close()  # only to load (e.g. to evaluate or export)
+    unchanged = client.get_run(trainer.run_id).info
+    assert (unchanged.status, unchanged.end_time) == ("FINISHED", ended.end_time)
+    continued = Trainer.from_checkpoint(path)
+    continued.step()
+    assert client.get_run(trainer.run_id).info.status == "RUNNING"
+    continued.close()
+    later = client.get_run(trainer.run_id).info
+    assert later.status == "FINISHED" and later.end_time >= ended.end_time
+
+
+def test_a_checkpoint_from_behind_a_runs_last_step_starts_a_branch_not_a_rewrite(tmp_path):
+    client = MlflowClient()
+    with Trainer(DiscreteDummyEnv, **SMALL) as trainer:
+        trainer.step()
+        early = trainer.save_checkpoint(tmp_path / "step-1.pt")
+        trainer.step()
+        trainer.step()
+    history = [m.value for m in client.get_metric_history(trainer.run_id, "algorithm/steps")]
+    with Trainer.from_checkpoint(early) as branch:
+        branch.step()
+    assert branch.run_id != trainer.run_id
+    assert client.get_run(branch.run_id).data.tags["rlstack.branched_from"] == trainer.run_id
+    assert [m.value for m in client.get_metric_history(trainer.run_id, "algorithm/steps")] == (
+        history
+    )  # the original run's history is only ever appended to
+    assert [m.value for m in client.get_metric_history(branch.run_id, "algorithm/steps")] == [2.0]

@@ -203,10 +203,12 @@ class MemberRuns:
             client.get_run(parent_run_id) if num_members else None
         )  # a single run has no member runs
         name = run_name or (parent.info.run_name if parent is not None else None) or "population"
+        #: The existing runs continued here, marked RUNNING by :meth:`reopen` (at the first write).
+        self.continued: list[str] = []
         for k in range(num_members):
             run_id = (run_ids or [None] * num_members)[k]
             if run_id is not None and _exists(client, run_id):
-                client.update_run(run_id, status="RUNNING")
+                self.continued.append(run_id)
             else:
                 run_id = client.create_run(
                     parent.info.experiment_id,
@@ -219,6 +221,11 @@ class MemberRuns:
         ]
         #: Each member's own end status, or None: the parent's.
         self.status: list[str | None] = [None] * num_members
+
+    def reopen(self, client: MlflowClient) -> None:
+        """Mark the continued member runs RUNNING again (training goes on in them)."""
+        for run_id in self.continued:
+            client.update_run(run_id, status="RUNNING")
 
     def flush(self) -> None:
         """Write every member's held metric points now."""
@@ -244,7 +251,8 @@ def end_run(
     members: MemberRuns | None = None,
 ) -> None:
     """End a Trainer's run (and its members' runs) with the status it
-    recorded; release its checkpoint folders. Called by
+    recorded (a continued run not reopened, ``status["reopened"]`` false,
+    is left as it was); release its checkpoint folders. Called by
     :meth:`Trainer.close` (``quiet=False``: a failure to write the status is
     raised), or at garbage collection or process exit for a Trainer that was
     never closed (where the store may already be gone).
@@ -252,6 +260,8 @@ def end_run(
     for directory in checkpoint_dirs.values():
         directory.close()
     checkpoint_dirs.clear()
+    if not status.get("reopened", True):  # a continued run nothing was written to: left as it was
+        return
     try:
         if members is not None:
             members.flush()
@@ -318,11 +328,20 @@ def log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> 
         client.log_batch(run_id, tags=changed)
 
 
+#: The tag of a run that continues a checkpoint of another run (which it did not write into).
+BRANCHED_FROM_TAG = "rlstack.branched_from"
+
+
 def resumable_run_id(
-    run_id: str | None, experiment_name: str | None, run_name: str | None
+    run_id: str | None,
+    experiment_name: str | None,
+    run_name: str | None,
+    steps: int | None = None,
 ) -> str | None:
-    """``run_id`` if that run exists in the current tracking store and
-    ``experiment_name`` / ``run_name``, when given, are its; else None.
+    """``run_id`` if that run exists in the current tracking store,
+    ``experiment_name`` / ``run_name``, when given, are its, and it logged no
+    update after ``steps`` (a checkpoint from behind its last logged step
+    starts a new run, so MLflow history is only appended to); else None.
     """
     if run_id is None:
         return None
@@ -335,5 +354,7 @@ def resumable_run_id(
     if (experiment_name not in (None, experiment.name)) or (
         run_name not in (None, run.info.run_name)
     ):
+        return None
+    if steps is not None and run.data.metrics.get("algorithm/steps", 0) > steps:
         return None
     return run_id

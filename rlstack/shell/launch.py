@@ -182,8 +182,12 @@ def _resumed(spec: RunSpec) -> dict[str, Any] | None:
     saved = data.get("trainer", {})
     run_id = None
     if distributed.rank() == 0:
-        run_id = tracking.resumable_run_id(saved.get("run_id"), spec.experiment_name, spec.run_name)
-    return {"steps": steps, "run_id": run_id, "files": saved.get("checkpoint_files", ())}
+        run_id = tracking.resumable_run_id(
+            saved.get("run_id"), spec.experiment_name, spec.run_name, steps=steps
+        )
+    # A new run never adopts (and so never rotates away) another run's checkpoints.
+    files = saved.get("checkpoint_files", ()) if run_id == saved.get("run_id") else ()
+    return {"steps": steps, "run_id": run_id, "files": files}
 
 
 def _open_folder(spec: RunSpec, resumed: dict[str, Any] | None) -> Any:

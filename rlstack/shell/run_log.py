@@ -23,6 +23,30 @@ Stats = dict[str, float]
 SHARED_STATS = ("memory/", "profiling/", "algorithm/", "env/", "coefficients/vf")
 
 
+def continuation(
+    data: Mapping[str, Any], experiment_name: str | None, run_name: str | None
+) -> dict[str, Any]:
+    """How a Trainer rebuilt from the checkpoint ``data`` logs: the MLflow
+    run it continues (``resume_run_id``; see
+    :func:`rlstack.integrations.tracking.resumable_run_id`) with its member
+    runs and checkpoint files, or, where it continues none, the run it
+    branched from (``branched_from``) and nothing of that run's.
+    """
+    saved = data.get("trainer", {})
+    run_id = saved_run = None
+    if distributed.rank() == 0:
+        saved_run = saved.get("run_id")
+        steps = data["counters"]["steps"]
+        run_id = tracking.resumable_run_id(saved_run, experiment_name, run_name, steps=steps)
+    continued = run_id is not None
+    return {
+        "resume_run_id": run_id,
+        "branched_from": None if continued else saved_run,
+        "checkpoint_files": saved.get("checkpoint_files", ()) if continued else (),
+        "member_run_ids": saved.get("member_run_ids") if continued else None,
+    }
+
+
 class RunLog:
     """The MLflow runs of one Trainer.
 
@@ -66,6 +90,7 @@ class RunLog:
         experiment_name: the experiment of a new run (see
         :func:`rlstack.integrations.tracking.create_run`). run_name: the name of a new run.
         resume_run_id: an existing run to continue instead.
+        branched_from: the run whose checkpoint a new run continues (a tag).
         member_run_ids: the member runs to continue (a resumed checkpoint's).
         log_every_s: see :class:`rlstack.integrations.tracking.MetricLog`.
         checkpoint_dirs: the Trainer's open checkpoint folders, released when the run ends.
@@ -86,6 +111,7 @@ class RunLog:
         experiment_name: str | None,
         run_name: str | None,
         resume_run_id: str | None,
+        branched_from: str | None = None,
         member_run_ids: Sequence[str | None] | None,
         log_every_s: float,
         checkpoint_dirs: dict,
@@ -97,12 +123,14 @@ class RunLog:
         )
         if not rank_zero:
             self.run_id = None
-        elif resume_run_id is not None:
-            client.update_run(resume_run_id, status="RUNNING")
+        elif resume_run_id is not None:  # marked RUNNING at the first write (_reopen)
             self.run_id = resume_run_id
         else:
             self.run_id = tracking.create_run(client, experiment_name, run_name)
-        self.status = {"status": "FINISHED"}
+            if branched_from is not None:
+                client.set_tag(self.run_id, tracking.BRANCHED_FROM_TAG, branched_from)
+        continued = rank_zero and resume_run_id is not None
+        self.status = {"status": "FINISHED", "reopened": not continued}
         self.metrics = tracking.MetricLog(client, self.run_id, log_every_s=log_every_s)
         self.members = tracking.MemberRuns(
             client,
@@ -156,10 +184,20 @@ class RunLog:
                 },
             )
 
+    def _reopen(self) -> None:
+        """A continued run (and its members' runs) RUNNING again, at the first
+        write: loading a checkpoint alone changes nothing in MLflow.
+        """
+        if not self.status["reopened"]:
+            self.client.update_run(self.run_id, status="RUNNING")
+            self.members.reopen(self.client)
+            self.status["reopened"] = True
+
     def log(self, stats: Mapping[str, float], step: int, force: bool = False) -> None:
         """Record ``stats`` in the Trainer's run at ``step`` (see
         :class:`~rlstack.integrations.tracking.MetricLog`).
         """
+        self._reopen()
         self.metrics.log(stats, step=step, force=force)
 
     def log_members(
@@ -177,6 +215,7 @@ class RunLog:
         Returns:
             The combination (a single run's own stats).
         """
+        self._reopen()
         # A single run has no member runs: the zip is empty.
         for log, stats, on in zip(self.members.metrics, member_stats, logged, strict=False):
             if on:
@@ -201,6 +240,7 @@ class RunLog:
         new = {f"compile/{name}": steps for name, steps in switches.items()}
         new = {k: v for k, v in new.items() if k not in self._switches_logged}
         if new:
+            self._reopen()
             tracking.log_params(self.client, self.run_id, new)
             self._switches_logged.update(new)
 

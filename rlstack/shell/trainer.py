@@ -19,7 +19,7 @@ from . import loading, run_loop
 from .algorithm import Algorithm
 from .checkpointer import Checkpointer
 from .conditions import Condition
-from .run_log import RunLog
+from .run_log import RunLog, continuation
 from .run_loop import CHECKPOINT_EVERY_S, RunSchedule
 from .spec import RunSpec
 
@@ -84,6 +84,7 @@ class Trainer:
         experiment_name: str | None,
         run_name: str | None,
         resume_run_id: str | None = None,
+        branched_from: str | None = None,
         checkpoint_files: Sequence[str] = (),
         member_run_ids: Sequence[str | None] | None = None,
         log_every_s: float = 1.0,
@@ -96,6 +97,7 @@ class Trainer:
             experiment_name=experiment_name,
             run_name=run_name,
             resume_run_id=resume_run_id,
+            branched_from=branched_from,
             member_run_ids=member_run_ids,
             log_every_s=log_every_s,
             checkpoint_dirs=folders,
@@ -296,29 +298,22 @@ class Trainer:
 
         Continuing on the same device and mode reproduces the uninterrupted
         run's metrics exactly. Logging continues in the checkpoint's MLflow
-        run when it exists in the current tracking store and
-        ``experiment_name`` / ``run_name``, if given, are that run's; else a
-        new run is started with them. ``options`` as for
+        run as :func:`rlstack.shell.run_log.continuation` decides (else a
+        new run, tagged with the one it branched from); loading alone
+        changes nothing in MLflow. ``options`` as for
         :meth:`Algorithm.from_checkpoint`; ``log_every_s`` as in the constructor.
         """
         tracking.require_mlflow()  # before anything is built
         check_log_every_s(log_every_s)
         data = ckpt.safe_load(path)
         algorithm = loading.restore(Algorithm, data, env, **options)
-        trainer_data = data.get("trainer", {})
-        run_id = None
-        if distributed.rank() == 0:
-            saved_run = trainer_data.get("run_id")
-            run_id = tracking.resumable_run_id(saved_run, experiment_name, run_name)
         trainer = cls.__new__(cls)
         trainer._attach(
             algorithm,
             experiment_name=experiment_name,
             run_name=run_name,
-            resume_run_id=run_id,
-            checkpoint_files=trainer_data.get("checkpoint_files", ()),
-            member_run_ids=trainer_data.get("member_run_ids") if run_id is not None else None,
             log_every_s=log_every_s,
+            **continuation(data, experiment_name, run_name),
         )
         return trainer
 
