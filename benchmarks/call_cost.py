@@ -42,7 +42,9 @@ from rlstack.learn.transforms import INDUCTOR_OPTIONS, same_inputs_as_before  # 
 from rlstack.shell.functions import TRAINING  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PIECES = ("rollout/step", "update/sgd_step")
+#: The acting piece and the update's minibatch piece (``sgd_step``, or ``sgd_chunk`` where
+#: minibatches are accumulated in chunks, as at 4096 envs).
+PIECES = ("rollout/step", "update/sgd_step", "update/sgd_chunk")
 
 
 def switched_algorithm(num_envs: int, cache: str, limit_s: float = 900.0):
@@ -90,7 +92,7 @@ def measure(num_envs: int, rounds: int, calls: int) -> list[dict]:
     with tempfile.TemporaryDirectory() as cache:
         algo, inputs = switched_algorithm(num_envs, cache)
         rows = []
-        for name in PIECES:
+        for name in (name for name in PIECES if name in inputs):
             eager, args = inputs[name]
             compiled = torch.compile(eager, fullgraph=True, options=INDUCTOR_OPTIONS)
             loaded = loaded_piece(algo, name)
