@@ -42,9 +42,9 @@ from rlstack.learn.transforms import INDUCTOR_OPTIONS, same_inputs_as_before  # 
 from rlstack.shell.functions import TRAINING  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-#: The acting piece and the update's minibatch piece (``sgd_step``, or ``sgd_chunk`` where
-#: minibatches are accumulated in chunks, as at 4096 envs).
-PIECES = ("rollout/step", "update/sgd_step", "update/sgd_chunk")
+#: The acting piece and the update's minibatch piece (``sgd_step``, or ``grads`` where a
+#: minibatch's gradients are accumulated over chunks, as at 4096 envs).
+PIECES = ("rollout/step", "update/sgd_step", "update/grads")
 
 
 def switched_algorithm(num_envs: int, cache: str, limit_s: float = 900.0):
