@@ -343,3 +343,57 @@ def test_a_checkpoint_from_behind_a_runs_last_step_starts_a_branch_not_a_rewrite
         history
     )  # the original run's history is only ever appended to
     assert [m.value for m in client.get_metric_history(branch.run_id, "algorithm/steps")] == [2.0]
+
+
+class _AwayStore(_Store):
+    """A tracking store that is away (its writes fail) until ``back`` is set."""
+
+    def __init__(self):
+        super().__init__()
+        import threading
+
+        self.back, self.failures = threading.Event(), 0
+
+    def log_batch(self, run_id, metrics):
+        if not self.back.is_set():
+            self.failures += 1
+            raise ConnectionError("tracking server unreachable")
+        super().log_batch(run_id, metrics)
+
+
+def test_metrics_wait_out_a_store_that_is_away_in_order_and_exactly_once(monkeypatch):
+    from rlstack.integrations import metric_writer, tracking
+
+    monkeypatch.setattr(metric_writer, "_sleep", lambda s: None)  # retry at once
+    store = _AwayStore()
+    log = tracking.MetricLog(store, "run", log_every_s=0, flush_every_s=0)
+    for step in range(1, 6):  # training goes on: every log returns while the store is away
+        log.log({"x": float(step)}, step=step)
+    assert not log.flush(wait_s=0.2) and store.metrics == []
+    assert store.failures > 0 and "unreachable" in log.writer.failure
+    store.back.set()
+    assert log.flush(wait_s=30)
+    assert [(m.step, m.value) for m in store.metrics] == [(s, float(s)) for s in range(1, 6)]
+
+
+def test_a_store_that_never_returns_leaves_the_metrics_in_a_named_local_file(
+    tmp_path, monkeypatch, capsys
+):
+    import json
+
+    from rlstack.integrations import metric_writer, tracking
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(metric_writer, "_sleep", lambda s: None)
+    log = tracking.MetricLog(_AwayStore(), "abc", log_every_s=0)
+    for step in range(1, 4):
+        log.log({"x": float(step), "y": -float(step)}, step=step)
+    log.close(wait_s=0.2)
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    kept = tmp_path / "rlstack-unsent-metrics-abc.jsonl"
+    assert line.startswith("rlstack: the tracking store did not take run abc's metrics")
+    assert f"6 metric values are kept in {kept}" in line and "unreachable" in line
+    points = [json.loads(text) for text in kept.read_text().splitlines()]
+    assert [(p["key"], p["step"], p["value"]) for p in points] == [
+        (key, step, sign * step) for step in range(1, 4) for key, sign in (("x", 1.0), ("y", -1.0))
+    ]

@@ -8,10 +8,13 @@ collection or process exit.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
+
+from .metric_writer import MetricWriter
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -76,6 +79,10 @@ _clock = time.monotonic  # the clock of MetricLog's points and writes (a test re
 #: Longest time, in seconds, recorded points wait in memory before they are
 #: written (TensorBoard's ``SummaryWriter`` waits up to 120 s).
 FLUSH_EVERY_S = 30.0
+#: How long a flush during training (a checkpoint's) waits for the writes to land, in seconds.
+FLUSH_WAIT_S = 10.0
+#: How long a run's end waits for the tracking store to take its last metrics, in seconds.
+END_WAIT_S = 120.0
 
 
 class MetricLog:
@@ -86,15 +93,17 @@ class MetricLog:
     every forced point (evaluations) and the last step are always recorded:
     the latest step not recorded is held, and recorded by :meth:`flush`, or
     with the next forced point. Recorded points wait in memory and are
-    written in one request per 1000 metrics (MLflow's limit) once
-    ``flush_every_s`` seconds have passed since the last write, and on
-    :meth:`flush`. Each write to the store has a fixed cost (a SQLite
-    transaction, or a round trip to a server: 11 ms on a slow 2-core
-    machine) on top of its cost per metric (70-280 us into SQLite, in
-    SQLAlchemy's ORM), which is why writes are rare. Writes stay
-    synchronous: MLflow's asynchronous logging moves the same SQLite work to
-    a thread that competes with training for the CPU, which measured slower
-    on 2 cores (benchmarks/README.md).
+    handed to a :class:`~rlstack.integrations.metric_writer.MetricWriter`
+    (a thread that writes them in order, one request per 1000 metrics,
+    waiting out a store that does not answer) once ``flush_every_s``
+    seconds have passed since the last write, and on :meth:`flush`. Each
+    write to the store has a fixed cost (a SQLite transaction, or a round
+    trip to a server: 11 ms on a slow 2-core machine) on top of its cost per
+    metric (70-280 us into SQLite, in SQLAlchemy's ORM), which is why writes
+    are rare (MLflow's own asynchronous logging writes every call, which
+    measured slower on 2 cores: benchmarks/README.md); training never waits
+    for a store that is away, but a flush waits up to :data:`FLUSH_WAIT_S`
+    and :meth:`close` up to :data:`END_WAIT_S` for the writes to land.
 
     Args:
         client: the tracking client.
@@ -113,6 +122,7 @@ class MetricLog:
     ) -> None:
         self.client, self.run_id = client, run_id
         self.flush_every_s, self.log_every_s = flush_every_s, log_every_s
+        self.writer = MetricWriter(client, run_id, f"rlstack-unsent-metrics-{run_id}.jsonl")
         self.pending: list[Any] = []
         self.held: tuple[Mapping[str, float], int, int] | None = (
             None  # the latest step's (stats, step, ms), not recorded
@@ -134,10 +144,28 @@ class MetricLog:
         if now - self._last_flush >= self.flush_every_s:
             self._write()
 
-    def flush(self) -> None:
-        """Record the held step and write every recorded point (idempotent)."""
+    def flush(self, wait_s: float = FLUSH_WAIT_S) -> bool:
+        """Record the held step and hand every recorded point to the writer;
+        wait up to ``wait_s`` seconds for them to land (True if they did).
+        """
         self._record_held()
         self._write()
+        return self.writer.flush(wait_s)
+
+    def close(self, wait_s: float = END_WAIT_S) -> None:
+        """:meth:`flush`, waiting up to ``wait_s``; what the store did not take
+        by then is kept in a local file, named in one line on stderr.
+        """
+        if self.flush(wait_s):
+            return
+        kept = self.writer.keep_unsent()
+        print(
+            f"rlstack: the tracking store did not take run {self.run_id}'s metrics within "
+            f"{wait_s:.0f} s ({self.writer.failure}); {kept} metric values are kept in "
+            f"{self.writer.spill_path} (JSON lines: key, value, timestamp in ms, step).",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def _record(self, stats: Mapping[str, float], step: int, timestamp: int) -> None:
         from mlflow.entities import Metric
@@ -151,8 +179,7 @@ class MetricLog:
 
     def _write(self) -> None:
         pending, self.pending = self.pending, []
-        for i in range(0, len(pending), 1000):  # MLflow's batch limit on metrics
-            self.client.log_batch(self.run_id, metrics=pending[i : i + 1000])
+        self.writer.put(pending)
         self._last_flush = _clock()
 
 
@@ -227,11 +254,6 @@ class MemberRuns:
         for run_id in self.continued:
             client.update_run(run_id, status="RUNNING")
 
-    def flush(self) -> None:
-        """Write every member's held metric points now."""
-        for log in self.metrics:
-            log.flush()
-
 
 def _exists(client: MlflowClient, run_id: str) -> bool:
     try:
@@ -263,12 +285,12 @@ def end_run(
     if not status.get("reopened", True):  # a continued run nothing was written to: left as it was
         return
     try:
+        deadline = time.monotonic() + END_WAIT_S  # one wait for every log of the run
+        for log in [*(members.metrics if members else []), *([metrics] if metrics else [])]:
+            log.close(max(0.0, deadline - time.monotonic()))
         if members is not None:
-            members.flush()
             for member_run, member_status in zip(members.run_ids, members.status, strict=True):
                 client.set_terminated(member_run, status=member_status or status["status"])
-        if metrics is not None:
-            metrics.flush()
         client.set_terminated(run_id, status=status["status"])
     except Exception:
         if not quiet:

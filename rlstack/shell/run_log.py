@@ -9,6 +9,7 @@ the Trainer's run: one logging pipeline, member runs included.
 
 from __future__ import annotations
 
+import time
 import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -255,8 +256,9 @@ class RunLog:
         store is swallowed (so it never hides the error that ended a run).
         """
         try:
-            self.members.flush()
-            self.metrics.flush()
+            deadline = time.monotonic() + tracking.FLUSH_WAIT_S  # one wait for every log
+            for log in [*self.members.metrics, self.metrics]:
+                log.flush(max(0.0, deadline - time.monotonic()))
         except Exception:
             if not quiet:
                 raise
