@@ -397,3 +397,19 @@ def test_a_store_that_never_returns_leaves_the_metrics_in_a_named_local_file(
     assert [(p["key"], p["step"], p["value"]) for p in points] == [
         (key, step, sign * step) for step in range(1, 4) for key, sign in (("x", 1.0), ("y", -1.0))
     ]
+
+
+def test_a_closed_runs_metric_thread_ends():
+    import threading
+
+    trainer = Trainer(DiscreteDummyEnv, log_every_s=0, **SMALL)
+    trainer.step()
+    trainer.flush_metrics()
+    assert trainer.run_log.metrics.writer._thread in threading.enumerate()
+    trainer.close()
+    for _ in range(100):
+        if trainer.run_log.metrics.writer._thread is None:
+            break
+        threading.Event().wait(0.05)
+    assert trainer.run_log.metrics.writer._thread is None
+    assert len(MlflowClient().get_metric_history(trainer.run_id, "losses/total")) == 1

@@ -56,6 +56,7 @@ class MetricWriter:
         self.failure: str | None = None  # why the last write failed, while the store is away
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._stopping = False  # the thread ends once nothing is queued
 
     def put(self, metrics: list[Any]) -> None:
         """Queue ``metrics`` (``mlflow.entities.Metric``) for writing, in order; returns at once."""
@@ -67,6 +68,7 @@ class MetricWriter:
             self._waiting += len(metrics)
             while self._waiting > MAX_WAITING and len(self._batches) > 1:
                 self._spill([self._batches.popleft()])
+            self._stopping = False
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._write_all, name="rlstack-metrics", daemon=True
@@ -84,6 +86,12 @@ class MetricWriter:
                     return False
                 self._changed.wait(left)
         return True
+
+    def stop(self) -> None:
+        """End the thread once nothing is queued (a later :meth:`put` starts another)."""
+        with self._changed:
+            self._stopping = True
+            self._changed.notify_all()
 
     def keep_unsent(self) -> int:
         """Move every batch not written yet to :attr:`spill_path`; how many values
@@ -117,6 +125,9 @@ class MetricWriter:
         while True:
             with self._changed:
                 while not self._batches:
+                    if self._stopping:
+                        self._thread = None
+                        return
                     self._changed.wait()
                 batch, self._busy = self._batches[0], True
             try:

@@ -156,7 +156,9 @@ class MetricLog:
         """:meth:`flush`, waiting up to ``wait_s``; what the store did not take
         by then is kept in a local file, named in one line on stderr.
         """
-        if self.flush(wait_s):
+        landed = self.flush(wait_s)
+        self.writer.stop()
+        if landed:
             return
         kept = self.writer.keep_unsent()
         print(
