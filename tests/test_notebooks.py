@@ -23,6 +23,17 @@ def test_there_are_notebooks():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_an_axis_of_env_steps_has_short_tick_labels(path):
+    """Hundreds of thousands of env steps as plain integers run into each other at a
+    notebook's width: an axis that counts them is given a formatter (200k).
+    """
+    for cell in json.loads(path.read_text())["cells"]:
+        source = "".join(cell["source"])
+        if cell["cell_type"] == "code" and 'set_xlabel("env ' in source:
+            assert "xaxis.set_major_formatter(" in source, source
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_notebooks_are_stored_without_outputs(path):
     """Outputs belong to the built docs, not to the repository."""
     cells = json.loads(path.read_text())["cells"]
