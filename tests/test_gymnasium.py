@@ -182,6 +182,7 @@ def _rlstack_lines(err):
     return [line for line in err.splitlines() if line.strip() and " INFO mlflow." not in line]
 
 
+@pytest.mark.slow  # two fresh processes with worker processes: about 20 s each
 def test_an_async_vector_env_run_ends_quietly(tmp_path):
     proc = _train_async(tmp_path, max_steps=2)
     out, err = proc.communicate(timeout=300)
@@ -190,6 +191,7 @@ def test_an_async_vector_env_run_ends_quietly(tmp_path):
     assert "(FINISHED)" in out
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_an_async_vector_env_run_once_without_worker_tracebacks(tmp_path):
     proc = _train_async(tmp_path, max_steps=10_000)
     for line in proc.stdout:
