@@ -65,11 +65,12 @@ class Algorithm:
         env: a pure env (class or instance), an env factory
             (``gymnasium_env(id)``, ``rsl_rl_env(factory)``) or an rlstack 1.x
             style stateful env class.
-        **kwargs: the build arguments (the model, distribution, optimizer,
-            device, seed, compile mode, population size; documented once, on
-            :func:`rlstack.shell.build.check_arguments`) and the PPO
-            hyperparameters (:class:`rlstack.core.config.AlgorithmConfig`,
-            kept as ``config``).
+        **hparams: the PPO hyperparameters
+            (:class:`rlstack.core.config.AlgorithmConfig`, kept as ``config``).
+            The keyword arguments before them build the run (the env's
+            options, model, distribution, optimizer, device, seed, compile
+            mode, population size), documented once, on
+            :func:`rlstack.shell.build.check_arguments`.
 
     Counters: ``collects`` (rollouts collected; rlstack 1.x's name
     ``horizons`` stays as an alias), ``steps`` (updates) and ``env_steps``

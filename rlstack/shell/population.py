@@ -44,11 +44,11 @@ class Population(Algorithm):
         env: a pure env (class or instance); 1.x stateful and gymnasium
             envs keep state outside the graph and cannot be vmapped.
         num_members: ``K``.
-        seed: see :func:`member_configs`.
         **kwargs: everything :class:`~rlstack.Algorithm` takes; the
             hyperparameters in :data:`PER_MEMBER` may be lists of ``K``
             values, ``optimizer_config['lr']`` too (or pass ``lr=``
-            directly, as :func:`grid` returns it).
+            directly, as :func:`grid` returns it); ``seed`` as
+            :func:`member_configs` reads it.
 
     ``collect()`` and ``step()`` return one stats dict per member;
     ``members`` (a :class:`~rlstack.learn.train_state.MemberStatus`) says

@@ -89,7 +89,8 @@ class RunLog:
         algorithm: what the Trainer trains (its config, build config and
             members are logged as params).
         experiment_name: the experiment of a new run (see
-        :func:`rlstack.integrations.tracking.create_run`). run_name: the name of a new run.
+            :func:`rlstack.integrations.tracking.create_run`).
+        run_name: the name of a new run.
         resume_run_id: an existing run to continue instead.
         branched_from: the run whose checkpoint a new run continues (a tag).
         member_run_ids: the member runs to continue (a resumed checkpoint's).
