@@ -99,26 +99,27 @@ def rsl_rl_config(name: str, num_envs: int) -> dict:
     return {"ppo": PPO, "num_envs": num_envs, **CONFIGS[name]}
 
 
-def run_peer(python: Path, config: dict, iterations: int, learn_iterations: int) -> dict:
+def run_script(python: Path, script: str, *args: str) -> dict:
+    """``python -c script *args`` in an empty temp folder; the JSON of its last line."""
     with tempfile.TemporaryDirectory() as cwd:
         out = subprocess.run(
-            [
-                str(python),
-                "-c",
-                PEER_SCRIPT,
-                json.dumps(config),
-                str(iterations),
-                str(learn_iterations),
-                str(Path(__file__).resolve().parent),
-                str(torch.get_num_threads()),
-            ],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
+            [str(python), "-c", script, *args], cwd=cwd, capture_output=True, text=True
         )
     if out.returncode != 0:
         raise RuntimeError(f"rsl_rl failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_peer(python: Path, config: dict, iterations: int, learn_iterations: int) -> dict:
+    return run_script(
+        python,
+        PEER_SCRIPT,
+        json.dumps(config),
+        str(iterations),
+        str(learn_iterations),
+        str(Path(__file__).resolve().parent),
+        str(torch.get_num_threads()),
+    )
 
 
 def rlstack_kwargs(config: dict) -> dict:

@@ -126,24 +126,14 @@ def _wait_for(pids: list[int], timeout_s: float = 900.0) -> None:
 def run_rsl_rl(python: Path, seconds: float) -> dict:
     """rsl_rl on Isaac Lab's Cartpole settings for ``seconds`` after its imports."""
     config = rsl_rl.rsl_rl_config("cartpole", 4096)
-    with tempfile.TemporaryDirectory() as cwd:
-        out = subprocess.run(
-            [
-                str(python),
-                "-c",
-                RSL_RL_WINDOW,
-                json.dumps(config),
-                str(seconds),
-                str(ROOT / "benchmarks"),
-                str(torch.get_num_threads()),
-            ],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-        )
-    if out.returncode != 0:
-        raise RuntimeError(f"rsl_rl failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return rsl_rl.run_script(
+        python,
+        RSL_RL_WINDOW,
+        json.dumps(config),
+        str(seconds),
+        str(ROOT / "benchmarks"),
+        str(torch.get_num_threads()),
+    )
 
 
 def summarize(run: dict, seconds: float) -> dict:

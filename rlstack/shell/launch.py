@@ -24,6 +24,7 @@ from ..integrations import distributed, tracking
 from ..integrations.env_names import load_env
 from . import compile_worker
 from .conditions import ReturnReaches
+from .run_log import continuation
 from .spec import RunSpec
 from .trainer import Trainer
 
@@ -179,15 +180,13 @@ def _resumed(spec: RunSpec) -> dict[str, Any] | None:
             f"--max-steps {spec.max_steps}: {spec.resume} is at step {steps} already; give a "
             "larger --max-steps to train on (steps count from the run's start)."
         )
-    saved = data.get("trainer", {})
-    run_id = None
-    if distributed.rank() == 0:
-        run_id = tracking.resumable_run_id(
-            saved.get("run_id"), spec.experiment_name, spec.run_name, steps=steps
-        )
-    # A new run never adopts (and so never rotates away) another run's checkpoints.
-    files = saved.get("checkpoint_files", ()) if run_id == saved.get("run_id") else ()
-    return {"steps": steps, "run_id": run_id, "files": files}
+    # As the Trainer will decide it: a new run adopts (and so rotates away) none of another's files.
+    logging = continuation(data, spec.experiment_name, spec.run_name)
+    return {
+        "steps": steps,
+        "run_id": logging["resume_run_id"],
+        "files": logging["checkpoint_files"],
+    }
 
 
 def _open_folder(spec: RunSpec, resumed: dict[str, Any] | None) -> Any:
