@@ -663,9 +663,13 @@ def test_the_progress_line_shows_the_episode_return_on_episodic_envs():
     progress(
         {**base, "env/steps": 768.0, "algorithm/steps": 3}
     )  # none ended in this rollout: keep the last
+    progress({**base, "env/steps": 1024.0, "algorithm/steps": 4, "episodes/return/mean": 180.0})
     lines = stream.getvalue().splitlines()
     assert "returns/mean     32.000" in lines[0]
-    assert "episode return    171.000" in lines[1] and "episode return    171.000" in lines[2]
+    assert lines[1].endswith("episode return    171.000")
+    # Envs whose episodes end in lockstep: the line says the return is an earlier step's.
+    assert lines[2].endswith("episode return    171.000 (ended at step 2)")
+    assert lines[3].endswith("episode return    180.000")
 
 
 def test_the_closing_hint_fits_the_tracking_store():

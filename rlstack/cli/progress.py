@@ -16,7 +16,8 @@ class Progress:
     """A live status line: rewritten in place on a terminal; on a pipe or
     file, one line every ``every`` steps and the last. Shows env steps/s over
     the last step, the mean return of the episodes that ended (on episodic
-    envs; ``returns/mean``, the return per rollout, otherwise) and, with a
+    envs, with the step they ended at where none ended in the last rollout;
+    ``returns/mean``, the return per rollout, otherwise) and, with a
     step limit, the ETA. The
     first step's time includes compilation, so the ETA is estimated from
     the later steps (none is shown until there is one).
@@ -41,6 +42,7 @@ class Progress:
         self.episode_return: float | None = (
             None  # the latest mean over finished episodes, once there is one
         )
+        self.episode_step = 0  # the step whose rollout ended those episodes
         self.qualifier = ""  # what the shown return is, where it is not the env's plain score
 
     def start(self, trainer: Any, max_steps: int | None) -> None:
@@ -63,8 +65,9 @@ class Progress:
             if self.last_stats is not None:  # not the first step, which compiles
                 self.step_times.append(now - self.last_time)
         self.last_time, self.last_env_steps, self.last_stats = now, stats["env/steps"], stats
-        self.episode_return = stats.get(EPISODE_RETURN, self.episode_return)
         steps = int(stats["algorithm/steps"])
+        if EPISODE_RETURN in stats:
+            self.episode_return, self.episode_step = stats[EPISODE_RETURN], steps
         self._report_switches()
         if self.tty:
             self._write("\r" + self.line(stats))
@@ -109,6 +112,10 @@ class Progress:
             f"step {steps:>5} | env steps {int(stats['env/steps']):>11,} | "
             f"{self.rate:>10,.0f} steps/s | {shown[0]} {shown[1]:>10.3f}"
         )
+        if self.episode_return is not None and self.episode_step != steps:
+            # No episode ended in this rollout (envs whose episodes end in lockstep): say when
+            # the shown ones did.
+            text += f" (ended at step {self.episode_step})"
         if self.max_steps and self.step_times:
             recent = self.step_times[-10:]
             eta = max(self.max_steps - steps, 0) * sum(recent) / len(recent)
