@@ -154,3 +154,79 @@ def test_without_envpool_the_factory_names_the_extra(monkeypatch):
         ImportError, match=r"envpool is not installed: pip install 'rlstack\[envpool\]'"
     ):
         envpool_env("HalfCheetah-v5")
+
+
+class SeededStandIn(StandInPool):
+    """A pool as ``envpool.make`` returns it: its seed is fixed at creation
+    (env ``i`` gets ``seed + i``; EnvPool's default is 42), ``reset(seed=)``
+    is ignored, and the first observation comes from the seed.
+    """
+
+    def __init__(self, num_envs, seed=42):
+        super().__init__([5] * num_envs)
+        self.seed, self.closed = seed, False
+
+    def reset(self, seed=None):
+        super().reset()
+        first = np.stack([np.random.default_rng(self.seed + i).normal(size=3) for i in range(3)])
+        return first[: self.num_envs], {"env_id": np.arange(self.num_envs)}
+
+    def close(self):
+        self.closed = True
+
+
+class StandInEnvPool:
+    """The ``envpool`` module's ``make``, recording the options of every pool it made."""
+
+    def __init__(self):
+        self.made = []
+
+    def make(self, task_id, env_type, num_envs, seed=42, **options):
+        assert env_type == "gymnasium"
+        self.made.append({"num_envs": num_envs, "seed": seed, **options})
+        return SeededStandIn(num_envs, seed)
+
+
+def test_the_run_key_seeds_envpool_at_make_since_envpool_ignores_reset_seeds(monkeypatch):
+    import sys
+
+    from rlstack.integrations.envpool_adapter import envpool_env
+
+    module = StandInEnvPool()
+    monkeypatch.setitem(sys.modules, "envpool", module)
+    env = envpool_env("HalfCheetah-v5", frame_skip=2).build_env(num_envs=3)
+
+    def first_obs(seed):
+        return env.reset(random.key(seed), 3)[1]
+
+    zero, one, zero_again = first_obs(0), first_obs(1), first_obs(0)
+    assert not torch.equal(zero, one)  # two seeds, two env streams
+    assert torch.equal(zero, zero_again)  # one seed repeats
+    seeds = [made["seed"] for made in module.made[1:]]
+    assert all(0 <= seed < 2**31 for seed in seeds)
+    assert seeds[0] == seeds[2] != seeds[1]
+    assert all(made["frame_skip"] == 2 and made["num_envs"] == 3 for made in module.made)
+    with pytest.raises(ValueError, match="takes its seed from the run's key"):
+        envpool_env("HalfCheetah-v5", seed=3).build_env(num_envs=3)
+
+
+def test_members_of_a_seed_sweep_get_different_envpool_seeds(monkeypatch):
+    import sys
+
+    from rlstack.integrations.envpool_adapter import envpool_env
+
+    monkeypatch.setitem(sys.modules, "envpool", StandInEnvPool())
+
+    def pool_seed(seed):
+        algo = Algorithm(
+            envpool_env("HalfCheetah-v5"),
+            num_envs=3,
+            seed=seed,
+            compile=False,
+            model_config={"hiddens": (8,)},
+        )
+        algo.collect()  # the first rollout resets the envs from the run's key
+        return algo.env.vector_env.seed
+
+    zero, one, zero_again = pool_seed(0), pool_seed(1), pool_seed(0)
+    assert zero != one and zero == zero_again

@@ -22,7 +22,7 @@ and ``rlstack train --env envpool:HalfCheetah-v5``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -54,6 +54,12 @@ class EnvPoolEnv(GymnasiumEnv):
         config: the options the pool was made with (the one reset
             ``config`` it accepts besides None).
         name: what messages call it (default ``envpool:<class name>``).
+        make_pool: ``seed -> pool``, the same pool made anew with ``seed``
+            (EnvPool fixes its seeds at ``envpool.make`` and ignores
+            ``reset(seed=)``): each reset makes the pool with the seed it
+            draws from its key, so two keys give two env streams and one key
+            repeats one. ``envpool_env`` passes it; a pool given without it
+            keeps the seed it was made with, whatever the key.
 
     Raises:
         ValueError: for a pool whose batch is not all its envs (EnvPool's
@@ -69,6 +75,7 @@ class EnvPoolEnv(GymnasiumEnv):
         device: Any = "cpu",
         config: Mapping[str, Any] | None = None,
         name: str | None = None,
+        make_pool: Callable[[int], Any] | None = None,
     ) -> None:
         pool_config = getattr(pool, "config", {}) or {}
         batch_size = pool_config.get("batch_size", pool.num_envs)
@@ -84,6 +91,8 @@ class EnvPoolEnv(GymnasiumEnv):
         self.name = name or f"envpool:{type(pool).__name__}"
         self.eval_steps = int(pool_config.get("max_episode_steps") or 1000)
         self._idle = _zeros_like_action(pool.action_space)
+        self.make_pool = make_pool
+        self.pool_seed: int | None = None  # the seed of the pool made at the last reset
 
     def step(self, key: torch.Tensor, state: GymnasiumState, action: Any):
         """One step of every env, and EnvPool's reset step for those that ended (``key`` is
@@ -106,12 +115,17 @@ class EnvPoolEnv(GymnasiumEnv):
         )
 
     def reset(self, key: torch.Tensor, num_envs: int, *, config: Mapping[str, Any] | None = None):
-        """Reset every env, seeding EnvPool from ``key`` (EnvPool takes seeds below 2**31).
+        """Reset every env; with ``make_pool``, first make the pool with a seed drawn from
+        ``key`` (below 2**31, as EnvPool takes; env ``i`` of the pool gets ``seed + i``).
 
         Raises:
             ValueError: as :meth:`GymnasiumEnv.reset`.
         """
-        obs, _ = self.vector_env.reset(seed=self.reset_seed(key, num_envs, config) % 2**31)
+        seed = self.reset_seed(key, num_envs, config) % 2**31
+        if self.make_pool is not None and seed != self.pool_seed:
+            self.vector_env.close()
+            self.vector_env, self.pool_seed = self.make_pool(seed), seed
+        obs, _ = self.vector_env.reset()
         obs = self._obs(obs)
         return GymnasiumState(obs), obs
 
@@ -166,14 +180,36 @@ class envpool_env:  # noqa: N801 - used like a class: Trainer(envpool_env("HalfC
             ValueError: for options EnvPool does not take.
         """
         options = {**self.make_kwargs, **(config or {})}
+        if "seed" in options:
+            raise ValueError(
+                f"envpool:{self.task_id} takes its seed from the run's key, got env_config "
+                f"seed {options['seed']!r}; set the run's seed instead."
+            )
+
+        def make_pool(seed: int | None = None) -> Any:
+            seeded = {} if seed is None else {"seed": seed}
+            return _envpool().make(
+                self.task_id,
+                env_type="gymnasium",
+                num_envs=num_envs,
+                **options,
+                **seeded,
+            )
+
         try:
-            pool = _envpool().make(self.task_id, env_type="gymnasium", num_envs=num_envs, **options)
+            pool = make_pool()  # its spaces and options; each reset makes it again, seeded
         except (TypeError, KeyError, ValueError) as e:
             raise ValueError(
                 f"envpool:{self.task_id} could not be made with env_config {dict(config or {})}: "
                 f"{e}"
             ) from None
-        return EnvPoolEnv(pool, device=device, config=config, name=f"envpool:{self.task_id}")
+        return EnvPoolEnv(
+            pool,
+            device=device,
+            config=config,
+            name=f"envpool:{self.task_id}",
+            make_pool=make_pool,
+        )
 
     @property
     def action_space(self) -> Space:
