@@ -399,6 +399,104 @@ def test_a_store_that_never_returns_leaves_the_metrics_in_a_named_local_file(
     ]
 
 
+def test_a_full_tracking_store_is_one_line_naming_its_folder(monkeypatch, tmp_path):
+    import errno
+    import sqlite3
+
+    from mlflow.exceptions import MlflowException
+
+    from rlstack.integrations import tracking
+
+    def full(*args, **kwargs):  # as MLflow's SQLite store raises it
+        try:
+            raise sqlite3.OperationalError("database or disk is full")
+        except sqlite3.OperationalError as e:
+            raise MlflowException("(sqlite3.OperationalError) database or disk is full") from e
+
+    monkeypatch.setattr(MlflowClient, "create_run", full)
+    uri = mlflow.get_tracking_uri()
+    with pytest.raises(OSError) as raised:
+        Trainer(DiscreteDummyEnv, **SMALL)
+    assert str(raised.value) == (
+        f"[Errno 28] the tracking store {uri} could not be written: no space left in "
+        f"{tracking.store_folder(uri)}; free space there, or log to another store "
+        "(MLFLOW_TRACKING_URI)"
+    )
+    assert "\n" not in str(raised.value)
+    disk_full = OSError(errno.ENOSPC, "No space left on device")
+    assert tracking.store_folder("sqlite:////data/runs/mlflow.db") == "/data/runs"
+    assert tracking.store_folder("file:///data/mlruns") == "/data/mlruns"
+    assert tracking.store_folder("/data/mlruns") == "/data/mlruns"
+    assert "no space left in /data/mlruns" in str(
+        tracking.store_full_error(disk_full, "/data/mlruns")
+    )
+    assert tracking.store_full_error(ConnectionError("refused"), "/data/mlruns") is None
+
+
+class _FullStore(_AwayStore):
+    """A store whose disk is full: every write fails with ENOSPC."""
+
+    tracking_uri = "sqlite:////data/runs/mlflow.db"
+
+    def log_batch(self, run_id, metrics):
+        import errno
+
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_metrics_a_full_store_did_not_take_are_kept_with_a_line_naming_its_folder(
+    tmp_path, monkeypatch, capsys
+):
+    from rlstack.integrations import metric_writer, tracking
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(metric_writer, "_sleep", lambda s: None)
+    log = tracking.MetricLog(_FullStore(), "abc", log_every_s=0)
+    log.log({"x": 1.0}, step=1)
+    log.close(wait_s=0.2)
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(
+        "rlstack: the tracking store sqlite:////data/runs/mlflow.db did not take run abc's "
+        "metrics within 0 s ([Errno 28] the tracking store sqlite:////data/runs/mlflow.db could "
+        "not be written: no space left in /data/runs;"
+    )
+    assert f"1 metric values are kept in {tmp_path / 'rlstack-unsent-metrics-abc.jsonl'}" in line
+
+
+def test_a_full_buffer_spills_the_oldest_batches_but_never_the_one_being_written(
+    tmp_path, monkeypatch
+):
+    import json
+    import threading
+
+    from mlflow.entities import Metric
+
+    from rlstack.integrations import metric_writer
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(metric_writer, "MAX_WAITING", 2)
+    writing, release = threading.Event(), threading.Event()
+
+    class SlowStore(_Store):
+        def log_batch(self, run_id, metrics):
+            writing.set()
+            release.wait(30)
+            super().log_batch(run_id, metrics)
+
+    store = SlowStore()
+    writer = metric_writer.MetricWriter(store, "abc", "kept.jsonl")
+    writer.put([Metric("x", 1.0, 0, 1)])
+    assert writing.wait(30)  # the thread is writing step 1
+    for step in range(2, 6):
+        writer.put([Metric("x", float(step), 0, step)])
+    release.set()
+    assert writer.flush(30)
+    written = [m.step for m in store.metrics]
+    kept = [json.loads(line)["step"] for line in (tmp_path / "kept.jsonl").read_text().splitlines()]
+    assert sorted(written + kept) == [1, 2, 3, 4, 5]  # each value once: written or kept
+    assert written[0] == 1 and len(set(written)) == len(written)
+
+
 def test_a_closed_runs_metric_thread_ends():
     import threading
 

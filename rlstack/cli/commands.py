@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import dataclasses
 import io
+import logging
 import signal
 import sys
 from collections.abc import Sequence
@@ -196,6 +197,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The ``rlstack`` command: run ``argv``'s subcommand; a bad input is one line, exit code 2."""
     args = build_parser().parse_args(argv)
     from ..integrations.checkpoint import CheckpointError
+
+    # MLflow's SQL store logs each database error it raises, with a traceback; the error is
+    # reported here in one line.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
     try:
         return {"train": train, "eval": evaluate, "export": export, "plot": plot}[args.command](

@@ -54,6 +54,7 @@ class MetricWriter:
         self._busy = False  # a batch taken by the thread and not yet written
         self._spilled = 0  # metric values written to spill_path
         self.failure: str | None = None  # why the last write failed, while the store is away
+        self.error: Exception | None = None  # what it raised
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False  # the thread ends once nothing is queued
@@ -66,8 +67,12 @@ class MetricWriter:
             for i in range(0, len(metrics), BATCH_LIMIT):  # one request per batch
                 self._batches.append(metrics[i : i + BATCH_LIMIT])
             self._waiting += len(metrics)
-            while self._waiting > MAX_WAITING and len(self._batches) > 1:
-                self._spill([self._batches.popleft()])
+            # The oldest batches to the file, never the one being written (nor the newest).
+            oldest = 1 if self._busy else 0
+            while self._waiting > MAX_WAITING and len(self._batches) > oldest + 1:
+                batch = self._batches[oldest]
+                del self._batches[oldest]
+                self._spill([batch])
             self._stopping = False
             if self._thread is None:
                 self._thread = threading.Thread(
@@ -113,8 +118,11 @@ class MetricWriter:
         if lines:
             if self.spill_path is None:
                 self.spill_path = _spill_folder() / self.spill_name
-            with open(self.spill_path, "a") as f:
-                f.write("\n".join(lines) + "\n")
+            try:
+                _append(self.spill_path, lines)
+            except OSError:  # its disk is full too (the store's, often): the temp directory
+                self.spill_path = Path(tempfile.gettempdir()) / self.spill_name
+                _append(self.spill_path, lines)
         count = sum(len(batch) for batch in batches)
         self._spilled += count
         self._waiting -= count
@@ -135,7 +143,7 @@ class MetricWriter:
             except Exception as e:  # the store is away: this batch stays first
                 with self._changed:
                     self._busy = False
-                    self.failure = f"{type(e).__name__}: {e}".splitlines()[0]
+                    self.error, self.failure = e, f"{type(e).__name__}: {e}".splitlines()[0]
                     self._changed.notify_all()
                 _sleep(pause)
                 pause = min(2 * pause, RETRY_MAX_S)
@@ -145,8 +153,14 @@ class MetricWriter:
                 if self._batches and self._batches[0] is batch:  # not spilled meanwhile
                     self._batches.popleft()
                     self._waiting -= len(batch)
-                self._busy, self.failure = False, None
+                self._busy, self.error, self.failure = False, None, None
                 self._changed.notify_all()
+
+
+def _append(path: Path, lines: list[str]) -> None:
+    """Append ``lines`` to the text file ``path``."""
+    with open(path, "a") as f:
+        f.write("\n".join(lines) + "\n")
 
 
 def _spill_folder() -> Path:

@@ -123,39 +123,41 @@ class RunLog:
         self.client = client = (
             tracking.make_client(self.tracking_uri) if rank_zero else tracking.NullClient()
         )
-        if not rank_zero:
-            self.run_id = None
-        elif resume_run_id is not None:  # marked RUNNING at the first write (_reopen)
-            self.run_id = resume_run_id
-        else:
-            self.run_id = tracking.create_run(client, experiment_name, run_name)
-            if branched_from is not None:
-                client.set_tag(self.run_id, tracking.BRANCHED_FROM_TAG, branched_from)
-        continued = rank_zero and resume_run_id is not None
-        self.status = {"status": "FINISHED", "reopened": not continued}
-        self.metrics = tracking.MetricLog(client, self.run_id, log_every_s=log_every_s)
-        self.members = tracking.MemberRuns(
-            client,
-            self.run_id,
-            algorithm.num_members or 0,
-            list(member_run_ids or []),
-            run_name,
-            log_every_s=log_every_s,
-        )
-        self._checkpoint_dirs = checkpoint_dirs
-        self._switches_logged: set[str] = set()
-        self._finalizer = weakref.finalize(
-            self,
-            tracking.end_run,
-            client,
-            self.run_id,
-            self.status,
-            checkpoint_dirs,
-            self.metrics,
-            True,
-            self.members,
-        )
-        self._log_params(algorithm)
+        # A store whose disk is full: one line naming its folder.
+        with tracking.full_store_named(self.tracking_uri):
+            if not rank_zero:
+                self.run_id = None
+            elif resume_run_id is not None:  # marked RUNNING at the first write (_reopen)
+                self.run_id = resume_run_id
+            else:
+                self.run_id = tracking.create_run(client, experiment_name, run_name)
+                if branched_from is not None:
+                    client.set_tag(self.run_id, tracking.BRANCHED_FROM_TAG, branched_from)
+            continued = rank_zero and resume_run_id is not None
+            self.status = {"status": "FINISHED", "reopened": not continued}
+            self.metrics = tracking.MetricLog(client, self.run_id, log_every_s=log_every_s)
+            self.members = tracking.MemberRuns(
+                client,
+                self.run_id,
+                algorithm.num_members or 0,
+                list(member_run_ids or []),
+                run_name,
+                log_every_s=log_every_s,
+            )
+            self._checkpoint_dirs = checkpoint_dirs
+            self._switches_logged: set[str] = set()
+            self._finalizer = weakref.finalize(
+                self,
+                tracking.end_run,
+                client,
+                self.run_id,
+                self.status,
+                checkpoint_dirs,
+                self.metrics,
+                True,
+                self.members,
+            )
+            self._log_params(algorithm)
 
     def _log_params(self, algorithm: Any) -> None:
         """Config and build config to every run; a member's own values to its
@@ -242,8 +244,9 @@ class RunLog:
         new = {f"compile/{name}": steps for name, steps in switches.items()}
         new = {k: v for k, v in new.items() if k not in self._switches_logged}
         if new:
-            self._reopen()
-            tracking.log_params(self.client, self.run_id, new)
+            with tracking.full_store_named(self.tracking_uri):
+                self._reopen()
+                tracking.log_params(self.client, self.run_id, new)
             self._switches_logged.update(new)
 
     def record_failed(self, members: MemberStatus) -> None:
@@ -266,7 +269,9 @@ class RunLog:
 
     def close(self) -> None:
         """End the runs with ``status`` and release the checkpoint folders (idempotent)."""
-        if self._finalizer.detach() is not None:  # not closed before
+        if self._finalizer.detach() is None:  # closed before
+            return
+        with tracking.full_store_named(self.tracking_uri):
             tracking.end_run(
                 self.client,
                 self.run_id,
