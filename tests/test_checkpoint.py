@@ -316,6 +316,27 @@ def test_a_checkpoint_dir_in_use_by_a_live_run_is_refused_before_training(tmp_pa
     three = Trainer(DiscreteDummyEnv, compile=False, **SMALL)
     three.run(stop_conditions=[lambda s: True], checkpoint_every=1, checkpoint_dir=tmp_path / "c")
     three.close()
+    # A folder whose run ended holds its checkpoints and no lock file.
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["step-00000001.pt"]
+
+
+def test_a_lock_removed_by_its_closing_holder_is_taken_anew_not_on_the_removed_file(tmp_path):
+    from rlstack.integrations.folder_lock import FolderLock
+
+    path = tmp_path / ".rlstack.lock"
+    first = FolderLock(path, "checkpoint_dir", str(tmp_path))
+    first.take("run a")
+    stale = open(path, "a+")  # noqa: SIM115 - a second opener that has not locked yet
+    first.close()
+    assert not path.exists()
+    # The second opener's file is gone: the lock it would take keeps no one out, so the next
+    # lock is on a new file at the path, which keeps a third out.
+    second = FolderLock(path, "checkpoint_dir", str(tmp_path))
+    second.take("run b")
+    with pytest.raises(ValueError, match=r"is in use by run b \(pid \d+\)"):
+        FolderLock(path, "checkpoint_dir", str(tmp_path))
+    stale.close()
+    second.close()
 
 
 def test_an_unwritable_checkpoint_dir_fails_before_the_first_step(tmp_path):

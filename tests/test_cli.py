@@ -731,11 +731,7 @@ def test_a_run_whose_process_died_is_marked_killed_when_its_folder_is_used_again
     assert client.get_run(dead).info.status == "KILLED"
     new = next(r for r in _runs() if r.info.run_id != dead)
     assert new.info.status == "FINISHED"
-    assert (
-        (tmp_path / "d" / ".rlstack.lock")
-        .read_text()
-        .startswith(f"MLflow run {new.info.run_id} (pid ")
-    )
+    assert not (tmp_path / "d" / ".rlstack.lock").exists()  # a run that ended leaves no lock
 
 
 def test_a_closed_stdout_never_stops_training_and_the_checkpoint_is_written(tmp_path):
