@@ -511,3 +511,26 @@ def test_a_closed_runs_metric_thread_ends():
         threading.Event().wait(0.05)
     assert trainer.run_log.metrics.writer._thread is None
     assert len(MlflowClient().get_metric_history(trainer.run_id, "losses/total")) == 1
+
+
+def test_a_killed_runs_newest_checkpoint_continues_its_run_logging_no_step_twice(tmp_path):
+    client = MlflowClient()
+    trainer = Trainer(DiscreteDummyEnv, log_every_s=0, **SMALL)
+    trainer.step()
+    newest = trainer.checkpoint_to(tmp_path)  # step 1
+    trainer.step()
+    trainer.step()
+    trainer.flush_metrics()  # steps 1-3 are in MLflow when the process dies
+    trainer.run_log._finalizer.detach()  # killed: the run stays RUNNING, nothing more written
+
+    def history(run_id):
+        points = client.get_metric_history(run_id, "algorithm/steps")
+        return [m.value for m in sorted(points, key=lambda m: m.step)]
+
+    assert history(trainer.run_id) == [1.0, 2.0, 3.0]
+    with Trainer.from_checkpoint(newest) as resumed:
+        for _ in range(3):  # steps 2 and 3 replayed, 4 new
+            resumed.step()
+    assert resumed.run_id == trainer.run_id
+    assert history(trainer.run_id) == [1.0, 2.0, 3.0, 4.0]
+    assert client.get_run(trainer.run_id).info.status == "FINISHED"

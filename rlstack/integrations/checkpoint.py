@@ -92,7 +92,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], size_hin
 
     Raises:
         OSError: ``ENOSPC`` in one line naming the folder and the bytes
-            needed, where the folder's disk is full (torch's writer says
+            needed, where the folder's disk is full, or where
+            :data:`DISK_FULL_HOOK` names the folder (torch's writer says
             ``unexpected pos`` in a 30-line traceback); the temp file removed.
     """
     path = Path(path)
@@ -104,6 +105,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], size_hin
     os.close(fd)
     try:
         os.chmod(tmp, _NEW_FILE_MODE)
+        if _test_disk_full(path.parent):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), tmp)
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
@@ -121,6 +124,17 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], size_hin
             ) from None
         raise
     return path
+
+
+#: A test hook (``benchmarks/chaos.py`` where it cannot mount a small tmpfs): writes into the
+#: folder this environment variable names fail as on a full disk.
+DISK_FULL_HOOK = "RLSTACK_TEST_DISK_FULL"
+
+
+def _test_disk_full(folder: Path) -> bool:
+    """Whether :data:`DISK_FULL_HOOK` names ``folder``."""
+    named = os.environ.get(DISK_FULL_HOOK)
+    return bool(named) and Path(named).resolve() == folder.resolve()
 
 
 def _disk_full(error: BaseException, folder: Path) -> bool:
@@ -347,6 +361,13 @@ class CheckpointDir:
     def close(self) -> None:
         """Release the lock (idempotent)."""
         self._lock.close()
+
+
+def newest_in_folder(path: str | os.PathLike, step: int) -> bool:
+    """Whether no ``step-<N>.pt`` beside ``path`` is newer than ``step`` (the checkpoint a
+    killed run wrote last).
+    """
+    return not any((_step_of(p) or 0) > step for p in Path(path).parent.glob("step-*.pt"))
 
 
 def _step_of(path: Path) -> int | None:

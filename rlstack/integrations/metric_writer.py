@@ -17,6 +17,7 @@ oldest batches go to that file at once rather than into memory.
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 import tempfile
 import threading
@@ -64,8 +65,7 @@ class MetricWriter:
         if not metrics:
             return
         with self._changed:
-            for i in range(0, len(metrics), BATCH_LIMIT):  # one request per batch
-                self._batches.append(metrics[i : i + BATCH_LIMIT])
+            self._batches.extend(step_batches(metrics))
             self._waiting += len(metrics)
             # The oldest batches to the file, never the one being written (nor the newest).
             oldest = 1 if self._busy else 0
@@ -97,6 +97,11 @@ class MetricWriter:
         with self._changed:
             self._stopping = True
             self._changed.notify_all()
+
+    def unsent(self) -> list[Any]:
+        """The metrics queued and not yet written (the one being written among them), in order."""
+        with self._changed:
+            return [m for batch in self._batches for m in batch]
 
     def keep_unsent(self) -> int:
         """Move every batch not written yet to :attr:`spill_path`; how many values
@@ -155,6 +160,25 @@ class MetricWriter:
                     self._waiting -= len(batch)
                 self._busy, self.error, self.failure = False, None, None
                 self._changed.notify_all()
+
+
+def step_batches(metrics: list[Any]) -> list[list[Any]]:
+    """``metrics`` (in step order) cut into requests of at most :data:`BATCH_LIMIT`, never
+    inside a step that fits in one: what the store holds is then whole steps, all of them up
+    to the last it holds (a recovered run relies on it).
+    """
+    batches: list[list[Any]] = []
+    current: list[Any] = []
+    for _, grouped in itertools.groupby(metrics, key=lambda m: m.step):
+        step = list(grouped)
+        if current and len(current) + len(step) > BATCH_LIMIT:
+            batches.append(current)
+            current = []
+        if len(step) > BATCH_LIMIT:  # one step beyond a request: requests of its own
+            batches += [step[i : i + BATCH_LIMIT] for i in range(0, len(step), BATCH_LIMIT)]
+        else:
+            current += step
+    return batches + ([current] if current else [])
 
 
 def _append(path: Path, lines: list[str]) -> None:

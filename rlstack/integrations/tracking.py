@@ -173,9 +173,11 @@ class MetricLog:
         *,
         flush_every_s: float = FLUSH_EVERY_S,
         log_every_s: float = 1.0,
+        logged_until: int = 0,
     ) -> None:
         self.client, self.run_id = client, run_id
         self.flush_every_s, self.log_every_s = flush_every_s, log_every_s
+        self.logged_until = logged_until
         self.writer = MetricWriter(client, run_id, f"rlstack-unsent-metrics-{run_id}.jsonl")
         self.pending: list[Any] = []
         self.held: tuple[Mapping[str, float], int, int] | None = (
@@ -185,7 +187,11 @@ class MetricLog:
         self._last_point: float | None = None
 
     def log(self, stats: Mapping[str, float], step: int, *, force: bool = False) -> None:
-        """Record ``stats`` at ``step`` (timestamped now) if it is time to, or ``force``."""
+        """Record ``stats`` at ``step`` (timestamped now) if it is time to, or ``force``;
+        never a step up to :attr:`logged_until` (a recovered run's replay: the run holds them).
+        """
+        if step <= self.logged_until:
+            return
         timestamp, now = int(time.time() * 1000), _clock()
         if force:  # with the held step: the stats of the step this point belongs to
             self._record_held()
@@ -205,6 +211,26 @@ class MetricLog:
         self._record_held()
         self._write()
         return self.writer.flush(wait_s)
+
+    def unsent(self) -> list[list[Any]]:
+        """The points handed to the writer and not yet written, as ``[key, value, timestamp in
+        ms, step]`` (what a checkpoint keeps, so that a killed run loses none of them).
+        """
+        return [[m.key, m.value, m.timestamp, m.step] for m in self.writer.unsent()]
+
+    def resend(self, points: list[list[Any]]) -> None:
+        """Queue a checkpoint's :meth:`unsent` points of steps after :attr:`logged_until`
+        (with their own timestamps: one the store holds already is not written twice).
+        """
+        from mlflow.entities import Metric
+
+        self.writer.put(
+            [
+                Metric(key, float(value), int(timestamp), int(step))
+                for key, value, timestamp, step in points
+                if step > self.logged_until
+            ]
+        )
 
     def close(self, wait_s: float = END_WAIT_S) -> None:
         """:meth:`flush`, waiting up to ``wait_s``; what the store did not take
@@ -273,6 +299,8 @@ class MemberRuns:
             ``None`` or a missing run: a new one is created).
         run_name: the parent's name; member ``k``'s run is ``<name>/member-<k>``.
         log_every_s: see :class:`MetricLog`.
+        logged_until: see :class:`MetricLog` (the parent's: a continued
+            member's run is written with it).
     """
 
     def __init__(
@@ -283,6 +311,7 @@ class MemberRuns:
         run_ids: list[str | None] | None = None,
         run_name: str | None = None,
         log_every_s: float = 1.0,
+        logged_until: int = 0,
     ) -> None:
         self.run_ids: list[str] = []
         parent = (
@@ -303,7 +332,13 @@ class MemberRuns:
                 ).info.run_id
             self.run_ids.append(run_id)
         self.metrics = [
-            MetricLog(client, run_id, log_every_s=log_every_s) for run_id in self.run_ids
+            MetricLog(
+                client,
+                run_id,
+                log_every_s=log_every_s,
+                logged_until=logged_until if run_id in self.continued else 0,
+            )
+            for run_id in self.run_ids
         ]
         #: Each member's own end status, or None: the parent's.
         self.status: list[str | None] = [None] * num_members
@@ -418,11 +453,16 @@ def resumable_run_id(
     experiment_name: str | None,
     run_name: str | None,
     steps: int | None = None,
+    newest: bool = False,
 ) -> str | None:
     """``run_id`` if that run exists in the current tracking store,
     ``experiment_name`` / ``run_name``, when given, are its, and it logged no
-    update after ``steps`` (a checkpoint from behind its last logged step
-    starts a new run, so MLflow history is only appended to); else None.
+    update after ``steps``, or did but never finished and the checkpoint is
+    its ``newest`` (a killed run's recovery: the steps it logged after the
+    checkpoint replay identically and are not logged again, see
+    :func:`logged_until`); else None: a checkpoint from behind the last logged
+    step of a finished run, or an older one, starts a new run, so MLflow
+    history is only appended to.
     """
     if run_id is None:
         return None
@@ -430,12 +470,22 @@ def resumable_run_id(
     try:
         run = client.get_run(run_id)
         experiment = client.get_experiment(run.info.experiment_id)
-    except require_mlflow().exceptions.MlflowException:
+    except require_mlflow().exceptions.MlflowException as e:
+        if e.error_code != "RESOURCE_DOES_NOT_EXIST":  # a store away: not a reason for a new run
+            raise
         return None
     if (experiment_name not in (None, experiment.name)) or (
         run_name not in (None, run.info.run_name)
     ):
         return None
-    if steps is not None and run.data.metrics.get("algorithm/steps", 0) > steps:
+    recovering = newest and run.info.status != "FINISHED"
+    if steps is not None and run.data.metrics.get("algorithm/steps", 0) > steps and not recovering:
         return None
     return run_id
+
+
+def logged_until(run_id: str | None) -> int:
+    """The last step (``env/steps``) whose metrics run ``run_id`` holds; 0 for none."""
+    if run_id is None:
+        return 0
+    return int(make_client().get_run(run_id).data.metrics.get("env/steps", 0))

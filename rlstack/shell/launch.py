@@ -181,7 +181,7 @@ def _resumed(spec: RunSpec) -> dict[str, Any] | None:
             "larger --max-steps to train on (steps count from the run's start)."
         )
     # As the Trainer will decide it: a new run adopts (and so rotates away) none of another's files.
-    logging = continuation(data, spec.experiment_name, spec.run_name)
+    logging = continuation(data, spec.experiment_name, spec.run_name, spec.resume)
     return {
         "steps": steps,
         "run_id": logging["resume_run_id"],

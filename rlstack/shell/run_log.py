@@ -14,6 +14,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..integrations import checkpoint as ckpt
 from ..integrations import distributed, tracking
 from ..learn.stats import combine
 from ..learn.train_state import MemberStatus
@@ -25,26 +26,41 @@ SHARED_STATS = ("memory/", "profiling/", "algorithm/", "env/", "coefficients/vf"
 
 
 def continuation(
-    data: Mapping[str, Any], experiment_name: str | None, run_name: str | None
+    data: Mapping[str, Any],
+    experiment_name: str | None,
+    run_name: str | None,
+    path: Any = None,
 ) -> dict[str, Any]:
-    """How a Trainer rebuilt from the checkpoint ``data`` logs: the MLflow
-    run it continues (``resume_run_id``; see
+    """How a Trainer rebuilt from the checkpoint ``data`` (read from ``path``)
+    logs: the MLflow run it continues (``resume_run_id``; see
     :func:`rlstack.integrations.tracking.resumable_run_id`) with its member
-    runs and checkpoint files, or, where it continues none, the run it
-    branched from (``branched_from``) and nothing of that run's.
+    runs, its checkpoint files, the last step that run holds
+    (``logged_until``: a killed run's steps replayed after its newest
+    checkpoint are not logged again) and the points the checkpoint kept
+    unsent; or, where it continues none, the run it branched from
+    (``branched_from``) and nothing of that run's.
     """
     saved = data.get("trainer", {})
     run_id = saved_run = None
     if distributed.rank() == 0:
         saved_run = saved.get("run_id")
         steps = data["counters"]["steps"]
-        run_id = tracking.resumable_run_id(saved_run, experiment_name, run_name, steps=steps)
+        newest = path is not None and ckpt.newest_in_folder(path, steps)
+        run_id = tracking.resumable_run_id(
+            saved_run,
+            experiment_name,
+            run_name,
+            steps=steps,
+            newest=newest,
+        )
     continued = run_id is not None
     return {
         "resume_run_id": run_id,
         "branched_from": None if continued else saved_run,
         "checkpoint_files": saved.get("checkpoint_files", ()) if continued else (),
         "member_run_ids": saved.get("member_run_ids") if continued else None,
+        "logged_until": tracking.logged_until(run_id),
+        "unsent_metrics": saved.get("unsent_metrics", []) if continued else [],
     }
 
 
@@ -96,6 +112,10 @@ class RunLog:
         member_run_ids: the member runs to continue (a resumed checkpoint's).
         log_every_s: see :class:`rlstack.integrations.tracking.MetricLog`.
         checkpoint_dirs: the Trainer's open checkpoint folders, released when the run ends.
+        logged_until: the last step the continued run holds (see
+            :func:`continuation`): no step up to it is logged again.
+        unsent_metrics: the points a resumed checkpoint kept unsent
+            (:meth:`rlstack.integrations.tracking.MetricLog.unsent`), written first.
 
     Attributes:
         client: the tracking client (rank 0's; the others drop every write).
@@ -117,6 +137,8 @@ class RunLog:
         member_run_ids: Sequence[str | None] | None,
         log_every_s: float,
         checkpoint_dirs: dict,
+        logged_until: int = 0,
+        unsent_metrics: Sequence[Sequence[Any]] = (),
     ) -> None:
         self.tracking_uri = tracking.require_mlflow().get_tracking_uri()
         rank_zero = distributed.rank() == 0
@@ -135,7 +157,13 @@ class RunLog:
                     client.set_tag(self.run_id, tracking.BRANCHED_FROM_TAG, branched_from)
             continued = rank_zero and resume_run_id is not None
             self.status = {"status": "FINISHED", "reopened": not continued}
-            self.metrics = tracking.MetricLog(client, self.run_id, log_every_s=log_every_s)
+            self.metrics = tracking.MetricLog(
+                client,
+                self.run_id,
+                log_every_s=log_every_s,
+                logged_until=logged_until,
+            )
+            self.metrics.resend(list(unsent_metrics))
             self.members = tracking.MemberRuns(
                 client,
                 self.run_id,
@@ -143,6 +171,7 @@ class RunLog:
                 list(member_run_ids or []),
                 run_name,
                 log_every_s=log_every_s,
+                logged_until=logged_until,
             )
             self._checkpoint_dirs = checkpoint_dirs
             self._switches_logged: set[str] = set()

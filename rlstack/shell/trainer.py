@@ -88,6 +88,8 @@ class Trainer:
         checkpoint_files: Sequence[str] = (),
         member_run_ids: Sequence[str | None] | None = None,
         log_every_s: float = 1.0,
+        logged_until: int = 0,
+        unsent_metrics: Sequence[Sequence[Any]] = (),
     ) -> None:
         self.algorithm = algorithm
         folders: dict = {}  # the checkpoint folders the run releases when it ends
@@ -101,6 +103,8 @@ class Trainer:
             member_run_ids=member_run_ids,
             log_every_s=log_every_s,
             checkpoint_dirs=folders,
+            logged_until=logged_until,
+            unsent_metrics=unsent_metrics,
         )
         #: The checkpoint folders and files (:class:`~rlstack.shell.checkpointer.Checkpointer`).
         self.checkpoints = Checkpointer(
@@ -239,11 +243,17 @@ class Trainer:
         return run_loop.run(self, schedule, callbacks)
 
     def state_dict(self) -> dict[str, Any]:
-        """The Algorithm's state dict, with the MLflow run ids and the
-        checkpoint files of this run (what a resumed Trainer continues).
+        """The Algorithm's state dict, with the MLflow run ids, the
+        checkpoint files of this run and the metric points the tracking
+        store has not taken yet (what a resumed Trainer continues).
         """
         data = self.algorithm.state_dict()
-        data["trainer"] = {"run_id": self.run_id, "checkpoint_files": self.checkpoints.written()}
+        data["trainer"] = {
+            "run_id": self.run_id,
+            "checkpoint_files": self.checkpoints.written(),
+            # What the tracking store has not taken yet (a server away): a killed run loses none.
+            "unsent_metrics": self.run_log.metrics.unsent(),
+        }
         if self.member_run_ids:
             data["trainer"]["member_run_ids"] = self.member_run_ids
         return data
@@ -313,7 +323,7 @@ class Trainer:
             experiment_name=experiment_name,
             run_name=run_name,
             log_every_s=log_every_s,
-            **continuation(data, experiment_name, run_name),
+            **continuation(data, experiment_name, run_name, path),
         )
         return trainer
 
