@@ -82,7 +82,12 @@ def time_to_target(
     check_every: int,
     num_envs: int | None = None,
     limit: float | None = None,
+    updates: int | None = None,
 ) -> dict:
+    """Train ``env_name``'s preset until its target is met at a check (or ``limit`` seconds
+    pass); with ``updates``, train exactly that many updates and report the return at the end
+    (the budget a preset is stated at), the checks' returns as a curve.
+    """
     task, threshold, default_limit, key = TARGETS[env_name]
     limit = default_limit if limit is None else limit
     torch._dynamo.reset()
@@ -90,19 +95,22 @@ def time_to_target(
     excluded = 0.0
     preset = scaled_preset(env_name, num_envs)
     algo = Algorithm(BUILTIN_ENVS[env_name], seed=seed, compile=compile, device=device, **preset)
-    value, own, steps = float("nan"), float("nan"), 0
-    while time.perf_counter() - start - excluded < limit:
+    value, own, steps, curve = float("nan"), float("nan"), 0, []
+    while (
+        steps < updates if updates is not None else time.perf_counter() - start - excluded < limit
+    ):
         algo.collect()
         algo.step()
         steps += 1
-        if steps % check_every == 0:
+        if steps % check_every == 0 or steps == updates:
             check = time.perf_counter()
             value = task().success(algo.predict, num_envs=1024, key=random.key(0, device))[
                 "success/episode_return"
             ]
             own = algo.env.success(algo.predict, num_envs=1024, key=random.key(0, device))[key]
             excluded += time.perf_counter() - check
-            if value >= threshold:
+            curve.append([algo.env_steps, value])
+            if value >= threshold and updates is None:
                 break
     seconds = time.perf_counter() - start - excluded
     reached = value >= threshold
@@ -122,6 +130,7 @@ def time_to_target(
         "limit_s": limit,
         "own_metric": key,
         "own_value": own,
+        "curve": curve,
     }
 
 
@@ -149,6 +158,12 @@ def main(argv: list[str] | None = None) -> int:
         "--limit", type=float, default=None, help="seconds per run (default: each target's limit)"
     )
     parser.add_argument(
+        "--updates",
+        type=int,
+        default=None,
+        help="train exactly this many updates and score the end (default: until the target)",
+    )
+    parser.add_argument(
         "--out",
         default=None,
         help="JSON path (default benchmarks/results/classic_control-<device>.json)",
@@ -172,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                     check_every=args.check_every,
                     num_envs=num_envs,
                     limit=args.limit,
+                    updates=args.updates,
                 )
                 runs.append(row)
                 print(

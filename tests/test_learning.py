@@ -135,18 +135,19 @@ def test_a_window_of_observations_balances_cartpole_with_hidden_velocities_where
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "name, threshold, updates",
-    [("CartPole-v1", 475.0, 20), ("Pendulum-v1", -200.0, 50), ("MountainCar-v0", -120.0, 75)],
+    [("CartPole-v1", 475.0, 20), ("Pendulum-v1", -200.0, 15), ("MountainCar-v0", -120.0, 75)],
 )
 def test_episodic_presets_reach_gymnasiums_targets(name, threshold, updates):
     """The presets of the built-in gymnasium tasks (trained on the episodic
-    envs, no scheduled resets) reach gymnasium's targets with the
-    deterministic policy, MountainCar-v0 scored by its -1 reward though trained
-    on its speed reward; seed 0 took 10, 35 and 60 updates (benchmarks/README.md).
+    envs; Pendulum-v1 with every env reset every 4 horizons) reach gymnasium's
+    targets with the deterministic policy, MountainCar-v0 scored by its -1
+    reward though trained on its speed reward; seed 0 took 10, 10 and 60
+    updates (benchmarks/README.md).
     """
     from rlstack.envs import BUILTIN_ENVS
 
     algo = Algorithm(BUILTIN_ENVS[name], seed=0, compile=False, **PRESETS[name])
-    assert algo.config.horizons_per_env_reset == -1
+    assert algo.config.horizons_per_env_reset == (4 if name == "Pendulum-v1" else -1)
     assert (
         algo.env.success(algo.predict, num_envs=256)["success/episode_return"] < threshold
     )  # untrained
