@@ -12,8 +12,8 @@ from .policy.distributions import Categorical, Distribution, Normal, SquashedNor
 from .policy.policy import Policy, RecurrentPolicy
 from .shell.algorithm import Algorithm
 from .shell.population import Population, grid
-from .shell.recurrent import RecurrentAlgorithm
-from .shell.trainer import RecurrentTrainer, Trainer
+from .shell.recurrent import RecurrentAlgorithm, RecurrentTrainer
+from .shell.trainer import Trainer
 
 __all__ = [
     "Algorithm",

@@ -14,7 +14,8 @@ from trees import assert_trees_equal
 from rlstack import Algorithm, Trainer
 from rlstack.env import ContinuousDummyEnv, DiscreteDummyEnv
 from rlstack.envs import CartPoleV1
-from rlstack.integrations.checkpoint import CheckpointError, atomic_save, safe_load
+from rlstack.integrations.atomic_files import atomic_save
+from rlstack.integrations.checkpoint import CheckpointError, safe_load
 from rlstack.integrations.export import load_policy
 from rlstack.shell.functions import RunFunctions
 
@@ -535,9 +536,8 @@ def test_checkpoints_and_exports_get_the_umasks_permissions(tmp_path):
 def test_a_full_disk_is_one_line_naming_the_folder_and_the_bytes_and_writes_nothing(
     tmp_path, monkeypatch
 ):
+    import errno
     import shutil
-
-    from rlstack.integrations import checkpoint
 
     algo = Algorithm(DiscreteDummyEnv, num_envs=8, horizon=4, sgd_minibatch_size=32, compile=False)
     earlier = algo.save_checkpoint(tmp_path / "step-1.pt")
@@ -553,7 +553,7 @@ def test_a_full_disk_is_one_line_naming_the_folder_and_the_bytes_and_writes_noth
     with pytest.raises(OSError) as raised:
         algo.save_checkpoint(tmp_path / "step-2.pt")
     message = str(raised.value)
-    assert "\n" not in message and raised.value.errno == checkpoint.errno.ENOSPC
+    assert "\n" not in message and raised.value.errno == errno.ENOSPC
     assert f"No space left in {tmp_path} for step-2.pt: it needs about" in message
     assert "bytes and 4,096 are free" in message
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step-1.pt"]  # no temp file left

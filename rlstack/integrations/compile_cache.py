@@ -48,7 +48,7 @@ import optree
 import torch
 
 from ..core.version import __version__
-from .checkpoint import atomic_write
+from .atomic_files import atomic_write
 
 #: The entry layout's version (a folder of its own).
 FORMAT = 1

@@ -44,7 +44,7 @@ from ..core.normalization import RunningMoments, normalize
 from ..core.spaces import Box, Discrete
 from ..policy.acting import to_action_space
 from ..policy.policy import Policy
-from . import checkpoint as ckpt
+from . import atomic_files
 
 EXTRA_HINT = (
     "ONNX export needs the onnx extra: pip install 'rlstack[onnx]' (onnx, onnxscript, onnxruntime)."
@@ -276,9 +276,9 @@ def _write(
     """The program (``write(temp path)``) and ``actor.json``, each written atomically; the
     program's path.
     """
-    target = ckpt.atomic_write(directory / program_file, write)
+    target = atomic_files.atomic_write(directory / program_file, write)
     text = json.dumps(actor.spec(), indent=2)
-    ckpt.atomic_write(directory / SPEC_FILE, lambda tmp: Path(tmp).write_text(text))
+    atomic_files.atomic_write(directory / SPEC_FILE, lambda tmp: Path(tmp).write_text(text))
     return str(target)
 
 

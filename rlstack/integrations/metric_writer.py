@@ -1,5 +1,6 @@
-"""Metric batches written to MLflow off the training loop: a thread of their
-own, in order, waiting out a tracking server that does not answer.
+"""A run's metrics: recorded and thinned in time (:class:`MetricLog`), and
+written to MLflow off the training loop (:class:`MetricWriter`), a thread of
+their own, in order, waiting out a tracking server that does not answer.
 
 Training hands :class:`MetricWriter` each batch and goes on; the thread
 writes the batches one request at a time, in the order they came. Where a
@@ -19,11 +20,18 @@ from __future__ import annotations
 import collections
 import itertools
 import json
+import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from .store_errors import store_full_error
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 #: The longest pause between two tries of a write that failed, in seconds.
 RETRY_MAX_S = 30.0
@@ -193,3 +201,144 @@ def _spill_folder() -> Path:
         return Path.cwd()
     except OSError:
         return Path(tempfile.gettempdir())
+
+
+_clock = time.monotonic  # the clock of MetricLog's points and writes (a test replaces it)
+
+
+#: Longest time, in seconds, recorded points wait in memory before they are
+#: written (TensorBoard's ``SummaryWriter`` waits up to 120 s).
+FLUSH_EVERY_S = 30.0
+#: How long a flush during training (a checkpoint's) waits for the writes to land, in seconds.
+FLUSH_WAIT_S = 10.0
+#: How long a run's end waits for the tracking store to take its last metrics, in seconds.
+END_WAIT_S = 120.0
+
+
+class MetricLog:
+    """A run's metrics, thinned out in time and written to MLflow in batches.
+
+    A point (the stats of one step, stamped with its ``step``) is recorded
+    at most every ``log_every_s`` seconds (0: every step); the first step,
+    every forced point (evaluations) and the last step are always recorded:
+    the latest step not recorded is held, and recorded by :meth:`flush`, or
+    with the next forced point. Recorded points wait in memory and are
+    handed to a :class:`~rlstack.integrations.metric_writer.MetricWriter`
+    (a thread that writes them in order, one request per 1000 metrics,
+    waiting out a store that does not answer) once ``flush_every_s``
+    seconds have passed since the last write, and on :meth:`flush`. Each
+    write to the store has a fixed cost (a SQLite transaction, or a round
+    trip to a server: 11 ms on a slow 2-core machine) on top of its cost per
+    metric (70-280 us into SQLite, in SQLAlchemy's ORM), which is why writes
+    are rare (MLflow's own asynchronous logging writes every call, which
+    measured slower on 2 cores: benchmarks/README.md); training never waits
+    for a store that is away, but a flush waits up to :data:`FLUSH_WAIT_S`
+    and :meth:`close` up to :data:`END_WAIT_S` for the writes to land.
+
+    Args:
+        client: the tracking client.
+        run_id: the run written to.
+        flush_every_s: longest time, in seconds, recorded points wait in memory.
+        log_every_s: shortest time, in seconds, between two recorded points.
+    """
+
+    def __init__(
+        self,
+        client: MlflowClient,
+        run_id: str,
+        *,
+        flush_every_s: float = FLUSH_EVERY_S,
+        log_every_s: float = 1.0,
+        logged_until: int = 0,
+    ) -> None:
+        self.client, self.run_id = client, run_id
+        self.flush_every_s, self.log_every_s = flush_every_s, log_every_s
+        self.logged_until = logged_until
+        self.writer = MetricWriter(client, run_id, f"rlstack-unsent-metrics-{run_id}.jsonl")
+        self.pending: list[Any] = []
+        self.held: tuple[Mapping[str, float], int, int] | None = (
+            None  # the latest step's (stats, step, ms), not recorded
+        )
+        self._last_flush = _clock()
+        self._last_point: float | None = None
+
+    def log(self, stats: Mapping[str, float], step: int, *, force: bool = False) -> None:
+        """Record ``stats`` at ``step`` (timestamped now) if it is time to, or ``force``;
+        never a step up to :attr:`logged_until` (a recovered run's replay: the run holds them).
+        """
+        if step <= self.logged_until:
+            return
+        timestamp, now = int(time.time() * 1000), _clock()
+        if force:  # with the held step: the stats of the step this point belongs to
+            self._record_held()
+            self._record(stats, step, timestamp)
+        elif self._last_point is None or now - self._last_point >= self.log_every_s:
+            self._record(stats, step, timestamp)
+            self.held, self._last_point = None, now
+        else:
+            self.held = (dict(stats), step, timestamp)  # a copy: the caller's dict may change
+        if now - self._last_flush >= self.flush_every_s:
+            self._write()
+
+    def flush(self, wait_s: float = FLUSH_WAIT_S) -> bool:
+        """Record the held step and hand every recorded point to the writer;
+        wait up to ``wait_s`` seconds for them to land (True if they did).
+        """
+        self._record_held()
+        self._write()
+        return self.writer.flush(wait_s)
+
+    def unsent(self) -> list[list[Any]]:
+        """The points handed to the writer and not yet written, as ``[key, value, timestamp in
+        ms, step]`` (what a checkpoint keeps, so that a killed run loses none of them).
+        """
+        return [[m.key, m.value, m.timestamp, m.step] for m in self.writer.unsent()]
+
+    def resend(self, points: list[list[Any]]) -> None:
+        """Queue a checkpoint's :meth:`unsent` points of steps after :attr:`logged_until`
+        (with their own timestamps: one the store holds already is not written twice).
+        """
+        from mlflow.entities import Metric
+
+        self.writer.put(
+            [
+                Metric(key, float(value), int(timestamp), int(step))
+                for key, value, timestamp, step in points
+                if step > self.logged_until
+            ]
+        )
+
+    def close(self, wait_s: float = END_WAIT_S) -> None:
+        """:meth:`flush`, waiting up to ``wait_s``; what the store did not take
+        by then is kept in a local file, named in one line on stderr.
+        """
+        landed = self.flush(wait_s)
+        self.writer.stop()
+        if landed:
+            return
+        kept = self.writer.keep_unsent()
+        uri = getattr(self.client, "tracking_uri", None)
+        full = self.writer.error and uri and store_full_error(self.writer.error, uri)
+        store = f"the tracking store {uri}" if uri else "the tracking store"
+        print(
+            f"rlstack: {store} did not take run {self.run_id}'s metrics within "
+            f"{wait_s:.0f} s ({full or self.writer.failure}); {kept} metric values are kept in "
+            f"{self.writer.spill_path} (JSON lines: key, value, timestamp in ms, step).",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def _record(self, stats: Mapping[str, float], step: int, timestamp: int) -> None:
+        from mlflow.entities import Metric
+
+        self.pending += [Metric(k, float(v), timestamp, step) for k, v in stats.items()]
+
+    def _record_held(self) -> None:
+        if self.held is not None:
+            self._record(*self.held)
+            self.held = None
+
+    def _write(self) -> None:
+        pending, self.pending = self.pending, []
+        self.writer.put(pending)
+        self._last_flush = _clock()

@@ -26,8 +26,8 @@ import torch
 
 from ..core.device import matmul_precision
 from ..core.types import RolloutCarry
+from ..integrations import atomic_files, distributed
 from ..integrations import checkpoint as ckpt
-from ..integrations import distributed
 from ..learn.rollout import check_window
 from ..learn.train_state import MemberStatus, TrainState, each_member
 from ..policy.distributions import Distribution
@@ -365,7 +365,7 @@ class Algorithm:
 
     def save_checkpoint(self, path: str | os.PathLike) -> str:
         """Write :meth:`state_dict` to ``path`` atomically; returns the path."""
-        return str(ckpt.atomic_save(self.state_dict(), path))
+        return str(atomic_files.atomic_save(self.state_dict(), path))
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, env: Any = None, **options: Any) -> Algorithm:

@@ -1,8 +1,9 @@
-"""``RecurrentAlgorithm``: rlstack 1.x's name for an :class:`~rlstack.Algorithm`
-whose model defaults to :class:`~rlstack.policy.models.RecurrentModel` (an
-LSTM). A recurrent model is all it takes: any Algorithm given one trains a
-recurrent policy with truncated backpropagation through time. The rollout
-carries the model's hidden state (``carry.memory``, see
+"""``RecurrentAlgorithm`` and ``RecurrentTrainer``: rlstack 1.x's names for an
+:class:`~rlstack.Algorithm` (a :class:`~rlstack.Trainer`) whose model
+defaults to :class:`~rlstack.policy.models.RecurrentModel` (an LSTM). A
+recurrent model is all it takes: any Algorithm given one trains a recurrent
+policy with truncated backpropagation through time. The rollout carries the
+model's hidden state (``carry.memory``, see
 :class:`~rlstack.policy.memory.RecurrentMemory`), resets it where an env
 starts over and every ``seqs_per_state_reset`` sequences, and stores it at
 the start of every ``seq_len`` steps; the update replays the model over
@@ -16,6 +17,7 @@ from typing import Any
 
 from ..policy.models import RecurrentModel
 from .algorithm import Algorithm
+from .trainer import Trainer
 
 
 class RecurrentAlgorithm(Algorithm):
@@ -32,6 +34,16 @@ class RecurrentAlgorithm(Algorithm):
         True
         >>> (algo.state.horizons, algo.state.seqs)
         (1, 2)
+    """
+
+    def __init__(self, env: Any, /, *, model_cls: type = RecurrentModel, **kwargs: Any) -> None:
+        super().__init__(env, model_cls=model_cls, **kwargs)
+
+
+class RecurrentTrainer(Trainer):
+    """rlstack 1.x's name for a :class:`Trainer` whose ``model_cls`` defaults
+    to :class:`~rlstack.policy.models.RecurrentModel` (see
+    :class:`~rlstack.shell.recurrent.RecurrentAlgorithm`). Nothing else differs.
     """
 
     def __init__(self, env: Any, /, *, model_cls: type = RecurrentModel, **kwargs: Any) -> None:

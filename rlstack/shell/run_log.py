@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..integrations import checkpoint as ckpt
-from ..integrations import distributed, tracking
+from ..integrations import distributed, metric_writer, store_errors, tracking
 from ..learn.stats import combine
 from ..learn.train_state import MemberStatus
 
@@ -75,7 +75,7 @@ class RunLog:
     ``step = env/steps``, at most one every ``log_every_s`` seconds per run
     (parent and member runs alike; 0: every step), always the first step,
     every evaluation and the last step, each point the values of the step it
-    is stamped with (see :class:`rlstack.integrations.tracking.MetricLog`). Points are
+    is stamped with (see :class:`rlstack.integrations.metric_writer.MetricLog`). Points are
     written in batches at most 30 s apart, and all pending ones when
     :meth:`Trainer.run <rlstack.Trainer.run>` returns or raises, before each checkpoint, on
     ``close``, and at garbage collection or process exit, so a small step does not wait
@@ -110,19 +110,19 @@ class RunLog:
         resume_run_id: an existing run to continue instead.
         branched_from: the run whose checkpoint a new run continues (a tag).
         member_run_ids: the member runs to continue (a resumed checkpoint's).
-        log_every_s: see :class:`rlstack.integrations.tracking.MetricLog`.
+        log_every_s: see :class:`rlstack.integrations.metric_writer.MetricLog`.
         checkpoint_dirs: the Trainer's open checkpoint folders, released when the run ends.
         logged_until: the last step the continued run holds (see
             :func:`continuation`): no step up to it is logged again.
         unsent_metrics: the points a resumed checkpoint kept unsent
-            (:meth:`rlstack.integrations.tracking.MetricLog.unsent`), written first.
+            (:meth:`rlstack.integrations.metric_writer.MetricLog.unsent`), written first.
 
     Attributes:
         client: the tracking client (rank 0's; the others drop every write).
         run_id: the Trainer's run.
         tracking_uri: the tracking store.
         status: ``{"status": ...}``, what the runs end with.
-        metrics: the Trainer's run's :class:`~rlstack.integrations.tracking.MetricLog`.
+        metrics: the Trainer's run's :class:`~rlstack.integrations.metric_writer.MetricLog`.
         members: the members' :class:`~rlstack.integrations.tracking.MemberRuns`.
     """
 
@@ -132,9 +132,9 @@ class RunLog:
         *,
         experiment_name: str | None,
         run_name: str | None,
-        resume_run_id: str | None,
+        resume_run_id: str | None = None,
         branched_from: str | None = None,
-        member_run_ids: Sequence[str | None] | None,
+        member_run_ids: Sequence[str | None] | None = None,
         log_every_s: float,
         checkpoint_dirs: dict,
         logged_until: int = 0,
@@ -146,7 +146,7 @@ class RunLog:
             tracking.make_client(self.tracking_uri) if rank_zero else tracking.NullClient()
         )
         # A store whose disk is full: one line naming its folder.
-        with tracking.full_store_named(self.tracking_uri):
+        with store_errors.full_store_named(self.tracking_uri):
             if not rank_zero:
                 self.run_id = None
             elif resume_run_id is not None:  # marked RUNNING at the first write (_reopen)
@@ -228,7 +228,7 @@ class RunLog:
 
     def log(self, stats: Mapping[str, float], step: int, force: bool = False) -> None:
         """Record ``stats`` in the Trainer's run at ``step`` (see
-        :class:`~rlstack.integrations.tracking.MetricLog`).
+        :class:`~rlstack.integrations.metric_writer.MetricLog`).
         """
         self._reopen()
         self.metrics.log(stats, step=step, force=force)
@@ -273,7 +273,7 @@ class RunLog:
         new = {f"compile/{name}": steps for name, steps in switches.items()}
         new = {k: v for k, v in new.items() if k not in self._switches_logged}
         if new:
-            with tracking.full_store_named(self.tracking_uri):
+            with store_errors.full_store_named(self.tracking_uri):
                 self._reopen()
                 tracking.log_params(self.client, self.run_id, new)
             self._switches_logged.update(new)
@@ -289,7 +289,7 @@ class RunLog:
         store is swallowed (so it never hides the error that ended a run).
         """
         try:
-            deadline = time.monotonic() + tracking.FLUSH_WAIT_S  # one wait for every log
+            deadline = time.monotonic() + metric_writer.FLUSH_WAIT_S  # one wait for every log
             for log in [*self.members.metrics, self.metrics]:
                 log.flush(max(0.0, deadline - time.monotonic()))
         except Exception:
@@ -300,7 +300,7 @@ class RunLog:
         """End the runs with ``status`` and release the checkpoint folders (idempotent)."""
         if self._finalizer.detach() is None:  # closed before
             return
-        with tracking.full_store_named(self.tracking_uri):
+        with store_errors.full_store_named(self.tracking_uri):
             tracking.end_run(
                 self.client,
                 self.run_id,
