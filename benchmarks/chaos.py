@@ -14,7 +14,7 @@ again with the same seed and steps while a schedule drawn from ``--seed``:
 * fills the checkpoint folder's disk once: the folder is a small tmpfs
   where this process may mount one, else it is named in
   ``RLSTACK_TEST_DISK_FULL`` (the documented test hook of
-  :func:`rlstack.integrations.checkpoint.atomic_write`, which then fails
+  :func:`rlstack.integrations.atomic_files.atomic_write`, which then fails
   with ENOSPC); the run must stop with a one-line error, then it resumes.
 
 Then it compares: the final checkpoint's params and optimizer state

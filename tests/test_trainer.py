@@ -229,10 +229,10 @@ class _Store:
 def test_points_are_thinned_in_time_keeping_first_forced_and_last_each_with_its_own_step(
     monkeypatch,
 ):
-    from rlstack.integrations import tracking
+    from rlstack.integrations import metric_writer, tracking
 
     now = [0.0]
-    monkeypatch.setattr(tracking, "_clock", lambda: now[0])
+    monkeypatch.setattr(metric_writer, "_clock", lambda: now[0])
     store = _Store()
     log = tracking.MetricLog(store, "run", log_every_s=1.0, flush_every_s=5.0)
     for step in range(1, 11):  # a step every 0.3 s
@@ -265,10 +265,10 @@ def test_points_are_thinned_in_time_keeping_first_forced_and_last_each_with_its_
 
 
 def test_a_held_point_keeps_the_values_it_was_given(monkeypatch):
-    from rlstack.integrations import tracking
+    from rlstack.integrations import metric_writer, tracking
 
     monkeypatch.setattr(
-        tracking, "_clock", lambda: 0.0
+        metric_writer, "_clock", lambda: 0.0
     )  # no time passes: every step after the first is held
     store = _Store()
     log = tracking.MetricLog(store, "run", log_every_s=1.0)
@@ -405,7 +405,7 @@ def test_a_full_tracking_store_is_one_line_naming_its_folder(monkeypatch, tmp_pa
 
     from mlflow.exceptions import MlflowException
 
-    from rlstack.integrations import tracking
+    from rlstack.integrations import store_errors
 
     def full(*args, **kwargs):  # as MLflow's SQLite store raises it
         try:
@@ -419,18 +419,18 @@ def test_a_full_tracking_store_is_one_line_naming_its_folder(monkeypatch, tmp_pa
         Trainer(DiscreteDummyEnv, **SMALL)
     assert str(raised.value) == (
         f"[Errno 28] the tracking store {uri} could not be written: no space left in "
-        f"{tracking.store_folder(uri)}; free space there, or log to another store "
+        f"{store_errors.store_folder(uri)}; free space there, or log to another store "
         "(MLFLOW_TRACKING_URI)"
     )
     assert "\n" not in str(raised.value)
     disk_full = OSError(errno.ENOSPC, "No space left on device")
-    assert tracking.store_folder("sqlite:////data/runs/mlflow.db") == "/data/runs"
-    assert tracking.store_folder("file:///data/mlruns") == "/data/mlruns"
-    assert tracking.store_folder("/data/mlruns") == "/data/mlruns"
+    assert store_errors.store_folder("sqlite:////data/runs/mlflow.db") == "/data/runs"
+    assert store_errors.store_folder("file:///data/mlruns") == "/data/mlruns"
+    assert store_errors.store_folder("/data/mlruns") == "/data/mlruns"
     assert "no space left in /data/mlruns" in str(
-        tracking.store_full_error(disk_full, "/data/mlruns")
+        store_errors.store_full_error(disk_full, "/data/mlruns")
     )
-    assert tracking.store_full_error(ConnectionError("refused"), "/data/mlruns") is None
+    assert store_errors.store_full_error(ConnectionError("refused"), "/data/mlruns") is None
 
 
 class _FullStore(_AwayStore):

@@ -353,6 +353,13 @@ def _add_other_commands(commands: Any) -> None:
     evaluate.add_argument(
         "--member", type=int, default=None, metavar="K", help="a population checkpoint's member K"
     )
+    evaluate.add_argument(
+        "--video",
+        default=None,
+        metavar="PATH",
+        help="also record one episode on one env to PATH (.mp4 or .gif; needs rlstack[video]), "
+        "logged to the checkpoint's MLflow run under videos/ where that run is in the store",
+    )
 
     export = commands.add_parser(
         "export", help="export a checkpoint's policy (an MLflow model, ONNX or torch.export)"

@@ -140,7 +140,31 @@ def evaluate(args: argparse.Namespace) -> int:
     )
     for key, value in stats.items():
         print(f"{key:<28}{value:>12.4f}")
+    if args.video:
+        _record_video(args, spec if source.is_dir() else algo.env_spec, config, deterministic)
     return 0
+
+
+def _record_video(args: argparse.Namespace, spec: Any, config: Any, deterministic: bool) -> None:
+    """``rlstack eval --video``: one episode on one env, logged to the checkpoint's run."""
+    from ..integrations import tracking
+    from ..integrations.checkpoint import safe_load
+    from ..integrations.video import record_video
+
+    source = Path(args.source)
+    if source.is_dir():
+        from ..integrations.exported import ExportedPolicy
+
+        exported = ExportedPolicy(source)  # its own memory, for one env
+        act = lambda obs: exported.predict(obs, deterministic)  # noqa: E731
+    else:
+        act = _load_policy_state(source, args.env, args.member).actor(deterministic)
+    recorded = record_video(args.video, spec, act, config=config, seed=args.seed)
+    print(f"rlstack: video of {recorded['frames']} frames written to {recorded['path']}")
+    run_id = None if source.is_dir() else safe_load(source).get("trainer", {}).get("run_id")
+    if tracking.resumable_run_id(run_id, None, None) is not None:
+        tracking.make_client().log_artifact(run_id, recorded["path"], artifact_path="videos")
+        print(f"rlstack: logged to MLflow run {run_id} under videos/")
 
 
 #: ``rlstack eval``'s envs for a built-in env (simulated together, as a batch).

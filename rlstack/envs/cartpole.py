@@ -21,6 +21,7 @@ import torch
 
 from ..core import random
 from ..core.spaces import Box, Discrete
+from . import drawing
 from ._base import Env, StepResult, check_positive, sample_constants
 
 THETA_LIMIT = 12 * 2 * math.pi / 360  # gymnasium's termination angle, rad
@@ -136,6 +137,11 @@ class CartPole(Env):
         reward = torch.where(in_bounds(physics), 1.0, -1.0)
         state = CartPoleState(physics, c, state.observed)
         return self.no_episode_ends(state, observe(state), reward)
+
+    def render_frame(self, state: CartPoleState, index: int = 0) -> Any:
+        """Env ``index`` of ``state`` drawn (``[H, W, 3]`` uint8, :mod:`rlstack.envs.drawing`)."""
+        x, _, theta, _ = state.physics[index].tolist()
+        return drawing.cartpole(x, theta)
 
     def success(
         self,

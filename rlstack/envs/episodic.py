@@ -89,6 +89,10 @@ class Episodic:
         """See :meth:`rlstack.envs.Env.final_observation`."""
         return state.final_obs
 
+    def render_frame(self, state: EpisodeState, index: int = 0) -> Any:
+        """Env ``index`` drawn as the infinite-horizon env draws it."""
+        return super().render_frame(state.env, index)
+
     def success(
         self,
         act,

@@ -24,6 +24,7 @@ import torch
 
 from ..core import random
 from ..core.spaces import Box, Discrete
+from . import drawing
 from ._base import Env, StepResult
 
 MIN_POSITION, MAX_POSITION, MAX_SPEED = -1.2, 0.6, 0.07
@@ -76,6 +77,10 @@ class MountainCar(Env):
         speed = (velocity / MAX_SPEED) ** 2
         reward = torch.where(position >= GOAL_POSITION, torch.ones_like(position), speed)
         return self.no_episode_ends(physics, physics, reward)
+
+    def render_frame(self, state: torch.Tensor, index: int = 0) -> Any:
+        """Env ``index`` of ``state`` drawn (``[H, W, 3]`` uint8, :mod:`rlstack.envs.drawing`)."""
+        return drawing.mountain_car(float(state[index, 0]), GOAL_POSITION)
 
     def success(
         self,

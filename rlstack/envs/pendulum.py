@@ -17,6 +17,7 @@ import torch
 
 from ..core import random
 from ..core.spaces import Box
+from . import drawing
 from ._base import Env, StepResult, check_positive, sample_constants
 
 _CONSTANTS = ("g", "m", "l", "dt", "max_speed", "max_torque")
@@ -94,3 +95,7 @@ class Pendulum(Env):
         new_theta_dot = torch.minimum(torch.maximum(new_theta_dot, -c["max_speed"]), c["max_speed"])
         physics = torch.stack([theta + new_theta_dot * c["dt"], new_theta_dot], dim=-1)
         return self.no_episode_ends(PendulumState(physics, c), _observe(physics), -cost)
+
+    def render_frame(self, state: PendulumState, index: int = 0) -> Any:
+        """Env ``index`` of ``state`` drawn (``[H, W, 3]`` uint8, :mod:`rlstack.envs.drawing`)."""
+        return drawing.pendulum(float(state.physics[index, 0]))

@@ -254,3 +254,22 @@ def predict_algorithm(
         deterministic=deterministic,
         device=algo.device,
     )
+
+
+def record_video(
+    algo: Algorithm,
+    path: Any,
+    deterministic: bool = True,
+    env_config: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One episode of ``algo``'s policy on one env of its env, written to ``path`` (see
+    :func:`rlstack.integrations.video.record_video`, which this returns).
+    """
+    from ..integrations import video
+
+    return video.record_video(
+        path,
+        algo.env_spec,
+        algo.actor(deterministic),
+        config=env_config or algo.env_config,
+    )

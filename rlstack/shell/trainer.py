@@ -12,10 +12,9 @@ from typing import Any
 
 from ..core.checks import check_log_every_s, check_run_arguments
 from ..core.device import memory_stats
+from ..integrations import atomic_files, distributed, tracking
 from ..integrations import checkpoint as ckpt
-from ..integrations import distributed, tracking
-from ..policy.models import RecurrentModel
-from . import loading, run_loop
+from . import evaluation, loading, run_loop
 from .algorithm import Algorithm
 from .checkpointer import Checkpointer
 from .conditions import Condition
@@ -83,28 +82,22 @@ class Trainer:
         *,
         experiment_name: str | None,
         run_name: str | None,
-        resume_run_id: str | None = None,
-        branched_from: str | None = None,
-        checkpoint_files: Sequence[str] = (),
-        member_run_ids: Sequence[str | None] | None = None,
         log_every_s: float = 1.0,
-        logged_until: int = 0,
-        unsent_metrics: Sequence[Sequence[Any]] = (),
+        continued: Mapping[str, Any] | None = None,
     ) -> None:
         self.algorithm = algorithm
+        # A checkpoint's run, as rlstack.shell.run_log.continuation decided; else a new one.
+        continued = dict(continued or {})
+        checkpoint_files = continued.pop("checkpoint_files", ())
         folders: dict = {}  # the checkpoint folders the run releases when it ends
         #: The MLflow runs (:class:`~rlstack.shell.run_log.RunLog`).
         self.run_log = RunLog(
             algorithm,
             experiment_name=experiment_name,
             run_name=run_name,
-            resume_run_id=resume_run_id,
-            branched_from=branched_from,
-            member_run_ids=member_run_ids,
             log_every_s=log_every_s,
             checkpoint_dirs=folders,
-            logged_until=logged_until,
-            unsent_metrics=unsent_metrics,
+            **continued,
         )
         #: The checkpoint folders and files (:class:`~rlstack.shell.checkpointer.Checkpointer`).
         self.checkpoints = Checkpointer(
@@ -162,14 +155,24 @@ class Trainer:
         )
 
     def eval(
-        self, *, env_config: Mapping[str, Any] | None = None, deterministic: bool = True
+        self,
+        *,
+        env_config: Mapping[str, Any] | None = None,
+        deterministic: bool = True,
+        video: str | os.PathLike | None = None,
     ) -> Stats:
         """Evaluate the current policy on fresh envs (the training envs are
-        left as they are) for ``max(1, horizons_per_env_reset)`` horizons.
+        left as they are) for ``max(1, horizons_per_env_reset)`` horizons;
+        with ``video`` (a ``.mp4`` or ``.gif`` path), also record one episode
+        on one env there and log it to the run under ``videos/`` (see
+        :func:`rlstack.shell.evaluation.record_video`).
 
         Returns:
             ``eval/returns/*`` and ``eval/rewards/*``, also logged to MLflow.
         """
+        if video is not None:
+            recorded = evaluation.record_video(self.algorithm, video, deterministic, env_config)
+            self.run_log.client.log_artifact(self.run_id, recorded["path"], artifact_path="videos")
         horizons = max(1, self.algorithm.config.horizons_per_env_reset)
         stats = self.algorithm.evaluate_each(
             env_config=env_config, deterministic=deterministic, horizons=horizons
@@ -264,7 +267,7 @@ class Trainer:
         rank calls it and rank 0 writes.
         """
         data = self.state_dict()
-        return str(ckpt.atomic_save(data, path)) if distributed.rank() == 0 else str(path)
+        return str(atomic_files.atomic_save(data, path)) if distributed.rank() == 0 else str(path)
 
     def checkpoint_to(self, directory: str | os.PathLike, keep: int = 3) -> str:
         """Save ``directory/step-<N>.pt``, log it to the MLflow run under
@@ -323,7 +326,7 @@ class Trainer:
             experiment_name=experiment_name,
             run_name=run_name,
             log_every_s=log_every_s,
-            **continuation(data, experiment_name, run_name, path),
+            continued=continuation(data, experiment_name, run_name, path),
         )
         return trainer
 
@@ -393,13 +396,3 @@ class Trainer:
 
     def __exit__(self, exc_type: Any, *exc: Any) -> None:
         self.close("KILLED" if exc_type is KeyboardInterrupt else "FAILED" if exc_type else None)
-
-
-class RecurrentTrainer(Trainer):
-    """rlstack 1.x's name for a :class:`Trainer` whose ``model_cls`` defaults
-    to :class:`~rlstack.policy.models.RecurrentModel` (see
-    :class:`~rlstack.shell.recurrent.RecurrentAlgorithm`). Nothing else differs.
-    """
-
-    def __init__(self, env: Any, /, *, model_cls: type = RecurrentModel, **kwargs: Any) -> None:
-        super().__init__(env, model_cls=model_cls, **kwargs)
