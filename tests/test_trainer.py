@@ -534,3 +534,29 @@ def test_a_killed_runs_newest_checkpoint_continues_its_run_logging_no_step_twice
     assert resumed.run_id == trainer.run_id
     assert history(trainer.run_id) == [1.0, 2.0, 3.0, 4.0]
     assert client.get_run(trainer.run_id).info.status == "FINISHED"
+
+
+def test_checkpoints_upload_off_the_loop_and_are_pruned_only_once_uploaded(tmp_path, monkeypatch):
+    import threading
+
+    from rlstack.integrations import metric_writer
+
+    monkeypatch.setattr(metric_writer, "_sleep", lambda s: None)
+    back, uploaded = threading.Event(), []
+    trainer = Trainer(DiscreteDummyEnv, **SMALL)
+
+    def log_artifact(run_id, path, artifact_path=None):
+        if not back.is_set():  # the tracking server is away
+            raise ConnectionError("tracking server unreachable")
+        uploaded.append(Path(path).name)
+
+    monkeypatch.setattr(trainer.run_log.client, "log_artifact", log_artifact)
+    for _ in range(3):  # returns at once although no upload succeeds
+        trainer.step()
+        trainer.checkpoint_to(tmp_path, keep=1)
+    # Nothing is in MLflow yet, so nothing was pruned.
+    assert len(list(tmp_path.glob("step-*.pt"))) == 3
+    back.set()
+    trainer.close()
+    assert uploaded == ["step-00000001.pt", "step-00000002.pt", "step-00000003.pt"]
+    assert [p.name for p in tmp_path.glob("step-*.pt")] == ["step-00000003.pt"]

@@ -16,6 +16,7 @@ import importlib
 import os
 import pickle
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -239,14 +240,22 @@ class CheckpointDir:
         self.written = [p for p in self.written if p.resolve() != path.resolve()] + [path]
         return path
 
-    def save(self, data: Any, step: int) -> Path:
+    def save(self, data: Any, step: int, held: Callable[[Path], bool] = lambda path: False) -> Path:
         """Write ``data`` as ``step-<step>.pt`` atomically, then delete this
-        run's checkpoints beyond the ``keep`` newest; returns the path.
+        run's checkpoints beyond the ``keep`` newest, oldest first, up to the
+        first one ``held`` (one MLflow has not taken yet: deleted by a later
+        save once it has); returns the path.
         """
         path = atomic_save(data, self.claim(step))
-        while len(self.written) > self.keep:
-            self.written.pop(0).unlink(missing_ok=True)
+        self.prune(held)
         return path
+
+    def prune(self, held: Callable[[Path], bool] = lambda path: False) -> None:
+        """Delete this run's checkpoints beyond the ``keep`` newest, oldest first, up to the
+        first one ``held``.
+        """
+        while len(self.written) > self.keep and not held(self.written[0]):
+            self.written.pop(0).unlink(missing_ok=True)
 
     def close(self) -> None:
         """Release the lock (idempotent)."""

@@ -24,6 +24,8 @@ class Checkpointer:
             run releases them when it ends).
         client: the MLflow client of the Trainer's run.
         run_id: the Trainer's MLflow run, the owner named in each folder's lock.
+        uploads: the run's :class:`~rlstack.integrations.artifact_writer.ArtifactWriter`:
+            each checkpoint is queued to it, and not pruned before it is uploaded.
     """
 
     def __init__(
@@ -33,8 +35,10 @@ class Checkpointer:
         folders: dict[Path, ckpt.CheckpointDir],
         client: Any,
         run_id: str | None,
+        uploads: Any,
     ) -> None:
         self.files = list(files)
+        self.uploads = uploads
         self.folders = folders
         self.client = client
         self.owner = f"MLflow run {run_id}"
@@ -79,11 +83,14 @@ class Checkpointer:
         keep: int,
         steps: int,
     ) -> Path:
-        """Write ``state()`` as ``directory/step-<steps>.pt`` (an open folder)
-        and delete all but the ``keep`` newest files of this run there;
-        returns its path. The file is claimed first, so the state names it
-        (a resumed run prunes it too).
+        """Write ``state()`` as ``directory/step-<steps>.pt`` (an open folder),
+        queue it for the run's MLflow artifacts (``checkpoints/``, uploaded off
+        the training loop) and delete all but the ``keep`` newest files of this
+        run there (not those still to be uploaded); returns its path. The file
+        is claimed first, so the state names it (a resumed run prunes it too).
         """
         folder = self.open(directory, keep=keep, steps=steps)
         folder.claim(steps)
-        return folder.save(state(), steps)
+        path = folder.save(state(), steps, self.uploads.holds)
+        self.uploads.put(str(path), "checkpoints")
+        return path

@@ -12,10 +12,12 @@ from __future__ import annotations
 import time
 import weakref
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from ..integrations import checkpoint as ckpt
 from ..integrations import distributed, metric_writer, store_errors, tracking
+from ..integrations.artifact_writer import ArtifactWriter
 from ..learn.stats import combine
 from ..learn.train_state import MemberStatus
 
@@ -164,6 +166,8 @@ class RunLog:
                 logged_until=logged_until,
             )
             self.metrics.resend(list(unsent_metrics))
+            #: Checkpoint files uploaded to the run off the training loop.
+            self.artifacts = ArtifactWriter(client, self.run_id)
             self.members = tracking.MemberRuns(
                 client,
                 self.run_id,
@@ -292,6 +296,9 @@ class RunLog:
             deadline = time.monotonic() + metric_writer.FLUSH_WAIT_S  # one wait for every log
             for log in [*self.members.metrics, self.metrics]:
                 log.flush(max(0.0, deadline - time.monotonic()))
+            self.artifacts.flush(max(0.0, deadline - time.monotonic()))
+            for folder in self._checkpoint_dirs.values():  # those kept for their uploads
+                folder.prune(self.artifacts.holds)
         except Exception:
             if not quiet:
                 raise
@@ -300,6 +307,9 @@ class RunLog:
         """End the runs with ``status`` and release the checkpoint folders (idempotent)."""
         if self._finalizer.detach() is None:  # closed before
             return
+        local_only = {Path(path) for path in self.artifacts.close(metric_writer.END_WAIT_S)}
+        for folder in self._checkpoint_dirs.values():  # those kept for their uploads
+            folder.prune(lambda path: Path(path) in local_only)
         with store_errors.full_store_named(self.tracking_uri):
             tracking.end_run(
                 self.client,

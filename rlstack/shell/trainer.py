@@ -105,6 +105,7 @@ class Trainer:
             folders=folders,
             client=self.run_log.client,
             run_id=self.run_log.run_id,
+            uploads=self.run_log.artifacts,
         )
         self.run_id = self.run_log.run_id
         self.tracking_uri = self.run_log.tracking_uri
@@ -289,7 +290,6 @@ class Trainer:
         path = self.checkpoints.save(
             directory, self.state_dict, keep=keep, steps=self.algorithm.steps
         )
-        self.run_log.client.log_artifact(self.run_id, str(path), artifact_path="checkpoints")
         return str(path)
 
     def adopt_checkpoint_dir(self, folder: ckpt.CheckpointDir) -> None:
