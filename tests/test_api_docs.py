@@ -68,3 +68,15 @@ def test_the_docs_home_links_every_notebook():
     home = (ROOT / "docs" / "index.md").read_text()
     notebooks = sorted(p.name for p in (ROOT / "docs" / "notebooks").glob("*.ipynb"))
     assert notebooks and [n for n in notebooks if f"notebooks/{n}" not in home] == []
+
+
+def test_the_site_wraps_long_code_lines_in_notebook_cells_and_code_blocks():
+    import yaml
+
+    config = yaml.load((ROOT / "mkdocs.yml").read_text(), Loader=yaml.BaseLoader)
+    (sheet,) = config["extra_css"]
+    css = (ROOT / "docs" / sheet).read_text()
+    rule = re.search(r"([^{}]*)\{([^}]*)\}", re.sub(r"/\*.*?\*/", "", css, flags=re.S))
+    selectors, body = rule.group(1), rule.group(2)
+    assert ".jupyter-wrapper .highlight pre" in selectors and ".md-typeset pre > code" in selectors
+    assert "white-space: pre-wrap" in body
