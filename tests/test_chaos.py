@@ -22,7 +22,7 @@ def test_a_run_killed_anywhere_resumes_to_the_undisturbed_runs_params_and_metric
     code = chaos.main(
         [
             "--steps",
-            "40",
+            "80",  # enough training left for the five kills
             "--kills",
             "5",
             "--outages",
