@@ -252,8 +252,9 @@ def test_the_cli_trains_a_module_factory_behind_the_protocol(tmp_path):
 def test_pendulum_behind_the_protocol_trains_to_gymnasiums_target():
     """Rlstack's Pendulum-v1 behind rsl_rl's VecEnv, with its preset (each
     observation group normalised on its own, unbounded Gaussian actions
-    that the env clips, as under rsl_rl): the deterministic policy reaches
-    gymnasium's target of -200, checked on the pure env.
+    that the env clips, as under rsl_rl) and, as under rsl_rl, no resets
+    but the env's own: the deterministic policy reaches gymnasium's target
+    of -200, checked on the pure env.
     """
     from rlstack.envs import PendulumV1
     from rlstack.presets import PRESETS
@@ -265,6 +266,7 @@ def test_pendulum_behind_the_protocol_trains_to_gymnasiums_target():
         compile=False,
         **{
             **preset,
+            "horizons_per_env_reset": -1,  # the VecEnv resets its envs itself
             "model_config": {**preset["model_config"], "obs_groups": {"actor": ["policy"]}},
         },
     )
