@@ -15,7 +15,6 @@ from __future__ import annotations
 import collections
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -56,14 +55,8 @@ class ArtifactWriter:
 
     def flush(self, timeout_s: float) -> bool:
         """Wait until every queued file is uploaded or skipped (True) or ``timeout_s`` pass."""
-        deadline = time.monotonic() + timeout_s
         with self._changed:
-            while self._queue or self._busy:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._changed.wait(left)
-        return True
+            return self._changed.wait_for(lambda: not (self._queue or self._busy), timeout_s)
 
     def close(self, wait_s: float) -> list[str]:
         """:meth:`flush` up to ``wait_s``; files not uploaded by then are named in one line

@@ -91,14 +91,8 @@ class MetricWriter:
 
     def flush(self, timeout_s: float) -> bool:
         """Wait until every queued batch is written (True) or ``timeout_s`` pass (False)."""
-        deadline = time.monotonic() + timeout_s
         with self._changed:
-            while self._batches or self._busy:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._changed.wait(left)
-        return True
+            return self._changed.wait_for(lambda: not (self._batches or self._busy), timeout_s)
 
     def stop(self) -> None:
         """End the thread once nothing is queued (a later :meth:`put` starts another)."""
