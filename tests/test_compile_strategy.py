@@ -22,7 +22,7 @@ from rlstack.envs import CartPole
 from rlstack.integrations import compile_cache
 from rlstack.learn import transforms
 from rlstack.shell import build
-from rlstack.shell.compile_strategy import CheckedPiece
+from rlstack.shell.compile_strategy import CheckedPiece, CompileStrategy
 
 SMALL = dict(num_envs=16, horizon=8, sgd_minibatch_size=64, model_config={"hiddens": (8,)})
 
@@ -62,10 +62,13 @@ def test_a_saved_piece_loads_with_the_live_runs_data_and_computes_what_the_piece
     fn = _piece(scale)
     _compile_and_save(cache, _description(), fn, x)
     loaded = cache.load(_description(), fn)
-    assert loaded is not None and loaded.guard_check(x)
-    torch.testing.assert_close(loaded(x), fn(x))
+    assert loaded is not None and compile_cache.guards_accept(loaded, (x,))
+    with compile_cache.intra_op_threads(compile_cache.TRACE_THREADS):  # its guards hold that count
+        torch.testing.assert_close(loaded(x), fn(x))
     scale.factor = 3.0  # the closure is the live object, not a copy stored on disk
-    assert not loaded.guard_check(x)  # the graph baked 2.0 in: its guards say so
+    assert not compile_cache.guards_accept(
+        loaded, (x,)
+    )  # the graph baked 2.0 in: its guards say so
 
 
 def test_the_key_changes_with_the_config_the_versions_and_the_inputs_layout():
@@ -101,7 +104,8 @@ def test_stale_foreign_and_corrupt_entries_are_refused_and_rebuilt(cache, monkey
     assert "truncated or corrupt" in cache.rejected[compile_cache.entry_key(description)]
     # Rebuilt: compiled and saved again, it loads.
     _compile_and_save(cache, description, fn, x)
-    torch.testing.assert_close(cache.load(description, fn)(x), fn(x))
+    with compile_cache.intra_op_threads(compile_cache.TRACE_THREADS):
+        torch.testing.assert_close(cache.load(description, fn)(x), fn(x))
 
 
 def test_a_changed_source_makes_an_entry_stale(cache, tmp_path, monkeypatch):
@@ -255,12 +259,48 @@ def test_a_resume_across_a_switch_continues_with_the_recorded_switch_points(tmp_
         resumed.step()
     assert resumed.compile_switches == SWITCHES
     assert_trees_equal(resumed.params, whole.params)
+    # Resumed after every switch point: compiled from its first call, as the recorded run was.
+    after = Algorithm.from_checkpoint(
+        _train(4, tmp_path, compile_switches=SWITCHES).save_checkpoint(tmp_path / "step-4.pt")
+    )
+    after.collect()
+    after.step()
+    assert after.compile_switches == SWITCHES  # the record stays the recorded run's
+    assert_trees_equal(after.params, whole.params)
+    assert_trees_equal(after.opt_state, whole.opt_state)
     # A free run's record is followed on resume: the resumed run switches where it did.
     free = _train_until_switched(tmp_path)
     record = free.compile_switches
     assert record and set(record) <= {*SWITCHES, "update/grads", "update/optimizer_step"}
     later = Algorithm.from_checkpoint(free.save_checkpoint(tmp_path / "free.pt"))
     assert later.functions.strategy.given == record
+
+
+@pytest.mark.slow
+def test_pieces_switch_in_at_any_intra_op_thread_count(tmp_path):
+    # The child traces on one thread; Dynamo's guards hold that count, not the training's.
+    with compile_cache.intra_op_threads(3):
+        algo = _train_until_switched(tmp_path)
+        assert torch.get_num_threads() == 3  # every piece switched: the training's own again
+    assert algo.compile_switches and all(steps >= 1 for steps in algo.compile_switches.values())
+    assert set(algo.compile_switches) == set(algo.functions.strategy.jobs)
+
+
+def test_the_thread_count_follows_the_switch_points_alone(tmp_path):
+    # One fewer while a piece is still to switch at a given point, so a replay, or a run
+    # resumed anywhere, runs at the recorded run's counts.
+    strategy = CompileStrategy(
+        lambda name, args: {},
+        folder=str(tmp_path),
+        switches={"rollout/step": 2, "update/sgd_step": 3},
+        free=False,
+    )
+    schedule = [
+        strategy._still_compiling(kind, steps)
+        for steps in range(5)
+        for kind in ("rollout", "update")
+    ]
+    assert schedule == [False, False, True, True, True, True, True, False, False, False]
 
 
 WARM = textwrap.dedent(

@@ -154,9 +154,38 @@ def closure_data(fn: Callable) -> dict[str, Any]:
     return found
 
 
+#: The intra-op thread count pieces are traced at (a compiling child runs
+#: on one thread), whatever count their kernels are generated for. Dynamo's
+#: guards hold the count a piece was traced at, so :func:`guards_accept`
+#: checks them at this count: a training run switches pieces in at its own.
+TRACE_THREADS = 1
+
+
+@contextlib.contextmanager
+def intra_op_threads(count: int) -> Any:
+    """Run the block at ``count`` intra-op threads, then at those before."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def aot_compile(fn: Callable, args: tuple, options: Mapping[str, Any]) -> Any:
-    """``fn`` compiled ahead of time for ``args`` (``fullgraph``, Inductor ``options``)."""
-    return torch.compile(fn, fullgraph=True, options=dict(options)).aot_compile((args, {}))
+    """``fn`` compiled ahead of time for ``args`` (``fullgraph``, Inductor
+    ``options``), traced at :data:`TRACE_THREADS`.
+    """
+    with intra_op_threads(TRACE_THREADS):
+        return torch.compile(fn, fullgraph=True, options=dict(options)).aot_compile((args, {}))
+
+
+def guards_accept(compiled: Any, args: tuple) -> bool:
+    """Whether ``compiled``'s guards accept ``args``, checked at the thread
+    count it was traced at (:data:`TRACE_THREADS`).
+    """
+    with intra_op_threads(TRACE_THREADS):
+        return compiled.guard_check(*args)
 
 
 def to_bytes(compiled: Any, fn: Callable) -> bytes:

@@ -20,10 +20,12 @@ random streams are data.
 From the first iteration's end until every piece has switched, training
 runs one intra-op thread fewer: a team of threads that has to share its
 cores with the compiling child (or the loading thread) stalls at every
-parallel region. Both
-moments follow from the switch points, so a replay runs with the same
-thread counts, and the pieces are compiled, loaded and checked at that
-count (it is part of their guards).
+parallel region. Given switch points, the count follows from them alone,
+so a replay, or a run resumed anywhere, runs at the recorded run's counts.
+A run resumed past a piece's switch point runs that piece compiled from
+its first call, as the recorded run did. Pieces are traced on one thread
+(:data:`rlstack.integrations.compile_cache.TRACE_THREADS`, their kernels
+generated for the training's count) and their guards are checked at it.
 
 A switched piece runs without torch's guards (:class:`CheckedPiece`):
 rlstack checks the inputs' structure, shapes, strides, dtypes and devices
@@ -112,7 +114,9 @@ class CompileStrategy:
         self.jobs: dict[str, Job] = {}
         self._loader: Loader | None = None
         self._started = False  # whether the first iteration has ended (lookups started)
-        self._threads: int | None = None  # the intra-op threads to return to, while compiling
+        self._threads: int | None = None  # the training's intra-op threads, from the start on
+        self._steps = 0  # the update count of the iteration under way
+        self._checked: dict[str, CheckedPiece] = {}  # the switched pieces
 
     # ------------------------------------------------------------ recording
     def recording(self, kind: str, staged: Staged) -> Staged:
@@ -126,13 +130,18 @@ class CompileStrategy:
 
     def _recorder(self, name: str, fn: Callable) -> Callable:
         def piece(*args: Any) -> Any:
+            if name in self._checked:  # switched at its first call (a resumed run)
+                return self._checked[name](*args)
             job = self.jobs.get(name)
             if job is None:
                 threads = self._threads or torch.get_num_threads()  # training's own count
                 description = {**self.describe(name, args), "intra_op_threads": threads}
                 self.jobs[name] = job = Job(name, fn, args, description)
-                if self._started:  # a piece first called after the first iteration
+                passed = self.given.get(name, self._steps + 1) <= self._steps
+                if self._started or passed:  # first called after the first iteration
                     self._look_up(job)
+                if passed:
+                    return self._switch_passed(job)(*args)
             else:
                 job.calls += 1
             start = time.perf_counter()
@@ -141,6 +150,18 @@ class CompileStrategy:
             return out
 
         return piece
+
+    def _switch_passed(self, job: Job) -> Callable:
+        """The piece of ``job`` first called at an update past its given
+        switch point (a run resumed after it switched): compiled now
+        (loaded, or compiled here if the cache lost it), as the recorded run
+        had it; the eager piece where none can be had.
+        """
+        job.looked_up.wait()
+        if not job.done.is_set():
+            self._compile(job)
+            job.done.wait()
+        return self._switch(job, self.given[job.name]) or job.fn
 
     # ---------------------------------------------------------- switching
     def before(self, kind: str, staged: Staged, steps: int) -> Staged:
@@ -151,17 +172,9 @@ class CompileStrategy:
         did not have are compiled in the background, those that cost the
         most time eagerly first.
         """
-        if steps >= 1:
-            if not self._started:  # the first iteration ran undisturbed; from here until
-                self._started = True  # every piece has switched, a core for loading and compiling
-                self._threads = torch.get_num_threads()
-                torch.set_num_threads(max(1, self._threads - 1))
-                for job in self.jobs.values():
-                    self._look_up(job)
-            self._compile()
+        self.begin(kind, steps)
         pieces = dict(staged.pieces)
         for name, job in self.jobs.items():
-            piece = name.partition("/")[2]
             if not name.startswith(kind + "/") or name in self.switched:
                 continue
             if name in self.given and steps >= self.given[name]:
@@ -169,23 +182,77 @@ class CompileStrategy:
                 job.done.wait()
             elif name in self.given or not (self.free and job.done.is_set()):
                 continue
-            if job.compiled is not None and not job.compiled.guard_check(*job.args):
-                self.cache.refuse(job.description, "its guards refuse the example inputs")
-                job.compiled = None
-                job.error = "its guards refuse the inputs it was compiled for"
-            if job.compiled is None:
-                compile_cache.notice(f"{name} stays eager: {job.error}")
-                self.switched[name] = -1  # never again
-                continue
-            pieces[piece] = CheckedPiece(
-                name, job.compiled, job.fn, compile_cache.signature(job.args)
-            )
-            self.switched[name] = steps
-            job.args = ()  # the example inputs are no longer needed
-        if self._threads is not None and all(name in self.switched for name in self.jobs):
-            torch.set_num_threads(self._threads)  # every piece switched: the training's cores again
-            self._threads = None
+            self._switch(job, steps)
+        for name, checked in self._checked.items():
+            if name.startswith(kind + "/"):
+                pieces[name.partition("/")[2]] = checked
+        self._set_threads(kind, steps)
         return staged._replace(pieces=pieces)
+
+    def begin(self, kind: str, steps: int) -> None:
+        """Note that ``kind`` (``"rollout"`` or ``"update"``) runs next, at
+        ``steps`` updates (:meth:`before` does it; called alone before a
+        rollout that is not built yet). From the second iteration on, look
+        up the pieces and compile those the cache lacks.
+        """
+        self._steps = steps
+        if steps >= 1:
+            if not self._started:  # the first iteration ran undisturbed
+                self._started = True
+                self._threads = torch.get_num_threads()
+                for name, job in self.jobs.items():
+                    if name not in self.switched:
+                        self._look_up(job)
+            self._compile()
+        self._set_threads(kind, steps)
+
+    def _set_threads(self, kind: str, steps: int) -> None:
+        """One intra-op thread fewer while :meth:`_still_compiling`, else the training's own."""
+        if self._threads is not None:
+            fewer = self._still_compiling(kind, steps)
+            wanted = max(1, self._threads - 1) if fewer else self._threads
+            if torch.get_num_threads() != wanted:
+                torch.set_num_threads(wanted)
+
+    def _switch(self, job: Job, steps: int) -> CheckedPiece | None:
+        """Record ``job``'s piece switched at ``steps`` and return it checked;
+        ``None`` where it has no compiled form (it stays eager, for good).
+        """
+        if job.compiled is not None and not compile_cache.guards_accept(job.compiled, job.args):
+            self.cache.refuse(job.description, "its guards refuse the example inputs")
+            job.compiled = None
+            job.error = "its guards refuse the inputs it was compiled for"
+        if job.compiled is None:
+            compile_cache.notice(f"{job.name} stays eager: {job.error}")
+            self.switched[job.name] = -1  # never again
+            return None
+        checked = CheckedPiece(job.name, job.compiled, job.fn, compile_cache.signature(job.args))
+        self._checked[job.name] = checked
+        self.switched[job.name] = steps
+        job.args = ()  # the example inputs are no longer needed
+        return checked
+
+    def _still_compiling(self, kind: str, steps: int) -> bool:
+        """Whether training runs one intra-op thread fewer from here (``kind``
+        at ``steps`` updates) on: a piece still to switch at a later given
+        point (the update's after this update count's rollout), or, when
+        ``free``, one called and not switched yet. A team of threads that
+        shares its cores with the compiling child or the loading thread
+        stalls at every parallel region. A function of the switch points,
+        so a replay, or a run resumed anywhere, has the recorded run's
+        thread counts.
+        """
+        later = {"rollout": ("update/",), "update": ()}[kind]
+        return steps >= 1 and (
+            any(
+                point > steps or (point == steps and name.startswith(later))
+                for name, point in self.given.items()
+            )
+            or (
+                self.free
+                and any(name not in self.switched and name not in self.given for name in self.jobs)
+            )
+        )
 
     def follow(self, record: Mapping[str, int]) -> None:
         """Switch the pieces in a resumed run's ``record`` at the update counts

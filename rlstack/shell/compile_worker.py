@@ -225,11 +225,17 @@ def _compile_alone(threads: int) -> None:
 
 
 def compile_here(jobs: Sequence[Job], cache: compile_cache.CompileCache) -> None:
-    """Compile ``jobs`` in this process (where no child can be forked)."""
+    """Compile ``jobs`` in this process (where no child can be forked), their
+    kernels for the training's threads (traced at one, as in a child).
+    """
+    import torch._inductor.config as inductor_config
+
     for job in jobs:
         start = time.perf_counter()
+        threads = int(job.description.get("intra_op_threads", torch.get_num_threads()))
         try:
-            job.compiled = compile_cache.aot_compile(job.fn, job.args, INDUCTOR_OPTIONS)
+            with inductor_config.patch({"cpp.threads": threads}):
+                job.compiled = compile_cache.aot_compile(job.fn, job.args, INDUCTOR_OPTIONS)
             job.how = "compiled"
             cache.save(job.description, compile_cache.to_bytes(job.compiled, job.fn))
         except Exception as e:

@@ -126,6 +126,8 @@ class RunFunctions:
             self.rollouts[TRAINING] = self.strategy.before(
                 "rollout", self.rollouts[TRAINING], steps
             )
+        elif self.strategy is not None:  # its first collect (the rollout is built in it)
+            self.strategy.begin("rollout", steps)
 
     def before_step(self, steps: int) -> None:
         """Swap in the update's compiled pieces due after ``steps`` updates."""
