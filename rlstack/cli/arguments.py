@@ -14,6 +14,7 @@ from ..envs import BUILTIN_ENVS
 from ..policy.nn import ACTIVATIONS
 from ..shell.settings import DISTRIBUTIONS, MODELS
 from .help_text import field_help
+from .values import float_or_list, none_or, parse_bool
 
 # AlgorithmConfig fields that take one scalar on the command line.
 _SCALAR_TYPES = {
@@ -28,48 +29,7 @@ _SCALAR_TYPES = {
 PER_MEMBER_FLAGS = {"gamma", "gae_lambda", "clip_param", "entropy_coeff"}
 
 
-class _Disabled:
-    """What ``--vf-clip-param none`` parses to, until the flags are merged
-    (argparse's own None means "not given").
-    """
-
-    def __repr__(self) -> str:
-        return "None"
-
-
-DISABLED = _Disabled()
-
-
-def _optional(kind: type) -> Any:
-    """An argparse ``type`` for ``X | None`` options: a ``kind``, or ``none``."""
-
-    def parse(text: str) -> Any:
-        return DISABLED if text.lower() == "none" else kind(text)
-
-    parse.__name__ = kind.__name__  # argparse's "invalid float value" message
-    return parse
-
-
 _FIELD_HELP = field_help()
-
-
-def _float_or_list(text: str) -> float | list[float]:
-    """``"3e-4"`` -> 3e-4; ``"1e-3,3e-4"`` -> [1e-3, 3e-4] (one value per population member)."""
-    try:
-        values = [float(part) for part in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a number or comma-separated numbers such as 1e-3,3e-4, got {text!r}"
-        ) from None
-    return values[0] if len(values) == 1 else values
-
-
-def _parse_bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,7 +77,7 @@ def _add_run_options(train: argparse.ArgumentParser) -> None:
     train.add_argument("--device", default=None, help="cpu (default), cuda, cuda:1, ...")
     train.add_argument(
         "--compile",
-        type=_parse_bool,
+        type=parse_bool,
         default=None,
         metavar="BOOL",
         help="compile before the first step (true), never (false); default: in the background, "
@@ -128,14 +88,14 @@ def _add_run_options(train: argparse.ArgumentParser) -> None:
     )
     train.add_argument(
         "--cuda-graphs",
-        type=_parse_bool,
+        type=parse_bool,
         default=None,
         metavar="BOOL",
         help="replay rollout and update as CUDA graphs (CUDA only; default false)",
     )
     train.add_argument(
         "--allow-tf32",
-        type=_parse_bool,
+        type=parse_bool,
         default=None,
         metavar="BOOL",
         help="TF32 float32 matmuls on CUDA (default false)",
@@ -165,7 +125,7 @@ def _add_policy_options(train: argparse.ArgumentParser) -> None:
     """``train``'s options of the policy and the env's vectorisation."""
     train.add_argument(
         "--lr",
-        type=_float_or_list,
+        type=float_or_list,
         default=None,
         help="learning rate (optimizer_config.lr); with --num-members, one value or one per "
         "member: 1e-3,3e-4",
@@ -316,11 +276,11 @@ def _add_hyperparameter_options(train: argparse.ArgumentParser) -> None:
             "--" + field.name.replace("_", "-"),
             dest=field.name,
             default=None,
-            type=_float_or_list
+            type=float_or_list
             if per_member
-            else _parse_bool
+            else parse_bool
             if kind is bool
-            else _optional(kind)
+            else none_or(kind)
             if optional
             else kind,
             metavar=kind.__name__.upper()

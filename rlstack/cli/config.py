@@ -12,7 +12,7 @@ from typing import Any
 
 from ..shell.settings import merge_settings, read_toml
 from ..shell.spec import RunSpec
-from .arguments import DISABLED
+from .values import DISABLED
 
 #: Flags that are not settings of their own: each sets a key of a table.
 _FOLDED = (
