@@ -58,8 +58,6 @@ TRAIN_ARGS = [
     "16",
     "--hiddens",
     "256,256",
-    "--compile",
-    "false",
     "--log-every-s",
     "0",
     "--checkpoint-every-s",
@@ -120,6 +118,28 @@ class Server:
         self.process = None
 
 
+def end_group(process: subprocess.Popen) -> None:
+    """Kill what is left of ``process``'s session: itself, and a compiling child that a run
+    leaves to finish its pieces into the compile cache.
+    """
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def wait_group(process: subprocess.Popen, timeout_s: float) -> None:
+    """Wait for ``process`` and what is left of its session (a compiling child finishing its
+    pieces into the compile cache) to end, then kill what is left.
+    """
+    process.wait()
+    deadline = time.monotonic() + timeout_s
+    with contextlib.suppress(ProcessLookupError):
+        while time.monotonic() < deadline:
+            os.killpg(process.pid, 0)
+            time.sleep(0.2)
+    end_group(process)
+
+
 def newest_checkpoint(folder: Path) -> Path | None:
     """The ``step-<N>.pt`` of the highest N in ``folder``."""
     files = sorted(folder.glob("step-*.pt"))
@@ -133,12 +153,14 @@ def train(
     env: dict,
     resume: Path | None = None,
     experiment: str = "chaos",
+    compile_args: list[str] = (),
 ) -> subprocess.Popen:
-    """Start ``rlstack train`` (fresh, or resumed from ``resume``) writing checkpoints to
-    ``folder``; its stdout and stderr go to files beside it.
+    """Start ``rlstack train`` (fresh with ``compile_args``, or resumed from ``resume``, whose
+    compile mode and switch points it keeps) writing checkpoints to ``folder``; its stdout and
+    stderr go to files beside it.
     """
     if resume is None:
-        args = [*TRAIN_ARGS, "--seed", str(seed), "--experiment-name", experiment]
+        args = [*TRAIN_ARGS, *compile_args, "--seed", str(seed), "--experiment-name", experiment]
     else:
         args = ["--resume", str(resume), "--log-every-s", "0", "--checkpoint-every-s", "1"]
     logs = folder.parent / f"{folder.name}-logs"
@@ -252,8 +274,30 @@ class Outages:
             self.pending.pop(0)
 
 
-def run_chaos(args: argparse.Namespace, work: Path, server: Server, env: dict) -> dict:
-    """The disturbed run; returns what happened (see the module docstring)."""
+#: ``--compile`` -> the fresh reference run's flags (background: the default, no flag).
+COMPILE_ARGS = {"false": ["--compile", "false"], "true": ["--compile", "true"], "background": []}
+
+
+def switch_points(checkpoint: Path) -> list[str]:
+    """The flags that replay the switch points recorded in ``checkpoint`` (none where the run
+    compiled nothing in the background).
+    """
+    settings = torch.load(checkpoint, map_location="cpu", weights_only=True)["settings"]
+    record = settings.get("compile_record") or {}
+    pairs = ",".join(f"{piece}={steps}" for piece, steps in sorted(record.items()))
+    return ["--compile-switches", pairs] if pairs else []
+
+
+def run_chaos(
+    args: argparse.Namespace,
+    work: Path,
+    server: Server,
+    env: dict,
+    compile_args: list[str],
+) -> dict:
+    """The disturbed run, started with ``compile_args``; returns what happened (see the module
+    docstring).
+    """
     folder = work / "chaos"
     disk = Disk(folder, env)
     schedule = Schedule(args.seed, args.kills, args.outages, tuple(args.outage_s))
@@ -262,12 +306,14 @@ def run_chaos(args: argparse.Namespace, work: Path, server: Server, env: dict) -
     report["tmpfs"], report["steps_redone"] = disk.tmpfs, 0
     try:
         start = time.monotonic()
-        process, launched = train(folder, args.steps, args.seed, env), time.monotonic()
+        process = train(folder, args.steps, args.seed, env, compile_args=compile_args)
+        launched = time.monotonic()
         started_at = 0  # the step the process started from
         while True:
             outages.tick(time.monotonic() - start)
             code = process.poll()
             if code is not None:  # finished, stopped by the full disk, or refused to start
+                end_group(process)
                 if code == 0:
                     break
                 err = sorted((work / "chaos-logs").glob("*.err"))[-1].read_text().strip()
@@ -301,9 +347,7 @@ def run_chaos(args: argparse.Namespace, work: Path, server: Server, env: dict) -
         report["left_clean"] = not any(name.startswith(".") for name in report["folder_left"])
         shutil.copy(newest_checkpoint(folder), work / "chaos-final.pt")  # the tmpfs goes
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        end_group(process)
         disk.release()
     outages.end(time.monotonic() - start)
     report["seconds"] = time.monotonic() - start
@@ -396,6 +440,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--outage-s", type=float, nargs=2, default=[20.0, 60.0], metavar=("MIN", "MAX")
     )
+    parser.add_argument(
+        "--compile",
+        choices=list(COMPILE_ARGS),
+        default="false",
+        help="the runs' compile mode; background: the disturbed run is given the reference's "
+        "switch points (--compile-switches), so it may equal it bit for bit",
+    )
     parser.add_argument("--out", default="benchmarks/results/chaos-cpu.json")
     parser.add_argument("--keep", default=None, help="a folder to work in and keep (logs)")
     args = parser.parse_args(argv)
@@ -408,13 +459,27 @@ def main(argv: list[str] | None = None) -> int:
         server.start()
         env = {**os.environ, "MLFLOW_TRACKING_URI": server.uri}
         env["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "2"  # a resume refused fast while it is away
+        env["RLSTACK_COMPILE_CACHE"] = str(work / "compile-cache")  # cold for the reference
         try:
+            if args.compile == "background":  # the cache warm, so the reference switches early
+                warm_up = train(work / "warm-up", 2, args.seed, env, experiment="warm-up")
+                wait_group(warm_up, timeout_s=1200)
             began = time.monotonic()
-            reference = train(work / "reference", args.steps, args.seed, env)
-            if reference.wait() != 0:
+            compile_args = COMPILE_ARGS[args.compile]
+            reference = train(
+                work / "reference", args.steps, args.seed, env, compile_args=compile_args
+            )
+            code = reference.wait()
+            end_group(reference)
+            if code != 0:
                 raise RuntimeError(f"the reference run failed: see {work / 'reference-logs'}")
             reference_s = time.monotonic() - began
-            report = run_chaos(args, work, server, env)
+            if args.compile == "background":
+                compile_args = switch_points(newest_checkpoint(work / "reference"))
+                if not compile_args:
+                    raise RuntimeError("the reference run switched no piece: nothing to replay")
+            report = run_chaos(args, work, server, env, compile_args)
+            report["compile_args"] = compile_args
             client = MlflowClient(server.uri)
             runs = {
                 r.data.tags.get("mlflow.runName"): r
@@ -429,7 +494,12 @@ def main(argv: list[str] | None = None) -> int:
             )
         finally:
             server.stop()
-    report |= {"reference_s": reference_s, "seed": args.seed, "steps": args.steps}
+    report |= {
+        "reference_s": reference_s,
+        "seed": args.seed,
+        "steps": args.steps,
+        "compile": args.compile,
+    }
     _print(report)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")

@@ -101,6 +101,27 @@ def test_cli_builds_kwargs_from_preset_and_overrides():
     assert load_env("rlstack.envs:DiscreteDummyEnv") is DiscreteDummyEnv
 
 
+def test_switch_points_reach_the_trainer_from_the_flag_and_the_toml_table(tmp_path):
+    # What a background-compiled run's MLflow params compile/<piece> record, to replay it.
+    args = build_parser().parse_args(
+        ["train", "--env", "CartPole", "--compile-switches", "rollout/step=3,update/sgd_step=4"]
+    )
+    assert train_config(args).trainer["compile_switches"] == {
+        "rollout/step": 3,
+        "update/sgd_step": 4,
+    }
+    (tmp_path / "run.toml").write_text('env = "CartPole"\n[compile_switches]\n"rollout/step" = 2\n')
+    args = build_parser().parse_args(["train", "-f", str(tmp_path / "run.toml")])
+    assert train_config(args).trainer["compile_switches"] == {"rollout/step": 2}
+
+
+def test_malformed_switch_points_name_the_flag(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--compile-switches", "rollout/step"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "argument --compile-switches: expected PIECE=UPDATES pairs such as" in err
+
+
 def _cli(args, cwd, uri, **kw):
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     return subprocess.run(
@@ -345,6 +366,11 @@ def test_resume_refuses_changed_hyperparameters_and_applies_what_can_change(tmp_
         ),
         ("model_config = 3", "`model_config` must be a table ([model_config]), got 3"),
         ('gamma = "high"', "`gamma` must be a number, got 'high'"),
+        ("compile_switches = 3", "`compile_switches` must be a table ([compile_switches]), got 3"),
+        (
+            '[compile_switches]\n"rollout/step" = "soon"',
+            "`compile_switches` must be a dict of piece name -> update count",
+        ),
     ],
 )
 def test_bad_toml_values_get_one_line_naming_the_field(tmp_path, capsys, toml, message):

@@ -14,7 +14,7 @@ from ..envs import BUILTIN_ENVS
 from ..policy.nn import ACTIVATIONS
 from ..shell.settings import DISTRIBUTIONS, MODELS
 from .help_text import field_help
-from .values import float_or_list, none_or, parse_bool
+from .values import float_or_list, none_or, parse_bool, parse_switches
 
 # AlgorithmConfig fields that take one scalar on the command line.
 _SCALAR_TYPES = {
@@ -85,6 +85,14 @@ def _add_run_options(train: argparse.ArgumentParser) -> None:
     )
     train.add_argument(
         "--no-compile", dest="compile", action="store_false", help="same as --compile false"
+    )
+    train.add_argument(
+        "--compile-switches",
+        type=parse_switches,
+        default=None,
+        metavar="PIECE=N,...",
+        help="with the background compile: switch exactly these pieces at these updates, waiting "
+        "for them (a run's MLflow params compile/<piece>), to replay that run bit for bit",
     )
     train.add_argument(
         "--cuda-graphs",

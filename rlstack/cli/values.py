@@ -1,5 +1,5 @@
 """How a flag's text becomes a value: argparse ``type`` functions (a bool,
-a number or one per population member, ``none`` for an
+a number or one per population member, ``PIECE=N`` pairs, ``none`` for an
 optional hyperparameter) and the marker of a hyperparameter turned off.
 """
 
@@ -49,3 +49,17 @@ def parse_bool(text: str) -> bool:
     if text.lower() in ("0", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def parse_switches(text: str) -> dict[str, int]:
+    """``rollout/step=3,update/sgd_step=4`` -> ``{"rollout/step": 3, "update/sgd_step": 4}``."""
+    switches = {}
+    for item in text.split(","):
+        piece, _, steps = item.partition("=")
+        if not piece or not steps.strip().isdigit():
+            raise argparse.ArgumentTypeError(
+                "expected PIECE=UPDATES pairs such as rollout/step=3,update/sgd_step=4, "
+                f"got {text!r}"
+            )
+        switches[piece.strip()] = int(steps)
+    return switches

@@ -59,6 +59,7 @@ TRAINER_SETTINGS = frozenset(
         "seed",
         "device",
         "compile",
+        "compile_switches",
         "cuda_graphs",
         "allow_tf32",
         "env_config",
@@ -116,7 +117,8 @@ def merge_settings(*layers: Mapping[str, Any]) -> dict[str, Any]:
 
 def read_toml(path: str | Path) -> dict[str, Any]:
     """Settings from a TOML file (the flat vocabulary of the module docstring;
-    ``[model_config]``, ``[optimizer_config]`` and ``[env_config]`` tables).
+    ``[model_config]``, ``[optimizer_config]``, ``[env_config]`` and
+    ``[compile_switches]`` tables).
 
     Raises:
         ValueError: for a missing or malformed file, an unknown key or a
@@ -142,7 +144,7 @@ def read_toml(path: str | Path) -> dict[str, Any]:
                 kind, "a number of seconds such as 300"
             )
             raise ValueError(f"-f {str(path)!r}: `{key}` must be {example}, got {data[key]!r}.")
-    for key in ("model_config", "optimizer_config", "env_config"):
+    for key in ("model_config", "optimizer_config", "env_config", "compile_switches"):
         if key in data and not isinstance(data[key], dict):
             raise ValueError(
                 f"-f {str(path)!r}: `{key}` must be a table ([{key}]), got {data[key]!r}."
