@@ -12,15 +12,20 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("compile_mode", ["false", "background"])
 def test_a_run_killed_anywhere_resumes_to_the_undisturbed_runs_params_and_metrics(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, compile_mode
 ):
+    # background: the disturbed run is given the reference's switch points; each process resumed
+    # past them runs its pieces compiled from their first call, as the reference did.
     monkeypatch.syspath_prepend(str(REPO))
     from benchmarks import chaos
 
     out = tmp_path / "chaos.json"
     code = chaos.main(
         [
+            "--compile",
+            compile_mode,
             "--steps",
             "80",  # enough training left for the five kills
             "--kills",
@@ -44,4 +49,6 @@ def test_a_run_killed_anywhere_resumes_to_the_undisturbed_runs_params_and_metric
     assert (report["lost"], report["duplicated"], report["different"]) == (0, 0, 0)
     assert report["values"] > 0 and report["status"] == "FINISHED" and report["runs"] == 2
     assert report["left_clean"]  # no lock, no temp file
+    if compile_mode == "background":
+        assert report["compile_args"][0] == "--compile-switches"
     assert code == 0
