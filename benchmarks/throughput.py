@@ -40,6 +40,7 @@ if __package__ in (None, ""):  # run as a script:
     # the repository root in place of benchmarks/, whose gymnasium.py would shadow gymnasium
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
+from benchmarks import contention  # noqa: E402
 from rlstack import Algorithm, Population, RecurrentAlgorithm  # noqa: E402
 from rlstack.envs import CartPole, ContinuousDummyEnv, DiscreteDummyEnv  # noqa: E402
 from rlstack.shell.presets import PRESETS  # noqa: E402
@@ -90,6 +91,14 @@ CONFIGS = {
         algorithm=Population,
         algorithm_kwargs={"num_members": 8},
     ),
+    # CartPole-v1's preset as `rlstack train --env CartPole-v1` runs it: 512 envs x 64 steps, 64x64.
+    "cartpole-v1-preset": dict(
+        env="CartPole-v1",
+        num_envs=512,
+        horizon=64,
+        hiddens=(64, 64),
+        preset="CartPole-v1",
+    ),
     # Gymnasium's HalfCheetah-v5 (the mujoco extra) with the continuous preset's settings,
     # CleanRL's: 8 eager MuJoCo sub-envs x 256 steps, 10 epochs of 64-transition minibatches, tanh
     # 64x64.
@@ -104,7 +113,12 @@ CONFIGS = {
 # Default config list per device: the large config takes minutes per iteration on a small CPU, the
 # recurrent one tens of seconds, and HalfCheetah needs the mujoco extra (name any of them to run
 # it).
-_NAMED_ONLY = ("recurrent-1x-default", "population-k8", "halfcheetah-continuous")
+_NAMED_ONLY = (
+    "recurrent-1x-default",
+    "population-k8",
+    "cartpole-v1-preset",
+    "halfcheetah-continuous",
+)
 DEFAULT_CONFIGS = {
     "cpu": [c for c in CONFIGS if c not in ("discrete-large", *_NAMED_ONLY)],
     "cuda": [c for c in CONFIGS if c not in _NAMED_ONLY],
@@ -343,8 +357,26 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="JSON path (default benchmarks/results/throughput-<device>.json)",
     )
+    parser.add_argument(
+        "--contended",
+        type=int,
+        default=None,
+        metavar="K",
+        help="the contended mode (benchmarks/contention.py): eager collect + update quiet and "
+        "beside K busy processes, under rlstack's and libgomp's default wait policies "
+        "(default configs: cartpole-v1-preset; --repeats iterations per child, 2 rounds)",
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of the contended mode")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
+    if args.contended is not None:
+        return contention.contended(
+            args.configs or ["cartpole-v1-preset"],
+            busy=args.contended,
+            rounds=args.rounds,
+            repeats=args.repeats,
+            out=Path(args.out or Path(__file__).parent / "results" / "contended-cpu.json"),
+        )
     configs = args.configs or DEFAULT_CONFIGS[device.type]
     modes = args.modes or DEFAULT_MODES[device.type]
     for mode in modes:

@@ -5,6 +5,11 @@ composed into compiled ``rollout``/``update`` functions, under a thin
 stateful shell (``Algorithm``, ``Trainer``) that logs to MLflow.
 """
 
+from .integrations import openmp
+
+# Before anything imports torch: libgomp reads its wait policy once, when torch loads it.
+openmp.spin_briefly()
+
 from . import conditions, distributions, env, envs, functional, models, nn, optim, spaces
 from .core.config import AlgorithmConfig
 from .core.version import __version__ as __version__
