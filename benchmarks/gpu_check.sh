@@ -17,9 +17,14 @@
 #   recurrent      recurrent-1x-default (LSTM 256, seq_len 4): eager, compiled, compiled + bf16 AMP
 #   population     benchmarks/population.py: K = 8, 64 and 512 CartPole members against one
 #   cartpole       benchmarks/classic_control.py: CartPole-v1's preset (episodic) to a return of 475, 2048 and 8192 envs
+#   rsl_rl_cold    benchmarks/rsl_rl.py --ours-only: Isaac Lab's Cartpole settings (4096 envs x 16,
+#                  32-32 ELU) through the rsl_rl adapter, the env's tensors on the GPU, compiled first
+#                  and in the background (the default; where torch lacks its APIs, its fallback),
+#                  with empty compile caches: first iteration s, transitions/s, peak memory
+#   rsl_rl_warm    the same again in a fresh process, the caches the cold part left
 # Without a CUDA device every part but `tests` (whose CUDA tests skip) is skipped, unless
 # GPU_CHECK_SMOKE=1: then each part runs on the CPU at a toy size, to check the commands.
-# Ends inside 8 minutes: the timeouts below add up to 7 min 40 s.
+# Ends inside 8 minutes: the timeouts below add up to 8 min.
 set -uo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 out="${1:-${OUT:-$(mktemp -d)}}"
@@ -70,27 +75,37 @@ modes="eager compiled compiled-tf32 compiled-graphs compiled-amp"
 if [ "$smoke" = 1 ]; then
     modes="eager compiled" recurrent_modes="eager" size=(--num-envs 64 --repeats 1) members=1,2
     iters=(--iters 1 --rounds 1 --no-compile) cartpole_envs=(64) cartpole=(--check-every 5 --limit 5)
+    rsl_rl=(--num-envs 64 --rounds 1 --iterations 1)
 else
     recurrent_modes="eager compiled compiled-amp" size=(--repeats 5) members=1,8,64,512
     iters=(--iters 5 --rounds 2) cartpole_envs=(2048 8192) cartpole=(--check-every 2 --limit 20)
+    rsl_rl=(--num-envs 4096 --rounds 2 --iterations 5)
 fi
+caches="$(mktemp -d)"  # the rsl_rl parts' compile caches: empty for the cold part
 dev="${device/none/cpu}"
 
-part tests 60 python -m pytest -q -m "slow or not slow" -p no:cacheprovider tests/test_cuda.py
+part tests 45 python -m pytest -q -m "slow or not slow" -p no:cacheprovider tests/test_cuda.py
 # shellcheck disable=SC2086
-part throughput 100 python benchmarks/throughput.py --device "$dev" --configs discrete-1x-default --modes $modes \
+part throughput 75 python benchmarks/throughput.py --device "$dev" --configs discrete-1x-default --modes $modes \
     "${size[@]}" --out "$out/throughput-cuda.json"
 # shellcheck disable=SC2086
-part large 100 python benchmarks/throughput.py --device "$dev" --configs discrete-large --modes $modes \
+part large 70 python benchmarks/throughput.py --device "$dev" --configs discrete-large --modes $modes \
     "${size[@]}" --out "$out/throughput-large-cuda.json"
 # shellcheck disable=SC2086
-part recurrent 45 python benchmarks/throughput.py --device "$dev" --configs recurrent-1x-default \
+part recurrent 40 python benchmarks/throughput.py --device "$dev" --configs recurrent-1x-default \
     --modes $recurrent_modes "${size[@]}" --out "$out/throughput-recurrent-cuda.json"
-part population 75 python benchmarks/population.py --device "$dev" --members "$members" "${iters[@]}" \
+part population 55 python benchmarks/population.py --device "$dev" --members "$members" "${iters[@]}" \
     --out "$out/population-cuda.json"
-part cartpole 80 python benchmarks/classic_control.py --device "$dev" --envs CartPole-v1 --seeds 0 \
+part cartpole 65 python benchmarks/classic_control.py --device "$dev" --envs CartPole-v1 --seeds 0 \
     --num-envs "${cartpole_envs[@]}" "${cartpole[@]}" --out "$out/classic_control-cuda.json"
 
-rm -rf "$site"
+for cache in cold warm; do
+    part "rsl_rl_$cache" "$([ $cache = cold ] && echo 90 || echo 40)" env \
+        RLSTACK_COMPILE_CACHE="$caches/rlstack" TORCHINDUCTOR_CACHE_DIR="$caches/inductor" \
+        python benchmarks/rsl_rl.py --ours-only --configs cartpole --device "$dev" "${rsl_rl[@]}" \
+        --out "$out/rsl-rl-$cache-cuda.json"
+done
+
+rm -rf "$site" "$caches"
 echo "--- summary ($out)" && cat "$out/summary.txt"
 ! grep -v "rc=0 \|skipped" "$out/summary.txt" >/dev/null

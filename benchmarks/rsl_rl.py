@@ -147,20 +147,105 @@ def rlstack_kwargs(config: dict) -> dict:
     )
 
 
-def make_ours(config: dict, seed: int = 0, compile: bool = True):
+def make_ours(config: dict, seed: int = 0, compile: bool | None = True, device: str = "cpu"):
+    """``(vec_env, algo)``: the env on ``device`` behind the adapter, and an
+    Algorithm there (``compile``: True compiled first, None in the background).
+    """
     from benchmarks.rsl_rl_env import PendulumVecEnv
     from rlstack import Algorithm
     from rlstack.integrations.rsl_rl_adapter import RslRlEnv
 
-    vec_env = PendulumVecEnv(config["num_envs"], seed=seed)
+    vec_env = PendulumVecEnv(config["num_envs"], seed=seed, device=device)
     return vec_env, Algorithm(
-        RslRlEnv(vec_env), seed=seed, compile=compile, **rlstack_kwargs(config)
+        RslRlEnv(vec_env),
+        seed=seed,
+        compile=compile,
+        device=device,
+        **rlstack_kwargs(config),
     )
 
 
 def iterate(algo) -> None:
     algo.collect()
     algo.step()
+
+
+def _sync(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(algo, args: argparse.Namespace) -> list[float]:
+    """Seconds of each of ``args.iterations`` collect + update iterations."""
+    times = []
+    for _ in range(args.iterations):
+        start = time.perf_counter()
+        iterate(algo)
+        _sync(args.device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def until_switched(algo) -> None:
+    """Iterate a background-compiled ``algo`` until every piece has switched
+    (its second iteration starts the lookups and the compiling).
+    """
+    strategy = algo.functions.strategy
+    if strategy is None:
+        return
+    iterate(algo)
+    for job in list(strategy.jobs.values()):
+        job.done.wait(timeout=600)
+    iterate(algo)
+
+
+def ours_only(args: argparse.Namespace) -> int:
+    """The rlstack side alone on ``args.device``, compiled first and in the background:
+    the first iteration's seconds (from construction), transitions/s over
+    ``args.rounds`` rounds of ``args.iterations`` iterations (the background
+    run after every piece has switched) and peak device memory.
+    """
+    rows = []
+    for name in args.configs:
+        config = rsl_rl_config(name, args.num_envs)
+        transitions = config["num_envs"] * config["steps"]
+        for compile_mode in (True, None):
+            if torch.device(args.device).type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            start = time.perf_counter()
+            _, algo = make_ours(config, compile=compile_mode, device=args.device)
+            iterate(algo)
+            _sync(args.device)
+            first = time.perf_counter() - start
+            until_switched(algo)
+            rates = [transitions / statistics.median(timed(algo, args)) for _ in range(args.rounds)]
+            row = {
+                "config": name,
+                "device": args.device,
+                "compile": algo.compile,
+                "num_envs": config["num_envs"],
+                "steps": config["steps"],
+                "hidden": config["hidden"],
+                "first_iteration_s": first,
+                "switched": algo.compile_switches,
+                "rlstack_transitions_per_s": statistics.median(rates),
+                "rounds": rates,
+                "peak_memory_mb": torch.cuda.max_memory_allocated() / 2**20
+                if torch.device(args.device).type == "cuda"
+                else None,
+            }
+            rows.append(row)
+            print(
+                f"{name} {algo.compile}: first iteration {first:.1f} s, "
+                f"{row['rlstack_transitions_per_s']:,.0f} transitions/s, "
+                f"switched {row['switched']}",
+                flush=True,
+            )
+    out = Path(args.out or RESULTS / f"rsl-rl-ours-{torch.device(args.device).type}.json")
+    meta = {"torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "ours_only": True}
+    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    print(f"wrote {out}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,15 +265,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--venv", default=str(Path.home() / ".cache" / "rlstack-peers" / "rsl-rl-venv")
     )
+    parser.add_argument("--device", default="cpu", help="where the env's tensors and rlstack run")
+    parser.add_argument(
+        "--ours-only",
+        action="store_true",
+        help="rlstack alone (where rsl_rl's venv cannot be built, e.g. an offline GPU machine)",
+    )
+    parser.add_argument("--out", default=None, help="default results/rsl-rl-<device>.json")
     args = parser.parse_args(argv)
+    if args.ours_only:
+        return ours_only(args)
     python = ensure_peer_venv(Path(args.venv), REQUIREMENTS, system_site_packages=True)
     rows = []
     for name in args.configs:
         config = rsl_rl_config(name, args.num_envs)
         transitions = config["num_envs"] * config["steps"]
         start = time.perf_counter()
-        vec_env, algo = make_ours(config)
+        vec_env, algo = make_ours(config, device=args.device)
         iterate(algo)
+        _sync(args.device)
         ours_first = time.perf_counter() - start
         peer_rates, our_rates, peer_first = [], [], []
         for r in range(args.rounds):
@@ -196,12 +291,7 @@ def main(argv: list[str] | None = None) -> int:
             peer = run_peer(python, config, args.iterations, args.learn_iterations if last else 0)
             peer_first.append(peer["first_s"])
             peer_rates.append(transitions / peer["iteration_s"])
-            times = []
-            for _ in range(args.iterations):
-                start = time.perf_counter()
-                iterate(algo)
-                times.append(time.perf_counter() - start)
-            our_rates.append(transitions / statistics.median(times))
+            our_rates.append(transitions / statistics.median(timed(algo, args)))
             print(
                 f"{name} round {r + 1}: rsl_rl {peer_rates[-1]:,.0f}/s, rlstack "
                 f"{our_rates[-1]:,.0f}/s",
@@ -222,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
             "rounds": {"rsl_rl": peer_rates, "rlstack": our_rates},
         }
         if args.learn_iterations:
-            vec_env, fresh = make_ours(config)
+            vec_env, fresh = make_ours(config, device=args.device)
             for _ in range(args.learn_iterations):
                 iterate(fresh)
             row["rlstack_return_last_100"] = sum(vec_env.finished_returns[-100:]) / max(
@@ -253,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"rsl_rl {row['rsl_rl_return_last_100']:.1f}, rlstack "
                 f"{row['rlstack_return_last_100']:.1f}"
             )
-    out = RESULTS / "rsl-rl-cpu.json"
+    out = Path(args.out or RESULTS / f"rsl-rl-{torch.device(args.device).type}.json")
     meta = {
         "torch": torch.__version__,
         "rsl_rl": REQUIREMENTS[0],

@@ -47,18 +47,34 @@ def runner_config(config: dict) -> dict:
 
 
 class PendulumVecEnv:
-    """``num_envs`` Pendulum-v1 envs on the CPU with rsl_rl's attributes."""
+    """``num_envs`` Pendulum-v1 envs on ``device`` (their tensors there, as a
+    GPU simulator's are) with rsl_rl's attributes.
+    """
 
     def __init__(self, num_envs: int, seed: int = 0, device: str = "cpu") -> None:
         self.env = PendulumV1()
         self.num_envs, self.num_actions, self.device = num_envs, 1, torch.device(device)
         self.max_episode_length = self.env.max_episode_steps
-        self.episode_length_buf = torch.zeros(num_envs, dtype=torch.long)
+        self.episode_length_buf = torch.zeros(num_envs, dtype=torch.long, device=self.device)
         self.cfg: dict = {}
-        self._key, self._steps = random.key(seed), 0
+        self._key, self._steps = random.key(seed, self.device), 0
         self.state, self.obs = self.env.reset(random.fold_in(self._key, -1), num_envs)
-        self.returns = torch.zeros(num_envs)
-        self.finished_returns: list[float] = []
+        self.returns = torch.zeros(num_envs, device=self.device)
+        self._finished: list[float] = []
+        self._ended: list[tuple[torch.Tensor, torch.Tensor]] = []  # (returns, dones) not read yet
+
+    @property
+    def finished_returns(self) -> list[float]:
+        """Every finished episode's return, in the order they ended."""
+        self._read_ended()
+        return self._finished
+
+    def _read_ended(self) -> None:
+        """Read the finished returns of the steps not read yet from the device
+        (on demand and every 256 steps, so that a step does not wait for it).
+        """
+        self._finished += [x for returns, dones in self._ended for x in returns[dones].tolist()]
+        self._ended.clear()
 
     def _groups(self, obs: torch.Tensor):
         groups = {"policy": obs}
@@ -74,8 +90,9 @@ class PendulumVecEnv:
         )
         dones = terminated | truncated
         self.returns += reward
-        if dones.any():
-            self.finished_returns += self.returns[dones].tolist()
+        self._ended.append((self.returns.clone(), dones))
+        if len(self._ended) == 256:
+            self._read_ended()
         self.returns = torch.where(dones, torch.zeros_like(self.returns), self.returns)
         self.episode_length_buf = torch.where(
             dones, torch.zeros_like(self.episode_length_buf), self.episode_length_buf + 1
