@@ -34,6 +34,8 @@ import sys
 import time
 from pathlib import Path
 
+from rlstack.integrations import openmp
+
 ROOT = Path(__file__).resolve().parents[1]
 #: Policy -> the environment variables its child gets (none: rlstack's choice).
 POLICIES = {
@@ -59,7 +61,7 @@ def measure(config: str, policy: str, repeats: int) -> float:
     environ = {
         name: value
         for name, value in os.environ.items()
-        if name not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")
+        if name not in openmp.WAIT_POLICY_VARIABLES
     }
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.contention", "--child", config, str(repeats)],

@@ -153,14 +153,10 @@ class CompileStrategy:
 
     def _switch_passed(self, job: Job) -> Callable:
         """The piece of ``job`` first called at an update past its given
-        switch point (a run resumed after it switched): compiled now
-        (loaded, or compiled here if the cache lost it), as the recorded run
-        had it; the eager piece where none can be had.
+        switch point (a run resumed after it switched): compiled now, as the
+        recorded run had it; the eager piece where none can be had.
         """
-        job.looked_up.wait()
-        if not job.done.is_set():
-            self._compile(job)
-            job.done.wait()
+        self._wait_for(job)
         return self._switch(job, self.given[job.name]) or job.fn
 
     # ---------------------------------------------------------- switching
@@ -172,14 +168,13 @@ class CompileStrategy:
         did not have are compiled in the background, those that cost the
         most time eagerly first.
         """
-        self.begin(kind, steps)
+        self._start(steps)
         pieces = dict(staged.pieces)
         for name, job in self.jobs.items():
             if not name.startswith(kind + "/") or name in self.switched:
                 continue
             if name in self.given and steps >= self.given[name]:
-                self._compile(job)
-                job.done.wait()
+                self._wait_for(job)
             elif name in self.given or not (self.free and job.done.is_set()):
                 continue
             self._switch(job, steps)
@@ -192,8 +187,14 @@ class CompileStrategy:
     def begin(self, kind: str, steps: int) -> None:
         """Note that ``kind`` (``"rollout"`` or ``"update"``) runs next, at
         ``steps`` updates (:meth:`before` does it; called alone before a
-        rollout that is not built yet). From the second iteration on, look
-        up the pieces and compile those the cache lacks.
+        rollout that is not built yet).
+        """
+        self._start(steps)
+        self._set_threads(kind, steps)
+
+    def _start(self, steps: int) -> None:
+        """Note the update count; from the second iteration on, look up the
+        pieces and compile those the cache lacks.
         """
         self._steps = steps
         if steps >= 1:
@@ -204,7 +205,13 @@ class CompileStrategy:
                     if name not in self.switched:
                         self._look_up(job)
             self._compile()
-        self._set_threads(kind, steps)
+
+    def _wait_for(self, job: Job) -> None:
+        """Wait for ``job``'s compiled form: loaded, or compiled (in a child,
+        or here) where the cache lacks it.
+        """
+        self._compile(job)
+        job.done.wait()
 
     def _set_threads(self, kind: str, steps: int) -> None:
         """One intra-op thread fewer while :meth:`_still_compiling`, else the training's own."""
